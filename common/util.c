@@ -1,0 +1,191 @@
+#include "util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+int verrf(Err *e, const char *fmt, va_list ap) {
+  if (e)
+    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+  return -1;
+}
+
+int errf(Err *e, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  verrf(e, fmt, ap);
+  va_end(ap);
+  return -1;
+}
+
+static void oom(size_t n) {
+  fprintf(stderr, "rnnc: out of memory (allocating %zu bytes)\n", n);
+  abort();
+}
+
+void *xmalloc(size_t n) {
+  void *p = malloc(n ? n : 1);
+  if (!p)
+    oom(n);
+  return p;
+}
+
+void *xcalloc(size_t count, size_t size) {
+  void *p = calloc(count ? count : 1, size ? size : 1);
+  if (!p)
+    oom(count * size);
+  return p;
+}
+
+void *xrealloc(void *p, size_t n) {
+  p = realloc(p, n ? n : 1);
+  if (!p)
+    oom(n);
+  return p;
+}
+
+char *xstrdup(const char *s) { return xstrndup(s, strlen(s)); }
+
+char *xstrndup(const char *s, size_t n) {
+  char *p = xmalloc(n + 1);
+  memcpy(p, s, n);
+  p[n] = '\0';
+  return p;
+}
+
+char *xasprintf(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  char *p = xmalloc((size_t)n + 1);
+  va_start(ap, fmt);
+  vsnprintf(p, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  return p;
+}
+
+char *read_file(const char *path, size_t *len, Err *e) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    errf(e, "%s: %s", path, strerror(errno));
+    return NULL;
+  }
+  Buf b = {0};
+  char chunk[65536];
+  size_t n;
+  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+    buf_put(&b, chunk, n);
+  int bad = ferror(f);
+  fclose(f);
+  if (bad) {
+    buf_free(&b);
+    errf(e, "%s: read error", path);
+    return NULL;
+  }
+  buf_put(&b, "", 1);
+  if (len)
+    *len = b.len - 1;
+  return b.data;
+}
+
+void buf_put(Buf *b, const void *p, size_t n) {
+  if (b->len + n > b->cap) {
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + n)
+      cap *= 2;
+    b->data = xrealloc(b->data, cap);
+    b->cap = cap;
+  }
+  if (n)
+    memcpy(b->data + b->len, p, n);
+  b->len += n;
+}
+
+void buf_printf(Buf *b, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  if (b->len + (size_t)n + 1 > b->cap) {
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + (size_t)n + 1)
+      cap *= 2;
+    b->data = xrealloc(b->data, cap);
+    b->cap = cap;
+  }
+  va_start(ap, fmt);
+  vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  b->len += (size_t)n;
+}
+
+void buf_free(Buf *b) {
+  free(b->data);
+  *b = (Buf){0};
+}
+
+static uint64_t splitmix64(uint64_t *x) {
+  uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+void rng_seed(Rng *r, uint64_t seed) {
+  for (int i = 0; i < 4; i++)
+    r->s[i] = splitmix64(&seed);
+}
+
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+uint64_t rng_u64(Rng *r) {
+  uint64_t *s = r->s;
+  uint64_t result = rotl(s[1] * 5, 7) * 9;
+  uint64_t t = s[1] << 17;
+  s[2] ^= s[0];
+  s[3] ^= s[1];
+  s[1] ^= s[2];
+  s[0] ^= s[3];
+  s[2] ^= t;
+  s[3] = rotl(s[3], 45);
+  return result;
+}
+
+uint32_t rng_below(Rng *r, uint32_t n) {
+  /* Lemire's multiply-and-reject: exact and without division in the
+   * common case. */
+  uint64_t m = (uint64_t)(uint32_t)(rng_u64(r) >> 32) * n;
+  uint32_t low = (uint32_t)m;
+  if (low < n) {
+    uint32_t threshold = -n % n;
+    while (low < threshold) {
+      m = (uint64_t)(uint32_t)(rng_u64(r) >> 32) * n;
+      low = (uint32_t)m;
+    }
+  }
+  return (uint32_t)(m >> 32);
+}
+
+float rng_uniform(Rng *r, float lo, float hi) {
+  /* 24 random bits: every value is an exact float in [0, 1). */
+  float u = (float)(rng_u64(r) >> 40) * (1.0f / 16777216.0f);
+  return lo + (hi - lo) * u;
+}
+
+void rng_shuffle_u32(Rng *r, uint32_t *a, size_t n) {
+  for (size_t i = n; i > 1; i--) {
+    uint32_t j = rng_below(r, (uint32_t)i);
+    uint32_t t = a[i - 1];
+    a[i - 1] = a[j];
+    a[j] = t;
+  }
+}
+
+double now_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
