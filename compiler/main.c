@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "runtime.h"
 #include "util.h"
 
@@ -129,6 +130,8 @@ static int cmd_data(int argc, char **argv) {
 
 static const Command commands[] = {
     {"data", "summarize a names data set and its train/test split", data_usage, cmd_data},
+    {"compile", "compile a graph file and print a stage's output (IR, ...)", compile_usage,
+     cmd_compile},
 };
 
 static const Command *find_command(const char *name) {

@@ -1,0 +1,54 @@
+/* compile.c: the front end's driver. One place fixes the stage order:
+ * tokenize, parse, lower, then the verifier. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "rnnc.h"
+
+Graph *compile_graph(const char *path, const char *text, size_t len, Err *e) {
+  Src *src = xcalloc(1, sizeof *src);
+  src->path = xstrdup(path);
+  src->text = xstrndup(text, len);
+  src->len = len;
+  if (memchr(text, '\0', len)) {
+    /* Report the NUL at its position; the lexer sees only the text before it. */
+    src->len = strlen(src->text);
+  }
+  Arena arena = {0};
+  Diag d = {.err = e, .src = src};
+  Graph *volatile g = NULL;
+  if (setjmp(d.jb)) {
+    arena_free(&arena);
+    free(src->path);
+    free(src->text);
+    free(src);
+    return NULL;
+  }
+  if (src->len != len) {
+    int line = 1, col = 1;
+    for (size_t i = 0; i < src->len; i++, col++)
+      if (src->text[i] == '\n')
+        line++, col = 0;
+    error_at(&d, (Pos){line, col}, "NUL byte in graph file");
+  }
+  Token *toks = tokenize(src, &d, &arena);
+  Program *prog = parse(toks, &d, &arena);
+  g = lower(prog, src, &d);
+  arena_free(&arena);
+  g->src = src;
+  if (graph_verify(g, e)) {
+    graph_free(g);
+    return NULL;
+  }
+  return g;
+}
+
+Graph *compile_graph_file(const char *path, Err *e) {
+  size_t len;
+  char *text = read_file(path, &len, e);
+  if (!text)
+    return NULL;
+  Graph *g = compile_graph(path, text, len, e);
+  free(text);
+  return g;
+}

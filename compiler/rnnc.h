@@ -1,0 +1,291 @@
+/* rnnc.h: the compiler's one internal header, a section per stage. Each
+ * stage exports an entry point or two and uses only the types of the stages
+ * before it:
+ *
+ *   text --tokenize--> Token[] --parse--> Program (AST) --lower--> Graph (IR)
+ *        --graph_verify after every pass-- --grad--> Graph (+ backward, update)
+ *
+ * Shapes: rank 0 (scalar), 1 ([n]) or 2 ([m, n]); a sequence has the
+ * symbolic length T as its first dimension (DIM_T). */
+#ifndef RNNC_H
+#define RNNC_H
+
+#include <setjmp.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ops.h"
+#include "util.h"
+
+/* ----------------------------------------------------- diagnostics, arena */
+
+typedef struct Src {
+  char *path;
+  char *text; /* NUL-terminated */
+  size_t len;
+} Src;
+
+/* A position in a source file; line 0 means "no position" (compiler-made). */
+typedef struct Pos {
+  int line, col; /* 1-based */
+} Pos;
+
+/* Front-end errors unwind with longjmp to the stage's entry point, which
+ * returns a status (as Lua's parser does), so errors stay testable. */
+typedef struct Diag {
+  jmp_buf jb;
+  Err *err;
+  const Src *src;
+} Diag;
+
+/* Formats "path:line:col: error: message", the source line and a caret
+ * into d->err, then longjmps to d->jb. */
+_Noreturn void error_at(Diag *d, Pos p, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The same message without unwinding (for errors found outside a Diag). */
+void format_error(Err *e, const Src *src, Pos p, const char *msg);
+
+typedef struct ArenaBlock ArenaBlock;
+typedef struct Arena {
+  ArenaBlock *head;
+} Arena;
+void *arena_alloc(Arena *a, size_t n); /* zeroed, 16-byte aligned */
+char *arena_strndup(Arena *a, const char *s, size_t n);
+void arena_free(Arena *a);
+
+/* ------------------------------------------------------------------ lex.c */
+
+typedef enum TokKind { TK_IDENT, TK_NUM, TK_PUNCT, TK_NL, TK_EOF } TokKind;
+
+typedef struct Token {
+  TokKind kind;
+  const char *s; /* points into the source text */
+  int len;
+  double num; /* TK_NUM */
+  Pos pos;
+} Token;
+
+/* Newlines are tokens (they end statements) except inside () and []. An
+ * identifier may contain dots and {name} interpolations: gru.weight_ih_l{l}. */
+Token *tokenize(const Src *src, Diag *d, Arena *a);
+
+/* ---------------------------------------------------------------- parse.c */
+
+typedef struct Ident {
+  const char *s;
+  int len;
+  Pos pos;
+} Ident;
+
+typedef enum ExprKind {
+  E_NUM,   /* num */
+  E_NAME,  /* name */
+  E_BIN,   /* l op r; op is a char or one of the BIN_* codes */
+  E_NEG,   /* -l */
+  E_CALL,  /* name[targs](args) */
+  E_INDEX, /* l[r] or l[r:c] */
+  E_COND,  /* c ? l : r, compile time only */
+  E_SCAN,  /* scan name[targs] over args[0..nover) from args[nover..nargs) */
+} ExprKind;
+
+enum { BIN_EQ = 256, BIN_NE, BIN_LT, BIN_LE, BIN_GT, BIN_GE };
+
+typedef struct Expr Expr;
+struct Expr {
+  ExprKind kind;
+  Pos pos;
+  double num;
+  Ident name;
+  int op;
+  Expr *l, *r, *c;
+  Expr **args;
+  int nargs, nover;
+  Expr **targs;
+  int ntargs;
+  Ident *keys; /* named arguments: keys[i] names args[i]; NULL if none */
+};
+
+typedef enum StmtKind {
+  S_CONST,     /* const name = value */
+  S_INPUT,     /* input name : onehot[T, value] */
+  S_TARGET,    /* target name : class[value] */
+  S_PARAM,     /* param|buffer name [dims] = init */
+  S_DEF,       /* def name[tparams](params) { body } */
+  S_LET,       /* let names = value */
+  S_FOR,       /* for name in lo..hi { body } */
+  S_RETURN,    /* return dims... (values) */
+  S_OUTPUT,    /* output value */
+  S_LOSS,      /* loss value */
+  S_OPTIMIZER, /* optimizer value (a call with named arguments) */
+  S_CLIP,      /* clip_grad_norm value */
+  S_TRAIN,     /* train key = value, ... */
+} StmtKind;
+
+typedef struct Stmt Stmt;
+struct Stmt {
+  StmtKind kind;
+  Pos pos;
+  Ident name;
+  bool trainable; /* S_PARAM: param (true) or buffer (false) */
+  Ident *names;   /* S_LET targets, S_DEF params, S_TRAIN keys */
+  int nnames;
+  Ident *tparams; /* S_DEF compile-time parameters */
+  int ntparams;
+  Expr **exprs; /* S_PARAM dims, S_RETURN values, S_TRAIN values */
+  int nexprs;
+  Expr *value, *init, *lo, *hi;
+  Stmt **body;
+  int nbody;
+  bool active; /* S_DEF: being inlined now (lowering's recursion check) */
+};
+
+typedef struct Program {
+  Stmt **stmts;
+  int nstmts;
+} Program;
+
+Program *parse(Token *toks, Diag *d, Arena *a);
+
+/* ------------------------------------------------------------------- ir.c */
+
+enum { DIM_T = -1 };
+
+typedef enum TypeKind {
+  TY_F32,    /* dense float32 */
+  TY_ONEHOT, /* a character index, a one-hot vector of width dim[rank-1] */
+  TY_CLASS,  /* a class index in [0, dim[0]) (rank 0; dim[0] = classes) */
+  TY_TUPLE,  /* the multiple results of a scan (read through proj) */
+  TY_NONE,   /* effects */
+} TypeKind;
+
+typedef struct Type {
+  TypeKind kind;
+  int rank;
+  int dim[2];
+} Type;
+
+typedef struct Node {
+  Op op;
+  Type type;
+  int *in; /* (nin) operand node ids */
+  int nin;
+  int a, b, c; /* integer attributes; meaning per op (ops.h) */
+  double f;    /* float attribute: CONST value, NOISE bound */
+  int region;  /* SCAN: its body block; -1 otherwise */
+  int block;   /* the block this node belongs to */
+  Pos pos;     /* the source position it came from */
+} Node;
+
+/* A block: nodes in execution order. Block 0 is the graph's top level; a
+ * scan body's args are ARG nodes, its yields the carried values first,
+ * then the per-step outputs. */
+typedef struct Block {
+  int *nodes, n, cap;
+  int *args, nargs;
+  int *yields, nyields;
+  int parent; /* enclosing block; -1 for block 0 */
+} Block;
+
+/* SCAN attributes: a = number of sequence operands (the rest are the
+ * carries' initial values), b = number of carries, c = 1 if reverse. Body
+ * args: one row of each sequence, then the carries. Results (proj i): for
+ * each carry, then each extra yield, the [T, ...] stack of its value at
+ * every step (row t = the value computed at step t). */
+
+typedef enum Init {
+  INIT_ZEROS,           /* 0 */
+  INIT_UNIFORM,         /* U(-arg, arg) */
+  INIT_LINEAR,          /* PyTorch Linear: U(-1/sqrt(arg), 1/sqrt(arg)), arg = fan_in */
+  INIT_KAIMING_UNIFORM, /* U(-sqrt(6/arg), sqrt(6/arg)), arg = fan_in */
+} Init;
+
+/* Parameter slots: what LOAD/STORE/ACC address. */
+enum { SLOT_VALUE, SLOT_GRAD, SLOT_M, SLOT_V, SLOT_COUNT };
+
+typedef struct Param {
+  char *name; /* PyTorch state_dict name */
+  Type type;
+  Init init;
+  double init_arg;
+  bool trainable; /* param: trained; buffer: only loaded and saved */
+  Pos pos;
+  size_t offset; /* in floats, in the flat parameter buffer */
+} Param;
+
+typedef enum OptimKind { OPTIM_NONE, OPTIM_ADAM, OPTIM_SGD } OptimKind;
+
+typedef struct TrainConfig {
+  OptimKind optim;
+  double lr, beta1, beta2, eps;
+  double clip_norm; /* 0: no clipping */
+  int epochs, batch;
+} TrainConfig;
+
+typedef enum Stage { STAGE_FORWARD, STAGE_GRAD } Stage;
+
+typedef struct Graph {
+  Src *src;
+  Node *nodes;
+  int nnodes, capnodes;
+  Block *blocks;
+  int nblocks;
+  Param *params;
+  int nparams;
+  size_t nfloats; /* size of one slot of the flat parameter buffer */
+  int vocab, classes;
+  int input, target, output, loss; /* node ids (-1 if absent) */
+  TrainConfig train;
+  Stage stage;
+} Graph;
+
+extern const char *const op_names[OP_COUNT];
+extern const int op_arity[OP_COUNT];
+extern const int op_flags[OP_COUNT];
+
+/* Appends a node to block blk, computing its type by the op's shape rule.
+ * A shape error is reported through d at pos (d may be NULL for
+ * compiler-made nodes, where an error is an internal bug and aborts). */
+int ir_add(Graph *g, Diag *d, int blk, Op op, const int *in, int nin, int a, int b,
+           double f, Pos pos);
+/* Leaf with an explicit type (INPUT, TARGET, ZEROS, NOISE, ARG, CONST). */
+int ir_leaf(Graph *g, int blk, Op op, Type t, double f, int a, Pos pos);
+int ir_new_block(Graph *g, int parent);
+int ir_block_arg(Graph *g, int blk, Type t, Pos pos);
+void ir_yield(Graph *g, int blk, int value);
+/* A scan: seqs are [T, ...] values, inits the carries' initial values;
+ * body is a block whose args and yields are already in place. Returns the
+ * SCAN node; read its results with PROJ nodes. */
+int ir_scan(Graph *g, Diag *d, int blk, const int *seqs, int nseq, const int *inits,
+            int ncarry, int body, bool reverse, Pos pos);
+int ir_proj(Graph *g, int blk, int scan, int index, Pos pos);
+
+Graph *graph_new(void);
+void graph_free(Graph *g);
+/* Writes the deterministic text form of the IR. */
+void graph_print(const Graph *g, Buf *out);
+/* Checks SSA order, operand types and every op's shape rule; returns 0, or
+ * -1 with a message naming the node and the rule it breaks. */
+int graph_verify(const Graph *g, Err *e);
+Type type_scalar(void);
+Type type_vec(int n);
+Type type_mat(int m, int n);
+bool type_eq(Type a, Type b);
+const char *type_str(Type t, char *buf, size_t n);
+size_t type_numel(Type t); /* elements of a non-sequence f32 type */
+
+/* ---------------------------------------------------------------- lower.c */
+
+/* Evaluates the program: constants, parameter declarations, compile-time
+ * loops and calls of user functions (inlined), and emits the IR of the
+ * forward graph with its loss and training settings. */
+Graph *lower(Program *prog, const Src *src, Diag *d);
+
+/* -------------------------------------------------------------- compile.c */
+
+/* The front end: tokenize, parse, lower, verify. Returns NULL with a
+ * positioned message in e. text need not be NUL-terminated. */
+Graph *compile_graph(const char *path, const char *text, size_t len, Err *e);
+Graph *compile_graph_file(const char *path, Err *e);
+
+#endif

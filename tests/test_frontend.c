@@ -1,0 +1,316 @@
+/* test_frontend.c: the graph language's front end: IR golden text for both
+ * models, every malformed graph in tests/errors against its exact message,
+ * shape inference, the L = 3 / H = 512 variants, and mutated graphs that
+ * must give an error or a graph, never a crash (ASan/UBSan watch).
+ *
+ * RNNC_UPDATE_GOLDEN=1 rewrites the golden files instead of comparing. */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rnnc.h"
+#include "testutil.h"
+
+static bool updating(void) { return getenv("RNNC_UPDATE_GOLDEN") != NULL; }
+
+/* Compares text with a golden file (or rewrites it when updating). */
+static void check_golden(const char *rel, const char *text) {
+  char *path = src_path(rel);
+  if (updating()) {
+    write_text(path, text);
+  } else {
+    Err e;
+    char *want = read_file(path, NULL, &e);
+    if (!want)
+      fail_msg("%s", e.msg);
+    if (strcmp(want, text)) {
+      /* Show the first differing line. */
+      const char *a = want, *b = text;
+      int line = 1;
+      while (*a && *a == *b) {
+        if (*a == '\n')
+          line++;
+        a++, b++;
+      }
+      fail_msg("%s differs at line %d:\nwant: %.80s\ngot:  %.80s", rel, line, a, b);
+    }
+    free(want);
+  }
+  free(path);
+}
+
+static Graph *compile_rel(const char *rel, Err *e) {
+  /* Tests run in the source root, so messages name the relative path. */
+  return compile_graph_file(rel, e);
+}
+
+static char *print_ir(const Graph *g) {
+  Buf b = {0};
+  graph_print(g, &b);
+  buf_put(&b, "", 1);
+  return b.data;
+}
+
+static void golden_ir(const char *graph, const char *golden) {
+  Err e;
+  Graph *g = compile_rel(graph, &e);
+  if (!g)
+    fail_msg("%s", e.msg);
+  char *text = print_ir(g);
+  check_golden(golden, text);
+  free(text);
+  graph_free(g);
+}
+
+static void test_ir_golden_rnn(void **state) { golden_ir("graphs/rnn.nn", "tests/ir/rnn.ir"); }
+static void test_ir_golden_gru(void **state) { golden_ir("graphs/gru.nn", "tests/ir/gru.ir"); }
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Every tests/errors/NAME.nn fails with exactly the text of NAME.err. */
+static void test_error_messages(void **state) {
+  char *dir = src_path("tests/errors");
+  DIR *d = opendir(dir);
+  assert_non_null(d);
+  char *names[256];
+  int n = 0;
+  struct dirent *ent;
+  while ((ent = readdir(d)) && n < 256) {
+    size_t len = strlen(ent->d_name);
+    if (len > 3 && !strcmp(ent->d_name + len - 3, ".nn"))
+      names[n++] = xstrndup(ent->d_name, len - 3);
+  }
+  closedir(d);
+  qsort(names, (size_t)n, sizeof *names, cmp_str);
+  assert_true(n >= 20);
+  for (int i = 0; i < n; i++) {
+    char rel[512], golden[512];
+    snprintf(rel, sizeof rel, "tests/errors/%s.nn", names[i]);
+    snprintf(golden, sizeof golden, "tests/errors/%s.err", names[i]);
+    Err e;
+    Graph *g = compile_rel(rel, &e);
+    if (g)
+      fail_msg("%s compiled, but it should fail", rel);
+    char *msg = xasprintf("%s\n", e.msg);
+    check_golden(golden, msg);
+    /* Every message starts with the file's path and a position. */
+    assert_int_equal(strncmp(msg, rel, strlen(rel)), 0);
+    free(msg);
+    free(names[i]);
+  }
+  free(dir);
+}
+
+static const Param *find_param(const Graph *g, const char *name) {
+  for (int i = 0; i < g->nparams; i++)
+    if (!strcmp(g->params[i].name, name))
+      return &g->params[i];
+  fail_msg("no parameter %s", name);
+  return NULL;
+}
+
+static void assert_shape(const Graph *g, const char *name, int rank, int d0, int d1) {
+  const Param *p = find_param(g, name);
+  assert_int_equal(p->type.rank, rank);
+  assert_int_equal(p->type.dim[0], d0);
+  if (rank == 2)
+    assert_int_equal(p->type.dim[1], d1);
+}
+
+static void test_shapes_rnn(void **state) {
+  Err e;
+  Graph *g = compile_rel("graphs/rnn.nn", &e);
+  assert_non_null(g);
+  assert_int_equal(g->nparams, 4);
+  assert_shape(g, "in2hidden.weight", 2, 256, 315);
+  assert_shape(g, "in2hidden.bias", 1, 256, 0);
+  assert_shape(g, "in2output.weight", 2, 18, 315);
+  assert_shape(g, "in2output.bias", 1, 18, 0);
+  assert_int_equal(g->vocab, 59);
+  assert_int_equal(g->classes, 18);
+  assert_true(type_eq(g->nodes[g->output].type, type_vec(18)));
+  assert_true(type_eq(g->nodes[g->loss].type, type_scalar()));
+  /* PyTorch Linear init bound: 1/sqrt(fan_in). */
+  assert_int_equal(find_param(g, "in2hidden.weight")->init, INIT_LINEAR);
+  assert_true(find_param(g, "in2hidden.weight")->init_arg == 315);
+  assert_int_equal(g->train.optim, OPTIM_ADAM);
+  assert_true(g->train.lr == 1e-3 && g->train.beta1 == 0.9 && g->train.beta2 == 0.999 &&
+              g->train.eps == 1e-8 && g->train.clip_norm == 1.0);
+  assert_int_equal(g->train.epochs, 2);
+  /* The initial state is noise with kaiming_uniform's bound sqrt(6/256). */
+  int noise = 0;
+  for (int i = 0; i < g->nnodes; i++)
+    if (g->nodes[i].op == OP_NOISE) {
+      noise++;
+      assert_float_equal(g->nodes[i].f, 0.153093108923949, 1e-12);
+      assert_true(type_eq(g->nodes[i].type, type_vec(256)));
+    }
+  assert_int_equal(noise, 1);
+  graph_free(g);
+}
+
+static void test_shapes_gru(void **state) {
+  Err e;
+  Graph *g = compile_rel("graphs/gru.nn", &e);
+  assert_non_null(g);
+  assert_int_equal(g->nparams, 10);
+  assert_shape(g, "gru.weight_ih_l0", 2, 768, 59);
+  assert_shape(g, "gru.weight_hh_l0", 2, 768, 256);
+  assert_shape(g, "gru.bias_ih_l0", 1, 768, 0);
+  assert_shape(g, "gru.bias_hh_l0", 1, 768, 0);
+  assert_shape(g, "gru.weight_ih_l1", 2, 768, 256);
+  assert_shape(g, "gru.weight_hh_l1", 2, 768, 256);
+  assert_shape(g, "fc.weight", 2, 18, 256);
+  assert_shape(g, "fc.bias", 1, 18, 0);
+  assert_true(find_param(g, "gru.weight_hh_l1")->init_arg == 0.0625);
+  assert_true(g->train.clip_norm == 0);
+  /* Two scans, the second over the first's stacked states [T, 256]. */
+  int scans[2], ns = 0;
+  for (int i = 0; i < g->nnodes; i++)
+    if (g->nodes[i].op == OP_SCAN && ns < 2)
+      scans[ns++] = i;
+  assert_int_equal(ns, 2);
+  const Node *s1 = &g->nodes[scans[1]];
+  Type seq = g->nodes[s1->in[0]].type;
+  assert_int_equal(seq.kind, TY_F32);
+  assert_int_equal(seq.dim[0], DIM_T);
+  assert_int_equal(seq.dim[1], 256);
+  /* Parameter tensors start on 64-byte boundaries. */
+  for (int i = 0; i < g->nparams; i++)
+    assert_int_equal(g->params[i].offset % 16, 0);
+  assert_true(g->nfloats >= 642834);
+  graph_free(g);
+}
+
+/* Compiles the text of a graph file with one substitution made. */
+static Graph *compile_variant(const char *rel, const char *from, const char *to) {
+  char *path = src_path(rel);
+  Err e;
+  char *text = read_file(path, NULL, &e);
+  assert_non_null(text);
+  char *at = strstr(text, from);
+  assert_non_null(at);
+  char *edited = xasprintf("%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+  Graph *g = compile_graph(rel, edited, strlen(edited), &e);
+  if (!g)
+    fail_msg("%s", e.msg);
+  free(edited);
+  free(text);
+  free(path);
+  return g;
+}
+
+static void test_variants(void **state) {
+  Graph *g = compile_variant("graphs/gru.nn", "const L = 2", "const L = 3");
+  assert_int_equal(g->nparams, 14);
+  assert_shape(g, "gru.weight_ih_l2", 2, 768, 256);
+  assert_shape(g, "gru.weight_hh_l2", 2, 768, 256);
+  graph_free(g);
+  g = compile_variant("graphs/gru.nn", "const H = 256", "const H = 512");
+  assert_shape(g, "gru.weight_ih_l0", 2, 1536, 59);
+  assert_shape(g, "gru.weight_hh_l1", 2, 1536, 512);
+  assert_shape(g, "fc.weight", 2, 18, 512);
+  graph_free(g);
+  g = compile_variant("graphs/rnn.nn", "const H = 256", "const H = 512");
+  assert_shape(g, "in2hidden.weight", 2, 512, 571);
+  assert_shape(g, "in2output.weight", 2, 18, 571);
+  graph_free(g);
+}
+
+static void test_cli_compile(void **state) {
+  char *out, *err;
+  const char *ok[] = {"compile", "graphs/rnn.nn", "--emit", "ir", NULL};
+  assert_int_equal(run_rnnc(ok, &out, &err), 0);
+  if (!updating())
+    check_golden("tests/ir/rnn.ir", out);
+  free(out);
+  free(err);
+  const char *bad[] = {"compile", "tests/errors/matvec_shape.nn", NULL};
+  assert_int_equal(run_rnnc(bad, &out, &err), 1);
+  assert_non_null(strstr(err, "tests/errors/matvec_shape.nn:11:20: error: @: matrix f32[3, 7] "
+                              "and vector f32[3] do not match\n"));
+  free(out);
+  free(err);
+  const char *missing[] = {"compile", "no/such/graph.nn", NULL};
+  assert_int_equal(run_rnnc(missing, &out, &err), 1);
+  assert_non_null(strstr(err, "no/such/graph.nn"));
+  free(out);
+  free(err);
+  const char *usage[][4] = {{"compile", NULL},
+                            {"compile", "graphs/rnn.nn", "--emit", "nonsense"},
+                            {"compile", "graphs/rnn.nn", "--bogus", NULL},
+                            {"compile", "graphs/rnn.nn", "graphs/gru.nn", NULL}};
+  for (size_t i = 0; i < ARRAY_LEN(usage); i++) {
+    const char *argv[5] = {usage[i][0], usage[i][1], usage[i][2], usage[i][3], NULL};
+    assert_int_equal(run_rnnc(argv, &out, &err), 2);
+    free(out);
+    free(err);
+  }
+}
+
+/* Mutated versions of both graphs: byte deletions, insertions of the
+ * language's own characters, and swaps. Each must compile or fail with a
+ * positioned message; the sanitizers catch any memory error. */
+static void test_mutations(void **state) {
+  static const char alphabet[] = "(){}[],:=+-*/%@?<>.#\n 0123456789Txyhl_{}";
+  const char *graphs[] = {"graphs/rnn.nn", "graphs/gru.nn"};
+  Rng r;
+  rng_seed(&r, 7);
+  int failed = 0, compiled = 0;
+  for (int gi = 0; gi < 2; gi++) {
+    char *path = src_path(graphs[gi]);
+    size_t len;
+    Err e;
+    char *text = read_file(path, &len, &e);
+    assert_non_null(text);
+    for (int it = 0; it < 1500; it++) {
+      char *m = xmalloc(len + 8);
+      memcpy(m, text, len);
+      size_t n = len;
+      int edits = 1 + (int)rng_below(&r, 3);
+      for (int k = 0; k < edits && n > 1; k++) {
+        size_t at = rng_below(&r, (uint32_t)n);
+        switch (rng_below(&r, 3)) {
+        case 0: /* delete */
+          memmove(m + at, m + at + 1, n - at - 1);
+          n--;
+          break;
+        case 1: /* insert */
+          memmove(m + at + 1, m + at, n - at);
+          m[at] = alphabet[rng_below(&r, sizeof alphabet - 1)];
+          n++;
+          break;
+        default: /* replace */
+          m[at] = alphabet[rng_below(&r, sizeof alphabet - 1)];
+        }
+      }
+      Graph *g = compile_graph(graphs[gi], m, n, &e);
+      if (g) {
+        compiled++;
+        graph_free(g);
+      } else {
+        failed++;
+        assert_int_equal(strncmp(e.msg, graphs[gi], strlen(graphs[gi])), 0);
+        assert_non_null(strstr(e.msg, "error: "));
+      }
+      free(m);
+    }
+    free(text);
+    free(path);
+  }
+  print_message("mutations: %d compiled, %d rejected with a message\n", compiled, failed);
+  assert_true(failed > 1000);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_ir_golden_rnn), cmocka_unit_test(test_ir_golden_gru),
+      cmocka_unit_test(test_error_messages), cmocka_unit_test(test_shapes_rnn),
+      cmocka_unit_test(test_shapes_gru),     cmocka_unit_test(test_variants),
+      cmocka_unit_test(test_cli_compile),    cmocka_unit_test(test_mutations),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
