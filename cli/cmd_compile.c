@@ -1,5 +1,6 @@
 /* cmd_compile.c: rnnc compile GRAPH [--emit STAGE] [-o FILE]. */
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -12,7 +13,9 @@ const char compile_usage[] =
     "Compiles a graph file and prints one stage's output. Errors in the graph\n"
     "print path:line:col, the line and a caret, and exit with status 1.\n"
     "\n"
-    "  --emit STAGE   ir: the forward IR after lowering and verification\n"
+    "  --emit STAGE   ir:   the forward IR after lowering and verification\n"
+    "                 grad: the IR with the backward pass and the optimizer's\n"
+    "                       update appended (reverse-mode autodiff)\n"
     "                 (default: ir)\n"
     "  -o FILE        write the output to FILE instead of standard output\n"
     "  -h, --help     this help\n";
@@ -42,12 +45,14 @@ int cmd_compile(int argc, char **argv) {
   }
   if (optind + 1 != argc)
     return cli_usage_error("compile", optind >= argc ? "missing GRAPH" : "more than one GRAPH");
-  if (strcmp(emit, "ir"))
-    return cli_usage_error("compile", "unknown --emit stage '%s' (ir)", emit);
+  bool want_grad = !strcmp(emit, "grad");
+  if (strcmp(emit, "ir") && !want_grad)
+    return cli_usage_error("compile", "unknown --emit stage '%s' (ir, grad)", emit);
   Err e;
   Graph *g = compile_graph_file(argv[optind], &e);
-  if (!g) {
+  if (!g || (want_grad && grad(g, &e))) {
     fprintf(stderr, "%s\n", e.msg);
+    graph_free(g);
     return EXIT_BAD_INPUT;
   }
   Buf b = {0};

@@ -175,6 +175,16 @@ static int shape_slice(const Graph *g, const Node *n, Type *out, Why *why) {
   return 0;
 }
 
+static int shape_pad(const Graph *g, const Node *n, Type *out, Why *why) {
+  char b[64];
+  if (!is_vec(T0))
+    FAIL("pad needs a vector, not %s", TS(T0, b));
+  if (n->a < 0 || n->a + T0.dim[0] > n->b)
+    FAIL("pad of %s at %d exceeds size %d", TS(T0, b), n->a, n->b);
+  *out = type_vec(n->b);
+  return 0;
+}
+
 static int shape_dense(const Graph *g, const Node *n, Type *out, Why *why) {
   char b[64];
   if (T0.kind != TY_ONEHOT || T0.rank != 1)
@@ -185,8 +195,8 @@ static int shape_dense(const Graph *g, const Node *n, Type *out, Why *why) {
 
 static int shape_sum(const Graph *g, const Node *n, Type *out, Why *why) {
   char b[64];
-  if (!is_vec(T0))
-    FAIL("sum needs a vector, not %s", TS(T0, b));
+  if (!is_f32(T0) || T0.rank == 0 || is_seq(T0))
+    FAIL("sum needs a vector or a matrix, not %s", TS(T0, b));
   *out = type_scalar();
   return 0;
 }
@@ -352,7 +362,7 @@ static const ShapeRule shape_rules[OP_COUNT] = {
 
 Graph *graph_new(void) {
   Graph *g = xcalloc(1, sizeof *g);
-  g->input = g->target = g->output = g->loss = -1;
+  g->input = g->target = g->output = g->loss = g->grad_norm = -1;
   ir_new_block(g, -1);
   return g;
 }
@@ -548,6 +558,9 @@ static void print_node(Printer *p, int id, int indent) {
   case OP_SLICE:
     buf_printf(p->out, " [%d:%d]", n->a, n->b);
     break;
+  case OP_PAD:
+    buf_printf(p->out, " at %d", n->a);
+    break;
   case OP_MATVEC:
     if (n->a)
       buf_printf(p->out, " col %d", n->a);
@@ -655,6 +668,11 @@ void graph_print(const Graph *g, Buf *out) {
     print_ref(&p, g->loss);
     buf_printf(out, "\n");
   }
+  if (g->grad_norm >= 0) {
+    buf_printf(out, "grad_norm ");
+    print_ref(&p, g->grad_norm);
+    buf_printf(out, "\n");
+  }
   free(p.num);
 }
 
@@ -741,9 +759,9 @@ int graph_verify(const Graph *g, Err *e) {
   for (int i = 0; rc == 0 && i < g->nnodes; i++)
     if (!v.seen[i])
       rc = vfail(&v, i, "%s", "belongs to no block");
-  const int roots[] = {g->input, g->target, g->output, g->loss};
-  static const char *const root_names[] = {"input", "target", "output", "loss"};
-  for (int i = 0; rc == 0 && i < 4; i++)
+  const int roots[] = {g->input, g->target, g->output, g->loss, g->grad_norm};
+  static const char *const root_names[] = {"input", "target", "output", "loss", "grad_norm"};
+  for (int i = 0; rc == 0 && i < 5; i++)
     if (roots[i] >= g->nnodes || (roots[i] >= 0 && g->nodes[roots[i]].block != 0))
       rc = errf(e, "IR verifier: the %s is not a top-level node", root_names[i]);
   if (rc == 0 && g->loss >= 0 && !type_eq(g->nodes[g->loss].type, type_scalar()))

@@ -46,8 +46,9 @@
   /* structure */ \
   X(CONCAT,      "concat",      2, 0,        shape_concat)  /* [na] [nb] -> [na+nb]       */ \
   X(SLICE,       "slice",       1, 0,        shape_slice)   /* v[a:b]                     */ \
+  X(PAD,         "pad",         1, 0,        shape_pad)     /* [n] -> [b], v at [a:a+n], zeros elsewhere */ \
   X(DENSE,       "dense",       1, 0,        shape_dense)   /* onehot[V] -> f32[V]        */ \
-  X(SUM,         "sum",         1, 0,        shape_sum)     /* [n] -> scalar              */ \
+  X(SUM,         "sum",         1, 0,        shape_sum)     /* [n] or [m, n] -> scalar    */ \
   X(MATVEC,      "matvec",      2, 0,        shape_matvec)  /* W[:, a:a+n] @ v -> [M]     */ \
   X(MATVEC_T,    "matvec_t",    2, 0,        shape_matvec_t)/* W[:, a:a+b]^T u -> [b]     */ \
   X(LOG_SOFTMAX, "log_softmax", 1, 0,        shape_same)    /* [n] -> [n]                 */ \

@@ -235,6 +235,7 @@ typedef struct Graph {
   size_t nfloats; /* size of one slot of the flat parameter buffer */
   int vocab, classes;
   int input, target, output, loss; /* node ids (-1 if absent) */
+  int grad_norm;                   /* after grad: the gradients' global L2 norm, or -1 */
   TrainConfig train;
   Stage stage;
 } Graph;
@@ -280,6 +281,32 @@ size_t type_numel(Type t); /* elements of a non-sequence f32 type */
  * loops and calls of user functions (inlined), and emits the IR of the
  * forward graph with its loss and training settings. */
 Graph *lower(Program *prog, const Src *src, Diag *d);
+
+/* ----------------------------------------------------------------- grad.c */
+
+/* Appends the backward graph and the parameter update to a forward graph
+ * (see grad.c). Returns 0, or -1 with a positioned message in e. */
+int grad(Graph *g, Err *e);
+
+/* --------------------------------------------------------------- interp.c */
+
+/* The reference interpreter: runs any IR on one sequence, in float64, or
+ * in float32 (each value rounded to float after every op). */
+typedef struct Interp Interp;
+Interp *interp_new(const Graph *g, bool f32);
+void interp_free(Interp *I);
+/* A parameter slot (SLOT_VALUE, _GRAD, _M, _V): g->nfloats doubles laid
+ * out by Param.offset, zero at first. */
+double *interp_slot(Interp *I, int slot);
+/* The optimizer's step count: updates done so far. */
+int64_t *interp_step(Interp *I);
+/* The generator noise nodes draw from (kaiming_uniform initial states). */
+void interp_set_rng(Interp *I, Rng *rng);
+/* Runs the graph on chars[0..len) with a target class. A graph with a
+ * backward pass zeroes the gradients first and counts one step. */
+int interp_run(Interp *I, const uint8_t *chars, int len, int target, Err *e);
+/* A top-level node's value after a run (output, loss, grad_norm). */
+const double *interp_value(const Interp *I, int node, size_t *n);
 
 /* -------------------------------------------------------------- compile.c */
 

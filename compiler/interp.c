@@ -1,0 +1,373 @@
+/* interp.c: the reference interpreter. It executes any IR, node by node,
+ * in float64, or in float32 (every value rounded to float after each op,
+ * which is what the generated kernels compute, up to summation order).
+ * Every later stage is checked against it; it favours plainness over
+ * speed. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rnnc.h"
+
+struct Interp {
+  const Graph *g;
+  bool f32;
+  double *slot[SLOT_COUNT]; /* (nfloats) each */
+  int64_t step;
+  Rng *rng;
+  double **val; /* node id -> its current value */
+  size_t *cap;  /* node id -> allocated doubles */
+  int T;
+  const uint8_t *chars;
+  int target;
+  Err *err;
+  int failed;
+};
+
+Interp *interp_new(const Graph *g, bool f32) {
+  Interp *I = xcalloc(1, sizeof *I);
+  I->g = g;
+  I->f32 = f32;
+  for (int s = 0; s < SLOT_COUNT; s++)
+    I->slot[s] = xcalloc(g->nfloats ? g->nfloats : 1, sizeof(double));
+  I->val = xcalloc((size_t)g->nnodes, sizeof *I->val);
+  I->cap = xcalloc((size_t)g->nnodes, sizeof *I->cap);
+  return I;
+}
+
+void interp_free(Interp *I) {
+  if (!I)
+    return;
+  for (int s = 0; s < SLOT_COUNT; s++)
+    free(I->slot[s]);
+  for (int i = 0; i < I->g->nnodes; i++)
+    free(I->val[i]);
+  free(I->val);
+  free(I->cap);
+  free(I);
+}
+
+double *interp_slot(Interp *I, int slot) { return I->slot[slot]; }
+int64_t *interp_step(Interp *I) { return &I->step; }
+void interp_set_rng(Interp *I, Rng *rng) { I->rng = rng; }
+
+/* Elements of a value of type t, with T known. One-hot values hold their
+ * index (one double per row); a class holds its index. */
+static size_t count(const Interp *I, Type t) {
+  if (t.kind == TY_CLASS)
+    return 1;
+  if (t.kind == TY_TUPLE || t.kind == TY_NONE)
+    return 0;
+  int rank = t.kind == TY_ONEHOT ? t.rank - 1 : t.rank;
+  size_t n = 1;
+  for (int i = 0; i < rank; i++)
+    n *= (size_t)(t.dim[i] == DIM_T ? I->T : t.dim[i]);
+  return n;
+}
+
+static double *alloc(Interp *I, int id, size_t n) {
+  if (I->cap[id] < n) {
+    free(I->val[id]);
+    I->val[id] = xcalloc(n, sizeof(double));
+    I->cap[id] = n;
+  }
+  return I->val[id];
+}
+
+static double R(const Interp *I, double x) { return I->f32 ? (double)(float)x : x; }
+
+static double sigmoid(double x) { return 1 / (1 + exp(-x)); }
+
+static double elem(Op op, double a, double b) {
+  switch (op) {
+  case OP_ADD:
+    return a + b;
+  case OP_SUB:
+    return a - b;
+  case OP_MUL:
+    return a * b;
+  case OP_DIV:
+    return a / b;
+  case OP_POW:
+    return pow(a, b);
+  case OP_MIN:
+    return a < b ? a : b;
+  case OP_NEG:
+    return -a;
+  case OP_SIGMOID:
+    return sigmoid(a);
+  case OP_TANH:
+    return tanh(a);
+  case OP_EXP:
+    return exp(a);
+  case OP_LOG:
+    return log(a);
+  case OP_SQRT:
+    return sqrt(a);
+  default:
+    abort(); /* only F_ELEM ops come here */
+  }
+}
+
+static void run_block(Interp *I, int blk);
+
+static void run_scan(Interp *I, int id) {
+  const Graph *g = I->g;
+  const Node *n = &g->nodes[id];
+  const Block *body = &g->blocks[n->region];
+  int nseq = n->a, ncarry = n->b, T = I->T;
+  /* The scan's value: the stacks of every yield, one after another. */
+  size_t total = 0;
+  for (int k = 0; k < body->nyields; k++)
+    total += (size_t)T * count(I, g->nodes[body->yields[k]].type);
+  double *stacks = alloc(I, id, total ? total : 1);
+  /* Carries start as the initial values. */
+  for (int j = 0; j < ncarry; j++) {
+    int arg = body->args[nseq + j];
+    size_t c = count(I, g->nodes[arg].type);
+    memcpy(alloc(I, arg, c), I->val[n->in[nseq + j]], c * sizeof(double));
+  }
+  double **next = xmalloc((size_t)ncarry * sizeof *next);
+  for (int j = 0; j < ncarry; j++)
+    next[j] = xmalloc(count(I, g->nodes[body->args[nseq + j]].type) * sizeof(double));
+  for (int s = 0; s < T; s++) {
+    int t = n->c ? T - 1 - s : s;
+    for (int i = 0; i < nseq; i++) {
+      int arg = body->args[i];
+      size_t c = count(I, g->nodes[arg].type);
+      memcpy(alloc(I, arg, c), I->val[n->in[i]] + (size_t)t * c, c * sizeof(double));
+    }
+    run_block(I, n->region);
+    if (I->failed)
+      break;
+    size_t off = 0;
+    for (int k = 0; k < body->nyields; k++) {
+      size_t c = count(I, g->nodes[body->yields[k]].type);
+      memcpy(stacks + off + (size_t)t * c, I->val[body->yields[k]], c * sizeof(double));
+      off += (size_t)T * c;
+    }
+    /* Copy through temporaries: a yield may be another carry's argument. */
+    for (int j = 0; j < ncarry; j++) {
+      size_t c = count(I, g->nodes[body->args[nseq + j]].type);
+      memcpy(next[j], I->val[body->yields[j]], c * sizeof(double));
+    }
+    for (int j = 0; j < ncarry; j++) {
+      size_t c = count(I, g->nodes[body->args[nseq + j]].type);
+      memcpy(I->val[body->args[nseq + j]], next[j], c * sizeof(double));
+    }
+  }
+  for (int j = 0; j < ncarry; j++)
+    free(next[j]);
+  free(next);
+}
+
+static void eval(Interp *I, int id) {
+  const Graph *g = I->g;
+  const Node *n = &g->nodes[id];
+  Op op = n->op;
+  if (op == OP_ARG)
+    return; /* set by the scan */
+  if (op == OP_SCAN) {
+    run_scan(I, id);
+    return;
+  }
+  size_t c = count(I, n->type);
+  double *y = c ? alloc(I, id, c) : NULL;
+  const double *a = n->nin > 0 ? I->val[n->in[0]] : NULL;
+  const double *b = n->nin > 1 ? I->val[n->in[1]] : NULL;
+  Type ta = n->nin > 0 ? g->nodes[n->in[0]].type : type_scalar();
+  Type tb = n->nin > 1 ? g->nodes[n->in[1]].type : type_scalar();
+  const Param *p = (op == OP_LOAD || op == OP_STORE || op == OP_ACC || op == OP_ACC_OUTER)
+                       ? &g->params[n->a]
+                       : NULL;
+  if (op_flags[op] & F_ELEM) {
+    size_t ca = count(I, ta), cb = n->nin > 1 ? count(I, tb) : 1;
+    for (size_t i = 0; i < c; i++)
+      y[i] = R(I, elem(op, a[ca == 1 ? 0 : i], n->nin > 1 ? b[cb == 1 ? 0 : i] : 0));
+    return;
+  }
+  switch (op) {
+  case OP_LOAD:
+    for (size_t i = 0; i < c; i++)
+      y[i] = I->slot[n->b][p->offset + i];
+    break;
+  case OP_INPUT:
+    for (int t = 0; t < I->T; t++)
+      y[t] = I->chars[t];
+    break;
+  case OP_TARGET:
+    y[0] = I->target;
+    break;
+  case OP_CONST:
+    y[0] = R(I, n->f);
+    break;
+  case OP_ZEROS:
+    memset(y, 0, c * sizeof *y);
+    break;
+  case OP_NOISE:
+    if (!I->rng) {
+      errf(I->err, "the graph draws noise (e.g. a kaiming_uniform initial state), but no "
+                   "generator was given");
+      I->failed = 1;
+      return;
+    }
+    for (size_t i = 0; i < c; i++)
+      y[i] = rng_uniform(I->rng, (float)-n->f, (float)n->f);
+    break;
+  case OP_STEP:
+    y[0] = (double)I->step;
+    break;
+  case OP_CONCAT: {
+    size_t ca = count(I, ta);
+    memcpy(y, a, ca * sizeof *y);
+    memcpy(y + ca, b, (c - ca) * sizeof *y);
+    break;
+  }
+  case OP_SLICE:
+    memcpy(y, a + n->a, c * sizeof *y);
+    break;
+  case OP_PAD:
+    memset(y, 0, c * sizeof *y);
+    memcpy(y + n->a, a, count(I, ta) * sizeof *y);
+    break;
+  case OP_DENSE:
+    memset(y, 0, c * sizeof *y);
+    y[(size_t)a[0]] = 1;
+    break;
+  case OP_SUM: {
+    double s = 0;
+    for (size_t i = 0, ca = count(I, ta); i < ca; i++)
+      s += a[i];
+    y[0] = R(I, s);
+    break;
+  }
+  case OP_MATVEC: {
+    /* y = W[:, k0:k0+n] v; a one-hot v picks a column */
+    int M = ta.dim[0], N = ta.dim[1], k0 = n->a;
+    for (int r = 0; r < M; r++) {
+      const double *w = a + (size_t)r * N + k0;
+      if (tb.kind == TY_ONEHOT) {
+        y[r] = w[(size_t)b[0]];
+        continue;
+      }
+      double s = 0;
+      for (int k = 0; k < tb.dim[0]; k++)
+        s += w[k] * b[k];
+      y[r] = R(I, s);
+    }
+    break;
+  }
+  case OP_MATVEC_T: {
+    /* y = W[:, k0:k0+n]^T u */
+    int M = ta.dim[0], N = ta.dim[1], k0 = n->a;
+    for (size_t k = 0; k < c; k++) {
+      double s = 0;
+      for (int r = 0; r < M; r++)
+        s += a[(size_t)r * N + k0 + k] * b[r];
+      y[k] = R(I, s);
+    }
+    break;
+  }
+  case OP_LOG_SOFTMAX: {
+    double mx = -INFINITY, s = 0;
+    for (size_t i = 0; i < c; i++)
+      mx = a[i] > mx ? a[i] : mx;
+    for (size_t i = 0; i < c; i++)
+      s += exp(a[i] - mx);
+    double lse = mx + log(s);
+    for (size_t i = 0; i < c; i++)
+      y[i] = R(I, a[i] - lse);
+    break;
+  }
+  case OP_PICK:
+    y[0] = a[(size_t)b[0]];
+    break;
+  case OP_SCATTER:
+    memset(y, 0, c * sizeof *y);
+    y[(size_t)b[0]] = a[0];
+    break;
+  case OP_LAST:
+    memcpy(y, a + (size_t)(I->T - 1) * c, c * sizeof *y);
+    break;
+  case OP_FIRST:
+    memcpy(y, a, c * sizeof *y);
+    break;
+  case OP_PUT_LAST: {
+    size_t row = count(I, ta);
+    memset(y, 0, c * sizeof *y);
+    memcpy(y + (size_t)(I->T - 1) * row, a, row * sizeof *y);
+    break;
+  }
+  case OP_PROJ: {
+    /* The scan's value holds the stacks of its yields in order. */
+    const Node *s = &g->nodes[n->in[0]];
+    const Block *body = &g->blocks[s->region];
+    size_t off = 0;
+    for (int k = 0; k < n->a; k++)
+      off += (size_t)I->T * count(I, g->nodes[body->yields[k]].type);
+    memcpy(y, I->val[n->in[0]] + off, c * sizeof *y);
+    break;
+  }
+  case OP_ACC: {
+    double *gr = I->slot[SLOT_GRAD] + p->offset;
+    for (size_t i = 0, ca = count(I, ta); i < ca; i++)
+      gr[i] = R(I, gr[i] + a[i]);
+    break;
+  }
+  case OP_ACC_OUTER: {
+    /* grad[:, k0:k0+n] += u v^T; a one-hot v adds u to one column */
+    double *gr = I->slot[SLOT_GRAD] + p->offset;
+    int M = p->type.dim[0], N = p->type.dim[1], k0 = n->b;
+    for (int r = 0; r < M; r++) {
+      double *row = gr + (size_t)r * N + k0;
+      if (tb.kind == TY_ONEHOT) {
+        row[(size_t)b[0]] = R(I, row[(size_t)b[0]] + a[r]);
+        continue;
+      }
+      for (int k = 0; k < tb.dim[0]; k++)
+        row[k] = R(I, row[k] + R(I, a[r] * b[k]));
+    }
+    break;
+  }
+  case OP_STORE:
+    memcpy(I->slot[n->b] + p->offset, a, count(I, ta) * sizeof *a);
+    break;
+  default:
+    abort(); /* ARG and SCAN returned above; elementwise ops too */
+  }
+}
+
+static void run_block(Interp *I, int blk) {
+  const Block *b = &I->g->blocks[blk];
+  for (int i = 0; i < b->n && !I->failed; i++)
+    eval(I, b->nodes[i]);
+}
+
+int interp_run(Interp *I, const uint8_t *chars, int len, int target, Err *e) {
+  const Graph *g = I->g;
+  if (len < 1)
+    return errf(e, "an empty sequence");
+  for (int t = 0; t < len; t++)
+    if (chars[t] >= g->vocab)
+      return errf(e, "character index %d at position %d is outside the vocabulary of %d",
+                  chars[t], t, g->vocab);
+  if (target < 0 || target >= g->classes)
+    return errf(e, "target class %d is outside [0, %d)", target, g->classes);
+  I->T = len;
+  I->chars = chars;
+  I->target = target;
+  I->err = e;
+  I->failed = 0;
+  if (g->stage == STAGE_GRAD) {
+    memset(I->slot[SLOT_GRAD], 0, g->nfloats * sizeof(double));
+    I->step++;
+  }
+  run_block(I, 0);
+  return I->failed ? -1 : 0;
+}
+
+const double *interp_value(const Interp *I, int node, size_t *n) {
+  if (n)
+    *n = count(I, I->g->nodes[node].type);
+  return I->val[node];
+}
