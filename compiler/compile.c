@@ -52,3 +52,18 @@ Graph *compile_graph_file(const char *path, Err *e) {
   free(text);
   return g;
 }
+
+/* The middle end, in one place: simplify the forward graph, differentiate
+ * it (for training), simplify again. The verifier runs after each pass.
+ * stop: PASSES_GRAD stops after grad (what --emit grad shows). */
+int graph_passes(Graph *g, bool train, PassStop stop, Err *e) {
+  if (stop == PASSES_FRONT)
+    return 0;
+  if (graph_optimize(g, e))
+    return -1;
+  if (train && grad(g, e))
+    return -1;
+  if (stop == PASSES_GRAD)
+    return 0;
+  return graph_optimize(g, e);
+}

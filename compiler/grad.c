@@ -390,7 +390,7 @@ static void vjp(Grad *G, int id, int gy) {
       error_at(G->d, pos, "cannot differentiate a product with a computed matrix");
     }
     if (NEEDS(b))
-      contrib(G, b, add2(G, OP_MATVEC, a, gy, n.a, 0, pos));
+      contrib(G, b, add2(G, OP_MATVEC, a, gy, n.a, n.a || n.b != node(G, a)->type.dim[1] ? n.b : 0, pos));
     break;
   }
   case OP_POW: {

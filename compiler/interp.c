@@ -211,8 +211,9 @@ static void eval(Interp *I, int id) {
       I->failed = 1;
       return;
     }
+    /* Draws in U(-1, 1), scaled by the bound, as the kernels do. */
     for (size_t i = 0; i < c; i++)
-      y[i] = rng_uniform(I->rng, (float)-n->f, (float)n->f);
+      y[i] = R(I, (double)rng_uniform(I->rng, -1, 1) * R(I, n->f));
     break;
   case OP_STEP:
     y[0] = (double)I->step;

@@ -207,7 +207,10 @@ static int shape_matvec(const Graph *g, const Node *n, Type *out, Why *why) {
     FAIL("the left operand of @ must be a matrix, not %s", TS(T0, b0));
   if (T1.rank != 1 || is_seq(T1) || (T1.kind != TY_F32 && T1.kind != TY_ONEHOT))
     FAIL("the right operand of @ must be a vector, not %s", TS(T1, b1));
-  if (n->a < 0 || n->a + T1.dim[0] > T0.dim[1] || (n->a == 0 && T1.dim[0] != T0.dim[1]))
+  /* b = 0: the whole matrix; else columns [a, a + b) with b = len(v). */
+  bool whole = n->b == 0 && n->a == 0 && T1.dim[0] == T0.dim[1];
+  bool part = n->b == T1.dim[0] && n->a >= 0 && n->a + n->b <= T0.dim[1];
+  if (!whole && !part)
     FAIL("@: matrix %s and vector %s do not match", TS(T0, b0), TS(T1, b1));
   *out = type_vec(T0.dim[0]);
   return 0;
@@ -562,8 +565,8 @@ static void print_node(Printer *p, int id, int indent) {
     buf_printf(p->out, " at %d", n->a);
     break;
   case OP_MATVEC:
-    if (n->a)
-      buf_printf(p->out, " col %d", n->a);
+    if (n->b)
+      buf_printf(p->out, " cols [%d:%d]", n->a, n->a + n->b);
     break;
   case OP_MATVEC_T:
     buf_printf(p->out, " cols [%d:%d]", n->a, n->a + n->b);

@@ -15,6 +15,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <llvm-c/TargetMachine.h>
+#include <llvm-c/Types.h>
+
 #include "ops.h"
 #include "util.h"
 
@@ -308,11 +311,63 @@ int interp_run(Interp *I, const uint8_t *chars, int len, int target, Err *e);
 /* A top-level node's value after a run (output, loss, grad_norm). */
 const double *interp_value(const Interp *I, int node, size_t *n);
 
+/* ------------------------------------------------------------------ opt.c */
+
+/* Local rewrites (products of concatenations split, one-hot products
+ * become column gathers and updates, slices pushed into products), then
+ * dead code elimination; verifies after every round. */
+int graph_optimize(Graph *g, Err *e);
+/* Removes nodes nothing reads and renumbers the rest densely. */
+void graph_dce(Graph *g);
+
+/* ----------------------------------------------------------------- llvm.c */
+
+/* What a generated kernel needs from its caller, in floats. */
+typedef struct KernelAbi {
+  size_t scratch_fixed; /* scratch: scratch_fixed + tmax * scratch_per_t */
+  size_t scratch_per_t;
+  size_t noise; /* uniform draws per call, for noise nodes */
+} KernelAbi;
+
+typedef struct CodegenOptions {
+  const float *baked_values; /* AOT: parameter values as constant data */
+  const char *vector_width;  /* "prefer-vector-width": "256" or "512"; NULL: LLVM's choice */
+} CodegenOptions;
+
+/* Emits the kernel of graph g as function `name` in module m (see llvm.c
+ * for its signature). */
+int codegen(const Graph *g, LLVMModuleRef m, const char *name, const CodegenOptions *opt,
+            KernelAbi *abi, Err *e);
+
+/* ------------------------------------------------------------------ jit.c */
+
+/* A target machine; NULL triple/cpu mean the host (its CPU name and
+ * features, so AVX-512 gets used where the machine has it). */
+LLVMTargetMachineRef target_machine(const char *triple, const char *cpu, const char *features,
+                                    bool pic, Err *e);
+/* Verifies the module, then runs LLVM's O3 pipeline for tm. */
+int optimize_module(LLVMModuleRef m, LLVMTargetMachineRef tm, Err *e);
+
+typedef struct Jit Jit;
+Jit *jit_new(Err *e);
+void jit_free(Jit *j);
+/* Modules for the JIT are made in its context. */
+LLVMContextRef jit_context(Jit *j);
+LLVMTargetMachineRef jit_target_machine(Jit *j);
+/* Takes ownership of m (optimized already). */
+int jit_add_module(Jit *j, LLVMModuleRef m, Err *e);
+void *jit_lookup(Jit *j, const char *name, Err *e);
+
 /* -------------------------------------------------------------- compile.c */
 
 /* The front end: tokenize, parse, lower, verify. Returns NULL with a
  * positioned message in e. text need not be NUL-terminated. */
 Graph *compile_graph(const char *path, const char *text, size_t len, Err *e);
 Graph *compile_graph_file(const char *path, Err *e);
+
+typedef enum PassStop { PASSES_FRONT, PASSES_GRAD, PASSES_ALL } PassStop;
+/* The middle end: optimize, grad (when train), optimize; stops early for
+ * --emit. */
+int graph_passes(Graph *g, bool train, PassStop stop, Err *e);
 
 #endif

@@ -147,7 +147,8 @@ static void b_matvec(Builder *b) {
   int m = rdim(b), n = rdim(b), k0 = (int)rng_below(b->r, 3);
   int extra = k0 ? (int)rng_below(b->r, 2) : 0;
   int w = param(b, "w", type_mat(m, n + k0 + extra), 1);
-  finish(b, op2(b, 0, OP_MATVEC, w, param(b, "v", V(n), 1), k0));
+  int in[2] = {w, param(b, "v", V(n), 1)};
+  finish(b, ir_add(b->g, NULL, 0, OP_MATVEC, in, 2, k0, k0 || extra ? n : 0, 0, (Pos){0, 0}));
 }
 static void b_matvec_t(Builder *b) {
   int m = rdim(b), n = rdim(b), k0 = (int)rng_below(b->r, 3);

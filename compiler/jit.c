@@ -1,0 +1,167 @@
+/* jit.c: the host target machine, the optimization pipeline, and ORC
+ * LLJIT for running kernels in-process. */
+#include <llvm-c/Analysis.h>
+#include <llvm-c/Core.h>
+#include <llvm-c/Error.h>
+#include <llvm-c/LLJIT.h>
+#include <llvm-c/Orc.h>
+#include <llvm-c/Target.h>
+#include <llvm-c/TargetMachine.h>
+#include <llvm-c/Transforms/PassBuilder.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rnnc.h"
+
+static int llvm_err(Err *e, const char *what, LLVMErrorRef err) {
+  char *msg = LLVMGetErrorMessage(err); /* consumes err */
+  errf(e, "%s: %s", what, msg);
+  LLVMDisposeErrorMessage(msg);
+  return -1;
+}
+
+static void init_native(void) {
+  static bool done;
+  if (!done) {
+    LLVMInitializeNativeTarget();
+    LLVMInitializeNativeAsmPrinter();
+    LLVMInitializeNativeAsmParser();
+    done = true;
+  }
+}
+
+LLVMTargetMachineRef target_machine(const char *triple, const char *cpu, const char *features,
+                                    bool pic, Err *e) {
+  init_native();
+  char *host_triple = NULL, *host_cpu = NULL, *host_features = NULL;
+  if (!triple)
+    triple = host_triple = LLVMGetDefaultTargetTriple();
+  if (!cpu) {
+    cpu = host_cpu = LLVMGetHostCPUName();
+    features = host_features = LLVMGetHostCPUFeatures();
+  }
+  LLVMTargetRef target;
+  char *msg = NULL;
+  LLVMTargetMachineRef tm = NULL;
+  if (LLVMGetTargetFromTriple(triple, &target, &msg)) {
+    errf(e, "target %s: %s", triple, msg);
+    LLVMDisposeMessage(msg);
+  } else {
+    tm = LLVMCreateTargetMachine(target, triple, cpu, features ? features : "",
+                                 LLVMCodeGenLevelAggressive, pic ? LLVMRelocPIC : LLVMRelocDefault,
+                                 LLVMCodeModelDefault);
+    if (!tm)
+      errf(e, "cannot make a target machine for %s (cpu %s)", triple, cpu);
+  }
+  LLVMDisposeMessage(host_triple);
+  LLVMDisposeMessage(host_cpu);
+  LLVMDisposeMessage(host_features);
+  return tm;
+}
+
+int optimize_module(LLVMModuleRef m, LLVMTargetMachineRef tm, Err *e) {
+  char *msg = NULL;
+  if (LLVMVerifyModule(m, LLVMReturnStatusAction, &msg)) {
+    errf(e, "internal error: generated LLVM IR does not verify: %s", msg);
+    LLVMDisposeMessage(msg);
+    return -1;
+  }
+  LLVMDisposeMessage(msg);
+  char *triple = LLVMGetTargetMachineTriple(tm);
+  LLVMSetTarget(m, triple);
+  LLVMDisposeMessage(triple);
+  LLVMTargetDataRef layout = LLVMCreateTargetDataLayout(tm);
+  LLVMSetModuleDataLayout(m, layout);
+  LLVMDisposeTargetData(layout);
+  LLVMPassBuilderOptionsRef opts = LLVMCreatePassBuilderOptions();
+  LLVMPassBuilderOptionsSetLoopVectorization(opts, 1);
+  LLVMPassBuilderOptionsSetSLPVectorization(opts, 1);
+  LLVMPassBuilderOptionsSetLoopUnrolling(opts, 1);
+  LLVMErrorRef err = LLVMRunPasses(m, "default<O3>", tm, opts);
+  LLVMDisposePassBuilderOptions(opts);
+  if (err)
+    return llvm_err(e, "optimizing", err);
+  return 0;
+}
+
+struct Jit {
+  LLVMOrcLLJITRef jit;
+  LLVMOrcThreadSafeContextRef tsc;
+  LLVMTargetMachineRef tm; /* for the optimization pipeline */
+};
+
+Jit *jit_new(Err *e) {
+  init_native();
+  Jit *j = xcalloc(1, sizeof *j);
+  LLVMOrcJITTargetMachineBuilderRef jtmb;
+  LLVMErrorRef err = LLVMOrcJITTargetMachineBuilderDetectHost(&jtmb);
+  if (err) {
+    llvm_err(e, "detecting the host", err);
+    free(j);
+    return NULL;
+  }
+  LLVMOrcLLJITBuilderRef builder = LLVMOrcCreateLLJITBuilder();
+  LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(builder, jtmb); /* takes jtmb */
+  err = LLVMOrcCreateLLJIT(&j->jit, builder);                   /* takes builder */
+  if (err) {
+    llvm_err(e, "creating the JIT", err);
+    free(j);
+    return NULL;
+  }
+  /* Resolve libm's functions (powf for Adam's bias correction) from the
+   * process. */
+  LLVMOrcDefinitionGeneratorRef gen;
+  err = LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(
+      &gen, LLVMOrcLLJITGetGlobalPrefix(j->jit), NULL, NULL);
+  if (err) {
+    llvm_err(e, "JIT symbol search", err);
+    jit_free(j);
+    return NULL;
+  }
+  LLVMOrcJITDylibAddGenerator(LLVMOrcLLJITGetMainJITDylib(j->jit), gen); /* takes gen */
+  j->tsc = LLVMOrcCreateNewThreadSafeContext();
+  j->tm = target_machine(NULL, NULL, NULL, false, e);
+  if (!j->tm) {
+    jit_free(j);
+    return NULL;
+  }
+  return j;
+}
+
+LLVMContextRef jit_context(Jit *j) { return LLVMOrcThreadSafeContextGetContext(j->tsc); }
+LLVMTargetMachineRef jit_target_machine(Jit *j) { return j->tm; }
+
+int jit_add_module(Jit *j, LLVMModuleRef m, Err *e) {
+  LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(m, j->tsc); /* takes m */
+  LLVMErrorRef err = LLVMOrcLLJITAddLLVMIRModule(j->jit, LLVMOrcLLJITGetMainJITDylib(j->jit), tsm);
+  if (err) {
+    LLVMOrcDisposeThreadSafeModule(tsm);
+    return llvm_err(e, "adding a module to the JIT", err);
+  }
+  return 0;
+}
+
+void *jit_lookup(Jit *j, const char *name, Err *e) {
+  LLVMOrcExecutorAddress addr = 0;
+  LLVMErrorRef err = LLVMOrcLLJITLookup(j->jit, &addr, name);
+  if (err) {
+    llvm_err(e, "JIT lookup", err);
+    return NULL;
+  }
+  return (void *)(uintptr_t)addr;
+}
+
+void jit_free(Jit *j) {
+  if (!j)
+    return;
+  if (j->jit) {
+    LLVMErrorRef err = LLVMOrcDisposeLLJIT(j->jit);
+    if (err)
+      LLVMConsumeError(err);
+  }
+  if (j->tsc)
+    LLVMOrcDisposeThreadSafeContext(j->tsc);
+  if (j->tm)
+    LLVMDisposeTargetMachine(j->tm);
+  free(j);
+}

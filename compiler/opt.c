@@ -1,0 +1,244 @@
+/* opt.c: IR-to-IR optimizations, run after grad, before codegen.
+ *
+ * require: a verified graph (forward, or with its backward pass).
+ *
+ * Local rewrites, to a fixpoint:
+ *   matvec W, concat(a, b)        -> matvec W, a  +  matvec W, b col na
+ *   acc_outer W, u, concat(a, b)  -> acc_outer W, u, a;  acc_outer W, u, b col na
+ *   matvec / acc_outer of dense(x) -> the one-hot x itself: a column gather
+ *                                     or a column update, not 58 zeros
+ *   slice(add(a, b))              -> add(slice a, slice b)   (add used once)
+ *   slice(matvec_t W, u)          -> matvec_t W, u over the slice's columns
+ * then dead code elimination, and renumbering so ids stay dense. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "rnnc.h"
+
+static Node *nd(Graph *g, int id) { return &g->nodes[id]; }
+
+/* Moves node id (just appended to its block) to before anchor. */
+static void place_before(Graph *g, int id, int anchor) {
+  Block *b = &g->blocks[g->nodes[id].block];
+  if (b->nodes[b->n - 1] != id)
+    abort(); /* place_before takes the node ir_add just appended */
+  int at = 0;
+  while (at < b->n && b->nodes[at] != anchor)
+    at++;
+  memmove(&b->nodes[at + 1], &b->nodes[at], (size_t)(b->n - 1 - at) * sizeof *b->nodes);
+  b->nodes[at] = id;
+}
+
+static int add_before(Graph *g, int anchor, Op op, int x, int y, int nin, int a, int bb) {
+  int in[2] = {x, y};
+  const Node *an = nd(g, anchor);
+  int id = ir_add(g, NULL, an->block, op, in, nin, a, bb, 0, an->pos);
+  place_before(g, id, anchor);
+  return id;
+}
+
+/* Every use of old now reads new. */
+static void replace_uses(Graph *g, int old, int new) {
+  for (int i = 0; i < g->nnodes; i++)
+    for (int k = 0; k < g->nodes[i].nin; k++)
+      if (g->nodes[i].in[k] == old)
+        g->nodes[i].in[k] = new;
+  for (int b = 0; b < g->nblocks; b++)
+    for (int k = 0; k < g->blocks[b].nyields; k++)
+      if (g->blocks[b].yields[k] == old)
+        g->blocks[b].yields[k] = new;
+  int *roots[] = {&g->output, &g->loss, &g->grad_norm};
+  for (size_t i = 0; i < ARRAY_LEN(roots); i++)
+    if (*roots[i] == old)
+      *roots[i] = new;
+}
+
+/* Takes an effect out of its block (compaction then drops it). */
+static void remove_node(Graph *g, int id) {
+  Block *b = &g->blocks[g->nodes[id].block];
+  int at = 0;
+  while (at < b->n && b->nodes[at] != id)
+    at++;
+  memmove(&b->nodes[at], &b->nodes[at + 1], (size_t)(b->n - at - 1) * sizeof *b->nodes);
+  b->n--;
+}
+
+static int count_uses(const Graph *g, int id) {
+  int n = 0;
+  for (int i = 0; i < g->nnodes; i++)
+    for (int k = 0; k < g->nodes[i].nin; k++)
+      n += g->nodes[i].in[k] == id;
+  for (int b = 0; b < g->nblocks; b++)
+    for (int k = 0; k < g->blocks[b].nyields; k++)
+      n += g->blocks[b].yields[k] == id;
+  return n + (g->output == id) + (g->loss == id) + (g->grad_norm == id);
+}
+
+static bool listed(const Graph *g, int id) {
+  const Block *b = &g->blocks[g->nodes[id].block];
+  for (int i = 0; i < b->n; i++)
+    if (b->nodes[i] == id)
+      return true;
+  return false;
+}
+
+/* One rewrite at node id; returns true if it changed the graph. */
+static bool rewrite(Graph *g, int id) {
+  Node n = *nd(g, id);
+  if (n.op == OP_MATVEC || n.op == OP_ACC_OUTER) {
+    int v = n.in[1], w = n.in[0];
+    int k0 = n.op == OP_MATVEC ? n.a : n.b;
+    const Node *vn = nd(g, v);
+    if (vn->op == OP_DENSE) {
+      nd(g, id)->in[1] = vn->in[0];
+      return true;
+    }
+    if (vn->op == OP_CONCAT) {
+      int a = vn->in[0], b = vn->in[1];
+      int na = nd(g, a)->type.dim[0];
+      if (n.op == OP_MATVEC) {
+        int nb = nd(g, b)->type.dim[0];
+        int ma = add_before(g, id, OP_MATVEC, w, a, 2, k0, na);
+        int mb = add_before(g, id, OP_MATVEC, w, b, 2, k0 + na, nb);
+        replace_uses(g, id, add_before(g, id, OP_ADD, ma, mb, 2, 0, 0));
+      } else {
+        add_before(g, id, OP_ACC_OUTER, w, a, 2, n.a, k0);
+        add_before(g, id, OP_ACC_OUTER, w, b, 2, n.a, k0 + na);
+        remove_node(g, id);
+      }
+      return true;
+    }
+  }
+  if (n.op == OP_ACC_OUTER && nd(g, n.in[1])->op == OP_DENSE) {
+    nd(g, id)->in[1] = nd(g, n.in[1])->in[0];
+    return true;
+  }
+  if (n.op == OP_SLICE) {
+    Node x = *nd(g, n.in[0]);
+    if (x.op == OP_ADD && x.block == n.block && count_uses(g, n.in[0]) == 1 &&
+        x.type.rank == 1 && nd(g, x.in[0])->type.rank == 1 && nd(g, x.in[1])->type.rank == 1) {
+      int sa = add_before(g, id, OP_SLICE, x.in[0], -1, 1, n.a, n.b);
+      int sb = add_before(g, id, OP_SLICE, x.in[1], -1, 1, n.a, n.b);
+      replace_uses(g, id, add_before(g, id, OP_ADD, sa, sb, 2, 0, 0));
+      return true;
+    }
+    if (x.op == OP_MATVEC_T && x.block == n.block) {
+      int t = add_before(g, id, OP_MATVEC_T, x.in[0], x.in[1], 2, x.a + n.a, n.b - n.a);
+      replace_uses(g, id, t);
+      return true;
+    }
+  }
+  return false;
+}
+
+/* ----------------------------------------------------- dead code, compaction */
+
+static void mark(const Graph *g, char *live, int id);
+
+static void mark_block_effects(const Graph *g, char *live, int blk) {
+  const Block *b = &g->blocks[blk];
+  for (int i = 0; i < b->n; i++) {
+    const Node *n = &g->nodes[b->nodes[i]];
+    if (op_flags[n->op] & F_EFFECT)
+      mark(g, live, b->nodes[i]);
+  }
+}
+
+static bool has_effects(const Graph *g, int blk) {
+  const Block *b = &g->blocks[blk];
+  for (int i = 0; i < b->n; i++) {
+    const Node *n = &g->nodes[b->nodes[i]];
+    if (op_flags[n->op] & F_EFFECT)
+      return true;
+    if (n->op == OP_SCAN && has_effects(g, n->region))
+      return true;
+  }
+  return false;
+}
+
+static void mark(const Graph *g, char *live, int id) {
+  if (id < 0 || live[id])
+    return;
+  live[id] = 1;
+  const Node *n = &g->nodes[id];
+  for (int k = 0; k < n->nin; k++)
+    mark(g, live, n->in[k]);
+  if (n->op == OP_SCAN) {
+    const Block *b = &g->blocks[n->region];
+    for (int k = 0; k < b->nargs; k++)
+      live[b->args[k]] = 1;
+    for (int k = 0; k < b->nyields; k++)
+      mark(g, live, b->yields[k]);
+    mark_block_effects(g, live, n->region);
+  }
+  if (n->op == OP_PROJ)
+    mark(g, live, n->in[0]);
+}
+
+/* Removes what nothing reads, then renumbers the nodes densely. */
+void graph_dce(Graph *g) {
+  char *live = xcalloc((size_t)g->nnodes + 1, 1);
+  mark(g, live, g->output);
+  mark(g, live, g->loss);
+  mark(g, live, g->grad_norm);
+  mark(g, live, g->input);
+  mark(g, live, g->target);
+  mark_block_effects(g, live, 0);
+  const Block *b0 = &g->blocks[0];
+  for (int i = 0; i < b0->n; i++) /* scans whose bodies have effects */
+    if (g->nodes[b0->nodes[i]].op == OP_SCAN && has_effects(g, g->nodes[b0->nodes[i]].region))
+      mark(g, live, b0->nodes[i]);
+  for (int i = 0; i < g->nnodes; i++)
+    if (live[i] && !listed(g, i))
+      live[i] = 0; /* removed effects */
+  int *map = xmalloc((size_t)g->nnodes * sizeof *map);
+  int n = 0;
+  for (int i = 0; i < g->nnodes; i++) {
+    map[i] = live[i] ? n++ : -1;
+    if (!live[i])
+      free(g->nodes[i].in);
+  }
+  for (int i = 0; i < g->nnodes; i++)
+    if (live[i]) {
+      Node x = g->nodes[i];
+      for (int k = 0; k < x.nin; k++)
+        x.in[k] = map[x.in[k]];
+      g->nodes[map[i]] = x;
+    }
+  for (int bi = 0; bi < g->nblocks; bi++) {
+    Block *b = &g->blocks[bi];
+    int k = 0;
+    for (int i = 0; i < b->n; i++)
+      if (live[b->nodes[i]])
+        b->nodes[k++] = map[b->nodes[i]];
+    b->n = k;
+    bool dead = false;
+    for (int i = 0; i < b->nargs; i++)
+      dead |= (b->args[i] = map[b->args[i]]) < 0;
+    for (int i = 0; i < b->nyields; i++)
+      dead |= (b->yields[i] = map[b->yields[i]]) < 0;
+    if (dead) /* the body of a scan that died */
+      b->n = b->nargs = b->nyields = 0;
+  }
+  int *roots[] = {&g->input, &g->target, &g->output, &g->loss, &g->grad_norm};
+  for (size_t i = 0; i < ARRAY_LEN(roots); i++)
+    if (*roots[i] >= 0)
+      *roots[i] = map[*roots[i]];
+  g->nnodes = n;
+  free(map);
+  free(live);
+}
+
+int graph_optimize(Graph *g, Err *e) {
+  bool changed = true;
+  for (int round = 0; changed && round < 100; round++) {
+    changed = false;
+    for (int id = 0; id < g->nnodes; id++)
+      if (listed(g, id) && rewrite(g, id))
+        changed = true;
+    graph_dce(g);
+    if (graph_verify(g, e))
+      return -1;
+  }
+  return 0;
+}
