@@ -2,7 +2,7 @@
  *
  * The runtime loads data, holds parameter buffers, drives generated
  * kernels and reads and writes checkpoints. It holds no model math: that
- * lives in graphs/*.nn and reaches the runtime as compiled kernels. */
+ * lives in the graph files and reaches the runtime as compiled kernels. */
 #ifndef RNNC_RUNTIME_H
 #define RNNC_RUNTIME_H
 
