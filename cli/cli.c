@@ -1,6 +1,8 @@
 /* cli.c: helpers shared by the subcommands. */
 #include <stdarg.h>
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "cli.h"
 #include "util.h"
@@ -13,4 +15,16 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) {
   va_end(ap);
   fprintf(stderr, "\nTry 'rnnc %s --help'.\n", cmd);
   return EXIT_USAGE;
+}
+
+int cli_parse_u64(const char *s, uint64_t *out) {
+  char *end;
+  if (!*s || *s == '-' || *s == '+')
+    return -1;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (*end || errno)
+    return -1;
+  *out = v;
+  return 0;
 }

@@ -9,7 +9,16 @@
 /* Prints "rnnc CMD: <message>" and a pointer to --help; returns EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* A non-negative decimal integer; 0, or -1 when malformed. */
+int cli_parse_u64(const char *s, uint64_t *out);
+
 int cmd_compile(int argc, char **argv);
 extern const char compile_usage[];
+int cmd_train(int argc, char **argv);
+extern const char train_usage[];
+int cmd_eval(int argc, char **argv);
+extern const char eval_usage[];
+int cmd_predict(int argc, char **argv);
+extern const char predict_usage[];
 
 #endif

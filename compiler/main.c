@@ -78,7 +78,7 @@ static int cmd_data(int argc, char **argv) {
     case 'f': {
       char *end;
       fraction = strtod(optarg, &end);
-      if (*end || !(fraction >= 0 && fraction < 1))
+      if (end == optarg || *end || !(fraction >= 0 && fraction < 1))
         return usage_error(self, "--test-fraction wants a number in [0, 1), not '%s'", optarg);
       break;
     }
@@ -130,8 +130,12 @@ static int cmd_data(int argc, char **argv) {
 
 static const Command commands[] = {
     {"data", "summarize a names data set and its train/test split", data_usage, cmd_data},
-    {"compile", "compile a graph file and print a stage's output (IR, ...)", compile_usage,
-     cmd_compile},
+    {"compile", "compile a graph file and print a stage's output (IR, LLVM, assembly)",
+     compile_usage, cmd_compile},
+    {"train", "train a graph on a names data set and write a checkpoint", train_usage, cmd_train},
+    {"eval", "accuracy and confusion matrix of a checkpoint on the test split", eval_usage,
+     cmd_eval},
+    {"predict", "classify names with a trained checkpoint", predict_usage, cmd_predict},
 };
 
 static const Command *find_command(const char *name) {

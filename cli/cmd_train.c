@@ -1,0 +1,426 @@
+/* cmd_train.c: rnnc train, rnnc eval and rnnc predict. */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "cli.h"
+#include "train.h"
+
+const char train_usage[] =
+    "usage: rnnc train GRAPH [--data DIR] [--epochs N] [--seed S] [--lr X]\n"
+    "                  [--init CKPT] [--test-fraction F] [--out CKPT]\n"
+    "\n"
+    "Compiles GRAPH into training kernels and trains it on a names data set,\n"
+    "one name per step, reshuffling the training set every epoch. After each\n"
+    "epoch it prints the mean training loss and the test accuracy and writes\n"
+    "the checkpoint; at the end, per-language accuracy and a confusion matrix.\n"
+    "\n"
+    "  --data DIR           data directory (default: data/names)\n"
+    "  --epochs N           epochs to train (default: the graph's train setting)\n"
+    "  --seed S             split, initialization, shuffling (default: 42)\n"
+    "  --lr X               learning rate (default: the graph's optimizer setting)\n"
+    "  --init CKPT          start from a checkpoint (rnnc's or PyTorch's safetensors);\n"
+    "                       its labels are used, and rnnc's optimizer state beside\n"
+    "                       it (CKPT.optim.safetensors) resumes training\n"
+    "  --test-fraction F    share of each language held out (default: 0.1; 0: none)\n"
+    "  --out CKPT           checkpoint to write (default: GRAPH's name .safetensors)\n"
+    "  -h, --help           this help\n";
+
+const char eval_usage[] =
+    "usage: rnnc eval GRAPH CKPT [--data DIR] [--seed S] [--test-fraction F]\n"
+    "\n"
+    "Accuracy, per-language accuracy and the confusion matrix of a checkpoint\n"
+    "on the test split (the split that train made with the same seed).\n"
+    "\n"
+    "  --data DIR           data directory (default: data/names)\n"
+    "  --seed S             split seed (default: 42)\n"
+    "  --test-fraction F    share of each language held out (default: 0.1)\n"
+    "  -h, --help           this help\n";
+
+const char predict_usage[] =
+    "usage: rnnc predict GRAPH CKPT NAME... [--top K] [--logits]\n"
+    "\n"
+    "Classifies each NAME (any UTF-8; normalized to ASCII as in training) and\n"
+    "prints the K most likely languages with their probabilities.\n"
+    "\n"
+    "  --top K      languages to show per name (default: 3)\n"
+    "  --logits     print every language's raw logit instead\n"
+    "  --seed S     noise seed for graphs with a random initial state (default: 42)\n"
+    "  -h, --help   this help\n";
+
+static int parse_double(const char *s, double *out) {
+  char *end;
+  errno = 0;
+  *out = strtod(s, &end);
+  return *s && !*end && !errno && isfinite(*out) ? 0 : -1;
+}
+
+static int parse_int(const char *s, int lo, int hi, int *out) {
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (!*s || *end || errno || v < lo || v > hi)
+    return -1;
+  *out = (int)v;
+  return 0;
+}
+
+static void free_labels(char **labels, int n) {
+  for (int i = 0; i < n; i++)
+    free(labels[i]);
+  free(labels);
+}
+
+/* Fails early, before training, when the checkpoint cannot be written. */
+static int check_writable(const char *path, Err *e) {
+  char *dir = xstrdup(path);
+  char *slash = strrchr(dir, '/');
+  if (slash)
+    slash[slash == dir ? 1 : 0] = '\0';
+  char *probe = xasprintf("%s/.rnnc-write-test-XXXXXX", slash ? dir : ".");
+  int fd = mkstemp(probe);
+  int rc = 0;
+  if (fd < 0)
+    rc = errf(e, "cannot write the checkpoint %s: %s", path, strerror(errno));
+  else {
+    close(fd);
+    unlink(probe);
+  }
+  free(probe);
+  free(dir);
+  return rc;
+}
+
+static char *default_out(const char *graph) {
+  const char *base = strrchr(graph, '/');
+  base = base ? base + 1 : graph;
+  const char *dot = strrchr(base, '.');
+  return xasprintf("%.*s.safetensors", dot ? (int)(dot - base) : (int)strlen(base), base);
+}
+
+static void print_compile(FILE *f, const Model *m) {
+  const CompileTimes *t = &m->times;
+  fprintf(f, "compiled %s in %.0f ms (front end %.1f, passes %.1f, codegen %.1f, LLVM %.0f, machine code %.0f)\n",
+          m->path, 1e3 * (t->front + t->passes + t->codegen + t->llvm_opt + t->machine_code),
+          1e3 * t->front, 1e3 * t->passes, 1e3 * t->codegen, 1e3 * t->llvm_opt,
+          1e3 * t->machine_code);
+}
+
+static int check_model_data(const Model *m, const Dataset *ds, Err *e) {
+  if (m->fwd->vocab != VOCAB_SIZE)
+    return errf(e, "%s: the input has %d characters, but the vocabulary has %d", m->path,
+                m->fwd->vocab, VOCAB_SIZE);
+  if (m->fwd->classes != ds->nlabels)
+    return errf(e, "%s has %d classes, but the data has %d languages", m->path,
+                m->fwd->classes, ds->nlabels);
+  return 0;
+}
+
+static int longest(const Dataset *ds) {
+  int n = 1;
+  for (size_t i = 0; i < ds->nnames; i++)
+    n = ds->names[i].len > n ? ds->names[i].len : n;
+  return n;
+}
+
+int cmd_train(int argc, char **argv) {
+  const char *dir = "data/names", *init = NULL, *out = NULL;
+  uint64_t seed = 42;
+  double fraction = 0.1, lr = 0;
+  int epochs = -1;
+  static const struct option opts[] = {{"data", required_argument, 0, 'd'},
+                                       {"epochs", required_argument, 0, 'n'},
+                                       {"seed", required_argument, 0, 's'},
+                                       {"lr", required_argument, 0, 'l'},
+                                       {"init", required_argument, 0, 'i'},
+                                       {"test-fraction", required_argument, 0, 'f'},
+                                       {"out", required_argument, 0, 'o'},
+                                       {"help", no_argument, 0, 'h'},
+                                       {0, 0, 0, 0}};
+  int c;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "ho:", opts, NULL)) != -1) {
+    switch (c) {
+    case 'd':
+      dir = optarg;
+      break;
+    case 'n':
+      if (parse_int(optarg, 0, 100000, &epochs))
+        return cli_usage_error("train", "--epochs wants an integer in [0, 100000], not '%s'", optarg);
+      break;
+    case 's':
+      if (cli_parse_u64(optarg, &seed))
+        return cli_usage_error("train", "--seed wants a non-negative integer, not '%s'", optarg);
+      break;
+    case 'l':
+      if (parse_double(optarg, &lr) || !(lr > 0))
+        return cli_usage_error("train", "--lr wants a positive number, not '%s'", optarg);
+      break;
+    case 'i':
+      init = optarg;
+      break;
+    case 'f':
+      if (parse_double(optarg, &fraction) || !(fraction >= 0 && fraction < 1))
+        return cli_usage_error("train", "--test-fraction wants a number in [0, 1), not '%s'", optarg);
+      break;
+    case 'o':
+      out = optarg;
+      break;
+    case 'h':
+      fputs(train_usage, stdout);
+      return EXIT_OK;
+    default:
+      return cli_usage_error("train", "bad option");
+    }
+  }
+  if (optind + 1 != argc)
+    return cli_usage_error("train", optind >= argc ? "missing GRAPH" : "more than one GRAPH");
+  const char *graph = argv[optind];
+  char *out_owned = out ? NULL : default_out(graph);
+  if (!out)
+    out = out_owned;
+  Err e;
+  Model m = {0};
+  Dataset ds = {0};
+  char **labels = NULL;
+  int nlabels = 0, rc = EXIT_BAD_INPUT;
+  ModelOptions mo = {.lr = lr};
+  if (check_writable(out, &e) || model_compile(&m, graph, &mo, &e))
+    goto fail;
+  print_compile(stderr, &m);
+  if (epochs < 0)
+    epochs = m.train->train.epochs;
+  if (init) {
+    if (ckpt_load(&m, init, true, &labels, &nlabels, &e))
+      goto fail;
+    fprintf(stderr, "initialized from %s%s\n", init,
+            m.step ? " (with its optimizer state)" : "");
+  } else {
+    model_init_params(&m, seed);
+  }
+  if (data_load(&ds, dir, labels, nlabels, &e) || data_split(&ds, fraction, seed, &e) ||
+      check_model_data(&m, &ds, &e))
+    goto fail;
+  if (!ds.ntrain) {
+    errf(&e, "%s: no names to train on", dir);
+    goto fail;
+  }
+  model_reserve(&m, longest(&ds));
+  fprintf(stderr, "data %s: %zu names, %d languages, %zu train / %zu test; %d epoch%s from epoch %d\n",
+          dir, ds.nnames, ds.nlabels, ds.ntrain, ds.ntest, epochs, epochs == 1 ? "" : "s",
+          m.epoch + 1);
+  TrainOptions to = {.epochs = epochs, .seed = seed, .out = out,
+                     .progress = isatty(fileno(stderr)), .log = stderr};
+  if (train_run(&m, &ds, &to, &e))
+    goto fail;
+  if (ds.ntest) {
+    EvalResult r;
+    evaluate(&m, &ds, ds.test, ds.ntest, seed, &r);
+    printf("\n");
+    eval_print(stdout, &ds, &r);
+    eval_free(&r);
+  }
+  char *opath = ckpt_optim_path(out);
+  printf("\ncheckpoint: %s (optimizer state: %s)\n", out, opath);
+  free(opath);
+  rc = EXIT_OK;
+fail:
+  if (rc)
+    fprintf(stderr, "rnnc train: error: %s\n", e.msg);
+  model_free(&m);
+  data_free(&ds);
+  free_labels(labels, nlabels);
+  free(out_owned);
+  return rc;
+}
+
+/* The model and labels of GRAPH and CKPT, for eval and predict. */
+static int load_for_inference(Model *m, const char *graph, const char *ckpt, char ***labels,
+                              int *nlabels, Err *e) {
+  ModelOptions mo = {.no_train = true};
+  if (model_compile(m, graph, &mo, e) || ckpt_load(m, ckpt, false, labels, nlabels, e))
+    return -1;
+  return 0;
+}
+
+int cmd_eval(int argc, char **argv) {
+  const char *dir = "data/names";
+  uint64_t seed = 42;
+  double fraction = 0.1;
+  static const struct option opts[] = {{"data", required_argument, 0, 'd'},
+                                       {"seed", required_argument, 0, 's'},
+                                       {"test-fraction", required_argument, 0, 'f'},
+                                       {"help", no_argument, 0, 'h'},
+                                       {0, 0, 0, 0}};
+  int c;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    switch (c) {
+    case 'd':
+      dir = optarg;
+      break;
+    case 's':
+      if (cli_parse_u64(optarg, &seed))
+        return cli_usage_error("eval", "--seed wants a non-negative integer, not '%s'", optarg);
+      break;
+    case 'f':
+      if (parse_double(optarg, &fraction) || !(fraction > 0 && fraction < 1))
+        return cli_usage_error("eval", "--test-fraction wants a number in (0, 1), not '%s'", optarg);
+      break;
+    case 'h':
+      fputs(eval_usage, stdout);
+      return EXIT_OK;
+    default:
+      return cli_usage_error("eval", "bad option");
+    }
+  }
+  if (argc - optind != 2)
+    return cli_usage_error("eval", "wants GRAPH and CKPT");
+  Err e;
+  Model m = {0};
+  Dataset ds = {0};
+  char **labels = NULL;
+  int nlabels = 0, rc = EXIT_BAD_INPUT;
+  if (load_for_inference(&m, argv[optind], argv[optind + 1], &labels, &nlabels, &e) ||
+      data_load(&ds, dir, labels, nlabels, &e) || data_split(&ds, fraction, seed, &e) ||
+      check_model_data(&m, &ds, &e))
+    goto fail;
+  model_reserve(&m, longest(&ds));
+  EvalResult r;
+  evaluate(&m, &ds, ds.test, ds.ntest, seed, &r);
+  eval_print(stdout, &ds, &r);
+  eval_free(&r);
+  rc = EXIT_OK;
+fail:
+  if (rc)
+    fprintf(stderr, "rnnc eval: error: %s\n", e.msg);
+  model_free(&m);
+  data_free(&ds);
+  free_labels(labels, nlabels);
+  return rc;
+}
+
+/* Labels for a checkpoint without a label list: the default data set's. */
+static int fallback_labels(char ***labels, int *nlabels, Err *e) {
+  Dataset ds = {0};
+  if (data_load(&ds, "data/names", NULL, 0, e)) {
+    data_free(&ds);
+    return errf(e, "the checkpoint has no label list, and data/names is not there to take one "
+                   "from");
+  }
+  *nlabels = ds.nlabels;
+  *labels = xcalloc((size_t)ds.nlabels, sizeof **labels);
+  for (int i = 0; i < ds.nlabels; i++)
+    (*labels)[i] = xstrdup(ds.labels[i]);
+  data_free(&ds);
+  return 0;
+}
+
+typedef struct Ranked {
+  int label;
+  float p;
+} Ranked;
+
+static int by_prob(const void *a, const void *b) {
+  const Ranked *x = a, *y = b;
+  return (x->p < y->p) - (x->p > y->p);
+}
+
+int cmd_predict(int argc, char **argv) {
+  int top = 3;
+  bool logits_only = false;
+  uint64_t seed = 42;
+  static const struct option opts[] = {{"top", required_argument, 0, 'k'},
+                                       {"logits", no_argument, 0, 'l'},
+                                       {"seed", required_argument, 0, 's'},
+                                       {"help", no_argument, 0, 'h'},
+                                       {0, 0, 0, 0}};
+  int c;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "hk:", opts, NULL)) != -1) {
+    switch (c) {
+    case 'k':
+      if (parse_int(optarg, 1, 1000, &top))
+        return cli_usage_error("predict", "--top wants a positive integer, not '%s'", optarg);
+      break;
+    case 'l':
+      logits_only = true;
+      break;
+    case 's':
+      if (cli_parse_u64(optarg, &seed))
+        return cli_usage_error("predict", "--seed wants a non-negative integer, not '%s'", optarg);
+      break;
+    case 'h':
+      fputs(predict_usage, stdout);
+      return EXIT_OK;
+    default:
+      return cli_usage_error("predict", "bad option");
+    }
+  }
+  if (argc - optind < 3)
+    return cli_usage_error("predict", "wants GRAPH, CKPT and at least one NAME");
+  Err e;
+  Model m = {0};
+  char **labels = NULL;
+  int nlabels = 0, rc = EXIT_BAD_INPUT;
+  if (load_for_inference(&m, argv[optind], argv[optind + 1], &labels, &nlabels, &e) ||
+      (!labels && fallback_labels(&labels, &nlabels, &e))) {
+    fprintf(stderr, "rnnc predict: error: %s\n", e.msg);
+    goto done;
+  }
+  if (nlabels != model_classes(&m)) {
+    fprintf(stderr, "rnnc predict: error: %d labels for a graph of %d classes\n", nlabels,
+            model_classes(&m));
+    goto done;
+  }
+  model_seed_noise(&m, seed);
+  int C = model_classes(&m);
+  float *lg = xmalloc((size_t)C * sizeof *lg);
+  Ranked *rank = xmalloc((size_t)C * sizeof *rank);
+  rc = EXIT_OK;
+  for (int i = optind + 2; i < argc; i++) {
+    uint8_t *chars = NULL;
+    char *ascii = NULL;
+    int len = name_encode(argv[i], strlen(argv[i]), &chars, &ascii, &e);
+    if (len < 0) {
+      fprintf(stderr, "rnnc predict: '%s': %s\n", argv[i], e.msg);
+      rc = EXIT_BAD_INPUT;
+      continue;
+    }
+    model_forward(&m, chars, len, lg);
+    printf("%s", argv[i]);
+    if (strcmp(ascii, argv[i]))
+      printf(" (%s)", ascii);
+    printf("\n");
+    if (logits_only) {
+      for (int k = 0; k < C; k++)
+        printf("  %-12s %.7g\n", labels[k], lg[k]);
+    } else {
+      /* softmax, stable */
+      float mx = lg[0];
+      for (int k = 1; k < C; k++)
+        mx = lg[k] > mx ? lg[k] : mx;
+      double sum = 0;
+      for (int k = 0; k < C; k++)
+        sum += exp((double)lg[k] - mx);
+      for (int k = 0; k < C; k++)
+        rank[k] = (Ranked){k, (float)(exp((double)lg[k] - mx) / sum)};
+      qsort(rank, (size_t)C, sizeof *rank, by_prob);
+      for (int k = 0; k < top && k < C; k++)
+        printf("  %-12s %5.1f%%\n", labels[rank[k].label], 100 * rank[k].p);
+    }
+    free(chars);
+    free(ascii);
+  }
+  free(lg);
+  free(rank);
+done:
+  model_free(&m);
+  free_labels(labels, nlabels);
+  return rc;
+}

@@ -1,0 +1,831 @@
+/* llvm.c: IR -> LLVM IR. One function per graph:
+ *
+ *   void NAME(float *state, const int32_t *chars, int32_t T, int32_t target,
+ *             const float *noise, float *scratch, int32_t tmax, float step,
+ *             float *out)
+ *
+ * state:   the flat parameter buffer, SLOT_COUNT slots of g->nfloats floats
+ *          (value, grad, m, v); a forward kernel reads only the values.
+ * chars:   (T) character indices, 1 <= T <= tmax; target a class index.
+ * noise:   (abi.noise) uniform draws the runtime makes for noise nodes.
+ * scratch: (abi.scratch_fixed + tmax * abi.scratch_per_t) floats.
+ * out:     (classes + 2) logits, then the loss, then the gradient norm.
+ *
+ * require: a verified graph; the runtime checks chars, T and target.
+ *
+ * Codegen walks each block in order and packs consecutive nodes into loop
+ * groups: nodes with the same number of elements whose operands are
+ * either computed before the group or read at the same index. A group is
+ * one loop; a member's value stays in a register unless something outside
+ * the group reads it. A matrix-vector product can head a group, so its
+ * epilogue (bias, activation) runs in the same loop over rows; a reduction
+ * (sum) can end one. Views (parameter slots, slices, rows of a stack,
+ * scan results) are pointers, never copies. A scan is a loop over t whose
+ * carried states are the previous row of their own stacks. */
+#include <llvm-c/Core.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mathfn.h"
+#include "rnnc.h"
+
+typedef struct CG {
+  const Graph *g;
+  const CodegenOptions *opt;
+  LLVMContextRef ctx;
+  LLVMModuleRef mod;
+  LLVMBuilderRef b;
+  LLVMTypeRef f32, i32, i64, i8, pty;
+  LLVMValueRef fn;
+  LLVMValueRef state, chars, T, target, noise, scratch, tmax, step, out;
+  LLVMValueRef T64, scratch_t; /* T as i64; start of the T-sized region */
+  LLVMValueRef baked;          /* AOT: the parameter values as a constant global */
+  LLVMValueRef *ptr;           /* node -> buffer or view base pointer */
+  LLVMValueRef *sval;          /* node -> scalar value (f32, or i32 index) */
+  LLVMValueRef *cur;           /* node -> value at the current group index */
+  size_t *off;                 /* node -> scratch offset (floats) */
+  bool *per_t;                 /* node -> buffer of T rows (offset scaled by tmax) */
+  bool *has_buf;               /* node -> has a fixed-size buffer */
+  LLVMValueRef fixed_size;     /* constant global: the fixed part's size */
+  size_t *noise_off;
+  int *nusers;
+  int **users;
+  int *in_group; /* node -> group serial, or 0 */
+  int group_serial;
+  size_t fixed, per_t_total, nnoise;
+  LLVMValueRef *scan_stack; /* (per yield) stack bases while a scan is emitted */
+} CG;
+
+/* -------------------------------------------------------------- helpers */
+
+static const Node *N(CG *c, int id) { return &c->g->nodes[id]; }
+
+static bool is_seq_type(Type t) { return t.rank >= 1 && t.dim[0] == DIM_T; }
+
+/* Elements per row of a sequence, or of a plain value. */
+static size_t row_numel(Type t) {
+  if (t.kind == TY_ONEHOT || t.kind == TY_CLASS)
+    return 1;
+  if (is_seq_type(t))
+    return t.rank == 2 ? (size_t)t.dim[1] : 1;
+  return type_numel(t);
+}
+
+static bool is_scalar(CG *c, int id) {
+  Type t = N(c, id)->type;
+  return (t.kind == TY_F32 && t.rank == 0) || t.kind == TY_CLASS ||
+         (t.kind == TY_ONEHOT && t.rank == 1);
+}
+
+static LLVMValueRef ci64(CG *c, long long x) { return LLVMConstInt(c->i64, (unsigned long long)x, 1); }
+static LLVMValueRef cf32(CG *c, double x) { return LLVMConstReal(c->f32, x); }
+
+static void fast(LLVMValueRef v) {
+  /* Reassociation lets reductions vectorize; contraction makes FMAs. No
+   * nnan/ninf: NaN must propagate to the loss, where the runtime sees it. */
+  if (LLVMIsAInstruction(v) && LLVMCanValueUseFastMathFlags(v))
+    LLVMSetFastMathFlags(v, LLVMFastMathAllowReassoc | LLVMFastMathAllowContract);
+}
+
+static LLVMValueRef fadd(CG *c, LLVMValueRef a, LLVMValueRef b) {
+  LLVMValueRef v = LLVMBuildFAdd(c->b, a, b, "");
+  fast(v);
+  return v;
+}
+static LLVMValueRef fsub(CG *c, LLVMValueRef a, LLVMValueRef b) {
+  LLVMValueRef v = LLVMBuildFSub(c->b, a, b, "");
+  fast(v);
+  return v;
+}
+static LLVMValueRef fmul(CG *c, LLVMValueRef a, LLVMValueRef b) {
+  LLVMValueRef v = LLVMBuildFMul(c->b, a, b, "");
+  fast(v);
+  return v;
+}
+static LLVMValueRef fdiv(CG *c, LLVMValueRef a, LLVMValueRef b) {
+  LLVMValueRef v = LLVMBuildFDiv(c->b, a, b, "");
+  fast(v);
+  return v;
+}
+
+static LLVMValueRef gep(CG *c, LLVMTypeRef t, LLVMValueRef base, LLVMValueRef idx) {
+  return LLVMBuildInBoundsGEP2(c->b, t, base, &idx, 1, "");
+}
+static LLVMValueRef fptr(CG *c, LLVMValueRef base, LLVMValueRef idx) {
+  return gep(c, c->f32, base, idx);
+}
+static LLVMValueRef load(CG *c, LLVMValueRef base, LLVMValueRef idx) {
+  return LLVMBuildLoad2(c->b, c->f32, fptr(c, base, idx), "");
+}
+static void store(CG *c, LLVMValueRef v, LLVMValueRef base, LLVMValueRef idx) {
+  LLVMBuildStore(c->b, v, fptr(c, base, idx));
+}
+
+static LLVMValueRef intrinsic(CG *c, const char *name, LLVMValueRef *args, int n) {
+  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+  LLVMTypeRef ty = LLVMTypeOf(args[0]);
+  LLVMValueRef f = LLVMGetIntrinsicDeclaration(c->mod, id, &ty, 1);
+  LLVMTypeRef fty = LLVMIntrinsicGetType(c->ctx, id, &ty, 1);
+  return LLVMBuildCall2(c->b, fty, f, args, (unsigned)n, "");
+}
+
+/* A counted loop, do-while form (every count here is at least 1). */
+typedef struct Loop {
+  LLVMBasicBlockRef pre, head;
+  LLVMValueRef i, n;
+} Loop;
+
+static Loop loop_begin(CG *c, LLVMValueRef n) {
+  Loop l = {.pre = LLVMGetInsertBlock(c->b), .n = n};
+  l.head = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "loop");
+  LLVMBuildBr(c->b, l.head);
+  LLVMPositionBuilderAtEnd(c->b, l.head);
+  l.i = LLVMBuildPhi(c->b, c->i64, "i");
+  LLVMValueRef zero = ci64(c, 0);
+  LLVMAddIncoming(l.i, &zero, &l.pre, 1);
+  return l;
+}
+
+static void loop_end(CG *c, Loop *l) {
+  LLVMValueRef next = LLVMBuildNSWAdd(c->b, l->i, ci64(c, 1), "");
+  LLVMBasicBlockRef latch = LLVMGetInsertBlock(c->b);
+  LLVMAddIncoming(l->i, &next, &latch, 1);
+  LLVMBasicBlockRef exit = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "done");
+  LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, next, l->n, ""), l->head, exit);
+  LLVMPositionBuilderAtEnd(c->b, exit);
+}
+
+/* An accumulator that SROA turns into a register. */
+static LLVMValueRef acc_new(CG *c, LLVMValueRef init) {
+  LLVMBasicBlockRef here = LLVMGetInsertBlock(c->b);
+  LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(c->fn);
+  LLVMValueRef first = LLVMGetFirstInstruction(entry);
+  if (first)
+    LLVMPositionBuilderBefore(c->b, first);
+  else
+    LLVMPositionBuilderAtEnd(c->b, entry);
+  LLVMValueRef a = LLVMBuildAlloca(c->b, c->f32, "acc");
+  LLVMPositionBuilderAtEnd(c->b, here);
+  LLVMBuildStore(c->b, init, a);
+  return a;
+}
+
+static void memset_f32(CG *c, LLVMValueRef p, LLVMValueRef n) {
+  LLVMBuildMemSet(c->b, p, LLVMConstInt(c->i8, 0, 0), LLVMBuildMul(c->b, n, ci64(c, 4), ""), 4);
+}
+
+static void memcpy_f32(CG *c, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef n) {
+  LLVMBuildMemMove(c->b, dst, 4, src, 4, LLVMBuildMul(c->b, n, ci64(c, 4), ""));
+}
+
+/* ----------------------------------------------------------- memory plan */
+
+static bool is_view(Op op) {
+  switch (op) {
+  case OP_LOAD:
+  case OP_INPUT:
+  case OP_SLICE:
+  case OP_LAST:
+  case OP_FIRST:
+  case OP_PROJ:
+  case OP_ARG:
+    return true;
+  default:
+    return false;
+  }
+}
+
+static void plan(CG *c) {
+  const Graph *g = c->g;
+  for (int id = 0; id < g->nnodes; id++) {
+    const Node *n = &g->nodes[id];
+    if (n->op == OP_NOISE) {
+      c->noise_off[id] = c->nnoise;
+      c->nnoise += type_numel(n->type);
+    }
+  }
+  for (int id = 0; id < g->nnodes; id++)
+    for (int k = 0; k < g->nodes[id].nin; k++)
+      c->nusers[g->nodes[id].in[k]]++;
+  for (int id = 0; id < g->nnodes; id++)
+    c->users[id] = xmalloc((size_t)(c->nusers[id] + 1) * sizeof(int));
+  int *fill = xcalloc((size_t)g->nnodes, sizeof *fill);
+  for (int id = 0; id < g->nnodes; id++)
+    for (int k = 0; k < g->nodes[id].nin; k++) {
+      int o = g->nodes[id].in[k];
+      c->users[o][fill[o]++] = id;
+    }
+  free(fill);
+}
+
+/* The buffer of a node, placed in scratch when first asked for (a fused
+ * value that never leaves registers gets none). The fixed-size part comes
+ * first; its size is known only at the end, so the T-sized region's start
+ * is read from a constant global that is filled in then (and folded). */
+static LLVMValueRef buffer(CG *c, int id) {
+  const Node *n = N(c, id);
+  size_t numel = (row_numel(n->type) + 15) & ~(size_t)15; /* 64-byte aligned */
+  if (is_seq_type(n->type)) {
+    if (!c->per_t[id]) {
+      c->per_t[id] = true;
+      c->off[id] = c->per_t_total;
+      c->per_t_total += numel;
+    }
+    return fptr(c, c->scratch_t, LLVMBuildMul(c->b, c->tmax, ci64(c, (long long)c->off[id]), ""));
+  }
+  if (!c->has_buf[id]) {
+    c->has_buf[id] = true;
+    c->off[id] = c->fixed;
+    c->fixed += numel;
+  }
+  return fptr(c, c->scratch, ci64(c, (long long)c->off[id]));
+}
+
+/* ----------------------------------------------------- values at an index */
+
+/* Operand o of a group member at index i (i64). */
+static LLVMValueRef value_at(CG *c, int o, LLVMValueRef i) {
+  if (c->in_group[o] == c->group_serial && c->cur[o])
+    return c->cur[o];
+  const Node *n = N(c, o);
+  if (n->op == OP_CONST)
+    return cf32(c, n->f);
+  if (is_scalar(c, o))
+    return c->sval[o];
+  return load(c, c->ptr[o], i);
+}
+
+static LLVMValueRef elem_op(CG *c, Op op, LLVMValueRef a, LLVMValueRef b) {
+  switch (op) {
+  case OP_ADD:
+    return fadd(c, a, b);
+  case OP_SUB:
+    return fsub(c, a, b);
+  case OP_MUL:
+    return fmul(c, a, b);
+  case OP_DIV:
+    return fdiv(c, a, b);
+  case OP_NEG:
+    return LLVMBuildFNeg(c->b, a, "");
+  case OP_MIN: {
+    LLVMValueRef args[2] = {a, b};
+    return intrinsic(c, "llvm.minnum", args, 2);
+  }
+  case OP_POW: {
+    LLVMValueRef args[2] = {a, b};
+    return intrinsic(c, "llvm.pow", args, 2);
+  }
+  case OP_SQRT:
+    return intrinsic(c, "llvm.sqrt", &a, 1);
+  case OP_SIGMOID:
+    return mf_sigmoid(c->mod, c->b, a);
+  case OP_TANH:
+    return mf_tanh(c->mod, c->b, a);
+  case OP_EXP:
+    return mf_exp(c->mod, c->b, a);
+  case OP_LOG:
+    return mf_log(c->mod, c->b, a);
+  default:
+    abort(); /* only elementwise ops */
+  }
+}
+
+/* ------------------------------------------------------------ loop groups */
+
+typedef struct Group {
+  int *m, n, cap;
+  size_t numel;
+} Group;
+
+static size_t group_numel(CG *c, int id) {
+  const Node *n = N(c, id);
+  if (n->op == OP_ACC || n->op == OP_STORE || n->op == OP_SUM)
+    return row_numel(N(c, n->in[0])->type);
+  return row_numel(n->type);
+}
+
+static bool groupable(CG *c, int id) {
+  const Node *n = N(c, id);
+  if (is_seq_type(n->type))
+    return false;
+  switch (n->op) {
+  case OP_ACC:
+  case OP_STORE:
+  case OP_SUM:
+  case OP_MATVEC:
+    return true;
+  default:
+    return (op_flags[n->op] & F_ELEM) && !is_scalar(c, id);
+  }
+}
+
+static bool uses_elementwise(const Node *n) {
+  return (op_flags[n->op] & F_ELEM) || n->op == OP_ACC || n->op == OP_STORE || n->op == OP_SUM;
+}
+
+static bool can_join(CG *c, Group *gr, int id) {
+  if (!groupable(c, id) || group_numel(c, id) != gr->numel)
+    return false;
+  const Node *n = N(c, id);
+  for (int k = 0; k < n->nin; k++) {
+    int o = n->in[k];
+    if (c->in_group[o] != c->group_serial)
+      continue;
+    if (!uses_elementwise(n) || N(c, o)->op == OP_SUM)
+      return false;
+  }
+  return true;
+}
+
+static bool depends_on_group(CG *c, int id) {
+  const Node *n = N(c, id);
+  for (int k = 0; k < n->nin; k++)
+    if (c->in_group[n->in[k]] == c->group_serial)
+      return true;
+  return false;
+}
+
+/* A member must be written to memory when anything outside the group reads it. */
+static bool needed_outside(CG *c, int id, int blk_yields_owner) {
+  const Graph *g = c->g;
+  for (int u = 0; u < c->nusers[id]; u++)
+    if (c->in_group[c->users[id][u]] != c->group_serial)
+      return true;
+  if (id == g->output || id == g->loss || id == g->grad_norm)
+    return true;
+  const Block *b = &g->blocks[N(c, id)->block];
+  for (int k = 0; k < b->nyields; k++)
+    if (b->yields[k] == id)
+      return true;
+  (void)blk_yields_owner;
+  return false;
+}
+
+static void emit_matvec_row(CG *c, int id, LLVMValueRef r) {
+  /* y[r] = W[r, k0:k0+n] v  (a one-hot v reads one column) */
+  const Node *n = N(c, id);
+  Type tw = N(c, n->in[0])->type, tv = N(c, n->in[1])->type;
+  LLVMValueRef row = LLVMBuildMul(c->b, r, ci64(c, tw.dim[1]), "");
+  row = LLVMBuildAdd(c->b, row, ci64(c, n->a), "");
+  LLVMValueRef w = fptr(c, c->ptr[n->in[0]], row);
+  if (tv.kind == TY_ONEHOT) {
+    LLVMValueRef idx = LLVMBuildSExt(c->b, c->sval[n->in[1]], c->i64, "");
+    c->cur[id] = load(c, w, idx);
+    return;
+  }
+  LLVMValueRef acc = acc_new(c, cf32(c, 0));
+  Loop k = loop_begin(c, ci64(c, tv.dim[0]));
+  LLVMValueRef s = fadd(c, LLVMBuildLoad2(c->b, c->f32, acc, ""),
+                        fmul(c, load(c, w, k.i), load(c, c->ptr[n->in[1]], k.i)));
+  LLVMBuildStore(c->b, s, acc);
+  loop_end(c, &k);
+  c->cur[id] = LLVMBuildLoad2(c->b, c->f32, acc, "");
+}
+
+static void close_group(CG *c, Group *gr) {
+  if (!gr->n)
+    return;
+  const Graph *g = c->g;
+  /* Buffers of members read outside, and the sums' accumulators. */
+  bool *stored = xcalloc((size_t)gr->n, sizeof *stored);
+  LLVMValueRef *accs = xcalloc((size_t)gr->n, sizeof *accs);
+  for (int j = 0; j < gr->n; j++) {
+    int id = gr->m[j];
+    const Node *n = N(c, id);
+    if (n->op == OP_SUM)
+      accs[j] = acc_new(c, cf32(c, 0));
+    else if (n->type.kind != TY_NONE && needed_outside(c, id, -1)) {
+      stored[j] = true;
+      c->ptr[id] = buffer(c, id);
+    }
+  }
+  Loop l = loop_begin(c, ci64(c, (long long)gr->numel));
+  for (int j = 0; j < gr->n; j++) {
+    int id = gr->m[j];
+    const Node *n = N(c, id);
+    switch (n->op) {
+    case OP_MATVEC:
+      emit_matvec_row(c, id, l.i);
+      break;
+    case OP_SUM: {
+      LLVMValueRef v = value_at(c, n->in[0], l.i);
+      LLVMBuildStore(c->b, fadd(c, LLVMBuildLoad2(c->b, c->f32, accs[j], ""), v), accs[j]);
+      break;
+    }
+    case OP_ACC: {
+      LLVMValueRef gp = fptr(c, c->state, ci64(c, (long long)(SLOT_GRAD * g->nfloats +
+                                                               g->params[n->a].offset)));
+      store(c, fadd(c, load(c, gp, l.i), value_at(c, n->in[0], l.i)), gp, l.i);
+      break;
+    }
+    case OP_STORE: {
+      LLVMValueRef sp = fptr(c, c->state, ci64(c, (long long)(n->b * g->nfloats +
+                                                               g->params[n->a].offset)));
+      store(c, value_at(c, n->in[0], l.i), sp, l.i);
+      break;
+    }
+    default: {
+      LLVMValueRef a = value_at(c, n->in[0], l.i);
+      LLVMValueRef b = n->nin > 1 ? value_at(c, n->in[1], l.i) : NULL;
+      c->cur[id] = elem_op(c, n->op, a, b);
+    }
+    }
+    if (stored[j])
+      store(c, c->cur[id], c->ptr[id], l.i);
+  }
+  loop_end(c, &l);
+  for (int j = 0; j < gr->n; j++) {
+    int id = gr->m[j];
+    c->cur[id] = NULL;
+    if (N(c, id)->op == OP_SUM)
+      c->sval[id] = LLVMBuildLoad2(c->b, c->f32, accs[j], "");
+  }
+  free(stored);
+  free(accs);
+  gr->n = 0;
+  c->group_serial++;
+}
+
+static void group_add(CG *c, Group *gr, int id) {
+  if (gr->n == gr->cap) {
+    gr->cap = gr->cap ? 2 * gr->cap : 16;
+    gr->m = xrealloc(gr->m, (size_t)gr->cap * sizeof *gr->m);
+  }
+  if (!gr->n)
+    gr->numel = group_numel(c, id);
+  gr->m[gr->n++] = id;
+  c->in_group[id] = c->group_serial;
+}
+
+/* ---------------------------------------------------- standalone nodes */
+
+static void emit_block(CG *c, int blk);
+
+static LLVMValueRef seq_row(CG *c, int seq, LLVMValueRef t) {
+  size_t n = row_numel(N(c, seq)->type);
+  return fptr(c, c->ptr[seq], LLVMBuildMul(c->b, t, ci64(c, (long long)n), ""));
+}
+
+static void emit_scan(CG *c, int id) {
+  const Graph *g = c->g;
+  const Node *n = N(c, id);
+  const Block *body = &g->blocks[n->region];
+  int nseq = n->a, ncarry = n->b;
+  bool reverse = n->c;
+  /* Stacks: one per yield, T rows each. */
+  c->off[id] = c->per_t_total;
+  LLVMValueRef base = fptr(c, c->scratch_t, LLVMBuildMul(c->b, c->tmax, ci64(c, (long long)c->off[id]), ""));
+  LLVMValueRef *stacks = xmalloc((size_t)body->nyields * sizeof *stacks);
+  size_t off = 0;
+  for (int k = 0; k < body->nyields; k++) {
+    stacks[k] = fptr(c, base, LLVMBuildMul(c->b, c->tmax, ci64(c, (long long)off), ""));
+    off += (row_numel(g->nodes[body->yields[k]].type) + 15) & ~(size_t)15;
+  }
+  c->per_t_total += off;
+  LLVMValueRef *saved = c->scan_stack;
+  c->scan_stack = stacks;
+  Loop s = loop_begin(c, c->T64);
+  LLVMValueRef t = reverse ? LLVMBuildSub(c->b, LLVMBuildSub(c->b, c->T64, ci64(c, 1), ""), s.i, "")
+                           : s.i;
+  LLVMValueRef first = LLVMBuildICmp(c->b, LLVMIntEQ, s.i, ci64(c, 0), "");
+  LLVMValueRef prev = reverse ? LLVMBuildAdd(c->b, t, ci64(c, 1), "") : LLVMBuildSub(c->b, t, ci64(c, 1), "");
+  for (int i = 0; i < nseq; i++) {
+    int arg = body->args[i], seq = n->in[i];
+    if (N(c, seq)->type.kind == TY_ONEHOT)
+      c->sval[arg] = LLVMBuildLoad2(c->b, c->i32, gep(c, c->i32, c->chars, t), "");
+    else
+      c->ptr[arg] = seq_row(c, seq, t);
+  }
+  for (int j = 0; j < ncarry; j++) {
+    int arg = body->args[nseq + j];
+    size_t rn = row_numel(N(c, arg)->type);
+    /* prev is out of range at the first step, where the select picks the
+     * initial value, so compute the row address without inbounds. */
+    LLVMValueRef idx = LLVMBuildMul(c->b, prev, ci64(c, (long long)rn), "");
+    LLVMValueRef rowp = LLVMBuildGEP2(c->b, c->f32, stacks[j], &idx, 1, "");
+    c->ptr[arg] = LLVMBuildSelect(c->b, first, c->ptr[n->in[nseq + j]], rowp, "");
+  }
+  emit_block(c, n->region);
+  for (int k = 0; k < body->nyields; k++) {
+    int y = body->yields[k];
+    size_t rn = row_numel(N(c, y)->type);
+    LLVMValueRef dst = fptr(c, stacks[k], LLVMBuildMul(c->b, t, ci64(c, (long long)rn), ""));
+    if (is_scalar(c, y))
+      LLVMBuildStore(c->b, value_at(c, y, ci64(c, 0)), dst);
+    else
+      memcpy_f32(c, dst, c->ptr[y], ci64(c, (long long)rn));
+  }
+  loop_end(c, &s);
+  c->scan_stack = saved;
+  c->ptr[id] = base;
+  /* Projections point at the stacks. */
+  for (int u = 0; u < c->nusers[id]; u++) {
+    int p = c->users[id][u];
+    if (N(c, p)->op == OP_PROJ)
+      c->ptr[p] = stacks[N(c, p)->a];
+  }
+  free(stacks);
+}
+
+static void emit_standalone(CG *c, int id) {
+  const Graph *g = c->g;
+  const Node *n = N(c, id);
+  int a = n->nin > 0 ? n->in[0] : -1, b = n->nin > 1 ? n->in[1] : -1;
+  switch (n->op) {
+  case OP_LOAD:
+    c->ptr[id] = fptr(c, c->state, ci64(c, (long long)(n->b * g->nfloats + g->params[n->a].offset)));
+    if (c->baked && n->b == SLOT_VALUE)
+      c->ptr[id] = fptr(c, c->baked, ci64(c, (long long)g->params[n->a].offset));
+    break;
+  case OP_INPUT:
+    c->ptr[id] = c->chars;
+    break;
+  case OP_TARGET:
+    c->sval[id] = c->target;
+    break;
+  case OP_CONST:
+    c->sval[id] = cf32(c, n->f);
+    break;
+  case OP_STEP:
+    c->sval[id] = c->step;
+    break;
+  case OP_NOISE: {
+    /* The caller draws U(-1, 1); scale by the bound. */
+    LLVMValueRef src = fptr(c, c->noise, ci64(c, (long long)c->noise_off[id]));
+    c->ptr[id] = buffer(c, id);
+    Loop l = loop_begin(c, ci64(c, (long long)row_numel(n->type)));
+    store(c, fmul(c, load(c, src, l.i), cf32(c, n->f)), c->ptr[id], l.i);
+    loop_end(c, &l);
+    break;
+  }
+  case OP_ZEROS:
+    if (is_scalar(c, id)) {
+      c->sval[id] = cf32(c, 0);
+      break;
+    }
+    c->ptr[id] = buffer(c, id);
+    memset_f32(c, c->ptr[id], ci64(c, (long long)row_numel(n->type)));
+    break;
+  case OP_SLICE:
+    c->ptr[id] = fptr(c, c->ptr[a], ci64(c, n->a));
+    break;
+  case OP_LAST:
+    c->ptr[id] = seq_row(c, a, LLVMBuildSub(c->b, c->T64, ci64(c, 1), ""));
+    break;
+  case OP_FIRST:
+    c->ptr[id] = c->ptr[a];
+    break;
+  case OP_PROJ:
+    break; /* set by the scan */
+  case OP_PICK: {
+    LLVMValueRef idx = LLVMBuildSExt(c->b, c->sval[b], c->i64, "");
+    c->sval[id] = load(c, c->ptr[a], idx);
+    break;
+  }
+  case OP_SCAN:
+    emit_scan(c, id);
+    break;
+  case OP_CONCAT: {
+    size_t na = row_numel(N(c, a)->type), nb = row_numel(N(c, b)->type);
+    c->ptr[id] = buffer(c, id);
+    memcpy_f32(c, c->ptr[id], c->ptr[a], ci64(c, (long long)na));
+    memcpy_f32(c, fptr(c, c->ptr[id], ci64(c, (long long)na)), c->ptr[b], ci64(c, (long long)nb));
+    break;
+  }
+  case OP_PAD: {
+    c->ptr[id] = buffer(c, id);
+    memset_f32(c, c->ptr[id], ci64(c, n->b));
+    memcpy_f32(c, fptr(c, c->ptr[id], ci64(c, n->a)), c->ptr[a],
+               ci64(c, (long long)row_numel(N(c, a)->type)));
+    break;
+  }
+  case OP_DENSE: {
+    c->ptr[id] = buffer(c, id);
+    memset_f32(c, c->ptr[id], ci64(c, (long long)row_numel(n->type)));
+    store(c, cf32(c, 1), c->ptr[id], LLVMBuildSExt(c->b, c->sval[a], c->i64, ""));
+    break;
+  }
+  case OP_SCATTER: {
+    c->ptr[id] = buffer(c, id);
+    memset_f32(c, c->ptr[id], ci64(c, (long long)row_numel(n->type)));
+    store(c, value_at(c, a, ci64(c, 0)), c->ptr[id], LLVMBuildSExt(c->b, c->sval[b], c->i64, ""));
+    break;
+  }
+  case OP_PUT_LAST: {
+    size_t rn = row_numel(n->type);
+    c->ptr[id] = buffer(c, id);
+    memset_f32(c, c->ptr[id], LLVMBuildMul(c->b, c->T64, ci64(c, (long long)rn), ""));
+    LLVMValueRef last = fptr(c, c->ptr[id], LLVMBuildMul(c->b, LLVMBuildSub(c->b, c->T64, ci64(c, 1), ""),
+                                                        ci64(c, (long long)rn), ""));
+    memcpy_f32(c, last, c->ptr[a], ci64(c, (long long)rn));
+    break;
+  }
+  case OP_LOG_SOFTMAX: {
+    /* y = x - (max + log(sum(exp(x - max)))) */
+    long long cnt = (long long)row_numel(n->type);
+    LLVMValueRef x = c->ptr[a];
+    LLVMValueRef mx = acc_new(c, load(c, x, ci64(c, 0)));
+    Loop l1 = loop_begin(c, ci64(c, cnt));
+    LLVMValueRef args[2] = {LLVMBuildLoad2(c->b, c->f32, mx, ""), load(c, x, l1.i)};
+    LLVMBuildStore(c->b, intrinsic(c, "llvm.maxnum", args, 2), mx);
+    loop_end(c, &l1);
+    LLVMValueRef m = LLVMBuildLoad2(c->b, c->f32, mx, "");
+    LLVMValueRef sum = acc_new(c, cf32(c, 0));
+    Loop l2 = loop_begin(c, ci64(c, cnt));
+    LLVMValueRef e = mf_exp(c->mod, c->b, fsub(c, load(c, x, l2.i), m));
+    LLVMBuildStore(c->b, fadd(c, LLVMBuildLoad2(c->b, c->f32, sum, ""), e), sum);
+    loop_end(c, &l2);
+    LLVMValueRef lse = fadd(c, m, mf_log(c->mod, c->b, LLVMBuildLoad2(c->b, c->f32, sum, "")));
+    c->ptr[id] = buffer(c, id);
+    Loop l3 = loop_begin(c, ci64(c, cnt));
+    store(c, fsub(c, load(c, x, l3.i), lse), c->ptr[id], l3.i);
+    loop_end(c, &l3);
+    break;
+  }
+  case OP_MATVEC_T: {
+    /* y[k] = sum_r W[r, k0 + k] u[r], as axpys over rows (contiguous in k) */
+    Type tw = N(c, a)->type;
+    c->ptr[id] = buffer(c, id);
+    memset_f32(c, c->ptr[id], ci64(c, n->b));
+    Loop r = loop_begin(c, ci64(c, tw.dim[0]));
+    LLVMValueRef ur = load(c, c->ptr[b], r.i);
+    LLVMValueRef w = fptr(c, c->ptr[a], LLVMBuildAdd(c->b, LLVMBuildMul(c->b, r.i, ci64(c, tw.dim[1]), ""),
+                                                    ci64(c, n->a), ""));
+    Loop k = loop_begin(c, ci64(c, n->b));
+    store(c, fadd(c, load(c, c->ptr[id], k.i), fmul(c, load(c, w, k.i), ur)), c->ptr[id], k.i);
+    loop_end(c, &k);
+    loop_end(c, &r);
+    break;
+  }
+  case OP_ACC_OUTER: {
+    /* grad[r, k0 + k] += u[r] v[k]; a one-hot v adds u to one column */
+    const Param *p = &g->params[n->a];
+    LLVMValueRef gp = fptr(c, c->state, ci64(c, (long long)(SLOT_GRAD * g->nfloats + p->offset)));
+    Type tv = N(c, b)->type;
+    Loop r = loop_begin(c, ci64(c, p->type.dim[0]));
+    LLVMValueRef ur = load(c, c->ptr[a], r.i);
+    LLVMValueRef row = fptr(c, gp, LLVMBuildAdd(c->b, LLVMBuildMul(c->b, r.i, ci64(c, p->type.dim[1]), ""),
+                                               ci64(c, n->b), ""));
+    if (tv.kind == TY_ONEHOT) {
+      LLVMValueRef idx = LLVMBuildSExt(c->b, c->sval[b], c->i64, "");
+      store(c, fadd(c, load(c, row, idx), ur), row, idx);
+    } else {
+      Loop k = loop_begin(c, ci64(c, tv.dim[0]));
+      store(c, fadd(c, load(c, row, k.i), fmul(c, ur, load(c, c->ptr[b], k.i))), row, k.i);
+      loop_end(c, &k);
+    }
+    loop_end(c, &r);
+    break;
+  }
+  default:
+    if (op_flags[n->op] & F_ELEM) { /* a scalar */
+      LLVMValueRef x = value_at(c, a, ci64(c, 0));
+      LLVMValueRef y = b >= 0 ? value_at(c, b, ci64(c, 0)) : NULL;
+      c->sval[id] = elem_op(c, n->op, x, y);
+      break;
+    }
+    abort(); /* every other op is grouped: groupable() lists them */
+  }
+}
+
+static void emit_block(CG *c, int blk) {
+  const Block *b = &c->g->blocks[blk];
+  Group gr = {0};
+  for (int i = 0; i < b->n; i++) {
+    int id = b->nodes[i];
+    const Node *n = N(c, id);
+    if (n->op == OP_ARG)
+      continue;
+    if (gr.n && can_join(c, &gr, id)) {
+      group_add(c, &gr, id);
+      continue;
+    }
+    if (gr.n && depends_on_group(c, id))
+      close_group(c, &gr);
+    if (groupable(c, id)) {
+      if (gr.n)
+        close_group(c, &gr);
+      group_add(c, &gr, id);
+      continue;
+    }
+    /* A view or a scalar independent of the open group runs before its
+     * loop; anything else closes it first (effects keep their order). */
+    if (gr.n && !is_view(n->op) && !is_scalar(c, id))
+      close_group(c, &gr);
+    emit_standalone(c, id);
+  }
+  close_group(c, &gr);
+  free(gr.m);
+}
+
+/* ------------------------------------------------------------ entry point */
+
+int codegen(const Graph *g, LLVMModuleRef mod, const char *name, const CodegenOptions *opt,
+            KernelAbi *abi, Err *e) {
+  CG c = {.g = g, .opt = opt, .mod = mod, .group_serial = 1};
+  c.ctx = LLVMGetModuleContext(mod);
+  c.b = LLVMCreateBuilderInContext(c.ctx);
+  c.f32 = LLVMFloatTypeInContext(c.ctx);
+  c.i32 = LLVMInt32TypeInContext(c.ctx);
+  c.i64 = LLVMInt64TypeInContext(c.ctx);
+  c.i8 = LLVMInt8TypeInContext(c.ctx);
+  c.pty = LLVMPointerTypeInContext(c.ctx, 0);
+  size_t nn = (size_t)g->nnodes;
+  c.ptr = xcalloc(nn, sizeof *c.ptr);
+  c.sval = xcalloc(nn, sizeof *c.sval);
+  c.cur = xcalloc(nn, sizeof *c.cur);
+  c.off = xcalloc(nn, sizeof *c.off);
+  c.per_t = xcalloc(nn, sizeof *c.per_t);
+  c.has_buf = xcalloc(nn, sizeof *c.has_buf);
+  c.noise_off = xcalloc(nn, sizeof *c.noise_off);
+  c.nusers = xcalloc(nn, sizeof *c.nusers);
+  c.users = xcalloc(nn, sizeof *c.users);
+  c.in_group = xcalloc(nn, sizeof *c.in_group);
+  plan(&c);
+
+  if (opt && opt->baked_values) {
+    /* AOT: the trained values become read-only data in the object. */
+    LLVMValueRef *vals = xmalloc(g->nfloats * sizeof *vals);
+    for (size_t i = 0; i < g->nfloats; i++)
+      vals[i] = LLVMConstReal(c.f32, opt->baked_values[i]);
+    LLVMTypeRef aty = LLVMArrayType2(c.f32, g->nfloats);
+    char gname[256];
+    snprintf(gname, sizeof gname, "%s_weights", name);
+    c.baked = LLVMAddGlobal(mod, aty, gname);
+    LLVMSetInitializer(c.baked, LLVMConstArray2(c.f32, vals, g->nfloats));
+    LLVMSetGlobalConstant(c.baked, 1);
+    LLVMSetLinkage(c.baked, LLVMInternalLinkage);
+    LLVMSetAlignment(c.baked, 64);
+    free(vals);
+  }
+
+  LLVMTypeRef params[9] = {c.pty, c.pty, c.i32, c.i32, c.pty, c.pty, c.i32, c.f32, c.pty};
+  LLVMTypeRef fty = LLVMFunctionType(LLVMVoidTypeInContext(c.ctx), params, 9, 0);
+  c.fn = LLVMAddFunction(mod, name, fty);
+  /* The buffers are distinct allocations: say so, and loops need no
+   * run-time alias checks. */
+  unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
+  static const unsigned ptr_args[] = {0, 1, 4, 5, 8};
+  for (size_t i = 0; i < ARRAY_LEN(ptr_args); i++)
+    LLVMAddAttributeAtIndex(c.fn, ptr_args[i] + 1, LLVMCreateEnumAttribute(c.ctx, noalias, 0));
+  if (opt && opt->vector_width) {
+    const char *k = "prefer-vector-width";
+    LLVMAddAttributeAtIndex(c.fn, LLVMAttributeFunctionIndex,
+                            LLVMCreateStringAttribute(c.ctx, k, (unsigned)strlen(k), opt->vector_width,
+                                                      (unsigned)strlen(opt->vector_width)));
+  }
+  LLVMPositionBuilderAtEnd(c.b, LLVMAppendBasicBlockInContext(c.ctx, c.fn, "entry"));
+  c.state = LLVMGetParam(c.fn, 0);
+  c.chars = LLVMGetParam(c.fn, 1);
+  c.T = LLVMGetParam(c.fn, 2);
+  c.target = LLVMGetParam(c.fn, 3);
+  c.noise = LLVMGetParam(c.fn, 4);
+  c.scratch = LLVMGetParam(c.fn, 5);
+  c.tmax = LLVMBuildSExt(c.b, LLVMGetParam(c.fn, 6), c.i64, "tmax");
+  c.step = LLVMGetParam(c.fn, 7);
+  c.out = LLVMGetParam(c.fn, 8);
+  c.T64 = LLVMBuildSExt(c.b, c.T, c.i64, "T");
+  char fname[256];
+  snprintf(fname, sizeof fname, "%s_scratch_fixed", name);
+  c.fixed_size = LLVMAddGlobal(mod, c.i64, fname);
+  LLVMSetGlobalConstant(c.fixed_size, 1);
+  LLVMSetLinkage(c.fixed_size, LLVMPrivateLinkage);
+  c.scratch_t = fptr(&c, c.scratch, LLVMBuildLoad2(c.b, c.i64, c.fixed_size, ""));
+
+  if (g->stage == STAGE_GRAD) /* gradients accumulate from zero every call */
+    memset_f32(&c, fptr(&c, c.state, ci64(&c, (long long)(SLOT_GRAD * g->nfloats))),
+               ci64(&c, (long long)g->nfloats));
+  emit_block(&c, 0);
+
+  /* out = logits, loss, gradient norm */
+  int classes = g->classes;
+  if (g->output >= 0)
+    memcpy_f32(&c, c.out, c.ptr[g->output], ci64(&c, classes));
+  if (g->loss >= 0)
+    store(&c, c.sval[g->loss], c.out, ci64(&c, classes));
+  if (g->grad_norm >= 0)
+    store(&c, c.sval[g->grad_norm], c.out, ci64(&c, classes + 1));
+  LLVMBuildRetVoid(c.b);
+  c.fixed = (c.fixed + 15) & ~(size_t)15;
+  LLVMSetInitializer(c.fixed_size, ci64(&c, (long long)c.fixed));
+
+  abi->scratch_fixed = c.fixed;
+  abi->scratch_per_t = c.per_t_total;
+  abi->noise = c.nnoise;
+  for (size_t i = 0; i < nn; i++)
+    free(c.users[i]);
+  free(c.users);
+  free(c.ptr);
+  free(c.sval);
+  free(c.cur);
+  free(c.off);
+  free(c.per_t);
+  free(c.has_buf);
+  free(c.noise_off);
+  free(c.nusers);
+  free(c.in_group);
+  LLVMDisposeBuilder(c.b);
+  (void)e;
+  return 0;
+}

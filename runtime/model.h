@@ -1,0 +1,64 @@
+/* model.h: a compiled model in the runtime: its graphs, its JIT-compiled
+ * kernels, and one flat allocation for parameters, gradients and Adam's
+ * moments. The runtime calls kernels; the model math is in the graph. */
+#ifndef RNNC_MODEL_H
+#define RNNC_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "rnnc.h"
+#include "runtime.h"
+
+/* The signature of every generated kernel (compiler/llvm.c). */
+typedef void (*KernelFn)(float *state, const int32_t *chars, int32_t T, int32_t target,
+                         const float *noise, float *scratch, int32_t tmax, float step,
+                         float *out);
+
+/* Compile-time overrides of the graph's training settings. */
+typedef struct ModelOptions {
+  double lr; /* > 0: replaces the graph's learning rate */
+  bool no_train; /* compile the inference kernel only */
+} ModelOptions;
+
+/* Stage times of a compile, in seconds. */
+typedef struct CompileTimes {
+  double front, passes, codegen, llvm_opt, machine_code;
+} CompileTimes;
+
+typedef struct Model {
+  char *path;
+  uint64_t hash;     /* FNV-1a of the graph file's bytes */
+  Graph *fwd, *train; /* the same parameters, in the same layout */
+  Jit *jit;
+  KernelFn fwd_fn, train_fn;
+  KernelAbi fwd_abi, train_abi;
+  size_t nfloats;    /* one slot */
+  float *state;      /* (SLOT_COUNT, nfloats): values, grads, m, v */
+  int64_t step;      /* optimizer updates done */
+  int epoch;         /* training epochs done */
+  int tmax;          /* longest sequence the scratch fits */
+  float *scratch, *noise, *out;
+  int32_t *chars;    /* (tmax) */
+  Rng rng;           /* noise draws */
+  CompileTimes times;
+} Model;
+
+/* Compiles the graph file into both kernels. */
+int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e);
+void model_free(Model *m);
+/* Initializes parameters and buffers by their declared initializers. */
+void model_init_params(Model *m, uint64_t seed);
+/* Seeds the generator of the graph's noise (random initial states). */
+void model_seed_noise(Model *m, uint64_t seed);
+/* Makes scratch fit sequences of up to tmax characters. */
+void model_reserve(Model *m, int tmax);
+/* One training step on one name: forward, backward, update. Writes the
+ * loss and the gradient norm (before clipping). */
+void model_train_step(Model *m, const uint8_t *chars, int len, int target, float *loss,
+                      float *grad_norm);
+/* Inference: logits (classes) for one name. */
+void model_forward(Model *m, const uint8_t *chars, int len, float *logits);
+int model_classes(const Model *m);
+
+#endif

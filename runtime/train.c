@@ -1,0 +1,165 @@
+/* train.c: the training driver: batch 1, the training set reshuffled every
+ * epoch, one kernel call per name; evaluation and its report. */
+#include "train.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "checkpoint.h"
+
+/* Epoch k's generator: the same for a run that resumes at epoch k. */
+static uint64_t epoch_seed(uint64_t seed, int epoch) {
+  return seed * 0x9e3779b97f4a7c15ULL + (uint64_t)epoch * 0xbf58476d1ce4e5b9ULL + 1;
+}
+
+static int argmax(const float *x, int n) {
+  int best = 0;
+  for (int i = 1; i < n; i++)
+    if (x[i] > x[best])
+      best = i;
+  return best;
+}
+
+void evaluate(Model *m, const Dataset *ds, const uint32_t *idx, size_t n, uint64_t seed,
+              EvalResult *r) {
+  int c = model_classes(m);
+  r->nlabels = ds->nlabels;
+  r->n = n;
+  r->correct = 0;
+  r->confusion = xcalloc((size_t)ds->nlabels * (size_t)ds->nlabels, sizeof *r->confusion);
+  float *logits = xmalloc((size_t)c * sizeof *logits);
+  model_seed_noise(m, seed); /* a graph with a random initial state: the same draws each time */
+  for (size_t i = 0; i < n; i++) {
+    const Name *nm = &ds->names[idx[i]];
+    model_forward(m, nm->chars, nm->len, logits);
+    int p = argmax(logits, c);
+    r->correct += p == nm->label;
+    if (p < ds->nlabels)
+      r->confusion[(size_t)nm->label * (size_t)ds->nlabels + (size_t)p]++;
+  }
+  free(logits);
+}
+
+void eval_free(EvalResult *r) {
+  free(r->confusion);
+  r->confusion = NULL;
+}
+
+void eval_print(FILE *f, const Dataset *ds, const EvalResult *r) {
+  int L = ds->nlabels;
+  fprintf(f, "test accuracy: %.2f%% (%zu of %zu)\n\n", r->n ? 100.0 * r->correct / r->n : 0,
+          r->correct, r->n);
+  fprintf(f, "%-12s %8s %6s\n", "language", "accuracy", "names");
+  for (int l = 0; l < L; l++) {
+    size_t tot = 0;
+    for (int p = 0; p < L; p++)
+      tot += r->confusion[(size_t)l * L + p];
+    if (tot)
+      fprintf(f, "%-12s %7.1f%% %6zu\n", ds->labels[l],
+              100.0 * r->confusion[(size_t)l * L + l] / tot, tot);
+    else
+      fprintf(f, "%-12s %8s %6zu\n", ds->labels[l], "-", tot);
+  }
+  fprintf(f, "\nconfusion matrix (rows: true language, columns: predicted)\n%-4s", "");
+  for (int p = 0; p < L; p++)
+    fprintf(f, " %4.3s", ds->labels[p]);
+  fprintf(f, "\n");
+  for (int l = 0; l < L; l++) {
+    fprintf(f, "%-4.3s", ds->labels[l]);
+    for (int p = 0; p < L; p++)
+      fprintf(f, " %4zu", r->confusion[(size_t)l * L + p]);
+    fprintf(f, "\n");
+  }
+}
+
+static void fmt_time(char *buf, size_t n, double s) {
+  if (!(s >= 0) || s > 359999)
+    snprintf(buf, n, "--:--");
+  else if (s >= 3600)
+    snprintf(buf, n, "%d:%02d:%02d", (int)s / 3600, (int)s / 60 % 60, (int)s % 60);
+  else
+    snprintf(buf, n, "%d:%02d", (int)s / 60, (int)s % 60);
+}
+
+static void progress(const TrainOptions *o, int epoch, int epochs, size_t done, size_t total,
+                     double elapsed, double loss, bool final) {
+  double rate = elapsed > 0 ? done / elapsed : 0;
+  char eta[32], el[32];
+  fmt_time(eta, sizeof eta, rate > 0 ? (total - done) / rate : -1);
+  fmt_time(el, sizeof el, elapsed);
+  if (o->progress) {
+    int width = 24, fill = total ? (int)(width * done / total) : width;
+    char bar[32];
+    for (int i = 0; i < width; i++)
+      bar[i] = i < fill ? '#' : '.';
+    bar[width] = '\0';
+    fprintf(o->log, "\r\033[Kepoch %d/%d [%s] %5.1f%% %zu/%zu  %.0f names/s  loss %.4f  %s %s",
+            epoch, epochs, bar, total ? 100.0 * done / total : 100.0, done, total, rate, loss,
+            final ? "took" : "ETA", final ? el : eta);
+    if (final)
+      fprintf(o->log, "\n");
+  } else {
+    fprintf(o->log, "epoch %d/%d: %zu/%zu names, %.0f names/s, running loss %.4f, %s %s\n", epoch,
+            epochs, done, total, rate, loss, final ? "took" : "ETA", final ? el : eta);
+  }
+  fflush(o->log);
+}
+
+int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
+  uint32_t *order = xmalloc((ds->ntrain ? ds->ntrain : 1) * sizeof *order);
+  int first = m->epoch, last = m->epoch + o->epochs;
+  int rc = 0;
+  char *saved = NULL; /* the last checkpoint written, for the NaN message */
+  for (int ep = first; ep < last && rc == 0; ep++) {
+    Rng r;
+    rng_seed(&r, epoch_seed(o->seed, ep));
+    memcpy(order, ds->train, ds->ntrain * sizeof *order);
+    rng_shuffle_u32(&r, order, ds->ntrain);
+    model_seed_noise(m, epoch_seed(o->seed, ep) ^ 0x5bd1e995);
+    double t0 = now_seconds(), last_report = t0, sum = 0, running = 0;
+    for (size_t i = 0; i < ds->ntrain; i++) {
+      const Name *nm = &ds->names[order[i]];
+      float loss, gnorm;
+      model_train_step(m, nm->chars, nm->len, nm->label, &loss, &gnorm);
+      if (!isfinite(loss) || !isfinite(gnorm)) {
+        rc = errf(e,
+                  "the %s is %s at epoch %d, name %zu of %zu ('%s', %s), step %lld: training "
+                  "stopped; %s%s",
+                  isfinite(loss) ? "gradient norm" : "loss", isnan(isfinite(loss) ? gnorm : loss) ? "NaN" : "infinite",
+                  ep + 1, i + 1, ds->ntrain, nm->text, ds->labels[nm->label], (long long)m->step,
+                  saved ? "the last good checkpoint is " : "no checkpoint was written",
+                  saved ? saved : "");
+        break;
+      }
+      sum += loss;
+      running = i ? 0.99 * running + 0.01 * loss : loss;
+      double now = now_seconds();
+      if (now - last_report > (o->progress ? 0.1 : 5.0)) {
+        progress(o, ep + 1, last, i + 1, ds->ntrain, now - t0, running, false);
+        last_report = now;
+      }
+    }
+    if (rc)
+      break;
+    progress(o, ep + 1, last, ds->ntrain, ds->ntrain, now_seconds() - t0, running, true);
+    m->epoch = ep + 1;
+    EvalResult res;
+    evaluate(m, ds, ds->test, ds->ntest, o->seed, &res);
+    fprintf(o->log, "epoch %d: mean training loss %.4f, test accuracy %.2f%% (%zu/%zu)\n", ep + 1,
+            ds->ntrain ? sum / ds->ntrain : 0, res.n ? 100.0 * res.correct / res.n : 0, res.correct,
+            res.n);
+    eval_free(&res);
+    if (o->out) {
+      if (ckpt_save(m, ds->labels, ds->nlabels, o->out, e)) {
+        rc = -1;
+        break;
+      }
+      free(saved);
+      saved = xasprintf("%s (epoch %d)", o->out, ep + 1);
+    }
+  }
+  free(saved);
+  free(order);
+  return rc;
+}
