@@ -26,6 +26,13 @@ int vocab_index(unsigned char c);
  * when s is not valid UTF-8. Characters with no ASCII form are kept out of
  * the result and counted in *dropped (may be NULL). */
 char *normalize_ascii(const char *s, size_t n, size_t *dropped, Err *e);
+/* The first character of s (as a code point) that normalize_ascii leaves
+ * out for want of an ASCII form, or -1 if none (or s is not valid UTF-8).
+ * For error messages. */
+long normalize_first_dropped(const char *s, size_t n);
+/* The length of s without its trailing whitespace, whitespace as Python's
+ * str.isspace (so U+00A0, U+3000, ... too). */
+size_t utf8_rstrip(const char *s, size_t n);
 
 /* ----------------------------------------------------------------- data.c
  * A data set: one file per label, one name per line. Names are stored as
@@ -60,12 +67,17 @@ typedef struct Dataset {
 /* Reads DIR/<Label>.txt for each label. With labels == NULL the labels are
  * every *.txt in dir in byte order of the file names. With a label list
  * (from a checkpoint), label i is labels[i]; dir may hold a subset of them
- * (labels without a file get no names) but no file of an unknown label. */
+ * (labels without a file get no names) but no file of an unknown label.
+ * Lines that are empty after stripping are counted in nempty; names that
+ * cannot be encoded are listed in skipped; invalid UTF-8 is an error that
+ * names the file and line. *ds is overwritten; on failure it is left empty
+ * (data_free is safe either way). */
 int data_load(Dataset *ds, const char *dir, char *const *labels, int nlabels,
               Err *e);
 /* Seeded split stratified by label: test gets ceil(fraction * nnames)
- * names, each label's share within one name of fraction. The same seed
- * gives the same split on every machine. fraction in [0, 1). */
+ * names, each label's share within one name of fraction; train and test
+ * come out shuffled. The same seed gives the same split on every machine.
+ * fraction in [0, 1). Replaces an earlier split of ds. */
 int data_split(Dataset *ds, double test_fraction, uint64_t seed, Err *e);
 void data_free(Dataset *ds);
 /* Normalizes one UTF-8 name and maps it to vocabulary indices. Returns the
