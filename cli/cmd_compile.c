@@ -1,5 +1,8 @@
 /* cmd_compile.c: rnnc compile GRAPH [--emit STAGE] [-o FILE]. */
+#include <errno.h>
 #include <getopt.h>
+#include <llvm-c/Core.h>
+#include <llvm-c/TargetMachine.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -8,22 +11,78 @@
 #include "rnnc.h"
 
 const char compile_usage[] =
-    "usage: rnnc compile GRAPH [--emit STAGE] [-o FILE]\n"
+    "usage: rnnc compile GRAPH [--emit STAGE] [--time] [-o FILE]\n"
     "\n"
     "Compiles a graph file and prints one stage's output. Errors in the graph\n"
     "print path:line:col, the line and a caret, and exit with status 1.\n"
     "\n"
     "  --emit STAGE   ir:   the forward IR after lowering and verification\n"
-    "                 grad: the IR with the backward pass and the optimizer's\n"
-    "                       update appended (reverse-mode autodiff)\n"
+    "                 grad: the training IR: forward (simplified), backward\n"
+    "                       (reverse-mode autodiff) and the optimizer's update\n"
+    "                 opt:  the training IR after the optimization passes\n"
+    "                 llvm: the optimized LLVM module: kernels train and forward\n"
+    "                 asm:  its assembly for this machine\n"
     "                 (default: ir)\n"
+    "  --time         print each stage's time to standard error\n"
     "  -o FILE        write the output to FILE instead of standard output\n"
     "  -h, --help     this help\n";
 
+static int emit_module(const char *path, bool asm_out, Buf *out, double *t, Err *e) {
+  /* The kernels as the JIT would get them, in a context of their own. */
+  LLVMContextRef ctx = LLVMContextCreate();
+  LLVMModuleRef m = LLVMModuleCreateWithNameInContext("rnnc", ctx);
+  LLVMTargetMachineRef tm = NULL;
+  Graph *gs[2] = {NULL, NULL};
+  int rc = -1;
+  double t0 = now_seconds();
+  for (int k = 0; k < 2; k++) {
+    gs[k] = compile_graph_file(path, e);
+    if (!gs[k] || graph_passes(gs[k], k == 0, PASSES_ALL, e))
+      goto done;
+  }
+  double t1 = now_seconds();
+  KernelAbi abi;
+  if (codegen(gs[0], m, "train", NULL, &abi, e) || codegen(gs[1], m, "forward", NULL, &abi, e))
+    goto done;
+  double t2 = now_seconds();
+  tm = target_machine(NULL, NULL, NULL, false, e);
+  if (!tm || optimize_module(m, tm, e))
+    goto done;
+  double t3 = now_seconds();
+  if (asm_out) {
+    char *msg = NULL;
+    LLVMMemoryBufferRef mb;
+    if (LLVMTargetMachineEmitToMemoryBuffer(tm, m, LLVMAssemblyFile, &msg, &mb)) {
+      errf(e, "emitting assembly: %s", msg);
+      LLVMDisposeMessage(msg);
+      goto done;
+    }
+    buf_put(out, LLVMGetBufferStart(mb), LLVMGetBufferSize(mb));
+    LLVMDisposeMemoryBuffer(mb);
+  } else {
+    char *text = LLVMPrintModuleToString(m);
+    buf_put(out, text, strlen(text));
+    LLVMDisposeMessage(text);
+  }
+  double t4 = now_seconds();
+  t[0] = t1 - t0, t[1] = t2 - t1, t[2] = t3 - t2, t[3] = t4 - t3;
+  rc = 0;
+done:
+  graph_free(gs[0]);
+  graph_free(gs[1]);
+  if (tm)
+    LLVMDisposeTargetMachine(tm);
+  LLVMDisposeModule(m);
+  LLVMContextDispose(ctx);
+  return rc;
+}
+
 int cmd_compile(int argc, char **argv) {
   const char *emit = "ir", *out_path = NULL;
+  bool timing = false;
   static const struct option opts[] = {{"emit", required_argument, 0, 'e'},
                                        {"output", required_argument, 0, 'o'},
+                                       {"time", no_argument, 0, 't'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
   int c;
@@ -36,6 +95,9 @@ int cmd_compile(int argc, char **argv) {
     case 'o':
       out_path = optarg;
       break;
+    case 't':
+      timing = true;
+      break;
     case 'h':
       fputs(compile_usage, stdout);
       return EXIT_OK;
@@ -45,22 +107,45 @@ int cmd_compile(int argc, char **argv) {
   }
   if (optind + 1 != argc)
     return cli_usage_error("compile", optind >= argc ? "missing GRAPH" : "more than one GRAPH");
-  bool want_grad = !strcmp(emit, "grad");
-  if (strcmp(emit, "ir") && !want_grad)
-    return cli_usage_error("compile", "unknown --emit stage '%s' (ir, grad)", emit);
+  static const char *const stages[] = {"ir", "grad", "opt", "llvm", "asm"};
+  int stage = -1;
+  for (int i = 0; i < 5; i++)
+    if (!strcmp(emit, stages[i]))
+      stage = i;
+  if (stage < 0)
+    return cli_usage_error("compile", "unknown --emit stage '%s' (ir, grad, opt, llvm, asm)", emit);
   Err e;
-  Graph *g = compile_graph_file(argv[optind], &e);
-  if (!g || (want_grad && grad(g, &e))) {
-    fprintf(stderr, "%s\n", e.msg);
-    graph_free(g);
-    return EXIT_BAD_INPUT;
-  }
   Buf b = {0};
-  graph_print(g, &b);
-  graph_free(g);
+  double t[4] = {0};
+  if (stage >= 3) {
+    if (emit_module(argv[optind], stage == 4, &b, t, &e)) {
+      fprintf(stderr, "%s\n", e.msg);
+      buf_free(&b);
+      return EXIT_BAD_INPUT;
+    }
+  } else {
+    double t0 = now_seconds();
+    Graph *g = compile_graph_file(argv[optind], &e);
+    double t1 = now_seconds();
+    PassStop stop = stage == 0 ? PASSES_FRONT : stage == 1 ? PASSES_GRAD : PASSES_ALL;
+    if (!g || graph_passes(g, true, stop, &e)) {
+      fprintf(stderr, "%s\n", e.msg);
+      graph_free(g);
+      return EXIT_BAD_INPUT;
+    }
+    t[0] = t1 - t0;
+    t[1] = now_seconds() - t1;
+    graph_print(g, &b);
+    graph_free(g);
+  }
+  if (timing)
+    fprintf(stderr,
+            "front end and passes %.1f ms, codegen %.1f ms, LLVM optimization %.1f ms, "
+            "output %.1f ms\n",
+            1e3 * (t[0] + (stage < 3 ? t[1] : 0)), stage < 3 ? 0 : 1e3 * t[1], 1e3 * t[2], 1e3 * t[3]);
   FILE *f = out_path ? fopen(out_path, "w") : stdout;
   if (!f) {
-    perror(out_path);
+    fprintf(stderr, "rnnc compile: cannot write %s: %s\n", out_path, strerror(errno));
     buf_free(&b);
     return EXIT_BAD_INPUT;
   }

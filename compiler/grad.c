@@ -559,79 +559,60 @@ static void vjp_scan(Grad *G, int s) {
 
 /* ---------------------------------------------------------------- update */
 
-/* Clipping and the optimizer step, per trainable parameter, as PyTorch 1.13
- * computes them (torch.nn.utils.clip_grad_norm_, torch.optim.Adam with
- * foreach=False): the same operations in the same order. */
+/* Clipping and the optimizer step as PyTorch 1.13 computes them
+ * (torch.nn.utils.clip_grad_norm_, torch.optim.Adam with foreach=False):
+ * the same operations in the same order. Both run over the whole flat
+ * buffer at once (PARAM_ALL): buffers and padding have zero gradients and
+ * zero moments, so the update leaves them exactly as they are. */
 static void emit_update(Grad *G) {
   Graph *g = G->g;
   const TrainConfig *t = &g->train;
   Pos pos = {0, 0};
   G->bb = 0;
-  int coef = -1;
   /* The global L2 norm of all gradients (computed even without clipping:
    * the runtime reports it and watches it for NaN). */
-  int total = -1;
-  for (int p = 0; p < g->nparams; p++) {
-    if (!g->params[p].trainable)
-      continue;
-    int gr = ir_add(g, NULL, 0, OP_LOAD, NULL, 0, p, SLOT_GRAD, 0, pos);
-    int sq = add1(G, OP_SUM, add2(G, OP_MUL, gr, gr, 0, 0, pos), 0, 0, pos);
-    total = total < 0 ? sq : add2(G, OP_ADD, total, sq, 0, 0, pos);
-  }
+  int gr = ir_add(g, NULL, 0, OP_LOAD, NULL, 0, PARAM_ALL, SLOT_GRAD, 0, pos);
+  int total = add1(G, OP_SUM, add2(G, OP_MUL, gr, gr, 0, 0, pos), 0, 0, pos);
   g->grad_norm = add1(G, OP_SQRT, total, 0, 0, pos);
   if (t->clip_norm > 0) {
     /* clip_coef = max_norm / (total_norm + 1e-6), clamped to 1 */
     int den = add2(G, OP_ADD, g->grad_norm, cnst(G, 0, 1e-6, pos), 0, 0, pos);
     int c = add2(G, OP_DIV, cnst(G, 0, t->clip_norm, pos), den, 0, 0, pos);
-    coef = add2(G, OP_MIN, c, cnst(G, 0, 1, pos), 0, 0, pos);
+    int coef = add2(G, OP_MIN, c, cnst(G, 0, 1, pos), 0, 0, pos);
+    gr = add2(G, OP_MUL, gr, coef, 0, 0, pos);
   }
-  int step = ir_leaf(g, 0, OP_STEP, type_scalar(), 0, 0, pos);
   int lr = cnst(G, 0, t->lr, pos);
-  int step_size = -1, bc2_sqrt = -1, b1 = -1, b2 = -1, one_b1 = -1, one_b2 = -1, eps = -1;
+  int w = ir_add(g, NULL, 0, OP_LOAD, NULL, 0, PARAM_ALL, SLOT_VALUE, 0, pos);
+  int nw;
   if (t->optim == OPTIM_ADAM) {
     /* bias_correction1 = 1 - beta1^t; step_size = lr / bias_correction1;
      * bias_correction2_sqrt = sqrt(1 - beta2^t) */
+    int step = ir_leaf(g, 0, OP_STEP, type_scalar(), 0, 0, pos);
     int one = cnst(G, 0, 1, pos);
-    b1 = cnst(G, 0, t->beta1, pos);
-    b2 = cnst(G, 0, t->beta2, pos);
-    one_b1 = cnst(G, 0, 1 - t->beta1, pos);
-    one_b2 = cnst(G, 0, 1 - t->beta2, pos);
-    eps = cnst(G, 0, t->eps, pos);
+    int b1 = cnst(G, 0, t->beta1, pos), b2 = cnst(G, 0, t->beta2, pos);
     int bc1 = add2(G, OP_SUB, one, add2(G, OP_POW, b1, step, 0, 0, pos), 0, 0, pos);
     int bc2 = add2(G, OP_SUB, one, add2(G, OP_POW, b2, step, 0, 0, pos), 0, 0, pos);
-    step_size = add2(G, OP_DIV, lr, bc1, 0, 0, pos);
-    bc2_sqrt = add1(G, OP_SQRT, bc2, 0, 0, pos);
+    int step_size = add2(G, OP_DIV, lr, bc1, 0, 0, pos);
+    int bc2_sqrt = add1(G, OP_SQRT, bc2, 0, 0, pos);
+    /* m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g g
+     * w = w - step_size * m / (sqrt(v) / bias_correction2_sqrt + eps) */
+    int m = ir_add(g, NULL, 0, OP_LOAD, NULL, 0, PARAM_ALL, SLOT_M, 0, pos);
+    int v = ir_add(g, NULL, 0, OP_LOAD, NULL, 0, PARAM_ALL, SLOT_V, 0, pos);
+    int m2 = add2(G, OP_ADD, add2(G, OP_MUL, m, b1, 0, 0, pos),
+                  add2(G, OP_MUL, gr, cnst(G, 0, 1 - t->beta1, pos), 0, 0, pos), 0, 0, pos);
+    int gg = add2(G, OP_MUL, gr, gr, 0, 0, pos);
+    int v2 = add2(G, OP_ADD, add2(G, OP_MUL, v, b2, 0, 0, pos),
+                  add2(G, OP_MUL, gg, cnst(G, 0, 1 - t->beta2, pos), 0, 0, pos), 0, 0, pos);
+    ir_add(g, NULL, 0, OP_STORE, &m2, 1, PARAM_ALL, SLOT_M, 0, pos);
+    ir_add(g, NULL, 0, OP_STORE, &v2, 1, PARAM_ALL, SLOT_V, 0, pos);
+    int denom = add2(G, OP_ADD, add2(G, OP_DIV, add1(G, OP_SQRT, v2, 0, 0, pos), bc2_sqrt, 0, 0, pos),
+                     cnst(G, 0, t->eps, pos), 0, 0, pos);
+    int upd = add2(G, OP_MUL, add2(G, OP_DIV, m2, denom, 0, 0, pos), step_size, 0, 0, pos);
+    nw = add2(G, OP_SUB, w, upd, 0, 0, pos);
+  } else {
+    nw = add2(G, OP_SUB, w, add2(G, OP_MUL, gr, lr, 0, 0, pos), 0, 0, pos);
   }
-  for (int p = 0; p < g->nparams; p++) {
-    if (!g->params[p].trainable)
-      continue;
-    int gr = ir_add(g, NULL, 0, OP_LOAD, NULL, 0, p, SLOT_GRAD, 0, pos);
-    if (coef >= 0)
-      gr = add2(G, OP_MUL, gr, coef, 0, 0, pos);
-    int w = ir_add(g, NULL, 0, OP_LOAD, NULL, 0, p, SLOT_VALUE, 0, pos);
-    int nw;
-    if (t->optim == OPTIM_ADAM) {
-      /* m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g g
-       * w = w - step_size * m / (sqrt(v) / bias_correction2_sqrt + eps) */
-      int m = ir_add(g, NULL, 0, OP_LOAD, NULL, 0, p, SLOT_M, 0, pos);
-      int v = ir_add(g, NULL, 0, OP_LOAD, NULL, 0, p, SLOT_V, 0, pos);
-      int m2 = add2(G, OP_ADD, add2(G, OP_MUL, m, b1, 0, 0, pos),
-                    add2(G, OP_MUL, gr, one_b1, 0, 0, pos), 0, 0, pos);
-      int gg = add2(G, OP_MUL, gr, gr, 0, 0, pos);
-      int v2 = add2(G, OP_ADD, add2(G, OP_MUL, v, b2, 0, 0, pos),
-                    add2(G, OP_MUL, gg, one_b2, 0, 0, pos), 0, 0, pos);
-      ir_add(g, NULL, 0, OP_STORE, &m2, 1, p, SLOT_M, 0, pos);
-      ir_add(g, NULL, 0, OP_STORE, &v2, 1, p, SLOT_V, 0, pos);
-      int denom = add2(G, OP_ADD,
-                       add2(G, OP_DIV, add1(G, OP_SQRT, v2, 0, 0, pos), bc2_sqrt, 0, 0, pos), eps,
-                       0, 0, pos);
-      int upd = add2(G, OP_MUL, add2(G, OP_DIV, m2, denom, 0, 0, pos), step_size, 0, 0, pos);
-      nw = add2(G, OP_SUB, w, upd, 0, 0, pos);
-    } else {
-      nw = add2(G, OP_SUB, w, add2(G, OP_MUL, gr, lr, 0, 0, pos), 0, 0, pos);
-    }
-    ir_add(g, NULL, 0, OP_STORE, &nw, 1, p, SLOT_VALUE, 0, pos);
-  }
+  ir_add(g, NULL, 0, OP_STORE, &nw, 1, PARAM_ALL, SLOT_VALUE, 0, pos);
 }
 
 /* ------------------------------------------------------------ entry point */

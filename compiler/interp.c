@@ -177,9 +177,7 @@ static void eval(Interp *I, int id) {
   const double *b = n->nin > 1 ? I->val[n->in[1]] : NULL;
   Type ta = n->nin > 0 ? g->nodes[n->in[0]].type : type_scalar();
   Type tb = n->nin > 1 ? g->nodes[n->in[1]].type : type_scalar();
-  const Param *p = (op == OP_LOAD || op == OP_STORE || op == OP_ACC || op == OP_ACC_OUTER)
-                       ? &g->params[n->a]
-                       : NULL;
+  const Param *p = (op == OP_ACC || op == OP_ACC_OUTER) ? &g->params[n->a] : NULL;
   if (op_flags[op] & F_ELEM) {
     size_t ca = count(I, ta), cb = n->nin > 1 ? count(I, tb) : 1;
     for (size_t i = 0; i < c; i++)
@@ -189,7 +187,7 @@ static void eval(Interp *I, int id) {
   switch (op) {
   case OP_LOAD:
     for (size_t i = 0; i < c; i++)
-      y[i] = I->slot[n->b][p->offset + i];
+      y[i] = I->slot[n->b][param_offset(g, n->a) + i];
     break;
   case OP_INPUT:
     for (int t = 0; t < I->T; t++)
@@ -331,7 +329,7 @@ static void eval(Interp *I, int id) {
     break;
   }
   case OP_STORE:
-    memcpy(I->slot[n->b] + p->offset, a, count(I, ta) * sizeof *a);
+    memcpy(I->slot[n->b] + param_offset(g, n->a), a, count(I, ta) * sizeof *a);
     break;
   default:
     abort(); /* ARG and SCAN returned above; elementwise ops too */

@@ -118,14 +118,21 @@ static int shape_leaf(const Graph *g, const Node *n, Type *out, Why *why) {
   return 0;
 }
 
+/* Parameter a of a load or store; PARAM_ALL is the whole flat buffer. */
+Type param_type(const Graph *g, int a) {
+  return a == PARAM_ALL ? type_vec((int)g->nfloats) : g->params[a].type;
+}
+size_t param_offset(const Graph *g, int a) { return a == PARAM_ALL ? 0 : g->params[a].offset; }
+const char *param_name(const Graph *g, int a) { return a == PARAM_ALL ? "*" : g->params[a].name; }
+
 static int shape_load(const Graph *g, const Node *n, Type *out, Why *why) {
-  if (n->a < 0 || n->a >= g->nparams)
+  if (n->a != PARAM_ALL && (n->a < 0 || n->a >= g->nparams))
     FAIL("no parameter %d", n->a);
   if (n->b < 0 || n->b >= SLOT_COUNT)
     FAIL("no slot %d", n->b);
-  if (n->b != SLOT_VALUE && !g->params[n->a].trainable)
+  if (n->a != PARAM_ALL && n->b != SLOT_VALUE && !g->params[n->a].trainable)
     FAIL("buffer %s has no optimizer slots", g->params[n->a].name);
-  *out = g->params[n->a].type;
+  *out = param_type(g, n->a);
   return 0;
 }
 
@@ -161,6 +168,10 @@ static int shape_concat(const Graph *g, const Node *n, Type *out, Why *why) {
   char b0[64], b1[64];
   if (!is_vec(T0) || !is_vec(T1))
     FAIL("concat needs two vectors, not %s and %s", TS(T0, b0), TS(T1, b1));
+  /* Sizes are at most 2^24 (lowering's eval_int); repeated concats must not
+   * overflow int (found by tests/fuzz: a loop doubling a vector). */
+  if (T0.dim[0] > (1 << 24) - T1.dim[0])
+    FAIL("concat of %s and %s: over %d elements", TS(T0, b0), TS(T1, b1), 1 << 24);
   *out = type_vec(T0.dim[0] + T1.dim[0]);
   return 0;
 }
@@ -338,13 +349,13 @@ static int shape_acc_outer(const Graph *g, const Node *n, Type *out, Why *why) {
 
 static int shape_store(const Graph *g, const Node *n, Type *out, Why *why) {
   char b0[64], b1[64];
-  if (param_check(g, n, why))
+  if (n->a != PARAM_ALL && param_check(g, n, why))
     return -1;
   if (n->b < 0 || n->b >= SLOT_COUNT || n->b == SLOT_GRAD)
     FAIL("store to slot %d", n->b);
-  if (!type_eq(T0, g->params[n->a].type))
-    FAIL("store of %s into %s %s", TS(T0, b0), g->params[n->a].name,
-         TS(g->params[n->a].type, b1));
+  if (!type_eq(T0, param_type(g, n->a)))
+    FAIL("store of %s into %s %s", TS(T0, b0), param_name(g, n->a),
+         TS(param_type(g, n->a), b1));
   *out = (Type){TY_NONE, 0, {0, 0}};
   return 0;
 }
@@ -537,7 +548,7 @@ static void print_node(Printer *p, int id, int indent) {
   switch (n->op) {
   case OP_LOAD:
   case OP_STORE:
-    buf_printf(p->out, " %s[%s]", slot_names[n->b], g->params[n->a].name);
+    buf_printf(p->out, " %s[%s]", slot_names[n->b], param_name(g, n->a));
     break;
   case OP_ACC:
   case OP_ACC_OUTER:

@@ -421,7 +421,7 @@ static void close_group(CG *c, Group *gr) {
     }
     case OP_STORE: {
       LLVMValueRef sp = fptr(c, c->state, ci64(c, (long long)(n->b * g->nfloats +
-                                                               g->params[n->a].offset)));
+                                                               param_offset(g, n->a))));
       store(c, value_at(c, n->in[0], l.i), sp, l.i);
       break;
     }
@@ -534,9 +534,9 @@ static void emit_standalone(CG *c, int id) {
   int a = n->nin > 0 ? n->in[0] : -1, b = n->nin > 1 ? n->in[1] : -1;
   switch (n->op) {
   case OP_LOAD:
-    c->ptr[id] = fptr(c, c->state, ci64(c, (long long)(n->b * g->nfloats + g->params[n->a].offset)));
+    c->ptr[id] = fptr(c, c->state, ci64(c, (long long)(n->b * g->nfloats + param_offset(g, n->a))));
     if (c->baked && n->b == SLOT_VALUE)
-      c->ptr[id] = fptr(c, c->baked, ci64(c, (long long)g->params[n->a].offset));
+      c->ptr[id] = fptr(c, c->baked, ci64(c, (long long)param_offset(g, n->a)));
     break;
   case OP_INPUT:
     c->ptr[id] = c->chars;

@@ -205,6 +205,10 @@ typedef enum Init {
 
 /* Parameter slots: what LOAD/STORE/ACC address. */
 enum { SLOT_VALUE, SLOT_GRAD, SLOT_M, SLOT_V, SLOT_COUNT };
+/* LOAD/STORE of this "parameter": the whole flat buffer of a slot, every
+ * parameter and buffer with the padding between (the optimizer's update
+ * is one pass over it). */
+enum { PARAM_ALL = -1 };
 
 typedef struct Param {
   char *name; /* PyTorch state_dict name */
@@ -277,6 +281,10 @@ Type type_mat(int m, int n);
 bool type_eq(Type a, Type b);
 const char *type_str(Type t, char *buf, size_t n);
 size_t type_numel(Type t); /* elements of a non-sequence f32 type */
+/* Type, offset and name of parameter a of a load or store (PARAM_ALL too). */
+Type param_type(const Graph *g, int a);
+size_t param_offset(const Graph *g, int a);
+const char *param_name(const Graph *g, int a);
 
 /* ---------------------------------------------------------------- lower.c */
 
