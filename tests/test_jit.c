@@ -1,0 +1,251 @@
+/* test_jit.c: the JIT-compiled kernels against the reference interpreter
+ * (float32) and against PyTorch's golden tensors.
+ *
+ * For rnn.nn, gru.nn and their 3-layer / 512-wide variants: the forward
+ * kernel's logits, and after one training step the loss, the gradient
+ * norm, every gradient, Adam's moments and the updated parameters, all
+ * within float32 tolerance of the interpreter (gradients 1e-4 relative to
+ * the tensor's largest magnitude; parameters 1e-6 plus Adam's own
+ * amplification lr/eps of the gradient's rounding difference). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "checkpoint.h"
+#include "model.h"
+#include "safetensors.h"
+#include "testutil.h"
+
+static char *variant(const char *rel, const char *from, const char *to) {
+  char *src = src_path(rel);
+  Err e;
+  char *text = read_file(src, NULL, &e);
+  assert_non_null(text);
+  free(src);
+  if (from) {
+    char *at = strstr(text, from);
+    assert_non_null(at);
+    char *r = xasprintf("%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+    free(text);
+    text = r;
+  }
+  char *path = tmp_path("variant.nn");
+  write_text(path, text);
+  free(text);
+  return path;
+}
+
+static const uint8_t name[] = {29, 14, 18, 19, 14, 4, 21, 18, 10, 24}; /* Dostoevsky */
+
+static void compare(const char *what, const float *got, const double *want, size_t n,
+                    double tol_rel) {
+  double scale = 0, diff = 0;
+  for (size_t i = 0; i < n; i++) {
+    scale = fmax(scale, fabs(want[i]));
+    diff = fmax(diff, fabs(got[i] - want[i]));
+  }
+  if (!(diff <= tol_rel * fmax(scale, 1e-30)))
+    fail_msg("%s: max |diff| %.3e, %.3e of the largest magnitude %.3e", what, diff,
+             diff / scale, scale);
+}
+
+static void check_graph(const char *path, const char *label) {
+  Model m;
+  Err e;
+  ModelOptions mo = {0};
+  if (model_compile(&m, path, &mo, &e))
+    fail_msg("%s", e.msg);
+  const Graph *g = m.train;
+  Rng r;
+  rng_seed(&r, 11);
+  for (size_t i = 0; i < m.nfloats; i++)
+    m.state[i] = rng_uniform(&r, -0.15f, 0.15f);
+  /* The interpreter starts from the same values and draws the same noise. */
+  Interp *I = interp_new(g, true), *If = interp_new(m.fwd, true);
+  double *w = interp_slot(I, SLOT_VALUE), *wf = interp_slot(If, SLOT_VALUE);
+  for (size_t i = 0; i < m.nfloats; i++)
+    w[i] = wf[i] = m.state[i];
+  Rng noise;
+  rng_seed(&noise, 5);
+  interp_set_rng(If, &noise);
+  model_seed_noise(&m, 5);
+  int C = g->classes, len = (int)sizeof name;
+  float *logits = xmalloc((size_t)C * sizeof *logits);
+  model_forward(&m, name, len, logits);
+  if (interp_run(If, name, len, 3, &e))
+    fail_msg("%s", e.msg);
+  compare("forward logits", logits, interp_value(If, m.fwd->output, NULL), (size_t)C, 1e-5);
+
+  rng_seed(&noise, 6);
+  interp_set_rng(I, &noise);
+  model_seed_noise(&m, 6);
+  float loss, gnorm;
+  model_train_step(&m, name, len, 3, &loss, &gnorm);
+  if (interp_run(I, name, len, 3, &e))
+    fail_msg("%s", e.msg);
+  double want_loss = interp_value(I, g->loss, NULL)[0];
+  double want_norm = interp_value(I, g->grad_norm, NULL)[0];
+  assert_true(fabs(loss - want_loss) <= 1e-5 * fmax(1, fabs(want_loss)));
+  /* The norm sums the squares of every gradient (2.5 million for the
+   * 512-wide GRU) in float32 lanes; the interpreter sums in float64. */
+  if (!(fabs(gnorm - want_norm) <= 1e-4 * want_norm))
+    fail_msg("%s: gradient norm %.7g, interpreter %.7g", label, gnorm, want_norm);
+  float *grads = m.state + SLOT_GRAD * m.nfloats;
+  const double *ig = interp_slot(I, SLOT_GRAD), *iv = interp_slot(I, SLOT_VALUE);
+  double ratio = g->train.lr / g->train.eps;
+  for (int p = 0; p < g->nparams; p++) {
+    const Param *pa = &g->params[p];
+    size_t n = type_numel(pa->type);
+    char what[160];
+    snprintf(what, sizeof what, "%s: gradient of %s", label, pa->name);
+    compare(what, grads + pa->offset, ig + pa->offset, n, 1e-4);
+    for (size_t i = 0; i < n; i++) {
+      size_t k = pa->offset + i;
+      double dg = fabs(grads[k] - ig[k]);
+      if (!(fabs(m.state[k] - iv[k]) <= 1e-6 + ratio * dg))
+        fail_msg("%s: %s[%zu] after the step: %.9g, interpreter %.9g", label, pa->name, i,
+                 m.state[k], iv[k]);
+    }
+  }
+  print_message("%-24s loss %.6f (interpreter %.6f), all gradients and the step match\n", label,
+                loss, want_loss);
+  free(logits);
+  interp_free(I);
+  interp_free(If);
+  model_free(&m);
+}
+
+static void test_rnn(void **state) {
+  char *p = variant("graphs/rnn.nn", NULL, NULL);
+  check_graph(p, "rnn.nn");
+  free(p);
+}
+
+static void test_gru(void **state) {
+  char *p = variant("graphs/gru.nn", NULL, NULL);
+  check_graph(p, "gru.nn");
+  free(p);
+}
+
+static void test_gru_3_layers(void **state) {
+  char *p = variant("graphs/gru.nn", "const L = 2", "const L = 3");
+  check_graph(p, "gru.nn, L = 3");
+  free(p);
+}
+
+static void test_rnn_512(void **state) {
+  char *p = variant("graphs/rnn.nn", "const H = 256", "const H = 512");
+  check_graph(p, "rnn.nn, H = 512");
+  free(p);
+}
+
+static void test_gru_512(void **state) {
+  char *p = variant("graphs/gru.nn", "const H = 256", "const H = 512");
+  check_graph(p, "gru.nn, H = 512");
+  free(p);
+}
+
+/* PyTorch's golden tensors through the JIT path: the logits of 20 names,
+ * and one training step (loss, gradients, parameters). */
+static void golden(const char *model, const char *graph_rel, const char *from, const char *to) {
+  char rel[128];
+  snprintf(rel, sizeof rel, "tests/golden/%s_seed42.safetensors", model);
+  char *ckpt = src_path(rel), *path = variant(graph_rel, from, to);
+  if (from) { /* rnn: the stored h0 as a buffer declared before the cell */
+    char *p2 = variant(graph_rel, from, to);
+    Err e;
+    char *text = read_file(p2, NULL, &e);
+    char *at = strstr(text, "# One step");
+    char *t2 = xasprintf("%.*sbuffer h0 [H] = kaiming_uniform(H)\n%s", (int)(at - text), text, at);
+    write_text(path, t2);
+    free(t2);
+    free(text);
+    free(p2);
+  }
+  Model m;
+  Err e;
+  ModelOptions mo = {0};
+  char **labels;
+  int nl;
+  if (model_compile(&m, path, &mo, &e) || ckpt_load(&m, ckpt, false, &labels, &nl, &e))
+    fail_msg("%s", e.msg);
+  StFile st;
+  assert_int_equal(st_load(&st, ckpt, &e), 0);
+  char *names = xstrdup(st_meta(&st, "names"));
+  float logits[64];
+  double worst = 0;
+  int i = 0;
+  for (char *sv, *nm = strtok_r(names, "\n", &sv); nm; nm = strtok_r(NULL, "\n", &sv), i++) {
+    uint8_t chars[64];
+    int len = 0;
+    for (const char *c = nm; *c; c++)
+      chars[len++] = (uint8_t)(strchr(VOCAB_CHARS, *c) - VOCAB_CHARS);
+    model_forward(&m, chars, len, logits);
+    char tn[32];
+    snprintf(tn, sizeof tn, "logits.%d", i);
+    const StTensor *t = st_find(&st, tn);
+    for (size_t k = 0; k < t->nelem; k++)
+      worst = fmax(worst, fabs(logits[k] - t->data[k]));
+  }
+  assert_int_equal(i, 20);
+  assert_true(worst < 1e-4);
+  uint8_t chars[16];
+  int len = 0;
+  for (const char *c = st_meta(&st, "train_name"); *c; c++)
+    chars[len++] = (uint8_t)(strchr(VOCAB_CHARS, *c) - VOCAB_CHARS);
+  float loss, gnorm;
+  model_train_step(&m, chars, len, 14 /* Russian */, &loss, &gnorm);
+  assert_true(fabs(loss - st_find(&st, "loss")->data[0]) < 1e-4);
+  double gworst = 0, sworst = 0;
+  int sensitive = 0;
+  for (int p = 0; p < m.train->nparams; p++) {
+    const Param *pa = &m.train->params[p];
+    if (!pa->trainable)
+      continue;
+    char tn[128];
+    snprintf(tn, sizeof tn, "grad.%s", pa->name);
+    const StTensor *gt = st_find(&st, tn);
+    snprintf(tn, sizeof tn, "step1.%s", pa->name);
+    const StTensor *s1 = st_find(&st, tn);
+    double scale = 0, gd = 0;
+    for (size_t k = 0; k < gt->nelem; k++) {
+      float gv = m.state[SLOT_GRAD * m.nfloats + pa->offset + k];
+      double d = fabs(gv - gt->data[k]), sd = fabs(m.state[pa->offset + k] - s1->data[k]);
+      scale = fmax(scale, fabs(gt->data[k]));
+      gd = fmax(gd, d);
+      sworst = fmax(sworst, sd);
+      sensitive += sd > 1e-6;
+      assert_true(sd <= 1e-6 + 1e5 * d); /* lr / eps amplification, as in test_golden */
+    }
+    gworst = fmax(gworst, gd / scale);
+    assert_true(gd <= 1e-4 * scale);
+  }
+  assert_true(sensitive <= 4);
+  print_message("%s via JIT: logits %.1e, loss %.7f, gradients %.1e relative, step %.1e (%d past "
+                "1e-6 where |g| ~ eps)\n",
+                model, worst, loss, gworst, sworst, sensitive);
+  for (int k = 0; k < nl; k++)
+    free(labels[k]);
+  free(labels);
+  free(names);
+  st_free(&st);
+  model_free(&m);
+  free(ckpt);
+  free(path);
+}
+
+static void test_golden_rnn(void **state) {
+  golden("rnn", "graphs/rnn.nn", "from kaiming_uniform(H), zeros(C)", "from h0, zeros(C)");
+}
+static void test_golden_gru(void **state) { golden("gru", "graphs/gru.nn", NULL, NULL); }
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_rnn),        cmocka_unit_test(test_gru),
+      cmocka_unit_test(test_gru_3_layers), cmocka_unit_test(test_rnn_512),
+      cmocka_unit_test(test_gru_512),    cmocka_unit_test(test_golden_rnn),
+      cmocka_unit_test(test_golden_gru),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,287 @@
+/* test_train.c: rnnc train, eval and predict end to end, on a small data
+ * set (three languages from data/names) and a narrow copy of rnn.nn, so
+ * that it runs in seconds under the sanitizers. Checks: training learns
+ * (accuracy above chance), one epoch plus a resumed one gives the same
+ * bytes as two epochs, PyTorch's golden checkpoint gives PyTorch's logits
+ * through predict --logits, and every kind of bad input gets a clear error
+ * and exit status 1 with nothing half-written. */
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "safetensors.h"
+#include "testutil.h"
+#include "util.h"
+
+static char *data_dir, *graph, *graph3;
+
+static char *run(int want_status, const char *const *argv) {
+  char *out, *err;
+  int status = run_rnnc(argv, &out, &err);
+  if (status != want_status)
+    fail_msg("rnnc %s: exit %d, want %d\nstdout: %s\nstderr: %s", argv[0], status, want_status,
+             out, err);
+  char *all = xasprintf("%s%s", out, err);
+  free(out);
+  free(err);
+  return all;
+}
+
+static void expect_in(const char *text, const char *fragment) {
+  if (!strstr(text, fragment))
+    fail_msg("output does not contain \"%s\":\n%s", fragment, text);
+}
+
+static char *replace(char *text, const char *from, const char *to) {
+  char *at = strstr(text, from);
+  assert_non_null(at);
+  char *r = xasprintf("%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+  free(text);
+  return r;
+}
+
+static bool same_file(const char *a, const char *b) {
+  Err e;
+  size_t na, nb;
+  char *x = read_file(a, &na, &e), *y = read_file(b, &nb, &e);
+  bool same = x && y && na == nb && !memcmp(x, y, na);
+  free(x);
+  free(y);
+  return same;
+}
+
+/* Three languages, 150 names each, and rnn.nn 32 wide with 3 classes. */
+static int setup(void **state) {
+  data_dir = tmp_path("names3");
+  assert_int_equal(mkdir(data_dir, 0755), 0);
+  const char *langs[] = {"Chinese", "Greek", "Japanese"};
+  for (int i = 0; i < 3; i++) {
+    char rel[64];
+    snprintf(rel, sizeof rel, "data/names/%s.txt", langs[i]);
+    char *src = src_path(rel);
+    Err e;
+    char *text = read_file(src, NULL, &e);
+    assert_non_null(text);
+    char *end = text;
+    for (int k = 0; k < 150 && (end = strchr(end, '\n')); k++)
+      end++;
+    if (end)
+      *end = '\0';
+    char *dst = xasprintf("%s/%s.txt", data_dir, langs[i]);
+    write_text(dst, text);
+    free(dst);
+    free(text);
+    free(src);
+  }
+  char *src = src_path("graphs/rnn.nn");
+  Err e;
+  char *text = read_file(src, NULL, &e);
+  free(src);
+  text = replace(text, "const H = 256", "const H = 32");
+  text = replace(text, "const C = 18", "const C = 3");
+  graph = tmp_path("rnn32.nn");
+  write_text(graph, text);
+  free(text);
+  /* The same graph with 4 classes: its checkpoints are of another graph. */
+  src = src_path("graphs/rnn.nn");
+  text = read_file(src, NULL, &e);
+  free(src);
+  text = replace(text, "const H = 256", "const H = 32");
+  text = replace(text, "const C = 18", "const C = 4");
+  graph3 = tmp_path("rnn32c4.nn");
+  write_text(graph3, text);
+  free(text);
+  return 0;
+}
+
+static int teardown(void **state) {
+  free(data_dir);
+  free(graph);
+  free(graph3);
+  return 0;
+}
+
+static void test_train_resume_eval_predict(void **state) {
+  char *dir = tmp_path("ckpts");
+  assert_int_equal(mkdir(dir, 0755), 0);
+  char *two = xasprintf("%s/two.safetensors", dir), *one = xasprintf("%s/one.safetensors", dir);
+  char *oneone = xasprintf("%s/oneone.safetensors", dir);
+  char *s = run(0, (const char *const[]){"train", graph, "--data", data_dir, "--epochs", "2",
+                                         "--out", two, NULL});
+  expect_in(s, "epoch 2: mean training loss");
+  expect_in(s, "confusion matrix");
+  /* Above chance (33%) on the held-out names. */
+  const char *acc = strstr(s, "test accuracy: ");
+  assert_non_null(acc);
+  double pct = atof(acc + strlen("test accuracy: "));
+  print_message("3 languages, 2 epochs: test accuracy %.1f%%\n", pct);
+  assert_true(pct > 50);
+  free(s);
+  free(run(0, (const char *const[]){"train", graph, "--data", data_dir, "--epochs", "1",
+                                    "--out", one, NULL}));
+  s = run(0, (const char *const[]){"train", graph, "--data", data_dir, "--epochs", "1", "--init",
+                                   one, "--out", oneone, NULL});
+  expect_in(s, "with its optimizer state");
+  free(s);
+  assert_true(same_file(two, oneone));
+  char *o2 = xasprintf("%s/two.optim.safetensors", dir);
+  char *o11 = xasprintf("%s/oneone.optim.safetensors", dir);
+  assert_true(same_file(o2, o11));
+  /* The checkpoint carries labels and loads as safetensors. */
+  StFile f;
+  Err e;
+  assert_int_equal(st_load(&f, two, &e), 0);
+  assert_string_equal(st_meta(&f, "labels"), "Chinese,Greek,Japanese");
+  assert_non_null(st_find(&f, "in2hidden.weight"));
+  assert_string_equal(st_meta(&f, "epoch"), "2");
+  st_free(&f);
+  s = run(0, (const char *const[]){"eval", graph, two, "--data", data_dir, NULL});
+  expect_in(s, "test accuracy: ");
+  expect_in(s, "Japanese");
+  free(s);
+  /* predict: an empty name and one with no vocabulary character each get
+   * their own error; the others still print; the status says one failed. */
+  s = run(1, (const char *const[]){"predict", graph, two, "Nakamura", "", "Papadopoulos", "///",
+                                   "--top", "2", NULL});
+  expect_in(s, "Nakamura\n");
+  expect_in(s, "Papadopoulos\n");
+  expect_in(s, "'': empty name");
+  expect_in(s, "'///'");
+  free(s);
+  free(o2);
+  free(o11);
+  free(two);
+  free(one);
+  free(oneone);
+  free(dir);
+}
+
+/* PyTorch's checkpoint through predict --logits gives PyTorch's logits. */
+static void test_golden_predict(void **state) {
+  char *ckpt = src_path("tests/golden/gru_seed42.safetensors");
+  char *g = src_path("graphs/gru.nn");
+  StFile f;
+  Err e;
+  assert_int_equal(st_load(&f, ckpt, &e), 0);
+  char *out, *err;
+  const char *argv[] = {"predict", g, ckpt, "Mike", "Papadopoulos", "--logits", NULL};
+  assert_int_equal(run_rnnc(argv, &out, &err), 0);
+  const char *which[] = {"logits.0", "logits.13"};
+  const char *at = out;
+  double worst = 0;
+  for (int k = 0; k < 2; k++) {
+    const StTensor *want = st_find(&f, which[k]);
+    assert_non_null(want);
+    at = strchr(at, '\n') + 1; /* past the name line */
+    for (size_t i = 0; i < want->nelem; i++) {
+      char label[64];
+      double v;
+      int used;
+      assert_int_equal(sscanf(at, " %63s %lf%n", label, &v, &used), 2);
+      at += used;
+      at = strchr(at, '\n') + 1;
+      worst = fmax(worst, fabs(v - want->data[i]));
+    }
+  }
+  print_message("gru golden checkpoint via predict --logits: max |diff| %.2e\n", worst);
+  assert_true(worst < 1e-4);
+  free(out);
+  free(err);
+  st_free(&f);
+  free(ckpt);
+  free(g);
+}
+
+static void test_bad_input(void **state) {
+  char *good = tmp_path("good.safetensors");
+  free(run(0, (const char *const[]){"train", graph, "--data", data_dir, "--epochs", "1", "--out",
+                                    good, NULL}));
+  char *missing = tmp_path("nodata");
+  char *s = run(1, (const char *const[]){"train", graph, "--data", missing, "--out", good, NULL});
+  expect_in(s, missing);
+  free(s);
+  char *empty = tmp_path("emptydata");
+  assert_int_equal(mkdir(empty, 0755), 0);
+  s = run(1, (const char *const[]){"train", graph, "--data", empty, "--out", good, NULL});
+  expect_in(s, "rnnc train: error:");
+  free(s);
+  s = run(1, (const char *const[]){"train", "no/such/graph.nn", "--data", data_dir, NULL});
+  expect_in(s, "no/such/graph.nn");
+  free(s);
+  /* A checkpoint of another graph: shapes differ. */
+  s = run(1, (const char *const[]){"eval", graph3, good, "--data", data_dir, NULL});
+  expect_in(s, "a checkpoint of another graph?");
+  free(s);
+  char *gru = src_path("tests/golden/gru_seed42.safetensors");
+  s = run(1, (const char *const[]){"predict", graph, gru, "Mike", NULL});
+  expect_in(s, "no tensor 'in2hidden.weight'");
+  free(s);
+  free(gru);
+  /* Truncated and corrupted checkpoints. */
+  Err e;
+  size_t n;
+  char *bytes = read_file(good, &n, &e);
+  assert_non_null(bytes);
+  char *cut = tmp_path("cut.safetensors");
+  FILE *fp = fopen(cut, "wb");
+  assert_int_equal(fwrite(bytes, 1, n / 2, fp), n / 2);
+  fclose(fp);
+  s = run(1, (const char *const[]){"predict", graph, cut, "Mike", NULL});
+  expect_in(s, cut);
+  free(s);
+  memset(bytes + 8, '#', 16); /* break the JSON header */
+  fp = fopen(cut, "wb");
+  assert_int_equal(fwrite(bytes, 1, n, fp), n);
+  fclose(fp);
+  s = run(1, (const char *const[]){"eval", graph, cut, "--data", data_dir, NULL});
+  expect_in(s, cut);
+  free(s);
+  free(bytes);
+  /* An --out nobody can write: fails before training, writes nothing. */
+  char *nodir = tmp_path("no/such/dir/x.safetensors");
+  s = run(1, (const char *const[]){"train", graph, "--data", data_dir, "--out", nodir, NULL});
+  expect_in(s, "cannot write the checkpoint");
+  free(s);
+  /* A loss that overflows: stop, say where, keep the last good checkpoint. */
+  char *before = tmp_path("before.safetensors");
+  Err e2;
+  size_t gl;
+  char *gbytes = read_file(good, &gl, &e2);
+  write_text(before, ""); /* keep a copy of the epoch-1 checkpoint */
+  fp = fopen(before, "wb");
+  assert_int_equal(fwrite(gbytes, 1, gl, fp), gl);
+  fclose(fp);
+  free(gbytes);
+  s = run(1, (const char *const[]){"train", graph, "--data", data_dir, "--epochs", "1", "--init",
+                                   good, "--lr", "1e38", "--out", good, NULL});
+  expect_in(s, "training stopped");
+  expect_in(s, "at epoch 2, name");
+  free(s);
+  assert_true(same_file(good, before));
+  /* Usage errors. */
+  free(run(2, (const char *const[]){"train", NULL}));
+  free(run(2, (const char *const[]){"train", graph, "--epochs", "two", NULL}));
+  free(run(2, (const char *const[]){"train", graph, "--lr", "-1", NULL}));
+  free(run(2, (const char *const[]){"predict", graph, good, NULL}));
+  free(run(2, (const char *const[]){"eval", graph, NULL}));
+  free(run(0, (const char *const[]){"train", "--help", NULL}));
+  free(before);
+  free(nodir);
+  free(cut);
+  free(empty);
+  free(missing);
+  free(good);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_train_resume_eval_predict),
+      cmocka_unit_test(test_golden_predict),
+      cmocka_unit_test(test_bad_input),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
