@@ -20,5 +20,7 @@ int cmd_eval(int argc, char **argv);
 extern const char eval_usage[];
 int cmd_predict(int argc, char **argv);
 extern const char predict_usage[];
+int cmd_check(int argc, char **argv);
+extern const char check_usage[];
 
 #endif

@@ -136,6 +136,7 @@ static const Command commands[] = {
     {"eval", "accuracy and confusion matrix of a checkpoint on the test split", eval_usage,
      cmd_eval},
     {"predict", "classify names with a trained checkpoint", predict_usage, cmd_predict},
+    {"check", "check a graph's gradients against finite differences", check_usage, cmd_check},
 };
 
 static const Command *find_command(const char *name) {

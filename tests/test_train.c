@@ -277,8 +277,31 @@ static void test_bad_input(void **state) {
   free(good);
 }
 
+/* rnnc check: finite differences on a user's graph; exit 1 above the
+ * tolerance (forced here with a tolerance no float64 check can meet). */
+static void test_check(void **state) {
+  char *s = run(0, (const char *const[]){"check", graph, "--names", "Abe,Ng", "--samples", "3",
+                                         NULL});
+  expect_in(s, "in2hidden.weight");
+  expect_in(s, "max relative error");
+  expect_in(s, "ok (tolerance 1e-06)");
+  free(s);
+  s = run(1, (const char *const[]){"check", graph, "--names", "Abe", "--samples", "8",
+                                   "--tolerance", "1e-300", NULL});
+  expect_in(s, "ABOVE TOLERANCE");
+  free(s);
+  s = run(1, (const char *const[]){"check", graph, "--names", "Abe,", NULL});
+  expect_in(s, "empty name");
+  free(s);
+  s = run(1, (const char *const[]){"check", "tests/errors/matvec_shape.nn", NULL});
+  expect_in(s, "error: @: matrix");
+  free(s);
+  free(run(2, (const char *const[]){"check", graph, "--samples", "0", NULL}));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_check),
       cmocka_unit_test(test_train_resume_eval_predict),
       cmocka_unit_test(test_golden_predict),
       cmocka_unit_test(test_bad_input),
