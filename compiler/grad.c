@@ -639,9 +639,13 @@ int grad(Graph *g, Err *e) {
     G->adj[i] = -1;
   for (int b = 0; b < nblocks; b++)
     G->owner[b] = -1;
-  for (int i = 0; i < G->nfwd; i++)
-    if (g->nodes[i].op == OP_SCAN)
-      G->owner[g->nodes[i].region] = i;
+  for (int i = 0; i < G->nfwd; i++) {
+    if (g->nodes[i].op != OP_SCAN)
+      continue;
+    G->owner[g->nodes[i].region] = i;
+    if (g->nodes[i].block != 0)
+      error_at(&d, g->nodes[i].pos, "cannot differentiate a scan inside a scan's cell");
+  }
   compute_needs(G);
   if (!G->needs[g->loss])
     error_at(&d, g->nodes[g->loss].pos, "the loss does not depend on any trainable parameter");

@@ -314,6 +314,52 @@ static void test_no_rule(void **state) {
   graph_free(g);
 }
 
+/* A scan nested in a cell has no derivative rule yet: an error, not a
+ * silently missing gradient. */
+static void test_nested_scan(void **state) {
+  /* Build it in IR: an outer scan over x whose cell scans a stack of the
+   * layer below. */
+  Graph *g = graph_new();
+  g->vocab = 3;
+  g->classes = 2;
+  g->train = (TrainConfig){.optim = OPTIM_SGD, .lr = 0.1, .epochs = 1, .batch = 1};
+  Builder b = {g, NULL};
+  Rng r;
+  rng_seed(&r, 1);
+  b.r = &r;
+  g->input = ir_leaf(g, 0, OP_INPUT, (Type){TY_ONEHOT, 2, {DIM_T, 3}}, 0, 0, (Pos){0, 0});
+  g->target = ir_leaf(g, 0, OP_TARGET, (Type){TY_CLASS, 0, {2, 0}}, 0, 0, (Pos){0, 0});
+  int w = param(&b, "w", type_mat(2, 3), 1);
+  int base = ir_new_block(g, 0);
+  int xa = ir_block_arg(g, base, (Type){TY_ONEHOT, 1, {3, 0}}, (Pos){0, 0});
+  int ha = ir_block_arg(g, base, V(2), (Pos){0, 0});
+  ir_yield(g, base, op2(&b, base, OP_ADD, op2(&b, base, OP_MATVEC, w, xa, 0), ha, 0));
+  int z = ir_leaf(g, 0, OP_ZEROS, V(2), 0, 0, (Pos){0, 0});
+  int seqs[1] = {g->input}, inits[1] = {z};
+  int s0 = ir_scan(g, NULL, 0, seqs, 1, inits, 1, base, false, (Pos){0, 0});
+  int hs = ir_proj(g, 0, s0, 0, (Pos){0, 0});
+  int outer = ir_new_block(g, 0);
+  int xo = ir_block_arg(g, outer, (Type){TY_ONEHOT, 1, {3, 0}}, (Pos){0, 0});
+  int ho = ir_block_arg(g, outer, V(2), (Pos){0, 0});
+  int inner = ir_new_block(g, outer);
+  int ri = ir_block_arg(g, inner, V(2), (Pos){0, 0});
+  int ci = ir_block_arg(g, inner, V(2), (Pos){0, 0});
+  ir_yield(g, inner, op1(&b, inner, OP_TANH, op2(&b, inner, OP_ADD, ri, ci, 0), 0, 0));
+  int sq[1] = {hs}, in2[1] = {ho};
+  int s1 = ir_scan(g, NULL, outer, sq, 1, in2, 1, inner, false, (Pos){7, 3});
+  int l1 = op1(&b, outer, OP_LAST, ir_proj(g, outer, s1, 0, (Pos){0, 0}), 0, 0);
+  ir_yield(g, outer, op2(&b, outer, OP_ADD, l1, op2(&b, outer, OP_MATVEC, w, xo, 0), 0));
+  int s2 = ir_scan(g, NULL, 0, seqs, 1, inits, 1, outer, false, (Pos){0, 0});
+  int out = op1(&b, 0, OP_LAST, ir_proj(g, 0, s2, 0, (Pos){0, 0}), 0, 0);
+  g->output = out;
+  g->loss = op1(&b, 0, OP_NEG, op2(&b, 0, OP_PICK, op1(&b, 0, OP_LOG_SOFTMAX, out, 0, 0), g->target, 0), 0, 0);
+  Err e;
+  assert_int_equal(graph_verify(g, &e), 0);
+  assert_int_equal(grad(g, &e), -1);
+  assert_non_null(strstr(e.msg, "cannot differentiate a scan inside a scan's cell"));
+  graph_free(g);
+}
+
 /* The whole models, on names of a few lengths. */
 static void whole_graph(const char *rel, int samples) {
   Err e;
@@ -378,6 +424,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_ops),
       cmocka_unit_test(test_no_rule),
+      cmocka_unit_test(test_nested_scan),
       cmocka_unit_test(test_whole_rnn),
       cmocka_unit_test(test_whole_gru),
   };
