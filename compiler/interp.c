@@ -308,23 +308,34 @@ static void eval(Interp *I, int id) {
     break;
   }
   case OP_ACC: {
+    /* A sequence adds each of its rows. */
     double *gr = I->slot[SLOT_GRAD] + p->offset;
-    for (size_t i = 0, ca = count(I, ta); i < ca; i++)
-      gr[i] = R(I, gr[i] + a[i]);
+    size_t width = type_numel(p->type), rows = count(I, ta) / width;
+    for (size_t t = 0; t < rows; t++)
+      for (size_t i = 0; i < width; i++)
+        gr[i] = R(I, gr[i] + a[t * width + i]);
     break;
   }
   case OP_ACC_OUTER: {
-    /* grad[:, k0:k0+n] += u v^T; a one-hot v adds u to one column */
+    /* grad[:, k0:k0+n] += u v^T; a one-hot v adds u to one column; two
+     * sequences add the outer product of each pair of rows */
     double *gr = I->slot[SLOT_GRAD] + p->offset;
     int M = p->type.dim[0], N = p->type.dim[1], k0 = n->b;
-    for (int r = 0; r < M; r++) {
-      double *row = gr + (size_t)r * N + k0;
-      if (tb.kind == TY_ONEHOT) {
-        row[(size_t)b[0]] = R(I, row[(size_t)b[0]] + a[r]);
-        continue;
+    bool seqs = ta.dim[0] == DIM_T;
+    int rows = seqs ? I->T : 1, nv = seqs ? tb.dim[1] : tb.dim[0];
+    for (int t = 0; t < rows; t++) {
+      const double *u = a + (size_t)t * M;
+      for (int r = 0; r < M; r++) {
+        double *row = gr + (size_t)r * N + k0;
+        if (tb.kind == TY_ONEHOT) {
+          size_t col = (size_t)b[t];
+          row[col] = R(I, row[col] + u[r]);
+          continue;
+        }
+        const double *v = b + (size_t)t * nv;
+        for (int k = 0; k < nv; k++)
+          row[k] = R(I, row[k] + R(I, u[r] * v[k]));
       }
-      for (int k = 0; k < tb.dim[0]; k++)
-        row[k] = R(I, row[k] + R(I, a[r] * b[k]));
     }
     break;
   }

@@ -328,7 +328,9 @@ static int shape_acc(const Graph *g, const Node *n, Type *out, Why *why) {
   char b0[64], b1[64];
   if (param_check(g, n, why))
     return -1;
-  if (!type_eq(T0, g->params[n->a].type))
+  /* A sequence [T, n] accumulates the sum of its rows. */
+  Type v = is_seq(T0) ? row_type(T0) : T0;
+  if (!type_eq(v, g->params[n->a].type))
     FAIL("acc of %s into %s %s", TS(T0, b0), g->params[n->a].name,
          TS(g->params[n->a].type, b1));
   *out = (Type){TY_NONE, 0, {0, 0}};
@@ -339,9 +341,13 @@ static int shape_acc_outer(const Graph *g, const Node *n, Type *out, Why *why) {
   char b0[64], b1[64], b2[64];
   if (param_check(g, n, why))
     return -1;
+  /* Two sequences [T, m] and [T, n] accumulate the sum of the rows'
+   * outer products (U^T V). */
   Type p = g->params[n->a].type;
-  if (p.rank != 2 || !is_vec(T0) || T0.dim[0] != p.dim[0] || T1.rank != 1 || is_seq(T1) ||
-      (T1.kind != TY_F32 && T1.kind != TY_ONEHOT) || n->b < 0 || n->b + T1.dim[0] > p.dim[1])
+  bool seqs = is_seq(T0) && is_seq(T1);
+  Type u = seqs ? row_type(T0) : T0, v = seqs ? row_type(T1) : T1;
+  if (p.rank != 2 || !is_vec(u) || u.dim[0] != p.dim[0] || v.rank != 1 || is_seq(v) ||
+      (v.kind != TY_F32 && v.kind != TY_ONEHOT) || n->b < 0 || n->b + v.dim[0] > p.dim[1])
     FAIL("acc_outer of %s and %s into %s at column %d", TS(T0, b0), TS(T1, b1), TS(p, b2), n->b);
   *out = (Type){TY_NONE, 0, {0, 0}};
   return 0;

@@ -104,8 +104,12 @@ static LLVMValueRef fmul(CG *c, LLVMValueRef a, LLVMValueRef b) {
   return v;
 }
 static LLVMValueRef fdiv(CG *c, LLVMValueRef a, LLVMValueRef b) {
+  /* arcp: a division by a loop-invariant scalar (Adam's bias correction)
+   * becomes a multiplication by its reciprocal, computed once. */
   LLVMValueRef v = LLVMBuildFDiv(c->b, a, b, "");
-  fast(v);
+  if (LLVMIsAInstruction(v))
+    LLVMSetFastMathFlags(v, LLVMFastMathAllowReassoc | LLVMFastMathAllowContract |
+                                LLVMFastMathAllowReciprocal);
   return v;
 }
 
@@ -307,7 +311,7 @@ static size_t group_numel(CG *c, int id) {
 
 static bool groupable(CG *c, int id) {
   const Node *n = N(c, id);
-  if (is_seq_type(n->type))
+  if (is_seq_type(n->type) || (n->op == OP_ACC && is_seq_type(N(c, n->in[0])->type)))
     return false;
   switch (n->op) {
   case OP_ACC:
@@ -658,23 +662,56 @@ static void emit_standalone(CG *c, int id) {
     loop_end(c, &r);
     break;
   }
-  case OP_ACC_OUTER: {
-    /* grad[r, k0 + k] += u[r] v[k]; a one-hot v adds u to one column */
+  case OP_ACC: {
+    /* A sequence: grad += each row, row by row (the gradient stays in L1). */
     const Param *p = &g->params[n->a];
     LLVMValueRef gp = fptr(c, c->state, ci64(c, (long long)(SLOT_GRAD * g->nfloats + p->offset)));
-    Type tv = N(c, b)->type;
-    Loop r = loop_begin(c, ci64(c, p->type.dim[0]));
-    LLVMValueRef ur = load(c, c->ptr[a], r.i);
+    size_t cnt = type_numel(p->type);
+    Loop t = loop_begin(c, c->T64);
+    LLVMValueRef u = seq_row(c, a, t.i);
+    Loop i = loop_begin(c, ci64(c, (long long)cnt));
+    store(c, fadd(c, load(c, gp, i.i), load(c, u, i.i)), gp, i.i);
+    loop_end(c, &i);
+    loop_end(c, &t);
+    break;
+  }
+  case OP_ACC_OUTER: {
+    /* grad[r, k0 + k] += u[r] v[k]; a one-hot v adds u to one column. Two
+     * sequences: the sum over t of u_t v_t^T, with t inside the loop over
+     * rows, so each row of the gradient is read and written once. */
+    const Param *p = &g->params[n->a];
+    LLVMValueRef gp = fptr(c, c->state, ci64(c, (long long)(SLOT_GRAD * g->nfloats + p->offset)));
+    Type tu = N(c, a)->type, tv = N(c, b)->type;
+    bool seqs = is_seq_type(tu);
+    int M = p->type.dim[0];
+    long long nv = seqs ? (tv.kind == TY_ONEHOT ? 1 : tv.dim[1]) : tv.dim[0];
+    Loop r = loop_begin(c, ci64(c, M));
     LLVMValueRef row = fptr(c, gp, LLVMBuildAdd(c->b, LLVMBuildMul(c->b, r.i, ci64(c, p->type.dim[1]), ""),
                                                ci64(c, n->b), ""));
+    Loop t = {0};
+    LLVMValueRef ur, vbase, idx = NULL;
+    if (seqs) {
+      t = loop_begin(c, c->T64);
+      ur = load(c, c->ptr[a], LLVMBuildAdd(c->b, LLVMBuildMul(c->b, t.i, ci64(c, M), ""), r.i, ""));
+      if (tv.kind == TY_ONEHOT)
+        idx = LLVMBuildSExt(c->b, LLVMBuildLoad2(c->b, c->i32, gep(c, c->i32, c->ptr[b], t.i), ""),
+                            c->i64, "");
+      vbase = tv.kind == TY_ONEHOT ? NULL : seq_row(c, b, t.i);
+    } else {
+      ur = load(c, c->ptr[a], r.i);
+      if (tv.kind == TY_ONEHOT)
+        idx = LLVMBuildSExt(c->b, c->sval[b], c->i64, "");
+      vbase = c->ptr[b];
+    }
     if (tv.kind == TY_ONEHOT) {
-      LLVMValueRef idx = LLVMBuildSExt(c->b, c->sval[b], c->i64, "");
       store(c, fadd(c, load(c, row, idx), ur), row, idx);
     } else {
-      Loop k = loop_begin(c, ci64(c, tv.dim[0]));
-      store(c, fadd(c, load(c, row, k.i), fmul(c, ur, load(c, c->ptr[b], k.i))), row, k.i);
+      Loop k = loop_begin(c, ci64(c, nv));
+      store(c, fadd(c, load(c, row, k.i), fmul(c, ur, load(c, vbase, k.i))), row, k.i);
       loop_end(c, &k);
     }
+    if (seqs)
+      loop_end(c, &t);
     loop_end(c, &r);
     break;
   }

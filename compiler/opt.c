@@ -9,7 +9,9 @@
  *                                     or a column update, not 58 zeros
  *   slice(add(a, b))              -> add(slice a, slice b)   (add used once)
  *   slice(matvec_t W, u)          -> matvec_t W, u over the slice's columns
- * then dead code elimination, and renumbering so ids stay dense. */
+ * the weight-gradient updates in a scan's body move after the scan, over
+ * stacks (hoist_accs), then dead code elimination, and renumbering so ids
+ * stay dense. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -131,6 +133,87 @@ static bool rewrite(Graph *g, int id) {
   return false;
 }
 
+/* ------------------------------------------ weight gradients out of scans */
+
+/* Moves node id (just appended to block 0) to right after anchor. */
+static void place_after(Graph *g, int id, int anchor) {
+  Block *b = &g->blocks[0];
+  if (b->nodes[b->n - 1] != id)
+    abort(); /* place_after takes the node ir_add just appended */
+  int at = 0;
+  while (at < b->n && b->nodes[at] != anchor)
+    at++;
+  memmove(&b->nodes[at + 2], &b->nodes[at + 1], (size_t)(b->n - 2 - at) * sizeof *b->nodes);
+  b->nodes[at + 1] = id;
+}
+
+/* The [T, ...] stack of body value x of scan s, in block 0: the scanned
+ * sequence itself for a row argument, else a result of the scan (the body
+ * yields x if it did not already). *anchor: where block-0 nodes go. */
+static int stack_of(Graph *g, int s, int x, int *anchor) {
+  const Node *xn = nd(g, x);
+  if (xn->op == OP_ARG && xn->a < nd(g, s)->a)
+    return nd(g, s)->in[xn->a];
+  Block *body = &g->blocks[nd(g, s)->region];
+  int k = 0;
+  while (k < body->nyields && body->yields[k] != x)
+    k++;
+  if (k == body->nyields)
+    ir_yield(g, nd(g, s)->region, x);
+  /* One projection per result: reuse one placed between s and the anchor. */
+  const Block *b0 = &g->blocks[0];
+  int i = 0;
+  while (b0->nodes[i] != s)
+    i++;
+  for (; b0->nodes[i] != *anchor; i++) {
+    const Node *pn = nd(g, b0->nodes[i + 1]);
+    if (pn->op == OP_PROJ && pn->in[0] == s && pn->a == k)
+      return b0->nodes[i + 1];
+  }
+  int p = ir_proj(g, 0, s, k, nd(g, s)->pos);
+  place_after(g, p, *anchor);
+  *anchor = p;
+  return p;
+}
+
+/* An acc or acc_outer in a scan's body adds to a weight gradient at every
+ * step: T passes over the gradient. Stack its per-step operands instead
+ * and accumulate once after the scan (the sum over t of u_t v_t^T), one
+ * pass over the gradient. */
+static bool hoist_accs(Graph *g) {
+  bool changed = false;
+  for (int i = 0; i < g->blocks[0].n; i++) {
+    int s = g->blocks[0].nodes[i];
+    if (nd(g, s)->op != OP_SCAN)
+      continue;
+    int body = nd(g, s)->region, anchor = s;
+    Block *B = &g->blocks[body];
+    int n0 = B->n;
+    int *list = xmalloc((size_t)(n0 ? n0 : 1) * sizeof *list);
+    memcpy(list, B->nodes, (size_t)n0 * sizeof *list);
+    for (int j = 0; j < n0; j++) {
+      Node n = *nd(g, list[j]);
+      if (n.op != OP_ACC && n.op != OP_ACC_OUTER)
+        continue;
+      bool inside = true;
+      for (int k = 0; k < n.nin; k++)
+        inside &= nd(g, n.in[k])->block == body;
+      if (!inside)
+        continue; /* an operand fixed over t: leave it */
+      int in[2];
+      for (int k = 0; k < n.nin; k++)
+        in[k] = stack_of(g, s, n.in[k], &anchor);
+      int acc = ir_add(g, NULL, 0, n.op, in, n.nin, n.a, n.b, 0, n.pos);
+      place_after(g, acc, anchor);
+      anchor = acc;
+      remove_node(g, list[j]);
+      changed = true;
+    }
+    free(list);
+  }
+  return changed;
+}
+
 /* ----------------------------------------------------- dead code, compaction */
 
 static void mark(const Graph *g, char *live, int id);
@@ -236,6 +319,8 @@ int graph_optimize(Graph *g, Err *e) {
     for (int id = 0; id < g->nnodes; id++)
       if (listed(g, id) && rewrite(g, id))
         changed = true;
+    if (hoist_accs(g))
+      changed = true;
     graph_dce(g);
     if (graph_verify(g, e))
       return -1;
