@@ -10,8 +10,8 @@
  *   slice(add(a, b))              -> add(slice a, slice b)   (add used once)
  *   slice(matvec_t W, u)          -> matvec_t W, u over the slice's columns
  * the weight-gradient updates in a scan's body move after the scan, over
- * stacks (hoist_accs), then dead code elimination, and renumbering so ids
- * stay dense. */
+ * stacks (hoist_accs); equal pure nodes merge (cse); then dead code
+ * elimination, and renumbering so ids stay dense. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -131,6 +131,48 @@ static bool rewrite(Graph *g, int id) {
     }
   }
   return false;
+}
+
+/* ------------------------------------------------ common subexpressions */
+
+static bool same_node(const Node *a, const Node *b) {
+  if (a->op != b->op || a->nin != b->nin || a->a != b->a || a->b != b->b || a->c != b->c ||
+      a->block != b->block || !type_eq(a->type, b->type))
+    return false;
+  if (a->op == OP_CONST && a->f != b->f)
+    return false;
+  for (int k = 0; k < a->nin; k++)
+    if (a->in[k] != b->in[k])
+      return false;
+  return true;
+}
+
+/* A pure node equal to an earlier one in its block (same op, operands and
+ * attributes) is replaced by it: the backward pass builds the same gate
+ * adjoints for two products, and every cell its own constants. Loads are
+ * left alone (a store may come between two), as are noise draws, block
+ * arguments, scans and effects. */
+static bool cse(Graph *g) {
+  bool changed = false;
+  for (int bi = 0; bi < g->nblocks; bi++) {
+    Block *b = &g->blocks[bi];
+    for (int i = 0; i < b->n; i++) {
+      int id = b->nodes[i];
+      const Node *n = nd(g, id);
+      if (n->op == OP_LOAD || n->op == OP_NOISE || n->op == OP_ARG || n->op == OP_SCAN ||
+          n->op == OP_INPUT || n->op == OP_TARGET || (op_flags[n->op] & F_EFFECT))
+        continue;
+      for (int j = 0; j < i; j++) {
+        int prev = b->nodes[j];
+        if (same_node(nd(g, prev), n)) {
+          replace_uses(g, id, prev);
+          changed = true;
+          break;
+        }
+      }
+    }
+  }
+  return changed;
 }
 
 /* ------------------------------------------ weight gradients out of scans */
@@ -320,6 +362,8 @@ int graph_optimize(Graph *g, Err *e) {
       if (listed(g, id) && rewrite(g, id))
         changed = true;
     if (hoist_accs(g))
+      changed = true;
+    if (cse(g))
       changed = true;
     graph_dce(g);
     if (graph_verify(g, e))
