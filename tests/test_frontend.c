@@ -66,6 +66,25 @@ static void golden_ir(const char *graph, const char *golden) {
 static void test_ir_golden_rnn(void **state) { golden_ir("graphs/rnn.nn", "tests/ir/rnn.ir"); }
 static void test_ir_golden_gru(void **state) { golden_ir("graphs/gru.nn", "tests/ir/gru.ir"); }
 
+/* The later stages' text, as `rnnc compile --emit grad|opt` prints it. */
+static void golden_stage(const char *graph, PassStop stop, const char *golden) {
+  Err e;
+  Graph *g = compile_rel(graph, &e);
+  if (!g || graph_passes(g, true, stop, &e))
+    fail_msg("%s", e.msg);
+  char *text = print_ir(g);
+  check_golden(golden, text);
+  free(text);
+  graph_free(g);
+}
+
+static void test_grad_opt_golden(void **state) {
+  golden_stage("graphs/rnn.nn", PASSES_GRAD, "tests/ir/rnn.grad.ir");
+  golden_stage("graphs/rnn.nn", PASSES_ALL, "tests/ir/rnn.opt.ir");
+  golden_stage("graphs/gru.nn", PASSES_GRAD, "tests/ir/gru.grad.ir");
+  golden_stage("graphs/gru.nn", PASSES_ALL, "tests/ir/gru.opt.ir");
+}
+
 static int cmp_str(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
@@ -308,6 +327,7 @@ static void test_mutations(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_ir_golden_rnn), cmocka_unit_test(test_ir_golden_gru),
+      cmocka_unit_test(test_grad_opt_golden),
       cmocka_unit_test(test_error_messages), cmocka_unit_test(test_shapes_rnn),
       cmocka_unit_test(test_shapes_gru),     cmocka_unit_test(test_variants),
       cmocka_unit_test(test_cli_compile),    cmocka_unit_test(test_mutations),
