@@ -258,6 +258,24 @@ static void test_cli_compile(void **state) {
   assert_non_null(strstr(err, "no/such/graph.nn"));
   free(out);
   free(err);
+  /* The optimized LLVM module: both kernels; on AVX-512 hardware the
+   * assembly uses zmm registers. */
+  const char *llvm[] = {"compile", "graphs/gru.nn", "--emit", "llvm", "--time", NULL};
+  assert_int_equal(run_rnnc(llvm, &out, &err), 0);
+  assert_non_null(strstr(out, "define void @train("));
+  assert_non_null(strstr(out, "define void @forward("));
+  assert_non_null(strstr(err, "LLVM optimization"));
+  free(out);
+  free(err);
+  const char *asm_[] = {"compile", "graphs/rnn.nn", "--emit", "asm", NULL};
+  assert_int_equal(run_rnnc(asm_, &out, &err), 0);
+  Err e;
+  char *cpuinfo = read_file("/proc/cpuinfo", NULL, &e);
+  if (cpuinfo && strstr(cpuinfo, " avx512f"))
+    assert_non_null(strstr(out, "zmm"));
+  free(cpuinfo);
+  free(out);
+  free(err);
   const char *usage[][4] = {{"compile", NULL},
                             {"compile", "graphs/rnn.nn", "--emit", "nonsense"},
                             {"compile", "graphs/rnn.nn", "--bogus", NULL},
