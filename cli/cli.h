@@ -20,6 +20,8 @@ int cmd_eval(int argc, char **argv);
 extern const char eval_usage[];
 int cmd_predict(int argc, char **argv);
 extern const char predict_usage[];
+int cmd_build(int argc, char **argv);
+extern const char build_usage[];
 int cmd_check(int argc, char **argv);
 extern const char check_usage[];
 

@@ -136,6 +136,8 @@ static const Command commands[] = {
     {"eval", "accuracy and confusion matrix of a checkpoint on the test split", eval_usage,
      cmd_eval},
     {"predict", "classify names with a trained checkpoint", predict_usage, cmd_predict},
+    {"build", "compile a checkpoint into an object file and C header (AOT)", build_usage,
+     cmd_build},
     {"check", "check a graph's gradients against finite differences", check_usage, cmd_check},
 };
 

@@ -366,6 +366,47 @@ LLVMTargetMachineRef jit_target_machine(Jit *j);
 int jit_add_module(Jit *j, LLVMModuleRef m, Err *e);
 void *jit_lookup(Jit *j, const char *name, Err *e);
 
+/* ------------------------------------------------------------------ obj.c */
+
+/* Ahead-of-time inference: the forward kernel with baked weights and the
+ * C-callable wrappers P_forward and P_predict in one object file (see
+ * obj.c), and the C header that declares them. */
+enum {
+  OBJ_MAX_LEN = 64,    /* longest sequence P_forward takes (its stack scratch grows with len) */
+  OBJ_MAX_PREFIX = 64, /* longest symbol prefix */
+};
+
+typedef struct ObjOptions {
+  const char *prefix;   /* a C identifier: P_forward, P_predict, P_labels, P_NUM_CLASSES, ... */
+  const char *triple;   /* NULL: the host's */
+  const char *cpu;      /* NULL or "host": the host CPU and its features; "generic": any
+                         * x86-64 (CPU x86-64, no extra features); else an LLVM CPU name */
+  const char *vocab;    /* (g->vocab) characters: character i is vocab[i] */
+  char *const *labels;  /* (g->classes) class names */
+  const float *values;  /* (g->nfloats) parameter values, laid out by Param.offset */
+  const char *source;   /* for the header's comment, e.g. "graphs/gru.nn, CKPT" */
+} ObjOptions;
+
+typedef struct ObjInfo {
+  KernelAbi abi;
+  char triple[128], cpu[64]; /* what the object was compiled for */
+  bool generic;
+  size_t stack_bytes; /* the wrappers' stack buffers at OBJ_MAX_LEN */
+} ObjInfo;
+
+/* 0 if prefix can name the symbols, else -1 with a message. */
+int obj_check_prefix(const char *prefix, Err *e);
+/* 0 if cpu is NULL, "host", "native", "generic" or an x86-64 CPU that
+ * LLVM knows (LLVM aborts on others), else -1 with a message. */
+int obj_check_cpu(const char *cpu, Err *e);
+/* Compiles inference graph g (after graph_passes(g, false, PASSES_ALL))
+ * into a relocatable PIC object appended to object. */
+int obj_emit(const Graph *g, const ObjOptions *o, Buf *object, ObjInfo *info, Err *e);
+/* The C header for that object (object_name: its file name, for the
+ * comment). */
+void obj_header(const Graph *g, const ObjOptions *o, const ObjInfo *info, const char *object_name,
+                Buf *out);
+
 /* -------------------------------------------------------------- compile.c */
 
 /* The front end: tokenize, parse, lower, verify. Returns NULL with a

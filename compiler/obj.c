@@ -1,0 +1,575 @@
+/* obj.c: ahead-of-time inference. One LLVM module holds the forward
+ * kernel of an inference graph (llvm.c) with the trained weights baked in
+ * as a read-only constant, and C-callable wrappers generated as IR:
+ *
+ *   int P_forward(const int32_t *chars, int32_t len, float *logits)
+ *   int P_predict(const char *ascii_name, float *probs)
+ *   extern const char *const P_labels[classes]
+ *
+ * The module is optimized for the chosen target and emitted as one
+ * relocatable (PIC) object; obj_header writes the C header that declares
+ * it. Nothing in the object calls into LLVM or rnnc, and the wrappers use
+ * no libm (exp is inline IR, mathfn.c): at most the memcpy/memset/memmove
+ * that LLVM may emit for block copies.
+ *
+ * Decisions the header documents:
+ * - Noise nodes (a random initial state, as rnn.nn's kaiming_uniform h0)
+ *   read a constant zero buffer: the kernel scales U(-1, 1) draws by the
+ *   bound, so every noise value is 0, the expected value of the symmetric
+ *   uniform, and P_forward is deterministic.
+ * - The kernel's scratch is a variable-size alloca in P_forward, sized for
+ *   the actual length (scratch_fixed + len * scratch_per_t floats): the
+ *   functions keep no state between calls and are reentrant and
+ *   thread-safe; the price is stack space, bounded by OBJ_MAX_LEN.
+ *
+ * require: g is a verified inference graph after graph_passes(g, false,
+ * PASSES_ALL): a forward kernel that reads only the parameter values. */
+#include <llvm-c/Core.h>
+#include <llvm-c/Target.h>
+#include <llvm-c/TargetMachine.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mathfn.h"
+#include "rnnc.h"
+
+/* The IR builder and the types the wrappers use. */
+typedef struct W {
+  LLVMContextRef ctx;
+  LLVMModuleRef mod;
+  LLVMBuilderRef b;
+  LLVMTypeRef f32, i16, i32, i64, i8, pty;
+  LLVMValueRef fn; /* the function being built */
+} W;
+
+static LLVMValueRef c32(W *w, long long x) { return LLVMConstInt(w->i32, (unsigned long long)x, 1); }
+static LLVMValueRef c64(W *w, long long x) { return LLVMConstInt(w->i64, (unsigned long long)x, 1); }
+
+static LLVMBasicBlockRef block(W *w, const char *name) {
+  return LLVMAppendBasicBlockInContext(w->ctx, w->fn, name);
+}
+
+static void at(W *w, LLVMBasicBlockRef bb) { LLVMPositionBuilderAtEnd(w->b, bb); }
+
+static void fn_attr(W *w, LLVMValueRef fn, const char *name, uint64_t val) {
+  unsigned kind = LLVMGetEnumAttributeKindForName(name, strlen(name));
+  LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(w->ctx, kind, val));
+}
+
+static void param_attr(W *w, LLVMValueRef fn, unsigned param, const char *name) {
+  unsigned kind = LLVMGetEnumAttributeKindForName(name, strlen(name));
+  LLVMAddAttributeAtIndex(fn, param + 1, LLVMCreateEnumAttribute(w->ctx, kind, 0));
+}
+
+/* No exceptions pass through; asynchronous unwind tables (uwtable=2) as a
+ * C compiler makes them, so debuggers and profilers can walk the stack. */
+static void c_function_attrs(W *w, LLVMValueRef fn) {
+  fn_attr(w, fn, "nounwind", 0);
+  fn_attr(w, fn, "uwtable", 2);
+}
+
+static LLVMValueRef private_const(W *w, LLVMTypeRef ty, LLVMValueRef init, const char *name) {
+  LLVMValueRef gv = LLVMAddGlobal(w->mod, ty, name);
+  LLVMSetInitializer(gv, init);
+  LLVMSetGlobalConstant(gv, 1);
+  LLVMSetLinkage(gv, LLVMPrivateLinkage);
+  LLVMSetUnnamedAddress(gv, LLVMGlobalUnnamedAddr);
+  return gv;
+}
+
+/* A float slot in the entry block (mem2reg makes it a register). */
+static LLVMValueRef slot(W *w, LLVMTypeRef ty, const char *name) {
+  LLVMBasicBlockRef here = LLVMGetInsertBlock(w->b);
+  LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(w->fn);
+  LLVMValueRef first = LLVMGetFirstInstruction(entry);
+  if (first)
+    LLVMPositionBuilderBefore(w->b, first);
+  else
+    at(w, entry);
+  LLVMValueRef a = LLVMBuildAlloca(w->b, ty, name);
+  at(w, here);
+  return a;
+}
+
+/* for (i = 0; i < n; i++) with n >= 1 (a do-while): returns i (i64) with
+ * the builder in the body; loop_close ends it. */
+typedef struct Loop {
+  LLVMBasicBlockRef head;
+  LLVMValueRef i, n;
+} Loop;
+
+static Loop loop_open(W *w, LLVMValueRef n, const char *name) {
+  Loop l = {.n = n};
+  LLVMBasicBlockRef pre = LLVMGetInsertBlock(w->b);
+  l.head = block(w, name);
+  LLVMBuildBr(w->b, l.head);
+  at(w, l.head);
+  l.i = LLVMBuildPhi(w->b, w->i64, "i");
+  LLVMValueRef zero = c64(w, 0);
+  LLVMAddIncoming(l.i, &zero, &pre, 1);
+  return l;
+}
+
+static void loop_close(W *w, Loop *l) {
+  LLVMValueRef next = LLVMBuildNUWAdd(w->b, l->i, c64(w, 1), "");
+  LLVMBasicBlockRef latch = LLVMGetInsertBlock(w->b);
+  LLVMAddIncoming(l->i, &next, &latch, 1);
+  LLVMBasicBlockRef exit = block(w, "done");
+  LLVMBuildCondBr(w->b, LLVMBuildICmp(w->b, LLVMIntSLT, next, l->n, ""), l->head, exit);
+  at(w, exit);
+}
+
+static LLVMValueRef fptr(W *w, LLVMValueRef base, LLVMValueRef i) {
+  return LLVMBuildInBoundsGEP2(w->b, w->f32, base, &i, 1, "");
+}
+
+/* P_forward: checks the length and every index, then runs the kernel on a
+ * stack scratch sized for len, with the zero noise buffer. Returns 0, 1
+ * (len outside [1, max_len]) or 2 (an index outside [0, vocab)). */
+static LLVMValueRef build_forward(W *w, const Graph *g, const char *prefix, LLVMValueRef kernel,
+                                  LLVMTypeRef kty, LLVMValueRef weights, LLVMValueRef noise,
+                                  const KernelAbi *abi) {
+  LLVMTypeRef params[3] = {w->pty, w->i32, w->pty};
+  LLVMTypeRef fty = LLVMFunctionType(w->i32, params, 3, 0);
+  char name[128];
+  snprintf(name, sizeof name, "%s_forward", prefix);
+  w->fn = LLVMAddFunction(w->mod, name, fty);
+  c_function_attrs(w, w->fn);
+  /* One copy of the kernel, here: P_predict calls P_forward. */
+  fn_attr(w, w->fn, "noinline", 0);
+  param_attr(w, w->fn, 0, "nocapture");
+  param_attr(w, w->fn, 0, "readonly");
+  param_attr(w, w->fn, 2, "nocapture");
+  param_attr(w, w->fn, 2, "writeonly");
+  LLVMValueRef chars = LLVMGetParam(w->fn, 0), len = LLVMGetParam(w->fn, 1),
+               logits = LLVMGetParam(w->fn, 2);
+  LLVMSetValueName2(chars, "chars", 5);
+  LLVMSetValueName2(len, "len", 3);
+  LLVMSetValueName2(logits, "logits", 6);
+
+  LLVMBasicBlockRef entry = block(w, "entry"), bad_len = block(w, "bad_len"),
+                    bad_index = block(w, "bad_index");
+  at(w, entry);
+  LLVMValueRef out = slot(w, LLVMArrayType2(w->f32, (uint64_t)g->classes + 2), "out");
+  LLVMValueRef len_ok =
+      LLVMBuildAnd(w->b, LLVMBuildICmp(w->b, LLVMIntSGE, len, c32(w, 1), ""),
+                   LLVMBuildICmp(w->b, LLVMIntSLE, len, c32(w, OBJ_MAX_LEN), ""), "len_ok");
+  LLVMBasicBlockRef check = block(w, "check");
+  LLVMBuildCondBr(w->b, len_ok, check, bad_len);
+  at(w, check);
+  LLVMValueRef n = LLVMBuildZExt(w->b, len, w->i64, "n");
+  Loop l = loop_open(w, n, "check_index");
+  LLVMValueRef c = LLVMBuildLoad2(w->b, w->i32, LLVMBuildInBoundsGEP2(w->b, w->i32, chars, &l.i, 1, ""), "c");
+  /* Unsigned: a negative index is out of range too. */
+  LLVMValueRef c_ok = LLVMBuildICmp(w->b, LLVMIntULT, c, c32(w, g->vocab), "");
+  LLVMBasicBlockRef next = block(w, "next");
+  LLVMBuildCondBr(w->b, c_ok, next, bad_index);
+  at(w, next);
+  loop_close(w, &l);
+
+  /* scratch: abi->scratch_fixed + len * abi->scratch_per_t floats, with
+   * tmax = len; 64-byte aligned as the runtime allocates it. */
+  LLVMValueRef nscratch =
+      LLVMBuildNUWAdd(w->b, c64(w, (long long)abi->scratch_fixed),
+                      LLVMBuildNUWMul(w->b, n, c64(w, (long long)abi->scratch_per_t), ""), "");
+  LLVMValueRef scratch = LLVMBuildArrayAlloca(w->b, w->f32, nscratch, "scratch");
+  LLVMSetAlignment(scratch, 64);
+  LLVMValueRef args[9] = {weights, chars,   len, c32(w, 0), noise,
+                          scratch, len, LLVMConstReal(w->f32, 0), out};
+  LLVMBuildCall2(w->b, kty, kernel, args, 9, "");
+  LLVMBuildMemCpy(w->b, logits, 4, out, 4, c64(w, 4LL * g->classes));
+  LLVMBuildRet(w->b, c32(w, 0));
+  at(w, bad_len);
+  LLVMBuildRet(w->b, c32(w, 1));
+  at(w, bad_index);
+  LLVMBuildRet(w->b, c32(w, 2));
+  return w->fn;
+}
+
+/* P_predict: ASCII -> indices through the vocabulary table, P_forward,
+ * argmax (the first of equal maxima) and, when probs is not NULL, the
+ * softmax. Returns the class, or -1 for NULL, "", a character outside the
+ * vocabulary or a name longer than max_len. */
+static void build_predict(W *w, const Graph *g, const char *prefix, const char *vocab,
+                          LLVMValueRef forward) {
+  /* table[byte] = vocabulary index, or -1 (the first occurrence wins) */
+  LLVMValueRef tv[256];
+  for (int ch = 0; ch < 256; ch++) {
+    const char *p = ch ? memchr(vocab, ch, (size_t)g->vocab) : NULL;
+    tv[ch] = LLVMConstInt(w->i16, p ? (unsigned long long)(p - vocab) : (unsigned long long)-1, 1);
+  }
+  char name[128];
+  snprintf(name, sizeof name, "%s_vocab_table", prefix);
+  LLVMValueRef table =
+      private_const(w, LLVMArrayType2(w->i16, 256), LLVMConstArray2(w->i16, tv, 256), name);
+
+  LLVMTypeRef params[2] = {w->pty, w->pty};
+  LLVMTypeRef fty = LLVMFunctionType(w->i32, params, 2, 0);
+  snprintf(name, sizeof name, "%s_predict", prefix);
+  w->fn = LLVMAddFunction(w->mod, name, fty);
+  c_function_attrs(w, w->fn);
+  param_attr(w, w->fn, 0, "nocapture");
+  param_attr(w, w->fn, 0, "readonly");
+  param_attr(w, w->fn, 1, "nocapture");
+  LLVMValueRef ascii = LLVMGetParam(w->fn, 0), probs = LLVMGetParam(w->fn, 1);
+  LLVMSetValueName2(ascii, "ascii_name", 10);
+  LLVMSetValueName2(probs, "probs", 5);
+
+  LLVMBasicBlockRef entry = block(w, "entry"), fail = block(w, "fail");
+  at(w, entry);
+  LLVMValueRef chars = slot(w, LLVMArrayType2(w->i32, OBJ_MAX_LEN), "chars");
+  LLVMValueRef logits = slot(w, LLVMArrayType2(w->f32, (uint64_t)g->classes), "logits");
+  LLVMBasicBlockRef scan = block(w, "scan"), map = block(w, "map"), lookup = block(w, "lookup"),
+                    put = block(w, "put"), end = block(w, "end"), run = block(w, "run");
+  LLVMBuildCondBr(w->b, LLVMBuildIsNull(w->b, ascii, ""), fail, scan);
+
+  /* scan: i = 0.. until the NUL */
+  at(w, scan);
+  LLVMValueRef i = LLVMBuildPhi(w->b, w->i64, "i");
+  LLVMValueRef zero = c64(w, 0);
+  LLVMAddIncoming(i, &zero, &entry, 1);
+  LLVMValueRef ch = LLVMBuildLoad2(w->b, w->i8, LLVMBuildInBoundsGEP2(w->b, w->i8, ascii, &i, 1, ""), "ch");
+  LLVMBuildCondBr(w->b, LLVMBuildICmp(w->b, LLVMIntEQ, ch, LLVMConstInt(w->i8, 0, 0), ""), end, map);
+  at(w, map);
+  LLVMBuildCondBr(w->b, LLVMBuildICmp(w->b, LLVMIntEQ, i, c64(w, OBJ_MAX_LEN), "too_long"), fail,
+                  lookup);
+  at(w, lookup);
+  LLVMValueRef idx2[2] = {zero, LLVMBuildZExt(w->b, ch, w->i64, "")};
+  LLVMValueRef ix = LLVMBuildLoad2(
+      w->b, w->i16, LLVMBuildInBoundsGEP2(w->b, LLVMArrayType2(w->i16, 256), table, idx2, 2, ""), "ix");
+  LLVMBuildCondBr(w->b, LLVMBuildICmp(w->b, LLVMIntSLT, ix, LLVMConstInt(w->i16, 0, 0), ""), fail,
+                  put);
+  at(w, put);
+  LLVMBuildStore(w->b, LLVMBuildSExt(w->b, ix, w->i32, ""),
+                 LLVMBuildInBoundsGEP2(w->b, w->i32, chars, &i, 1, ""));
+  LLVMValueRef inext = LLVMBuildNUWAdd(w->b, i, c64(w, 1), "");
+  LLVMAddIncoming(i, &inext, &put, 1);
+  LLVMBuildBr(w->b, scan);
+
+  at(w, end); /* i = the length */
+  LLVMBasicBlockRef call = block(w, "call");
+  LLVMBuildCondBr(w->b, LLVMBuildICmp(w->b, LLVMIntEQ, i, zero, "empty"), fail, call);
+  at(w, call);
+  LLVMValueRef args[3] = {chars, LLVMBuildTrunc(w->b, i, w->i32, ""), logits};
+  LLVMValueRef rc = LLVMBuildCall2(w->b, LLVMGlobalGetValueType(forward), forward, args, 3, "");
+  LLVMBuildCondBr(w->b, LLVMBuildICmp(w->b, LLVMIntEQ, rc, c32(w, 0), ""), run, fail);
+
+  /* argmax: the first index of the largest logit (NaNs never win) */
+  at(w, run);
+  LLVMValueRef mx = slot(w, w->f32, "max"), best = slot(w, w->i32, "best");
+  LLVMBuildStore(w->b, LLVMBuildLoad2(w->b, w->f32, logits, ""), mx);
+  LLVMBuildStore(w->b, c32(w, 0), best);
+  Loop l = loop_open(w, c64(w, g->classes), "argmax");
+  LLVMValueRef v = LLVMBuildLoad2(w->b, w->f32, fptr(w, logits, l.i), "");
+  LLVMValueRef m = LLVMBuildLoad2(w->b, w->f32, mx, "");
+  LLVMValueRef gt = LLVMBuildFCmp(w->b, LLVMRealOGT, v, m, "");
+  LLVMBuildStore(w->b, LLVMBuildSelect(w->b, gt, v, m, ""), mx);
+  LLVMBuildStore(w->b,
+                 LLVMBuildSelect(w->b, gt, LLVMBuildTrunc(w->b, l.i, w->i32, ""),
+                                 LLVMBuildLoad2(w->b, w->i32, best, ""), ""),
+                 best);
+  loop_close(w, &l);
+  LLVMBasicBlockRef soft = block(w, "softmax"), ret = block(w, "ret");
+  LLVMBuildCondBr(w->b, LLVMBuildIsNull(w->b, probs, ""), ret, soft);
+
+  /* softmax: probs[k] = exp(x[k] - max) / sum_j exp(x[j] - max) */
+  at(w, soft);
+  m = LLVMBuildLoad2(w->b, w->f32, mx, "max");
+  LLVMValueRef sum = slot(w, w->f32, "sum");
+  LLVMBuildStore(w->b, LLVMConstReal(w->f32, 0), sum);
+  Loop l1 = loop_open(w, c64(w, g->classes), "exp");
+  LLVMValueRef x = LLVMBuildLoad2(w->b, w->f32, fptr(w, logits, l1.i), "");
+  LLVMValueRef ex = mf_exp(w->mod, w->b, LLVMBuildFSub(w->b, x, m, ""));
+  LLVMBuildStore(w->b, ex, fptr(w, probs, l1.i));
+  LLVMBuildStore(w->b, LLVMBuildFAdd(w->b, LLVMBuildLoad2(w->b, w->f32, sum, ""), ex, ""), sum);
+  loop_close(w, &l1);
+  LLVMValueRef s = LLVMBuildLoad2(w->b, w->f32, sum, "");
+  Loop l2 = loop_open(w, c64(w, g->classes), "normalize");
+  LLVMValueRef pk = fptr(w, probs, l2.i);
+  LLVMBuildStore(w->b, LLVMBuildFDiv(w->b, LLVMBuildLoad2(w->b, w->f32, pk, ""), s, ""), pk);
+  loop_close(w, &l2);
+  LLVMBuildBr(w->b, ret);
+  at(w, ret);
+  LLVMBuildRet(w->b, LLVMBuildLoad2(w->b, w->i32, best, ""));
+  at(w, fail);
+  LLVMBuildRet(w->b, c32(w, -1));
+}
+
+/* P_labels: an array of pointers to the label strings. */
+static void build_labels(W *w, const Graph *g, const char *prefix, char *const *labels) {
+  LLVMValueRef *ptrs = xcalloc((size_t)g->classes, sizeof *ptrs);
+  char name[160];
+  for (int k = 0; k < g->classes; k++) {
+    LLVMValueRef str = LLVMConstStringInContext2(w->ctx, labels[k], strlen(labels[k]), 0);
+    snprintf(name, sizeof name, "%s_label_%d", prefix, k);
+    ptrs[k] = private_const(w, LLVMTypeOf(str), str, name);
+  }
+  snprintf(name, sizeof name, "%s_labels", prefix);
+  LLVMTypeRef aty = LLVMArrayType2(w->pty, (uint64_t)g->classes);
+  LLVMValueRef gv = LLVMAddGlobal(w->mod, aty, name);
+  LLVMSetInitializer(gv, LLVMConstArray2(w->pty, ptrs, (uint64_t)g->classes));
+  LLVMSetGlobalConstant(gv, 1);
+  free(ptrs);
+}
+
+/* The CPU names LLVM 19's x86 back end knows, less the 32-bit-only ones
+ * (`llc -mtriple=x86_64 -mcpu=help`, each tried): LLVM ignores an unknown
+ * name with a warning and aborts on a 32-bit one ("64-bit code requested
+ * on a subtarget that doesn't support it"), so --cpu is checked here. */
+static const char *const x86_64_cpus[] = {
+    "alderlake", "amdfam10", "arrowlake", "arrowlake-s", "arrowlake_s", "athlon-fx", "athlon64",
+    "athlon64-sse3", "atom", "atom_sse4_2", "atom_sse4_2_movbe", "barcelona", "bdver1",
+    "bdver2", "bdver3", "bdver4", "bonnell", "broadwell", "btver1", "btver2", "cannonlake",
+    "cascadelake", "clearwaterforest", "cooperlake", "core-avx-i", "core-avx2", "core2",
+    "core_2_duo_sse4_1", "core_2_duo_ssse3", "core_2nd_gen_avx", "core_3rd_gen_avx",
+    "core_4th_gen_avx", "core_4th_gen_avx_tsx", "core_5th_gen_avx", "core_5th_gen_avx_tsx",
+    "core_aes_pclmulqdq", "core_i7_sse4_2", "corei7", "corei7-avx", "emeraldrapids", "goldmont",
+    "goldmont-plus", "goldmont_plus", "gracemont", "grandridge", "graniterapids",
+    "graniterapids-d", "graniterapids_d", "haswell", "icelake-client", "icelake-server",
+    "icelake_client", "icelake_server", "ivybridge", "k8", "k8-sse3", "knl", "knm", "lunarlake",
+    "meteorlake", "mic_avx512", "nehalem", "nocona", "opteron", "opteron-sse3", "pantherlake",
+    "penryn", "raptorlake", "rocketlake", "sandybridge", "sapphirerapids", "sierraforest",
+    "silvermont", "skx", "skylake", "skylake-avx512", "skylake_avx512", "slm", "tigerlake",
+    "tremont", "westmere", "x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4", "znver1", "znver2",
+    "znver3", "znver4", "znver5",
+};
+
+int obj_check_cpu(const char *cpu, Err *e) {
+  if (!cpu || !strcmp(cpu, "host") || !strcmp(cpu, "native") || !strcmp(cpu, "generic"))
+    return 0;
+  for (size_t i = 0; i < ARRAY_LEN(x86_64_cpus); i++)
+    if (!strcmp(cpu, x86_64_cpus[i]))
+      return 0;
+  return errf(e, "'%s' is not an x86-64 CPU that LLVM 19 knows (generic, host, x86-64-v2, "
+                 "x86-64-v3, x86-64-v4, haswell, skylake-avx512, znver3, znver4, ...)",
+              cpu);
+}
+
+/* "x86-64, x86" */
+static void list_targets(Buf *b) {
+  for (LLVMTargetRef t = LLVMGetFirstTarget(); t; t = LLVMGetNextTarget(t))
+    buf_printf(b, "%s%s", t == LLVMGetFirstTarget() ? "" : ", ", LLVMGetTargetName(t));
+  buf_put(b, "", 1);
+}
+
+static LLVMTargetMachineRef make_target(const ObjOptions *o, Err *e) {
+  if (obj_check_cpu(o->cpu, e))
+    return NULL;
+  const char *cpu = o->cpu, *features = NULL;
+  if (cpu && (!strcmp(cpu, "host") || !strcmp(cpu, "native")))
+    cpu = NULL;
+  else if (cpu && !strcmp(cpu, "generic"))
+    cpu = "x86-64"; /* the x86-64 baseline: SSE2, no later extension */
+  if (cpu)
+    features = "";
+  LLVMTargetMachineRef tm = target_machine(o->triple, cpu, features, true, e);
+  if (!tm && o->triple) {
+    Buf b = {0};
+    list_targets(&b);
+    size_t n = strlen(e->msg);
+    snprintf(e->msg + n, sizeof e->msg - n, " (this rnnc has the back ends: %s)",
+             b.data ? b.data : "none");
+    buf_free(&b);
+  }
+  return tm;
+}
+
+static bool is_identifier(const char *s) {
+  if (!*s || !(*s == '_' || (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z')))
+    return false;
+  for (; *s; s++)
+    if (!(*s == '_' || (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+          (*s >= '0' && *s <= '9')))
+      return false;
+  return true;
+}
+
+int obj_check_prefix(const char *prefix, Err *e) {
+  if (!is_identifier(prefix))
+    return errf(e, "'%s' is not a C identifier (letters, digits and '_', not starting with a digit)",
+                prefix);
+  if (strlen(prefix) > OBJ_MAX_PREFIX)
+    return errf(e, "prefix '%s' is longer than %d characters", prefix, OBJ_MAX_PREFIX);
+  return 0;
+}
+
+int obj_emit(const Graph *g, const ObjOptions *o, Buf *object, ObjInfo *info, Err *e) {
+  memset(info, 0, sizeof *info);
+  if (obj_check_prefix(o->prefix, e))
+    return -1;
+  if (g->stage != STAGE_FORWARD || g->output < 0)
+    return errf(e, "internal error: obj_emit wants an inference graph with an output");
+  if (g->input < 0 || g->classes < 1)
+    return errf(e, "%s: the graph has no character input or no classes: nothing to classify",
+                g->src ? g->src->path : "graph");
+  if (strlen(o->vocab) != (size_t)g->vocab)
+    return errf(e, "%s: the graph's input has %d characters, but the vocabulary has %zu",
+                g->src ? g->src->path : "graph", g->vocab, strlen(o->vocab));
+  LLVMTargetMachineRef tm = make_target(o, e);
+  if (!tm)
+    return -1;
+
+  /* Ownership: ctx owns mod (disposed first); tm and the builder are ours. */
+  W w = {.ctx = LLVMContextCreate()};
+  w.mod = LLVMModuleCreateWithNameInContext(o->prefix, w.ctx);
+  w.b = LLVMCreateBuilderInContext(w.ctx);
+  w.f32 = LLVMFloatTypeInContext(w.ctx);
+  w.i8 = LLVMInt8TypeInContext(w.ctx);
+  w.i16 = LLVMInt16TypeInContext(w.ctx);
+  w.i32 = LLVMInt32TypeInContext(w.ctx);
+  w.i64 = LLVMInt64TypeInContext(w.ctx);
+  w.pty = LLVMPointerTypeInContext(w.ctx, 0);
+  int rc = -1;
+  char name[160];
+
+  /* The kernel: internal, so it exists only inlined into P_forward. */
+  snprintf(name, sizeof name, "%s_kernel", o->prefix);
+  CodegenOptions co = {.baked_values = o->values};
+  if (codegen(g, w.mod, name, &co, &info->abi, e))
+    goto done;
+  LLVMValueRef kernel = LLVMGetNamedFunction(w.mod, name);
+  snprintf(name, sizeof name, "%s_kernel_weights", o->prefix);
+  LLVMValueRef weights = LLVMGetNamedGlobal(w.mod, name);
+  if (!kernel || !weights) {
+    errf(e, "internal error: codegen made no kernel or no weights for %s", o->prefix);
+    goto done;
+  }
+  LLVMSetLinkage(kernel, LLVMInternalLinkage);
+  c_function_attrs(&w, kernel);
+  /* Noise: zeros (see the top of the file); at least one element, so
+   * the pointer is a real one. */
+  size_t nnoise = info->abi.noise ? info->abi.noise : 1;
+  snprintf(name, sizeof name, "%s_zero_noise", o->prefix);
+  LLVMTypeRef nty = LLVMArrayType2(w.f32, nnoise);
+  LLVMValueRef noise = private_const(&w, nty, LLVMConstNull(nty), name);
+  LLVMSetAlignment(noise, 64);
+
+  LLVMValueRef forward = build_forward(&w, g, o->prefix, kernel, LLVMGlobalGetValueType(kernel),
+                                       weights, noise, &info->abi);
+  build_predict(&w, g, o->prefix, o->vocab, forward);
+  build_labels(&w, g, o->prefix, o->labels);
+  if (optimize_module(w.mod, tm, e))
+    goto done;
+
+  char *msg = NULL;
+  LLVMMemoryBufferRef mb;
+  if (LLVMTargetMachineEmitToMemoryBuffer(tm, w.mod, LLVMObjectFile, &msg, &mb)) {
+    errf(e, "emitting the object file: %s", msg);
+    LLVMDisposeMessage(msg);
+    goto done;
+  }
+  buf_put(object, LLVMGetBufferStart(mb), LLVMGetBufferSize(mb));
+  LLVMDisposeMemoryBuffer(mb);
+  char *s = LLVMGetTargetMachineTriple(tm);
+  snprintf(info->triple, sizeof info->triple, "%s", s);
+  LLVMDisposeMessage(s);
+  s = LLVMGetTargetMachineCPU(tm);
+  snprintf(info->cpu, sizeof info->cpu, "%s", s);
+  LLVMDisposeMessage(s);
+  info->generic = o->cpu && !strcmp(o->cpu, "generic");
+  info->stack_bytes = 4 * (info->abi.scratch_fixed + (size_t)OBJ_MAX_LEN * info->abi.scratch_per_t +
+                           (size_t)g->classes + 2) +   /* P_forward */
+                      4 * ((size_t)OBJ_MAX_LEN + (size_t)g->classes); /* P_predict */
+  rc = 0;
+done:
+  LLVMDisposeBuilder(w.b);
+  LLVMDisposeModule(w.mod);
+  LLVMContextDispose(w.ctx);
+  LLVMDisposeTargetMachine(tm);
+  return rc;
+}
+
+/* ------------------------------------------------------------- the header */
+
+/* s as the body of a C string literal (octal escapes: a hex escape would
+ * swallow the digits after it). */
+static void c_string(Buf *b, const char *s) {
+  for (; *s; s++) {
+    unsigned char ch = (unsigned char)*s;
+    if (ch == '"' || ch == '\\')
+      buf_printf(b, "\\%c", ch);
+    else if (ch < 32 || ch >= 127 || ch == '?') /* '?': no trigraphs */
+      buf_printf(b, "\\%03o", ch);
+    else
+      buf_put(b, s, 1);
+  }
+}
+
+/* s inside a comment: printable ASCII, and no end of comment. */
+static void comment_text(Buf *b, const char *s) {
+  for (; *s; s++) {
+    unsigned char ch = (unsigned char)*s;
+    if (ch == '*' && s[1] == '/')
+      buf_put(b, "*\\", 2);
+    else if (ch < 32 || ch >= 127)
+      buf_put(b, "?", 1);
+    else
+      buf_put(b, s, 1);
+  }
+}
+
+void obj_header(const Graph *g, const ObjOptions *o, const ObjInfo *info, const char *object_name,
+                Buf *out) {
+  const char *P = o->prefix;
+  char guard[OBJ_MAX_PREFIX + 16];
+  size_t n = 0;
+  for (const char *s = P; *s && n < OBJ_MAX_PREFIX; s++)
+    guard[n++] = (*s >= 'a' && *s <= 'z') ? (char)(*s - 'a' + 'A') : *s;
+  snprintf(guard + n, sizeof guard - n, "_RNNC_H");
+
+  buf_printf(out, "/* ");
+  comment_text(out, object_name);
+  buf_printf(out, " (header): generated by rnnc build; do not edit.\n *\n * Model: ");
+  comment_text(out, o->source ? o->source : "?");
+  buf_printf(out,
+             "\n * Target: %s, CPU %s%s.\n"
+             " *\n"
+             " * The object holds the compiled inference kernel with its trained weights\n"
+             " * (read-only data) and links with libc alone: no LLVM, no rnnc library.\n"
+             " *\n"
+             " * %s_forward(chars, len, logits): chars[0..len) are vocabulary indices\n"
+             " *   (%s_VOCAB[i] is the character of index i), 1 <= len <= %s_MAX_LEN.\n"
+             " *   Writes %s_NUM_CLASSES logits and returns 0; returns 1 when len is out of\n"
+             " *   range and 2 when an index is outside [0, %s_VOCAB_SIZE), writing nothing.\n"
+             " * %s_predict(ascii_name, probs): maps each character of a NUL-terminated\n"
+             " *   name through %s_VOCAB (no normalization: pass ASCII), returns the most\n"
+             " *   likely class (an index into %s_labels), or -1 when the name is NULL,\n"
+             " *   empty, longer than %s_MAX_LEN or has a character outside the\n"
+             " *   vocabulary. When probs is not NULL it receives the softmax of the\n"
+             " *   logits (%s_NUM_CLASSES floats).\n"
+             " *\n"
+             " * Deterministic: a graph whose initial state is random noise at training\n"
+             " * time (a kaiming_uniform initial state) uses zeros, the expected value of\n"
+             " * that symmetric uniform distribution.\n"
+             " *\n"
+             " * Thread safety: both functions are reentrant and thread-safe. The weights\n"
+             " * are read-only and the working memory is on the caller's stack, sized\n"
+             " * for the name: %zu + %zu * len bytes, at most %s_STACK_BYTES (with\n"
+             " * the buffers of %s_predict), plus the kernel's own small frame. A thread\n"
+             " * with a small stack (musl's default is 128 KiB) may need more for long\n"
+             " * names.\n"
+             " */\n",
+             info->triple, info->cpu, info->generic ? " (any x86-64)" : " (and its features)",
+             P, P, P, P, P, P, P, P, P, P,
+             4 * (info->abi.scratch_fixed + (size_t)g->classes + 2), 4 * info->abi.scratch_per_t,
+             P, P);
+  buf_printf(out, "#ifndef %s\n#define %s\n\n#include <stdint.h>\n\n", guard, guard);
+  buf_printf(out, "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n");
+  buf_printf(out, "#define %s_NUM_CLASSES %d\n", P, g->classes);
+  buf_printf(out, "#define %s_VOCAB_SIZE %d\n", P, g->vocab);
+  buf_printf(out, "#define %s_VOCAB \"", P);
+  c_string(out, o->vocab);
+  buf_printf(out, "\"\n");
+  buf_printf(out, "#define %s_MAX_LEN %d\n", P, OBJ_MAX_LEN);
+  buf_printf(out, "#define %s_STACK_BYTES %zu\n\n", P, info->stack_bytes);
+  buf_printf(out, "/* The class names, in class order:");
+  for (int k = 0; k < g->classes; k++) {
+    buf_printf(out, "%s%d ", k % 6 ? ", " : "\n *   ", k);
+    comment_text(out, o->labels[k]);
+  }
+  buf_printf(out, " */\nextern const char *const %s_labels[%s_NUM_CLASSES];\n\n", P, P);
+  buf_printf(out, "int %s_forward(const int32_t *chars, int32_t len, float *logits);\n", P);
+  buf_printf(out, "int %s_predict(const char *ascii_name, float *probs);\n\n", P);
+  buf_printf(out, "#ifdef __cplusplus\n}\n#endif\n\n#endif /* %s */\n", guard);
+}
