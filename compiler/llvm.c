@@ -9,7 +9,8 @@
  * chars:   (T) character indices, 1 <= T <= tmax; target a class index.
  * noise:   (abi.noise) uniform draws the runtime makes for noise nodes.
  * scratch: (abi.scratch_fixed + tmax * abi.scratch_per_t) floats.
- * out:     (classes + 2) logits, then the loss, then the gradient norm.
+ * out:     (classes + 2) logits, then the loss, then the gradients' norm
+ *          before clipping (0 when the graph does not clip).
  *
  * require: a verified graph; the runtime checks chars, T and target.
  *
@@ -107,9 +108,8 @@ static LLVMValueRef fdiv(CG *c, LLVMValueRef a, LLVMValueRef b) {
   /* arcp: a division by a loop-invariant scalar (Adam's bias correction)
    * becomes a multiplication by its reciprocal, computed once. */
   LLVMValueRef v = LLVMBuildFDiv(c->b, a, b, "");
-  if (LLVMIsAInstruction(v))
-    LLVMSetFastMathFlags(v, LLVMFastMathAllowReassoc | LLVMFastMathAllowContract |
-                                LLVMFastMathAllowReciprocal);
+  if (LLVMIsAInstruction(v)) /* no reassoc: it moved divisions into loops */
+    LLVMSetFastMathFlags(v, LLVMFastMathAllowContract | LLVMFastMathAllowReciprocal);
   return v;
 }
 
@@ -841,8 +841,9 @@ int codegen(const Graph *g, LLVMModuleRef mod, const char *name, const CodegenOp
     memcpy_f32(&c, c.out, c.ptr[g->output], ci64(&c, classes));
   if (g->loss >= 0)
     store(&c, c.sval[g->loss], c.out, ci64(&c, classes));
-  if (g->grad_norm >= 0)
-    store(&c, c.sval[g->grad_norm], c.out, ci64(&c, classes + 1));
+  if (g->stage == STAGE_GRAD) /* the norm exists where the graph clips */
+    store(&c, g->grad_norm >= 0 ? c.sval[g->grad_norm] : cf32(&c, 0), c.out,
+          ci64(&c, classes + 1));
   LLVMBuildRetVoid(c.b);
   c.fixed = (c.fixed + 15) & ~(size_t)15;
   LLVMSetInitializer(c.fixed_size, ci64(&c, (long long)c.fixed));

@@ -54,7 +54,8 @@ void model_seed_noise(Model *m, uint64_t seed);
 /* Makes scratch fit sequences of up to tmax characters. */
 void model_reserve(Model *m, int tmax);
 /* One training step on one name: forward, backward, update. Writes the
- * loss and the gradient norm (before clipping). */
+ * loss and the gradients' norm before clipping (0 when the graph does not
+ * clip). */
 void model_train_step(Model *m, const uint8_t *chars, int len, int target, float *loss,
                       float *grad_norm);
 /* Inference: logits (classes) for one name. */
