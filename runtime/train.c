@@ -144,12 +144,16 @@ int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
       break;
     progress(o, ep + 1, last, ds->ntrain, ds->ntrain, now_seconds() - t0, running, true);
     m->epoch = ep + 1;
-    EvalResult res;
-    evaluate(m, ds, ds->test, ds->ntest, o->seed, &res);
-    fprintf(o->log, "epoch %d: mean training loss %.4f, test accuracy %.2f%% (%zu/%zu)\n", ep + 1,
-            ds->ntrain ? sum / ds->ntrain : 0, res.n ? 100.0 * res.correct / res.n : 0, res.correct,
-            res.n);
-    eval_free(&res);
+    double mean = ds->ntrain ? sum / ds->ntrain : 0;
+    if (ds->ntest) {
+      EvalResult res;
+      evaluate(m, ds, ds->test, ds->ntest, o->seed, &res);
+      fprintf(o->log, "epoch %d: mean training loss %.4f, test accuracy %.2f%% (%zu/%zu)\n",
+              ep + 1, mean, 100.0 * res.correct / res.n, res.correct, res.n);
+      eval_free(&res);
+    } else {
+      fprintf(o->log, "epoch %d: mean training loss %.4f (no test split)\n", ep + 1, mean);
+    }
     if (o->out) {
       if (ckpt_save(m, ds->labels, ds->nlabels, o->out, e)) {
         rc = -1;
