@@ -19,22 +19,6 @@
 
 static char *data_dir, *graph, *graph3;
 
-static char *run(int want_status, const char *const *argv) {
-  char *out, *err;
-  int status = run_rnnc(argv, &out, &err);
-  if (status != want_status)
-    fail_msg("rnnc %s: exit %d, want %d\nstdout: %s\nstderr: %s", argv[0], status, want_status,
-             out, err);
-  char *all = xasprintf("%s%s", out, err);
-  free(out);
-  free(err);
-  return all;
-}
-
-static void expect_in(const char *text, const char *fragment) {
-  if (!strstr(text, fragment))
-    fail_msg("output does not contain \"%s\":\n%s", fragment, text);
-}
 
 static char *replace(char *text, const char *from, const char *to) {
   char *at = strstr(text, from);
@@ -110,10 +94,10 @@ static void test_train_resume_eval_predict(void **state) {
   assert_int_equal(mkdir(dir, 0755), 0);
   char *two = xasprintf("%s/two.safetensors", dir), *one = xasprintf("%s/one.safetensors", dir);
   char *oneone = xasprintf("%s/oneone.safetensors", dir);
-  char *s = run(0, (const char *const[]){"train", graph, "--data", data_dir, "--epochs", "2",
+  char *s = rnnc_expect(0, (const char *const[]){"train", graph, "--data", data_dir, "--epochs", "2",
                                          "--out", two, NULL});
-  expect_in(s, "epoch 2: mean training loss");
-  expect_in(s, "confusion matrix");
+  assert_contains(s, "epoch 2: mean training loss");
+  assert_contains(s, "confusion matrix");
   /* Above chance (33%) on the held-out names. */
   const char *acc = strstr(s, "test accuracy: ");
   assert_non_null(acc);
@@ -121,11 +105,11 @@ static void test_train_resume_eval_predict(void **state) {
   print_message("3 languages, 2 epochs: test accuracy %.1f%%\n", pct);
   assert_true(pct > 50);
   free(s);
-  free(run(0, (const char *const[]){"train", graph, "--data", data_dir, "--epochs", "1",
+  free(rnnc_expect(0, (const char *const[]){"train", graph, "--data", data_dir, "--epochs", "1",
                                     "--out", one, NULL}));
-  s = run(0, (const char *const[]){"train", graph, "--data", data_dir, "--epochs", "1", "--init",
+  s = rnnc_expect(0, (const char *const[]){"train", graph, "--data", data_dir, "--epochs", "1", "--init",
                                    one, "--out", oneone, NULL});
-  expect_in(s, "with its optimizer state");
+  assert_contains(s, "with its optimizer state");
   free(s);
   assert_true(same_file(two, oneone));
   char *o2 = xasprintf("%s/two.optim.safetensors", dir);
@@ -139,18 +123,18 @@ static void test_train_resume_eval_predict(void **state) {
   assert_non_null(st_find(&f, "in2hidden.weight"));
   assert_string_equal(st_meta(&f, "epoch"), "2");
   st_free(&f);
-  s = run(0, (const char *const[]){"eval", graph, two, "--data", data_dir, NULL});
-  expect_in(s, "test accuracy: ");
-  expect_in(s, "Japanese");
+  s = rnnc_expect(0, (const char *const[]){"eval", graph, two, "--data", data_dir, NULL});
+  assert_contains(s, "test accuracy: ");
+  assert_contains(s, "Japanese");
   free(s);
   /* predict: an empty name and one with no vocabulary character each get
    * their own error; the others still print; the status says one failed. */
-  s = run(1, (const char *const[]){"predict", graph, two, "Nakamura", "", "Papadopoulos", "///",
+  s = rnnc_expect(1, (const char *const[]){"predict", graph, two, "Nakamura", "", "Papadopoulos", "///",
                                    "--top", "2", NULL});
-  expect_in(s, "Nakamura\n");
-  expect_in(s, "Papadopoulos\n");
-  expect_in(s, "'': empty name");
-  expect_in(s, "'///'");
+  assert_contains(s, "Nakamura\n");
+  assert_contains(s, "Papadopoulos\n");
+  assert_contains(s, "'': empty name");
+  assert_contains(s, "'///'");
   free(s);
   free(o2);
   free(o11);
@@ -198,27 +182,27 @@ static void test_golden_predict(void **state) {
 
 static void test_bad_input(void **state) {
   char *good = tmp_path("good.safetensors");
-  free(run(0, (const char *const[]){"train", graph, "--data", data_dir, "--epochs", "1", "--out",
+  free(rnnc_expect(0, (const char *const[]){"train", graph, "--data", data_dir, "--epochs", "1", "--out",
                                     good, NULL}));
   char *missing = tmp_path("nodata");
-  char *s = run(1, (const char *const[]){"train", graph, "--data", missing, "--out", good, NULL});
-  expect_in(s, missing);
+  char *s = rnnc_expect(1, (const char *const[]){"train", graph, "--data", missing, "--out", good, NULL});
+  assert_contains(s, missing);
   free(s);
   char *empty = tmp_path("emptydata");
   assert_int_equal(mkdir(empty, 0755), 0);
-  s = run(1, (const char *const[]){"train", graph, "--data", empty, "--out", good, NULL});
-  expect_in(s, "rnnc train: error:");
+  s = rnnc_expect(1, (const char *const[]){"train", graph, "--data", empty, "--out", good, NULL});
+  assert_contains(s, "rnnc train: error:");
   free(s);
-  s = run(1, (const char *const[]){"train", "no/such/graph.nn", "--data", data_dir, NULL});
-  expect_in(s, "no/such/graph.nn");
+  s = rnnc_expect(1, (const char *const[]){"train", "no/such/graph.nn", "--data", data_dir, NULL});
+  assert_contains(s, "no/such/graph.nn");
   free(s);
   /* A checkpoint of another graph: shapes differ. */
-  s = run(1, (const char *const[]){"eval", graph3, good, "--data", data_dir, NULL});
-  expect_in(s, "a checkpoint of another graph?");
+  s = rnnc_expect(1, (const char *const[]){"eval", graph3, good, "--data", data_dir, NULL});
+  assert_contains(s, "a checkpoint of another graph?");
   free(s);
   char *gru = src_path("tests/golden/gru_seed42.safetensors");
-  s = run(1, (const char *const[]){"predict", graph, gru, "Mike", NULL});
-  expect_in(s, "no tensor 'in2hidden.weight'");
+  s = rnnc_expect(1, (const char *const[]){"predict", graph, gru, "Mike", NULL});
+  assert_contains(s, "no tensor 'in2hidden.weight'");
   free(s);
   free(gru);
   /* Truncated and corrupted checkpoints. */
@@ -230,21 +214,21 @@ static void test_bad_input(void **state) {
   FILE *fp = fopen(cut, "wb");
   assert_int_equal(fwrite(bytes, 1, n / 2, fp), n / 2);
   fclose(fp);
-  s = run(1, (const char *const[]){"predict", graph, cut, "Mike", NULL});
-  expect_in(s, cut);
+  s = rnnc_expect(1, (const char *const[]){"predict", graph, cut, "Mike", NULL});
+  assert_contains(s, cut);
   free(s);
   memset(bytes + 8, '#', 16); /* break the JSON header */
   fp = fopen(cut, "wb");
   assert_int_equal(fwrite(bytes, 1, n, fp), n);
   fclose(fp);
-  s = run(1, (const char *const[]){"eval", graph, cut, "--data", data_dir, NULL});
-  expect_in(s, cut);
+  s = rnnc_expect(1, (const char *const[]){"eval", graph, cut, "--data", data_dir, NULL});
+  assert_contains(s, cut);
   free(s);
   free(bytes);
   /* An --out nobody can write: fails before training, writes nothing. */
   char *nodir = tmp_path("no/such/dir/x.safetensors");
-  s = run(1, (const char *const[]){"train", graph, "--data", data_dir, "--out", nodir, NULL});
-  expect_in(s, "cannot write the checkpoint");
+  s = rnnc_expect(1, (const char *const[]){"train", graph, "--data", data_dir, "--out", nodir, NULL});
+  assert_contains(s, "cannot write the checkpoint");
   free(s);
   /* A loss that overflows: stop, say where, keep the last good checkpoint. */
   char *before = tmp_path("before.safetensors");
@@ -256,19 +240,19 @@ static void test_bad_input(void **state) {
   assert_int_equal(fwrite(gbytes, 1, gl, fp), gl);
   fclose(fp);
   free(gbytes);
-  s = run(1, (const char *const[]){"train", graph, "--data", data_dir, "--epochs", "1", "--init",
+  s = rnnc_expect(1, (const char *const[]){"train", graph, "--data", data_dir, "--epochs", "1", "--init",
                                    good, "--lr", "1e38", "--out", good, NULL});
-  expect_in(s, "training stopped");
-  expect_in(s, "at epoch 2, name");
+  assert_contains(s, "training stopped");
+  assert_contains(s, "at epoch 2, name");
   free(s);
   assert_true(same_file(good, before));
   /* Usage errors. */
-  free(run(2, (const char *const[]){"train", NULL}));
-  free(run(2, (const char *const[]){"train", graph, "--epochs", "two", NULL}));
-  free(run(2, (const char *const[]){"train", graph, "--lr", "-1", NULL}));
-  free(run(2, (const char *const[]){"predict", graph, good, NULL}));
-  free(run(2, (const char *const[]){"eval", graph, NULL}));
-  free(run(0, (const char *const[]){"train", "--help", NULL}));
+  free(rnnc_expect(2, (const char *const[]){"train", NULL}));
+  free(rnnc_expect(2, (const char *const[]){"train", graph, "--epochs", "two", NULL}));
+  free(rnnc_expect(2, (const char *const[]){"train", graph, "--lr", "-1", NULL}));
+  free(rnnc_expect(2, (const char *const[]){"predict", graph, good, NULL}));
+  free(rnnc_expect(2, (const char *const[]){"eval", graph, NULL}));
+  free(rnnc_expect(0, (const char *const[]){"train", "--help", NULL}));
   free(before);
   free(nodir);
   free(cut);
@@ -280,23 +264,23 @@ static void test_bad_input(void **state) {
 /* rnnc check: finite differences on a user's graph; exit 1 above the
  * tolerance (forced here with a tolerance no float64 check can meet). */
 static void test_check(void **state) {
-  char *s = run(0, (const char *const[]){"check", graph, "--names", "Abe,Ng", "--samples", "3",
+  char *s = rnnc_expect(0, (const char *const[]){"check", graph, "--names", "Abe,Ng", "--samples", "3",
                                          NULL});
-  expect_in(s, "in2hidden.weight");
-  expect_in(s, "max relative error");
-  expect_in(s, "ok (tolerance 1e-06)");
+  assert_contains(s, "in2hidden.weight");
+  assert_contains(s, "max relative error");
+  assert_contains(s, "ok (tolerance 1e-06)");
   free(s);
-  s = run(1, (const char *const[]){"check", graph, "--names", "Abe", "--samples", "8",
+  s = rnnc_expect(1, (const char *const[]){"check", graph, "--names", "Abe", "--samples", "8",
                                    "--tolerance", "1e-300", NULL});
-  expect_in(s, "ABOVE TOLERANCE");
+  assert_contains(s, "ABOVE TOLERANCE");
   free(s);
-  s = run(1, (const char *const[]){"check", graph, "--names", "Abe,", NULL});
-  expect_in(s, "empty name");
+  s = rnnc_expect(1, (const char *const[]){"check", graph, "--names", "Abe,", NULL});
+  assert_contains(s, "empty name");
   free(s);
-  s = run(1, (const char *const[]){"check", "tests/errors/matvec_shape.nn", NULL});
-  expect_in(s, "error: @: matrix");
+  s = rnnc_expect(1, (const char *const[]){"check", "tests/errors/matvec_shape.nn", NULL});
+  assert_contains(s, "error: @: matrix");
   free(s);
-  free(run(2, (const char *const[]){"check", graph, "--samples", "0", NULL}));
+  free(rnnc_expect(2, (const char *const[]){"check", graph, "--samples", "0", NULL}));
 }
 
 int main(void) {

@@ -63,3 +63,20 @@ int run_rnnc(const char *const *argv, char **out, char **err) {
   free(e);
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
+
+char *rnnc_expect(int want_status, const char *const *argv) {
+  char *out, *err;
+  int status = run_rnnc(argv, &out, &err);
+  if (status != want_status)
+    fail_msg("rnnc %s ...: exit %d, want %d\nstdout: %s\nstderr: %s", argv[0] ? argv[0] : "",
+             status, want_status, out, err);
+  char *all = xasprintf("%s%s", out, err);
+  free(out);
+  free(err);
+  return all;
+}
+
+void assert_contains(const char *text, const char *fragment) {
+  if (!strstr(text, fragment))
+    fail_msg("output does not contain \"%s\":\n%s", fragment, text);
+}
