@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""bench/profile.py: where rnnc's time goes, basic block by basic block.
+
+    python3 bench/profile.py GRAPH [--infer] [--limit N] [--build DIR] [--top K]
+
+JIT code has no symbols, and this machine (a KVM guest) has no hardware
+performance counters, so `perf stat` reports nothing and `perf report`
+shows bare addresses. This script gives the samples names:
+
+1. `rnnc compile GRAPH --emit asm` prints the very code the JIT makes (the
+   same passes and target; checked instruction by instruction against the
+   JIT's memory for gru.nn's train kernel), and llvm-mc-19
+   --save-temp-labels assembles it keeping the .LBB labels, so llvm-nm-19
+   gives every basic block's offset in `train` and `forward`.
+2. `perf record -e cpu-clock` runs rnnc-bench (bench/driver.c), which prints
+   its pid and the kernels' addresses.
+3. A perf map (/tmp/perf-PID.map) names each block `train:.LBB0_12`, and
+   `perf report` attributes the samples; the hottest blocks are printed
+   with their instructions so the loop can be recognized (a matvec is FMAs
+   into accumulators with a reduction, a rank-1 update loads, FMAs and
+   stores the same address, Adam has sqrt and div, ...).
+
+--infer profiles inference only (no training, 40 passes over the test
+split); otherwise 1 epoch of --limit names (default 2000) is trained, with
+no evaluation and no inference timing.
+Needs perf, llvm-mc-19 and llvm-nm-19, and a bench build (bench/run makes
+build-bench/).
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw).stdout
+
+
+def main():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("graph")
+    ap.add_argument("--infer", action="store_true", help="profile inference only")
+    ap.add_argument("--limit", type=int, default=2000, help="training names (default 2000)")
+    ap.add_argument("--build", default=os.path.join(root, "build-bench"))
+    ap.add_argument("--top", type=int, default=12, help="blocks to show with their code")
+    a = ap.parse_args()
+    rnnc = os.path.join(a.build, "rnnc", "rnnc")
+    driver = os.path.join(a.build, "rnnc-bench")
+    tmp = tempfile.mkdtemp(prefix="rnnc-profile-")
+
+    # 1. the kernels' code, with block labels
+    asm = os.path.join(tmp, "k.s")
+    obj = os.path.join(tmp, "k.o")
+    sh([rnnc, "compile", a.graph, "--emit", "asm", "-o", asm])
+    sh(["llvm-mc-19", "-filetype=obj", "--save-temp-labels", asm, "-o", obj])
+    syms = []
+    for line in sh(["llvm-nm-19", "-n", obj]).splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1] in "tT":
+            syms.append((int(parts[0], 16), parts[2]))
+    funcs = {name: addr for addr, name in syms if name in ("train", "forward")}
+    ends = sorted(addr for addr, name in syms if name.startswith(".Lfunc_end"))
+
+    # the instructions of each label, for the listing
+    code, cur = {}, None
+    for line in open(asm):
+        m = re.match(r"^(\.LBB\d+_\d+|train|forward):", line)
+        if m:
+            cur = m.group(1)
+            code[cur] = []
+        elif cur and line.startswith("\t") and not line.startswith("\t."):
+            code[cur].append(line.strip())
+
+    # 2. the run
+    data = os.path.join(tmp, "perf.data")
+    args = [driver, a.graph, "--epochs", "0" if a.infer else "1", "--limit", str(a.limit),
+            "--no-eval", "--infer-reps", "40" if a.infer else "0"]
+    out = sh(["perf", "record", "-q", "-e", "cpu-clock", "-F", "20000", "-o", data, "--"] + args,
+             cwd=root)
+    ev = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+    comp = next(e for e in ev if e["event"] == "compile")
+    summ = next(e for e in ev if e["event"] == "summary")
+    base = {"train": int(comp["train_fn"], 16), "forward": int(comp["forward_fn"], 16)}
+
+    # 3. the map: every block of each kernel, up to the next label
+    mp = f"/tmp/perf-{comp['pid']}.map"
+    with open(mp, "w") as f:
+        for fn, start in funcs.items():
+            end = min(e for e in ends if e > start)
+            labels = [(addr, name) for addr, name in syms if start <= addr < end and
+                      (name == fn or name.startswith(".LBB"))]
+            labels.sort()
+            for i, (addr, name) in enumerate(labels):
+                nxt = labels[i + 1][0] if i + 1 < len(labels) else end
+                if nxt > addr:
+                    f.write(f"{base[fn] + addr - start:x} {nxt - addr:x} {fn}:{name}\n")
+    rep = sh(["perf", "report", "-i", data, "--sort", "sym", "--stdio", "--percent-limit", "0.3"])
+    rows = []
+    for line in rep.splitlines():
+        m = re.match(r"\s*([\d.]+)%\s+\[(.)\]\s+(.*\S)", line)
+        if m:
+            rows.append((float(m.group(1)), m.group(3)))
+    os.unlink(mp)
+
+    print(f"# {a.graph}, {'inference' if a.infer else 'training'}: "
+          + (f"{summ['infer_us_per_name']} µs/name" if a.infer else f"{summ['names_per_s']} names/s"))
+    kern = {"train": 0.0, "forward": 0.0}
+    for pct, sym in rows:
+        k = sym.split(":")[0]
+        if k in kern:
+            kern[k] += pct
+    print(f"# samples in train kernel {kern['train']:.1f}%, forward kernel {kern['forward']:.1f}%, "
+          "elsewhere the rest")
+    for pct, sym in rows:
+        print(f"{pct:6.2f}%  {sym}")
+    print()
+    shown = 0
+    for pct, sym in rows:
+        if ":" not in sym or shown >= a.top:
+            continue
+        label = sym.split(":", 1)[1]
+        ins = code.get(label, [])
+        print(f"--- {sym} ({pct:.2f}%, {len(ins)} instructions)")
+        for i in ins[:40]:
+            print(f"    {i}")
+        if len(ins) > 40:
+            print("    ...")
+        shown += 1
+
+
+if __name__ == "__main__":
+    main()
