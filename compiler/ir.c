@@ -169,7 +169,7 @@ static int shape_concat(const Graph *g, const Node *n, Type *out, Why *why) {
   if (!is_vec(T0) || !is_vec(T1))
     FAIL("concat needs two vectors, not %s and %s", TS(T0, b0), TS(T1, b1));
   /* Sizes are at most 2^24 (lowering's eval_int); repeated concats must not
-   * overflow int (found by tests/fuzz: a loop doubling a vector). */
+   * overflow int (a loop doubling a vector did: tests/errors/concat_overflow.nn). */
   if (T0.dim[0] > (1 << 24) - T1.dim[0])
     FAIL("concat of %s and %s: over %d elements", TS(T0, b0), TS(T1, b1), 1 << 24);
   *out = type_vec(T0.dim[0] + T1.dim[0]);

@@ -45,7 +45,42 @@ typedef struct Lower {
   int *param_load; /* param index -> its LOAD node in block 0, or -1 */
   int call_depth;
   Pos *param_pos;
+  long work; /* work done so far, in 1/STEP steps (see spend) */
+  int depth; /* eval and loop recursion, across inlined calls (see enter) */
 } Lower;
+
+/* Lowering runs the program, and `for` loops and inlined calls multiply:
+ * three nested 1024-iteration loops, or a chain of functions each calling
+ * the next twice, would run for hours and build billions of nodes. So all
+ * work is charged to one budget: a statement, a loop iteration or an
+ * expression (each adds at most a node or two) costs a step; a binding a
+ * name lookup passes or a parameter the duplicate check compares (cheap,
+ * but quadratic in the parameters a loop declares) costs 1/STEP of one.
+ * Any input then lowers in bounded time and memory. gru.nn takes about
+ * 360 steps, its L = 256 variant 4.8 * 10^5; L = 300 is over the limit. */
+enum { STEP_LIMIT = 1 << 19, STEP = 16 };
+
+static void spend(Lower *L, long n, Pos pos) {
+  L->work += n;
+  if (L->work > (long)STEP_LIMIT * STEP)
+    error_at(L->d, pos,
+             "the graph is too big to lower: unrolling its loops and inlining its calls takes "
+             "over %d steps",
+             STEP_LIMIT);
+}
+
+/* The parser bounds nesting within one function, but calls are inlined up
+ * to 64 deep, so lowering's recursion (eval, and exec_for for loops) could
+ * reach 64 times that and overflow the stack. Bound it as a whole. */
+enum { DEPTH_LIMIT = 2000 };
+
+static void enter(Lower *L, Pos pos) {
+  if (++L->depth > DEPTH_LIMIT)
+    error_at(L->d, pos,
+             "expressions, loops and calls nested too deeply (over %d levels once calls are "
+             "inlined)",
+             DEPTH_LIMIT);
+}
 
 /* --------------------------------------------------------------- helpers */
 
@@ -68,16 +103,19 @@ static const char *kind_name(ValKind k) {
   return "?";
 }
 
-static Binding *lookup(Scope *s, const char *name) {
+/* Scopes are lists: each binding visited is charged to L->work (checked by
+ * the next spend), since the global scope grows with the parameters a loop
+ * declares. */
+static Binding *lookup(Lower *L, Scope *s, const char *name) {
   for (; s; s = s->parent)
-    for (Binding *b = s->head; b; b = b->next)
+    for (Binding *b = s->head; b; b = b->next, L->work++)
       if (!strcmp(b->name, name))
         return b;
   return NULL;
 }
 
-static Binding *lookup_local(Scope *s, const char *name) {
-  for (Binding *b = s->head; b; b = b->next)
+static Binding *lookup_local(Lower *L, Scope *s, const char *name) {
+  for (Binding *b = s->head; b; b = b->next, L->work++)
     if (!strcmp(b->name, name))
       return b;
   return NULL;
@@ -95,7 +133,7 @@ static bool is_builtin(const char *name) {
 }
 
 static void bind(Lower *L, Scope *s, const char *name, Value v, Pos pos, bool rebindable) {
-  Binding *old = lookup_local(s, name);
+  Binding *old = lookup_local(L, s, name);
   if (old) {
     if (old->rebindable && rebindable) {
       old->v = v;
@@ -147,7 +185,7 @@ static char *expand_name(Lower *L, Scope *s, Ident id) {
       j++;
     char var[256];
     snprintf(var, sizeof var, "%.*s", j - i - 1, id.s + i + 1);
-    Binding *bd = lookup(s, var);
+    Binding *bd = lookup(L, s, var);
     Pos pos = {id.pos.line, id.pos.col + i};
     if (!bd) {
       buf_free(&b);
@@ -348,7 +386,7 @@ static Value eval_call(Lower *L, Scope *s, Expr *e) {
   snprintf(name, sizeof name, "%.*s", e->name.len, e->name.s);
   if (is_builtin(name))
     return eval_builtin(L, s, e, name);
-  Binding *b = lookup(s, name);
+  Binding *b = lookup(L, s, name);
   if (!b)
     error_at(L->d, e->pos, "unknown function '%s'", name);
   if (b->v.kind != V_FUNC)
@@ -364,7 +402,7 @@ static Value eval_call(Lower *L, Scope *s, Expr *e) {
 static Value eval_scan(Lower *L, Scope *s, Expr *e) {
   char name[256];
   snprintf(name, sizeof name, "%.*s", e->name.len, e->name.s);
-  Binding *b = lookup(s, name);
+  Binding *b = lookup(L, s, name);
   if (!b || b->v.kind != V_FUNC)
     error_at(L->d, e->name.pos, "'%s' is not a function defined with 'def'", name);
   Stmt *def = b->v.func;
@@ -434,13 +472,13 @@ static Value eval_scan(Lower *L, Scope *s, Expr *e) {
   return t;
 }
 
-static Value eval(Lower *L, Scope *s, Expr *e) {
+static Value eval_expr(Lower *L, Scope *s, Expr *e) {
   switch (e->kind) {
   case E_NUM:
     return num_val(e->num);
   case E_NAME: {
     char *name = expand_name(L, s, e->name);
-    Binding *b = lookup(s, name);
+    Binding *b = lookup(L, s, name);
     if (!b)
       error_at(L->d, e->pos, "unknown name '%s'", name);
     if (b->v.kind == V_FUNC)
@@ -467,6 +505,14 @@ static Value eval(Lower *L, Scope *s, Expr *e) {
     error_at(L->d, e->pos, "'scan' can only be the right-hand side of 'let'");
   }
   abort();
+}
+
+static Value eval(Lower *L, Scope *s, Expr *e) {
+  spend(L, STEP, e->pos);
+  enter(L, e->pos);
+  Value v = eval_expr(L, s, e);
+  L->depth--;
+  return v;
 }
 
 /* ------------------------------------------------------------- statements */
@@ -530,6 +576,7 @@ static Value call_user(Lower *L, Scope *s, Expr *call, Stmt *def, Value *args, i
 static bool exec_body(Lower *L, Scope *s, Stmt **body, int n, Value *ret) {
   for (int i = 0; i < n; i++) {
     Stmt *st = body[i];
+    spend(L, STEP, st->pos);
     switch (st->kind) {
     case S_LET:
       exec_let(L, s, st);
@@ -570,15 +617,19 @@ static bool exec_for(Lower *L, Scope *s, Stmt *st, Value *ret, bool top) {
   if (hi - lo > 1024)
     error_at(L->d, st->lo->pos, "a loop of %d iterations (at most 1024)", hi - lo);
   char *var = arena_strndup(&L->a, st->name.s, (size_t)st->name.len);
+  enter(L, st->pos);
   for (int i = lo; i < hi; i++) {
+    spend(L, STEP, st->pos);
     bind(L, s, var, num_val(i), st->name.pos, true);
     if (top) {
       for (int k = 0; k < st->nbody; k++)
         exec_top(L, st->body[k]);
     } else if (exec_body(L, s, st->body, st->nbody, ret)) {
+      L->depth--;
       return true;
     }
   }
+  L->depth--;
   return false;
 }
 
@@ -617,6 +668,7 @@ static Init init_kind(Lower *L, Expr *e, double *arg, Scope *s) {
 static void exec_param(Lower *L, Scope *s, Stmt *st) {
   Graph *g = L->g;
   char *name = expand_name(L, s, st->name);
+  spend(L, g->nparams, st->name.pos); /* the duplicate check below is linear */
   for (int i = 0; i < g->nparams; i++)
     if (!strcmp(g->params[i].name, name))
       error_at(L->d, st->name.pos, "duplicate parameter '%s' (first declared at %d:%d)", name,
@@ -685,6 +737,7 @@ static void exec_optimizer(Lower *L, Stmt *st) {
 static void exec_top(Lower *L, Stmt *st) {
   Graph *g = L->g;
   Scope *s = &L->global;
+  spend(L, STEP, st->pos);
   switch (st->kind) {
   case S_CONST: {
     char *name = arena_strndup(&L->a, st->name.s, (size_t)st->name.len);

@@ -10,7 +10,7 @@ typedef struct Parser {
   Token *tok;
   Diag *d;
   Arena *a;
-  int depth; /* expression nesting, bounded so no input overflows the stack */
+  int depth; /* expression and block nesting, bounded so no input overflows the stack */
 } Parser;
 
 static bool is_punct(const Token *t, const char *p) {
@@ -351,6 +351,11 @@ static Stmt *stmt(Parser *p, bool top);
 
 /* block = "{" NL* (stmt)* "}" */
 static void block(Parser *p, Stmt *s, bool top) {
+  /* Blocks nest by recursion, here and in lowering: bound them (with the
+   * expressions they sit in) so that no input overflows the stack (20000
+   * nested 'for' loops did: tests/errors/deep_blocks.nn). */
+  if (++p->depth > 200)
+    error_at(p->d, p->tok->pos, "blocks nested too deeply");
   expect(p, "{");
   skip_newlines(p);
   PtrVec v = {0};
@@ -365,6 +370,7 @@ static void block(Parser *p, Stmt *s, bool top) {
   p->tok++;
   s->body = (Stmt **)v.v;
   s->nbody = v.n;
+  p->depth--;
 }
 
 static Ident *ident_list(Parser *p, int *n, const char *what, bool allow_empty, const char *close) {
