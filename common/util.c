@@ -49,6 +49,7 @@ void *xrealloc(void *p, size_t n) {
 char *xstrdup(const char *s) { return xstrndup(s, strlen(s)); }
 
 char *xstrndup(const char *s, size_t n) {
+  n = strnlen(s, n); /* at most n bytes, and never past the string's end */
   char *p = xmalloc(n + 1);
   memcpy(p, s, n);
   p[n] = '\0';

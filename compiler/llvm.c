@@ -179,8 +179,9 @@ static void memset_f32(CG *c, LLVMValueRef p, LLVMValueRef n) {
   LLVMBuildMemSet(c->b, p, LLVMConstInt(c->i8, 0, 0), LLVMBuildMul(c->b, n, ci64(c, 4), ""), 4);
 }
 
+/* Every copy here is between distinct buffers (or distinct rows of one). */
 static void memcpy_f32(CG *c, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef n) {
-  LLVMBuildMemMove(c->b, dst, 4, src, 4, LLVMBuildMul(c->b, n, ci64(c, 4), ""));
+  LLVMBuildMemCpy(c->b, dst, 4, src, 4, LLVMBuildMul(c->b, n, ci64(c, 4), ""));
 }
 
 /* ----------------------------------------------------------- memory plan */

@@ -67,6 +67,7 @@ int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e) {
     m->train->train.lr = opt->lr;
   double t1 = now_seconds();
   m->times.front = t1 - t0;
+  m->fwd->loss = -1; /* inference: the loss and what only it reads are dead */
   if (graph_passes(m->fwd, false, PASSES_ALL, e) ||
       (m->train && graph_passes(m->train, true, PASSES_ALL, e)))
     return -1;
