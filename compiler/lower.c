@@ -332,6 +332,10 @@ static void check_nargs(Lower *L, Expr *e, int want) {
 }
 
 static Value eval_builtin(Lower *L, Scope *s, Expr *e, const char *name) {
+  if (e->keys)
+    error_at(L->d, e->keys[0].pos, "'%s' takes no named arguments", name);
+  if (e->ntargs)
+    error_at(L->d, e->pos, "'%s' takes no compile-time arguments", name);
   static const struct {
     const char *name;
     Op op;

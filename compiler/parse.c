@@ -379,6 +379,11 @@ static Ident *ident_list(Parser *p, int *n, const char *what, bool allow_empty, 
     do {
       Ident *id = arena_alloc(p->a, sizeof *id);
       *id = simple_ident(p, what);
+      for (int i = 0; i < v.n; i++) {
+        const Ident *prev = v.v[i];
+        if (prev->len == id->len && !memcmp(prev->s, id->s, (size_t)id->len))
+          error_at(p->d, id->pos, "'%.*s' appears twice in this list", id->len, id->s);
+      }
       vec_push(p, &v, id);
     } while (accept(p, ","));
   }
