@@ -12,6 +12,8 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
 /* A non-negative decimal integer; 0, or -1 when malformed. */
 int cli_parse_u64(const char *s, uint64_t *out);
 
+int cmd_data(int argc, char **argv);
+extern const char data_usage[];
 int cmd_compile(int argc, char **argv);
 extern const char compile_usage[];
 int cmd_train(int argc, char **argv);

@@ -18,6 +18,10 @@ static void test_help_and_version(void **state) {
   assert_contains(s, "rnnc ");
   assert_contains(s, "LLVM 19");
   free(s);
+  s = rnnc_expect(0, (const char *const[]){"help", "train", NULL});
+  assert_contains(s, "usage: rnnc train GRAPH");
+  free(s);
+  free(rnnc_expect(2, (const char *const[]){"help", "frobnicate", NULL}));
   s = rnnc_expect(0, (const char *const[]){"data", "--help", NULL});
   assert_contains(s, "usage: rnnc data");
   assert_contains(s, "--seed");

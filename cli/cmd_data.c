@@ -1,0 +1,91 @@
+/* cmd_data.c: rnnc data: a names data set, its skipped names and its split. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cli.h"
+#include "runtime.h"
+
+const char data_usage[] =
+    "usage: rnnc data [--data DIR] [--seed S] [--test-fraction F]\n"
+    "\n"
+    "Loads a names data set (one <Language>.txt per label, one UTF-8 name a\n"
+    "line), normalizes every name to ASCII, and prints the languages with\n"
+    "their counts, the names skipped and why, and the train/test split.\n"
+    "\n"
+    "  --data DIR           data directory (default: data/names)\n"
+    "  --seed S             split seed (default: 42)\n"
+    "  --test-fraction F    share of each language held out (default: 0.1)\n"
+    "  -h, --help           this help\n";
+
+int cmd_data(int argc, char **argv) {
+  const char *dir = "data/names";
+  uint64_t seed = 42;
+  double fraction = 0.1;
+  static const struct option opts[] = {
+      {"data", required_argument, 0, 'd'},
+      {"seed", required_argument, 0, 's'},
+      {"test-fraction", required_argument, 0, 'f'},
+      {"help", no_argument, 0, 'h'},
+      {0, 0, 0, 0}};
+  int c;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    switch (c) {
+    case 'd':
+      dir = optarg;
+      break;
+    case 's':
+      if (cli_parse_u64(optarg, &seed))
+        return cli_usage_error("data", "--seed wants a non-negative integer, not '%s'", optarg);
+      break;
+    case 'f': {
+      char *end;
+      fraction = strtod(optarg, &end);
+      if (end == optarg || *end || !(fraction >= 0 && fraction < 1))
+        return cli_usage_error("data", "--test-fraction wants a number in [0, 1), not '%s'", optarg);
+      break;
+    }
+    case 'h':
+      fputs(data_usage, stdout);
+      return EXIT_OK;
+    default:
+      return cli_usage_error("data", "bad option");
+    }
+  }
+  if (optind < argc)
+    return cli_usage_error("data", "unexpected argument '%s'", argv[optind]);
+
+  Dataset ds = {0};
+  Err e;
+  if (data_load(&ds, dir, NULL, 0, &e) || data_split(&ds, fraction, seed, &e)) {
+    fprintf(stderr, "rnnc data: error: %s\n", e.msg);
+    data_free(&ds);
+    return EXIT_BAD_INPUT;
+  }
+  printf("data: %s\n", dir);
+  printf("%-5s %-14s %7s %7s %7s\n", "label", "language", "names", "train", "test");
+  size_t *ntr = xcalloc((size_t)ds.nlabels, sizeof *ntr);
+  size_t *nte = xcalloc((size_t)ds.nlabels, sizeof *nte);
+  for (size_t i = 0; i < ds.ntrain; i++)
+    ntr[ds.names[ds.train[i]].label]++;
+  for (size_t i = 0; i < ds.ntest; i++)
+    nte[ds.names[ds.test[i]].label]++;
+  for (int l = 0; l < ds.nlabels; l++)
+    printf("%5d %-14s %7zu %7zu %7zu\n", l, ds.labels[l], ds.per_label[l], ntr[l], nte[l]);
+  printf("%5s %-14s %7zu %7zu %7zu\n", "", "total", ds.nnames, ds.ntrain, ds.ntest);
+  free(ntr);
+  free(nte);
+  printf("\nskipped: %zu name%s", ds.nskipped, ds.nskipped == 1 ? "" : "s");
+  if (ds.nempty)
+    printf(" (and %zu empty line%s)", ds.nempty, ds.nempty == 1 ? "" : "s");
+  printf("\n");
+  for (size_t i = 0; i < ds.nskipped; i++)
+    printf("  %s:%d: %s: %s\n", ds.skipped[i].file, ds.skipped[i].line, ds.skipped[i].text,
+           ds.skipped[i].reason);
+  printf("\nsplit (seed %llu, test fraction %g): %zu train / %zu test\n",
+         (unsigned long long)seed, fraction, ds.ntrain, ds.ntest);
+  data_free(&ds);
+  return EXIT_OK;
+}
+

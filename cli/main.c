@@ -1,0 +1,85 @@
+/* main.c: the rnnc command line. One table of subcommands; each parses its
+ * own options with getopt_long and returns an exit status:
+ * 0 success, 1 bad input (graph, data, checkpoint), 2 bad usage. */
+#include <getopt.h>
+#include <llvm-c/Core.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "util.h"
+
+typedef struct Command {
+  const char *name;
+  const char *summary;
+  const char *usage; /* full help text for `rnnc CMD --help` */
+  int (*run)(int argc, char **argv);
+} Command;
+
+/* ------------------------------------------------------------- the table */
+
+static const Command commands[] = {
+    {"data", "summarize a names data set and its train/test split", data_usage, cmd_data},
+    {"compile", "compile a graph file and print a stage's output (IR, LLVM, assembly)",
+     compile_usage, cmd_compile},
+    {"train", "train a graph on a names data set and write a checkpoint", train_usage, cmd_train},
+    {"eval", "accuracy and confusion matrix of a checkpoint on the test split", eval_usage,
+     cmd_eval},
+    {"predict", "classify names with a trained checkpoint", predict_usage, cmd_predict},
+    {"build", "compile a checkpoint into an object file and C header (AOT)", build_usage,
+     cmd_build},
+    {"check", "check a graph's gradients against finite differences", check_usage, cmd_check},
+};
+
+static const Command *find_command(const char *name) {
+  for (size_t i = 0; i < ARRAY_LEN(commands); i++)
+    if (!strcmp(commands[i].name, name))
+      return &commands[i];
+  return NULL;
+}
+
+static void print_help(FILE *f) {
+  fprintf(f, "usage: rnnc <command> [options]\n"
+             "       rnnc <command> --help    (or: rnnc help <command>)\n"
+             "       rnnc --version\n\n"
+             "rnnc compiles small recurrent models written in its graph language\n"
+             "into native training and inference kernels.\n\ncommands:\n");
+  for (size_t i = 0; i < ARRAY_LEN(commands); i++)
+    fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+  fprintf(f, "\nExit status: 0 success, 1 bad input (graph, data, checkpoint), "
+             "2 bad usage.\n");
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    print_help(stderr);
+    return EXIT_USAGE;
+  }
+  const char *cmd = argv[1];
+  if (!strcmp(cmd, "help") && argc > 2) { /* rnnc help CMD = rnnc CMD --help */
+    const Command *c = find_command(argv[2]);
+    if (!c) {
+      fprintf(stderr, "rnnc: unknown command '%s'\nTry 'rnnc --help'.\n", argv[2]);
+      return EXIT_USAGE;
+    }
+    fputs(c->usage, stdout);
+    return EXIT_OK;
+  }
+  if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+    print_help(stdout);
+    return EXIT_OK;
+  }
+  if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
+    unsigned maj, min, patch;
+    LLVMGetVersion(&maj, &min, &patch);
+    printf("rnnc %s (LLVM %u.%u.%u)\n", RNNC_VERSION, maj, min, patch);
+    return EXIT_OK;
+  }
+  const Command *c = find_command(cmd);
+  if (!c) {
+    fprintf(stderr, "rnnc: unknown command '%s'\nTry 'rnnc --help'.\n", cmd);
+    return EXIT_USAGE;
+  }
+  return c->run(argc - 1, argv + 1);
+}
