@@ -59,11 +59,11 @@ Graph *compile_graph_file(const char *path, Err *e) {
 int graph_passes(Graph *g, bool train, PassStop stop, Err *e) {
   if (stop == PASSES_FRONT)
     return 0;
-  if (graph_optimize(g, e))
+  if (graph_optimize(g, false, e))
     return -1;
   if (train && grad(g, e))
     return -1;
   if (stop == PASSES_GRAD)
     return 0;
-  return graph_optimize(g, e);
+  return graph_optimize(g, true, e);
 }

@@ -241,18 +241,25 @@ static void eval(Interp *I, int id) {
     break;
   }
   case OP_MATVEC: {
-    /* y = W[:, k0:k0+n] v; a one-hot v picks a column */
+    /* y = W[:, k0:k0+n] v; a one-hot v picks a column; a sequence of v
+     * gives the sequence of products */
     int M = ta.dim[0], N = ta.dim[1], k0 = n->a;
-    for (int r = 0; r < M; r++) {
-      const double *w = a + (size_t)r * N + k0;
-      if (tb.kind == TY_ONEHOT) {
-        y[r] = w[(size_t)b[0]];
-        continue;
+    bool seq = tb.kind == TY_F32 && tb.rank == 2;
+    int rows = seq ? I->T : 1, nv = seq ? tb.dim[1] : tb.dim[0];
+    for (int t = 0; t < rows; t++) {
+      const double *v = b + (size_t)t * nv;
+      double *yt = y + (size_t)t * M;
+      for (int r = 0; r < M; r++) {
+        const double *w = a + (size_t)r * N + k0;
+        if (tb.kind == TY_ONEHOT) {
+          yt[r] = w[(size_t)v[0]];
+          continue;
+        }
+        double s = 0;
+        for (int k = 0; k < nv; k++)
+          s += w[k] * v[k];
+        yt[r] = R(I, s);
       }
-      double s = 0;
-      for (int k = 0; k < tb.dim[0]; k++)
-        s += w[k] * b[k];
-      y[r] = R(I, s);
     }
     break;
   }

@@ -216,14 +216,18 @@ static int shape_matvec(const Graph *g, const Node *n, Type *out, Why *why) {
   char b0[64], b1[64];
   if (!is_f32(T0) || T0.rank != 2 || is_seq(T0))
     FAIL("the left operand of @ must be a matrix, not %s", TS(T0, b0));
-  if (T1.rank != 1 || is_seq(T1) || (T1.kind != TY_F32 && T1.kind != TY_ONEHOT))
+  /* A sequence of vectors [T, n] (compiler-made: a product hoisted out of
+   * a scan) gives the sequence of products [T, m]. */
+  bool seq = T1.kind == TY_F32 && T1.rank == 2 && is_seq(T1);
+  Type v = seq ? row_type(T1) : T1;
+  if (v.rank != 1 || is_seq(v) || (v.kind != TY_F32 && v.kind != TY_ONEHOT))
     FAIL("the right operand of @ must be a vector, not %s", TS(T1, b1));
   /* b = 0: the whole matrix; else columns [a, a + b) with b = len(v). */
-  bool whole = n->b == 0 && n->a == 0 && T1.dim[0] == T0.dim[1];
-  bool part = n->b == T1.dim[0] && n->a >= 0 && n->a + n->b <= T0.dim[1];
+  bool whole = n->b == 0 && n->a == 0 && v.dim[0] == T0.dim[1];
+  bool part = n->b == v.dim[0] && n->a >= 0 && n->a + n->b <= T0.dim[1];
   if (!whole && !part)
     FAIL("@: matrix %s and vector %s do not match", TS(T0, b0), TS(T1, b1));
-  *out = type_vec(T0.dim[0]);
+  *out = seq ? seq_of(type_vec(T0.dim[0])) : type_vec(T0.dim[0]);
   return 0;
 }
 

@@ -648,6 +648,29 @@ static void emit_standalone(CG *c, int id) {
     loop_end(c, &l3);
     break;
   }
+  case OP_MATVEC: {
+    /* Only the sequence form comes here (the vector form heads a group):
+     * Y[t] = W[:, k0:k0+n] X[t] for every t, rows outside, so each row of
+     * W is read once for the whole sequence while X stays in L1. */
+    Type tw = N(c, a)->type, tx = N(c, b)->type;
+    long long M = tw.dim[0], nv = tx.dim[1];
+    c->ptr[id] = buffer(c, id);
+    Loop r = loop_begin(c, ci64(c, M));
+    LLVMValueRef w = fptr(c, c->ptr[a], LLVMBuildAdd(c->b, LLVMBuildMul(c->b, r.i, ci64(c, tw.dim[1]), ""),
+                                                    ci64(c, n->a), ""));
+    Loop t = loop_begin(c, c->T64);
+    LLVMValueRef x = seq_row(c, b, t.i);
+    LLVMValueRef acc = acc_new(c, cf32(c, 0));
+    Loop k = loop_begin(c, ci64(c, nv));
+    LLVMBuildStore(c->b, fadd(c, LLVMBuildLoad2(c->b, c->f32, acc, ""),
+                              fmul(c, load(c, w, k.i), load(c, x, k.i))), acc);
+    loop_end(c, &k);
+    store(c, LLVMBuildLoad2(c->b, c->f32, acc, ""), c->ptr[id],
+          LLVMBuildAdd(c->b, LLVMBuildMul(c->b, t.i, ci64(c, M), ""), r.i, ""));
+    loop_end(c, &t);
+    loop_end(c, &r);
+    break;
+  }
   case OP_MATVEC_T: {
     /* y[k] = sum_r W[r, k0 + k] u[r], as axpys over rows (contiguous in k) */
     Type tw = N(c, a)->type;

@@ -133,6 +133,61 @@ static bool rewrite(Graph *g, int id) {
   return false;
 }
 
+/* ---------------------------------------- products out of the recurrence */
+
+/* A product of an outer matrix with a row of a scanned sequence does not
+ * depend on the carried state: compute it for every t before the scan, as
+ * one product with the whole sequence (each row of W read once, not T
+ * times), and scan its rows instead. gru.nn's second layer reads its input
+ * weights this way. Runs after grad, which has no rule for the sequence
+ * form. */
+static bool hoist_products(Graph *g) {
+  bool changed = false;
+  for (int i = 0; i < g->blocks[0].n; i++) {
+    int s = g->blocks[0].nodes[i];
+    if (nd(g, s)->op != OP_SCAN)
+      continue;
+    int body = nd(g, s)->region;
+    int n0 = g->blocks[body].n;
+    int *list = xmalloc((size_t)(n0 ? n0 : 1) * sizeof *list);
+    memcpy(list, g->blocks[body].nodes, (size_t)n0 * sizeof *list);
+    for (int j = 0; j < n0; j++) {
+      Node n = *nd(g, list[j]);
+      if (n.op != OP_MATVEC || nd(g, n.in[0])->block != 0)
+        continue;
+      const Node *arg = nd(g, n.in[1]);
+      int nseq = nd(g, s)->a;
+      if (arg->op != OP_ARG || arg->block != body || arg->a >= nseq ||
+          nd(g, nd(g, s)->in[arg->a])->type.kind != TY_F32)
+        continue;
+      /* Y = W X before the scan. */
+      int in[2] = {n.in[0], nd(g, s)->in[arg->a]};
+      int y = ir_add(g, NULL, 0, OP_MATVEC, in, 2, n.a, n.b, 0, n.pos);
+      place_before(g, y, s);
+      i++; /* s moved one place on */
+      /* Y becomes the scan's next sequence operand, its row a new argument. */
+      Node *sn = nd(g, s);
+      sn->in = xrealloc(sn->in, (size_t)(sn->nin + 1) * sizeof *sn->in);
+      memmove(&sn->in[nseq + 1], &sn->in[nseq], (size_t)(sn->nin - nseq) * sizeof *sn->in);
+      sn->in[nseq] = y;
+      sn->nin++;
+      sn->a++;
+      int row = ir_block_arg(g, body, n.type, n.pos);
+      Block *b = &g->blocks[body];
+      memmove(&b->args[nseq + 1], &b->args[nseq], (size_t)(b->nargs - 1 - nseq) * sizeof *b->args);
+      b->args[nseq] = row;
+      for (int k = 0; k < b->nargs; k++)
+        nd(g, b->args[k])->a = k;
+      memmove(&b->nodes[1], &b->nodes[0], (size_t)(b->n - 1) * sizeof *b->nodes);
+      b->nodes[0] = row;
+      replace_uses(g, list[j], row);
+      changed = true;
+    }
+    free(list);
+  }
+  return changed;
+}
+
 /* ------------------------------------------------ common subexpressions */
 
 static bool same_node(const Node *a, const Node *b) {
@@ -354,7 +409,7 @@ void graph_dce(Graph *g) {
   free(live);
 }
 
-int graph_optimize(Graph *g, Err *e) {
+int graph_optimize(Graph *g, bool late, Err *e) {
   bool changed = true;
   for (int round = 0; changed && round < 100; round++) {
     changed = false;
@@ -362,6 +417,8 @@ int graph_optimize(Graph *g, Err *e) {
       if (listed(g, id) && rewrite(g, id))
         changed = true;
     if (hoist_accs(g))
+      changed = true;
+    if (late && hoist_products(g))
       changed = true;
     if (cse(g))
       changed = true;

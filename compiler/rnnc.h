@@ -322,9 +322,10 @@ const double *interp_value(const Interp *I, int node, size_t *n);
 /* ------------------------------------------------------------------ opt.c */
 
 /* Local rewrites (products of concatenations split, one-hot products
- * become column gathers and updates, slices pushed into products), then
- * dead code elimination; verifies after every round. */
-int graph_optimize(Graph *g, Err *e);
+ * become column gathers and updates, slices pushed into products), weight
+ * gradients out of scans, CSE, then dead code elimination; verifies after
+ * every round. late (after grad): also products out of the recurrence. */
+int graph_optimize(Graph *g, bool late, Err *e);
 /* Removes nodes nothing reads and renumbers the rest densely. */
 void graph_dce(Graph *g);
 
