@@ -310,15 +310,18 @@ static size_t group_numel(CG *c, int id) {
   return row_numel(n->type);
 }
 
+static bool blocked_matvec(CG *c, int id);
+
 static bool groupable(CG *c, int id) {
   const Node *n = N(c, id);
   if (is_seq_type(n->type) || (n->op == OP_ACC && is_seq_type(N(c, n->in[0])->type)))
     return false;
   switch (n->op) {
+  case OP_MATVEC:
+    return !blocked_matvec(c, id);
   case OP_ACC:
   case OP_STORE:
   case OP_SUM:
-  case OP_MATVEC:
     return true;
   default:
     return (op_flags[n->op] & F_ELEM) && !is_scalar(c, id);
@@ -365,6 +368,79 @@ static bool needed_outside(CG *c, int id, int blk_yields_owner) {
       return true;
   (void)blk_yields_owner;
   return false;
+}
+
+/* Products whose shape allows it run 16 rows at a time: 16 vector
+ * accumulators over k (each load of v shared by 16 rows), then one
+ * transposing reduction tree that turns the 16 accumulators into the 16
+ * results in 15 shuffle pairs and adds, instead of a horizontal sum per
+ * row (which took 40% of gru.nn's inference kernel). */
+enum { BLOCK = 16 };
+
+static bool blocked_matvec(CG *c, int id) {
+  const Node *n = N(c, id);
+  if (n->op != OP_MATVEC)
+    return false;
+  Type tw = N(c, n->in[0])->type, tv = N(c, n->in[1])->type;
+  if (tv.kind != TY_F32)
+    return false;
+  int nv = is_seq_type(tv) ? tv.dim[1] : tv.dim[0];
+  return tw.dim[0] % BLOCK == 0 && nv % BLOCK == 0;
+}
+
+static LLVMValueRef shuffle(CG *c, LLVMValueRef x, LLVMValueRef y, const int *idx) {
+  LLVMValueRef m[BLOCK];
+  for (int i = 0; i < BLOCK; i++)
+    m[i] = LLVMConstInt(c->i32, (unsigned long long)idx[i], 0);
+  return LLVMBuildShuffleVector(c->b, x, y, LLVMConstVector(m, BLOCK), "");
+}
+
+/* y[0..16) = W rows [0, 16) from w (stride ld floats) times x[0..nv). */
+static void matvec_block(CG *c, LLVMValueRef w, long long ld, LLVMValueRef x, long long nv,
+                         LLVMValueRef y) {
+  LLVMTypeRef vt = LLVMVectorType(c->f32, BLOCK);
+  LLVMValueRef acc[BLOCK];
+  LLVMBasicBlockRef here = LLVMGetInsertBlock(c->b);
+  LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(c->fn);
+  LLVMPositionBuilderBefore(c->b, LLVMGetFirstInstruction(entry));
+  for (int j = 0; j < BLOCK; j++)
+    acc[j] = LLVMBuildAlloca(c->b, vt, "vacc");
+  LLVMPositionBuilderAtEnd(c->b, here);
+  for (int j = 0; j < BLOCK; j++)
+    LLVMBuildStore(c->b, LLVMConstNull(vt), acc[j]);
+  Loop k = loop_begin(c, ci64(c, nv / BLOCK));
+  LLVMValueRef k0 = LLVMBuildMul(c->b, k.i, ci64(c, BLOCK), "");
+  LLVMValueRef xv = LLVMBuildLoad2(c->b, vt, fptr(c, x, k0), "");
+  LLVMSetAlignment(xv, 4);
+  for (int j = 0; j < BLOCK; j++) {
+    LLVMValueRef wp = fptr(c, w, LLVMBuildAdd(c->b, k0, ci64(c, j * ld), ""));
+    LLVMValueRef wv = LLVMBuildLoad2(c->b, vt, wp, "");
+    LLVMSetAlignment(wv, 4);
+    LLVMValueRef s = fadd(c, LLVMBuildLoad2(c->b, vt, acc[j], ""), fmul(c, wv, xv));
+    LLVMBuildStore(c->b, s, acc[j]);
+  }
+  loop_end(c, &k);
+  /* The tree: level L pairs vectors whose lanes hold 16 >> L partial sums
+   * of 1 << L rows each, and halves the partials. */
+  LLVMValueRef v[BLOCK];
+  for (int j = 0; j < BLOCK; j++)
+    v[j] = LLVMBuildLoad2(c->b, vt, acc[j], "");
+  int count = BLOCK;
+  for (int width = BLOCK / 2; width >= 1; width /= 2) {
+    /* lanes come in runs of 2*width partials per row; keep the first
+     * width of each run (lo) and the second (hi), from both vectors */
+    int lo[BLOCK], hi[BLOCK];
+    for (int i = 0; i < BLOCK; i++) {
+      int run = i / width, pos = i % width;
+      lo[i] = run * 2 * width + pos;
+      hi[i] = run * 2 * width + width + pos;
+    }
+    for (int p = 0; p < count / 2; p++)
+      v[p] = fadd(c, shuffle(c, v[2 * p], v[2 * p + 1], lo), shuffle(c, v[2 * p], v[2 * p + 1], hi));
+    count /= 2;
+  }
+  LLVMValueRef st = LLVMBuildStore(c->b, v[0], y);
+  LLVMSetAlignment(st, 4);
 }
 
 static void emit_matvec_row(CG *c, int id, LLVMValueRef r) {
@@ -649,12 +725,29 @@ static void emit_standalone(CG *c, int id) {
     break;
   }
   case OP_MATVEC: {
-    /* Only the sequence form comes here (the vector form heads a group):
+    /* Blocked products (see matvec_block), and the sequence form:
      * Y[t] = W[:, k0:k0+n] X[t] for every t, rows outside, so each row of
      * W is read once for the whole sequence while X stays in L1. */
     Type tw = N(c, a)->type, tx = N(c, b)->type;
-    long long M = tw.dim[0], nv = tx.dim[1];
+    bool seq = is_seq_type(tx);
+    long long M = tw.dim[0], nv = seq ? tx.dim[1] : tx.dim[0];
     c->ptr[id] = buffer(c, id);
+    if (blocked_matvec(c, id)) {
+      Loop r = loop_begin(c, ci64(c, M / BLOCK));
+      LLVMValueRef r0 = LLVMBuildMul(c->b, r.i, ci64(c, BLOCK), "");
+      LLVMValueRef w = fptr(c, c->ptr[a], LLVMBuildAdd(c->b, LLVMBuildMul(c->b, r0, ci64(c, tw.dim[1]), ""),
+                                                      ci64(c, n->a), ""));
+      if (seq) {
+        Loop t = loop_begin(c, c->T64);
+        LLVMValueRef y = fptr(c, c->ptr[id], LLVMBuildAdd(c->b, LLVMBuildMul(c->b, t.i, ci64(c, M), ""), r0, ""));
+        matvec_block(c, w, tw.dim[1], seq_row(c, b, t.i), nv, y);
+        loop_end(c, &t);
+      } else {
+        matvec_block(c, w, tw.dim[1], c->ptr[b], nv, fptr(c, c->ptr[id], r0));
+      }
+      loop_end(c, &r);
+      break;
+    }
     Loop r = loop_begin(c, ci64(c, M));
     LLVMValueRef w = fptr(c, c->ptr[a], LLVMBuildAdd(c->b, LLVMBuildMul(c->b, r.i, ci64(c, tw.dim[1]), ""),
                                                     ci64(c, n->a), ""));
