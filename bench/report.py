@@ -183,7 +183,7 @@ def main():
       + ("Times are CPU time of the benchmark's one thread (bench/report.py --clock wall: wall clock)."
          if CLOCK == "cpu" else "Times are wall clock."))
     if meta.get("torch_note"):
-        w(f"{meta['torch_note']}.")
+        w(meta["torch_note"].rstrip(".") + ".")
     w("")
     w("| model | measure | rnnc | PyTorch | rnnc / PyTorch |")
     w("|---|---|---|---|---|")
@@ -218,13 +218,17 @@ def main():
             return f"{q:.3f} (rnnc {1 / q:.1f}x faster)" if q <= 1 else f"{q:.2f} (rnnc {q:.1f}x slower)"
 
         w(f"| {model} | training, names/s | {spread(rnps)} | {spread(pnps)} | {ratio(rnps, pnps, True)} |")
+        def unit(xs, digits, u):
+            t = spread(xs, digits)
+            return t if t == "—" else f"{t}{u}"
+
         w(f"| {model} | training time, {ep} epoch{'s' if ep != 1 else ''} x {names:,} names | "
-          f"{spread(rt, 1)} s | {spread(ptt, 1)} s | {ratio(rt, ptt, False)} |")
+          f"{unit(rt, 1, ' s')} | {unit(ptt, 1, ' s')} | {ratio(rt, ptt, False)} |")
         accd = "—"
         if med(racc) is not None and med(pacc) is not None:
             accd = f"{100 * (med(racc) - med(pacc)):+.1f} points"
-        w(f"| {model} | test accuracy (2,008 names) | {spread([100 * x for x in racc], 1)}% | "
-          f"{spread([100 * x for x in pacc], 1)}% | {accd} |")
+        w(f"| {model} | test accuracy (2,008 names) | {unit([100 * x for x in racc], 1, '%')} | "
+          f"{unit([100 * x for x in pacc], 1, '%')} | {accd} |")
         w(f"| {model} | inference, µs/name, JIT (PyTorch: eager) | {spread(rinf, 1)} | {spread(pinf, 1)} | "
           f"{ratio(rinf, pinf, False)} |")
         if aot:
@@ -259,6 +263,8 @@ def main():
     # ------------------------------------------------------------- targets
     w("Targets (issue 8):")
     w("")
+    if not any(f["pnps"] for f in findings.values()):
+        w("- the ratios to PyTorch: not measured (no PyTorch runs).")
     for m, f in findings.items():
         if f["rnps"] and f["pnps"]:
             q = f["rnps"] / f["pnps"]
