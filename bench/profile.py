@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,10 +48,21 @@ def main():
     ap.add_argument("--limit", type=int, default=2000, help="training names (default 2000)")
     ap.add_argument("--build", default=os.path.join(root, "build-bench"))
     ap.add_argument("--top", type=int, default=12, help="blocks to show with their code")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (perf.data, k.s, k.o)")
     a = ap.parse_args()
     rnnc = os.path.join(a.build, "rnnc", "rnnc")
     driver = os.path.join(a.build, "rnnc-bench")
     tmp = tempfile.mkdtemp(prefix="rnnc-profile-")
+    try:
+        profile(a, rnnc, driver, tmp, root)
+    finally:
+        if a.keep:
+            print(f"(work directory: {tmp})", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def profile(a, rnnc, driver, tmp, root):
 
     # 1. the kernels' code, with block labels
     asm = os.path.join(tmp, "k.s")
