@@ -23,6 +23,7 @@
  * (sum) can end one. Views (parameter slots, slices, rows of a stack,
  * scan results) are pointers, never copies. A scan is a loop over t whose
  * carried states are the previous row of their own stacks. */
+#include <assert.h>
 #include <llvm-c/Core.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,6 +57,7 @@ typedef struct CG {
   int group_serial;
   size_t fixed, per_t_total, nnoise;
   LLVMValueRef *scan_stack; /* (per yield) stack bases while a scan is emitted */
+  bool *first_acc;          /* node -> the accumulation that initializes its gradient */
 } CG;
 
 /* -------------------------------------------------------------- helpers */
@@ -497,7 +499,8 @@ static void close_group(CG *c, Group *gr) {
     case OP_ACC: {
       LLVMValueRef gp = fptr(c, c->state, ci64(c, (long long)(SLOT_GRAD * g->nfloats +
                                                                g->params[n->a].offset)));
-      store(c, fadd(c, load(c, gp, l.i), value_at(c, n->in[0], l.i)), gp, l.i);
+      LLVMValueRef v = value_at(c, n->in[0], l.i);
+      store(c, c->first_acc[id] ? v : fadd(c, load(c, gp, l.i), v), gp, l.i);
       break;
     }
     case OP_STORE: {
@@ -607,6 +610,192 @@ static void emit_scan(CG *c, int id) {
       c->ptr[p] = stacks[N(c, p)->a];
   }
   free(stacks);
+}
+
+/* ------------------------------------------------- gradient accumulation */
+
+static LLVMValueRef vacc_new(CG *c, LLVMTypeRef vt) {
+  LLVMBasicBlockRef here = LLVMGetInsertBlock(c->b);
+  LLVMPositionBuilderBefore(c->b, LLVMGetFirstInstruction(LLVMGetEntryBasicBlock(c->fn)));
+  LLVMValueRef a = LLVMBuildAlloca(c->b, vt, "vacc");
+  LLVMPositionBuilderAtEnd(c->b, here);
+  return a;
+}
+
+static LLVMValueRef splat(CG *c, LLVMValueRef x) {
+  LLVMTypeRef vt = LLVMVectorType(c->f32, BLOCK);
+  LLVMValueRef v = LLVMBuildInsertElement(c->b, LLVMGetUndef(vt), x, LLVMConstInt(c->i32, 0, 0), "");
+  return LLVMBuildShuffleVector(c->b, v, LLVMGetUndef(vt), LLVMConstNull(LLVMVectorType(c->i32, BLOCK)), "");
+}
+
+enum { ACC_ROWS = 8 };
+
+/* Rows [r0, r0 + R) of a gradient (row stride ld, from its column 0) get
+ * sum_t u[t, r0 + j] v[t, 0..nv), 16 columns at a time with t innermost:
+ * each 16-float chunk of the gradient lives in a register over the whole
+ * sequence, loaded once (or not at all when `first`) and stored once. u
+ * is a [T, M] stack, or NULL for ones (a bias: sum_t v[t]). */
+static void outer_seq_rows(CG *c, LLVMValueRef g, long long ld, LLVMValueRef u, long long M,
+                           LLVMValueRef r0, int R, LLVMValueRef v, long long nv, bool first) {
+  LLVMTypeRef vt = LLVMVectorType(c->f32, BLOCK);
+  LLVMValueRef acc[ACC_ROWS], gp[ACC_ROWS];
+  for (int j = 0; j < R; j++)
+    acc[j] = vacc_new(c, vt);
+  Loop k = loop_begin(c, ci64(c, nv / BLOCK));
+  LLVMValueRef k0 = LLVMBuildMul(c->b, k.i, ci64(c, BLOCK), "");
+  for (int j = 0; j < R; j++) {
+    LLVMValueRef row = LLVMBuildAdd(c->b, r0, ci64(c, j), "");
+    gp[j] = fptr(c, g, LLVMBuildAdd(c->b, LLVMBuildMul(c->b, row, ci64(c, ld), ""), k0, ""));
+    LLVMValueRef init = LLVMConstNull(vt);
+    if (!first) {
+      init = LLVMBuildLoad2(c->b, vt, gp[j], "");
+      LLVMSetAlignment(init, 4);
+    }
+    LLVMBuildStore(c->b, init, acc[j]);
+  }
+  Loop t = loop_begin(c, c->T64);
+  LLVMValueRef vv = LLVMBuildLoad2(c->b, vt, fptr(c, v, LLVMBuildAdd(c->b, LLVMBuildMul(c->b, t.i, ci64(c, nv), ""), k0, "")), "");
+  LLVMSetAlignment(vv, 4);
+  for (int j = 0; j < R; j++) {
+    LLVMValueRef x = vv;
+    if (u) {
+      LLVMValueRef ui = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, t.i, ci64(c, M), ""),
+                                     LLVMBuildAdd(c->b, r0, ci64(c, j), ""), "");
+      x = fmul(c, splat(c, load(c, u, ui)), vv);
+    }
+    LLVMBuildStore(c->b, fadd(c, LLVMBuildLoad2(c->b, vt, acc[j], ""), x), acc[j]);
+  }
+  loop_end(c, &t);
+  for (int j = 0; j < R; j++) {
+    LLVMValueRef st = LLVMBuildStore(c->b, LLVMBuildLoad2(c->b, vt, acc[j], ""), gp[j]);
+    LLVMSetAlignment(st, 4);
+  }
+  loop_end(c, &k);
+}
+
+/* acc grad[p] u and acc_outer grad[p] u, v (ops.h). A sequence operand
+ * sums over t. The node that initializes its gradient (c->first_acc, see
+ * plan_grad_init) writes it instead of adding to it: with the vector path,
+ * by storing its sums and zeros beside its columns; otherwise by zeroing
+ * the gradient first. */
+static void emit_acc(CG *c, int id) {
+  const Graph *g = c->g;
+  const Node *n = N(c, id);
+  int a = n->in[0], b = n->nin > 1 ? n->in[1] : -1;
+  const Param *p = &g->params[n->a];
+  LLVMValueRef gp = fptr(c, c->state, ci64(c, (long long)(SLOT_GRAD * g->nfloats + p->offset)));
+  size_t cnt = type_numel(p->type);
+  bool first = c->first_acc[id], seqs = is_seq_type(N(c, a)->type);
+  assert(n->op == OP_ACC_OUTER || seqs);
+  if (n->op == OP_ACC) { /* a sequence (a single row is a loop group) */
+    if (cnt % BLOCK == 0) {
+      outer_seq_rows(c, gp, 0, NULL, 1, ci64(c, 0), 1, c->ptr[a], (long long)cnt, first);
+      return;
+    }
+    if (first)
+      memset_f32(c, gp, ci64(c, (long long)cnt));
+    Loop t = loop_begin(c, c->T64);
+    LLVMValueRef u = seq_row(c, a, t.i);
+    Loop i = loop_begin(c, ci64(c, (long long)cnt));
+    store(c, fadd(c, load(c, gp, i.i), load(c, u, i.i)), gp, i.i);
+    loop_end(c, &i);
+    loop_end(c, &t);
+    return;
+  }
+  /* grad[r, k0 + k] += u[r] v[k]; a one-hot v adds u to one column. */
+  Type tv = N(c, b)->type;
+  long long M = p->type.dim[0], ld = p->type.dim[1], k0 = n->b;
+  long long nv = seqs ? (tv.kind == TY_ONEHOT ? 1 : tv.dim[1]) : tv.dim[0];
+  if (seqs && tv.kind == TY_F32 && nv % BLOCK == 0) {
+    if (first && nv < ld) { /* the columns this product does not write */
+      Loop r = loop_begin(c, ci64(c, M));
+      LLVMValueRef row = fptr(c, gp, LLVMBuildMul(c->b, r.i, ci64(c, ld), ""));
+      if (k0 > 0)
+        memset_f32(c, row, ci64(c, k0));
+      if (k0 + nv < ld)
+        memset_f32(c, fptr(c, row, ci64(c, k0 + nv)), ci64(c, ld - k0 - nv));
+      loop_end(c, &r);
+    }
+    LLVMValueRef g0 = fptr(c, gp, ci64(c, k0));
+    if (M >= ACC_ROWS) {
+      Loop r = loop_begin(c, ci64(c, M / ACC_ROWS));
+      outer_seq_rows(c, g0, ld, c->ptr[a], M, LLVMBuildMul(c->b, r.i, ci64(c, ACC_ROWS), ""), ACC_ROWS,
+                     c->ptr[b], nv, first);
+      loop_end(c, &r);
+    }
+    for (long long r = M - M % ACC_ROWS; r < M; r++)
+      outer_seq_rows(c, g0, ld, c->ptr[a], M, ci64(c, r), 1, c->ptr[b], nv, first);
+    return;
+  }
+  if (first)
+    memset_f32(c, gp, ci64(c, (long long)cnt));
+  Loop r = loop_begin(c, ci64(c, M));
+  LLVMValueRef row = fptr(c, gp, LLVMBuildAdd(c->b, LLVMBuildMul(c->b, r.i, ci64(c, ld), ""), ci64(c, k0), ""));
+  Loop t = {0};
+  LLVMValueRef ur, vbase, idx = NULL;
+  if (seqs) {
+    t = loop_begin(c, c->T64);
+    ur = load(c, c->ptr[a], LLVMBuildAdd(c->b, LLVMBuildMul(c->b, t.i, ci64(c, M), ""), r.i, ""));
+    if (tv.kind == TY_ONEHOT)
+      idx = LLVMBuildSExt(c->b, LLVMBuildLoad2(c->b, c->i32, gep(c, c->i32, c->ptr[b], t.i), ""), c->i64, "");
+    vbase = tv.kind == TY_ONEHOT ? NULL : seq_row(c, b, t.i);
+  } else {
+    ur = load(c, c->ptr[a], r.i);
+    if (tv.kind == TY_ONEHOT)
+      idx = LLVMBuildSExt(c->b, c->sval[b], c->i64, "");
+    vbase = c->ptr[b];
+  }
+  if (tv.kind == TY_ONEHOT) {
+    store(c, fadd(c, load(c, row, idx), ur), row, idx);
+  } else {
+    Loop k = loop_begin(c, ci64(c, nv));
+    store(c, fadd(c, load(c, row, k.i), fmul(c, ur, load(c, vbase, k.i))), row, k.i);
+    loop_end(c, &k);
+  }
+  if (seqs)
+    loop_end(c, &t);
+  loop_end(c, &r);
+}
+
+/* Where each gradient starts. Batch 1: every call computes the gradients
+ * afresh, from zero. The first accumulation into a parameter, in the order
+ * codegen emits them, initializes it when it runs once (at the top level,
+ * not in a scan body); every other float of the gradient slot (parameters
+ * without such a first accumulation, alignment gaps) is zeroed at entry. */
+static void plan_grad_init(CG *c, int blk, bool *seen) {
+  const Block *b = &c->g->blocks[blk];
+  for (int i = 0; i < b->n; i++) {
+    const Node *n = N(c, b->nodes[i]);
+    if (n->op == OP_SCAN)
+      plan_grad_init(c, n->region, seen);
+    if ((n->op != OP_ACC && n->op != OP_ACC_OUTER) || seen[n->a])
+      continue;
+    seen[n->a] = true;
+    c->first_acc[b->nodes[i]] = blk == 0;
+  }
+}
+
+static void zero_gradients(CG *c) {
+  const Graph *g = c->g;
+  bool *covered = xcalloc(g->nfloats ? g->nfloats : 1, sizeof *covered);
+  for (int id = 0; id < g->nnodes; id++) {
+    if (!c->first_acc[id])
+      continue;
+    const Param *p = &g->params[N(c, id)->a];
+    memset(covered + p->offset, 1, type_numel(p->type));
+  }
+  LLVMValueRef base = fptr(c, c->state, ci64(c, (long long)(SLOT_GRAD * g->nfloats)));
+  for (size_t i = 0; i < g->nfloats;) {
+    size_t j = i;
+    while (j < g->nfloats && !covered[j])
+      j++;
+    if (j > i)
+      memset_f32(c, fptr(c, base, ci64(c, (long long)i)), ci64(c, (long long)(j - i)));
+    while (j < g->nfloats && covered[j])
+      j++;
+    i = j;
+  }
+  free(covered);
 }
 
 static void emit_standalone(CG *c, int id) {
@@ -779,59 +968,10 @@ static void emit_standalone(CG *c, int id) {
     loop_end(c, &r);
     break;
   }
-  case OP_ACC: {
-    /* A sequence: grad += each row, row by row (the gradient stays in L1). */
-    const Param *p = &g->params[n->a];
-    LLVMValueRef gp = fptr(c, c->state, ci64(c, (long long)(SLOT_GRAD * g->nfloats + p->offset)));
-    size_t cnt = type_numel(p->type);
-    Loop t = loop_begin(c, c->T64);
-    LLVMValueRef u = seq_row(c, a, t.i);
-    Loop i = loop_begin(c, ci64(c, (long long)cnt));
-    store(c, fadd(c, load(c, gp, i.i), load(c, u, i.i)), gp, i.i);
-    loop_end(c, &i);
-    loop_end(c, &t);
+  case OP_ACC:
+  case OP_ACC_OUTER:
+    emit_acc(c, id);
     break;
-  }
-  case OP_ACC_OUTER: {
-    /* grad[r, k0 + k] += u[r] v[k]; a one-hot v adds u to one column. Two
-     * sequences: the sum over t of u_t v_t^T, with t inside the loop over
-     * rows, so each row of the gradient is read and written once. */
-    const Param *p = &g->params[n->a];
-    LLVMValueRef gp = fptr(c, c->state, ci64(c, (long long)(SLOT_GRAD * g->nfloats + p->offset)));
-    Type tu = N(c, a)->type, tv = N(c, b)->type;
-    bool seqs = is_seq_type(tu);
-    int M = p->type.dim[0];
-    long long nv = seqs ? (tv.kind == TY_ONEHOT ? 1 : tv.dim[1]) : tv.dim[0];
-    Loop r = loop_begin(c, ci64(c, M));
-    LLVMValueRef row = fptr(c, gp, LLVMBuildAdd(c->b, LLVMBuildMul(c->b, r.i, ci64(c, p->type.dim[1]), ""),
-                                               ci64(c, n->b), ""));
-    Loop t = {0};
-    LLVMValueRef ur, vbase, idx = NULL;
-    if (seqs) {
-      t = loop_begin(c, c->T64);
-      ur = load(c, c->ptr[a], LLVMBuildAdd(c->b, LLVMBuildMul(c->b, t.i, ci64(c, M), ""), r.i, ""));
-      if (tv.kind == TY_ONEHOT)
-        idx = LLVMBuildSExt(c->b, LLVMBuildLoad2(c->b, c->i32, gep(c, c->i32, c->ptr[b], t.i), ""),
-                            c->i64, "");
-      vbase = tv.kind == TY_ONEHOT ? NULL : seq_row(c, b, t.i);
-    } else {
-      ur = load(c, c->ptr[a], r.i);
-      if (tv.kind == TY_ONEHOT)
-        idx = LLVMBuildSExt(c->b, c->sval[b], c->i64, "");
-      vbase = c->ptr[b];
-    }
-    if (tv.kind == TY_ONEHOT) {
-      store(c, fadd(c, load(c, row, idx), ur), row, idx);
-    } else {
-      Loop k = loop_begin(c, ci64(c, nv));
-      store(c, fadd(c, load(c, row, k.i), fmul(c, ur, load(c, vbase, k.i))), row, k.i);
-      loop_end(c, &k);
-    }
-    if (seqs)
-      loop_end(c, &t);
-    loop_end(c, &r);
-    break;
-  }
   default:
     if (op_flags[n->op] & F_ELEM) { /* a scalar */
       LLVMValueRef x = value_at(c, a, ci64(c, 0));
@@ -947,9 +1087,13 @@ int codegen(const Graph *g, LLVMModuleRef mod, const char *name, const CodegenOp
   LLVMSetLinkage(c.fixed_size, LLVMPrivateLinkage);
   c.scratch_t = fptr(&c, c.scratch, LLVMBuildLoad2(c.b, c.i64, c.fixed_size, ""));
 
-  if (g->stage == STAGE_GRAD) /* gradients accumulate from zero every call */
-    memset_f32(&c, fptr(&c, c.state, ci64(&c, (long long)(SLOT_GRAD * g->nfloats))),
-               ci64(&c, (long long)g->nfloats));
+  c.first_acc = xcalloc(nn, sizeof *c.first_acc);
+  if (g->stage == STAGE_GRAD) {
+    bool *seen = xcalloc((size_t)g->nparams + 1, sizeof *seen);
+    plan_grad_init(&c, 0, seen);
+    free(seen);
+    zero_gradients(&c);
+  }
   emit_block(&c, 0);
 
   /* out = logits, loss, gradient norm */
@@ -980,6 +1124,7 @@ int codegen(const Graph *g, LLVMModuleRef mod, const char *name, const CodegenOp
   free(c.noise_off);
   free(c.nusers);
   free(c.in_group);
+  free(c.first_acc);
   LLVMDisposeBuilder(c.b);
   (void)e;
   return 0;
