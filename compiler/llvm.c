@@ -673,6 +673,41 @@ static void outer_seq_rows(CG *c, LLVMValueRef g, long long ld, LLVMValueRef u, 
   loop_end(c, &k);
 }
 
+enum { MATVEC_T_VECS = 16 };
+
+/* y = W[:, k0:k0+n]^T u with n a multiple of 16: up to 256 columns at a
+ * time in 16 vector registers, rows innermost (one broadcast of u[r] and a
+ * row's loads and FMAs each), so y is stored once instead of loaded and
+ * stored for every row. */
+static void matvec_t_blocked(CG *c, int id) {
+  const Node *n = N(c, id);
+  LLVMTypeRef vt = LLVMVectorType(c->f32, BLOCK);
+  Type tw = N(c, n->in[0])->type;
+  LLVMValueRef acc[MATVEC_T_VECS];
+  for (int j = 0; j < MATVEC_T_VECS; j++)
+    acc[j] = vacc_new(c, vt);
+  for (long long c0 = 0; c0 < n->b; c0 += MATVEC_T_VECS * BLOCK) {
+    int nvec = (int)((n->b - c0) / BLOCK < MATVEC_T_VECS ? (n->b - c0) / BLOCK : MATVEC_T_VECS);
+    for (int j = 0; j < nvec; j++)
+      LLVMBuildStore(c->b, LLVMConstNull(vt), acc[j]);
+    Loop r = loop_begin(c, ci64(c, tw.dim[0]));
+    LLVMValueRef ur = splat(c, load(c, c->ptr[n->in[1]], r.i));
+    LLVMValueRef w = fptr(c, c->ptr[n->in[0]], LLVMBuildAdd(c->b, LLVMBuildMul(c->b, r.i, ci64(c, tw.dim[1]), ""),
+                                                          ci64(c, n->a + c0), ""));
+    for (int j = 0; j < nvec; j++) {
+      LLVMValueRef wv = LLVMBuildLoad2(c->b, vt, fptr(c, w, ci64(c, j * BLOCK)), "");
+      LLVMSetAlignment(wv, 4);
+      LLVMBuildStore(c->b, fadd(c, LLVMBuildLoad2(c->b, vt, acc[j], ""), fmul(c, wv, ur)), acc[j]);
+    }
+    loop_end(c, &r);
+    for (int j = 0; j < nvec; j++) {
+      LLVMValueRef st = LLVMBuildStore(c->b, LLVMBuildLoad2(c->b, vt, acc[j], ""),
+                                       fptr(c, c->ptr[id], ci64(c, c0 + j * BLOCK)));
+      LLVMSetAlignment(st, 4);
+    }
+  }
+}
+
 /* acc grad[p] u and acc_outer grad[p] u, v (ops.h). A sequence operand
  * sums over t. The node that initializes its gradient (c->first_acc, see
  * plan_grad_init) writes it instead of adding to it: with the vector path,
@@ -957,6 +992,10 @@ static void emit_standalone(CG *c, int id) {
     /* y[k] = sum_r W[r, k0 + k] u[r], as axpys over rows (contiguous in k) */
     Type tw = N(c, a)->type;
     c->ptr[id] = buffer(c, id);
+    if (n->b % BLOCK == 0) {
+      matvec_t_blocked(c, id);
+      break;
+    }
     memset_f32(c, c->ptr[id], ci64(c, n->b));
     Loop r = loop_begin(c, ci64(c, tw.dim[0]));
     LLVMValueRef ur = load(c, c->ptr[b], r.i);
