@@ -397,9 +397,12 @@ static LLVMValueRef shuffle(CG *c, LLVMValueRef x, LLVMValueRef y, const int *id
   return LLVMBuildShuffleVector(c->b, x, y, LLVMConstVector(m, BLOCK), "");
 }
 
-/* y[0..16) = W rows [0, 16) from w (stride ld floats) times x[0..nv). */
-static void matvec_block(CG *c, LLVMValueRef w, long long ld, LLVMValueRef x, long long nv,
-                         LLVMValueRef y) {
+/* ys[i][0..R) = W rows [0, R) from w (stride ld floats) times xs[i][0..nv),
+ * for nx = 16 / R vectors x: 16 accumulators, accumulator i * R + j for
+ * row j and vector i, so each load of a row of W serves nx products. */
+static void matvec_block_n(CG *c, LLVMValueRef w, long long ld, LLVMValueRef *xs, int nx, long long nv,
+                           LLVMValueRef *ys) {
+  int R = BLOCK / nx;
   LLVMTypeRef vt = LLVMVectorType(c->f32, BLOCK);
   LLVMValueRef acc[BLOCK];
   LLVMBasicBlockRef here = LLVMGetInsertBlock(c->b);
@@ -412,14 +415,19 @@ static void matvec_block(CG *c, LLVMValueRef w, long long ld, LLVMValueRef x, lo
     LLVMBuildStore(c->b, LLVMConstNull(vt), acc[j]);
   Loop k = loop_begin(c, ci64(c, nv / BLOCK));
   LLVMValueRef k0 = LLVMBuildMul(c->b, k.i, ci64(c, BLOCK), "");
-  LLVMValueRef xv = LLVMBuildLoad2(c->b, vt, fptr(c, x, k0), "");
-  LLVMSetAlignment(xv, 4);
-  for (int j = 0; j < BLOCK; j++) {
+  LLVMValueRef xv[BLOCK];
+  for (int i = 0; i < nx; i++) {
+    xv[i] = LLVMBuildLoad2(c->b, vt, fptr(c, xs[i], k0), "");
+    LLVMSetAlignment(xv[i], 4);
+  }
+  for (int j = 0; j < R; j++) {
     LLVMValueRef wp = fptr(c, w, LLVMBuildAdd(c->b, k0, ci64(c, j * ld), ""));
     LLVMValueRef wv = LLVMBuildLoad2(c->b, vt, wp, "");
     LLVMSetAlignment(wv, 4);
-    LLVMValueRef s = fadd(c, LLVMBuildLoad2(c->b, vt, acc[j], ""), fmul(c, wv, xv));
-    LLVMBuildStore(c->b, s, acc[j]);
+    for (int i = 0; i < nx; i++) {
+      LLVMValueRef s = fadd(c, LLVMBuildLoad2(c->b, vt, acc[i * R + j], ""), fmul(c, wv, xv[i]));
+      LLVMBuildStore(c->b, s, acc[i * R + j]);
+    }
   }
   loop_end(c, &k);
   /* The tree: level L pairs vectors whose lanes hold 16 >> L partial sums
@@ -441,8 +449,24 @@ static void matvec_block(CG *c, LLVMValueRef w, long long ld, LLVMValueRef x, lo
       v[p] = fadd(c, shuffle(c, v[2 * p], v[2 * p + 1], lo), shuffle(c, v[2 * p], v[2 * p + 1], hi));
     count /= 2;
   }
-  LLVMValueRef st = LLVMBuildStore(c->b, v[0], y);
-  LLVMSetAlignment(st, 4);
+  if (nx == 1) {
+    LLVMValueRef st = LLVMBuildStore(c->b, v[0], ys[0]);
+    LLVMSetAlignment(st, 4);
+    return;
+  }
+  for (int i = 0; i < nx; i++) {
+    LLVMValueRef m[BLOCK];
+    for (int j = 0; j < R; j++)
+      m[j] = LLVMConstInt(c->i32, (unsigned long long)(i * R + j), 0);
+    LLVMValueRef part = LLVMBuildShuffleVector(c->b, v[0], LLVMGetUndef(vt), LLVMConstVector(m, (unsigned)R), "");
+    LLVMValueRef st = LLVMBuildStore(c->b, part, ys[i]);
+    LLVMSetAlignment(st, 4);
+  }
+}
+
+static void matvec_block(CG *c, LLVMValueRef w, long long ld, LLVMValueRef x, long long nv,
+                         LLVMValueRef y) {
+  matvec_block_n(c, w, ld, &x, 1, nv, &y);
 }
 
 static void emit_matvec_row(CG *c, int id, LLVMValueRef r) {
@@ -962,10 +986,35 @@ static void emit_standalone(CG *c, int id) {
       LLVMValueRef w = fptr(c, c->ptr[a], LLVMBuildAdd(c->b, LLVMBuildMul(c->b, r0, ci64(c, tw.dim[1]), ""),
                                                       ci64(c, n->a), ""));
       if (seq) {
-        Loop t = loop_begin(c, c->T64);
-        LLVMValueRef y = fptr(c, c->ptr[id], LLVMBuildAdd(c->b, LLVMBuildMul(c->b, t.i, ci64(c, M), ""), r0, ""));
-        matvec_block(c, w, tw.dim[1], seq_row(c, b, t.i), nv, y);
-        loop_end(c, &t);
+        /* several steps at a time (4, then 2, then 1), 16 / n rows each,
+         * so a load of W serves n products */
+        LLVMValueRef done = ci64(c, 0);
+        for (int nx = 4; nx >= 1; nx /= 2) {
+          LLVMValueRef cnt = LLVMBuildSDiv(c->b, LLVMBuildSub(c->b, c->T64, done, ""), ci64(c, nx), "");
+          LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "steps");
+          LLVMBasicBlockRef after = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "steps_done");
+          LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSGT, cnt, ci64(c, 0), ""), body, after);
+          LLVMPositionBuilderAtEnd(c->b, body);
+          Loop t = loop_begin(c, cnt);
+          LLVMValueRef t0 = LLVMBuildAdd(c->b, done, LLVMBuildMul(c->b, t.i, ci64(c, nx), ""), "");
+          LLVMValueRef xs[4], ts[4];
+          for (int q = 0; q < nx; q++) {
+            ts[q] = LLVMBuildAdd(c->b, t0, ci64(c, q), "");
+            xs[q] = seq_row(c, b, ts[q]);
+          }
+          for (int h = 0; h < nx; h++) {
+            LLVMValueRef rh = LLVMBuildAdd(c->b, r0, ci64(c, h * BLOCK / nx), "");
+            LLVMValueRef ys[4];
+            for (int q = 0; q < nx; q++)
+              ys[q] = fptr(c, c->ptr[id], LLVMBuildAdd(c->b, LLVMBuildMul(c->b, ts[q], ci64(c, M), ""), rh, ""));
+            matvec_block_n(c, fptr(c, w, ci64(c, h * BLOCK / nx * tw.dim[1])), tw.dim[1], xs, nx, nv, ys);
+          }
+          loop_end(c, &t);
+          LLVMBuildBr(c->b, after);
+          LLVMPositionBuilderAtEnd(c->b, after);
+          if (nx > 1)
+            done = LLVMBuildAdd(c->b, done, LLVMBuildMul(c->b, cnt, ci64(c, nx), ""), "");
+        }
       } else {
         matvec_block(c, w, tw.dim[1], c->ptr[b], nv, fptr(c, c->ptr[id], r0));
       }
