@@ -264,14 +264,17 @@ static void eval(Interp *I, int id) {
     break;
   }
   case OP_MATVEC_T: {
-    /* y = W[:, k0:k0+n]^T u */
+    /* y = W[:, k0:k0+n]^T u; a sequence of u gives the sequence of products */
     int M = ta.dim[0], N = ta.dim[1], k0 = n->a;
-    for (size_t k = 0; k < c; k++) {
-      double s = 0;
-      for (int r = 0; r < M; r++)
-        s += a[(size_t)r * N + k0 + k] * b[r];
-      y[k] = R(I, s);
-    }
+    bool seq = tb.rank == 2;
+    int rows = seq ? I->T : 1;
+    for (int t = 0; t < rows; t++)
+      for (int k = 0; k < n->b; k++) {
+        double s = 0;
+        for (int r = 0; r < M; r++)
+          s += a[(size_t)r * N + k0 + k] * b[(size_t)t * M + r];
+        y[(size_t)t * n->b + k] = R(I, s);
+      }
     break;
   }
   case OP_LOG_SOFTMAX: {

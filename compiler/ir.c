@@ -233,11 +233,15 @@ static int shape_matvec(const Graph *g, const Node *n, Type *out, Why *why) {
 
 static int shape_matvec_t(const Graph *g, const Node *n, Type *out, Why *why) {
   char b0[64], b1[64];
-  if (!is_f32(T0) || T0.rank != 2 || is_seq(T0) || !is_vec(T1) || T1.dim[0] != T0.dim[0])
+  /* A sequence [T, m] (compiler-made: a product moved out of a scan)
+   * gives the sequence of products [T, b]. */
+  bool seq = T1.kind == TY_F32 && T1.rank == 2 && is_seq(T1);
+  Type u = seq ? row_type(T1) : T1;
+  if (!is_f32(T0) || T0.rank != 2 || is_seq(T0) || !is_vec(u) || u.dim[0] != T0.dim[0])
     FAIL("matvec_t: matrix %s and vector %s do not match", TS(T0, b0), TS(T1, b1));
   if (n->a < 0 || n->b <= 0 || n->a + n->b > T0.dim[1])
     FAIL("matvec_t: columns [%d:%d] out of range for %s", n->a, n->a + n->b, TS(T0, b0));
-  *out = type_vec(n->b);
+  *out = seq ? seq_of(type_vec(n->b)) : type_vec(n->b);
   return 0;
 }
 

@@ -697,39 +697,80 @@ static void outer_seq_rows(CG *c, LLVMValueRef g, long long ld, LLVMValueRef u, 
   loop_end(c, &k);
 }
 
-enum { MATVEC_T_VECS = 16 };
+/* Runs fn over the steps of a sequence four at a time, then two, then
+ * one for what remains of T: fn(c, ctx, ts, nx) with ts[0..nx) the steps. */
+typedef void StepFn(CG *c, void *ctx, LLVMValueRef *ts, int nx);
 
-/* y = W[:, k0:k0+n]^T u with n a multiple of 16: up to 256 columns at a
- * time in 16 vector registers, rows innermost (one broadcast of u[r] and a
- * row's loads and FMAs each), so y is stored once instead of loaded and
- * stored for every row. */
-static void matvec_t_blocked(CG *c, int id) {
-  const Node *n = N(c, id);
+static void step_tuples(CG *c, StepFn *fn, void *ctx) {
+  LLVMValueRef done = ci64(c, 0);
+  for (int nx = 4; nx >= 1; nx /= 2) {
+    LLVMValueRef cnt = LLVMBuildSDiv(c->b, LLVMBuildSub(c->b, c->T64, done, ""), ci64(c, nx), "");
+    LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "steps");
+    LLVMBasicBlockRef after = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "steps_done");
+    LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSGT, cnt, ci64(c, 0), ""), body, after);
+    LLVMPositionBuilderAtEnd(c->b, body);
+    Loop t = loop_begin(c, cnt);
+    LLVMValueRef t0 = LLVMBuildAdd(c->b, done, LLVMBuildMul(c->b, t.i, ci64(c, nx), ""), "");
+    LLVMValueRef ts[4];
+    for (int q = 0; q < nx; q++)
+      ts[q] = LLVMBuildAdd(c->b, t0, ci64(c, q), "");
+    fn(c, ctx, ts, nx);
+    loop_end(c, &t);
+    LLVMBuildBr(c->b, after);
+    LLVMPositionBuilderAtEnd(c->b, after);
+    if (nx > 1)
+      done = LLVMBuildAdd(c->b, done, LLVMBuildMul(c->b, cnt, ci64(c, nx), ""), "");
+  }
+}
+
+/* ys[q] = W^T us[q] for nx vectors u (M rows of W from w, stride ld, the
+ * n columns from w's column 0; n a multiple of 16): the columns 256 / nx at
+ * a time in 16 vector accumulators, rows innermost (per row, a load of each
+ * vector of W's row serves the nx products, each u[r] one broadcast), so
+ * y is stored once instead of loaded and stored for every row. */
+static void matvec_t_block(CG *c, LLVMValueRef w, long long ld, long long M, long long n,
+                           LLVMValueRef *us, int nx, LLVMValueRef *ys) {
   LLVMTypeRef vt = LLVMVectorType(c->f32, BLOCK);
-  Type tw = N(c, n->in[0])->type;
-  LLVMValueRef acc[MATVEC_T_VECS];
-  for (int j = 0; j < MATVEC_T_VECS; j++)
+  LLVMValueRef acc[BLOCK];
+  for (int j = 0; j < BLOCK; j++)
     acc[j] = vacc_new(c, vt);
-  for (long long c0 = 0; c0 < n->b; c0 += MATVEC_T_VECS * BLOCK) {
-    int nvec = (int)((n->b - c0) / BLOCK < MATVEC_T_VECS ? (n->b - c0) / BLOCK : MATVEC_T_VECS);
-    for (int j = 0; j < nvec; j++)
+  int vecs = BLOCK / nx;
+  for (long long c0 = 0; c0 < n; c0 += vecs * BLOCK) {
+    int nv = (int)((n - c0) / BLOCK < vecs ? (n - c0) / BLOCK : vecs);
+    for (int j = 0; j < nx * nv; j++)
       LLVMBuildStore(c->b, LLVMConstNull(vt), acc[j]);
-    Loop r = loop_begin(c, ci64(c, tw.dim[0]));
-    LLVMValueRef ur = splat(c, load(c, c->ptr[n->in[1]], r.i));
-    LLVMValueRef w = fptr(c, c->ptr[n->in[0]], LLVMBuildAdd(c->b, LLVMBuildMul(c->b, r.i, ci64(c, tw.dim[1]), ""),
-                                                          ci64(c, n->a + c0), ""));
-    for (int j = 0; j < nvec; j++) {
-      LLVMValueRef wv = LLVMBuildLoad2(c->b, vt, fptr(c, w, ci64(c, j * BLOCK)), "");
+    Loop r = loop_begin(c, ci64(c, M));
+    LLVMValueRef wr = fptr(c, w, LLVMBuildAdd(c->b, LLVMBuildMul(c->b, r.i, ci64(c, ld), ""), ci64(c, c0), ""));
+    LLVMValueRef ur[4];
+    for (int q = 0; q < nx; q++)
+      ur[q] = splat(c, load(c, us[q], r.i));
+    for (int j = 0; j < nv; j++) {
+      LLVMValueRef wv = LLVMBuildLoad2(c->b, vt, fptr(c, wr, ci64(c, j * BLOCK)), "");
       LLVMSetAlignment(wv, 4);
-      LLVMBuildStore(c->b, fadd(c, LLVMBuildLoad2(c->b, vt, acc[j], ""), fmul(c, wv, ur)), acc[j]);
+      for (int q = 0; q < nx; q++)
+        LLVMBuildStore(c->b, fadd(c, LLVMBuildLoad2(c->b, vt, acc[q * nv + j], ""), fmul(c, wv, ur[q])),
+                       acc[q * nv + j]);
     }
     loop_end(c, &r);
-    for (int j = 0; j < nvec; j++) {
-      LLVMValueRef st = LLVMBuildStore(c->b, LLVMBuildLoad2(c->b, vt, acc[j], ""),
-                                       fptr(c, c->ptr[id], ci64(c, c0 + j * BLOCK)));
-      LLVMSetAlignment(st, 4);
-    }
+    for (int q = 0; q < nx; q++)
+      for (int j = 0; j < nv; j++) {
+        LLVMValueRef st = LLVMBuildStore(c->b, LLVMBuildLoad2(c->b, vt, acc[q * nv + j], ""),
+                                         fptr(c, ys[q], ci64(c, c0 + j * BLOCK)));
+        LLVMSetAlignment(st, 4);
+      }
   }
+}
+
+static void matvec_t_steps(CG *c, void *ctx, LLVMValueRef *ts, int nx) {
+  int id = *(int *)ctx;
+  const Node *n = N(c, id);
+  Type tw = N(c, n->in[0])->type;
+  LLVMValueRef us[4], ys[4];
+  for (int q = 0; q < nx; q++) {
+    us[q] = seq_row(c, n->in[1], ts[q]);
+    ys[q] = seq_row(c, id, ts[q]);
+  }
+  matvec_t_block(c, fptr(c, c->ptr[n->in[0]], ci64(c, n->a)), tw.dim[1], tw.dim[0], n->b, us, nx, ys);
 }
 
 /* acc grad[p] u and acc_outer grad[p] u, v (ops.h). A sequence operand
@@ -855,6 +896,28 @@ static void zero_gradients(CG *c) {
     i = j;
   }
   free(covered);
+}
+
+typedef struct MatvecSteps {
+  int id;
+  LLVMValueRef w, r0; /* rows [r0, r0 + 16) of W, from its column k0 */
+} MatvecSteps;
+
+static void matvec_steps(CG *c, void *ctx, LLVMValueRef *ts, int nx) {
+  const MatvecSteps *m = ctx;
+  const Node *n = N(c, m->id);
+  Type tw = N(c, n->in[0])->type;
+  long long M = tw.dim[0], nv = N(c, n->in[1])->type.dim[1];
+  LLVMValueRef xs[4];
+  for (int q = 0; q < nx; q++)
+    xs[q] = seq_row(c, n->in[1], ts[q]);
+  for (int h = 0; h < nx; h++) {
+    LLVMValueRef rh = LLVMBuildAdd(c->b, m->r0, ci64(c, h * BLOCK / nx), "");
+    LLVMValueRef ys[4];
+    for (int q = 0; q < nx; q++)
+      ys[q] = fptr(c, c->ptr[m->id], LLVMBuildAdd(c->b, LLVMBuildMul(c->b, ts[q], ci64(c, M), ""), rh, ""));
+    matvec_block_n(c, fptr(c, m->w, ci64(c, h * BLOCK / nx * tw.dim[1])), tw.dim[1], xs, nx, nv, ys);
+  }
 }
 
 static void emit_standalone(CG *c, int id) {
@@ -986,35 +1049,10 @@ static void emit_standalone(CG *c, int id) {
       LLVMValueRef w = fptr(c, c->ptr[a], LLVMBuildAdd(c->b, LLVMBuildMul(c->b, r0, ci64(c, tw.dim[1]), ""),
                                                       ci64(c, n->a), ""));
       if (seq) {
-        /* several steps at a time (4, then 2, then 1), 16 / n rows each,
-         * so a load of W serves n products */
-        LLVMValueRef done = ci64(c, 0);
-        for (int nx = 4; nx >= 1; nx /= 2) {
-          LLVMValueRef cnt = LLVMBuildSDiv(c->b, LLVMBuildSub(c->b, c->T64, done, ""), ci64(c, nx), "");
-          LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "steps");
-          LLVMBasicBlockRef after = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "steps_done");
-          LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSGT, cnt, ci64(c, 0), ""), body, after);
-          LLVMPositionBuilderAtEnd(c->b, body);
-          Loop t = loop_begin(c, cnt);
-          LLVMValueRef t0 = LLVMBuildAdd(c->b, done, LLVMBuildMul(c->b, t.i, ci64(c, nx), ""), "");
-          LLVMValueRef xs[4], ts[4];
-          for (int q = 0; q < nx; q++) {
-            ts[q] = LLVMBuildAdd(c->b, t0, ci64(c, q), "");
-            xs[q] = seq_row(c, b, ts[q]);
-          }
-          for (int h = 0; h < nx; h++) {
-            LLVMValueRef rh = LLVMBuildAdd(c->b, r0, ci64(c, h * BLOCK / nx), "");
-            LLVMValueRef ys[4];
-            for (int q = 0; q < nx; q++)
-              ys[q] = fptr(c, c->ptr[id], LLVMBuildAdd(c->b, LLVMBuildMul(c->b, ts[q], ci64(c, M), ""), rh, ""));
-            matvec_block_n(c, fptr(c, w, ci64(c, h * BLOCK / nx * tw.dim[1])), tw.dim[1], xs, nx, nv, ys);
-          }
-          loop_end(c, &t);
-          LLVMBuildBr(c->b, after);
-          LLVMPositionBuilderAtEnd(c->b, after);
-          if (nx > 1)
-            done = LLVMBuildAdd(c->b, done, LLVMBuildMul(c->b, cnt, ci64(c, nx), ""), "");
-        }
+        /* several steps at a time, 16 / n rows each, so a load of W
+         * serves n products */
+        MatvecSteps ms = {id, w, r0};
+        step_tuples(c, matvec_steps, &ms);
       } else {
         matvec_block(c, w, tw.dim[1], c->ptr[b], nv, fptr(c, c->ptr[id], r0));
       }
@@ -1038,22 +1076,37 @@ static void emit_standalone(CG *c, int id) {
     break;
   }
   case OP_MATVEC_T: {
-    /* y[k] = sum_r W[r, k0 + k] u[r], as axpys over rows (contiguous in k) */
+    /* y = W[:, k0:k0+n]^T u: blocked with y in registers (matvec_t_block);
+     * a sequence of u, several steps at a time */
     Type tw = N(c, a)->type;
+    bool seq = is_seq_type(N(c, b)->type);
     c->ptr[id] = buffer(c, id);
     if (n->b % BLOCK == 0) {
-      matvec_t_blocked(c, id);
+      if (seq) {
+        step_tuples(c, matvec_t_steps, &id);
+      } else {
+        LLVMValueRef u = c->ptr[b], y = c->ptr[id];
+        matvec_t_block(c, fptr(c, c->ptr[a], ci64(c, n->a)), tw.dim[1], tw.dim[0], n->b, &u, 1, &y);
+      }
       break;
     }
-    memset_f32(c, c->ptr[id], ci64(c, n->b));
+    /* y[k] = sum_r W[r, k0 + k] u[r], as axpys over rows (contiguous in k) */
+    Loop t = {0};
+    if (seq)
+      t = loop_begin(c, c->T64);
+    LLVMValueRef u = seq ? seq_row(c, b, t.i) : c->ptr[b];
+    LLVMValueRef y = seq ? seq_row(c, id, t.i) : c->ptr[id];
+    memset_f32(c, y, ci64(c, n->b));
     Loop r = loop_begin(c, ci64(c, tw.dim[0]));
-    LLVMValueRef ur = load(c, c->ptr[b], r.i);
+    LLVMValueRef ur = load(c, u, r.i);
     LLVMValueRef w = fptr(c, c->ptr[a], LLVMBuildAdd(c->b, LLVMBuildMul(c->b, r.i, ci64(c, tw.dim[1]), ""),
                                                     ci64(c, n->a), ""));
     Loop k = loop_begin(c, ci64(c, n->b));
-    store(c, fadd(c, load(c, c->ptr[id], k.i), fmul(c, load(c, w, k.i), ur)), c->ptr[id], k.i);
+    store(c, fadd(c, load(c, y, k.i), fmul(c, load(c, w, k.i), ur)), y, k.i);
     loop_end(c, &k);
     loop_end(c, &r);
+    if (seq)
+      loop_end(c, &t);
     break;
   }
   case OP_ACC:

@@ -311,6 +311,52 @@ static bool hoist_accs(Graph *g) {
   return changed;
 }
 
+/* A transposed product in a scan's body whose result the body only yields
+ * as a per-step output (the backward of a layer's input product: the
+ * gradient that flows to the layer below) waits for nothing but its own
+ * step. Compute it after the scan over the stack of its operand, as one
+ * product with a [T, m] operand, and drop the yield: gru.nn's W_ih_l1 is
+ * then read once per name in the backward pass too. */
+static bool hoist_products_after(Graph *g) {
+  bool changed = false;
+  for (int i = 0; i < g->blocks[0].n; i++) {
+    int s = g->blocks[0].nodes[i];
+    if (nd(g, s)->op != OP_SCAN)
+      continue;
+    int body = nd(g, s)->region;
+    for (int k = nd(g, s)->b; k < g->blocks[body].nyields; k++) {
+      int x = g->blocks[body].yields[k];
+      Node n = *nd(g, x);
+      if (n.op != OP_MATVEC_T || n.block != body || nd(g, n.in[0])->block != 0 ||
+          nd(g, n.in[1])->op == OP_ARG || count_uses(g, x) != 1)
+        continue;
+      int anchor = s;
+      int u = stack_of(g, s, n.in[1], &anchor);
+      int in[2] = {n.in[0], u};
+      int y = ir_add(g, NULL, 0, OP_MATVEC_T, in, 2, n.a, n.b, 0, n.pos);
+      place_after(g, y, anchor);
+      /* The yield goes; results after it move down one. */
+      Block *B = &g->blocks[body];
+      memmove(&B->yields[k], &B->yields[k + 1], (size_t)(B->nyields - k - 1) * sizeof *B->yields);
+      B->nyields--;
+      for (int p = 0; p < g->nnodes; p++) {
+        Node *pn = nd(g, p);
+        if (pn->op != OP_PROJ || pn->in[0] != s || !listed(g, p))
+          continue;
+        if (pn->a == k) {
+          replace_uses(g, p, y);
+          remove_node(g, p);
+        } else if (pn->a > k) {
+          pn->a--;
+        }
+      }
+      changed = true;
+      k--;
+    }
+  }
+  return changed;
+}
+
 /* ----------------------------------------------------- dead code, compaction */
 
 static void mark(const Graph *g, char *live, int id);
@@ -419,6 +465,8 @@ int graph_optimize(Graph *g, bool late, Err *e) {
     if (hoist_accs(g))
       changed = true;
     if (late && hoist_products(g))
+      changed = true;
+    if (late && hoist_products_after(g))
       changed = true;
     if (cse(g))
       changed = true;
