@@ -43,6 +43,7 @@ typedef struct CG {
   LLVMValueRef state, chars, T, target, noise, scratch, tmax, step, out;
   LLVMValueRef T64, scratch_t; /* T as i64; start of the T-sized region */
   LLVMValueRef baked;          /* AOT: the parameter values as a constant global */
+  LLVMValueRef *baked_cols;    /* AOT: node -> its one-hot product's columns, transposed */
   LLVMValueRef *ptr;           /* node -> buffer or view base pointer */
   LLVMValueRef *sval;          /* node -> scalar value (f32, or i32 index) */
   LLVMValueRef *cur;           /* node -> value at the current group index */
@@ -469,6 +470,33 @@ static void matvec_block(CG *c, LLVMValueRef w, long long ld, LLVMValueRef x, lo
   matvec_block_n(c, w, ld, &x, 1, nv, &y);
 }
 
+/* AOT: a product of a baked matrix with a one-hot vector reads one column
+ * of the matrix per call, a strided gather. The object also holds those
+ * columns transposed (column j's M values contiguous), which this returns
+ * for product node id; NULL when the matrix is not baked. */
+static LLVMValueRef baked_columns(CG *c, int id) {
+  const Node *n = N(c, id), *w = N(c, n->in[0]);
+  if (!c->baked || w->op != OP_LOAD || w->b != SLOT_VALUE)
+    return NULL;
+  if (c->baked_cols[id])
+    return c->baked_cols[id];
+  const Graph *g = c->g;
+  long long M = w->type.dim[0], ld = w->type.dim[1], ncols = N(c, n->in[1])->type.dim[0];
+  const float *v = c->opt->baked_values + param_offset(g, w->a);
+  size_t cnt = (size_t)(M * ncols);
+  LLVMValueRef *vals = xmalloc(cnt * sizeof *vals);
+  for (long long j = 0; j < ncols; j++)
+    for (long long r = 0; r < M; r++)
+      vals[j * M + r] = LLVMConstReal(c->f32, v[r * ld + n->a + j]);
+  LLVMValueRef gv = LLVMAddGlobal(c->mod, LLVMArrayType2(c->f32, cnt), "columns");
+  LLVMSetInitializer(gv, LLVMConstArray2(c->f32, vals, cnt));
+  LLVMSetGlobalConstant(gv, 1);
+  LLVMSetLinkage(gv, LLVMPrivateLinkage);
+  LLVMSetAlignment(gv, 64);
+  free(vals);
+  return c->baked_cols[id] = gv;
+}
+
 static void emit_matvec_row(CG *c, int id, LLVMValueRef r) {
   /* y[r] = W[r, k0:k0+n] v  (a one-hot v reads one column) */
   const Node *n = N(c, id);
@@ -478,7 +506,11 @@ static void emit_matvec_row(CG *c, int id, LLVMValueRef r) {
   LLVMValueRef w = fptr(c, c->ptr[n->in[0]], row);
   if (tv.kind == TY_ONEHOT) {
     LLVMValueRef idx = LLVMBuildSExt(c->b, c->sval[n->in[1]], c->i64, "");
-    c->cur[id] = load(c, w, idx);
+    LLVMValueRef wt = baked_columns(c, id);
+    if (wt) /* column idx is contiguous: the row loop vectorizes without a gather */
+      c->cur[id] = load(c, wt, LLVMBuildAdd(c->b, LLVMBuildMul(c->b, idx, ci64(c, tw.dim[0]), ""), r, ""));
+    else
+      c->cur[id] = load(c, w, idx);
     return;
   }
   LLVMValueRef acc = acc_new(c, cf32(c, 0));
@@ -1177,6 +1209,7 @@ int codegen(const Graph *g, LLVMModuleRef mod, const char *name, const CodegenOp
   c.nusers = xcalloc(nn, sizeof *c.nusers);
   c.users = xcalloc(nn, sizeof *c.users);
   c.in_group = xcalloc(nn, sizeof *c.in_group);
+  c.baked_cols = xcalloc(nn, sizeof *c.baked_cols);
   plan(&c);
 
   if (opt && opt->baked_values) {
@@ -1266,6 +1299,7 @@ int codegen(const Graph *g, LLVMModuleRef mod, const char *name, const CodegenOp
   free(c.nusers);
   free(c.in_group);
   free(c.first_acc);
+  free(c.baked_cols);
   LLVMDisposeBuilder(c.b);
   (void)e;
   return 0;
