@@ -264,7 +264,8 @@ static int shape_scatter(const Graph *g, const Node *n, Type *out, Why *why) {
 
 static int shape_last(const Graph *g, const Node *n, Type *out, Why *why) {
   char b[64];
-  if (!is_f32(T0) || T0.rank != 2 || !is_seq(T0))
+  bool onehot = T0.kind == TY_ONEHOT && n->op == OP_LAST; /* compiler-made: a character */
+  if ((!is_f32(T0) && !onehot) || T0.rank != 2 || !is_seq(T0))
     FAIL("%s needs a sequence of vectors [T, n], not %s", op_names[n->op], TS(T0, b));
   *out = row_type(T0);
   return 0;

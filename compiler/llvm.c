@@ -996,6 +996,8 @@ static void emit_standalone(CG *c, int id) {
     break;
   case OP_LAST:
     c->ptr[id] = seq_row(c, a, LLVMBuildSub(c->b, c->T64, ci64(c, 1), ""));
+    if (n->type.kind == TY_ONEHOT) /* the last character's index */
+      c->sval[id] = LLVMBuildLoad2(c->b, c->i32, c->ptr[id], "");
     break;
   case OP_FIRST:
     c->ptr[id] = c->ptr[a];

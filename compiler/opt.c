@@ -311,6 +311,129 @@ static bool hoist_accs(Graph *g) {
   return changed;
 }
 
+/* ---------------------------------------- carries only the last step of */
+
+typedef struct Sink {
+  int s, body, anchor;
+  int *map; /* body node -> its clone at the last step, or -1 */
+} Sink;
+
+/* Whether x, a body value, can be computed after the scan for the last
+ * step: pure nodes of the body (no noise, no scan, no effect). */
+static bool sinkable(Graph *g, Sink *k, int x) {
+  const Node *n = nd(g, x);
+  if (n->block != k->body || n->op == OP_ARG)
+    return true;
+  if (n->op == OP_NOISE || n->op == OP_SCAN || (op_flags[n->op] & F_EFFECT) || n->nin > 8)
+    return false;
+  for (int i = 0; i < n->nin; i++)
+    if (!sinkable(g, k, n->in[i]))
+      return false;
+  return true;
+}
+
+static void place(Graph *g, Sink *k, int id) {
+  place_after(g, id, k->anchor);
+  k->anchor = id;
+}
+
+/* x's value at the last step, in block 0 after the scan: a sequence's
+ * row is last(sequence); a carry's input is last(the stack of its input)
+ * (its value before the last step); other nodes are cloned. */
+static int sink(Graph *g, Sink *k, int x) {
+  Node n = *nd(g, x); /* a copy: adding nodes moves g->nodes */
+  if (n.block != k->body)
+    return x;
+  if (k->map[x] >= 0)
+    return k->map[x];
+  int r;
+  if (n.op == OP_ARG) {
+    int nseq = nd(g, k->s)->a;
+    int stack = n.a < nseq ? nd(g, k->s)->in[n.a] : stack_of(g, k->s, x, &k->anchor);
+    r = ir_add(g, NULL, 0, OP_LAST, &stack, 1, 0, 0, 0, n.pos);
+  } else if (n.nin == 0) {
+    r = ir_leaf(g, 0, n.op, n.type, n.f, n.a, n.pos);
+  } else {
+    int in[8];
+    for (int i = 0; i < n.nin; i++)
+      in[i] = sink(g, k, n.in[i]);
+    r = ir_add(g, NULL, 0, n.op, in, n.nin, n.a, n.b, n.c, n.pos);
+  }
+  place(g, k, r);
+  return k->map[x] = r;
+}
+
+/* A carry that the cell never reads (rnn.nn's `out`: each step computes
+ * it afresh from x_t and h_{t-1}) and of which only last() is used is
+ * dropped from the scan and computed once, after it, from the last step's
+ * inputs. Before grad: the backward pass then has no such carry either. */
+static bool sink_last_carries(Graph *g) {
+  bool changed = false;
+  for (int i = 0; i < g->blocks[0].n; i++) {
+    int s = g->blocks[0].nodes[i];
+    const Node *sn = nd(g, s);
+    if (sn->op != OP_SCAN || sn->c)
+      continue;
+    int body = sn->region, nseq = sn->a;
+    for (int k = 0; k < nd(g, s)->b; k++) {
+      Block *B = &g->blocks[body];
+      int arg = B->args[nseq + k], y = B->yields[k];
+      if (count_uses(g, arg) != 0 || nd(g, y)->op == OP_ARG)
+        continue;
+      /* every use of the carry's results: last(proj #k) */
+      bool only_last = true, any = false;
+      for (int p = 0; p < g->nnodes && only_last; p++) {
+        const Node *pn = nd(g, p);
+        if (pn->op != OP_PROJ || pn->in[0] != s || pn->a != k || !listed(g, p))
+          continue;
+        for (int u = 0; u < g->nnodes; u++)
+          for (int q = 0; q < nd(g, u)->nin; q++)
+            if (nd(g, u)->in[q] == p && listed(g, u)) {
+              any = true;
+              only_last &= nd(g, u)->op == OP_LAST;
+            }
+        only_last &= count_uses(g, p) == 0 || (g->output != p && g->loss != p);
+      }
+      Sink sk = {.s = s, .body = body, .anchor = s};
+      if (!only_last || !any || !sinkable(g, &sk, y))
+        continue;
+      sk.map = xmalloc((size_t)g->nnodes * 2 * sizeof *sk.map);
+      for (int m = 0; m < g->nnodes * 2; m++)
+        sk.map[m] = -1;
+      int v = sink(g, &sk, y);
+      free(sk.map);
+      /* last(proj #k) reads v; the carry leaves the scan. */
+      for (int p = 0; p < g->nnodes; p++) {
+        Node *pn = nd(g, p);
+        if (pn->op != OP_PROJ || pn->in[0] != s || !listed(g, p))
+          continue;
+        if (pn->a == k) {
+          for (int u = 0; u < g->nnodes; u++)
+            if (nd(g, u)->op == OP_LAST && nd(g, u)->nin == 1 && nd(g, u)->in[0] == p && listed(g, u))
+              replace_uses(g, u, v);
+        } else if (pn->a > k) {
+          pn->a--;
+        }
+      }
+      B = &g->blocks[body];
+      memmove(&B->yields[k], &B->yields[k + 1], (size_t)(B->nyields - k - 1) * sizeof *B->yields);
+      B->nyields--;
+      memmove(&B->args[nseq + k], &B->args[nseq + k + 1], (size_t)(B->nargs - nseq - k - 1) * sizeof *B->args);
+      B->nargs--;
+      remove_node(g, arg);
+      for (int a = 0; a < B->nargs; a++)
+        nd(g, B->args[a])->a = a;
+      Node *scn = nd(g, s);
+      memmove(&scn->in[nseq + k], &scn->in[nseq + k + 1], (size_t)(scn->nin - nseq - k - 1) * sizeof *scn->in);
+      scn->nin--;
+      scn->b--;
+      changed = true;
+      k--;
+    }
+  }
+  return changed;
+}
+
 /* A transposed product in a scan's body whose result the body only yields
  * as a per-step output (the backward of a layer's input product: the
  * gradient that flows to the layer below) waits for nothing but its own
@@ -463,6 +586,8 @@ int graph_optimize(Graph *g, bool late, Err *e) {
       if (listed(g, id) && rewrite(g, id))
         changed = true;
     if (hoist_accs(g))
+      changed = true;
+    if (!late && sink_last_carries(g))
       changed = true;
     if (late && hoist_products(g))
       changed = true;
