@@ -311,6 +311,24 @@ static bool hoist_accs(Graph *g) {
   return changed;
 }
 
+/* Removes result k of scan s (its body's yield k), whose projections
+ * nothing reads any more: they leave block 0, and those of later results
+ * move down one. */
+static void drop_result(Graph *g, int s, int k) {
+  Block *B = &g->blocks[nd(g, s)->region];
+  memmove(&B->yields[k], &B->yields[k + 1], (size_t)(B->nyields - k - 1) * sizeof *B->yields);
+  B->nyields--;
+  for (int p = 0; p < g->nnodes; p++) {
+    Node *pn = nd(g, p);
+    if (pn->op != OP_PROJ || pn->in[0] != s || !listed(g, p))
+      continue;
+    if (pn->a == k)
+      remove_node(g, p);
+    else if (pn->a > k)
+      pn->a--;
+  }
+}
+
 /* ---------------------------------------- carries only the last step of */
 
 typedef struct Sink {
@@ -403,21 +421,13 @@ static bool sink_last_carries(Graph *g) {
       int v = sink(g, &sk, y);
       free(sk.map);
       /* last(proj #k) reads v; the carry leaves the scan. */
-      for (int p = 0; p < g->nnodes; p++) {
-        Node *pn = nd(g, p);
-        if (pn->op != OP_PROJ || pn->in[0] != s || !listed(g, p))
-          continue;
-        if (pn->a == k) {
+      for (int p = 0; p < g->nnodes; p++)
+        if (nd(g, p)->op == OP_PROJ && nd(g, p)->in[0] == s && nd(g, p)->a == k && listed(g, p))
           for (int u = 0; u < g->nnodes; u++)
             if (nd(g, u)->op == OP_LAST && nd(g, u)->nin == 1 && nd(g, u)->in[0] == p && listed(g, u))
               replace_uses(g, u, v);
-        } else if (pn->a > k) {
-          pn->a--;
-        }
-      }
+      drop_result(g, s, k);
       B = &g->blocks[body];
-      memmove(&B->yields[k], &B->yields[k + 1], (size_t)(B->nyields - k - 1) * sizeof *B->yields);
-      B->nyields--;
       memmove(&B->args[nseq + k], &B->args[nseq + k + 1], (size_t)(B->nargs - nseq - k - 1) * sizeof *B->args);
       B->nargs--;
       remove_node(g, arg);
@@ -458,21 +468,10 @@ static bool hoist_products_after(Graph *g) {
       int in[2] = {n.in[0], u};
       int y = ir_add(g, NULL, 0, OP_MATVEC_T, in, 2, n.a, n.b, 0, n.pos);
       place_after(g, y, anchor);
-      /* The yield goes; results after it move down one. */
-      Block *B = &g->blocks[body];
-      memmove(&B->yields[k], &B->yields[k + 1], (size_t)(B->nyields - k - 1) * sizeof *B->yields);
-      B->nyields--;
-      for (int p = 0; p < g->nnodes; p++) {
-        Node *pn = nd(g, p);
-        if (pn->op != OP_PROJ || pn->in[0] != s || !listed(g, p))
-          continue;
-        if (pn->a == k) {
+      for (int p = 0; p < g->nnodes; p++)
+        if (nd(g, p)->op == OP_PROJ && nd(g, p)->in[0] == s && nd(g, p)->a == k && listed(g, p))
           replace_uses(g, p, y);
-          remove_node(g, p);
-        } else if (pn->a > k) {
-          pn->a--;
-        }
-      }
+      drop_result(g, s, k);
       changed = true;
       k--;
     }
