@@ -94,11 +94,23 @@ struct Jit {
   LLVMTargetMachineRef tm; /* for the optimization pipeline */
 };
 
-Jit *jit_new(Err *e) {
+Jit *jit_new(const char *cpu, Err *e) {
   init_native();
   Jit *j = xcalloc(1, sizeof *j);
   LLVMOrcJITTargetMachineBuilderRef jtmb;
-  LLVMErrorRef err = LLVMOrcJITTargetMachineBuilderDetectHost(&jtmb);
+  LLVMErrorRef err = NULL;
+  if (cpu) {
+    /* A named CPU: the code is the same on every machine that runs its
+     * instructions. The builder takes its own target machine. */
+    LLVMTargetMachineRef tm = target_machine(NULL, cpu, "", false, e);
+    if (!tm) {
+      free(j);
+      return NULL;
+    }
+    jtmb = LLVMOrcJITTargetMachineBuilderCreateFromTargetMachine(tm); /* takes tm */
+  } else {
+    err = LLVMOrcJITTargetMachineBuilderDetectHost(&jtmb);
+  }
   if (err) {
     llvm_err(e, "detecting the host", err);
     free(j);
@@ -124,7 +136,7 @@ Jit *jit_new(Err *e) {
   }
   LLVMOrcJITDylibAddGenerator(LLVMOrcLLJITGetMainJITDylib(j->jit), gen); /* takes gen */
   j->tsc = LLVMOrcCreateNewThreadSafeContext();
-  j->tm = target_machine(NULL, NULL, NULL, false, e);
+  j->tm = target_machine(NULL, cpu, cpu ? "" : NULL, false, e);
   if (!j->tm) {
     jit_free(j);
     return NULL;

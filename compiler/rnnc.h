@@ -358,7 +358,10 @@ LLVMTargetMachineRef target_machine(const char *triple, const char *cpu, const c
 int optimize_module(LLVMModuleRef m, LLVMTargetMachineRef tm, Err *e);
 
 typedef struct Jit Jit;
-Jit *jit_new(Err *e);
+/* A JIT for the host's CPU (cpu NULL) or for a named x86-64 CPU that the
+ * host can run (see obj_check_cpu), so that results are the same on every
+ * machine. */
+Jit *jit_new(const char *cpu, Err *e);
 void jit_free(Jit *j);
 /* Modules for the JIT are made in its context. */
 LLVMContextRef jit_context(Jit *j);

@@ -73,7 +73,7 @@ int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e) {
     return -1;
   m->times.passes = now_seconds() - t1;
   m->nfloats = m->fwd->nfloats;
-  m->jit = jit_new(e);
+  m->jit = jit_new(opt->cpu, e);
   if (!m->jit)
     return -1;
   m->fwd_fn = build(m, m->fwd, "forward", &m->fwd_abi, e);

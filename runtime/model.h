@@ -19,6 +19,7 @@ typedef void (*KernelFn)(float *state, const int32_t *chars, int32_t T, int32_t 
 typedef struct ModelOptions {
   double lr; /* > 0: replaces the graph's learning rate */
   bool no_train; /* compile the inference kernel only */
+  const char *cpu; /* NULL: the host's CPU; else an LLVM CPU name (same code on every machine) */
 } ModelOptions;
 
 /* Stage times of a compile, in seconds. */

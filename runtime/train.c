@@ -106,17 +106,21 @@ static void progress(const TrainOptions *o, int epoch, int epochs, size_t done, 
   fflush(o->log);
 }
 
+void train_epoch_begin(Model *m, const Dataset *ds, uint64_t seed, int epoch, uint32_t *order) {
+  Rng r;
+  rng_seed(&r, epoch_seed(seed, epoch));
+  memcpy(order, ds->train, ds->ntrain * sizeof *order);
+  rng_shuffle_u32(&r, order, ds->ntrain);
+  model_seed_noise(m, epoch_seed(seed, epoch) ^ 0x5bd1e995);
+}
+
 int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
   uint32_t *order = xmalloc((ds->ntrain ? ds->ntrain : 1) * sizeof *order);
   int first = m->epoch, last = m->epoch + o->epochs;
   int rc = 0;
   char *saved = NULL; /* the last checkpoint written, for the NaN message */
   for (int ep = first; ep < last && rc == 0; ep++) {
-    Rng r;
-    rng_seed(&r, epoch_seed(o->seed, ep));
-    memcpy(order, ds->train, ds->ntrain * sizeof *order);
-    rng_shuffle_u32(&r, order, ds->ntrain);
-    model_seed_noise(m, epoch_seed(o->seed, ep) ^ 0x5bd1e995);
+    train_epoch_begin(m, ds, o->seed, ep, order);
     double t0 = now_seconds(), last_report = t0, sum = 0, running = 0;
     for (size_t i = 0; i < ds->ntrain; i++) {
       const Name *nm = &ds->names[order[i]];

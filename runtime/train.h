@@ -20,6 +20,10 @@ typedef struct EvalResult {
   size_t *confusion; /* (nlabels, nlabels): [truth][predicted] */
 } EvalResult;
 
+/* Epoch `epoch`'s order of ds->train (ntrain indices into order) and the
+ * noise generator's state at its start: the same for a run that resumes
+ * there. */
+void train_epoch_begin(Model *m, const Dataset *ds, uint64_t seed, int epoch, uint32_t *order);
 /* Trains on ds->train; evaluates on ds->test after every epoch. Stops
  * with an error at a NaN or infinite loss, naming the name and step; the
  * checkpoint of the last finished epoch stays as it was. */
