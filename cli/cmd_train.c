@@ -29,6 +29,7 @@ const char train_usage[] =
     "                       it (CKPT.optim.safetensors) resumes training\n"
     "  --test-fraction F    share of each language held out (default: 0.1; 0: none)\n"
     "  --out CKPT           checkpoint to write (default: GRAPH's name .safetensors)\n"
+    "                       and CKPT.optim.safetensors; one training at a time\n"
     "  -h, --help           this help\n";
 
 const char eval_usage[] =
@@ -190,7 +191,8 @@ int cmd_train(int argc, char **argv) {
   char **labels = NULL;
   int nlabels = 0, rc = EXIT_BAD_INPUT;
   ModelOptions mo = {.lr = lr};
-  if (check_writable(out, &e) || model_compile(&m, graph, &mo, &e))
+  CkptLock lock = {0};
+  if (check_writable(out, &e) || ckpt_lock(&lock, out, &e) || model_compile(&m, graph, &mo, &e))
     goto fail;
   print_compile(stderr, &m);
   if (epochs < 0)
@@ -232,6 +234,7 @@ int cmd_train(int argc, char **argv) {
 fail:
   if (rc)
     fprintf(stderr, "rnnc train: error: %s\n", e.msg);
+  ckpt_unlock(&lock);
   model_free(&m);
   data_free(&ds);
   free_labels(labels, nlabels);

@@ -1,21 +1,52 @@
 /* checkpoint.c: model checkpoints as safetensors.
  *
- * PATH holds the parameters and buffers under their PyTorch state_dict
- * names, so it loads with load_state_dict; its __metadata__ has the label
- * list, the vocabulary, the graph's file name and hash, and the step.
- * The optimizer state goes beside it, in PATH with ".safetensors"
- * replaced by ".optim.safetensors": "<name>.exp_avg" and
- * "<name>.exp_avg_sq" per trainable parameter, and the step. Each file is
- * written atomically (temporary file, then rename); the optimizer file is
- * written first, and the weights file names the step both share. */
+ * A checkpoint is a pair of files. PATH holds the parameters and buffers
+ * under their PyTorch state_dict names, so it loads with load_state_dict;
+ * its __metadata__ has the label list, the vocabulary, the graph's file
+ * name and hash, the step, the epoch and the pair id. The optimizer state
+ * goes beside it, in OPATH = PATH with ".safetensors" replaced by
+ * ".optim.safetensors": "<name>.exp_avg" and "<name>.exp_avg_sq" per
+ * trainable parameter, and the same metadata.
+ *
+ * The pair id makes the two files one: a 64-bit hash of the step, the
+ * epoch and every float of both files, so saves with different contents
+ * (two trainings into one --out) have different ids, and the same training
+ * resumed writes the same bytes. A loader takes the optimizer file with
+ * the weights' pair id and step, and refuses any other.
+ *
+ * Two files cannot be renamed at once, so a save keeps the old pair
+ * loadable until the new one is complete (W0 + O0 on disk, W1 + O1 new):
+ *   1. W1 and O1 are staged in full (files.h: temporaries, fsync'd);
+ *   2. O0 is renamed to OPATH.prev        W0 + prev:  the old pair
+ *   3. O1 is renamed to OPATH             W0 + prev:  the old pair
+ *   4. W1 is renamed to PATH              W1 + O1:    the new pair
+ *   5. OPATH.prev is removed.
+ * Each rename is synced before the next, so a kill at any moment leaves
+ * the old pair or the new one; a failed write (ENOSPC) can only be in
+ * step 1, and a failure at step 4 puts O0 back. The loader looks for the
+ * weights' optimizer state in OPATH, then in OPATH.prev. When prev
+ * already holds W0's optimizer state (a save stopped between 3 and 4),
+ * step 2 keeps it.
+ *
+ * Checkpoints written before pair ids ("format": "rnnc-1") pair by step.
+ * A lock file, PATH.lock, keeps a second training from writing the same
+ * checkpoint. */
 #include "checkpoint.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "safetensors.h"
+
+/* The result of reading a checkpoint's optimizer state. */
+enum { MOMENTS_NONE, MOMENTS_LOADED, MOMENTS_MISMATCH };
 
 char *ckpt_optim_path(const char *path) {
   size_t n = strlen(path);
@@ -24,6 +55,67 @@ char *ckpt_optim_path(const char *path) {
   if (n > k && !strcmp(path + n - k, ext))
     return xasprintf("%.*s.optim.safetensors", (int)(n - k), path);
   return xasprintf("%s.optim.safetensors", path);
+}
+
+/* Where a save keeps the old optimizer state while it renames. */
+static char *prev_path(const char *opath) { return xasprintf("%s.prev", opath); }
+
+/* A 64-bit hash of n floats, on top of h. */
+static uint64_t hash_floats(uint64_t h, const float *p, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    uint32_t u;
+    memcpy(&u, &p[i], sizeof u);
+    h = (h ^ u) * 0x100000001b3ULL;
+    h ^= h >> 29;
+  }
+  return h;
+}
+
+/* The pair id of a save: the step, the epoch and every float it writes. */
+static uint64_t pair_id(const Model *m) {
+  uint64_t h = 0xcbf29ce484222325ULL ^ (uint64_t)m->step * 0x9e3779b97f4a7c15ULL;
+  h ^= (uint64_t)(uint32_t)m->epoch;
+  h = hash_floats(h, m->state, m->nfloats);
+  if (m->train) {
+    h = hash_floats(h, m->state + SLOT_M * m->nfloats, m->nfloats);
+    h = hash_floats(h, m->state + SLOT_V * m->nfloats, m->nfloats);
+  }
+  return h;
+}
+
+/* Whether optimizer file o belongs to weights file w: the same step and
+ * the same pair id (or, for files written before pair ids, none). */
+static bool same_pair(const StFile *w, const StFile *o) {
+  const char *pw = st_meta(w, "pair"), *po = st_meta(o, "pair");
+  const char *sw = st_meta(w, "step"), *so = st_meta(o, "step");
+  if (!sw || !so || strcmp(sw, so))
+    return false;
+  if (pw || po)
+    return pw && po && !strcmp(pw, po);
+  return true;
+}
+
+/* Step 2 of a save (see the top): before the new optimizer state replaces
+ * opath, the state that belongs to the weights at path goes to ppath,
+ * unless it is there already; anything else at ppath is stale. */
+static int keep_prev(const char *path, const char *opath, const char *ppath, Err *e) {
+  StFile w, o;
+  Err ignored;
+  bool o_pairs = false, p_pairs = false;
+  if (st_load_header(&w, path, &ignored) == 0) {
+    if (st_load_header(&o, opath, &ignored) == 0)
+      o_pairs = same_pair(&w, &o);
+    st_free(&o);
+    if (!o_pairs && st_load_header(&o, ppath, &ignored) == 0)
+      p_pairs = same_pair(&w, &o);
+    st_free(&o);
+  }
+  st_free(&w);
+  if (o_pairs && rename_durable(opath, ppath) < 0)
+    return errf(e, "%s: cannot rename it to %s: %s", opath, ppath, strerror(errno));
+  if (!o_pairs && !p_pairs)
+    unlink(ppath);
+  return 0;
 }
 
 static char *join_labels(char *const *labels, int n) {
@@ -44,44 +136,62 @@ static StTensor tensor_of(const Param *p, float *data) {
 
 int ckpt_save(const Model *m, char *const *labels, int nlabels, const char *path, Err *e) {
   const Graph *g = m->fwd;
-  char step[32], hash[32], epoch[16];
+  char step[32], hash[32], epoch[16], pair[32];
   snprintf(step, sizeof step, "%" PRId64, m->step);
   snprintf(epoch, sizeof epoch, "%d", m->epoch);
   snprintf(hash, sizeof hash, "%016" PRIx64, m->hash);
+  snprintf(pair, sizeof pair, "%016" PRIx64, pair_id(m));
   char *label_list = join_labels(labels, nlabels);
   const char *base = strrchr(m->path, '/');
   base = base ? base + 1 : m->path;
-  char *keys[] = {"format", "labels", "vocab", "graph", "graph_fnv1a", "step", "epoch"};
-  char *vals[] = {"rnnc-1", label_list, VOCAB_CHARS, (char *)base, hash, step, epoch};
+  char *keys[] = {"format", "labels", "vocab", "graph", "graph_fnv1a", "step", "epoch", "pair"};
+  char *vals[] = {"rnnc-2", label_list, VOCAB_CHARS, (char *)base, hash, step, epoch, pair};
+  int nmeta = (int)ARRAY_LEN(keys);
   StTensor *ts = xcalloc((size_t)2 * g->nparams + 1, sizeof *ts);
   char **names = xcalloc((size_t)2 * g->nparams + 1, sizeof *names);
-  int n = 0, rc = 0;
-  /* The optimizer's moments first: the weights file is the one a reader
-   * trusts, and it is renamed into place last. */
-  char *opath = ckpt_optim_path(path);
-  for (int p = 0; p < g->nparams; p++) {
-    const Param *pa = &g->params[p];
-    if (!pa->trainable)
-      continue;
-    ts[n] = tensor_of(pa, m->state + SLOT_M * m->nfloats + pa->offset);
-    ts[n].name = names[n] = xasprintf("%s.exp_avg", pa->name);
-    n++;
-    ts[n] = tensor_of(pa, m->state + SLOT_V * m->nfloats + pa->offset);
-    ts[n].name = names[n] = xasprintf("%s.exp_avg_sq", pa->name);
-    n++;
+  char *opath = ckpt_optim_path(path), *ppath = prev_path(opath);
+  Staged so = {.fd = -1}, sw = {.fd = -1};
+  int n = 0, rc = -1;
+  if (m->train) {
+    for (int p = 0; p < g->nparams; p++) {
+      const Param *pa = &g->params[p];
+      if (!pa->trainable)
+        continue;
+      ts[n] = tensor_of(pa, m->state + SLOT_M * m->nfloats + pa->offset);
+      ts[n].name = names[n] = xasprintf("%s.exp_avg", pa->name);
+      n++;
+      ts[n] = tensor_of(pa, m->state + SLOT_V * m->nfloats + pa->offset);
+      ts[n].name = names[n] = xasprintf("%s.exp_avg_sq", pa->name);
+      n++;
+    }
+    if (st_stage(&so, opath, ts, n, keys, vals, nmeta, e))
+      goto out;
+  }
+  n = 0;
+  for (int p = 0; p < g->nparams; p++)
+    ts[n++] = tensor_of(&g->params[p], m->state + g->params[p].offset);
+  if (st_stage(&sw, path, ts, n, keys, vals, nmeta, e))
+    goto out;
+  /* Both files are complete: now the renames (steps 2-5 at the top). */
+  if (m->train && (keep_prev(path, opath, ppath, e) || stage_commit(&so, e)))
+    goto out;
+  if (stage_commit(&sw, e)) {
+    if (m->train && rename_durable(ppath, opath) < 0) /* put the old state back */
+      unlink(opath);
+    goto out;
   }
   if (m->train)
-    rc = st_save(opath, ts, n, keys, vals, 7, e);
-  for (int i = 0; i < n; i++)
+    unlink(ppath);
+  rc = 0;
+out:
+  stage_discard(&so);
+  stage_discard(&sw);
+  for (int i = 0; i < 2 * g->nparams + 1; i++)
     free(names[i]);
-  n = 0;
-  for (int p = 0; rc == 0 && p < g->nparams; p++)
-    ts[n++] = tensor_of(&g->params[p], m->state + g->params[p].offset);
-  if (rc == 0)
-    rc = st_save(path, ts, n, keys, vals, 7, e);
   free(ts);
   free(names);
   free(opath);
+  free(ppath);
   free(label_list);
   return rc;
 }
@@ -141,15 +251,77 @@ static int copy_in(const Graph *g, const StFile *f, const char *path, const char
   return 0;
 }
 
-int ckpt_load(Model *m, const char *path, bool with_optim, char ***labels, int *nlabels,
-              Err *e) {
+/* The optimizer state that belongs to weights w (from path): in OPATH,
+ * else in OPATH.prev (a save stopped between its renames). MOMENTS_NONE
+ * when there is no optimizer file; MOMENTS_MISMATCH (with a message) when
+ * there are, but none of w's pair; -1 on an error. */
+static int load_optim(Model *m, const StFile *w, const char *path, Err *e) {
+  char *opath = ckpt_optim_path(path), *ppath = prev_path(opath);
+  const char *cand[2] = {opath, ppath};
+  Buf why = {0};
+  int rc = MOMENTS_NONE;
+  for (int i = 0; i < 2 && rc == MOMENTS_NONE; i++) {
+    struct stat st;
+    if (stat(cand[i], &st) < 0 && errno == ENOENT)
+      continue;
+    StFile o;
+    Err oe;
+    if (st_load(&o, cand[i], &oe)) {
+      buf_printf(&why, "; %s", oe.msg);
+      continue;
+    }
+    if (same_pair(w, &o)) {
+      if (copy_in(m->fwd, &o, cand[i], ".exp_avg", m->state + SLOT_M * m->nfloats, true, e) ||
+          copy_in(m->fwd, &o, cand[i], ".exp_avg_sq", m->state + SLOT_V * m->nfloats, true, e))
+        rc = -1;
+      else
+        rc = MOMENTS_LOADED;
+    } else if (i == 0) {
+      const char *ws = st_meta(w, "step"), *os = st_meta(&o, "step");
+      const char *wp = st_meta(w, "pair"), *op = st_meta(&o, "pair");
+      buf_printf(&why, ": the weights were saved at step %s (pair id %s), the optimizer state at "
+                       "step %s (pair id %s)",
+                 ws ? ws : "?", wp ? wp : "none", os ? os : "?", op ? op : "none");
+    }
+    st_free(&o);
+  }
+  if (rc == MOMENTS_NONE && why.len) {
+    errf(e, "%s and %s are not one checkpoint%s. They come from two trainings, or a file was "
+            "copied or replaced by hand: resume from a complete pair, or delete %s to resume "
+            "with a fresh optimizer state",
+         path, opath, why.data, opath);
+    rc = MOMENTS_MISMATCH;
+  }
+  buf_free(&why);
+  free(opath);
+  free(ppath);
+  return rc;
+}
+
+/* Whether the weights file at path is no longer the one w was read from
+ * (a training saved a new pair meanwhile). */
+static bool replaced(const StFile *w, const char *path) {
+  StFile now;
+  Err ignored;
+  if (st_load_header(&now, path, &ignored))
+    return false;
+  const char *a = st_meta(w, "pair"), *b = st_meta(&now, "pair");
+  bool changed = (a || b) && !(a && b && !strcmp(a, b));
+  st_free(&now);
+  return changed;
+}
+
+static int load_once(Model *m, const char *path, bool with_optim, bool may_retry, char ***labels,
+                     int *nlabels, Err *e) {
   StFile f;
+  *labels = NULL;
+  *nlabels = 0;
+  m->step = 0;
+  m->epoch = 0;
   if (st_load(&f, path, e))
     return -1;
   int rc = copy_in(m->fwd, &f, path, "", m->state, false, e);
   const char *list = st_meta(&f, "labels");
-  *labels = NULL;
-  *nlabels = 0;
   if (rc == 0 && list)
     split_labels(list, labels, nlabels);
   if (rc == 0 && list && *nlabels != m->fwd->classes) {
@@ -159,31 +331,19 @@ int ckpt_load(Model *m, const char *path, bool with_optim, char ***labels, int *
   const char *vocab = st_meta(&f, "vocab");
   if (rc == 0 && vocab && strcmp(vocab, VOCAB_CHARS))
     rc = errf(e, "%s: the checkpoint's vocabulary differs from rnnc's (\"%s\")", path, vocab);
-  const char *step = st_meta(&f, "step");
-  m->step = 0;
-  m->epoch = 0;
   if (rc == 0 && with_optim && m->train) {
     /* Resume the optimizer when its state is beside the weights. */
-    char *opath = ckpt_optim_path(path);
-    StFile o;
-    Err oe;
-    if (st_load(&o, opath, &oe) == 0) {
-      const char *ostep = st_meta(&o, "step");
-      if (!step || !ostep || strcmp(step, ostep))
-        rc = errf(e, "%s and %s are from different steps (%s, %s)", path, opath,
-                  step ? step : "?", ostep ? ostep : "?");
-      if (rc == 0)
-        rc = copy_in(m->fwd, &o, opath, ".exp_avg", m->state + SLOT_M * m->nfloats, true, e);
-      if (rc == 0)
-        rc = copy_in(m->fwd, &o, opath, ".exp_avg_sq", m->state + SLOT_V * m->nfloats, true, e);
-      if (rc == 0) {
-        const char *ep = st_meta(&f, "epoch");
-        m->step = strtoll(step, NULL, 10);
-        m->epoch = ep ? atoi(ep) : 0;
-      }
-      st_free(&o);
+    rc = load_optim(m, &f, path, e);
+    if (rc == MOMENTS_MISMATCH && may_retry && replaced(&f, path))
+      rc = 1; /* read it again */
+    else if (rc == MOMENTS_MISMATCH)
+      rc = -1;
+    else if (rc == MOMENTS_LOADED) {
+      const char *step = st_meta(&f, "step"), *ep = st_meta(&f, "epoch");
+      m->step = strtoll(step, NULL, 10);
+      m->epoch = ep ? atoi(ep) : 0;
+      rc = 0;
     }
-    free(opath);
   }
   st_free(&f);
   if (rc) {
@@ -194,4 +354,81 @@ int ckpt_load(Model *m, const char *path, bool with_optim, char ***labels, int *
     *nlabels = 0;
   }
   return rc;
+}
+
+int ckpt_load(Model *m, const char *path, bool with_optim, char ***labels, int *nlabels,
+              Err *e) {
+  /* A training writing path while we read it: the weights and the
+   * optimizer state can be of different saves; then read both again. */
+  for (int attempt = 0;; attempt++) {
+    int rc = load_once(m, path, with_optim, attempt < 3, labels, nlabels, e);
+    if (rc <= 0)
+      return rc;
+  }
+}
+
+int ckpt_lock(CkptLock *l, const char *path, Err *e) {
+  l->path = xasprintf("%s.lock", path);
+  l->fd = -1;
+  for (int tries = 0;; tries++) {
+    int fd = open(l->path, O_RDWR | O_CREAT | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC, 0666);
+    if (fd < 0) {
+      errf(e, "cannot write the checkpoint %s: cannot create its lock file %s: %s", path, l->path,
+           strerror(errno));
+      break;
+    }
+    struct stat a, b;
+    if (fstat(fd, &a) < 0 || !S_ISREG(a.st_mode)) {
+      errf(e, "cannot write the checkpoint %s: its lock file %s is not a regular file", path,
+           l->path);
+      close(fd);
+      break;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+      if (errno == EWOULDBLOCK) {
+        char buf[32] = {0};
+        long pid = 0;
+        if (pread(fd, buf, sizeof buf - 1, 0) > 0)
+          pid = strtol(buf, NULL, 10);
+        char who[64] = "another rnnc";
+        if (pid > 0)
+          snprintf(who, sizeof who, "another rnnc (pid %ld)", pid);
+        errf(e, "%s is being written by %s, which holds its lock %s: two trainings into one "
+                "checkpoint would mix their files; wait for it to finish, or choose another --out",
+             path, who, l->path);
+      } else {
+        errf(e, "cannot lock %s: %s", l->path, strerror(errno));
+      }
+      close(fd);
+      break;
+    }
+    /* The holder before us removes the file as it finishes: the lock
+     * counts only if path still names the file we locked. */
+    if (stat(l->path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
+      l->fd = fd;
+      char pid[32];
+      int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+      if (ftruncate(fd, 0) == 0 && pwrite(fd, pid, (size_t)n, 0) != n) {
+        /* the pid is for another process's message only */
+      }
+      return 0;
+    }
+    close(fd);
+    if (tries == 100) {
+      errf(e, "cannot lock %s: it keeps being replaced", l->path);
+      break;
+    }
+  }
+  free(l->path);
+  l->path = NULL;
+  return -1;
+}
+
+void ckpt_unlock(CkptLock *l) {
+  if (l->path && l->fd >= 0) {
+    unlink(l->path); /* while holding the lock: see ckpt_lock */
+    close(l->fd);
+  }
+  free(l->path);
+  *l = (CkptLock){.fd = -1};
 }

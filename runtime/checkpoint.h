@@ -10,13 +10,28 @@
 /* Where the optimizer state of checkpoint path lives (malloc'd). */
 char *ckpt_optim_path(const char *path);
 /* Writes the parameters (and, for a training model, the optimizer state
- * beside them), atomically. */
+ * beside them) as one pair: whatever happens, the files on disk are the
+ * old pair or the new one (see checkpoint.c). */
 int ckpt_save(const Model *m, char *const *labels, int nlabels, const char *path, Err *e);
 /* Reads the parameters of m's graph from path: every parameter and buffer
  * must be there with its shape (other tensors are ignored). With
- * with_optim, also the optimizer state beside it, when there is one.
- * *labels (malloc'd, may be NULL when the file has no label list). */
+ * with_optim, also the optimizer state beside it, when there is one (then
+ * m->step and m->epoch are the checkpoint's); optimizer files that are not
+ * of path's pair are an error. *labels (malloc'd, may be NULL when the
+ * file has no label list). */
 int ckpt_load(Model *m, const char *path, bool with_optim, char ***labels, int *nlabels,
               Err *e);
+
+/* An exclusive lock on writing a checkpoint (PATH.lock, holding the
+ * owner's pid), for as long as a training runs. */
+typedef struct CkptLock {
+  char *path;
+  int fd;
+} CkptLock;
+/* Takes the lock of checkpoint path, or fails with a message naming the
+ * process that holds it. */
+int ckpt_lock(CkptLock *l, const char *path, Err *e);
+/* Releases and removes the lock; harmless on a zeroed or failed lock. */
+void ckpt_unlock(CkptLock *l);
 
 #endif

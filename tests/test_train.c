@@ -20,14 +20,6 @@
 static char *data_dir, *graph, *graph3;
 
 
-static char *replace(char *text, const char *from, const char *to) {
-  char *at = strstr(text, from);
-  assert_non_null(at);
-  char *r = xasprintf("%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
-  free(text);
-  return r;
-}
-
 static bool same_file(const char *a, const char *b) {
   Err e;
   size_t na, nb;
@@ -40,45 +32,11 @@ static bool same_file(const char *a, const char *b) {
 
 /* Three languages, 150 names each, and rnn.nn 32 wide with 3 classes. */
 static int setup(void **state) {
-  data_dir = tmp_path("names3");
-  assert_int_equal(mkdir(data_dir, 0755), 0);
-  const char *langs[] = {"Chinese", "Greek", "Japanese"};
-  for (int i = 0; i < 3; i++) {
-    char rel[64];
-    snprintf(rel, sizeof rel, "data/names/%s.txt", langs[i]);
-    char *src = src_path(rel);
-    Err e;
-    char *text = read_file(src, NULL, &e);
-    assert_non_null(text);
-    char *end = text;
-    for (int k = 0; k < 150 && (end = strchr(end, '\n')); k++)
-      end++;
-    if (end)
-      *end = '\0';
-    char *dst = xasprintf("%s/%s.txt", data_dir, langs[i]);
-    write_text(dst, text);
-    free(dst);
-    free(text);
-    free(src);
-  }
-  char *src = src_path("graphs/rnn.nn");
-  Err e;
-  char *text = read_file(src, NULL, &e);
-  free(src);
-  text = replace(text, "const H = 256", "const H = 32");
-  text = replace(text, "const C = 18", "const C = 3");
-  graph = tmp_path("rnn32.nn");
-  write_text(graph, text);
-  free(text);
+  data_dir = make_data_dir((const char *const[]){"Chinese", "Greek", "Japanese"},
+                           (const int[]){150, 150, 150}, 3);
+  graph = make_rnn_graph(32, 3);
   /* The same graph with 4 classes: its checkpoints are of another graph. */
-  src = src_path("graphs/rnn.nn");
-  text = read_file(src, NULL, &e);
-  free(src);
-  text = replace(text, "const H = 256", "const H = 32");
-  text = replace(text, "const C = 18", "const C = 4");
-  graph3 = tmp_path("rnn32c4.nn");
-  write_text(graph3, text);
-  free(text);
+  graph3 = make_rnn_graph(32, 4);
   return 0;
 }
 

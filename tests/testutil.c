@@ -1,8 +1,10 @@
 #include "testutil.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -32,15 +34,33 @@ static char *slurp(const char *path) {
   return s ? s : xstrdup("");
 }
 
-int run_rnnc(const char *const *argv, char **out, char **err) {
+/* In the child: fd (0..2) onto path, NULL for /dev/null, "-" closed. */
+static void redirect(int fd, const char *path) {
+  if (path && !strcmp(path, "-")) {
+    close(fd);
+    return;
+  }
+  int f = open(path ? path : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (f < 0 || dup2(f, fd) < 0)
+    _exit(127);
+  close(f);
+}
+
+pid_t spawn_rnnc(const char *const *argv, const char *const *env, const char *out,
+                 const char *err) {
   const char *bin = getenv("RNNC_BIN");
   assert_non_null(bin);
-  char *o = tmp_path("stdout"), *e = tmp_path("stderr");
+  fflush(NULL);
   pid_t pid = fork();
   assert_true(pid >= 0);
   if (pid == 0) {
-    if (!freopen(o, "wb", stdout) || !freopen(e, "wb", stderr))
-      _exit(127);
+    redirect(1, out);
+    redirect(2, err);
+    for (size_t i = 0; env && env[i]; i++) {
+      const char *eq = strchr(env[i], '=');
+      char *name = strndup(env[i], (size_t)(eq - env[i]));
+      setenv(name, eq + 1, 1);
+    }
     size_t n = 0;
     while (argv[n])
       n++;
@@ -51,8 +71,18 @@ int run_rnnc(const char *const *argv, char **out, char **err) {
     execv(bin, args);
     _exit(127);
   }
+  return pid;
+}
+
+int wait_rnnc(pid_t pid) {
   int status;
   assert_int_equal(waitpid(pid, &status, 0), pid);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+}
+
+int run_rnnc(const char *const *argv, char **out, char **err) {
+  char *o = tmp_path("stdout"), *e = tmp_path("stderr");
+  int status = wait_rnnc(spawn_rnnc(argv, NULL, o, e));
   if (out)
     *out = slurp(o);
   if (err)
@@ -61,7 +91,7 @@ int run_rnnc(const char *const *argv, char **out, char **err) {
   unlink(e);
   free(o);
   free(e);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return status < 0 ? -1 : status;
 }
 
 char *rnnc_expect(int want_status, const char *const *argv) {
@@ -79,4 +109,53 @@ char *rnnc_expect(int want_status, const char *const *argv) {
 void assert_contains(const char *text, const char *fragment) {
   if (!strstr(text, fragment))
     fail_msg("output does not contain \"%s\":\n%s", fragment, text);
+}
+
+char *make_data_dir(const char *const *langs, const int *per, int n) {
+  char *dir = tmp_path("names");
+  assert_int_equal(mkdir(dir, 0755), 0);
+  for (int i = 0; i < n; i++) {
+    char *rel = xasprintf("data/names/%s.txt", langs[i]);
+    char *src = src_path(rel);
+    Err e;
+    char *text = read_file(src, NULL, &e);
+    assert_non_null(text);
+    char *end = text;
+    for (int k = 0; k < per[i] && (end = strchr(end, '\n')); k++)
+      end++;
+    if (end)
+      *end = '\0';
+    char *dst = xasprintf("%s/%s.txt", dir, langs[i]);
+    write_text(dst, text);
+    free(dst);
+    free(text);
+    free(src);
+    free(rel);
+  }
+  return dir;
+}
+
+/* text with its one occurrence of from replaced by to (text is freed). */
+static char *replace(char *text, const char *from, const char *to) {
+  char *at = strstr(text, from);
+  assert_non_null(at);
+  char *r = xasprintf("%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+  free(text);
+  return r;
+}
+
+char *make_rnn_graph(int H, int C) {
+  char *src = src_path("graphs/rnn.nn");
+  Err e;
+  char *text = read_file(src, NULL, &e);
+  assert_non_null(text);
+  free(src);
+  char h[32], c[32];
+  snprintf(h, sizeof h, "const H = %d", H);
+  snprintf(c, sizeof c, "const C = %d", C);
+  text = replace(replace(text, "const H = 256", h), "const C = 18", c);
+  char *path = tmp_path("rnn.nn");
+  write_text(path, text);
+  free(text);
+  return path;
 }

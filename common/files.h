@@ -1,0 +1,53 @@
+/* files.h: writing files so that nothing is ever half-written.
+ *
+ * A file is staged: written in full to a temporary beside its target
+ * (same directory, so the rename cannot cross file systems), fsync'd, and
+ * only then renamed over the target; the rename is made durable by
+ * syncing the directory. A failure at any point leaves the target as it
+ * was and removes the temporary. */
+#ifndef RNNC_FILES_H
+#define RNNC_FILES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "util.h"
+
+/* Temporaries are named DIR/.rnnc-tmp-XXXXXX. */
+#define STAGE_PREFIX ".rnnc-tmp-"
+
+typedef struct Staged {
+  char *path; /* the target (malloc'd) */
+  char *tmp;  /* the temporary, NULL once committed or discarded */
+  int fd;     /* open while writing, else -1 */
+  int err;    /* the first write's errno, 0 if none */
+} Staged;
+
+/* Creates the temporary for path, with the permissions of the file it
+ * will replace (else 0666 less the umask). Returns 0, or -1 with a
+ * message naming path. */
+int stage_open(Staged *s, const char *path, Err *e);
+/* Appends n bytes; an error is kept for stage_close to report. */
+void stage_write(Staged *s, const void *p, size_t n);
+/* fsyncs and closes the temporary. Returns 0, or -1 with the first error
+ * (and the temporary removed). */
+int stage_close(Staged *s, Err *e);
+/* Renames the temporary over its target and syncs the directory. Returns
+ * 0, or -1 with a message (and the temporary removed). */
+int stage_commit(Staged *s, Err *e);
+/* Removes the temporary, if any, and frees s: call it after any failure
+ * (stage_commit does on success). Harmless on a committed, discarded or
+ * zeroed Staged. */
+void stage_discard(Staged *s);
+/* stage_open, stage_write and stage_close of one buffer. */
+int stage_file(Staged *s, const char *path, const void *data, size_t n, Err *e);
+
+/* rename(from, to), then fsync of to's directory. Returns 0 or -1 with
+ * errno from rename (a failed directory sync is not reported: the rename
+ * is done). */
+int rename_durable(const char *from, const char *to);
+
+/* The directory part of path: "." when there is none (malloc'd). */
+char *dir_of(const char *path);
+
+#endif
