@@ -1,5 +1,4 @@
 /* cmd_compile.c: rnnc compile GRAPH [--emit STAGE] [-o FILE]. */
-#include <errno.h>
 #include <getopt.h>
 #include <llvm-c/Core.h>
 #include <llvm-c/TargetMachine.h>
@@ -8,6 +7,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "files.h"
 #include "rnnc.h"
 
 const char compile_usage[] =
@@ -143,18 +143,17 @@ int cmd_compile(int argc, char **argv) {
             "front end and passes %.1f ms, codegen %.1f ms, LLVM optimization %.1f ms, "
             "output %.1f ms\n",
             1e3 * (t[0] + (stage < 3 ? t[1] : 0)), stage < 3 ? 0 : 1e3 * t[1], 1e3 * t[2], 1e3 * t[3]);
-  FILE *f = out_path ? fopen(out_path, "w") : stdout;
-  if (!f) {
-    fprintf(stderr, "rnnc compile: cannot write %s: %s\n", out_path, strerror(errno));
-    buf_free(&b);
-    return EXIT_BAD_INPUT;
+  /* stdout is checked as rnnc exits (main.c); a file is staged, so that
+   * it is complete or not there (files.h). */
+  int rc = EXIT_OK;
+  Staged st;
+  if (!out_path)
+    out_write(b.data, b.len);
+  else if (stage_file(&st, out_path, b.data, b.len, &e) || stage_commit(&st, &e)) {
+    fprintf(stderr, "rnnc compile: error: %s\n", e.msg);
+    stage_discard(&st);
+    rc = EXIT_BAD_INPUT;
   }
-  int bad = fwrite(b.data, 1, b.len, f) != b.len;
-  bad |= out_path ? fclose(f) != 0 : fflush(f) != 0;
   buf_free(&b);
-  if (bad) {
-    fprintf(stderr, "rnnc compile: cannot write %s\n", out_path ? out_path : "standard output");
-    return EXIT_BAD_INPUT;
-  }
-  return EXIT_OK;
+  return rc;
 }

@@ -1,6 +1,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -183,6 +184,29 @@ void rng_shuffle_u32(Rng *r, uint32_t *a, size_t n) {
     a[i - 1] = a[j];
     a[j] = t;
   }
+}
+
+static int out_errno; /* the errno of a failed out_write */
+
+void out_write(const void *p, size_t n) {
+  errno = 0;
+  if (fwrite(p, 1, n, stdout) != n && !out_errno)
+    out_errno = errno;
+}
+
+int close_stdout(Err *e) {
+  errno = 0;
+  bool lost = ferror(stdout) != 0;
+  if (fflush(stdout) != 0)
+    lost = true;
+  int err = errno ? errno : out_errno;
+  if (fclose(stdout) != 0 && !lost) {
+    lost = true;
+    err = errno;
+  }
+  if (!lost)
+    return 0;
+  return errf(e, "cannot write standard output%s%s", err ? ": " : "", err ? strerror(err) : "");
 }
 
 double now_seconds(void) {

@@ -55,6 +55,14 @@ uint32_t rng_below(Rng *r, uint32_t n); /* uniform in [0, n), unbiased; n > 0 */
 float rng_uniform(Rng *r, float lo, float hi);
 void rng_shuffle_u32(Rng *r, uint32_t *a, size_t n);
 
+/* fwrite to stdout; a failure's errno is kept for close_stdout (a large
+ * fwrite bypasses stdout's buffer, and the final flush then knows no
+ * reason). */
+void out_write(const void *p, size_t n);
+/* Flushes and closes stdout. Returns 0, or -1 with a message in e when
+ * something written to it was lost (a full disk, a closed stdout). */
+int close_stdout(Err *e);
+
 /* Monotonic clock in seconds. */
 double now_seconds(void);
 
