@@ -1,16 +1,13 @@
 /* cmd_build.c: rnnc build GRAPH CKPT -o DIR/NAME.o: an object file and a C
  * header for ahead-of-time inference (compiler/obj.c). */
-#include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "checkpoint.h"
 #include "cli.h"
+#include "files.h"
 #include "rnnc.h"
 
 const char build_usage[] =
@@ -37,62 +34,6 @@ const char build_usage[] =
     "                            CPU and features (default); or an LLVM CPU name\n"
     "                            such as znver3 or skylake-avx512\n"
     "  -h, --help                this help\n";
-
-/* A file written next to its destination, renamed into place by commit. */
-typedef struct Pending {
-  const char *path;
-  char *tmp;
-} Pending;
-
-/* Permissions as a new file gets them: 0666 less the umask. */
-static mode_t new_file_mode(void) {
-  mode_t mask = umask(022);
-  umask(mask);
-  return 0666 & ~mask;
-}
-
-static int write_all(int fd, const char *p, size_t n) {
-  while (n) {
-    ssize_t k = write(fd, p, n);
-    if (k < 0 && errno == EINTR)
-      continue;
-    if (k <= 0)
-      return -1;
-    p += k;
-    n -= (size_t)k;
-  }
-  return 0;
-}
-
-static int stage_file(Pending *f, const char *path, const Buf *data, Err *e) {
-  f->path = path;
-  const char *slash = strrchr(path, '/');
-  f->tmp = slash ? xasprintf("%.*s/.rnnc-build-XXXXXX", (int)(slash - path), path)
-                 : xstrdup(".rnnc-build-XXXXXX");
-  int fd = mkstemp(f->tmp);
-  if (fd < 0) {
-    errf(e, "cannot write %s: %s", path, strerror(errno));
-    free(f->tmp);
-    f->tmp = NULL;
-    return -1;
-  }
-  if (fchmod(fd, new_file_mode()) < 0 || write_all(fd, data->data, data->len) < 0 ||
-      fsync(fd) < 0) {
-    errf(e, "cannot write %s: %s", path, strerror(errno));
-    close(fd);
-    return -1;
-  }
-  if (close(fd) < 0)
-    return errf(e, "cannot write %s: %s", path, strerror(errno));
-  return 0;
-}
-
-static void discard(Pending *f) {
-  if (f->tmp)
-    unlink(f->tmp);
-  free(f->tmp);
-  f->tmp = NULL;
-}
 
 /* "DIR/NAME.o" -> "NAME" (malloc'd), or NULL when it does not end in .o. */
 static char *object_stem(const char *path) {
@@ -168,7 +109,7 @@ int cmd_build(int argc, char **argv) {
   char **labels = NULL;
   int nlabels = 0, rc = EXIT_BAD_INPUT;
   Buf object = {0}, text = {0};
-  Pending fo = {0}, fh = {0};
+  Staged fo = {.fd = -1}, fh = {.fd = -1};
   if (model_compile(&m, graph, &mo, &e) || ckpt_load(&m, ckpt, false, &labels, &nlabels, &e))
     goto fail;
   if (!labels) {
@@ -195,28 +136,22 @@ int cmd_build(int argc, char **argv) {
     goto fail;
   /* Both files complete beside their destinations before either is
    * renamed: an error leaves the old files (or none) in place. */
-  if (stage_file(&fo, out, &object, &e) || stage_file(&fh, header, &text, &e))
+  if (stage_file(&fo, out, object.data, object.len, &e) ||
+      stage_file(&fh, header, text.data, text.len, &e) || stage_commit(&fo, &e))
     goto fail;
-  if (rename(fo.tmp, out) < 0) {
-    errf(&e, "cannot write %s: %s", out, strerror(errno));
-    goto fail;
-  }
-  free(fo.tmp);
-  fo.tmp = NULL;
-  if (rename(fh.tmp, header) < 0) {
-    errf(&e, "cannot write %s: %s (%s was written)", header, strerror(errno), out);
+  if (stage_commit(&fh, &e)) {
+    size_t n = strlen(e.msg);
+    snprintf(e.msg + n, sizeof e.msg - n, " (%s was written)", out);
     goto fail;
   }
-  free(fh.tmp);
-  fh.tmp = NULL;
   printf("wrote %s (%zu bytes: %s, CPU %s) and %s\n", out, object.len, info.triple, info.cpu,
          header);
   rc = EXIT_OK;
 fail:
   if (rc)
     fprintf(stderr, "rnnc build: error: %s\n", e.msg);
-  discard(&fo);
-  discard(&fh);
+  stage_discard(&fo);
+  stage_discard(&fh);
   buf_free(&object);
   buf_free(&text);
   for (int i = 0; i < nlabels; i++)

@@ -1,13 +1,97 @@
 /* files.c: staged writes (see files.h). */
 #include "files.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+/* ------------------------------------------------ cleanup on signals */
+
+/* The registered paths: a fixed table the handler can read without
+ * allocating; a slot's path is complete before its flag is set. */
+enum { CLEANUP_SLOTS = 8 };
+static char cleanup_path[CLEANUP_SLOTS][PATH_MAX];
+static volatile sig_atomic_t cleanup_used[CLEANUP_SLOTS];
+static const int cleanup_signals[] = {SIGINT, SIGTERM, SIGHUP};
+
+static void on_signal(int sig) {
+  for (int i = 0; i < CLEANUP_SLOTS; i++)
+    if (cleanup_used[i])
+      unlink(cleanup_path[i]);
+  /* Blocked while the handler runs: delivered, with the default action,
+   * as it returns. */
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+static void signal_set(sigset_t *set) {
+  sigemptyset(set);
+  for (size_t i = 0; i < ARRAY_LEN(cleanup_signals); i++)
+    sigaddset(set, cleanup_signals[i]);
+}
+
+/* Installs the handlers once; blocks the signals (restore with unblock). */
+static void block(sigset_t *old) {
+  static bool installed;
+  sigset_t set;
+  signal_set(&set);
+  pthread_sigmask(SIG_BLOCK, &set, old);
+  if (installed)
+    return;
+  installed = true;
+  for (size_t i = 0; i < ARRAY_LEN(cleanup_signals); i++) {
+    struct sigaction sa;
+    if (sigaction(cleanup_signals[i], NULL, &sa) == 0 && sa.sa_handler == SIG_IGN)
+      continue;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_mask = set;
+    sigaction(cleanup_signals[i], &sa, NULL);
+  }
+}
+
+static void unblock(const sigset_t *old) { pthread_sigmask(SIG_SETMASK, old, NULL); }
+
+/* With the signals blocked. */
+static void add_path(const char *path) {
+  if (strlen(path) >= PATH_MAX)
+    return; /* no such file can be made */
+  for (int i = 0; i < CLEANUP_SLOTS; i++)
+    if (!cleanup_used[i]) {
+      strcpy(cleanup_path[i], path);
+      cleanup_used[i] = 1;
+      return;
+    }
+  assert(!"few files registered at a time: a slot is free");
+}
+
+void cleanup_register(const char *path) {
+  sigset_t old;
+  block(&old);
+  add_path(path);
+  unblock(&old);
+}
+
+void cleanup_release(const char *path) {
+  sigset_t old;
+  block(&old);
+  for (int i = 0; i < CLEANUP_SLOTS; i++)
+    if (cleanup_used[i] && !strcmp(cleanup_path[i], path)) {
+      cleanup_used[i] = 0;
+      break;
+    }
+  unblock(&old);
+}
+
+/* ------------------------------------------------------ staged files */
 
 char *dir_of(const char *path) {
   const char *slash = strrchr(path, '/');
@@ -34,8 +118,15 @@ int stage_open(Staged *s, const char *path, Err *e) {
   char *dir = dir_of(path);
   *s = (Staged){.path = xstrdup(path), .fd = -1};
   s->tmp = xasprintf("%s/" STAGE_PREFIX "XXXXXX", dir);
+  sigset_t old; /* no signal between making the file and registering it */
+  block(&old);
   s->fd = mkstemp(s->tmp);
+  int err = errno;
+  if (s->fd >= 0)
+    add_path(s->tmp);
+  unblock(&old);
   if (s->fd < 0) {
+    errno = err;
     errf(e, "%s: cannot create a file in directory %s: %s", path, dir, strerror(errno));
     free(dir);
     free(s->tmp);
@@ -72,6 +163,7 @@ int stage_close(Staged *s, Err *e) {
   if (s->err) {
     errf(e, "%s: writing %s failed: %s", s->path, s->tmp, strerror(s->err));
     unlink(s->tmp);
+    cleanup_release(s->tmp);
     free(s->tmp);
     s->tmp = NULL;
     return -1;
@@ -105,6 +197,7 @@ int stage_commit(Staged *s, Err *e) {
     stage_discard(s);
     return -1;
   }
+  cleanup_release(s->tmp);
   free(s->tmp);
   s->tmp = NULL;
   stage_discard(s);
@@ -114,8 +207,10 @@ int stage_commit(Staged *s, Err *e) {
 void stage_discard(Staged *s) {
   if (s->tmp && s->fd >= 0)
     close(s->fd);
-  if (s->tmp)
+  if (s->tmp) {
     unlink(s->tmp);
+    cleanup_release(s->tmp);
+  }
   free(s->tmp);
   free(s->path);
   *s = (Staged){.fd = -1};

@@ -4,7 +4,8 @@
  * (same directory, so the rename cannot cross file systems), fsync'd, and
  * only then renamed over the target; the rename is made durable by
  * syncing the directory. A failure at any point leaves the target as it
- * was and removes the temporary. */
+ * was and removes the temporary. Temporaries (and lock files) are also
+ * removed when SIGINT, SIGTERM or SIGHUP ends the process (cleanup_*). */
 #ifndef RNNC_FILES_H
 #define RNNC_FILES_H
 
@@ -41,6 +42,15 @@ int stage_commit(Staged *s, Err *e);
 void stage_discard(Staged *s);
 /* stage_open, stage_write and stage_close of one buffer. */
 int stage_file(Staged *s, const char *path, const void *data, size_t n, Err *e);
+
+/* Registers path, a file this process made and will rename or remove:
+ * if SIGINT, SIGTERM or SIGHUP ends the process first, the file is
+ * removed. The handlers are installed at the first registration (a signal
+ * the process ignores stays ignored), then do their cleanup and end the
+ * process as the signal would have. Staged temporaries are registered. */
+void cleanup_register(const char *path);
+/* Forgets path (renamed or removed). */
+void cleanup_release(const char *path);
 
 /* rename(from, to), then fsync of to's directory. Returns 0 or -1 with
  * errno from rename (a failed directory sync is not reported: the rename

@@ -406,6 +406,7 @@ int ckpt_lock(CkptLock *l, const char *path, Err *e) {
      * counts only if path still names the file we locked. */
     if (stat(l->path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
       l->fd = fd;
+      cleanup_register(l->path);
       char pid[32];
       int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
       if (ftruncate(fd, 0) == 0 && pwrite(fd, pid, (size_t)n, 0) != n) {
@@ -427,6 +428,7 @@ int ckpt_lock(CkptLock *l, const char *path, Err *e) {
 void ckpt_unlock(CkptLock *l) {
   if (l->path && l->fd >= 0) {
     unlink(l->path); /* while holding the lock: see ckpt_lock */
+    cleanup_release(l->path);
     close(l->fd);
   }
   free(l->path);

@@ -114,6 +114,9 @@ static int load_pair(const char *ckpt) {
   return model.epoch;
 }
 
+/* Temporaries are hidden .rnnc-* files (today .rnnc-tmp-XXXXXX). */
+static bool is_temp(const char *name) { return !strncmp(name, ".rnnc-", 6); }
+
 /* Removes the temporaries a killed process left in dir; returns how many. */
 static int remove_temps(const char *dir) {
   DIR *d = opendir(dir);
@@ -121,7 +124,7 @@ static int remove_temps(const char *dir) {
   int n = 0;
   struct dirent *de;
   while ((de = readdir(d)))
-    if (!strncmp(de->d_name, STAGE_PREFIX, strlen(STAGE_PREFIX))) {
+    if (is_temp(de->d_name)) {
       char *p = xasprintf("%s/%s", dir, de->d_name);
       unlink(p);
       free(p);
@@ -134,6 +137,25 @@ static int remove_temps(const char *dir) {
 static bool file_exists(const char *path) {
   struct stat st;
   return stat(path, &st) == 0;
+}
+
+/* Waits until a temporary appears in dir while pid runs (true), or pid
+ * ends first (false, with its wait status). */
+static bool wait_for_temp(const char *dir, pid_t pid, int *status) {
+  for (;;) {
+    if (waitpid(pid, status, WNOHANG) != 0)
+      return false;
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *de;
+    bool found = false;
+    while ((de = readdir(d)))
+      found |= is_temp(de->d_name);
+    closedir(d);
+    if (found)
+      return true;
+    sleep_ms(1);
+  }
 }
 
 /* Starts rnnc train of `epochs` epochs into out, from out when it exists. */
@@ -184,18 +206,8 @@ static void test_kill_during_saves(void **state) {
     pid_t pid = start_training(out, EPOCHS - done, env, NULL);
     /* Wait for a save to begin (a temporary appears), then kill at a
      * random moment of the next ~6 fsyncs: a save takes about 5. */
-    bool saving = false;
     int status;
-    while (!saving && waitpid(pid, &status, WNOHANG) == 0) {
-      DIR *d = opendir(dir);
-      struct dirent *de;
-      while (d && (de = readdir(d)))
-        saving |= !strncmp(de->d_name, STAGE_PREFIX, strlen(STAGE_PREFIX));
-      closedir(d);
-      if (!saving)
-        sleep_ms(1);
-    }
-    if (saving) {
+    if (wait_for_temp(dir, pid, &status)) {
       sleep_ms(rng_uniform(&r, 0, 6 * FSYNC_MS));
       kill(pid, SIGKILL);
       assert_int_equal(waitpid(pid, &status, 0), pid);
@@ -413,12 +425,53 @@ static void test_old_checkpoints_load(void **state) {
   free(dir);
 }
 
+/* Item 4: SIGINT, SIGTERM and SIGHUP during a write remove the
+ * temporaries (and train's lock) and end rnnc as the signal does; train's
+ * pair on disk stays one. */
+static void test_signals_remove_temporaries(void **state) {
+  char *dir = tmp_path("sig");
+  assert_int_equal(mkdir(dir, 0755), 0);
+  char *out = xasprintf("%s/x.safetensors", dir), *lock = xasprintf("%s.lock", out);
+  char *obj = xasprintf("%s/x.o", dir), *ir = xasprintf("%s/x.ir", dir);
+  assert_int_equal(wait_rnnc(start_training(out, 1, NULL, NULL)), 0);
+  char *preload = xasprintf("LD_PRELOAD=%s", shim());
+  const char *env[] = {preload, "RNNC_SLOW_FSYNC_US=200000",
+                       "ASAN_OPTIONS=verify_asan_link_order=0", NULL};
+  const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+  const char *build[] = {"build", graph, out, "-o", obj, NULL};
+  const char *compile[] = {"compile", graph, "-o", ir, NULL};
+  for (int i = 0; i < 3; i++) {
+    for (int what = 0; what < 3; what++) {
+      pid_t pid = what == 0   ? start_training(out, 2, env, NULL)
+                  : what == 1 ? spawn_rnnc(build, env, NULL, NULL)
+                              : spawn_rnnc(compile, env, NULL, NULL);
+      int status;
+      assert_true(wait_for_temp(dir, pid, &status));
+      kill(pid, sigs[i]);
+      if (wait_rnnc(pid) != -sigs[i])
+        fail_msg("rnnc %s did not end by signal %d", what ? "build" : "train", sigs[i]);
+      assert_int_equal(remove_temps(dir), 0);
+      assert_false(file_exists(lock));
+      assert_false(file_exists(obj));
+      assert_false(file_exists(ir));
+      assert_true(load_pair(out) >= 1);
+    }
+  }
+  free(preload);
+  free(ir);
+  free(obj);
+  free(lock);
+  free(out);
+  free(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_mixed_pair_refused),
       cmocka_unit_test(test_stopped_between_renames),
       cmocka_unit_test(test_old_checkpoints_load),
       cmocka_unit_test(test_concurrent_writers),
+      cmocka_unit_test(test_signals_remove_temporaries),
       cmocka_unit_test(test_disk_full),
       cmocka_unit_test(test_kill_during_saves),
   };

@@ -1,6 +1,7 @@
 #include "testutil.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +55,11 @@ pid_t spawn_rnnc(const char *const *argv, const char *const *env, const char *ou
   pid_t pid = fork();
   assert_true(pid >= 0);
   if (pid == 0) {
+    /* The signals rnnc handles, as a terminal gives them (the test may
+     * run with some ignored). */
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGHUP, SIG_DFL);
     redirect(1, out);
     redirect(2, err);
     for (size_t i = 0; env && env[i]; i++) {
