@@ -77,26 +77,6 @@ static void free_labels(char **labels, int n) {
   free(labels);
 }
 
-/* Fails early, before training, when the checkpoint cannot be written. */
-static int check_writable(const char *path, Err *e) {
-  char *dir = xstrdup(path);
-  char *slash = strrchr(dir, '/');
-  if (slash)
-    slash[slash == dir ? 1 : 0] = '\0';
-  char *probe = xasprintf("%s/.rnnc-write-test-XXXXXX", slash ? dir : ".");
-  int fd = mkstemp(probe);
-  int rc = 0;
-  if (fd < 0)
-    rc = errf(e, "cannot write the checkpoint %s: %s", path, strerror(errno));
-  else {
-    close(fd);
-    unlink(probe);
-  }
-  free(probe);
-  free(dir);
-  return rc;
-}
-
 static char *default_out(const char *graph) {
   const char *base = strrchr(graph, '/');
   base = base ? base + 1 : graph;
@@ -192,7 +172,7 @@ int cmd_train(int argc, char **argv) {
   int nlabels = 0, rc = EXIT_BAD_INPUT;
   ModelOptions mo = {.lr = lr};
   CkptLock lock = {0};
-  if (check_writable(out, &e) || ckpt_lock(&lock, out, &e) || model_compile(&m, graph, &mo, &e))
+  if (ckpt_check_writable(out, &e) || ckpt_lock(&lock, out, &e) || model_compile(&m, graph, &mo, &e))
     goto fail;
   print_compile(stderr, &m);
   if (epochs < 0)

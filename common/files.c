@@ -178,6 +178,31 @@ int stage_file(Staged *s, const char *path, const void *data, size_t n, Err *e) 
   return stage_close(s, e);
 }
 
+int probe_dir(const char *dir, size_t len) {
+  size_t fixed = strlen(STAGE_PREFIX) + 6; /* the prefix and XXXXXX */
+  size_t pad = len > fixed ? len - fixed : 0;
+  char *fill = xmalloc(pad + 1);
+  memset(fill, '_', pad);
+  fill[pad] = '\0';
+  char *probe = xasprintf("%s/" STAGE_PREFIX "%sXXXXXX", dir, fill);
+  free(fill);
+  sigset_t old;
+  block(&old);
+  int fd = mkstemp(probe);
+  int err = errno;
+  if (fd >= 0)
+    add_path(probe);
+  unblock(&old);
+  if (fd >= 0) {
+    close(fd);
+    unlink(probe);
+    cleanup_release(probe);
+  }
+  free(probe);
+  errno = err;
+  return fd < 0 ? -1 : 0;
+}
+
 int rename_durable(const char *from, const char *to) {
   if (rename(from, to) < 0)
     return -1;

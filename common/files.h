@@ -52,6 +52,10 @@ void cleanup_register(const char *path);
 /* Forgets path (renamed or removed). */
 void cleanup_release(const char *path);
 
+/* Whether a file with a name of len bytes can be made in dir: makes one
+ * (a temporary, registered) and removes it. Returns 0, or -1 with errno. */
+int probe_dir(const char *dir, size_t len);
+
 /* rename(from, to), then fsync of to's directory. Returns 0 or -1 with
  * errno from rename (a failed directory sync is not reported: the rename
  * is done). */

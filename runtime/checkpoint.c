@@ -367,8 +367,48 @@ int ckpt_load(Model *m, const char *path, bool with_optim, char ***labels, int *
   }
 }
 
+static char *lock_path(const char *path) { return xasprintf("%s.lock", path); }
+
+int ckpt_check_writable(const char *path, Err *e) {
+  const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
+  if (!*path)
+    return errf(e, "cannot write a checkpoint with an empty name");
+  if (!*base || !strcmp(base, ".") || !strcmp(base, ".."))
+    return errf(e, "cannot write the checkpoint '%s': that is a directory, not a file name (say "
+                   "%s%smodel.safetensors)",
+                path, path, *base ? "/" : "");
+  char *dir = dir_of(path), *opath = ckpt_optim_path(path);
+  char *names[] = {(char *)path, opath, prev_path(opath), lock_path(path)};
+  int rc = 0;
+  size_t longest = 0;
+  for (size_t i = 0; i < ARRAY_LEN(names) && rc == 0; i++) {
+    struct stat st;
+    const char *b = strrchr(names[i], '/');
+    b = b ? b + 1 : names[i];
+    longest = strlen(b) > longest ? strlen(b) : longest;
+    if (stat(names[i], &st) == 0) {
+      if (S_ISDIR(st.st_mode))
+        rc = errf(e, "cannot write the checkpoint %s: %s is a directory", path, names[i]);
+      else if (!S_ISREG(st.st_mode))
+        rc = errf(e, "cannot write the checkpoint %s: %s is not a regular file", path, names[i]);
+    } else if (errno != ENOENT) {
+      rc = errf(e, "cannot write the checkpoint %s: %s: %s", path, names[i], strerror(errno));
+    }
+  }
+  if (rc == 0) {
+    /* A file with a name as long as the longest of them, in their
+     * directory: the names fit the file system, and it can be written. */
+    if (probe_dir(dir, longest) < 0)
+      rc = errf(e, "cannot write the checkpoint %s: %s", path, strerror(errno));
+  }
+  for (size_t i = 1; i < ARRAY_LEN(names); i++)
+    free(names[i]);
+  free(dir);
+  return rc;
+}
+
 int ckpt_lock(CkptLock *l, const char *path, Err *e) {
-  l->path = xasprintf("%s.lock", path);
+  l->path = lock_path(path);
   l->fd = -1;
   for (int tries = 0;; tries++) {
     int fd = open(l->path, O_RDWR | O_CREAT | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC, 0666);

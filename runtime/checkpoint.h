@@ -22,6 +22,13 @@ int ckpt_save(const Model *m, char *const *labels, int nlabels, const char *path
 int ckpt_load(Model *m, const char *path, bool with_optim, char ***labels, int *nlabels,
               Err *e);
 
+/* Fails (with a message) when the checkpoint cannot be written at path:
+ * a directory's name, the checkpoint's files (weights, optimizer state and
+ * the names a save and its lock use) existing as directories or special
+ * files, or names too long for the file system or a directory that cannot
+ * be written. For a check before training. */
+int ckpt_check_writable(const char *path, Err *e);
+
 /* An exclusive lock on writing a checkpoint (PATH.lock, holding the
  * owner's pid), for as long as a training runs. */
 typedef struct CkptLock {

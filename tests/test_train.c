@@ -5,6 +5,7 @@
  * bytes as two epochs, PyTorch's golden checkpoint gives PyTorch's logits
  * through predict --logits, and every kind of bad input gets a clear error
  * and exit status 1 with nothing half-written. */
+#include <dirent.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -219,6 +220,79 @@ static void test_bad_input(void **state) {
   free(good);
 }
 
+/* The entries of dir, sorted, one per line (malloc'd). */
+static char *listing(const char *dir) {
+  DIR *d = opendir(dir);
+  assert_non_null(d);
+  char *names[64];
+  int n = 0;
+  struct dirent *de;
+  while ((de = readdir(d)) && n < 64)
+    if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+      names[n++] = xstrdup(de->d_name);
+  closedir(d);
+  for (int i = 0; i < n; i++) /* insertion sort: a few names */
+    for (int j = i; j > 0 && strcmp(names[j - 1], names[j]) > 0; j--) {
+      char *t = names[j];
+      names[j] = names[j - 1];
+      names[j - 1] = t;
+    }
+  Buf b = {0};
+  for (int i = 0; i < n; i++) {
+    buf_printf(&b, "%s\n", names[i]);
+    free(names[i]);
+  }
+  buf_put(&b, "", 1);
+  return b.data;
+}
+
+/* An --out that cannot be written is found before training, and leaves
+ * no file behind (issue 12, item 5). */
+static void test_out_checked_before_training(void **state) {
+  char *dir = tmp_path("outs");
+  assert_int_equal(mkdir(dir, 0755), 0);
+  char *sub = xasprintf("%s/sub", dir), *subslash = xasprintf("%s/sub/", dir);
+  char *x = xasprintf("%s/x.safetensors", dir), *xo = xasprintf("%s/x.optim.safetensors", dir);
+  assert_int_equal(mkdir(sub, 0755), 0);
+  assert_int_equal(mkdir(xo, 0755), 0); /* x's optimizer state cannot go there */
+  char longname[300];
+  memset(longname, 'a', 240);
+  strcpy(longname + 240, ".safetensors"); /* 252 bytes; with .optim, over 255 */
+  char *tolong = xasprintf("%s/%s", dir, longname);
+  struct {
+    const char *out, *why;
+  } cases[] = {
+      {sub, "sub is a directory"},
+      {subslash, "that is a directory, not a file name"},
+      {".", "that is a directory, not a file name"},
+      {x, "x.optim.safetensors is a directory"},
+      {tolong, "File name too long"},
+  };
+  char *before = listing(dir);
+  for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+    char *s = rnnc_expect(1, (const char *const[]){"train", graph, "--data", data_dir, "--epochs",
+                                                   "1", "--out", cases[i].out, NULL});
+    assert_contains(s, "cannot write the checkpoint");
+    assert_contains(s, cases[i].why);
+    if (strstr(s, "epoch 1"))
+      fail_msg("--out %s: trained before finding it cannot write:\n%s", cases[i].out, s);
+    free(s);
+    char *after = listing(dir);
+    assert_string_equal(after, before);
+    free(after);
+    char *in_sub = listing(sub);
+    assert_string_equal(in_sub, "");
+    free(in_sub);
+  }
+  free(before);
+  free(tolong);
+  free(x);
+  free(xo);
+  free(sub);
+  free(subslash);
+  free(dir);
+}
+
 /* rnnc check: finite differences on a user's graph; exit 1 above the
  * tolerance (forced here with a tolerance no float64 check can meet). */
 static void test_check(void **state) {
@@ -247,6 +321,7 @@ int main(void) {
       cmocka_unit_test(test_train_resume_eval_predict),
       cmocka_unit_test(test_golden_predict),
       cmocka_unit_test(test_bad_input),
+      cmocka_unit_test(test_out_checked_before_training),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
