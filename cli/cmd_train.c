@@ -21,7 +21,8 @@ const char train_usage[] =
     "the checkpoint; at the end, per-language accuracy and a confusion matrix.\n"
     "\n"
     "  --data DIR           data directory (default: data/names)\n"
-    "  --epochs N           epochs to train (default: the graph's train setting)\n"
+    "  --epochs N           epochs to train (default: the graph's train setting);\n"
+    "                       0 writes the starting point (initialized, or --init's)\n"
     "  --seed S             split, initialization, shuffling (default: 42)\n"
     "  --lr X               learning rate (default: the graph's optimizer setting)\n"
     "  --init CKPT          start from a checkpoint (rnnc's or PyTorch's safetensors);\n"
@@ -199,6 +200,10 @@ int cmd_train(int argc, char **argv) {
   TrainOptions to = {.epochs = epochs, .seed = seed, .out = out,
                      .progress = isatty(fileno(stderr)), .log = stderr};
   if (train_run(&m, &ds, &to, &e))
+    goto fail;
+  /* No epoch: the checkpoint is the starting point (initialized, or
+   * --init's, with the data's labels). */
+  if (epochs == 0 && ckpt_save(&m, ds.labels, ds.nlabels, out, &e))
     goto fail;
   if (ds.ntest) {
     EvalResult r;

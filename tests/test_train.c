@@ -220,6 +220,30 @@ static void test_bad_input(void **state) {
   free(good);
 }
 
+/* --epochs 0 writes the starting point as the checkpoint (issue 12,
+ * item 6: it printed the name without writing the file). */
+static void test_zero_epochs(void **state) {
+  char *a = tmp_path("zero.safetensors"), *b = tmp_path("zero-again.safetensors");
+  char *s = rnnc_expect(0, (const char *const[]){"train", graph, "--data", data_dir, "--epochs",
+                                                 "0", "--out", a, NULL});
+  assert_contains(s, "checkpoint: ");
+  free(s);
+  StFile f;
+  Err e;
+  if (st_load(&f, a, &e))
+    fail_msg("--epochs 0 wrote no checkpoint: %s", e.msg);
+  assert_string_equal(st_meta(&f, "epoch"), "0");
+  assert_string_equal(st_meta(&f, "step"), "0");
+  st_free(&f);
+  /* From it, 0 epochs again: the same checkpoint. */
+  free(rnnc_expect(0, (const char *const[]){"train", graph, "--data", data_dir, "--epochs", "0",
+                                            "--init", a, "--out", b, NULL}));
+  assert_true(same_file(a, b));
+  free(rnnc_expect(0, (const char *const[]){"eval", graph, b, "--data", data_dir, NULL}));
+  free(a);
+  free(b);
+}
+
 /* The entries of dir, sorted, one per line (malloc'd). */
 static char *listing(const char *dir) {
   DIR *d = opendir(dir);
@@ -322,6 +346,7 @@ int main(void) {
       cmocka_unit_test(test_golden_predict),
       cmocka_unit_test(test_bad_input),
       cmocka_unit_test(test_out_checked_before_training),
+      cmocka_unit_test(test_zero_epochs),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
