@@ -376,7 +376,9 @@ int cmd_predict(int argc, char **argv) {
     char *ascii = NULL;
     int len = name_encode(argv[i], strlen(argv[i]), &chars, &ascii, &e);
     if (len < 0) {
-      fprintf(stderr, "rnnc predict: '%s': %s\n", argv[i], e.msg);
+      char *shown = shown_text(argv[i], strlen(argv[i]), 80);
+      fprintf(stderr, "rnnc predict: '%s': %s\n", shown, e.msg);
+      free(shown);
       rc = EXIT_BAD_INPUT;
       continue;
     }

@@ -23,7 +23,7 @@ int errf(Err *e, const char *fmt, ...) {
 
 static void oom(size_t n) {
   fprintf(stderr, "rnnc: out of memory (allocating %zu bytes)\n", n);
-  abort();
+  exit(EXIT_BAD_INPUT);
 }
 
 void *xmalloc(size_t n) {
@@ -36,7 +36,14 @@ void *xmalloc(size_t n) {
 void *xcalloc(size_t count, size_t size) {
   void *p = calloc(count ? count : 1, size ? size : 1);
   if (!p)
-    oom(count * size);
+    oom(count > SIZE_MAX / (size ? size : 1) ? SIZE_MAX : count * size);
+  return p;
+}
+
+void *xmemalign(size_t align, size_t n) {
+  void *p = NULL;
+  if (posix_memalign(&p, align, n ? n : 1))
+    oom(n);
   return p;
 }
 

@@ -24,13 +24,16 @@ typedef struct Err {
 int errf(Err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int verrf(Err *e, const char *fmt, va_list ap);
 
-/* Out of memory is not a user error: these print and abort. */
+/* Out of memory: these print "rnnc: out of memory (allocating N bytes)"
+ * and exit with status 1. */
 void *xmalloc(size_t n);
 void *xcalloc(size_t count, size_t size);
 void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* n bytes aligned to align (a power of two, a multiple of sizeof(void *)). */
+void *xmemalign(size_t align, size_t n);
 
 /* Reads a whole file; the result is NUL-terminated (len excludes it). */
 char *read_file(const char *path, size_t *len, Err *e);

@@ -36,6 +36,15 @@ static void describe_char(char *out, size_t size, long c) {
  * *ascii and *len are set. ENC_SKIP: why in e. ENC_BAD_UTF8: the message
  * in e. ENC_EMPTY: nothing but whitespace. */
 static int encode(const char *s, size_t n, uint8_t **chars, char **ascii, int32_t *len, Err *e) {
+  /* Too long as written (valid UTF-8 only: invalid is an error below). A
+   * character is at most 4 bytes, so more than 4 * NAME_MAX_CHARS bytes
+   * are too many without counting. */
+  size_t used = utf8_rstrip(s, n);
+  if (!u8_check((const uint8_t *)s, n) &&
+      (used > 4 * NAME_MAX_CHARS || u8_mbsnlen((const uint8_t *)s, used) > NAME_MAX_CHARS)) {
+    errf(e, "longer than %d characters", NAME_MAX_CHARS);
+    return ENC_SKIP;
+  }
   size_t dropped = 0;
   char *a = normalize_ascii(s, n, &dropped, e);
   if (!a)
@@ -57,9 +66,9 @@ static int encode(const char *s, size_t n, uint8_t **chars, char **ascii, int32_
     errf(e, "nothing is left after normalization");
     return ENC_SKIP;
   }
-  if (m > INT32_MAX) {
+  if (m > NAME_MAX_CHARS) { /* as its ASCII form: ß is ss, ... */
     free(a);
-    errf(e, "longer than %d characters", INT32_MAX);
+    errf(e, "longer than %d characters", NAME_MAX_CHARS);
     return ENC_SKIP;
   }
   uint8_t *ch = xmalloc(m);
@@ -194,7 +203,7 @@ static void add_skipped(Loader *ld, const char *path, size_t line, const char *s
   }
   ds->skipped[ds->nskipped++] = (Skipped){.file = xstrdup(path),
                                           .line = line > INT_MAX ? INT_MAX : (int)line,
-                                          .text = xstrndup(s, utf8_rstrip(s, n)),
+                                          .text = shown_text(s, utf8_rstrip(s, n), 80),
                                           .reason = xstrdup(why)};
 }
 

@@ -17,9 +17,7 @@ static uint64_t fnv1a(const char *s, size_t n) {
 }
 
 static void *aligned(size_t floats) {
-  void *p = NULL;
-  if (posix_memalign(&p, 64, (floats ? floats : 1) * sizeof(float)))
-    abort();
+  void *p = xmemalign(64, (floats ? floats : 1) * sizeof(float));
   memset(p, 0, (floats ? floats : 1) * sizeof(float));
   return p;
 }

@@ -244,6 +244,30 @@ static void test_zero_epochs(void **state) {
   free(b);
 }
 
+/* A data file with a 5 MB line: the line is skipped, training goes on
+ * (issue 12, item 7: it aborted with status 134 and no message). */
+static void test_huge_line(void **state) {
+  char *dir = make_data_dir((const char *const[]){"Chinese", "Greek", "Japanese"},
+                            (const int[]){40, 40, 40}, 3);
+  char *file = xasprintf("%s/Greek.txt", dir);
+  FILE *f = fopen(file, "ab");
+  assert_non_null(f);
+  for (int i = 0; i < 5 << 20; i++)
+    fputc('x', f);
+  fputc('\n', f);
+  assert_int_equal(fclose(f), 0);
+  char *out = tmp_path("huge.safetensors");
+  char *s = rnnc_expect(0, (const char *const[]){"data", "--data", dir, NULL});
+  assert_contains(s, "Greek.txt:41: xxxxxxxx");
+  assert_contains(s, "...: longer than 1000 characters");
+  free(s);
+  free(rnnc_expect(0, (const char *const[]){"train", graph, "--data", dir, "--epochs", "1",
+                                            "--out", out, NULL}));
+  free(out);
+  free(file);
+  free(dir);
+}
+
 /* The entries of dir, sorted, one per line (malloc'd). */
 static char *listing(const char *dir) {
   DIR *d = opendir(dir);
@@ -347,6 +371,7 @@ int main(void) {
       cmocka_unit_test(test_bad_input),
       cmocka_unit_test(test_out_checked_before_training),
       cmocka_unit_test(test_zero_epochs),
+      cmocka_unit_test(test_huge_line),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
