@@ -1,11 +1,14 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 int verrf(Err *e, const char *fmt, va_list ap) {
   if (e)
@@ -76,28 +79,74 @@ char *xasprintf(const char *fmt, ...) {
   return p;
 }
 
-char *read_file(const char *path, size_t *len, Err *e) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
+int open_regular(const char *path, Err *e) {
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0)
+    return errf(e, "%s: %s", path, strerror(errno));
+  struct stat st;
+  if (fstat(fd, &st) < 0) {
     errf(e, "%s: %s", path, strerror(errno));
+    close(fd);
+    return -1;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    errf(e, "%s: %s", path,
+         S_ISDIR(st.st_mode)    ? "is a directory, not a file"
+         : S_ISFIFO(st.st_mode) ? "is a FIFO (a named pipe), not a regular file"
+                                : "is a device or socket, not a regular file");
+    close(fd);
+    return -1;
+  }
+  /* Reads from here on may block, as on any regular file. */
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  return fd;
+}
+
+static int too_big(const char *path, size_t max, const char *what, Err *e) {
+  return errf(e, "%s: larger than %zu MB, too big for %s (at most %zu bytes)", path, max >> 20,
+              what, max);
+}
+
+char *read_file_max(const char *path, size_t max, const char *what, size_t *len, Err *e) {
+  int fd = open_regular(path, e);
+  if (fd < 0)
+    return NULL;
+  struct stat st;
+  if (fstat(fd, &st) == 0 && (uint64_t)st.st_size > max) {
+    close(fd);
+    too_big(path, max, what, e);
     return NULL;
   }
   Buf b = {0};
   char chunk[65536];
-  size_t n;
-  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-    buf_put(&b, chunk, n);
-  int bad = ferror(f);
-  fclose(f);
-  if (bad) {
-    buf_free(&b);
-    errf(e, "%s: read error", path);
-    return NULL;
+  for (;;) {
+    ssize_t n = read(fd, chunk, sizeof chunk);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      errf(e, "%s: cannot read it: %s", path, strerror(errno));
+      break;
+    }
+    if (n == 0) {
+      buf_put(&b, "", 1);
+      close(fd);
+      if (len)
+        *len = b.len - 1;
+      return b.data;
+    }
+    if ((size_t)n > max - b.len) { /* it grew since fstat */
+      too_big(path, max, what, e);
+      break;
+    }
+    buf_put(&b, chunk, (size_t)n);
   }
-  buf_put(&b, "", 1);
-  if (len)
-    *len = b.len - 1;
-  return b.data;
+  close(fd);
+  buf_free(&b);
+  return NULL;
+}
+
+char *read_file(const char *path, size_t *len, Err *e) {
+  return read_file_max(path, SIZE_MAX, "memory", len, e);
 }
 
 void buf_put(Buf *b, const void *p, size_t n) {

@@ -35,8 +35,17 @@ char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* n bytes aligned to align (a power of two, a multiple of sizeof(void *)). */
 void *xmemalign(size_t align, size_t n);
 
-/* Reads a whole file; the result is NUL-terminated (len excludes it). */
+/* Reads a whole regular file; the result is NUL-terminated (len excludes
+ * it). A directory, a FIFO, a device or a socket is an error (opened
+ * without blocking: a FIFO with no writer does not hang), as is a file of
+ * more than max bytes (checked before reading, and while reading in case
+ * it grows: "too big for <what>"); errors say why. */
+char *read_file_max(const char *path, size_t max, const char *what, size_t *len, Err *e);
+/* read_file_max with no limit. */
 char *read_file(const char *path, size_t *len, Err *e);
+/* Opens path for reading, regular files only (see read_file_max): the
+ * descriptor, or -1 with a message naming path in e. */
+int open_regular(const char *path, Err *e);
 
 /* A growable byte buffer. */
 typedef struct Buf {

@@ -43,9 +43,13 @@ Graph *compile_graph(const char *path, const char *text, size_t len, Err *e) {
   return g;
 }
 
+char *read_graph(const char *path, size_t *len, Err *e) {
+  return read_file_max(path, GRAPH_MAX_BYTES, "a graph file", len, e);
+}
+
 Graph *compile_graph_file(const char *path, Err *e) {
   size_t len;
-  char *text = read_file(path, &len, e);
+  char *text = read_graph(path, &len, e);
   if (!text)
     return NULL;
   Graph *g = compile_graph(path, text, len, e);

@@ -416,6 +416,12 @@ void obj_header(const Graph *g, const ObjOptions *o, const ObjInfo *info, const 
 /* The front end: tokenize, parse, lower, verify. Returns NULL with a
  * positioned message in e. text need not be NUL-terminated. */
 Graph *compile_graph(const char *path, const char *text, size_t len, Err *e);
+/* A graph file: a regular file of at most GRAPH_MAX_BYTES (a graph is a
+ * few KB; /dev/zero or a sparse file of gigabytes is refused before it is
+ * read). The text is NUL-terminated (len excludes it). */
+enum { GRAPH_MAX_BYTES = 16 << 20 };
+char *read_graph(const char *path, size_t *len, Err *e);
+/* read_graph, then compile_graph. */
 Graph *compile_graph_file(const char *path, Err *e);
 
 typedef enum PassStop { PASSES_FRONT, PASSES_GRAD, PASSES_ALL } PassStop;

@@ -50,7 +50,7 @@ int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e) {
   memset(m, 0, sizeof *m);
   m->path = xstrdup(path);
   size_t len;
-  char *text = read_file(path, &len, e);
+  char *text = read_graph(path, &len, e);
   if (!text)
     return -1;
   m->hash = fnv1a(text, len);

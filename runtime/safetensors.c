@@ -288,10 +288,6 @@ static int load_fd(StFile *f, int fd, const char *path, bool header_only, Err *e
   struct stat st;
   if (fstat(fd, &st) < 0)
     return errf(e, "%s: %s", path, strerror(errno));
-  if (S_ISDIR(st.st_mode))
-    return errf(e, "%s: is a directory, not a safetensors file", path);
-  if (!S_ISREG(st.st_mode))
-    return errf(e, "%s: not a regular file", path);
   uint64_t size = (uint64_t)st.st_size;
   if (size < 8)
     return errf(e,
@@ -377,9 +373,9 @@ out:
 
 static int load(StFile *f, const char *path, bool header_only, Err *e) {
   memset(f, 0, sizeof *f);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  int fd = open_regular(path, e); /* a FIFO is refused, not waited for */
   if (fd < 0)
-    return errf(e, "%s: %s", path, strerror(errno));
+    return -1;
   int rc = load_fd(f, fd, path, header_only, e);
   close(fd);
   if (rc < 0)

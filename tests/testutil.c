@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -83,6 +84,26 @@ pid_t spawn_rnnc(const char *const *argv, const char *const *env, const char *ou
 int wait_rnnc(pid_t pid) {
   int status;
   assert_int_equal(waitpid(pid, &status, 0), pid);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+}
+
+int wait_rnnc_for(pid_t pid, double seconds, struct rusage *ru) {
+  struct rusage r;
+  int status;
+  for (int ms = 0;; ms += 10) {
+    pid_t got = wait4(pid, &status, WNOHANG, &r);
+    assert_true(got >= 0);
+    if (got == pid)
+      break;
+    if (ms >= seconds * 1000) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      fail_msg("rnnc still running after %.0f s: killed", seconds);
+    }
+    usleep(10000);
+  }
+  if (ru)
+    *ru = r;
   return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
 }
 

@@ -30,6 +30,10 @@ pid_t spawn_rnnc(const char *const *argv, const char *const *env, const char *ou
 /* Waits for a spawned rnnc: its exit status, or minus the signal that
  * ended it. */
 int wait_rnnc(pid_t pid);
+/* wait_rnnc, but a process still running after `seconds` is killed and
+ * fails the test (a hang). ru (may be NULL) receives its resource use. */
+struct rusage;
+int wait_rnnc_for(pid_t pid, double seconds, struct rusage *ru);
 /* Runs rnnc, fails the test unless it exits with want_status, and returns
  * its stdout followed by its stderr (malloc'd). */
 char *rnnc_expect(int want_status, const char *const *argv);
