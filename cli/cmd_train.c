@@ -55,18 +55,9 @@ const char predict_usage[] =
     "  --seed S     noise seed for graphs with a random initial state (default: 42)\n"
     "  -h, --help   this help\n";
 
-static int parse_double(const char *s, double *out) {
-  char *end;
-  errno = 0;
-  *out = strtod(s, &end);
-  return *s && !*end && !errno && isfinite(*out) ? 0 : -1;
-}
-
 static int parse_int(const char *s, int lo, int hi, int *out) {
-  char *end;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (!*s || *end || errno || v < lo || v > hi)
+  int64_t v;
+  if (parse_int64(s, lo, hi, &v))
     return -1;
   *out = (int)v;
   return 0;

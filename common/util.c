@@ -1,7 +1,9 @@
 #include "util.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,6 +79,31 @@ char *xasprintf(const char *fmt, ...) {
   vsnprintf(p, (size_t)n + 1, fmt, ap);
   va_end(ap);
   return p;
+}
+
+int parse_int64(const char *s, int64_t lo, int64_t hi, int64_t *out) {
+  const char *d = s + (*s == '-' && lo < 0);
+  if (*d < '0' || *d > '9')
+    return -1;
+  char *end;
+  errno = 0;
+  long long v = strtoll(s, &end, 10);
+  if (*end || errno || v < lo || v > hi)
+    return -1;
+  *out = v;
+  return 0;
+}
+
+int parse_double(const char *s, double *out) {
+  if (!*s || isspace((unsigned char)*s))
+    return -1;
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (*end || !isfinite(v) || (errno == ERANGE && fabs(v) > 1))
+    return -1;
+  *out = v;
+  return 0;
 }
 
 int open_regular(const char *path, Err *e) {

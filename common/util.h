@@ -35,6 +35,15 @@ char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* n bytes aligned to align (a power of two, a multiple of sizeof(void *)). */
 void *xmemalign(size_t align, size_t n);
 
+/* Strict number parsing, for command-line options and file metadata.
+ * parse_int64: s is a decimal integer in [lo, hi]: digits only, with a '-'
+ * first only when lo < 0; no spaces, no '+', no other base. parse_double:
+ * s is a finite number in strtod's syntax, all of s, no leading space;
+ * underflow (1e-320) is allowed, overflow (1e999) is not. Return 0, or -1
+ * (*out untouched). */
+int parse_int64(const char *s, int64_t lo, int64_t hi, int64_t *out);
+int parse_double(const char *s, double *out);
+
 /* Reads a whole regular file; the result is NUL-terminated (len excludes
  * it). A directory, a FIFO, a device or a socket is an error (opened
  * without blocking: a FIFO with no writer does not hang), as is a file of

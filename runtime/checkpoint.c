@@ -251,6 +251,43 @@ static int copy_in(const Graph *g, const StFile *f, const char *path, const char
   return 0;
 }
 
+/* The largest step and epoch a checkpoint may name: a step count exact in
+ * a double; epochs that leave room for --epochs (at most 100000) in an
+ * int. */
+#define CKPT_MAX_STEP ((int64_t)1 << 53)
+#define CKPT_MAX_EPOCH 1000000000
+
+/* Whether f was written by rnnc (its "format" is rnnc-N): then "step"
+ * and "epoch" are rnnc's counts, and an optimizer file may be beside it.
+ * Other files (PyTorch's) may use those keys for anything. */
+static bool is_rnnc(const StFile *f) {
+  const char *format = st_meta(f, "format");
+  return format && !strncmp(format, "rnnc-", 5);
+}
+
+/* The "step" and "epoch" of an rnnc checkpoint (0 when absent or not
+ * rnnc's), or an error naming path and the value when one is not a count
+ * in range. */
+static int read_counts(const StFile *f, const char *path, int64_t *step, int *epoch, Err *e) {
+  const char *keys[2] = {"step", "epoch"};
+  const int64_t max[2] = {CKPT_MAX_STEP, CKPT_MAX_EPOCH};
+  int64_t v[2] = {0, 0};
+  for (int i = 0; i < 2 && is_rnnc(f); i++) {
+    const char *s = st_meta(f, keys[i]);
+    if (s && parse_int64(s, 0, max[i], &v[i])) {
+      char *shown = shown_text(s, strlen(s), 40);
+      errf(e, "%s: metadata \"%s\" is \"%s\", not an integer in [0, %lld]: a damaged or "
+              "hand-edited checkpoint",
+           path, keys[i], shown, (long long)max[i]);
+      free(shown);
+      return -1;
+    }
+  }
+  *step = v[0];
+  *epoch = (int)v[1];
+  return 0;
+}
+
 /* The optimizer state that belongs to weights w (from path): in OPATH,
  * else in OPATH.prev (a save stopped between its renames). MOMENTS_NONE
  * when there is no optimizer file; MOMENTS_MISMATCH (with a message) when
@@ -320,7 +357,11 @@ static int load_once(Model *m, const char *path, bool with_optim, bool may_retry
   m->epoch = 0;
   if (st_load(&f, path, e))
     return -1;
-  int rc = copy_in(m->fwd, &f, path, "", m->state, false, e);
+  int64_t step;
+  int epoch;
+  int rc = read_counts(&f, path, &step, &epoch, e);
+  if (rc == 0)
+    rc = copy_in(m->fwd, &f, path, "", m->state, false, e);
   const char *list = st_meta(&f, "labels");
   if (rc == 0 && list)
     split_labels(list, labels, nlabels);
@@ -331,7 +372,7 @@ static int load_once(Model *m, const char *path, bool with_optim, bool may_retry
   const char *vocab = st_meta(&f, "vocab");
   if (rc == 0 && vocab && strcmp(vocab, VOCAB_CHARS))
     rc = errf(e, "%s: the checkpoint's vocabulary differs from rnnc's (\"%s\")", path, vocab);
-  if (rc == 0 && with_optim && m->train) {
+  if (rc == 0 && with_optim && m->train && is_rnnc(&f)) {
     /* Resume the optimizer when its state is beside the weights. */
     rc = load_optim(m, &f, path, e);
     if (rc == MOMENTS_MISMATCH && may_retry && replaced(&f, path))
@@ -339,9 +380,8 @@ static int load_once(Model *m, const char *path, bool with_optim, bool may_retry
     else if (rc == MOMENTS_MISMATCH)
       rc = -1;
     else if (rc == MOMENTS_LOADED) {
-      const char *step = st_meta(&f, "step"), *ep = st_meta(&f, "epoch");
-      m->step = strtoll(step, NULL, 10);
-      m->epoch = ep ? atoi(ep) : 0;
+      m->step = step;
+      m->epoch = epoch;
       rc = 0;
     }
   }

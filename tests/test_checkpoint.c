@@ -379,6 +379,82 @@ static void test_stopped_between_renames(void **state) {
   free(dir);
 }
 
+/* Rewrites the metadata of a safetensors file: key set to value (added
+ * when absent; value NULL removes it). */
+static void set_meta(const char *path, const char *key, const char *value) {
+  StFile f;
+  Err e;
+  if (st_load(&f, path, &e))
+    fail_msg("%s", e.msg);
+  char *keys[32], *vals[32];
+  int n = 0;
+  bool done = false;
+  for (int k = 0; k < f.nmeta && n < 31; k++) {
+    if (!strcmp(f.meta_keys[k], key)) {
+      done = true;
+      if (!value)
+        continue;
+    }
+    keys[n] = f.meta_keys[k];
+    vals[n++] = !strcmp(f.meta_keys[k], key) ? (char *)value : f.meta_vals[k];
+  }
+  if (!done && value) {
+    keys[n] = (char *)key;
+    vals[n++] = (char *)value;
+  }
+  if (st_save(path, f.tensors, f.ntensors, keys, vals, n, &e))
+    fail_msg("%s", e.msg);
+  st_free(&f);
+}
+
+/* Item 10: a step or an epoch that is not a count in range is refused,
+ * naming the file ("2147483647" overflowed, "-5" trained as epoch -4,
+ * "abc" read as 0). */
+static void test_bad_counts(void **state) {
+  char *dir = tmp_path("counts");
+  assert_int_equal(mkdir(dir, 0755), 0);
+  char *good = xasprintf("%s/good.safetensors", dir), *bad = xasprintf("%s/bad.safetensors", dir);
+  char *ogood = ckpt_optim_path(good), *obad = ckpt_optim_path(bad);
+  assert_int_equal(wait_rnnc(start_training(good, 1, NULL, NULL)), 0);
+  struct {
+    const char *key, *value;
+  } cases[] = {
+      {"epoch", "2147483647"}, {"epoch", "-5"}, {"epoch", "abc"},  {"epoch", ""},
+      {"epoch", " 1"},         {"epoch", "+1"}, {"epoch", "1e3"},  {"epoch", "0x10"},
+      {"step", "-1"},          {"step", "99999999999999999999"},   {"step", "9007199254740993"},
+      {"step", "12abc"},
+  };
+  for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+    copy_file(good, bad);
+    copy_file(ogood, obad);
+    set_meta(bad, cases[i].key, cases[i].value);
+    set_meta(obad, cases[i].key, cases[i].value); /* still one pair but for this */
+    char *want = xasprintf("metadata \"%s\" is \"%s\", not an integer", cases[i].key,
+                           cases[i].value);
+    const char *resume[] = {"train", graph, "--data", data_dir, "--epochs", "1", "--init", bad,
+                            "--out", good, NULL};
+    char *s = rnnc_expect(1, resume);
+    assert_contains(s, bad);
+    assert_contains(s, want);
+    free(s);
+    s = rnnc_expect(1, (const char *const[]){"eval", graph, bad, "--data", data_dir, NULL});
+    assert_contains(s, want);
+    free(s);
+    free(want);
+  }
+  /* Files not written by rnnc (no format rnnc-N, as PyTorch's golden
+   * files, whose "step" names the optimizer) may use the keys freely. */
+  copy_file(good, bad);
+  set_meta(bad, "format", NULL);
+  set_meta(bad, "step", "Adam(lr=1e-3) after clip_grad_norm_(1.0)");
+  free(rnnc_expect(0, (const char *const[]){"eval", graph, bad, "--data", data_dir, NULL}));
+  free(good);
+  free(bad);
+  free(ogood);
+  free(obad);
+  free(dir);
+}
+
 /* Checkpoints from before pair ids (format rnnc-1): pairs by step. */
 static void test_old_checkpoints_load(void **state) {
   char *dir = tmp_path("old");
@@ -387,29 +463,13 @@ static void test_old_checkpoints_load(void **state) {
   char *two = xasprintf("%s/two.safetensors", dir), *otwo = ckpt_optim_path(two);
   assert_int_equal(wait_rnnc(start_training(out, 1, NULL, NULL)), 0);
   assert_int_equal(wait_rnnc(start_training(two, 2, NULL, NULL)), 0);
-  /* Rewrite both files as rnnc-1 wrote them: no pair id. */
+  /* Rewrite both files as rnnc-1 wrote them: no pair id, labels
+   * comma-joined. */
   const char *files[] = {out, opt};
   for (int i = 0; i < 2; i++) {
-    StFile f;
-    Err e;
-    if (st_load(&f, files[i], &e))
-      fail_msg("%s", e.msg);
-    char *keys[16], *vals[16];
-    int n = 0;
-    for (int k = 0; k < f.nmeta; k++) {
-      if (!strcmp(f.meta_keys[k], "pair"))
-        continue;
-      keys[n] = f.meta_keys[k];
-      vals[n] = f.meta_vals[k];
-      if (!strcmp(keys[n], "format"))
-        vals[n] = "rnnc-1";
-      if (!strcmp(keys[n], "labels")) /* comma-joined, as rnnc-1 wrote them */
-        vals[n] = "Chinese,Greek,Japanese";
-      n++;
-    }
-    if (st_save(files[i], f.tensors, f.ntensors, keys, vals, n, &e))
-      fail_msg("%s", e.msg);
-    st_free(&f);
+    set_meta(files[i], "pair", NULL);
+    set_meta(files[i], "format", "rnnc-1");
+    set_meta(files[i], "labels", "Chinese,Greek,Japanese");
   }
   assert_int_equal(load_pair(out), 1);
   /* Resumes to the same bytes as two epochs (the new file has a pair id). */
@@ -470,6 +530,7 @@ int main(void) {
       cmocka_unit_test(test_mixed_pair_refused),
       cmocka_unit_test(test_stopped_between_renames),
       cmocka_unit_test(test_old_checkpoints_load),
+      cmocka_unit_test(test_bad_counts),
       cmocka_unit_test(test_concurrent_writers),
       cmocka_unit_test(test_signals_remove_temporaries),
       cmocka_unit_test(test_disk_full),

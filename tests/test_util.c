@@ -63,9 +63,39 @@ static void test_out_of_memory(void **state) {
   }
 }
 
+static void test_parse_numbers(void **state) {
+  int64_t v = 7;
+  assert_int_equal(parse_int64("0", 0, 10, &v), 0);
+  assert_int_equal(v, 0);
+  assert_int_equal(parse_int64("-3", -5, 5, &v), 0);
+  assert_int_equal(v, -3);
+  assert_int_equal(parse_int64("9007199254740992", 0, INT64_MAX, &v), 0);
+  assert_int_equal(v, 9007199254740992LL);
+  const char *bad[] = {"", " 1", "1 ", "+1", "-1", "1e3", "0x10", "abc", "12abc", "11",
+                       "99999999999999999999", "-"};
+  for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+    v = 7;
+    if (parse_int64(bad[i], 0, 10, &v) == 0)
+      fail_msg("parse_int64(\"%s\", 0, 10) accepted it", bad[i]);
+    assert_int_equal(v, 7);
+  }
+  double d = 0;
+  assert_int_equal(parse_double("1e-3", &d), 0);
+  assert_true(d == 1e-3);
+  assert_int_equal(parse_double("1e-320", &d), 0); /* underflow: a denormal */
+  assert_true(d > 0 && d < 1e-300);
+  assert_int_equal(parse_double("-2.5", &d), 0);
+  assert_true(d == -2.5);
+  const char *nan[] = {"", " 1", "1x", "nan", "inf", "1e999", "-1e999", "0x", "1,5"};
+  for (size_t i = 0; i < ARRAY_LEN(nan); i++)
+    if (parse_double(nan[i], &d) == 0)
+      fail_msg("parse_double(\"%s\") accepted it", nan[i]);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_out_of_memory),
+      cmocka_unit_test(test_parse_numbers),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
