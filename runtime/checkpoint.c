@@ -3,7 +3,11 @@
  * A checkpoint is a pair of files. PATH holds the parameters and buffers
  * under their PyTorch state_dict names, so it loads with load_state_dict;
  * its __metadata__ has the label list, the vocabulary, the graph's file
- * name and hash, the step, the epoch and the pair id. The optimizer state
+ * name and hash, the step, the epoch and the pair id. Lists (labels,
+ * vocabulary) are JSON arrays of strings inside their metadata string, so
+ * a label may hold a comma, a quote or a newline (and a vocabulary
+ * character need not be one byte); files written before ("format":
+ * "rnnc-1") joined them with commas, and still load. The optimizer state
  * goes beside it, in OPATH = PATH with ".safetensors" replaced by
  * ".optim.safetensors": "<name>.exp_avg" and "<name>.exp_avg_sq" per
  * trainable parameter, and the same metadata.
@@ -36,12 +40,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <jansson.h>
 
 #include "safetensors.h"
 
@@ -59,6 +66,14 @@ char *ckpt_optim_path(const char *path) {
 
 /* Where a save keeps the old optimizer state while it renames. */
 static char *prev_path(const char *opath) { return xasprintf("%s.prev", opath); }
+
+/* Whether f was written by rnnc (its "format" is rnnc-N): then "step"
+ * and "epoch" are rnnc's counts, and an optimizer file may be beside it.
+ * Other files (PyTorch's) may use those keys for anything. */
+static bool is_rnnc(const StFile *f) {
+  const char *format = st_meta(f, "format");
+  return format && !strncmp(format, "rnnc-", 5);
+}
 
 /* A 64-bit hash of n floats, on top of h. */
 static uint64_t hash_floats(uint64_t h, const float *p, size_t n) {
@@ -118,12 +133,29 @@ static int keep_prev(const char *path, const char *opath, const char *ppath, Err
   return 0;
 }
 
-static char *join_labels(char *const *labels, int n) {
-  Buf b = {0};
+/* items[0..n) as a JSON array of strings (malloc'd), or NULL when one is
+ * not UTF-8 (labels come from UTF-8 file names or checkpoints). */
+static char *json_list(char *const *items, int n) {
+  json_t *a = json_array();
   for (int i = 0; i < n; i++)
-    buf_printf(&b, "%s%s", i ? "," : "", labels[i]);
-  buf_put(&b, "", 1);
-  return b.data;
+    if (json_array_append_new(a, json_string(items[i])) < 0) {
+      json_decref(a);
+      return NULL;
+    }
+  char *s = json_dumps(a, JSON_COMPACT);
+  json_decref(a);
+  return s;
+}
+
+/* The vocabulary's characters, one string each. */
+static char *vocab_list(void) {
+  char *chars[VOCAB_SIZE], one[VOCAB_SIZE][2];
+  for (int i = 0; i < VOCAB_SIZE; i++) {
+    one[i][0] = VOCAB_CHARS[i];
+    one[i][1] = '\0';
+    chars[i] = one[i];
+  }
+  return json_list(chars, VOCAB_SIZE);
 }
 
 static StTensor tensor_of(const Param *p, float *data) {
@@ -141,11 +173,15 @@ int ckpt_save(const Model *m, char *const *labels, int nlabels, const char *path
   snprintf(epoch, sizeof epoch, "%d", m->epoch);
   snprintf(hash, sizeof hash, "%016" PRIx64, m->hash);
   snprintf(pair, sizeof pair, "%016" PRIx64, pair_id(m));
-  char *label_list = join_labels(labels, nlabels);
+  char *label_list = json_list(labels, nlabels), *vocab = vocab_list();
+  if (!label_list) {
+    free(vocab);
+    return errf(e, "%s: a label is not valid UTF-8", path);
+  }
   const char *base = strrchr(m->path, '/');
   base = base ? base + 1 : m->path;
   char *keys[] = {"format", "labels", "vocab", "graph", "graph_fnv1a", "step", "epoch", "pair"};
-  char *vals[] = {"rnnc-2", label_list, VOCAB_CHARS, (char *)base, hash, step, epoch, pair};
+  char *vals[] = {"rnnc-2", label_list, vocab, (char *)base, hash, step, epoch, pair};
   int nmeta = (int)ARRAY_LEN(keys);
   StTensor *ts = xcalloc((size_t)2 * g->nparams + 1, sizeof *ts);
   char **names = xcalloc((size_t)2 * g->nparams + 1, sizeof *names);
@@ -193,17 +229,57 @@ out:
   free(opath);
   free(ppath);
   free(label_list);
+  free(vocab);
   return rc;
 }
 
-static int split_labels(const char *list, char ***labels, int *n) {
+static void free_list(char **items, int n) {
+  for (int i = 0; i < n; i++)
+    free(items[i]);
+  free(items);
+}
+
+/* A list in f's metadata: a JSON array of strings (rnnc-2), or items
+ * joined by commas (rnnc-1, whose labels could not hold a comma; files of
+ * other origin may be either). *items is NULL when f has no such key. */
+static int read_list(const StFile *f, const char *key, const char *path, char ***items, int *n,
+                     Err *e) {
+  const char *value = st_meta(f, key), *format = st_meta(f, "format");
+  *items = NULL;
+  *n = 0;
+  if (!value)
+    return 0;
+  bool json_only = format && strcmp(format, "rnnc-1") && is_rnnc(f);
+  json_error_t jerr;
+  json_t *a = value[0] == '[' ? json_loads(value, 0, &jerr) : NULL;
+  if (a && json_is_array(a)) {
+    size_t len = json_array_size(a);
+    char **out = xcalloc(len ? len : 1, sizeof *out);
+    size_t k = 0;
+    for (; k < len && json_is_string(json_array_get(a, k)); k++)
+      out[k] = xstrdup(json_string_value(json_array_get(a, k)));
+    json_decref(a);
+    if (k == len && len <= INT_MAX) {
+      *items = out;
+      *n = (int)len;
+      return 0;
+    }
+    free_list(out, (int)k);
+    return errf(e, "%s: metadata \"%s\": item %zu is not a string", path, key, k);
+  }
+  json_decref(a);
+  if (json_only) {
+    char *shown = shown_text(value, strlen(value), 60);
+    errf(e, "%s: metadata \"%s\" is \"%s\", not a JSON list of strings", path, key, shown);
+    free(shown);
+    return -1;
+  }
   int count = 1;
-  for (const char *p = list; *p; p++)
+  for (const char *p = value; *p; p++)
     count += *p == ',';
   char **out = xcalloc((size_t)count, sizeof *out);
   int k = 0;
-  const char *p = list;
-  for (;;) {
+  for (const char *p = value;;) {
     const char *end = strchr(p, ',');
     size_t len = end ? (size_t)(end - p) : strlen(p);
     out[k++] = xstrndup(p, len);
@@ -211,9 +287,37 @@ static int split_labels(const char *list, char ***labels, int *n) {
       break;
     p = end + 1;
   }
-  *labels = out;
+  *items = out;
   *n = k;
   return 0;
+}
+
+/* Checks f's vocabulary, when it names one, against rnnc's. */
+static int check_vocab(const StFile *f, const char *path, Err *e) {
+  const char *value = st_meta(f, "vocab");
+  if (!value)
+    return 0;
+  char **chars;
+  int n;
+  Buf joined = {0};
+  if (value[0] == '[') { /* a list of characters */
+    if (read_list(f, "vocab", path, &chars, &n, e))
+      return -1;
+    for (int i = 0; i < n; i++)
+      buf_printf(&joined, "%s", chars[i]);
+    free_list(chars, n);
+  } else { /* the characters in one string (rnnc-1) */
+    buf_printf(&joined, "%s", value);
+  }
+  buf_put(&joined, "", 1);
+  int rc = 0;
+  if (strcmp(joined.data, VOCAB_CHARS)) {
+    char *shown = shown_text(joined.data, joined.len - 1, 80);
+    rc = errf(e, "%s: the checkpoint's vocabulary differs from rnnc's (\"%s\")", path, shown);
+    free(shown);
+  }
+  buf_free(&joined);
+  return rc;
 }
 
 /* Copies the tensors named like g's parameters (with suffix) into a slot. */
@@ -256,14 +360,6 @@ static int copy_in(const Graph *g, const StFile *f, const char *path, const char
  * int. */
 #define CKPT_MAX_STEP ((int64_t)1 << 53)
 #define CKPT_MAX_EPOCH 1000000000
-
-/* Whether f was written by rnnc (its "format" is rnnc-N): then "step"
- * and "epoch" are rnnc's counts, and an optimizer file may be beside it.
- * Other files (PyTorch's) may use those keys for anything. */
-static bool is_rnnc(const StFile *f) {
-  const char *format = st_meta(f, "format");
-  return format && !strncmp(format, "rnnc-", 5);
-}
 
 /* The "step" and "epoch" of an rnnc checkpoint (0 when absent or not
  * rnnc's), or an error naming path and the value when one is not a count
@@ -362,16 +458,14 @@ static int load_once(Model *m, const char *path, bool with_optim, bool may_retry
   int rc = read_counts(&f, path, &step, &epoch, e);
   if (rc == 0)
     rc = copy_in(m->fwd, &f, path, "", m->state, false, e);
-  const char *list = st_meta(&f, "labels");
-  if (rc == 0 && list)
-    split_labels(list, labels, nlabels);
-  if (rc == 0 && list && *nlabels != m->fwd->classes) {
+  if (rc == 0)
+    rc = read_list(&f, "labels", path, labels, nlabels, e);
+  if (rc == 0 && *labels && *nlabels != m->fwd->classes) {
     rc = errf(e, "%s: the checkpoint has %d labels, but the graph %s has %d classes", path,
               *nlabels, m->path, m->fwd->classes);
   }
-  const char *vocab = st_meta(&f, "vocab");
-  if (rc == 0 && vocab && strcmp(vocab, VOCAB_CHARS))
-    rc = errf(e, "%s: the checkpoint's vocabulary differs from rnnc's (\"%s\")", path, vocab);
+  if (rc == 0)
+    rc = check_vocab(&f, path, e);
   if (rc == 0 && with_optim && m->train && is_rnnc(&f)) {
     /* Resume the optimizer when its state is beside the weights. */
     rc = load_optim(m, &f, path, e);
@@ -387,9 +481,7 @@ static int load_once(Model *m, const char *path, bool with_optim, bool may_retry
   }
   st_free(&f);
   if (rc) {
-    for (int i = 0; i < *nlabels; i++)
-      free((*labels)[i]);
-    free(*labels);
+    free_list(*labels, *nlabels);
     *labels = NULL;
     *nlabels = 0;
   }

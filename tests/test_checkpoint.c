@@ -455,6 +455,54 @@ static void test_bad_counts(void **state) {
   free(dir);
 }
 
+/* Item 11: labels are a JSON list in the metadata, so any file name is a
+ * label that survives: a comma ("Scots,Gaelic" made 19 labels of 18), a
+ * quote, a newline. */
+static void test_labels_round_trip(void **state) {
+  const char *names[] = {"Greek", "Scots,Gaelic", "Quote\"d", "New\nline"};
+  char *d = tmp_path("labels");
+  assert_int_equal(mkdir(d, 0755), 0);
+  char *src = src_path("data/names/Korean.txt");
+  for (int i = 0; i < 4; i++) {
+    char *to = xasprintf("%s/%s.txt", d, names[i]);
+    copy_file(src, to);
+    free(to);
+  }
+  free(src);
+  char *g4 = make_rnn_graph(16, 4), *out = xasprintf("%s.safetensors", d);
+  free(rnnc_expect(0, (const char *const[]){"train", g4, "--data", d, "--epochs", "1", "--out",
+                                            out, NULL}));
+  Model m;
+  Err e;
+  ModelOptions mo = {.no_train = true};
+  if (model_compile(&m, g4, &mo, &e))
+    fail_msg("%s", e.msg);
+  char **labels;
+  int n;
+  if (ckpt_load(&m, out, false, &labels, &n, &e))
+    fail_msg("%s", e.msg);
+  assert_int_equal(n, 4);
+  /* data order: by file name bytes */
+  const char *want[] = {"Greek", "New\nline", "Quote\"d", "Scots,Gaelic"};
+  for (int i = 0; i < 4; i++) {
+    assert_string_equal(labels[i], want[i]);
+    free(labels[i]);
+  }
+  free(labels);
+  model_free(&m);
+  free(rnnc_expect(0, (const char *const[]){"eval", g4, out, "--data", d, NULL}));
+  free(rnnc_expect(0, (const char *const[]){"predict", g4, out, "Kim", NULL}));
+  /* An rnnc-2 file must have the list as JSON: comma-joined is damage. */
+  set_meta(out, "labels", "Greek,New\nline,Quote\"d,Scots,Gaelic");
+  char *s = rnnc_expect(1, (const char *const[]){"predict", g4, out, "Kim", NULL});
+  assert_contains(s, "metadata \"labels\" is ");
+  assert_contains(s, "not a JSON list of strings");
+  free(s);
+  free(out);
+  free(g4);
+  free(d);
+}
+
 /* Checkpoints from before pair ids (format rnnc-1): pairs by step. */
 static void test_old_checkpoints_load(void **state) {
   char *dir = tmp_path("old");
@@ -531,6 +579,7 @@ int main(void) {
       cmocka_unit_test(test_stopped_between_renames),
       cmocka_unit_test(test_old_checkpoints_load),
       cmocka_unit_test(test_bad_counts),
+      cmocka_unit_test(test_labels_round_trip),
       cmocka_unit_test(test_concurrent_writers),
       cmocka_unit_test(test_signals_remove_temporaries),
       cmocka_unit_test(test_disk_full),

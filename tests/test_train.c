@@ -78,7 +78,7 @@ static void test_train_resume_eval_predict(void **state) {
   StFile f;
   Err e;
   assert_int_equal(st_load(&f, two, &e), 0);
-  assert_string_equal(st_meta(&f, "labels"), "Chinese,Greek,Japanese");
+  assert_string_equal(st_meta(&f, "labels"), "[\"Chinese\",\"Greek\",\"Japanese\"]");
   assert_non_null(st_find(&f, "in2hidden.weight"));
   assert_string_equal(st_meta(&f, "epoch"), "2");
   st_free(&f);
