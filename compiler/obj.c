@@ -496,16 +496,20 @@ static void c_string(Buf *b, const char *s) {
   }
 }
 
-/* s inside a comment: printable ASCII, and no end of comment. */
+/* s inside a block comment: printable ASCII, no end of comment, no start
+ * of one (-Wcomment), no trigraph (??/ before a newline is a line splice
+ * that -Wtrigraphs reports). */
 static void comment_text(Buf *b, const char *s) {
   for (; *s; s++) {
     unsigned char ch = (unsigned char)*s;
-    if (ch == '*' && s[1] == '/')
-      buf_put(b, "*\\", 2);
-    else if (ch < 32 || ch >= 127)
-      buf_put(b, "?", 1);
-    else
+    if ((ch == '*' && s[1] == '/') || (ch == '/' && s[1] == '*') || (ch == '?' && s[1] == '?')) {
       buf_put(b, s, 1);
+      buf_put(b, "\\", 1); /* the next character follows a backslash */
+    } else if (ch < 32 || ch >= 127) {
+      buf_put(b, "?", 1);
+    } else {
+      buf_put(b, s, 1);
+    }
   }
 }
 

@@ -16,6 +16,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "checkpoint.h"
 #include "safetensors.h"
 #include "testutil.h"
@@ -485,6 +487,71 @@ static void test_header_compiles_as_c99_and_cxx(void **state) {
     skip();
 }
 
+/* Issue 12, item 12: a path or label with comment or trigraph sequences
+ * (a comment's start was not escaped) still gives a header that compiles
+ * with -Werror, and the labels reach the object exactly. (In this file's
+ * strings, "?\?" is two question marks: no trigraph.) */
+static void test_header_hostile_names(void **state) {
+  if (!have_cc) {
+    print_message("skipped: cc not found on PATH\n");
+    skip();
+  }
+  char *gdir = xasprintf("%s/a*", workdir), *odir = xasprintf("%s/o?\?", workdir);
+  assert_int_equal(mkdir(gdir, 0755), 0);
+  assert_int_equal(mkdir(odir, 0755), 0);
+  char *g = xasprintf("%s/*g.nn", gdir), *ck = xasprintf("%s/*/ck?\?/.safetensors", workdir);
+  char *ckdir = xasprintf("%s/*", workdir), *ckdir2 = xasprintf("%s/*/ck?\?", workdir);
+  assert_int_equal(mkdir(ckdir, 0755), 0);
+  assert_int_equal(mkdir(ckdir2, 0755), 0);
+  char *rnn_text = slurp("graphs/rnn.nn");
+  write_text(g, rnn_text);
+  free(rnn_text);
+  StFile f;
+  Err e;
+  if (st_load(&f, "tests/golden/rnn_seed42.safetensors", &e))
+    fail_msg("%s", e.msg);
+  const char *labels[18] = {"A/*B", "C*/D", "back\\", "q\"uote", "nl\nx", "Trig?\?/", "/", "*"};
+  for (int i = 8; i < 18; i++)
+    labels[i] = "?\?";
+  json_t *a = json_array();
+  for (int i = 0; i < 18; i++)
+    json_array_append_new(a, json_string(labels[i]));
+  char *list = json_dumps(a, JSON_COMPACT);
+  json_decref(a);
+  char *keys[] = {"labels"}, *vals[] = {list};
+  if (st_save(ck, f.tensors, f.ntensors, keys, vals, 1, &e))
+    fail_msg("%s", e.msg);
+  st_free(&f);
+  free(list);
+  char *obj = xasprintf("%s/m.o", odir), *hdr = xasprintf("%s/m.h", odir);
+  free(rnnc_expect(0, (const char *const[]){"build", g, ck, "-o", obj, NULL}));
+  char *src = xasprintf("%s/hostile.c", workdir), *exe = xasprintf("%s/hostile", workdir);
+  char *text = xasprintf("#include <stdio.h>\n#include \"m.h\"\n"
+                         "int main(void) {\n"
+                         "  for (int i = 0; i < m_NUM_CLASSES; i++) printf(\"%%s|\", m_labels[i]);\n"
+                         "  return 0;\n"
+                         "}\n");
+  write_text(src, text);
+  char *got = xasprintf("%s/hostile.txt", workdir);
+  if (sh("cc -std=c99 -Wall -Wextra -pedantic -Werror -I'%s' -o '%s' '%s' '%s' -lm && '%s' > '%s'",
+         odir, exe, src, obj, exe, got))
+    fail_msg("%s with hostile labels and paths does not compile with -Werror:\n%s", hdr,
+             slurp(hdr));
+  if (have_cxx && sh("c++ -Wall -Wextra -pedantic -Werror -c -o /dev/null -x c++ '%s'", hdr))
+    fail_msg("%s does not compile as C++ with -Werror", hdr);
+  Buf want = {0};
+  for (int i = 0; i < 18; i++)
+    buf_printf(&want, "%s|", labels[i]);
+  buf_put(&want, "", 1);
+  char *printed = slurp(got);
+  assert_string_equal(printed, want.data);
+  free(printed);
+  buf_free(&want);
+  char *gs[] = {gdir, odir, g, ck, ckdir, ckdir2, obj, hdr, src, exe, text, got};
+  for (size_t i = 0; i < ARRAY_LEN(gs); i++)
+    free(gs[i]);
+}
+
 static void test_object_needs_only_libc(void **state) {
   if (sh("command -v nm >/dev/null 2>&1")) {
     print_message("skipped: no nm on PATH\n");
@@ -622,6 +689,7 @@ int main(void) {
       cmocka_unit_test(test_deterministic),
       cmocka_unit_test(test_bad_inputs),
       cmocka_unit_test(test_header_compiles_as_c99_and_cxx),
+      cmocka_unit_test(test_header_hostile_names),
       cmocka_unit_test(test_object_needs_only_libc),
       cmocka_unit_test(test_generic_cpu_has_no_avx),
       cmocka_unit_test(test_cli),
