@@ -1,4 +1,5 @@
 /* cmd_train.c: rnnc train, rnnc eval and rnnc predict. */
+#include <assert.h>
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -84,10 +85,18 @@ static void print_compile(FILE *f, const Model *m) {
           1e3 * t->machine_code);
 }
 
-static int check_model_data(const Model *m, const Dataset *ds, Err *e) {
+/* The names' characters index the graph's input: its size must be the
+ * vocabulary's. */
+static int check_vocab(const Model *m, Err *e) {
   if (m->fwd->vocab != VOCAB_SIZE)
     return errf(e, "%s: the input has %d characters, but the vocabulary has %d", m->path,
                 m->fwd->vocab, VOCAB_SIZE);
+  return 0;
+}
+
+static int check_model_data(const Model *m, const Dataset *ds, Err *e) {
+  if (check_vocab(m, e))
+    return -1;
   if (m->fwd->classes != ds->nlabels)
     return errf(e, "%s has %d classes, but the data has %d languages", m->path,
                 m->fwd->classes, ds->nlabels);
@@ -222,7 +231,8 @@ fail:
 static int load_for_inference(Model *m, const char *graph, const char *ckpt, char ***labels,
                               int *nlabels, Err *e) {
   ModelOptions mo = {.no_train = true};
-  if (model_compile(m, graph, &mo, e) || ckpt_load(m, ckpt, false, labels, nlabels, e))
+  if (model_compile(m, graph, &mo, e) || ckpt_load(m, ckpt, false, labels, nlabels, e) ||
+      check_vocab(m, e))
     return -1;
   return 0;
 }
@@ -373,7 +383,8 @@ int cmd_predict(int argc, char **argv) {
       rc = EXIT_BAD_INPUT;
       continue;
     }
-    model_forward(&m, chars, len, lg);
+    if (model_forward(&m, chars, len, lg))
+      assert(!"load_for_inference checked the graph's vocabulary");
     printf("%s", argv[i]);
     if (strcmp(ascii, argv[i]))
       printf(" (%s)", ascii);

@@ -148,6 +148,18 @@ void model_reserve(Model *m, int tmax) {
   m->chars = xmalloc((size_t)tmax * sizeof *m->chars);
 }
 
+/* The kernels index with chars, T and target unchecked (llvm.c): T = 0
+ * would read row -1, a character past the vocabulary a column past the
+ * input matrix. So every call is checked here first. */
+static bool valid(const Model *m, const uint8_t *chars, int len, int target) {
+  if (len < 1 || len > NAME_MAX_CHARS || target < 0 || target >= m->fwd->classes)
+    return false;
+  for (int i = 0; i < len; i++)
+    if (chars[i] >= m->fwd->vocab)
+      return false;
+  return true;
+}
+
 static void prepare(Model *m, const uint8_t *chars, int len, size_t nnoise) {
   model_reserve(m, len);
   for (int i = 0; i < len; i++)
@@ -156,8 +168,10 @@ static void prepare(Model *m, const uint8_t *chars, int len, size_t nnoise) {
     m->noise[i] = rng_uniform(&m->rng, -1, 1);
 }
 
-void model_train_step(Model *m, const uint8_t *chars, int len, int target, float *loss,
-                      float *grad_norm) {
+int model_train_step(Model *m, const uint8_t *chars, int len, int target, float *loss,
+                     float *grad_norm) {
+  if (!valid(m, chars, len, target))
+    return -1;
   prepare(m, chars, len, m->train_abi.noise);
   m->step++;
   m->train_fn(m->state, m->chars, len, target, m->noise, m->scratch, m->tmax, (float)m->step,
@@ -165,10 +179,14 @@ void model_train_step(Model *m, const uint8_t *chars, int len, int target, float
   int c = m->fwd->classes;
   *loss = m->out[c];
   *grad_norm = m->out[c + 1];
+  return 0;
 }
 
-void model_forward(Model *m, const uint8_t *chars, int len, float *logits) {
+int model_forward(Model *m, const uint8_t *chars, int len, float *logits) {
+  if (!valid(m, chars, len, 0))
+    return -1;
   prepare(m, chars, len, m->fwd_abi.noise);
   m->fwd_fn(m->state, m->chars, len, 0, m->noise, m->scratch, m->tmax, 0, m->out);
   memcpy(logits, m->out, (size_t)m->fwd->classes * sizeof *logits);
+  return 0;
 }

@@ -56,11 +56,14 @@ void model_seed_noise(Model *m, uint64_t seed);
 void model_reserve(Model *m, int tmax);
 /* One training step on one name: forward, backward, update. Writes the
  * loss and the gradients' norm before clipping (0 when the graph does not
- * clip). */
-void model_train_step(Model *m, const uint8_t *chars, int len, int target, float *loss,
-                      float *grad_norm);
-/* Inference: logits (classes) for one name. */
-void model_forward(Model *m, const uint8_t *chars, int len, float *logits);
+ * clip). Returns 0, or -1 without running anything when the input is out
+ * of range: len outside [1, NAME_MAX_CHARS], a character outside the
+ * graph's vocabulary, target outside [0, classes). */
+int model_train_step(Model *m, const uint8_t *chars, int len, int target, float *loss,
+                     float *grad_norm);
+/* Inference: logits (classes) for one name. Returns 0, or -1 for input out
+ * of range (as model_train_step). */
+int model_forward(Model *m, const uint8_t *chars, int len, float *logits);
 int model_classes(const Model *m);
 
 #endif

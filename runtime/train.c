@@ -2,6 +2,7 @@
  * epoch, one kernel call per name; evaluation and its report. */
 #include "train.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +33,8 @@ void evaluate(Model *m, const Dataset *ds, const uint32_t *idx, size_t n, uint64
   model_seed_noise(m, seed); /* a graph with a random initial state: the same draws each time */
   for (size_t i = 0; i < n; i++) {
     const Name *nm = &ds->names[idx[i]];
-    model_forward(m, nm->chars, nm->len, logits);
+    if (model_forward(m, nm->chars, nm->len, logits))
+      assert(!"data_load keeps names the model takes");
     int p = argmax(logits, c);
     r->correct += p == nm->label;
     if (p < ds->nlabels)
@@ -125,7 +127,8 @@ int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
     for (size_t i = 0; i < ds->ntrain; i++) {
       const Name *nm = &ds->names[order[i]];
       float loss, gnorm;
-      model_train_step(m, nm->chars, nm->len, nm->label, &loss, &gnorm);
+      if (model_train_step(m, nm->chars, nm->len, nm->label, &loss, &gnorm))
+        assert(!"data_load keeps names the model takes");
       if (!isfinite(loss) || !isfinite(gnorm)) {
         rc = errf(e,
                   "the %s is %s at epoch %d, name %zu of %zu ('%s', %s), step %lld: training "

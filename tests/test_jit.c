@@ -245,12 +245,52 @@ static void test_golden_rnn(void **state) {
 }
 static void test_golden_gru(void **state) { golden("gru", "graphs/gru.nn", NULL, NULL); }
 
+/* Issue 12, item 14: the runtime checks T, the characters and the target
+ * before a kernel runs (T = 0 read row -1 of the generated loops). A call
+ * out of range returns -1 and changes nothing. */
+static void test_inputs_checked(void **state) {
+  char *path = make_rnn_graph(16, 3);
+  Model m;
+  Err e;
+  ModelOptions mo = {0};
+  if (model_compile(&m, path, &mo, &e))
+    fail_msg("%s", e.msg);
+  model_init_params(&m, 3);
+  size_t bytes = SLOT_COUNT * m.nfloats * sizeof(float);
+  float *before = xmalloc(bytes);
+  memcpy(before, m.state, bytes);
+  uint8_t *chars = xcalloc(NAME_MAX_CHARS + 1, 1);
+  uint8_t bad_char[] = {0, 59, 1}; /* 59: one past the vocabulary */
+  float logits[3], loss = -1, gnorm = -1;
+  assert_int_equal(model_forward(&m, chars, 0, logits), -1);
+  assert_int_equal(model_forward(&m, chars, -1, logits), -1);
+  assert_int_equal(model_forward(&m, chars, NAME_MAX_CHARS + 1, logits), -1);
+  assert_int_equal(model_forward(&m, bad_char, 3, logits), -1);
+  assert_int_equal(model_train_step(&m, chars, 0, 0, &loss, &gnorm), -1);
+  assert_int_equal(model_train_step(&m, bad_char, 3, 0, &loss, &gnorm), -1);
+  assert_int_equal(model_train_step(&m, chars, 3, -1, &loss, &gnorm), -1);
+  assert_int_equal(model_train_step(&m, chars, 3, 3, &loss, &gnorm), -1);
+  assert_true(loss == -1 && gnorm == -1);
+  assert_int_equal(m.step, 0);
+  assert_memory_equal(m.state, before, bytes);
+  /* In range, at the edges: they run. */
+  assert_int_equal(model_forward(&m, chars, NAME_MAX_CHARS, logits), 0);
+  chars[0] = 58;
+  assert_int_equal(model_train_step(&m, chars, 1, 2, &loss, &gnorm), 0);
+  assert_int_equal(m.step, 1);
+  assert_true(isfinite(loss));
+  free(chars);
+  free(before);
+  model_free(&m);
+  free(path);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_rnn),        cmocka_unit_test(test_gru),
       cmocka_unit_test(test_gru_3_layers), cmocka_unit_test(test_rnn_512),
       cmocka_unit_test(test_gru_512),    cmocka_unit_test(test_golden_rnn),
-      cmocka_unit_test(test_golden_gru),
+      cmocka_unit_test(test_golden_gru), cmocka_unit_test(test_inputs_checked),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

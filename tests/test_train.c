@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "checkpoint.h"
 #include "safetensors.h"
 #include "testutil.h"
 #include "util.h"
@@ -268,6 +269,35 @@ static void test_huge_line(void **state) {
   free(dir);
 }
 
+/* predict checks the graph's input against the vocabulary, as train and
+ * eval do (issue 12, item 13: with a smaller input, the column gather of a
+ * character past it read out of bounds). */
+static void test_predict_checks_vocabulary(void **state) {
+  Err e;
+  char *text = read_file(graph, NULL, &e);
+  assert_non_null(text);
+  char *at = strstr(text, "const V = 59");
+  assert_non_null(at);
+  memcpy(at, "const V = 30", 12);
+  char *g30 = tmp_path("v30.nn"), *ckpt = tmp_path("v30.safetensors");
+  write_text(g30, text);
+  free(text);
+  Model m;
+  ModelOptions mo = {.no_train = true};
+  if (model_compile(&m, g30, &mo, &e))
+    fail_msg("%s", e.msg);
+  model_init_params(&m, 1);
+  char *labels[] = {"A", "B", "C"};
+  if (ckpt_save(&m, labels, 3, ckpt, &e))
+    fail_msg("%s", e.msg);
+  model_free(&m);
+  char *s = rnnc_expect(1, (const char *const[]){"predict", g30, ckpt, "Zz", NULL});
+  assert_contains(s, "the input has 30 characters, but the vocabulary has 59");
+  free(s);
+  free(g30);
+  free(ckpt);
+}
+
 /* The entries of dir, sorted, one per line (malloc'd). */
 static char *listing(const char *dir) {
   DIR *d = opendir(dir);
@@ -372,6 +402,7 @@ int main(void) {
       cmocka_unit_test(test_out_checked_before_training),
       cmocka_unit_test(test_zero_epochs),
       cmocka_unit_test(test_huge_line),
+      cmocka_unit_test(test_predict_checks_vocabulary),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
