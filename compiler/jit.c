@@ -149,11 +149,10 @@ LLVMTargetMachineRef jit_target_machine(Jit *j) { return j->tm; }
 
 int jit_add_module(Jit *j, LLVMModuleRef m, Err *e) {
   LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(m, j->tsc); /* takes m */
+  /* Takes tsm, on failure too (LLJIT.h): never dispose of it here. */
   LLVMErrorRef err = LLVMOrcLLJITAddLLVMIRModule(j->jit, LLVMOrcLLJITGetMainJITDylib(j->jit), tsm);
-  if (err) {
-    LLVMOrcDisposeThreadSafeModule(tsm);
+  if (err)
     return llvm_err(e, "adding a module to the JIT", err);
-  }
   return 0;
 }
 

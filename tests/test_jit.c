@@ -7,6 +7,7 @@
  * within float32 tolerance of the interpreter (gradients 1e-4 relative to
  * the tensor's largest magnitude; parameters 1e-6 plus Adam's own
  * amplification lr/eps of the gradient's rounding difference). */
+#include <llvm-c/Core.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -285,12 +286,42 @@ static void test_inputs_checked(void **state) {
   free(path);
 }
 
+/* A module with one empty function, fname, in j's context. */
+static LLVMModuleRef module_with(Jit *j, const char *fname) {
+  LLVMContextRef ctx = jit_context(j);
+  LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(fname, ctx);
+  LLVMTypeRef fty = LLVMFunctionType(LLVMVoidTypeInContext(ctx), NULL, 0, 0);
+  LLVMValueRef fn = LLVMAddFunction(mod, fname, fty);
+  LLVMBuilderRef b = LLVMCreateBuilderInContext(ctx);
+  LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(ctx, fn, "entry"));
+  LLVMBuildRetVoid(b);
+  LLVMDisposeBuilder(b);
+  return mod;
+}
+
+/* Issue 12, item 15: a module the JIT refuses (here: a second definition
+ * of a symbol) is the JIT's to free; jit_add_module freed it again. */
+static void test_jit_refused_module(void **state) {
+  Err e;
+  Jit *j = jit_new(NULL, &e);
+  if (!j)
+    fail_msg("%s", e.msg);
+  assert_int_equal(jit_add_module(j, module_with(j, "f"), &e), 0);
+  e.msg[0] = '\0';
+  assert_int_equal(jit_add_module(j, module_with(j, "f"), &e), -1);
+  assert_non_null(strstr(e.msg, "adding a module to the JIT"));
+  print_message("refused: %s\n", e.msg);
+  assert_non_null(jit_lookup(j, "f", &e)); /* the first one still works */
+  jit_free(j);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_rnn),        cmocka_unit_test(test_gru),
       cmocka_unit_test(test_gru_3_layers), cmocka_unit_test(test_rnn_512),
       cmocka_unit_test(test_gru_512),    cmocka_unit_test(test_golden_rnn),
       cmocka_unit_test(test_golden_gru), cmocka_unit_test(test_inputs_checked),
+      cmocka_unit_test(test_jit_refused_module),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
