@@ -242,7 +242,9 @@ typedef struct Graph {
   size_t nfloats; /* size of one slot of the flat parameter buffer */
   int vocab, classes;
   int input, target, output, loss; /* node ids (-1 if absent) */
-  int grad_norm;                   /* after grad: the gradients' global L2 norm, or -1 */
+  int grad_norm;                   /* after grad: the gradients' global L2 norm where
+                                      the graph clips, else sum(grad * 0): 0, or NaN
+                                      when a gradient is not finite; -1 before grad */
   TrainConfig train;
   Stage stage;
 } Graph;

@@ -55,8 +55,8 @@ void model_seed_noise(Model *m, uint64_t seed);
 /* Makes scratch fit sequences of up to tmax characters. */
 void model_reserve(Model *m, int tmax);
 /* One training step on one name: forward, backward, update. Writes the
- * loss and the gradients' norm before clipping (0 when the graph does not
- * clip). Returns 0, or -1 without running anything when the input is out
+ * loss and the gradients' norm before clipping (when the graph does not
+ * clip: 0, or NaN when a gradient is NaN or infinite). Returns 0, or -1 without running anything when the input is out
  * of range: len outside [1, NAME_MAX_CHARS], a character outside the
  * graph's vocabulary, target outside [0, classes). */
 int model_train_step(Model *m, const uint8_t *chars, int len, int target, float *loss,

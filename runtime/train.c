@@ -130,11 +130,15 @@ int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
       if (model_train_step(m, nm->chars, nm->len, nm->label, &loss, &gnorm))
         assert(!"data_load keeps names the model takes");
       if (!isfinite(loss) || !isfinite(gnorm)) {
+        /* Without clipping gnorm is 0, or NaN for any gradient not finite. */
+        const char *what = !isfinite(loss)                ? isnan(loss) ? "the loss is NaN"
+                                                                        : "the loss is infinite"
+                           : m->train->train.clip_norm <= 0 ? "a gradient is NaN or infinite"
+                           : isnan(gnorm)                   ? "the gradient norm is NaN"
+                                                            : "the gradient norm is infinite";
         rc = errf(e,
-                  "the %s is %s at epoch %d, name %zu of %zu ('%s', %s), step %lld: training "
-                  "stopped; %s%s",
-                  isfinite(loss) ? "gradient norm" : "loss", isnan(isfinite(loss) ? gnorm : loss) ? "NaN" : "infinite",
-                  ep + 1, i + 1, ds->ntrain, nm->text, ds->labels[nm->label], (long long)m->step,
+                  "%s at epoch %d, name %zu of %zu ('%s', %s), step %lld: training stopped; %s%s",
+                  what, ep + 1, i + 1, ds->ntrain, nm->text, ds->labels[nm->label], (long long)m->step,
                   saved ? "the last good checkpoint is " : "no checkpoint was written",
                   saved ? saved : "");
         break;

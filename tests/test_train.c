@@ -298,6 +298,36 @@ static void test_predict_checks_vocabulary(void **state) {
   free(ckpt);
 }
 
+/* A NaN gradient in a graph without clipping stops training at the step
+ * that made it (issue 12, item 16: the next name's loss got the blame).
+ * sqrt(b * b) with b = 0 has a finite value and a NaN gradient. */
+static void test_nan_gradient_blamed_on_its_step(void **state) {
+  Err e;
+  char *text = read_file(graph, NULL, &e);
+  assert_non_null(text);
+  Buf b = {0};
+  for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+    if (!strncmp(line, "clip_grad_norm", 14))
+      continue;
+    if (!strcmp(line, "let logits = last(outs)"))
+      line = "param bad [C] = zeros\nlet logits = last(outs) + sqrt(bad * bad)";
+    buf_printf(&b, "%s\n", line);
+  }
+  buf_put(&b, "", 1);
+  assert_non_null(strstr(b.data, "sqrt(bad * bad)"));
+  char *g = tmp_path("nangrad.nn"), *out = tmp_path("nangrad.safetensors");
+  write_text(g, b.data);
+  buf_free(&b);
+  free(text);
+  char *s = rnnc_expect(1, (const char *const[]){"train", g, "--data", data_dir, "--epochs", "1",
+                                                 "--out", out, NULL});
+  assert_contains(s, "a gradient is NaN or infinite at epoch 1, name 1 of");
+  assert_contains(s, "step 1: training stopped");
+  free(s);
+  free(g);
+  free(out);
+}
+
 /* The entries of dir, sorted, one per line (malloc'd). */
 static char *listing(const char *dir) {
   DIR *d = opendir(dir);
@@ -403,6 +433,7 @@ int main(void) {
       cmocka_unit_test(test_zero_epochs),
       cmocka_unit_test(test_huge_line),
       cmocka_unit_test(test_predict_checks_vocabulary),
+      cmocka_unit_test(test_nan_gradient_blamed_on_its_step),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
