@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,7 +47,7 @@ const char eval_usage[] =
     "  -h, --help           this help\n";
 
 const char predict_usage[] =
-    "usage: rnnc predict GRAPH CKPT NAME... [--top K] [--logits]\n"
+    "usage: rnnc predict GRAPH CKPT NAME... [--top K | --logits] [--seed S] [--data DIR]\n"
     "\n"
     "Classifies each NAME (any UTF-8; normalized to ASCII as in training) and\n"
     "prints the K most likely languages with their probabilities.\n"
@@ -54,6 +55,8 @@ const char predict_usage[] =
     "  --top K      languages to show per name (default: 3)\n"
     "  --logits     print every language's raw logit instead\n"
     "  --seed S     noise seed for graphs with a random initial state (default: 42)\n"
+    "  --data DIR   the languages of a checkpoint that has no label list (one of\n"
+    "               PyTorch's): DIR's <Language>.txt files (default: data/names)\n"
     "  -h, --help   this help\n";
 
 static int parse_int(const char *s, int lo, int hi, int *out) {
@@ -294,13 +297,15 @@ fail:
   return rc;
 }
 
-/* Labels for a checkpoint without a label list: the default data set's. */
-static int fallback_labels(char ***labels, int *nlabels, Err *e) {
+/* Labels for a checkpoint without a label list: those of the data set in
+ * dir. */
+static int fallback_labels(const char *dir, char ***labels, int *nlabels, Err *e) {
   Dataset ds = {0};
-  if (data_load(&ds, "data/names", NULL, 0, e)) {
+  if (data_load(&ds, dir, NULL, 0, e)) {
     data_free(&ds);
-    return errf(e, "the checkpoint has no label list, and data/names is not there to take one "
-                   "from");
+    return errf(e, "the checkpoint has no label list, and %s is not a data set to take one from "
+                   "(--data DIR)",
+                dir);
   }
   *nlabels = ds.nlabels;
   *labels = xcalloc((size_t)ds.nlabels, sizeof **labels);
@@ -322,11 +327,13 @@ static int by_prob(const void *a, const void *b) {
 
 int cmd_predict(int argc, char **argv) {
   int top = 3;
-  bool logits_only = false;
+  bool logits_only = false, top_given = false;
   uint64_t seed = 42;
+  const char *dir = "data/names";
   static const struct option opts[] = {{"top", required_argument, 0, 'k'},
                                        {"logits", no_argument, 0, 'l'},
                                        {"seed", required_argument, 0, 's'},
+                                       {"data", required_argument, 0, 'd'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
   int c;
@@ -336,9 +343,13 @@ int cmd_predict(int argc, char **argv) {
     case 'k':
       if (parse_int(optarg, 1, 1000, &top))
         return cli_usage_error("predict", "--top wants a positive integer, not '%s'", optarg);
+      top_given = true;
       break;
     case 'l':
       logits_only = true;
+      break;
+    case 'd':
+      dir = optarg;
       break;
     case 's':
       if (cli_parse_u64(optarg, &seed))
@@ -353,12 +364,15 @@ int cmd_predict(int argc, char **argv) {
   }
   if (argc - optind < 3)
     return cli_usage_error("predict", "wants GRAPH, CKPT and at least one NAME");
+  if (logits_only && top_given)
+    return cli_usage_error("predict", "--top and --logits do not go together: --logits prints "
+                                      "every language's logit");
   Err e;
   Model m = {0};
-  char **labels = NULL;
+  char **labels = NULL, **shown = NULL;
   int nlabels = 0, rc = EXIT_BAD_INPUT;
   if (load_for_inference(&m, argv[optind], argv[optind + 1], &labels, &nlabels, &e) ||
-      (!labels && fallback_labels(&labels, &nlabels, &e))) {
+      (!labels && fallback_labels(dir, &labels, &nlabels, &e))) {
     fprintf(stderr, "rnnc predict: error: %s\n", e.msg);
     goto done;
   }
@@ -369,6 +383,9 @@ int cmd_predict(int argc, char **argv) {
   }
   model_seed_noise(&m, seed);
   int C = model_classes(&m);
+  shown = xcalloc((size_t)C, sizeof *shown); /* one label, one line */
+  for (int k = 0; k < C; k++)
+    shown[k] = shown_text(labels[k], strlen(labels[k]), 64);
   float *lg = xmalloc((size_t)C * sizeof *lg);
   Ranked *rank = xmalloc((size_t)C * sizeof *rank);
   rc = EXIT_OK;
@@ -377,21 +394,23 @@ int cmd_predict(int argc, char **argv) {
     char *ascii = NULL;
     int len = name_encode(argv[i], strlen(argv[i]), &chars, &ascii, &e);
     if (len < 0) {
-      char *shown = shown_text(argv[i], strlen(argv[i]), 80);
-      fprintf(stderr, "rnnc predict: '%s': %s\n", shown, e.msg);
-      free(shown);
+      char *name = shown_text(argv[i], strlen(argv[i]), 80);
+      fprintf(stderr, "rnnc predict: '%s': %s\n", name, e.msg);
+      free(name);
       rc = EXIT_BAD_INPUT;
       continue;
     }
     if (model_forward(&m, chars, len, lg))
       assert(!"load_for_inference checked the graph's vocabulary");
-    printf("%s", argv[i]);
+    char *name = shown_text(argv[i], strlen(argv[i]), SIZE_MAX);
+    printf("%s", name);
     if (strcmp(ascii, argv[i]))
       printf(" (%s)", ascii);
     printf("\n");
+    free(name);
     if (logits_only) {
       for (int k = 0; k < C; k++)
-        printf("  %-12s %.7g\n", labels[k], lg[k]);
+        printf("  %-12s %.7g\n", shown[k], lg[k]);
     } else {
       /* softmax, stable */
       float mx = lg[0];
@@ -404,7 +423,7 @@ int cmd_predict(int argc, char **argv) {
         rank[k] = (Ranked){k, (float)(exp((double)lg[k] - mx) / sum)};
       qsort(rank, (size_t)C, sizeof *rank, by_prob);
       for (int k = 0; k < top && k < C; k++)
-        printf("  %-12s %5.1f%%\n", labels[rank[k].label], 100 * rank[k].p);
+        printf("  %-12s %5.1f%%\n", shown[rank[k].label], 100 * rank[k].p);
     }
     free(chars);
     free(ascii);
@@ -413,6 +432,7 @@ int cmd_predict(int argc, char **argv) {
   free(rank);
 done:
   model_free(&m);
+  free_labels(shown, shown ? nlabels : 0);
   free_labels(labels, nlabels);
   return rc;
 }

@@ -41,6 +41,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -350,6 +351,11 @@ static int copy_in(const Graph *g, const StFile *f, const char *path, const char
       buf_free(&b);
       return -1;
     }
+    for (size_t i = 0; i < t->nelem; i++)
+      if (!isfinite(t->data[i]))
+        return errf(e, "%s: tensor '%s' has %s value (element %zu): the state of a training "
+                       "that diverged? It would make every result NaN",
+                    path, name, isnan(t->data[i]) ? "a NaN" : "an infinite", i);
     memcpy(slot + pa->offset, t->data, t->nelem * sizeof(float));
   }
   return 0;

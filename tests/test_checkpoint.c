@@ -379,34 +379,6 @@ static void test_stopped_between_renames(void **state) {
   free(dir);
 }
 
-/* Rewrites the metadata of a safetensors file: key set to value (added
- * when absent; value NULL removes it). */
-static void set_meta(const char *path, const char *key, const char *value) {
-  StFile f;
-  Err e;
-  if (st_load(&f, path, &e))
-    fail_msg("%s", e.msg);
-  char *keys[32], *vals[32];
-  int n = 0;
-  bool done = false;
-  for (int k = 0; k < f.nmeta && n < 31; k++) {
-    if (!strcmp(f.meta_keys[k], key)) {
-      done = true;
-      if (!value)
-        continue;
-    }
-    keys[n] = f.meta_keys[k];
-    vals[n++] = !strcmp(f.meta_keys[k], key) ? (char *)value : f.meta_vals[k];
-  }
-  if (!done && value) {
-    keys[n] = (char *)key;
-    vals[n++] = (char *)value;
-  }
-  if (st_save(path, f.tensors, f.ntensors, keys, vals, n, &e))
-    fail_msg("%s", e.msg);
-  st_free(&f);
-}
-
 /* Item 10: a step or an epoch that is not a count in range is refused,
  * naming the file ("2147483647" overflowed, "-5" trained as epoch -4,
  * "abc" read as 0). */
@@ -427,8 +399,8 @@ static void test_bad_counts(void **state) {
   for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
     copy_file(good, bad);
     copy_file(ogood, obad);
-    set_meta(bad, cases[i].key, cases[i].value);
-    set_meta(obad, cases[i].key, cases[i].value); /* still one pair but for this */
+    st_set_meta(bad, cases[i].key, cases[i].value);
+    st_set_meta(obad, cases[i].key, cases[i].value); /* still one pair but for this */
     char *want = xasprintf("metadata \"%s\" is \"%s\", not an integer", cases[i].key,
                            cases[i].value);
     const char *resume[] = {"train", graph, "--data", data_dir, "--epochs", "1", "--init", bad,
@@ -445,8 +417,8 @@ static void test_bad_counts(void **state) {
   /* Files not written by rnnc (no format rnnc-N, as PyTorch's golden
    * files, whose "step" names the optimizer) may use the keys freely. */
   copy_file(good, bad);
-  set_meta(bad, "format", NULL);
-  set_meta(bad, "step", "Adam(lr=1e-3) after clip_grad_norm_(1.0)");
+  st_set_meta(bad, "format", NULL);
+  st_set_meta(bad, "step", "Adam(lr=1e-3) after clip_grad_norm_(1.0)");
   free(rnnc_expect(0, (const char *const[]){"eval", graph, bad, "--data", data_dir, NULL}));
   free(good);
   free(bad);
@@ -493,7 +465,7 @@ static void test_labels_round_trip(void **state) {
   free(rnnc_expect(0, (const char *const[]){"eval", g4, out, "--data", d, NULL}));
   free(rnnc_expect(0, (const char *const[]){"predict", g4, out, "Kim", NULL}));
   /* An rnnc-2 file must have the list as JSON: comma-joined is damage. */
-  set_meta(out, "labels", "Greek,New\nline,Quote\"d,Scots,Gaelic");
+  st_set_meta(out, "labels", "Greek,New\nline,Quote\"d,Scots,Gaelic");
   char *s = rnnc_expect(1, (const char *const[]){"predict", g4, out, "Kim", NULL});
   assert_contains(s, "metadata \"labels\" is ");
   assert_contains(s, "not a JSON list of strings");
@@ -515,9 +487,9 @@ static void test_old_checkpoints_load(void **state) {
    * comma-joined. */
   const char *files[] = {out, opt};
   for (int i = 0; i < 2; i++) {
-    set_meta(files[i], "pair", NULL);
-    set_meta(files[i], "format", "rnnc-1");
-    set_meta(files[i], "labels", "Chinese,Greek,Japanese");
+    st_set_meta(files[i], "pair", NULL);
+    st_set_meta(files[i], "format", "rnnc-1");
+    st_set_meta(files[i], "labels", "Chinese,Greek,Japanese");
   }
   assert_int_equal(load_pair(out), 1);
   /* Resumes to the same bytes as two epochs (the new file has a pair id). */

@@ -328,6 +328,61 @@ static void test_nan_gradient_blamed_on_its_step(void **state) {
   free(out);
 }
 
+/* predict, as issue 12's messages section asks: --top with --logits is
+ * refused (it was ignored); a checkpoint with NaN weights is refused (it
+ * printed -nan%); --data gives the labels a checkpoint lacks; a label with
+ * a newline stays on its line. */
+static void test_predict_messages(void **state) {
+  char *ckpt = tmp_path("msg.safetensors"), *copy = tmp_path("msg-copy.safetensors");
+  free(rnnc_expect(0, (const char *const[]){"train", graph, "--data", data_dir, "--epochs", "0",
+                                            "--out", ckpt, NULL}));
+  char *s = rnnc_expect(2, (const char *const[]){"predict", graph, ckpt, "Kim", "--top", "2",
+                                                 "--logits", NULL});
+  assert_contains(s, "--top and --logits do not go together");
+  free(s);
+
+  /* One NaN weight. */
+  StFile f;
+  Err e;
+  if (st_load(&f, ckpt, &e))
+    fail_msg("%s", e.msg);
+  ((StTensor *)st_find(&f, "in2output.bias"))->data[1] = NAN;
+  if (st_save(copy, f.tensors, f.ntensors, f.meta_keys, f.meta_vals, f.nmeta, &e))
+    fail_msg("%s", e.msg);
+  st_free(&f);
+  s = rnnc_expect(1, (const char *const[]){"predict", graph, copy, "Kim", NULL});
+  assert_contains(s, "tensor 'in2output.bias' has a NaN value (element 1)");
+  free(s);
+
+  /* No label list: data/names has 18 languages, the graph 3; --data. */
+  if (st_load(&f, ckpt, &e) || st_save(copy, f.tensors, f.ntensors, NULL, NULL, 0, &e))
+    fail_msg("%s", e.msg);
+  st_free(&f);
+  s = rnnc_expect(1, (const char *const[]){"predict", graph, copy, "Kim", NULL});
+  assert_contains(s, "18 labels for a graph of 3 classes");
+  free(s);
+  s = rnnc_expect(0, (const char *const[]){"predict", graph, copy, "Kim", "--data", data_dir,
+                                           "--logits", NULL});
+  assert_contains(s, "  Greek");
+  free(s);
+
+  /* A label with a newline (labels are JSON in the file), and a name. */
+  st_set_meta(ckpt, "labels", "[\"Chi\\nnese\",\"Greek\",\"Japanese\"]");
+  char *out;
+  assert_int_equal(run_rnnc((const char *const[]){"predict", graph, ckpt, "Kim\n", "--logits",
+                                                  NULL},
+                            &out, NULL),
+                   0);
+  assert_contains(out, "Kim\\n (Kim)\n  Chi\\nnese ");
+  int lines = 0;
+  for (const char *p = out; *p; p++)
+    lines += *p == '\n';
+  assert_int_equal(lines, 4); /* the name, three labels */
+  free(out);
+  free(ckpt);
+  free(copy);
+}
+
 /* The entries of dir, sorted, one per line (malloc'd). */
 static char *listing(const char *dir) {
   DIR *d = opendir(dir);
@@ -434,6 +489,7 @@ int main(void) {
       cmocka_unit_test(test_huge_line),
       cmocka_unit_test(test_predict_checks_vocabulary),
       cmocka_unit_test(test_nan_gradient_blamed_on_its_step),
+      cmocka_unit_test(test_predict_messages),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "safetensors.h"
 #include "util.h"
 
 char *src_path(const char *rel) {
@@ -185,4 +187,32 @@ char *make_rnn_graph(int H, int C) {
   write_text(path, text);
   free(text);
   return path;
+}
+
+/* Rewrites the metadata of a safetensors file: key set to value (added
+ * when absent; value NULL removes it). */
+void st_set_meta(const char *path, const char *key, const char *value) {
+  StFile f;
+  Err e;
+  if (st_load(&f, path, &e))
+    fail_msg("%s", e.msg);
+  char *keys[32], *vals[32];
+  int n = 0;
+  bool done = false;
+  for (int k = 0; k < f.nmeta && n < 31; k++) {
+    if (!strcmp(f.meta_keys[k], key)) {
+      done = true;
+      if (!value)
+        continue;
+    }
+    keys[n] = f.meta_keys[k];
+    vals[n++] = !strcmp(f.meta_keys[k], key) ? (char *)value : f.meta_vals[k];
+  }
+  if (!done && value) {
+    keys[n] = (char *)key;
+    vals[n++] = (char *)value;
+  }
+  if (st_save(path, f.tensors, f.ntensors, keys, vals, n, &e))
+    fail_msg("%s", e.msg);
+  st_free(&f);
 }

@@ -43,6 +43,9 @@ char *make_data_dir(const char *const *langs, const int *per, int n);
 /* graphs/rnn.nn with hidden size H and C classes as a scratch file: a
  * small model that trains in milliseconds. Returns its path (malloc'd). */
 char *make_rnn_graph(int H, int C);
+/* Rewrites the metadata of a safetensors file: key set to value (added
+ * when absent; value NULL removes it). */
+void st_set_meta(const char *path, const char *key, const char *value);
 /* Fails the test unless text contains fragment. */
 void assert_contains(const char *text, const char *fragment);
 
