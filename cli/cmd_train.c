@@ -1,6 +1,7 @@
 /* cmd_train.c: rnnc train, rnnc eval and rnnc predict. */
 #include <assert.h>
 #include <errno.h>
+#include <float.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdint.h>
@@ -145,6 +146,11 @@ int cmd_train(int argc, char **argv) {
     case 'l':
       if (parse_double(optarg, &lr) || !(lr > 0))
         return cli_usage_error("train", "--lr wants a positive number, not '%s'", optarg);
+      if (!((float)lr > 0) || isinf((float)lr)) /* the kernels compute in float32 */
+        return cli_usage_error("train",
+                               "--lr %s is %s in float32, the precision training computes in "
+                               "(positive floats go from %g to %g)",
+                               optarg, (float)lr > 0 ? "infinite" : "0", FLT_TRUE_MIN, FLT_MAX);
       break;
     case 'i':
       init = optarg;

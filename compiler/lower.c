@@ -734,6 +734,9 @@ static void exec_optimizer(Lower *L, Stmt *st) {
     bool ok = !strcmp(key, "lr") || !strcmp(key, "eps") ? x > 0 && isfinite(x) : x >= 0 && x < 1;
     if (!ok)
       error_at(L->d, e->args[i]->pos, "%s = %g is out of range", key, x);
+    if (x > 0 && (!((float)x > 0) || isinf((float)x))) /* training computes in float32 */
+      error_at(L->d, e->args[i]->pos, "%s = %g is %s in float32, the precision of training", key,
+               x, (float)x > 0 ? "infinite" : "0");
     *slot = x;
   }
 }

@@ -210,6 +210,15 @@ static void test_bad_input(void **state) {
   free(rnnc_expect(2, (const char *const[]){"train", NULL}));
   free(rnnc_expect(2, (const char *const[]){"train", graph, "--epochs", "two", NULL}));
   free(rnnc_expect(2, (const char *const[]){"train", graph, "--lr", "-1", NULL}));
+  /* Values that are 0 or infinite in float32, where training computes:
+   * 1e-320 was "not positive", 1e-50 accepted as 0. */
+  const char *lrs[] = {"1e-50", "1e-320", "1e39"};
+  for (int i = 0; i < 3; i++) {
+    s = rnnc_expect(2, (const char *const[]){"train", graph, "--lr", lrs[i], NULL});
+    assert_contains(s, "in float32, the precision training computes in");
+    assert_contains(s, i < 2 ? "is 0 in float32" : "is infinite in float32");
+    free(s);
+  }
   free(rnnc_expect(2, (const char *const[]){"predict", graph, good, NULL}));
   free(rnnc_expect(2, (const char *const[]){"eval", graph, NULL}));
   free(rnnc_expect(0, (const char *const[]){"train", "--help", NULL}));
