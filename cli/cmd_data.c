@@ -2,6 +2,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli.h"
 #include "runtime.h"
@@ -72,8 +73,11 @@ int cmd_data(int argc, char **argv) {
     ntr[ds.names[ds.train[i]].label]++;
   for (size_t i = 0; i < ds.ntest; i++)
     nte[ds.names[ds.test[i]].label]++;
-  for (int l = 0; l < ds.nlabels; l++)
-    printf("%5d %-14s %7zu %7zu %7zu\n", l, ds.labels[l], ds.per_label[l], ntr[l], nte[l]);
+  for (int l = 0; l < ds.nlabels; l++) {
+    char *label = shown_text(ds.labels[l], strlen(ds.labels[l]), 64); /* on one line */
+    printf("%5d %-14s %7zu %7zu %7zu\n", l, label, ds.per_label[l], ntr[l], nte[l]);
+    free(label);
+  }
   printf("%5s %-14s %7zu %7zu %7zu\n", "", "total", ds.nnames, ds.ntrain, ds.ntest);
   free(ntr);
   free(nte);

@@ -392,6 +392,54 @@ static void test_predict_messages(void **state) {
   free(copy);
 }
 
+/* A data set with the given languages (each with Korean's names): its
+ * directory, and a checkpoint of `graph` (3 classes) for it. */
+static char *labelled_data(const char *const *langs, char **ckpt) {
+  char *d = tmp_path("labelled");
+  assert_int_equal(mkdir(d, 0755), 0);
+  Err e;
+  char *src = src_path("data/names/Korean.txt"), *text = read_file(src, NULL, &e);
+  assert_non_null(text);
+  for (int i = 0; i < 3; i++) {
+    char *to = xasprintf("%s/%s.txt", d, langs[i]);
+    write_text(to, text);
+    free(to);
+  }
+  free(text);
+  free(src);
+  *ckpt = xasprintf("%s.safetensors", d);
+  free(rnnc_expect(0, (const char *const[]){"train", graph, "--data", d, "--epochs", "0", "--out",
+                                            *ckpt, NULL}));
+  return d;
+}
+
+/* eval's confusion matrix heads its columns with the shortest abbreviation
+ * that tells the labels apart (three letters made "Scots" and "Scottish"
+ * both "Sco"), or with numbers; eval and data print a label with a
+ * newline on one line (issue 12, messages). */
+static void test_report_labels(void **state) {
+  char *ckpt;
+  char *d = labelled_data((const char *const[]){"Scots", "Scottish", "Irish"}, &ckpt);
+  char *s = rnnc_expect(0, (const char *const[]){"eval", graph, ckpt, "--data", d, NULL});
+  assert_contains(s, "columns: predicted)\n      Irish Scots Scott\nIrish ");
+  assert_contains(s, "\nScott ");
+  free(s);
+  free(d);
+  free(ckpt);
+  d = labelled_data((const char *const[]){"Language number 1", "Language number 2", "New\nline"},
+                    &ckpt);
+  s = rnnc_expect(0, (const char *const[]){"eval", graph, ckpt, "--data", d, NULL});
+  assert_contains(s, "columns: predicted; by number)\n        0    1    2\n0   ");
+  assert_contains(s, "  0 Language number 1, 1 Language number 2, 2 New\\nline\n");
+  assert_contains(s, "\nNew\\nline   ");
+  free(s);
+  s = rnnc_expect(0, (const char *const[]){"data", "--data", d, NULL});
+  assert_contains(s, "    2 New\\nline ");
+  free(s);
+  free(d);
+  free(ckpt);
+}
+
 /* The entries of dir, sorted, one per line (malloc'd). */
 static char *listing(const char *dir) {
   DIR *d = opendir(dir);
@@ -499,6 +547,7 @@ int main(void) {
       cmocka_unit_test(test_predict_checks_vocabulary),
       cmocka_unit_test(test_nan_gradient_blamed_on_its_step),
       cmocka_unit_test(test_predict_messages),
+      cmocka_unit_test(test_report_labels),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
