@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli.h"
 #include "util.h"
@@ -15,6 +16,13 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) {
   va_end(ap);
   fprintf(stderr, "\nTry 'rnnc %s --help'.\n", cmd);
   return EXIT_USAGE;
+}
+
+void cli_error(const char *cmd, const Err *e) {
+  if (strstr(e->msg, ": error: "))
+    fprintf(stderr, "%s\n", e->msg);
+  else
+    fprintf(stderr, "rnnc %s: error: %s\n", cmd, e->msg);
 }
 
 int cli_parse_u64(const char *s, uint64_t *out) {

@@ -149,7 +149,7 @@ int cmd_build(int argc, char **argv) {
   rc = EXIT_OK;
 fail:
   if (rc)
-    fprintf(stderr, "rnnc build: error: %s\n", e.msg);
+    cli_error("build", &e);
   stage_discard(&fo);
   stage_discard(&fh);
   buf_free(&object);

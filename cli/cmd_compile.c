@@ -119,7 +119,7 @@ int cmd_compile(int argc, char **argv) {
   double t[4] = {0};
   if (stage >= 3) {
     if (emit_module(argv[optind], stage == 4, &b, t, &e)) {
-      fprintf(stderr, "%s\n", e.msg);
+      cli_error("compile", &e);
       buf_free(&b);
       return EXIT_BAD_INPUT;
     }
@@ -129,7 +129,7 @@ int cmd_compile(int argc, char **argv) {
     double t1 = now_seconds();
     PassStop stop = stage == 0 ? PASSES_FRONT : stage == 1 ? PASSES_GRAD : PASSES_ALL;
     if (!g || graph_passes(g, true, stop, &e)) {
-      fprintf(stderr, "%s\n", e.msg);
+      cli_error("compile", &e);
       graph_free(g);
       return EXIT_BAD_INPUT;
     }
@@ -150,7 +150,7 @@ int cmd_compile(int argc, char **argv) {
   if (!out_path)
     out_write(b.data, b.len);
   else if (stage_file(&st, out_path, b.data, b.len, &e) || stage_commit(&st, &e)) {
-    fprintf(stderr, "rnnc compile: error: %s\n", e.msg);
+    cli_error("compile", &e);
     stage_discard(&st);
     rc = EXIT_BAD_INPUT;
   }

@@ -61,7 +61,7 @@ int cmd_data(int argc, char **argv) {
   Dataset ds = {0};
   Err e;
   if (data_load(&ds, dir, NULL, 0, &e) || data_split(&ds, fraction, seed, &e)) {
-    fprintf(stderr, "rnnc data: error: %s\n", e.msg);
+    cli_error("data", &e);
     data_free(&ds);
     return EXIT_BAD_INPUT;
   }

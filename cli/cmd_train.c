@@ -227,7 +227,7 @@ int cmd_train(int argc, char **argv) {
   rc = EXIT_OK;
 fail:
   if (rc)
-    fprintf(stderr, "rnnc train: error: %s\n", e.msg);
+    cli_error("train", &e);
   ckpt_unlock(&lock);
   model_free(&m);
   data_free(&ds);
@@ -296,7 +296,7 @@ int cmd_eval(int argc, char **argv) {
   rc = EXIT_OK;
 fail:
   if (rc)
-    fprintf(stderr, "rnnc eval: error: %s\n", e.msg);
+    cli_error("eval", &e);
   model_free(&m);
   data_free(&ds);
   free_labels(labels, nlabels);
@@ -379,7 +379,7 @@ int cmd_predict(int argc, char **argv) {
   int nlabels = 0, rc = EXIT_BAD_INPUT;
   if (load_for_inference(&m, argv[optind], argv[optind + 1], &labels, &nlabels, &e) ||
       (!labels && fallback_labels(dir, &labels, &nlabels, &e))) {
-    fprintf(stderr, "rnnc predict: error: %s\n", e.msg);
+    cli_error("predict", &e);
     goto done;
   }
   if (nlabels != model_classes(&m)) {
