@@ -135,15 +135,11 @@ int cmd_build(int argc, char **argv) {
   if (bad)
     goto fail;
   /* Both files complete beside their destinations before either is
-   * renamed: an error leaves the old files (or none) in place. */
+   * renamed, and the object put back should the header fail: an error
+   * leaves the old files (or none) in place. */
   if (stage_file(&fo, out, object.data, object.len, &e) ||
-      stage_file(&fh, header, text.data, text.len, &e) || stage_commit(&fo, &e))
+      stage_file(&fh, header, text.data, text.len, &e) || stage_commit_both(&fo, &fh, &e))
     goto fail;
-  if (stage_commit(&fh, &e)) {
-    size_t n = strlen(e.msg);
-    snprintf(e.msg + n, sizeof e.msg - n, " (%s was written)", out);
-    goto fail;
-  }
   printf("wrote %s (%zu bytes: %s, CPU %s) and %s\n", out, object.len, info.triple, info.cpu,
          header);
   rc = EXIT_OK;

@@ -229,6 +229,48 @@ int stage_commit(Staged *s, Err *e) {
   return 0;
 }
 
+int stage_commit_both(Staged *a, Staged *b, Err *e) {
+  /* a's old file, kept under a registered temporary name (a hard link:
+   * the target itself stays in place until the rename replaces it). */
+  char *path = xstrdup(a->path), *bpath = xstrdup(b->path), *dir = dir_of(path);
+  char *old = xasprintf("%s/" STAGE_PREFIX "XXXXXX", dir);
+  free(dir);
+  struct stat st;
+  bool existed = lstat(path, &st) == 0, kept = false;
+  sigset_t mask;
+  block(&mask);
+  int fd = existed ? mkstemp(old) : -1;
+  if (fd >= 0) {
+    close(fd);
+    add_path(old);
+    kept = unlink(old) == 0 && link(path, old) == 0;
+  }
+  unblock(&mask);
+  int rc = stage_commit(a, e);
+  if (rc == 0 && stage_commit(b, e)) {
+    rc = -1;
+    bool mixed = false;
+    if (kept)
+      mixed = rename_durable(old, path) < 0;
+    else if (!existed)
+      unlink(path); /* there was none: none again */
+    else
+      mixed = true; /* no hard link here to keep the old one */
+    if (mixed) {
+      size_t n = strlen(e->msg);
+      snprintf(e->msg + n, sizeof e->msg - n, "; %s is the new one, %s the old one", path, bpath);
+    }
+  }
+  if (fd >= 0) {
+    unlink(old);
+    cleanup_release(old);
+  }
+  free(old);
+  free(path);
+  free(bpath);
+  return rc;
+}
+
 void stage_discard(Staged *s) {
   if (s->tmp && s->fd >= 0)
     close(s->fd);

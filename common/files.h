@@ -36,6 +36,11 @@ int stage_close(Staged *s, Err *e);
 /* Renames the temporary over its target and syncs the directory. Returns
  * 0, or -1 with a message (and the temporary removed). */
 int stage_commit(Staged *s, Err *e);
+/* Commits a, then b; when b cannot be committed, a's target is put back
+ * as it was (its old file, or none), so that an error leaves both targets
+ * new or neither (a crash between the two renames can still leave one of
+ * each). */
+int stage_commit_both(Staged *a, Staged *b, Err *e);
 /* Removes the temporary, if any, and frees s: call it after any failure
  * (stage_commit does on success). Harmless on a committed, discarded or
  * zeroed Staged. */

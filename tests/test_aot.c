@@ -75,6 +75,9 @@ static const char driver_body[] =
     "  printf(\"forward index 59: %d\\n\", FORWARD(c, 5, lg));\n"
     "  c[3] = -1;\n"
     "  printf(\"forward index -1: %d\\n\", FORWARD(c, 5, lg));\n"
+    "  c[3] = 3;\n"
+    "  printf(\"forward NULL chars: %d\\n\", FORWARD(NULL, 5, lg));\n"
+    "  printf(\"forward NULL logits: %d\\n\", FORWARD(c, 5, NULL));\n"
     "  printf(\"logits untouched: %d\\n\", lg[0] == 12345.0f);\n"
     "  c[3] = 3;\n"
     "  printf(\"forward len max: %d\\n\", FORWARD(c, MAXLEN, lg));\n"
@@ -422,6 +425,8 @@ static void test_bad_inputs(void **state) {
                             "forward len max+1: 1\n"
                             "forward index 59: 2\n"
                             "forward index -1: 2\n"
+                            "forward NULL chars: 3\n"
+                            "forward NULL logits: 3\n"
                             "logits untouched: 1\n"
                             "forward len max: 0\n"
                             "predict \"\": -1\n"
@@ -667,11 +672,25 @@ static void test_cli(void **state) {
             "aarch64-unknown-linux-gnu");
   expect_in(run(1, (const char *const[]){"build", G, K, "-o", "/nonexistent/dir/m.o", NULL}),
             "/nonexistent/dir/m.o: cannot create a file in directory /nonexistent/dir");
-  /* None of the failures left a file behind. */
+  /* The header cannot be written (a directory is in its place): the object
+   * is not written either, or is put back (issue 12, messages: the .o was
+   * replaced). */
+  char *bo = xasprintf("%s/both.o", workdir), *bh = xasprintf("%s/both.h", workdir);
+  assert_int_equal(mkdir(bh, 0755), 0);
+  expect_in(run(1, (const char *const[]){"build", G, K, "-o", bo, NULL}), "both.h");
   struct stat st;
+  assert_int_not_equal(stat(bo, &st), 0);
+  write_text(bo, "an old object");
+  expect_in(run(1, (const char *const[]){"build", G, K, "-o", bo, NULL}), "both.h");
+  expect_in(slurp(bo), "an old object");
+  assert_int_equal(sh("ls -a '%s' | grep -q rnnc-tmp", workdir), 1);
+  unlink(bo);
+  rmdir(bh);
+  free(bo);
+  free(bh);
+  /* None of the failures left a file behind. */
   assert_int_not_equal(stat(o, &st), 0);
   assert_int_not_equal(stat(h, &st), 0);
-  assert_int_equal(sh("ls -a '%s' | grep -q rnnc-tmp", workdir), 1);
   /* An explicit x86-64 triple and CPU work, and the prefix names the API. */
   expect_in(run(0, (const char *const[]){"build", G, K, "-o", o, "--target",
                                          "x86_64-unknown-linux-gnu", "--cpu", "x86-64-v2",
