@@ -450,47 +450,57 @@ static bool replaced(const StFile *w, const char *path) {
   return changed;
 }
 
+int ckpt_read_meta(const StFile *f, const char *path, CkptMeta *meta, Err *e) {
+  *meta = (CkptMeta){.rnnc = is_rnnc(f)};
+  if (read_counts(f, path, &meta->step, &meta->epoch, e) || check_vocab(f, path, e) ||
+      read_list(f, "labels", path, &meta->labels, &meta->nlabels, e))
+    return -1;
+  return 0;
+}
+
+void ckpt_meta_free(CkptMeta *meta) {
+  free_list(meta->labels, meta->nlabels);
+  *meta = (CkptMeta){0};
+}
+
+/* load_once's result when a training replaced the files as they were read. */
+enum { LOAD_AGAIN = 1 };
+
 static int load_once(Model *m, const char *path, bool with_optim, bool may_retry, char ***labels,
                      int *nlabels, Err *e) {
   StFile f;
+  CkptMeta meta = {0};
   *labels = NULL;
   *nlabels = 0;
   m->step = 0;
   m->epoch = 0;
   if (st_load(&f, path, e))
     return -1;
-  int64_t step;
-  int epoch;
-  int rc = read_counts(&f, path, &step, &epoch, e);
+  int rc = ckpt_read_meta(&f, path, &meta, e);
   if (rc == 0)
     rc = copy_in(m->fwd, &f, path, "", m->state, false, e);
-  if (rc == 0)
-    rc = read_list(&f, "labels", path, labels, nlabels, e);
-  if (rc == 0 && *labels && *nlabels != m->fwd->classes) {
+  if (rc == 0 && meta.labels && meta.nlabels != m->fwd->classes)
     rc = errf(e, "%s: the checkpoint has %d labels, but the graph %s has %d classes", path,
-              *nlabels, m->path, m->fwd->classes);
-  }
-  if (rc == 0)
-    rc = check_vocab(&f, path, e);
-  if (rc == 0 && with_optim && m->train && is_rnnc(&f)) {
+              meta.nlabels, m->path, m->fwd->classes);
+  if (rc == 0 && with_optim && m->train && meta.rnnc) {
     /* Resume the optimizer when its state is beside the weights. */
-    rc = load_optim(m, &f, path, e);
-    if (rc == MOMENTS_MISMATCH && may_retry && replaced(&f, path))
-      rc = 1; /* read it again */
-    else if (rc == MOMENTS_MISMATCH)
-      rc = -1;
-    else if (rc == MOMENTS_LOADED) {
-      m->step = step;
-      m->epoch = epoch;
-      rc = 0;
+    int got = load_optim(m, &f, path, e);
+    rc = got == MOMENTS_MISMATCH ? (may_retry && replaced(&f, path) ? LOAD_AGAIN : -1)
+         : got < 0              ? -1
+                                : 0;
+    if (got == MOMENTS_LOADED) {
+      m->step = meta.step;
+      m->epoch = meta.epoch;
     }
   }
   st_free(&f);
-  if (rc) {
-    free_list(*labels, *nlabels);
-    *labels = NULL;
-    *nlabels = 0;
+  if (rc == 0) {
+    *labels = meta.labels;
+    *nlabels = meta.nlabels;
+    meta.labels = NULL;
+    meta.nlabels = 0;
   }
+  ckpt_meta_free(&meta);
   return rc;
 }
 
@@ -500,7 +510,7 @@ int ckpt_load(Model *m, const char *path, bool with_optim, char ***labels, int *
    * optimizer state can be of different saves; then read both again. */
   for (int attempt = 0;; attempt++) {
     int rc = load_once(m, path, with_optim, attempt < 3, labels, nlabels, e);
-    if (rc <= 0)
+    if (rc != LOAD_AGAIN)
       return rc;
   }
 }

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 
 #include "model.h"
+#include "safetensors.h"
 
 /* Where the optimizer state of checkpoint path lives (malloc'd). */
 char *ckpt_optim_path(const char *path);
@@ -28,6 +29,20 @@ int ckpt_load(Model *m, const char *path, bool with_optim, char ***labels, int *
  * files, or names too long for the file system or a directory that cannot
  * be written. For a check before training. */
 int ckpt_check_writable(const char *path, Err *e);
+
+/* What a checkpoint's metadata says, read and checked (ckpt_load does it;
+ * exported for the fuzzer): the label list (NULL when the file has none),
+ * and for rnnc's checkpoints the step and epoch. The vocabulary, when the
+ * file names one, must be rnnc's. */
+typedef struct CkptMeta {
+  char **labels; /* (nlabels) malloc'd */
+  int nlabels;
+  int64_t step;  /* 0 unless rnnc */
+  int epoch;     /* 0 unless rnnc */
+  bool rnnc;     /* written by rnnc ("format": "rnnc-N") */
+} CkptMeta;
+int ckpt_read_meta(const StFile *f, const char *path, CkptMeta *meta, Err *e);
+void ckpt_meta_free(CkptMeta *meta);
 
 /* An exclusive lock on writing a checkpoint (PATH.lock, holding the
  * owner's pid), for as long as a training runs. */
