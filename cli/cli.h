@@ -11,6 +11,12 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
 
 /* A non-negative decimal integer; 0, or -1 when malformed. */
 int cli_parse_u64(const char *s, uint64_t *out);
+/* A decimal integer in [lo, hi]; 0, or -1 when malformed or out of range. */
+int cli_parse_int(const char *s, int lo, int hi, int *out);
+
+/* --threads: at most this many; the default is every online core. */
+enum { CLI_MAX_THREADS = 256 };
+int cli_default_threads(void);
 
 int cmd_data(int argc, char **argv);
 extern const char data_usage[];

@@ -12,16 +12,22 @@
 #include "train.h"
 
 const char train_usage[] =
-    "usage: rnnc train GRAPH [--data DIR] [--epochs N] [--seed S] [--lr X]\n"
-    "                  [--init CKPT] [--test-fraction F] [--out CKPT]\n"
+    "usage: rnnc train GRAPH [--data DIR] [--epochs N] [--batch B] [--threads N]\n"
+    "                  [--seed S] [--lr X] [--init CKPT] [--test-fraction F]\n"
+    "                  [--out CKPT]\n"
     "\n"
     "Compiles GRAPH into training kernels and trains it on a names data set,\n"
-    "one name per step, reshuffling the training set every epoch. After each\n"
-    "epoch it prints the mean training loss and the test accuracy and writes\n"
-    "the checkpoint; at the end, per-language accuracy and a confusion matrix.\n"
+    "reshuffling the training set every epoch and cutting it into batches of\n"
+    "B names: one optimizer step per batch, on the mean of the batch's losses\n"
+    "(the last batch of an epoch may be smaller). After each epoch it prints\n"
+    "the mean training loss and the test accuracy and writes the checkpoint; at\n"
+    "the end, per-language accuracy and a confusion matrix.\n"
     "\n"
     "  --data DIR           data directory (default: data/names)\n"
     "  --epochs N           epochs to train (default: the graph's train setting)\n"
+    "  --batch B            names per optimizer step (default: the graph's train\n"
+    "                       setting); results do not depend on --threads\n"
+    "  --threads N          threads (default: every online core; 1 starts none)\n"
     "  --seed S             split, initialization, shuffling (default: 42)\n"
     "  --lr X               learning rate (default: the graph's optimizer setting)\n"
     "  --init CKPT          start from a checkpoint (rnnc's or PyTorch's safetensors);\n"
@@ -33,11 +39,13 @@ const char train_usage[] =
 
 const char eval_usage[] =
     "usage: rnnc eval GRAPH CKPT [--data DIR] [--seed S] [--test-fraction F]\n"
+    "                 [--threads N]\n"
     "\n"
     "Accuracy, per-language accuracy and the confusion matrix of a checkpoint\n"
     "on the test split (the split that train made with the same seed).\n"
     "\n"
     "  --data DIR           data directory (default: data/names)\n"
+    "  --threads N          threads (default: every online core)\n"
     "  --seed S             split seed (default: 42)\n"
     "  --test-fraction F    share of each language held out (default: 0.1)\n"
     "  -h, --help           this help\n";
@@ -60,15 +68,8 @@ static int parse_double(const char *s, double *out) {
   return *s && !*end && !errno && isfinite(*out) ? 0 : -1;
 }
 
-static int parse_int(const char *s, int lo, int hi, int *out) {
-  char *end;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (!*s || *end || errno || v < lo || v > hi)
-    return -1;
-  *out = (int)v;
-  return 0;
-}
+
+enum { MAX_BATCH = 1 << 24 };
 
 static void free_labels(char **labels, int n) {
   for (int i = 0; i < n; i++)
@@ -132,9 +133,11 @@ int cmd_train(int argc, char **argv) {
   const char *dir = "data/names", *init = NULL, *out = NULL;
   uint64_t seed = 42;
   double fraction = 0.1, lr = 0;
-  int epochs = -1;
+  int epochs = -1, batch = 0, threads = cli_default_threads();
   static const struct option opts[] = {{"data", required_argument, 0, 'd'},
                                        {"epochs", required_argument, 0, 'n'},
+                                       {"batch", required_argument, 0, 'b'},
+                                       {"threads", required_argument, 0, 't'},
                                        {"seed", required_argument, 0, 's'},
                                        {"lr", required_argument, 0, 'l'},
                                        {"init", required_argument, 0, 'i'},
@@ -150,8 +153,18 @@ int cmd_train(int argc, char **argv) {
       dir = optarg;
       break;
     case 'n':
-      if (parse_int(optarg, 0, 100000, &epochs))
+      if (cli_parse_int(optarg, 0, 100000, &epochs))
         return cli_usage_error("train", "--epochs wants an integer in [0, 100000], not '%s'", optarg);
+      break;
+    case 'b':
+      if (cli_parse_int(optarg, 1, MAX_BATCH, &batch))
+        return cli_usage_error("train", "--batch wants an integer in [1, %d], not '%s'", MAX_BATCH,
+                               optarg);
+      break;
+    case 't':
+      if (cli_parse_int(optarg, 1, CLI_MAX_THREADS, &threads))
+        return cli_usage_error("train", "--threads wants an integer in [1, %d], not '%s'",
+                               CLI_MAX_THREADS, optarg);
       break;
     case 's':
       if (cli_parse_u64(optarg, &seed))
@@ -189,7 +202,7 @@ int cmd_train(int argc, char **argv) {
   Dataset ds = {0};
   char **labels = NULL;
   int nlabels = 0, rc = EXIT_BAD_INPUT;
-  ModelOptions mo = {.lr = lr};
+  ModelOptions mo = {.lr = lr, .batch = batch, .threads = threads};
   if (check_writable(out, &e) || model_compile(&m, graph, &mo, &e))
     goto fail;
   print_compile(stderr, &m);
@@ -211,9 +224,10 @@ int cmd_train(int argc, char **argv) {
     goto fail;
   }
   model_reserve(&m, longest(&ds));
-  fprintf(stderr, "data %s: %zu names, %d languages, %zu train / %zu test; %d epoch%s from epoch %d\n",
+  fprintf(stderr, "data %s: %zu names, %d languages, %zu train / %zu test; %d epoch%s from epoch %d, "
+          "batch %d, %d thread%s\n",
           dir, ds.nnames, ds.nlabels, ds.ntrain, ds.ntest, epochs, epochs == 1 ? "" : "s",
-          m.epoch + 1);
+          m.epoch + 1, m.batch, m.threads, m.threads == 1 ? "" : "s");
   TrainOptions to = {.epochs = epochs, .seed = seed, .out = out,
                      .progress = isatty(fileno(stderr)), .log = stderr};
   if (train_run(&m, &ds, &to, &e))
@@ -240,9 +254,9 @@ fail:
 }
 
 /* The model and labels of GRAPH and CKPT, for eval and predict. */
-static int load_for_inference(Model *m, const char *graph, const char *ckpt, char ***labels,
-                              int *nlabels, Err *e) {
-  ModelOptions mo = {.no_train = true};
+static int load_for_inference(Model *m, const char *graph, const char *ckpt, int threads,
+                              char ***labels, int *nlabels, Err *e) {
+  ModelOptions mo = {.no_train = true, .threads = threads};
   if (model_compile(m, graph, &mo, e) || ckpt_load(m, ckpt, false, labels, nlabels, e))
     return -1;
   return 0;
@@ -252,9 +266,11 @@ int cmd_eval(int argc, char **argv) {
   const char *dir = "data/names";
   uint64_t seed = 42;
   double fraction = 0.1;
+  int threads = cli_default_threads();
   static const struct option opts[] = {{"data", required_argument, 0, 'd'},
                                        {"seed", required_argument, 0, 's'},
                                        {"test-fraction", required_argument, 0, 'f'},
+                                       {"threads", required_argument, 0, 't'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
   int c;
@@ -272,6 +288,11 @@ int cmd_eval(int argc, char **argv) {
       if (parse_double(optarg, &fraction) || !(fraction > 0 && fraction < 1))
         return cli_usage_error("eval", "--test-fraction wants a number in (0, 1), not '%s'", optarg);
       break;
+    case 't':
+      if (cli_parse_int(optarg, 1, CLI_MAX_THREADS, &threads))
+        return cli_usage_error("eval", "--threads wants an integer in [1, %d], not '%s'",
+                               CLI_MAX_THREADS, optarg);
+      break;
     case 'h':
       fputs(eval_usage, stdout);
       return EXIT_OK;
@@ -286,7 +307,7 @@ int cmd_eval(int argc, char **argv) {
   Dataset ds = {0};
   char **labels = NULL;
   int nlabels = 0, rc = EXIT_BAD_INPUT;
-  if (load_for_inference(&m, argv[optind], argv[optind + 1], &labels, &nlabels, &e) ||
+  if (load_for_inference(&m, argv[optind], argv[optind + 1], threads, &labels, &nlabels, &e) ||
       data_load(&ds, dir, labels, nlabels, &e) || data_split(&ds, fraction, seed, &e) ||
       check_model_data(&m, &ds, &e))
     goto fail;
@@ -345,7 +366,7 @@ int cmd_predict(int argc, char **argv) {
   while ((c = getopt_long(argc, argv, "hk:", opts, NULL)) != -1) {
     switch (c) {
     case 'k':
-      if (parse_int(optarg, 1, 1000, &top))
+      if (cli_parse_int(optarg, 1, 1000, &top))
         return cli_usage_error("predict", "--top wants a positive integer, not '%s'", optarg);
       break;
     case 'l':
@@ -368,7 +389,7 @@ int cmd_predict(int argc, char **argv) {
   Model m = {0};
   char **labels = NULL;
   int nlabels = 0, rc = EXIT_BAD_INPUT;
-  if (load_for_inference(&m, argv[optind], argv[optind + 1], &labels, &nlabels, &e) ||
+  if (load_for_inference(&m, argv[optind], argv[optind + 1], 1, &labels, &nlabels, &e) ||
       (!labels && fallback_labels(&labels, &nlabels, &e))) {
     fprintf(stderr, "rnnc predict: error: %s\n", e.msg);
     goto done;

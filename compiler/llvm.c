@@ -12,6 +12,10 @@
  * out:     (classes + 2) logits, then the loss, then the gradients' norm
  *          before clipping (0 when the graph does not clip).
  *
+ * With CodegenOptions.accumulate (the step of a minibatch, one call per
+ * sequence), a second argument `float *grad` (g->nfloats) follows state:
+ * the gradients add to it; the grad slot of state is not used.
+ *
  * require: a verified graph; the runtime checks chars, T and target.
  *
  * Codegen walks each block in order and packs consecutive nodes into loop
@@ -41,6 +45,7 @@ typedef struct CG {
   LLVMTypeRef f32, i32, i64, i8, pty;
   LLVMValueRef fn;
   LLVMValueRef state, chars, T, target, noise, scratch, tmax, step, out;
+  LLVMValueRef grad; /* the gradients: the grad slot, or the accumulating kernel's own argument */
   LLVMValueRef T64, scratch_t; /* T as i64; start of the T-sized region */
   LLVMValueRef baked;          /* AOT: the parameter values as a constant global */
   LLVMValueRef *baked_cols;    /* AOT: node -> its one-hot product's columns, transposed */
@@ -553,8 +558,7 @@ static void close_group(CG *c, Group *gr) {
       break;
     }
     case OP_ACC: {
-      LLVMValueRef gp = fptr(c, c->state, ci64(c, (long long)(SLOT_GRAD * g->nfloats +
-                                                               g->params[n->a].offset)));
+      LLVMValueRef gp = fptr(c, c->grad, ci64(c, (long long)g->params[n->a].offset));
       LLVMValueRef v = value_at(c, n->in[0], l.i);
       store(c, c->first_acc[id] ? v : fadd(c, load(c, gp, l.i), v), gp, l.i);
       break;
@@ -815,7 +819,7 @@ static void emit_acc(CG *c, int id) {
   const Node *n = N(c, id);
   int a = n->in[0], b = n->nin > 1 ? n->in[1] : -1;
   const Param *p = &g->params[n->a];
-  LLVMValueRef gp = fptr(c, c->state, ci64(c, (long long)(SLOT_GRAD * g->nfloats + p->offset)));
+  LLVMValueRef gp = fptr(c, c->grad, ci64(c, (long long)p->offset));
   size_t cnt = type_numel(p->type);
   bool first = c->first_acc[id], seqs = is_seq_type(N(c, a)->type);
   assert(n->op == OP_ACC_OUTER || seqs);
@@ -890,7 +894,8 @@ static void emit_acc(CG *c, int id) {
 }
 
 /* Where each gradient starts. Batch 1: every call computes the gradients
- * afresh, from zero. The first accumulation into a parameter, in the order
+ * afresh, from zero (with CodegenOptions.accumulate, every accumulation
+ * adds to the slot instead, and nothing is zeroed). The first accumulation into a parameter, in the order
  * codegen emits them, initializes it when it runs once (at the top level,
  * not in a scan body); every other float of the gradient slot (parameters
  * without such a first accumulation, alignment gaps) is zeroed at entry. */
@@ -1230,15 +1235,24 @@ int codegen(const Graph *g, LLVMModuleRef mod, const char *name, const CodegenOp
     free(vals);
   }
 
-  LLVMTypeRef params[9] = {c.pty, c.pty, c.i32, c.i32, c.pty, c.pty, c.i32, c.f32, c.pty};
-  LLVMTypeRef fty = LLVMFunctionType(LLVMVoidTypeInContext(c.ctx), params, 9, 0);
+  /* An accumulating kernel takes its gradient buffer as a second argument
+   * (each thread of a batch has its own). */
+  bool acc_arg = opt && opt->accumulate;
+  int g_arg = acc_arg ? 1 : 0; /* how far the later arguments move */
+  LLVMTypeRef params[10] = {c.pty, c.pty, c.pty, c.i32, c.i32, c.pty, c.pty, c.i32, c.f32, c.pty};
+  if (!acc_arg) /* no grad argument */
+    memmove(params + 1, params + 2, 8 * sizeof *params);
+  LLVMTypeRef fty = LLVMFunctionType(LLVMVoidTypeInContext(c.ctx), params, 9 + (unsigned)g_arg, 0);
   c.fn = LLVMAddFunction(mod, name, fty);
   /* The buffers are distinct allocations: say so, and loops need no
    * run-time alias checks. */
   unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
   static const unsigned ptr_args[] = {0, 1, 4, 5, 8};
   for (size_t i = 0; i < ARRAY_LEN(ptr_args); i++)
-    LLVMAddAttributeAtIndex(c.fn, ptr_args[i] + 1, LLVMCreateEnumAttribute(c.ctx, noalias, 0));
+    LLVMAddAttributeAtIndex(c.fn, ptr_args[i] + (i ? (unsigned)g_arg : 0) + 1,
+                            LLVMCreateEnumAttribute(c.ctx, noalias, 0));
+  if (acc_arg)
+    LLVMAddAttributeAtIndex(c.fn, 2, LLVMCreateEnumAttribute(c.ctx, noalias, 0));
   if (opt && opt->vector_width) {
     const char *k = "prefer-vector-width";
     LLVMAddAttributeAtIndex(c.fn, LLVMAttributeFunctionIndex,
@@ -1247,14 +1261,17 @@ int codegen(const Graph *g, LLVMModuleRef mod, const char *name, const CodegenOp
   }
   LLVMPositionBuilderAtEnd(c.b, LLVMAppendBasicBlockInContext(c.ctx, c.fn, "entry"));
   c.state = LLVMGetParam(c.fn, 0);
-  c.chars = LLVMGetParam(c.fn, 1);
-  c.T = LLVMGetParam(c.fn, 2);
-  c.target = LLVMGetParam(c.fn, 3);
-  c.noise = LLVMGetParam(c.fn, 4);
-  c.scratch = LLVMGetParam(c.fn, 5);
-  c.tmax = LLVMBuildSExt(c.b, LLVMGetParam(c.fn, 6), c.i64, "tmax");
-  c.step = LLVMGetParam(c.fn, 7);
-  c.out = LLVMGetParam(c.fn, 8);
+  unsigned a = (unsigned)g_arg;
+  c.chars = LLVMGetParam(c.fn, 1 + a);
+  c.T = LLVMGetParam(c.fn, 2 + a);
+  c.target = LLVMGetParam(c.fn, 3 + a);
+  c.noise = LLVMGetParam(c.fn, 4 + a);
+  c.scratch = LLVMGetParam(c.fn, 5 + a);
+  c.tmax = LLVMBuildSExt(c.b, LLVMGetParam(c.fn, 6 + a), c.i64, "tmax");
+  c.step = LLVMGetParam(c.fn, 7 + a);
+  c.out = LLVMGetParam(c.fn, 8 + a);
+  c.grad = acc_arg ? LLVMGetParam(c.fn, 1)
+                   : fptr(&c, c.state, ci64(&c, (long long)(SLOT_GRAD * g->nfloats)));
   c.T64 = LLVMBuildSExt(c.b, c.T, c.i64, "T");
   char fname[256];
   snprintf(fname, sizeof fname, "%s_scratch_fixed", name);
@@ -1264,7 +1281,10 @@ int codegen(const Graph *g, LLVMModuleRef mod, const char *name, const CodegenOp
   c.scratch_t = fptr(&c, c.scratch, LLVMBuildLoad2(c.b, c.i64, c.fixed_size, ""));
 
   c.first_acc = xcalloc(nn, sizeof *c.first_acc);
-  if (g->stage == STAGE_GRAD) {
+  bool has_acc = false;
+  for (int id = 0; id < g->nnodes; id++)
+    has_acc |= g->nodes[id].op == OP_ACC || g->nodes[id].op == OP_ACC_OUTER;
+  if (g->stage == STAGE_GRAD && has_acc && !(opt && opt->accumulate)) {
     bool *seen = xcalloc((size_t)g->nparams + 1, sizeof *seen);
     plan_grad_init(&c, 0, seen);
     free(seen);

@@ -316,6 +316,12 @@ void interp_set_rng(Interp *I, Rng *rng);
 /* Runs the graph on chars[0..len) with a target class. A graph with a
  * backward pass zeroes the gradients first and counts one step. */
 int interp_run(Interp *I, const uint8_t *chars, int len, int target, Err *e);
+/* Minibatch training on n sequences: each one's forward and backward pass
+ * (the step phase, see graph_mark_update), the summed gradients times 1/n
+ * (the gradient of the mean loss), then one update. logits (n * classes)
+ * and losses (n) receive each sequence's values (either may be NULL). */
+int interp_run_batch(Interp *I, const uint8_t *const *chars, const int *lens, const int *targets,
+                     int n, double *logits, double *losses, Err *e);
 /* A top-level node's value after a run (output, loss, grad_norm). */
 const double *interp_value(const Interp *I, int node, size_t *n);
 
@@ -329,6 +335,19 @@ int graph_optimize(Graph *g, bool late, Err *e);
 /* Removes nodes nothing reads and renumbers the rest densely. */
 void graph_dce(Graph *g);
 
+/* A training graph in two phases, for minibatches: the step (forward and
+ * backward of one sequence: gradients accumulate into the grad slot) runs
+ * for every sequence of a batch, the update (clipping, the optimizer) once
+ * per batch on the summed gradients. A node is in the update when it
+ * writes a parameter slot, or reads the step counter or a slot other than
+ * the values, itself or through its operands. upd: (g->nnodes). */
+typedef enum Phase { PHASE_STEP, PHASE_UPDATE } Phase;
+void graph_mark_update(const Graph *g, bool *upd);
+/* Keeps one phase of a graph after grad: PHASE_STEP drops the stores (and
+ * the gradient norm), PHASE_UPDATE the accumulations, the output and the
+ * loss; then removes what nothing reads. */
+void graph_keep_phase(Graph *g, Phase p);
+
 /* ----------------------------------------------------------------- llvm.c */
 
 /* What a generated kernel needs from its caller, in floats. */
@@ -341,6 +360,9 @@ typedef struct KernelAbi {
 typedef struct CodegenOptions {
   const float *baked_values; /* AOT: parameter values as constant data */
   const char *vector_width;  /* "prefer-vector-width": "256" or "512"; NULL: LLVM's choice */
+  bool accumulate;           /* gradients add to what the grad slot holds (a batch's
+                              * sequences, one call each); else a call computes them
+                              * afresh, from zero */
 } CodegenOptions;
 
 /* Emits the kernel of graph g as function `name` in module m (see llvm.c

@@ -10,16 +10,23 @@
 #include "rnnc.h"
 #include "runtime.h"
 
-/* The signature of every generated kernel (compiler/llvm.c). */
+/* The signature of the generated kernels (compiler/llvm.c). */
 typedef void (*KernelFn)(float *state, const int32_t *chars, int32_t T, int32_t target,
                          const float *noise, float *scratch, int32_t tmax, float step,
                          float *out);
+/* A minibatch's step kernel: one sequence's forward and backward pass,
+ * its gradients added to grad (nfloats). */
+typedef void (*StepKernelFn)(float *state, float *grad, const int32_t *chars, int32_t T,
+                             int32_t target, const float *noise, float *scratch, int32_t tmax,
+                             float step, float *out);
 
 /* Compile-time overrides of the graph's training settings. */
 typedef struct ModelOptions {
   double lr; /* > 0: replaces the graph's learning rate */
   bool no_train; /* compile the inference kernel only */
   const char *cpu; /* NULL: the host's CPU; else an LLVM CPU name (same code on every machine) */
+  int batch;       /* > 0: replaces the graph's batch size */
+  int threads;     /* threads for batches, evaluation and prediction (0: 1) */
 } ModelOptions;
 
 /* Stage times of a compile, in seconds. */
@@ -27,25 +34,43 @@ typedef struct CompileTimes {
   double front, passes, codegen, llvm_opt, machine_code;
 } CompileTimes;
 
+/* What one thread works in. */
+typedef struct Workspace {
+  float *scratch;  /* for any of the model's kernels at tmax */
+  float *out;      /* (classes + 2) */
+  float *grad;     /* (nfloats) a chunk's gradients (batched training only) */
+  int32_t *chars;  /* (tmax) */
+} Workspace;
+
+typedef struct Pool Pool;
+
 typedef struct Model {
   char *path;
   uint64_t hash;     /* FNV-1a of the graph file's bytes */
-  Graph *fwd, *train; /* the same parameters, in the same layout */
+  Graph *fwd, *train; /* the same parameters, in the same layout; train holds the
+                       * training settings (batch > 1: the step phase) */
+  Graph *update;      /* batch > 1: the update phase */
   Jit *jit;
-  KernelFn fwd_fn, train_fn;
-  KernelAbi fwd_abi, train_abi;
+  KernelFn fwd_fn, train_fn, update_fn;
+  StepKernelFn step_fn;
+  KernelAbi fwd_abi, train_abi, step_abi, update_abi;
+  int batch;          /* the batch size the training kernels are for */
+  int threads;
+  Pool *pool;
+  Workspace *ws;      /* (threads) */
+  float *batch_noise; /* a batch's noise draws, name by name */
+  size_t batch_noise_cap;
   size_t nfloats;    /* one slot */
   float *state;      /* (SLOT_COUNT, nfloats): values, grads, m, v */
   int64_t step;      /* optimizer updates done */
   int epoch;         /* training epochs done */
   int tmax;          /* longest sequence the scratch fits */
-  float *scratch, *noise, *out;
-  int32_t *chars;    /* (tmax) */
   Rng rng;           /* noise draws */
   CompileTimes times;
 } Model;
 
-/* Compiles the graph file into both kernels. */
+/* Compiles the graph file into its kernels: inference, and for training
+ * either the fused step of batch 1 or a minibatch's step and update. */
 int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e);
 void model_free(Model *m);
 /* Initializes parameters and buffers by their declared initializers. */
@@ -61,6 +86,25 @@ void model_train_step(Model *m, const uint8_t *chars, int len, int target, float
                       float *grad_norm);
 /* Inference: logits (classes) for one name. */
 void model_forward(Model *m, const uint8_t *chars, int len, float *logits);
+
+/* One optimizer step on a batch of n names (1 <= n): the gradient of the
+ * mean of their losses, then clipping and the update as the graph says.
+ * The batch is cut into chunks of consecutive names (model_chunks); each
+ * chunk's gradients are summed on one thread, and the chunks' sums are
+ * added in chunk order, so the result is the same for every thread count.
+ * A model compiled for batch 1 takes n = 1 through the fused kernel.
+ * Writes each name's loss (losses, n; may be NULL), the mean loss and the
+ * gradients' norm before clipping (0 when the graph does not clip). */
+void model_train_batch(Model *m, const uint8_t *const *chars, const int32_t *lens,
+                       const int32_t *targets, int n, float *losses, float *mean_loss,
+                       float *grad_norm);
+/* Chunks a batch of n names is cut into: depends on n only. */
+int model_chunks(int n);
+/* Inference on n names, spread over the model's threads: logits (n *
+ * classes). Noise is drawn name by name in order, as n model_forward
+ * calls would. */
+void model_forward_batch(Model *m, const uint8_t *const *chars, const int32_t *lens, int n,
+                         float *logits);
 int model_classes(const Model *m);
 
 #endif

@@ -245,8 +245,8 @@ static float *jit_logits(const Built *b, const Names *ns, int *classes) {
       chars[t] = vocab_index((unsigned char)ns->s[i][t]);
       assert_true(chars[t] >= 0);
     }
-    m.fwd_fn(m.state, chars, len, 0, zeros, m.scratch, m.tmax, 0, m.out);
-    memcpy(out + (size_t)i * C, m.out, (size_t)C * sizeof *out);
+    m.fwd_fn(m.state, chars, len, 0, zeros, m.ws[0].scratch, m.tmax, 0, m.ws[0].out);
+    memcpy(out + (size_t)i * C, m.ws[0].out, (size_t)C * sizeof *out);
   }
   free(zeros);
   model_free(&m);

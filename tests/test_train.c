@@ -145,6 +145,67 @@ static void test_train_resume_eval_predict(void **state) {
 }
 
 /* PyTorch's checkpoint through predict --logits gives PyTorch's logits. */
+/* Minibatches through the command line: --threads does not change a
+ * byte of the checkpoint; one epoch then --init for one more is two
+ * epochs; a batch larger than the data set is one batch; bad values of
+ * --batch and --threads are usage errors. */
+static void test_batches(void **state) {
+  char *dir = tmp_path("batch");
+  assert_int_equal(mkdir(dir, 0755), 0);
+  char *t1 = xasprintf("%s/t1.safetensors", dir), *t2 = xasprintf("%s/t2.safetensors", dir);
+  char *o1 = xasprintf("%s/t1.optim.safetensors", dir), *o2 = xasprintf("%s/t2.optim.safetensors", dir);
+  char *e1 = xasprintf("%s/e1.safetensors", dir), *e11 = xasprintf("%s/e11.safetensors", dir);
+  char *s = rnnc_expect(0, (const char *const[]){"train", graph, "--data", data_dir, "--epochs", "2",
+                                                 "--batch", "16", "--lr", "0.005", "--threads", "1",
+                                                 "--out", t1, NULL});
+  assert_contains(s, "batch 16, 1 thread");
+  const char *acc = strstr(s, "test accuracy: ");
+  assert_non_null(acc);
+  double pct = atof(acc + strlen("test accuracy: "));
+  print_message("3 languages, batch 16, 2 epochs: test accuracy %.1f%%\n", pct);
+  assert_true(pct > 50);
+  free(s);
+  free(rnnc_expect(0, (const char *const[]){"train", graph, "--data", data_dir, "--epochs", "2",
+                                            "--batch", "16", "--lr", "0.005", "--threads", "2",
+                                            "--out", t2, NULL}));
+  assert_true(same_file(t1, t2));
+  assert_true(same_file(o1, o2));
+  free(rnnc_expect(0, (const char *const[]){"train", graph, "--data", data_dir, "--epochs", "1",
+                                            "--batch", "16", "--lr", "0.005", "--out", e1, NULL}));
+  free(rnnc_expect(0, (const char *const[]){"train", graph, "--data", data_dir, "--epochs", "1",
+                                            "--batch", "16", "--lr", "0.005", "--init", e1,
+                                            "--out", e11, NULL}));
+  assert_true(same_file(t1, e11));
+  /* 405 training names, batch 1000: one step per epoch */
+  StFile f;
+  Err e;
+  free(rnnc_expect(0, (const char *const[]){"train", graph, "--data", data_dir, "--epochs", "2",
+                                            "--batch", "1000", "--out", e1, NULL}));
+  assert_int_equal(st_load(&f, e1, &e), 0);
+  assert_string_equal(st_meta(&f, "step"), "2");
+  st_free(&f);
+  const char *bad[][2] = {{"--batch", "0"},   {"--batch", "-3"},     {"--batch", "x"},
+                          {"--batch", "1.5"}, {"--batch", "99999999999"},
+                          {"--threads", "0"}, {"--threads", "-1"},   {"--threads", "100000"},
+                          {"--threads", "two"}};
+  for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+    s = rnnc_expect(2, (const char *const[]){"train", graph, "--data", data_dir, bad[i][0], bad[i][1],
+                                             "--out", e1, NULL});
+    assert_contains(s, bad[i][0]);
+    free(s);
+  }
+  s = rnnc_expect(2, (const char *const[]){"eval", graph, t1, "--threads", "0", NULL});
+  assert_contains(s, "--threads");
+  free(s);
+  free(t1);
+  free(t2);
+  free(o1);
+  free(o2);
+  free(e1);
+  free(e11);
+  free(dir);
+}
+
 static void test_golden_predict(void **state) {
   char *ckpt = src_path("tests/golden/gru_seed42.safetensors");
   char *g = src_path("graphs/gru.nn");
@@ -287,6 +348,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_check),
       cmocka_unit_test(test_train_resume_eval_predict),
+      cmocka_unit_test(test_batches),
       cmocka_unit_test(test_golden_predict),
       cmocka_unit_test(test_bad_input),
   };
