@@ -350,6 +350,8 @@ void graph_keep_phase(Graph *g, Phase p);
 
 /* ----------------------------------------------------------------- llvm.c */
 
+/* (The product micro-kernels it emits are in kernels.c, behind cg.h.) */
+
 /* What a generated kernel needs from its caller, in floats. */
 typedef struct KernelAbi {
   size_t scratch_fixed; /* scratch: scratch_fixed + tmax * scratch_per_t */
