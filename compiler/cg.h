@@ -12,6 +12,8 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "ops.h"
+
 /* The LLVM builder and the types a kernel is built with. */
 typedef struct Cg {
   LLVMContextRef ctx;
@@ -118,6 +120,9 @@ LLVMValueRef acc_new(Cg *cg, LLVMValueRef init);
 LLVMValueRef vacc_new(Cg *cg, LLVMTypeRef vt);
 /* x (float) in every lane of a BLOCK-wide vector. */
 LLVMValueRef splat(Cg *cg, LLVMValueRef x);
+/* An elementwise op (F_ELEM in ops.h) on scalars: b is NULL for unary ops.
+ * The math functions are the inline ones of mathfn.c. */
+LLVMValueRef cg_elem(Cg *cg, Op op, LLVMValueRef a, LLVMValueRef b);
 
 /* ------------------------------------------- batch-1 product kernels */
 

@@ -8,7 +8,10 @@
  *   step_tuples      a sequence's steps four, two, then one at a time
  *
  * Each emits IR at cg->b's position into cg->fn. */
+#include <stdlib.h>
+
 #include "cg.h"
+#include "mathfn.h"
 
 void cg_init(Cg *cg, LLVMModuleRef m) {
   memset(cg, 0, sizeof *cg);
@@ -75,6 +78,41 @@ LLVMValueRef splat(Cg *cg, LLVMValueRef x) {
 }
 
 /* ------------------------------------------------ batch-1 products */
+
+LLVMValueRef cg_elem(Cg *cg, Op op, LLVMValueRef a, LLVMValueRef b) {
+  switch (op) {
+  case OP_ADD:
+    return fadd(cg, a, b);
+  case OP_SUB:
+    return fsub(cg, a, b);
+  case OP_MUL:
+    return fmul(cg, a, b);
+  case OP_DIV:
+    return fdiv(cg, a, b);
+  case OP_NEG:
+    return LLVMBuildFNeg(cg->b, a, "");
+  case OP_MIN: {
+    LLVMValueRef args[2] = {a, b};
+    return intrinsic(cg, "llvm.minnum", args, 2);
+  }
+  case OP_POW: {
+    LLVMValueRef args[2] = {a, b};
+    return intrinsic(cg, "llvm.pow", args, 2);
+  }
+  case OP_SQRT:
+    return intrinsic(cg, "llvm.sqrt", &a, 1);
+  case OP_SIGMOID:
+    return mf_sigmoid(cg->mod, cg->b, a);
+  case OP_TANH:
+    return mf_tanh(cg->mod, cg->b, a);
+  case OP_EXP:
+    return mf_exp(cg->mod, cg->b, a);
+  case OP_LOG:
+    return mf_log(cg->mod, cg->b, a);
+  default:
+    abort(); /* only elementwise ops */
+  }
+}
 
 static LLVMValueRef shuffle(Cg *cg, LLVMValueRef x, LLVMValueRef y, const int *idx) {
   LLVMValueRef m[BLOCK];

@@ -68,16 +68,8 @@ typedef struct CG {
 
 static const Node *N(CG *c, int id) { return &c->g->nodes[id]; }
 
-static bool is_seq_type(Type t) { return t.rank >= 1 && t.dim[0] == DIM_T; }
-
-/* Elements per row of a sequence, or of a plain value. */
-static size_t row_numel(Type t) {
-  if (t.kind == TY_ONEHOT || t.kind == TY_CLASS)
-    return 1;
-  if (is_seq_type(t))
-    return t.rank == 2 ? (size_t)t.dim[1] : 1;
-  return type_numel(t);
-}
+static bool is_seq_type(Type t) { return type_is_seq(t); }
+static size_t row_numel(Type t) { return type_row_numel(t); }
 
 static bool is_scalar(CG *c, int id) {
   Type t = N(c, id)->type;
@@ -164,41 +156,6 @@ static LLVMValueRef value_at(CG *c, int o, LLVMValueRef i) {
   return load(cg, c->ptr[o], i);
 }
 
-static LLVMValueRef elem_op(CG *c, Op op, LLVMValueRef a, LLVMValueRef b) {
-  Cg *cg = &c->cg;
-  switch (op) {
-  case OP_ADD:
-    return fadd(cg, a, b);
-  case OP_SUB:
-    return fsub(cg, a, b);
-  case OP_MUL:
-    return fmul(cg, a, b);
-  case OP_DIV:
-    return fdiv(cg, a, b);
-  case OP_NEG:
-    return LLVMBuildFNeg(cg->b, a, "");
-  case OP_MIN: {
-    LLVMValueRef args[2] = {a, b};
-    return intrinsic(cg, "llvm.minnum", args, 2);
-  }
-  case OP_POW: {
-    LLVMValueRef args[2] = {a, b};
-    return intrinsic(cg, "llvm.pow", args, 2);
-  }
-  case OP_SQRT:
-    return intrinsic(cg, "llvm.sqrt", &a, 1);
-  case OP_SIGMOID:
-    return mf_sigmoid(cg->mod, cg->b, a);
-  case OP_TANH:
-    return mf_tanh(cg->mod, cg->b, a);
-  case OP_EXP:
-    return mf_exp(cg->mod, cg->b, a);
-  case OP_LOG:
-    return mf_log(cg->mod, cg->b, a);
-  default:
-    abort(); /* only elementwise ops */
-  }
-}
 
 /* ------------------------------------------------------------ loop groups */
 
@@ -388,7 +345,7 @@ static void close_group(CG *c, Group *gr) {
     default: {
       LLVMValueRef a = value_at(c, n->in[0], l.i);
       LLVMValueRef b = n->nin > 1 ? value_at(c, n->in[1], l.i) : NULL;
-      c->cur[id] = elem_op(c, n->op, a, b);
+      c->cur[id] = cg_elem(&c->cg, n->op, a, b);
     }
     }
     if (stored[j])
@@ -872,7 +829,7 @@ static void emit_standalone(CG *c, int id) {
     if (op_flags[n->op] & F_ELEM) { /* a scalar */
       LLVMValueRef x = value_at(c, a, ci64(cg, 0));
       LLVMValueRef y = b >= 0 ? value_at(c, b, ci64(cg, 0)) : NULL;
-      c->sval[id] = elem_op(c, n->op, x, y);
+      c->sval[id] = cg_elem(&c->cg, n->op, x, y);
       break;
     }
     abort(); /* every other op is grouped: groupable() lists them */

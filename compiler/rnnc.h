@@ -281,6 +281,16 @@ Type type_mat(int m, int n);
 bool type_eq(Type a, Type b);
 const char *type_str(Type t, char *buf, size_t n);
 size_t type_numel(Type t); /* elements of a non-sequence f32 type */
+static inline bool type_is_seq(Type t) { return t.rank >= 1 && t.dim[0] == DIM_T; }
+/* Elements per row of a sequence, or of a plain value (one-hot values and
+ * classes: one index). */
+static inline size_t type_row_numel(Type t) {
+  if (t.kind == TY_ONEHOT || t.kind == TY_CLASS)
+    return 1;
+  if (type_is_seq(t))
+    return t.rank == 2 ? (size_t)t.dim[1] : 1;
+  return type_numel(t);
+}
 /* Type, offset and name of parameter a of a load or store (PARAM_ALL too). */
 Type param_type(const Graph *g, int a);
 size_t param_offset(const Graph *g, int a);
