@@ -202,7 +202,7 @@ int cmd_train(int argc, char **argv) {
   Dataset ds = {0};
   char **labels = NULL;
   int nlabels = 0, rc = EXIT_BAD_INPUT;
-  ModelOptions mo = {.lr = lr, .batch = batch, .threads = threads};
+  ModelOptions mo = {.lr = lr, .batch = batch, .threads = threads, .batched_forward = true};
   if (check_writable(out, &e) || model_compile(&m, graph, &mo, &e))
     goto fail;
   print_compile(stderr, &m);
@@ -255,8 +255,8 @@ fail:
 
 /* The model and labels of GRAPH and CKPT, for eval and predict. */
 static int load_for_inference(Model *m, const char *graph, const char *ckpt, int threads,
-                              char ***labels, int *nlabels, Err *e) {
-  ModelOptions mo = {.no_train = true, .threads = threads};
+                              bool batched, char ***labels, int *nlabels, Err *e) {
+  ModelOptions mo = {.no_train = true, .threads = threads, .batched_forward = threads > 1 || batched};
   if (model_compile(m, graph, &mo, e) || ckpt_load(m, ckpt, false, labels, nlabels, e))
     return -1;
   return 0;
@@ -307,7 +307,7 @@ int cmd_eval(int argc, char **argv) {
   Dataset ds = {0};
   char **labels = NULL;
   int nlabels = 0, rc = EXIT_BAD_INPUT;
-  if (load_for_inference(&m, argv[optind], argv[optind + 1], threads, &labels, &nlabels, &e) ||
+  if (load_for_inference(&m, argv[optind], argv[optind + 1], threads, true, &labels, &nlabels, &e) ||
       data_load(&ds, dir, labels, nlabels, &e) || data_split(&ds, fraction, seed, &e) ||
       check_model_data(&m, &ds, &e))
     goto fail;
@@ -389,7 +389,7 @@ int cmd_predict(int argc, char **argv) {
   Model m = {0};
   char **labels = NULL;
   int nlabels = 0, rc = EXIT_BAD_INPUT;
-  if (load_for_inference(&m, argv[optind], argv[optind + 1], 1, &labels, &nlabels, &e) ||
+  if (load_for_inference(&m, argv[optind], argv[optind + 1], 1, false, &labels, &nlabels, &e) ||
       (!labels && fallback_labels(&labels, &nlabels, &e))) {
     fprintf(stderr, "rnnc predict: error: %s\n", e.msg);
     goto done;

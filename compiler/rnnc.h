@@ -364,9 +364,10 @@ void graph_keep_phase(Graph *g, Phase p);
 
 /* What a generated kernel needs from its caller, in floats. */
 typedef struct KernelAbi {
-  size_t scratch_fixed; /* scratch: scratch_fixed + tmax * scratch_per_t */
-  size_t scratch_per_t;
-  size_t noise; /* uniform draws per call, for noise nodes */
+  size_t scratch_fixed; /* scratch: scratch_fixed + tmax * scratch_per_t (batched: */
+  size_t scratch_per_t; /* + B * scratch_per_b, and per_t per packed row) */
+  size_t scratch_per_b;
+  size_t noise; /* uniform draws per call (batched: per sequence), for noise nodes */
 } KernelAbi;
 
 typedef struct CodegenOptions {
@@ -381,6 +382,15 @@ typedef struct CodegenOptions {
  * for its signature). */
 int codegen(const Graph *g, LLVMModuleRef m, const char *name, const CodegenOptions *opt,
             KernelAbi *abi, Err *e);
+
+/* ---------------------------------------------------------------- batch.c */
+
+/* Emits the batched kernel of graph g (see batch.c for its signature):
+ * a batch of packed sequences at once, products as GEMMs. Returns -1 with
+ * a message naming the node when the graph has something it cannot batch
+ * (the caller then runs sequences one at a time). */
+int codegen_batch(const Graph *g, LLVMModuleRef m, const char *name, const CodegenOptions *opt,
+                  KernelAbi *abi, Err *e);
 
 /* ------------------------------------------------------------------ jit.c */
 

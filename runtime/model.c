@@ -5,6 +5,7 @@
 
 #include <llvm-c/Core.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,12 +28,15 @@ static void *aligned(size_t floats) {
   return p;
 }
 
+typedef int CodegenFn(const Graph *g, LLVMModuleRef m, const char *name, const CodegenOptions *opt,
+                      KernelAbi *abi, Err *e);
+
 /* One kernel: codegen into a module, optimize, hand it to the JIT. */
-static void *build(Model *m, Graph *g, const char *name, const CodegenOptions *co, KernelAbi *abi,
-                   Err *e) {
+static void *build_with(Model *m, CodegenFn *cgen, Graph *g, const char *name,
+                        const CodegenOptions *co, KernelAbi *abi, Err *e) {
   LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(name, jit_context(m->jit));
   double t0 = now_seconds();
-  if (codegen(g, mod, name, co, abi, e)) {
+  if (cgen(g, mod, name, co, abi, e)) {
     LLVMDisposeModule(mod);
     return NULL;
   }
@@ -49,6 +53,20 @@ static void *build(Model *m, Graph *g, const char *name, const CodegenOptions *c
   m->times.codegen += t1 - t0;
   m->times.llvm_opt += t2 - t1;
   m->times.machine_code += t3 - t2;
+  return fn;
+}
+
+static void *build(Model *m, Graph *g, const char *name, const CodegenOptions *co, KernelAbi *abi,
+                   Err *e) {
+  return build_with(m, codegen, g, name, co, abi, e);
+}
+
+/* A batched kernel, or NULL with the reason kept in m->unbatched. */
+static BatchKernelFn build_batched(Model *m, Graph *g, const char *name, KernelAbi *abi) {
+  Err e;
+  BatchKernelFn fn = (BatchKernelFn)build_with(m, codegen_batch, g, name, NULL, abi, &e);
+  if (!fn && !m->unbatched)
+    m->unbatched = xstrdup(e.msg);
   return fn;
 }
 
@@ -94,11 +112,17 @@ int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e) {
   m->fwd_fn = (KernelFn)build(m, m->fwd, "forward", NULL, &m->fwd_abi, e);
   if (!m->fwd_fn)
     return -1;
+  if (opt->batched_forward && !opt->no_batched)
+    m->bfwd_fn = build_batched(m, m->fwd, "forward_batch", &m->bfwd_abi);
   if (m->update) {
+    if (!opt->no_batched)
+      m->bstep_fn = build_batched(m, m->train, "step_batch", &m->bstep_abi);
     CodegenOptions acc = {.accumulate = true};
-    m->step_fn = (StepKernelFn)build(m, m->train, "step", &acc, &m->step_abi, e);
-    if (!m->step_fn)
-      return -1;
+    if (!m->bstep_fn) {
+      m->step_fn = (StepKernelFn)build(m, m->train, "step", &acc, &m->step_abi, e);
+      if (!m->step_fn)
+        return -1;
+    }
     m->update_fn = (KernelFn)build(m, m->update, "update", NULL, &m->update_abi, e);
     if (!m->update_fn)
       return -1;
@@ -124,11 +148,18 @@ void model_free(Model *m) {
   graph_free(m->update);
   free(m->state);
   for (int t = 0; m->ws && t < m->threads; t++) {
-    free(m->ws[t].scratch);
-    free(m->ws[t].out);
-    free(m->ws[t].grad);
-    free(m->ws[t].chars);
+    Workspace *w = &m->ws[t];
+    free(w->scratch);
+    free(w->out);
+    free(w->grad);
+    free(w->chars);
+    Packed *pk = &w->pk;
+    void *bufs[] = {pk->order, pk->lens, pk->targets, pk->bs, pk->off, pk->chars, pk->noise,
+                    pk->scratch};
+    for (size_t k = 0; k < ARRAY_LEN(bufs); k++)
+      free(bufs[k]);
   }
+  free(m->unbatched);
   free(m->ws);
   free(m->batch_noise);
   free(m->path);
@@ -269,6 +300,84 @@ typedef struct Batch {
   float scale;
 } Batch;
 
+/* Makes room for need elements of size elem in each of the k buffers
+ * ps[0..k) that share the capacity *cap (64-byte aligned; contents are not
+ * kept). */
+static void grow(void **ps, int k, size_t *cap, size_t need, size_t elem) {
+  if (need <= *cap)
+    return;
+  *cap = need + need / 2;
+  for (int i = 0; i < k; i++) {
+    free(ps[i]);
+    ps[i] = aligned((*cap * elem + sizeof(float) - 1) / sizeof(float));
+  }
+}
+
+typedef struct LenIdx {
+  int32_t len, idx;
+} LenIdx;
+
+static int longest_first(const void *a, const void *b) {
+  const LenIdx *x = a, *y = b;
+  if (x->len != y->len)
+    return x->len > y->len ? -1 : 1;
+  return (x->idx > y->idx) - (x->idx < y->idx);
+}
+
+/* Names [lo, hi) of a batch, packed longest first for a batched kernel
+ * (see compiler/batch.c): order, lens, targets, bs, off, chars, the noise
+ * rows in packed order, and out and scratch sized. Returns T. */
+static int pack(Packed *pk, const uint8_t *const *chars, const int32_t *lens,
+                const int32_t *targets, int lo, int hi, const float *noise, size_t per_name,
+                const KernelAbi *abi, int classes) {
+  size_t n = (size_t)(hi - lo);
+  LenIdx *li = xmalloc(n * sizeof *li);
+  for (size_t k = 0; k < n; k++)
+    li[k] = (LenIdx){lens[lo + (int)k], lo + (int)k};
+  qsort(li, n, sizeof *li, longest_first);
+  int T = li[0].len;
+  void *per_n[] = {pk->order, pk->lens, pk->targets};
+  grow(per_n, 3, &pk->cap_n, n, sizeof(int32_t));
+  pk->order = per_n[0], pk->lens = per_n[1], pk->targets = per_n[2];
+  void *per_t[] = {pk->bs, pk->off};
+  grow(per_t, 2, &pk->cap_t, (size_t)T + 1, sizeof(int32_t));
+  pk->bs = per_t[0], pk->off = per_t[1];
+  for (size_t k = 0; k < n; k++) {
+    pk->order[k] = li[k].idx;
+    pk->lens[k] = li[k].len;
+    pk->targets[k] = targets ? targets[li[k].idx] : 0;
+  }
+  free(li);
+  size_t b = n;
+  pk->off[0] = 0;
+  for (int t = 0; t < T; t++) {
+    while (b > 0 && pk->lens[b - 1] <= t)
+      b--;
+    pk->bs[t] = (int32_t)b;
+    pk->off[t + 1] = pk->off[t] + (int32_t)b;
+  }
+  size_t total = (size_t)pk->off[T];
+  void *pc = pk->chars;
+  grow(&pc, 1, &pk->cap_chars, total, sizeof(int32_t));
+  pk->chars = pc;
+  for (int t = 0; t < T; t++)
+    for (int32_t k = 0; k < pk->bs[t]; k++)
+      pk->chars[pk->off[t] + k] = chars[pk->order[k]][t];
+  void *pn = pk->noise;
+  grow(&pn, 1, &pk->cap_noise, n * per_name + 1, sizeof(float));
+  pk->noise = pn;
+  for (size_t k = 0; per_name && k < n; k++)
+    memcpy(pk->noise + k * per_name, noise + (size_t)pk->order[k] * per_name,
+           per_name * sizeof(float));
+  /* out (n * (classes + 1)) lives after the kernel's scratch */
+  size_t s = abi->scratch_fixed + n * abi->scratch_per_b + total * abi->scratch_per_t;
+  void *ps = pk->scratch;
+  grow(&ps, 1, &pk->cap_scratch, s + n * (size_t)(classes + 1), sizeof(float));
+  pk->scratch = ps;
+  pk->out = pk->scratch + s;
+  return T;
+}
+
 /* One chunk's forward and backward passes, its gradients summed into its
  * thread's buffer. */
 static void step_chunk(void *ctx, int task, int thread) {
@@ -279,6 +388,15 @@ static void step_chunk(void *ctx, int task, int thread) {
   chunk_range(b->n, b->nchunks, k, &lo, &hi);
   memset(w->grad, 0, m->nfloats * sizeof *w->grad);
   int c = m->fwd->classes;
+  if (m->bstep_fn) {
+    Packed *pk = &w->pk;
+    int T = pack(pk, b->chars, b->lens, b->targets, lo, hi, b->noise, b->per_name, &m->bstep_abi, c);
+    m->bstep_fn(m->state, w->grad, pk->chars, pk->lens, pk->bs, pk->off, T, hi - lo, pk->targets,
+                pk->noise, pk->scratch, pk->out);
+    for (int i = 0; i < hi - lo; i++)
+      b->losses[pk->order[i]] = pk->out[(size_t)i * (size_t)(c + 1) + (size_t)c];
+    return;
+  }
   for (int i = lo; i < hi; i++) {
     to_i32(w, b->chars[i], b->lens[i]);
     m->step_fn(m->state, w->grad, w->chars, b->lens[i], b->targets[i],
@@ -332,7 +450,8 @@ void model_train_batch(Model *m, const uint8_t *const *chars, const int32_t *len
     return;
   }
   Batch b = {.m = m, .chars = chars, .lens = lens, .targets = targets, .n = n,
-             .nchunks = model_chunks(n), .per_name = m->step_abi.noise, .losses = losses,
+             .nchunks = model_chunks(n),
+             .per_name = m->bstep_fn ? m->bstep_abi.noise : m->step_abi.noise, .losses = losses,
              .scale = 1.0f / (float)n};
   b.noise = draw_noise(m, n, b.per_name);
   for (b.wave = 0; b.wave * m->threads < b.nchunks; b.wave++) {
@@ -357,6 +476,16 @@ static void forward_chunk(void *ctx, int task, int thread) {
   Workspace *w = &m->ws[thread];
   int lo, hi, c = m->fwd->classes;
   chunk_range(b->n, b->nchunks, task, &lo, &hi);
+  if (m->bfwd_fn) {
+    Packed *pk = &w->pk;
+    int T = pack(pk, b->chars, b->lens, NULL, lo, hi, b->noise, b->per_name, &m->bfwd_abi, c);
+    m->bfwd_fn(m->state, NULL, pk->chars, pk->lens, pk->bs, pk->off, T, hi - lo, pk->targets,
+               pk->noise, pk->scratch, pk->out);
+    for (int i = 0; i < hi - lo; i++)
+      memcpy(b->logits + (size_t)pk->order[i] * (size_t)c, pk->out + (size_t)i * (size_t)(c + 1),
+             (size_t)c * sizeof *b->logits);
+    return;
+  }
   for (int i = lo; i < hi; i++) {
     to_i32(w, b->chars[i], b->lens[i]);
     m->fwd_fn(m->state, w->chars, b->lens[i], 0, b->noise + (size_t)i * b->per_name, w->scratch,
@@ -370,8 +499,8 @@ void model_forward_batch(Model *m, const uint8_t *const *chars, const int32_t *l
   if (n < 1)
     return;
   reserve_for(m, lens, n);
-  Batch b = {.m = m, .chars = chars, .lens = lens, .n = n, .per_name = m->fwd_abi.noise,
-             .logits = logits};
+  Batch b = {.m = m, .chars = chars, .lens = lens, .n = n,
+             .per_name = m->bfwd_fn ? m->bfwd_abi.noise : m->fwd_abi.noise, .logits = logits};
   b.nchunks = n < 4 * m->threads ? n : 4 * m->threads;
   b.noise = draw_noise(m, n, b.per_name);
   pool_run(m->pool, b.nchunks, forward_chunk, &b);

@@ -14,6 +14,11 @@
 typedef void (*KernelFn)(float *state, const int32_t *chars, int32_t T, int32_t target,
                          const float *noise, float *scratch, int32_t tmax, float step,
                          float *out);
+/* A batched kernel (compiler/batch.c): B packed sequences at once. */
+typedef void (*BatchKernelFn)(const float *state, float *grad, const int32_t *chars,
+                              const int32_t *lens, const int32_t *bs, const int32_t *off,
+                              int32_t T, int32_t B, const int32_t *targets, const float *noise,
+                              float *scratch, float *out);
 /* A minibatch's step kernel: one sequence's forward and backward pass,
  * its gradients added to grad (nfloats). */
 typedef void (*StepKernelFn)(float *state, float *grad, const int32_t *chars, int32_t T,
@@ -27,6 +32,8 @@ typedef struct ModelOptions {
   const char *cpu; /* NULL: the host's CPU; else an LLVM CPU name (same code on every machine) */
   int batch;       /* > 0: replaces the graph's batch size */
   int threads;     /* threads for batches, evaluation and prediction (0: 1) */
+  bool batched_forward; /* also a batched inference kernel (eval, predict --input) */
+  bool no_batched;      /* never batched kernels: one name per kernel call */
 } ModelOptions;
 
 /* Stage times of a compile, in seconds. */
@@ -34,12 +41,23 @@ typedef struct CompileTimes {
   double front, passes, codegen, llvm_opt, machine_code;
 } CompileTimes;
 
+/* A chunk of names packed for a batched kernel, longest first. */
+typedef struct Packed {
+  int32_t *order;         /* (n) packed position -> index in the chunk */
+  int32_t *lens, *targets; /* (n) */
+  int32_t *bs, *off;      /* (T), (T + 1) */
+  int32_t *chars;         /* (off[T]) */
+  float *noise, *out, *scratch;
+  size_t cap_n, cap_t, cap_chars, cap_noise, cap_scratch;
+} Packed;
+
 /* What one thread works in. */
 typedef struct Workspace {
-  float *scratch;  /* for any of the model's kernels at tmax */
+  float *scratch;  /* for any of the model's one-name kernels at tmax */
   float *out;      /* (classes + 2) */
   float *grad;     /* (nfloats) a chunk's gradients (batched training only) */
   int32_t *chars;  /* (tmax) */
+  Packed pk;       /* for the batched kernels */
 } Workspace;
 
 typedef struct Pool Pool;
@@ -52,8 +70,10 @@ typedef struct Model {
   Graph *update;      /* batch > 1: the update phase */
   Jit *jit;
   KernelFn fwd_fn, train_fn, update_fn;
-  StepKernelFn step_fn;
-  KernelAbi fwd_abi, train_abi, step_abi, update_abi;
+  StepKernelFn step_fn;       /* batch > 1 without bstep_fn: one name at a time */
+  BatchKernelFn bstep_fn, bfwd_fn; /* batched step and forward (NULL: not batchable) */
+  KernelAbi fwd_abi, train_abi, step_abi, update_abi, bstep_abi, bfwd_abi;
+  char *unbatched;            /* why the graph has no batched kernels, or NULL */
   int batch;          /* the batch size the training kernels are for */
   int threads;
   Pool *pool;

@@ -53,10 +53,10 @@ static void compare(const char *what, const float *got, const double *want, size
              diff / scale, scale);
 }
 
-static void compile(Model *m, const char *rel, int batch, int threads) {
+static void compile(Model *m, const char *rel, int batch, int threads, bool one_by_one) {
   char *path = src_path(rel);
   Err e;
-  ModelOptions mo = {.batch = batch, .threads = threads};
+  ModelOptions mo = {.batch = batch, .threads = threads, .no_batched = one_by_one};
   if (model_compile(m, path, &mo, &e))
     fail_msg("%s", e.msg);
   free(path);
@@ -71,10 +71,12 @@ static void random_weights(Model *m, uint64_t seed) {
 
 /* Two steps on batches of n names: JIT against the interpreter. The
  * interpreter runs the whole training graph of the batch-1 compile. */
-static void check_batches(const char *rel, int n) {
+static void check_batches(const char *rel, int n, bool one_by_one) {
   Model m, ref;
-  compile(&m, rel, MAXB, 1);
-  compile(&ref, rel, 1, 1); /* its training graph: forward, backward, update in one */
+  compile(&m, rel, MAXB, 1, one_by_one);
+  compile(&ref, rel, 1, 1, false); /* its training graph: forward, backward, update in one */
+  if (!one_by_one && !m.bstep_fn)
+    fail_msg("%s has no batched kernel: %s", rel, m.unbatched);
   const Graph *g = ref.train;
   random_weights(&m, 11);
   Interp *I = interp_new(g, true);
@@ -132,9 +134,9 @@ static void check_batches(const char *rel, int n) {
                    pa->name, i, step, m.state[k], iv[k]);
       }
     }
-    print_message("%-14s batch %2d, step %d: mean loss %.6f (interpreter %.6f), norm %.5g, all "
-                  "gradients, moments and parameters match\n",
-                  rel, n, step, mean, want_mean, gnorm);
+    print_message("%-14s batch %2d, step %d, %s: mean loss %.6f (interpreter %.6f), norm %.5g, "
+                  "all gradients, moments and parameters match\n",
+                  rel, n, step, one_by_one ? "one by one" : "batched  ", mean, want_mean, gnorm);
     /* The next step starts both from the kernel's state, so each step's
      * tolerance is its own (Adam's lr/eps amplification does not compound). */
     for (int s = 0; s < SLOT_COUNT; s++)
@@ -151,21 +153,25 @@ static void check_batches(const char *rel, int n) {
 static void test_rnn_batches(void **state) {
   (void)state;
   int sizes[] = {1, 3, 8, 37};
-  for (size_t k = 0; k < ARRAY_LEN(sizes); k++)
-    check_batches("graphs/rnn.nn", sizes[k]);
+  for (size_t k = 0; k < ARRAY_LEN(sizes); k++) {
+    check_batches("graphs/rnn.nn", sizes[k], false);
+    check_batches("graphs/rnn.nn", sizes[k], true);
+  }
 }
 
 static void test_gru_batches(void **state) {
   (void)state;
   int sizes[] = {1, 3, 8, 37};
-  for (size_t k = 0; k < ARRAY_LEN(sizes); k++)
-    check_batches("graphs/gru.nn", sizes[k]);
+  for (size_t k = 0; k < ARRAY_LEN(sizes); k++) {
+    check_batches("graphs/gru.nn", sizes[k], false);
+    check_batches("graphs/gru.nn", sizes[k], true);
+  }
 }
 
 /* Three steps on batches of 37, 20 and 5 names; the model's state after. */
 static float *train_three(const char *rel, int threads) {
   Model m;
-  compile(&m, rel, 37, threads);
+  compile(&m, rel, 37, threads, false);
   random_weights(&m, 3);
   model_seed_noise(&m, 9);
   int sizes[] = {37, 20, 5};
@@ -189,7 +195,7 @@ static void test_threads_deterministic(void **state) {
   const char *graphs[] = {"graphs/rnn.nn", "graphs/gru.nn"};
   for (size_t k = 0; k < ARRAY_LEN(graphs); k++) {
     Model m;
-    compile(&m, graphs[k], 37, 1);
+    compile(&m, graphs[k], 37, 1, false);
     size_t bytes = SLOT_COUNT * m.nfloats * sizeof(float);
     model_free(&m);
     float *one = train_three(graphs[k], 1), *two = train_three(graphs[k], 2),
