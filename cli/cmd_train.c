@@ -52,14 +52,24 @@ const char eval_usage[] =
 
 const char predict_usage[] =
     "usage: rnnc predict GRAPH CKPT NAME... [--top K] [--logits]\n"
+    "       rnnc predict GRAPH CKPT --input FILE [--top K] [--logits] [--threads N]\n"
     "\n"
     "Classifies each NAME (any UTF-8; normalized to ASCII as in training) and\n"
     "prints the K most likely languages with their probabilities.\n"
     "\n"
-    "  --top K      languages to show per name (default: 3)\n"
-    "  --logits     print every language's raw logit instead\n"
-    "  --seed S     noise seed for graphs with a random initial state (default: 42)\n"
-    "  -h, --help   this help\n";
+    "With --input, the names come from FILE (- for standard input), one per\n"
+    "line, and the output is tab-separated: a header, then per name the name\n"
+    "as given and K columns of language and probability (with --logits: every\n"
+    "language's logit). Names stream through in blocks on every thread, in\n"
+    "constant memory; a name that cannot be classified is reported on standard\n"
+    "error with its line number and skipped (exit status 1 at the end).\n"
+    "\n"
+    "  --top K        languages to show per name (default: 3)\n"
+    "  --logits       print every language's raw logit instead\n"
+    "  --input FILE   names to classify, one per line (- : standard input)\n"
+    "  --threads N    threads for --input (default: every online core)\n"
+    "  --seed S       noise seed for graphs with a random initial state (default: 42)\n"
+    "  -h, --help     this help\n";
 
 static int parse_double(const char *s, double *out) {
   char *end;
@@ -352,13 +362,143 @@ static int by_prob(const void *a, const void *b) {
   return (x->p < y->p) - (x->p > y->p);
 }
 
+enum { STREAM_BLOCK = 4096, MAX_LINE = 64 * 1024 };
+
+/* One line of f into buf (at most MAX_LINE bytes; a longer line is read to
+ * its end and reported by *too_long). Returns its length without the line
+ * end, or -1 at the end of the file. */
+static long read_line(FILE *f, char *buf, bool *too_long) {
+  long n = 0;
+  int ch;
+  *too_long = false;
+  while ((ch = getc(f)) != EOF && ch != '\n') {
+    if (n < MAX_LINE)
+      buf[n++] = (char)ch;
+    else
+      *too_long = true;
+  }
+  if (ch == EOF && n == 0 && !*too_long)
+    return -1;
+  if (n > 0 && buf[n - 1] == '\r')
+    n--;
+  buf[n] = '\0';
+  return n;
+}
+
+/* Prints one TSV row: the name, then the top K languages and their
+ * probabilities (or every logit). */
+static void print_row(const char *name, const float *lg, int C, char **labels, int top,
+                      bool logits_only, Ranked *rank) {
+  printf("%s", name);
+  if (logits_only) {
+    for (int k = 0; k < C; k++)
+      printf("\t%.7g", lg[k]);
+  } else {
+    float mx = lg[0];
+    for (int k = 1; k < C; k++)
+      mx = lg[k] > mx ? lg[k] : mx;
+    double sum = 0;
+    for (int k = 0; k < C; k++)
+      sum += exp((double)lg[k] - mx);
+    for (int k = 0; k < C; k++)
+      rank[k] = (Ranked){k, (float)(exp((double)lg[k] - mx) / sum)};
+    qsort(rank, (size_t)C, sizeof *rank, by_prob);
+    for (int k = 0; k < top && k < C; k++)
+      printf("\t%s\t%.6f", labels[rank[k].label], rank[k].p);
+  }
+  printf("\n");
+}
+
+/* predict --input: names from f in blocks of STREAM_BLOCK, each block one
+ * model_forward_batch. Memory: one block of names and logits. */
+static int predict_stream(Model *m, char **labels, FILE *f, const char *fname, int top,
+                          bool logits_only) {
+  int C = model_classes(m);
+  char *line = xmalloc(MAX_LINE + 1);
+  char **text = xcalloc(STREAM_BLOCK, sizeof *text);
+  uint8_t **chars = xcalloc(STREAM_BLOCK, sizeof *chars);
+  int32_t *lens = xmalloc(STREAM_BLOCK * sizeof *lens);
+  float *lg = xmalloc((size_t)STREAM_BLOCK * (size_t)C * sizeof *lg);
+  Ranked *rank = xmalloc((size_t)C * sizeof *rank);
+  printf("name");
+  if (logits_only)
+    for (int k = 0; k < C; k++)
+      printf("\t%s", labels[k]);
+  else
+    for (int k = 0; k < top && k < C; k++)
+      printf("\tlanguage%d\tprobability%d", k + 1, k + 1);
+  printf("\n");
+  long lineno = 0, skipped = 0, done = 0;
+  bool eof = false;
+  while (!eof) {
+    int n = 0;
+    while (n < STREAM_BLOCK) {
+      bool too_long;
+      long len = read_line(f, line, &too_long);
+      if (len < 0) {
+        eof = true;
+        break;
+      }
+      lineno++;
+      if (too_long) {
+        fprintf(stderr, "rnnc predict: %s:%ld: a line longer than %d bytes: skipped\n", fname,
+                lineno, MAX_LINE);
+        skipped++;
+        continue;
+      }
+      if (len == 0)
+        continue;
+      Err e;
+      uint8_t *cs = NULL;
+      int k = name_encode(line, (size_t)len, &cs, NULL, &e);
+      if (k < 0) {
+        fprintf(stderr, "rnnc predict: %s:%ld: '%s': %s\n", fname, lineno, line, e.msg);
+        skipped++;
+        continue;
+      }
+      text[n] = xstrdup(line);
+      chars[n] = cs;
+      lens[n] = k;
+      n++;
+    }
+    if (n > 0)
+      model_forward_batch(m, (const uint8_t *const *)chars, lens, n, lg);
+    for (int i = 0; i < n; i++) {
+      print_row(text[i], lg + (size_t)i * (size_t)C, C, labels, top, logits_only, rank);
+      free(text[i]);
+      free(chars[i]);
+    }
+    done += n;
+  }
+  int rc = EXIT_OK;
+  if (ferror(f)) {
+    fprintf(stderr, "rnnc predict: error: reading %s failed\n", fname);
+    rc = EXIT_BAD_INPUT;
+  }
+  if (skipped) {
+    fprintf(stderr, "rnnc predict: %ld name%s classified, %ld skipped\n", done, done == 1 ? "" : "s",
+            skipped);
+    rc = EXIT_BAD_INPUT;
+  }
+  free(line);
+  free(text);
+  free(chars);
+  free(lens);
+  free(lg);
+  free(rank);
+  return rc;
+}
+
 int cmd_predict(int argc, char **argv) {
-  int top = 3;
+  int top = 3, threads = cli_default_threads();
   bool logits_only = false;
   uint64_t seed = 42;
+  const char *input = NULL;
   static const struct option opts[] = {{"top", required_argument, 0, 'k'},
                                        {"logits", no_argument, 0, 'l'},
                                        {"seed", required_argument, 0, 's'},
+                                       {"input", required_argument, 0, 'i'},
+                                       {"threads", required_argument, 0, 't'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
   int c;
@@ -372,6 +512,14 @@ int cmd_predict(int argc, char **argv) {
     case 'l':
       logits_only = true;
       break;
+    case 'i':
+      input = optarg;
+      break;
+    case 't':
+      if (cli_parse_int(optarg, 1, CLI_MAX_THREADS, &threads))
+        return cli_usage_error("predict", "--threads wants an integer in [1, %d], not '%s'",
+                               CLI_MAX_THREADS, optarg);
+      break;
     case 's':
       if (cli_parse_u64(optarg, &seed))
         return cli_usage_error("predict", "--seed wants a non-negative integer, not '%s'", optarg);
@@ -383,13 +531,25 @@ int cmd_predict(int argc, char **argv) {
       return cli_usage_error("predict", "bad option");
     }
   }
-  if (argc - optind < 3)
-    return cli_usage_error("predict", "wants GRAPH, CKPT and at least one NAME");
+  if (input && argc - optind != 2)
+    return cli_usage_error("predict", "wants GRAPH and CKPT, and names either as arguments or "
+                                      "from --input, not both");
+  if (!input && argc - optind < 3)
+    return cli_usage_error("predict", "wants GRAPH, CKPT and at least one NAME (or --input FILE)");
+  FILE *in = NULL;
+  if (input) {
+    in = strcmp(input, "-") ? fopen(input, "r") : stdin;
+    if (!in) {
+      fprintf(stderr, "rnnc predict: error: cannot read %s: %s\n", input, strerror(errno));
+      return EXIT_BAD_INPUT;
+    }
+  }
   Err e;
   Model m = {0};
   char **labels = NULL;
   int nlabels = 0, rc = EXIT_BAD_INPUT;
-  if (load_for_inference(&m, argv[optind], argv[optind + 1], 1, false, &labels, &nlabels, &e) ||
+  if (load_for_inference(&m, argv[optind], argv[optind + 1], input ? threads : 1, input != NULL,
+                         &labels, &nlabels, &e) ||
       (!labels && fallback_labels(&labels, &nlabels, &e))) {
     fprintf(stderr, "rnnc predict: error: %s\n", e.msg);
     goto done;
@@ -400,6 +560,11 @@ int cmd_predict(int argc, char **argv) {
     goto done;
   }
   model_seed_noise(&m, seed);
+  if (in) {
+    rc = predict_stream(&m, labels, in, strcmp(input, "-") ? input : "standard input", top,
+                        logits_only);
+    goto done;
+  }
   int C = model_classes(&m);
   float *lg = xmalloc((size_t)C * sizeof *lg);
   Ranked *rank = xmalloc((size_t)C * sizeof *rank);
@@ -441,6 +606,8 @@ int cmd_predict(int argc, char **argv) {
   free(lg);
   free(rank);
 done:
+  if (in && in != stdin)
+    fclose(in);
   model_free(&m);
   free_labels(labels, nlabels);
   return rc;

@@ -3,6 +3,7 @@
  * or a batch spread over threads. */
 #include "model.h"
 
+#include <assert.h>
 #include <llvm-c/Core.h>
 #include <math.h>
 #include <stdio.h>
@@ -225,9 +226,22 @@ void model_reserve(Model *m, int tmax) {
   }
 }
 
+void model_feed_noise(Model *m, const float *draws, size_t n) {
+  m->fed_noise = draws;
+  m->fed_count = n;
+}
+
+size_t model_noise_per_name(const Model *m) { return m->fwd_abi.noise; }
+
 /* Room for n names' noise, drawn now in name order. */
 static const float *draw_noise(Model *m, int n, size_t per_name) {
   size_t cnt = (size_t)n * per_name;
+  if (m->fed_noise) {
+    assert(m->fed_count == cnt && "model_feed_noise: as many draws as the call makes");
+    const float *d = m->fed_noise;
+    m->fed_noise = NULL;
+    return d;
+  }
   if (cnt > m->batch_noise_cap) {
     free(m->batch_noise);
     m->batch_noise = aligned(cnt);

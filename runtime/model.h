@@ -80,6 +80,8 @@ typedef struct Model {
   Workspace *ws;      /* (threads) */
   float *batch_noise; /* a batch's noise draws, name by name */
   size_t batch_noise_cap;
+  const float *fed_noise; /* model_feed_noise: the next call's draws */
+  size_t fed_count;
   size_t nfloats;    /* one slot */
   float *state;      /* (SLOT_COUNT, nfloats): values, grads, m, v */
   int64_t step;      /* optimizer updates done */
@@ -97,6 +99,13 @@ void model_free(Model *m);
 void model_init_params(Model *m, uint64_t seed);
 /* Seeds the generator of the graph's noise (random initial states). */
 void model_seed_noise(Model *m, uint64_t seed);
+/* The next training or inference call takes these n uniform draws (in
+ * [-1, 1], name by name, as the generator would give them) instead of
+ * drawing: for checks against tensors made elsewhere. n must be what the
+ * call draws (model_noise_per_name times its names). */
+void model_feed_noise(Model *m, const float *draws, size_t n);
+/* Noise draws per name (0 for graphs without noise). */
+size_t model_noise_per_name(const Model *m);
 /* Makes scratch fit sequences of up to tmax characters. */
 void model_reserve(Model *m, int tmax);
 /* One training step on one name: forward, backward, update. Writes the
