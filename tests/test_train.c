@@ -206,6 +206,67 @@ static void test_batches(void **state) {
   free(dir);
 }
 
+/* predict --input: a file of more names than one block (4096), as TSV,
+ * the same classes as predict with names as arguments; standard input;
+ * lines that cannot be classified are named on stderr and skipped. */
+static void test_predict_input(void **state) {
+  char *ckpt = tmp_path("pin.safetensors");
+  free(rnnc_expect(0, (const char *const[]){"train", graph, "--data", data_dir, "--epochs", "1",
+                                            "--out", ckpt, NULL}));
+  const char *names[] = {"Nakamura", "Papadopoulos", "Zhang", "Tanaka", "Georgiou"};
+  char *in = tmp_path("names.txt");
+  Buf b = {0};
+  for (int i = 0; i < 5000; i++)
+    buf_printf(&b, "%s%s\n", names[i % 5], i == 4321 ? "/" : i == 17 ? "\r" : "");
+  buf_printf(&b, "\n");
+  buf_put(&b, "", 1);
+  write_text(in, b.data);
+  buf_free(&b);
+  char *out, *err;
+  int rc = run_rnnc((const char *const[]){"predict", graph, ckpt, "--input", in, "--top", "2", NULL},
+                    &out, &err);
+  assert_int_equal(rc, 1); /* one line skipped */
+  assert_contains(err, ":4322: 'Papadopoulos/'");
+  assert_contains(err, "4999 names classified, 1 skipped");
+  int rows = 0;
+  for (const char *p = out; (p = strchr(p, '\n')); p++)
+    rows++;
+  assert_int_equal(rows, 1 + 4999);
+  const char *tsv = "name\tlanguage1\tprobability1\tlanguage2\tprobability2\n";
+  assert_true(!strncmp(out, tsv, strlen(tsv)));
+  /* each name's best language is the one predict gives it as an argument */
+  for (int i = 0; i < 5; i++) {
+    char *one = rnnc_expect(0, (const char *const[]){"predict", graph, ckpt, names[i], "--top", "1", NULL});
+    char lang[64] = "";
+    sscanf(strchr(one, '\n') + 1, " %63s", lang);
+    char *row = xasprintf("\n%s\t%s\t", names[i], lang);
+    assert_contains(out, row);
+    free(row);
+    free(one);
+  }
+  free(out);
+  free(err);
+  char *small = tmp_path("two.txt");
+  write_text(small, "Nakamura\nZhang\n");
+  rc = run_rnnc_in((const char *const[]){"predict", graph, ckpt, "--input", "-", "--logits", NULL},
+                   small, &out, &err);
+  assert_int_equal(rc, 0);
+  const char *head = "name\tChinese\tGreek\tJapanese\n";
+  assert_true(!strncmp(out, head, strlen(head)));
+  assert_contains(out, "\nZhang\t");
+  free(out);
+  free(err);
+  char *s = rnnc_expect(2, (const char *const[]){"predict", graph, ckpt, "Nakamura", "--input", small, NULL});
+  assert_contains(s, "not both");
+  free(s);
+  s = rnnc_expect(1, (const char *const[]){"predict", graph, ckpt, "--input", "/no/such/file", NULL});
+  assert_contains(s, "/no/such/file");
+  free(s);
+  free(small);
+  free(in);
+  free(ckpt);
+}
+
 static void test_golden_predict(void **state) {
   char *ckpt = src_path("tests/golden/gru_seed42.safetensors");
   char *g = src_path("graphs/gru.nn");
@@ -349,6 +410,7 @@ int main(void) {
       cmocka_unit_test(test_check),
       cmocka_unit_test(test_train_resume_eval_predict),
       cmocka_unit_test(test_batches),
+      cmocka_unit_test(test_predict_input),
       cmocka_unit_test(test_golden_predict),
       cmocka_unit_test(test_bad_input),
   };

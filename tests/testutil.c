@@ -33,13 +33,17 @@ static char *slurp(const char *path) {
 }
 
 int run_rnnc(const char *const *argv, char **out, char **err) {
+  return run_rnnc_in(argv, NULL, out, err);
+}
+
+int run_rnnc_in(const char *const *argv, const char *in, char **out, char **err) {
   const char *bin = getenv("RNNC_BIN");
   assert_non_null(bin);
   char *o = tmp_path("stdout"), *e = tmp_path("stderr");
   pid_t pid = fork();
   assert_true(pid >= 0);
   if (pid == 0) {
-    if (!freopen(o, "wb", stdout) || !freopen(e, "wb", stderr))
+    if (!freopen(o, "wb", stdout) || !freopen(e, "wb", stderr) || (in && !freopen(in, "rb", stdin)))
       _exit(127);
     size_t n = 0;
     while (argv[n])

@@ -20,6 +20,8 @@ void write_text(const char *path, const char *text);
  * argv[0]); captures stdout and stderr (malloc'd, may be NULL) and returns
  * the exit status, or -1 if it died by a signal. */
 int run_rnnc(const char *const *argv, char **out, char **err);
+/* The same with standard input read from the file in (NULL: inherited). */
+int run_rnnc_in(const char *const *argv, const char *in, char **out, char **err);
 /* Runs rnnc, fails the test unless it exits with want_status, and returns
  * its stdout followed by its stderr (malloc'd). */
 char *rnnc_expect(int want_status, const char *const *argv);
