@@ -425,4 +425,32 @@ typedef enum PassStop { PASSES_FRONT, PASSES_GRAD, PASSES_ALL } PassStop;
  * --emit. */
 int graph_passes(Graph *g, bool train, PassStop stop, Err *e);
 
+/* The kernels a graph file compiles into: one generated function each, the
+ * same for the JIT and for `rnnc compile --emit llvm|asm`. compile.c's
+ * table says how each kind's graph is prepared and which codegen entry
+ * emits it. */
+typedef enum KernelKind {
+  KERNEL_TRAIN,   /* one training step: forward, loss, backward, update */
+  KERNEL_FORWARD, /* inference: the logits, no loss */
+  KERNEL_KINDS
+} KernelKind;
+#define KERNEL_BIT(k) (1u << (k))
+#define KERNEL_ALL (KERNEL_BIT(KERNEL_KINDS) - 1)
+
+typedef struct Kernels {
+  Graph *graph[KERNEL_KINDS]; /* after its passes; NULL: not asked for */
+  double front, passes;       /* seconds in the front end and in the passes */
+} Kernels;
+
+/* The function name of kind k ("train", "forward"). */
+const char *kernel_name(KernelKind k);
+/* The graph of every kind in want (KERNEL_BIT(k) for each), from one graph
+ * file's text, each prepared and through its passes; lr > 0 replaces the
+ * graph's learning rate. On failure, nothing is left to free. */
+int kernels_prepare(Kernels *ks, const char *path, const char *text, size_t len, unsigned want,
+                    double lr, Err *e);
+void kernels_free(Kernels *ks);
+/* Emits kind k's kernel of g (ks->graph[k]) as function kernel_name(k) in m. */
+int kernel_emit(KernelKind k, const Graph *g, LLVMModuleRef m, KernelAbi *abi, Err *e);
+
 #endif

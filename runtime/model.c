@@ -25,10 +25,11 @@ static void *aligned(size_t floats) {
 }
 
 /* One kernel: codegen into a module, optimize, hand it to the JIT. */
-static KernelFn build(Model *m, Graph *g, const char *name, KernelAbi *abi, Err *e) {
+static KernelFn build(Model *m, KernelKind k, const Graph *g, KernelAbi *abi, Err *e) {
+  const char *name = kernel_name(k);
   LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(name, jit_context(m->jit));
   double t0 = now_seconds();
-  if (codegen(g, mod, name, NULL, abi, e)) {
+  if (kernel_emit(k, g, mod, abi, e)) {
     LLVMDisposeModule(mod);
     return NULL;
   }
@@ -56,31 +57,25 @@ int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e) {
   if (!text)
     return -1;
   m->hash = fnv1a(text, len);
-  double t0 = now_seconds();
-  m->fwd = compile_graph(path, text, len, e);
-  if (m->fwd && !opt->no_train)
-    m->train = compile_graph(path, text, len, e);
+  Kernels ks;
+  unsigned want = KERNEL_BIT(KERNEL_FORWARD) | (opt->no_train ? 0 : KERNEL_BIT(KERNEL_TRAIN));
+  int rc = kernels_prepare(&ks, path, text, len, want, opt->lr, e);
   free(text);
-  if (!m->fwd || (!opt->no_train && !m->train))
+  if (rc)
     return -1;
-  if (opt->lr > 0)
-    m->train->train.lr = opt->lr;
-  double t1 = now_seconds();
-  m->times.front = t1 - t0;
-  m->fwd->loss = -1; /* inference: the loss and what only it reads are dead */
-  if (graph_passes(m->fwd, false, PASSES_ALL, e) ||
-      (m->train && graph_passes(m->train, true, PASSES_ALL, e)))
-    return -1;
-  m->times.passes = now_seconds() - t1;
+  m->fwd = ks.graph[KERNEL_FORWARD]; /* the model owns the graphs now */
+  m->train = ks.graph[KERNEL_TRAIN];
+  m->times.front = ks.front;
+  m->times.passes = ks.passes;
   m->nfloats = m->fwd->nfloats;
   m->jit = jit_new(opt->cpu, e);
   if (!m->jit)
     return -1;
-  m->fwd_fn = build(m, m->fwd, "forward", &m->fwd_abi, e);
+  m->fwd_fn = build(m, KERNEL_FORWARD, m->fwd, &m->fwd_abi, e);
   if (!m->fwd_fn)
     return -1;
   if (m->train) {
-    m->train_fn = build(m, m->train, "train", &m->train_abi, e);
+    m->train_fn = build(m, KERNEL_TRAIN, m->train, &m->train_abi, e);
     if (!m->train_fn)
       return -1;
   }
