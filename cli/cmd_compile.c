@@ -37,21 +37,20 @@ static int emit_module(const char *path, bool asm_out, Buf *out, double *t, Err 
     return -1;
   LLVMContextRef ctx = LLVMContextCreate();
   LLVMModuleRef m = LLVMModuleCreateWithNameInContext("rnnc", ctx);
-  LLVMTargetMachineRef tm = NULL;
-  Kernels ks;
+  LLVMTargetMachineRef tm = target_machine(NULL, NULL, NULL, false, e);
+  Kernels ks = {0};
   int rc = -1;
   double t0 = now_seconds();
-  if (kernels_prepare(&ks, path, text, len, KERNEL_ALL, 0, e))
+  if (!tm || kernels_prepare(&ks, path, text, len, KERNEL_ALL, 0, e))
     goto done;
   double t1 = now_seconds();
   for (int k = 0; k < KERNEL_KINDS; k++) {
     KernelAbi abi;
-    if (kernel_emit(k, ks.graph[k], m, &abi, e))
+    if (kernel_emit(k, ks.graph[k], m, tm, &abi, e))
       goto done;
   }
   double t2 = now_seconds();
-  tm = target_machine(NULL, NULL, NULL, false, e);
-  if (!tm || optimize_module(m, tm, e))
+  if (optimize_module(m, tm, e))
     goto done;
   double t3 = now_seconds();
   if (asm_out) {

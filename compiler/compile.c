@@ -123,6 +123,8 @@ void kernels_free(Kernels *ks) {
   memset(ks, 0, sizeof *ks);
 }
 
-int kernel_emit(KernelKind k, const Graph *g, LLVMModuleRef m, KernelAbi *abi, Err *e) {
-  return kinds[k].emit(g, m, kinds[k].name, NULL, abi, e);
+int kernel_emit(KernelKind k, const Graph *g, LLVMModuleRef m, LLVMTargetMachineRef tm,
+                KernelAbi *abi, Err *e) {
+  CodegenOptions co = {.simd = simd_of(tm)};
+  return kinds[k].emit(g, m, kinds[k].name, &co, abi, e);
 }

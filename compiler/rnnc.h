@@ -329,9 +329,21 @@ int graph_optimize(Graph *g, bool late, Err *e);
 /* Removes nodes nothing reads and renumbers the rest densely. */
 void graph_dce(Graph *g);
 
-/* ----------------------------------------------------------------- llvm.c */
+/* ------------------------------------------------------- llvm.c, kernels.c */
 
-/* (The product micro-kernels it emits are in kernels.c, behind cg.h.) */
+/* Codegen: llvm.c emits a graph's kernel; the product micro-kernels it
+ * (and batched codegen) emits are in kernels.c, behind cg.h. */
+
+/* A target's vector registers, which size the GEMM's register tile. */
+typedef struct Simd {
+  int lanes; /* floats per register: 16 (AVX-512), 8 (AVX, AVX2), 4 (SSE2, NEON,
+              * wasm simd128), 1 (no vectors) */
+  int regs;  /* vector registers: 32 (AVX-512, AArch64) or 16 */
+} Simd;
+/* The vectors of tm's CPU, from its feature list, or for a CPU named without
+ * one (jit_new("haswell")), from the registers its back end gives a vector
+ * add (kernels.c). */
+Simd simd_of(LLVMTargetMachineRef tm);
 
 /* What a generated kernel needs from its caller, in floats. */
 typedef struct KernelAbi {
@@ -343,6 +355,7 @@ typedef struct KernelAbi {
 typedef struct CodegenOptions {
   const float *baked_values; /* AOT: parameter values as constant data */
   const char *vector_width;  /* "prefer-vector-width": "256" or "512"; NULL: LLVM's choice */
+  Simd simd;                 /* the target's vectors (simd_of); lanes 0: 4 x 16, SSE2's */
 } CodegenOptions;
 
 /* Emits the kernel of graph g as function `name` in module m (see llvm.c
@@ -450,7 +463,9 @@ const char *kernel_name(KernelKind k);
 int kernels_prepare(Kernels *ks, const char *path, const char *text, size_t len, unsigned want,
                     double lr, Err *e);
 void kernels_free(Kernels *ks);
-/* Emits kind k's kernel of g (ks->graph[k]) as function kernel_name(k) in m. */
-int kernel_emit(KernelKind k, const Graph *g, LLVMModuleRef m, KernelAbi *abi, Err *e);
+/* Emits kind k's kernel of g (ks->graph[k]) as function kernel_name(k) in m,
+ * for target machine tm (the JIT's or --emit's). */
+int kernel_emit(KernelKind k, const Graph *g, LLVMModuleRef m, LLVMTargetMachineRef tm,
+                KernelAbi *abi, Err *e);
 
 #endif

@@ -29,7 +29,7 @@ static KernelFn build(Model *m, KernelKind k, const Graph *g, KernelAbi *abi, Er
   const char *name = kernel_name(k);
   LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(name, jit_context(m->jit));
   double t0 = now_seconds();
-  if (kernel_emit(k, g, mod, abi, e)) {
+  if (kernel_emit(k, g, mod, jit_target_machine(m->jit), abi, e)) {
     LLVMDisposeModule(mod);
     return NULL;
   }
