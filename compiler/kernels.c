@@ -353,20 +353,24 @@ Simd simd_of(LLVMTargetMachineRef tm) {
 /* ------------------------------------------------------------------ GEMM
  *
  * BLIS's loop nest without the packing: row blocks of A (GEMM_MC rows, in
- * L2 while the column blocks pass), column blocks of C (nr vectors), row
- * tiles (mr rows), then k innermost in the micro-kernel, where the tile's
- * mr x nr vectors of C stay in registers: per k, nr vector loads of B and
- * mr broadcasts of A feed mr x nr fused multiply-adds. mr and nr come from
- * the registers: mr x nr accumulators + nr of B + a broadcast fit (6 x 4
- * with AVX-512's 32, 6 x 2 with 16). The rows that do not fill a tile run
- * as tiles of 4, 2 and 1 rows, each at most once; a last vector that n
- * does not fill is loaded and stored masked.
+ * L2 while the panels pass), panels of C (GEMM_PANEL registers across),
+ * in a panel column blocks of nr registers and row tiles of mr rows, then
+ * k innermost in the micro-kernel, where the tile's mr x nr registers of
+ * C stay in registers: per k, nr vector loads of B and mr broadcasts of A
+ * feed mr x nr fused multiply-adds. mr and nr come from the registers:
+ * mr x nr accumulators + nr of B + a broadcast fit (6 x 4 with AVX-512's
+ * 32, 6 x 2 with 16). The rows that do not fill a tile run as tiles of 4,
+ * 2 and 1 rows, at most one each per panel (see gemm_panel); a last
+ * register that n does not fill is loaded and stored masked.
  *
  * The micro-kernel of each tile shape is a function of its own, made once
  * per module and shared by every call site (its strides are arguments):
  * a tile costs LLVM about as much to compile as a whole GEMM's loops. */
 
-enum { GEMM_MC = 96, GEMM_MR_MAX = 8 };
+/* GEMM_MC: rows of A a block holds; GEMM_PANEL: registers across a panel
+ * of C (a multiple of nr, 2 or 4); GEMM_CHAINS: independent sums a tile
+ * needs to keep the FMA units busy (4 cycles of latency x 2 units). */
+enum { GEMM_MC = 96, GEMM_MR_MAX = 8, GEMM_PANEL = 8, GEMM_CHAINS = 8 };
 
 /* A tile shape: rows x nvec registers across, the last with `last` valid
  * lanes; vt a register (<lanes x float>, or float). */
@@ -435,7 +439,8 @@ static LLVMValueRef tile_fn(Cg *cg, const Tile *t, LLVMTypeRef *fty) {
   LLVMValueRef K = LLVMGetParam(fn, 3), a_si = LLVMGetParam(fn, 4), a_sk = LLVMGetParam(fn, 5);
   LLVMValueRef ldb = LLVMGetParam(fn, 6), ldc = LLVMGetParam(fn, 7);
   int nv = t->nvec;
-  LLVMValueRef acc[GEMM_MR_MAX][4], ap[GEMM_MR_MAX], cp[GEMM_MR_MAX];
+  assert(t->rows <= GEMM_MR_MAX && nv <= GEMM_PANEL);
+  LLVMValueRef acc[GEMM_MR_MAX][GEMM_PANEL], ap[GEMM_MR_MAX], cp[GEMM_MR_MAX];
   for (int r = 0; r < t->rows; r++) {
     ap[r] = fptr(cg, a, LLVMBuildMul(cg->b, ci64(cg, r), a_si, ""));
     cp[r] = fptr(cg, c, LLVMBuildMul(cg->b, ci64(cg, r), ldc, ""));
@@ -449,7 +454,7 @@ static LLVMValueRef tile_fn(Cg *cg, const Tile *t, LLVMTypeRef *fty) {
   }
   Loop k = for_begin(cg, K);
   LLVMValueRef bk = fptr(cg, b, LLVMBuildMul(cg->b, k.i, ldb, ""));
-  LLVMValueRef bv[4];
+  LLVMValueRef bv[GEMM_PANEL];
   for (int v = 0; v < nv; v++)
     bv[v] = load_lanes(cg, t, fptr(cg, bk, ci64(cg, v * t->lanes)), v == nv - 1 ? t->last : t->lanes);
   LLVMValueRef ak = LLVMBuildMul(cg->b, k.i, a_sk, "");
@@ -488,20 +493,27 @@ static void call_tile(Cg *cg, const Gemm *p, Tile t, int rows, LLVMValueRef i0, 
   LLVMBuildCall2(cg->b, fty, fn, args, 8, "");
 }
 
-/* Rows that fit the registers with nvec registers across. */
-static int gemm_mr(const Simd *s, int nvec) {
-  int mr = (s->regs - nvec - 1) / nvec;
-  return mr < 1 ? 1 : mr > GEMM_MR_MAX ? GEMM_MR_MAX : mr;
-}
-
-/* Rows [i0, i0 + rows) of one column block: tiles of mr rows, then what
- * is left as tiles of 4, 2 and 1 rows (rows - full tiles < mr <= 8). */
-static void gemm_rows(Cg *cg, const Gemm *p, Tile t, LLVMValueRef i0, LLVMValueRef rows, LLVMValueRef j0) {
-  int mr = gemm_mr(&cg->simd, t.nvec);
+/* Rows [i0, i0 + rows) x nv registers of C from column j0 (nv <= PANEL,
+ * the last with `last` valid lanes): tiles of mr rows x nr registers,
+ * column by column so each K x nr panel of B serves all the row tiles;
+ * then the rows left over (fewer than mr) as at most one tile each of 4,
+ * 2 and 1 rows, wide enough (8 / h registers) that 8 independent sums hide
+ * the latency of the fused multiply-adds (a 1 x 2 tile would wait on two
+ * chains, at a quarter of the peak). */
+static void gemm_panel(Cg *cg, const Gemm *p, Tile t, LLVMValueRef i0, LLVMValueRef rows,
+                       LLVMValueRef j0, int nv, int last) {
+  int nr = cg->simd.regs >= 32 ? 4 : 2;
+  int mr = (cg->simd.regs - nr - 1) / nr;
+  mr = mr > GEMM_MR_MAX ? GEMM_MR_MAX : mr;
   LLVMValueRef tiles = LLVMBuildUDiv(cg->b, rows, ci64(cg, mr), "");
-  Loop it = for_begin(cg, tiles);
-  call_tile(cg, p, t, mr, LLVMBuildAdd(cg->b, i0, LLVMBuildMul(cg->b, it.i, ci64(cg, mr), ""), ""), j0);
-  for_end(cg, &it);
+  for (int v0 = 0; v0 < nv; v0 += nr) {
+    t.nvec = nv - v0 < nr ? nv - v0 : nr;
+    t.last = v0 + t.nvec == nv ? last : t.lanes;
+    LLVMValueRef j = LLVMBuildAdd(cg->b, j0, ci64(cg, v0 * t.lanes), "");
+    Loop it = for_begin(cg, tiles);
+    call_tile(cg, p, t, mr, LLVMBuildAdd(cg->b, i0, LLVMBuildMul(cg->b, it.i, ci64(cg, mr), ""), ""), j);
+    for_end(cg, &it);
+  }
   LLVMValueRef done = LLVMBuildMul(cg->b, tiles, ci64(cg, mr), "");
   LLVMValueRef rest = LLVMBuildSub(cg->b, rows, done, "");
   LLVMValueRef at = LLVMBuildAdd(cg->b, i0, done, "");
@@ -513,7 +525,12 @@ static void gemm_rows(Cg *cg, const Gemm *p, Tile t, LLVMValueRef i0, LLVMValueR
     LLVMBasicBlockRef after = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "gemm_rest_done");
     LLVMBuildCondBr(cg->b, LLVMBuildICmp(cg->b, LLVMIntNE, bit, ci64(cg, 0), ""), body, after);
     LLVMPositionBuilderAtEnd(cg->b, body);
-    call_tile(cg, p, t, h, at, j0);
+    int wide = (GEMM_CHAINS + h - 1) / h;
+    for (int v0 = 0; v0 < nv; v0 += wide) {
+      t.nvec = nv - v0 < wide ? nv - v0 : wide;
+      t.last = v0 + t.nvec == nv ? last : t.lanes;
+      call_tile(cg, p, t, h, at, LLVMBuildAdd(cg->b, j0, ci64(cg, v0 * t.lanes), ""));
+    }
     LLVMBuildBr(cg->b, after);
     LLVMPositionBuilderAtEnd(cg->b, after);
     at = LLVMBuildAdd(cg->b, at, bit, "");
@@ -522,17 +539,13 @@ static void gemm_rows(Cg *cg, const Gemm *p, Tile t, LLVMValueRef i0, LLVMValueR
 
 void gemm(Cg *cg, const Gemm *p) {
   const Simd *s = &cg->simd;
-  assert(s->lanes >= 1 && s->lanes <= 64 && p->n >= 1);
-  int lanes = s->lanes, nr_max = s->regs >= 32 ? 4 : 2;
-  LLVMTypeRef vt = lanes == 1 ? cg->f32 : LLVMVectorType(cg->f32, (unsigned)lanes);
-  long long nvec = (p->n + lanes - 1) / lanes, full = p->n / lanes;
-  int nr = nvec < nr_max ? (int)nvec : nr_max;
-  /* column blocks of nr full registers, then one of what is left (the
-   * last register partial when n is not a multiple of lanes) */
-  long long blocks = full / nr;
-  int tail = (int)(nvec - blocks * nr);
-  Tile body = {0, nr, lanes, lanes, p->accumulate, vt};
-  Tile rest = {0, tail, (int)(p->n - (nvec - 1) * lanes), lanes, p->accumulate, vt};
+  assert(s->lanes >= 1 && s->lanes <= 64 && s->regs >= 16 && p->n >= 1);
+  int lanes = s->lanes;
+  Tile t = {0, 0, 0, lanes, p->accumulate, lanes == 1 ? cg->f32 : LLVMVectorType(cg->f32, (unsigned)lanes)};
+  /* panels of PANEL full registers, then one of what is left (its last
+   * register partial when n is not a multiple of lanes) */
+  long long nvec = (p->n + lanes - 1) / lanes, panels = p->n / lanes / GEMM_PANEL;
+  int tail = (int)(nvec - panels * GEMM_PANEL), last = (int)(p->n - (nvec - 1) * lanes);
   LLVMValueRef mblocks =
       LLVMBuildUDiv(cg->b, LLVMBuildAdd(cg->b, p->m, ci64(cg, GEMM_MC - 1), ""), ci64(cg, GEMM_MC), "");
   Loop ib = for_begin(cg, mblocks);
@@ -540,13 +553,14 @@ void gemm(Cg *cg, const Gemm *p) {
   LLVMValueRef left = LLVMBuildSub(cg->b, p->m, i0, "");
   LLVMValueRef big = LLVMBuildICmp(cg->b, LLVMIntSGT, left, ci64(cg, GEMM_MC), "");
   LLVMValueRef rows = LLVMBuildSelect(cg->b, big, ci64(cg, GEMM_MC), left, "");
-  if (blocks > 0) {
-    Loop jb = loop_begin(cg, ci64(cg, blocks));
-    gemm_rows(cg, p, body, i0, rows, LLVMBuildMul(cg->b, jb.i, ci64(cg, (long long)nr * lanes), ""));
-    loop_end(cg, &jb);
+  if (panels > 0) {
+    Loop jp = loop_begin(cg, ci64(cg, panels));
+    gemm_panel(cg, p, t, i0, rows, LLVMBuildMul(cg->b, jp.i, ci64(cg, (long long)GEMM_PANEL * lanes), ""),
+               GEMM_PANEL, lanes);
+    loop_end(cg, &jp);
   }
   if (tail > 0)
-    gemm_rows(cg, p, rest, i0, rows, ci64(cg, blocks * nr * lanes));
+    gemm_panel(cg, p, t, i0, rows, ci64(cg, panels * GEMM_PANEL * lanes), tail, last);
   for_end(cg, &ib);
 }
 
