@@ -290,25 +290,13 @@ static void copy_rows(BC *c, LLVMValueRef dst, long long ldd, LLVMValueRef src, 
 /* --------------------------------------------------------------- GEMM */
 
 /* C[i*ldc + j] (= or +=) sum over k < K of A[i*a_si + k*a_sk] * B[k*ldb + j],
- * for i < m, j < n; m and K at run time (>= 0). */
-static void gemm(BC *c, LLVMValueRef A, long long a_si, long long a_sk, LLVMValueRef Bm,
-                 long long ldb, LLVMValueRef C, long long ldc, LLVMValueRef m, LLVMValueRef K,
-                 long long n, bool accumulate) {
-  Cg *cg = &c->cg;
-  Range i = range_begin(c, m);
-  LLVMValueRef crow = fptr(cg, C, LLVMBuildMul(cg->b, i.l.i, ci64(cg, ldc), ""));
-  if (!accumulate)
-    memset_f32(cg, crow, ci64(cg, n));
-  Range k = range_begin(c, K);
-  LLVMValueRef ai = LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, i.l.i, ci64(cg, a_si), ""),
-                                 LLVMBuildMul(cg->b, k.l.i, ci64(cg, a_sk), ""), "");
-  LLVMValueRef a = load(cg, A, ai);
-  LLVMValueRef brow = fptr(cg, Bm, LLVMBuildMul(cg->b, k.l.i, ci64(cg, ldb), ""));
-  Loop j = loop_begin(cg, ci64(cg, n));
-  store(cg, fadd(cg, load(cg, crow, j.i), fmul(cg, a, load(cg, brow, j.i))), crow, j.i);
-  loop_end(cg, &j);
-  range_end(c, &k);
-  range_end(c, &i);
+ * for i < m, j < n: the register-blocked micro-kernel of kernels.c. */
+static void bgemm(BC *c, LLVMValueRef A, long long a_si, long long a_sk, LLVMValueRef Bm,
+                  long long ldb, LLVMValueRef C, long long ldc, LLVMValueRef m, LLVMValueRef K,
+                  long long n, bool accumulate) {
+  Gemm p = {.a = A, .b = Bm, .c = C, .m = m, .k = K, .n = n, .a_si = a_si, .a_sk = a_sk,
+            .ldb = ldb, .ldc = ldc, .accumulate = accumulate};
+  gemm(&c->cg, &p);
 }
 
 /* ----------------------------------------------------------- products */
@@ -322,14 +310,7 @@ static LLVMValueRef packed(BC *c, int w, int k0, int n) {
   Cg *cg = &c->cg;
   long long M = wn->type.dim[0], ldw = wn->type.dim[1];
   LLVMValueRef dst = buffer(c, K_SHARED, (long long)n * M);
-  /* dst[k][m] = W[m][k0 + k], rows of W outside so reads are contiguous */
-  Loop m = loop_begin(cg, ci64(cg, M));
-  LLVMValueRef wrow = fptr(cg, c->ptr[w], LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, m.i, ci64(cg, ldw), ""),
-                                                       ci64(cg, k0), ""));
-  Loop k = loop_begin(cg, ci64(cg, n));
-  store(cg, load(cg, wrow, k.i), dst, LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, k.i, ci64(cg, M), ""), m.i, ""));
-  loop_end(cg, &k);
-  loop_end(cg, &m);
+  transpose(cg, dst, M, fptr(cg, c->ptr[w], ci64(cg, k0)), ldw, M, n); /* dst[k][m] = W[m][k0 + k] */
   c->packs = xrealloc(c->packs, (size_t)(c->npacks + 1) * sizeof *c->packs);
   c->packs[c->npacks++] = (Pack){wn->a, k0, n, dst};
   return dst;
@@ -372,7 +353,7 @@ static void emit_matvec(BC *c, int id) {
   }
   int K = (int)width(c, v);
   LLVMValueRef wt = packed(c, w, n->a, K);
-  gemm(c, c->ptr[v], c->ld[v], 1, wt, M, c->ptr[id], c->ld[id], rows, ci64(cg, K), M, false);
+  bgemm(c, c->ptr[v], c->ld[v], 1, wt, M, c->ptr[id], c->ld[id], rows, ci64(cg, K), M, false);
 }
 
 static void emit_matvec_t(BC *c, int id) {
@@ -385,7 +366,7 @@ static void emit_matvec_t(BC *c, int id) {
     return;
   }
   node_buffer(c, id);
-  gemm(c, c->ptr[u], c->ld[u], 1, fptr(cg, c->ptr[w], ci64(cg, n->a)), tw.dim[1], c->ptr[id],
+  bgemm(c, c->ptr[u], c->ld[u], 1, fptr(cg, c->ptr[w], ci64(cg, n->a)), tw.dim[1], c->ptr[id],
        c->ld[id], rows_of(c, id), ci64(cg, tw.dim[0]), n->b, false);
 }
 
@@ -432,7 +413,7 @@ static void emit_acc(BC *c, int id) {
     range_end(c, &r);
     return;
   }
-  gemm(c, c->ptr[u], 1, c->ld[u], c->ptr[v], c->ld[v], g0, ldw, ci64(cg, M), rows_of(c, u),
+  bgemm(c, c->ptr[u], 1, c->ld[u], c->ptr[v], c->ld[v], g0, ldw, ci64(cg, M), rows_of(c, u),
        (long long)width(c, v), true);
 }
 
@@ -925,7 +906,7 @@ int codegen_batch(const Graph *g, LLVMModuleRef mod, const char *name, const Cod
                   KernelAbi *abi, Err *e) {
   BC c = {.g = g, .opt = opt, .e = e, .group_serial = 1};
   Cg *cg = &c.cg;
-  cg_init(cg, mod);
+  cg_init(cg, mod, opt ? opt->simd : (Simd){0});
   size_t nn = (size_t)g->nnodes;
   c.kind = xcalloc(nn, sizeof *c.kind);
   c.isint = xcalloc(nn, sizeof *c.isint);

@@ -12,7 +12,7 @@
 #include <stdbool.h>
 #include <string.h>
 
-#include "ops.h"
+#include "rnnc.h"
 
 /* The LLVM builder and the types a kernel is built with. */
 typedef struct Cg {
@@ -22,10 +22,12 @@ typedef struct Cg {
   LLVMValueRef fn; /* the function being built: loops append blocks to it,
                     * accumulators are allocas in its entry block */
   LLVMTypeRef f32, i32, i64, i8, pty;
+  Simd simd; /* the target's vectors: the GEMM's tile */
 } Cg;
 
-/* A builder in m's context (cg->fn is set by the caller). */
-void cg_init(Cg *cg, LLVMModuleRef m);
+/* A builder in m's context for a target with vectors simd (cg->fn is set
+ * by the caller). */
+void cg_init(Cg *cg, LLVMModuleRef m, Simd simd);
 void cg_dispose(Cg *cg);
 
 /* ------------------------------------------------------- small builders */
@@ -106,20 +108,23 @@ static inline void memcpy_f32(Cg *cg, LLVMValueRef dst, LLVMValueRef src, LLVMVa
   LLVMBuildMemCpy(cg->b, dst, 4, src, 4, LLVMBuildMul(cg->b, n, ci64(cg, 4), ""));
 }
 
-/* A counted loop, do-while form: the count n (i64) must be at least 1. */
+/* A counted loop over i = 0 .. n-1 (n an i64), do-while form: n must be at
+ * least 1. for_begin/for_end: the same loop, skipped when n <= 0. */
 typedef struct Loop {
-  LLVMBasicBlockRef pre, head;
+  LLVMBasicBlockRef pre, head, skip;
   LLVMValueRef i, n;
 } Loop;
 Loop loop_begin(Cg *cg, LLVMValueRef n);
 void loop_end(Cg *cg, Loop *l);
+Loop for_begin(Cg *cg, LLVMValueRef n);
+void for_end(Cg *cg, Loop *l);
 
 /* An accumulator that SROA turns into a register: a float alloca in the
  * entry block, initialized here; a vector one, uninitialized. */
 LLVMValueRef acc_new(Cg *cg, LLVMValueRef init);
 LLVMValueRef vacc_new(Cg *cg, LLVMTypeRef vt);
-/* x (float) in every lane of a BLOCK-wide vector. */
-LLVMValueRef splat(Cg *cg, LLVMValueRef x);
+/* x (a float) in every lane of vector type vt (x itself when vt is float). */
+LLVMValueRef splat(Cg *cg, LLVMTypeRef vt, LLVMValueRef x);
 /* An elementwise op (F_ELEM in ops.h) on scalars: b is NULL for unary ops.
  * The math functions are the inline ones of mathfn.c. */
 LLVMValueRef cg_elem(Cg *cg, Op op, LLVMValueRef a, LLVMValueRef b);
@@ -149,5 +154,30 @@ void outer_seq_rows(Cg *cg, LLVMValueRef T, LLVMValueRef g, long long ld, LLVMVa
  * one: fn(ctx, ts, nx) with ts[0..nx) the steps. */
 typedef void StepFn(void *ctx, LLVMValueRef *ts, int nx);
 void step_tuples(Cg *cg, LLVMValueRef T, StepFn *fn, void *ctx);
+
+/* ------------------------------------------------------------------ GEMM */
+
+/* C[i*ldc + j] (= or +=) sum over k < K of A[i*a_si + k*a_sk] * B[k*ldb + j]
+ * for 0 <= i < m, 0 <= j < n. m and K are known at run time, the rest when
+ * the kernel is generated. Each C element is summed in the order k = 0, 1,
+ * ..., K-1 from 0 (or from C) with llvm.fmuladd, whatever the tile that
+ * computes it: the same rows give the same bits for any m and any split
+ * of the rows between calls. */
+typedef struct Gemm {
+  LLVMValueRef a, b, c;         /* float pointers; C does not overlap A or B */
+  LLVMValueRef m, k;            /* i64, >= 0 */
+  long long n;                  /* >= 1 */
+  long long a_si, a_sk;         /* A's strides over i and over k */
+  long long ldb, ldc;           /* B's and C's row strides */
+  bool accumulate;              /* C += ...; else C = ... (0 when K = 0) */
+} Gemm;
+/* Register-blocked for cg->simd: a tile of mr rows x nr vectors of C in
+ * registers over all of K, A broadcast, B loaded a vector at a time. */
+void gemm(Cg *cg, const Gemm *p);
+
+/* dst[j*ldd + i] = src[i*lds + j] for i < rows, j < cols: W [rows][cols]
+ * packed transposed, W^T [cols][rows], as the forward product's B. */
+void transpose(Cg *cg, LLVMValueRef dst, long long ldd, LLVMValueRef src, long long lds,
+               long long rows, long long cols);
 
 #endif

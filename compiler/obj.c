@@ -425,7 +425,7 @@ int obj_emit(const Graph *g, const ObjOptions *o, Buf *object, ObjInfo *info, Er
 
   /* The kernel: internal, so it exists only inlined into P_forward. */
   snprintf(name, sizeof name, "%s_kernel", o->prefix);
-  CodegenOptions co = {.baked_values = o->values};
+  CodegenOptions co = {.baked_values = o->values, .simd = simd_of(tm)};
   if (codegen(g, w.mod, name, &co, &info->abi, e))
     goto done;
   LLVMValueRef kernel = LLVMGetNamedFunction(w.mod, name);

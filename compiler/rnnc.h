@@ -358,9 +358,21 @@ void graph_mark_update(const Graph *g, bool *upd);
  * loss; then removes what nothing reads. */
 void graph_keep_phase(Graph *g, Phase p);
 
-/* ----------------------------------------------------------------- llvm.c */
+/* ------------------------------------------------------- llvm.c, kernels.c */
 
-/* (The product micro-kernels it emits are in kernels.c, behind cg.h.) */
+/* Codegen: llvm.c emits a graph's kernel; the product micro-kernels it
+ * (and batched codegen) emits are in kernels.c, behind cg.h. */
+
+/* A target's vector registers, which size the GEMM's register tile. */
+typedef struct Simd {
+  int lanes; /* floats per register: 16 (AVX-512), 8 (AVX, AVX2), 4 (SSE2, NEON,
+              * wasm simd128), 1 (no vectors) */
+  int regs;  /* vector registers: 32 (AVX-512, AArch64) or 16 */
+} Simd;
+/* The vectors of tm's CPU, from its feature list, or for a CPU named without
+ * one (jit_new("haswell")), from the registers its back end gives a vector
+ * add (kernels.c). */
+Simd simd_of(LLVMTargetMachineRef tm);
 
 /* What a generated kernel needs from its caller, in floats. */
 typedef struct KernelAbi {
@@ -376,6 +388,7 @@ typedef struct CodegenOptions {
   bool accumulate;           /* gradients add to what the grad slot holds (a batch's
                               * sequences, one call each); else a call computes them
                               * afresh, from zero */
+  Simd simd;                 /* the target's vectors (simd_of); lanes 0: 4 x 16, SSE2's */
 } CodegenOptions;
 
 /* Emits the kernel of graph g as function `name` in module m (see llvm.c
@@ -466,5 +479,39 @@ typedef enum PassStop { PASSES_FRONT, PASSES_GRAD, PASSES_ALL } PassStop;
 /* The middle end: optimize, grad (when train), optimize; stops early for
  * --emit. */
 int graph_passes(Graph *g, bool train, PassStop stop, Err *e);
+
+/* The kernels a graph file compiles into: one generated function each, the
+ * same for the JIT and for `rnnc compile --emit llvm|asm`. compile.c's
+ * table says how each kind's graph is prepared and which codegen entry
+ * emits it. */
+typedef enum KernelKind {
+  KERNEL_TRAIN,         /* batch 1: one training step: forward, loss, backward, update */
+  KERNEL_FORWARD,       /* inference: the logits, no loss */
+  KERNEL_STEP,          /* a minibatch, one name per call: forward, loss, backward */
+  KERNEL_UPDATE,        /* a minibatch's update: clipping, the optimizer */
+  KERNEL_STEP_BATCH,    /* a minibatch's packed names at once (batch.c) */
+  KERNEL_FORWARD_BATCH, /* inference on packed names at once (batch.c) */
+  KERNEL_KINDS
+} KernelKind;
+#define KERNEL_BIT(k) (1u << (k))
+#define KERNEL_ALL (KERNEL_BIT(KERNEL_KINDS) - 1)
+
+typedef struct Kernels {
+  Graph *graph[KERNEL_KINDS]; /* after its passes; NULL: not asked for */
+  double front, passes;       /* seconds in the front end and in the passes */
+} Kernels;
+
+/* The function name of kind k ("train", "forward"). */
+const char *kernel_name(KernelKind k);
+/* The graph of every kind in want (KERNEL_BIT(k) for each), from one graph
+ * file's text, each prepared and through its passes; lr > 0 replaces the
+ * graph's learning rate. On failure, nothing is left to free. */
+int kernels_prepare(Kernels *ks, const char *path, const char *text, size_t len, unsigned want,
+                    double lr, Err *e);
+void kernels_free(Kernels *ks);
+/* Emits kind k's kernel of g (ks->graph[k]) as function kernel_name(k) in m,
+ * for target machine tm (the JIT's or --emit's). */
+int kernel_emit(KernelKind k, const Graph *g, LLVMModuleRef m, LLVMTargetMachineRef tm,
+                KernelAbi *abi, Err *e);
 
 #endif

@@ -29,15 +29,12 @@ static void *aligned(size_t floats) {
   return p;
 }
 
-typedef int CodegenFn(const Graph *g, LLVMModuleRef m, const char *name, const CodegenOptions *opt,
-                      KernelAbi *abi, Err *e);
-
 /* One kernel: codegen into a module, optimize, hand it to the JIT. */
-static void *build_with(Model *m, CodegenFn *cgen, Graph *g, const char *name,
-                        const CodegenOptions *co, KernelAbi *abi, Err *e) {
+static void *build(Model *m, KernelKind k, const Graph *g, KernelAbi *abi, Err *e) {
+  const char *name = kernel_name(k);
   LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(name, jit_context(m->jit));
   double t0 = now_seconds();
-  if (cgen(g, mod, name, co, abi, e)) {
+  if (kernel_emit(k, g, mod, jit_target_machine(m->jit), abi, e)) {
     LLVMDisposeModule(mod);
     return NULL;
   }
@@ -57,15 +54,10 @@ static void *build_with(Model *m, CodegenFn *cgen, Graph *g, const char *name,
   return fn;
 }
 
-static void *build(Model *m, Graph *g, const char *name, const CodegenOptions *co, KernelAbi *abi,
-                   Err *e) {
-  return build_with(m, codegen, g, name, co, abi, e);
-}
-
 /* A batched kernel, or NULL with the reason kept in m->unbatched. */
-static BatchKernelFn build_batched(Model *m, Graph *g, const char *name, KernelAbi *abi) {
+static BatchKernelFn build_batched(Model *m, KernelKind k, const Graph *g, KernelAbi *abi) {
   Err e;
-  BatchKernelFn fn = (BatchKernelFn)build_with(m, codegen_batch, g, name, NULL, abi, &e);
+  BatchKernelFn fn = (BatchKernelFn)build(m, k, g, abi, &e);
   if (!fn && !m->unbatched)
     m->unbatched = xstrdup(e.msg);
   return fn;
@@ -79,56 +71,54 @@ int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e) {
   if (!text)
     return -1;
   m->hash = fnv1a(text, len);
-  double t0 = now_seconds();
-  m->fwd = compile_graph(path, text, len, e);
-  if (m->fwd && !opt->no_train)
-    m->train = compile_graph(path, text, len, e);
-  m->batch = m->train ? (opt->batch > 0 ? opt->batch : m->train->train.batch) : 1;
-  if (m->train && m->batch > 1)
-    m->update = compile_graph(path, text, len, e);
+  Kernels ks;
+  m->batch = opt->no_train ? 1 : opt->batch;
+  unsigned want = KERNEL_BIT(KERNEL_FORWARD);
+  if (!opt->no_train) { /* the graph's batch size, unless the options say */
+    Graph *probe = compile_graph(path, text, len, e);
+    if (!probe) {
+      free(text);
+      return -1;
+    }
+    if (m->batch <= 0)
+      m->batch = probe->train.batch;
+    graph_free(probe);
+    want |= m->batch > 1 ? KERNEL_BIT(KERNEL_STEP) | KERNEL_BIT(KERNEL_UPDATE) : KERNEL_BIT(KERNEL_TRAIN);
+  }
+  if (opt->batched_forward && !opt->no_batched)
+    want |= KERNEL_BIT(KERNEL_FORWARD_BATCH);
+  int rc = kernels_prepare(&ks, path, text, len, want, opt->lr, e);
   free(text);
-  if (!m->fwd || (!opt->no_train && !m->train) || (m->batch > 1 && !m->update))
+  if (rc)
     return -1;
-  if (opt->lr > 0) {
-    m->train->train.lr = opt->lr;
-    if (m->update)
-      m->update->train.lr = opt->lr;
-  }
-  double t1 = now_seconds();
-  m->times.front = t1 - t0;
-  m->fwd->loss = -1; /* inference: the loss and what only it reads are dead */
-  if (graph_passes(m->fwd, false, PASSES_ALL, e) ||
-      (m->train && graph_passes(m->train, true, PASSES_ALL, e)) ||
-      (m->update && graph_passes(m->update, true, PASSES_ALL, e)))
-    return -1;
-  if (m->update) {
-    graph_keep_phase(m->train, PHASE_STEP);
-    graph_keep_phase(m->update, PHASE_UPDATE);
-  }
-  m->times.passes = now_seconds() - t1;
+  m->fwd = ks.graph[KERNEL_FORWARD]; /* the model owns the graphs now */
+  m->train = m->batch > 1 ? ks.graph[KERNEL_STEP] : ks.graph[KERNEL_TRAIN];
+  m->update = ks.graph[KERNEL_UPDATE];
+  m->fwd_batch = ks.graph[KERNEL_FORWARD_BATCH];
+  m->times.front = ks.front;
+  m->times.passes = ks.passes;
   m->nfloats = m->fwd->nfloats;
   m->jit = jit_new(opt->cpu, e);
   if (!m->jit)
     return -1;
-  m->fwd_fn = (KernelFn)build(m, m->fwd, "forward", NULL, &m->fwd_abi, e);
+  m->fwd_fn = (KernelFn)build(m, KERNEL_FORWARD, m->fwd, &m->fwd_abi, e);
   if (!m->fwd_fn)
     return -1;
-  if (opt->batched_forward && !opt->no_batched)
-    m->bfwd_fn = build_batched(m, m->fwd, "forward_batch", &m->bfwd_abi);
+  if (m->fwd_batch)
+    m->bfwd_fn = build_batched(m, KERNEL_FORWARD_BATCH, m->fwd_batch, &m->bfwd_abi);
   if (m->update) {
-    if (!opt->no_batched)
-      m->bstep_fn = build_batched(m, m->train, "step_batch", &m->bstep_abi);
-    CodegenOptions acc = {.accumulate = true};
+    if (!opt->no_batched) /* the step graph serves both step kernels */
+      m->bstep_fn = build_batched(m, KERNEL_STEP_BATCH, m->train, &m->bstep_abi);
     if (!m->bstep_fn) {
-      m->step_fn = (StepKernelFn)build(m, m->train, "step", &acc, &m->step_abi, e);
+      m->step_fn = (StepKernelFn)build(m, KERNEL_STEP, m->train, &m->step_abi, e);
       if (!m->step_fn)
         return -1;
     }
-    m->update_fn = (KernelFn)build(m, m->update, "update", NULL, &m->update_abi, e);
+    m->update_fn = (KernelFn)build(m, KERNEL_UPDATE, m->update, &m->update_abi, e);
     if (!m->update_fn)
       return -1;
   } else if (m->train) {
-    m->train_fn = (KernelFn)build(m, m->train, "train", NULL, &m->train_abi, e);
+    m->train_fn = (KernelFn)build(m, KERNEL_TRAIN, m->train, &m->train_abi, e);
     if (!m->train_fn)
       return -1;
   }
@@ -147,6 +137,7 @@ void model_free(Model *m) {
   graph_free(m->fwd);
   graph_free(m->train);
   graph_free(m->update);
+  graph_free(m->fwd_batch);
   free(m->state);
   for (int t = 0; m->ws && t < m->threads; t++) {
     Workspace *w = &m->ws[t];

@@ -68,6 +68,7 @@ typedef struct Model {
   Graph *fwd, *train; /* the same parameters, in the same layout; train holds the
                        * training settings (batch > 1: the step phase) */
   Graph *update;      /* batch > 1: the update phase */
+  Graph *fwd_batch;   /* the batched inference kernel's graph, or NULL */
   Jit *jit;
   KernelFn fwd_fn, train_fn, update_fn;
   StepKernelFn step_fn;       /* batch > 1 without bstep_fn: one name at a time */
