@@ -216,6 +216,9 @@ int cmd_train(int argc, char **argv) {
   if (check_writable(out, &e) || model_compile(&m, graph, &mo, &e))
     goto fail;
   print_compile(stderr, &m);
+  if (m.unbatched && m.batch > 1)
+    fprintf(stderr, "note: %s; batches run one name per kernel call (slower, same results)\n",
+            m.unbatched);
   if (epochs < 0)
     epochs = m.train->train.epochs;
   if (init) {
