@@ -368,7 +368,8 @@ static Simd simd_probe(LLVMTargetMachineRef tm) {
 Simd simd_of(LLVMTargetMachineRef tm) {
   char *triple = LLVMGetTargetMachineTriple(tm), *features = LLVMGetTargetMachineFeatureString(tm);
   Simd s = {1, 16};
-  bool x86 = !strncmp(triple, "x86_64", 6) || (triple[0] == 'i' && triple[1] && !strncmp(triple + 2, "86", 2));
+  bool x86 =
+      !strncmp(triple, "x86_64", 6) || (triple[0] == 'i' && triple[1] && !strncmp(triple + 2, "86", 2));
   if (!*features)
     s = simd_probe(tm);
   else if (x86 && has_feature(features, "+avx512f"))

@@ -35,19 +35,6 @@ typedef void Fn(float *a, float *b, float *c, int64_t m, int64_t k);
 /* Emits a test function's body; p[0..2] the pointers, p[3], p[4] the i64s. */
 typedef void Body(Cg *cg, LLVMValueRef *p, const void *ctx);
 
-static bool host_has(const char *flag) {
-  Err e;
-  char *cpuinfo = read_file("/proc/cpuinfo", NULL, &e);
-  char *pat = xasprintf(" %s", flag);
-  bool has = false;
-  for (const char *p = cpuinfo; p && (p = strstr(p, pat)); p++)
-    if (p[strlen(pat)] == ' ' || p[strlen(pat)] == '\n')
-      has = true;
-  free(pat);
-  free(cpuinfo);
-  return has;
-}
-
 static Jit *jit_or_fail(const char *cpu) {
   Err e;
   Jit *j = jit_new(cpu, &e);
@@ -268,7 +255,8 @@ static void test_gemm_cpus(void **state) {
     Simd want;
   } cpus[] = {{"haswell", {"avx2", "fma"}, {8, 16}}, {"x86-64", {NULL, NULL}, {4, 16}}};
   for (size_t i = 0; i < ARRAY_LEN(cpus); i++) {
-    if ((cpus[i].needs[0] && !host_has(cpus[i].needs[0])) || (cpus[i].needs[1] && !host_has(cpus[i].needs[1]))) {
+    if ((cpus[i].needs[0] && !host_has(cpus[i].needs[0])) ||
+        (cpus[i].needs[1] && !host_has(cpus[i].needs[1]))) {
       print_message("%s: skipped (the host cannot run its code)\n", cpus[i].cpu);
       continue;
     }
@@ -324,7 +312,8 @@ static void transpose_body(Cg *cg, LLVMValueRef *p, const void *ctx) {
 
 static void test_transpose(void **state) {
   Jit *j = jit_or_fail(NULL);
-  static const Tr shapes[] = {{1, 1, 1, 1}, {7, 3, 5, 9}, {8, 8, 8, 8}, {37, 19, 21, 40}, {768, 256, 256, 768}};
+  static const Tr shapes[] = {
+      {1, 1, 1, 1}, {7, 3, 5, 9}, {8, 8, 8, 8}, {37, 19, 21, 40}, {768, 256, 256, 768}};
   Rng r;
   rng_seed(&r, 3);
   for (size_t i = 0; i < ARRAY_LEN(shapes); i++) {

@@ -84,3 +84,16 @@ void assert_contains(const char *text, const char *fragment) {
   if (!strstr(text, fragment))
     fail_msg("output does not contain \"%s\":\n%s", fragment, text);
 }
+
+bool host_has(const char *flag) {
+  Err e;
+  char *cpuinfo = read_file("/proc/cpuinfo", NULL, &e);
+  char *pat = xasprintf(" %s", flag);
+  bool has = false;
+  for (const char *p = cpuinfo; p && (p = strstr(p, pat)); p++)
+    if (p[strlen(pat)] == ' ' || p[strlen(pat)] == '\n')
+      has = true;
+  free(pat);
+  free(cpuinfo);
+  return has;
+}

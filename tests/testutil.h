@@ -4,6 +4,7 @@
 
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -27,5 +28,7 @@ int run_rnnc_in(const char *const *argv, const char *in, char **out, char **err)
 char *rnnc_expect(int want_status, const char *const *argv);
 /* Fails the test unless text contains fragment. */
 void assert_contains(const char *text, const char *fragment);
+/* Whether /proc/cpuinfo lists CPU flag `flag` (avx2, fma, avx512f, ...). */
+bool host_has(const char *flag);
 
 #endif
