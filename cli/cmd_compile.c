@@ -21,7 +21,10 @@ const char compile_usage[] =
     "                 grad: the training IR: forward (simplified), backward\n"
     "                       (reverse-mode autodiff) and the optimizer's update\n"
     "                 opt:  the training IR after the optimization passes\n"
-    "                 llvm: the optimized LLVM module: kernels train and forward\n"
+    "                 llvm: the optimized LLVM module: every kernel the JIT may\n"
+    "                       run (train, forward, step, update, step_batch,\n"
+    "                       forward_batch), made as the JIT makes them; a batched\n"
+    "                       kernel the graph cannot have is named on stderr\n"
     "                 asm:  its assembly for this machine\n"
     "                 (default: ir)\n"
     "  --time         print each stage's time to standard error\n"
@@ -29,8 +32,8 @@ const char compile_usage[] =
     "  -h, --help     this help\n";
 
 static int emit_module(const char *path, bool asm_out, Buf *out, double *t, Err *e) {
-  /* The kernels the JIT makes (runtime/model.c: the same graphs, the same
-   * codegen), in one module and a context of their own. */
+  /* Every kernel the JIT may make (runtime/model.c: the same graphs, the
+   * same codegen), in one module and a context of their own. */
   size_t len;
   char *text = read_file(path, &len, e);
   if (!text)
@@ -46,8 +49,12 @@ static int emit_module(const char *path, bool asm_out, Buf *out, double *t, Err 
   double t1 = now_seconds();
   for (int k = 0; k < KERNEL_KINDS; k++) {
     KernelAbi abi;
-    if (kernel_emit(k, ks.graph[k], m, tm, &abi, e))
+    if (!kernel_emit(k, ks.graph[k], m, tm, &abi, e))
+      continue;
+    if (!kernel_optional(k))
       goto done;
+    /* the JIT runs without it too */
+    fprintf(stderr, "rnnc compile: no %s kernel for this graph (%s)\n", kernel_name(k), e->msg);
   }
   double t2 = now_seconds();
   if (optimize_module(m, tm, e))

@@ -88,17 +88,19 @@ static const struct {
   bool accumulate;          /* CodegenOptions.accumulate */
   int (*emit)(const Graph *, LLVMModuleRef, const char *, const CodegenOptions *, KernelAbi *,
               Err *);
+  bool optional; /* a graph may have none: the runtime then runs the one-name kernels */
 } kinds[] = {
     [KERNEL_TRAIN] = {"train", true, NULL, NULL, false, codegen},
     [KERNEL_FORWARD] = {"forward", false, drop_loss, NULL, false, codegen},
     [KERNEL_STEP] = {"step", true, NULL, keep_step, true, codegen},
     [KERNEL_UPDATE] = {"update", true, NULL, keep_update, false, codegen},
-    [KERNEL_STEP_BATCH] = {"step_batch", true, NULL, keep_step, false, codegen_batch},
-    [KERNEL_FORWARD_BATCH] = {"forward_batch", false, drop_loss, NULL, false, codegen_batch},
+    [KERNEL_STEP_BATCH] = {"step_batch", true, NULL, keep_step, false, codegen_batch, true},
+    [KERNEL_FORWARD_BATCH] = {"forward_batch", false, drop_loss, NULL, false, codegen_batch, true},
 };
 _Static_assert(ARRAY_LEN(kinds) == KERNEL_KINDS, "a table row for every KernelKind");
 
 const char *kernel_name(KernelKind k) { return kinds[k].name; }
+bool kernel_optional(KernelKind k) { return kinds[k].optional; }
 
 int kernels_prepare(Kernels *ks, const char *path, const char *text, size_t len, unsigned want,
                     double lr, Err *e) {

@@ -503,6 +503,10 @@ typedef struct Kernels {
 
 /* The function name of kind k ("train", "forward"). */
 const char *kernel_name(KernelKind k);
+/* Whether a graph may have no kernel of kind k (batch.c cannot batch it:
+ * kernel_emit fails, naming the node), the runtime then running the
+ * one-name kernels instead. */
+bool kernel_optional(KernelKind k);
 /* The graph of every kind in want (KERNEL_BIT(k) for each), from one graph
  * file's text, each prepared and through its passes; lr > 0 replaces the
  * graph's learning rate. On failure, nothing is left to free. */
