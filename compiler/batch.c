@@ -249,30 +249,6 @@ static LLVMValueRef load_i64(BC *c, LLVMValueRef base, LLVMValueRef i) {
   return LLVMBuildSExt(cg->b, LLVMBuildLoad2(cg->b, cg->i32, gep(cg, cg->i32, base, i), ""), cg->i64, "");
 }
 
-/* A loop over [0, n) that may run zero times. */
-typedef struct Range {
-  Loop l;
-  LLVMBasicBlockRef after;
-} Range;
-
-static Range range_begin(BC *c, LLVMValueRef n) {
-  Cg *cg = &c->cg;
-  Range r;
-  LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "range");
-  r.after = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "range_done");
-  LLVMBuildCondBr(cg->b, LLVMBuildICmp(cg->b, LLVMIntSGT, n, ci64(cg, 0), ""), body, r.after);
-  LLVMPositionBuilderAtEnd(cg->b, body);
-  r.l = loop_begin(cg, n);
-  return r;
-}
-
-static void range_end(BC *c, Range *r) {
-  Cg *cg = &c->cg;
-  loop_end(cg, &r->l);
-  LLVMBuildBr(cg->b, r->after);
-  LLVMPositionBuilderAtEnd(cg->b, r->after);
-}
-
 /* Copies n floats per row for rows [0, count) (row strides may differ). */
 static void copy_rows(BC *c, LLVMValueRef dst, long long ldd, LLVMValueRef src, long long lds,
                       LLVMValueRef count, long long n) {
@@ -281,10 +257,10 @@ static void copy_rows(BC *c, LLVMValueRef dst, long long ldd, LLVMValueRef src, 
     memcpy_f32(cg, dst, src, LLVMBuildMul(cg->b, count, ci64(cg, n), ""));
     return;
   }
-  Range r = range_begin(c, count);
-  memcpy_f32(cg, fptr(cg, dst, LLVMBuildMul(cg->b, r.l.i, ci64(cg, ldd), "")),
-             fptr(cg, src, LLVMBuildMul(cg->b, r.l.i, ci64(cg, lds), "")), ci64(cg, n));
-  range_end(c, &r);
+  Loop r = for_begin(cg, count);
+  memcpy_f32(cg, fptr(cg, dst, LLVMBuildMul(cg->b, r.i, ci64(cg, ldd), "")),
+             fptr(cg, src, LLVMBuildMul(cg->b, r.i, ci64(cg, lds), "")), ci64(cg, n));
+  for_end(cg, &r);
 }
 
 /* --------------------------------------------------------------- GEMM */
@@ -344,11 +320,11 @@ static void emit_matvec(BC *c, int id) {
   }
   if (tv.kind == TY_ONEHOT) {
     LLVMValueRef wt = packed(c, w, n->a, tv.dim[tv.rank - 1]);
-    Range r = range_begin(c, rows);
-    LLVMValueRef idx = load_i64(c, c->ptr[v], r.l.i);
-    memcpy_f32(cg, row_ptr(c, id, r.l.i), fptr(cg, wt, LLVMBuildMul(cg->b, idx, ci64(cg, M), "")),
+    Loop r = for_begin(cg, rows);
+    LLVMValueRef idx = load_i64(c, c->ptr[v], r.i);
+    memcpy_f32(cg, row_ptr(c, id, r.i), fptr(cg, wt, LLVMBuildMul(cg->b, idx, ci64(cg, M), "")),
                ci64(cg, M));
-    range_end(c, &r);
+    for_end(cg, &r);
     return;
   }
   int K = (int)width(c, v);
@@ -386,12 +362,12 @@ static void emit_acc(BC *c, int id) {
   LLVMValueRef gp = grad_ptr(c, n->a);
   if (n->op == OP_ACC) {
     long long cnt = (long long)type_numel(p->type);
-    Range r = range_begin(c, rows_of(c, u));
-    LLVMValueRef urow = row_ptr(c, u, r.l.i);
+    Loop r = for_begin(cg, rows_of(c, u));
+    LLVMValueRef urow = row_ptr(c, u, r.i);
     Loop i = loop_begin(cg, ci64(cg, cnt));
     store(cg, fadd(cg, load(cg, gp, i.i), load(cg, urow, i.i)), gp, i.i);
     loop_end(cg, &i);
-    range_end(c, &r);
+    for_end(cg, &r);
     return;
   }
   int v = n->in[1];
@@ -402,15 +378,15 @@ static void emit_acc(BC *c, int id) {
   }
   LLVMValueRef g0 = fptr(cg, gp, ci64(cg, k0));
   if (c->isint[v]) { /* a one-hot v: column v[r] of the gradient gets u[r] */
-    Range r = range_begin(c, rows_of(c, u));
-    LLVMValueRef idx = load_i64(c, c->ptr[v], r.l.i);
-    LLVMValueRef urow = row_ptr(c, u, r.l.i);
+    Loop r = for_begin(cg, rows_of(c, u));
+    LLVMValueRef idx = load_i64(c, c->ptr[v], r.i);
+    LLVMValueRef urow = row_ptr(c, u, r.i);
     LLVMValueRef col = fptr(cg, g0, idx);
     Loop m = loop_begin(cg, ci64(cg, M));
     LLVMValueRef at = LLVMBuildMul(cg->b, m.i, ci64(cg, ldw), "");
     store(cg, fadd(cg, load(cg, col, at), load(cg, urow, m.i)), col, at);
     loop_end(cg, &m);
-    range_end(c, &r);
+    for_end(cg, &r);
     return;
   }
   bgemm(c, c->ptr[u], 1, c->ld[u], c->ptr[v], c->ld[v], g0, ldw, ci64(cg, M), rows_of(c, u),
@@ -906,7 +882,8 @@ int codegen_batch(const Graph *g, LLVMModuleRef mod, const char *name, const Cod
                   KernelAbi *abi, Err *e) {
   BC c = {.g = g, .opt = opt, .e = e, .group_serial = 1};
   Cg *cg = &c.cg;
-  cg_init(cg, mod, opt ? opt->simd : (Simd){0});
+  assert(opt && opt->simd.lanes >= 1 && "kernel_emit gives the target's vectors");
+  cg_init(cg, mod, opt->simd);
   size_t nn = (size_t)g->nnodes;
   c.kind = xcalloc(nn, sizeof *c.kind);
   c.isint = xcalloc(nn, sizeof *c.isint);
