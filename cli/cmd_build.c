@@ -15,28 +15,34 @@
 
 const char build_usage[] =
     "usage: rnnc build GRAPH CKPT -o DIR/NAME.o [--prefix P] [--target TRIPLE] [--cpu CPU]\n"
+    "       rnnc build [--target TRIPLE] --cpu help\n"
     "\n"
     "Compiles GRAPH's inference kernel with CKPT's weights baked in (read-only\n"
     "data) into a relocatable object DIR/NAME.o, and writes the C header\n"
-    "DIR/NAME.h beside it. The object needs nothing but libc and libm (no LLVM,\n"
-    "no rnnc library) and defines, for prefix P:\n"
+    "DIR/NAME.h beside it. The object needs nothing from the C library but\n"
+    "memcpy, memmove and memset (no libm, no heap, no LLVM, no rnnc library)\n"
+    "and defines, for prefix P:\n"
     "\n"
     "  int P_forward(const int32_t *chars, int32_t len, float *logits);\n"
     "  int P_predict(const char *ascii_name, float *probs);\n"
     "  extern const char *const P_labels[P_NUM_CLASSES];   (CKPT's label list)\n"
     "\n"
-    "and the header P_NUM_CLASSES, P_VOCAB, P_VOCAB_SIZE, P_MAX_LEN. A random\n"
-    "initial state (noise) is zeros in the object, so results are deterministic.\n"
-    "See docs/aot.md.\n"
+    "and the header P_NUM_CLASSES, P_VOCAB, P_VOCAB_SIZE, P_MAX_LEN, and the\n"
+    "stack and sizes it needs. A random initial state (noise) is zeros in the\n"
+    "object, so results are deterministic. See docs/aot.md.\n"
     "\n"
     "  -o, --output DIR/NAME.o   the object to write (NAME.h goes beside it)\n"
     "  --prefix P                symbol prefix, a C identifier (default: NAME)\n"
     "  --target TRIPLE           target triple (default: the host's, e.g.\n"
-    "                            x86_64-pc-linux-gnu); this build has x86 only\n"
-    "  --cpu CPU                 generic: runs on any x86-64; host: this machine's\n"
-    "                            CPU and features (default); or an LLVM CPU name\n"
-    "                            such as znver3 or skylake-avx512\n"
-    "  -h, --help                this help\n";
+    "                            x86_64-pc-linux-gnu); see the list below\n"
+    "  --cpu CPU                 host: this machine's CPU and all its features\n"
+    "                            (the default for the host's architecture);\n"
+    "                            generic: the target's baseline (the default for\n"
+    "                            other targets); or a CPU name such as znver3,\n"
+    "                            cortex-a76, sifive-u74 or cortex-m7. --cpu help\n"
+    "                            lists the target's CPUs\n"
+    "  -h, --help                this help\n"
+    "\n";
 
 /* A file written next to its destination, renamed into place by commit. */
 typedef struct Pending {
@@ -105,6 +111,14 @@ static char *object_stem(const char *path) {
   return len ? xstrndup(base, len) : NULL;
 }
 
+void build_help(FILE *f) {
+  Buf b = {0};
+  target_help(&b);
+  fputs(build_usage, f);
+  fputs(b.data, f);
+  buf_free(&b);
+}
+
 int cmd_build(int argc, char **argv) {
   const char *out = NULL, *prefix = NULL, *triple = NULL, *cpu = NULL;
   static const struct option opts[] = {{"output", required_argument, 0, 'o'},
@@ -134,11 +148,20 @@ int cmd_build(int argc, char **argv) {
       cpu = optarg;
       break;
     case 'h':
-      fputs(build_usage, stdout);
+      build_help(stdout);
       return EXIT_OK;
     default:
       return cli_usage_error("build", "bad option");
     }
+  }
+  Err e;
+  if (cpu && !strcmp(cpu, "help")) {
+    Buf b = {0};
+    if (target_cpus(triple, &b, &e))
+      return cli_usage_error("build", "--cpu help: %s", e.msg);
+    fputs(b.data, stdout);
+    buf_free(&b);
+    return EXIT_OK;
   }
   if (argc - optind < 2)
     return cli_usage_error("build", "wants GRAPH and CKPT");
@@ -149,8 +172,8 @@ int cmd_build(int argc, char **argv) {
   char *stem = object_stem(out);
   if (!stem)
     return cli_usage_error("build", "-o wants a path ending in NAME.o, not '%s'", out);
-  Err e;
-  if (obj_check_cpu(cpu, &e)) {
+  TargetChoice tc;
+  if (target_choose(triple, cpu, &tc, &e)) {
     free(stem);
     return cli_usage_error("build", "--cpu: %s", e.msg);
   }

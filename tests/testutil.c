@@ -6,6 +6,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "checkpoint.h"
+#include "safetensors.h"
 #include "util.h"
 
 char *src_path(const char *rel) {
@@ -26,7 +28,7 @@ void write_text(const char *path, const char *text) {
   assert_int_equal(fclose(f), 0);
 }
 
-static char *slurp(const char *path) {
+static char *slurp_or_empty(const char *path) {
   Err e;
   char *s = read_file(path, NULL, &e);
   return s ? s : xstrdup("");
@@ -58,9 +60,9 @@ int run_rnnc_in(const char *const *argv, const char *in, char **out, char **err)
   int status;
   assert_int_equal(waitpid(pid, &status, 0), pid);
   if (out)
-    *out = slurp(o);
+    *out = slurp_or_empty(o);
   if (err)
-    *err = slurp(e);
+    *err = slurp_or_empty(e);
   unlink(o);
   unlink(e);
   free(o);
@@ -83,4 +85,89 @@ char *rnnc_expect(int want_status, const char *const *argv) {
 void assert_contains(const char *text, const char *fragment) {
   if (!strstr(text, fragment))
     fail_msg("output does not contain \"%s\":\n%s", fragment, text);
+}
+
+int sh(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  char cmd[8192];
+  int n = vsnprintf(cmd, sizeof cmd, fmt, ap);
+  va_end(ap);
+  assert_true(n > 0 && (size_t)n < sizeof cmd);
+  int st = system(cmd);
+  return st == -1 || !WIFEXITED(st) ? -1 : WEXITSTATUS(st);
+}
+
+char *read_text(const char *path) {
+  Err e;
+  char *s = read_file(path, NULL, &e);
+  if (!s)
+    fail_msg("%s", e.msg);
+  return s;
+}
+
+NameList name_list_load(const char *ckpt, bool edge_cases) {
+  StFile golden;
+  Err e;
+  char *path = src_path(ckpt);
+  if (st_load(&golden, path, &e))
+    fail_msg("%s", e.msg);
+  free(path);
+  NameList ns = {0};
+  const char *list = st_meta(&golden, "names");
+  assert_non_null(list);
+  static const char *const extra[] = {
+      "a", "Z", "O'Neill", "Smith-Jones", "de la Cruz", "St. John", "x:y;z,",
+      "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,:;-'",
+      "Wolfeschlegelsteinhausenbergerdorffwelchevoralternwarengewissenhaft"};
+  ns.s = xcalloc(64, sizeof *ns.s);
+  for (const char *p = list;;) {
+    const char *end = strchr(p, '\n');
+    ns.s[ns.n++] = end ? xstrndup(p, (size_t)(end - p)) : xstrdup(p);
+    if (!end)
+      break;
+    p = end + 1;
+  }
+  ns.ngolden = ns.n;
+  for (size_t i = 0; edge_cases && i < ARRAY_LEN(extra); i++)
+    /* the last is cut to 64 (xstrndup copies n bytes, whatever the length) */
+    ns.s[ns.n++] = xstrndup(extra[i], strnlen(extra[i], OBJ_MAX_LEN));
+  st_free(&golden);
+  return ns;
+}
+
+void name_list_free(NameList *ns) {
+  for (int i = 0; i < ns->n; i++)
+    free(ns->s[i]);
+  free(ns->s);
+}
+
+float *jit_logits(const char *graph, const char *ckpt, const NameList *ns, int *classes) {
+  Model m;
+  Err e;
+  ModelOptions mo = {.no_train = true};
+  char **labels = NULL;
+  int nlabels = 0;
+  if (model_compile(&m, graph, &mo, &e) || ckpt_load(&m, ckpt, false, &labels, &nlabels, &e))
+    fail_msg("%s", e.msg);
+  for (int i = 0; i < nlabels; i++)
+    free(labels[i]);
+  free(labels);
+  int C = *classes = model_classes(&m);
+  model_reserve(&m, OBJ_MAX_LEN);
+  float *zeros = xcalloc(m.fwd_abi.noise + 1, sizeof *zeros);
+  int32_t chars[OBJ_MAX_LEN];
+  float *out = xmalloc((size_t)ns->n * (size_t)C * sizeof *out);
+  for (int i = 0; i < ns->n; i++) {
+    int len = (int)strlen(ns->s[i]);
+    for (int t = 0; t < len; t++) {
+      chars[t] = vocab_index((unsigned char)ns->s[i][t]);
+      assert_true(chars[t] >= 0);
+    }
+    m.fwd_fn(m.state, chars, len, 0, zeros, m.ws[0].scratch, m.tmax, 0, m.ws[0].out);
+    memcpy(out + (size_t)i * C, m.ws[0].out, (size_t)C * sizeof *out);
+  }
+  free(zeros);
+  model_free(&m);
+  return out;
 }

@@ -4,6 +4,7 @@
 
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -27,5 +28,24 @@ int run_rnnc_in(const char *const *argv, const char *in, char **out, char **err)
 char *rnnc_expect(int want_status, const char *const *argv);
 /* Fails the test unless text contains fragment. */
 void assert_contains(const char *text, const char *fragment);
+/* Runs a shell command (formatted); its exit status, or -1. */
+int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* A whole file (malloc'd); fails the test when it cannot be read. */
+char *read_text(const char *path);
+
+/* The names the AOT tests run: PyTorch's golden names of ckpt (a path
+ * relative to the repository, e.g. tests/golden/gru_seed42.safetensors:
+ * s[0..ngolden)), then, with edge_cases, one character, every character of
+ * the vocabulary, the longest name an object takes, and a few more. */
+typedef struct NameList {
+  char **s;
+  int n, ngolden;
+} NameList;
+NameList name_list_load(const char *ckpt, bool edge_cases);
+void name_list_free(NameList *ns);
+/* The JIT's logits (n, classes) for every name: the forward kernel of
+ * graph with ckpt's weights and a zero noise buffer, which is what an
+ * object of rnnc build computes for a random initial state. */
+float *jit_logits(const char *graph, const char *ckpt, const NameList *ns, int *classes);
 
 #endif

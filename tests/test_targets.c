@@ -1,0 +1,280 @@
+/* test_targets.c: rnnc build for the targets other than the host, each run
+ * where it runs:
+ *   aarch64-linux-gnu, riscv64-linux-gnu: linked with Debian's cross gcc,
+ *     run under qemu-user;
+ *   thumbv7em-none-eabihf: linked with arm-none-eabi-gcc and newlib
+ *     (examples/cortex-m: startup code and the memory map of QEMU's
+ *     mps2-an386 board), run on that emulated Cortex-M4F through
+ *     semihosting.
+ * For each target and both graphs (the golden checkpoints), the object is
+ * linked with tests/targets/driver.c, whose output (the logits' bits) must
+ * equal the host JIT's logits within 1e-5, P_predict must agree with
+ * P_forward, bad inputs must give their error codes, and the header must
+ * compile as C99 and as C++ with the target's compilers. The object may
+ * need nothing from the C library but memcpy, memmove and memset.
+ *
+ * The tools come from Debian (sh scripts/install-deps --test); a missing
+ * one fails the test with the package to install. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "testutil.h"
+#include "util.h"
+
+typedef struct Target {
+  const char *name, *triple;
+  const char *cc, *cxx, *cc_package; /* compilers, and the Debian packages with them */
+  const char *flags;                 /* to compile and link a program */
+  const char *run, *run_package;     /* the command that runs it, before the program */
+  const char *nm;                    /* lists an object's undefined symbols */
+} Target;
+
+static Target aarch64 = {"aarch64", "aarch64-linux-gnu", "aarch64-linux-gnu-gcc",
+                         "aarch64-linux-gnu-g++", "gcc-aarch64-linux-gnu g++-aarch64-linux-gnu",
+                         "", "qemu-aarch64 -L /usr/aarch64-linux-gnu", "qemu-user",
+                         "aarch64-linux-gnu-nm -u"};
+static Target riscv64 = {"riscv64", "riscv64-linux-gnu", "riscv64-linux-gnu-gcc",
+                         "riscv64-linux-gnu-g++", "gcc-riscv64-linux-gnu g++-riscv64-linux-gnu",
+                         "", "qemu-riscv64 -L /usr/riscv64-linux-gnu", "qemu-user",
+                         "riscv64-linux-gnu-nm -u"};
+static Target cortex_m4 = {"cortex-m4", "thumbv7em-none-eabihf", "arm-none-eabi-gcc",
+                           "arm-none-eabi-g++", "gcc-arm-none-eabi libnewlib-arm-none-eabi",
+                           NULL /* set up with the paths of examples/cortex-m */,
+                           "qemu-system-arm -M mps2-an386 -cpu cortex-m4 -nographic -monitor none "
+                           "-serial none -semihosting-config enable=on,target=native -kernel",
+                           "qemu-system-arm", "arm-none-eabi-nm -u"};
+
+typedef struct Model {
+  const char *graph, *ckpt, *prefix;
+} Model;
+
+static const Model models[] = {
+    {"graphs/gru.nn", "tests/golden/gru_seed42.safetensors", "gru"},
+    {"graphs/rnn.nn", "tests/golden/rnn_seed42.safetensors", "names_rnn"},
+};
+
+static char *workdir, *root;
+
+/* Fails unless the first word of cmd is a program on PATH. */
+static void need(const char *cmd, const char *package) {
+  size_t n = strcspn(cmd, " ");
+  if (sh("command -v '%.*s' >/dev/null 2>&1", (int)n, cmd))
+    fail_msg("'%.*s' is not installed: it is in the Debian package %s (sh scripts/install-deps "
+             "--test installs every tool the tests use)",
+             (int)n, cmd, package);
+}
+
+/* names.h for driver.c: the names as a C array. */
+static void write_names(const NameList *ns) {
+  Buf b = {0};
+  buf_printf(&b, "static const char *const names[] = {\n");
+  for (int i = 0; i < ns->n; i++) {
+    buf_printf(&b, "    \"");
+    for (const char *p = ns->s[i]; *p; p++)
+      buf_printf(&b, *p == '"' || *p == '\\' ? "\\%c" : "%c", *p);
+    buf_printf(&b, "\",\n");
+  }
+  buf_printf(&b, "};\n");
+  char *path = xasprintf("%s/names.h", workdir);
+  write_text(path, b.data);
+  free(path);
+  buf_free(&b);
+}
+
+static int setup(void **state) {
+  (void)state;
+  const char *tmp = getenv("RNNC_TMP_DIR");
+  workdir = xasprintf("%s/targets.%d", tmp ? tmp : "/tmp", (int)getpid());
+  root = src_path(".");
+  cortex_m4.flags = xasprintf("-mcpu=cortex-m4 -mthumb -mfloat-abi=hard -mfpu=fpv4-sp-d16 "
+                              "--specs=rdimon.specs -nostartfiles -Wl,-z,noexecstack "
+                              "-T '%s/examples/cortex-m/mps2-an386.ld' "
+                              "'%s/examples/cortex-m/startup.c'",
+                              root, root);
+  return mkdir(workdir, 0777);
+}
+
+static int teardown(void **state) {
+  (void)state;
+  sh("rm -rf '%s'", workdir);
+  free(workdir);
+  free(root);
+  free((char *)cortex_m4.flags);
+  return 0;
+}
+
+/* The driver's line for each name: status, class, logits, probabilities. */
+static void parse_run(const char *text, const NameList *ns, int C, int *rc, int *cls, float *logits,
+                      float *probs) {
+  const char *p = text;
+  for (int i = 0; i < ns->n; i++) {
+    char *end;
+    rc[i] = (int)strtol(p, &end, 10);
+    cls[i] = (int)strtol(end, &end, 10);
+    for (int k = 0; k < 2 * C; k++) {
+      uint32_t u = (uint32_t)strtoul(end, &end, 16);
+      float f;
+      memcpy(&f, &u, sizeof f);
+      (k < C ? logits : probs)[(size_t)i * C + k % C] = f;
+    }
+    if (*end != '\n')
+      fail_msg("unexpected output for name %d (%s):\n%s", i, ns->s[i], text);
+    p = end + 1;
+  }
+  const char *want_bad = "forward len 0: 1\n"
+                         "forward len -1: 1\n"
+                         "forward len max+1: 1\n"
+                         "forward index 59: 2\n"
+                         "forward index -1: 2\n"
+                         "logits untouched: 1\n"
+                         "forward len max: 0\n"
+                         "predict \"\": -1\n"
+                         "predict a/b: -1\n"
+                         "predict NULL: -1\n"
+                         "predict non-ASCII: -1\n"
+                         "predict max length: 1\n"
+                         "predict max length+1: -1\n"
+                         "labels: Arabic Vietnamese\n"
+                         "done\n";
+  assert_string_equal(p, want_bad);
+}
+
+/* The logits of a target's object against the JIT's: within 1e-5 (max
+ * |diff| / max(1, |jit|)); P_predict's class is their argmax and its
+ * probabilities their softmax (within 1e-6 of double precision). */
+static void compare(const char *target, const Model *m, const NameList *ns, const char *text) {
+  int C;
+  float *jit = jit_logits(m->graph, m->ckpt, ns, &C);
+  size_t nl = (size_t)ns->n * C;
+  int *rc = xcalloc((size_t)ns->n, sizeof *rc), *cls = xcalloc((size_t)ns->n, sizeof *cls);
+  float *aot = xcalloc(nl, sizeof *aot), *probs = xcalloc(nl, sizeof *probs);
+  parse_run(text, ns, C, rc, cls, aot, probs);
+  double worst = 0, worst_p = 0;
+  int same = 0;
+  for (int i = 0; i < ns->n; i++) {
+    assert_int_equal(rc[i], 0);
+    const float *a = aot + (size_t)i * C, *j = jit + (size_t)i * C, *p = probs + (size_t)i * C;
+    int best = 0;
+    double sum = 0;
+    for (int k = 0; k < C; k++) {
+      best = a[k] > a[best] ? k : best;
+      worst = fmax(worst, fabs((double)a[k] - j[k]) / fmax(1, fabs(j[k])));
+      same += !memcmp(&a[k], &j[k], sizeof(float));
+    }
+    assert_int_equal(cls[i], best);
+    for (int k = 0; k < C; k++)
+      sum += exp((double)a[k] - a[best]);
+    for (int k = 0; k < C; k++)
+      worst_p = fmax(worst_p, fabs(p[k] - exp((double)a[k] - a[best]) / sum));
+  }
+  print_message("%s %s: %d names, %d of %d logits bit-identical to the JIT's, max relative "
+                "difference %.3g; probabilities within %.3g of a double softmax\n",
+                target, m->prefix, ns->n, same, (int)nl, worst, worst_p);
+  if (worst > 1e-5)
+    fail_msg("%s %s: logits differ from the JIT's by %g", target, m->prefix, worst);
+  if (worst_p > 1e-6)
+    fail_msg("%s %s: probabilities differ from the softmax by %g", target, m->prefix, worst_p);
+  free(jit);
+  free(rc);
+  free(cls);
+  free(aot);
+  free(probs);
+}
+
+/* nm -u lists only the block operations LLVM may emit: memcpy, memmove,
+ * memset, or on ARM EABI targets their run-time ABI names (__aeabi_memcpy4,
+ * __aeabi_memclr8, ...), which every ARM C library has too. */
+static bool block_op(const char *sym) {
+  if (!strncmp(sym, "__aeabi_mem", 11))
+    sym += 8; /* "memcpy4", "memclr8", ... */
+  return !strncmp(sym, "memcpy", 6) || !strncmp(sym, "memmove", 7) || !strncmp(sym, "memset", 6) ||
+         !strncmp(sym, "memclr", 6);
+}
+
+static void check_undefined(const Target *t, const char *obj) {
+  char *out = xasprintf("%s/nm.txt", workdir);
+  if (sh("%s '%s' > '%s'", t->nm, obj, out))
+    fail_msg("%s %s failed", t->nm, obj);
+  char *text = read_text(out);
+  for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+    char *sym = strrchr(line, ' ');
+    sym = sym ? sym + 1 : line;
+    if (!block_op(sym))
+      fail_msg("%s needs '%s', which is not memcpy, memmove or memset", obj, sym);
+  }
+  free(text);
+  free(out);
+}
+
+/* For each graph: build, check the header as C99 and C++, link the driver,
+ * run it, compare. */
+static void run_target(const Target *t) {
+  need(t->cc, t->cc_package);
+  need(t->cxx, t->cc_package);
+  need(t->run, t->run_package);
+  need(t->nm, t->cc_package);
+  for (size_t g = 0; g < ARRAY_LEN(models); g++) {
+    const Model *m = &models[g];
+    /* The golden names only: emulated, the gru takes about 30 ms a character
+     * on aarch64 (max-length names still run, in the driver's bad inputs). */
+    NameList ns = name_list_load(m->ckpt, false);
+    write_names(&ns);
+    char *obj = xasprintf("%s/%s_%s.o", workdir, t->name, m->prefix);
+    char *hdr = xasprintf("%s/%s_%s.h", workdir, t->name, m->prefix);
+    char *exe = xasprintf("%s/%s_%s", workdir, t->name, m->prefix);
+    char *out = xasprintf("%s/%s_%s.out", workdir, t->name, m->prefix);
+    const char *argv[] = {"build", m->graph, m->ckpt, "-o", obj, "--prefix", m->prefix,
+                          "--target", t->triple, NULL};
+    free(rnnc_expect(0, argv));
+    check_undefined(t, obj);
+    static const char *const check[] = {"-std=c99 -x c", "-x c++"};
+    for (int k = 0; k < 2; k++)
+      if (sh("%s %s -Wall -Wextra -pedantic -Werror -fsyntax-only -DP=%s -include '%s' "
+             "-include '%s' '%s/tests/targets/header_check.c'",
+             k ? t->cxx : t->cc, check[k], m->prefix, hdr, hdr, root))
+        fail_msg("%s does not compile with %s %s", hdr, k ? t->cxx : t->cc, check[k]);
+    if (sh("%s -std=c99 -O2 -Wall -Wextra -pedantic -Werror %s -DP=%s -include '%s' -I '%s' "
+           "'%s/tests/targets/driver.c' '%s' -o '%s'",
+           t->cc, t->flags, m->prefix, hdr, workdir, root, obj, exe))
+      fail_msg("linking %s with %s failed", obj, t->cc);
+    int st = sh("timeout 600 %s '%s' > '%s'", t->run, exe, out);
+    char *text = read_text(out);
+    if (st)
+      fail_msg("%s %s exited with %d:\n%s", t->run, exe, st, text);
+    compare(t->name, m, &ns, text);
+    free(text);
+    name_list_free(&ns);
+    free(obj);
+    free(hdr);
+    free(exe);
+    free(out);
+  }
+}
+
+static void test_aarch64(void **state) {
+  (void)state;
+  run_target(&aarch64);
+}
+
+static void test_riscv64(void **state) {
+  (void)state;
+  run_target(&riscv64);
+}
+
+static void test_cortex_m4(void **state) {
+  (void)state;
+  run_target(&cortex_m4);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_aarch64),
+      cmocka_unit_test(test_riscv64),
+      cmocka_unit_test(test_cortex_m4),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
