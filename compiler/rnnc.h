@@ -495,6 +495,12 @@ int obj_emit(const Graph *g, const ObjOptions *o, Buf *object, ObjInfo *info, Er
  * comment). */
 void obj_header(const Graph *g, const ObjOptions *o, const ObjInfo *info, const char *object_name,
                 Buf *out);
+/* The JavaScript (ES) module that loads a WebAssembly module linked from
+ * that object (wasm_name: its file name, beside the JS module) and wraps
+ * its exports: labels, vocab, maxLen and load(), which gives predict(name)
+ * and forward(indices). */
+void obj_js_module(const Graph *g, const ObjOptions *o, const ObjInfo *info,
+                   const char *wasm_name, Buf *out);
 
 /* -------------------------------------------------------------- compile.c */
 

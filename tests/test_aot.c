@@ -485,6 +485,9 @@ static void test_cli(void **state) {
   expect_in(run(2, (const char *const[]){"build", G, K, "x", "-o", o, NULL}), "'x'");
   expect_in(run(2, (const char *const[]){"build", G, K, NULL}), "wants -o");
   expect_in(run(2, (const char *const[]){"build", G, K, "-o", "model.obj", NULL}), "NAME.o");
+  expect_in(run(2, (const char *const[]){"build", G, K, "-o", "dir/m.wasm", "--target",
+                                         "aarch64-linux-gnu", NULL}),
+            "a .wasm module is for --target wasm32");
   expect_in(run(2, (const char *const[]){"build", G, K, "-o", "dir/my-model.o", NULL}),
             "--prefix");
   expect_in(run(2, (const char *const[]){"build", G, K, "-o", o, "--prefix", "9lives", NULL}),

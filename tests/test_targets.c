@@ -6,6 +6,8 @@
  *     (examples/cortex-m: startup code and the memory map of QEMU's
  *     mps2-an386 board), run on that emulated Cortex-M4F through
  *     semihosting.
+ *   wasm32: a module (-o NAME.wasm) with no imports, run under node through
+ *     its JavaScript wrapper (tests/targets/run_wasm.mjs).
  * For each target and both graphs (the golden checkpoints), the object is
  * linked with tests/targets/driver.c, whose output (the logits' bits) must
  * equal the host JIT's logits within 1e-5, P_predict must agree with
@@ -68,21 +70,33 @@ static void need(const char *cmd, const char *package) {
              (int)n, cmd, package);
 }
 
-/* names.h for driver.c: the names as a C array. */
+/* The names as a C array (names.h for driver.c) and as a JSON array
+ * (names.json for run_wasm.mjs); they are ASCII. */
 static void write_names(const NameList *ns) {
-  Buf b = {0};
-  buf_printf(&b, "static const char *const names[] = {\n");
+  Buf c = {0}, json = {0};
+  buf_printf(&c, "static const char *const names[] = {\n");
+  buf_printf(&json, "[");
   for (int i = 0; i < ns->n; i++) {
-    buf_printf(&b, "    \"");
-    for (const char *p = ns->s[i]; *p; p++)
-      buf_printf(&b, *p == '"' || *p == '\\' ? "\\%c" : "%c", *p);
-    buf_printf(&b, "\",\n");
+    buf_printf(&c, "    \"");
+    buf_printf(&json, "%s\"", i ? ", " : "");
+    for (const char *p = ns->s[i]; *p; p++) {
+      const char *fmt = *p == '"' || *p == '\\' ? "\\%c" : "%c";
+      buf_printf(&c, fmt, *p);
+      buf_printf(&json, fmt, *p);
+    }
+    buf_printf(&c, "\",\n");
+    buf_printf(&json, "\"");
   }
-  buf_printf(&b, "};\n");
+  buf_printf(&c, "};\n");
+  buf_printf(&json, "]\n");
   char *path = xasprintf("%s/names.h", workdir);
-  write_text(path, b.data);
+  write_text(path, c.data);
   free(path);
-  buf_free(&b);
+  path = xasprintf("%s/names.json", workdir);
+  write_text(path, json.data);
+  free(path);
+  buf_free(&c);
+  buf_free(&json);
 }
 
 static int setup(void **state) {
@@ -107,9 +121,46 @@ static int teardown(void **state) {
   return 0;
 }
 
-/* The driver's line for each name: status, class, logits, probabilities. */
-static void parse_run(const char *text, const NameList *ns, int C, int *rc, int *cls, float *logits,
-                      float *probs) {
+/* What driver.c prints after the names: the results of bad inputs. */
+static const char driver_tail[] = "forward len 0: 1\n"
+                                  "forward len -1: 1\n"
+                                  "forward len max+1: 1\n"
+                                  "forward index 59: 2\n"
+                                  "forward index -1: 2\n"
+                                  "logits untouched: 1\n"
+                                  "forward len max: 0\n"
+                                  "predict \"\": -1\n"
+                                  "predict a/b: -1\n"
+                                  "predict NULL: -1\n"
+                                  "predict non-ASCII: -1\n"
+                                  "predict max length: 1\n"
+                                  "predict max length+1: -1\n"
+                                  "labels: Arabic Vietnamese\n"
+                                  "done\n";
+
+/* And run_wasm.mjs, for the JavaScript wrapper's checks. */
+static const char wasm_tail[] = "forward []: RangeError\n"
+                                "forward maxLen+1: RangeError\n"
+                                "forward index 59: RangeError\n"
+                                "forward index -1: RangeError\n"
+                                "forward index 1.5: RangeError\n"
+                                "forward index '1': RangeError\n"
+                                "forward maxLen: 18\n"
+                                "predict '': null\n"
+                                "predict 'a/b': null\n"
+                                "predict 'Jos\xc3\xa9': null\n"
+                                "predict 'a\\0b': null\n"
+                                "predict undefined: null\n"
+                                "predict maxLen: true\n"
+                                "predict maxLen+1: null\n"
+                                "predict 100 KB: null\n"
+                                "labels: Arabic Vietnamese\n"
+                                "done\n";
+
+/* The driver's line for each name (status, class, logits, probabilities),
+ * then tail. */
+static void parse_run(const char *text, const NameList *ns, int C, int *rc, int *cls,
+                      float *logits, float *probs, const char *tail) {
   const char *p = text;
   for (int i = 0; i < ns->n; i++) {
     char *end;
@@ -125,34 +176,20 @@ static void parse_run(const char *text, const NameList *ns, int C, int *rc, int 
       fail_msg("unexpected output for name %d (%s):\n%s", i, ns->s[i], text);
     p = end + 1;
   }
-  const char *want_bad = "forward len 0: 1\n"
-                         "forward len -1: 1\n"
-                         "forward len max+1: 1\n"
-                         "forward index 59: 2\n"
-                         "forward index -1: 2\n"
-                         "logits untouched: 1\n"
-                         "forward len max: 0\n"
-                         "predict \"\": -1\n"
-                         "predict a/b: -1\n"
-                         "predict NULL: -1\n"
-                         "predict non-ASCII: -1\n"
-                         "predict max length: 1\n"
-                         "predict max length+1: -1\n"
-                         "labels: Arabic Vietnamese\n"
-                         "done\n";
-  assert_string_equal(p, want_bad);
+  assert_string_equal(p, tail);
 }
 
 /* The logits of a target's object against the JIT's: within 1e-5 (max
  * |diff| / max(1, |jit|)); P_predict's class is their argmax and its
  * probabilities their softmax (within 1e-6 of double precision). */
-static void compare(const char *target, const Model *m, const NameList *ns, const char *text) {
+static void compare(const char *target, const Model *m, const NameList *ns, const char *text,
+                    const char *tail) {
   int C;
   float *jit = jit_logits(m->graph, m->ckpt, ns, &C);
   size_t nl = (size_t)ns->n * C;
   int *rc = xcalloc((size_t)ns->n, sizeof *rc), *cls = xcalloc((size_t)ns->n, sizeof *cls);
   float *aot = xcalloc(nl, sizeof *aot), *probs = xcalloc(nl, sizeof *probs);
-  parse_run(text, ns, C, rc, cls, aot, probs);
+  parse_run(text, ns, C, rc, cls, aot, probs, tail);
   double worst = 0, worst_p = 0;
   int same = 0;
   for (int i = 0; i < ns->n; i++) {
@@ -245,12 +282,59 @@ static void run_target(const Target *t) {
     char *text = read_text(out);
     if (st)
       fail_msg("%s %s exited with %d:\n%s", t->run, exe, st, text);
-    compare(t->name, m, &ns, text);
+    compare(t->name, m, &ns, text, driver_tail);
     free(text);
     name_list_free(&ns);
     free(obj);
     free(hdr);
     free(exe);
+    free(out);
+  }
+}
+
+/* wasm32: the module of -o NAME.wasm has no imports and, through its
+ * JavaScript wrapper under node, computes the JIT's logits; the header of
+ * an object for wasm32 (-o NAME.o) compiles with clang for wasm32. */
+static void test_wasm32(void **state) {
+  (void)state;
+  need("node", "nodejs");
+  need("wasm-ld-19", "lld-19");
+  need("clang-19", "clang-19");
+  for (size_t g = 0; g < ARRAY_LEN(models); g++) {
+    const Model *m = &models[g];
+    NameList ns = name_list_load(m->ckpt, false);
+    write_names(&ns);
+    char *wasm = xasprintf("%s/%s.wasm", workdir, m->prefix);
+    char *js = xasprintf("%s/%s.mjs", workdir, m->prefix);
+    char *obj = xasprintf("%s/%s_wasm.o", workdir, m->prefix);
+    char *hdr = xasprintf("%s/%s_wasm.h", workdir, m->prefix);
+    char *out = xasprintf("%s/%s_wasm.out", workdir, m->prefix);
+    free(rnnc_expect(0, (const char *const[]){"build", m->graph, m->ckpt, "-o", wasm, "--prefix",
+                                              m->prefix, NULL}));
+    int st = sh("node '%s/tests/targets/run_wasm.mjs' '%s' '%s/names.json' > '%s' 2>&1", root, js,
+                workdir, out);
+    char *text = read_text(out);
+    if (st)
+      fail_msg("node run_wasm.mjs %s exited with %d:\n%s", js, st, text);
+    const char *imports = "imports: 0\n";
+    if (strncmp(text, imports, strlen(imports)))
+      fail_msg("%s has imports (it must have none):\n%s", wasm, text);
+    compare("wasm32", m, &ns, text + strlen(imports), wasm_tail);
+    free(text);
+
+    free(rnnc_expect(0, (const char *const[]){"build", m->graph, m->ckpt, "-o", obj, "--prefix",
+                                              m->prefix, "--target", "wasm32", NULL}));
+    static const char *const check[] = {"-std=c99 -x c", "-x c++"};
+    for (int k = 0; k < 2; k++)
+      if (sh("clang-19 --target=wasm32 %s -Wall -Wextra -pedantic -Werror -fsyntax-only -DP=%s "
+             "-include '%s' -include '%s' '%s/tests/targets/header_check.c'",
+             check[k], m->prefix, hdr, hdr, root))
+        fail_msg("%s does not compile with clang-19 --target=wasm32 %s", hdr, check[k]);
+    name_list_free(&ns);
+    free(wasm);
+    free(js);
+    free(obj);
+    free(hdr);
     free(out);
   }
 }
@@ -275,6 +359,7 @@ int main(void) {
       cmocka_unit_test(test_aarch64),
       cmocka_unit_test(test_riscv64),
       cmocka_unit_test(test_cortex_m4),
+      cmocka_unit_test(test_wasm32),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
