@@ -352,6 +352,27 @@ static void test_riscv64(void **state) {
 static void test_cortex_m4(void **state) {
   (void)state;
   run_target(&cortex_m4);
+  /* examples/cortex-m/classify.c as docs/aot.md builds it (with rnn.nn's
+   * golden checkpoint for the model): five names, exit status 0. */
+  char *obj = xasprintf("%s/names.o", workdir), *exe = xasprintf("%s/classify.elf", workdir);
+  char *out = xasprintf("%s/classify.out", workdir);
+  free(rnnc_expect(0, (const char *const[]){"build", models[1].graph, models[1].ckpt, "-o", obj,
+                                            "--prefix", "names", "--target", cortex_m4.triple,
+                                            NULL}));
+  if (sh("%s -O2 -Wall -Wextra -Werror %s -I '%s' '%s/examples/cortex-m/classify.c' '%s' -o '%s'",
+         cortex_m4.cc, cortex_m4.flags, workdir, root, obj, exe))
+    fail_msg("examples/cortex-m/classify.c does not build");
+  int st = sh("timeout 600 %s '%s' > '%s'", cortex_m4.run, exe, out);
+  char *text = read_text(out);
+  int lines = 0;
+  for (const char *p = text; (p = strchr(p, '\n')); p++)
+    lines++;
+  if (st || lines != 5)
+    fail_msg("examples/cortex-m/classify.c: exit %d, output:\n%s", st, text);
+  free(text);
+  free(obj);
+  free(exe);
+  free(out);
 }
 
 int main(void) {
