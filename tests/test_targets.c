@@ -17,7 +17,6 @@
  *
  * The tools come from Debian (sh scripts/install-deps --test); a missing
  * one fails the test with the package to install. */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,35 +69,6 @@ static void need(const char *cmd, const char *package) {
              (int)n, cmd, package);
 }
 
-/* The names as a C array (names.h for driver.c) and as a JSON array
- * (names.json for run_wasm.mjs); they are ASCII. */
-static void write_names(const NameList *ns) {
-  Buf c = {0}, json = {0};
-  buf_printf(&c, "static const char *const names[] = {\n");
-  buf_printf(&json, "[");
-  for (int i = 0; i < ns->n; i++) {
-    buf_printf(&c, "    \"");
-    buf_printf(&json, "%s\"", i ? ", " : "");
-    for (const char *p = ns->s[i]; *p; p++) {
-      const char *fmt = *p == '"' || *p == '\\' ? "\\%c" : "%c";
-      buf_printf(&c, fmt, *p);
-      buf_printf(&json, fmt, *p);
-    }
-    buf_printf(&c, "\",\n");
-    buf_printf(&json, "\"");
-  }
-  buf_printf(&c, "};\n");
-  buf_printf(&json, "]\n");
-  char *path = xasprintf("%s/names.h", workdir);
-  write_text(path, c.data);
-  free(path);
-  path = xasprintf("%s/names.json", workdir);
-  write_text(path, json.data);
-  free(path);
-  buf_free(&c);
-  buf_free(&json);
-}
-
 static int setup(void **state) {
   (void)state;
   const char *tmp = getenv("RNNC_TMP_DIR");
@@ -121,23 +91,6 @@ static int teardown(void **state) {
   return 0;
 }
 
-/* What driver.c prints after the names: the results of bad inputs. */
-static const char driver_tail[] = "forward len 0: 1\n"
-                                  "forward len -1: 1\n"
-                                  "forward len max+1: 1\n"
-                                  "forward index 59: 2\n"
-                                  "forward index -1: 2\n"
-                                  "logits untouched: 1\n"
-                                  "forward len max: 0\n"
-                                  "predict \"\": -1\n"
-                                  "predict a/b: -1\n"
-                                  "predict NULL: -1\n"
-                                  "predict non-ASCII: -1\n"
-                                  "predict max length: 1\n"
-                                  "predict max length+1: -1\n"
-                                  "labels: Arabic Vietnamese\n"
-                                  "done\n";
-
 /* And run_wasm.mjs, for the JavaScript wrapper's checks. */
 static const char wasm_tail[] = "forward []: RangeError\n"
                                 "forward maxLen+1: RangeError\n"
@@ -156,71 +109,6 @@ static const char wasm_tail[] = "forward []: RangeError\n"
                                 "predict 100 KB: null\n"
                                 "labels: Arabic Vietnamese\n"
                                 "done\n";
-
-/* The driver's line for each name (status, class, logits, probabilities),
- * then tail. */
-static void parse_run(const char *text, const NameList *ns, int C, int *rc, int *cls,
-                      float *logits, float *probs, const char *tail) {
-  const char *p = text;
-  for (int i = 0; i < ns->n; i++) {
-    char *end;
-    rc[i] = (int)strtol(p, &end, 10);
-    cls[i] = (int)strtol(end, &end, 10);
-    for (int k = 0; k < 2 * C; k++) {
-      uint32_t u = (uint32_t)strtoul(end, &end, 16);
-      float f;
-      memcpy(&f, &u, sizeof f);
-      (k < C ? logits : probs)[(size_t)i * C + k % C] = f;
-    }
-    if (*end != '\n')
-      fail_msg("unexpected output for name %d (%s):\n%s", i, ns->s[i], text);
-    p = end + 1;
-  }
-  assert_string_equal(p, tail);
-}
-
-/* The logits of a target's object against the JIT's: within 1e-5 (max
- * |diff| / max(1, |jit|)); P_predict's class is their argmax and its
- * probabilities their softmax (within 1e-6 of double precision). */
-static void compare(const char *target, const Model *m, const NameList *ns, const char *text,
-                    const char *tail) {
-  int C;
-  float *jit = jit_logits(m->graph, m->ckpt, ns, &C);
-  size_t nl = (size_t)ns->n * C;
-  int *rc = xcalloc((size_t)ns->n, sizeof *rc), *cls = xcalloc((size_t)ns->n, sizeof *cls);
-  float *aot = xcalloc(nl, sizeof *aot), *probs = xcalloc(nl, sizeof *probs);
-  parse_run(text, ns, C, rc, cls, aot, probs, tail);
-  double worst = 0, worst_p = 0;
-  int same = 0;
-  for (int i = 0; i < ns->n; i++) {
-    assert_int_equal(rc[i], 0);
-    const float *a = aot + (size_t)i * C, *j = jit + (size_t)i * C, *p = probs + (size_t)i * C;
-    int best = 0;
-    double sum = 0;
-    for (int k = 0; k < C; k++) {
-      best = a[k] > a[best] ? k : best;
-      worst = fmax(worst, fabs((double)a[k] - j[k]) / fmax(1, fabs(j[k])));
-      same += !memcmp(&a[k], &j[k], sizeof(float));
-    }
-    assert_int_equal(cls[i], best);
-    for (int k = 0; k < C; k++)
-      sum += exp((double)a[k] - a[best]);
-    for (int k = 0; k < C; k++)
-      worst_p = fmax(worst_p, fabs(p[k] - exp((double)a[k] - a[best]) / sum));
-  }
-  print_message("%s %s: %d names, %d of %d logits bit-identical to the JIT's, max relative "
-                "difference %.3g; probabilities within %.3g of a double softmax\n",
-                target, m->prefix, ns->n, same, (int)nl, worst, worst_p);
-  if (worst > 1e-5)
-    fail_msg("%s %s: logits differ from the JIT's by %g", target, m->prefix, worst);
-  if (worst_p > 1e-6)
-    fail_msg("%s %s: probabilities differ from the softmax by %g", target, m->prefix, worst_p);
-  free(jit);
-  free(rc);
-  free(cls);
-  free(aot);
-  free(probs);
-}
 
 /* nm -u lists only the block operations LLVM may emit: memcpy, memmove,
  * memset, or on ARM EABI targets their run-time ABI names (__aeabi_memcpy4,
@@ -259,7 +147,7 @@ static void run_target(const Target *t) {
     /* The golden names only: emulated, the gru takes about 30 ms a character
      * on aarch64 (max-length names still run, in the driver's bad inputs). */
     NameList ns = name_list_load(m->ckpt, false);
-    write_names(&ns);
+    write_driver_names(workdir, &ns);
     char *obj = xasprintf("%s/%s_%s.o", workdir, t->name, m->prefix);
     char *hdr = xasprintf("%s/%s_%s.h", workdir, t->name, m->prefix);
     char *exe = xasprintf("%s/%s_%s", workdir, t->name, m->prefix);
@@ -282,7 +170,9 @@ static void run_target(const Target *t) {
     char *text = read_text(out);
     if (st)
       fail_msg("%s %s exited with %d:\n%s", t->run, exe, st, text);
-    compare(t->name, m, &ns, text, driver_tail);
+    char *what = xasprintf("%s %s", t->name, m->prefix);
+    check_aot_output(what, m->graph, m->ckpt, &ns, text, &(AotCheck){.tol = 1e-5, .tail = driver_tail});
+    free(what);
     free(text);
     name_list_free(&ns);
     free(obj);
@@ -303,7 +193,7 @@ static void test_wasm32(void **state) {
   for (size_t g = 0; g < ARRAY_LEN(models); g++) {
     const Model *m = &models[g];
     NameList ns = name_list_load(m->ckpt, false);
-    write_names(&ns);
+    write_driver_names(workdir, &ns);
     char *wasm = xasprintf("%s/%s.wasm", workdir, m->prefix);
     char *js = xasprintf("%s/%s.mjs", workdir, m->prefix);
     char *obj = xasprintf("%s/%s_wasm.o", workdir, m->prefix);
@@ -319,7 +209,10 @@ static void test_wasm32(void **state) {
     const char *imports = "imports: 0\n";
     if (strncmp(text, imports, strlen(imports)))
       fail_msg("%s has imports (it must have none):\n%s", wasm, text);
-    compare("wasm32", m, &ns, text + strlen(imports), wasm_tail);
+    char *what = xasprintf("wasm32 %s", m->prefix);
+    check_aot_output(what, m->graph, m->ckpt, &ns, text + strlen(imports),
+                     &(AotCheck){.tol = 1e-5, .tail = wasm_tail});
+    free(what);
     free(text);
 
     free(rnnc_expect(0, (const char *const[]){"build", m->graph, m->ckpt, "-o", obj, "--prefix",

@@ -1,5 +1,6 @@
 #include "testutil.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -170,4 +171,105 @@ float *jit_logits(const char *graph, const char *ckpt, const NameList *ns, int *
   free(zeros);
   model_free(&m);
   return out;
+}
+
+void write_driver_names(const char *dir, const NameList *ns) {
+  Buf c = {0}, json = {0};
+  buf_printf(&c, "static const char *const names[] = {\n");
+  buf_printf(&json, "[");
+  for (int i = 0; i < ns->n; i++) {
+    buf_printf(&c, "    \"");
+    buf_printf(&json, "%s\"", i ? ", " : "");
+    for (const char *p = ns->s[i]; *p; p++) { /* ASCII: escape " and \ */
+      const char *fmt = *p == '"' || *p == '\\' ? "\\%c" : "%c";
+      buf_printf(&c, fmt, *p);
+      buf_printf(&json, fmt, *p);
+    }
+    buf_printf(&c, "\",\n");
+    buf_printf(&json, "\"");
+  }
+  buf_printf(&c, "};\n");
+  buf_printf(&json, "]\n");
+  char *path = xasprintf("%s/names.h", dir);
+  write_text(path, c.data);
+  free(path);
+  path = xasprintf("%s/names.json", dir);
+  write_text(path, json.data);
+  free(path);
+  buf_free(&c);
+  buf_free(&json);
+}
+
+const char driver_tail[] = "forward len 0: 1\n"
+                           "forward len -1: 1\n"
+                           "forward len max+1: 1\n"
+                           "forward index 59: 2\n"
+                           "forward index -1: 2\n"
+                           "logits untouched: 1\n"
+                           "forward len max: 0\n"
+                           "predict \"\": -1\n"
+                           "predict a/b: -1\n"
+                           "predict NULL: -1\n"
+                           "predict non-ASCII: -1\n"
+                           "predict max length: 1\n"
+                           "predict max length+1: -1\n"
+                           "labels: Arabic Vietnamese\n"
+                           "done\n";
+
+void check_aot_output(const char *what, const char *graph, const char *ckpt, const NameList *ns,
+                      const char *text, const AotCheck *c) {
+  int C;
+  float *jit = jit_logits(graph, ckpt, ns, &C);
+  double worst = 0, worst_p = 0, worst_g = 0;
+  int same = 0;
+  const char *p = text;
+  for (int i = 0; i < ns->n; i++) {
+    char *end;
+    int rc = (int)strtol(p, &end, 10), cls = (int)strtol(end, &end, 10);
+    float a[256], pr[256];
+    assert_true(C <= 256);
+    for (int k = 0; k < 2 * C; k++) {
+      uint32_t u = (uint32_t)strtoul(end, &end, 16);
+      memcpy(k < C ? &a[k] : &pr[k - C], &u, sizeof u);
+    }
+    if (rc != 0 || *end != '\n')
+      fail_msg("%s: unexpected output for name %d (%s):\n%s", what, i, ns->s[i], text);
+    p = end + 1;
+    const float *j = jit + (size_t)i * C;
+    int best = 0;
+    double sum = 0;
+    for (int k = 0; k < C; k++) {
+      best = a[k] > a[best] ? k : best;
+      worst = fmax(worst, fabs((double)a[k] - j[k]) / fmax(1, fabs(j[k])));
+      same += !memcmp(&a[k], &j[k], sizeof(float));
+      if (c->golden && i < ns->ngolden)
+        worst_g = fmax(worst_g, fabs((double)a[k] - c->golden[(size_t)i * C + k]));
+    }
+    if (cls != best)
+      fail_msg("%s: P_predict gave class %d for %s, the argmax of P_forward is %d", what, cls,
+               ns->s[i], best);
+    for (int k = 0; k < C; k++)
+      sum += exp((double)a[k] - a[best]);
+    for (int k = 0; k < C; k++)
+      worst_p = fmax(worst_p, fabs(pr[k] - exp((double)a[k] - a[best]) / sum));
+  }
+  int nl = ns->n * C;
+  print_message("%s: %d names, %d of %d logits bit-identical to the JIT's (zero noise), max "
+                "relative difference %.3g; probabilities within %.3g of a double softmax",
+                what, ns->n, same, nl, worst, worst_p);
+  if (c->golden)
+    print_message("; PyTorch's golden logits within %.3g", worst_g);
+  print_message("\n");
+  if (c->exact && same != nl)
+    fail_msg("%s: the same code on the same CPU, but %d of %d logits differ from the JIT's", what,
+             nl - same, nl);
+  if (worst > c->tol)
+    fail_msg("%s: logits differ from the JIT's by %g (relative), more than %g", what, worst,
+             c->tol);
+  if (worst_p > 1e-6)
+    fail_msg("%s: probabilities differ from the softmax by %g", what, worst_p);
+  if (c->golden && worst_g > 1e-4)
+    fail_msg("%s: logits differ from PyTorch's by %g", what, worst_g);
+  assert_string_equal(p, c->tail);
+  free(jit);
 }

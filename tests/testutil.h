@@ -48,4 +48,26 @@ void name_list_free(NameList *ns);
  * object of rnnc build computes for a random initial state. */
 float *jit_logits(const char *graph, const char *ckpt, const NameList *ns, int *classes);
 
+/* tests/targets/driver.c, the program test_aot and test_targets link with
+ * an object of rnnc build. Its names: dir/names.h (a C array) and
+ * dir/names.json (for run_wasm.mjs). */
+void write_driver_names(const char *dir, const NameList *ns);
+/* What driver.c prints after the names: the results of bad inputs. */
+extern const char driver_tail[];
+
+/* Checks a driver's output for graph and ckpt on ns against the JIT's
+ * logits: one line per name (status 0, P_predict's class = the argmax,
+ * the logits within tol relative (of max(1, |x|)) or, with exact, bit for
+ * bit, the probabilities within 1e-6 of a double softmax, the first
+ * ngolden logits within 1e-4 of golden if given), then tail. Prints what
+ * it measured, labelled what. */
+typedef struct AotCheck {
+  double tol;
+  bool exact;
+  const float *golden; /* (ngolden, classes) or NULL */
+  const char *tail;
+} AotCheck;
+void check_aot_output(const char *what, const char *graph, const char *ckpt, const NameList *ns,
+                      const char *text, const AotCheck *c);
+
 #endif
