@@ -4,9 +4,9 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <spawn.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <stdbool.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -18,6 +18,7 @@
 
 const char build_usage[] =
     "usage: rnnc build GRAPH CKPT -o DIR/NAME.o [--prefix P] [--target TRIPLE] [--cpu CPU]\n"
+    "       rnnc build GRAPH CKPT -o DIR/NAME.wasm [--prefix P] [--cpu CPU]\n"
     "       rnnc build [--target TRIPLE] --cpu help\n"
     "\n"
     "Compiles GRAPH's inference kernel with CKPT's weights baked in (read-only\n"
@@ -32,9 +33,13 @@ const char build_usage[] =
     "\n"
     "and the header P_NUM_CLASSES, P_VOCAB, P_VOCAB_SIZE, P_MAX_LEN, and the\n"
     "stack and sizes it needs. A random initial state (noise) is zeros in the\n"
-    "object, so results are deterministic. See docs/aot.md.\n"
+    "object, so results are deterministic. With -o DIR/NAME.wasm, it writes a\n"
+    "WebAssembly module that imports nothing (linked by LLVM's wasm-ld, from\n"
+    "lld-19) and DIR/NAME.mjs, a JavaScript module that loads it and classifies\n"
+    "names. See docs/aot.md.\n"
     "\n"
-    "  -o, --output DIR/NAME.o   the object to write (NAME.h goes beside it)\n"
+    "  -o, --output FILE         DIR/NAME.o: the object (NAME.h goes beside it);\n"
+    "                            DIR/NAME.wasm: a module (NAME.mjs beside it)\n"
     "  --prefix P                symbol prefix, a C identifier (default: NAME)\n"
     "  --target TRIPLE           target triple (default: the host's, e.g.\n"
     "                            x86_64-pc-linux-gnu); see the list below\n"
@@ -179,7 +184,7 @@ static int link_wasm(const char *out, const Buf *object, const char *prefix,
   snprintf(stack, sizeof stack, "stack-size=%zu", (stack_bytes + 2 * 65536 - 1) / 65536 * 65536);
   snprintf(fwd, sizeof fwd, "--export=%s_forward", prefix);
   snprintf(pred, sizeof pred, "--export=%s_predict", prefix);
-  char *argv[] = {NULL,  "--no-entry", "--stack-first", "-z",   stack, fwd, pred,
+  char *argv[] = {NULL, "--no-entry", "--stack-first", "-z", stack, fwd, pred,
                   "--export=__heap_base", "-o", fm.tmp, fo.tmp, NULL};
   if (run_wasm_ld(argv, e))
     goto done;
@@ -253,11 +258,13 @@ int cmd_build(int argc, char **argv) {
   if (argc - optind > 2)
     return cli_usage_error("build", "unexpected argument '%s'", argv[optind + 2]);
   if (!out)
-    return cli_usage_error("build", "wants -o DIR/NAME.o (the object; NAME.h goes beside it)");
+    return cli_usage_error("build", "wants -o DIR/NAME.o (the object; NAME.h goes beside it) "
+                                    "or -o DIR/NAME.wasm");
   char *stem = output_stem(out, ".o");
   bool wasm = !stem && (stem = output_stem(out, ".wasm"));
   if (!stem)
-    return cli_usage_error("build", "-o wants a path ending in NAME.o or NAME.wasm, not '%s'", out);
+    return cli_usage_error("build", "-o wants a path ending in NAME.o or NAME.wasm, not '%s'",
+                           out);
   if (wasm && !triple)
     triple = "wasm32";
   if (wasm && strncmp(triple, "wasm32", 6)) {
@@ -278,7 +285,8 @@ int cmd_build(int argc, char **argv) {
   }
   const char *graph = argv[optind], *ckpt = argv[optind + 1];
   /* beside the object, its C header; beside a wasm module, its JS module */
-  char *header = xasprintf("%.*s.%s", (int)(strlen(out) - (wasm ? 5 : 2)), out, wasm ? "mjs" : "h");
+  char *header =
+      xasprintf("%.*s.%s", (int)(strlen(out) - (wasm ? 5 : 2)), out, wasm ? "mjs" : "h");
 
   Model m = {0};
   ModelOptions mo = {.no_train = true};

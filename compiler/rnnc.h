@@ -420,13 +420,11 @@ bool target_has_fma(LLVMTargetMachineRef tm);
 
 /* What `rnnc build --target TRIPLE --cpu CPU` compiles for. */
 typedef struct TargetChoice {
-  bool host;          /* the host's CPU and all its features (cpu and features unused) */
-  bool generic;       /* --cpu generic: the architecture's baseline */
-  char cpu[32];       /* an LLVM CPU name; "": LLVM's default for the triple */
-  char features[64];  /* added to the CPU's, e.g. "+m,+a,+f,+d,+c" */
-  char means[64];     /* with generic: what the code runs on ("any x86-64") */
-  bool bare;          /* no OS (thumbv7em-none-eabihf, wasm32): no unwind tables */
-  bool wasm;          /* WebAssembly */
+  bool host;           /* the host's CPU and all its features (cpu and features unused) */
+  char cpu[32];        /* an LLVM CPU name; "": LLVM's default for the triple */
+  char features[64];   /* added to the CPU's, e.g. "+m,+a,+f,+d,+c" */
+  char means[64];      /* for --cpu generic: what the code runs on ("any x86-64") */
+  bool bare;           /* no OS (thumbv7em-none-eabihf, wasm32): no unwind tables */
   LLVMRelocMode reloc; /* PIC, but static for bare metal and WebAssembly */
 } TargetChoice;
 /* Checks cpu (NULL, "host", "generic" or a CPU name) for triple (NULL: the

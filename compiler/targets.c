@@ -224,8 +224,8 @@ static const char *const aarch64_cpus[] = {
  * soft-float ABI (and libgcc's float routines), which does not link with
  * Debian's lp64d libraries. */
 static const char *const riscv64_cpus[] = {
-    "sifive-p450", "sifive-p670", "sifive-s54", "sifive-s76",     "sifive-u54",      "sifive-u74",
-    "sifive-x280", "spacemit-x60", "veyron-v1", "xiangshan-nanhu",
+    "sifive-p450", "sifive-p670",  "sifive-s54", "sifive-s76",      "sifive-u54",
+    "sifive-u74",  "sifive-x280", "spacemit-x60", "veyron-v1", "xiangshan-nanhu",
 };
 
 /* The M-profile cores of `llc -mtriple=thumbv7em-none-eabihf -mcpu=help`
@@ -275,27 +275,33 @@ static bool same_arch(const char *a, const char *b) {
   return arch_len(a) == arch_len(b) && !strncmp(a, b, arch_len(a));
 }
 
-static const Arch *find_arch(const char *triple) {
-  for (size_t i = 0; i < ARRAY_LEN(arches); i++)
-    if (same_arch(triple, arches[i].name))
-      return &arches[i];
-  return NULL;
+/* The tested architecture of triple (NULL: the host's), or NULL; *native:
+ * whether it is the host's architecture. */
+static const Arch *find_arch(const char *triple, bool *native) {
+  char *host = LLVMGetDefaultTargetTriple();
+  *native = !triple || same_arch(triple, host);
+  const char *t = triple ? triple : host;
+  const Arch *a = NULL;
+  for (size_t i = 0; i < ARRAY_LEN(arches) && !a; i++)
+    if (same_arch(t, arches[i].name))
+      a = &arches[i];
+  LLVMDisposeMessage(host);
+  return a;
 }
 
-static void join(char *out, size_t n, const char *a, const char *b) {
-  snprintf(out, n, "%s%s%s", a, *a && *b ? "," : "", b);
+static int untested_arch(const char *triple, Err *e) {
+  return errf(e, "rnnc knows the CPUs of x86_64, aarch64, riscv64, thumbv7em and wasm32 only; "
+                 "for %s, use generic (LLVM's default CPU)",
+              triple ? triple : "this machine");
 }
 
 int target_choose(const char *triple, const char *cpu, TargetChoice *c, Err *e) {
-  char *host = LLVMGetDefaultTargetTriple();
-  const Arch *a = find_arch(triple ? triple : host);
-  bool native = !triple || same_arch(triple, host);
-  LLVMDisposeMessage(host);
+  bool native;
+  const Arch *a = find_arch(triple, &native);
   memset(c, 0, sizeof *c);
-  c->wasm = triple && !strncmp(triple, "wasm", 4);
-  c->bare = c->wasm || (triple && strstr(triple, "-none"));
   /* PIC for objects linked into the programs and shared libraries of an
-   * OS; bare metal and WebAssembly are linked statically. */
+   * OS; bare metal (OS "none") and WebAssembly are linked statically. */
+  c->bare = triple && (!strncmp(triple, "wasm", 4) || strstr(triple, "-none"));
   c->reloc = c->bare ? LLVMRelocStatic : LLVMRelocPIC;
   if (!cpu || !strcmp(cpu, "host") || !strcmp(cpu, "native")) {
     if (native) {
@@ -308,25 +314,20 @@ int target_choose(const char *triple, const char *cpu, TargetChoice *c, Err *e) 
                   cpu, triple);
     cpu = "generic";
   }
-  c->generic = !strcmp(cpu, "generic");
-  if (!a) {
-    if (!c->generic)
-      return errf(e, "rnnc knows the CPUs of x86_64, aarch64, riscv64, thumbv7em and wasm32 "
-                     "only; for %s, use generic (LLVM's default CPU)",
-                  triple ? triple : "this machine");
-    return 0; /* cpu "" and no features: LLVM's default */
-  }
-  snprintf(c->means, sizeof c->means, "%s", a->means);
-  if (c->generic) {
+  bool generic = !strcmp(cpu, "generic");
+  if (!a)
+    return generic ? 0 : untested_arch(triple, e); /* cpu "", no features: LLVM's default */
+  if (generic) {
     snprintf(c->cpu, sizeof c->cpu, "%s", a->generic);
-    join(c->features, sizeof c->features, a->generic_features, a->always);
+    snprintf(c->features, sizeof c->features, "%s%s%s", a->generic_features,
+             *a->generic_features && *a->always ? "," : "", a->always);
+    snprintf(c->means, sizeof c->means, "%s", a->means);
     return 0;
   }
-  snprintf(c->features, sizeof c->features, "%s", a->always);
-  c->means[0] = 0;
   for (size_t i = 0; i < a->ncpus; i++)
     if (!strcmp(cpu, a->cpus[i])) {
       snprintf(c->cpu, sizeof c->cpu, "%s", cpu);
+      snprintf(c->features, sizeof c->features, "%s", a->always);
       return 0;
     }
   return errf(e, "'%s' is not a CPU of %s that LLVM 19 knows (see rnnc build --target %s --cpu "
@@ -339,20 +340,16 @@ void target_help(Buf *b) {
                 "each; it is the default but for the host's architecture (default: host):\n");
   for (size_t i = 0; i < ARRAY_LEN(arches); i++)
     buf_printf(b, "  %-22s %s\n", arches[i].example, arches[i].means);
-  buf_printf(b, "Every architecture this build has a back end for (the others than those\n"
-                "above are untested, and compiled for LLVM's default CPU):\n");
+  buf_printf(b, "Every architecture this build has a back end for (those not above are\n"
+                "untested, and compiled for LLVM's default CPU):\n");
   list_backends(b);
 }
 
 int target_cpus(const char *triple, Buf *b, Err *e) {
-  char *host = LLVMGetDefaultTargetTriple();
-  const Arch *a = find_arch(triple ? triple : host);
-  bool native = !triple || same_arch(triple, host);
-  LLVMDisposeMessage(host);
+  bool native;
+  const Arch *a = find_arch(triple, &native);
   if (!a)
-    return errf(e, "rnnc knows the CPUs of x86_64, aarch64, riscv64, thumbv7em and wasm32 only; "
-                   "for %s, use generic (LLVM's default CPU)",
-                triple);
+    return untested_arch(triple, e);
   buf_printf(b, "CPUs for %s (--cpu):\n", triple ? triple : "this machine");
   if (native)
     buf_printf(b, "  host: this machine's CPU and all its features\n");
