@@ -244,6 +244,11 @@ static void test_riscv64(void **state) {
 
 static void test_cortex_m4(void **state) {
   (void)state;
+  need(cortex_m4.cc, cortex_m4.cc_package);
+  if (sh("test -f \"$(%s -mcpu=cortex-m4 -mfloat-abi=hard -print-file-name=rdimon.specs)\"",
+         cortex_m4.cc))
+    fail_msg("newlib for arm-none-eabi is not installed: it is in the Debian package "
+             "libnewlib-arm-none-eabi (sh scripts/install-deps --test)");
   run_target(&cortex_m4);
   /* examples/cortex-m/classify.c as docs/aot.md builds it (with rnn.nn's
    * golden checkpoint for the model): five names, exit status 0. */
