@@ -5,6 +5,7 @@
 #define RNNC_CLI_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 /* Prints "rnnc CMD: <message>" and a pointer to --help; returns EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -30,6 +31,8 @@ int cmd_predict(int argc, char **argv);
 extern const char predict_usage[];
 int cmd_build(int argc, char **argv);
 extern const char build_usage[];
+/* build_usage and the list of targets, which depends on the LLVM linked. */
+void build_help(FILE *f);
 int cmd_check(int argc, char **argv);
 extern const char check_usage[];
 

@@ -40,7 +40,7 @@ static int emit_module(const char *path, bool asm_out, Buf *out, double *t, Err 
     return -1;
   LLVMContextRef ctx = LLVMContextCreate();
   LLVMModuleRef m = LLVMModuleCreateWithNameInContext("rnnc", ctx);
-  LLVMTargetMachineRef tm = target_machine(NULL, NULL, NULL, false, e);
+  LLVMTargetMachineRef tm = target_machine(NULL, NULL, NULL, LLVMRelocDefault, e);
   Kernels ks = {0};
   int rc = -1;
   double t0 = now_seconds();

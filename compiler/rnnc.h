@@ -405,18 +405,47 @@ int codegen(const Graph *g, LLVMModuleRef m, const char *name, const CodegenOpti
 int codegen_batch(const Graph *g, LLVMModuleRef m, const char *name, const CodegenOptions *opt,
                   KernelAbi *abi, Err *e);
 
+/* -------------------------------------------------------------- targets.c */
+
+/* The host's back end (for the JIT). */
+void target_init_native(void);
+/* A target machine; NULL triple/cpu mean the host (its CPU name and
+ * features, so AVX-512 gets used where the machine has it). The back end
+ * of another triple is initialized here, when first needed. */
+LLVMTargetMachineRef target_machine(const char *triple, const char *cpu, const char *features,
+                                    LLVMRelocMode reloc, Err *e);
+/* Whether tm has an instruction for llvm.fma.f32 (else it is a call to
+ * libm's fmaf). */
+bool target_has_fma(LLVMTargetMachineRef tm);
+
+/* What `rnnc build --target TRIPLE --cpu CPU` compiles for. */
+typedef struct TargetChoice {
+  bool host;           /* the host's CPU and all its features (cpu and features unused) */
+  char cpu[32];        /* an LLVM CPU name; "": LLVM's default for the triple */
+  char features[64];   /* added to the CPU's, e.g. "+m,+a,+f,+d,+c" */
+  char means[64];      /* for --cpu generic: what the code runs on ("any x86-64") */
+  bool bare;           /* no OS (thumbv7em-none-eabihf, wasm32): no unwind tables */
+  LLVMRelocMode reloc; /* PIC, but static for bare metal and WebAssembly */
+} TargetChoice;
+/* Checks cpu (NULL, "host", "generic" or a CPU name) for triple (NULL: the
+ * host's) and fills c; -1 with a message for a CPU rnnc does not accept
+ * for the triple (LLVM would ignore an unknown name and aborts on some). */
+int target_choose(const char *triple, const char *cpu, TargetChoice *c, Err *e);
+/* rnnc build --help's list of targets: the tested ones and every other
+ * back end this build has. */
+void target_help(Buf *b);
+/* The CPUs --cpu accepts for triple (NULL: the host's); -1 for a triple
+ * of an architecture rnnc does not test. */
+int target_cpus(const char *triple, Buf *b, Err *e);
+
 /* ------------------------------------------------------------------ jit.c */
 
-/* A target machine; NULL triple/cpu mean the host (its CPU name and
- * features, so AVX-512 gets used where the machine has it). */
-LLVMTargetMachineRef target_machine(const char *triple, const char *cpu, const char *features,
-                                    bool pic, Err *e);
 /* Verifies the module, then runs LLVM's O3 pipeline for tm. */
 int optimize_module(LLVMModuleRef m, LLVMTargetMachineRef tm, Err *e);
 
 typedef struct Jit Jit;
 /* A JIT for the host's CPU (cpu NULL) or for a named x86-64 CPU that the
- * host can run (see obj_check_cpu), so that results are the same on every
+ * host can run (see target_choose), so that results are the same on every
  * machine. */
 Jit *jit_new(const char *cpu, Err *e);
 void jit_free(Jit *j);
@@ -440,8 +469,7 @@ enum {
 typedef struct ObjOptions {
   const char *prefix;   /* a C identifier: P_forward, P_predict, P_labels, P_NUM_CLASSES, ... */
   const char *triple;   /* NULL: the host's */
-  const char *cpu;      /* NULL or "host": the host CPU and its features; "generic": any
-                         * x86-64 (CPU x86-64, no extra features); else an LLVM CPU name */
+  const char *cpu;      /* NULL, "host", "generic" or a CPU name: see target_choose */
   const char *vocab;    /* (g->vocab) characters: character i is vocab[i] */
   char *const *labels;  /* (g->classes) class names */
   const float *values;  /* (g->nfloats) parameter values, laid out by Param.offset */
@@ -451,15 +479,13 @@ typedef struct ObjOptions {
 typedef struct ObjInfo {
   KernelAbi abi;
   char triple[128], cpu[64]; /* what the object was compiled for */
-  bool generic;
+  char means[64];            /* what it runs on: "any x86-64", "and its features" (host) */
   size_t stack_bytes; /* the wrappers' stack buffers at OBJ_MAX_LEN */
+  size_t text_bytes, rodata_bytes, data_bytes; /* code, constants (weights), writable data */
 } ObjInfo;
 
 /* 0 if prefix can name the symbols, else -1 with a message. */
 int obj_check_prefix(const char *prefix, Err *e);
-/* 0 if cpu is NULL, "host", "native", "generic" or an x86-64 CPU that
- * LLVM knows (LLVM aborts on others), else -1 with a message. */
-int obj_check_cpu(const char *cpu, Err *e);
 /* Compiles inference graph g (after graph_passes(g, false, PASSES_ALL))
  * into a relocatable PIC object appended to object. */
 int obj_emit(const Graph *g, const ObjOptions *o, Buf *object, ObjInfo *info, Err *e);
@@ -467,6 +493,12 @@ int obj_emit(const Graph *g, const ObjOptions *o, Buf *object, ObjInfo *info, Er
  * comment). */
 void obj_header(const Graph *g, const ObjOptions *o, const ObjInfo *info, const char *object_name,
                 Buf *out);
+/* The JavaScript (ES) module that loads a WebAssembly module linked from
+ * that object (wasm_name: its file name, beside the JS module) and wraps
+ * its exports: labels, vocab, maxLen and load(), which gives predict(name)
+ * and forward(indices). */
+void obj_js_module(const Graph *g, const ObjOptions *o, const ObjInfo *info,
+                   const char *wasm_name, Buf *out);
 
 /* -------------------------------------------------------------- compile.c */
 
