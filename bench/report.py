@@ -170,7 +170,9 @@ def main():
         sys.exit("usage: report.py RESULTS_DIR [--clock cpu|wall]")
     d = args[0]
     meta = json.load(open(os.path.join(d, "meta.json")))
-    roof = {e["name"]: e for e in read_jsonl(os.path.join(d, "roofline.jsonl"))}
+    roof_events = read_jsonl(os.path.join(d, "roofline.jsonl"))
+    roof = {e["name"]: e for e in roof_events if e["event"] == "roofline"}
+    gemms = [e for e in roof_events if e["event"] == "gemm"]
     models = meta["models"].split()
     quick = meta["quick"]
     out = []
@@ -319,7 +321,38 @@ def main():
                 w(f"| {m} | {label} | {Ti:.2f} | {ci['infer_flops'] / 1e6:.2f} | {ci['infer_bytes'] / 1e6:.1f} | "
                   f"{t:,.1f} | {ci['infer_flops'] / t / 1e3:.1f} | {ci['infer_bytes'] / t / 1e3:.1f} | "
                   f"{span(*bi, '{:,.0f}')} | {span(100 * bi[0] / t, 100 * bi[1] / t, '{:.0f}')}% |")
+    gemm_table(gemms, w)
     print("\n".join(out))
+
+
+def gemm_table(gemms, w):
+    """rnnc's generated GEMM beside OpenBLAS at the batched gru's shapes."""
+    if not gemms:
+        return
+    g = {(e["name"], e["impl"], e["n"]): e for e in gemms}
+
+    def cell(name, impl, n):
+        e = g.get((name, impl, n))
+        return f"{e['gflops']:.1f} ({100 * e['peak']:.0f}%)" if e else "—"
+    w("")
+    w("GEMM, one core (bench/roofline.c): the kernel rnnc generates (compiler/kernels.c, JIT-compiled "
+      "for this machine) and OpenBLAS's cblas_sgemm on the same operands, GFLOP/s (share of the FMA "
+      "peak above). N = the batch: `fwd` is a step's recurrent product Y [N, 768] = X [N, 256] Wᵀ "
+      "(Wᵀ packed), `Wᵀu` the backward's D [N, 256] = U [N, 768] W; `dW` accumulates a "
+      "[768, 256] weight gradient over 230 packed rows. roofline.jsonl has every N from 1 to 32.")
+    w("")
+    w("| N | fwd rnnc | fwd OpenBLAS | Wᵀu rnnc | Wᵀu OpenBLAS |")
+    w("|---|---|---|---|---|")
+    ns = sorted({e["n"] for e in gemms if e["name"] != "gemm_dw"})
+    for n in ns:
+        if n <= 8 or n % 8 == 0 or n == ns[-1]:
+            w(f"| {n} | {cell('gemm_fwd', 'rnnc', n)} | {cell('gemm_fwd', 'openblas', n)} | "
+              f"{cell('gemm_wtu', 'rnnc', n)} | {cell('gemm_wtu', 'openblas', n)} |")
+    for e in gemms:
+        if e["name"] == "gemm_dw" and e["impl"] == "rnnc":
+            w("")
+            w(f"dW [{e['n']}, 256] += Uᵀ V over 230 rows: rnnc {cell('gemm_dw', 'rnnc', e['n'])}, "
+              f"OpenBLAS {cell('gemm_dw', 'openblas', e['n'])} GFLOP/s.")
 
 
 if __name__ == "__main__":

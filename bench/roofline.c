@@ -1,9 +1,9 @@
 /* roofline.c: this machine's limits on one core, for docs/benchmarks.md.
  *
- *   cc -O3 -march=native -ffast-math bench/roofline.c -o roofline -lm
- *   ./roofline [--quick]
+ *   ./roofline [--quick] [--gemm]     (--gemm: the FMA peak and the GEMMs only)
  *
- * (bench/CMakeLists.txt builds it with exactly these flags.) Measures, each
+ * bench/CMakeLists.txt builds it with -O3 -march=native -ffast-math and links
+ * rnnc_core (for the generated GEMM). Measures, each
  * as the best of several timed trials of at least 50 ms (20 ms with --quick):
  *
  *   fma_peak        independent FMA chains in registers: 16 accumulators of
@@ -27,10 +27,27 @@
  *                   layer-1 input products hoisted out of the scan (see
  *                   bench_gru)
  *   triad           a[i] = b[i] + s c[i] over 3 x 64 MB (main memory)
+ *   gemm            the GEMM rnnc generates (compiler/kernels.c, JIT-compiled
+ *                   for this machine) at the batched gru's shapes, and
+ *                   OpenBLAS's cblas_sgemm on the same operands when
+ *                   libopenblas.so.0 can be loaded (one thread; not a build
+ *                   dependency), each also as a share of the FMA peak above:
+ *                     gemm_fwd    Y [N][768] = X [N][256] W^T, W^T packed
+ *                                 [256][768]: the recurrent product of a
+ *                                 batch of N, one step (N = 1..32)
+ *                     gemm_wtu    D [N][256] = U [N][768] W, W [768][256]:
+ *                                 the backward's W^T u (N = 1..32)
+ *                     gemm_dw     dW [768][256] += U^T V over 230 packed rows
+ *                                 (U [230][768], V [230][256]): a weight
+ *                                 gradient over a batch's characters
+ *                   One JSON object a line: {"event":"gemm","name":...,
+ *                   "impl":"rnnc"|"openblas","n":N,"us":...,"gflops":...,
+ *                   "peak":...} (peak: the share of fma_peak).
  *
  * Times are the thread's CPU time (other processes on the machine then
  * inflate them less). One JSON object a line on stdout: {"event":"roofline","name":...,
  * "gflops":...,"gbps":...,"us":...}. Single-threaded by construction. */
+#include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +56,8 @@
 #ifdef __AVX512F__
 #include <immintrin.h>
 #endif
+
+#include "cg.h" /* rnnc's GEMM generator */
 
 typedef float v8 __attribute__((vector_size(32)));
 typedef float v16 __attribute__((vector_size(64)));
@@ -420,12 +439,129 @@ static void triad(void *arg) {
   sink = a[t->n / 2];
 }
 
+/* ------------------------------------------------------------------- GEMM */
+typedef void GemmFn(const float *a, const float *b, float *c, int64_t m, int64_t k);
+
+/* cblas_sgemm, from libopenblas when it loads (row-major: order 101; no
+ * transpose 111, transpose 112). */
+typedef void SgemmFn(int order, int ta, int tb, int m, int n, int k, float alpha, const float *a,
+                     int lda, const float *b, int ldb, float beta, float *c, int ldc);
+static SgemmFn *sgemm;
+
+static void load_openblas(void) {
+  void *h = dlopen("libopenblas.so.0", RTLD_NOW | RTLD_LOCAL);
+  if (!h)
+    h = dlopen("libopenblas.so", RTLD_NOW | RTLD_LOCAL);
+  if (!h)
+    return;
+  void (*threads)(int) = (void (*)(int))dlsym(h, "openblas_set_num_threads");
+  if (threads)
+    threads(1);
+  sgemm = (SgemmFn *)dlsym(h, "cblas_sgemm");
+}
+
+/* One of the three uses: rnnc's kernel for its strides, OpenBLAS's call. */
+typedef struct GB {
+  const char *name;
+  long long m, k, n;               /* m < 0: the batch N, varied */
+  long long a_si, a_sk, ldb, ldc;
+  bool accumulate;
+  int ta;                          /* OpenBLAS: A transposed (U^T) */
+  GemmFn *fn;
+  float *A, *B, *C;
+  int64_t rows;                    /* the current m */
+} GB;
+
+static void gemm_body_rnnc(Cg *cg, GB *g) {
+  Gemm p = {LLVMGetParam(cg->fn, 0), LLVMGetParam(cg->fn, 1), LLVMGetParam(cg->fn, 2),
+            LLVMGetParam(cg->fn, 3), LLVMGetParam(cg->fn, 4), g->n, g->a_si, g->a_sk, g->ldb,
+            g->ldc, g->accumulate};
+  gemm(cg, &p);
+}
+
+static void run_rnnc(void *arg) {
+  GB *g = arg;
+  g->fn(g->A, g->B, g->C, g->rows, g->k);
+  sink = g->C[0];
+}
+
+static void run_openblas(void *arg) {
+  GB *g = arg;
+  int lda = (int)(g->ta == 112 ? g->a_sk : g->a_si);
+  sgemm(101, g->ta, 111, (int)g->rows, (int)g->n, (int)g->k, 1, g->A, lda, g->B, (int)g->ldb,
+        g->accumulate ? 1 : 0, g->C, (int)g->ldc);
+  sink = g->C[0];
+}
+
+static void report_gemm(const GB *g, const char *impl, double seconds, double peak) {
+  double gflops = 2.0 * g->rows * g->k * g->n / seconds * 1e-9;
+  printf("{\"event\":\"gemm\",\"name\":\"%s\",\"impl\":\"%s\",\"n\":%lld,\"us\":%.3f,"
+         "\"gflops\":%.2f,\"peak\":%.3f}\n",
+         g->name, impl, (long long)g->rows, 1e6 * seconds, gflops, gflops / peak);
+  fflush(stdout);
+}
+
+static void bench_gemm(double peak) {
+  enum { NMAX = 32 };
+  GB uses[] = {
+      {"gemm_fwd", -1, 256, 768, 256, 1, 768, 768, false, 111},
+      {"gemm_wtu", -1, 768, 256, 768, 1, 256, 256, false, 111},
+      {"gemm_dw", 768, 230, 256, 1, 768, 256, 256, true, 112},
+  };
+  Err e;
+  Jit *j = jit_new(NULL, &e);
+  if (!j) {
+    fprintf(stderr, "roofline: %s\n", e.msg);
+    exit(1);
+  }
+  LLVMModuleRef mod = LLVMModuleCreateWithNameInContext("gemm", jit_context(j));
+  Cg cg;
+  cg_init(&cg, mod, simd_of(jit_target_machine(j)));
+  for (size_t u = 0; u < ARRAY_LEN(uses); u++) {
+    LLVMTypeRef params[5] = {cg.pty, cg.pty, cg.pty, cg.i64, cg.i64};
+    cg.fn = LLVMAddFunction(mod, uses[u].name, LLVMFunctionType(LLVMVoidTypeInContext(cg.ctx), params, 5, 0));
+    LLVMPositionBuilderAtEnd(cg.b, LLVMAppendBasicBlockInContext(cg.ctx, cg.fn, "entry"));
+    gemm_body_rnnc(&cg, &uses[u]);
+    LLVMBuildRetVoid(cg.b);
+  }
+  cg_dispose(&cg);
+  if (optimize_module(mod, jit_target_machine(j), &e) || jit_add_module(j, mod, &e)) {
+    fprintf(stderr, "roofline: %s\n", e.msg);
+    exit(1);
+  }
+  load_openblas();
+  if (!sgemm)
+    fprintf(stderr, "roofline: libopenblas.so.0 not loaded: OpenBLAS's sgemm not measured\n");
+  for (size_t u = 0; u < ARRAY_LEN(uses); u++) {
+    GB *g = &uses[u];
+    g->fn = (GemmFn *)jit_lookup(j, g->name, &e);
+    long long mmax = g->m < 0 ? NMAX : g->m;
+    g->A = falloc((size_t)((mmax - 1) * g->a_si + (g->k - 1) * g->a_sk + 1));
+    g->B = falloc((size_t)(g->k * g->ldb));
+    g->C = falloc((size_t)(mmax * g->ldc));
+    for (long long m = g->m < 0 ? 1 : g->m; m <= mmax; m++) {
+      g->rows = m;
+      report_gemm(g, "rnnc", best_time(run_rnnc, g), peak);
+      if (sgemm)
+        report_gemm(g, "openblas", best_time(run_openblas, g), peak);
+    }
+    free(g->A), free(g->B), free(g->C);
+  }
+  jit_free(j);
+}
+
 int main(int argc, char **argv) {
   int quick = argc > 1 && !strcmp(argv[1], "--quick");
   if (quick)
     min_trial = 0.02;
-  report("fma_peak_ymm", best_time(fma8, NULL), 2.0 * FMA_ACC * 8 * FMA_ITERS, 0);
-  report("fma_peak_zmm", best_time(fma16, NULL), 2.0 * FMA_ACC * 16 * FMA_ITERS, 0);
+  double t8 = best_time(fma8, NULL), t16 = best_time(fma16, NULL);
+  report("fma_peak_ymm", t8, 2.0 * FMA_ACC * 8 * FMA_ITERS, 0);
+  report("fma_peak_zmm", t16, 2.0 * FMA_ACC * 16 * FMA_ITERS, 0);
+  double peak = 2.0 * FMA_ACC * FMA_ITERS * fmax(8 / t8, 16 / t16) * 1e-9; /* GFLOP/s */
+  if (argc > 1 && !strcmp(argv[argc - 1], "--gemm")) { /* the GEMMs only */
+    bench_gemm(peak);
+    return 0;
+  }
   bench_mv("L2", 768, 256, 1);
   bench_mv("L3", 768, 256, 6); /* 4.7 MB: the GRU's six matrices and more */
   bench_mv("L2", 256, 256, 1);
@@ -436,5 +572,6 @@ int main(int argc, char **argv) {
           falloc((size_t)16 << 20)};
   report("triad_dram_64MB", best_time(triad, &t), 2.0 * t.n, 12.0 * t.n);
   free(t.a), free(t.b), free(t.c);
+  bench_gemm(peak);
   return 0;
 }

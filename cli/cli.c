@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "util.h"
@@ -35,4 +36,17 @@ int cli_parse_u64(const char *s, uint64_t *out) {
     return -1;
   *out = v;
   return 0;
+}
+
+int cli_parse_int(const char *s, int lo, int hi, int *out) {
+  int64_t v;
+  if (parse_int64(s, lo, hi, &v))
+    return -1;
+  *out = (int)v;
+  return 0;
+}
+
+int cli_default_threads(void) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n < 1 ? 1 : n > CLI_MAX_THREADS ? CLI_MAX_THREADS : (int)n;
 }

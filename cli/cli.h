@@ -5,6 +5,7 @@
 #define RNNC_CLI_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "util.h"
 
@@ -17,6 +18,12 @@ void cli_error(const char *cmd, const Err *e);
 
 /* A non-negative decimal integer; 0, or -1 when malformed. */
 int cli_parse_u64(const char *s, uint64_t *out);
+/* A decimal integer in [lo, hi]; 0, or -1 when malformed or out of range. */
+int cli_parse_int(const char *s, int lo, int hi, int *out);
+
+/* --threads: at most this many; the default is every online core. */
+enum { CLI_MAX_THREADS = 256 };
+int cli_default_threads(void);
 
 int cmd_data(int argc, char **argv);
 extern const char data_usage[];
@@ -30,6 +37,8 @@ int cmd_predict(int argc, char **argv);
 extern const char predict_usage[];
 int cmd_build(int argc, char **argv);
 extern const char build_usage[];
+/* build_usage and the list of targets, which depends on the LLVM linked. */
+void build_help(FILE *f);
 int cmd_check(int argc, char **argv);
 extern const char check_usage[];
 

@@ -4,6 +4,7 @@
 #include <llvm-c/TargetMachine.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -20,7 +21,10 @@ const char compile_usage[] =
     "                 grad: the training IR: forward (simplified), backward\n"
     "                       (reverse-mode autodiff) and the optimizer's update\n"
     "                 opt:  the training IR after the optimization passes\n"
-    "                 llvm: the optimized LLVM module: kernels train and forward\n"
+    "                 llvm: the optimized LLVM module: every kernel the JIT may\n"
+    "                       run (train, forward, step, update, step_batch,\n"
+    "                       forward_batch), made as the JIT makes them; a batched\n"
+    "                       kernel the graph cannot have is named on stderr\n"
     "                 asm:  its assembly for this machine\n"
     "                 (default: ir)\n"
     "  --time         print each stage's time to standard error\n"
@@ -28,25 +32,32 @@ const char compile_usage[] =
     "  -h, --help     this help\n";
 
 static int emit_module(const char *path, bool asm_out, Buf *out, double *t, Err *e) {
-  /* The kernels as the JIT would get them, in a context of their own. */
+  /* Every kernel the JIT may make (runtime/model.c: the same graphs, the
+   * same codegen), in one module and a context of their own. */
+  size_t len;
+  char *text = read_file(path, &len, e);
+  if (!text)
+    return -1;
   LLVMContextRef ctx = LLVMContextCreate();
   LLVMModuleRef m = LLVMModuleCreateWithNameInContext("rnnc", ctx);
-  LLVMTargetMachineRef tm = NULL;
-  Graph *gs[2] = {NULL, NULL};
+  LLVMTargetMachineRef tm = target_machine(NULL, NULL, NULL, LLVMRelocDefault, e);
+  Kernels ks = {0};
   int rc = -1;
   double t0 = now_seconds();
-  for (int k = 0; k < 2; k++) {
-    gs[k] = compile_graph_file(path, e);
-    if (!gs[k] || graph_passes(gs[k], k == 0, PASSES_ALL, e))
-      goto done;
-  }
-  double t1 = now_seconds();
-  KernelAbi abi;
-  if (codegen(gs[0], m, "train", NULL, &abi, e) || codegen(gs[1], m, "forward", NULL, &abi, e))
+  if (!tm || kernels_prepare(&ks, path, text, len, KERNEL_ALL, 0, e))
     goto done;
+  double t1 = now_seconds();
+  for (int k = 0; k < KERNEL_KINDS; k++) {
+    KernelAbi abi;
+    if (!kernel_emit(k, ks.graph[k], m, tm, &abi, e))
+      continue;
+    if (!kernel_optional(k))
+      goto done;
+    /* the JIT runs without it too */
+    fprintf(stderr, "rnnc compile: no %s kernel for this graph (%s)\n", kernel_name(k), e->msg);
+  }
   double t2 = now_seconds();
-  tm = target_machine(NULL, NULL, NULL, false, e);
-  if (!tm || optimize_module(m, tm, e))
+  if (optimize_module(m, tm, e))
     goto done;
   double t3 = now_seconds();
   if (asm_out) {
@@ -60,16 +71,16 @@ static int emit_module(const char *path, bool asm_out, Buf *out, double *t, Err 
     buf_put(out, LLVMGetBufferStart(mb), LLVMGetBufferSize(mb));
     LLVMDisposeMemoryBuffer(mb);
   } else {
-    char *text = LLVMPrintModuleToString(m);
-    buf_put(out, text, strlen(text));
-    LLVMDisposeMessage(text);
+    char *ir = LLVMPrintModuleToString(m);
+    buf_put(out, ir, strlen(ir));
+    LLVMDisposeMessage(ir);
   }
   double t4 = now_seconds();
   t[0] = t1 - t0, t[1] = t2 - t1, t[2] = t3 - t2, t[3] = t4 - t3;
   rc = 0;
 done:
-  graph_free(gs[0]);
-  graph_free(gs[1]);
+  kernels_free(&ks);
+  free(text);
   if (tm)
     LLVMDisposeTargetMachine(tm);
   LLVMDisposeModule(m);

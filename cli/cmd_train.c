@@ -15,17 +15,23 @@
 #include "train.h"
 
 const char train_usage[] =
-    "usage: rnnc train GRAPH [--data DIR] [--epochs N] [--seed S] [--lr X]\n"
-    "                  [--init CKPT] [--test-fraction F] [--out CKPT]\n"
+    "usage: rnnc train GRAPH [--data DIR] [--epochs N] [--batch B] [--threads N]\n"
+    "                  [--seed S] [--lr X] [--init CKPT] [--test-fraction F]\n"
+    "                  [--out CKPT]\n"
     "\n"
     "Compiles GRAPH into training kernels and trains it on a names data set,\n"
-    "one name per step, reshuffling the training set every epoch. After each\n"
-    "epoch it prints the mean training loss and the test accuracy and writes\n"
-    "the checkpoint; at the end, per-language accuracy and a confusion matrix.\n"
+    "reshuffling the training set every epoch and cutting it into batches of\n"
+    "B names: one optimizer step per batch, on the mean of the batch's losses\n"
+    "(the last batch of an epoch may be smaller). After each epoch it prints\n"
+    "the mean training loss and the test accuracy and writes the checkpoint; at\n"
+    "the end, per-language accuracy and a confusion matrix.\n"
     "\n"
     "  --data DIR           data directory (default: data/names)\n"
     "  --epochs N           epochs to train (default: the graph's train setting);\n"
     "                       0 writes the starting point (initialized, or --init's)\n"
+    "  --batch B            names per optimizer step (default: the graph's train\n"
+    "                       setting); results do not depend on --threads\n"
+    "  --threads N          threads (default: every online core; 1 starts none)\n"
     "  --seed S             split, initialization, shuffling (default: 42)\n"
     "  --lr X               learning rate (default: the graph's optimizer setting)\n"
     "  --init CKPT          start from a checkpoint (rnnc's or PyTorch's safetensors);\n"
@@ -38,35 +44,43 @@ const char train_usage[] =
 
 const char eval_usage[] =
     "usage: rnnc eval GRAPH CKPT [--data DIR] [--seed S] [--test-fraction F]\n"
+    "                 [--threads N]\n"
     "\n"
     "Accuracy, per-language accuracy and the confusion matrix of a checkpoint\n"
     "on the test split (the split that train made with the same seed).\n"
     "\n"
     "  --data DIR           data directory (default: data/names)\n"
+    "  --threads N          threads (default: every online core)\n"
     "  --seed S             split seed (default: 42)\n"
     "  --test-fraction F    share of each language held out (default: 0.1)\n"
     "  -h, --help           this help\n";
 
 const char predict_usage[] =
-    "usage: rnnc predict GRAPH CKPT NAME... [--top K | --logits] [--seed S] [--data DIR]\n"
+    "usage: rnnc predict GRAPH CKPT NAME... [--top K | --logits] [--data DIR]\n"
+    "       rnnc predict GRAPH CKPT --input FILE [--top K | --logits] [--threads N]\n"
     "\n"
     "Classifies each NAME (any UTF-8; normalized to ASCII as in training) and\n"
     "prints the K most likely languages with their probabilities.\n"
     "\n"
-    "  --top K      languages to show per name (default: 3)\n"
-    "  --logits     print every language's raw logit instead\n"
-    "  --seed S     noise seed for graphs with a random initial state (default: 42)\n"
-    "  --data DIR   the languages of a checkpoint that has no label list (one of\n"
-    "               PyTorch's): DIR's <Language>.txt files (default: data/names)\n"
-    "  -h, --help   this help\n";
+    "With --input, the names come from FILE (- for standard input), one per\n"
+    "line, and the output is tab-separated: a header, then per name the name\n"
+    "as given and K columns of language and probability (with --logits: every\n"
+    "language's logit). Names stream through in blocks on every thread, in\n"
+    "constant memory; a name that cannot be classified is reported on standard\n"
+    "error with its line number and skipped (exit status 1 at the end).\n"
+    "\n"
+    "  --top K        languages to show per name (default: 3)\n"
+    "  --logits       print every language's raw logit instead\n"
+    "  --input FILE   names to classify, one per line (- : standard input)\n"
+    "  --threads N    threads for --input (default: every online core)\n"
+    "  --seed S       noise seed for graphs with a random initial state (default: 42)\n"
+    "  --data DIR     the languages of a checkpoint that has no label list (one of\n"
+    "                 PyTorch's): DIR's <Language>.txt files (default: data/names)\n"
+    "  -h, --help     this help\n";
 
-static int parse_int(const char *s, int lo, int hi, int *out) {
-  int64_t v;
-  if (parse_int64(s, lo, hi, &v))
-    return -1;
-  *out = (int)v;
-  return 0;
-}
+
+
+enum { MAX_BATCH = 1 << 24 };
 
 static void free_labels(char **labels, int n) {
   for (int i = 0; i < n; i++)
@@ -118,9 +132,11 @@ int cmd_train(int argc, char **argv) {
   const char *dir = "data/names", *init = NULL, *out = NULL;
   uint64_t seed = 42;
   double fraction = 0.1, lr = 0;
-  int epochs = -1;
+  int epochs = -1, batch = 0, threads = cli_default_threads();
   static const struct option opts[] = {{"data", required_argument, 0, 'd'},
                                        {"epochs", required_argument, 0, 'n'},
+                                       {"batch", required_argument, 0, 'b'},
+                                       {"threads", required_argument, 0, 't'},
                                        {"seed", required_argument, 0, 's'},
                                        {"lr", required_argument, 0, 'l'},
                                        {"init", required_argument, 0, 'i'},
@@ -136,8 +152,18 @@ int cmd_train(int argc, char **argv) {
       dir = optarg;
       break;
     case 'n':
-      if (parse_int(optarg, 0, 100000, &epochs))
+      if (cli_parse_int(optarg, 0, 100000, &epochs))
         return cli_usage_error("train", "--epochs wants an integer in [0, 100000], not '%s'", optarg);
+      break;
+    case 'b':
+      if (cli_parse_int(optarg, 1, MAX_BATCH, &batch))
+        return cli_usage_error("train", "--batch wants an integer in [1, %d], not '%s'", MAX_BATCH,
+                               optarg);
+      break;
+    case 't':
+      if (cli_parse_int(optarg, 1, CLI_MAX_THREADS, &threads))
+        return cli_usage_error("train", "--threads wants an integer in [1, %d], not '%s'",
+                               CLI_MAX_THREADS, optarg);
       break;
     case 's':
       if (cli_parse_u64(optarg, &seed))
@@ -180,11 +206,14 @@ int cmd_train(int argc, char **argv) {
   Dataset ds = {0};
   char **labels = NULL;
   int nlabels = 0, rc = EXIT_BAD_INPUT;
-  ModelOptions mo = {.lr = lr};
+  ModelOptions mo = {.lr = lr, .batch = batch, .threads = threads, .batched_forward = true};
   CkptLock lock = {0};
   if (ckpt_check_writable(out, &e) || ckpt_lock(&lock, out, &e) || model_compile(&m, graph, &mo, &e))
     goto fail;
   print_compile(stderr, &m);
+  if (m.unbatched && m.batch > 1)
+    fprintf(stderr, "note: %s; batches run one name per kernel call (slower, same results)\n",
+            m.unbatched);
   if (epochs < 0)
     epochs = m.train->train.epochs;
   if (init) {
@@ -203,9 +232,10 @@ int cmd_train(int argc, char **argv) {
     goto fail;
   }
   model_reserve(&m, longest(&ds));
-  fprintf(stderr, "data %s: %zu names, %d languages, %zu train / %zu test; %d epoch%s from epoch %d\n",
+  fprintf(stderr, "data %s: %zu names, %d languages, %zu train / %zu test; %d epoch%s from epoch %d, "
+          "batch %d, %d thread%s\n",
           dir, ds.nnames, ds.nlabels, ds.ntrain, ds.ntest, epochs, epochs == 1 ? "" : "s",
-          m.epoch + 1);
+          m.epoch + 1, m.batch, m.threads, m.threads == 1 ? "" : "s");
   TrainOptions to = {.epochs = epochs, .seed = seed, .out = out,
                      .progress = isatty(fileno(stderr)), .log = stderr};
   if (train_run(&m, &ds, &to, &e))
@@ -237,9 +267,9 @@ fail:
 }
 
 /* The model and labels of GRAPH and CKPT, for eval and predict. */
-static int load_for_inference(Model *m, const char *graph, const char *ckpt, char ***labels,
-                              int *nlabels, Err *e) {
-  ModelOptions mo = {.no_train = true};
+static int load_for_inference(Model *m, const char *graph, const char *ckpt, int threads,
+                              bool batched, char ***labels, int *nlabels, Err *e) {
+  ModelOptions mo = {.no_train = true, .threads = threads, .batched_forward = threads > 1 || batched};
   if (model_compile(m, graph, &mo, e) || ckpt_load(m, ckpt, false, labels, nlabels, e) ||
       check_vocab(m, e))
     return -1;
@@ -250,9 +280,11 @@ int cmd_eval(int argc, char **argv) {
   const char *dir = "data/names";
   uint64_t seed = 42;
   double fraction = 0.1;
+  int threads = cli_default_threads();
   static const struct option opts[] = {{"data", required_argument, 0, 'd'},
                                        {"seed", required_argument, 0, 's'},
                                        {"test-fraction", required_argument, 0, 'f'},
+                                       {"threads", required_argument, 0, 't'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
   int c;
@@ -270,6 +302,11 @@ int cmd_eval(int argc, char **argv) {
       if (parse_double(optarg, &fraction) || !(fraction > 0 && fraction < 1))
         return cli_usage_error("eval", "--test-fraction wants a number in (0, 1), not '%s'", optarg);
       break;
+    case 't':
+      if (cli_parse_int(optarg, 1, CLI_MAX_THREADS, &threads))
+        return cli_usage_error("eval", "--threads wants an integer in [1, %d], not '%s'",
+                               CLI_MAX_THREADS, optarg);
+      break;
     case 'h':
       fputs(eval_usage, stdout);
       return EXIT_OK;
@@ -284,7 +321,7 @@ int cmd_eval(int argc, char **argv) {
   Dataset ds = {0};
   char **labels = NULL;
   int nlabels = 0, rc = EXIT_BAD_INPUT;
-  if (load_for_inference(&m, argv[optind], argv[optind + 1], &labels, &nlabels, &e) ||
+  if (load_for_inference(&m, argv[optind], argv[optind + 1], threads, true, &labels, &nlabels, &e) ||
       data_load(&ds, dir, labels, nlabels, &e) || data_split(&ds, fraction, seed, &e) ||
       check_model_data(&m, &ds, &e))
     goto fail;
@@ -331,14 +368,147 @@ static int by_prob(const void *a, const void *b) {
   return (x->p < y->p) - (x->p > y->p);
 }
 
+enum { STREAM_BLOCK = 4096, MAX_LINE = 64 * 1024 };
+
+/* One line of f into buf (at most MAX_LINE bytes; a longer line is read to
+ * its end and reported by *too_long). Returns its length without the line
+ * end, or -1 at the end of the file. */
+static long read_line(FILE *f, char *buf, bool *too_long) {
+  long n = 0;
+  int ch;
+  *too_long = false;
+  while ((ch = getc(f)) != EOF && ch != '\n') {
+    if (n < MAX_LINE)
+      buf[n++] = (char)ch;
+    else
+      *too_long = true;
+  }
+  if (ch == EOF && n == 0 && !*too_long)
+    return -1;
+  if (n > 0 && buf[n - 1] == '\r')
+    n--;
+  buf[n] = '\0';
+  return n;
+}
+
+/* Prints one TSV row: the name, then the top K languages and their
+ * probabilities (or every logit). */
+static void print_row(const char *name, const float *lg, int C, char **labels, int top,
+                      bool logits_only, Ranked *rank) {
+  char *shown = shown_text(name, strlen(name), SIZE_MAX); /* a tab would add a column */
+  printf("%s", shown);
+  free(shown);
+  if (logits_only) {
+    for (int k = 0; k < C; k++)
+      printf("\t%.7g", lg[k]);
+  } else {
+    float mx = lg[0];
+    for (int k = 1; k < C; k++)
+      mx = lg[k] > mx ? lg[k] : mx;
+    double sum = 0;
+    for (int k = 0; k < C; k++)
+      sum += exp((double)lg[k] - mx);
+    for (int k = 0; k < C; k++)
+      rank[k] = (Ranked){k, (float)(exp((double)lg[k] - mx) / sum)};
+    qsort(rank, (size_t)C, sizeof *rank, by_prob);
+    for (int k = 0; k < top && k < C; k++)
+      printf("\t%s\t%.6f", labels[rank[k].label], rank[k].p);
+  }
+  printf("\n");
+}
+
+/* predict --input: names from f in blocks of STREAM_BLOCK, each block one
+ * model_forward_batch. Memory: one block of names and logits. */
+static int predict_stream(Model *m, char **labels, FILE *f, const char *fname, int top,
+                          bool logits_only) {
+  int C = model_classes(m);
+  char *line = xmalloc(MAX_LINE + 1);
+  char **text = xcalloc(STREAM_BLOCK, sizeof *text);
+  uint8_t **chars = xcalloc(STREAM_BLOCK, sizeof *chars);
+  int32_t *lens = xmalloc(STREAM_BLOCK * sizeof *lens);
+  float *lg = xmalloc((size_t)STREAM_BLOCK * (size_t)C * sizeof *lg);
+  Ranked *rank = xmalloc((size_t)C * sizeof *rank);
+  printf("name");
+  if (logits_only)
+    for (int k = 0; k < C; k++)
+      printf("\t%s", labels[k]);
+  else
+    for (int k = 0; k < top && k < C; k++)
+      printf("\tlanguage%d\tprobability%d", k + 1, k + 1);
+  printf("\n");
+  long lineno = 0, skipped = 0, done = 0;
+  bool eof = false;
+  while (!eof) {
+    int n = 0;
+    while (n < STREAM_BLOCK) {
+      bool too_long;
+      long len = read_line(f, line, &too_long);
+      if (len < 0) {
+        eof = true;
+        break;
+      }
+      lineno++;
+      if (too_long) {
+        fprintf(stderr, "rnnc predict: %s:%ld: a line longer than %d bytes: skipped\n", fname,
+                lineno, MAX_LINE);
+        skipped++;
+        continue;
+      }
+      if (len == 0)
+        continue;
+      Err e;
+      uint8_t *cs = NULL;
+      int k = name_encode(line, (size_t)len, &cs, NULL, &e);
+      if (k < 0) {
+        char *shown = shown_text(line, (size_t)len, 80);
+        fprintf(stderr, "rnnc predict: %s:%ld: '%s': %s\n", fname, lineno, shown, e.msg);
+        free(shown);
+        skipped++;
+        continue;
+      }
+      text[n] = xstrdup(line);
+      chars[n] = cs;
+      lens[n] = k;
+      n++;
+    }
+    if (n > 0 && model_forward_batch(m, (const uint8_t *const *)chars, lens, n, lg))
+      assert(!"load_for_inference checked the graph's vocabulary");
+    for (int i = 0; i < n; i++) {
+      print_row(text[i], lg + (size_t)i * (size_t)C, C, labels, top, logits_only, rank);
+      free(text[i]);
+      free(chars[i]);
+    }
+    done += n;
+  }
+  int rc = EXIT_OK;
+  if (ferror(f)) {
+    fprintf(stderr, "rnnc predict: error: reading %s failed\n", fname);
+    rc = EXIT_BAD_INPUT;
+  }
+  if (skipped) {
+    fprintf(stderr, "rnnc predict: %ld name%s classified, %ld skipped\n", done, done == 1 ? "" : "s",
+            skipped);
+    rc = EXIT_BAD_INPUT;
+  }
+  free(line);
+  free(text);
+  free(chars);
+  free(lens);
+  free(lg);
+  free(rank);
+  return rc;
+}
+
 int cmd_predict(int argc, char **argv) {
-  int top = 3;
+  int top = 3, threads = cli_default_threads();
   bool logits_only = false, top_given = false;
   uint64_t seed = 42;
-  const char *dir = "data/names";
+  const char *input = NULL, *dir = "data/names";
   static const struct option opts[] = {{"top", required_argument, 0, 'k'},
                                        {"logits", no_argument, 0, 'l'},
                                        {"seed", required_argument, 0, 's'},
+                                       {"input", required_argument, 0, 'i'},
+                                       {"threads", required_argument, 0, 't'},
                                        {"data", required_argument, 0, 'd'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
@@ -347,7 +517,7 @@ int cmd_predict(int argc, char **argv) {
   while ((c = getopt_long(argc, argv, "hk:", opts, NULL)) != -1) {
     switch (c) {
     case 'k':
-      if (parse_int(optarg, 1, 1000, &top))
+      if (cli_parse_int(optarg, 1, 1000, &top))
         return cli_usage_error("predict", "--top wants a positive integer, not '%s'", optarg);
       top_given = true;
       break;
@@ -356,6 +526,14 @@ int cmd_predict(int argc, char **argv) {
       break;
     case 'd':
       dir = optarg;
+      break;
+    case 'i':
+      input = optarg;
+      break;
+    case 't':
+      if (cli_parse_int(optarg, 1, CLI_MAX_THREADS, &threads))
+        return cli_usage_error("predict", "--threads wants an integer in [1, %d], not '%s'",
+                               CLI_MAX_THREADS, optarg);
       break;
     case 's':
       if (cli_parse_u64(optarg, &seed))
@@ -368,16 +546,28 @@ int cmd_predict(int argc, char **argv) {
       return cli_usage_error("predict", "bad option");
     }
   }
-  if (argc - optind < 3)
-    return cli_usage_error("predict", "wants GRAPH, CKPT and at least one NAME");
+  if (input && argc - optind != 2)
+    return cli_usage_error("predict", "wants GRAPH and CKPT, and names either as arguments or "
+                                      "from --input, not both");
+  if (!input && argc - optind < 3)
+    return cli_usage_error("predict", "wants GRAPH, CKPT and at least one NAME (or --input FILE)");
   if (logits_only && top_given)
     return cli_usage_error("predict", "--top and --logits do not go together: --logits prints "
                                       "every language's logit");
+  FILE *in = NULL;
+  if (input) {
+    in = strcmp(input, "-") ? fopen(input, "r") : stdin;
+    if (!in) {
+      fprintf(stderr, "rnnc predict: error: cannot read %s: %s\n", input, strerror(errno));
+      return EXIT_BAD_INPUT;
+    }
+  }
   Err e;
   Model m = {0};
   char **labels = NULL, **shown = NULL;
   int nlabels = 0, rc = EXIT_BAD_INPUT;
-  if (load_for_inference(&m, argv[optind], argv[optind + 1], &labels, &nlabels, &e) ||
+  if (load_for_inference(&m, argv[optind], argv[optind + 1], input ? threads : 1, input != NULL,
+                         &labels, &nlabels, &e) ||
       (!labels && fallback_labels(dir, &labels, &nlabels, &e))) {
     cli_error("predict", &e);
     goto done;
@@ -388,10 +578,15 @@ int cmd_predict(int argc, char **argv) {
     goto done;
   }
   model_seed_noise(&m, seed);
-  int C = model_classes(&m);
-  shown = xcalloc((size_t)C, sizeof *shown); /* one label, one line */
-  for (int k = 0; k < C; k++)
+  shown = xcalloc((size_t)nlabels, sizeof *shown); /* one label, one line (or TSV cell) */
+  for (int k = 0; k < nlabels; k++)
     shown[k] = shown_text(labels[k], strlen(labels[k]), 64);
+  if (in) {
+    rc = predict_stream(&m, shown, in, strcmp(input, "-") ? input : "standard input", top,
+                        logits_only);
+    goto done;
+  }
+  int C = model_classes(&m);
   float *lg = xmalloc((size_t)C * sizeof *lg);
   Ranked *rank = xmalloc((size_t)C * sizeof *rank);
   rc = EXIT_OK;
@@ -437,6 +632,8 @@ int cmd_predict(int argc, char **argv) {
   free(lg);
   free(rank);
 done:
+  if (in && in != stdin)
+    fclose(in);
   model_free(&m);
   free_labels(shown, shown ? nlabels : 0);
   free_labels(labels, nlabels);

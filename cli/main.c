@@ -13,23 +13,27 @@
 typedef struct Command {
   const char *name;
   const char *summary;
-  const char *usage; /* full help text for `rnnc CMD --help` */
+  const char *usage;       /* full help text for `rnnc CMD --help` */
+  void (*help)(FILE *out); /* or NULL: prints what usage cannot hold */
   int (*run)(int argc, char **argv);
 } Command;
 
 /* ------------------------------------------------------------- the table */
 
 static const Command commands[] = {
-    {"data", "summarize a names data set and its train/test split", data_usage, cmd_data},
+    {"data", "summarize a names data set and its train/test split", data_usage, NULL,
+     cmd_data},
     {"compile", "compile a graph file and print a stage's output (IR, LLVM, assembly)",
-     compile_usage, cmd_compile},
-    {"train", "train a graph on a names data set and write a checkpoint", train_usage, cmd_train},
-    {"eval", "accuracy and confusion matrix of a checkpoint on the test split", eval_usage,
+     compile_usage, NULL, cmd_compile},
+    {"train", "train a graph on a names data set and write a checkpoint", train_usage, NULL,
+     cmd_train},
+    {"eval", "accuracy and confusion matrix of a checkpoint on the test split", eval_usage, NULL,
      cmd_eval},
-    {"predict", "classify names with a trained checkpoint", predict_usage, cmd_predict},
+    {"predict", "classify names with a trained checkpoint", predict_usage, NULL, cmd_predict},
     {"build", "compile a checkpoint into an object file and C header (AOT)", build_usage,
-     cmd_build},
-    {"check", "check a graph's gradients against finite differences", check_usage, cmd_check},
+     build_help, cmd_build},
+    {"check", "check a graph's gradients against finite differences", check_usage, NULL,
+     cmd_check},
 };
 
 static const Command *find_command(const char *name) {
@@ -75,7 +79,10 @@ static int run(int argc, char **argv) {
       fprintf(stderr, "rnnc: unknown command '%s'\nTry 'rnnc --help'.\n", argv[2]);
       return EXIT_USAGE;
     }
-    fputs(c->usage, stdout);
+    if (c->help)
+      c->help(stdout);
+    else
+      fputs(c->usage, stdout);
     return EXIT_OK;
   }
   if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {

@@ -1,5 +1,7 @@
-/* compile.c: the front end's driver. One place fixes the stage order:
- * tokenize, parse, lower, then the verifier. */
+/* compile.c: the drivers. One place fixes the stage order: the front end
+ * (tokenize, parse, lower, verify), the middle end's passes, and which
+ * kernels a graph file compiles into, each prepared and emitted the same
+ * way for the JIT (runtime/model.c) and for `rnnc compile --emit`. */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -93,4 +95,76 @@ int graph_passes(Graph *g, bool train, PassStop stop, Err *e) {
   if (stop == PASSES_GRAD)
     return 0;
   return graph_optimize(g, true, e);
+}
+
+/* Dropping the loss before the passes: what only the loss reads is dead
+ * (rnnc predict needs no target). */
+static void drop_loss(Graph *g) { g->loss = -1; }
+/* A minibatch's two phases (graph_keep_phase). */
+static void keep_step(Graph *g) { graph_keep_phase(g, PHASE_STEP); }
+static void keep_update(Graph *g) { graph_keep_phase(g, PHASE_UPDATE); }
+
+/* Every kernel kind: its function's name, how its graph is prepared (the
+ * passes with or without grad, a change to the graph before them and one
+ * after), and the codegen entry that emits it. */
+static const struct {
+  const char *name;
+  bool train;              /* graph_passes(g, train, ...): with the backward and update */
+  void (*prepare)(Graph *); /* before the passes; NULL: none */
+  void (*finish)(Graph *);  /* after the passes; NULL: none */
+  bool accumulate;          /* CodegenOptions.accumulate */
+  int (*emit)(const Graph *, LLVMModuleRef, const char *, const CodegenOptions *, KernelAbi *,
+              Err *);
+  bool optional; /* a graph may have none: the runtime then runs the one-name kernels */
+} kinds[] = {
+    [KERNEL_TRAIN] = {"train", true, NULL, NULL, false, codegen},
+    [KERNEL_FORWARD] = {"forward", false, drop_loss, NULL, false, codegen},
+    [KERNEL_STEP] = {"step", true, NULL, keep_step, true, codegen},
+    [KERNEL_UPDATE] = {"update", true, NULL, keep_update, false, codegen},
+    [KERNEL_STEP_BATCH] = {"step_batch", true, NULL, keep_step, false, codegen_batch, true},
+    [KERNEL_FORWARD_BATCH] = {"forward_batch", false, drop_loss, NULL, false, codegen_batch, true},
+};
+_Static_assert(ARRAY_LEN(kinds) == KERNEL_KINDS, "a table row for every KernelKind");
+
+const char *kernel_name(KernelKind k) { return kinds[k].name; }
+bool kernel_optional(KernelKind k) { return kinds[k].optional; }
+
+int kernels_prepare(Kernels *ks, const char *path, const char *text, size_t len, unsigned want,
+                    double lr, Err *e) {
+  memset(ks, 0, sizeof *ks);
+  for (int k = 0; k < KERNEL_KINDS; k++) {
+    if (!(want & KERNEL_BIT(k)))
+      continue;
+    double t0 = now_seconds();
+    Graph *g = ks->graph[k] = compile_graph(path, text, len, e);
+    double t1 = now_seconds();
+    ks->front += t1 - t0;
+    if (!g)
+      goto fail;
+    if (kinds[k].train && lr > 0)
+      g->train.lr = lr;
+    if (kinds[k].prepare)
+      kinds[k].prepare(g);
+    if (graph_passes(g, kinds[k].train, PASSES_ALL, e))
+      goto fail;
+    if (kinds[k].finish)
+      kinds[k].finish(g);
+    ks->passes += now_seconds() - t1;
+  }
+  return 0;
+fail:
+  kernels_free(ks);
+  return -1;
+}
+
+void kernels_free(Kernels *ks) {
+  for (int k = 0; k < KERNEL_KINDS; k++)
+    graph_free(ks->graph[k]);
+  memset(ks, 0, sizeof *ks);
+}
+
+int kernel_emit(KernelKind k, const Graph *g, LLVMModuleRef m, LLVMTargetMachineRef tm,
+                KernelAbi *abi, Err *e) {
+  CodegenOptions co = {.simd = simd_of(tm), .accumulate = kinds[k].accumulate};
+  return kinds[k].emit(g, m, kinds[k].name, &co, abi, e);
 }

@@ -363,8 +363,7 @@ static void run_block(Interp *I, int blk) {
     eval(I, b->nodes[i]);
 }
 
-int interp_run(Interp *I, const uint8_t *chars, int len, int target, Err *e) {
-  const Graph *g = I->g;
+static int check_input(const Graph *g, const uint8_t *chars, int len, int target, Err *e) {
   if (len < 1)
     return errf(e, "an empty sequence");
   for (int t = 0; t < len; t++)
@@ -373,6 +372,13 @@ int interp_run(Interp *I, const uint8_t *chars, int len, int target, Err *e) {
                   chars[t], t, g->vocab);
   if (target < 0 || target >= g->classes)
     return errf(e, "target class %d is outside [0, %d)", target, g->classes);
+  return 0;
+}
+
+int interp_run(Interp *I, const uint8_t *chars, int len, int target, Err *e) {
+  const Graph *g = I->g;
+  if (check_input(g, chars, len, target, e))
+    return -1;
   I->T = len;
   I->chars = chars;
   I->target = target;
@@ -383,6 +389,50 @@ int interp_run(Interp *I, const uint8_t *chars, int len, int target, Err *e) {
     I->step++;
   }
   run_block(I, 0);
+  return I->failed ? -1 : 0;
+}
+
+/* Block 0's nodes of one phase (graph_mark_update). */
+static void run_phase(Interp *I, const bool *upd, bool update) {
+  const Block *b = &I->g->blocks[0];
+  for (int i = 0; i < b->n && !I->failed; i++)
+    if (upd[b->nodes[i]] == update)
+      eval(I, b->nodes[i]);
+}
+
+int interp_run_batch(Interp *I, const uint8_t *const *chars, const int *lens, const int *targets,
+                     int n, double *logits, double *losses, Err *e) {
+  const Graph *g = I->g;
+  if (g->stage != STAGE_GRAD)
+    return errf(e, "a batch needs a training graph");
+  if (n < 1)
+    return errf(e, "an empty batch");
+  for (int s = 0; s < n; s++)
+    if (check_input(g, chars[s], lens[s], targets[s], e))
+      return -1;
+  bool *upd = xcalloc((size_t)g->nnodes + 1, sizeof *upd);
+  graph_mark_update(g, upd);
+  memset(I->slot[SLOT_GRAD], 0, g->nfloats * sizeof(double));
+  I->step++;
+  I->err = e;
+  I->failed = 0;
+  for (int s = 0; s < n && !I->failed; s++) {
+    I->T = lens[s];
+    I->chars = chars[s];
+    I->target = targets[s];
+    run_phase(I, upd, false);
+    if (logits && g->output >= 0)
+      memcpy(logits + (size_t)s * g->classes, I->val[g->output], (size_t)g->classes * sizeof *logits);
+    if (losses && g->loss >= 0)
+      losses[s] = I->val[g->loss][0];
+  }
+  /* The gradient of the mean loss: the sum over the batch, times 1/n. */
+  double scale = R(I, 1.0 / n);
+  for (size_t i = 0; i < g->nfloats; i++)
+    I->slot[SLOT_GRAD][i] = R(I, I->slot[SLOT_GRAD][i] * scale);
+  if (!I->failed)
+    run_phase(I, upd, true);
+  free(upd);
   return I->failed ? -1 : 0;
 }
 

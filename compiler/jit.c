@@ -1,5 +1,5 @@
-/* jit.c: the host target machine, the optimization pipeline, and ORC
- * LLJIT for running kernels in-process. */
+/* jit.c: the optimization pipeline, and ORC LLJIT for running kernels
+ * in-process (for the host: target_machine in targets.c). */
 #include <llvm-c/Analysis.h>
 #include <llvm-c/Core.h>
 #include <llvm-c/Error.h>
@@ -18,45 +18,6 @@ static int llvm_err(Err *e, const char *what, LLVMErrorRef err) {
   errf(e, "%s: %s", what, msg);
   LLVMDisposeErrorMessage(msg);
   return -1;
-}
-
-static void init_native(void) {
-  static bool done;
-  if (!done) {
-    LLVMInitializeNativeTarget();
-    LLVMInitializeNativeAsmPrinter();
-    LLVMInitializeNativeAsmParser();
-    done = true;
-  }
-}
-
-LLVMTargetMachineRef target_machine(const char *triple, const char *cpu, const char *features,
-                                    bool pic, Err *e) {
-  init_native();
-  char *host_triple = NULL, *host_cpu = NULL, *host_features = NULL;
-  if (!triple)
-    triple = host_triple = LLVMGetDefaultTargetTriple();
-  if (!cpu) {
-    cpu = host_cpu = LLVMGetHostCPUName();
-    features = host_features = LLVMGetHostCPUFeatures();
-  }
-  LLVMTargetRef target;
-  char *msg = NULL;
-  LLVMTargetMachineRef tm = NULL;
-  if (LLVMGetTargetFromTriple(triple, &target, &msg)) {
-    errf(e, "target %s: %s", triple, msg);
-    LLVMDisposeMessage(msg);
-  } else {
-    tm = LLVMCreateTargetMachine(target, triple, cpu, features ? features : "",
-                                 LLVMCodeGenLevelAggressive, pic ? LLVMRelocPIC : LLVMRelocDefault,
-                                 LLVMCodeModelDefault);
-    if (!tm)
-      errf(e, "cannot make a target machine for %s (cpu %s)", triple, cpu);
-  }
-  LLVMDisposeMessage(host_triple);
-  LLVMDisposeMessage(host_cpu);
-  LLVMDisposeMessage(host_features);
-  return tm;
 }
 
 int optimize_module(LLVMModuleRef m, LLVMTargetMachineRef tm, Err *e) {
@@ -95,14 +56,14 @@ struct Jit {
 };
 
 Jit *jit_new(const char *cpu, Err *e) {
-  init_native();
+  target_init_native();
   Jit *j = xcalloc(1, sizeof *j);
   LLVMOrcJITTargetMachineBuilderRef jtmb;
   LLVMErrorRef err = NULL;
   if (cpu) {
     /* A named CPU: the code is the same on every machine that runs its
      * instructions. The builder takes its own target machine. */
-    LLVMTargetMachineRef tm = target_machine(NULL, cpu, "", false, e);
+    LLVMTargetMachineRef tm = target_machine(NULL, cpu, "", LLVMRelocDefault, e);
     if (!tm) {
       free(j);
       return NULL;
@@ -136,7 +97,7 @@ Jit *jit_new(const char *cpu, Err *e) {
   }
   LLVMOrcJITDylibAddGenerator(LLVMOrcLLJITGetMainJITDylib(j->jit), gen); /* takes gen */
   j->tsc = LLVMOrcCreateNewThreadSafeContext();
-  j->tm = target_machine(NULL, cpu, cpu ? "" : NULL, false, e);
+  j->tm = target_machine(NULL, cpu, cpu ? "" : NULL, LLVMRelocDefault, e);
   if (!j->tm) {
     jit_free(j);
     return NULL;

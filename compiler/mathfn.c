@@ -258,3 +258,70 @@ LLVMValueRef mf_tanh(LLVMModuleRef m, LLVMBuilderRef b, LLVMValueRef x) {
   LLVMValueRef y = sel(&f, cmp(&f, LLVMRealOLT, ax, cf(&f, 0.625f)), small, big);
   return copysign_(&f, y, x);
 }
+
+/* ------------------------------------------------------------------ fma */
+
+/* fma(a, b, c) in double precision, rounded once, for targets without a
+ * fused multiply-add (WebAssembly, x86-64 before FMA3), where llvm.fma
+ * would be a call to libm's fmaf. The product of two floats is exact in a
+ * double (24 + 24 bits < 53), so only the sum s = ab + c rounds; rounding
+ * s to float as well could round twice. Rounding s to odd instead (when
+ * the sum was inexact and s's last bit is 0, move s one ulp towards the
+ * exact sum) makes the final rounding to float correct: a double has more
+ * than 24 + 2 bits (Boldo and Melquiond, "Emulation of FMA and correctly
+ * rounded sums: proved algorithms using rounding to odd", 2008). The
+ * rounding error of s is exact by Knuth's TwoSum; infinities and NaNs make
+ * it NaN, and s is then left as it is. */
+static LLVMValueRef soft_fma(MF *f, LLVMValueRef a, LLVMValueRef bv, LLVMValueRef c) {
+  LLVMTypeRef f64 = LLVMDoubleTypeInContext(f->ctx), i64 = LLVMInt64TypeInContext(f->ctx);
+  LLVMTypeRef dty = f->n ? LLVMVectorType(f64, f->n) : f64;
+  LLVMTypeRef lty = f->n ? LLVMVectorType(i64, f->n) : i64;
+  LLVMBuilderRef b = f->b;
+  LLVMValueRef p = LLVMBuildFMul(b, LLVMBuildFPExt(b, a, dty, ""), LLVMBuildFPExt(b, bv, dty, ""),
+                                 "");
+  LLVMValueRef cd = LLVMBuildFPExt(b, c, dty, "");
+  LLVMValueRef s = LLVMBuildFAdd(b, p, cd, "");
+  LLVMValueRef bb = LLVMBuildFSub(b, s, p, "");
+  LLVMValueRef err = LLVMBuildFAdd(b, LLVMBuildFSub(b, p, LLVMBuildFSub(b, s, bb, ""), ""),
+                                   LLVMBuildFSub(b, cd, bb, ""), "");
+
+  MF g = *f; /* constants of the double shape */
+  g.f32 = f64;
+  g.i32 = i64;
+  LLVMValueRef sbits = LLVMBuildBitCast(b, s, lty, "");
+  LLVMValueRef one = splat(&g, LLVMConstInt(i64, 1, 0));
+  LLVMValueRef even = LLVMBuildICmp(b, LLVMIntEQ, LLVMBuildAnd(b, sbits, one, ""),
+                                    splat(&g, LLVMConstInt(i64, 0, 0)), "");
+  LLVMValueRef inexact = LLVMBuildFCmp(b, LLVMRealONE, err, splat(&g, LLVMConstReal(f64, 0)), "");
+  /* the magnitude grows when err has the sign of s */
+  LLVMValueRef same_sign =
+      LLVMBuildICmp(b, LLVMIntSGE, LLVMBuildXor(b, LLVMBuildBitCast(b, err, lty, ""), sbits, ""),
+                    splat(&g, LLVMConstInt(i64, 0, 0)), "");
+  LLVMValueRef step = LLVMBuildSelect(b, same_sign, one, splat(&g, LLVMConstAllOnes(i64)), "");
+  LLVMValueRef odd = LLVMBuildAdd(b, sbits, step, "");
+  sbits = LLVMBuildSelect(b, LLVMBuildAnd(b, inexact, even, ""), odd, sbits, "");
+  return LLVMBuildFPTrunc(b, LLVMBuildBitCast(b, sbits, dty, ""), f->fty, "");
+}
+
+void mf_lower_fma(LLVMModuleRef m) {
+  LLVMBuilderRef b = LLVMCreateBuilderInContext(LLVMGetModuleContext(m));
+  for (LLVMValueRef fn = LLVMGetFirstFunction(m), next; fn; fn = next) {
+    next = LLVMGetNextFunction(fn);
+    size_t len;
+    const char *name = LLVMGetValueName2(fn, &len);
+    if (len < 9 || strncmp(name, "llvm.fma.", 9))
+      continue;
+    /* every use is a call: intrinsics are only called */
+    for (LLVMUseRef u; (u = LLVMGetFirstUse(fn));) {
+      LLVMValueRef call = LLVMGetUser(u);
+      LLVMPositionBuilderBefore(b, call);
+      MF f = mf_begin(m, b, LLVMGetOperand(call, 0));
+      LLVMValueRef y =
+          soft_fma(&f, LLVMGetOperand(call, 0), LLVMGetOperand(call, 1), LLVMGetOperand(call, 2));
+      LLVMReplaceAllUsesWith(call, y);
+      LLVMInstructionEraseFromParent(call);
+    }
+    LLVMDeleteFunction(fn);
+  }
+  LLVMDisposeBuilder(b);
+}

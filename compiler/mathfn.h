@@ -44,4 +44,10 @@ LLVMValueRef mf_log(LLVMModuleRef m, LLVMBuilderRef b, LLVMValueRef x);
 LLVMValueRef mf_sigmoid(LLVMModuleRef m, LLVMBuilderRef b, LLVMValueRef x);
 LLVMValueRef mf_tanh(LLVMModuleRef m, LLVMBuilderRef b, LLVMValueRef x);
 
+/* Replaces every call of llvm.fma on float or <N x float> in m by the same
+ * function in double-precision arithmetic, bit for bit (rounding to odd,
+ * see mathfn.c), for a target without a fused multiply-add, where the
+ * intrinsic would become a call to libm's fmaf. */
+void mf_lower_fma(LLVMModuleRef m);
+
 #endif

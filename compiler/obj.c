@@ -25,6 +25,7 @@
  * require: g is a verified inference graph after graph_passes(g, false,
  * PASSES_ALL): a forward kernel that reads only the parameter values. */
 #include <llvm-c/Core.h>
+#include <llvm-c/Object.h>
 #include <llvm-c/Target.h>
 #include <llvm-c/TargetMachine.h>
 #include <stdio.h>
@@ -40,7 +41,8 @@ typedef struct W {
   LLVMModuleRef mod;
   LLVMBuilderRef b;
   LLVMTypeRef f32, i16, i32, i64, i8, pty;
-  LLVMValueRef fn; /* the function being built */
+  LLVMValueRef fn;    /* the function being built */
+  bool unwind_tables; /* for an OS: see c_function_attrs */
 } W;
 
 static LLVMValueRef c32(W *w, long long x) { return LLVMConstInt(w->i32, (unsigned long long)x, 1); }
@@ -63,10 +65,13 @@ static void param_attr(W *w, LLVMValueRef fn, unsigned param, const char *name) 
 }
 
 /* No exceptions pass through; asynchronous unwind tables (uwtable=2) as a
- * C compiler makes them, so debuggers and profilers can walk the stack. */
+ * C compiler makes them, so debuggers and profilers can walk the stack,
+ * but not on bare metal: there, ARM's tables need libgcc's unwinder
+ * (__aeabi_unwind_cpp_pr0). */
 static void c_function_attrs(W *w, LLVMValueRef fn) {
   fn_attr(w, fn, "nounwind", 0);
-  fn_attr(w, fn, "uwtable", 2);
+  if (w->unwind_tables)
+    fn_attr(w, fn, "uwtable", 2);
 }
 
 static LLVMValueRef private_const(W *w, LLVMTypeRef ty, LLVMValueRef init, const char *name) {
@@ -322,66 +327,43 @@ static void build_labels(W *w, const Graph *g, const char *prefix, char *const *
   free(ptrs);
 }
 
-/* The CPU names LLVM 19's x86 back end knows, less the 32-bit-only ones
- * (`llc -mtriple=x86_64 -mcpu=help`, each tried): LLVM ignores an unknown
- * name with a warning and aborts on a 32-bit one ("64-bit code requested
- * on a subtarget that doesn't support it"), so --cpu is checked here. */
-static const char *const x86_64_cpus[] = {
-    "alderlake", "amdfam10", "arrowlake", "arrowlake-s", "arrowlake_s", "athlon-fx", "athlon64",
-    "athlon64-sse3", "atom", "atom_sse4_2", "atom_sse4_2_movbe", "barcelona", "bdver1",
-    "bdver2", "bdver3", "bdver4", "bonnell", "broadwell", "btver1", "btver2", "cannonlake",
-    "cascadelake", "clearwaterforest", "cooperlake", "core-avx-i", "core-avx2", "core2",
-    "core_2_duo_sse4_1", "core_2_duo_ssse3", "core_2nd_gen_avx", "core_3rd_gen_avx",
-    "core_4th_gen_avx", "core_4th_gen_avx_tsx", "core_5th_gen_avx", "core_5th_gen_avx_tsx",
-    "core_aes_pclmulqdq", "core_i7_sse4_2", "corei7", "corei7-avx", "emeraldrapids", "goldmont",
-    "goldmont-plus", "goldmont_plus", "gracemont", "grandridge", "graniterapids",
-    "graniterapids-d", "graniterapids_d", "haswell", "icelake-client", "icelake-server",
-    "icelake_client", "icelake_server", "ivybridge", "k8", "k8-sse3", "knl", "knm", "lunarlake",
-    "meteorlake", "mic_avx512", "nehalem", "nocona", "opteron", "opteron-sse3", "pantherlake",
-    "penryn", "raptorlake", "rocketlake", "sandybridge", "sapphirerapids", "sierraforest",
-    "silvermont", "skx", "skylake", "skylake-avx512", "skylake_avx512", "slm", "tigerlake",
-    "tremont", "westmere", "x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4", "znver1", "znver2",
-    "znver3", "znver4", "znver5",
-};
-
-int obj_check_cpu(const char *cpu, Err *e) {
-  if (!cpu || !strcmp(cpu, "host") || !strcmp(cpu, "native") || !strcmp(cpu, "generic"))
-    return 0;
-  for (size_t i = 0; i < ARRAY_LEN(x86_64_cpus); i++)
-    if (!strcmp(cpu, x86_64_cpus[i]))
-      return 0;
-  return errf(e, "'%s' is not an x86-64 CPU that LLVM 19 knows (generic, host, x86-64-v2, "
-                 "x86-64-v3, x86-64-v4, haswell, skylake-avx512, znver3, znver4, ...)",
-              cpu);
-}
-
-/* "x86-64, x86" */
-static void list_targets(Buf *b) {
-  for (LLVMTargetRef t = LLVMGetFirstTarget(); t; t = LLVMGetNextTarget(t))
-    buf_printf(b, "%s%s", t == LLVMGetFirstTarget() ? "" : ", ", LLVMGetTargetName(t));
-  buf_put(b, "", 1);
-}
-
-static LLVMTargetMachineRef make_target(const ObjOptions *o, Err *e) {
-  if (obj_check_cpu(o->cpu, e))
-    return NULL;
-  const char *cpu = o->cpu, *features = NULL;
-  if (cpu && (!strcmp(cpu, "host") || !strcmp(cpu, "native")))
-    cpu = NULL;
-  else if (cpu && !strcmp(cpu, "generic"))
-    cpu = "x86-64"; /* the x86-64 baseline: SSE2, no later extension */
-  if (cpu)
-    features = "";
-  LLVMTargetMachineRef tm = target_machine(o->triple, cpu, features, true, e);
-  if (!tm && o->triple) {
-    Buf b = {0};
-    list_targets(&b);
-    size_t n = strlen(e->msg);
-    snprintf(e->msg + n, sizeof e->msg - n, " (this rnnc has the back ends: %s)",
-             b.data ? b.data : "none");
-    buf_free(&b);
+/* What the object's sections hold, by their names (ELF's, and the wasm
+ * object's CODE and DATA): code, read-only data (the weights, the other
+ * constants, the unwind tables; the label pointers, in .data.rel.ro when
+ * PIC), and writable data. */
+static void section_sizes(LLVMMemoryBufferRef mb, LLVMContextRef ctx, ObjInfo *info) {
+  static const char *const rodata[] = {".rodata", ".data.rel.ro", ".eh_frame", ".ARM.ex", "DATA"};
+  char *msg = NULL;
+  LLVMBinaryRef bin = LLVMCreateBinary(mb, ctx, &msg);
+  LLVMDisposeMessage(msg);
+  if (bin) {
+    LLVMSectionIteratorRef it = LLVMObjectFileCopySectionIterator(bin);
+    for (; !LLVMObjectFileIsSectionIteratorAtEnd(bin, it); LLVMMoveToNextSection(it)) {
+      const char *name = LLVMGetSectionName(it);
+      if (!name)
+        continue;
+      size_t size = (size_t)LLVMGetSectionSize(it);
+      bool ro = false;
+      for (size_t i = 0; i < ARRAY_LEN(rodata); i++)
+        ro |= !strncmp(name, rodata[i], strlen(rodata[i]));
+      if (!strncmp(name, ".text", 5) || !strcmp(name, "CODE"))
+        info->text_bytes += size;
+      else if (ro)
+        info->rodata_bytes += size;
+      else if (!strncmp(name, ".data", 5) || !strncmp(name, ".bss", 4))
+        info->data_bytes += size;
+    }
+    LLVMDisposeSectionIterator(it);
+    LLVMDisposeBinary(bin);
   }
-  return tm;
+  LLVMDisposeMemoryBuffer(mb);
+}
+
+static LLVMTargetMachineRef make_target(const ObjOptions *o, TargetChoice *c, Err *e) {
+  if (target_choose(o->triple, o->cpu, c, e))
+    return NULL;
+  return target_machine(o->triple, c->host ? NULL : c->cpu, c->host ? NULL : c->features,
+                        c->reloc, e);
 }
 
 static bool is_identifier(const char *s) {
@@ -415,12 +397,13 @@ int obj_emit(const Graph *g, const ObjOptions *o, Buf *object, ObjInfo *info, Er
   if (strlen(o->vocab) != (size_t)g->vocab)
     return errf(e, "%s: the graph's input has %d characters, but the vocabulary has %zu",
                 g->src ? g->src->path : "graph", g->vocab, strlen(o->vocab));
-  LLVMTargetMachineRef tm = make_target(o, e);
+  TargetChoice tc;
+  LLVMTargetMachineRef tm = make_target(o, &tc, e);
   if (!tm)
     return -1;
 
   /* Ownership: ctx owns mod (disposed first); tm and the builder are ours. */
-  W w = {.ctx = LLVMContextCreate()};
+  W w = {.ctx = LLVMContextCreate(), .unwind_tables = !tc.bare};
   w.mod = LLVMModuleCreateWithNameInContext(o->prefix, w.ctx);
   w.b = LLVMCreateBuilderInContext(w.ctx);
   w.f32 = LLVMFloatTypeInContext(w.ctx);
@@ -434,7 +417,7 @@ int obj_emit(const Graph *g, const ObjOptions *o, Buf *object, ObjInfo *info, Er
 
   /* The kernel: internal, so it exists only inlined into P_forward. */
   snprintf(name, sizeof name, "%s_kernel", o->prefix);
-  CodegenOptions co = {.baked_values = o->values};
+  CodegenOptions co = {.baked_values = o->values, .simd = simd_of(tm)};
   if (codegen(g, w.mod, name, &co, &info->abi, e))
     goto done;
   LLVMValueRef kernel = LLVMGetNamedFunction(w.mod, name);
@@ -458,6 +441,10 @@ int obj_emit(const Graph *g, const ObjOptions *o, Buf *object, ObjInfo *info, Er
                                        weights, noise, &info->abi);
   build_predict(&w, g, o->prefix, o->vocab, forward);
   build_labels(&w, g, o->prefix, o->labels);
+  /* The inline exp, sigmoid and tanh (mathfn.c) use llvm.fma, which
+   * would be a call to fmaf without an instruction for it. */
+  if (!target_has_fma(tm))
+    mf_lower_fma(w.mod);
   if (optimize_module(w.mod, tm, e))
     goto done;
 
@@ -469,14 +456,14 @@ int obj_emit(const Graph *g, const ObjOptions *o, Buf *object, ObjInfo *info, Er
     goto done;
   }
   buf_put(object, LLVMGetBufferStart(mb), LLVMGetBufferSize(mb));
-  LLVMDisposeMemoryBuffer(mb);
+  section_sizes(mb, w.ctx, info); /* takes mb */
   char *s = LLVMGetTargetMachineTriple(tm);
   snprintf(info->triple, sizeof info->triple, "%s", s);
   LLVMDisposeMessage(s);
   s = LLVMGetTargetMachineCPU(tm);
-  snprintf(info->cpu, sizeof info->cpu, "%s", s);
+  snprintf(info->cpu, sizeof info->cpu, "%s", *s ? s : "default");
   LLVMDisposeMessage(s);
-  info->generic = o->cpu && !strcmp(o->cpu, "generic");
+  snprintf(info->means, sizeof info->means, "%s", tc.host ? "and its features" : tc.means);
   info->stack_bytes = 4 * (info->abi.scratch_fixed + (size_t)OBJ_MAX_LEN * info->abi.scratch_per_t +
                            (size_t)g->classes + 2) +   /* P_forward */
                       4 * ((size_t)OBJ_MAX_LEN + (size_t)g->classes); /* P_predict */
@@ -536,11 +523,11 @@ void obj_header(const Graph *g, const ObjOptions *o, const ObjInfo *info, const 
   buf_printf(out, " (header): generated by rnnc build; do not edit.\n *\n * Model: ");
   comment_text(out, o->source ? o->source : "?");
   buf_printf(out,
-             "\n * Target: %s, CPU %s%s.\n"
+             "\n * Target: %s, CPU %s%s%s%s.\n"
              " *\n"
              " * The object holds the compiled inference kernel with its trained weights\n"
-             " * (read-only data) and needs nothing but libc and libm (link with -lm):\n"
-             " * no LLVM, no rnnc library.\n"
+             " * (read-only data). It needs nothing from the C library but memcpy,\n"
+             " * memmove and memset (no libm, no heap), and no LLVM or rnnc library.\n"
              " *\n"
              " * %s_forward(chars, len, logits): chars[0..len) are vocabulary indices\n"
              " *   (%s_VOCAB[i] is the character of index i), 1 <= len <= %s_MAX_LEN.\n"
@@ -561,14 +548,17 @@ void obj_header(const Graph *g, const ObjOptions *o, const ObjInfo *info, const 
              " * Thread safety: both functions are reentrant and thread-safe. The weights\n"
              " * are read-only and the working memory is on the caller's stack, sized\n"
              " * for the name: %zu + %zu * len bytes, at most %s_STACK_BYTES (with\n"
-             " * the buffers of %s_predict), plus the kernel's own small frame. A thread\n"
-             " * with a small stack (musl's default is 128 KiB) may need more for long\n"
-             " * names.\n"
+             " * the buffers of %s_predict), plus the functions' own frames, a few hundred\n"
+             " * bytes. A thread with a small stack (musl's default is 128 KiB, a\n"
+             " * microcontroller's main stack often less) may need more for long names.\n"
+             " *\n"
+             " * Sizes: %s_TEXT_BYTES of code, %s_RODATA_BYTES of constants (the weights),\n"
+             " * %s_DATA_BYTES of writable data, as the object's sections hold them.\n"
              " */\n",
-             info->triple, info->cpu, info->generic ? " (any x86-64)" : " (and its features)",
+             info->triple, info->cpu, *info->means ? " (" : "", info->means, *info->means ? ")" : "",
              P, P, P, P, P, P, P, P, P, P,
              4 * (info->abi.scratch_fixed + (size_t)g->classes + 2), 4 * info->abi.scratch_per_t,
-             P, P);
+             P, P, P, P, P);
   buf_printf(out, "#ifndef %s\n#define %s\n\n#include <stdint.h>\n\n", guard, guard);
   buf_printf(out, "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n");
   buf_printf(out, "#define %s_NUM_CLASSES %d\n", P, g->classes);
@@ -577,7 +567,10 @@ void obj_header(const Graph *g, const ObjOptions *o, const ObjInfo *info, const 
   c_string(out, o->vocab);
   buf_printf(out, "\"\n");
   buf_printf(out, "#define %s_MAX_LEN %d\n", P, OBJ_MAX_LEN);
-  buf_printf(out, "#define %s_STACK_BYTES %zu\n\n", P, info->stack_bytes);
+  buf_printf(out, "#define %s_STACK_BYTES %zu\n", P, info->stack_bytes);
+  buf_printf(out, "#define %s_TEXT_BYTES %zu\n", P, info->text_bytes);
+  buf_printf(out, "#define %s_RODATA_BYTES %zu\n", P, info->rodata_bytes);
+  buf_printf(out, "#define %s_DATA_BYTES %zu\n\n", P, info->data_bytes);
   buf_printf(out, "/* The class names, in class order:");
   for (int k = 0; k < g->classes; k++) {
     buf_printf(out, "%s%d ", k % 6 ? ", " : "\n *   ", k);
@@ -587,4 +580,124 @@ void obj_header(const Graph *g, const ObjOptions *o, const ObjInfo *info, const 
   buf_printf(out, "int %s_forward(const int32_t *chars, int32_t len, float *logits);\n", P);
   buf_printf(out, "int %s_predict(const char *ascii_name, float *probs);\n\n", P);
   buf_printf(out, "#ifdef __cplusplus\n}\n#endif\n\n#endif /* %s */\n", guard);
+}
+
+/* ------------------------------------------------- the WebAssembly module */
+
+/* s as the body of a JavaScript string literal in single quotes. Labels
+ * are UTF-8 (the checkpoint's JSON), which a module's source may hold. */
+static void js_string(Buf *b, const char *s) {
+  for (; *s; s++) {
+    unsigned char ch = (unsigned char)*s;
+    if (ch == '\'' || ch == '\\')
+      buf_printf(b, "\\%c", ch);
+    else if (ch < 32 || ch == 127)
+      buf_printf(b, "\\x%02x", ch);
+    else
+      buf_put(b, s, 1);
+  }
+}
+
+void obj_js_module(const Graph *g, const ObjOptions *o, const ObjInfo *info,
+                   const char *wasm_name, Buf *out) {
+  const char *P = o->prefix;
+  buf_printf(out, "// ");
+  comment_text(out, wasm_name);
+  buf_printf(out, " (JavaScript module): generated by rnnc build; do not edit.\n//\n// Model: ");
+  comment_text(out, o->source ? o->source : "?");
+  buf_printf(
+      out,
+      "\n// The WebAssembly module (%s, CPU %s) imports nothing and exports its\n"
+      "// memory and the functions %s_forward and %s_predict of rnnc's C API\n"
+      "// (docs/aot.md). It needs %zu bytes of stack at most, inside its memory.\n"
+      "//\n"
+      "//   import { load } from './this-file.mjs';\n"
+      "//   const model = await load();   // the .wasm file beside this one\n"
+      "//   model.predict('Nguyen');      // { index, label, probs }\n"
+      "//   model.forward([13, 6, 20]);   // Float32Array of %d logits\n"
+      "//\n"
+      "// predict(name) takes ASCII, as training saw the names (transliterate\n"
+      "// 'Ślusàrski' to 'Slusarski' first). It returns null for a name that is\n"
+      "// empty, longer than maxLen or has a character outside vocab. forward\n"
+      "// takes vocabulary indices and throws a RangeError for a bad one.\n\n",
+      info->triple, info->cpu, P, P, info->stack_bytes, g->classes);
+  buf_printf(out, "export const labels = Object.freeze([");
+  for (int k = 0; k < g->classes; k++) {
+    buf_printf(out, "%s%s'", k ? "," : "", k % 6 ? " " : "\n  ");
+    js_string(out, o->labels[k]);
+    buf_printf(out, "'");
+  }
+  buf_printf(out, "\n]);\nexport const vocab = '");
+  js_string(out, o->vocab);
+  buf_printf(out, "';\nexport const maxLen = %d;\n\n", OBJ_MAX_LEN);
+  buf_printf(
+      out,
+      "const classes = %d;\n"
+      "// Inputs and results live past the module's data and stack (__heap_base),\n"
+      "// in memory nothing else uses: maxLen int32 indices (or a NUL-terminated\n"
+      "// name), then the classes' floats.\n"
+      "const resultOffset = 4 * maxLen;\n"
+      "const ioBytes = resultOffset + 4 * classes;\n\n",
+      g->classes);
+  buf_printf(out, "export async function load(source = new URL('");
+  js_string(out, wasm_name);
+  buf_printf(
+      out,
+      "', import.meta.url)) {\n"
+      "  let bytes = source;\n"
+      "  if (source instanceof URL || typeof source === 'string') {\n"
+      "    const url = new URL(source, import.meta.url);\n"
+      "    if (url.protocol === 'file:' && globalThis.process?.versions?.node) {\n"
+      "      const { readFile } = await import('node:fs/promises');\n"
+      "      bytes = await readFile(url);\n"
+      "    } else {\n"
+      "      const response = await fetch(url);\n"
+      "      if (!response.ok) throw new Error(`${url}: ${response.status} ${response.statusText}`);\n"
+      "      bytes = await response.arrayBuffer();\n"
+      "    }\n"
+      "  }\n"
+      "  const { instance } = await WebAssembly.instantiate(bytes, {});\n"
+      "  return new Model(instance.exports);\n"
+      "}\n\n"
+      "class Model {\n"
+      "  #exports;\n"
+      "  #io;\n\n"
+      "  constructor(exports) {\n"
+      "    this.#exports = exports;\n"
+      "    this.#io = (exports.__heap_base.value + 15) & ~15;\n"
+      "    const missing = this.#io + ioBytes - exports.memory.buffer.byteLength;\n"
+      "    if (missing > 0) exports.memory.grow(Math.ceil(missing / 65536));\n"
+      "  }\n\n"
+      "  predict(name) {\n"
+      "    if (typeof name !== 'string' || name.length < 1 || name.length > maxLen) return null;\n"
+      "    const bytes = new Uint8Array(this.#exports.memory.buffer, this.#io, maxLen + 1);\n"
+      "    for (let i = 0; i < name.length; i++) {\n"
+      "      const c = name.charCodeAt(i);\n"
+      "      if (c < 1 || c > 127) return null; // not in the vocabulary (NUL would end the name)\n"
+      "      bytes[i] = c;\n"
+      "    }\n"
+      "    bytes[name.length] = 0;\n"
+      "    const k = this.#exports.%s_predict(this.#io, this.#io + resultOffset);\n"
+      "    if (k < 0) return null;\n"
+      "    return { index: k, label: labels[k], probs: this.#result() };\n"
+      "  }\n\n"
+      "  forward(indices) {\n"
+      "    const n = indices.length;\n"
+      "    if (!(n >= 1 && n <= maxLen)) throw new RangeError(`forward: ${n} indices, not 1 to ${maxLen}`);\n"
+      "    const chars = new Int32Array(this.#exports.memory.buffer, this.#io, n);\n"
+      "    for (let i = 0; i < n; i++) {\n"
+      "      const c = indices[i];\n"
+      "      if (!(Number.isInteger(c) && c >= 0 && c < vocab.length))\n"
+      "        throw new RangeError(`forward: index ${c} is not in [0, ${vocab.length})`);\n"
+      "      chars[i] = c;\n"
+      "    }\n"
+      "    if (this.#exports.%s_forward(this.#io, n, this.#io + resultOffset) !== 0)\n"
+      "      throw new Error('forward: the module rejected its input');\n"
+      "    return this.#result();\n"
+      "  }\n\n"
+      "  #result() {\n"
+      "    return new Float32Array(this.#exports.memory.buffer, this.#io + resultOffset, classes).slice();\n"
+      "  }\n"
+      "}\n",
+      P, P);
 }

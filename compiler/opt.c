@@ -12,6 +12,7 @@
  * the weight-gradient updates in a scan's body move after the scan, over
  * stacks (hoist_accs); equal pure nodes merge (cse); then dead code
  * elimination, and renumbering so ids stay dense. */
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -599,4 +600,43 @@ int graph_optimize(Graph *g, bool late, Err *e) {
       return -1;
   }
   return 0;
+}
+
+/* ------------------------------------------------------------- phases */
+
+void graph_mark_update(const Graph *g, bool *upd) {
+  /* Operands come before their users (SSA order by id), and the update
+   * lives in block 0, so one pass in id order sees every operand first. */
+  for (int id = 0; id < g->nnodes; id++) {
+    const Node *n = &g->nodes[id];
+    bool u = n->op == OP_STORE || n->op == OP_STEP || (n->op == OP_LOAD && n->b != SLOT_VALUE);
+    for (int k = 0; !u && k < n->nin; k++)
+      u = upd[n->in[k]];
+    upd[id] = u;
+  }
+}
+
+void graph_keep_phase(Graph *g, Phase p) {
+  assert(g->stage == STAGE_GRAD);
+  bool *upd = xcalloc((size_t)g->nnodes + 1, sizeof *upd);
+  graph_mark_update(g, upd);
+  Block *b0 = &g->blocks[0];
+  int k = 0;
+  for (int i = 0; i < b0->n; i++) {
+    const Node *n = &g->nodes[b0->nodes[i]];
+    bool drop = p == PHASE_STEP ? n->op == OP_STORE
+                                : n->op == OP_ACC || n->op == OP_ACC_OUTER ||
+                                      (n->op == OP_SCAN && has_effects(g, n->region));
+    if (!drop)
+      b0->nodes[k++] = b0->nodes[i];
+  }
+  b0->n = k;
+  if (p == PHASE_STEP) {
+    if (g->grad_norm >= 0 && upd[g->grad_norm])
+      g->grad_norm = -1;
+  } else {
+    g->output = g->loss = -1;
+  }
+  free(upd);
+  graph_dce(g);
 }

@@ -283,6 +283,16 @@ Type type_mat(int m, int n);
 bool type_eq(Type a, Type b);
 const char *type_str(Type t, char *buf, size_t n);
 size_t type_numel(Type t); /* elements of a non-sequence f32 type */
+static inline bool type_is_seq(Type t) { return t.rank >= 1 && t.dim[0] == DIM_T; }
+/* Elements per row of a sequence, or of a plain value (one-hot values and
+ * classes: one index). */
+static inline size_t type_row_numel(Type t) {
+  if (t.kind == TY_ONEHOT || t.kind == TY_CLASS)
+    return 1;
+  if (type_is_seq(t))
+    return t.rank == 2 ? (size_t)t.dim[1] : 1;
+  return type_numel(t);
+}
 /* Type, offset and name of parameter a of a load or store (PARAM_ALL too). */
 Type param_type(const Graph *g, int a);
 size_t param_offset(const Graph *g, int a);
@@ -318,6 +328,12 @@ void interp_set_rng(Interp *I, Rng *rng);
 /* Runs the graph on chars[0..len) with a target class. A graph with a
  * backward pass zeroes the gradients first and counts one step. */
 int interp_run(Interp *I, const uint8_t *chars, int len, int target, Err *e);
+/* Minibatch training on n sequences: each one's forward and backward pass
+ * (the step phase, see graph_mark_update), the summed gradients times 1/n
+ * (the gradient of the mean loss), then one update. logits (n * classes)
+ * and losses (n) receive each sequence's values (either may be NULL). */
+int interp_run_batch(Interp *I, const uint8_t *const *chars, const int *lens, const int *targets,
+                     int n, double *logits, double *losses, Err *e);
 /* A top-level node's value after a run (output, loss, grad_norm). */
 const double *interp_value(const Interp *I, int node, size_t *n);
 
@@ -331,18 +347,50 @@ int graph_optimize(Graph *g, bool late, Err *e);
 /* Removes nodes nothing reads and renumbers the rest densely. */
 void graph_dce(Graph *g);
 
-/* ----------------------------------------------------------------- llvm.c */
+/* A training graph in two phases, for minibatches: the step (forward and
+ * backward of one sequence: gradients accumulate into the grad slot) runs
+ * for every sequence of a batch, the update (clipping, the optimizer) once
+ * per batch on the summed gradients. A node is in the update when it
+ * writes a parameter slot, or reads the step counter or a slot other than
+ * the values, itself or through its operands. upd: (g->nnodes). */
+typedef enum Phase { PHASE_STEP, PHASE_UPDATE } Phase;
+void graph_mark_update(const Graph *g, bool *upd);
+/* Keeps one phase of a graph after grad: PHASE_STEP drops the stores (and
+ * the gradient norm), PHASE_UPDATE the accumulations, the output and the
+ * loss; then removes what nothing reads. */
+void graph_keep_phase(Graph *g, Phase p);
+
+/* ------------------------------------------------------- llvm.c, kernels.c */
+
+/* Codegen: llvm.c emits a graph's kernel; the product micro-kernels it
+ * (and batched codegen) emits are in kernels.c, behind cg.h. */
+
+/* A target's vector registers, which size the GEMM's register tile. */
+typedef struct Simd {
+  int lanes; /* floats per register: 16 (AVX-512), 8 (AVX, AVX2), 4 (SSE2, NEON,
+              * wasm simd128), 1 (no vectors) */
+  int regs;  /* vector registers: 32 (AVX-512, AArch64) or 16 */
+} Simd;
+/* The vectors of tm's CPU, from its feature list, or for a CPU named without
+ * one (jit_new("haswell")), from the registers its back end gives a vector
+ * add (kernels.c). */
+Simd simd_of(LLVMTargetMachineRef tm);
 
 /* What a generated kernel needs from its caller, in floats. */
 typedef struct KernelAbi {
-  size_t scratch_fixed; /* scratch: scratch_fixed + tmax * scratch_per_t */
-  size_t scratch_per_t;
-  size_t noise; /* uniform draws per call, for noise nodes */
+  size_t scratch_fixed; /* scratch: scratch_fixed + tmax * scratch_per_t (batched: */
+  size_t scratch_per_t; /* + B * scratch_per_b, and per_t per packed row) */
+  size_t scratch_per_b;
+  size_t noise; /* uniform draws per call (batched: per sequence), for noise nodes */
 } KernelAbi;
 
 typedef struct CodegenOptions {
   const float *baked_values; /* AOT: parameter values as constant data */
   const char *vector_width;  /* "prefer-vector-width": "256" or "512"; NULL: LLVM's choice */
+  bool accumulate;           /* gradients add to what the grad slot holds (a batch's
+                              * sequences, one call each); else a call computes them
+                              * afresh, from zero */
+  Simd simd;                 /* the target's vectors (simd_of); lanes 0: 4 x 16, SSE2's */
 } CodegenOptions;
 
 /* Emits the kernel of graph g as function `name` in module m (see llvm.c
@@ -350,18 +398,56 @@ typedef struct CodegenOptions {
 int codegen(const Graph *g, LLVMModuleRef m, const char *name, const CodegenOptions *opt,
             KernelAbi *abi, Err *e);
 
+/* ---------------------------------------------------------------- batch.c */
+
+/* Emits the batched kernel of graph g (see batch.c for its signature):
+ * a batch of packed sequences at once, products as GEMMs. Returns -1 with
+ * a message naming the node when the graph has something it cannot batch
+ * (the caller then runs sequences one at a time). */
+int codegen_batch(const Graph *g, LLVMModuleRef m, const char *name, const CodegenOptions *opt,
+                  KernelAbi *abi, Err *e);
+
+/* -------------------------------------------------------------- targets.c */
+
+/* The host's back end (for the JIT). */
+void target_init_native(void);
+/* A target machine; NULL triple/cpu mean the host (its CPU name and
+ * features, so AVX-512 gets used where the machine has it). The back end
+ * of another triple is initialized here, when first needed. */
+LLVMTargetMachineRef target_machine(const char *triple, const char *cpu, const char *features,
+                                    LLVMRelocMode reloc, Err *e);
+/* Whether tm has an instruction for llvm.fma.f32 (else it is a call to
+ * libm's fmaf). */
+bool target_has_fma(LLVMTargetMachineRef tm);
+
+/* What `rnnc build --target TRIPLE --cpu CPU` compiles for. */
+typedef struct TargetChoice {
+  bool host;           /* the host's CPU and all its features (cpu and features unused) */
+  char cpu[32];        /* an LLVM CPU name; "": LLVM's default for the triple */
+  char features[64];   /* added to the CPU's, e.g. "+m,+a,+f,+d,+c" */
+  char means[64];      /* for --cpu generic: what the code runs on ("any x86-64") */
+  bool bare;           /* no OS (thumbv7em-none-eabihf, wasm32): no unwind tables */
+  LLVMRelocMode reloc; /* PIC, but static for bare metal and WebAssembly */
+} TargetChoice;
+/* Checks cpu (NULL, "host", "generic" or a CPU name) for triple (NULL: the
+ * host's) and fills c; -1 with a message for a CPU rnnc does not accept
+ * for the triple (LLVM would ignore an unknown name and aborts on some). */
+int target_choose(const char *triple, const char *cpu, TargetChoice *c, Err *e);
+/* rnnc build --help's list of targets: the tested ones and every other
+ * back end this build has. */
+void target_help(Buf *b);
+/* The CPUs --cpu accepts for triple (NULL: the host's); -1 for a triple
+ * of an architecture rnnc does not test. */
+int target_cpus(const char *triple, Buf *b, Err *e);
+
 /* ------------------------------------------------------------------ jit.c */
 
-/* A target machine; NULL triple/cpu mean the host (its CPU name and
- * features, so AVX-512 gets used where the machine has it). */
-LLVMTargetMachineRef target_machine(const char *triple, const char *cpu, const char *features,
-                                    bool pic, Err *e);
 /* Verifies the module, then runs LLVM's O3 pipeline for tm. */
 int optimize_module(LLVMModuleRef m, LLVMTargetMachineRef tm, Err *e);
 
 typedef struct Jit Jit;
 /* A JIT for the host's CPU (cpu NULL) or for a named x86-64 CPU that the
- * host can run (see obj_check_cpu), so that results are the same on every
+ * host can run (see target_choose), so that results are the same on every
  * machine. */
 Jit *jit_new(const char *cpu, Err *e);
 void jit_free(Jit *j);
@@ -385,8 +471,7 @@ enum {
 typedef struct ObjOptions {
   const char *prefix;   /* a C identifier: P_forward, P_predict, P_labels, P_NUM_CLASSES, ... */
   const char *triple;   /* NULL: the host's */
-  const char *cpu;      /* NULL or "host": the host CPU and its features; "generic": any
-                         * x86-64 (CPU x86-64, no extra features); else an LLVM CPU name */
+  const char *cpu;      /* NULL, "host", "generic" or a CPU name: see target_choose */
   const char *vocab;    /* (g->vocab) characters: character i is vocab[i] */
   char *const *labels;  /* (g->classes) class names */
   const float *values;  /* (g->nfloats) parameter values, laid out by Param.offset */
@@ -396,15 +481,13 @@ typedef struct ObjOptions {
 typedef struct ObjInfo {
   KernelAbi abi;
   char triple[128], cpu[64]; /* what the object was compiled for */
-  bool generic;
+  char means[64];            /* what it runs on: "any x86-64", "and its features" (host) */
   size_t stack_bytes; /* the wrappers' stack buffers at OBJ_MAX_LEN */
+  size_t text_bytes, rodata_bytes, data_bytes; /* code, constants (weights), writable data */
 } ObjInfo;
 
 /* 0 if prefix can name the symbols, else -1 with a message. */
 int obj_check_prefix(const char *prefix, Err *e);
-/* 0 if cpu is NULL, "host", "native", "generic" or an x86-64 CPU that
- * LLVM knows (LLVM aborts on others), else -1 with a message. */
-int obj_check_cpu(const char *cpu, Err *e);
 /* Compiles inference graph g (after graph_passes(g, false, PASSES_ALL))
  * into a relocatable PIC object appended to object. */
 int obj_emit(const Graph *g, const ObjOptions *o, Buf *object, ObjInfo *info, Err *e);
@@ -412,6 +495,12 @@ int obj_emit(const Graph *g, const ObjOptions *o, Buf *object, ObjInfo *info, Er
  * comment). */
 void obj_header(const Graph *g, const ObjOptions *o, const ObjInfo *info, const char *object_name,
                 Buf *out);
+/* The JavaScript (ES) module that loads a WebAssembly module linked from
+ * that object (wasm_name: its file name, beside the JS module) and wraps
+ * its exports: labels, vocab, maxLen and load(), which gives predict(name)
+ * and forward(indices). */
+void obj_js_module(const Graph *g, const ObjOptions *o, const ObjInfo *info,
+                   const char *wasm_name, Buf *out);
 
 /* -------------------------------------------------------------- compile.c */
 
@@ -430,5 +519,43 @@ typedef enum PassStop { PASSES_FRONT, PASSES_GRAD, PASSES_ALL } PassStop;
 /* The middle end: optimize, grad (when train), optimize; stops early for
  * --emit. */
 int graph_passes(Graph *g, bool train, PassStop stop, Err *e);
+
+/* The kernels a graph file compiles into: one generated function each, the
+ * same for the JIT and for `rnnc compile --emit llvm|asm`. compile.c's
+ * table says how each kind's graph is prepared and which codegen entry
+ * emits it. */
+typedef enum KernelKind {
+  KERNEL_TRAIN,         /* batch 1: one training step: forward, loss, backward, update */
+  KERNEL_FORWARD,       /* inference: the logits, no loss */
+  KERNEL_STEP,          /* a minibatch, one name per call: forward, loss, backward */
+  KERNEL_UPDATE,        /* a minibatch's update: clipping, the optimizer */
+  KERNEL_STEP_BATCH,    /* a minibatch's packed names at once (batch.c) */
+  KERNEL_FORWARD_BATCH, /* inference on packed names at once (batch.c) */
+  KERNEL_KINDS
+} KernelKind;
+#define KERNEL_BIT(k) (1u << (k))
+#define KERNEL_ALL (KERNEL_BIT(KERNEL_KINDS) - 1)
+
+typedef struct Kernels {
+  Graph *graph[KERNEL_KINDS]; /* after its passes; NULL: not asked for */
+  double front, passes;       /* seconds in the front end and in the passes */
+} Kernels;
+
+/* The function name of kind k ("train", "forward"). */
+const char *kernel_name(KernelKind k);
+/* Whether a graph may have no kernel of kind k (batch.c cannot batch it:
+ * kernel_emit fails, naming the node), the runtime then running the
+ * one-name kernels instead. */
+bool kernel_optional(KernelKind k);
+/* The graph of every kind in want (KERNEL_BIT(k) for each), from one graph
+ * file's text, each prepared and through its passes; lr > 0 replaces the
+ * graph's learning rate. On failure, nothing is left to free. */
+int kernels_prepare(Kernels *ks, const char *path, const char *text, size_t len, unsigned want,
+                    double lr, Err *e);
+void kernels_free(Kernels *ks);
+/* Emits kind k's kernel of g (ks->graph[k]) as function kernel_name(k) in m,
+ * for target machine tm (the JIT's or --emit's). */
+int kernel_emit(KernelKind k, const Graph *g, LLVMModuleRef m, LLVMTargetMachineRef tm,
+                KernelAbi *abi, Err *e);
 
 #endif

@@ -12,8 +12,9 @@
  *
  * names_model.o and names_model.h come from
  *   rnnc build GRAPH CKPT -o names_model.o --prefix names
- * (examples/CMakeLists.txt runs it). The program links that object, the
- * normalizer (with libunistring) and libc: no LLVM, no rnnc compiler. */
+ * (examples/CMakeLists.txt runs it through rnnc_add_model). The program
+ * links that object, the normalizer (with libunistring) and libc: no
+ * LLVM, no rnnc compiler. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -337,6 +337,8 @@ static int copy_in(const Graph *g, const StFile *f, const char *path, const char
       return errf(e, "%s: no tensor '%s' (the graph %s needs %s %s): a checkpoint of another "
                      "graph?",
                   path, name, g->src ? g->src->path : "", name, want);
+    if (t->i32)
+      return errf(e, "%s: tensor '%s' is I32, but a parameter is F32 (float32)", path, name);
     bool same = t->ndim == pa->type.rank;
     for (int d = 0; same && d < t->ndim; d++)
       same = t->shape[d] == pa->type.dim[d];

@@ -1,11 +1,17 @@
-/* model.c: compiling a graph file into JIT kernels, and the parameter
- * buffers the kernels work on. */
+/* model.c: compiling a graph file into JIT kernels, the parameter buffers
+ * the kernels work on, and the drivers that call them: one name at a time,
+ * or a batch spread over threads. */
 #include "model.h"
 
+#include <assert.h>
 #include <llvm-c/Core.h>
 #include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "pool.h"
 
 static uint64_t fnv1a(const char *s, size_t n) {
   uint64_t h = 0xcbf29ce484222325ULL;
@@ -23,10 +29,11 @@ static void *aligned(size_t floats) {
 }
 
 /* One kernel: codegen into a module, optimize, hand it to the JIT. */
-static KernelFn build(Model *m, Graph *g, const char *name, KernelAbi *abi, Err *e) {
+static void *build(Model *m, KernelKind k, const Graph *g, KernelAbi *abi, Err *e) {
+  const char *name = kernel_name(k);
   LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(name, jit_context(m->jit));
   double t0 = now_seconds();
-  if (codegen(g, mod, name, NULL, abi, e)) {
+  if (kernel_emit(k, g, mod, jit_target_machine(m->jit), abi, e)) {
     LLVMDisposeModule(mod);
     return NULL;
   }
@@ -38,11 +45,20 @@ static KernelFn build(Model *m, Graph *g, const char *name, KernelAbi *abi, Err 
   double t2 = now_seconds();
   if (jit_add_module(m->jit, mod, e)) /* takes mod */
     return NULL;
-  KernelFn fn = (KernelFn)jit_lookup(m->jit, name, e); /* machine code is made here */
+  void *fn = jit_lookup(m->jit, name, e); /* machine code is made here */
   double t3 = now_seconds();
   m->times.codegen += t1 - t0;
   m->times.llvm_opt += t2 - t1;
   m->times.machine_code += t3 - t2;
+  return fn;
+}
+
+/* A batched kernel, or NULL with the reason kept in m->unbatched. */
+static BatchKernelFn build_batched(Model *m, KernelKind k, const Graph *g, KernelAbi *abi) {
+  Err e;
+  BatchKernelFn fn = (BatchKernelFn)build(m, k, g, abi, &e);
+  if (!fn && !m->unbatched)
+    m->unbatched = xstrdup(e.msg);
   return fn;
 }
 
@@ -54,49 +70,89 @@ int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e) {
   if (!text)
     return -1;
   m->hash = fnv1a(text, len);
-  double t0 = now_seconds();
-  m->fwd = compile_graph(path, text, len, e);
-  if (m->fwd && !opt->no_train)
-    m->train = compile_graph(path, text, len, e);
+  Kernels ks;
+  m->batch = opt->no_train ? 1 : opt->batch;
+  unsigned want = KERNEL_BIT(KERNEL_FORWARD);
+  if (!opt->no_train) { /* the graph's batch size, unless the options say */
+    Graph *probe = compile_graph(path, text, len, e);
+    if (!probe) {
+      free(text);
+      return -1;
+    }
+    if (m->batch <= 0)
+      m->batch = probe->train.batch;
+    graph_free(probe);
+    want |= m->batch > 1 ? KERNEL_BIT(KERNEL_STEP) | KERNEL_BIT(KERNEL_UPDATE) : KERNEL_BIT(KERNEL_TRAIN);
+  }
+  if (opt->batched_forward && !opt->no_batched)
+    want |= KERNEL_BIT(KERNEL_FORWARD_BATCH);
+  int rc = kernels_prepare(&ks, path, text, len, want, opt->lr, e);
   free(text);
-  if (!m->fwd || (!opt->no_train && !m->train))
+  if (rc)
     return -1;
-  if (opt->lr > 0)
-    m->train->train.lr = opt->lr;
-  double t1 = now_seconds();
-  m->times.front = t1 - t0;
-  m->fwd->loss = -1; /* inference: the loss and what only it reads are dead */
-  if (graph_passes(m->fwd, false, PASSES_ALL, e) ||
-      (m->train && graph_passes(m->train, true, PASSES_ALL, e)))
-    return -1;
-  m->times.passes = now_seconds() - t1;
+  m->fwd = ks.graph[KERNEL_FORWARD]; /* the model owns the graphs now */
+  m->train = m->batch > 1 ? ks.graph[KERNEL_STEP] : ks.graph[KERNEL_TRAIN];
+  m->update = ks.graph[KERNEL_UPDATE];
+  m->fwd_batch = ks.graph[KERNEL_FORWARD_BATCH];
+  m->times.front = ks.front;
+  m->times.passes = ks.passes;
   m->nfloats = m->fwd->nfloats;
   m->jit = jit_new(opt->cpu, e);
   if (!m->jit)
     return -1;
-  m->fwd_fn = build(m, m->fwd, "forward", &m->fwd_abi, e);
+  m->fwd_fn = (KernelFn)build(m, KERNEL_FORWARD, m->fwd, &m->fwd_abi, e);
   if (!m->fwd_fn)
     return -1;
-  if (m->train) {
-    m->train_fn = build(m, m->train, "train", &m->train_abi, e);
+  if (m->fwd_batch)
+    m->bfwd_fn = build_batched(m, KERNEL_FORWARD_BATCH, m->fwd_batch, &m->bfwd_abi);
+  if (m->update) {
+    if (!opt->no_batched) /* the step graph serves both step kernels */
+      m->bstep_fn = build_batched(m, KERNEL_STEP_BATCH, m->train, &m->bstep_abi);
+    if (!m->bstep_fn) {
+      m->step_fn = (StepKernelFn)build(m, KERNEL_STEP, m->train, &m->step_abi, e);
+      if (!m->step_fn)
+        return -1;
+    }
+    m->update_fn = (KernelFn)build(m, KERNEL_UPDATE, m->update, &m->update_abi, e);
+    if (!m->update_fn)
+      return -1;
+  } else if (m->train) {
+    m->train_fn = (KernelFn)build(m, KERNEL_TRAIN, m->train, &m->train_abi, e);
     if (!m->train_fn)
       return -1;
   }
   m->state = aligned(SLOT_COUNT * m->nfloats);
-  m->out = aligned((size_t)m->fwd->classes + 2);
+  m->threads = opt->threads > 0 ? opt->threads : 1;
+  m->pool = pool_new(m->threads);
+  m->ws = xcalloc((size_t)m->threads, sizeof *m->ws);
   rng_seed(&m->rng, 0);
+  model_reserve(m, 1);
   return 0;
 }
 
 void model_free(Model *m) {
+  pool_free(m->pool);
   jit_free(m->jit);
   graph_free(m->fwd);
   graph_free(m->train);
+  graph_free(m->update);
+  graph_free(m->fwd_batch);
   free(m->state);
-  free(m->scratch);
-  free(m->noise);
-  free(m->out);
-  free(m->chars);
+  for (int t = 0; m->ws && t < m->threads; t++) {
+    Workspace *w = &m->ws[t];
+    free(w->scratch);
+    free(w->out);
+    free(w->grad);
+    free(w->chars);
+    Packed *pk = &w->pk;
+    void *bufs[] = {pk->order, pk->lens, pk->targets, pk->bs, pk->off, pk->chars, pk->noise,
+                    pk->scratch};
+    for (size_t k = 0; k < ARRAY_LEN(bufs); k++)
+      free(bufs[k]);
+  }
+  free(m->unbatched);
+  free(m->ws);
+  free(m->batch_noise);
   free(m->path);
   memset(m, 0, sizeof *m);
 }
@@ -133,60 +189,350 @@ void model_init_params(Model *m, uint64_t seed) {
 
 void model_seed_noise(Model *m, uint64_t seed) { rng_seed(&m->rng, seed); }
 
+static size_t scratch_floats(const KernelAbi *a, int tmax) {
+  return a->scratch_fixed + (size_t)tmax * a->scratch_per_t;
+}
+
 void model_reserve(Model *m, int tmax) {
   if (tmax <= m->tmax)
     return;
   m->tmax = tmax;
-  const KernelAbi *a = &m->fwd_abi, *b = m->train ? &m->train_abi : &m->fwd_abi;
-  size_t fa = a->scratch_fixed + (size_t)tmax * a->scratch_per_t;
-  size_t fb = b->scratch_fixed + (size_t)tmax * b->scratch_per_t;
-  free(m->scratch);
-  m->scratch = aligned(fa > fb ? fa : fb);
-  free(m->noise);
-  m->noise = aligned(a->noise > b->noise ? a->noise : b->noise);
-  free(m->chars);
-  m->chars = xmalloc((size_t)tmax * sizeof *m->chars);
+  size_t s = scratch_floats(&m->fwd_abi, tmax);
+  const KernelAbi *abis[] = {&m->train_abi, &m->step_abi, &m->update_abi};
+  for (size_t k = 0; k < ARRAY_LEN(abis); k++) {
+    size_t sk = scratch_floats(abis[k], tmax);
+    s = sk > s ? sk : s;
+  }
+  for (int t = 0; t < m->threads; t++) {
+    Workspace *w = &m->ws[t];
+    free(w->scratch);
+    w->scratch = aligned(s);
+    if (!w->out)
+      w->out = aligned((size_t)m->fwd->classes + 2);
+    if (m->update && !w->grad)
+      w->grad = aligned(m->nfloats);
+    free(w->chars);
+    w->chars = xmalloc((size_t)tmax * sizeof *w->chars);
+  }
+}
+
+void model_feed_noise(Model *m, const float *draws, size_t n) {
+  m->fed_noise = draws;
+  m->fed_count = n;
+}
+
+size_t model_noise_per_name(const Model *m) { return m->fwd_abi.noise; }
+
+/* Room for n names' noise, drawn now in name order. */
+static const float *draw_noise(Model *m, int n, size_t per_name) {
+  size_t cnt = (size_t)n * per_name;
+  if (m->fed_noise) {
+    assert(m->fed_count == cnt && "model_feed_noise: as many draws as the call makes");
+    const float *d = m->fed_noise;
+    m->fed_noise = NULL;
+    return d;
+  }
+  if (cnt > m->batch_noise_cap) {
+    free(m->batch_noise);
+    m->batch_noise = aligned(cnt);
+    m->batch_noise_cap = cnt;
+  }
+  for (size_t i = 0; i < cnt; i++)
+    m->batch_noise[i] = rng_uniform(&m->rng, -1, 1);
+  return m->batch_noise;
+}
+
+static void reserve_for(Model *m, const int32_t *lens, int n) {
+  int tmax = 1;
+  for (int i = 0; i < n; i++)
+    tmax = lens[i] > tmax ? lens[i] : tmax;
+  model_reserve(m, tmax);
 }
 
 /* The kernels index with chars, T and target unchecked (llvm.c): T = 0
  * would read row -1, a character past the vocabulary a column past the
- * input matrix. So every call is checked here first. */
-static bool valid(const Model *m, const uint8_t *chars, int len, int target) {
-  if (len < 1 || len > NAME_MAX_CHARS || target < 0 || target >= m->fwd->classes)
-    return false;
-  for (int i = 0; i < len; i++)
-    if (chars[i] >= m->fwd->vocab)
+ * input matrix. So every call is checked here first, all of a batch before
+ * any of it runs. */
+static bool valid(const Model *m, const uint8_t *const *chars, const int32_t *lens,
+                  const int32_t *targets, int n) {
+  for (int k = 0; k < n; k++) {
+    int len = lens[k], target = targets ? targets[k] : 0;
+    if (len < 1 || len > NAME_MAX_CHARS || target < 0 || target >= m->fwd->classes)
       return false;
+    for (int i = 0; i < len; i++)
+      if (chars[k][i] >= m->fwd->vocab)
+        return false;
+  }
   return true;
 }
 
-static void prepare(Model *m, const uint8_t *chars, int len, size_t nnoise) {
-  model_reserve(m, len);
+static void to_i32(Workspace *w, const uint8_t *chars, int len) {
   for (int i = 0; i < len; i++)
-    m->chars[i] = chars[i];
-  for (size_t i = 0; i < nnoise; i++)
-    m->noise[i] = rng_uniform(&m->rng, -1, 1);
+    w->chars[i] = chars[i];
 }
 
 int model_train_step(Model *m, const uint8_t *chars, int len, int target, float *loss,
                      float *grad_norm) {
-  if (!valid(m, chars, len, target))
+  if (!valid(m, &chars, &len, &target, 1))
     return -1;
-  prepare(m, chars, len, m->train_abi.noise);
+  model_reserve(m, len);
+  Workspace *w = &m->ws[0];
+  to_i32(w, chars, len);
+  const float *noise = draw_noise(m, 1, m->train_abi.noise);
   m->step++;
-  m->train_fn(m->state, m->chars, len, target, m->noise, m->scratch, m->tmax, (float)m->step,
-              m->out);
+  m->train_fn(m->state, w->chars, len, target, noise, w->scratch, m->tmax, (float)m->step, w->out);
   int c = m->fwd->classes;
-  *loss = m->out[c];
-  *grad_norm = m->out[c + 1];
+  *loss = w->out[c];
+  *grad_norm = w->out[c + 1];
   return 0;
 }
 
 int model_forward(Model *m, const uint8_t *chars, int len, float *logits) {
-  if (!valid(m, chars, len, 0))
+  if (!valid(m, &chars, &len, NULL, 1))
     return -1;
-  prepare(m, chars, len, m->fwd_abi.noise);
-  m->fwd_fn(m->state, m->chars, len, 0, m->noise, m->scratch, m->tmax, 0, m->out);
-  memcpy(logits, m->out, (size_t)m->fwd->classes * sizeof *logits);
+  model_reserve(m, len);
+  Workspace *w = &m->ws[0];
+  to_i32(w, chars, len);
+  const float *noise = draw_noise(m, 1, m->fwd_abi.noise);
+  m->fwd_fn(m->state, w->chars, len, 0, noise, w->scratch, m->tmax, 0, w->out);
+  memcpy(logits, w->out, (size_t)m->fwd->classes * sizeof *logits);
+  return 0;
+}
+
+/* ------------------------------------------------------------ batches */
+
+enum { CHUNK_NAMES = 16 }; /* names per chunk of a training batch, at most */
+
+int model_chunks(int n) {
+  if (n <= 1)
+    return 1;
+  int k = (n + CHUNK_NAMES - 1) / CHUNK_NAMES;
+  return k < 2 ? 2 : k;
+}
+
+/* Names [lo, hi) of chunk k of n names in nchunks. */
+static void chunk_range(int n, int nchunks, int k, int *lo, int *hi) {
+  *lo = (int)((int64_t)n * k / nchunks);
+  *hi = (int)((int64_t)n * (k + 1) / nchunks);
+}
+
+typedef struct Batch {
+  Model *m;
+  const uint8_t *const *chars;
+  const int32_t *lens, *targets;
+  int n, nchunks, wave; /* chunks [wave * threads, ...) run now */
+  const float *noise;
+  size_t per_name;
+  float *losses, *logits;
+  float scale;
+} Batch;
+
+/* Makes room for need elements of size elem in each of the k buffers
+ * ps[0..k) that share the capacity *cap (64-byte aligned; contents are not
+ * kept). */
+static void grow(void **ps, int k, size_t *cap, size_t need, size_t elem) {
+  if (need <= *cap)
+    return;
+  *cap = need + need / 2;
+  for (int i = 0; i < k; i++) {
+    free(ps[i]);
+    ps[i] = aligned((*cap * elem + sizeof(float) - 1) / sizeof(float));
+  }
+}
+
+typedef struct LenIdx {
+  int32_t len, idx;
+} LenIdx;
+
+static int longest_first(const void *a, const void *b) {
+  const LenIdx *x = a, *y = b;
+  if (x->len != y->len)
+    return x->len > y->len ? -1 : 1;
+  return (x->idx > y->idx) - (x->idx < y->idx);
+}
+
+/* Names [lo, hi) of a batch, packed longest first for a batched kernel
+ * (see compiler/batch.c): order, lens, targets, bs, off, chars, the noise
+ * rows in packed order, and out and scratch sized. Returns T. */
+static int pack(Packed *pk, const uint8_t *const *chars, const int32_t *lens,
+                const int32_t *targets, int lo, int hi, const float *noise, size_t per_name,
+                const KernelAbi *abi, int classes) {
+  size_t n = (size_t)(hi - lo);
+  LenIdx *li = xmalloc(n * sizeof *li);
+  for (size_t k = 0; k < n; k++)
+    li[k] = (LenIdx){lens[lo + (int)k], lo + (int)k};
+  qsort(li, n, sizeof *li, longest_first);
+  int T = li[0].len;
+  void *per_n[] = {pk->order, pk->lens, pk->targets};
+  grow(per_n, 3, &pk->cap_n, n, sizeof(int32_t));
+  pk->order = per_n[0], pk->lens = per_n[1], pk->targets = per_n[2];
+  void *per_t[] = {pk->bs, pk->off};
+  grow(per_t, 2, &pk->cap_t, (size_t)T + 1, sizeof(int32_t));
+  pk->bs = per_t[0], pk->off = per_t[1];
+  for (size_t k = 0; k < n; k++) {
+    pk->order[k] = li[k].idx;
+    pk->lens[k] = li[k].len;
+    pk->targets[k] = targets ? targets[li[k].idx] : 0;
+  }
+  free(li);
+  size_t b = n;
+  pk->off[0] = 0;
+  for (int t = 0; t < T; t++) {
+    while (b > 0 && pk->lens[b - 1] <= t)
+      b--;
+    pk->bs[t] = (int32_t)b;
+    pk->off[t + 1] = pk->off[t] + (int32_t)b;
+  }
+  size_t total = (size_t)pk->off[T];
+  void *pc = pk->chars;
+  grow(&pc, 1, &pk->cap_chars, total, sizeof(int32_t));
+  pk->chars = pc;
+  for (int t = 0; t < T; t++)
+    for (int32_t k = 0; k < pk->bs[t]; k++)
+      pk->chars[pk->off[t] + k] = chars[pk->order[k]][t];
+  void *pn = pk->noise;
+  grow(&pn, 1, &pk->cap_noise, n * per_name + 1, sizeof(float));
+  pk->noise = pn;
+  for (size_t k = 0; per_name && k < n; k++)
+    memcpy(pk->noise + k * per_name, noise + (size_t)pk->order[k] * per_name,
+           per_name * sizeof(float));
+  /* out (n * (classes + 1)) lives after the kernel's scratch */
+  size_t s = abi->scratch_fixed + n * abi->scratch_per_b + total * abi->scratch_per_t;
+  void *ps = pk->scratch;
+  grow(&ps, 1, &pk->cap_scratch, s + n * (size_t)(classes + 1), sizeof(float));
+  pk->scratch = ps;
+  pk->out = pk->scratch + s;
+  return T;
+}
+
+/* One chunk's forward and backward passes, its gradients summed into its
+ * thread's buffer. */
+static void step_chunk(void *ctx, int task, int thread) {
+  Batch *b = ctx;
+  Model *m = b->m;
+  Workspace *w = &m->ws[thread];
+  int k = b->wave * m->threads + task, lo, hi;
+  chunk_range(b->n, b->nchunks, k, &lo, &hi);
+  memset(w->grad, 0, m->nfloats * sizeof *w->grad);
+  int c = m->fwd->classes;
+  if (m->bstep_fn) {
+    Packed *pk = &w->pk;
+    int T = pack(pk, b->chars, b->lens, b->targets, lo, hi, b->noise, b->per_name, &m->bstep_abi, c);
+    m->bstep_fn(m->state, w->grad, pk->chars, pk->lens, pk->bs, pk->off, T, hi - lo, pk->targets,
+                pk->noise, pk->scratch, pk->out);
+    for (int i = 0; i < hi - lo; i++)
+      b->losses[pk->order[i]] = pk->out[(size_t)i * (size_t)(c + 1) + (size_t)c];
+    return;
+  }
+  for (int i = lo; i < hi; i++) {
+    to_i32(w, b->chars[i], b->lens[i]);
+    m->step_fn(m->state, w->grad, w->chars, b->lens[i], b->targets[i],
+               b->noise + (size_t)i * b->per_name, w->scratch, m->tmax, 0, w->out);
+    b->losses[i] = w->out[c];
+  }
+}
+
+/* Range r of the gradient slot: the wave's chunk sums added in chunk order
+ * (the first chunk of the batch copied), and on the last wave scaled by
+ * 1/n, the gradient of the mean. */
+static void fold_range(void *ctx, int task, int thread) {
+  (void)thread;
+  Batch *b = ctx;
+  Model *m = b->m;
+  int T = m->threads;
+  size_t lo = m->nfloats * (size_t)task / (size_t)T, hi = m->nfloats * (size_t)(task + 1) / (size_t)T;
+  float *g = m->state + SLOT_GRAD * m->nfloats;
+  int first = b->wave * T, count = b->nchunks - first < T ? b->nchunks - first : T;
+  for (int j = 0; j < count; j++) {
+    const float *src = m->ws[j].grad;
+    if (first + j == 0)
+      memcpy(g + lo, src + lo, (hi - lo) * sizeof *g);
+    else
+      for (size_t i = lo; i < hi; i++)
+        g[i] += src[i];
+  }
+  if (first + count == b->nchunks)
+    for (size_t i = lo; i < hi; i++)
+      g[i] *= b->scale;
+}
+
+int model_train_batch(Model *m, const uint8_t *const *chars, const int32_t *lens,
+                      const int32_t *targets, int n, float *losses, float *mean_loss,
+                      float *grad_norm) {
+  if (n < 1 || !valid(m, chars, lens, targets, n))
+    return -1;
+  reserve_for(m, lens, n);
+  float *own = losses ? NULL : xmalloc((size_t)n * sizeof *own);
+  if (!losses)
+    losses = own;
+  int c = m->fwd->classes;
+  if (!m->update) { /* batch 1: the fused kernel, name by name */
+    double sum = 0;
+    float gn = 0;
+    for (int i = 0; i < n; i++) {
+      model_train_step(m, chars[i], lens[i], targets[i], &losses[i], &gn);
+      sum += losses[i];
+    }
+    *mean_loss = (float)(sum / n);
+    *grad_norm = gn;
+    free(own);
+    return 0;
+  }
+  Batch b = {.m = m, .chars = chars, .lens = lens, .targets = targets, .n = n,
+             .nchunks = model_chunks(n),
+             .per_name = m->bstep_fn ? m->bstep_abi.noise : m->step_abi.noise, .losses = losses,
+             .scale = 1.0f / (float)n};
+  b.noise = draw_noise(m, n, b.per_name);
+  for (b.wave = 0; b.wave * m->threads < b.nchunks; b.wave++) {
+    int count = b.nchunks - b.wave * m->threads;
+    pool_run(m->pool, count < m->threads ? count : m->threads, step_chunk, &b);
+    pool_run(m->pool, m->threads, fold_range, &b);
+  }
+  m->step++;
+  Workspace *w = &m->ws[0];
+  m->update_fn(m->state, w->chars, 1, 0, NULL, w->scratch, m->tmax, (float)m->step, w->out);
+  double sum = 0;
+  for (int i = 0; i < n; i++)
+    sum += losses[i];
+  *mean_loss = (float)(sum / n);
+  *grad_norm = w->out[c + 1];
+  free(own);
+  return 0;
+}
+
+static void forward_chunk(void *ctx, int task, int thread) {
+  Batch *b = ctx;
+  Model *m = b->m;
+  Workspace *w = &m->ws[thread];
+  int lo, hi, c = m->fwd->classes;
+  chunk_range(b->n, b->nchunks, task, &lo, &hi);
+  if (m->bfwd_fn) {
+    Packed *pk = &w->pk;
+    int T = pack(pk, b->chars, b->lens, NULL, lo, hi, b->noise, b->per_name, &m->bfwd_abi, c);
+    m->bfwd_fn(m->state, NULL, pk->chars, pk->lens, pk->bs, pk->off, T, hi - lo, pk->targets,
+               pk->noise, pk->scratch, pk->out);
+    for (int i = 0; i < hi - lo; i++)
+      memcpy(b->logits + (size_t)pk->order[i] * (size_t)c, pk->out + (size_t)i * (size_t)(c + 1),
+             (size_t)c * sizeof *b->logits);
+    return;
+  }
+  for (int i = lo; i < hi; i++) {
+    to_i32(w, b->chars[i], b->lens[i]);
+    m->fwd_fn(m->state, w->chars, b->lens[i], 0, b->noise + (size_t)i * b->per_name, w->scratch,
+              m->tmax, 0, w->out);
+    memcpy(b->logits + (size_t)i * c, w->out, (size_t)c * sizeof *b->logits);
+  }
+}
+
+int model_forward_batch(Model *m, const uint8_t *const *chars, const int32_t *lens, int n,
+                        float *logits) {
+  if (n < 1 || !valid(m, chars, lens, NULL, n))
+    return -1;
+  reserve_for(m, lens, n);
+  Batch b = {.m = m, .chars = chars, .lens = lens, .n = n,
+             .per_name = m->bfwd_fn ? m->bfwd_abi.noise : m->fwd_abi.noise, .logits = logits};
+  b.nchunks = n < 4 * m->threads ? n : 4 * m->threads;
+  b.noise = draw_noise(m, n, b.per_name);
+  pool_run(m->pool, b.nchunks, forward_chunk, &b);
   return 0;
 }

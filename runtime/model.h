@@ -10,16 +10,30 @@
 #include "rnnc.h"
 #include "runtime.h"
 
-/* The signature of every generated kernel (compiler/llvm.c). */
+/* The signature of the generated kernels (compiler/llvm.c). */
 typedef void (*KernelFn)(float *state, const int32_t *chars, int32_t T, int32_t target,
                          const float *noise, float *scratch, int32_t tmax, float step,
                          float *out);
+/* A batched kernel (compiler/batch.c): B packed sequences at once. */
+typedef void (*BatchKernelFn)(const float *state, float *grad, const int32_t *chars,
+                              const int32_t *lens, const int32_t *bs, const int32_t *off,
+                              int32_t T, int32_t B, const int32_t *targets, const float *noise,
+                              float *scratch, float *out);
+/* A minibatch's step kernel: one sequence's forward and backward pass,
+ * its gradients added to grad (nfloats). */
+typedef void (*StepKernelFn)(float *state, float *grad, const int32_t *chars, int32_t T,
+                             int32_t target, const float *noise, float *scratch, int32_t tmax,
+                             float step, float *out);
 
 /* Compile-time overrides of the graph's training settings. */
 typedef struct ModelOptions {
   double lr; /* > 0: replaces the graph's learning rate */
   bool no_train; /* compile the inference kernel only */
   const char *cpu; /* NULL: the host's CPU; else an LLVM CPU name (same code on every machine) */
+  int batch;       /* > 0: replaces the graph's batch size */
+  int threads;     /* threads for batches, evaluation and prediction (0: 1) */
+  bool batched_forward; /* also a batched inference kernel (eval, predict --input) */
+  bool no_batched;      /* never batched kernels: one name per kernel call */
 } ModelOptions;
 
 /* Stage times of a compile, in seconds. */
@@ -27,43 +41,106 @@ typedef struct CompileTimes {
   double front, passes, codegen, llvm_opt, machine_code;
 } CompileTimes;
 
+/* A chunk of names packed for a batched kernel, longest first. */
+typedef struct Packed {
+  int32_t *order;         /* (n) packed position -> index in the chunk */
+  int32_t *lens, *targets; /* (n) */
+  int32_t *bs, *off;      /* (T), (T + 1) */
+  int32_t *chars;         /* (off[T]) */
+  float *noise, *out, *scratch;
+  size_t cap_n, cap_t, cap_chars, cap_noise, cap_scratch;
+} Packed;
+
+/* What one thread works in. */
+typedef struct Workspace {
+  float *scratch;  /* for any of the model's one-name kernels at tmax */
+  float *out;      /* (classes + 2) */
+  float *grad;     /* (nfloats) a chunk's gradients (batched training only) */
+  int32_t *chars;  /* (tmax) */
+  Packed pk;       /* for the batched kernels */
+} Workspace;
+
+typedef struct Pool Pool;
+
 typedef struct Model {
   char *path;
   uint64_t hash;     /* FNV-1a of the graph file's bytes */
-  Graph *fwd, *train; /* the same parameters, in the same layout */
+  Graph *fwd, *train; /* the same parameters, in the same layout; train holds the
+                       * training settings (batch > 1: the step phase) */
+  Graph *update;      /* batch > 1: the update phase */
+  Graph *fwd_batch;   /* the batched inference kernel's graph, or NULL */
   Jit *jit;
-  KernelFn fwd_fn, train_fn;
-  KernelAbi fwd_abi, train_abi;
+  KernelFn fwd_fn, train_fn, update_fn;
+  StepKernelFn step_fn;       /* batch > 1 without bstep_fn: one name at a time */
+  BatchKernelFn bstep_fn, bfwd_fn; /* batched step and forward (NULL: not batchable) */
+  KernelAbi fwd_abi, train_abi, step_abi, update_abi, bstep_abi, bfwd_abi;
+  char *unbatched;            /* why the graph has no batched kernels, or NULL */
+  int batch;          /* the batch size the training kernels are for */
+  int threads;
+  Pool *pool;
+  Workspace *ws;      /* (threads) */
+  float *batch_noise; /* a batch's noise draws, name by name */
+  size_t batch_noise_cap;
+  const float *fed_noise; /* model_feed_noise: the next call's draws */
+  size_t fed_count;
   size_t nfloats;    /* one slot */
   float *state;      /* (SLOT_COUNT, nfloats): values, grads, m, v */
   int64_t step;      /* optimizer updates done */
   int epoch;         /* training epochs done */
   int tmax;          /* longest sequence the scratch fits */
-  float *scratch, *noise, *out;
-  int32_t *chars;    /* (tmax) */
   Rng rng;           /* noise draws */
   CompileTimes times;
 } Model;
 
-/* Compiles the graph file into both kernels. */
+/* Compiles the graph file into its kernels: inference, and for training
+ * either the fused step of batch 1 or a minibatch's step and update. */
 int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e);
 void model_free(Model *m);
 /* Initializes parameters and buffers by their declared initializers. */
 void model_init_params(Model *m, uint64_t seed);
 /* Seeds the generator of the graph's noise (random initial states). */
 void model_seed_noise(Model *m, uint64_t seed);
+/* The next training or inference call takes these n uniform draws (in
+ * [-1, 1], name by name, as the generator would give them) instead of
+ * drawing: for checks against tensors made elsewhere. n must be what the
+ * call draws (model_noise_per_name times its names). */
+void model_feed_noise(Model *m, const float *draws, size_t n);
+/* Noise draws per name (0 for graphs without noise). */
+size_t model_noise_per_name(const Model *m);
 /* Makes scratch fit sequences of up to tmax characters. */
 void model_reserve(Model *m, int tmax);
 /* One training step on one name: forward, backward, update. Writes the
  * loss and the gradients' norm before clipping (when the graph does not
- * clip: 0, or NaN when a gradient is NaN or infinite). Returns 0, or -1 without running anything when the input is out
- * of range: len outside [1, NAME_MAX_CHARS], a character outside the
- * graph's vocabulary, target outside [0, classes). */
+ * clip: 0, or NaN when a gradient is NaN or infinite). Returns 0, or -1
+ * without running anything when the input is out of range: len outside
+ * [1, NAME_MAX_CHARS], a character outside the graph's input, target
+ * outside [0, classes). */
 int model_train_step(Model *m, const uint8_t *chars, int len, int target, float *loss,
                      float *grad_norm);
 /* Inference: logits (classes) for one name. Returns 0, or -1 for input out
  * of range (as model_train_step). */
 int model_forward(Model *m, const uint8_t *chars, int len, float *logits);
+
+/* One optimizer step on a batch of n names (1 <= n): the gradient of the
+ * mean of their losses, then clipping and the update as the graph says.
+ * The batch is cut into chunks of consecutive names (model_chunks); each
+ * chunk's gradients are summed on one thread, and the chunks' sums are
+ * added in chunk order, so the result is the same for every thread count.
+ * A model compiled for batch 1 takes n = 1 through the fused kernel.
+ * Writes each name's loss (losses, n; may be NULL), the mean loss and the
+ * gradients' norm before clipping (as model_train_step). Returns 0, or -1
+ * without running anything when n < 1 or any name's input is out of range
+ * (as model_train_step). */
+int model_train_batch(Model *m, const uint8_t *const *chars, const int32_t *lens,
+                      const int32_t *targets, int n, float *losses, float *mean_loss,
+                      float *grad_norm);
+/* Chunks a batch of n names is cut into: depends on n only. */
+int model_chunks(int n);
+/* Inference on n names, spread over the model's threads: logits (n *
+ * classes). Noise is drawn name by name in order, as n model_forward
+ * calls would. Returns 0, or -1 (nothing run) as model_train_batch. */
+int model_forward_batch(Model *m, const uint8_t *const *chars, const int32_t *lens, int n,
+                        float *logits);
 int model_classes(const Model *m);
 
 #endif

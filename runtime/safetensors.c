@@ -143,11 +143,12 @@ static int parse_entry(StTensor *t, Span *span, const char *path, const char *na
   if (!json_is_string(dtype))
     return errf(e, "%s: tensor '%s': \"dtype\" is %s, not a string", path, nm,
                 json_kind(dtype));
-  if (strcmp(json_string_value(dtype), "F32") != 0) {
+  t->i32 = strcmp(json_string_value(dtype), "I32") == 0;
+  if (strcmp(json_string_value(dtype), "F32") != 0 && !t->i32) {
     char db[80];
     return errf(e,
                 "%s: tensor '%s': dtype is %s, but rnnc reads only F32 (float32) "
-                "tensors; convert the checkpoint with tensor.float()",
+                "and I32 tensors; convert the checkpoint with tensor.float()",
                 path, nm, shown(db, json_string_value(dtype)));
   }
 
@@ -198,9 +199,9 @@ static int parse_entry(StTensor *t, Span *span, const char *path, const char *na
                 path, nm, begin, end, data_len);
   if ((size_t)(end - begin) != t->nelem * sizeof(float))
     return errf(e,
-                "%s: tensor '%s': data_offsets [%lld, %lld] hold %lld bytes, but F32 shape "
+                "%s: tensor '%s': data_offsets [%lld, %lld] hold %lld bytes, but %s shape "
                 "%s needs %zu",
-                path, nm, begin, end, end - begin,
+                path, nm, begin, end, end - begin, t->i32 ? "I32" : "F32",
                 shape_str(sb, sizeof sb, t->shape, t->ndim), t->nelem * sizeof(float));
   span->begin = (size_t)begin;
   span->end = (size_t)end;
@@ -361,7 +362,12 @@ static int load_fd(StFile *f, int fd, const char *path, bool header_only, Err *e
   for (int i = 0; i < f->ntensors; i++) {
     /* The tiling starts at 0 and every range is a whole number of floats. */
     assert(spans[i].begin % sizeof(float) == 0 && "tensors tile the data section");
-    f->tensors[spans[i].tensor].data = (float *)((char *)f->blob + spans[i].begin);
+    StTensor *t = &f->tensors[spans[i].tensor];
+    void *at = (char *)f->blob + spans[i].begin;
+    if (t->i32)
+      t->idata = at;
+    else
+      t->data = at;
   }
   rc = 0;
 out:

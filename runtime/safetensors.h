@@ -1,4 +1,5 @@
-/* safetensors.h: checkpoints in the safetensors format, float32 only.
+/* safetensors.h: checkpoints in the safetensors format: F32 tensors (and
+ * I32 ones, read only: test fixtures hold character indices).
  *
  * A safetensors file is
  *   u64 N (little-endian) | N bytes of JSON header | data section
@@ -26,6 +27,7 @@
 #ifndef RNNC_SAFETENSORS_H
 #define RNNC_SAFETENSORS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,7 +43,9 @@ typedef struct StTensor {
   int ndim;                     /* 0..ST_MAX_DIMS; 0 is a scalar (nelem 1) */
   int64_t shape[ST_MAX_DIMS];   /* (ndim) */
   size_t nelem;                 /* product of shape */
-  float *data;                  /* (nelem), row-major, aligned for float */
+  float *data;                  /* (nelem), row-major, aligned for float; NULL for I32 */
+  bool i32;                     /* st_load: an I32 tensor, in idata */
+  int32_t *idata;               /* (nelem) when i32 */
 } StTensor;
 
 typedef struct StFile {

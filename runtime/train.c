@@ -1,5 +1,6 @@
-/* train.c: the training driver: batch 1, the training set reshuffled every
- * epoch, one kernel call per name; evaluation and its report. */
+/* train.c: the training driver: the training set reshuffled every epoch and
+ * cut into consecutive batches (the last one may be smaller), one optimizer
+ * step per batch; evaluation and its report. */
 #include "train.h"
 
 #include <assert.h>
@@ -23,6 +24,35 @@ static int argmax(const float *x, int n) {
   return best;
 }
 
+/* Names idx[0..n) of ds as the arrays the model's batch calls take. */
+typedef struct NameBatch {
+  const uint8_t **chars;
+  int32_t *lens, *targets;
+} NameBatch;
+
+static NameBatch batch_new(size_t cap) {
+  cap = cap ? cap : 1;
+  return (NameBatch){xmalloc(cap * sizeof(uint8_t *)), xmalloc(cap * sizeof(int32_t)),
+                     xmalloc(cap * sizeof(int32_t))};
+}
+
+static void batch_fill(NameBatch *b, const Dataset *ds, const uint32_t *idx, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    const Name *nm = &ds->names[idx[i]];
+    b->chars[i] = nm->chars;
+    b->lens[i] = nm->len;
+    b->targets[i] = nm->label;
+  }
+}
+
+static void batch_free(NameBatch *b) {
+  free(b->chars);
+  free(b->lens);
+  free(b->targets);
+}
+
+enum { EVAL_BLOCK = 1024 }; /* names per model_forward_batch call */
+
 void evaluate(Model *m, const Dataset *ds, const uint32_t *idx, size_t n, uint64_t seed,
               EvalResult *r) {
   int c = model_classes(m);
@@ -30,17 +60,23 @@ void evaluate(Model *m, const Dataset *ds, const uint32_t *idx, size_t n, uint64
   r->n = n;
   r->correct = 0;
   r->confusion = xcalloc((size_t)ds->nlabels * (size_t)ds->nlabels, sizeof *r->confusion);
-  float *logits = xmalloc((size_t)c * sizeof *logits);
+  float *logits = xmalloc((size_t)c * EVAL_BLOCK * sizeof *logits);
+  NameBatch b = batch_new(EVAL_BLOCK);
   model_seed_noise(m, seed); /* a graph with a random initial state: the same draws each time */
-  for (size_t i = 0; i < n; i++) {
-    const Name *nm = &ds->names[idx[i]];
-    if (model_forward(m, nm->chars, nm->len, logits))
+  for (size_t i0 = 0; i0 < n; i0 += EVAL_BLOCK) {
+    size_t k = n - i0 < EVAL_BLOCK ? n - i0 : EVAL_BLOCK;
+    batch_fill(&b, ds, idx + i0, k);
+    if (model_forward_batch(m, b.chars, b.lens, (int)k, logits))
       assert(!"data_load keeps names the model takes");
-    int p = argmax(logits, c);
-    r->correct += p == nm->label;
-    if (p < ds->nlabels)
-      r->confusion[(size_t)nm->label * (size_t)ds->nlabels + (size_t)p]++;
+    for (size_t i = 0; i < k; i++) {
+      int p = argmax(logits + i * (size_t)c, c);
+      int truth = b.targets[i];
+      r->correct += p == truth;
+      if (p < ds->nlabels)
+        r->confusion[(size_t)truth * (size_t)ds->nlabels + (size_t)p]++;
+    }
   }
+  batch_free(&b);
   free(logits);
 }
 
@@ -178,18 +214,33 @@ void train_epoch_begin(Model *m, const Dataset *ds, uint64_t seed, int epoch, ui
   model_seed_noise(m, epoch_seed(seed, epoch) ^ 0x5bd1e995);
 }
 
+/* Which name of a batch to blame for a non-finite loss or norm: the first
+ * whose own loss is not finite, else (a norm) the first name. */
+static size_t culprit(const float *losses, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (!isfinite(losses[i]))
+      return i;
+  return 0;
+}
+
 int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
   uint32_t *order = xmalloc((ds->ntrain ? ds->ntrain : 1) * sizeof *order);
   int first = m->epoch, last = m->epoch + o->epochs;
+  size_t B = (size_t)m->batch;
+  if (B > ds->ntrain && ds->ntrain) /* a batch larger than the data set is one batch */
+    B = ds->ntrain;
+  NameBatch b = batch_new(B);
+  float *losses = xmalloc(B * sizeof *losses);
   int rc = 0;
   char *saved = NULL; /* the last checkpoint written, for the NaN message */
   for (int ep = first; ep < last && rc == 0; ep++) {
     train_epoch_begin(m, ds, o->seed, ep, order);
     double t0 = now_seconds(), last_report = t0, sum = 0, running = 0;
-    for (size_t i = 0; i < ds->ntrain; i++) {
-      const Name *nm = &ds->names[order[i]];
+    for (size_t i = 0; i < ds->ntrain; i += B) {
+      size_t n = ds->ntrain - i < B ? ds->ntrain - i : B;
+      batch_fill(&b, ds, order + i, n);
       float loss, gnorm;
-      if (model_train_step(m, nm->chars, nm->len, nm->label, &loss, &gnorm))
+      if (model_train_batch(m, b.chars, b.lens, b.targets, (int)n, losses, &loss, &gnorm))
         assert(!"data_load keeps names the model takes");
       if (!isfinite(loss) || !isfinite(gnorm)) {
         /* Without clipping gnorm is 0, or NaN for any gradient not finite. */
@@ -198,18 +249,27 @@ int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
                            : m->train->train.clip_norm <= 0 ? "a gradient is NaN or infinite"
                            : isnan(gnorm)                   ? "the gradient norm is NaN"
                                                             : "the gradient norm is infinite";
-        rc = errf(e,
-                  "%s at epoch %d, name %zu of %zu ('%s', %s), step %lld: training stopped; %s%s",
-                  what, ep + 1, i + 1, ds->ntrain, nm->text, ds->labels[nm->label], (long long)m->step,
+        size_t k = culprit(losses, n);
+        const Name *nm = &ds->names[order[i + k]];
+        char where[128];
+        if (B == 1)
+          snprintf(where, sizeof where, "name %zu of %zu", i + 1, ds->ntrain);
+        else
+          snprintf(where, sizeof where, "batch %zu of %zu, name %zu of %zu", i / B + 1,
+                   (ds->ntrain + B - 1) / B, i + k + 1, ds->ntrain);
+        rc = errf(e, "%s at epoch %d, %s ('%s', %s), step %lld: training stopped; %s%s", what,
+                  ep + 1, where, nm->text, ds->labels[nm->label], (long long)m->step,
                   saved ? "the last good checkpoint is " : "no checkpoint was written",
                   saved ? saved : "");
         break;
       }
-      sum += loss;
-      running = i ? 0.99 * running + 0.01 * loss : loss;
+      for (size_t k = 0; k < n; k++) {
+        sum += losses[k];
+        running = i + k ? 0.99 * running + 0.01 * losses[k] : losses[k];
+      }
       double now = now_seconds();
       if (now - last_report > (o->progress ? 0.1 : 5.0)) {
-        progress(o, ep + 1, last, i + 1, ds->ntrain, now - t0, running, false);
+        progress(o, ep + 1, last, i + n, ds->ntrain, now - t0, running, false);
         last_report = now;
       }
     }
@@ -238,5 +298,7 @@ int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
   }
   free(saved);
   free(order);
+  free(losses);
+  batch_free(&b);
   return rc;
 }

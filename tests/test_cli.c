@@ -88,6 +88,8 @@ static void test_lost_output(void **state) {
   char *dir = tmp_path("lost");
   assert_int_equal(mkdir(dir, 0755), 0);
   char *ckpt = xasprintf("%s/m.safetensors", dir), *obj = xasprintf("%s/m.o", dir);
+  char *names = xasprintf("%s/names.txt", dir);
+  write_text(names, "Kim\nPapadopoulos\n");
   free(rnnc_expect(0, (const char *const[]){"train", graph, "--data", data, "--epochs", "1",
                                             "--out", ckpt, NULL}));
   const char *const *cmds[] = {
@@ -106,6 +108,7 @@ static void test_lost_output(void **state) {
       (const char *const[]){"eval", "--help", NULL},
       (const char *const[]){"predict", graph, ckpt, "Papadopoulos", "Kim", NULL},
       (const char *const[]){"predict", graph, ckpt, "Kim", "--logits", NULL},
+      (const char *const[]){"predict", graph, ckpt, "--input", names, NULL},
       (const char *const[]){"predict", "--help", NULL},
       (const char *const[]){"build", graph, ckpt, "-o", obj, NULL},
       (const char *const[]){"build", "--help", NULL},
@@ -130,6 +133,7 @@ static void test_lost_output(void **state) {
   }
   unlink(err);
   free(err);
+  free(names);
   free(obj);
   free(ckpt);
   free(dir);

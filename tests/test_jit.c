@@ -1,10 +1,12 @@
 /* test_jit.c: the JIT-compiled kernels against the reference interpreter
  * (float32) and against PyTorch's golden tensors.
  *
- * For rnn.nn, gru.nn and their 3-layer / 512-wide variants: the forward
- * kernel's logits, and after one training step the loss, the gradient
- * norm, every gradient, Adam's moments and the updated parameters, all
- * within float32 tolerance of the interpreter (gradients 1e-4 relative to
+ * For rnn.nn, gru.nn and their 3-layer / 512-wide variants, and at every
+ * length 1..9 their 37-, 24- and 32-wide variants (the products' unblocked
+ * paths, and the blocked ones' tuples of steps): the forward kernel's
+ * logits, and after one training step the loss, the gradient norm, every
+ * gradient, Adam's moments and the updated parameters, all within float32
+ * tolerance of the interpreter (gradients 1e-4 relative to
  * the tensor's largest magnitude; parameters 1e-6 plus Adam's own
  * amplification lr/eps of the gradient's rounding difference). */
 #include <llvm-c/Core.h>
@@ -51,43 +53,43 @@ static void compare(const char *what, const float *got, const double *want, size
              diff / scale, scale);
 }
 
-static void check_graph(const char *path, const char *label) {
-  Model m;
+/* The forward kernel and one training step of model m on the first len
+ * characters of name, from the same parameters, against the interpreter. */
+static void check_step(Model *m, const char *label, int len) {
   Err e;
-  ModelOptions mo = {0};
-  if (model_compile(&m, path, &mo, &e))
-    fail_msg("%s", e.msg);
-  const Graph *g = m.train;
+  const Graph *g = m->train;
   Rng r;
   rng_seed(&r, 11);
-  for (size_t i = 0; i < m.nfloats; i++)
-    m.state[i] = rng_uniform(&r, -0.15f, 0.15f);
+  memset(m->state, 0, SLOT_COUNT * m->nfloats * sizeof *m->state);
+  m->step = 0;
+  for (size_t i = 0; i < m->nfloats; i++)
+    m->state[i] = rng_uniform(&r, -0.15f, 0.15f);
   /* The interpreter starts from the same values and draws the same noise. */
-  Interp *I = interp_new(g, true), *If = interp_new(m.fwd, true);
+  Interp *I = interp_new(g, true), *If = interp_new(m->fwd, true);
   double *w = interp_slot(I, SLOT_VALUE), *wf = interp_slot(If, SLOT_VALUE);
-  for (size_t i = 0; i < m.nfloats; i++)
-    w[i] = wf[i] = m.state[i];
+  for (size_t i = 0; i < m->nfloats; i++)
+    w[i] = wf[i] = m->state[i];
   Rng noise;
   rng_seed(&noise, 5);
   interp_set_rng(If, &noise);
-  model_seed_noise(&m, 5);
-  int C = g->classes, len = (int)sizeof name;
+  model_seed_noise(m, 5);
+  int C = g->classes;
   float *logits = xmalloc((size_t)C * sizeof *logits);
-  model_forward(&m, name, len, logits);
+  model_forward(m, name, len, logits);
   if (interp_run(If, name, len, 3, &e))
     fail_msg("%s", e.msg);
-  compare("forward logits", logits, interp_value(If, m.fwd->output, NULL), (size_t)C, 1e-5);
+  compare("forward logits", logits, interp_value(If, m->fwd->output, NULL), (size_t)C, 1e-5);
 
   /* A kernel writes every gradient afresh (the first accumulation into a
    * parameter stores, the rest of the slot is zeroed): what the slot held
    * before the step must not matter, NaN included. */
-  for (size_t i = 0; i < m.nfloats; i++)
-    m.state[SLOT_GRAD * m.nfloats + i] = NAN;
+  for (size_t i = 0; i < m->nfloats; i++)
+    m->state[SLOT_GRAD * m->nfloats + i] = NAN;
   rng_seed(&noise, 6);
   interp_set_rng(I, &noise);
-  model_seed_noise(&m, 6);
+  model_seed_noise(m, 6);
   float loss, gnorm;
-  model_train_step(&m, name, len, 3, &loss, &gnorm);
+  model_train_step(m, name, len, 3, &loss, &gnorm);
   if (interp_run(I, name, len, 3, &e))
     fail_msg("%s", e.msg);
   double want_loss = interp_value(I, g->loss, NULL)[0];
@@ -97,7 +99,7 @@ static void check_graph(const char *path, const char *label) {
    * 512-wide GRU) in float32 lanes; the interpreter sums in float64. */
   if (!(fabs(gnorm - want_norm) <= 1e-4 * want_norm))
     fail_msg("%s: gradient norm %.7g, interpreter %.7g", label, gnorm, want_norm);
-  float *grads = m.state + SLOT_GRAD * m.nfloats;
+  float *grads = m->state + SLOT_GRAD * m->nfloats;
   const double *ig = interp_slot(I, SLOT_GRAD), *iv = interp_slot(I, SLOT_VALUE);
   double ratio = g->train.lr / g->train.eps;
   for (int p = 0; p < g->nparams; p++) {
@@ -109,17 +111,35 @@ static void check_graph(const char *path, const char *label) {
     for (size_t i = 0; i < n; i++) {
       size_t k = pa->offset + i;
       double dg = fabs(grads[k] - ig[k]);
-      if (!(fabs(m.state[k] - iv[k]) <= 1e-6 + ratio * dg))
+      if (!(fabs(m->state[k] - iv[k]) <= 1e-6 + ratio * dg))
         fail_msg("%s: %s[%zu] after the step: %.9g, interpreter %.9g", label, pa->name, i,
-                 m.state[k], iv[k]);
+                 m->state[k], iv[k]);
     }
   }
-  print_message("%-24s loss %.6f (interpreter %.6f), all gradients and the step match\n", label,
-                loss, want_loss);
   free(logits);
   interp_free(I);
   interp_free(If);
+}
+
+/* check_step for names of tmin..tmax characters. */
+static void check_graph_lengths(const char *path, const char *label, int tmin, int tmax) {
+  Model m;
+  Err e;
+  ModelOptions mo = {0};
+  if (model_compile(&m, path, &mo, &e))
+    fail_msg("%s", e.msg);
+  char what[96];
+  for (int len = tmin; len <= tmax; len++) {
+    snprintf(what, sizeof what, "%s, T = %d", label, len);
+    check_step(&m, what, len);
+  }
+  print_message("%-24s T = %d..%d: logits, loss, all gradients and the step match\n", label, tmin,
+                tmax);
   model_free(&m);
+}
+
+static void check_graph(const char *path, const char *label) {
+  check_graph_lengths(path, label, (int)sizeof name, (int)sizeof name);
 }
 
 static void test_rnn(void **state) {
@@ -143,6 +163,32 @@ static void test_gru_3_layers(void **state) {
 static void test_rnn_512(void **state) {
   char *p = variant("graphs/rnn.nn", "const H = 256", "const H = 512");
   check_graph(p, "rnn.nn, H = 512");
+  free(p);
+}
+
+/* H = 37 and 24: no product is a multiple of 16 (or 24 is of 8 only), so
+ * every product takes the unblocked paths, at every length the blocked
+ * ones handle in tuples of 4, 2 and 1 steps. */
+static void test_rnn_odd(void **state) {
+  for (int k = 0; k < 2; k++) {
+    char *p = variant("graphs/rnn.nn", "const H = 256", k ? "const H = 24" : "const H = 37");
+    check_graph_lengths(p, k ? "rnn.nn, H = 24" : "rnn.nn, H = 37", 1, 9);
+    free(p);
+  }
+}
+
+static void test_gru_odd(void **state) {
+  for (int k = 0; k < 2; k++) {
+    char *p = variant("graphs/gru.nn", "const H = 256", k ? "const H = 24" : "const H = 37");
+    check_graph_lengths(p, k ? "gru.nn, H = 24" : "gru.nn, H = 37", 1, 9);
+    free(p);
+  }
+}
+
+/* H = 16, 32: every product blocked, at every length 1..9. */
+static void test_gru_blocked_lengths(void **state) {
+  char *p = variant("graphs/gru.nn", "const H = 256", "const H = 32");
+  check_graph_lengths(p, "gru.nn, H = 32", 1, 9);
   free(p);
 }
 
@@ -319,7 +365,9 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_rnn),        cmocka_unit_test(test_gru),
       cmocka_unit_test(test_gru_3_layers), cmocka_unit_test(test_rnn_512),
-      cmocka_unit_test(test_gru_512),    cmocka_unit_test(test_golden_rnn),
+      cmocka_unit_test(test_gru_512),    cmocka_unit_test(test_rnn_odd),
+      cmocka_unit_test(test_gru_odd),    cmocka_unit_test(test_gru_blocked_lengths),
+      cmocka_unit_test(test_golden_rnn),
       cmocka_unit_test(test_golden_gru), cmocka_unit_test(test_inputs_checked),
       cmocka_unit_test(test_jit_refused_module),
   };

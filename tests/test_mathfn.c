@@ -129,6 +129,51 @@ static LLVMValueRef build_scalar_fn(LLVMModuleRef m, const char *name, Builder f
   return fn;
 }
 
+/* void name(const float *a, const float *b, const float *c, float *y,
+ * int64_t n): y[i] = llvm.fma(a[i], b[i], c[i]), width floats at a time
+ * (width 1: a scalar loop the vectorizer may widen). */
+static void build_fma_kernel(LLVMModuleRef m, const char *name, unsigned width) {
+  LLVMContextRef ctx = LLVMGetModuleContext(m);
+  LLVMTypeRef f32 = LLVMFloatTypeInContext(ctx), i64 = LLVMInt64TypeInContext(ctx);
+  LLVMTypeRef ptr = LLVMPointerTypeInContext(ctx, 0);
+  LLVMTypeRef vty = width > 1 ? LLVMVectorType(f32, width) : f32;
+  LLVMTypeRef params[5] = {ptr, ptr, ptr, ptr, i64};
+  LLVMValueRef fn =
+      LLVMAddFunction(m, name, LLVMFunctionType(LLVMVoidTypeInContext(ctx), params, 5, 0));
+  LLVMValueRef n = LLVMGetParam(fn, 4);
+  LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(ctx, fn, "entry");
+  LLVMBasicBlockRef loop = LLVMAppendBasicBlockInContext(ctx, fn, "loop");
+  LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(ctx, fn, "done");
+  LLVMBuilderRef b = LLVMCreateBuilderInContext(ctx);
+  LLVMPositionBuilderAtEnd(b, entry);
+  LLVMValueRef zero = LLVMConstInt(i64, 0, 0);
+  LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSGT, n, zero, ""), loop, done);
+  LLVMPositionBuilderAtEnd(b, loop);
+  LLVMValueRef i = LLVMBuildPhi(b, i64, "i");
+  LLVMValueRef args[3];
+  for (int k = 0; k < 3; k++) {
+    args[k] = LLVMBuildLoad2(b, vty, LLVMBuildInBoundsGEP2(b, f32, LLVMGetParam(fn, (unsigned)k),
+                                                           &i, 1, ""), "");
+    LLVMSetAlignment(args[k], 4);
+  }
+  unsigned id = LLVMLookupIntrinsicID("llvm.fma", 8);
+  LLVMValueRef y = LLVMBuildCall2(b, LLVMIntrinsicGetType(ctx, id, &vty, 1),
+                                  LLVMGetIntrinsicDeclaration(m, id, &vty, 1), args, 3, "");
+  LLVMValueRef st = LLVMBuildStore(b, y, LLVMBuildInBoundsGEP2(b, f32, LLVMGetParam(fn, 3), &i, 1, ""));
+  LLVMSetAlignment(st, 4);
+  LLVMValueRef next = LLVMBuildAdd(b, i, LLVMConstInt(i64, width, 0), "");
+  LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, next, n, ""), loop, done);
+  LLVMBasicBlockRef from[2] = {entry, loop};
+  LLVMValueRef vals[2] = {zero, next};
+  LLVMAddIncoming(i, vals, from, 2);
+  LLVMPositionBuilderAtEnd(b, done);
+  LLVMBuildRetVoid(b);
+  LLVMDisposeBuilder(b);
+}
+
+typedef void (*FmaKernel)(const float *a, const float *b, const float *c, float *y, int64_t n);
+static FmaKernel soft_fma_1, soft_fma_8; /* mf_lower_fma's fma, scalar and <8 x float> */
+
 static void fail_llvm(const char *what, LLVMErrorRef err) {
   char *msg = LLVMGetErrorMessage(err); /* consumes err */
   print_error("%s: %s\n", what, msg);
@@ -156,6 +201,24 @@ static LLVMTargetMachineRef host_machine(void) {
   return tm;
 }
 
+/* The O3 pipeline for tm, as optimize_module runs it (with unrolling). */
+static void optimize(LLVMModuleRef m, LLVMTargetMachineRef tm) {
+  char *triple = LLVMGetTargetMachineTriple(tm);
+  LLVMSetTarget(m, triple);
+  LLVMDisposeMessage(triple);
+  LLVMTargetDataRef layout = LLVMCreateTargetDataLayout(tm);
+  LLVMSetModuleDataLayout(m, layout);
+  LLVMDisposeTargetData(layout);
+  LLVMPassBuilderOptionsRef opts = LLVMCreatePassBuilderOptions();
+  LLVMPassBuilderOptionsSetLoopVectorization(opts, 1);
+  LLVMPassBuilderOptionsSetSLPVectorization(opts, 1);
+  LLVMPassBuilderOptionsSetLoopUnrolling(opts, 1);
+  LLVMErrorRef err = LLVMRunPasses(m, "default<O3>", tm, opts);
+  LLVMDisposePassBuilderOptions(opts);
+  if (err)
+    fail_llvm("LLVMRunPasses", err);
+}
+
 static int setup(void **state) {
   LLVMInitializeNativeTarget();
   LLVMInitializeNativeAsmPrinter();
@@ -180,21 +243,23 @@ static int setup(void **state) {
   }
   LLVMDisposeMessage(msg);
 
+  /* The fma of a target without FMA, in a module of its own (the one
+   * above keeps llvm.fma): every call is replaced. */
+  LLVMModuleRef soft = LLVMModuleCreateWithNameInContext("soft_fma", ctx);
+  build_fma_kernel(soft, "soft_fma_1", 1);
+  build_fma_kernel(soft, "soft_fma_8", 8);
+  mf_lower_fma(soft);
+  for (LLVMValueRef f = LLVMGetFirstFunction(soft); f; f = LLVMGetNextFunction(f))
+    assert_true(strncmp(LLVMGetValueName(f), "llvm.fma", 8) != 0);
+  if (LLVMVerifyModule(soft, LLVMReturnStatusAction, &msg)) {
+    print_error("soft_fma does not verify: %s\n", msg);
+    fail();
+  }
+  LLVMDisposeMessage(msg);
+
   LLVMTargetMachineRef tm = host_machine();
-  char *triple = LLVMGetTargetMachineTriple(tm);
-  LLVMSetTarget(m, triple);
-  LLVMDisposeMessage(triple);
-  LLVMTargetDataRef layout = LLVMCreateTargetDataLayout(tm);
-  LLVMSetModuleDataLayout(m, layout);
-  LLVMDisposeTargetData(layout);
-  LLVMPassBuilderOptionsRef opts = LLVMCreatePassBuilderOptions();
-  LLVMPassBuilderOptionsSetLoopVectorization(opts, 1);
-  LLVMPassBuilderOptionsSetSLPVectorization(opts, 1);
-  LLVMPassBuilderOptionsSetLoopUnrolling(opts, 1);
-  LLVMErrorRef err = LLVMRunPasses(m, "default<O3>", tm, opts);
-  LLVMDisposePassBuilderOptions(opts);
-  if (err)
-    fail_llvm("LLVMRunPasses", err);
+  optimize(m, tm);
+  optimize(soft, tm);
 
   /* Code generation rewrites IR in place (CodeGenPrepare), so the
    * assembly comes from a copy; the JIT gets the original. */
@@ -216,9 +281,10 @@ static int setup(void **state) {
   LLVMDisposeTargetMachine(tm);
 
   LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(m, tsc); /* owns m */
-  LLVMOrcDisposeThreadSafeContext(tsc); /* tsm keeps the context alive */
+  LLVMOrcThreadSafeModuleRef tsm_soft = LLVMOrcCreateNewThreadSafeModule(soft, tsc);
+  LLVMOrcDisposeThreadSafeContext(tsc); /* the modules keep the context alive */
   LLVMOrcJITTargetMachineBuilderRef jtmb;
-  err = LLVMOrcJITTargetMachineBuilderDetectHost(&jtmb);
+  LLVMErrorRef err = LLVMOrcJITTargetMachineBuilderDetectHost(&jtmb);
   if (err)
     fail_llvm("detect host", err);
   LLVMOrcLLJITBuilderRef jb = LLVMOrcCreateLLJITBuilder();
@@ -229,6 +295,18 @@ static int setup(void **state) {
   err = LLVMOrcLLJITAddLLVMIRModule(jit, LLVMOrcLLJITGetMainJITDylib(jit), tsm); /* owns tsm */
   if (err)
     fail_llvm("add module", err);
+  err = LLVMOrcLLJITAddLLVMIRModule(jit, LLVMOrcLLJITGetMainJITDylib(jit), tsm_soft);
+  if (err)
+    fail_llvm("add module", err);
+  FmaKernel *fslot[2] = {&soft_fma_1, &soft_fma_8};
+  const char *fname[2] = {"soft_fma_1", "soft_fma_8"};
+  for (int j = 0; j < 2; j++) {
+    LLVMOrcExecutorAddress addr = 0;
+    err = LLVMOrcLLJITLookup(jit, &addr, fname[j]);
+    if (err)
+      fail_llvm(fname[j], err);
+    *fslot[j] = (FmaKernel)(uintptr_t)addr;
+  }
   for (int k = 0; k < FN_COUNT; k++) {
     Kernel *slot[3] = {&fns[k].v16, &fns[k].loop, &fns[k].scalar};
     const char *suffix[3] = {"v16", "loop", "scalar"};
@@ -538,6 +616,70 @@ static void test_tanh(void **state) {
   assert_int_equal(bad, 0);
 }
 
+/* mf_lower_fma's double-precision fma against libm's fmaf (correctly
+ * rounded: glibc's), bit for bit: the special values; random operands
+ * whose product and addend overlap, so that the sum cancels or rounds
+ * near a tie, some of few significant bits; and products that are exact
+ * ties between two floats plus an addend too small to change the sum in
+ * double precision, where rounding twice would go wrong half the time. */
+static void test_soft_fma(void **state) {
+  (void)state;
+  enum { N = 1 << 20 };
+  float *a = xmalloc(N * sizeof *a), *b = xmalloc(N * sizeof *b), *c = xmalloc(N * sizeof *c);
+  float *y1 = xmalloc(N * sizeof *y1), *y8 = xmalloc(N * sizeof *y8);
+  static const float special[] = {0.0f,     -0.0f,     INFINITY, -INFINITY,   NAN,       1.0f,
+                                  -1.0f,    FLT_MAX,   -FLT_MAX, FLT_MIN,     -FLT_MIN,  FLT_TRUE_MIN,
+                                  0x1p-75f, 0x1p+64f,  0.5f,     0x1.000002p0f, 3.0f, 0x1.fffffep-1f};
+  enum { NS = sizeof special / sizeof special[0] };
+  Rng r;
+  rng_seed(&r, 16);
+  long bad = 0;
+  for (int round = 0; round < 9; round++) {
+    int n = 0;
+    if (round == 0) /* every triple of special values */
+      for (int i = 0; i < NS; i++)
+        for (int j = 0; j < NS; j++)
+          for (int k = 0; k < NS; k++, n++)
+            a[n] = special[i], b[n] = special[j], c[n] = special[k];
+    for (; n < N; n++) {
+      uint32_t u = (uint32_t)rng_u64(&r), v = (uint32_t)rng_u64(&r), w = (uint32_t)rng_u64(&r);
+      /* exponents near each other (c near a * b), sometimes far apart or
+       * subnormal */
+      int ea = 100 + (int)(u >> 26) % 56, eb = 100 + (int)(v >> 26) % 56;
+      int ec = ea + eb - 127 + (int)(w >> 27) % 32 - 16;
+      uint32_t ma = u, mb = v, mask = round % 3 == 1 ? 0x7f0000u : 0x7fffffu;
+      if (round % 3 == 2) {
+        /* a = 1.5 * 2^ea, b = (1 + k 2^-23) 2^eb, k odd: ab = (1.5 + k 2^-23
+         * + k 2^-24) 2^(ea+eb), a tie; c at least 2^-54 smaller */
+        ma = 0x400000u;
+        mb = (v & 0x3ffu) | 1;
+        ec = ea + eb - 127 - 54 - (int)(w >> 27) % 16;
+      }
+      ec = ec < 0 ? 0 : ec > 254 ? 254 : ec;
+      a[n] = from_bits((u & 0x80000000u) | (uint32_t)ea << 23 | (ma & mask));
+      b[n] = from_bits((v & 0x80000000u) | (uint32_t)eb << 23 | (mb & mask));
+      c[n] = from_bits((w & 0x80000000u) | (uint32_t)ec << 23 | ((w * 2654435761u) & 0x7fffffu));
+    }
+    soft_fma_1(a, b, c, y1, N);
+    soft_fma_8(a, b, c, y8, N);
+    for (int i = 0; i < N; i++) {
+      float want = fmaf(a[i], b[i], c[i]);
+      bool ok1 = isnan(want) ? isnan(y1[i]) : to_bits(y1[i]) == to_bits(want);
+      bool ok8 = isnan(want) ? isnan(y8[i]) : to_bits(y8[i]) == to_bits(want);
+      if ((!ok1 || !ok8) && bad++ < 5)
+        print_error("fma(%a, %a, %a) = %a, soft: %a (scalar), %a (vector)\n", (double)a[i],
+                    (double)b[i], (double)c[i], (double)want, (double)y1[i], (double)y8[i]);
+    }
+  }
+  print_message("soft fma: %d triples, %ld differ from fmaf\n", 9 * N, bad);
+  free(a);
+  free(b);
+  free(c);
+  free(y1);
+  free(y8);
+  assert_int_equal(bad, 0);
+}
+
 /* The lines of the assembly between "name:" and the function's end. */
 static char *function_asm(const char *name) {
   char label[80];
@@ -583,7 +725,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_vectorized), cmocka_unit_test(test_exp),
       cmocka_unit_test(test_log),        cmocka_unit_test(test_sigmoid),
-      cmocka_unit_test(test_tanh),
+      cmocka_unit_test(test_tanh),       cmocka_unit_test(test_soft_fma),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

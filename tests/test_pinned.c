@@ -38,19 +38,6 @@ static uint32_t bits(float x) {
   return u;
 }
 
-static bool host_has(const char *flag) {
-  Err e;
-  char *cpuinfo = read_file("/proc/cpuinfo", NULL, &e);
-  char *pat = xasprintf(" %s", flag);
-  bool has = false;
-  for (const char *p = cpuinfo; p && (p = strstr(p, pat)); p++)
-    if (p[strlen(pat)] == ' ' || p[strlen(pat)] == '\n')
-      has = true;
-  free(pat);
-  free(cpuinfo);
-  return has;
-}
-
 static void run(const char *graph, const char *cpu, uint32_t *loss, uint32_t *gnorm) {
   char *gpath = src_path(graph), *dpath = src_path("data/names");
   Err e;

@@ -105,6 +105,128 @@ static void test_train_resume_eval_predict(void **state) {
 }
 
 /* PyTorch's checkpoint through predict --logits gives PyTorch's logits. */
+/* Minibatches through the command line: --threads does not change a
+ * byte of the checkpoint; one epoch then --init for one more is two
+ * epochs; a batch larger than the data set is one batch; bad values of
+ * --batch and --threads are usage errors. */
+static void test_batches(void **state) {
+  char *dir = tmp_path("batch");
+  assert_int_equal(mkdir(dir, 0755), 0);
+  char *t1 = xasprintf("%s/t1.safetensors", dir), *t2 = xasprintf("%s/t2.safetensors", dir);
+  char *o1 = xasprintf("%s/t1.optim.safetensors", dir), *o2 = xasprintf("%s/t2.optim.safetensors", dir);
+  char *e1 = xasprintf("%s/e1.safetensors", dir), *e11 = xasprintf("%s/e11.safetensors", dir);
+  char *s = rnnc_expect(0, (const char *const[]){"train", graph, "--data", data_dir, "--epochs", "2",
+                                                 "--batch", "16", "--lr", "0.005", "--threads", "1",
+                                                 "--out", t1, NULL});
+  assert_contains(s, "batch 16, 1 thread");
+  const char *acc = strstr(s, "test accuracy: ");
+  assert_non_null(acc);
+  double pct = atof(acc + strlen("test accuracy: "));
+  print_message("3 languages, batch 16, 2 epochs: test accuracy %.1f%%\n", pct);
+  assert_true(pct > 50);
+  free(s);
+  free(rnnc_expect(0, (const char *const[]){"train", graph, "--data", data_dir, "--epochs", "2",
+                                            "--batch", "16", "--lr", "0.005", "--threads", "2",
+                                            "--out", t2, NULL}));
+  assert_true(same_file(t1, t2));
+  assert_true(same_file(o1, o2));
+  free(rnnc_expect(0, (const char *const[]){"train", graph, "--data", data_dir, "--epochs", "1",
+                                            "--batch", "16", "--lr", "0.005", "--out", e1, NULL}));
+  free(rnnc_expect(0, (const char *const[]){"train", graph, "--data", data_dir, "--epochs", "1",
+                                            "--batch", "16", "--lr", "0.005", "--init", e1,
+                                            "--out", e11, NULL}));
+  assert_true(same_file(t1, e11));
+  /* 405 training names, batch 1000: one step per epoch */
+  StFile f;
+  Err e;
+  free(rnnc_expect(0, (const char *const[]){"train", graph, "--data", data_dir, "--epochs", "2",
+                                            "--batch", "1000", "--out", e1, NULL}));
+  assert_int_equal(st_load(&f, e1, &e), 0);
+  assert_string_equal(st_meta(&f, "step"), "2");
+  st_free(&f);
+  const char *bad[][2] = {{"--batch", "0"},   {"--batch", "-3"},     {"--batch", "x"},
+                          {"--batch", "1.5"}, {"--batch", "99999999999"},
+                          {"--threads", "0"}, {"--threads", "-1"},   {"--threads", "100000"},
+                          {"--threads", "two"}};
+  for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+    s = rnnc_expect(2, (const char *const[]){"train", graph, "--data", data_dir, bad[i][0], bad[i][1],
+                                             "--out", e1, NULL});
+    assert_contains(s, bad[i][0]);
+    free(s);
+  }
+  s = rnnc_expect(2, (const char *const[]){"eval", graph, t1, "--threads", "0", NULL});
+  assert_contains(s, "--threads");
+  free(s);
+  free(t1);
+  free(t2);
+  free(o1);
+  free(o2);
+  free(e1);
+  free(e11);
+  free(dir);
+}
+
+/* predict --input: a file of more names than one block (4096), as TSV,
+ * the same classes as predict with names as arguments; standard input;
+ * lines that cannot be classified are named on stderr and skipped. */
+static void test_predict_input(void **state) {
+  char *ckpt = tmp_path("pin.safetensors");
+  free(rnnc_expect(0, (const char *const[]){"train", graph, "--data", data_dir, "--epochs", "1",
+                                            "--out", ckpt, NULL}));
+  const char *names[] = {"Nakamura", "Papadopoulos", "Zhang", "Tanaka", "Georgiou"};
+  char *in = tmp_path("names.txt");
+  Buf b = {0};
+  for (int i = 0; i < 5000; i++)
+    buf_printf(&b, "%s%s\n", names[i % 5], i == 4321 ? "/" : i == 17 ? "\r" : "");
+  buf_printf(&b, "\n");
+  buf_put(&b, "", 1);
+  write_text(in, b.data);
+  buf_free(&b);
+  char *out, *err;
+  int rc = run_rnnc((const char *const[]){"predict", graph, ckpt, "--input", in, "--top", "2", NULL},
+                    &out, &err);
+  assert_int_equal(rc, 1); /* one line skipped */
+  assert_contains(err, ":4322: 'Papadopoulos/'");
+  assert_contains(err, "4999 names classified, 1 skipped");
+  int rows = 0;
+  for (const char *p = out; (p = strchr(p, '\n')); p++)
+    rows++;
+  assert_int_equal(rows, 1 + 4999);
+  const char *tsv = "name\tlanguage1\tprobability1\tlanguage2\tprobability2\n";
+  assert_true(!strncmp(out, tsv, strlen(tsv)));
+  /* each name's best language is the one predict gives it as an argument */
+  for (int i = 0; i < 5; i++) {
+    char *one = rnnc_expect(0, (const char *const[]){"predict", graph, ckpt, names[i], "--top", "1", NULL});
+    char lang[64] = "";
+    sscanf(strchr(one, '\n') + 1, " %63s", lang);
+    char *row = xasprintf("\n%s\t%s\t", names[i], lang);
+    assert_contains(out, row);
+    free(row);
+    free(one);
+  }
+  free(out);
+  free(err);
+  char *small = tmp_path("two.txt");
+  write_text(small, "Nakamura\nZhang\n");
+  rc = run_rnnc_in((const char *const[]){"predict", graph, ckpt, "--input", "-", "--logits", NULL},
+                   small, &out, &err);
+  assert_int_equal(rc, 0);
+  const char *head = "name\tChinese\tGreek\tJapanese\n";
+  assert_true(!strncmp(out, head, strlen(head)));
+  assert_contains(out, "\nZhang\t");
+  free(out);
+  free(err);
+  char *s = rnnc_expect(2, (const char *const[]){"predict", graph, ckpt, "Nakamura", "--input", small, NULL});
+  assert_contains(s, "not both");
+  free(s);
+  s = rnnc_expect(1, (const char *const[]){"predict", graph, ckpt, "--input", "/no/such/file", NULL});
+  assert_contains(s, "/no/such/file");
+  free(s);
+  free(small);
+  free(in);
+  free(ckpt);
+}
+
 static void test_golden_predict(void **state) {
   char *ckpt = src_path("tests/golden/gru_seed42.safetensors");
   char *g = src_path("graphs/gru.nn");
@@ -388,6 +510,21 @@ static void test_predict_messages(void **state) {
     lines += *p == '\n';
   assert_int_equal(lines, 4); /* the name, three labels */
   free(out);
+  /* predict --input: tab-separated, a label (or a name) with a tab or a
+   * newline stays in its cell. */
+  char *in = tmp_path("names.txt");
+  write_text(in, "Kim\t\nAbe\n");
+  assert_int_equal(run_rnnc((const char *const[]){"predict", graph, ckpt, "--input", in,
+                                                  "--logits", NULL},
+                            &out, NULL),
+                   0);
+  assert_contains(out, "name\tChi\\nnese\tGreek\tJapanese\nKim\\t\t");
+  lines = 0;
+  for (const char *p = out; *p; p++)
+    lines += *p == '\n';
+  assert_int_equal(lines, 3); /* the header, two names */
+  free(out);
+  free(in);
   free(ckpt);
   free(copy);
 }
@@ -539,6 +676,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_check),
       cmocka_unit_test(test_train_resume_eval_predict),
+      cmocka_unit_test(test_batches),
+      cmocka_unit_test(test_predict_input),
       cmocka_unit_test(test_golden_predict),
       cmocka_unit_test(test_bad_input),
       cmocka_unit_test(test_out_checked_before_training),

@@ -4,6 +4,7 @@
 
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,6 +35,8 @@ int wait_rnnc(pid_t pid);
  * fails the test (a hang). ru (may be NULL) receives its resource use. */
 struct rusage;
 int wait_rnnc_for(pid_t pid, double seconds, struct rusage *ru);
+/* The same with standard input read from the file in (NULL: inherited). */
+int run_rnnc_in(const char *const *argv, const char *in, char **out, char **err);
 /* Runs rnnc, fails the test unless it exits with want_status, and returns
  * its stdout followed by its stderr (malloc'd). */
 char *rnnc_expect(int want_status, const char *const *argv);
@@ -48,5 +51,49 @@ char *make_rnn_graph(int H, int C);
 void st_set_meta(const char *path, const char *key, const char *value);
 /* Fails the test unless text contains fragment. */
 void assert_contains(const char *text, const char *fragment);
+/* Whether /proc/cpuinfo lists CPU flag `flag` (avx2, fma, avx512f, ...). */
+bool host_has(const char *flag);
+
+/* Runs a shell command (formatted); its exit status, or -1. */
+int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* A whole file (malloc'd); fails the test when it cannot be read. */
+char *read_text(const char *path);
+
+/* The names the AOT tests run: PyTorch's golden names of ckpt (a path
+ * relative to the repository, e.g. tests/golden/gru_seed42.safetensors:
+ * s[0..ngolden)), then, with edge_cases, one character, every character of
+ * the vocabulary, the longest name an object takes, and a few more. */
+typedef struct NameList {
+  char **s;
+  int n, ngolden;
+} NameList;
+NameList name_list_load(const char *ckpt, bool edge_cases);
+void name_list_free(NameList *ns);
+/* The JIT's logits (n, classes) for every name: the forward kernel of
+ * graph with ckpt's weights and a zero noise buffer, which is what an
+ * object of rnnc build computes for a random initial state. */
+float *jit_logits(const char *graph, const char *ckpt, const NameList *ns, int *classes);
+
+/* tests/targets/driver.c, the program test_aot and test_targets link with
+ * an object of rnnc build. Its names: dir/names.h (a C array) and
+ * dir/names.json (for run_wasm.mjs). */
+void write_driver_names(const char *dir, const NameList *ns);
+/* What driver.c prints after the names: the results of bad inputs. */
+extern const char driver_tail[];
+
+/* Checks a driver's output for graph and ckpt on ns against the JIT's
+ * logits: one line per name (status 0, P_predict's class = the argmax,
+ * the logits within tol relative (of max(1, |x|)) or, with exact, bit for
+ * bit, the probabilities within 1e-6 of a double softmax, the first
+ * ngolden logits within 1e-4 of golden if given), then tail. Prints what
+ * it measured, labelled what. */
+typedef struct AotCheck {
+  double tol;
+  bool exact;
+  const float *golden; /* (ngolden, classes) or NULL */
+  const char *tail;
+} AotCheck;
+void check_aot_output(const char *what, const char *graph, const char *ckpt, const NameList *ns,
+                      const char *text, const AotCheck *c);
 
 #endif

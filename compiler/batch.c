@@ -1,0 +1,999 @@
+/* batch.c: IR -> LLVM IR for a batch of sequences at once: minibatch
+ * training steps and batched inference. One function per graph:
+ *
+ *   void NAME(const float *state, float *grad, const int32_t *chars,
+ *             const int32_t *lens, const int32_t *bs, const int32_t *off,
+ *             int32_t T, int32_t B, const int32_t *targets,
+ *             const float *noise, float *scratch, float *out)
+ *
+ * The batch is B sequences sorted by length, longest first (lens, B
+ * entries, non-increasing, T = lens[0] >= 1), packed as PyTorch's
+ * PackedSequence packs them: bs[t] (t < T) sequences are still running at
+ * step t, always the first bs[t]; off[t] = bs[0] + ... + bs[t-1] (T + 1
+ * entries; off[T] = the packed rows); sequence b's character t is
+ * chars[off[t] + b]. No arithmetic is spent on padding: step t computes
+ * bs[t] rows, and sequence b's last state is row b of step lens[b] - 1.
+ *
+ * state:   the parameter values (slot 0 of the flat buffer).
+ * grad:    (g->nfloats) the gradients of the sum of the B losses are added
+ *          here (a training step); unused by an inference kernel.
+ * targets: (B) classes. noise: (B * abi.noise) uniform draws in [-1, 1],
+ *          sequence b's from b * abi.noise.
+ * scratch: abi.scratch_fixed + B * abi.scratch_per_b + off[T] *
+ *          abi.scratch_per_t floats.
+ * out:     (B * (classes + 1)) sequence b's logits, then its loss.
+ *
+ * Every value of the graph is one of three kinds. SHARED: the same for
+ * every sequence (parameters, constants), computed once. ROWS: one row per
+ * sequence, [B][ld] (inside a scan's body, the first bs[t] rows). SEQ: a
+ * per-step value of every sequence, packed like chars: [off[T]][ld], row
+ * off[t] + b. Products with a batched operand are GEMMs over the rows (the
+ * weights read once per step for the whole batch, and once for a whole
+ * sequence where opt.c hoisted a product out of the recurrence); weight
+ * gradients are GEMMs over the packed rows. Elementwise nodes of the same
+ * kind and width fuse into one loop over rows and columns, as in llvm.c.
+ *
+ * require: a verified graph after graph_passes (and graph_keep_phase
+ * PHASE_STEP for training). What this cannot batch (a value of one
+ * sequence that another sequence's value depends on, noise inside a scan,
+ * a stored parameter) is an error: the runtime then runs the batch one
+ * sequence at a time with llvm.c's kernels. */
+#include <assert.h>
+#include <llvm-c/Core.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cg.h"
+#include "rnnc.h"
+
+typedef enum Kind { K_NONE, K_SHARED, K_ROWS, K_SEQ } Kind;
+
+/* A weight matrix's columns [k0, k0 + n) stored transposed ([n][M]), for
+ * the products that read them with a batched operand. */
+typedef struct Pack {
+  int param, k0, n;
+  LLVMValueRef ptr;
+} Pack;
+
+typedef struct BC {
+  Cg cg;
+  const Graph *g;
+  const CodegenOptions *opt;
+  Err *e;
+  bool failed;
+  LLVMValueRef state, grad, chars, lens, bs, off, T, B, targets, noise, scratch, out;
+  LLVMValueRef T64, B64, total;
+  LLVMValueRef base_b, base_r;     /* the ROWS and SEQ regions of scratch */
+  LLVMValueRef fixed_g, per_b_g;   /* their offsets, known at the end: constant globals */
+  size_t fixed, per_b, per_r, nnoise;
+  Kind *kind;
+  bool *isint;       /* node -> an i32 index per row (one-hot, class) */
+  long long *ld;     /* node -> row stride in floats (ROWS, SEQ) */
+  LLVMValueRef *ptr; /* node -> buffer or view */
+  LLVMValueRef *sval;/* node -> SHARED scalar */
+  LLVMValueRef *cur; /* node -> value at the current group index */
+  int *in_group;
+  int group_serial;
+  size_t *noise_off;
+  int *nusers, **users;
+  LLVMValueRef rows; /* rows of a ROWS value here: B, or bs[t] in a scan body */
+  Pack *packs;
+  int npacks;
+} BC;
+
+static const Node *N(BC *c, int id) { return &c->g->nodes[id]; }
+
+static void fail(BC *c, int id, const char *what) {
+  if (c->failed)
+    return;
+  c->failed = true;
+  const Node *n = N(c, id);
+  errf(c->e, "batched codegen: %s (node %%%d, %s, at %d:%d)", what, id, op_names[n->op],
+       n->pos.line, n->pos.col);
+}
+
+static long long round16(size_t n) { return (long long)((n + 15) & ~(size_t)15); }
+
+static bool is_shared_scalar(BC *c, int id) {
+  Type t = N(c, id)->type;
+  return c->kind[id] == K_SHARED && t.kind == TY_F32 && t.rank == 0;
+}
+
+/* Elements per row (one index for one-hot values and classes). */
+static size_t width(BC *c, int id) { return type_row_numel(N(c, id)->type); }
+
+/* ------------------------------------------------------------- kinds */
+
+static Kind max_kind(Kind a, Kind b) { return a > b ? a : b; }
+
+static void infer_block(BC *c, int blk);
+
+static void infer_node(BC *c, int id) {
+  const Node *n = N(c, id);
+  Kind k = K_SHARED;
+  for (int i = 0; i < n->nin; i++)
+    k = max_kind(k, c->kind[n->in[i]]);
+  switch (n->op) {
+  case OP_LOAD:
+  case OP_CONST:
+  case OP_ZEROS:
+  case OP_STEP:
+    k = K_SHARED;
+    break;
+  case OP_INPUT:
+    k = K_SEQ;
+    c->isint[id] = true;
+    break;
+  case OP_TARGET:
+    k = K_ROWS;
+    c->isint[id] = true;
+    break;
+  case OP_NOISE:
+    k = K_ROWS;
+    if (n->block != 0)
+      fail(c, id, "noise inside a scan's cell");
+    break;
+  case OP_ARG:
+    return; /* set by the scan */
+  case OP_SCAN: {
+    const Block *body = &c->g->blocks[n->region];
+    for (int i = 0; i < body->nargs; i++) {
+      c->kind[body->args[i]] = K_ROWS;
+      if (i < n->a && c->isint[n->in[i]])
+        c->isint[body->args[i]] = true;
+      if (i < n->a && c->kind[n->in[i]] != K_SEQ)
+        fail(c, id, "a scanned sequence that is the same for every sequence");
+    }
+    infer_block(c, n->region);
+    k = K_SEQ;
+    break;
+  }
+  case OP_PROJ:
+    k = K_SEQ;
+    c->isint[id] = c->isint[c->g->blocks[N(c, n->in[0])->region].yields[n->a]];
+    break;
+  case OP_LAST:
+  case OP_FIRST:
+    c->isint[id] = c->isint[n->in[0]];
+    if (k == K_SEQ)
+      k = K_ROWS;
+    break;
+  case OP_PUT_LAST:
+    if (k == K_ROWS)
+      k = K_SEQ;
+    break;
+  case OP_SUM:
+    if (k == K_SEQ)
+      k = K_ROWS;
+    break;
+  case OP_MATVEC:
+  case OP_MATVEC_T:
+    if (c->kind[n->in[0]] != K_SHARED || N(c, n->in[0])->op != OP_LOAD)
+      fail(c, id, "a product whose matrix is not a parameter");
+    break;
+  case OP_STORE:
+    fail(c, id, "a parameter store (the update runs once per batch, not per sequence)");
+    break;
+  default:
+    break;
+  }
+  if (n->block != 0 && k == K_SEQ && n->op != OP_SCAN)
+    fail(c, id, "a whole sequence inside a scan's cell");
+  /* Operands of one elementwise node: SEQ and ROWS do not mix. */
+  if ((op_flags[n->op] & F_ELEM) || n->op == OP_CONCAT) {
+    bool seq = false, rows = false;
+    for (int i = 0; i < n->nin; i++) {
+      seq |= c->kind[n->in[i]] == K_SEQ;
+      rows |= c->kind[n->in[i]] == K_ROWS;
+    }
+    if (seq && rows)
+      fail(c, id, "a sequence combined with a per-sequence value");
+  }
+  c->kind[id] = k;
+}
+
+static void infer_block(BC *c, int blk) {
+  const Block *b = &c->g->blocks[blk];
+  for (int i = 0; i < b->n; i++)
+    infer_node(c, b->nodes[i]);
+}
+
+/* ------------------------------------------------------------ memory */
+
+/* A buffer of kind k with rows of ld floats. */
+static LLVMValueRef buffer(BC *c, Kind k, long long ld) {
+  Cg *cg = &c->cg;
+  long long sz = round16((size_t)ld); /* regions stay 64-byte aligned */
+  switch (k) {
+  case K_SHARED: {
+    size_t o = c->fixed;
+    c->fixed += (size_t)sz;
+    return fptr(cg, c->scratch, ci64(cg, (long long)o));
+  }
+  case K_ROWS: {
+    size_t o = c->per_b;
+    c->per_b += (size_t)sz;
+    return fptr(cg, c->base_b, LLVMBuildMul(cg->b, c->B64, ci64(cg, (long long)o), ""));
+  }
+  case K_SEQ: {
+    size_t o = c->per_r;
+    c->per_r += (size_t)sz;
+    return fptr(cg, c->base_r, LLVMBuildMul(cg->b, c->total, ci64(cg, (long long)o), ""));
+  }
+  default:
+    abort();
+  }
+}
+
+static LLVMValueRef node_buffer(BC *c, int id) {
+  long long w = (long long)width(c, id);
+  c->ld[id] = c->kind[id] == K_SHARED ? 0 : (w == 1 ? 1 : round16((size_t)w));
+  return c->ptr[id] = buffer(c, c->kind[id], c->ld[id]);
+}
+
+/* Rows a value of node id's kind has here. */
+static LLVMValueRef rows_of(BC *c, int id) {
+  return c->kind[id] == K_SEQ ? c->total : c->rows;
+}
+
+static LLVMValueRef row_ptr(BC *c, int id, LLVMValueRef r) {
+  Cg *cg = &c->cg;
+  if (c->isint[id])
+    return gep(cg, cg->i32, c->ptr[id], r);
+  return fptr(cg, c->ptr[id], LLVMBuildMul(cg->b, r, ci64(cg, c->ld[id]), ""));
+}
+
+static LLVMValueRef load_i64(BC *c, LLVMValueRef base, LLVMValueRef i) {
+  Cg *cg = &c->cg;
+  return LLVMBuildSExt(cg->b, LLVMBuildLoad2(cg->b, cg->i32, gep(cg, cg->i32, base, i), ""), cg->i64, "");
+}
+
+/* Copies n floats per row for rows [0, count) (row strides may differ). */
+static void copy_rows(BC *c, LLVMValueRef dst, long long ldd, LLVMValueRef src, long long lds,
+                      LLVMValueRef count, long long n) {
+  Cg *cg = &c->cg;
+  if (ldd == lds && ldd == n) {
+    memcpy_f32(cg, dst, src, LLVMBuildMul(cg->b, count, ci64(cg, n), ""));
+    return;
+  }
+  Loop r = for_begin(cg, count);
+  memcpy_f32(cg, fptr(cg, dst, LLVMBuildMul(cg->b, r.i, ci64(cg, ldd), "")),
+             fptr(cg, src, LLVMBuildMul(cg->b, r.i, ci64(cg, lds), "")), ci64(cg, n));
+  for_end(cg, &r);
+}
+
+/* --------------------------------------------------------------- GEMM */
+
+/* C[i*ldc + j] (= or +=) sum over k < K of A[i*a_si + k*a_sk] * B[k*ldb + j],
+ * for i < m, j < n: the register-blocked micro-kernel of kernels.c. */
+static void bgemm(BC *c, LLVMValueRef A, long long a_si, long long a_sk, LLVMValueRef Bm,
+                  long long ldb, LLVMValueRef C, long long ldc, LLVMValueRef m, LLVMValueRef K,
+                  long long n, bool accumulate) {
+  Gemm p = {.a = A, .b = Bm, .c = C, .m = m, .k = K, .n = n, .a_si = a_si, .a_sk = a_sk,
+            .ldb = ldb, .ldc = ldc, .accumulate = accumulate};
+  gemm(&c->cg, &p);
+}
+
+/* ----------------------------------------------------------- products */
+
+/* W's columns [k0, k0 + n) transposed, packed once per call at entry. */
+static LLVMValueRef packed(BC *c, int w, int k0, int n) {
+  const Node *wn = N(c, w);
+  for (int i = 0; i < c->npacks; i++)
+    if (c->packs[i].param == wn->a && c->packs[i].k0 == k0 && c->packs[i].n == n)
+      return c->packs[i].ptr;
+  Cg *cg = &c->cg;
+  long long M = wn->type.dim[0], ldw = wn->type.dim[1];
+  LLVMValueRef dst = buffer(c, K_SHARED, (long long)n * M);
+  transpose(cg, dst, M, fptr(cg, c->ptr[w], ci64(cg, k0)), ldw, M, n); /* dst[k][m] = W[m][k0 + k] */
+  c->packs = xrealloc(c->packs, (size_t)(c->npacks + 1) * sizeof *c->packs);
+  c->packs[c->npacks++] = (Pack){wn->a, k0, n, dst};
+  return dst;
+}
+
+/* Every product with a batched operand gets its packed weights before the
+ * first block runs (a pack inside a scan would run every step). */
+static void plan_packs(BC *c) {
+  const Graph *g = c->g;
+  for (int id = 0; id < g->nnodes; id++) {
+    const Node *n = N(c, id);
+    if (n->op != OP_MATVEC || c->kind[n->in[1]] == K_SHARED)
+      continue;
+    Type tv = N(c, n->in[1])->type;
+    int cols = tv.kind == TY_ONEHOT ? tv.dim[tv.rank - 1] : (int)type_row_numel(tv);
+    packed(c, n->in[0], n->a, cols);
+  }
+}
+
+static void emit_matvec(BC *c, int id) {
+  Cg *cg = &c->cg;
+  const Node *n = N(c, id);
+  int w = n->in[0], v = n->in[1];
+  Type tw = N(c, w)->type, tv = N(c, v)->type;
+  long long M = tw.dim[0];
+  node_buffer(c, id);
+  LLVMValueRef rows = rows_of(c, id);
+  if (c->kind[v] == K_SHARED) {
+    fail(c, id, "a product of shared values");
+    return;
+  }
+  if (tv.kind == TY_ONEHOT) {
+    LLVMValueRef wt = packed(c, w, n->a, tv.dim[tv.rank - 1]);
+    Loop r = for_begin(cg, rows);
+    LLVMValueRef idx = load_i64(c, c->ptr[v], r.i);
+    memcpy_f32(cg, row_ptr(c, id, r.i), fptr(cg, wt, LLVMBuildMul(cg->b, idx, ci64(cg, M), "")),
+               ci64(cg, M));
+    for_end(cg, &r);
+    return;
+  }
+  int K = (int)width(c, v);
+  LLVMValueRef wt = packed(c, w, n->a, K);
+  bgemm(c, c->ptr[v], c->ld[v], 1, wt, M, c->ptr[id], c->ld[id], rows, ci64(cg, K), M, false);
+}
+
+static void emit_matvec_t(BC *c, int id) {
+  Cg *cg = &c->cg;
+  const Node *n = N(c, id);
+  int w = n->in[0], u = n->in[1];
+  Type tw = N(c, w)->type;
+  if (c->kind[u] == K_SHARED) {
+    fail(c, id, "a product of shared values");
+    return;
+  }
+  node_buffer(c, id);
+  bgemm(c, c->ptr[u], c->ld[u], 1, fptr(cg, c->ptr[w], ci64(cg, n->a)), tw.dim[1], c->ptr[id],
+       c->ld[id], rows_of(c, id), ci64(cg, tw.dim[0]), n->b, false);
+}
+
+static LLVMValueRef grad_ptr(BC *c, int param) {
+  return fptr(&c->cg, c->grad, ci64(&c->cg, (long long)c->g->params[param].offset));
+}
+
+static void emit_acc(BC *c, int id) {
+  Cg *cg = &c->cg;
+  const Node *n = N(c, id);
+  int u = n->in[0];
+  if (c->kind[u] == K_SHARED) {
+    fail(c, id, "a gradient that is the same for every sequence");
+    return;
+  }
+  const Param *p = &c->g->params[n->a];
+  LLVMValueRef gp = grad_ptr(c, n->a);
+  if (n->op == OP_ACC) {
+    long long cnt = (long long)type_numel(p->type);
+    Loop r = for_begin(cg, rows_of(c, u));
+    LLVMValueRef urow = row_ptr(c, u, r.i);
+    Loop i = loop_begin(cg, ci64(cg, cnt));
+    store(cg, fadd(cg, load(cg, gp, i.i), load(cg, urow, i.i)), gp, i.i);
+    loop_end(cg, &i);
+    for_end(cg, &r);
+    return;
+  }
+  int v = n->in[1];
+  long long M = p->type.dim[0], ldw = p->type.dim[1], k0 = n->b;
+  if (c->kind[v] != c->kind[u]) {
+    fail(c, id, "an outer product of a sequence with a per-sequence value");
+    return;
+  }
+  LLVMValueRef g0 = fptr(cg, gp, ci64(cg, k0));
+  if (c->isint[v]) { /* a one-hot v: column v[r] of the gradient gets u[r] */
+    Loop r = for_begin(cg, rows_of(c, u));
+    LLVMValueRef idx = load_i64(c, c->ptr[v], r.i);
+    LLVMValueRef urow = row_ptr(c, u, r.i);
+    LLVMValueRef col = fptr(cg, g0, idx);
+    Loop m = loop_begin(cg, ci64(cg, M));
+    LLVMValueRef at = LLVMBuildMul(cg->b, m.i, ci64(cg, ldw), "");
+    store(cg, fadd(cg, load(cg, col, at), load(cg, urow, m.i)), col, at);
+    loop_end(cg, &m);
+    for_end(cg, &r);
+    return;
+  }
+  bgemm(c, c->ptr[u], 1, c->ld[u], c->ptr[v], c->ld[v], g0, ldw, ci64(cg, M), rows_of(c, u),
+       (long long)width(c, v), true);
+}
+
+/* --------------------------------------------------- elementwise groups */
+
+typedef struct Group {
+  int *m, n, cap;
+  Kind kind;
+  size_t numel;
+} Group;
+
+static bool groupable(BC *c, int id) {
+  const Node *n = N(c, id);
+  return (op_flags[n->op] & F_ELEM) && c->kind[id] != K_SHARED;
+}
+
+static bool needed_outside(BC *c, int id) {
+  const Graph *g = c->g;
+  for (int u = 0; u < c->nusers[id]; u++)
+    if (c->in_group[c->users[id][u]] != c->group_serial)
+      return true;
+  if (id == g->output || id == g->loss)
+    return true;
+  const Block *b = &g->blocks[N(c, id)->block];
+  for (int k = 0; k < b->nyields; k++)
+    if (b->yields[k] == id)
+      return true;
+  return false;
+}
+
+/* Operand o at row r, column i. */
+static LLVMValueRef value_at(BC *c, int o, LLVMValueRef r, LLVMValueRef i) {
+  Cg *cg = &c->cg;
+  if (c->in_group[o] == c->group_serial && c->cur[o])
+    return c->cur[o];
+  const Node *n = N(c, o);
+  if (n->op == OP_CONST)
+    return cf32(cg, n->f);
+  if (c->kind[o] == K_SHARED)
+    return is_shared_scalar(c, o) ? c->sval[o] : load(cg, c->ptr[o], i);
+  if (width(c, o) == 1)
+    return load(cg, c->ptr[o], r);
+  return load(cg, c->ptr[o], LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, r, ci64(cg, c->ld[o]), ""), i, ""));
+}
+
+static void close_group(BC *c, Group *gr) {
+  if (!gr->n)
+    return;
+  Cg *cg = &c->cg;
+  bool *stored = xcalloc((size_t)gr->n, sizeof *stored);
+  for (int j = 0; j < gr->n; j++)
+    if (needed_outside(c, gr->m[j])) {
+      stored[j] = true;
+      node_buffer(c, gr->m[j]);
+    }
+  LLVMValueRef rows = gr->kind == K_SEQ ? c->total : c->rows;
+  Loop r = loop_begin(cg, rows);
+  Loop i = {0};
+  LLVMValueRef col = ci64(cg, 0);
+  if (gr->numel > 1) {
+    i = loop_begin(cg, ci64(cg, (long long)gr->numel));
+    col = i.i;
+  }
+  for (int j = 0; j < gr->n; j++) {
+    int id = gr->m[j];
+    const Node *n = N(c, id);
+    LLVMValueRef a = value_at(c, n->in[0], r.i, col);
+    LLVMValueRef b = n->nin > 1 ? value_at(c, n->in[1], r.i, col) : NULL;
+    c->cur[id] = cg_elem(cg, n->op, a, b);
+    if (stored[j])
+      store(cg, c->cur[id], c->ptr[id],
+            gr->numel > 1 ? LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, r.i, ci64(cg, c->ld[id]), ""), col, "")
+                          : r.i);
+  }
+  if (gr->numel > 1)
+    loop_end(cg, &i);
+  loop_end(cg, &r);
+  for (int j = 0; j < gr->n; j++)
+    c->cur[gr->m[j]] = NULL;
+  free(stored);
+  gr->n = 0;
+  c->group_serial++;
+}
+
+static bool can_join(BC *c, Group *gr, int id) {
+  return groupable(c, id) && c->kind[id] == gr->kind && width(c, id) == gr->numel;
+}
+
+static void group_add(BC *c, Group *gr, int id) {
+  if (gr->n == gr->cap) {
+    gr->cap = gr->cap ? 2 * gr->cap : 16;
+    gr->m = xrealloc(gr->m, (size_t)gr->cap * sizeof *gr->m);
+  }
+  if (!gr->n) {
+    gr->kind = c->kind[id];
+    gr->numel = width(c, id);
+  }
+  gr->m[gr->n++] = id;
+  c->in_group[id] = c->group_serial;
+}
+
+static bool depends_on_group(BC *c, int id) {
+  const Node *n = N(c, id);
+  for (int k = 0; k < n->nin; k++)
+    if (c->in_group[n->in[k]] == c->group_serial)
+      return true;
+  return false;
+}
+
+static bool is_view(Op op) {
+  return op == OP_LOAD || op == OP_INPUT || op == OP_TARGET || op == OP_SLICE || op == OP_FIRST ||
+         op == OP_PROJ || op == OP_ARG || op == OP_CONST;
+}
+
+/* ------------------------------------------------------------- scans */
+
+static void emit_block(BC *c, int blk);
+
+static void emit_scan(BC *c, int id) {
+  Cg *cg = &c->cg;
+  const Graph *g = c->g;
+  const Node *n = N(c, id);
+  const Block *body = &g->blocks[n->region];
+  int nseq = n->a, ncarry = n->b;
+  bool reverse = n->c;
+  int ny = body->nyields;
+  LLVMValueRef *stacks = xmalloc((size_t)ny * sizeof *stacks);
+  long long *sld = xmalloc((size_t)ny * sizeof *sld);
+  for (int k = 0; k < ny; k++) {
+    int y = body->yields[k];
+    if (c->isint[y]) {
+      fail(c, id, "a scan that stacks one-hot values");
+      free(stacks);
+      free(sld);
+      return;
+    }
+    size_t w = width(c, y);
+    sld[k] = w == 1 ? 1 : round16(w);
+    stacks[k] = buffer(c, K_SEQ, sld[k]);
+  }
+  /* Each carry's initial rows, at the stack's row stride; a reverse scan
+   * also needs a buffer to assemble each step's carries in. */
+  LLVMValueRef *init = xmalloc((size_t)ncarry * sizeof *init);
+  LLVMValueRef *cin = xmalloc((size_t)ncarry * sizeof *cin);
+  for (int j = 0; j < ncarry; j++) {
+    int from = n->in[nseq + j];
+    long long w = (long long)width(c, body->yields[j]);
+    init[j] = buffer(c, K_ROWS, sld[j]);
+    if (c->kind[from] == K_SHARED) {
+      Loop b = loop_begin(cg, c->B64);
+      LLVMValueRef dst = fptr(cg, init[j], LLVMBuildMul(cg->b, b.i, ci64(cg, sld[j]), ""));
+      if (is_shared_scalar(c, from))
+        store(cg, c->sval[from], dst, ci64(cg, 0));
+      else
+        memcpy_f32(cg, dst, c->ptr[from], ci64(cg, w));
+      loop_end(cg, &b);
+    } else {
+      copy_rows(c, init[j], sld[j], c->ptr[from], c->ld[from], c->B64, w);
+    }
+    cin[j] = reverse ? buffer(c, K_ROWS, sld[j]) : NULL;
+  }
+  LLVMValueRef saved_rows = c->rows;
+  Loop s = loop_begin(cg, c->T64);
+  LLVMValueRef last = LLVMBuildSub(cg->b, c->T64, ci64(cg, 1), "");
+  LLVMValueRef t = reverse ? LLVMBuildSub(cg->b, last, s.i, "") : s.i;
+  LLVMValueRef nt = load_i64(c, c->bs, t);
+  LLVMValueRef offt = load_i64(c, c->off, t);
+  c->rows = nt;
+  for (int i = 0; i < nseq; i++) {
+    int arg = body->args[i], seq = n->in[i];
+    c->ptr[arg] = row_ptr(c, seq, offt);
+    c->ld[arg] = c->ld[seq];
+  }
+  if (!reverse) {
+    /* step t > 0 reads the carries from step t - 1's rows of the stacks */
+    LLVMValueRef first = LLVMBuildICmp(cg->b, LLVMIntEQ, s.i, ci64(cg, 0), "");
+    LLVMValueRef prev = LLVMBuildSelect(cg->b, first, ci64(cg, 0), LLVMBuildSub(cg->b, t, ci64(cg, 1), ""), "");
+    LLVMValueRef offp = load_i64(c, c->off, prev);
+    for (int j = 0; j < ncarry; j++) {
+      int arg = body->args[nseq + j];
+      LLVMValueRef rowp = fptr(cg, stacks[j], LLVMBuildMul(cg->b, offp, ci64(cg, sld[j]), ""));
+      c->ptr[arg] = LLVMBuildSelect(cg->b, first, init[j], rowp, "");
+      c->ld[arg] = sld[j];
+    }
+  } else {
+    /* rows that ran at step t + 1 carry from there; the sequences whose
+     * last step is t start from their initial rows */
+    LLVMValueRef has_next = LLVMBuildICmp(cg->b, LLVMIntSLT, t, last, "");
+    LLVMValueRef nxt = LLVMBuildSelect(cg->b, has_next, LLVMBuildAdd(cg->b, t, ci64(cg, 1), ""), t, "");
+    LLVMValueRef nnext = LLVMBuildSelect(cg->b, has_next, load_i64(c, c->bs, nxt), ci64(cg, 0), "");
+    LLVMValueRef offn = load_i64(c, c->off, nxt);
+    for (int j = 0; j < ncarry; j++) {
+      int arg = body->args[nseq + j];
+      LLVMValueRef k = ci64(cg, sld[j]);
+      memcpy_f32(cg, cin[j], fptr(cg, stacks[j], LLVMBuildMul(cg->b, offn, k, "")),
+                 LLVMBuildMul(cg->b, nnext, k, ""));
+      LLVMValueRef at = LLVMBuildMul(cg->b, nnext, k, "");
+      memcpy_f32(cg, fptr(cg, cin[j], at), fptr(cg, init[j], at),
+                 LLVMBuildMul(cg->b, LLVMBuildSub(cg->b, nt, nnext, ""), k, ""));
+      c->ptr[arg] = cin[j];
+      c->ld[arg] = sld[j];
+    }
+  }
+  emit_block(c, n->region);
+  for (int k = 0; k < ny; k++) {
+    int y = body->yields[k];
+    LLVMValueRef dst = fptr(cg, stacks[k], LLVMBuildMul(cg->b, offt, ci64(cg, sld[k]), ""));
+    long long w = (long long)width(c, y);
+    if (c->kind[y] == K_SHARED) {
+      Loop b = loop_begin(cg, nt);
+      LLVMValueRef row = fptr(cg, dst, LLVMBuildMul(cg->b, b.i, ci64(cg, sld[k]), ""));
+      if (is_shared_scalar(c, y) || N(c, y)->op == OP_CONST)
+        store(cg, is_shared_scalar(c, y) ? c->sval[y] : cf32(cg, N(c, y)->f), row, ci64(cg, 0));
+      else
+        memcpy_f32(cg, row, c->ptr[y], ci64(cg, w));
+      loop_end(cg, &b);
+    } else {
+      copy_rows(c, dst, sld[k], c->ptr[y], c->ld[y], nt, w);
+    }
+  }
+  loop_end(cg, &s);
+  c->rows = saved_rows;
+  for (int u = 0; u < c->nusers[id]; u++) {
+    int p = c->users[id][u];
+    if (N(c, p)->op == OP_PROJ) {
+      c->ptr[p] = stacks[N(c, p)->a];
+      c->ld[p] = sld[N(c, p)->a];
+    }
+  }
+  free(stacks);
+  free(sld);
+  free(init);
+  free(cin);
+}
+
+/* ---------------------------------------------------- standalone nodes */
+
+/* Sequence b's row at its last step in SEQ value seq. */
+static LLVMValueRef last_row(BC *c, int seq, LLVMValueRef b) {
+  Cg *cg = &c->cg;
+  LLVMValueRef t = LLVMBuildSub(cg->b, load_i64(c, c->lens, b), ci64(cg, 1), "");
+  return LLVMBuildAdd(cg->b, load_i64(c, c->off, t), b, "");
+}
+
+static void emit_standalone(BC *c, int id) {
+  Cg *cg = &c->cg;
+  const Graph *g = c->g;
+  const Node *n = N(c, id);
+  int a = n->nin > 0 ? n->in[0] : -1, b = n->nin > 1 ? n->in[1] : -1;
+  switch (n->op) {
+  case OP_LOAD:
+    if (n->b != SLOT_VALUE) {
+      fail(c, id, "a load of a slot other than the values");
+      return;
+    }
+    c->ptr[id] = fptr(cg, c->state, ci64(cg, (long long)param_offset(g, n->a)));
+    return;
+  case OP_INPUT:
+    c->ptr[id] = c->chars;
+    c->ld[id] = 1;
+    return;
+  case OP_TARGET:
+    c->ptr[id] = c->targets;
+    c->ld[id] = 1;
+    return;
+  case OP_CONST:
+    c->sval[id] = cf32(cg, n->f);
+    return;
+  case OP_ZEROS:
+    if (is_shared_scalar(c, id)) {
+      c->sval[id] = cf32(cg, 0);
+      return;
+    }
+    node_buffer(c, id);
+    memset_f32(cg, c->ptr[id], ci64(cg, (long long)width(c, id)));
+    return;
+  case OP_NOISE: {
+    long long w = (long long)width(c, id);
+    node_buffer(c, id);
+    Loop r = loop_begin(cg, c->B64);
+    LLVMValueRef src = fptr(cg, c->noise, LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, r.i, ci64(cg, (long long)c->nnoise), ""),
+                                                      ci64(cg, (long long)c->noise_off[id]), ""));
+    LLVMValueRef dst = row_ptr(c, id, r.i);
+    Loop i = loop_begin(cg, ci64(cg, w));
+    store(cg, fmul(cg, load(cg, src, i.i), cf32(cg, n->f)), dst, i.i);
+    loop_end(cg, &i);
+    loop_end(cg, &r);
+    return;
+  }
+  case OP_SLICE:
+    c->ptr[id] = fptr(cg, c->ptr[a], ci64(cg, n->a));
+    c->ld[id] = c->ld[a];
+    return;
+  case OP_FIRST: /* step 0's rows are rows 0..B of the packed value */
+    c->ptr[id] = c->ptr[a];
+    c->ld[id] = c->ld[a];
+    return;
+  case OP_PROJ:
+    return; /* set by the scan */
+  case OP_LAST: {
+    if (c->kind[a] != K_SEQ) {
+      fail(c, id, "last() of a value that is not a sequence");
+      return;
+    }
+    if (c->isint[id]) {
+      c->ld[id] = 1;
+      c->ptr[id] = buffer(c, K_ROWS, 1);
+      Loop r = loop_begin(cg, c->B64);
+      LLVMValueRef v = LLVMBuildLoad2(cg->b, cg->i32, gep(cg, cg->i32, c->ptr[a], last_row(c, a, r.i)), "");
+      LLVMBuildStore(cg->b, v, gep(cg, cg->i32, c->ptr[id], r.i));
+      loop_end(cg, &r);
+      return;
+    }
+    node_buffer(c, id);
+    Loop r = loop_begin(cg, c->B64);
+    memcpy_f32(cg, row_ptr(c, id, r.i), row_ptr(c, a, last_row(c, a, r.i)), ci64(cg, (long long)width(c, id)));
+    loop_end(cg, &r);
+    return;
+  }
+  case OP_PUT_LAST: {
+    if (c->kind[a] != K_ROWS) {
+      fail(c, id, "put_last() of a value that is not per sequence");
+      return;
+    }
+    node_buffer(c, id);
+    memset_f32(cg, c->ptr[id], LLVMBuildMul(cg->b, c->total, ci64(cg, c->ld[id]), ""));
+    Loop r = loop_begin(cg, c->B64);
+    memcpy_f32(cg, row_ptr(c, id, last_row(c, id, r.i)), row_ptr(c, a, r.i), ci64(cg, (long long)width(c, a)));
+    loop_end(cg, &r);
+    return;
+  }
+  case OP_SCAN:
+    emit_scan(c, id);
+    return;
+  case OP_MATVEC:
+    emit_matvec(c, id);
+    return;
+  case OP_MATVEC_T:
+    emit_matvec_t(c, id);
+    return;
+  case OP_ACC:
+  case OP_ACC_OUTER:
+    emit_acc(c, id);
+    return;
+  default:
+    break;
+  }
+  if (c->kind[id] == K_SHARED) {
+    if (is_shared_scalar(c, id) && (op_flags[n->op] & F_ELEM)) {
+      LLVMValueRef x = is_shared_scalar(c, a) ? c->sval[a] : NULL;
+      LLVMValueRef y = b >= 0 ? (is_shared_scalar(c, b) ? c->sval[b] : NULL) : NULL;
+      if (x && (b < 0 || y)) {
+        c->sval[id] = cg_elem(cg, n->op, x, y);
+        return;
+      }
+    }
+    fail(c, id, "a computation on shared values that batched codegen does not do");
+    return;
+  }
+  /* per-row work on a batched value */
+  node_buffer(c, id);
+  LLVMValueRef rows = rows_of(c, id);
+  switch (n->op) {
+  case OP_CONCAT: {
+    long long na = (long long)width(c, a), nb = (long long)width(c, b);
+    Loop r = loop_begin(cg, rows);
+    LLVMValueRef dst = row_ptr(c, id, r.i);
+    memcpy_f32(cg, dst, c->kind[a] == K_SHARED ? c->ptr[a] : row_ptr(c, a, r.i), ci64(cg, na));
+    memcpy_f32(cg, fptr(cg, dst, ci64(cg, na)), c->kind[b] == K_SHARED ? c->ptr[b] : row_ptr(c, b, r.i),
+               ci64(cg, nb));
+    loop_end(cg, &r);
+    return;
+  }
+  case OP_PAD: {
+    Loop r = loop_begin(cg, rows);
+    LLVMValueRef dst = row_ptr(c, id, r.i);
+    memset_f32(cg, dst, ci64(cg, n->b));
+    memcpy_f32(cg, fptr(cg, dst, ci64(cg, n->a)), row_ptr(c, a, r.i), ci64(cg, (long long)width(c, a)));
+    loop_end(cg, &r);
+    return;
+  }
+  case OP_DENSE: {
+    Loop r = loop_begin(cg, rows);
+    LLVMValueRef dst = row_ptr(c, id, r.i);
+    memset_f32(cg, dst, ci64(cg, (long long)width(c, id)));
+    store(cg, cf32(cg, 1), dst, load_i64(c, c->ptr[a], r.i));
+    loop_end(cg, &r);
+    return;
+  }
+  case OP_SCATTER: {
+    Loop r = loop_begin(cg, rows);
+    LLVMValueRef dst = row_ptr(c, id, r.i);
+    memset_f32(cg, dst, ci64(cg, (long long)width(c, id)));
+    LLVMValueRef v = is_shared_scalar(c, a) ? c->sval[a] : load(cg, c->ptr[a], r.i);
+    store(cg, v, dst, load_i64(c, c->ptr[b], r.i));
+    loop_end(cg, &r);
+    return;
+  }
+  case OP_PICK: {
+    Loop r = loop_begin(cg, rows);
+    LLVMValueRef src = c->kind[a] == K_SHARED ? c->ptr[a] : row_ptr(c, a, r.i);
+    store(cg, load(cg, src, load_i64(c, c->ptr[b], r.i)), c->ptr[id], r.i);
+    loop_end(cg, &r);
+    return;
+  }
+  case OP_SUM: {
+    long long w = (long long)width(c, a);
+    if (c->kind[a] == K_SEQ) { /* over each sequence's steps */
+      memset_f32(cg, c->ptr[id], c->B64);
+      Loop t = loop_begin(cg, c->T64);
+      LLVMValueRef offt = load_i64(c, c->off, t.i);
+      Loop r = loop_begin(cg, load_i64(c, c->bs, t.i));
+      LLVMValueRef src = row_ptr(c, a, LLVMBuildAdd(cg->b, offt, r.i, ""));
+      LLVMValueRef acc = acc_new(cg, load(cg, c->ptr[id], r.i));
+      Loop i = loop_begin(cg, ci64(cg, w));
+      LLVMBuildStore(cg->b, fadd(cg, LLVMBuildLoad2(cg->b, cg->f32, acc, ""), load(cg, src, i.i)), acc);
+      loop_end(cg, &i);
+      store(cg, LLVMBuildLoad2(cg->b, cg->f32, acc, ""), c->ptr[id], r.i);
+      loop_end(cg, &r);
+      loop_end(cg, &t);
+      return;
+    }
+    Loop r = loop_begin(cg, rows);
+    LLVMValueRef src = row_ptr(c, a, r.i);
+    LLVMValueRef acc = acc_new(cg, cf32(cg, 0));
+    Loop i = loop_begin(cg, ci64(cg, w));
+    LLVMBuildStore(cg->b, fadd(cg, LLVMBuildLoad2(cg->b, cg->f32, acc, ""), load(cg, src, i.i)), acc);
+    loop_end(cg, &i);
+    store(cg, LLVMBuildLoad2(cg->b, cg->f32, acc, ""), c->ptr[id], r.i);
+    loop_end(cg, &r);
+    return;
+  }
+  case OP_LOG_SOFTMAX: {
+    /* y = x - (max + log(sum(exp(x - max)))), row by row */
+    long long w = (long long)width(c, id);
+    Loop r = loop_begin(cg, rows);
+    LLVMValueRef x = row_ptr(c, a, r.i), y = row_ptr(c, id, r.i);
+    LLVMValueRef mx = acc_new(cg, load(cg, x, ci64(cg, 0)));
+    Loop l1 = loop_begin(cg, ci64(cg, w));
+    LLVMValueRef args[2] = {LLVMBuildLoad2(cg->b, cg->f32, mx, ""), load(cg, x, l1.i)};
+    LLVMBuildStore(cg->b, intrinsic(cg, "llvm.maxnum", args, 2), mx);
+    loop_end(cg, &l1);
+    LLVMValueRef m = LLVMBuildLoad2(cg->b, cg->f32, mx, "");
+    LLVMValueRef sum = acc_new(cg, cf32(cg, 0));
+    Loop l2 = loop_begin(cg, ci64(cg, w));
+    LLVMValueRef ex = cg_elem(cg, OP_EXP, fsub(cg, load(cg, x, l2.i), m), NULL);
+    LLVMBuildStore(cg->b, fadd(cg, LLVMBuildLoad2(cg->b, cg->f32, sum, ""), ex), sum);
+    loop_end(cg, &l2);
+    LLVMValueRef lse = fadd(cg, m, cg_elem(cg, OP_LOG, LLVMBuildLoad2(cg->b, cg->f32, sum, ""), NULL));
+    Loop l3 = loop_begin(cg, ci64(cg, w));
+    store(cg, fsub(cg, load(cg, x, l3.i), lse), y, l3.i);
+    loop_end(cg, &l3);
+    loop_end(cg, &r);
+    return;
+  }
+  default:
+    fail(c, id, "an op batched codegen does not support");
+  }
+}
+
+static void emit_block(BC *c, int blk) {
+  const Block *b = &c->g->blocks[blk];
+  Group gr = {0};
+  for (int i = 0; i < b->n && !c->failed; i++) {
+    int id = b->nodes[i];
+    if (N(c, id)->op == OP_ARG)
+      continue;
+    if (gr.n && can_join(c, &gr, id)) {
+      group_add(c, &gr, id);
+      continue;
+    }
+    if (gr.n && depends_on_group(c, id))
+      close_group(c, &gr);
+    if (groupable(c, id)) {
+      close_group(c, &gr);
+      group_add(c, &gr, id);
+      continue;
+    }
+    if (gr.n && !is_view(N(c, id)->op) && !is_shared_scalar(c, id))
+      close_group(c, &gr);
+    emit_standalone(c, id);
+  }
+  close_group(c, &gr);
+  free(gr.m);
+}
+
+/* ------------------------------------------------------------ entry point */
+
+int codegen_batch(const Graph *g, LLVMModuleRef mod, const char *name, const CodegenOptions *opt,
+                  KernelAbi *abi, Err *e) {
+  BC c = {.g = g, .opt = opt, .e = e, .group_serial = 1};
+  Cg *cg = &c.cg;
+  assert(opt && opt->simd.lanes >= 1 && "kernel_emit gives the target's vectors");
+  cg_init(cg, mod, opt->simd);
+  size_t nn = (size_t)g->nnodes;
+  c.kind = xcalloc(nn, sizeof *c.kind);
+  c.isint = xcalloc(nn, sizeof *c.isint);
+  c.ld = xcalloc(nn, sizeof *c.ld);
+  c.ptr = xcalloc(nn, sizeof *c.ptr);
+  c.sval = xcalloc(nn, sizeof *c.sval);
+  c.cur = xcalloc(nn, sizeof *c.cur);
+  c.in_group = xcalloc(nn, sizeof *c.in_group);
+  c.noise_off = xcalloc(nn, sizeof *c.noise_off);
+  c.nusers = xcalloc(nn, sizeof *c.nusers);
+  c.users = xcalloc(nn, sizeof *c.users);
+  for (int id = 0; id < g->nnodes; id++)
+    for (int k = 0; k < g->nodes[id].nin; k++)
+      c.nusers[g->nodes[id].in[k]]++;
+  for (int id = 0; id < g->nnodes; id++)
+    c.users[id] = xmalloc((size_t)(c.nusers[id] + 1) * sizeof(int));
+  int *fill = xcalloc(nn + 1, sizeof *fill);
+  for (int id = 0; id < g->nnodes; id++)
+    for (int k = 0; k < g->nodes[id].nin; k++) {
+      int o = g->nodes[id].in[k];
+      c.users[o][fill[o]++] = id;
+    }
+  free(fill);
+  for (int id = 0; id < g->nnodes; id++)
+    if (g->nodes[id].op == OP_NOISE) {
+      c.noise_off[id] = c.nnoise;
+      c.nnoise += type_numel(g->nodes[id].type);
+    }
+  infer_block(&c, 0);
+  if (!c.failed && (g->output < 0 || c.kind[g->output] != K_ROWS))
+    errf(e, "batched codegen: the output is not per sequence"), c.failed = true;
+  if (!c.failed && g->loss >= 0 && c.kind[g->loss] != K_ROWS)
+    errf(e, "batched codegen: the loss is not per sequence"), c.failed = true;
+  int rc = -1;
+  if (c.failed)
+    goto done;
+
+  LLVMTypeRef p = cg->pty, i32 = cg->i32;
+  LLVMTypeRef params[12] = {p, p, p, p, p, p, i32, i32, p, p, p, p};
+  LLVMTypeRef fty = LLVMFunctionType(LLVMVoidTypeInContext(cg->ctx), params, 12, 0);
+  cg->fn = LLVMAddFunction(mod, name, fty);
+  unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
+  static const unsigned ptr_args[] = {0, 1, 2, 3, 4, 5, 8, 9, 10, 11};
+  for (size_t i = 0; i < ARRAY_LEN(ptr_args); i++)
+    LLVMAddAttributeAtIndex(cg->fn, ptr_args[i] + 1, LLVMCreateEnumAttribute(cg->ctx, noalias, 0));
+  LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "entry"));
+  LLVMValueRef *args[12] = {&c.state, &c.grad, &c.chars, &c.lens, &c.bs, &c.off,
+                            &c.T, &c.B, &c.targets, &c.noise, &c.scratch, &c.out};
+  for (int i = 0; i < 12; i++)
+    *args[i] = LLVMGetParam(cg->fn, (unsigned)i);
+  c.T64 = LLVMBuildSExt(cg->b, c.T, cg->i64, "T");
+  c.B64 = LLVMBuildSExt(cg->b, c.B, cg->i64, "B");
+  c.total = load_i64(&c, c.off, c.T64);
+  c.rows = c.B64;
+  char gname[256];
+  snprintf(gname, sizeof gname, "%s_scratch_fixed", name);
+  c.fixed_g = LLVMAddGlobal(mod, cg->i64, gname);
+  snprintf(gname, sizeof gname, "%s_scratch_per_b", name);
+  c.per_b_g = LLVMAddGlobal(mod, cg->i64, gname);
+  LLVMValueRef gs[2] = {c.fixed_g, c.per_b_g};
+  for (int i = 0; i < 2; i++) {
+    LLVMSetGlobalConstant(gs[i], 1);
+    LLVMSetLinkage(gs[i], LLVMPrivateLinkage);
+  }
+  c.base_b = fptr(cg, c.scratch, LLVMBuildLoad2(cg->b, cg->i64, c.fixed_g, ""));
+  c.base_r = fptr(cg, c.base_b, LLVMBuildMul(cg->b, c.B64, LLVMBuildLoad2(cg->b, cg->i64, c.per_b_g, ""), ""));
+  /* the loads of parameters first: the packs read them */
+  for (int id = 0; id < g->nnodes; id++)
+    if (g->nodes[id].op == OP_LOAD && g->nodes[id].block == 0)
+      emit_standalone(&c, id);
+  plan_packs(&c);
+  emit_block(&c, 0);
+  if (c.failed)
+    goto done;
+  /* out[b] = logits, loss */
+  int C = g->classes;
+  Loop r = loop_begin(cg, c.B64);
+  LLVMValueRef dst = fptr(cg, c.out, LLVMBuildMul(cg->b, r.i, ci64(cg, C + 1), ""));
+  memcpy_f32(cg, dst, row_ptr(&c, g->output, r.i), ci64(cg, C));
+  store(cg, g->loss >= 0 ? load(cg, c.ptr[g->loss], r.i) : cf32(cg, 0), dst, ci64(cg, C));
+  loop_end(cg, &r);
+  LLVMBuildRetVoid(cg->b);
+  LLVMSetInitializer(c.fixed_g, ci64(cg, round16(c.fixed)));
+  LLVMSetInitializer(c.per_b_g, ci64(cg, (long long)c.per_b));
+  abi->scratch_fixed = (size_t)round16(c.fixed);
+  abi->scratch_per_b = c.per_b;
+  abi->scratch_per_t = c.per_r;
+  abi->noise = c.nnoise;
+  rc = 0;
+done:
+  if (c.failed && cg->fn) {
+    LLVMDeleteFunction(cg->fn);
+    if (c.fixed_g)
+      LLVMDeleteGlobal(c.fixed_g);
+    if (c.per_b_g)
+      LLVMDeleteGlobal(c.per_b_g);
+  }
+  for (size_t i = 0; i < nn; i++)
+    free(c.users[i]);
+  free(c.users);
+  free(c.nusers);
+  free(c.kind);
+  free(c.isint);
+  free(c.ld);
+  free(c.ptr);
+  free(c.sval);
+  free(c.cur);
+  free(c.in_group);
+  free(c.noise_off);
+  free(c.packs);
+  cg_dispose(cg);
+  return rc;
+}

@@ -1,0 +1,183 @@
+/* cg.h: what codegen's two files share. llvm.c turns a graph into a
+ * kernel; kernels.c holds the product micro-kernels it calls (and that
+ * batched codegen calls): matrix-vector blocks for batch 1 and the GEMM
+ * micro-kernel. Both build IR with one Cg and the small builders below,
+ * so the fast-math policy, loops and accumulators are written once.
+ *
+ * Internal to codegen (llvm.c, kernels.c), as mathfn.h is. */
+#ifndef RNNC_CG_H
+#define RNNC_CG_H
+
+#include <llvm-c/Core.h>
+#include <stdbool.h>
+#include <string.h>
+
+#include "rnnc.h"
+
+/* The LLVM builder and the types a kernel is built with. */
+typedef struct Cg {
+  LLVMContextRef ctx;
+  LLVMModuleRef mod;
+  LLVMBuilderRef b;
+  LLVMValueRef fn; /* the function being built: loops append blocks to it,
+                    * accumulators are allocas in its entry block */
+  LLVMTypeRef f32, i32, i64, i8, pty;
+  Simd simd; /* the target's vectors: the GEMM's tile */
+} Cg;
+
+/* A builder in m's context for a target with vectors simd (cg->fn is set
+ * by the caller). */
+void cg_init(Cg *cg, LLVMModuleRef m, Simd simd);
+void cg_dispose(Cg *cg);
+
+/* ------------------------------------------------------- small builders */
+
+static inline LLVMValueRef ci64(Cg *cg, long long x) {
+  return LLVMConstInt(cg->i64, (unsigned long long)x, 1);
+}
+static inline LLVMValueRef cf32(Cg *cg, double x) { return LLVMConstReal(cg->f32, x); }
+
+static inline void fast(LLVMValueRef v) {
+  /* Reassociation lets reductions vectorize; contraction makes FMAs. No
+   * nnan/ninf: NaN must propagate to the loss, where the runtime sees it. */
+  if (LLVMIsAInstruction(v) && LLVMCanValueUseFastMathFlags(v))
+    LLVMSetFastMathFlags(v, LLVMFastMathAllowReassoc | LLVMFastMathAllowContract);
+}
+
+static inline LLVMValueRef fadd(Cg *cg, LLVMValueRef a, LLVMValueRef b) {
+  LLVMValueRef v = LLVMBuildFAdd(cg->b, a, b, "");
+  fast(v);
+  return v;
+}
+static inline LLVMValueRef fsub(Cg *cg, LLVMValueRef a, LLVMValueRef b) {
+  LLVMValueRef v = LLVMBuildFSub(cg->b, a, b, "");
+  fast(v);
+  return v;
+}
+static inline LLVMValueRef fmul(Cg *cg, LLVMValueRef a, LLVMValueRef b) {
+  LLVMValueRef v = LLVMBuildFMul(cg->b, a, b, "");
+  fast(v);
+  return v;
+}
+static inline LLVMValueRef fdiv(Cg *cg, LLVMValueRef a, LLVMValueRef b) {
+  /* arcp: a division by a loop-invariant scalar (Adam's bias correction)
+   * becomes a multiplication by its reciprocal, computed once. */
+  LLVMValueRef v = LLVMBuildFDiv(cg->b, a, b, "");
+  if (LLVMIsAInstruction(v)) /* no reassoc: it moved divisions into loops */
+    LLVMSetFastMathFlags(v, LLVMFastMathAllowContract | LLVMFastMathAllowReciprocal);
+  return v;
+}
+
+static inline LLVMValueRef gep(Cg *cg, LLVMTypeRef t, LLVMValueRef base, LLVMValueRef idx) {
+  return LLVMBuildInBoundsGEP2(cg->b, t, base, &idx, 1, "");
+}
+static inline LLVMValueRef fptr(Cg *cg, LLVMValueRef base, LLVMValueRef idx) {
+  return gep(cg, cg->f32, base, idx);
+}
+static inline LLVMValueRef load(Cg *cg, LLVMValueRef base, LLVMValueRef idx) {
+  return LLVMBuildLoad2(cg->b, cg->f32, fptr(cg, base, idx), "");
+}
+static inline void store(Cg *cg, LLVMValueRef v, LLVMValueRef base, LLVMValueRef idx) {
+  LLVMBuildStore(cg->b, v, fptr(cg, base, idx));
+}
+
+/* Vector loads and stores at float alignment (rows of any length). */
+static inline LLVMValueRef vload(Cg *cg, LLVMTypeRef vt, LLVMValueRef p) {
+  LLVMValueRef v = LLVMBuildLoad2(cg->b, vt, p, "");
+  LLVMSetAlignment(v, 4);
+  return v;
+}
+static inline void vstore(Cg *cg, LLVMValueRef v, LLVMValueRef p) {
+  LLVMSetAlignment(LLVMBuildStore(cg->b, v, p), 4);
+}
+
+static inline LLVMValueRef intrinsic(Cg *cg, const char *name, LLVMValueRef *args, int n) {
+  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+  LLVMTypeRef ty = LLVMTypeOf(args[0]);
+  LLVMValueRef f = LLVMGetIntrinsicDeclaration(cg->mod, id, &ty, 1);
+  LLVMTypeRef fty = LLVMIntrinsicGetType(cg->ctx, id, &ty, 1);
+  return LLVMBuildCall2(cg->b, fty, f, args, (unsigned)n, "");
+}
+
+static inline void memset_f32(Cg *cg, LLVMValueRef p, LLVMValueRef n) {
+  LLVMBuildMemSet(cg->b, p, LLVMConstInt(cg->i8, 0, 0), LLVMBuildMul(cg->b, n, ci64(cg, 4), ""), 4);
+}
+
+/* Every copy here is between distinct buffers (or distinct rows of one). */
+static inline void memcpy_f32(Cg *cg, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef n) {
+  LLVMBuildMemCpy(cg->b, dst, 4, src, 4, LLVMBuildMul(cg->b, n, ci64(cg, 4), ""));
+}
+
+/* A counted loop over i = 0 .. n-1 (n an i64), do-while form: n must be at
+ * least 1. for_begin/for_end: the same loop, skipped when n <= 0. */
+typedef struct Loop {
+  LLVMBasicBlockRef pre, head, skip;
+  LLVMValueRef i, n;
+} Loop;
+Loop loop_begin(Cg *cg, LLVMValueRef n);
+void loop_end(Cg *cg, Loop *l);
+Loop for_begin(Cg *cg, LLVMValueRef n);
+void for_end(Cg *cg, Loop *l);
+
+/* An accumulator that SROA turns into a register: a float alloca in the
+ * entry block, initialized here; a vector one, uninitialized. */
+LLVMValueRef acc_new(Cg *cg, LLVMValueRef init);
+LLVMValueRef vacc_new(Cg *cg, LLVMTypeRef vt);
+/* x (a float) in every lane of vector type vt (x itself when vt is float). */
+LLVMValueRef splat(Cg *cg, LLVMTypeRef vt, LLVMValueRef x);
+/* An elementwise op (F_ELEM in ops.h) on scalars: b is NULL for unary ops.
+ * The math functions are the inline ones of mathfn.c. */
+LLVMValueRef cg_elem(Cg *cg, Op op, LLVMValueRef a, LLVMValueRef b);
+
+/* ------------------------------------------- batch-1 product kernels */
+
+/* The batch-1 kernels' vectors: 16 floats on every target (two ymm on
+ * AVX2, four xmm on SSE2; their results are pinned bit for bit). Rows of
+ * a weight gradient one outer_seq_rows call keeps in registers. */
+enum { BLOCK = 16, ACC_ROWS = 8 };
+
+/* ys[i][0..16/nx) = rows [0, 16/nx) of W (from w, row stride ld floats)
+ * times xs[i][0..nv), for nx in {1, 2, 4} vectors x; nv a multiple of 16. */
+void matvec_block_n(Cg *cg, LLVMValueRef w, long long ld, LLVMValueRef *xs, int nx, long long nv,
+                    LLVMValueRef *ys);
+/* ys[q][0..n) = W^T us[q] for nx in {1, 2, 4} vectors u: W's M rows from
+ * w (stride ld), its n columns from w's column 0; n a multiple of 16. */
+void matvec_t_block(Cg *cg, LLVMValueRef w, long long ld, long long M, long long n,
+                    LLVMValueRef *us, int nx, LLVMValueRef *ys);
+/* Rows [r0, r0 + R) (R <= ACC_ROWS) of a gradient g (row stride ld, from
+ * its column 0) get sum over t < T of u[t, r0 + j] v[t, 0..nv): u a [T, M]
+ * stack, or NULL for ones (a bias); nv a multiple of 16; first: store the
+ * sums instead of adding them. */
+void outer_seq_rows(Cg *cg, LLVMValueRef T, LLVMValueRef g, long long ld, LLVMValueRef u,
+                    long long M, LLVMValueRef r0, int R, LLVMValueRef v, long long nv, bool first);
+/* Runs fn over the steps t < T (i64, >= 1) four at a time, then two, then
+ * one: fn(ctx, ts, nx) with ts[0..nx) the steps. */
+typedef void StepFn(void *ctx, LLVMValueRef *ts, int nx);
+void step_tuples(Cg *cg, LLVMValueRef T, StepFn *fn, void *ctx);
+
+/* ------------------------------------------------------------------ GEMM */
+
+/* C[i*ldc + j] (= or +=) sum over k < K of A[i*a_si + k*a_sk] * B[k*ldb + j]
+ * for 0 <= i < m, 0 <= j < n. m and K are known at run time, the rest when
+ * the kernel is generated. Each C element is summed in the order k = 0, 1,
+ * ..., K-1 from 0 (or from C) with llvm.fmuladd, whatever the tile that
+ * computes it: the same rows give the same bits for any m and any split
+ * of the rows between calls. */
+typedef struct Gemm {
+  LLVMValueRef a, b, c;         /* float pointers; C does not overlap A or B */
+  LLVMValueRef m, k;            /* i64, >= 0 */
+  long long n;                  /* >= 1 */
+  long long a_si, a_sk;         /* A's strides over i and over k */
+  long long ldb, ldc;           /* B's and C's row strides */
+  bool accumulate;              /* C += ...; else C = ... (0 when K = 0) */
+} Gemm;
+/* Register-blocked for cg->simd: a tile of mr rows x nr vectors of C in
+ * registers over all of K, A broadcast, B loaded a vector at a time. */
+void gemm(Cg *cg, const Gemm *p);
+
+/* dst[j*ldd + i] = src[i*lds + j] for i < rows, j < cols: W [rows][cols]
+ * packed transposed, W^T [cols][rows], as the forward product's B. */
+void transpose(Cg *cg, LLVMValueRef dst, long long ldd, LLVMValueRef src, long long lds,
+               long long rows, long long cols);
+
+#endif

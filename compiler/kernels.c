@@ -1,0 +1,629 @@
+/* kernels.c: the product micro-kernels codegen calls, and the builders
+ * they share with llvm.c (cg.h).
+ *
+ * Batch 1 (matrix-vector; BLOCK = 16 floats per vector on every target):
+ *   matvec_block_n   y = W x for 16 rows, one to four vectors x at a time
+ *   matvec_t_block   y = W^T u for one to four vectors u, y in registers
+ *   outer_seq_rows   a weight or bias gradient summed over a sequence
+ *   step_tuples      a sequence's steps four, two, then one at a time
+ *
+ * Batches (matrix-matrix; vectors as wide as the target's, cg->simd):
+ *   gemm             C (+)= A B, register-blocked for the target
+ *   transpose        W -> W^T, the forward product's packed B
+ *   simd_of          the target's vectors, which size gemm's tile
+ *
+ * Each emits IR at cg->b's position into cg->fn (gemm also adds its
+ * micro-kernels to the module). */
+#include <assert.h>
+#include <llvm-c/TargetMachine.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cg.h"
+#include "mathfn.h"
+
+void cg_init(Cg *cg, LLVMModuleRef m, Simd simd) {
+  memset(cg, 0, sizeof *cg);
+  cg->simd = simd;
+  cg->mod = m;
+  cg->ctx = LLVMGetModuleContext(m);
+  cg->b = LLVMCreateBuilderInContext(cg->ctx);
+  cg->f32 = LLVMFloatTypeInContext(cg->ctx);
+  cg->i32 = LLVMInt32TypeInContext(cg->ctx);
+  cg->i64 = LLVMInt64TypeInContext(cg->ctx);
+  cg->i8 = LLVMInt8TypeInContext(cg->ctx);
+  cg->pty = LLVMPointerTypeInContext(cg->ctx, 0);
+}
+
+void cg_dispose(Cg *cg) { LLVMDisposeBuilder(cg->b); }
+
+/* ------------------------------------------------------- small builders */
+
+Loop loop_begin(Cg *cg, LLVMValueRef n) {
+  Loop l = {.pre = LLVMGetInsertBlock(cg->b), .n = n};
+  l.head = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "loop");
+  LLVMBuildBr(cg->b, l.head);
+  LLVMPositionBuilderAtEnd(cg->b, l.head);
+  l.i = LLVMBuildPhi(cg->b, cg->i64, "i");
+  LLVMValueRef zero = ci64(cg, 0);
+  LLVMAddIncoming(l.i, &zero, &l.pre, 1);
+  return l;
+}
+
+void loop_end(Cg *cg, Loop *l) {
+  LLVMValueRef next = LLVMBuildNSWAdd(cg->b, l->i, ci64(cg, 1), "");
+  LLVMBasicBlockRef latch = LLVMGetInsertBlock(cg->b);
+  LLVMAddIncoming(l->i, &next, &latch, 1);
+  LLVMBasicBlockRef exit = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "done");
+  LLVMBuildCondBr(cg->b, LLVMBuildICmp(cg->b, LLVMIntSLT, next, l->n, ""), l->head, exit);
+  LLVMPositionBuilderAtEnd(cg->b, exit);
+}
+
+Loop for_begin(Cg *cg, LLVMValueRef n) {
+  LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "for");
+  LLVMBasicBlockRef skip = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "for_done");
+  LLVMBuildCondBr(cg->b, LLVMBuildICmp(cg->b, LLVMIntSGT, n, ci64(cg, 0), ""), body, skip);
+  LLVMPositionBuilderAtEnd(cg->b, body);
+  Loop l = loop_begin(cg, n);
+  l.skip = skip;
+  return l;
+}
+
+void for_end(Cg *cg, Loop *l) {
+  loop_end(cg, l);
+  LLVMBuildBr(cg->b, l->skip);
+  LLVMPositionBuilderAtEnd(cg->b, l->skip);
+}
+
+/* An alloca at the top of the entry block (where SROA looks for them). */
+static LLVMValueRef entry_alloca(Cg *cg, LLVMTypeRef t, const char *name) {
+  LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b);
+  LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(cg->fn);
+  LLVMValueRef first = LLVMGetFirstInstruction(entry);
+  if (first)
+    LLVMPositionBuilderBefore(cg->b, first);
+  else
+    LLVMPositionBuilderAtEnd(cg->b, entry);
+  LLVMValueRef a = LLVMBuildAlloca(cg->b, t, name);
+  LLVMPositionBuilderAtEnd(cg->b, here);
+  return a;
+}
+
+LLVMValueRef acc_new(Cg *cg, LLVMValueRef init) {
+  LLVMValueRef a = entry_alloca(cg, cg->f32, "acc");
+  LLVMBuildStore(cg->b, init, a);
+  return a;
+}
+
+LLVMValueRef vacc_new(Cg *cg, LLVMTypeRef vt) { return entry_alloca(cg, vt, "vacc"); }
+
+LLVMValueRef splat(Cg *cg, LLVMTypeRef vt, LLVMValueRef x) {
+  if (LLVMGetTypeKind(vt) != LLVMVectorTypeKind)
+    return x;
+  unsigned n = LLVMGetVectorSize(vt);
+  LLVMValueRef v = LLVMBuildInsertElement(cg->b, LLVMGetUndef(vt), x, LLVMConstInt(cg->i32, 0, 0), "");
+  return LLVMBuildShuffleVector(cg->b, v, LLVMGetUndef(vt), LLVMConstNull(LLVMVectorType(cg->i32, n)), "");
+}
+
+/* ------------------------------------------------ batch-1 products */
+
+LLVMValueRef cg_elem(Cg *cg, Op op, LLVMValueRef a, LLVMValueRef b) {
+  switch (op) {
+  case OP_ADD:
+    return fadd(cg, a, b);
+  case OP_SUB:
+    return fsub(cg, a, b);
+  case OP_MUL:
+    return fmul(cg, a, b);
+  case OP_DIV:
+    return fdiv(cg, a, b);
+  case OP_NEG:
+    return LLVMBuildFNeg(cg->b, a, "");
+  case OP_MIN: {
+    LLVMValueRef args[2] = {a, b};
+    return intrinsic(cg, "llvm.minnum", args, 2);
+  }
+  case OP_POW: {
+    LLVMValueRef args[2] = {a, b};
+    return intrinsic(cg, "llvm.pow", args, 2);
+  }
+  case OP_SQRT:
+    return intrinsic(cg, "llvm.sqrt", &a, 1);
+  case OP_SIGMOID:
+    return mf_sigmoid(cg->mod, cg->b, a);
+  case OP_TANH:
+    return mf_tanh(cg->mod, cg->b, a);
+  case OP_EXP:
+    return mf_exp(cg->mod, cg->b, a);
+  case OP_LOG:
+    return mf_log(cg->mod, cg->b, a);
+  default:
+    abort(); /* only elementwise ops */
+  }
+}
+
+static LLVMValueRef shuffle(Cg *cg, LLVMValueRef x, LLVMValueRef y, const int *idx) {
+  LLVMValueRef m[BLOCK];
+  for (int i = 0; i < BLOCK; i++)
+    m[i] = LLVMConstInt(cg->i32, (unsigned long long)idx[i], 0);
+  return LLVMBuildShuffleVector(cg->b, x, y, LLVMConstVector(m, BLOCK), "");
+}
+
+/* ys[i][0..R) = W rows [0, R) from w (stride ld floats) times xs[i][0..nv),
+ * for nx = 16 / R vectors x: 16 vector accumulators over k, accumulator
+ * i * R + j for row j and vector i, so each load of a row of W serves nx
+ * products; then one transposing reduction tree turns the 16 accumulators
+ * into the 16 results in 15 shuffle pairs and adds, instead of a
+ * horizontal sum per row (which took 40% of gru.nn's inference kernel). */
+void matvec_block_n(Cg *cg, LLVMValueRef w, long long ld, LLVMValueRef *xs, int nx, long long nv,
+                    LLVMValueRef *ys) {
+  int R = BLOCK / nx;
+  LLVMTypeRef vt = LLVMVectorType(cg->f32, BLOCK);
+  LLVMValueRef acc[BLOCK];
+  LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b);
+  LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(cg->fn);
+  LLVMPositionBuilderBefore(cg->b, LLVMGetFirstInstruction(entry));
+  for (int j = 0; j < BLOCK; j++)
+    acc[j] = LLVMBuildAlloca(cg->b, vt, "vacc");
+  LLVMPositionBuilderAtEnd(cg->b, here);
+  for (int j = 0; j < BLOCK; j++)
+    LLVMBuildStore(cg->b, LLVMConstNull(vt), acc[j]);
+  Loop k = loop_begin(cg, ci64(cg, nv / BLOCK));
+  LLVMValueRef k0 = LLVMBuildMul(cg->b, k.i, ci64(cg, BLOCK), "");
+  LLVMValueRef xv[BLOCK];
+  for (int i = 0; i < nx; i++)
+    xv[i] = vload(cg, vt, fptr(cg, xs[i], k0));
+  for (int j = 0; j < R; j++) {
+    LLVMValueRef wv = vload(cg, vt, fptr(cg, w, LLVMBuildAdd(cg->b, k0, ci64(cg, j * ld), "")));
+    for (int i = 0; i < nx; i++) {
+      LLVMValueRef s = fadd(cg, LLVMBuildLoad2(cg->b, vt, acc[i * R + j], ""), fmul(cg, wv, xv[i]));
+      LLVMBuildStore(cg->b, s, acc[i * R + j]);
+    }
+  }
+  loop_end(cg, &k);
+  /* The tree: level L pairs vectors whose lanes hold 16 >> L partial sums
+   * of 1 << L rows each, and halves the partials. */
+  LLVMValueRef v[BLOCK];
+  for (int j = 0; j < BLOCK; j++)
+    v[j] = LLVMBuildLoad2(cg->b, vt, acc[j], "");
+  int count = BLOCK;
+  for (int width = BLOCK / 2; width >= 1; width /= 2) {
+    /* lanes come in runs of 2*width partials per row; keep the first
+     * width of each run (lo) and the second (hi), from both vectors */
+    int lo[BLOCK], hi[BLOCK];
+    for (int i = 0; i < BLOCK; i++) {
+      int run = i / width, pos = i % width;
+      lo[i] = run * 2 * width + pos;
+      hi[i] = run * 2 * width + width + pos;
+    }
+    for (int p = 0; p < count / 2; p++)
+      v[p] = fadd(cg, shuffle(cg, v[2 * p], v[2 * p + 1], lo), shuffle(cg, v[2 * p], v[2 * p + 1], hi));
+    count /= 2;
+  }
+  if (nx == 1) {
+    vstore(cg, v[0], ys[0]);
+    return;
+  }
+  for (int i = 0; i < nx; i++) {
+    LLVMValueRef m[BLOCK];
+    for (int j = 0; j < R; j++)
+      m[j] = LLVMConstInt(cg->i32, (unsigned long long)(i * R + j), 0);
+    LLVMValueRef part =
+        LLVMBuildShuffleVector(cg->b, v[0], LLVMGetUndef(vt), LLVMConstVector(m, (unsigned)R), "");
+    vstore(cg, part, ys[i]);
+  }
+}
+
+/* Rows [r0, r0 + R) of a gradient (row stride ld, from its column 0) get
+ * sum_t u[t, r0 + j] v[t, 0..nv), 16 columns at a time with t innermost:
+ * each 16-float chunk of the gradient lives in a register over the whole
+ * sequence, loaded once (or not at all when `first`) and stored once. u
+ * is a [T, M] stack, or NULL for ones (a bias: sum_t v[t]). */
+void outer_seq_rows(Cg *cg, LLVMValueRef T, LLVMValueRef g, long long ld, LLVMValueRef u,
+                    long long M, LLVMValueRef r0, int R, LLVMValueRef v, long long nv, bool first) {
+  LLVMTypeRef vt = LLVMVectorType(cg->f32, BLOCK);
+  LLVMValueRef acc[ACC_ROWS], gp[ACC_ROWS];
+  for (int j = 0; j < R; j++)
+    acc[j] = vacc_new(cg, vt);
+  Loop k = loop_begin(cg, ci64(cg, nv / BLOCK));
+  LLVMValueRef k0 = LLVMBuildMul(cg->b, k.i, ci64(cg, BLOCK), "");
+  for (int j = 0; j < R; j++) {
+    LLVMValueRef row = LLVMBuildAdd(cg->b, r0, ci64(cg, j), "");
+    gp[j] = fptr(cg, g, LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, row, ci64(cg, ld), ""), k0, ""));
+    LLVMBuildStore(cg->b, first ? LLVMConstNull(vt) : vload(cg, vt, gp[j]), acc[j]);
+  }
+  Loop t = loop_begin(cg, T);
+  LLVMValueRef vv =
+      vload(cg, vt, fptr(cg, v, LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, t.i, ci64(cg, nv), ""), k0, "")));
+  for (int j = 0; j < R; j++) {
+    LLVMValueRef x = vv;
+    if (u) {
+      LLVMValueRef ui = LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, t.i, ci64(cg, M), ""),
+                                     LLVMBuildAdd(cg->b, r0, ci64(cg, j), ""), "");
+      x = fmul(cg, splat(cg, vt, load(cg, u, ui)), vv);
+    }
+    LLVMBuildStore(cg->b, fadd(cg, LLVMBuildLoad2(cg->b, vt, acc[j], ""), x), acc[j]);
+  }
+  loop_end(cg, &t);
+  for (int j = 0; j < R; j++)
+    vstore(cg, LLVMBuildLoad2(cg->b, vt, acc[j], ""), gp[j]);
+  loop_end(cg, &k);
+}
+
+void step_tuples(Cg *cg, LLVMValueRef T, StepFn *fn, void *ctx) {
+  LLVMValueRef done = ci64(cg, 0);
+  for (int nx = 4; nx >= 1; nx /= 2) {
+    LLVMValueRef cnt = LLVMBuildSDiv(cg->b, LLVMBuildSub(cg->b, T, done, ""), ci64(cg, nx), "");
+    LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "steps");
+    LLVMBasicBlockRef after = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "steps_done");
+    LLVMBuildCondBr(cg->b, LLVMBuildICmp(cg->b, LLVMIntSGT, cnt, ci64(cg, 0), ""), body, after);
+    LLVMPositionBuilderAtEnd(cg->b, body);
+    Loop t = loop_begin(cg, cnt);
+    LLVMValueRef t0 = LLVMBuildAdd(cg->b, done, LLVMBuildMul(cg->b, t.i, ci64(cg, nx), ""), "");
+    LLVMValueRef ts[4];
+    for (int q = 0; q < nx; q++)
+      ts[q] = LLVMBuildAdd(cg->b, t0, ci64(cg, q), "");
+    fn(ctx, ts, nx);
+    loop_end(cg, &t);
+    LLVMBuildBr(cg->b, after);
+    LLVMPositionBuilderAtEnd(cg->b, after);
+    if (nx > 1)
+      done = LLVMBuildAdd(cg->b, done, LLVMBuildMul(cg->b, cnt, ci64(cg, nx), ""), "");
+  }
+}
+
+/* ys[q] = W^T us[q] for nx vectors u (M rows of W from w, stride ld, the
+ * n columns from w's column 0; n a multiple of 16): the columns 256 / nx at
+ * a time in 16 vector accumulators, rows innermost (per row, a load of each
+ * vector of W's row serves the nx products, each u[r] one broadcast), so
+ * y is stored once instead of loaded and stored for every row. */
+void matvec_t_block(Cg *cg, LLVMValueRef w, long long ld, long long M, long long n,
+                    LLVMValueRef *us, int nx, LLVMValueRef *ys) {
+  LLVMTypeRef vt = LLVMVectorType(cg->f32, BLOCK);
+  LLVMValueRef acc[BLOCK];
+  for (int j = 0; j < BLOCK; j++)
+    acc[j] = vacc_new(cg, vt);
+  int vecs = BLOCK / nx;
+  for (long long c0 = 0; c0 < n; c0 += vecs * BLOCK) {
+    int nv = (int)((n - c0) / BLOCK < vecs ? (n - c0) / BLOCK : vecs);
+    for (int j = 0; j < nx * nv; j++)
+      LLVMBuildStore(cg->b, LLVMConstNull(vt), acc[j]);
+    Loop r = loop_begin(cg, ci64(cg, M));
+    LLVMValueRef wr =
+        fptr(cg, w, LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, r.i, ci64(cg, ld), ""), ci64(cg, c0), ""));
+    LLVMValueRef ur[4];
+    for (int q = 0; q < nx; q++)
+      ur[q] = splat(cg, vt, load(cg, us[q], r.i));
+    for (int j = 0; j < nv; j++) {
+      LLVMValueRef wv = vload(cg, vt, fptr(cg, wr, ci64(cg, j * BLOCK)));
+      for (int q = 0; q < nx; q++)
+        LLVMBuildStore(cg->b,
+                       fadd(cg, LLVMBuildLoad2(cg->b, vt, acc[q * nv + j], ""), fmul(cg, wv, ur[q])),
+                       acc[q * nv + j]);
+    }
+    loop_end(cg, &r);
+    for (int q = 0; q < nx; q++)
+      for (int j = 0; j < nv; j++)
+        vstore(cg, LLVMBuildLoad2(cg->b, vt, acc[q * nv + j], ""),
+               fptr(cg, ys[q], ci64(cg, c0 + j * BLOCK)));
+  }
+}
+
+/* ------------------------------------------------------ the target's vectors */
+
+static bool has_feature(const char *features, const char *f) {
+  size_t n = strlen(f);
+  for (const char *p = features; (p = strstr(p, f)); p += n)
+    if ((p == features || p[-1] == ',') && (p[n] == ',' || p[n] == '\0'))
+      return true;
+  return false;
+}
+
+/* A CPU named without a feature list: what registers does its back end
+ * put a 64-float add in? (Asking LLVM beats a table of CPU names.) */
+static Simd simd_probe(LLVMTargetMachineRef tm) {
+  LLVMContextRef ctx = LLVMContextCreate();
+  LLVMModuleRef m = LLVMModuleCreateWithNameInContext("simd_probe", ctx);
+  char *triple = LLVMGetTargetMachineTriple(tm);
+  LLVMSetTarget(m, triple);
+  LLVMDisposeMessage(triple);
+  LLVMTypeRef vt = LLVMVectorType(LLVMFloatTypeInContext(ctx), 64);
+  LLVMTypeRef pty = LLVMPointerTypeInContext(ctx, 0), params[2] = {pty, pty};
+  LLVMValueRef fn = LLVMAddFunction(m, "probe", LLVMFunctionType(LLVMVoidTypeInContext(ctx), params, 2, 0));
+  LLVMBuilderRef b = LLVMCreateBuilderInContext(ctx);
+  LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(ctx, fn, "entry"));
+  LLVMValueRef x = LLVMBuildLoad2(b, vt, LLVMGetParam(fn, 0), "");
+  LLVMValueRef y = LLVMBuildLoad2(b, vt, LLVMGetParam(fn, 1), "");
+  LLVMBuildStore(b, LLVMBuildFAdd(b, x, y, ""), LLVMGetParam(fn, 0));
+  LLVMBuildRetVoid(b);
+  LLVMDisposeBuilder(b);
+  Simd s = {1, 16};
+  char *msg = NULL;
+  LLVMMemoryBufferRef mb;
+  if (!LLVMTargetMachineEmitToMemoryBuffer(tm, m, LLVMAssemblyFile, &msg, &mb)) {
+    /* NUL-terminated copy: the buffer need not be */
+    size_t n = LLVMGetBufferSize(mb);
+    char *text = xmalloc(n + 1);
+    memcpy(text, LLVMGetBufferStart(mb), n);
+    text[n] = '\0';
+    LLVMDisposeMemoryBuffer(mb);
+    if (strstr(text, "%zmm"))
+      s = (Simd){16, 32};
+    else if (strstr(text, "%ymm"))
+      s = (Simd){8, 16};
+    else if (strstr(text, "%xmm"))
+      s = (Simd){4, 16};
+    else if (strstr(text, ".4s"))
+      s = (Simd){4, 32}; /* AArch64 NEON */
+    else if (strstr(text, "f32x4"))
+      s = (Simd){4, 16}; /* wasm simd128 */
+    free(text);
+  }
+  LLVMDisposeMessage(msg);
+  LLVMDisposeModule(m);
+  LLVMContextDispose(ctx);
+  return s;
+}
+
+Simd simd_of(LLVMTargetMachineRef tm) {
+  char *triple = LLVMGetTargetMachineTriple(tm), *features = LLVMGetTargetMachineFeatureString(tm);
+  Simd s = {1, 16};
+  bool x86 =
+      !strncmp(triple, "x86_64", 6) || (triple[0] == 'i' && triple[1] && !strncmp(triple + 2, "86", 2));
+  if (!*features)
+    s = simd_probe(tm);
+  else if (x86 && has_feature(features, "+avx512f"))
+    s = (Simd){16, 32};
+  else if (x86 && has_feature(features, "+avx"))
+    s = (Simd){8, 16};
+  else if (x86 && has_feature(features, "+sse2"))
+    s = (Simd){4, 16};
+  else if (!strncmp(triple, "aarch64", 7) || !strncmp(triple, "arm64", 5))
+    s = (Simd){4, 32};
+  else if (!strncmp(triple, "wasm", 4) && has_feature(features, "+simd128"))
+    s = (Simd){4, 16};
+  LLVMDisposeMessage(triple);
+  LLVMDisposeMessage(features);
+  return s;
+}
+
+/* ------------------------------------------------------------------ GEMM
+ *
+ * BLIS's loop nest without the packing: row blocks of A (GEMM_MC rows, in
+ * L2 while the panels pass), panels of C (GEMM_PANEL registers across),
+ * in a panel column blocks of nr registers and row tiles of mr rows, then
+ * k innermost in the micro-kernel, where the tile's mr x nr registers of
+ * C stay in registers: per k, nr vector loads of B and mr broadcasts of A
+ * feed mr x nr fused multiply-adds. mr and nr come from the registers:
+ * mr x nr accumulators + nr of B + a broadcast fit (6 x 4 with AVX-512's
+ * 32, 6 x 2 with 16). The rows that do not fill a tile run as tiles of 4,
+ * 2 and 1 rows, at most one each per panel (see gemm_panel); a last
+ * register that n does not fill is loaded and stored masked.
+ *
+ * The micro-kernel of each tile shape is a function of its own, made once
+ * per module and shared by every call site (its strides are arguments):
+ * a tile costs LLVM about as much to compile as a whole GEMM's loops. */
+
+/* GEMM_MC: rows of A a block holds; GEMM_PANEL: registers across a panel
+ * of C (a multiple of nr, 2 or 4); GEMM_CHAINS: independent sums a tile
+ * needs to keep the FMA units busy (4 cycles of latency x 2 units). */
+enum { GEMM_MC = 96, GEMM_MR_MAX = 8, GEMM_PANEL = 8, GEMM_CHAINS = 8 };
+
+/* A tile shape: rows x nvec registers across, the last with `last` valid
+ * lanes; vt a register (<lanes x float>, or float). */
+typedef struct Tile {
+  int rows, nvec, last, lanes;
+  bool accumulate;
+  LLVMTypeRef vt;
+} Tile;
+
+static LLVMValueRef lane_mask(Cg *cg, int lanes, int valid) {
+  LLVMTypeRef i1 = LLVMInt1TypeInContext(cg->ctx);
+  LLVMValueRef m[64];
+  for (int i = 0; i < lanes; i++)
+    m[i] = LLVMConstInt(i1, i < valid, 0);
+  return LLVMConstVector(m, (unsigned)lanes);
+}
+
+/* The register at p, of which only the first `valid` lanes are read (the
+ * rest are 0) or written. */
+static LLVMValueRef load_lanes(Cg *cg, const Tile *t, LLVMValueRef p, int valid) {
+  if (valid == t->lanes)
+    return vload(cg, t->vt, p);
+  LLVMTypeRef tys[2] = {t->vt, cg->pty};
+  unsigned id = LLVMLookupIntrinsicID("llvm.masked.load", 16);
+  LLVMValueRef f = LLVMGetIntrinsicDeclaration(cg->mod, id, tys, 2);
+  LLVMValueRef args[4] = {p, LLVMConstInt(cg->i32, 4, 0), lane_mask(cg, t->lanes, valid),
+                          LLVMConstNull(t->vt)};
+  return LLVMBuildCall2(cg->b, LLVMIntrinsicGetType(cg->ctx, id, tys, 2), f, args, 4, "");
+}
+
+static void store_lanes(Cg *cg, const Tile *t, LLVMValueRef v, LLVMValueRef p, int valid) {
+  if (valid == t->lanes) {
+    vstore(cg, v, p);
+    return;
+  }
+  LLVMTypeRef tys[2] = {t->vt, cg->pty};
+  unsigned id = LLVMLookupIntrinsicID("llvm.masked.store", 17);
+  LLVMValueRef f = LLVMGetIntrinsicDeclaration(cg->mod, id, tys, 2);
+  LLVMValueRef args[4] = {v, p, LLVMConstInt(cg->i32, 4, 0), lane_mask(cg, t->lanes, valid)};
+  LLVMBuildCall2(cg->b, LLVMIntrinsicGetType(cg->ctx, id, tys, 2), f, args, 4, "");
+}
+
+/* The micro-kernel of tile shape t, in this module:
+ *   void (float *a, float *b, float *c, i64 K, i64 a_si, i64 a_sk, i64 ldb, i64 ldc)
+ * C[i*ldc + j] (+)= sum over k < K of A[i*a_si + k*a_sk] B[k*ldb + j] for
+ * the tile's rows i and columns j. */
+static LLVMValueRef tile_fn(Cg *cg, const Tile *t, LLVMTypeRef *fty) {
+  LLVMTypeRef params[8] = {cg->pty, cg->pty, cg->pty, cg->i64, cg->i64, cg->i64, cg->i64, cg->i64};
+  *fty = LLVMFunctionType(LLVMVoidTypeInContext(cg->ctx), params, 8, 0);
+  char name[96];
+  snprintf(name, sizeof name, "rnnc.gemm.%dx%d.l%d.%d%s", t->rows, t->nvec, t->lanes, t->last,
+           t->accumulate ? ".acc" : "");
+  LLVMValueRef fn = LLVMGetNamedFunction(cg->mod, name);
+  if (fn)
+    return fn;
+  fn = LLVMAddFunction(cg->mod, name, *fty);
+  LLVMSetLinkage(fn, LLVMInternalLinkage);
+  unsigned noinline = LLVMGetEnumAttributeKindForName("noinline", 8);
+  LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(cg->ctx, noinline, 0));
+  /* build it with this builder, then go back */
+  LLVMValueRef caller = cg->fn;
+  LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b);
+  cg->fn = fn;
+  LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry"));
+  LLVMValueRef a = LLVMGetParam(fn, 0), b = LLVMGetParam(fn, 1), c = LLVMGetParam(fn, 2);
+  LLVMValueRef K = LLVMGetParam(fn, 3), a_si = LLVMGetParam(fn, 4), a_sk = LLVMGetParam(fn, 5);
+  LLVMValueRef ldb = LLVMGetParam(fn, 6), ldc = LLVMGetParam(fn, 7);
+  int nv = t->nvec;
+  assert(t->rows <= GEMM_MR_MAX && nv <= GEMM_PANEL);
+  LLVMValueRef acc[GEMM_MR_MAX][GEMM_PANEL], ap[GEMM_MR_MAX], cp[GEMM_MR_MAX];
+  for (int r = 0; r < t->rows; r++) {
+    ap[r] = fptr(cg, a, LLVMBuildMul(cg->b, ci64(cg, r), a_si, ""));
+    cp[r] = fptr(cg, c, LLVMBuildMul(cg->b, ci64(cg, r), ldc, ""));
+    for (int v = 0; v < nv; v++) {
+      acc[r][v] = vacc_new(cg, t->vt);
+      int valid = v == nv - 1 ? t->last : t->lanes;
+      LLVMValueRef c0 = t->accumulate ? load_lanes(cg, t, fptr(cg, cp[r], ci64(cg, v * t->lanes)), valid)
+                                      : LLVMConstNull(t->vt);
+      LLVMBuildStore(cg->b, c0, acc[r][v]);
+    }
+  }
+  Loop k = for_begin(cg, K);
+  LLVMValueRef bk = fptr(cg, b, LLVMBuildMul(cg->b, k.i, ldb, ""));
+  LLVMValueRef bv[GEMM_PANEL];
+  for (int v = 0; v < nv; v++)
+    bv[v] = load_lanes(cg, t, fptr(cg, bk, ci64(cg, v * t->lanes)), v == nv - 1 ? t->last : t->lanes);
+  LLVMValueRef ak = LLVMBuildMul(cg->b, k.i, a_sk, "");
+  for (int r = 0; r < t->rows; r++) {
+    LLVMValueRef x = splat(cg, t->vt, load(cg, ap[r], ak));
+    for (int v = 0; v < nv; v++) {
+      LLVMValueRef args[3] = {x, bv[v], LLVMBuildLoad2(cg->b, t->vt, acc[r][v], "")};
+      LLVMBuildStore(cg->b, intrinsic(cg, "llvm.fmuladd", args, 3), acc[r][v]);
+    }
+  }
+  for_end(cg, &k);
+  for (int r = 0; r < t->rows; r++)
+    for (int v = 0; v < nv; v++)
+      store_lanes(cg, t, LLVMBuildLoad2(cg->b, t->vt, acc[r][v], ""), fptr(cg, cp[r], ci64(cg, v * t->lanes)),
+                  v == nv - 1 ? t->last : t->lanes);
+  LLVMBuildRetVoid(cg->b);
+  cg->fn = caller;
+  LLVMPositionBuilderAtEnd(cg->b, here);
+  return fn;
+}
+
+/* C rows [i0, i0 + rows) x the tile's registers from column j0. */
+static void call_tile(Cg *cg, const Gemm *p, Tile t, int rows, LLVMValueRef i0, LLVMValueRef j0) {
+  t.rows = rows;
+  LLVMTypeRef fty;
+  LLVMValueRef fn = tile_fn(cg, &t, &fty);
+  LLVMValueRef args[8] = {
+      fptr(cg, p->a, LLVMBuildMul(cg->b, i0, ci64(cg, p->a_si), "")),
+      fptr(cg, p->b, j0),
+      fptr(cg, p->c, LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, i0, ci64(cg, p->ldc), ""), j0, "")),
+      p->k,
+      ci64(cg, p->a_si),
+      ci64(cg, p->a_sk),
+      ci64(cg, p->ldb),
+      ci64(cg, p->ldc)};
+  LLVMBuildCall2(cg->b, fty, fn, args, 8, "");
+}
+
+/* Rows [i0, i0 + rows) x nv registers of C from column j0 (nv <= PANEL,
+ * the last with `last` valid lanes): tiles of mr rows x nr registers,
+ * column by column so each K x nr panel of B serves all the row tiles;
+ * then the rows left over (fewer than mr) as at most one tile each of 4,
+ * 2 and 1 rows, wide enough (8 / h registers) that 8 independent sums hide
+ * the latency of the fused multiply-adds (a 1 x 2 tile would wait on two
+ * chains, at a quarter of the peak). */
+static void gemm_panel(Cg *cg, const Gemm *p, Tile t, LLVMValueRef i0, LLVMValueRef rows,
+                       LLVMValueRef j0, int nv, int last) {
+  int nr = cg->simd.regs >= 32 ? 4 : 2;
+  int mr = (cg->simd.regs - nr - 1) / nr;
+  mr = mr > GEMM_MR_MAX ? GEMM_MR_MAX : mr;
+  LLVMValueRef tiles = LLVMBuildUDiv(cg->b, rows, ci64(cg, mr), "");
+  for (int v0 = 0; v0 < nv; v0 += nr) {
+    t.nvec = nv - v0 < nr ? nv - v0 : nr;
+    t.last = v0 + t.nvec == nv ? last : t.lanes;
+    LLVMValueRef j = LLVMBuildAdd(cg->b, j0, ci64(cg, v0 * t.lanes), "");
+    Loop it = for_begin(cg, tiles);
+    call_tile(cg, p, t, mr, LLVMBuildAdd(cg->b, i0, LLVMBuildMul(cg->b, it.i, ci64(cg, mr), ""), ""), j);
+    for_end(cg, &it);
+  }
+  LLVMValueRef done = LLVMBuildMul(cg->b, tiles, ci64(cg, mr), "");
+  LLVMValueRef rest = LLVMBuildSub(cg->b, rows, done, "");
+  LLVMValueRef at = LLVMBuildAdd(cg->b, i0, done, "");
+  for (int h = GEMM_MR_MAX / 2; h >= 1; h /= 2) {
+    if (h >= mr)
+      continue;
+    LLVMValueRef bit = LLVMBuildAnd(cg->b, rest, ci64(cg, h), "");
+    LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "gemm_rest");
+    LLVMBasicBlockRef after = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "gemm_rest_done");
+    LLVMBuildCondBr(cg->b, LLVMBuildICmp(cg->b, LLVMIntNE, bit, ci64(cg, 0), ""), body, after);
+    LLVMPositionBuilderAtEnd(cg->b, body);
+    int wide = (GEMM_CHAINS + h - 1) / h;
+    for (int v0 = 0; v0 < nv; v0 += wide) {
+      t.nvec = nv - v0 < wide ? nv - v0 : wide;
+      t.last = v0 + t.nvec == nv ? last : t.lanes;
+      call_tile(cg, p, t, h, at, LLVMBuildAdd(cg->b, j0, ci64(cg, v0 * t.lanes), ""));
+    }
+    LLVMBuildBr(cg->b, after);
+    LLVMPositionBuilderAtEnd(cg->b, after);
+    at = LLVMBuildAdd(cg->b, at, bit, "");
+  }
+}
+
+void gemm(Cg *cg, const Gemm *p) {
+  const Simd *s = &cg->simd;
+  assert(s->lanes >= 1 && s->lanes <= 64 && s->regs >= 16 && p->n >= 1);
+  int lanes = s->lanes;
+  Tile t = {0, 0, 0, lanes, p->accumulate, lanes == 1 ? cg->f32 : LLVMVectorType(cg->f32, (unsigned)lanes)};
+  /* panels of PANEL full registers, then one of what is left (its last
+   * register partial when n is not a multiple of lanes) */
+  long long nvec = (p->n + lanes - 1) / lanes, panels = p->n / lanes / GEMM_PANEL;
+  int tail = (int)(nvec - panels * GEMM_PANEL), last = (int)(p->n - (nvec - 1) * lanes);
+  LLVMValueRef mblocks =
+      LLVMBuildUDiv(cg->b, LLVMBuildAdd(cg->b, p->m, ci64(cg, GEMM_MC - 1), ""), ci64(cg, GEMM_MC), "");
+  Loop ib = for_begin(cg, mblocks);
+  LLVMValueRef i0 = LLVMBuildMul(cg->b, ib.i, ci64(cg, GEMM_MC), "");
+  LLVMValueRef left = LLVMBuildSub(cg->b, p->m, i0, "");
+  LLVMValueRef big = LLVMBuildICmp(cg->b, LLVMIntSGT, left, ci64(cg, GEMM_MC), "");
+  LLVMValueRef rows = LLVMBuildSelect(cg->b, big, ci64(cg, GEMM_MC), left, "");
+  if (panels > 0) {
+    Loop jp = loop_begin(cg, ci64(cg, panels));
+    gemm_panel(cg, p, t, i0, rows, LLVMBuildMul(cg->b, jp.i, ci64(cg, (long long)GEMM_PANEL * lanes), ""),
+               GEMM_PANEL, lanes);
+    loop_end(cg, &jp);
+  }
+  if (tail > 0)
+    gemm_panel(cg, p, t, i0, rows, ci64(cg, panels * GEMM_PANEL * lanes), tail, last);
+  for_end(cg, &ib);
+}
+
+/* Eight rows at a time: per column, the eight values gathered into one
+ * vector and stored contiguous; the rows left over one at a time. */
+void transpose(Cg *cg, LLVMValueRef dst, long long ldd, LLVMValueRef src, long long lds,
+               long long rows, long long cols) {
+  enum { R = 8 };
+  LLVMTypeRef vt = LLVMVectorType(cg->f32, R);
+  if (rows >= R) {
+    Loop i = loop_begin(cg, ci64(cg, rows / R));
+    LLVMValueRef i0 = LLVMBuildMul(cg->b, i.i, ci64(cg, R), "");
+    LLVMValueRef s0 = fptr(cg, src, LLVMBuildMul(cg->b, i0, ci64(cg, lds), ""));
+    Loop j = loop_begin(cg, ci64(cg, cols));
+    LLVMValueRef v = LLVMGetUndef(vt);
+    for (int r = 0; r < R; r++)
+      v = LLVMBuildInsertElement(cg->b, v, load(cg, s0, LLVMBuildAdd(cg->b, j.i, ci64(cg, r * lds), "")),
+                                 LLVMConstInt(cg->i32, (unsigned long long)r, 0), "");
+    vstore(cg, v, fptr(cg, dst, LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, j.i, ci64(cg, ldd), ""), i0, "")));
+    loop_end(cg, &j);
+    loop_end(cg, &i);
+  }
+  for (long long r = rows - rows % R; r < rows; r++) {
+    Loop j = loop_begin(cg, ci64(cg, cols));
+    store(cg, load(cg, src, LLVMBuildAdd(cg->b, j.i, ci64(cg, r * lds), "")), dst,
+          LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, j.i, ci64(cg, ldd), ""), ci64(cg, r), ""));
+    loop_end(cg, &j);
+  }
+}

@@ -1,0 +1,221 @@
+/* test_batch.c: minibatch training through the JIT against the reference
+ * interpreter, and its determinism.
+ *
+ * For rnn.nn and gru.nn: batches of 1, 3, 8 and 37 names of mixed lengths
+ * (1 to 15 characters), two optimizer steps each from the same random
+ * weights: every name's loss, the mean loss, the gradient norm, every
+ * gradient of the mean loss (the grad slot after the step), Adam's moments
+ * and the parameters after each step, against interp_run_batch in float32
+ * (gradients within 1e-4 of the tensor's largest magnitude; parameters
+ * within 1e-6 plus Adam's amplification lr/eps of the gradient's rounding
+ * difference; each step starts the interpreter from the kernel's state).
+ * Then the same training on 1 and 2 threads, and twice on 2
+ * threads: the parameter and optimizer buffers must be equal bit for bit. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+#include "testutil.h"
+
+enum { MAXB = 37, MAXLEN = 15 };
+
+typedef struct Names {
+  uint8_t text[MAXB][MAXLEN];
+  const uint8_t *chars[MAXB];
+  int32_t lens[MAXB], targets[MAXB];
+  int ilens[MAXB], itargets[MAXB];
+} Names;
+
+static void make_names(Names *nm, int n, int vocab, int classes, uint64_t seed) {
+  Rng r;
+  rng_seed(&r, seed);
+  for (int i = 0; i < n; i++) {
+    /* every length 1..15 appears in a batch of 15 or more */
+    nm->lens[i] = nm->ilens[i] = n >= MAXLEN ? i % MAXLEN + 1 : (int)rng_below(&r, MAXLEN) + 1;
+    nm->targets[i] = nm->itargets[i] = (int)rng_below(&r, (uint32_t)classes);
+    for (int t = 0; t < nm->lens[i]; t++)
+      nm->text[i][t] = (uint8_t)rng_below(&r, (uint32_t)vocab);
+    nm->chars[i] = nm->text[i];
+  }
+}
+
+static void compare(const char *what, const float *got, const double *want, size_t n,
+                    double tol_rel) {
+  double scale = 0, diff = 0;
+  for (size_t i = 0; i < n; i++) {
+    scale = fmax(scale, fabs(want[i]));
+    diff = fmax(diff, fabs(got[i] - want[i]));
+  }
+  if (!(diff <= tol_rel * fmax(scale, 1e-30)))
+    fail_msg("%s: max |diff| %.3e, %.3e of the largest magnitude %.3e", what, diff,
+             diff / scale, scale);
+}
+
+static void compile(Model *m, const char *rel, int batch, int threads, bool one_by_one) {
+  char *path = src_path(rel);
+  Err e;
+  ModelOptions mo = {.batch = batch, .threads = threads, .no_batched = one_by_one};
+  if (model_compile(m, path, &mo, &e))
+    fail_msg("%s", e.msg);
+  free(path);
+}
+
+static void random_weights(Model *m, uint64_t seed) {
+  Rng r;
+  rng_seed(&r, seed);
+  for (size_t i = 0; i < m->nfloats; i++)
+    m->state[i] = rng_uniform(&r, -0.15f, 0.15f);
+}
+
+/* Two steps on batches of n names: JIT against the interpreter. The
+ * interpreter runs the whole training graph of the batch-1 compile. */
+static void check_batches(const char *rel, int n, bool one_by_one) {
+  Model m, ref;
+  compile(&m, rel, MAXB, 1, one_by_one);
+  compile(&ref, rel, 1, 1, false); /* its training graph: forward, backward, update in one */
+  if (!one_by_one && !m.bstep_fn)
+    fail_msg("%s has no batched kernel: %s", rel, m.unbatched);
+  const Graph *g = ref.train;
+  random_weights(&m, 11);
+  Interp *I = interp_new(g, true);
+  double *iv = interp_slot(I, SLOT_VALUE);
+  for (size_t i = 0; i < m.nfloats; i++)
+    iv[i] = m.state[i];
+  Rng noise;
+  rng_seed(&noise, 5);
+  interp_set_rng(I, &noise);
+  model_seed_noise(&m, 5);
+  double ratio = g->train.lr / g->train.eps;
+  for (int step = 1; step <= 2; step++) {
+    Names nm;
+    make_names(&nm, n, g->vocab, g->classes, 100 * (uint64_t)n + (uint64_t)step);
+    float losses[MAXB], mean, gnorm;
+    double ilosses[MAXB];
+    /* what the grad slot held before must not matter */
+    for (size_t i = 0; i < m.nfloats; i++)
+      m.state[SLOT_GRAD * m.nfloats + i] = NAN;
+    model_train_batch(&m, nm.chars, nm.lens, nm.targets, n, losses, &mean, &gnorm);
+    Err e;
+    if (interp_run_batch(I, nm.chars, nm.ilens, nm.itargets, n, NULL, ilosses, &e))
+      fail_msg("%s", e.msg);
+    char what[200];
+    snprintf(what, sizeof what, "%s, batch of %d, step %d: the names' losses", rel, n, step);
+    compare(what, losses, ilosses, (size_t)n, 1e-5);
+    double want_mean = 0;
+    for (int i = 0; i < n; i++)
+      want_mean += ilosses[i];
+    want_mean /= n;
+    if (!(fabs(mean - want_mean) <= 1e-5 * fmax(1, fabs(want_mean))))
+      fail_msg("%s: mean loss %.7g, interpreter %.7g", what, mean, want_mean);
+    double want_norm = g->grad_norm >= 0 ? interp_value(I, g->grad_norm, NULL)[0] : 0;
+    if (!(fabs(gnorm - want_norm) <= 1e-4 * want_norm))
+      fail_msg("%s: gradient norm %.7g, interpreter %.7g", what, gnorm, want_norm);
+    const float *grads = m.state + SLOT_GRAD * m.nfloats;
+    const double *ig = interp_slot(I, SLOT_GRAD);
+    for (int p = 0; p < g->nparams; p++) {
+      const Param *pa = &g->params[p];
+      size_t cnt = type_numel(pa->type);
+      snprintf(what, sizeof what, "%s, batch of %d, step %d: gradient of %s", rel, n, step,
+               pa->name);
+      compare(what, grads + pa->offset, ig + pa->offset, cnt, 1e-4);
+      for (int s = SLOT_M; s <= SLOT_V; s++) {
+        snprintf(what, sizeof what, "%s, batch of %d, step %d: %s of %s", rel, n, step,
+                 s == SLOT_M ? "exp_avg" : "exp_avg_sq", pa->name);
+        compare(what, m.state + s * m.nfloats + pa->offset, interp_slot(I, s) + pa->offset, cnt,
+                s == SLOT_M ? 1e-4 : 2e-4);
+      }
+      for (size_t i = 0; i < cnt; i++) {
+        size_t k = pa->offset + i;
+        double dg = fabs(grads[k] - ig[k]);
+        if (!(fabs(m.state[k] - iv[k]) <= 1e-6 + ratio * dg))
+          fail_msg("%s, batch of %d: %s[%zu] after step %d: %.9g, interpreter %.9g", rel, n,
+                   pa->name, i, step, m.state[k], iv[k]);
+      }
+    }
+    print_message("%-14s batch %2d, step %d, %s: mean loss %.6f (interpreter %.6f), norm %.5g, "
+                  "all gradients, moments and parameters match\n",
+                  rel, n, step, one_by_one ? "one by one" : "batched  ", mean, want_mean, gnorm);
+    /* The next step starts both from the kernel's state, so each step's
+     * tolerance is its own (Adam's lr/eps amplification does not compound). */
+    for (int s = 0; s < SLOT_COUNT; s++)
+      if (s != SLOT_GRAD)
+        for (size_t i = 0; i < m.nfloats; i++)
+          interp_slot(I, s)[i] = m.state[s * m.nfloats + i];
+  }
+  assert_int_equal(m.step, 2);
+  interp_free(I);
+  model_free(&m);
+  model_free(&ref);
+}
+
+static void test_rnn_batches(void **state) {
+  (void)state;
+  int sizes[] = {1, 3, 8, 37};
+  for (size_t k = 0; k < ARRAY_LEN(sizes); k++) {
+    check_batches("graphs/rnn.nn", sizes[k], false);
+    check_batches("graphs/rnn.nn", sizes[k], true);
+  }
+}
+
+static void test_gru_batches(void **state) {
+  (void)state;
+  int sizes[] = {1, 3, 8, 37};
+  for (size_t k = 0; k < ARRAY_LEN(sizes); k++) {
+    check_batches("graphs/gru.nn", sizes[k], false);
+    check_batches("graphs/gru.nn", sizes[k], true);
+  }
+}
+
+/* Three steps on batches of 37, 20 and 5 names; the model's state after. */
+static float *train_three(const char *rel, int threads) {
+  Model m;
+  compile(&m, rel, 37, threads, false);
+  random_weights(&m, 3);
+  model_seed_noise(&m, 9);
+  int sizes[] = {37, 20, 5};
+  for (int s = 0; s < 3; s++) {
+    Names nm;
+    make_names(&nm, sizes[s], m.fwd->vocab, m.fwd->classes, 7 + (uint64_t)s);
+    float mean, gnorm;
+    model_train_batch(&m, nm.chars, nm.lens, nm.targets, sizes[s], NULL, &mean, &gnorm);
+  }
+  size_t bytes = SLOT_COUNT * m.nfloats * sizeof(float);
+  float *copy = xmalloc(bytes);
+  memcpy(copy, m.state, bytes);
+  for (size_t i = 0; i < m.nfloats; i++) /* the grad slot is scratch between steps */
+    copy[SLOT_GRAD * m.nfloats + i] = 0;
+  model_free(&m);
+  return copy;
+}
+
+static void test_threads_deterministic(void **state) {
+  (void)state;
+  const char *graphs[] = {"graphs/rnn.nn", "graphs/gru.nn"};
+  for (size_t k = 0; k < ARRAY_LEN(graphs); k++) {
+    Model m;
+    compile(&m, graphs[k], 37, 1, false);
+    size_t bytes = SLOT_COUNT * m.nfloats * sizeof(float);
+    model_free(&m);
+    float *one = train_three(graphs[k], 1), *two = train_three(graphs[k], 2),
+          *again = train_three(graphs[k], 2), *three = train_three(graphs[k], 3);
+    assert_memory_equal(one, two, bytes);
+    assert_memory_equal(two, again, bytes);
+    assert_memory_equal(one, three, bytes);
+    print_message("%s: 1, 2 and 3 threads, and 2 threads twice: the same bytes\n", graphs[k]);
+    free(one);
+    free(two);
+    free(again);
+    free(three);
+  }
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_rnn_batches),
+      cmocka_unit_test(test_gru_batches),
+      cmocka_unit_test(test_threads_deterministic),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,284 @@
+/* test_targets.c: rnnc build for the targets other than the host, each run
+ * where it runs:
+ *   aarch64-linux-gnu, riscv64-linux-gnu: linked with Debian's cross gcc,
+ *     run under qemu-user;
+ *   thumbv7em-none-eabihf: linked with arm-none-eabi-gcc and newlib
+ *     (examples/cortex-m: startup code and the memory map of QEMU's
+ *     mps2-an386 board), run on that emulated Cortex-M4F through
+ *     semihosting.
+ *   wasm32: a module (-o NAME.wasm) with no imports, run under node through
+ *     its JavaScript wrapper (tests/targets/run_wasm.mjs).
+ * For each target and both graphs (the golden checkpoints), the object is
+ * linked with tests/targets/driver.c, whose output (the logits' bits) must
+ * equal the host JIT's logits within 1e-5, P_predict must agree with
+ * P_forward, bad inputs must give their error codes, and the header must
+ * compile as C99 and as C++ with the target's compilers. The object may
+ * need nothing from the C library but memcpy, memmove and memset.
+ *
+ * The tools come from Debian (sh scripts/install-deps --test); a missing
+ * one fails the test with the package to install. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "testutil.h"
+#include "util.h"
+
+typedef struct Target {
+  const char *name, *triple;
+  const char *cc, *cxx, *cc_package; /* compilers, and the Debian packages with them */
+  const char *flags;                 /* to compile and link a program */
+  const char *run, *run_package;     /* the command that runs it, before the program */
+  const char *nm;                    /* lists an object's undefined symbols */
+} Target;
+
+static Target aarch64 = {"aarch64", "aarch64-linux-gnu", "aarch64-linux-gnu-gcc",
+                         "aarch64-linux-gnu-g++", "gcc-aarch64-linux-gnu g++-aarch64-linux-gnu",
+                         "", "qemu-aarch64 -L /usr/aarch64-linux-gnu", "qemu-user",
+                         "aarch64-linux-gnu-nm -u"};
+static Target riscv64 = {"riscv64", "riscv64-linux-gnu", "riscv64-linux-gnu-gcc",
+                         "riscv64-linux-gnu-g++", "gcc-riscv64-linux-gnu g++-riscv64-linux-gnu",
+                         "", "qemu-riscv64 -L /usr/riscv64-linux-gnu", "qemu-user",
+                         "riscv64-linux-gnu-nm -u"};
+static Target cortex_m4 = {"cortex-m4", "thumbv7em-none-eabihf", "arm-none-eabi-gcc",
+                           "arm-none-eabi-g++", "gcc-arm-none-eabi libnewlib-arm-none-eabi",
+                           NULL /* set up with the paths of examples/cortex-m */,
+                           "qemu-system-arm -M mps2-an386 -cpu cortex-m4 -nographic -monitor none "
+                           "-serial none -semihosting-config enable=on,target=native -kernel",
+                           "qemu-system-arm", "arm-none-eabi-nm -u"};
+
+typedef struct Model {
+  const char *graph, *ckpt, *prefix;
+} Model;
+
+static const Model models[] = {
+    {"graphs/gru.nn", "tests/golden/gru_seed42.safetensors", "gru"},
+    {"graphs/rnn.nn", "tests/golden/rnn_seed42.safetensors", "names_rnn"},
+};
+
+static char *workdir, *root;
+
+/* Fails unless the first word of cmd is a program on PATH. */
+static void need(const char *cmd, const char *package) {
+  size_t n = strcspn(cmd, " ");
+  if (sh("command -v '%.*s' >/dev/null 2>&1", (int)n, cmd))
+    fail_msg("'%.*s' is not installed: it is in the Debian package %s (sh scripts/install-deps "
+             "--test installs every tool the tests use)",
+             (int)n, cmd, package);
+}
+
+static int setup(void **state) {
+  (void)state;
+  const char *tmp = getenv("RNNC_TMP_DIR");
+  workdir = xasprintf("%s/targets.%d", tmp ? tmp : "/tmp", (int)getpid());
+  root = src_path(".");
+  cortex_m4.flags = xasprintf("-mcpu=cortex-m4 -mthumb -mfloat-abi=hard -mfpu=fpv4-sp-d16 "
+                              "--specs=rdimon.specs -nostartfiles -Wl,-z,noexecstack "
+                              "-T '%s/examples/cortex-m/mps2-an386.ld' "
+                              "'%s/examples/cortex-m/startup.c'",
+                              root, root);
+  return mkdir(workdir, 0777);
+}
+
+static int teardown(void **state) {
+  (void)state;
+  sh("rm -rf '%s'", workdir);
+  free(workdir);
+  free(root);
+  free((char *)cortex_m4.flags);
+  return 0;
+}
+
+/* And run_wasm.mjs, for the JavaScript wrapper's checks. */
+static const char wasm_tail[] = "forward []: RangeError\n"
+                                "forward maxLen+1: RangeError\n"
+                                "forward index 59: RangeError\n"
+                                "forward index -1: RangeError\n"
+                                "forward index 1.5: RangeError\n"
+                                "forward index '1': RangeError\n"
+                                "forward maxLen: 18\n"
+                                "predict '': null\n"
+                                "predict 'a/b': null\n"
+                                "predict 'Jos\xc3\xa9': null\n"
+                                "predict 'a\\0b': null\n"
+                                "predict undefined: null\n"
+                                "predict maxLen: true\n"
+                                "predict maxLen+1: null\n"
+                                "predict 100 KB: null\n"
+                                "labels: Arabic Vietnamese\n"
+                                "done\n";
+
+/* nm -u lists only the block operations LLVM may emit: memcpy, memmove,
+ * memset, or on ARM EABI targets their run-time ABI names (__aeabi_memcpy4,
+ * __aeabi_memclr8, ...), which every ARM C library has too. */
+static bool block_op(const char *sym) {
+  if (!strncmp(sym, "__aeabi_mem", 11))
+    sym += 8; /* "memcpy4", "memclr8", ... */
+  return !strncmp(sym, "memcpy", 6) || !strncmp(sym, "memmove", 7) || !strncmp(sym, "memset", 6) ||
+         !strncmp(sym, "memclr", 6);
+}
+
+static void check_undefined(const Target *t, const char *obj) {
+  char *out = xasprintf("%s/nm.txt", workdir);
+  if (sh("%s '%s' > '%s'", t->nm, obj, out))
+    fail_msg("%s %s failed", t->nm, obj);
+  char *text = read_text(out);
+  for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+    char *sym = strrchr(line, ' ');
+    sym = sym ? sym + 1 : line;
+    if (!block_op(sym))
+      fail_msg("%s needs '%s', which is not memcpy, memmove or memset", obj, sym);
+  }
+  free(text);
+  free(out);
+}
+
+/* For each graph: build, check the header as C99 and C++, link the driver,
+ * run it, compare. */
+static void run_target(const Target *t) {
+  need(t->cc, t->cc_package);
+  need(t->cxx, t->cc_package);
+  need(t->run, t->run_package);
+  need(t->nm, t->cc_package);
+  for (size_t g = 0; g < ARRAY_LEN(models); g++) {
+    const Model *m = &models[g];
+    /* The golden names only: emulated, the gru takes about 30 ms a character
+     * on aarch64 (max-length names still run, in the driver's bad inputs). */
+    NameList ns = name_list_load(m->ckpt, false);
+    write_driver_names(workdir, &ns);
+    char *obj = xasprintf("%s/%s_%s.o", workdir, t->name, m->prefix);
+    char *hdr = xasprintf("%s/%s_%s.h", workdir, t->name, m->prefix);
+    char *exe = xasprintf("%s/%s_%s", workdir, t->name, m->prefix);
+    char *out = xasprintf("%s/%s_%s.out", workdir, t->name, m->prefix);
+    const char *argv[] = {"build", m->graph, m->ckpt, "-o", obj, "--prefix", m->prefix,
+                          "--target", t->triple, NULL};
+    free(rnnc_expect(0, argv));
+    check_undefined(t, obj);
+    static const char *const check[] = {"-std=c99 -x c", "-x c++"};
+    for (int k = 0; k < 2; k++)
+      if (sh("%s %s -Wall -Wextra -pedantic -Werror -fsyntax-only -DP=%s -include '%s' "
+             "-include '%s' '%s/tests/targets/header_check.c'",
+             k ? t->cxx : t->cc, check[k], m->prefix, hdr, hdr, root))
+        fail_msg("%s does not compile with %s %s", hdr, k ? t->cxx : t->cc, check[k]);
+    if (sh("%s -std=c99 -O2 -Wall -Wextra -pedantic -Werror %s -DP=%s -include '%s' -I '%s' "
+           "'%s/tests/targets/driver.c' '%s' -o '%s'",
+           t->cc, t->flags, m->prefix, hdr, workdir, root, obj, exe))
+      fail_msg("linking %s with %s failed", obj, t->cc);
+    int st = sh("timeout 600 %s '%s' > '%s'", t->run, exe, out);
+    char *text = read_text(out);
+    if (st)
+      fail_msg("%s %s exited with %d:\n%s", t->run, exe, st, text);
+    char *what = xasprintf("%s %s", t->name, m->prefix);
+    check_aot_output(what, m->graph, m->ckpt, &ns, text, &(AotCheck){.tol = 1e-5, .tail = driver_tail});
+    free(what);
+    free(text);
+    name_list_free(&ns);
+    free(obj);
+    free(hdr);
+    free(exe);
+    free(out);
+  }
+}
+
+/* wasm32: the module of -o NAME.wasm has no imports and, through its
+ * JavaScript wrapper under node, computes the JIT's logits; the header of
+ * an object for wasm32 (-o NAME.o) compiles with clang for wasm32. */
+static void test_wasm32(void **state) {
+  (void)state;
+  need("node", "nodejs");
+  need("wasm-ld-19", "lld-19");
+  need("clang-19", "clang-19");
+  for (size_t g = 0; g < ARRAY_LEN(models); g++) {
+    const Model *m = &models[g];
+    NameList ns = name_list_load(m->ckpt, false);
+    write_driver_names(workdir, &ns);
+    char *wasm = xasprintf("%s/%s.wasm", workdir, m->prefix);
+    char *js = xasprintf("%s/%s.mjs", workdir, m->prefix);
+    char *obj = xasprintf("%s/%s_wasm.o", workdir, m->prefix);
+    char *hdr = xasprintf("%s/%s_wasm.h", workdir, m->prefix);
+    char *out = xasprintf("%s/%s_wasm.out", workdir, m->prefix);
+    free(rnnc_expect(0, (const char *const[]){"build", m->graph, m->ckpt, "-o", wasm, "--prefix",
+                                              m->prefix, NULL}));
+    int st = sh("node '%s/tests/targets/run_wasm.mjs' '%s' '%s/names.json' > '%s' 2>&1", root, js,
+                workdir, out);
+    char *text = read_text(out);
+    if (st)
+      fail_msg("node run_wasm.mjs %s exited with %d:\n%s", js, st, text);
+    const char *imports = "imports: 0\n";
+    if (strncmp(text, imports, strlen(imports)))
+      fail_msg("%s has imports (it must have none):\n%s", wasm, text);
+    char *what = xasprintf("wasm32 %s", m->prefix);
+    check_aot_output(what, m->graph, m->ckpt, &ns, text + strlen(imports),
+                     &(AotCheck){.tol = 1e-5, .tail = wasm_tail});
+    free(what);
+    free(text);
+
+    free(rnnc_expect(0, (const char *const[]){"build", m->graph, m->ckpt, "-o", obj, "--prefix",
+                                              m->prefix, "--target", "wasm32", NULL}));
+    static const char *const check[] = {"-std=c99 -x c", "-x c++"};
+    for (int k = 0; k < 2; k++)
+      if (sh("clang-19 --target=wasm32 %s -Wall -Wextra -pedantic -Werror -fsyntax-only -DP=%s "
+             "-include '%s' -include '%s' '%s/tests/targets/header_check.c'",
+             check[k], m->prefix, hdr, hdr, root))
+        fail_msg("%s does not compile with clang-19 --target=wasm32 %s", hdr, check[k]);
+    name_list_free(&ns);
+    free(wasm);
+    free(js);
+    free(obj);
+    free(hdr);
+    free(out);
+  }
+}
+
+static void test_aarch64(void **state) {
+  (void)state;
+  run_target(&aarch64);
+}
+
+static void test_riscv64(void **state) {
+  (void)state;
+  run_target(&riscv64);
+}
+
+static void test_cortex_m4(void **state) {
+  (void)state;
+  need(cortex_m4.cc, cortex_m4.cc_package);
+  if (sh("test -f \"$(%s -mcpu=cortex-m4 -mfloat-abi=hard -print-file-name=rdimon.specs)\"",
+         cortex_m4.cc))
+    fail_msg("newlib for arm-none-eabi is not installed: it is in the Debian package "
+             "libnewlib-arm-none-eabi (sh scripts/install-deps --test)");
+  run_target(&cortex_m4);
+  /* examples/cortex-m/classify.c as docs/aot.md builds it (with rnn.nn's
+   * golden checkpoint for the model): five names, exit status 0. */
+  char *obj = xasprintf("%s/names.o", workdir), *exe = xasprintf("%s/classify.elf", workdir);
+  char *out = xasprintf("%s/classify.out", workdir);
+  free(rnnc_expect(0, (const char *const[]){"build", models[1].graph, models[1].ckpt, "-o", obj,
+                                            "--prefix", "names", "--target", cortex_m4.triple,
+                                            NULL}));
+  if (sh("%s -O2 -Wall -Wextra -Werror %s -I '%s' '%s/examples/cortex-m/classify.c' '%s' -o '%s'",
+         cortex_m4.cc, cortex_m4.flags, workdir, root, obj, exe))
+    fail_msg("examples/cortex-m/classify.c does not build");
+  int st = sh("timeout 600 %s '%s' > '%s'", cortex_m4.run, exe, out);
+  char *text = read_text(out);
+  int lines = 0;
+  for (const char *p = text; (p = strchr(p, '\n')); p++)
+    lines++;
+  if (st || lines != 5)
+    fail_msg("examples/cortex-m/classify.c: exit %d, output:\n%s", st, text);
+  free(text);
+  free(obj);
+  free(exe);
+  free(out);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_aarch64),
+      cmocka_unit_test(test_riscv64),
+      cmocka_unit_test(test_cortex_m4),
+      cmocka_unit_test(test_wasm32),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
