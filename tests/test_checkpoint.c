@@ -175,7 +175,7 @@ static const char *shim(void) {
   return s;
 }
 
-enum { EPOCHS = 4, KILLS = 32 };
+enum { EPOCHS = 3, KILLS = 30 };
 
 /* Item 1 of issue 12: kill -9 at random moments of checkpoint writes. */
 static void test_kill_during_saves(void **state) {
@@ -245,14 +245,22 @@ static void test_disk_full(void **state) {
   copy_file(opt, o1);
   char *preload = xasprintf("LD_PRELOAD=%s", shim());
   char *err = tmp_path("stderr");
+  /* A save is 16 writes: the optimizer state's length, header and 8
+   * tensors, then the weights' length, header and 4 tensors. The disk
+   * fills at the first write of each file, in its header, in its data and
+   * at its last write; at 17 the save is done. */
+  static const int from_write[] = {1, 2, 5, 10, 11, 12, 14, 16, 17};
   int failed = 0;
-  for (int k = 1;; k++) {
+  for (size_t i = 0; i < ARRAY_LEN(from_write); i++) {
+    int k = from_write[i];
     char from[64];
     snprintf(from, sizeof from, "RNNC_ENOSPC_FROM_WRITE=%d", k);
     const char *env[] = {preload, from, "ASAN_OPTIONS=verify_asan_link_order=0", NULL};
     int status = wait_rnnc(start_training(out, 1, env, err));
-    if (status == 0)
-      break; /* k is past the last write of a save */
+    if (k == 17) {
+      assert_int_equal(status, 0); /* past the last write of a save */
+      break;
+    }
     failed++;
     size_t n;
     char *msg = slurp(err, &n);
@@ -266,8 +274,7 @@ static void test_disk_full(void **state) {
     assert_int_equal(remove_temps(dir), 0);
   }
   assert_int_equal(load_pair(out), 2);
-  print_message("ENOSPC at each of the %d writes of a save: the old pair stayed\n", failed);
-  assert_true(failed >= 6);
+  print_message("ENOSPC from %d points of a save: the old pair stayed each time\n", failed);
   free(err);
   free(preload);
   free(w1);
@@ -401,17 +408,23 @@ static void test_bad_counts(void **state) {
     copy_file(ogood, obad);
     st_set_meta(bad, cases[i].key, cases[i].value);
     st_set_meta(obad, cases[i].key, cases[i].value); /* still one pair but for this */
-    char *want = xasprintf("metadata \"%s\" is \"%s\", not an integer", cases[i].key,
+    char *want = xasprintf("%s: metadata \"%s\" is \"%s\", not an integer", bad, cases[i].key,
                            cases[i].value);
-    const char *resume[] = {"train", graph, "--data", data_dir, "--epochs", "1", "--init", bad,
-                            "--out", good, NULL};
-    char *s = rnnc_expect(1, resume);
-    assert_contains(s, bad);
-    assert_contains(s, want);
-    free(s);
-    s = rnnc_expect(1, (const char *const[]){"eval", graph, bad, "--data", data_dir, NULL});
-    assert_contains(s, want);
-    free(s);
+    /* As --init reads it (and eval, without the optimizer state). */
+    for (int with_optim = 0; with_optim < 2; with_optim++) {
+      Err e;
+      char **labels;
+      int n;
+      assert_int_equal(ckpt_load(&model, bad, with_optim, &labels, &n, &e), -1);
+      assert_contains(e.msg, want);
+    }
+    if (i == 1) { /* and once through rnnc train as the user meets it */
+      const char *resume[] = {"train", graph, "--data", data_dir, "--epochs", "1", "--init", bad,
+                              "--out", good, NULL};
+      char *out = rnnc_expect(1, resume);
+      assert_contains(out, want);
+      free(out);
+    }
     free(want);
   }
   /* Files not written by rnnc (no format rnnc-N, as PyTorch's golden
