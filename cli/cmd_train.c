@@ -78,8 +78,6 @@ const char predict_usage[] =
     "                 PyTorch's): DIR's <Language>.txt files (default: data/names)\n"
     "  -h, --help     this help\n";
 
-
-
 enum { MAX_BATCH = 1 << 24 };
 
 static void free_labels(char **labels, int n) {

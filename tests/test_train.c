@@ -455,6 +455,12 @@ static void test_nan_gradient_blamed_on_its_step(void **state) {
   assert_contains(s, "a gradient is NaN or infinite at epoch 1, name 1 of");
   assert_contains(s, "step 1: training stopped");
   free(s);
+  /* Minibatches: the update kernel sees it, at the first batch. */
+  s = rnnc_expect(1, (const char *const[]){"train", g, "--data", data_dir, "--epochs", "1",
+                                           "--batch", "4", "--out", out, NULL});
+  assert_contains(s, "a gradient is NaN or infinite at epoch 1, batch 1 of");
+  assert_contains(s, "step 1: training stopped");
+  free(s);
   free(g);
   free(out);
 }
