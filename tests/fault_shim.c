@@ -6,6 +6,7 @@
  *   RNNC_ENOSPC_FROM_WRITE=K the K-th write() to a file (counting from 1,
  *                            not to standard input/output/error) and every
  *                            later one fail with ENOSPC: the disk is full
+ *   RNNC_FAIL_RENAME=K       the K-th rename() (from 1) fails with EIO
  *
  * (Under ASan, the tests set ASAN_OPTIONS=verify_asan_link_order=0: this
  * library comes before the ASan runtime in the preload list.) */
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 int fsync(int fd);
+int rename(const char *from, const char *to);
 int fdatasync(int fd);
 ssize_t write(int fd, const void *buf, size_t n);
 
@@ -59,4 +61,17 @@ ssize_t write(int fd, const void *buf, size_t n) {
     return -1;
   }
   return real(fd, buf, n);
+}
+
+int rename(const char *from, const char *to) {
+  static int (*real)(const char *, const char *);
+  static long count;
+  if (!real)
+    real = (int (*)(const char *, const char *))dlsym(RTLD_NEXT, "rename");
+  long k = env_long("RNNC_FAIL_RENAME");
+  if (k > 0 && ++count == k) {
+    errno = EIO;
+    return -1;
+  }
+  return real(from, to);
 }

@@ -284,6 +284,44 @@ static void test_disk_full(void **state) {
   free(dir);
 }
 
+/* Items 1 and 5: the rename that puts the new weights in place fails.
+ * The old optimizer state goes back, or, when there was no old pair, the
+ * new optimizer state goes too: no orphan NAME.optim.safetensors. */
+static void test_weights_rename_fails(void **state) {
+  char *dir = tmp_path("rename");
+  assert_int_equal(mkdir(dir, 0755), 0);
+  char *out = xasprintf("%s/x.safetensors", dir), *opt = ckpt_optim_path(out);
+  char *w1 = xasprintf("%s/w1", dir), *o1 = xasprintf("%s/o1", dir);
+  char *preload = xasprintf("LD_PRELOAD=%s", shim());
+  /* No pair yet: the save renames the optimizer state (1), the weights (2). */
+  const char *first[] = {preload, "RNNC_FAIL_RENAME=2", "ASAN_OPTIONS=verify_asan_link_order=0",
+                         NULL};
+  assert_int_equal(wait_rnnc(start_training(out, 1, first, NULL)), 1);
+  assert_false(file_exists(out));
+  assert_false(file_exists(opt));
+  assert_int_equal(remove_temps(dir), 0);
+  /* A pair: the old optimizer state to .prev (1), the new one (2), the
+   * weights (3). */
+  assert_int_equal(wait_rnnc(start_training(out, 1, NULL, NULL)), 0);
+  copy_file(out, w1);
+  copy_file(opt, o1);
+  const char *again[] = {preload, "RNNC_FAIL_RENAME=3", "ASAN_OPTIONS=verify_asan_link_order=0",
+                         NULL};
+  assert_int_equal(wait_rnnc(start_training(out, 1, again, NULL)), 1);
+  assert_true(same_file(out, w1));
+  assert_true(same_file(opt, o1));
+  char *prev = xasprintf("%s.prev", opt);
+  assert_false(file_exists(prev));
+  assert_int_equal(load_pair(out), 1);
+  free(prev);
+  free(preload);
+  free(w1);
+  free(o1);
+  free(out);
+  free(opt);
+  free(dir);
+}
+
 /* Item 2: a second training into the same --out is refused while the
  * first one runs, naming it. */
 static void test_concurrent_writers(void **state) {
@@ -568,6 +606,7 @@ int main(void) {
       cmocka_unit_test(test_concurrent_writers),
       cmocka_unit_test(test_signals_remove_temporaries),
       cmocka_unit_test(test_disk_full),
+      cmocka_unit_test(test_weights_rename_fails),
       cmocka_unit_test(test_kill_during_saves),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
