@@ -13,7 +13,7 @@
 
 const char train_usage[] =
     "usage: rnnc train GRAPH [--data DIR] [--epochs N] [--seed S] [--lr X]\n"
-    "                  [--init CKPT] [--test-fraction F] [--out CKPT]\n"
+    "                  [--init CKPT] [--test-fraction F] [--out CKPT] [--no-cache]\n"
     "\n"
     "Compiles GRAPH into training kernels and trains it on a names data set,\n"
     "one name per step, reshuffling the training set every epoch. After each\n"
@@ -29,10 +29,15 @@ const char train_usage[] =
     "                       it (CKPT.optim.safetensors) resumes training\n"
     "  --test-fraction F    share of each language held out (default: 0.1; 0: none)\n"
     "  --out CKPT           checkpoint to write (default: GRAPH's name .safetensors)\n"
-    "  -h, --help           this help\n";
+    "  --no-cache           compile the kernels, neither loading nor storing them in\n"
+    "                       the kernel cache (see below)\n"
+    "  -h, --help           this help\n"
+    "\n"
+    "Compiled kernels are cached in $RNNC_CACHE_DIR, else $XDG_CACHE_HOME/rnnc,\n"
+    "else ~/.cache/rnnc (RNNC_NO_CACHE=1: off; rm -rf the directory to clear it).\n";
 
 const char eval_usage[] =
-    "usage: rnnc eval GRAPH CKPT [--data DIR] [--seed S] [--test-fraction F]\n"
+    "usage: rnnc eval GRAPH CKPT [--data DIR] [--seed S] [--test-fraction F] [--no-cache]\n"
     "\n"
     "Accuracy, per-language accuracy and the confusion matrix of a checkpoint\n"
     "on the test split (the split that train made with the same seed).\n"
@@ -40,18 +45,29 @@ const char eval_usage[] =
     "  --data DIR           data directory (default: data/names)\n"
     "  --seed S             split seed (default: 42)\n"
     "  --test-fraction F    share of each language held out (default: 0.1)\n"
-    "  -h, --help           this help\n";
+    "  --no-cache           compile the kernels, neither loading nor storing them in\n"
+    "                       the kernel cache (see below)\n"
+    "  -h, --help           this help\n"
+    "\n"
+    "Compiled kernels are cached in $RNNC_CACHE_DIR, else $XDG_CACHE_HOME/rnnc,\n"
+    "else ~/.cache/rnnc (RNNC_NO_CACHE=1: off; rm -rf the directory to clear it).\n";
 
 const char predict_usage[] =
-    "usage: rnnc predict GRAPH CKPT NAME... [--top K] [--logits]\n"
+    "usage: rnnc predict GRAPH CKPT NAME... [--top K] [--logits] [--seed S] [--no-cache]\n"
     "\n"
     "Classifies each NAME (any UTF-8; normalized to ASCII as in training) and\n"
     "prints the K most likely languages with their probabilities.\n"
     "\n"
     "  --top K      languages to show per name (default: 3)\n"
-    "  --logits     print every language's raw logit instead\n"
+    "  --logits     print every language's raw logit instead (9 digits: exact)\n"
     "  --seed S     noise seed for graphs with a random initial state (default: 42)\n"
-    "  -h, --help   this help\n";
+    "  --no-cache   compile the kernel, neither loading nor storing it in the\n"
+    "               kernel cache (see below)\n"
+    "  -h, --help   this help\n"
+    "\n"
+    "The compiled kernel is cached in $RNNC_CACHE_DIR, else $XDG_CACHE_HOME/rnnc,\n"
+    "else ~/.cache/rnnc (RNNC_NO_CACHE=1: off; rm -rf the directory to clear it),\n"
+    "so that the next predict of the same graph starts at once.\n";
 
 static int parse_double(const char *s, double *out) {
   char *end;
@@ -105,10 +121,12 @@ static char *default_out(const char *graph) {
 
 static void print_compile(FILE *f, const Model *m) {
   const CompileTimes *t = &m->times;
-  fprintf(f, "compiled %s in %.0f ms (front end %.1f, passes %.1f, codegen %.1f, LLVM %.0f, machine code %.0f)\n",
-          m->path, 1e3 * (t->front + t->passes + t->codegen + t->llvm_opt + t->machine_code),
-          1e3 * t->front, 1e3 * t->passes, 1e3 * t->codegen, 1e3 * t->llvm_opt,
-          1e3 * t->machine_code);
+  const JitTimes *j = &t->jit;
+  double total = t->front + t->passes + t->codegen + j->cache + j->optimize + j->machine_code + t->link;
+  fprintf(f, "compiled %s in %.0f ms (front end %.1f, passes %.1f, codegen %.1f, LLVM %.0f, machine "
+             "code %.0f, cache %.1f, link %.1f); %d of %d kernels from the cache\n",
+          m->path, 1e3 * total, 1e3 * t->front, 1e3 * t->passes, 1e3 * t->codegen, 1e3 * j->optimize,
+          1e3 * j->machine_code, 1e3 * j->cache, 1e3 * t->link, j->cached, j->kernels);
 }
 
 static int check_model_data(const Model *m, const Dataset *ds, Err *e) {
@@ -133,6 +151,7 @@ int cmd_train(int argc, char **argv) {
   uint64_t seed = 42;
   double fraction = 0.1, lr = 0;
   int epochs = -1;
+  bool no_cache = false;
   static const struct option opts[] = {{"data", required_argument, 0, 'd'},
                                        {"epochs", required_argument, 0, 'n'},
                                        {"seed", required_argument, 0, 's'},
@@ -140,6 +159,7 @@ int cmd_train(int argc, char **argv) {
                                        {"init", required_argument, 0, 'i'},
                                        {"test-fraction", required_argument, 0, 'f'},
                                        {"out", required_argument, 0, 'o'},
+                                       {"no-cache", no_argument, 0, 'C'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
   int c;
@@ -171,6 +191,9 @@ int cmd_train(int argc, char **argv) {
     case 'o':
       out = optarg;
       break;
+    case 'C':
+      no_cache = true;
+      break;
     case 'h':
       fputs(train_usage, stdout);
       return EXIT_OK;
@@ -189,7 +212,7 @@ int cmd_train(int argc, char **argv) {
   Dataset ds = {0};
   char **labels = NULL;
   int nlabels = 0, rc = EXIT_BAD_INPUT;
-  ModelOptions mo = {.lr = lr};
+  ModelOptions mo = {.lr = lr, .no_cache = no_cache};
   if (check_writable(out, &e) || model_compile(&m, graph, &mo, &e))
     goto fail;
   print_compile(stderr, &m);
@@ -240,9 +263,9 @@ fail:
 }
 
 /* The model and labels of GRAPH and CKPT, for eval and predict. */
-static int load_for_inference(Model *m, const char *graph, const char *ckpt, char ***labels,
-                              int *nlabels, Err *e) {
-  ModelOptions mo = {.no_train = true};
+static int load_for_inference(Model *m, const char *graph, const char *ckpt, bool no_cache,
+                              char ***labels, int *nlabels, Err *e) {
+  ModelOptions mo = {.no_train = true, .no_cache = no_cache};
   if (model_compile(m, graph, &mo, e) || ckpt_load(m, ckpt, false, labels, nlabels, e))
     return -1;
   return 0;
@@ -252,9 +275,11 @@ int cmd_eval(int argc, char **argv) {
   const char *dir = "data/names";
   uint64_t seed = 42;
   double fraction = 0.1;
+  bool no_cache = false;
   static const struct option opts[] = {{"data", required_argument, 0, 'd'},
                                        {"seed", required_argument, 0, 's'},
                                        {"test-fraction", required_argument, 0, 'f'},
+                                       {"no-cache", no_argument, 0, 'C'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
   int c;
@@ -272,6 +297,9 @@ int cmd_eval(int argc, char **argv) {
       if (parse_double(optarg, &fraction) || !(fraction > 0 && fraction < 1))
         return cli_usage_error("eval", "--test-fraction wants a number in (0, 1), not '%s'", optarg);
       break;
+    case 'C':
+      no_cache = true;
+      break;
     case 'h':
       fputs(eval_usage, stdout);
       return EXIT_OK;
@@ -286,7 +314,7 @@ int cmd_eval(int argc, char **argv) {
   Dataset ds = {0};
   char **labels = NULL;
   int nlabels = 0, rc = EXIT_BAD_INPUT;
-  if (load_for_inference(&m, argv[optind], argv[optind + 1], &labels, &nlabels, &e) ||
+  if (load_for_inference(&m, argv[optind], argv[optind + 1], no_cache, &labels, &nlabels, &e) ||
       data_load(&ds, dir, labels, nlabels, &e) || data_split(&ds, fraction, seed, &e) ||
       check_model_data(&m, &ds, &e))
     goto fail;
@@ -335,9 +363,11 @@ int cmd_predict(int argc, char **argv) {
   int top = 3;
   bool logits_only = false;
   uint64_t seed = 42;
+  bool no_cache = false;
   static const struct option opts[] = {{"top", required_argument, 0, 'k'},
                                        {"logits", no_argument, 0, 'l'},
                                        {"seed", required_argument, 0, 's'},
+                                       {"no-cache", no_argument, 0, 'C'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
   int c;
@@ -355,6 +385,9 @@ int cmd_predict(int argc, char **argv) {
       if (cli_parse_u64(optarg, &seed))
         return cli_usage_error("predict", "--seed wants a non-negative integer, not '%s'", optarg);
       break;
+    case 'C':
+      no_cache = true;
+      break;
     case 'h':
       fputs(predict_usage, stdout);
       return EXIT_OK;
@@ -368,7 +401,7 @@ int cmd_predict(int argc, char **argv) {
   Model m = {0};
   char **labels = NULL;
   int nlabels = 0, rc = EXIT_BAD_INPUT;
-  if (load_for_inference(&m, argv[optind], argv[optind + 1], &labels, &nlabels, &e) ||
+  if (load_for_inference(&m, argv[optind], argv[optind + 1], no_cache, &labels, &nlabels, &e) ||
       (!labels && fallback_labels(&labels, &nlabels, &e))) {
     fprintf(stderr, "rnnc predict: error: %s\n", e.msg);
     goto done;
@@ -399,7 +432,7 @@ int cmd_predict(int argc, char **argv) {
     printf("\n");
     if (logits_only) {
       for (int k = 0; k < C; k++)
-        printf("  %-12s %.7g\n", labels[k], lg[k]);
+        printf("  %-12s %.9g\n", labels[k], lg[k]);
     } else {
       /* softmax, stable */
       float mx = lg[0];

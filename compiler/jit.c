@@ -1,6 +1,9 @@
 /* jit.c: the host target machine, the optimization pipeline, and ORC
  * LLJIT for running kernels in-process. */
+#define _GNU_SOURCE /* dl_iterate_phdr */
+#include <link.h>
 #include <llvm-c/Analysis.h>
+#include <llvm-c/BitWriter.h>
 #include <llvm-c/Core.h>
 #include <llvm-c/Error.h>
 #include <llvm-c/LLJIT.h>
@@ -90,9 +93,91 @@ int optimize_module(LLVMModuleRef m, LLVMTargetMachineRef tm, Err *e) {
 
 struct Jit {
   LLVMOrcLLJITRef jit;
-  LLVMOrcThreadSafeContextRef tsc;
-  LLVMTargetMachineRef tm; /* for the optimization pipeline */
+  LLVMTargetMachineRef tm; /* optimizes the kernels and emits their objects */
+  Buf id; /* what machine code depends on besides the module (see identity) */
 };
+
+/* Appends the GNU build ID of the loaded ELF module (the executable or a
+ * shared library) that contains addr, as hex; -1 if it has none. */
+typedef struct BuildIdQuery {
+  uintptr_t addr;
+  Buf *out;
+  int rc;
+} BuildIdQuery;
+
+static int build_id_of(struct dl_phdr_info *info, size_t size, void *data) {
+  BuildIdQuery *q = data;
+  bool contains = false;
+  for (int i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
+    if (ph->p_type == PT_LOAD && q->addr >= lo && q->addr - lo < ph->p_memsz)
+      contains = true;
+  }
+  if (!contains)
+    return 0;
+  for (int i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    if (ph->p_type != PT_NOTE)
+      continue;
+    /* Notes: a header, the name and the description, each padded to the
+     * segment's alignment (4, or 8 for segments of 8-aligned notes). */
+    size_t align = ph->p_align == 8 ? 8 : 4;
+    const char *p = (const char *)(info->dlpi_addr + ph->p_vaddr), *end = p + ph->p_memsz;
+    while ((size_t)(end - p) >= sizeof(ElfW(Nhdr))) {
+      const ElfW(Nhdr) *n = (const ElfW(Nhdr) *)(const void *)p;
+      const char *name = p + sizeof *n;
+      const unsigned char *desc =
+          (const unsigned char *)name + ((n->n_namesz + align - 1) & ~(align - 1));
+      p = (const char *)desc + ((n->n_descsz + align - 1) & ~(align - 1));
+      if (p > end)
+        break;
+      if (n->n_type == NT_GNU_BUILD_ID && n->n_namesz == 4 && !memcmp(name, "GNU", 4) &&
+          n->n_descsz) {
+        for (size_t k = 0; k < n->n_descsz; k++)
+          buf_printf(q->out, "%02x", desc[k]);
+        q->rc = 0;
+        return 1;
+      }
+    }
+  }
+  return 1;
+}
+
+static int append_build_id(const void *addr, Buf *out) {
+  BuildIdQuery q = {(uintptr_t)addr, out, -1};
+  dl_iterate_phdr(build_id_of, &q);
+  return q.rc;
+}
+
+/* The cache key's first part: everything but the module that the machine
+ * code depends on. rnnc's code generator and optimization pipeline are in
+ * the build ID of the binary that holds this code (a rebuilt rnnc never
+ * loads the kernels of another build); LLVM's, when it is a shared library,
+ * in that library's. Without a build ID it stays empty, and nothing is
+ * cached. */
+static void identity(Jit *j) {
+  Buf self = {0}, llvm = {0};
+  if (append_build_id((const void *)(uintptr_t)jit_new, &self))
+    return;
+  bool llvm_apart = !append_build_id((const void *)(uintptr_t)LLVMGetVersion, &llvm) &&
+                    (llvm.len != self.len || memcmp(llvm.data, self.data, self.len));
+  unsigned major, minor, patch;
+  LLVMGetVersion(&major, &minor, &patch);
+  char *triple = LLVMGetTargetMachineTriple(j->tm), *cpu = LLVMGetTargetMachineCPU(j->tm),
+       *features = LLVMGetTargetMachineFeatureString(j->tm);
+  buf_printf(&j->id, "rnnc %s, build ID %.*s\nLLVM %u.%u.%u", RNNC_VERSION, (int)self.len,
+             self.data, major, minor, patch);
+  if (llvm_apart)
+    buf_printf(&j->id, ", build ID %.*s", (int)llvm.len, llvm.data);
+  buf_printf(&j->id, "\ntriple %s\ncpu %s\nfeatures %s\nPIC, small code model\n\n", triple, cpu,
+             features);
+  LLVMDisposeMessage(triple);
+  LLVMDisposeMessage(cpu);
+  LLVMDisposeMessage(features);
+  buf_free(&self);
+  buf_free(&llvm);
+}
 
 Jit *jit_new(const char *cpu, Err *e) {
   init_native();
@@ -124,8 +209,8 @@ Jit *jit_new(const char *cpu, Err *e) {
     free(j);
     return NULL;
   }
-  /* Resolve libm's functions (powf for Adam's bias correction) from the
-   * process. */
+  /* Resolve what the objects call (powf for Adam's bias correction,
+   * memcpy, memset) from the process. */
   LLVMOrcDefinitionGeneratorRef gen;
   err = LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(
       &gen, LLVMOrcLLJITGetGlobalPrefix(j->jit), NULL, NULL);
@@ -135,26 +220,74 @@ Jit *jit_new(const char *cpu, Err *e) {
     return NULL;
   }
   LLVMOrcJITDylibAddGenerator(LLVMOrcLLJITGetMainJITDylib(j->jit), gen); /* takes gen */
-  j->tsc = LLVMOrcCreateNewThreadSafeContext();
-  j->tm = target_machine(NULL, cpu, cpu ? "" : NULL, false, e);
+  /* PIC and the small code model: what LLJIT's linker (JITLink) wants,
+   * and what LLJIT itself compiles IR with. */
+  j->tm = target_machine(NULL, cpu, cpu ? "" : NULL, true, e);
   if (!j->tm) {
     jit_free(j);
     return NULL;
   }
+  identity(j);
   return j;
 }
 
-LLVMContextRef jit_context(Jit *j) { return LLVMOrcThreadSafeContextGetContext(j->tsc); }
-LLVMTargetMachineRef jit_target_machine(Jit *j) { return j->tm; }
-
-int jit_add_module(Jit *j, LLVMModuleRef m, Err *e) {
-  LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(m, j->tsc); /* takes m */
-  LLVMErrorRef err = LLVMOrcLLJITAddLLVMIRModule(j->jit, LLVMOrcLLJITGetMainJITDylib(j->jit), tsm);
-  if (err) {
-    LLVMOrcDisposeThreadSafeModule(tsm);
-    return llvm_err(e, "adding a module to the JIT", err);
+static int emit_object(LLVMTargetMachineRef tm, LLVMModuleRef m, Buf *obj, Err *e) {
+  char *msg = NULL;
+  LLVMMemoryBufferRef mb;
+  if (LLVMTargetMachineEmitToMemoryBuffer(tm, m, LLVMObjectFile, &msg, &mb)) {
+    errf(e, "generating machine code: %s", msg);
+    LLVMDisposeMessage(msg);
+    return -1;
   }
+  buf_put(obj, LLVMGetBufferStart(mb), LLVMGetBufferSize(mb));
+  LLVMDisposeMemoryBuffer(mb);
   return 0;
+}
+
+int jit_add_kernel(Jit *j, LLVMModuleRef m, Cache *c, JitTimes *t, Err *e) {
+  double t0 = now_seconds();
+  Buf key = {0}, obj = {0};
+  bool cached = false;
+  if (c && j->id.len) {
+    /* The key: the identity and the module as codegen made it, which
+     * holds every constant, layout and option of the kernel exactly. */
+    buf_put(&key, j->id.data, j->id.len);
+    LLVMMemoryBufferRef bc = LLVMWriteBitcodeToMemoryBuffer(m);
+    buf_put(&key, LLVMGetBufferStart(bc), LLVMGetBufferSize(bc));
+    LLVMDisposeMemoryBuffer(bc);
+    cached = !cache_load(c, key.data, key.len, &obj);
+  }
+  double t1 = now_seconds(), cache_time = t1 - t0;
+  int rc = -1;
+  if (!cached) {
+    if (optimize_module(m, j->tm, e))
+      goto done;
+    double t2 = now_seconds();
+    if (emit_object(j->tm, m, &obj, e))
+      goto done;
+    double t3 = now_seconds();
+    if (key.len)
+      cache_store(c, key.data, key.len, obj.data, obj.len);
+    t->optimize += t2 - t1;
+    t->machine_code += t3 - t2;
+    cache_time += now_seconds() - t3;
+  }
+  /* Both paths hand the JIT an object, which it links at lookup. */
+  LLVMMemoryBufferRef mb = LLVMCreateMemoryBufferWithMemoryRangeCopy(obj.data, obj.len, "kernel");
+  LLVMErrorRef err =
+      LLVMOrcLLJITAddObjectFile(j->jit, LLVMOrcLLJITGetMainJITDylib(j->jit), mb); /* takes mb */
+  if (err) {
+    llvm_err(e, "adding a kernel to the JIT", err);
+    goto done;
+  }
+  t->cache += cache_time;
+  t->kernels++;
+  t->cached += cached;
+  rc = 0;
+done:
+  buf_free(&key);
+  buf_free(&obj);
+  return rc;
 }
 
 void *jit_lookup(Jit *j, const char *name, Err *e) {
@@ -175,9 +308,8 @@ void jit_free(Jit *j) {
     if (err)
       LLVMConsumeError(err);
   }
-  if (j->tsc)
-    LLVMOrcDisposeThreadSafeContext(j->tsc);
   if (j->tm)
     LLVMDisposeTargetMachine(j->tm);
+  buf_free(&j->id);
   free(j);
 }

@@ -348,6 +348,29 @@ typedef struct CodegenOptions {
 int codegen(const Graph *g, LLVMModuleRef m, const char *name, const CodegenOptions *opt,
             KernelAbi *abi, Err *e);
 
+/* ---------------------------------------------------------------- cache.c */
+
+/* Compiled kernels on disk: a directory of entries, each a key (bytes that
+ * determine the machine code) and an object file; see cache.c for what is
+ * trusted. */
+typedef struct Cache Cache;
+/* The cache in dir, created 0700 if missing. NULL, with the reason in why,
+ * when dir cannot be created or opened, belongs to another user or is
+ * writable by group or others. */
+Cache *cache_open(const char *dir, Err *why);
+void cache_close(Cache *c);
+/* $RNNC_CACHE_DIR, else $XDG_CACHE_HOME/rnnc, else $HOME/.cache/rnnc;
+ * NULL when none is set (malloc'd). */
+char *cache_default_dir(void);
+/* RNNC_NO_CACHE is set (and neither empty nor "0"). */
+bool cache_disabled_by_env(void);
+/* 0 with the object of key appended to obj, or -1: no entry, or one that
+ * is not to be trusted or used (a miss). */
+int cache_load(Cache *c, const void *key, size_t keylen, Buf *obj);
+/* Stores obj for key, replacing the entry atomically (never another
+ * user's). Failures are ignored: a cache that cannot be written misses. */
+void cache_store(Cache *c, const void *key, size_t keylen, const void *obj, size_t objlen);
+
 /* ------------------------------------------------------------------ jit.c */
 
 /* A target machine; NULL triple/cpu mean the host (its CPU name and
@@ -363,11 +386,20 @@ typedef struct Jit Jit;
  * machine. */
 Jit *jit_new(const char *cpu, Err *e);
 void jit_free(Jit *j);
-/* Modules for the JIT are made in its context. */
-LLVMContextRef jit_context(Jit *j);
-LLVMTargetMachineRef jit_target_machine(Jit *j);
-/* Takes ownership of m (optimized already). */
-int jit_add_module(Jit *j, LLVMModuleRef m, Err *e);
+
+/* Where jit_add_kernel's time went, summed over calls, in seconds. */
+typedef struct JitTimes {
+  double cache;        /* the key, reading and writing the cache */
+  double optimize;     /* LLVM's optimization passes */
+  double machine_code; /* LLVM's code generator */
+  int kernels, cached; /* kernels added; how many of them came from the cache */
+} JitTimes;
+
+/* Adds the kernel in module m (as codegen made it; any context) to the
+ * JIT: optimizes it and compiles it to an object, or takes the object
+ * that cache c (NULL: none) holds for the same module, target and rnnc
+ * build, and stores what it compiled. m is changed, not taken. */
+int jit_add_kernel(Jit *j, LLVMModuleRef m, Cache *c, JitTimes *t, Err *e);
 void *jit_lookup(Jit *j, const char *name, Err *e);
 
 /* ------------------------------------------------------------------ obj.c */

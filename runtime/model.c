@@ -4,17 +4,9 @@
 
 #include <llvm-c/Core.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static uint64_t fnv1a(const char *s, size_t n) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (size_t i = 0; i < n; i++) {
-    h ^= (unsigned char)s[i];
-    h *= 0x100000001b3ULL;
-  }
-  return h;
-}
 
 static void *aligned(size_t floats) {
   void *p = NULL;
@@ -24,28 +16,37 @@ static void *aligned(size_t floats) {
   return p;
 }
 
-/* One kernel: codegen into a module, optimize, hand it to the JIT. */
-static KernelFn build(Model *m, Graph *g, const char *name, KernelAbi *abi, Err *e) {
-  LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(name, jit_context(m->jit));
+/* One kernel: codegen into a module of its own, then the JIT (through
+ * the cache: this is the one place kernels are compiled). */
+static KernelFn build(Model *m, Graph *g, const char *name, Cache *cache, KernelAbi *abi,
+                      Err *e) {
+  LLVMContextRef ctx = LLVMContextCreate();
+  LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(name, ctx);
   double t0 = now_seconds();
-  if (codegen(g, mod, name, NULL, abi, e)) {
-    LLVMDisposeModule(mod);
+  int rc = codegen(g, mod, name, NULL, abi, e);
+  m->times.codegen += now_seconds() - t0;
+  if (!rc)
+    rc = jit_add_kernel(m->jit, mod, cache, &m->times.jit, e);
+  LLVMDisposeModule(mod);
+  LLVMContextDispose(ctx);
+  if (rc)
     return NULL;
-  }
   double t1 = now_seconds();
-  if (optimize_module(mod, jit_target_machine(m->jit), e)) {
-    LLVMDisposeModule(mod);
-    return NULL;
-  }
-  double t2 = now_seconds();
-  if (jit_add_module(m->jit, mod, e)) /* takes mod */
-    return NULL;
-  KernelFn fn = (KernelFn)jit_lookup(m->jit, name, e); /* machine code is made here */
-  double t3 = now_seconds();
-  m->times.codegen += t1 - t0;
-  m->times.llvm_opt += t2 - t1;
-  m->times.machine_code += t3 - t2;
+  KernelFn fn = (KernelFn)jit_lookup(m->jit, name, e); /* links the object */
+  m->times.link += now_seconds() - t1;
   return fn;
+}
+
+static Cache *open_cache(const ModelOptions *opt) {
+  char *dir = opt->no_cache || cache_disabled_by_env() ? NULL : cache_default_dir();
+  if (!dir)
+    return NULL;
+  Err why;
+  Cache *c = cache_open(dir, &why);
+  if (!c)
+    fprintf(stderr, "rnnc: warning: compiled kernels are not cached: %s\n", why.msg);
+  free(dir);
+  return c;
 }
 
 int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e) {
@@ -55,7 +56,7 @@ int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e) {
   char *text = read_file(path, &len, e);
   if (!text)
     return -1;
-  m->hash = fnv1a(text, len);
+  m->hash = fnv1a(FNV1A_INIT, text, len);
   double t0 = now_seconds();
   m->fwd = compile_graph(path, text, len, e);
   if (m->fwd && !opt->no_train)
@@ -76,14 +77,13 @@ int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e) {
   m->jit = jit_new(opt->cpu, e);
   if (!m->jit)
     return -1;
-  m->fwd_fn = build(m, m->fwd, "forward", &m->fwd_abi, e);
-  if (!m->fwd_fn)
+  Cache *cache = open_cache(opt);
+  m->fwd_fn = build(m, m->fwd, "forward", cache, &m->fwd_abi, e);
+  if (m->fwd_fn && m->train)
+    m->train_fn = build(m, m->train, "train", cache, &m->train_abi, e);
+  cache_close(cache);
+  if (!m->fwd_fn || (m->train && !m->train_fn))
     return -1;
-  if (m->train) {
-    m->train_fn = build(m, m->train, "train", &m->train_abi, e);
-    if (!m->train_fn)
-      return -1;
-  }
   m->state = aligned(SLOT_COUNT * m->nfloats);
   m->out = aligned((size_t)m->fwd->classes + 2);
   rng_seed(&m->rng, 0);

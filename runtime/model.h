@@ -20,11 +20,14 @@ typedef struct ModelOptions {
   double lr; /* > 0: replaces the graph's learning rate */
   bool no_train; /* compile the inference kernel only */
   const char *cpu; /* NULL: the host's CPU; else an LLVM CPU name (same code on every machine) */
+  bool no_cache;   /* compile every kernel, and store none (see compiler/cache.c) */
 } ModelOptions;
 
 /* Stage times of a compile, in seconds. */
 typedef struct CompileTimes {
-  double front, passes, codegen, llvm_opt, machine_code;
+  double front, passes, codegen;
+  JitTimes jit; /* the cache, LLVM */
+  double link;  /* the JIT linking the objects */
 } CompileTimes;
 
 typedef struct Model {
@@ -45,7 +48,9 @@ typedef struct Model {
   CompileTimes times;
 } Model;
 
-/* Compiles the graph file into both kernels. */
+/* Compiles the graph file into its kernels, through the kernel cache
+ * ($RNNC_CACHE_DIR, $XDG_CACHE_HOME/rnnc or ~/.cache/rnnc; off with
+ * opt->no_cache or RNNC_NO_CACHE=1). */
 int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e);
 void model_free(Model *m);
 /* Initializes parameters and buffers by their declared initializers. */
