@@ -84,7 +84,8 @@ int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e) {
   cache_close(cache);
   if (!m->fwd_fn || (m->train && !m->train_fn))
     return -1;
-  m->state = aligned(SLOT_COUNT * m->nfloats);
+  m->nslots = m->train ? SLOT_COUNT : 1; /* inference reads the values only */
+  m->state = aligned(m->nslots * m->nfloats);
   m->out = aligned((size_t)m->fwd->classes + 2);
   rng_seed(&m->rng, 0);
   return 0;
@@ -109,7 +110,7 @@ void model_init_params(Model *m, uint64_t seed) {
   Rng r;
   rng_seed(&r, seed);
   const Graph *g = m->fwd;
-  memset(m->state, 0, SLOT_COUNT * m->nfloats * sizeof(float));
+  memset(m->state, 0, m->nslots * m->nfloats * sizeof(float));
   m->step = 0;
   for (int p = 0; p < g->nparams; p++) {
     const Param *pa = &g->params[p];

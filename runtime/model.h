@@ -38,7 +38,8 @@ typedef struct Model {
   KernelFn fwd_fn, train_fn;
   KernelAbi fwd_abi, train_abi;
   size_t nfloats;    /* one slot */
-  float *state;      /* (SLOT_COUNT, nfloats): values, grads, m, v */
+  size_t nslots;     /* SLOT_COUNT; 1 (the values) without a training kernel */
+  float *state;      /* (nslots, nfloats): values, grads, m, v */
   int64_t step;      /* optimizer updates done */
   int epoch;         /* training epochs done */
   int tmax;          /* longest sequence the scratch fits */
