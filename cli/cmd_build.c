@@ -164,7 +164,7 @@ int cmd_build(int argc, char **argv) {
   char *header = xasprintf("%.*s.h", (int)(strlen(out) - 2), out);
 
   Model m = {0};
-  ModelOptions mo = {.no_train = true};
+  ModelOptions mo = {.no_train = true, .no_kernels = true}; /* obj.c compiles its own */
   char **labels = NULL;
   int nlabels = 0, rc = EXIT_BAD_INPUT;
   Buf object = {0}, text = {0};

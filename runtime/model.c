@@ -74,16 +74,18 @@ int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e) {
     return -1;
   m->times.passes = now_seconds() - t1;
   m->nfloats = m->fwd->nfloats;
-  m->jit = jit_new(opt->cpu, e);
-  if (!m->jit)
-    return -1;
-  Cache *cache = open_cache(opt);
-  m->fwd_fn = build(m, m->fwd, "forward", cache, &m->fwd_abi, e);
-  if (m->fwd_fn && m->train)
-    m->train_fn = build(m, m->train, "train", cache, &m->train_abi, e);
-  cache_close(cache);
-  if (!m->fwd_fn || (m->train && !m->train_fn))
-    return -1;
+  if (!opt->no_kernels) {
+    m->jit = jit_new(opt->cpu, e);
+    if (!m->jit)
+      return -1;
+    Cache *cache = open_cache(opt);
+    m->fwd_fn = build(m, m->fwd, "forward", cache, &m->fwd_abi, e);
+    if (m->fwd_fn && m->train)
+      m->train_fn = build(m, m->train, "train", cache, &m->train_abi, e);
+    cache_close(cache);
+    if (!m->fwd_fn || (m->train && !m->train_fn))
+      return -1;
+  }
   m->nslots = m->train ? SLOT_COUNT : 1; /* inference reads the values only */
   m->state = aligned(m->nslots * m->nfloats);
   m->out = aligned((size_t)m->fwd->classes + 2);

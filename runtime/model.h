@@ -20,6 +20,7 @@ typedef struct ModelOptions {
   double lr; /* > 0: replaces the graph's learning rate */
   bool no_train; /* compile the inference kernel only */
   const char *cpu; /* NULL: the host's CPU; else an LLVM CPU name (same code on every machine) */
+  bool no_kernels; /* the graphs and parameters only, no JIT (rnnc build) */
   bool no_cache;   /* compile every kernel, and store none (see compiler/cache.c) */
 } ModelOptions;
 

@@ -7,7 +7,8 @@
  * the same bits (predict --logits, and a short training's checkpoint), and
  * the warm run loads what the cold one stored (the entry's inode is
  * unchanged, and train reports its kernels from the cache); --no-cache and
- * RNNC_NO_CACHE=1 write nothing; the directory is made 0700. Entries that
+ * RNNC_NO_CACHE=1 write nothing, and neither does rnnc build (it compiles
+ * no JIT kernel); the directory is made 0700. Entries that
  * must not be loaded hold the object of another graph (rnn.nn with tanh
  * for sigmoid: other logits), so loading one would show in the output:
  * corrupted, truncated, garbage and wrong-key entries are rebuilt and
@@ -277,6 +278,24 @@ static void test_no_cache_writes_nothing(void **state) {
   free(dir);
 }
 
+/* rnnc build compiles its own object: no JIT kernel, no cache. */
+static void test_build_uses_no_jit_kernel(void **state) {
+  (void)state;
+  char *dir = tmp_path("cache"), *obj = tmp_path("names_rnn.o");
+  char *o = xasprintf("%s.o", obj);
+  set_cache(dir);
+  free(rnnc_expect(0, (const char *const[]){"build", rnn, ckpt, "-o", o, "--prefix", "names_rnn", NULL}));
+  struct stat st;
+  assert_int_equal(stat(dir, &st), -1);
+  char *h = xasprintf("%s.h", obj);
+  unlink(o);
+  unlink(h);
+  free(h);
+  free(o);
+  free(obj);
+  free(dir);
+}
+
 /* Three languages of data/names, a few names each, and rnn.nn 32 wide. */
 static void small_training(char **data, char **graph) {
   *data = tmp_path("names3");
@@ -541,6 +560,7 @@ int main(void) {
       cmocka_unit_test(test_layer_roundtrip_and_damage),
       cmocka_unit_test(test_cold_and_warm_predict),
       cmocka_unit_test(test_no_cache_writes_nothing),
+      cmocka_unit_test(test_build_uses_no_jit_kernel),
       cmocka_unit_test(test_cold_and_warm_training),
       cmocka_unit_test(test_damaged_entries_are_rebuilt),
       cmocka_unit_test(test_untrusted_entries_are_not_loaded),
