@@ -118,8 +118,7 @@ int main(int argc, char **argv) {
     goto fail;
   double compile_wall = now_seconds() - t0, compile_cpu = cpu_seconds() - c0;
   const CompileTimes *ct = &m.times;
-  double compile = ct->front + ct->passes + ct->codegen + ct->jit.optimize + ct->jit.machine_code +
-                   ct->jit.cache + ct->link;
+  double compile = ct->total;
   printf("{\"event\":\"compile\",\"graph\":\"%s\",\"ms\":%.1f,\"wall_ms\":%.1f,\"cpu_ms\":%.1f,"
          "\"front_ms\":%.1f,\"passes_ms\":%.1f,\"codegen_ms\":%.1f,\"llvm_opt_ms\":%.1f,"
          "\"machine_code_ms\":%.1f,\"params\":%zu,\"pid\":%ld,\"train_fn\":\"%p\","

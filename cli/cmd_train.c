@@ -119,14 +119,16 @@ static char *default_out(const char *graph) {
   return xasprintf("%.*s.safetensors", dot ? (int)(dot - base) : (int)strlen(base), base);
 }
 
+/* The whole compile's time, then its stages' (summed over the kernels,
+ * which compile in parallel). */
 static void print_compile(FILE *f, const Model *m) {
   const CompileTimes *t = &m->times;
   const JitTimes *j = &t->jit;
-  double total = t->front + t->passes + t->codegen + j->cache + j->optimize + j->machine_code + t->link;
   fprintf(f, "compiled %s in %.0f ms (front end %.1f, passes %.1f, codegen %.1f, LLVM %.0f, machine "
              "code %.0f, cache %.1f, link %.1f); %d of %d kernels from the cache\n",
-          m->path, 1e3 * total, 1e3 * t->front, 1e3 * t->passes, 1e3 * t->codegen, 1e3 * j->optimize,
-          1e3 * j->machine_code, 1e3 * j->cache, 1e3 * t->link, j->cached, j->kernels);
+          m->path, 1e3 * t->total, 1e3 * t->front, 1e3 * t->passes, 1e3 * t->codegen,
+          1e3 * j->optimize, 1e3 * j->machine_code, 1e3 * j->cache, 1e3 * t->link, j->cached,
+          j->kernels);
 }
 
 static int check_model_data(const Model *m, const Dataset *ds, Err *e) {

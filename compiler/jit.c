@@ -93,7 +93,7 @@ int optimize_module(LLVMModuleRef m, LLVMTargetMachineRef tm, Err *e) {
 
 struct Jit {
   LLVMOrcLLJITRef jit;
-  LLVMTargetMachineRef tm; /* optimizes the kernels and emits their objects */
+  char *cpu, *features; /* what the kernels are compiled for */
   Buf id; /* what machine code depends on besides the module (see identity) */
 };
 
@@ -156,7 +156,7 @@ static int append_build_id(const void *addr, Buf *out) {
  * loads the kernels of another build); LLVM's, when it is a shared library,
  * in that library's. Without a build ID it stays empty, and nothing is
  * cached. */
-static void identity(Jit *j) {
+static void identity(Jit *j, LLVMTargetMachineRef tm) {
   Buf self = {0}, llvm = {0};
   if (append_build_id((const void *)(uintptr_t)jit_new, &self))
     return;
@@ -164,8 +164,8 @@ static void identity(Jit *j) {
                     (llvm.len != self.len || memcmp(llvm.data, self.data, self.len));
   unsigned major, minor, patch;
   LLVMGetVersion(&major, &minor, &patch);
-  char *triple = LLVMGetTargetMachineTriple(j->tm), *cpu = LLVMGetTargetMachineCPU(j->tm),
-       *features = LLVMGetTargetMachineFeatureString(j->tm);
+  char *triple = LLVMGetTargetMachineTriple(tm), *cpu = LLVMGetTargetMachineCPU(tm),
+       *features = LLVMGetTargetMachineFeatureString(tm);
   buf_printf(&j->id, "rnnc %s, build ID %.*s\nLLVM %u.%u.%u", RNNC_VERSION, (int)self.len,
              self.data, major, minor, patch);
   if (llvm_apart)
@@ -177,6 +177,13 @@ static void identity(Jit *j) {
   LLVMDisposeMessage(features);
   buf_free(&self);
   buf_free(&llvm);
+}
+
+/* PIC and the small code model: what LLJIT's linker (JITLink) wants, and
+ * what LLJIT itself compiles IR with. One for each compile: a target
+ * machine is not to be shared between threads. */
+static LLVMTargetMachineRef kernel_target_machine(const Jit *j, Err *e) {
+  return target_machine(NULL, j->cpu, j->features, true, e);
 }
 
 Jit *jit_new(const char *cpu, Err *e) {
@@ -220,14 +227,23 @@ Jit *jit_new(const char *cpu, Err *e) {
     return NULL;
   }
   LLVMOrcJITDylibAddGenerator(LLVMOrcLLJITGetMainJITDylib(j->jit), gen); /* takes gen */
-  /* PIC and the small code model: what LLJIT's linker (JITLink) wants,
-   * and what LLJIT itself compiles IR with. */
-  j->tm = target_machine(NULL, cpu, cpu ? "" : NULL, true, e);
-  if (!j->tm) {
+  if (cpu) {
+    j->cpu = xstrdup(cpu);
+    j->features = xstrdup("");
+  } else {
+    char *name = LLVMGetHostCPUName(), *features = LLVMGetHostCPUFeatures();
+    j->cpu = xstrdup(name);
+    j->features = xstrdup(features);
+    LLVMDisposeMessage(name);
+    LLVMDisposeMessage(features);
+  }
+  LLVMTargetMachineRef tm = kernel_target_machine(j, e);
+  if (!tm) {
     jit_free(j);
     return NULL;
   }
-  identity(j);
+  identity(j, tm);
+  LLVMDisposeTargetMachine(tm);
   return j;
 }
 
@@ -244,10 +260,10 @@ static int emit_object(LLVMTargetMachineRef tm, LLVMModuleRef m, Buf *obj, Err *
   return 0;
 }
 
-int jit_add_kernel(Jit *j, LLVMModuleRef m, Cache *c, JitTimes *t, Err *e) {
+int jit_compile(const Jit *j, LLVMModuleRef m, Cache *c, Buf *obj, JitTimes *t, Err *e) {
   double t0 = now_seconds();
-  Buf key = {0}, obj = {0};
-  bool cached = false;
+  Buf key = {0};
+  size_t start = obj->len;
   if (c && j->id.len) {
     /* The key: the identity and the module as codegen made it, which
      * holds every constant, layout and option of the kernel exactly. */
@@ -255,39 +271,39 @@ int jit_add_kernel(Jit *j, LLVMModuleRef m, Cache *c, JitTimes *t, Err *e) {
     LLVMMemoryBufferRef bc = LLVMWriteBitcodeToMemoryBuffer(m);
     buf_put(&key, LLVMGetBufferStart(bc), LLVMGetBufferSize(bc));
     LLVMDisposeMemoryBuffer(bc);
-    cached = !cache_load(c, key.data, key.len, &obj);
+    if (!cache_load(c, key.data, key.len, obj)) {
+      t->cache += now_seconds() - t0;
+      t->kernels++;
+      t->cached++;
+      buf_free(&key);
+      return 0;
+    }
   }
-  double t1 = now_seconds(), cache_time = t1 - t0;
-  int rc = -1;
-  if (!cached) {
-    if (optimize_module(m, j->tm, e))
-      goto done;
-    double t2 = now_seconds();
-    if (emit_object(j->tm, m, &obj, e))
-      goto done;
-    double t3 = now_seconds();
-    if (key.len)
-      cache_store(c, key.data, key.len, obj.data, obj.len);
-    t->optimize += t2 - t1;
-    t->machine_code += t3 - t2;
-    cache_time += now_seconds() - t3;
-  }
-  /* Both paths hand the JIT an object, which it links at lookup. */
-  LLVMMemoryBufferRef mb = LLVMCreateMemoryBufferWithMemoryRangeCopy(obj.data, obj.len, "kernel");
+  double t1 = now_seconds();
+  LLVMTargetMachineRef tm = kernel_target_machine(j, e);
+  int rc = tm ? optimize_module(m, tm, e) : -1;
+  double t2 = now_seconds();
+  if (!rc)
+    rc = emit_object(tm, m, obj, e);
+  double t3 = now_seconds();
+  if (!rc && key.len)
+    cache_store(c, key.data, key.len, obj->data + start, obj->len - start);
+  t->cache += (t1 - t0) + (now_seconds() - t3);
+  t->optimize += t2 - t1;
+  t->machine_code += t3 - t2;
+  t->kernels += !rc;
+  if (tm)
+    LLVMDisposeTargetMachine(tm);
+  buf_free(&key);
+  return rc;
+}
+
+int jit_add_object(Jit *j, const void *obj, size_t len, Err *e) {
+  /* Copied: the JIT keeps the buffer, and links it at the first lookup. */
+  LLVMMemoryBufferRef mb = LLVMCreateMemoryBufferWithMemoryRangeCopy(obj, len, "kernel");
   LLVMErrorRef err =
       LLVMOrcLLJITAddObjectFile(j->jit, LLVMOrcLLJITGetMainJITDylib(j->jit), mb); /* takes mb */
-  if (err) {
-    llvm_err(e, "adding a kernel to the JIT", err);
-    goto done;
-  }
-  t->cache += cache_time;
-  t->kernels++;
-  t->cached += cached;
-  rc = 0;
-done:
-  buf_free(&key);
-  buf_free(&obj);
-  return rc;
+  return err ? llvm_err(e, "adding a kernel to the JIT", err) : 0;
 }
 
 void *jit_lookup(Jit *j, const char *name, Err *e) {
@@ -308,8 +324,8 @@ void jit_free(Jit *j) {
     if (err)
       LLVMConsumeError(err);
   }
-  if (j->tm)
-    LLVMDisposeTargetMachine(j->tm);
+  free(j->cpu);
+  free(j->features);
   buf_free(&j->id);
   free(j);
 }

@@ -387,19 +387,24 @@ typedef struct Jit Jit;
 Jit *jit_new(const char *cpu, Err *e);
 void jit_free(Jit *j);
 
-/* Where jit_add_kernel's time went, summed over calls, in seconds. */
+/* Where jit_compile's time went, summed over calls, in seconds. */
 typedef struct JitTimes {
   double cache;        /* the key, reading and writing the cache */
   double optimize;     /* LLVM's optimization passes */
   double machine_code; /* LLVM's code generator */
-  int kernels, cached; /* kernels added; how many of them came from the cache */
+  int kernels, cached; /* kernels compiled; how many of them came from the cache */
 } JitTimes;
 
-/* Adds the kernel in module m (as codegen made it; any context) to the
- * JIT: optimizes it and compiles it to an object, or takes the object
- * that cache c (NULL: none) holds for the same module, target and rnnc
- * build, and stores what it compiled. m is changed, not taken. */
-int jit_add_kernel(Jit *j, LLVMModuleRef m, Cache *c, JitTimes *t, Err *e);
+/* Compiles the kernel in module m (as codegen made it) for the JIT's
+ * target into an object file appended to obj: optimizes it and generates
+ * machine code, or takes the object that cache c (NULL: none) holds for
+ * the same module, target and rnnc build, and stores what it compiled.
+ * m is changed, not taken. Thread-safe: kernels can be compiled at once,
+ * each in a context of its own. */
+int jit_compile(const Jit *j, LLVMModuleRef m, Cache *c, Buf *obj, JitTimes *t, Err *e);
+/* Adds an object of jit_compile's to the JIT (not thread-safe); it is
+ * linked at the first lookup of one of its symbols. */
+int jit_add_object(Jit *j, const void *obj, size_t len, Err *e);
 void *jit_lookup(Jit *j, const char *name, Err *e);
 
 /* ------------------------------------------------------------------ obj.c */

@@ -4,9 +4,12 @@
 
 #include <llvm-c/Core.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void *aligned(size_t floats) {
   void *p = NULL;
@@ -14,27 +17,6 @@ static void *aligned(size_t floats) {
     abort();
   memset(p, 0, (floats ? floats : 1) * sizeof(float));
   return p;
-}
-
-/* One kernel: codegen into a module of its own, then the JIT (through
- * the cache: this is the one place kernels are compiled). */
-static KernelFn build(Model *m, Graph *g, const char *name, Cache *cache, KernelAbi *abi,
-                      Err *e) {
-  LLVMContextRef ctx = LLVMContextCreate();
-  LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(name, ctx);
-  double t0 = now_seconds();
-  int rc = codegen(g, mod, name, NULL, abi, e);
-  m->times.codegen += now_seconds() - t0;
-  if (!rc)
-    rc = jit_add_kernel(m->jit, mod, cache, &m->times.jit, e);
-  LLVMDisposeModule(mod);
-  LLVMContextDispose(ctx);
-  if (rc)
-    return NULL;
-  double t1 = now_seconds();
-  KernelFn fn = (KernelFn)jit_lookup(m->jit, name, e); /* links the object */
-  m->times.link += now_seconds() - t1;
-  return fn;
 }
 
 static Cache *open_cache(const ModelOptions *opt) {
@@ -47,6 +29,88 @@ static Cache *open_cache(const ModelOptions *opt) {
     fprintf(stderr, "rnnc: warning: compiled kernels are not cached: %s\n", why.msg);
   free(dir);
   return c;
+}
+
+/* A kernel to compile, and what became of it. */
+typedef struct Kernel {
+  const char *name;
+  const Graph *g;
+  KernelAbi *abi;
+  KernelFn *fn;
+  Buf obj; /* the object file */
+  double codegen;
+  JitTimes times;
+  Err err;
+  int rc;
+} Kernel;
+
+typedef struct Kernels {
+  const Jit *jit;
+  Cache *cache;
+  Kernel *k;
+  int n;
+  atomic_int next; /* the next kernel a thread takes */
+} Kernels;
+
+/* Takes kernels until none is left: codegen into a module in a context of
+ * its own, then jit_compile (through the cache: the one place where
+ * kernels are compiled). */
+static void *compile_kernels(void *arg) {
+  Kernels *ks = arg;
+  for (int i; (i = atomic_fetch_add(&ks->next, 1)) < ks->n;) {
+    Kernel *k = &ks->k[i];
+    LLVMContextRef ctx = LLVMContextCreate();
+    LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(k->name, ctx);
+    double t0 = now_seconds();
+    k->rc = codegen(k->g, mod, k->name, NULL, k->abi, &k->err);
+    k->codegen = now_seconds() - t0;
+    if (!k->rc)
+      k->rc = jit_compile(ks->jit, mod, ks->cache, &k->obj, &k->times, &k->err);
+    LLVMDisposeModule(mod);
+    LLVMContextDispose(ctx);
+  }
+  return NULL;
+}
+
+/* Compiles k[0..n) at once, on as many threads as there are cores (LLVM
+ * is most of a cold start, and each kernel is independent), then adds them
+ * to the JIT in order and looks each up. */
+static int build_kernels(Model *m, Kernel *k, int n, const ModelOptions *opt, Err *e) {
+  enum { MAX_THREADS = 16 };
+  Kernels ks = {.jit = m->jit, .cache = open_cache(opt), .k = k, .n = n};
+  atomic_init(&ks.next, 0);
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  int nthreads = (int)(cores < 1 ? 1 : cores < n ? cores : n);
+  nthreads = nthreads < MAX_THREADS ? nthreads : MAX_THREADS;
+  pthread_t threads[MAX_THREADS];
+  int started = 0;
+  while (started + 1 < nthreads && !pthread_create(&threads[started], NULL, compile_kernels, &ks))
+    started++;
+  compile_kernels(&ks); /* this thread too; and all of them if no thread starts */
+  for (int i = 0; i < started; i++)
+    pthread_join(threads[i], NULL);
+  cache_close(ks.cache);
+  int rc = 0;
+  for (int i = 0; i < n; i++) {
+    m->times.codegen += k[i].codegen;
+    m->times.jit.cache += k[i].times.cache;
+    m->times.jit.optimize += k[i].times.optimize;
+    m->times.jit.machine_code += k[i].times.machine_code;
+    m->times.jit.kernels += k[i].times.kernels;
+    m->times.jit.cached += k[i].times.cached;
+    if (k[i].rc && !rc)
+      rc = errf(e, "%s", k[i].err.msg);
+  }
+  double t0 = now_seconds();
+  for (int i = 0; i < n && !rc; i++) {
+    rc = jit_add_object(m->jit, k[i].obj.data, k[i].obj.len, e);
+    *k[i].fn = rc ? NULL : (KernelFn)jit_lookup(m->jit, k[i].name, e); /* links it */
+    rc = rc || !*k[i].fn ? -1 : 0;
+  }
+  m->times.link = now_seconds() - t0;
+  for (int i = 0; i < n; i++)
+    buf_free(&k[i].obj);
+  return rc;
 }
 
 int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e) {
@@ -76,16 +140,13 @@ int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e) {
   m->nfloats = m->fwd->nfloats;
   if (!opt->no_kernels) {
     m->jit = jit_new(opt->cpu, e);
-    if (!m->jit)
-      return -1;
-    Cache *cache = open_cache(opt);
-    m->fwd_fn = build(m, m->fwd, "forward", cache, &m->fwd_abi, e);
-    if (m->fwd_fn && m->train)
-      m->train_fn = build(m, m->train, "train", cache, &m->train_abi, e);
-    cache_close(cache);
-    if (!m->fwd_fn || (m->train && !m->train_fn))
+    Kernel k[] = {{.name = "train", .g = m->train, .abi = &m->train_abi, .fn = &m->train_fn},
+                  {.name = "forward", .g = m->fwd, .abi = &m->fwd_abi, .fn = &m->fwd_fn}};
+    int first = m->train ? 0 : 1; /* the largest first: it ends last */
+    if (!m->jit || build_kernels(m, k + first, 2 - first, opt, e))
       return -1;
   }
+  m->times.total = now_seconds() - t0;
   m->nslots = m->train ? SLOT_COUNT : 1; /* inference reads the values only */
   m->state = aligned(m->nslots * m->nfloats);
   m->out = aligned((size_t)m->fwd->classes + 2);
