@@ -62,5 +62,8 @@ uint64_t fnv1a(uint64_t h, const void *p, size_t n);
 
 /* Monotonic clock in seconds. */
 double now_seconds(void);
+/* CPU time of the calling thread in seconds: what a stage costs,
+ * whatever else the machine runs. */
+double thread_seconds(void);
 
 #endif

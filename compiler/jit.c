@@ -261,7 +261,7 @@ static int emit_object(LLVMTargetMachineRef tm, LLVMModuleRef m, Buf *obj, Err *
 }
 
 int jit_compile(const Jit *j, LLVMModuleRef m, Cache *c, Buf *obj, JitTimes *t, Err *e) {
-  double t0 = now_seconds();
+  double t0 = thread_seconds();
   Buf key = {0};
   size_t start = obj->len;
   if (c && j->id.len) {
@@ -272,23 +272,23 @@ int jit_compile(const Jit *j, LLVMModuleRef m, Cache *c, Buf *obj, JitTimes *t, 
     buf_put(&key, LLVMGetBufferStart(bc), LLVMGetBufferSize(bc));
     LLVMDisposeMemoryBuffer(bc);
     if (!cache_load(c, key.data, key.len, obj)) {
-      t->cache += now_seconds() - t0;
+      t->cache += thread_seconds() - t0;
       t->kernels++;
       t->cached++;
       buf_free(&key);
       return 0;
     }
   }
-  double t1 = now_seconds();
+  double t1 = thread_seconds();
   LLVMTargetMachineRef tm = kernel_target_machine(j, e);
   int rc = tm ? optimize_module(m, tm, e) : -1;
-  double t2 = now_seconds();
+  double t2 = thread_seconds();
   if (!rc)
     rc = emit_object(tm, m, obj, e);
-  double t3 = now_seconds();
+  double t3 = thread_seconds();
   if (!rc && key.len)
     cache_store(c, key.data, key.len, obj->data + start, obj->len - start);
-  t->cache += (t1 - t0) + (now_seconds() - t3);
+  t->cache += (t1 - t0) + (thread_seconds() - t3);
   t->optimize += t2 - t1;
   t->machine_code += t3 - t2;
   t->kernels += !rc;

@@ -387,7 +387,8 @@ typedef struct Jit Jit;
 Jit *jit_new(const char *cpu, Err *e);
 void jit_free(Jit *j);
 
-/* Where jit_compile's time went, summed over calls, in seconds. */
+/* Where jit_compile's time went, summed over calls: CPU seconds of the
+ * thread that compiled. */
 typedef struct JitTimes {
   double cache;        /* the key, reading and writing the cache */
   double optimize;     /* LLVM's optimization passes */

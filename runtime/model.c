@@ -61,9 +61,9 @@ static void *compile_kernels(void *arg) {
     Kernel *k = &ks->k[i];
     LLVMContextRef ctx = LLVMContextCreate();
     LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(k->name, ctx);
-    double t0 = now_seconds();
+    double t0 = thread_seconds();
     k->rc = codegen(k->g, mod, k->name, NULL, k->abi, &k->err);
-    k->codegen = now_seconds() - t0;
+    k->codegen = thread_seconds() - t0;
     if (!k->rc)
       k->rc = jit_compile(ks->jit, mod, ks->cache, &k->obj, &k->times, &k->err);
     LLVMDisposeModule(mod);
@@ -101,13 +101,13 @@ static int build_kernels(Model *m, Kernel *k, int n, const ModelOptions *opt, Er
     if (k[i].rc && !rc)
       rc = errf(e, "%s", k[i].err.msg);
   }
-  double t0 = now_seconds();
+  double t0 = thread_seconds();
   for (int i = 0; i < n && !rc; i++) {
     rc = jit_add_object(m->jit, k[i].obj.data, k[i].obj.len, e);
     *k[i].fn = rc ? NULL : (KernelFn)jit_lookup(m->jit, k[i].name, e); /* links it */
     rc = rc || !*k[i].fn ? -1 : 0;
   }
-  m->times.link = now_seconds() - t0;
+  m->times.link += thread_seconds() - t0;
   for (int i = 0; i < n; i++)
     buf_free(&k[i].obj);
   return rc;
@@ -121,7 +121,7 @@ int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e) {
   if (!text)
     return -1;
   m->hash = fnv1a(FNV1A_INIT, text, len);
-  double t0 = now_seconds();
+  double t0 = now_seconds(), c0 = thread_seconds();
   m->fwd = compile_graph(path, text, len, e);
   if (m->fwd && !opt->no_train)
     m->train = compile_graph(path, text, len, e);
@@ -130,16 +130,18 @@ int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e) {
     return -1;
   if (opt->lr > 0)
     m->train->train.lr = opt->lr;
-  double t1 = now_seconds();
-  m->times.front = t1 - t0;
+  double c1 = thread_seconds();
+  m->times.front = c1 - c0;
   m->fwd->loss = -1; /* inference: the loss and what only it reads are dead */
   if (graph_passes(m->fwd, false, PASSES_ALL, e) ||
       (m->train && graph_passes(m->train, true, PASSES_ALL, e)))
     return -1;
-  m->times.passes = now_seconds() - t1;
+  double c2 = thread_seconds();
+  m->times.passes = c2 - c1;
   m->nfloats = m->fwd->nfloats;
   if (!opt->no_kernels) {
     m->jit = jit_new(opt->cpu, e);
+    m->times.link = thread_seconds() - c2;
     Kernel k[] = {{.name = "train", .g = m->train, .abi = &m->train_abi, .fn = &m->train_fn},
                   {.name = "forward", .g = m->fwd, .abi = &m->fwd_abi, .fn = &m->fwd_fn}};
     int first = m->train ? 0 : 1; /* the largest first: it ends last */

@@ -24,12 +24,13 @@ typedef struct ModelOptions {
   bool no_cache;   /* compile every kernel, and store none (see compiler/cache.c) */
 } ModelOptions;
 
-/* Times of a compile, in seconds: the stages' summed over the kernels,
- * which compile at once on several cores, and the whole compile's. */
+/* Times of a compile, in seconds: each stage's CPU time, summed over the
+ * kernels (which compile at once on several cores), and the whole
+ * compile's wall clock. */
 typedef struct CompileTimes {
   double front, passes, codegen;
   JitTimes jit; /* the cache, LLVM */
-  double link;  /* the JIT linking the objects */
+  double link;  /* making the JIT, and its linking the objects */
   double total; /* wall clock, model_compile from the graph's text on */
 } CompileTimes;
 
