@@ -16,6 +16,7 @@
  * in a directory writable by group or owned by another user, is not
  * loaded (and another user's file not replaced). Processes filling the
  * same entry at once leave one whole entry. */
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -68,19 +69,19 @@ static char *slurp(const char *path, size_t *len) {
 /* The one entry in dir (a malloc'd path); fails unless there is exactly
  * one file, an entry (no temporary file left behind). */
 static char *only_entry(const char *dir) {
-  char *cmd = xasprintf("ls -A '%s'", dir);
-  FILE *p = popen(cmd, "r");
-  assert_non_null(p);
-  char line[256], *entry = NULL;
+  DIR *d = opendir(dir);
+  assert_non_null(d);
+  char *entry = NULL;
   int n = 0;
-  while (fgets(line, sizeof line, p)) {
-    line[strcspn(line, "\n")] = '\0';
+  for (struct dirent *de; (de = readdir(d));) {
+    if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+      continue;
     n++;
-    if (strlen(line) == 23 && !strcmp(line + 16, ".kernel"))
-      entry = xasprintf("%s/%s", dir, line);
+    size_t len = strlen(de->d_name);
+    if (len == 23 && !strcmp(de->d_name + 16, ".kernel"))
+      entry = xasprintf("%s/%s", dir, de->d_name);
   }
-  pclose(p);
-  free(cmd);
+  closedir(d);
   if (n != 1 || !entry)
     fail_msg("%s: %d files, want one entry", dir, n);
   return entry;
