@@ -46,7 +46,7 @@ static int emit_module(const char *path, bool asm_out, Buf *out, double *t, Err 
     goto done;
   double t2 = now_seconds();
   tm = target_machine(NULL, NULL, NULL, false, e);
-  if (!tm || optimize_module(m, tm, e))
+  if (!tm || optimize_kernel(m, tm, e))
     goto done;
   double t3 = now_seconds();
   if (asm_out) {

@@ -377,8 +377,11 @@ void cache_store(Cache *c, const void *key, size_t keylen, const void *obj, size
  * features, so AVX-512 gets used where the machine has it). */
 LLVMTargetMachineRef target_machine(const char *triple, const char *cpu, const char *features,
                                     bool pic, Err *e);
-/* Verifies the module, then runs LLVM's O3 pipeline for tm. */
+/* Verify the module, then run LLVM's O3 pipeline for tm (AOT objects),
+ * or the kernels' pipeline: the same objects for the JIT's kernels at less
+ * cost (see jit.c). */
 int optimize_module(LLVMModuleRef m, LLVMTargetMachineRef tm, Err *e);
+int optimize_kernel(LLVMModuleRef m, LLVMTargetMachineRef tm, Err *e);
 
 typedef struct Jit Jit;
 /* A JIT for the host's CPU (cpu NULL) or for a named x86-64 CPU that the
