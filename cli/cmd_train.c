@@ -11,6 +11,15 @@
 #include "cli.h"
 #include "train.h"
 
+/* The end of train's and eval's help. */
+#define CACHE_HELP                                                                             \
+  "  --no-cache           compile the kernels, neither loading nor storing them in\n"          \
+  "                       the kernel cache (see below)\n"                                     \
+  "  -h, --help           this help\n"                                                        \
+  "\n"                                                                                        \
+  "Compiled kernels are cached in $RNNC_CACHE_DIR, else $XDG_CACHE_HOME/rnnc,\n"              \
+  "else ~/.cache/rnnc (RNNC_NO_CACHE=1: off; rm -rf the directory to clear it).\n"
+
 const char train_usage[] =
     "usage: rnnc train GRAPH [--data DIR] [--epochs N] [--seed S] [--lr X]\n"
     "                  [--init CKPT] [--test-fraction F] [--out CKPT] [--no-cache]\n"
@@ -29,12 +38,7 @@ const char train_usage[] =
     "                       it (CKPT.optim.safetensors) resumes training\n"
     "  --test-fraction F    share of each language held out (default: 0.1; 0: none)\n"
     "  --out CKPT           checkpoint to write (default: GRAPH's name .safetensors)\n"
-    "  --no-cache           compile the kernels, neither loading nor storing them in\n"
-    "                       the kernel cache (see below)\n"
-    "  -h, --help           this help\n"
-    "\n"
-    "Compiled kernels are cached in $RNNC_CACHE_DIR, else $XDG_CACHE_HOME/rnnc,\n"
-    "else ~/.cache/rnnc (RNNC_NO_CACHE=1: off; rm -rf the directory to clear it).\n";
+    CACHE_HELP;
 
 const char eval_usage[] =
     "usage: rnnc eval GRAPH CKPT [--data DIR] [--seed S] [--test-fraction F] [--no-cache]\n"
@@ -45,12 +49,7 @@ const char eval_usage[] =
     "  --data DIR           data directory (default: data/names)\n"
     "  --seed S             split seed (default: 42)\n"
     "  --test-fraction F    share of each language held out (default: 0.1)\n"
-    "  --no-cache           compile the kernels, neither loading nor storing them in\n"
-    "                       the kernel cache (see below)\n"
-    "  -h, --help           this help\n"
-    "\n"
-    "Compiled kernels are cached in $RNNC_CACHE_DIR, else $XDG_CACHE_HOME/rnnc,\n"
-    "else ~/.cache/rnnc (RNNC_NO_CACHE=1: off; rm -rf the directory to clear it).\n";
+    CACHE_HELP;
 
 const char predict_usage[] =
     "usage: rnnc predict GRAPH CKPT NAME... [--top K] [--logits] [--seed S] [--no-cache]\n"

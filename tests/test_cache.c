@@ -277,6 +277,14 @@ static void test_no_cache_writes_nothing(void **state) {
   free(out);
   free(out2);
   free(dir);
+  /* Each command with the option says so, and where the cache is. */
+  const char *cmds[] = {"train", "eval", "predict"};
+  for (size_t i = 0; i < ARRAY_LEN(cmds); i++) {
+    char *help = rnnc_expect(0, (const char *const[]){cmds[i], "--help", NULL});
+    assert_contains(help, "--no-cache");
+    assert_contains(help, "RNNC_NO_CACHE=1");
+    free(help);
+  }
 }
 
 /* rnnc build compiles its own object: no JIT kernel, no cache. */
