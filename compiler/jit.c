@@ -200,7 +200,7 @@ static int append_build_id(const void *addr, Buf *out) {
  * loads the kernels of another build); LLVM's, when it is a shared library,
  * in that library's. Without a build ID it stays empty, and nothing is
  * cached. */
-static void identity(Jit *j, LLVMTargetMachineRef tm) {
+static void identity(Jit *j) {
   Buf self = {0}, llvm = {0};
   if (append_build_id((const void *)(uintptr_t)jit_new, &self))
     return;
@@ -208,17 +208,14 @@ static void identity(Jit *j, LLVMTargetMachineRef tm) {
                     (llvm.len != self.len || memcmp(llvm.data, self.data, self.len));
   unsigned major, minor, patch;
   LLVMGetVersion(&major, &minor, &patch);
-  char *triple = LLVMGetTargetMachineTriple(tm), *cpu = LLVMGetTargetMachineCPU(tm),
-       *features = LLVMGetTargetMachineFeatureString(tm);
+  char *triple = LLVMGetDefaultTargetTriple(); /* kernel_target_machine's */
   buf_printf(&j->id, "rnnc %s, build ID %.*s\nLLVM %u.%u.%u", RNNC_VERSION, (int)self.len,
              self.data, major, minor, patch);
   if (llvm_apart)
     buf_printf(&j->id, ", build ID %.*s", (int)llvm.len, llvm.data);
-  buf_printf(&j->id, "\ntriple %s\ncpu %s\nfeatures %s\nPIC, small code model\n\n", triple, cpu,
-             features);
+  buf_printf(&j->id, "\ntriple %s\ncpu %s\nfeatures %s\nPIC, small code model\n\n", triple, j->cpu,
+             j->features);
   LLVMDisposeMessage(triple);
-  LLVMDisposeMessage(cpu);
-  LLVMDisposeMessage(features);
   buf_free(&self);
   buf_free(&llvm);
 }
@@ -281,13 +278,7 @@ Jit *jit_new(const char *cpu, Err *e) {
     LLVMDisposeMessage(name);
     LLVMDisposeMessage(features);
   }
-  LLVMTargetMachineRef tm = kernel_target_machine(j, e);
-  if (!tm) {
-    jit_free(j);
-    return NULL;
-  }
-  identity(j, tm);
-  LLVMDisposeTargetMachine(tm);
+  identity(j);
   return j;
 }
 
