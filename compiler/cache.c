@@ -14,7 +14,7 @@
  * run, so an entry is used only when
  *   - the directory and the entry are owned by this user and writable by
  *     no one else (the directory is created 0700, entries 0600),
- *   - the entry is a regular file whose size is that of its header,
+ *   - the entry is a regular file whose size agrees with its header,
  *   - the checksum matches, and the stored key is the key, byte for byte
  *     (a file name that collides is a miss, not a hit).
  * Anything else is a miss: the caller compiles and stores, and the store

@@ -1,5 +1,6 @@
-/* jit.c: the host target machine, the optimization pipeline, and ORC
- * LLJIT for running kernels in-process. */
+/* jit.c: the host target machine, the optimization pipelines, and ORC
+ * LLJIT for running kernels in-process: each kernel is compiled to an
+ * object file (or taken from the kernel cache, cache.c) and linked. */
 #define _GNU_SOURCE /* dl_iterate_phdr */
 #include <link.h>
 #include <llvm-c/Analysis.h>
