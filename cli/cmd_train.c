@@ -11,10 +11,19 @@
 #include "cli.h"
 #include "train.h"
 
+/* The end of train's and eval's help. */
+#define CACHE_HELP                                                                             \
+  "  --no-cache           compile the kernels, neither loading nor storing them in\n"          \
+  "                       the kernel cache (see below)\n"                                     \
+  "  -h, --help           this help\n"                                                        \
+  "\n"                                                                                        \
+  "Compiled kernels are cached in $RNNC_CACHE_DIR, else $XDG_CACHE_HOME/rnnc,\n"              \
+  "else ~/.cache/rnnc (RNNC_NO_CACHE=1: off; rm -rf the directory to clear it).\n"
+
 const char train_usage[] =
     "usage: rnnc train GRAPH [--data DIR] [--epochs N] [--batch B] [--threads N]\n"
     "                  [--seed S] [--lr X] [--init CKPT] [--test-fraction F]\n"
-    "                  [--out CKPT]\n"
+    "                  [--out CKPT] [--no-cache]\n"
     "\n"
     "Compiles GRAPH into training kernels and trains it on a names data set,\n"
     "reshuffling the training set every epoch and cutting it into batches of\n"
@@ -35,11 +44,11 @@ const char train_usage[] =
     "                       it (CKPT.optim.safetensors) resumes training\n"
     "  --test-fraction F    share of each language held out (default: 0.1; 0: none)\n"
     "  --out CKPT           checkpoint to write (default: GRAPH's name .safetensors)\n"
-    "  -h, --help           this help\n";
+    CACHE_HELP;
 
 const char eval_usage[] =
     "usage: rnnc eval GRAPH CKPT [--data DIR] [--seed S] [--test-fraction F]\n"
-    "                 [--threads N]\n"
+    "                 [--threads N] [--no-cache]\n"
     "\n"
     "Accuracy, per-language accuracy and the confusion matrix of a checkpoint\n"
     "on the test split (the split that train made with the same seed).\n"
@@ -48,10 +57,10 @@ const char eval_usage[] =
     "  --threads N          threads (default: every online core)\n"
     "  --seed S             split seed (default: 42)\n"
     "  --test-fraction F    share of each language held out (default: 0.1)\n"
-    "  -h, --help           this help\n";
+    CACHE_HELP;
 
 const char predict_usage[] =
-    "usage: rnnc predict GRAPH CKPT NAME... [--top K] [--logits]\n"
+    "usage: rnnc predict GRAPH CKPT NAME... [--top K] [--logits] [--seed S] [--no-cache]\n"
     "       rnnc predict GRAPH CKPT --input FILE [--top K] [--logits] [--threads N]\n"
     "\n"
     "Classifies each NAME (any UTF-8; normalized to ASCII as in training) and\n"
@@ -65,11 +74,17 @@ const char predict_usage[] =
     "error with its line number and skipped (exit status 1 at the end).\n"
     "\n"
     "  --top K        languages to show per name (default: 3)\n"
-    "  --logits       print every language's raw logit instead\n"
+    "  --logits       print every language's raw logit instead (9 digits: exact)\n"
     "  --input FILE   names to classify, one per line (- : standard input)\n"
     "  --threads N    threads for --input (default: every online core)\n"
     "  --seed S       noise seed for graphs with a random initial state (default: 42)\n"
-    "  -h, --help     this help\n";
+    "  --no-cache     compile the kernels, neither loading nor storing them in the\n"
+    "                 kernel cache (see below)\n"
+    "  -h, --help     this help\n"
+    "\n"
+    "The compiled kernels are cached in $RNNC_CACHE_DIR, else $XDG_CACHE_HOME/rnnc,\n"
+    "else ~/.cache/rnnc (RNNC_NO_CACHE=1: off; rm -rf the directory to clear it),\n"
+    "so that the next predict of the same graph starts at once.\n";
 
 static int parse_double(const char *s, double *out) {
   char *end;
@@ -114,12 +129,16 @@ static char *default_out(const char *graph) {
   return xasprintf("%.*s.safetensors", dot ? (int)(dot - base) : (int)strlen(base), base);
 }
 
+/* The whole compile's time, then its stages' (summed over the kernels,
+ * which compile in parallel). */
 static void print_compile(FILE *f, const Model *m) {
   const CompileTimes *t = &m->times;
-  fprintf(f, "compiled %s in %.0f ms (front end %.1f, passes %.1f, codegen %.1f, LLVM %.0f, machine code %.0f)\n",
-          m->path, 1e3 * (t->front + t->passes + t->codegen + t->llvm_opt + t->machine_code),
-          1e3 * t->front, 1e3 * t->passes, 1e3 * t->codegen, 1e3 * t->llvm_opt,
-          1e3 * t->machine_code);
+  const JitTimes *j = &t->jit;
+  fprintf(f, "compiled %s in %.0f ms (front end %.1f, passes %.1f, codegen %.1f, LLVM %.0f, machine "
+             "code %.0f, cache %.1f, link %.1f); %d of %d kernels from the cache\n",
+          m->path, 1e3 * t->total, 1e3 * t->front, 1e3 * t->passes, 1e3 * t->codegen,
+          1e3 * j->optimize, 1e3 * j->machine_code, 1e3 * j->cache, 1e3 * t->link, j->cached,
+          j->kernels);
 }
 
 static int check_model_data(const Model *m, const Dataset *ds, Err *e) {
@@ -144,6 +163,7 @@ int cmd_train(int argc, char **argv) {
   uint64_t seed = 42;
   double fraction = 0.1, lr = 0;
   int epochs = -1, batch = 0, threads = cli_default_threads();
+  bool no_cache = false;
   static const struct option opts[] = {{"data", required_argument, 0, 'd'},
                                        {"epochs", required_argument, 0, 'n'},
                                        {"batch", required_argument, 0, 'b'},
@@ -153,6 +173,7 @@ int cmd_train(int argc, char **argv) {
                                        {"init", required_argument, 0, 'i'},
                                        {"test-fraction", required_argument, 0, 'f'},
                                        {"out", required_argument, 0, 'o'},
+                                       {"no-cache", no_argument, 0, 'C'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
   int c;
@@ -194,6 +215,9 @@ int cmd_train(int argc, char **argv) {
     case 'o':
       out = optarg;
       break;
+    case 'C':
+      no_cache = true;
+      break;
     case 'h':
       fputs(train_usage, stdout);
       return EXIT_OK;
@@ -212,7 +236,8 @@ int cmd_train(int argc, char **argv) {
   Dataset ds = {0};
   char **labels = NULL;
   int nlabels = 0, rc = EXIT_BAD_INPUT;
-  ModelOptions mo = {.lr = lr, .batch = batch, .threads = threads, .batched_forward = true};
+  ModelOptions mo = {.lr = lr, .batch = batch, .threads = threads, .batched_forward = true,
+                     .no_cache = no_cache};
   if (check_writable(out, &e) || model_compile(&m, graph, &mo, &e))
     goto fail;
   print_compile(stderr, &m);
@@ -268,8 +293,9 @@ fail:
 
 /* The model and labels of GRAPH and CKPT, for eval and predict. */
 static int load_for_inference(Model *m, const char *graph, const char *ckpt, int threads,
-                              bool batched, char ***labels, int *nlabels, Err *e) {
-  ModelOptions mo = {.no_train = true, .threads = threads, .batched_forward = threads > 1 || batched};
+                              bool batched, bool no_cache, char ***labels, int *nlabels, Err *e) {
+  ModelOptions mo = {.no_train = true, .threads = threads, .batched_forward = threads > 1 || batched,
+                     .no_cache = no_cache};
   if (model_compile(m, graph, &mo, e) || ckpt_load(m, ckpt, false, labels, nlabels, e))
     return -1;
   return 0;
@@ -280,10 +306,12 @@ int cmd_eval(int argc, char **argv) {
   uint64_t seed = 42;
   double fraction = 0.1;
   int threads = cli_default_threads();
+  bool no_cache = false;
   static const struct option opts[] = {{"data", required_argument, 0, 'd'},
                                        {"seed", required_argument, 0, 's'},
                                        {"test-fraction", required_argument, 0, 'f'},
                                        {"threads", required_argument, 0, 't'},
+                                       {"no-cache", no_argument, 0, 'C'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
   int c;
@@ -306,6 +334,9 @@ int cmd_eval(int argc, char **argv) {
         return cli_usage_error("eval", "--threads wants an integer in [1, %d], not '%s'",
                                CLI_MAX_THREADS, optarg);
       break;
+    case 'C':
+      no_cache = true;
+      break;
     case 'h':
       fputs(eval_usage, stdout);
       return EXIT_OK;
@@ -320,7 +351,8 @@ int cmd_eval(int argc, char **argv) {
   Dataset ds = {0};
   char **labels = NULL;
   int nlabels = 0, rc = EXIT_BAD_INPUT;
-  if (load_for_inference(&m, argv[optind], argv[optind + 1], threads, true, &labels, &nlabels, &e) ||
+  if (load_for_inference(&m, argv[optind], argv[optind + 1], threads, true, no_cache, &labels,
+                         &nlabels, &e) ||
       data_load(&ds, dir, labels, nlabels, &e) || data_split(&ds, fraction, seed, &e) ||
       check_model_data(&m, &ds, &e))
     goto fail;
@@ -497,11 +529,13 @@ int cmd_predict(int argc, char **argv) {
   bool logits_only = false;
   uint64_t seed = 42;
   const char *input = NULL;
+  bool no_cache = false;
   static const struct option opts[] = {{"top", required_argument, 0, 'k'},
                                        {"logits", no_argument, 0, 'l'},
                                        {"seed", required_argument, 0, 's'},
                                        {"input", required_argument, 0, 'i'},
                                        {"threads", required_argument, 0, 't'},
+                                       {"no-cache", no_argument, 0, 'C'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
   int c;
@@ -526,6 +560,9 @@ int cmd_predict(int argc, char **argv) {
     case 's':
       if (cli_parse_u64(optarg, &seed))
         return cli_usage_error("predict", "--seed wants a non-negative integer, not '%s'", optarg);
+      break;
+    case 'C':
+      no_cache = true;
       break;
     case 'h':
       fputs(predict_usage, stdout);
@@ -552,7 +589,7 @@ int cmd_predict(int argc, char **argv) {
   char **labels = NULL;
   int nlabels = 0, rc = EXIT_BAD_INPUT;
   if (load_for_inference(&m, argv[optind], argv[optind + 1], input ? threads : 1, input != NULL,
-                         &labels, &nlabels, &e) ||
+                         no_cache, &labels, &nlabels, &e) ||
       (!labels && fallback_labels(&labels, &nlabels, &e))) {
     fprintf(stderr, "rnnc predict: error: %s\n", e.msg);
     goto done;
@@ -588,7 +625,7 @@ int cmd_predict(int argc, char **argv) {
     printf("\n");
     if (logits_only) {
       for (int k = 0; k < C; k++)
-        printf("  %-12s %.7g\n", labels[k], lg[k]);
+        printf("  %-12s %.9g\n", labels[k], lg[k]);
     } else {
       /* softmax, stable */
       float mx = lg[0];
