@@ -514,9 +514,10 @@ static void bench_gemm(double peak) {
     fprintf(stderr, "roofline: %s\n", e.msg);
     exit(1);
   }
-  LLVMModuleRef mod = LLVMModuleCreateWithNameInContext("gemm", jit_context(j));
+  LLVMContextRef ctx = LLVMContextCreate();
+  LLVMModuleRef mod = LLVMModuleCreateWithNameInContext("gemm", ctx);
   Cg cg;
-  cg_init(&cg, mod, simd_of(jit_target_machine(j)));
+  cg_init(&cg, mod, jit_simd(j));
   for (size_t u = 0; u < ARRAY_LEN(uses); u++) {
     LLVMTypeRef params[5] = {cg.pty, cg.pty, cg.pty, cg.i64, cg.i64};
     cg.fn = LLVMAddFunction(mod, uses[u].name, LLVMFunctionType(LLVMVoidTypeInContext(cg.ctx), params, 5, 0));
@@ -525,10 +526,15 @@ static void bench_gemm(double peak) {
     LLVMBuildRetVoid(cg.b);
   }
   cg_dispose(&cg);
-  if (optimize_module(mod, jit_target_machine(j), &e) || jit_add_module(j, mod, &e)) {
+  Buf obj = {0};
+  JitTimes jt = {0};
+  if (jit_compile(j, mod, NULL, &obj, &jt, &e) || jit_add_object(j, obj.data, obj.len, &e)) {
     fprintf(stderr, "roofline: %s\n", e.msg);
     exit(1);
   }
+  buf_free(&obj);
+  LLVMDisposeModule(mod);
+  LLVMContextDispose(ctx);
   load_openblas();
   if (!sgemm)
     fprintf(stderr, "roofline: libopenblas.so.0 not loaded: OpenBLAS's sgemm not measured\n");

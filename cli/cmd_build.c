@@ -232,7 +232,7 @@ int cmd_build(int argc, char **argv) {
       xasprintf("%.*s.%s", (int)(strlen(out) - (wasm ? 5 : 2)), out, wasm ? "mjs" : "h");
 
   Model m = {0};
-  ModelOptions mo = {.no_train = true};
+  ModelOptions mo = {.no_train = true, .no_kernels = true}; /* obj.c compiles its own */
   char **labels = NULL;
   int nlabels = 0, rc = EXIT_BAD_INPUT;
   Buf object = {0}, text = {0};

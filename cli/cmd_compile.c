@@ -57,7 +57,7 @@ static int emit_module(const char *path, bool asm_out, Buf *out, double *t, Err 
     fprintf(stderr, "rnnc compile: no %s kernel for this graph (%s)\n", kernel_name(k), e->msg);
   }
   double t2 = now_seconds();
-  if (optimize_module(m, tm, e))
+  if (optimize_kernel(m, tm, e))
     goto done;
   double t3 = now_seconds();
   if (asm_out) {

@@ -14,10 +14,19 @@
 #include "cli.h"
 #include "train.h"
 
+/* The end of train's and eval's help. */
+#define CACHE_HELP                                                                             \
+  "  --no-cache           compile the kernels, neither loading nor storing them in\n"          \
+  "                       the kernel cache (see below)\n"                                     \
+  "  -h, --help           this help\n"                                                        \
+  "\n"                                                                                        \
+  "Compiled kernels are cached in $RNNC_CACHE_DIR, else $XDG_CACHE_HOME/rnnc,\n"              \
+  "else ~/.cache/rnnc (RNNC_NO_CACHE=1: off; rm -rf the directory to clear it).\n"
+
 const char train_usage[] =
     "usage: rnnc train GRAPH [--data DIR] [--epochs N] [--batch B] [--threads N]\n"
     "                  [--seed S] [--lr X] [--init CKPT] [--test-fraction F]\n"
-    "                  [--out CKPT]\n"
+    "                  [--out CKPT] [--no-cache]\n"
     "\n"
     "Compiles GRAPH into training kernels and trains it on a names data set,\n"
     "reshuffling the training set every epoch and cutting it into batches of\n"
@@ -40,11 +49,11 @@ const char train_usage[] =
     "  --test-fraction F    share of each language held out (default: 0.1; 0: none)\n"
     "  --out CKPT           checkpoint to write (default: GRAPH's name .safetensors)\n"
     "                       and CKPT.optim.safetensors; one training at a time\n"
-    "  -h, --help           this help\n";
+    CACHE_HELP;
 
 const char eval_usage[] =
     "usage: rnnc eval GRAPH CKPT [--data DIR] [--seed S] [--test-fraction F]\n"
-    "                 [--threads N]\n"
+    "                 [--threads N] [--no-cache]\n"
     "\n"
     "Accuracy, per-language accuracy and the confusion matrix of a checkpoint\n"
     "on the test split (the split that train made with the same seed).\n"
@@ -53,10 +62,11 @@ const char eval_usage[] =
     "  --threads N          threads (default: every online core)\n"
     "  --seed S             split seed (default: 42)\n"
     "  --test-fraction F    share of each language held out (default: 0.1)\n"
-    "  -h, --help           this help\n";
+    CACHE_HELP;
 
 const char predict_usage[] =
-    "usage: rnnc predict GRAPH CKPT NAME... [--top K | --logits] [--data DIR]\n"
+    "usage: rnnc predict GRAPH CKPT NAME... [--top K | --logits] [--seed S] [--data DIR]\n"
+    "                    [--no-cache]\n"
     "       rnnc predict GRAPH CKPT --input FILE [--top K | --logits] [--threads N]\n"
     "\n"
     "Classifies each NAME (any UTF-8; normalized to ASCII as in training) and\n"
@@ -70,13 +80,19 @@ const char predict_usage[] =
     "error with its line number and skipped (exit status 1 at the end).\n"
     "\n"
     "  --top K        languages to show per name (default: 3)\n"
-    "  --logits       print every language's raw logit instead\n"
+    "  --logits       print every language's raw logit instead (9 digits: exact)\n"
     "  --input FILE   names to classify, one per line (- : standard input)\n"
     "  --threads N    threads for --input (default: every online core)\n"
     "  --seed S       noise seed for graphs with a random initial state (default: 42)\n"
     "  --data DIR     the languages of a checkpoint that has no label list (one of\n"
     "                 PyTorch's): DIR's <Language>.txt files (default: data/names)\n"
-    "  -h, --help     this help\n";
+    "  --no-cache     compile the kernels, neither loading nor storing them in the\n"
+    "                 kernel cache (see below)\n"
+    "  -h, --help     this help\n"
+    "\n"
+    "The compiled kernels are cached in $RNNC_CACHE_DIR, else $XDG_CACHE_HOME/rnnc,\n"
+    "else ~/.cache/rnnc (RNNC_NO_CACHE=1: off; rm -rf the directory to clear it),\n"
+    "so that the next predict of the same graph starts at once.\n";
 
 enum { MAX_BATCH = 1 << 24 };
 
@@ -93,12 +109,16 @@ static char *default_out(const char *graph) {
   return xasprintf("%.*s.safetensors", dot ? (int)(dot - base) : (int)strlen(base), base);
 }
 
+/* The whole compile's time, then its stages' (summed over the kernels,
+ * which compile in parallel). */
 static void print_compile(FILE *f, const Model *m) {
   const CompileTimes *t = &m->times;
-  fprintf(f, "compiled %s in %.0f ms (front end %.1f, passes %.1f, codegen %.1f, LLVM %.0f, machine code %.0f)\n",
-          m->path, 1e3 * (t->front + t->passes + t->codegen + t->llvm_opt + t->machine_code),
-          1e3 * t->front, 1e3 * t->passes, 1e3 * t->codegen, 1e3 * t->llvm_opt,
-          1e3 * t->machine_code);
+  const JitTimes *j = &t->jit;
+  fprintf(f, "compiled %s in %.0f ms (front end %.1f, passes %.1f, codegen %.1f, LLVM %.0f, machine "
+             "code %.0f, cache %.1f, link %.1f); %d of %d kernels from the cache\n",
+          m->path, 1e3 * t->total, 1e3 * t->front, 1e3 * t->passes, 1e3 * t->codegen,
+          1e3 * j->optimize, 1e3 * j->machine_code, 1e3 * j->cache, 1e3 * t->link, j->cached,
+          j->kernels);
 }
 
 /* The names' characters index the graph's input: its size must be the
@@ -131,6 +151,7 @@ int cmd_train(int argc, char **argv) {
   uint64_t seed = 42;
   double fraction = 0.1, lr = 0;
   int epochs = -1, batch = 0, threads = cli_default_threads();
+  bool no_cache = false;
   static const struct option opts[] = {{"data", required_argument, 0, 'd'},
                                        {"epochs", required_argument, 0, 'n'},
                                        {"batch", required_argument, 0, 'b'},
@@ -140,6 +161,7 @@ int cmd_train(int argc, char **argv) {
                                        {"init", required_argument, 0, 'i'},
                                        {"test-fraction", required_argument, 0, 'f'},
                                        {"out", required_argument, 0, 'o'},
+                                       {"no-cache", no_argument, 0, 'C'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
   int c;
@@ -186,6 +208,9 @@ int cmd_train(int argc, char **argv) {
     case 'o':
       out = optarg;
       break;
+    case 'C':
+      no_cache = true;
+      break;
     case 'h':
       fputs(train_usage, stdout);
       return EXIT_OK;
@@ -204,7 +229,8 @@ int cmd_train(int argc, char **argv) {
   Dataset ds = {0};
   char **labels = NULL;
   int nlabels = 0, rc = EXIT_BAD_INPUT;
-  ModelOptions mo = {.lr = lr, .batch = batch, .threads = threads, .batched_forward = true};
+  ModelOptions mo = {.lr = lr, .batch = batch, .threads = threads, .batched_forward = true,
+                     .no_cache = no_cache};
   CkptLock lock = {0};
   if (ckpt_check_writable(out, &e) || ckpt_lock(&lock, out, &e) || model_compile(&m, graph, &mo, &e))
     goto fail;
@@ -266,8 +292,9 @@ fail:
 
 /* The model and labels of GRAPH and CKPT, for eval and predict. */
 static int load_for_inference(Model *m, const char *graph, const char *ckpt, int threads,
-                              bool batched, char ***labels, int *nlabels, Err *e) {
-  ModelOptions mo = {.no_train = true, .threads = threads, .batched_forward = threads > 1 || batched};
+                              bool batched, bool no_cache, char ***labels, int *nlabels, Err *e) {
+  ModelOptions mo = {.no_train = true, .threads = threads, .batched_forward = threads > 1 || batched,
+                     .no_cache = no_cache};
   if (model_compile(m, graph, &mo, e) || ckpt_load(m, ckpt, false, labels, nlabels, e) ||
       check_vocab(m, e))
     return -1;
@@ -279,10 +306,12 @@ int cmd_eval(int argc, char **argv) {
   uint64_t seed = 42;
   double fraction = 0.1;
   int threads = cli_default_threads();
+  bool no_cache = false;
   static const struct option opts[] = {{"data", required_argument, 0, 'd'},
                                        {"seed", required_argument, 0, 's'},
                                        {"test-fraction", required_argument, 0, 'f'},
                                        {"threads", required_argument, 0, 't'},
+                                       {"no-cache", no_argument, 0, 'C'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
   int c;
@@ -305,6 +334,9 @@ int cmd_eval(int argc, char **argv) {
         return cli_usage_error("eval", "--threads wants an integer in [1, %d], not '%s'",
                                CLI_MAX_THREADS, optarg);
       break;
+    case 'C':
+      no_cache = true;
+      break;
     case 'h':
       fputs(eval_usage, stdout);
       return EXIT_OK;
@@ -319,7 +351,8 @@ int cmd_eval(int argc, char **argv) {
   Dataset ds = {0};
   char **labels = NULL;
   int nlabels = 0, rc = EXIT_BAD_INPUT;
-  if (load_for_inference(&m, argv[optind], argv[optind + 1], threads, true, &labels, &nlabels, &e) ||
+  if (load_for_inference(&m, argv[optind], argv[optind + 1], threads, true, no_cache, &labels,
+                         &nlabels, &e) ||
       data_load(&ds, dir, labels, nlabels, &e) || data_split(&ds, fraction, seed, &e) ||
       check_model_data(&m, &ds, &e))
     goto fail;
@@ -502,12 +535,14 @@ int cmd_predict(int argc, char **argv) {
   bool logits_only = false, top_given = false;
   uint64_t seed = 42;
   const char *input = NULL, *dir = "data/names";
+  bool no_cache = false;
   static const struct option opts[] = {{"top", required_argument, 0, 'k'},
                                        {"logits", no_argument, 0, 'l'},
                                        {"seed", required_argument, 0, 's'},
                                        {"input", required_argument, 0, 'i'},
                                        {"threads", required_argument, 0, 't'},
                                        {"data", required_argument, 0, 'd'},
+                                       {"no-cache", no_argument, 0, 'C'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
   int c;
@@ -537,6 +572,9 @@ int cmd_predict(int argc, char **argv) {
       if (cli_parse_u64(optarg, &seed))
         return cli_usage_error("predict", "--seed wants a non-negative integer, not '%s'", optarg);
       break;
+    case 'C':
+      no_cache = true;
+      break;
     case 'h':
       fputs(predict_usage, stdout);
       return EXIT_OK;
@@ -565,7 +603,7 @@ int cmd_predict(int argc, char **argv) {
   char **labels = NULL, **shown = NULL;
   int nlabels = 0, rc = EXIT_BAD_INPUT;
   if (load_for_inference(&m, argv[optind], argv[optind + 1], input ? threads : 1, input != NULL,
-                         &labels, &nlabels, &e) ||
+                         no_cache, &labels, &nlabels, &e) ||
       (!labels && fallback_labels(dir, &labels, &nlabels, &e))) {
     cli_error("predict", &e);
     goto done;
@@ -609,7 +647,7 @@ int cmd_predict(int argc, char **argv) {
     free(name);
     if (logits_only) {
       for (int k = 0; k < C; k++)
-        printf("  %-12s %.7g\n", shown[k], lg[k]);
+        printf("  %-12s %.9g\n", shown[k], lg[k]);
     } else {
       /* softmax, stable */
       float mx = lg[0];

@@ -84,7 +84,15 @@ void out_write(const void *p, size_t n);
  * something written to it was lost (a full disk, a closed stdout). */
 int close_stdout(Err *e);
 
+/* FNV-1a, 64 bits: h = FNV1A_INIT, then h = fnv1a(h, bytes) for each
+ * piece. Detects any change of a single byte; not for adversaries. */
+#define FNV1A_INIT 0xcbf29ce484222325ULL
+uint64_t fnv1a(uint64_t h, const void *p, size_t n);
+
 /* Monotonic clock in seconds. */
 double now_seconds(void);
+/* CPU time of the calling thread in seconds: what a stage costs,
+ * whatever else the machine runs. */
+double thread_seconds(void);
 
 #endif

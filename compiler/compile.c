@@ -165,6 +165,11 @@ void kernels_free(Kernels *ks) {
 
 int kernel_emit(KernelKind k, const Graph *g, LLVMModuleRef m, LLVMTargetMachineRef tm,
                 KernelAbi *abi, Err *e) {
-  CodegenOptions co = {.simd = simd_of(tm), .accumulate = kinds[k].accumulate};
+  return kernel_emit_simd(k, g, m, simd_of(tm), abi, e);
+}
+
+int kernel_emit_simd(KernelKind k, const Graph *g, LLVMModuleRef m, Simd simd, KernelAbi *abi,
+                     Err *e) {
+  CodegenOptions co = {.simd = simd, .accumulate = kinds[k].accumulate};
   return kinds[k].emit(g, m, kinds[k].name, &co, abi, e);
 }

@@ -1,6 +1,11 @@
-/* jit.c: the optimization pipeline, and ORC LLJIT for running kernels
- * in-process (for the host: target_machine in targets.c). */
+/* jit.c: the optimization pipelines, and ORC LLJIT for running kernels
+ * in-process (for the host: target_machine in targets.c): each kernel is
+ * compiled to an object file (or taken from the kernel cache, cache.c) and
+ * linked. */
+#define _GNU_SOURCE /* dl_iterate_phdr */
+#include <link.h>
 #include <llvm-c/Analysis.h>
+#include <llvm-c/BitWriter.h>
 #include <llvm-c/Core.h>
 #include <llvm-c/Error.h>
 #include <llvm-c/LLJIT.h>
@@ -20,7 +25,43 @@ static int llvm_err(Err *e, const char *what, LLVMErrorRef err) {
   return -1;
 }
 
-int optimize_module(LLVMModuleRef m, LLVMTargetMachineRef tm, Err *e) {
+/* The kernels' pipeline: what LLVM's O3 (default<O3>, loop unrolling off)
+ * does to the IR codegen emits, without its passes that change nothing in
+ * it. Each pass of O3 was removed in turn, and kept where the objects of
+ * the four kernels (rnn.nn and gru.nn, train and forward) changed for any
+ * of znver3, haswell, x86-64 and skylake-avx512: with this pipeline the
+ * objects are byte for byte those of O3, and the pipeline costs 29% fewer
+ * instructions (callgrind, gru.nn's train kernel; a third of its compile).
+ * Gone: the inliner and other interprocedural passes (a kernel is one
+ * function), loop-idiom, unswitching, DSE, memcpyopt, loop-load-elim, SCCP,
+ * jump threading, the second GVN... and four of O3's nine instcombines.
+ * Kept although they change nothing today, as cheap insurance for loops of
+ * other shapes: loop-rotate (the vectorizer wants rotated loops) and
+ * infer-alignment. AOT objects (obj.c) keep default<O3>: their wrappers
+ * need the inliner. */
+/* Spelled out: instcombine's textual default also verifies that its one
+ * iteration reached a fixpoint (another run, and a fatal error if not). */
+#define INSTCOMBINE "instcombine<no-verify-fixpoint>"
+static const char kernel_pipeline[] =
+    /* codegen's output cleaned up: its allocas, the constant global of
+     * the scratch size, CSE */
+    "inferattrs,function<eager-inv>(simplifycfg,sroa<modify-cfg>,early-cse),ipsccp,"
+    /* O3's function simplification, less what finds nothing to do */
+    "function<eager-inv>(" INSTCOMBINE ",early-cse<memssa>,correlated-propagation," INSTCOMBINE
+    ",simplifycfg<switch-range-to-icmp>,reassociate,loop-mssa(licm,loop-rotate,licm),"
+    "simplifycfg<switch-range-to-icmp>," INSTCOMBINE ",loop(indvars),gvn,loop-mssa(licm),"
+    INSTCOMBINE "),"
+    "function-attrs,globalopt,"
+    /* vectorization and the cleanup after it */
+    "function<eager-inv>(loop(loop-rotate,loop-deletion),loop-vectorize,infer-alignment,"
+    INSTCOMBINE ",simplifycfg<forward-switch-cond;switch-range-to-icmp;switch-to-lookup;"
+    "no-keep-loops;hoist-common-insts;sink-common-insts>,slp-vectorizer," INSTCOMBINE
+    ",loop-mssa(licm),instsimplify,tailcallelim,"
+    "simplifycfg<switch-range-to-icmp;speculate-unpredictables>),"
+    "globaldce";
+#undef INSTCOMBINE
+
+static int run_passes(LLVMModuleRef m, LLVMTargetMachineRef tm, const char *passes, Err *e) {
   char *msg = NULL;
   if (LLVMVerifyModule(m, LLVMReturnStatusAction, &msg)) {
     errf(e, "internal error: generated LLVM IR does not verify: %s", msg);
@@ -42,18 +83,121 @@ int optimize_module(LLVMModuleRef m, LLVMTargetMachineRef tm, Err *e) {
    * quadrupled compile time (gru.nn: 800 ms -> 230 ms without it) for no
    * measurable speed. */
   LLVMPassBuilderOptionsSetLoopUnrolling(opts, 0);
-  LLVMErrorRef err = LLVMRunPasses(m, "default<O3>", tm, opts);
+  LLVMErrorRef err = LLVMRunPasses(m, passes, tm, opts);
   LLVMDisposePassBuilderOptions(opts);
   if (err)
     return llvm_err(e, "optimizing", err);
   return 0;
 }
 
+int optimize_module(LLVMModuleRef m, LLVMTargetMachineRef tm, Err *e) {
+  return run_passes(m, tm, "default<O3>", e);
+}
+
+int optimize_kernel(LLVMModuleRef m, LLVMTargetMachineRef tm, Err *e) {
+  return run_passes(m, tm, kernel_pipeline, e);
+}
+
 struct Jit {
   LLVMOrcLLJITRef jit;
-  LLVMOrcThreadSafeContextRef tsc;
-  LLVMTargetMachineRef tm; /* for the optimization pipeline */
+  char *cpu, *features; /* what the kernels are compiled for */
+  Buf id; /* what machine code depends on besides the module (see identity) */
 };
+
+/* Appends the GNU build ID of the loaded ELF module (the executable or a
+ * shared library) that contains addr, as hex; -1 if it has none. */
+typedef struct BuildIdQuery {
+  uintptr_t addr;
+  Buf *out;
+  int rc;
+} BuildIdQuery;
+
+static int build_id_of(struct dl_phdr_info *info, size_t size, void *data) {
+  BuildIdQuery *q = data;
+  bool contains = false;
+  for (int i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
+    if (ph->p_type == PT_LOAD && q->addr >= lo && q->addr - lo < ph->p_memsz)
+      contains = true;
+  }
+  if (!contains)
+    return 0;
+  for (int i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    if (ph->p_type != PT_NOTE)
+      continue;
+    /* Notes: a header, the name and the description, each padded to the
+     * segment's alignment (4, or 8 for segments of 8-aligned notes). */
+    size_t align = ph->p_align == 8 ? 8 : 4;
+    const char *p = (const char *)(info->dlpi_addr + ph->p_vaddr), *end = p + ph->p_memsz;
+    while ((size_t)(end - p) >= sizeof(ElfW(Nhdr))) {
+      const ElfW(Nhdr) *n = (const ElfW(Nhdr) *)(const void *)p;
+      const char *name = p + sizeof *n;
+      const unsigned char *desc =
+          (const unsigned char *)name + ((n->n_namesz + align - 1) & ~(align - 1));
+      p = (const char *)desc + ((n->n_descsz + align - 1) & ~(align - 1));
+      if (p > end)
+        break;
+      if (n->n_type == NT_GNU_BUILD_ID && n->n_namesz == 4 && !memcmp(name, "GNU", 4) &&
+          n->n_descsz) {
+        for (size_t k = 0; k < n->n_descsz; k++)
+          buf_printf(q->out, "%02x", desc[k]);
+        q->rc = 0;
+        return 1;
+      }
+    }
+  }
+  return 1;
+}
+
+static int append_build_id(const void *addr, Buf *out) {
+  BuildIdQuery q = {(uintptr_t)addr, out, -1};
+  dl_iterate_phdr(build_id_of, &q);
+  return q.rc;
+}
+
+/* The cache key's first part: everything but the module that the machine
+ * code depends on. rnnc's code generator and optimization pipeline are in
+ * the build ID of the binary that holds this code (a rebuilt rnnc never
+ * loads the kernels of another build); LLVM's, when it is a shared library,
+ * in that library's. Without a build ID it stays empty, and nothing is
+ * cached. */
+static void identity(Jit *j) {
+  Buf self = {0}, llvm = {0};
+  if (append_build_id((const void *)(uintptr_t)jit_new, &self))
+    return;
+  bool llvm_apart = !append_build_id((const void *)(uintptr_t)LLVMGetVersion, &llvm) &&
+                    (llvm.len != self.len || memcmp(llvm.data, self.data, self.len));
+  unsigned major, minor, patch;
+  LLVMGetVersion(&major, &minor, &patch);
+  char *triple = LLVMGetDefaultTargetTriple(); /* kernel_target_machine's */
+  buf_printf(&j->id, "rnnc %s, build ID %.*s\nLLVM %u.%u.%u", RNNC_VERSION, (int)self.len,
+             self.data, major, minor, patch);
+  if (llvm_apart)
+    buf_printf(&j->id, ", build ID %.*s", (int)llvm.len, llvm.data);
+  buf_printf(&j->id, "\ntriple %s\ncpu %s\nfeatures %s\nPIC, small code model\n\n", triple, j->cpu,
+             j->features);
+  LLVMDisposeMessage(triple);
+  buf_free(&self);
+  buf_free(&llvm);
+}
+
+/* PIC and the small code model: what LLJIT's linker (JITLink) wants, and
+ * what LLJIT itself compiles IR with. One for each compile: a target
+ * machine is not to be shared between threads. */
+static LLVMTargetMachineRef kernel_target_machine(const Jit *j, Err *e) {
+  return target_machine(NULL, j->cpu, j->features, LLVMRelocPIC, e);
+}
+
+Simd jit_simd(const Jit *j) {
+  Err e;
+  LLVMTargetMachineRef tm = kernel_target_machine(j, &e);
+  Simd s = tm ? simd_of(tm) : (Simd){4, 16}; /* SSE2's, which every x86-64 has */
+  if (tm)
+    LLVMDisposeTargetMachine(tm);
+  return s;
+}
 
 Jit *jit_new(const char *cpu, Err *e) {
   target_init_native();
@@ -85,8 +229,8 @@ Jit *jit_new(const char *cpu, Err *e) {
     free(j);
     return NULL;
   }
-  /* Resolve libm's functions (powf for Adam's bias correction) from the
-   * process. */
+  /* Resolve what the objects call (powf for Adam's bias correction,
+   * memcpy, memset) from the process. */
   LLVMOrcDefinitionGeneratorRef gen;
   err = LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(
       &gen, LLVMOrcLLJITGetGlobalPrefix(j->jit), NULL, NULL);
@@ -96,25 +240,77 @@ Jit *jit_new(const char *cpu, Err *e) {
     return NULL;
   }
   LLVMOrcJITDylibAddGenerator(LLVMOrcLLJITGetMainJITDylib(j->jit), gen); /* takes gen */
-  j->tsc = LLVMOrcCreateNewThreadSafeContext();
-  j->tm = target_machine(NULL, cpu, cpu ? "" : NULL, LLVMRelocDefault, e);
-  if (!j->tm) {
-    jit_free(j);
-    return NULL;
+  if (cpu) {
+    j->cpu = xstrdup(cpu);
+    j->features = xstrdup("");
+  } else {
+    char *name = LLVMGetHostCPUName(), *features = LLVMGetHostCPUFeatures();
+    j->cpu = xstrdup(name);
+    j->features = xstrdup(features);
+    LLVMDisposeMessage(name);
+    LLVMDisposeMessage(features);
   }
+  identity(j);
   return j;
 }
 
-LLVMContextRef jit_context(Jit *j) { return LLVMOrcThreadSafeContextGetContext(j->tsc); }
-LLVMTargetMachineRef jit_target_machine(Jit *j) { return j->tm; }
-
-int jit_add_module(Jit *j, LLVMModuleRef m, Err *e) {
-  LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(m, j->tsc); /* takes m */
-  /* Takes tsm, on failure too (LLJIT.h): never dispose of it here. */
-  LLVMErrorRef err = LLVMOrcLLJITAddLLVMIRModule(j->jit, LLVMOrcLLJITGetMainJITDylib(j->jit), tsm);
-  if (err)
-    return llvm_err(e, "adding a module to the JIT", err);
+static int emit_object(LLVMTargetMachineRef tm, LLVMModuleRef m, Buf *obj, Err *e) {
+  char *msg = NULL;
+  LLVMMemoryBufferRef mb;
+  if (LLVMTargetMachineEmitToMemoryBuffer(tm, m, LLVMObjectFile, &msg, &mb)) {
+    errf(e, "generating machine code: %s", msg);
+    LLVMDisposeMessage(msg);
+    return -1;
+  }
+  buf_put(obj, LLVMGetBufferStart(mb), LLVMGetBufferSize(mb));
+  LLVMDisposeMemoryBuffer(mb);
   return 0;
+}
+
+int jit_compile(const Jit *j, LLVMModuleRef m, Cache *c, Buf *obj, JitTimes *t, Err *e) {
+  double t0 = thread_seconds();
+  Buf key = {0};
+  size_t start = obj->len;
+  if (c && j->id.len) {
+    /* The key: the identity and the module as codegen made it, which
+     * holds every constant, layout and option of the kernel exactly. */
+    buf_put(&key, j->id.data, j->id.len);
+    LLVMMemoryBufferRef bc = LLVMWriteBitcodeToMemoryBuffer(m);
+    buf_put(&key, LLVMGetBufferStart(bc), LLVMGetBufferSize(bc));
+    LLVMDisposeMemoryBuffer(bc);
+    if (!cache_load(c, key.data, key.len, obj)) {
+      t->cache += thread_seconds() - t0;
+      t->kernels++;
+      t->cached++;
+      buf_free(&key);
+      return 0;
+    }
+  }
+  double t1 = thread_seconds();
+  LLVMTargetMachineRef tm = kernel_target_machine(j, e);
+  int rc = tm ? optimize_kernel(m, tm, e) : -1;
+  double t2 = thread_seconds();
+  if (!rc)
+    rc = emit_object(tm, m, obj, e);
+  double t3 = thread_seconds();
+  if (!rc && key.len)
+    cache_store(c, key.data, key.len, obj->data + start, obj->len - start);
+  t->cache += (t1 - t0) + (thread_seconds() - t3);
+  t->optimize += t2 - t1;
+  t->machine_code += t3 - t2;
+  t->kernels += !rc;
+  if (tm)
+    LLVMDisposeTargetMachine(tm);
+  buf_free(&key);
+  return rc;
+}
+
+int jit_add_object(Jit *j, const void *obj, size_t len, Err *e) {
+  /* Copied: the JIT keeps the buffer, and links it at the first lookup. */
+  LLVMMemoryBufferRef mb = LLVMCreateMemoryBufferWithMemoryRangeCopy(obj, len, "kernel");
+  LLVMErrorRef err =
+      LLVMOrcLLJITAddObjectFile(j->jit, LLVMOrcLLJITGetMainJITDylib(j->jit), mb); /* takes mb */
+  return err ? llvm_err(e, "adding a kernel to the JIT", err) : 0;
 }
 
 void *jit_lookup(Jit *j, const char *name, Err *e) {
@@ -135,9 +331,8 @@ void jit_free(Jit *j) {
     if (err)
       LLVMConsumeError(err);
   }
-  if (j->tsc)
-    LLVMOrcDisposeThreadSafeContext(j->tsc);
-  if (j->tm)
-    LLVMDisposeTargetMachine(j->tm);
+  free(j->cpu);
+  free(j->features);
+  buf_free(&j->id);
   free(j);
 }

@@ -440,10 +440,36 @@ void target_help(Buf *b);
  * of an architecture rnnc does not test. */
 int target_cpus(const char *triple, Buf *b, Err *e);
 
+/* ---------------------------------------------------------------- cache.c */
+
+/* Compiled kernels on disk: a directory of entries, each a key (bytes that
+ * determine the machine code) and an object file; see cache.c for what is
+ * trusted. */
+typedef struct Cache Cache;
+/* The cache in dir, created 0700 if missing. NULL, with the reason in why,
+ * when dir cannot be created or opened, belongs to another user or is
+ * writable by group or others. */
+Cache *cache_open(const char *dir, Err *why);
+void cache_close(Cache *c);
+/* $RNNC_CACHE_DIR, else $XDG_CACHE_HOME/rnnc, else $HOME/.cache/rnnc;
+ * NULL when none is set (malloc'd). */
+char *cache_default_dir(void);
+/* RNNC_NO_CACHE is set (and neither empty nor "0"). */
+bool cache_disabled_by_env(void);
+/* 0 with the object of key appended to obj, or -1: no entry, or one that
+ * is not to be trusted or used (a miss). */
+int cache_load(Cache *c, const void *key, size_t keylen, Buf *obj);
+/* Stores obj for key, replacing the entry atomically (never another
+ * user's). Failures are ignored: a cache that cannot be written misses. */
+void cache_store(Cache *c, const void *key, size_t keylen, const void *obj, size_t objlen);
+
 /* ------------------------------------------------------------------ jit.c */
 
-/* Verifies the module, then runs LLVM's O3 pipeline for tm. */
+/* Verify the module, then run LLVM's O3 pipeline for tm (AOT objects),
+ * or the kernels' pipeline: the same objects for the JIT's kernels at less
+ * cost (see jit.c). */
 int optimize_module(LLVMModuleRef m, LLVMTargetMachineRef tm, Err *e);
+int optimize_kernel(LLVMModuleRef m, LLVMTargetMachineRef tm, Err *e);
 
 typedef struct Jit Jit;
 /* A JIT for the host's CPU (cpu NULL) or for a named x86-64 CPU that the
@@ -451,11 +477,28 @@ typedef struct Jit Jit;
  * machine. */
 Jit *jit_new(const char *cpu, Err *e);
 void jit_free(Jit *j);
-/* Modules for the JIT are made in its context. */
-LLVMContextRef jit_context(Jit *j);
-LLVMTargetMachineRef jit_target_machine(Jit *j);
-/* Takes ownership of m (optimized already). */
-int jit_add_module(Jit *j, LLVMModuleRef m, Err *e);
+/* The vectors of the JIT's target (simd_of), for codegen. */
+Simd jit_simd(const Jit *j);
+
+/* Where jit_compile's time went, summed over calls: CPU seconds of the
+ * thread that compiled. */
+typedef struct JitTimes {
+  double cache;        /* the key, reading and writing the cache */
+  double optimize;     /* LLVM's optimization passes */
+  double machine_code; /* LLVM's code generator */
+  int kernels, cached; /* kernels compiled; how many of them came from the cache */
+} JitTimes;
+
+/* Compiles the kernel in module m (as codegen made it) for the JIT's
+ * target into an object file appended to obj: optimizes it and generates
+ * machine code, or takes the object that cache c (NULL: none) holds for
+ * the same module, target and rnnc build, and stores what it compiled.
+ * m is changed, not taken. Thread-safe: kernels can be compiled at once,
+ * each in a context of its own. */
+int jit_compile(const Jit *j, LLVMModuleRef m, Cache *c, Buf *obj, JitTimes *t, Err *e);
+/* Adds an object of jit_compile's to the JIT (not thread-safe); it is
+ * linked at the first lookup of one of its symbols. */
+int jit_add_object(Jit *j, const void *obj, size_t len, Err *e);
 void *jit_lookup(Jit *j, const char *name, Err *e);
 
 /* ------------------------------------------------------------------ obj.c */
@@ -557,5 +600,9 @@ void kernels_free(Kernels *ks);
  * for target machine tm (the JIT's or --emit's). */
 int kernel_emit(KernelKind k, const Graph *g, LLVMModuleRef m, LLVMTargetMachineRef tm,
                 KernelAbi *abi, Err *e);
+/* The same for vectors simd (simd_of of the target): thread-safe, for
+ * kernels compiled at once in contexts of their own. */
+int kernel_emit_simd(KernelKind k, const Graph *g, LLVMModuleRef m, Simd simd, KernelAbi *abi,
+                     Err *e);
 
 #endif

@@ -6,21 +6,15 @@
 #include <assert.h>
 #include <llvm-c/Core.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "pool.h"
-
-static uint64_t fnv1a(const char *s, size_t n) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (size_t i = 0; i < n; i++) {
-    h ^= (unsigned char)s[i];
-    h *= 0x100000001b3ULL;
-  }
-  return h;
-}
 
 static void *aligned(size_t floats) {
   void *p = xmemalign(64, (floats ? floats : 1) * sizeof(float));
@@ -28,38 +22,124 @@ static void *aligned(size_t floats) {
   return p;
 }
 
-/* One kernel: codegen into a module, optimize, hand it to the JIT. */
-static void *build(Model *m, KernelKind k, const Graph *g, KernelAbi *abi, Err *e) {
-  const char *name = kernel_name(k);
-  LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(name, jit_context(m->jit));
-  double t0 = now_seconds();
-  if (kernel_emit(k, g, mod, jit_target_machine(m->jit), abi, e)) {
-    LLVMDisposeModule(mod);
+static Cache *open_cache(const ModelOptions *opt) {
+  char *dir = opt->no_cache || cache_disabled_by_env() ? NULL : cache_default_dir();
+  if (!dir)
     return NULL;
-  }
-  double t1 = now_seconds();
-  if (optimize_module(mod, jit_target_machine(m->jit), e)) {
-    LLVMDisposeModule(mod);
-    return NULL;
-  }
-  double t2 = now_seconds();
-  if (jit_add_module(m->jit, mod, e)) /* takes mod */
-    return NULL;
-  void *fn = jit_lookup(m->jit, name, e); /* machine code is made here */
-  double t3 = now_seconds();
-  m->times.codegen += t1 - t0;
-  m->times.llvm_opt += t2 - t1;
-  m->times.machine_code += t3 - t2;
-  return fn;
+  Err why;
+  Cache *c = cache_open(dir, &why);
+  if (!c)
+    fprintf(stderr, "rnnc: warning: compiled kernels are not cached: %s\n", why.msg);
+  free(dir);
+  return c;
 }
 
-/* A batched kernel, or NULL with the reason kept in m->unbatched. */
-static BatchKernelFn build_batched(Model *m, KernelKind k, const Graph *g, KernelAbi *abi) {
-  Err e;
-  BatchKernelFn fn = (BatchKernelFn)build(m, k, g, abi, &e);
-  if (!fn && !m->unbatched)
-    m->unbatched = xstrdup(e.msg);
-  return fn;
+/* A kernel to compile, and what became of it. */
+typedef struct Kernel {
+  KernelKind kind;
+  const Graph *g;
+  KernelAbi *abi;
+  void **fn;
+  Buf obj; /* the object file */
+  double codegen;
+  JitTimes times;
+  Err err;
+  int rc;
+} Kernel;
+
+typedef struct Build {
+  const Jit *jit;
+  Simd simd;
+  Cache *cache;
+  Kernel *k;
+  int n;
+  atomic_int next; /* the next kernel a thread takes */
+} Build;
+
+/* Takes kernels until none is left: codegen into a module in a context of
+ * its own, then jit_compile (through the cache: the one place where
+ * kernels are compiled). */
+static void *compile_kernels(void *arg) {
+  Build *bd = arg;
+  for (int i; (i = atomic_fetch_add(&bd->next, 1)) < bd->n;) {
+    Kernel *k = &bd->k[i];
+    const char *name = kernel_name(k->kind);
+    LLVMContextRef ctx = LLVMContextCreate();
+    LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(name, ctx);
+    double t0 = thread_seconds();
+    k->rc = kernel_emit_simd(k->kind, k->g, mod, bd->simd, k->abi, &k->err);
+    k->codegen = thread_seconds() - t0;
+    if (!k->rc)
+      k->rc = jit_compile(bd->jit, mod, bd->cache, &k->obj, &k->times, &k->err);
+    LLVMDisposeModule(mod);
+    LLVMContextDispose(ctx);
+  }
+  return NULL;
+}
+
+/* Compiles k[0..n) at once, on as many threads as there are cores (LLVM
+ * is most of a cold start, and each kernel is independent), then adds them
+ * to the JIT in order and looks each up. A kernel whose codegen fails gets
+ * fn NULL; that is an error unless kernel_optional says the runtime can do
+ * without it (m->unbatched keeps the reason). */
+static int build_kernels(Model *m, Kernel *k, int n, const ModelOptions *opt, Err *e) {
+  enum { MAX_THREADS = 16 };
+  Build bd = {.jit = m->jit, .simd = jit_simd(m->jit), .cache = open_cache(opt), .k = k, .n = n};
+  atomic_init(&bd.next, 0);
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  int nthreads = (int)(cores < 1 ? 1 : cores < n ? cores : n);
+  nthreads = nthreads < MAX_THREADS ? nthreads : MAX_THREADS;
+  pthread_t threads[MAX_THREADS];
+  int started = 0;
+  while (started + 1 < nthreads && !pthread_create(&threads[started], NULL, compile_kernels, &bd))
+    started++;
+  compile_kernels(&bd); /* this thread too; and all of them if no thread starts */
+  for (int i = 0; i < started; i++)
+    pthread_join(threads[i], NULL);
+  cache_close(bd.cache);
+  int rc = 0;
+  for (int i = 0; i < n; i++) {
+    m->times.codegen += k[i].codegen;
+    m->times.jit.cache += k[i].times.cache;
+    m->times.jit.optimize += k[i].times.optimize;
+    m->times.jit.machine_code += k[i].times.machine_code;
+    m->times.jit.kernels += k[i].times.kernels;
+    m->times.jit.cached += k[i].times.cached;
+    if (k[i].rc && kernel_optional(k[i].kind)) {
+      if (!m->unbatched)
+        m->unbatched = xstrdup(k[i].err.msg);
+    } else if (k[i].rc && !rc) {
+      rc = errf(e, "%s", k[i].err.msg);
+    }
+  }
+  double t0 = thread_seconds();
+  for (int i = 0; i < n && !rc; i++) {
+    *k[i].fn = NULL;
+    if (k[i].rc) /* an optional kernel that could not be made */
+      continue;
+    rc = jit_add_object(m->jit, k[i].obj.data, k[i].obj.len, e);
+    *k[i].fn = rc ? NULL : jit_lookup(m->jit, kernel_name(k[i].kind), e); /* links it */
+    rc = rc || !*k[i].fn ? -1 : 0;
+  }
+  m->times.link += thread_seconds() - t0;
+  for (int i = 0; i < n; i++)
+    buf_free(&k[i].obj);
+  return rc;
+}
+
+/* The graph's training batch size, unless the options give one. */
+static int batch_size(const char *path, const char *text, size_t len, const ModelOptions *opt,
+                      Err *e) {
+  if (opt->no_train)
+    return 1;
+  if (opt->batch > 0)
+    return opt->batch;
+  Graph *probe = compile_graph(path, text, len, e);
+  if (!probe)
+    return -1;
+  int b = probe->train.batch;
+  graph_free(probe);
+  return b;
 }
 
 int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e) {
@@ -69,23 +149,20 @@ int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e) {
   char *text = read_graph(path, &len, e);
   if (!text)
     return -1;
-  m->hash = fnv1a(text, len);
-  Kernels ks;
-  m->batch = opt->no_train ? 1 : opt->batch;
-  unsigned want = KERNEL_BIT(KERNEL_FORWARD);
-  if (!opt->no_train) { /* the graph's batch size, unless the options say */
-    Graph *probe = compile_graph(path, text, len, e);
-    if (!probe) {
-      free(text);
-      return -1;
-    }
-    if (m->batch <= 0)
-      m->batch = probe->train.batch;
-    graph_free(probe);
-    want |= m->batch > 1 ? KERNEL_BIT(KERNEL_STEP) | KERNEL_BIT(KERNEL_UPDATE) : KERNEL_BIT(KERNEL_TRAIN);
+  m->hash = fnv1a(FNV1A_INIT, text, len);
+  double t0 = now_seconds();
+  m->batch = batch_size(path, text, len, opt, e);
+  if (m->batch < 0) {
+    free(text);
+    return -1;
   }
+  bool batched = m->batch > 1 && !opt->no_batched;
+  unsigned want = KERNEL_BIT(KERNEL_FORWARD);
+  if (!opt->no_train)
+    want |= m->batch > 1 ? KERNEL_BIT(KERNEL_STEP) | KERNEL_BIT(KERNEL_UPDATE) : KERNEL_BIT(KERNEL_TRAIN);
   if (opt->batched_forward && !opt->no_batched)
     want |= KERNEL_BIT(KERNEL_FORWARD_BATCH);
+  Kernels ks;
   int rc = kernels_prepare(&ks, path, text, len, want, opt->lr, e);
   free(text);
   if (rc)
@@ -97,31 +174,38 @@ int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e) {
   m->times.front = ks.front;
   m->times.passes = ks.passes;
   m->nfloats = m->fwd->nfloats;
-  m->jit = jit_new(opt->cpu, e);
-  if (!m->jit)
-    return -1;
-  m->fwd_fn = (KernelFn)build(m, KERNEL_FORWARD, m->fwd, &m->fwd_abi, e);
-  if (!m->fwd_fn)
-    return -1;
-  if (m->fwd_batch)
-    m->bfwd_fn = build_batched(m, KERNEL_FORWARD_BATCH, m->fwd_batch, &m->bfwd_abi);
-  if (m->update) {
-    if (!opt->no_batched) /* the step graph serves both step kernels */
-      m->bstep_fn = build_batched(m, KERNEL_STEP_BATCH, m->train, &m->bstep_abi);
-    if (!m->bstep_fn) {
-      m->step_fn = (StepKernelFn)build(m, KERNEL_STEP, m->train, &m->step_abi, e);
-      if (!m->step_fn)
+  if (!opt->no_kernels) {
+    double c0 = thread_seconds();
+    m->jit = jit_new(opt->cpu, e);
+    m->times.link = thread_seconds() - c0;
+    if (!m->jit)
+      return -1;
+    /* the largest first: it ends last. The step graph serves both step
+     * kernels; the one-name step is made only if the batched one fails. */
+    Kernel k[5];
+    int n = 0;
+    if (m->update) {
+      k[n++] = (Kernel){.kind = batched ? KERNEL_STEP_BATCH : KERNEL_STEP, .g = m->train,
+                        .abi = batched ? &m->bstep_abi : &m->step_abi,
+                        .fn = batched ? (void **)&m->bstep_fn : (void **)&m->step_fn};
+      k[n++] = (Kernel){.kind = KERNEL_UPDATE, .g = m->update, .abi = &m->update_abi, .fn = (void **)&m->update_fn};
+    } else if (m->train) {
+      k[n++] = (Kernel){.kind = KERNEL_TRAIN, .g = m->train, .abi = &m->train_abi, .fn = (void **)&m->train_fn};
+    }
+    if (m->fwd_batch)
+      k[n++] = (Kernel){.kind = KERNEL_FORWARD_BATCH, .g = m->fwd_batch, .abi = &m->bfwd_abi, .fn = (void **)&m->bfwd_fn};
+    k[n++] = (Kernel){.kind = KERNEL_FORWARD, .g = m->fwd, .abi = &m->fwd_abi, .fn = (void **)&m->fwd_fn};
+    if (build_kernels(m, k, n, opt, e))
+      return -1;
+    if (batched && m->update && !m->bstep_fn) { /* no batched step: one name per call */
+      Kernel one = {.kind = KERNEL_STEP, .g = m->train, .abi = &m->step_abi, .fn = (void **)&m->step_fn};
+      if (build_kernels(m, &one, 1, opt, e))
         return -1;
     }
-    m->update_fn = (KernelFn)build(m, KERNEL_UPDATE, m->update, &m->update_abi, e);
-    if (!m->update_fn)
-      return -1;
-  } else if (m->train) {
-    m->train_fn = (KernelFn)build(m, KERNEL_TRAIN, m->train, &m->train_abi, e);
-    if (!m->train_fn)
-      return -1;
   }
-  m->state = aligned(SLOT_COUNT * m->nfloats);
+  m->times.total = now_seconds() - t0;
+  m->nslots = m->train ? SLOT_COUNT : 1; /* inference reads the values only */
+  m->state = aligned(m->nslots * m->nfloats);
   m->threads = opt->threads > 0 ? opt->threads : 1;
   m->pool = pool_new(m->threads);
   m->ws = xcalloc((size_t)m->threads, sizeof *m->ws);
@@ -163,7 +247,7 @@ void model_init_params(Model *m, uint64_t seed) {
   Rng r;
   rng_seed(&r, seed);
   const Graph *g = m->fwd;
-  memset(m->state, 0, SLOT_COUNT * m->nfloats * sizeof(float));
+  memset(m->state, 0, m->nslots * m->nfloats * sizeof(float));
   m->step = 0;
   for (int p = 0; p < g->nparams; p++) {
     const Param *pa = &g->params[p];

@@ -34,11 +34,18 @@ typedef struct ModelOptions {
   int threads;     /* threads for batches, evaluation and prediction (0: 1) */
   bool batched_forward; /* also a batched inference kernel (eval, predict --input) */
   bool no_batched;      /* never batched kernels: one name per kernel call */
+  bool no_kernels; /* the graphs and parameters only, no JIT (rnnc build) */
+  bool no_cache;   /* compile every kernel, and store none (see compiler/cache.c) */
 } ModelOptions;
 
-/* Stage times of a compile, in seconds. */
+/* Times of a compile, in seconds: each stage's CPU time, summed over the
+ * kernels (which compile at once on several cores), and the whole
+ * compile's wall clock. */
 typedef struct CompileTimes {
-  double front, passes, codegen, llvm_opt, machine_code;
+  double front, passes, codegen;
+  JitTimes jit; /* the cache, LLVM */
+  double link;  /* making the JIT, and its linking the objects */
+  double total; /* wall clock, model_compile from the graph's text on */
 } CompileTimes;
 
 /* A chunk of names packed for a batched kernel, longest first. */
@@ -84,7 +91,8 @@ typedef struct Model {
   const float *fed_noise; /* model_feed_noise: the next call's draws */
   size_t fed_count;
   size_t nfloats;    /* one slot */
-  float *state;      /* (SLOT_COUNT, nfloats): values, grads, m, v */
+  size_t nslots;     /* SLOT_COUNT; 1 (the values) without a training kernel */
+  float *state;      /* (nslots, nfloats): values, grads, m, v */
   int64_t step;      /* optimizer updates done */
   int epoch;         /* training epochs done */
   int tmax;          /* longest sequence the scratch fits */
@@ -93,7 +101,9 @@ typedef struct Model {
 } Model;
 
 /* Compiles the graph file into its kernels: inference, and for training
- * either the fused step of batch 1 or a minibatch's step and update. */
+ * either the fused step of batch 1 or a minibatch's step and update;
+ * through the kernel cache ($RNNC_CACHE_DIR, $XDG_CACHE_HOME/rnnc or
+ * ~/.cache/rnnc; off with opt->no_cache or RNNC_NO_CACHE=1). */
 int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e);
 void model_free(Model *m);
 /* Initializes parameters and buffers by their declared initializers. */

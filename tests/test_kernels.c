@@ -48,6 +48,7 @@ static Jit *jit_or_fail(const char *cpu) {
  * vectors simd, then optimized for the JIT's target and compiled. */
 typedef struct Mod {
   Jit *j;
+  LLVMContextRef ctx;
   LLVMModuleRef m;
   Simd simd;
   int n;
@@ -58,7 +59,8 @@ static Mod mod_begin(Jit *j, Simd simd) {
   static int serial;
   char name[16];
   snprintf(name, sizeof name, "m%d", serial++);
-  return (Mod){j, LLVMModuleCreateWithNameInContext(name, jit_context(j)), simd, 0, {{0}}};
+  LLVMContextRef ctx = LLVMContextCreate();
+  return (Mod){j, ctx, LLVMModuleCreateWithNameInContext(name, ctx), simd, 0, {{0}}};
 }
 
 /* Adds a function whose body is body(ctx); returns its index. */
@@ -84,8 +86,13 @@ static int mod_add(Mod *md, Body *body, const void *ctx) {
 /* Compiles the module; fns[i] = function i. */
 static void mod_end(Mod *md, Fn **fns) {
   Err e;
-  if (optimize_module(md->m, jit_target_machine(md->j), &e) || jit_add_module(md->j, md->m, &e))
+  Buf obj = {0};
+  JitTimes t = {0};
+  if (jit_compile(md->j, md->m, NULL, &obj, &t, &e) || jit_add_object(md->j, obj.data, obj.len, &e))
     fail_msg("%s", e.msg);
+  buf_free(&obj);
+  LLVMDisposeModule(md->m);
+  LLVMContextDispose(md->ctx);
   for (int i = 0; i < md->n; i++)
     if (!(fns[i] = (Fn *)jit_lookup(md->j, md->names[i], &e)))
       fail_msg("%s", e.msg);
@@ -239,7 +246,7 @@ static void gemm_all(Jit *j, Simd simd, const char *label) {
 
 static void test_gemm_host(void **state) {
   Jit *j = jit_or_fail(NULL);
-  Simd host = simd_of(jit_target_machine(j));
+  Simd host = jit_simd(j);
   char label[64];
   snprintf(label, sizeof label, "host (%d x %d)", host.lanes, host.regs);
   gemm_all(j, host, label);
@@ -261,7 +268,7 @@ static void test_gemm_cpus(void **state) {
       continue;
     }
     Jit *j = jit_or_fail(cpus[i].cpu);
-    Simd s = simd_of(jit_target_machine(j));
+    Simd s = jit_simd(j);
     assert_int_equal(s.lanes, cpus[i].want.lanes);
     assert_int_equal(s.regs, cpus[i].want.regs);
     char label[64];
