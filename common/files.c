@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,15 +17,18 @@
 /* ------------------------------------------------ cleanup on signals */
 
 /* The registered paths: a fixed table the handler can read without
- * allocating; a slot's path is complete before its flag is set. */
-enum { CLEANUP_SLOTS = 8 };
+ * allocating or locking. A slot is FREE, claimed (WRITING) by one thread
+ * while it copies a path in, then SET; the handler, on whatever thread the
+ * signal reaches, removes the SET ones. Writers block the signals on their
+ * own thread while they change a slot. */
+enum { CLEANUP_SLOTS = 8, FREE = 0, WRITING, SET };
 static char cleanup_path[CLEANUP_SLOTS][PATH_MAX];
-static volatile sig_atomic_t cleanup_used[CLEANUP_SLOTS];
+static atomic_int cleanup_state[CLEANUP_SLOTS];
 static const int cleanup_signals[] = {SIGINT, SIGTERM, SIGHUP};
 
 static void on_signal(int sig) {
   for (int i = 0; i < CLEANUP_SLOTS; i++)
-    if (cleanup_used[i])
+    if (atomic_load_explicit(&cleanup_state[i], memory_order_acquire) == SET)
       unlink(cleanup_path[i]);
   /* Blocked while the handler runs: delivered, with the default action,
    * as it returns. */
@@ -38,15 +42,15 @@ static void signal_set(sigset_t *set) {
     sigaddset(set, cleanup_signals[i]);
 }
 
-/* Installs the handlers once; blocks the signals (restore with unblock). */
+/* Installs the handlers once; blocks the signals on this thread (restore
+ * with unblock). */
 static void block(sigset_t *old) {
-  static bool installed;
+  static atomic_flag installed = ATOMIC_FLAG_INIT;
   sigset_t set;
   signal_set(&set);
   pthread_sigmask(SIG_BLOCK, &set, old);
-  if (installed)
+  if (atomic_flag_test_and_set(&installed))
     return;
-  installed = true;
   for (size_t i = 0; i < ARRAY_LEN(cleanup_signals); i++) {
     struct sigaction sa;
     if (sigaction(cleanup_signals[i], NULL, &sa) == 0 && sa.sa_handler == SIG_IGN)
@@ -60,17 +64,29 @@ static void block(sigset_t *old) {
 
 static void unblock(const sigset_t *old) { pthread_sigmask(SIG_SETMASK, old, NULL); }
 
-/* With the signals blocked. */
+/* With the signals blocked on this thread. */
 static void add_path(const char *path) {
   if (strlen(path) >= PATH_MAX)
     return; /* no such file can be made */
-  for (int i = 0; i < CLEANUP_SLOTS; i++)
-    if (!cleanup_used[i]) {
+  for (int i = 0; i < CLEANUP_SLOTS; i++) {
+    int free_slot = FREE;
+    if (atomic_compare_exchange_strong(&cleanup_state[i], &free_slot, WRITING)) {
       strcpy(cleanup_path[i], path);
-      cleanup_used[i] = 1;
+      atomic_store_explicit(&cleanup_state[i], SET, memory_order_release);
       return;
     }
+  }
   assert(!"few files registered at a time: a slot is free");
+}
+
+/* With the signals blocked on this thread. */
+static void remove_path(const char *path) {
+  for (int i = 0; i < CLEANUP_SLOTS; i++)
+    if (atomic_load_explicit(&cleanup_state[i], memory_order_acquire) == SET &&
+        !strcmp(cleanup_path[i], path)) {
+      atomic_store_explicit(&cleanup_state[i], FREE, memory_order_release);
+      return;
+    }
 }
 
 void cleanup_register(const char *path) {
@@ -83,12 +99,46 @@ void cleanup_register(const char *path) {
 void cleanup_release(const char *path) {
   sigset_t old;
   block(&old);
-  for (int i = 0; i < CLEANUP_SLOTS; i++)
-    if (cleanup_used[i] && !strcmp(cleanup_path[i], path)) {
-      cleanup_used[i] = 0;
-      break;
-    }
+  remove_path(path);
   unblock(&old);
+}
+
+/* Creates a temporary DIR/.rnnc-tmp-PID-N, its name padded with '_' to at
+ * least len bytes, registered before it exists: a signal, whichever thread
+ * it reaches, cannot leave it behind (mkstemp then cleanup_register could:
+ * blocking the signals on this thread does not keep them from another).
+ * The pid keeps other processes off the name. Returns the descriptor
+ * (write-only, 0600) and the malloc'd name in *tmp, or -1 with errno. */
+static int make_temp(const char *dir, size_t len, char **tmp) {
+  static atomic_uint serial;
+  for (int tries = 0; tries < 1000; tries++) {
+    char name[NAME_MAX + 1];
+    int n = snprintf(name, sizeof name, STAGE_PREFIX "%ld-%u", (long)getpid(),
+                     atomic_fetch_add(&serial, 1));
+    while ((size_t)n < len && n < NAME_MAX)
+      name[n++] = '_';
+    name[n] = '\0';
+    char *path = xasprintf("%s/%s", dir, name);
+    sigset_t old;
+    block(&old);
+    add_path(path);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    int err = errno;
+    if (fd < 0)
+      remove_path(path);
+    unblock(&old);
+    if (fd >= 0) {
+      *tmp = path;
+      return fd;
+    }
+    free(path);
+    if (err != EEXIST) { /* EEXIST: left by an earlier process with this pid */
+      errno = err;
+      return -1;
+    }
+  }
+  errno = EEXIST;
+  return -1;
 }
 
 /* ------------------------------------------------------ staged files */
@@ -103,7 +153,7 @@ char *dir_of(const char *path) {
 }
 
 /* Permissions for the new file: those of the file it replaces, else
- * 0666 less the umask (mkstemp creates 0600). Reading the umask means
+ * 0666 less the umask (temporaries are made 0600). Reading the umask means
  * setting it; rnnc writes files from one thread. */
 static mode_t new_mode(const char *path) {
   struct stat st;
@@ -117,20 +167,10 @@ static mode_t new_mode(const char *path) {
 int stage_open(Staged *s, const char *path, Err *e) {
   char *dir = dir_of(path);
   *s = (Staged){.path = xstrdup(path), .fd = -1};
-  s->tmp = xasprintf("%s/" STAGE_PREFIX "XXXXXX", dir);
-  sigset_t old; /* no signal between making the file and registering it */
-  block(&old);
-  s->fd = mkstemp(s->tmp);
-  int err = errno;
-  if (s->fd >= 0)
-    add_path(s->tmp);
-  unblock(&old);
+  s->fd = make_temp(dir, 0, &s->tmp);
   if (s->fd < 0) {
-    errno = err;
     errf(e, "%s: cannot create a file in directory %s: %s", path, dir, strerror(errno));
     free(dir);
-    free(s->tmp);
-    s->tmp = NULL;
     return -1;
   }
   free(dir);
@@ -179,28 +219,15 @@ int stage_file(Staged *s, const char *path, const void *data, size_t n, Err *e) 
 }
 
 int probe_dir(const char *dir, size_t len) {
-  size_t fixed = strlen(STAGE_PREFIX) + 6; /* the prefix and XXXXXX */
-  size_t pad = len > fixed ? len - fixed : 0;
-  char *fill = xmalloc(pad + 1);
-  memset(fill, '_', pad);
-  fill[pad] = '\0';
-  char *probe = xasprintf("%s/" STAGE_PREFIX "%sXXXXXX", dir, fill);
-  free(fill);
-  sigset_t old;
-  block(&old);
-  int fd = mkstemp(probe);
-  int err = errno;
-  if (fd >= 0)
-    add_path(probe);
-  unblock(&old);
-  if (fd >= 0) {
-    close(fd);
-    unlink(probe);
-    cleanup_release(probe);
-  }
+  char *probe;
+  int fd = make_temp(dir, len, &probe);
+  if (fd < 0)
+    return -1;
+  close(fd);
+  unlink(probe);
+  cleanup_release(probe);
   free(probe);
-  errno = err;
-  return fd < 0 ? -1 : 0;
+  return 0;
 }
 
 int rename_durable(const char *from, const char *to) {
@@ -232,20 +259,15 @@ int stage_commit(Staged *s, Err *e) {
 int stage_commit_both(Staged *a, Staged *b, Err *e) {
   /* a's old file, kept under a registered temporary name (a hard link:
    * the target itself stays in place until the rename replaces it). */
-  char *path = xstrdup(a->path), *bpath = xstrdup(b->path), *dir = dir_of(path);
-  char *old = xasprintf("%s/" STAGE_PREFIX "XXXXXX", dir);
-  free(dir);
+  char *path = xstrdup(a->path), *bpath = xstrdup(b->path), *dir = dir_of(path), *old = NULL;
   struct stat st;
   bool existed = lstat(path, &st) == 0, kept = false;
-  sigset_t mask;
-  block(&mask);
-  int fd = existed ? mkstemp(old) : -1;
-  if (fd >= 0) {
+  int fd = existed ? make_temp(dir, 0, &old) : -1;
+  free(dir);
+  if (fd >= 0) { /* a name for the link: the file make_temp made goes */
     close(fd);
-    add_path(old);
     kept = unlink(old) == 0 && link(path, old) == 0;
   }
-  unblock(&mask);
   int rc = stage_commit(a, e);
   if (rc == 0 && stage_commit(b, e)) {
     rc = -1;

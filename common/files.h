@@ -14,7 +14,7 @@
 
 #include "util.h"
 
-/* Temporaries are named DIR/.rnnc-tmp-XXXXXX. */
+/* Temporaries are named DIR/.rnnc-tmp-PID-N. */
 #define STAGE_PREFIX ".rnnc-tmp-"
 
 typedef struct Staged {
