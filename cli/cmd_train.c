@@ -3,7 +3,9 @@
 #include <errno.h>
 #include <float.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <math.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +28,8 @@
 const char train_usage[] =
     "usage: rnnc train GRAPH [--data DIR] [--epochs N] [--batch B] [--threads N]\n"
     "                  [--seed S] [--lr X] [--init CKPT] [--test-fraction F]\n"
-    "                  [--out CKPT] [--no-cache]\n"
+    "                  [--out CKPT] [--metrics FILE] [--metrics-every N]\n"
+    "                  [--eval-every N] [--keep-best] [--no-cache]\n"
     "\n"
     "Compiles GRAPH into training kernels and trains it on a names data set,\n"
     "reshuffling the training set every epoch and cutting it into batches of\n"
@@ -49,7 +52,22 @@ const char train_usage[] =
     "  --test-fraction F    share of each language held out (default: 0.1; 0: none)\n"
     "  --out CKPT           checkpoint to write (default: GRAPH's name .safetensors)\n"
     "                       and CKPT.optim.safetensors; one training at a time\n"
-    CACHE_HELP;
+    "  --metrics FILE       log the training to FILE, JSON Lines (rnnc plot draws\n"
+    "                       it): a line every --metrics-every steps and one per\n"
+    "                       evaluation; a resumed training continues the file\n"
+    "                       (lines after the checkpoint's step are cut off)\n"
+    "  --metrics-every N    steps between metrics lines (default: 1000 names' worth)\n"
+    "  --eval-every N       also evaluate on the test split every N steps\n"
+    "  --keep-best          keep the checkpoint of the best test accuracy too, as\n"
+    "                       CKPT with .best before .safetensors (and its optimizer\n"
+    "                       state); a resumed training keeps it unless it does better\n"
+    CACHE_HELP
+    "\n"
+    "Ctrl-C (SIGINT) or SIGTERM stops training after the current step: the\n"
+    "checkpoint records where in the epoch it stopped, and rnnc prints the\n"
+    "command that resumes there (exit status 130 or 143); the resumed training\n"
+    "ends with the same checkpoint, byte for byte, as one never stopped. A\n"
+    "second Ctrl-C stops at once, leaving the last complete checkpoint.\n";
 
 const char eval_usage[] =
     "usage: rnnc eval GRAPH CKPT [--data DIR] [--seed S] [--test-fraction F]\n"
@@ -139,6 +157,43 @@ static int check_model_data(const Model *m, const Dataset *ds, Err *e) {
   return 0;
 }
 
+/* path without ".safetensors", with ".best.safetensors" (malloc'd). */
+static char *best_path(const char *path) {
+  size_t n = strlen(path), k = strlen(".safetensors");
+  if (n > k && !strcmp(path + n - k, ".safetensors"))
+    n -= k;
+  return xasprintf("%.*s.best.safetensors", (int)n, path);
+}
+
+/* s as one shell word. */
+static void put_word(Buf *b, const char *s) {
+  if (*s && strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-+./=:,@%") ==
+                strlen(s)) {
+    buf_printf(b, " %s", s);
+    return;
+  }
+  buf_printf(b, " '");
+  for (; *s; s++)
+    buf_printf(b, *s == '\'' ? "'\\''" : "%c", *s);
+  buf_printf(b, "'");
+}
+
+/* " name X" with x's shortest decimal form that reads back as x. */
+static void put_number(Buf *b, const char *name, double x) {
+  char s[32];
+  for (int digits = 6; digits <= 17; digits++) {
+    snprintf(s, sizeof s, "%.*g", digits, x);
+    if (strtod(s, NULL) == x)
+      break;
+  }
+  buf_printf(b, " %s %s", name, s);
+}
+
+static void put_option(Buf *b, const char *name, const char *value) {
+  buf_printf(b, " %s", name);
+  put_word(b, value);
+}
+
 static int longest(const Dataset *ds) {
   int n = 1;
   for (size_t i = 0; i < ds->nnames; i++)
@@ -150,8 +205,9 @@ int cmd_train(int argc, char **argv) {
   const char *dir = "data/names", *init = NULL, *out = NULL;
   uint64_t seed = 42;
   double fraction = 0.1, lr = 0;
-  int epochs = -1, batch = 0, threads = cli_default_threads();
-  bool no_cache = false;
+  int epochs = -1, batch = 0, threads = cli_default_threads(), eval_every = 0, metrics_every = 0;
+  const char *metrics = NULL;
+  bool no_cache = false, keep_best = false;
   static const struct option opts[] = {{"data", required_argument, 0, 'd'},
                                        {"epochs", required_argument, 0, 'n'},
                                        {"batch", required_argument, 0, 'b'},
@@ -161,6 +217,10 @@ int cmd_train(int argc, char **argv) {
                                        {"init", required_argument, 0, 'i'},
                                        {"test-fraction", required_argument, 0, 'f'},
                                        {"out", required_argument, 0, 'o'},
+                                       {"metrics", required_argument, 0, 'M'},
+                                       {"metrics-every", required_argument, 0, 'm'},
+                                       {"eval-every", required_argument, 0, 'E'},
+                                       {"keep-best", no_argument, 0, 'K'},
                                        {"no-cache", no_argument, 0, 'C'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
@@ -208,6 +268,21 @@ int cmd_train(int argc, char **argv) {
     case 'o':
       out = optarg;
       break;
+    case 'M':
+      metrics = optarg;
+      break;
+    case 'm':
+      if (cli_parse_int(optarg, 1, INT32_MAX, &metrics_every))
+        return cli_usage_error("train", "--metrics-every wants a positive integer, not '%s'",
+                               optarg);
+      break;
+    case 'E':
+      if (cli_parse_int(optarg, 1, INT32_MAX, &eval_every))
+        return cli_usage_error("train", "--eval-every wants a positive integer, not '%s'", optarg);
+      break;
+    case 'K':
+      keep_best = true;
+      break;
     case 'C':
       no_cache = true;
       break;
@@ -220,19 +295,27 @@ int cmd_train(int argc, char **argv) {
   }
   if (optind + 1 != argc)
     return cli_usage_error("train", optind >= argc ? "missing GRAPH" : "more than one GRAPH");
+  if (metrics_every && !metrics)
+    return cli_usage_error("train", "--metrics-every without --metrics FILE");
   const char *graph = argv[optind];
   char *out_owned = out ? NULL : default_out(graph);
   if (!out)
     out = out_owned;
+  char *best = keep_best ? best_path(out) : NULL;
   Err e;
   Model m = {0};
   Dataset ds = {0};
   char **labels = NULL;
   int nlabels = 0, rc = EXIT_BAD_INPUT;
+  bool stopped = false;
   ModelOptions mo = {.lr = lr, .batch = batch, .threads = threads, .batched_forward = true,
                      .no_cache = no_cache};
-  CkptLock lock = {0};
-  if (ckpt_check_writable(out, &e) || ckpt_lock(&lock, out, &e) || model_compile(&m, graph, &mo, &e))
+  CkptLock lock = {0}, best_lock = {0};
+  Metrics mt = {.fd = -1};
+  TrainReport report = {0};
+  if (ckpt_check_writable(out, &e) || ckpt_lock(&lock, out, &e) ||
+      (best && (ckpt_check_writable(best, &e) || ckpt_lock(&best_lock, best, &e))) ||
+      model_compile(&m, graph, &mo, &e))
     goto fail;
   print_compile(stderr, &m);
   if (m.unbatched && m.batch > 1)
@@ -245,6 +328,12 @@ int cmd_train(int argc, char **argv) {
       goto fail;
     fprintf(stderr, "initialized from %s%s\n", init,
             m.step ? " (with its optimizer state)" : "");
+    if (m.pos.names && m.pos.seed != seed) {
+      errf(&e, "%s stopped in epoch %d, whose order --seed %" PRIu64 " made: resume it with "
+               "--seed %" PRIu64 " (and the same data, --test-fraction and --batch)",
+           init, m.epoch + 1, m.pos.seed, m.pos.seed);
+      goto fail;
+    }
   } else {
     model_init_params(&m, seed);
   }
@@ -255,14 +344,58 @@ int cmd_train(int argc, char **argv) {
     errf(&e, "%s: no names to train on", dir);
     goto fail;
   }
+  if (m.pos.names >= (int64_t)ds.ntrain) {
+    errf(&e, "%s stopped after %" PRId64 " names of epoch %d, but %s has %zu names to train on: "
+             "resume with the data (and --test-fraction) it was trained on",
+         init, m.pos.names, m.epoch + 1, dir, ds.ntrain);
+    goto fail;
+  }
+  if (metrics && metrics_open(&mt, metrics, m.step, &e))
+    goto fail;
   model_reserve(&m, longest(&ds));
   fprintf(stderr, "data %s: %zu names, %d languages, %zu train / %zu test; %d epoch%s from epoch %d, "
           "batch %d, %d thread%s\n",
           dir, ds.nnames, ds.nlabels, ds.ntrain, ds.ntest, epochs, epochs == 1 ? "" : "s",
           m.epoch + 1, m.batch, m.threads, m.threads == 1 ? "" : "s");
-  TrainOptions to = {.epochs = epochs, .seed = seed, .out = out,
-                     .progress = isatty(fileno(stderr)), .log = stderr};
-  if (train_run(&m, &ds, &to, &e))
+  int start_epoch = m.epoch;
+  TrainOptions to = {.epochs = epochs, .seed = seed, .out = out, .best = best,
+                     .eval_every = eval_every, .metrics = metrics ? &mt : NULL,
+                     .metrics_every = metrics_every ? metrics_every
+                                                    : (1000 + m.batch - 1) / m.batch,
+                     .progress = isatty(fileno(stderr)), .log = stderr, .report = &report};
+  int trained = train_run(&m, &ds, &to, &e);
+  if (trained == TRAIN_STOPPED) {
+    int sig = report.stop_signal;
+    Buf cmd = {0};
+    buf_printf(&cmd, "rnnc train");
+    put_word(&cmd, graph);
+    put_option(&cmd, "--init", out);
+    put_option(&cmd, "--out", out);
+    buf_printf(&cmd, " --epochs %d --seed %" PRIu64 " --batch %d", start_epoch + epochs - m.epoch,
+               seed, m.batch);
+    put_option(&cmd, "--data", dir);
+    put_number(&cmd, "--test-fraction", fraction);
+    if (lr > 0)
+      put_number(&cmd, "--lr", lr);
+    if (metrics)
+      put_option(&cmd, "--metrics", metrics);
+    if (metrics_every)
+      buf_printf(&cmd, " --metrics-every %d", metrics_every);
+    if (eval_every)
+      buf_printf(&cmd, " --eval-every %d", eval_every);
+    if (keep_best)
+      buf_printf(&cmd, " --keep-best");
+    buf_put(&cmd, "", 1);
+    fprintf(stderr, "\nstopped by %s at step %" PRId64 " (epoch %d, %" PRId64 " of %zu names): "
+                    "%s holds where. To resume:\n  %s\n",
+            sig == SIGTERM ? "SIGTERM" : "SIGINT", m.step, m.epoch + 1, m.pos.names, ds.ntrain,
+            out, cmd.data);
+    buf_free(&cmd);
+    rc = 128 + sig;
+    stopped = true;
+    goto fail;
+  }
+  if (trained)
     goto fail;
   /* No epoch: the checkpoint is the starting point (initialized, or
    * --init's, with the data's labels). */
@@ -278,15 +411,26 @@ int cmd_train(int argc, char **argv) {
   char *opath = ckpt_optim_path(out);
   printf("\ncheckpoint: %s (optimizer state: %s)\n", out, opath);
   free(opath);
+  if (best && report.best_n)
+    printf("best checkpoint: %s, test accuracy %.2f%% (%zu/%zu) at epoch %d, step %" PRId64 "\n",
+           best, 100.0 * report.best_correct / report.best_n, report.best_correct,
+           report.best_n, report.best_epoch, report.best_step);
+  else if (best)
+    printf("best checkpoint: none (no evaluation: no test split)\n");
+  if (metrics)
+    printf("metrics: %s (rnnc plot %s -o report.svg)\n", metrics, metrics);
   rc = EXIT_OK;
 fail:
-  if (rc)
+  if (rc && !stopped)
     cli_error("train", &e);
+  metrics_close(&mt);
+  ckpt_unlock(&best_lock);
   ckpt_unlock(&lock);
   model_free(&m);
   data_free(&ds);
   free_labels(labels, nlabels);
   free(out_owned);
+  free(best);
   return rc;
 }
 

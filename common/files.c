@@ -26,7 +26,16 @@ static char cleanup_path[CLEANUP_SLOTS][PATH_MAX];
 static atomic_int cleanup_state[CLEANUP_SLOTS];
 static const int cleanup_signals[] = {SIGINT, SIGTERM, SIGHUP};
 
+/* cleanup_defer_stop's state: whether the first SIGINT or SIGTERM is
+ * deferred, and the signal recorded (0: none yet). */
+static atomic_int defer_stop, stop_signal;
+
 static void on_signal(int sig) {
+  if ((sig == SIGINT || sig == SIGTERM) && atomic_load(&defer_stop)) {
+    int none = 0;
+    if (atomic_compare_exchange_strong(&stop_signal, &none, sig))
+      return; /* the first: the program stops when it can */
+  }
   for (int i = 0; i < CLEANUP_SLOTS; i++)
     if (atomic_load_explicit(&cleanup_state[i], memory_order_acquire) == SET)
       unlink(cleanup_path[i]);
@@ -95,6 +104,15 @@ void cleanup_register(const char *path) {
   add_path(path);
   unblock(&old);
 }
+
+void cleanup_defer_stop(bool on) {
+  sigset_t old;
+  block(&old); /* installs the handlers */
+  atomic_store(&defer_stop, on);
+  unblock(&old);
+}
+
+int cleanup_stop_signal(void) { return atomic_load(&stop_signal); }
 
 void cleanup_release(const char *path) {
   sigset_t old;

@@ -9,7 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "checkpoint.h"
+#include "files.h"
 
 /* Epoch k's generator: the same for a run that resumes at epoch k. */
 static uint64_t epoch_seed(uint64_t seed, int epoch) {
@@ -59,6 +62,7 @@ void evaluate(Model *m, const Dataset *ds, const uint32_t *idx, size_t n, uint64
   r->nlabels = ds->nlabels;
   r->n = n;
   r->correct = 0;
+  r->loss_sum = 0;
   r->confusion = xcalloc((size_t)ds->nlabels * (size_t)ds->nlabels, sizeof *r->confusion);
   float *logits = xmalloc((size_t)c * EVAL_BLOCK * sizeof *logits);
   NameBatch b = batch_new(EVAL_BLOCK);
@@ -69,8 +73,13 @@ void evaluate(Model *m, const Dataset *ds, const uint32_t *idx, size_t n, uint64
     if (model_forward_batch(m, b.chars, b.lens, (int)k, logits))
       assert(!"data_load keeps names the model takes");
     for (size_t i = 0; i < k; i++) {
-      int p = argmax(logits + i * (size_t)c, c);
+      const float *lg = logits + i * (size_t)c;
+      int p = argmax(lg, c);
       int truth = b.targets[i];
+      double z = 0; /* cross entropy: log-sum-exp minus the truth's logit */
+      for (int j = 0; j < c; j++)
+        z += exp((double)lg[j] - lg[p]);
+      r->loss_sum += log(z) + lg[p] - lg[truth];
       r->correct += p == truth;
       if (p < ds->nlabels)
         r->confusion[(size_t)truth * (size_t)ds->nlabels + (size_t)p]++;
@@ -182,26 +191,38 @@ static void fmt_time(char *buf, size_t n, double s) {
     snprintf(buf, n, "%d:%02d", (int)s / 60, (int)s % 60);
 }
 
-static void progress(const TrainOptions *o, int epoch, int epochs, size_t done, size_t total,
-                     double elapsed, double loss, bool final) {
-  double rate = elapsed > 0 ? done / elapsed : 0;
-  char eta[32], el[32];
-  fmt_time(eta, sizeof eta, rate > 0 ? (total - done) / rate : -1);
-  fmt_time(el, sizeof el, elapsed);
+/* What the progress line shows. */
+typedef struct Progress {
+  int epoch, epochs;         /* from 1 */
+  size_t done, total;        /* names of this epoch */
+  double rate;               /* names/s */
+  double loss;               /* running */
+  double eta;                /* seconds to the end of the run, or -1 */
+  double elapsed;            /* of this epoch in this run */
+  double accuracy;           /* of the last evaluation, or -1 */
+} Progress;
+
+static void progress(const TrainOptions *o, const Progress *p, bool final) {
+  char eta[32], el[32], acc[48] = "";
+  fmt_time(eta, sizeof eta, p->eta);
+  fmt_time(el, sizeof el, p->elapsed);
+  if (p->accuracy >= 0)
+    snprintf(acc, sizeof acc, "%stest %.1f%%", o->progress ? "  " : ", ", 100 * p->accuracy);
   if (o->progress) {
-    int width = 24, fill = total ? (int)(width * done / total) : width;
+    int width = 24, fill = p->total ? (int)(width * p->done / p->total) : width;
     char bar[32];
     for (int i = 0; i < width; i++)
       bar[i] = i < fill ? '#' : '.';
     bar[width] = '\0';
-    fprintf(o->log, "\r\033[Kepoch %d/%d [%s] %5.1f%% %zu/%zu  %.0f names/s  loss %.4f  %s %s",
-            epoch, epochs, bar, total ? 100.0 * done / total : 100.0, done, total, rate, loss,
-            final ? "took" : "ETA", final ? el : eta);
+    fprintf(o->log, "\r\033[Kepoch %d/%d [%s] %5.1f%% %zu/%zu  %.0f names/s  loss %.4f%s  %s %s",
+            p->epoch, p->epochs, bar, p->total ? 100.0 * p->done / p->total : 100.0, p->done,
+            p->total, p->rate, p->loss, acc, final ? "took" : "ETA", final ? el : eta);
     if (final)
       fprintf(o->log, "\n");
   } else {
-    fprintf(o->log, "epoch %d/%d: %zu/%zu names, %.0f names/s, running loss %.4f, %s %s\n", epoch,
-            epochs, done, total, rate, loss, final ? "took" : "ETA", final ? el : eta);
+    fprintf(o->log, "epoch %d/%d: %zu/%zu names, %.0f names/s, running loss %.4f%s, %s %s\n",
+            p->epoch, p->epochs, p->done, p->total, p->rate, p->loss, acc,
+            final ? "took" : "ETA", final ? el : eta);
   }
   fflush(o->log);
 }
@@ -223,6 +244,122 @@ static size_t culprit(const float *losses, size_t n) {
   return 0;
 }
 
+bool train_should_stop(void) { return cleanup_stop_signal() != 0; }
+
+/* The gradients' norm for the metrics: the kernels' when the graph clips
+ * (before clipping), else that of the gradient the last step applied. */
+static double grad_norm(const Model *m, float kernel_norm) {
+  if (m->train->train.clip_norm > 0)
+    return kernel_norm;
+  const float *g = m->state + SLOT_GRAD * m->nfloats;
+  double sum = 0;
+  for (int p = 0; p < m->fwd->nparams; p++) {
+    const Param *pa = &m->fwd->params[p];
+    if (pa->trainable)
+      for (size_t i = 0; i < type_numel(pa->type); i++)
+        sum += (double)g[pa->offset + i] * g[pa->offset + i];
+  }
+  return sqrt(sum);
+}
+
+/* Where a run is, for evaluations and the best checkpoint. */
+typedef struct Run {
+  Model *m;
+  const Dataset *ds;
+  const TrainOptions *o;
+  TrainReport rep;
+  int epoch;          /* from 1 */
+  int64_t seen;       /* names trained on since the first epoch */
+} Run;
+
+static json_t *json_counts(const size_t *x, int n) {
+  json_t *a = json_array();
+  for (int i = 0; i < n; i++)
+    json_array_append_new(a, json_integer((json_int_t)x[i]));
+  return a;
+}
+
+/* An evaluation on the test split, between steps: its metrics line, and
+ * with o->best the best checkpoint (which records m->pos: it resumes where
+ * it was made). The noise generator is left as training had it. */
+static int eval_point(Run *r, EvalResult *res, Err *e) {
+  Model *m = r->m;
+  const Dataset *ds = r->ds;
+  const TrainOptions *o = r->o;
+  Rng keep = m->rng;
+  evaluate(m, ds, ds->test, ds->ntest, o->seed, res);
+  m->rng = keep;
+  double acc = res->n ? (double)res->correct / res->n : 0;
+  r->rep.last_accuracy = acc;
+  /* Strictly better than the best so far (the same test set: compare the
+   * counts). */
+  bool best = o->best && (r->rep.best_n == 0 || res->correct * r->rep.best_n >
+                                                    r->rep.best_correct * res->n);
+  if (best) {
+    char count[64], at[64];
+    snprintf(count, sizeof count, "%zu/%zu", res->correct, res->n);
+    snprintf(at, sizeof at, "%d", r->epoch);
+    char *keys[] = {"test_correct", "test_epoch"}, *vals[] = {count, at};
+    if (ckpt_save_meta(m, ds->labels, ds->nlabels, o->best, keys, vals, 2, e))
+      return -1;
+    r->rep.best_correct = res->correct;
+    r->rep.best_n = res->n;
+    r->rep.best_epoch = r->epoch;
+    r->rep.best_step = m->step;
+  }
+  if (!o->metrics)
+    return 0;
+  int L = ds->nlabels;
+  json_t *labels = json_array(), *per = json_array(), *conf = json_array();
+  for (int l = 0; l < L; l++) {
+    size_t tot = 0;
+    for (int p = 0; p < L; p++)
+      tot += res->confusion[(size_t)l * L + p];
+    json_array_append_new(labels, json_string(ds->labels[l]));
+    json_array_append_new(per, tot ? json_real((double)res->confusion[(size_t)l * L + l] / tot)
+                                   : json_null());
+    json_array_append_new(conf, json_counts(res->confusion + (size_t)l * L, L));
+  }
+  json_t *line = json_pack("{sssisIsIsfsfsfsIsIsosososb}", "type", "eval", "epoch", r->epoch,
+                           "step", (json_int_t)m->step, "names_seen", (json_int_t)r->seen,
+                           "time", metrics_time(o->metrics), "test_loss",
+                           res->n ? res->loss_sum / res->n : 0.0, "accuracy", acc, "correct",
+                           (json_int_t)res->correct, "n", (json_int_t)res->n, "labels", labels,
+                           "per_language", per, "confusion", conf, "best", best);
+  return metrics_write(o->metrics, line, e);
+}
+
+static int train_line(Run *r, double loss, double gnorm, double rate, Err *e) {
+  const TrainOptions *o = r->o;
+  json_t *line = json_pack("{sssisIsIsfsfsfsfsf}", "type", "train", "epoch", r->epoch, "step",
+                           (json_int_t)r->m->step, "names_seen", (json_int_t)r->seen, "loss", loss,
+                           "lr", r->m->train->train.lr, "grad_norm", gnorm, "names_per_s", rate,
+                           "time", metrics_time(o->metrics));
+  return metrics_write(o->metrics, line, e);
+}
+
+/* The best checkpoint of an earlier run of this training (resumed): its
+ * evaluation, so that only a better one replaces it. */
+static void read_best(const char *path, TrainReport *rep) {
+  StFile f;
+  Err ignored;
+  if (st_load_header(&f, path, &ignored))
+    return;
+  const char *count = st_meta(&f, "test_correct"), *ep = st_meta(&f, "test_epoch");
+  const char *step = st_meta(&f, "step");
+  size_t c, n;
+  int epoch;
+  long long s;
+  if (count && ep && step && sscanf(count, "%zu/%zu", &c, &n) == 2 && c <= n && n > 0 &&
+      sscanf(ep, "%d", &epoch) == 1 && sscanf(step, "%lld", &s) == 1) {
+    rep->best_correct = c;
+    rep->best_n = n;
+    rep->best_epoch = epoch;
+    rep->best_step = s;
+  }
+  st_free(&f);
+}
+
 int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
   uint32_t *order = xmalloc((ds->ntrain ? ds->ntrain : 1) * sizeof *order);
   int first = m->epoch, last = m->epoch + o->epochs;
@@ -233,10 +370,30 @@ int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
   float *losses = xmalloc(B * sizeof *losses);
   int rc = 0;
   char *saved = NULL; /* the last checkpoint written, for the NaN message */
+  Run run = {.m = m, .ds = ds, .o = o, .rep = {.last_accuracy = -1}};
+  if (o->best && m->step > 0)
+    read_best(o->best, &run.rep);
+  /* A checkpoint of a run stopped mid-epoch resumes there. */
+  TrainPosition resume = m->pos;
+  size_t run_names = (size_t)o->epochs * ds->ntrain, run_done = 0;
+  run_names -= o->epochs ? (size_t)resume.names : 0;
+  double t_run = now_seconds();
+  cleanup_defer_stop(true);
   for (int ep = first; ep < last && rc == 0; ep++) {
     train_epoch_begin(m, ds, o->seed, ep, order);
-    double t0 = now_seconds(), last_report = t0, sum = 0, running = 0;
-    for (size_t i = 0; i < ds->ntrain; i += B) {
+    size_t start = 0;
+    double sum = 0, running = 0;
+    if (ep == first && resume.names > 0) {
+      start = (size_t)resume.names;
+      m->rng = resume.rng;
+      sum = resume.loss_sum;
+      running = resume.running;
+      m->pos = (TrainPosition){0};
+    }
+    run.epoch = ep + 1;
+    double t0 = now_seconds(), last_report = t0;
+    Progress pr = {.epoch = ep + 1, .epochs = last, .total = ds->ntrain, .accuracy = -1};
+    for (size_t i = start; i < ds->ntrain; i += B) {
       size_t n = ds->ntrain - i < B ? ds->ntrain - i : B;
       batch_fill(&b, ds, order + i, n);
       float loss, gnorm;
@@ -267,23 +424,59 @@ int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
         sum += losses[k];
         running = i + k ? 0.99 * running + 0.01 * losses[k] : losses[k];
       }
+      bool stop = train_should_stop(), epoch_end = i + n == ds->ntrain;
       double now = now_seconds();
+      run_done += n;
+      run.seen = (int64_t)ep * (int64_t)ds->ntrain + (int64_t)(i + n);
+      pr.done = i + n;
+      pr.elapsed = now - t0;
+      pr.rate = now > t_run ? run_done / (now - t_run) : 0;
+      pr.eta = pr.rate > 0 ? (run_names - run_done) / pr.rate : -1;
+      pr.loss = running;
+      if (o->metrics && (m->step % o->metrics_every == 0 || stop) &&
+          train_line(&run, running, grad_norm(m, gnorm), pr.rate, e)) {
+        rc = -1;
+        break;
+      }
+      /* Mid-epoch: the position, for the best checkpoint or a stop. */
+      m->pos = (TrainPosition){.names = (int64_t)(i + n), .seed = o->seed, .rng = m->rng,
+                               .loss_sum = sum, .running = running};
+      if (o->eval_every > 0 && m->step % o->eval_every == 0 && ds->ntest && !epoch_end) {
+        EvalResult res;
+        rc = eval_point(&run, &res, e);
+        eval_free(&res);
+        pr.accuracy = run.rep.last_accuracy;
+        if (rc)
+          break;
+      }
+      if (stop && !epoch_end) {
+        if (o->out && ckpt_save(m, ds->labels, ds->nlabels, o->out, e))
+          rc = -1;
+        else
+          rc = TRAIN_STOPPED;
+        break;
+      }
+      m->pos = (TrainPosition){0};
       if (now - last_report > (o->progress ? 0.1 : 5.0)) {
-        progress(o, ep + 1, last, i + n, ds->ntrain, now - t0, running, false);
+        progress(o, &pr, false);
         last_report = now;
       }
     }
     if (rc)
       break;
-    progress(o, ep + 1, last, ds->ntrain, ds->ntrain, now_seconds() - t0, running, true);
+    pr.elapsed = now_seconds() - t0;
+    progress(o, &pr, true);
     m->epoch = ep + 1;
     double mean = ds->ntrain ? sum / ds->ntrain : 0;
     if (ds->ntest) {
       EvalResult res;
-      evaluate(m, ds, ds->test, ds->ntest, o->seed, &res);
-      fprintf(o->log, "epoch %d: mean training loss %.4f, test accuracy %.2f%% (%zu/%zu)\n",
-              ep + 1, mean, 100.0 * res.correct / res.n, res.correct, res.n);
+      rc = eval_point(&run, &res, e);
+      if (rc == 0)
+        fprintf(o->log, "epoch %d: mean training loss %.4f, test accuracy %.2f%% (%zu/%zu)\n",
+                ep + 1, mean, 100.0 * res.correct / res.n, res.correct, res.n);
       eval_free(&res);
+      if (rc)
+        break;
     } else {
       fprintf(o->log, "epoch %d: mean training loss %.4f (no test split)\n", ep + 1, mean);
     }
@@ -295,7 +488,14 @@ int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
       free(saved);
       saved = xasprintf("%s (epoch %d)", o->out, ep + 1);
     }
+    if (ep + 1 < last && train_should_stop())
+      rc = TRAIN_STOPPED;
   }
+  cleanup_defer_stop(false);
+  if (rc == TRAIN_STOPPED)
+    run.rep.stop_signal = cleanup_stop_signal();
+  if (o->report)
+    *o->report = run.rep;
   free(saved);
   free(order);
   free(losses);
