@@ -11,7 +11,10 @@
  * - kill -9 at a random step: the metrics file parses line by line, and a
  *   resumed training cuts it back to the checkpoint's step;
  * - --eval-every with --keep-best: the best checkpoint is the evaluation
- *   the metrics file marks best, and rnnc eval of it finds that accuracy.
+ *   the metrics file marks best, and rnnc eval of it finds that accuracy;
+ * - rnnc plot: librsvg (rsvg-convert) renders its SVG into a PNG that has
+ *   the curves' and the heat map's colours (a blank picture fails the same
+ *   check); the HTML page refers to nothing outside itself.
  *
  * The steps are slowed with tests/fault_shim.c (a sleep in every write to
  * a file: one metrics line per step), so that a signal sent after the
@@ -29,6 +32,7 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <zlib.h>
 
 #include "checkpoint.h"
 #include "safetensors.h"
@@ -380,12 +384,182 @@ static void test_keep_best(void **state) {
   free(dir);
 }
 
+/* The pixels of an 8-bit RGB or RGBA PNG (what rsvg-convert writes), as
+ * RGBA: w * h * 4 bytes (malloc'd), or NULL with *why. */
+static unsigned char *png_rgba(const char *path, int *w, int *h, const char **why) {
+  size_t n;
+  Err e;
+  unsigned char *f = (unsigned char *)read_file(path, &n, &e);
+  *why = "not a PNG";
+  if (!f || n < 8 || memcmp(f, "\x89PNG\r\n\x1a\n", 8)) {
+    free(f);
+    return NULL;
+  }
+  Buf idat = {0};
+  bool rgba = false;
+  int ch = 4;
+  for (size_t p = 8; p + 12 <= n;) {
+    size_t len = (size_t)f[p] << 24 | (size_t)f[p + 1] << 16 | (size_t)f[p + 2] << 8 | f[p + 3];
+    const unsigned char *type = f + p + 4, *d = f + p + 8;
+    if (p + 12 + len > n)
+      break;
+    if (!memcmp(type, "IHDR", 4)) {
+      *w = (int)((uint32_t)d[0] << 24 | (uint32_t)d[1] << 16 | (uint32_t)d[2] << 8 | d[3]);
+      *h = (int)((uint32_t)d[4] << 24 | (uint32_t)d[5] << 16 | (uint32_t)d[6] << 8 | d[7]);
+      /* 8 bits, RGB or RGBA, not interlaced */
+      rgba = d[8] == 8 && (d[9] == 2 || d[9] == 6) && d[12] == 0;
+      ch = d[9] == 2 ? 3 : 4;
+    } else if (!memcmp(type, "IDAT", 4)) {
+      buf_put(&idat, d, len);
+    }
+    p += 12 + len;
+  }
+  free(f);
+  size_t stride = (size_t)*w * (size_t)ch, raw_n = (stride + 1) * (size_t)*h;
+  unsigned char *raw = rgba && *w > 0 && *h > 0 ? malloc(raw_n) : NULL;
+  uLongf got = (uLongf)raw_n;
+  if (!raw || uncompress(raw, &got, (unsigned char *)idat.data, (uLong)idat.len) != Z_OK ||
+      got != raw_n) {
+    *why = rgba ? "its pixels do not inflate" : "not 8-bit RGB or RGBA";
+    free(raw);
+    buf_free(&idat);
+    return NULL;
+  }
+  buf_free(&idat);
+  /* Undo the rows' filters (PNG spec, section 9). */
+  unsigned char *rows = xmalloc(stride * (size_t)*h);
+  for (int y = 0; y < *h; y++) {
+    const unsigned char *in = raw + (size_t)y * (stride + 1) + 1;
+    unsigned char *out = rows + (size_t)y * stride, *up = y ? out - stride : NULL;
+    size_t bpp = (size_t)ch;
+    for (size_t x = 0; x < stride; x++) {
+      int a = x >= bpp ? out[x - bpp] : 0, b = up ? up[x] : 0;
+      int c = up && x >= bpp ? up[x - bpp] : 0;
+      int pa = abs(b - c), pb = abs(a - c), pc = abs(a + b - 2 * c);
+      int pred = 0;
+      switch (in[-1]) {
+      case 1: pred = a; break;
+      case 2: pred = b; break;
+      case 3: pred = (a + b) / 2; break;
+      case 4: pred = pa <= pb && pa <= pc ? a : pb <= pc ? b : c; break;
+      }
+      out[x] = (unsigned char)(in[x] + pred);
+    }
+  }
+  free(raw);
+  unsigned char *px = xmalloc((size_t)*w * (size_t)*h * 4);
+  for (size_t i = 0; i < (size_t)*w * (size_t)*h; i++) {
+    memcpy(px + 4 * i, rows + (size_t)ch * i, 3);
+    px[4 * i + 3] = ch == 4 ? rows[4 * i + 3] : 255;
+  }
+  free(rows);
+  return px;
+}
+
+/* Whether an SVG renders to a picture with ink: rsvg-convert to PNG, then
+ * the share of pixels that are not white, and those near each colour of
+ * want (0xRRGGBB, n of them), counted into found. */
+static double render_ink(const char *svg, const unsigned *want, int n, int *found) {
+  char *png = xasprintf("%s.png", svg);
+  if (sh("rsvg-convert '%s' -o '%s'", svg, png) != 0)
+    fail_msg("rsvg-convert cannot render %s (is librsvg2-bin installed? sh scripts/install-deps "
+             "--test)", svg);
+  int w = 0, h = 0;
+  const char *why;
+  unsigned char *px = png_rgba(png, &w, &h, &why);
+  if (!px)
+    fail_msg("%s: %s", png, why);
+  size_t ink = 0;
+  for (int k = 0; k < n; k++)
+    found[k] = 0;
+  for (size_t i = 0; i < (size_t)w * h; i++) {
+    const unsigned char *p = px + 4 * i;
+    /* over white */
+    int rgb[3];
+    for (int c = 0; c < 3; c++)
+      rgb[c] = (p[c] * p[3] + 255 * (255 - p[3])) / 255;
+    ink += rgb[0] < 240 || rgb[1] < 240 || rgb[2] < 240;
+    for (int k = 0; k < n; k++) {
+      int d = abs(rgb[0] - (int)(want[k] >> 16)) + abs(rgb[1] - (int)(want[k] >> 8 & 255)) +
+              abs(rgb[2] - (int)(want[k] & 255));
+      found[k] += d < 24;
+    }
+  }
+  free(px);
+  free(png);
+  return (double)ink / ((double)w * h);
+}
+
+/* Item 2: rnnc plot's SVG renders with the curves and the heat map; a
+ * blank SVG fails the same check; the HTML page is self-contained. */
+static void test_plot(void **state) {
+  char *dir = tmp_path("plot");
+  assert_int_equal(mkdir(dir, 0755), 0);
+  char *out = xasprintf("%s/x.safetensors", dir), *m = xasprintf("%s/x.jsonl", dir);
+  char *svg = xasprintf("%s/report.svg", dir), *html = xasprintf("%s/report.html", dir);
+  const char *train[] = {"train", graph, "--data", data_dir, "--epochs", "2", "--seed", "7",
+                         "--out", out, "--metrics", m, "--metrics-every", "5",
+                         "--eval-every", "40", NULL};
+  free(rnnc_expect(0, train));
+  /* A kill inside a write leaves a partial last line: left out. */
+  FILE *f = fopen(m, "a");
+  assert_non_null(f);
+  fputs("{\"type\":\"train\",\"epo", f);
+  fclose(f);
+  const char *plot[] = {"plot", m, "-o", svg, NULL}, *page[] = {"plot", m, "-o", html, NULL};
+  free(rnnc_expect(0, plot));
+  free(rnnc_expect(0, page));
+  /* The training loss, the test loss, the accuracy; the heat map's
+   * diagonal (a full green) and its language names (black text). */
+  const unsigned colours[] = {0x1f77b4, 0xff7f0e, 0x2ca02c, 0x000000};
+  const char *what[] = {"training loss", "test loss", "accuracy", "text"};
+  int found[4];
+  double ink = render_ink(svg, colours, 4, found);
+  print_message("rendered: %.1f%% of the pixels inked; %d, %d, %d and %d pixels of the "
+                "training loss's, test loss's, accuracy's and the text's colours\n",
+                100 * ink, found[0], found[1], found[2], found[3]);
+  assert_true(ink > 0.03);
+  for (int k = 0; k < 4; k++)
+    if (found[k] < 50)
+      fail_msg("%s: %d pixels of the %s's colour", svg, found[k], what[k]);
+  char *text = read_text(svg);
+  for (const char *lang = "Arabic\0Chinese\0Greek\0Japanese\0"; *lang; lang += strlen(lang) + 1)
+    assert_contains(text, lang);
+  free(text);
+  /* The same check fails on a blank picture. */
+  char *blank = xasprintf("%s/blank.svg", dir);
+  write_text(blank, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"400\" height=\"300\">"
+                    "<rect width=\"100%\" height=\"100%\" fill=\"#fff\"/></svg>\n");
+  assert_true(render_ink(blank, colours, 4, found) < 0.001);
+  assert_true(found[0] == 0 && found[2] == 0);
+  /* Self-contained: no reference to another file or address. */
+  char *page_text = read_text(html);
+  assert_contains(page_text, "<svg");
+  assert_null(strstr(page_text, "href"));
+  assert_null(strstr(page_text, "src="));
+  assert_null(strstr(page_text, "url("));
+  free(page_text);
+  /* Errors: no -o; a file that is not a metrics log. */
+  const char *no_out[] = {"plot", m, NULL}, *not_log[] = {"plot", graph, "-o", svg, NULL};
+  free(rnnc_expect(2, no_out));
+  char *err = rnnc_expect(1, not_log);
+  assert_contains(err, "not a line of rnnc train --metrics");
+  free(err);
+  free(blank);
+  free(svg);
+  free(html);
+  free(out);
+  free(m);
+  free(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_stop_and_resume),
       cmocka_unit_test(test_second_interrupt),
       cmocka_unit_test(test_metrics_after_kill),
       cmocka_unit_test(test_keep_best),
+      cmocka_unit_test(test_plot),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
