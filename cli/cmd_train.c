@@ -386,10 +386,14 @@ int cmd_train(int argc, char **argv) {
     if (keep_best)
       buf_printf(&cmd, " --keep-best");
     buf_put(&cmd, "", 1);
-    fprintf(stderr, "\nstopped by %s at step %" PRId64 " (epoch %d, %" PRId64 " of %zu names): "
-                    "%s holds where. To resume:\n  %s\n",
-            sig == SIGTERM ? "SIGTERM" : "SIGINT", m.step, m.epoch + 1, m.pos.names, ds.ntrain,
-            out, cmd.data);
+    char where[96];
+    if (m.pos.names)
+      snprintf(where, sizeof where, "epoch %d, %" PRId64 " of %zu names", m.epoch + 1, m.pos.names,
+               ds.ntrain);
+    else
+      snprintf(where, sizeof where, "the end of epoch %d", m.epoch);
+    fprintf(stderr, "\nstopped by %s at step %" PRId64 " (%s): %s holds where. To resume:\n  %s\n",
+            sig == SIGTERM ? "SIGTERM" : "SIGINT", m.step, where, out, cmd.data);
     buf_free(&cmd);
     rc = 128 + sig;
     stopped = true;
