@@ -181,7 +181,8 @@ static void chart(Buf *b, double x0, double y0, double w, double h, const char *
   put_text(b, title);
   buf_printf(b, "</text>\n");
   double xs = tick_step(xmax - xmin, 6), ys = tick_step(ymax - ymin, 5);
-  for (double v = 0; v <= xmax + xs * 1e-9; v += xs) {
+  /* (At most 20 ticks, whatever the numbers.) */
+  for (double v = 0; v <= xmax + xs * 1e-9 && v / xs < 20; v += xs) {
     double px = L + (v - xmin) / (xmax - xmin) * (R - L);
     char t[32];
     fmt_tick(t, sizeof t, v);
@@ -189,7 +190,8 @@ static void chart(Buf *b, double x0, double y0, double w, double h, const char *
                   "<text x=\"%.1f\" y=\"%.1f\" class=\"tick\">%s</text>\n",
                px, T, px, B, px, B + 15, t);
   }
-  for (double v = ceil(ymin / ys) * ys; v <= ymax + ys * 1e-9; v += ys) {
+  double y_first = ceil(ymin / ys) * ys;
+  for (double v = y_first; v <= ymax + ys * 1e-9 && (v - y_first) / ys < 20; v += ys) {
     double py = B - (v - ymin) / (ymax - ymin) * (B - T);
     char t[32];
     fmt_tick(t, sizeof t, fabs(v) < ys * 1e-9 ? 0 : v);
@@ -269,7 +271,7 @@ static double heat_map(Buf *b, double x0, double y0, double w, json_t *ev) {
       total += (double)json_integer_value(json_array_get(row, j));
     for (size_t j = 0; j < L; j++) {
       long long c = (long long)json_integer_value(json_array_get(row, j));
-      double share = total > 0 ? c / total : 0;
+      double share = total > 0 && c > 0 ? fmin(1, c / total) : 0;
       /* white to dark blue; the diagonal green */
       int r = (int)lround(255 - share * (i == j ? 230 : 200));
       int g = (int)lround(255 - share * (i == j ? 90 : 160));

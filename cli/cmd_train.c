@@ -326,8 +326,11 @@ int cmd_train(int argc, char **argv) {
   if (init) {
     if (ckpt_load(&m, init, true, &labels, &nlabels, &e))
       goto fail;
-    fprintf(stderr, "initialized from %s%s\n", init,
-            m.step ? " (with its optimizer state)" : "");
+    fprintf(stderr, "initialized from %s%s", init, m.step ? " (with its optimizer state)" : "");
+    if (m.pos.names)
+      fprintf(stderr, ", stopped in epoch %d after %" PRId64 " names: resuming there", m.epoch + 1,
+              m.pos.names);
+    fprintf(stderr, "\n");
     if (m.pos.names && m.pos.seed != seed) {
       errf(&e, "%s stopped in epoch %d, whose order --seed %" PRIu64 " made: resume it with "
                "--seed %" PRIu64 " (and the same data, --test-fraction and --batch)",

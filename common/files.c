@@ -66,6 +66,7 @@ static void block(sigset_t *old) {
       continue;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART; /* a deferred stop returns: calls go on */
     sa.sa_mask = set;
     sigaction(cleanup_signals[i], &sa, NULL);
   }

@@ -21,9 +21,9 @@ int ckpt_save_meta(const Model *m, char *const *labels, int nlabels, const char 
 /* Reads the parameters of m's graph from path: every parameter and buffer
  * must be there with its shape (other tensors are ignored). With
  * with_optim, also the optimizer state beside it, when there is one (then
- * m->step, m->epoch and m->pos are the checkpoint's); optimizer files that are not
- * of path's pair are an error. *labels (malloc'd, may be NULL when the
- * file has no label list). */
+ * m->step, m->epoch and m->pos are the checkpoint's); optimizer files
+ * that are not of path's pair are an error. *labels (malloc'd, may be
+ * NULL when the file has no label list). */
 int ckpt_load(Model *m, const char *path, bool with_optim, char ***labels, int *nlabels,
               Err *e);
 
@@ -36,8 +36,8 @@ int ckpt_check_writable(const char *path, Err *e);
 
 /* What a checkpoint's metadata says, read and checked (ckpt_load does it;
  * exported for the fuzzer): the label list (NULL when the file has none),
- * and for rnnc's checkpoints the step, the epoch and the position in it. The vocabulary, when the
- * file names one, must be rnnc's. */
+ * and for rnnc's checkpoints the step, the epoch and the position in it.
+ * The vocabulary, when the file names one, must be rnnc's. */
 typedef struct CkptMeta {
   char **labels; /* (nlabels) malloc'd */
   int nlabels;

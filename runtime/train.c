@@ -392,7 +392,8 @@ int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
     }
     run.epoch = ep + 1;
     double t0 = now_seconds(), last_report = t0;
-    Progress pr = {.epoch = ep + 1, .epochs = last, .total = ds->ntrain, .accuracy = -1};
+    Progress pr = {.epoch = ep + 1, .epochs = last, .total = ds->ntrain,
+                   .accuracy = run.rep.last_accuracy};
     for (size_t i = start; i < ds->ntrain; i += B) {
       size_t n = ds->ntrain - i < B ? ds->ntrain - i : B;
       batch_fill(&b, ds, order + i, n);
@@ -433,7 +434,7 @@ int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
       pr.rate = now > t_run ? run_done / (now - t_run) : 0;
       pr.eta = pr.rate > 0 ? (run_names - run_done) / pr.rate : -1;
       pr.loss = running;
-      if (o->metrics && (m->step % o->metrics_every == 0 || stop) &&
+      if (o->metrics && m->step % o->metrics_every == 0 &&
           train_line(&run, running, grad_norm(m, gnorm), pr.rate, e)) {
         rc = -1;
         break;

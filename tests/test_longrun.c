@@ -12,6 +12,9 @@
  *   resumed training cuts it back to the checkpoint's step;
  * - --eval-every with --keep-best: the best checkpoint is the evaluation
  *   the metrics file marks best, and rnnc eval of it finds that accuracy;
+ * - the progress line: redrawn on a terminal (a pseudo-terminal here),
+ *   a line at a time in a log, with names/s, the time left, the running
+ *   loss and the last test accuracy;
  * - rnnc plot: librsvg (rsvg-convert) renders its SVG into a PNG that has
  *   the curves' and the heat map's colours (a blank picture fails the same
  *   check); the HTML page refers to nothing outside itself.
@@ -20,14 +23,19 @@
  * a file: one metrics line per step), so that a signal sent after the
  * metrics file shows step k arrives a few steps later, however fast the
  * machine. */
+#define _XOPEN_SOURCE 700 /* posix_openpt and friends */
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -391,6 +399,58 @@ static void test_keep_best(void **state) {
   free(dir);
 }
 
+/* Item 5: the progress line on a terminal and in a log. */
+static void test_progress_line(void **state) {
+  char *dir = tmp_path("progress");
+  assert_int_equal(mkdir(dir, 0755), 0);
+  char *out = xasprintf("%s/x.safetensors", dir), *m = xasprintf("%s/x.jsonl", dir);
+  char *log = xasprintf("%s/log.txt", dir);
+  /* A terminal: stderr on a pseudo-terminal, read here as rnnc runs. */
+  int master = posix_openpt(O_RDWR | O_NOCTTY);
+  assert_true(master >= 0 && grantpt(master) == 0 && unlockpt(master) == 0);
+  pid_t pid = start(&configs[0], out, m, true, NULL, ptsname(master));
+  Buf seen = {0};
+  int status = 0;
+  for (bool done = false; !done;) {
+    struct pollfd p = {.fd = master, .events = POLLIN};
+    done = waitpid(pid, &status, WNOHANG) == pid;
+    while (poll(&p, 1, done ? 0 : 10) > 0 && (p.revents & POLLIN)) {
+      char chunk[4096];
+      ssize_t got = read(master, chunk, sizeof chunk);
+      if (got <= 0)
+        break;
+      buf_put(&seen, chunk, (size_t)got);
+    }
+  }
+  close(master);
+  assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  buf_put(&seen, "", 1);
+  /* Redrawn in place; after the first epoch's evaluation, its accuracy. */
+  assert_contains(seen.data, "\r\033[Kepoch 1/2 [");
+  assert_contains(seen.data, "names/s  loss ");
+  assert_contains(seen.data, "ETA ");
+  assert_contains(seen.data, "\r\033[Kepoch 2/2 [########################] 100.0% 180/180");
+  char *second = strstr(seen.data, "epoch 2/2 [");
+  assert_non_null(second);
+  assert_contains(second, "  test ");
+  buf_free(&seen);
+  /* A log: a line per report. */
+  unlink(out);
+  assert_int_equal(wait_rnnc(start(&configs[0], out, m, false, NULL, log)), 0);
+  char *text = read_text(log);
+  assert_null(strchr(text, '\r'));
+  assert_contains(text, "epoch 1/2: 180/180 names, ");
+  char *line = strstr(text, "epoch 2/2: 180/180 names, ");
+  assert_non_null(line);
+  assert_contains(line, " names/s, running loss ");
+  assert_contains(line, ", test ");
+  free(text);
+  free(log);
+  free(out);
+  free(m);
+  free(dir);
+}
+
 /* The pixels of an 8-bit RGB or RGBA PNG (what rsvg-convert writes), as
  * RGBA: w * h * 4 bytes (malloc'd), or NULL with *why. */
 static unsigned char *png_rgba(const char *path, int *w, int *h, const char **why) {
@@ -566,6 +626,7 @@ int main(void) {
       cmocka_unit_test(test_second_interrupt),
       cmocka_unit_test(test_metrics_after_kill),
       cmocka_unit_test(test_keep_best),
+      cmocka_unit_test(test_progress_line),
       cmocka_unit_test(test_plot),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
