@@ -251,6 +251,39 @@ static void test_stop_and_resume(void **state) {
   }
 }
 
+/* Item 3: a position that cannot be resumed is refused with what to do:
+ * another --seed, other data, a damaged "position". */
+static void test_resume_refused(void **state) {
+  char *dir = tmp_path("refused");
+  assert_int_equal(mkdir(dir, 0755), 0);
+  char *ck = xasprintf("%s/x.safetensors", dir), *m = xasprintf("%s/x.jsonl", dir);
+  const char *one_epoch[] = {"--epochs", "1", NULL};
+  assert_int_equal(wait_rnnc(start(&configs[0], ck, m, false, one_epoch, NULL)), 0);
+  const char *rng = "\"rng\":[\"0000000000000001\",\"0000000000000002\",\"0000000000000003\","
+                    "\"0000000000000004\"],\"loss_sum\":1.5,\"running_loss\":1.25}";
+  struct {
+    const char *position, *message;
+  } cases[] = {
+      {"{\"names\":5,\"seed\":\"0000000000000008\",", "resume it with --seed 8"},
+      {"{\"names\":5000,\"seed\":\"0000000000000007\",", "has 180 names to train on"},
+      {"{\"names\":-5,\"seed\":\"0000000000000007\",", "metadata \"position\" is"},
+      {"{\"names\":5,\"seed\":\"7\",", "a damaged or hand-edited checkpoint"},
+  };
+  for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+    char *position = xasprintf("%s%s", cases[i].position, rng);
+    st_set_meta(ck, "position", position);
+    const char *argv[] = {"train", graph, "--data", data_dir, "--seed", "7", "--init", ck,
+                          "--out", ck, NULL};
+    char *err = rnnc_expect(1, argv);
+    assert_contains(err, cases[i].message);
+    free(err);
+    free(position);
+  }
+  free(ck);
+  free(m);
+  free(dir);
+}
+
 static bool has_temp(const char *dir) {
   DIR *d = opendir(dir);
   assert_non_null(d);
@@ -623,6 +656,7 @@ static void test_plot(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_stop_and_resume),
+      cmocka_unit_test(test_resume_refused),
       cmocka_unit_test(test_second_interrupt),
       cmocka_unit_test(test_metrics_after_kill),
       cmocka_unit_test(test_keep_best),
