@@ -25,7 +25,6 @@
  * machine. */
 #define _XOPEN_SOURCE 700 /* posix_openpt and friends */
 #include <dirent.h>
-#include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <poll.h>
