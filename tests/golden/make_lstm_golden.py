@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""tests/golden/make_lstm_golden.py: PyTorch goldens for graphs/lstm.nn.
+"""tests/golden/make_lstm_golden.py: PyTorch goldens for the LSTM, a bidirectional GRU and an embedding model.
 
     /usr/bin/python3 tests/golden/make_lstm_golden.py [--out DIR]
 
@@ -11,8 +11,12 @@ is):
                             what gru_seed42.safetensors holds for the GRU
   lstm_batch.safetensors    the same LSTM, two Adam steps of the batched
                             recipe (make_batch_golden.py's, lr 2e-3)
+  bigru_seed42.safetensors  nn.GRU(59, 32, num_layers=2, bidirectional=True)
+                            + Linear(64, 18) on cat(h_n[-2], h_n[-1])
+  embgru_seed42.safetensors nn.Embedding(59, 16) + nn.GRU(16, 32)
+                            + Linear(32, 18) on the last output
 
-lstm_seed42: the model right after torch.manual_seed(42) (PyTorch's
+Each *_seed42 file: the model right after torch.manual_seed(42) (PyTorch's
 default init), the logits of the 20 names of gru_seed42.safetensors, the
 cross entropy of its training name (Dostoevsky, Russian), every gradient
 of that loss, and every parameter after one Adam(lr=1e-3) step. The
@@ -22,7 +26,8 @@ with two threads, as that file was made; within float32 rounding on one).
 
 Checks and prints, for every file, the float32 results against the same
 computation in float64 from the same parameters (what float32 rounding
-alone changes: README.md's tolerances come from it).
+alone changes: README.md's tolerances come from it), and for the
+bidirectional GRU that h_n holds the outputs README.md says.
 
 Needs Debian's python3-torch only (run it with /usr/bin/python3); one
 thread. The output is the same byte for byte from run to run.
@@ -43,6 +48,8 @@ C = len(LABELS)
 H = 256              # the LSTM's hidden size
 SEED42_LR = 1e-3     # the seed42 files' one Adam step
 BATCH_LR = 2e-3      # the batched recipe of the gru (issue 13), for the LSTM too
+BIGRU_H = 32         # the bidirectional GRU's hidden size, per direction
+EMB_E, EMB_H = 16, 32  # the embedding model's embedding width and hidden size
 
 
 # ---------------------------------------------------------------- the models
@@ -63,6 +70,42 @@ class LSTM(nn.Module):
     def packed_logits(self, packed):
         _, (hn, _) = self.lstm(packed)  # [layers, B, H], in the batch's own order
         return self.fc(hn[-1])
+
+
+class BiGRU(nn.Module):
+    """Two bidirectional layers; layer 1 reads cat(forward, backward) of
+    layer 0 at each step. The head reads the last layer's two final states:
+    h_n[-2], the forward direction's state after the last character (=
+    out[-1, :, :BIGRU_H]), and h_n[-1], the backward direction's state after
+    the first character (= out[0, :, BIGRU_H:]), concatenated in that order."""
+
+    def __init__(self):
+        super().__init__()
+        self.gru = nn.GRU(V, BIGRU_H, num_layers=2, bidirectional=True)
+        self.fc = nn.Linear(2 * BIGRU_H, C)
+
+    def logits(self, line):
+        out, hn = self.gru(line)
+        feats = torch.cat((hn[-2], hn[-1]), dim=1)
+        same = torch.cat((out[-1, :, :BIGRU_H], out[0, :, BIGRU_H:]), dim=1)
+        assert torch.equal(feats, same), "h_n is not where README.md says"
+        return self.fc(feats)
+
+
+class EmbGRU(nn.Module):
+    """An embedding row per character (nn.Embedding's [V, E] table) into a
+    one-layer GRU, h0 = zeros; the head on the last output."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(V, EMB_E)
+        self.gru = nn.GRU(EMB_E, EMB_H)
+        self.fc = nn.Linear(EMB_H, C)
+
+    def logits(self, line):
+        idx = line.argmax(dim=2)  # [T, 1]: the characters' indices
+        out, _ = self.gru(self.emb(idx))
+        return self.fc(out[-1])
 
 
 # ---------------------------------------------------------------- seed42 files
@@ -167,6 +210,14 @@ def main():
     # lstm_batch checks its initial parameters against the lstm_seed42 just
     # written (the same seed, the same init).
     mbg.make("lstm", mbg.seeded(LSTM), args.out, BATCH_LR, None, seed42_dir=args.out)
+    write_seed42("bigru", mbg.seeded(BiGRU), meta, args.out, {
+        "h0": "zeros", "hidden": str(BIGRU_H),
+        "head": "fc(cat(h_n[-2], h_n[-1])): the last layer's forward final state "
+                "(out[-1, :H]) then its backward final state (out[0, H:])"})
+    write_seed42("embgru", mbg.seeded(EmbGRU), meta, args.out, {
+        "h0": "zeros", "embedding": str(EMB_E), "hidden": str(EMB_H),
+        "head": "fc(out[-1])"})
+
 
 if __name__ == "__main__":
     main()
