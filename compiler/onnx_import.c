@@ -57,6 +57,7 @@ typedef struct Val {
   bool weight;       /* an initializer or bound input: a trained param */
   char *param;       /* its parameter's name once declared, as it is */
   char *param_t;     /* ... and transposed */
+  int64_t param_rows; /* the rows both were declared with (0: a vector) */
   /* a runtime value */
   char *expr;        /* a graph-language name */
   int taxis;         /* the axis of T, or -1 */
@@ -77,6 +78,10 @@ typedef struct Imp {
   void **owned; /* everything malloc'd, freed at the end */
   int nowned, capowned;
   Buf head, params, defs, body; /* the graph file's parts */
+  Buf *out;                     /* where lets go: body, or a Scan's cell being written */
+  const char *indent;           /* "" at the top level, "  " in a cell */
+  Buf *cells[16];               /* the Scan cells being written (nested), freed on failure */
+  int ncells;
   StTensor *ts; /* the parameters' values */
   int nts, capts;
   int nlet, ncell;
@@ -119,6 +124,18 @@ static __attribute__((format(printf, 2, 3))) char *fmt(Imp *m, const char *f, ..
   vsnprintf(s, (size_t)n + 1, f, ap);
   va_end(ap);
   return s;
+}
+
+/* A name from the model for a comment of the graph file: at most 200
+ * bytes, control characters (a newline would end the comment) as '?'. */
+static const char *safe(Imp *m, const char *s) {
+  if (!s)
+    return "";
+  size_t n = strnlen(s, 200);
+  char *r = alloc(m, n + 1);
+  for (size_t i = 0; i < n; i++)
+    r[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
+  return r;
 }
 
 static int64_t numel(Imp *m, const int64_t *dim, int rank) {
@@ -407,8 +424,10 @@ static float *floats_of(Imp *m, const Val *v, int64_t off, int64_t rows, int64_t
  * [numel / rows, rows]). */
 static const char *const_param(Imp *m, Val *v, int64_t rows, bool transpose, const char *init) {
   char **slot = transpose ? &v->param_t : &v->param;
-  if (*slot)
+  if (*slot && v->param_rows == rows)
     return *slot;
+  v->param_rows = rows;
+  v->param = v->param_t = NULL;
   if (!v->isfloat)
     fail(m, "'%.200s' is an integer tensor used as float values", v->name);
   int64_t n = vnumel(m, v);
@@ -420,9 +439,9 @@ static const char *const_param(Imp *m, Val *v, int64_t rows, bool transpose, con
     dim[0] = n / rows, dim[1] = rows;
   char *name = param_name(m, transpose ? fmt(m, "%s.T", v->name) : v->name);
   const char *comment =
-      transpose ? fmt(m, "ONNX '%.200s' transposed", v->name) : fmt(m, "ONNX '%.200s'", v->name);
-  declare(m, name, rank, dim, floats_of(m, v, 0, rank == 2 ? (transpose ? n / rows : rows) : 1,
-                                        rank == 2 ? (transpose ? rows : n / rows) : n, transpose),
+      fmt(m, "ONNX '%s'%s", safe(m, v->name), transpose ? " transposed" : "");
+  declare(m, name, rank, dim,
+          floats_of(m, v, 0, rank == 2 ? rows : 1, rank == 2 ? n / rows : n, transpose),
           v->weight, v->weight ? init : "zeros", comment);
   return *slot = name;
 }
@@ -466,16 +485,19 @@ static Val *new_let(Imp *m, const char *name, int rank, const int64_t *dim, int 
 static __attribute__((format(printf, 6, 7))) Val *
 let_val(Imp *m, const char *name, int rank, const int64_t *dim, int taxis, const char *f, ...) {
   Val *v = new_let(m, name, rank, dim, taxis);
-  buf_printf(&m->body, "let %s = ", v->expr);
+  buf_printf(m->out, "%slet %s = ", m->indent, v->expr);
   va_list ap;
   va_start(ap, f);
-  char line[4096];
-  vsnprintf(line, sizeof line, f, ap);
+  int n = vsnprintf(NULL, 0, f, ap);
   va_end(ap);
-  buf_printf(&m->body, "%s", line);
+  char *line = alloc(m, (size_t)n + 1);
+  va_start(ap, f);
+  vsnprintf(line, (size_t)n + 1, f, ap);
+  va_end(ap);
+  buf_printf(m->out, "%s", line);
   if (name && *name)
-    buf_printf(&m->body, "    # %.200s", name);
-  buf_put(&m->body, "\n", 1);
+    buf_printf(m->out, "    # %s", safe(m, name));
+  buf_put(m->out, "\n", 1);
   return v;
 }
 
@@ -903,7 +925,7 @@ static const char *initial_state(Imp *m, int i, int64_t H, const char *pfx, cons
   char *name = param_name(m, fmt(m, "%s.%s", pfx, what));
   int64_t dim[1] = {H};
   declare(m, name, 1, dim, floats_of(m, v, 0, 1, H, false), false, "zeros",
-          fmt(m, "ONNX '%.200s'", v->name));
+          fmt(m, "ONNX '%s'", safe(m, v->name)));
   return name;
 }
 
@@ -957,7 +979,7 @@ static void recurrent(Imp *m, CellKind k) {
   char *pfx = param_name(m, fmt(m, "%s%d", op[k], id));
   bool tr = true;
   const char *u = fmt(m, "uniform(%.9g)", 1 / sqrt((double)H));
-  const char *src = fmt(m, "ONNX %s '%.150s'", m->node->op_type, m->node->name);
+  const char *src = fmt(m, "ONNX %s '%s'", m->node->op_type, safe(m, m->node->name));
   char *w = fmt(m, "%s.W", pfx), *r = fmt(m, "%s.R", pfx), *rh = NULL;
   char *wb = B ? fmt(m, "%s.Wb", pfx) : NULL, *rb = B ? fmt(m, "%s.Rb", pfx) : NULL;
   char *p = P ? fmt(m, "%s.P", pfx) : NULL;
@@ -1040,17 +1062,145 @@ static void recurrent(Imp *m, CellKind k) {
   Val *y = new_let(m, out_name(m, 0), 4, ydim, (int)layout), *yc = NULL;
   if (k == CELL_LSTM) {
     yc = new_let(m, NULL, 4, ydim, (int)layout);
-    buf_printf(&m->body, "let %s, %s = scan %s over %s from %s, %s", y->expr, yc->expr, cell,
-               X->expr, h0, c0);
+    buf_printf(m->out, "%slet %s, %s = scan %s over %s from %s, %s", m->indent, y->expr, yc->expr,
+               cell, X->expr, h0, c0);
   } else {
-    buf_printf(&m->body, "let %s = scan %s over %s from %s", y->expr, cell, X->expr, h0);
+    buf_printf(m->out, "%slet %s = scan %s over %s from %s", m->indent, y->expr, cell, X->expr, h0);
   }
-  buf_printf(&m->body, "    # %.200s%s\n", out_name(m, 0),
+  buf_printf(m->out, "    # %s%s\n", safe(m, out_name(m, 0)),
              lens ? " (sequence_lens: each sequence runs to its own length)" : "");
   if (out_used(m, 1))
     let_val(m, out_name(m, 1), 3, hdim, -1, "last(%s)", y->expr);
   if (k == CELL_LSTM && out_used(m, 2))
     let_val(m, out_name(m, 2), 3, hdim, -1, "last(%s)", yc->expr);
+}
+
+/* ONNX's Scan (opset 9 on): its body becomes a cell, its states and scan
+ * outputs the scan's carried states (a scan output is a state the cell
+ * ignores, as rnn.nn's out; the graph language stacks only states), in the
+ * cell's order: rows of the scan inputs, the states, the scan outputs. */
+static void node(Imp *m, const Onnx__NodeProto *n);
+
+static void node_scan(Imp *m) {
+  const Onnx__NodeProto *n = m->node;
+  Attrs a = {.n = n};
+  const Onnx__AttributeProto *bp = attr(m, &a, "body");
+  int64_t nscan = attr_int(m, &a, "num_scan_inputs", 0);
+  static const char *const forward[] = {"scan_input_axes", "scan_output_axes",
+                                        "scan_input_directions", "scan_output_directions"};
+  for (size_t i = 0; i < ARRAY_LEN(forward); i++) {
+    const Onnx__AttributeProto *p = attr(m, &a, forward[i]);
+    for (size_t k = 0; p && k < p->n_ints; k++)
+      if (p->ints[k])
+        fail(m, "attribute '%s' is not all 0: rnnc scans forward, along axis 0", forward[i]);
+  }
+  attrs_done(m, &a);
+  if (m->opset < 9)
+    fail(m, "Scan before opset 9 (with a batch axis) is not supported");
+  const Onnx__GraphProto *bg = bp ? bp->g : NULL;
+  int nin = (int)n->n_input, nstate = nin - (int)nscan, nout = (int)n->n_output;
+  if (!bg || nscan < 1 || nstate < 0 || nout < nstate)
+    fail(m, "needs a body graph, num_scan_inputs >= 1 and as many outputs as states at least");
+  int K = nout - nstate, ncarry = nstate + K;
+  if ((int)bg->n_input != nin || (int)bg->n_output != nout)
+    fail(m, "the body has %zu inputs and %zu outputs; the node %d and %d", bg->n_input,
+         bg->n_output, nin, nout);
+  if (ncarry < 1)
+    fail(m, "no states and no scan outputs");
+  int id = m->ncell++;
+  char *cell = fmt(m, "scan%d_cell", id);
+  Val **ins = alloc(m, (size_t)nin * sizeof *ins);
+  for (int i = 0; i < nin; i++) {
+    ins[i] = need(m, i, i < nstate ? "initial state" : "scan input");
+    if (i >= nstate && (ins[i]->konst || ins[i]->taxis != 0))
+      fail(m, "scan input %d has shape %s; rnnc scans a sequence along T (axis 0)",
+           i - nstate, shape_str(m, ins[i]));
+    if (i < nstate && !ins[i]->konst && ins[i]->taxis >= 0)
+      fail(m, "initial state %d is a sequence", i);
+  }
+  /* The body, into a cell of its own: its values are local to it. */
+  if (m->ncells == (int)ARRAY_LEN(m->cells))
+    fail(m, "Scans nested more than %d deep", (int)ARRAY_LEN(m->cells));
+  Buf *saved_out = m->out, *text = m->cells[m->ncells++] = alloc(m, sizeof *text);
+  const char *saved_indent = m->indent;
+  int saved_nvals = m->nvals;
+  m->out = text;
+  m->indent = "  ";
+  char **args = alloc(m, (size_t)(nin + K) * sizeof *args);
+  for (int i = 0; i < nin; i++) {
+    const Onnx__ValueInfoProto *bi = bg->input[i];
+    const Val *src = ins[i];
+    int rank = src->rank - (i >= nstate);
+    const int64_t *dim = src->dim + (i >= nstate);
+    Val *v = new_let(m, bi->name, rank, dim, -1);
+    v->onehot = src->onehot;
+    args[i < nstate ? nscan + i : i - nstate] = v->expr;
+  }
+  for (size_t i = 0; i < bg->n_initializer; i++) {
+    const Onnx__TensorProto *tp = bg->initializer[i];
+    tensor_const(m, tp->name ? tp->name : "", tp)->weight = true;
+  }
+  for (size_t i = 0; i < bg->n_node; i++)
+    node(m, bg->node[i]);
+  m->node = n;
+  Val **outs = alloc(m, (size_t)nout * sizeof *outs);
+  for (int j = 0; j < nout; j++) {
+    const char *name = bg->output[j]->name ? bg->output[j]->name : "";
+    outs[j] = find(m, name);
+    if (!outs[j] || outs[j]->konst || outs[j]->taxis >= 0 || outs[j]->onehot)
+      fail(m, "body output '%s' is not a vector computed per step", safe(m, name));
+    if (j < nstate && (outs[j]->konst ? vnumel(m, outs[j]) : vfeat(m, outs[j])) !=
+                          (ins[j]->konst ? vnumel(m, ins[j]) : vfeat(m, ins[j])))
+      fail(m, "state %d: the body's output and the initial state differ in size", j);
+  }
+  m->nvals = saved_nvals;
+  m->out = saved_out;
+  m->indent = saved_indent;
+  /* The cell: scan inputs' rows, states, scan outputs (ignored as inputs). */
+  Buf *d = &m->defs;
+  buf_printf(d, "# ONNX Scan '%s': %d scan input%s, %d state%s, %d scan output%s\ndef %s(",
+             safe(m, n->name), (int)nscan, nscan == 1 ? "" : "s", nstate, nstate == 1 ? "" : "s",
+             K, K == 1 ? "" : "s", cell);
+  for (int i = 0; i < nin + K; i++)
+    buf_printf(d, "%s%s", i ? ", " : "", i < nin ? args[i] : fmt(m, "v%d", m->nlet++));
+  buf_printf(d, ") {\n");
+  if (text->len)
+    buf_put(d, text->data, text->len);
+  buf_printf(d, "  return ");
+  for (int j = 0; j < nout; j++)
+    buf_printf(d, "%s%s", j ? ", " : "", outs[j]->expr);
+  buf_printf(d, "\n}\n\n");
+  buf_free(text);
+  m->ncells--;
+  /* The scan: one stack per carry; a state's final value is its last row. */
+  Val **stacks = alloc(m, (size_t)ncarry * sizeof *stacks);
+  for (int j = 0; j < ncarry; j++) {
+    int64_t dim[MAXR];
+    const Val *o = outs[j];
+    if (o->rank + 1 > MAXR)
+      fail(m, "a scan output of rank %d", o->rank + 1);
+    dim[0] = SYM_T;
+    memcpy(dim + 1, o->dim, (size_t)o->rank * sizeof *dim);
+    stacks[j] = new_let(m, j >= nstate ? out_name(m, j) : NULL, o->rank + 1, dim, 0);
+  }
+  buf_printf(m->out, "%slet ", m->indent);
+  for (int j = 0; j < ncarry; j++)
+    buf_printf(m->out, "%s%s", j ? ", " : "", stacks[j]->expr);
+  buf_printf(m->out, " = scan %s over ", cell);
+  for (int i = nstate; i < nin; i++)
+    buf_printf(m->out, "%s%s", i > nstate ? ", " : "", ins[i]->expr);
+  buf_printf(m->out, " from ");
+  for (int j = 0; j < ncarry; j++) {
+    int64_t size = vfeat(m, outs[j]);
+    const char *init = j < nstate ? initial_state(m, j, size, fmt(m, "scan%d", id),
+                                                  fmt(m, "state%d", j))
+                                  : fmt(m, "zeros(%" PRId64 ")", size);
+    buf_printf(m->out, "%s%s", j ? ", " : "", init);
+  }
+  buf_printf(m->out, "    # %s\n", safe(m, n->name));
+  for (int j = 0; j < nstate; j++)
+    if (out_used(m, j))
+      let_val(m, out_name(m, j), outs[j]->rank, outs[j]->dim, -1, "last(%s)", stacks[j]->expr);
 }
 
 /* ------------------------------------------------------------ the nodes */
@@ -1075,24 +1225,20 @@ static void node_gemm(Imp *m) {
   int64_t N = Bv->dim[tb ? 0 : 1];
   const char *init = fmt(m, "linear(%" PRId64 ")", K);
   const char *w = const_param(m, Bv, tb ? N : K, !tb, init);
-  Buf e = {0};
-  if (alpha != 1)
-    buf_printf(&e, "%s * ", number(m, alpha));
-  buf_printf(&e, "%s @ %s", w, A->expr);
+  const char *e = fmt(m, "%s @ %s", w, A->expr);
+  if (alpha != 1) /* (a * W) @ x would be a product of a computed matrix */
+    e = fmt(m, "%s * (%s)", number(m, alpha), e);
   if (C && beta != 0) {
     if (!C->konst)
       fail(m, "C is computed at run time");
     int64_t n = vnumel(m, C);
     if (n != 1 && n != N)
       fail(m, "C has shape %s; rnnc needs 1 or %" PRId64 " values", shape_str(m, C), N);
-    buf_printf(&e, " + %s", beta != 1 ? number(m, beta) : "");
-    buf_printf(&e, "%s%s", beta != 1 ? " * " : "",
-               n == 1 ? number(m, C->c[0]) : const_param(m, C, 0, false, init));
+    e = fmt(m, "%s + %s%s%s", e, beta != 1 ? number(m, beta) : "", beta != 1 ? " * " : "",
+            n == 1 ? number(m, C->c[0]) : const_param(m, C, 0, false, init));
   }
-  buf_put(&e, "", 1);
   int64_t dim[2] = {1, N};
-  let_val(m, out_name(m, 0), 2, dim, -1, "%s", e.data);
-  buf_free(&e);
+  let_val(m, out_name(m, 0), 2, dim, -1, "%s", e);
 }
 
 static void node_matmul(Imp *m) {
@@ -1244,8 +1390,10 @@ static void node_concat(Imp *m) {
   int axis = norm_axis(m, ax, v0->rank, "attribute 'axis'");
   bool all = true;
   int64_t total = 0;
+  /* The inputs, read before the output exists (it may reuse a name). */
+  Val **ins = alloc(m, (size_t)n * sizeof *ins);
   for (int i = 0; i < n; i++) {
-    Val *v = need(m, i, "input");
+    Val *v = ins[i] = need(m, i, "input");
     all &= v->konst;
     if (v->rank != v0->rank)
       fail(m, "inputs of ranks %d and %d", v0->rank, v->rank);
@@ -1269,17 +1417,16 @@ static void node_concat(Imp *m) {
     int64_t o = 0;
     for (int64_t k = 0; k < outer; k++)
       for (int i = 0; i < n; i++) {
-        Val *s = need(m, i, "input");
+        Val *s = ins[i];
         int64_t len = s->dim[axis] * inner;
         memcpy(v->c + o, s->c + k * len, (size_t)len * sizeof(double));
         o += len;
       }
     return;
   }
-  Buf e = {0};
-  buf_printf(&e, "concat(");
+  const char *e = "concat(";
   for (int i = 0; i < n; i++) {
-    Val *v = need(m, i, "input");
+    Val *v = ins[i];
     if (v->taxis >= 0)
       fail(m, "concatenates sequences (not in the graph language yet)");
     if (feature_axis(m, v) != axis && v->dim[axis] != 1)
@@ -1287,13 +1434,11 @@ static void node_concat(Imp *m) {
     const char *s = v->konst ? const_param(m, v, 0, false, "zeros") : v->expr;
     if (v->onehot)
       fail(m, "concatenates the one-hot input");
-    buf_printf(&e, "%s%s", i ? ", " : "", s);
+    e = fmt(m, "%s%s%s", e, i ? ", " : "", s);
   }
-  buf_put(&e, ")", 2);
   if (n == 1)
     fail(m, "a Concat of one input");
-  let_val(m, out_name(m, 0), v0->rank, dim, -1, "%s", e.data);
-  buf_free(&e);
+  let_val(m, out_name(m, 0), v0->rank, dim, -1, "%s)", e);
 }
 
 static void node_slice(Imp *m) {
@@ -1576,6 +1721,8 @@ static void node(Imp *m, const Onnx__NodeProto *n) {
     recurrent(m, CELL_RNN);
   else if (!strcmp(op, "Gemm"))
     node_gemm(m);
+  else if (!strcmp(op, "Scan"))
+    node_scan(m);
   else if (!strcmp(op, "MatMul"))
     node_matmul(m);
   else if (!strcmp(op, "Squeeze") || !strcmp(op, "Unsqueeze"))
@@ -1688,8 +1835,8 @@ static int64_t sequence_input(Imp *m, const Onnx__GraphProto *g, const Onnx__Val
   v->taxis = taxis;
   v->expr = "x";
   v->onehot = m->o->onehot;
-  buf_printf(head, "input  x : %s[T, %" PRId64 "]    # ONNX input '%.200s' %s\n",
-             m->o->onehot ? "onehot" : "f32", w->dim_value, name,
+  buf_printf(head, "input  x : %s[T, %" PRId64 "]    # ONNX input '%s' %s\n",
+             m->o->onehot ? "onehot" : "f32", w->dim_value, safe(m, name),
              rank == 2 ? "[T, width]" : taxis ? "[batch, T, width]" : "[T, batch, width]");
   return w->dim_value;
 }
@@ -1761,13 +1908,13 @@ static void import(Imp *m, const Onnx__ModelProto *mp, Imported *out) {
   out->classes = (int)C;
   Buf *nn = &out->nn;
   buf_printf(nn, "# Imported by rnnc import from %s (ONNX opset %" PRId64 "%s%s).\n#\n",
-             m->o->source ? m->o->source : "an ONNX model", m->opset,
+             m->o->source ? safe(m, m->o->source) : "an ONNX model", m->opset,
              mp->producer_name && mp->producer_name[0] ? ", written by " : "",
-             mp->producer_name ? mp->producer_name : "");
+             safe(m, mp->producer_name));
   buf_printf(nn, "# Each sequence runs on its own (batch 1); the target, loss and training\n"
                  "# settings below are rnnc's defaults for a classifier, not the model's.\n\n");
   buf_put(nn, head->data, head->len);
-  buf_printf(nn, "target y : class[%" PRId64 "]    # ONNX output '%.200s' %s\n\n", C, ov->name,
+  buf_printf(nn, "target y : class[%" PRId64 "]    # ONNX output '%s' %s\n\n", C, safe(m, ov->name),
              shape_str(m, y));
   if (m->params.len)
     buf_put(nn, m->params.data, m->params.len);
@@ -1794,6 +1941,8 @@ int onnx_import(const void *data, size_t len, const ImportOptions *o, Imported *
   Imp *m = xcalloc(1, sizeof *m);
   m->e = e;
   m->o = o;
+  m->out = &m->body;
+  m->indent = "";
   int rc = 0;
   if (setjmp(m->jb))
     rc = -1;
@@ -1809,6 +1958,8 @@ int onnx_import(const void *data, size_t len, const ImportOptions *o, Imported *
     buf_free(&out->nn);
     memset(out, 0, sizeof *out);
   }
+  for (int i = 0; i < m->ncells; i++)
+    buf_free(m->cells[i]);
   for (int i = 0; i < m->nowned; i++)
     free(m->owned[i]);
   free(m->owned);
