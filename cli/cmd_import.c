@@ -3,9 +3,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
+#include "checkpoint.h"
 #include "cli.h"
+#include "files.h"
 #include "onnx_import.h"
 #include "rnnc.h"
 #include "runtime.h"
@@ -49,25 +50,6 @@ static int split_list(const char *s, char ***out) {
   }
   *out = v;
   return n;
-}
-
-/* Writes text to path through a temporary file renamed into place. */
-static int write_atomic(const char *path, const char *text, size_t len, char **tmp_out, Err *e) {
-  char *tmp = xasprintf("%s.tmp.%ld", path, (long)getpid());
-  FILE *f = fopen(tmp, "wb");
-  if (!f) {
-    free(tmp);
-    return errf(e, "cannot write %s", path);
-  }
-  bool ok = fwrite(text, 1, len, f) == len;
-  ok &= fclose(f) == 0;
-  if (!ok) {
-    remove(tmp);
-    free(tmp);
-    return errf(e, "cannot write %s", path);
-  }
-  *tmp_out = tmp;
-  return 0;
 }
 
 int cmd_import(int argc, char **argv) {
@@ -135,7 +117,7 @@ int cmd_import(int argc, char **argv) {
     return EXIT_BAD_INPUT;
   }
   char *nn_path = xasprintf("%s.nn", out), *st_path = xasprintf("%s.safetensors", out);
-  char **labels = NULL, *tmp = NULL;
+  char **labels = NULL;
   int nlabels = 0, status = EXIT_BAD_INPUT;
   Dataset ds = {0};
   /* The graph must compile: a check of the importer, before any file. */
@@ -164,41 +146,37 @@ int cmd_import(int argc, char **argv) {
             im.classes);
     goto done;
   }
-  Buf list = {0};
-  for (int i = 0; i < nlabels; i++)
-    buf_printf(&list, "%s%s", i ? "," : "", labels[i]);
-  buf_put(&list, "", 1);
-  char *keys[3] = {"format"}, *vals[3] = {"rnnc-1"};
-  int nmeta = 1;
-  if (nlabels) {
-    keys[nmeta] = "labels";
-    vals[nmeta++] = list.data;
-  }
-  if (o.onehot && im.vocab == VOCAB_SIZE) {
-    keys[nmeta] = "vocab";
-    vals[nmeta++] = VOCAB_CHARS;
-  }
-  if (write_atomic(nn_path, im.nn.data, im.nn.len, &tmp, &e) ||
-      st_save(st_path, im.tensors, im.ntensors, keys, vals, nmeta, &e)) {
+  /* Metadata as checkpoints hold it (no "format": not one of rnnc
+   * train's, with a step and a pair). */
+  char *list = nlabels ? ckpt_json_list(labels, nlabels) : NULL;
+  char *vocab = o.onehot && im.vocab == VOCAB_SIZE ? ckpt_vocab_list() : NULL;
+  char *keys[3], *vals[3];
+  int nmeta = 0;
+  keys[nmeta] = "producer", vals[nmeta++] = "rnnc import";
+  if (list)
+    keys[nmeta] = "labels", vals[nmeta++] = list;
+  if (vocab)
+    keys[nmeta] = "vocab", vals[nmeta++] = vocab;
+  /* Both files or neither. */
+  Staged sn = {.fd = -1}, ss = {.fd = -1};
+  if (nlabels && !list)
+    fprintf(stderr, "rnnc import: a label is not valid UTF-8\n");
+  else if (stage_file(&sn, nn_path, im.nn.data, im.nn.len, &e) ||
+           st_stage(&ss, st_path, im.tensors, im.ntensors, keys, vals, nmeta, &e) ||
+           stage_commit_both(&ss, &sn, &e)) {
     fprintf(stderr, "rnnc import: %s\n", e.msg);
-  } else if (rename(tmp, nn_path)) {
-    fprintf(stderr, "rnnc import: cannot write %s\n", nn_path);
-    remove(st_path);
   } else {
     status = EXIT_OK;
-    free(tmp);
-    tmp = NULL;
     printf("rnnc import: wrote %s (input [T, %d]%s, %d classes) and %s (%d tensors)\n", nn_path,
            im.vocab, o.onehot ? " one-hot" : "", im.classes, st_path, im.ntensors);
     if (o.onehot && im.vocab != VOCAB_SIZE)
       printf("rnnc import: note: the input has %d characters; names use rnnc's vocabulary of %d\n",
              im.vocab, VOCAB_SIZE);
   }
-  buf_free(&list);
-  if (tmp) {
-    remove(tmp);
-    free(tmp);
-  }
+  stage_discard(&sn);
+  stage_discard(&ss);
+  free(list);
+  free(vocab);
 done:
   if (labels != ds.labels) {
     for (int i = 0; i < nlabels; i++)
