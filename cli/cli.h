@@ -41,6 +41,8 @@ extern const char build_usage[];
 void build_help(FILE *f);
 int cmd_import(int argc, char **argv);
 extern const char import_usage[];
+int cmd_export(int argc, char **argv);
+extern const char export_usage[];
 int cmd_check(int argc, char **argv);
 extern const char check_usage[];
 

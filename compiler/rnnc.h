@@ -548,6 +548,14 @@ void obj_header(const Graph *g, const ObjOptions *o, const ObjInfo *info, const 
 void obj_js_module(const Graph *g, const ObjOptions *o, const ObjInfo *info,
                    const char *wasm_name, Buf *out);
 
+/* ---------------------------------------------------------- onnx_export.c */
+
+/* The ONNX model (opset 14) of forward graph g (compile_graph's, before the
+ * passes) with parameter values (g->nfloats, laid out by Param.offset),
+ * appended to out; -1 with a message naming the node ONNX cannot express
+ * (a random initial state). rnnc import reads it back (onnx_import.c). */
+int onnx_export(const Graph *g, const float *values, Buf *out, Err *e);
+
 /* -------------------------------------------------------------- compile.c */
 
 /* The front end: tokenize, parse, lower, verify. Returns NULL with a

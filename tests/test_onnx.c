@@ -1,4 +1,5 @@
-/* test_onnx.c: rnnc import as a user meets it, and its Scan node.
+/* test_onnx.c: rnnc import as a user meets it, its Scan node, and rnnc
+ * export (read back by the import and by ONNX's checker).
  *
  * - Round trip with PyTorch: tests/onnx/gru.onnx (the seed's GRU) and
  *   lstm.onnx, exported by torch.onnx.export (tests/onnx/make_onnx.py),
@@ -266,6 +267,58 @@ static void scan_node(void **state) {
   free(ref);
 }
 
+/* rnnc export of gru.nn with PyTorch's golden weights: ONNX's checker
+ * (python3-onnx) accepts it, and imported back it predicts the same
+ * logits; rnn.nn's random initial state is refused. */
+static void export_round_trip(void **state) {
+  (void)state;
+  char *dir = tmp_path("onnx_export");
+  char *graph = src_path("graphs/gru.nn"), *ckpt = src_path("tests/golden/gru_seed42.safetensors");
+  char *data = src_path("data/names");
+  char *model = xasprintf("%s/gru.onnx", dir), *back = xasprintf("%s/back", dir);
+  char *nn = xasprintf("%s.nn", back), *st = xasprintf("%s.safetensors", back);
+  assert_int_equal(sh("mkdir -p '%s'", dir), 0);
+  free(rnnc_expect(0, (const char *const[]){"export", graph, ckpt, "-o", model, NULL}));
+  if (sh("/usr/bin/python3 -c 'import onnx, sys; onnx.checker.check_model(onnx.load(sys.argv[1]))' "
+         "'%s'",
+         model))
+    fail_msg("ONNX's checker refuses %s (python3-onnx: sh scripts/install-deps --test)", model);
+  free(rnnc_expect(0, (const char *const[]){"import", model, "-o", back, "--onehot", "--data",
+                                            data, NULL}));
+  const char *names[] = {"Dostoevsky", "Nakamura", "O'Brien", "Li"};
+  char *a = rnnc_expect(0, (const char *const[]){"predict", graph, ckpt, "--logits", names[0],
+                                                 names[1], names[2], names[3], NULL});
+  char *b = rnnc_expect(0, (const char *const[]){"predict", nn, st, "--logits", names[0], names[1],
+                                                 names[2], names[3], NULL});
+  float la[4 * 18], lb[4 * 18];
+  assert_int_equal(parse_logits(a, la, 72), 72);
+  assert_int_equal(parse_logits(b, lb, 72), 72);
+  double worst = 0;
+  for (int i = 0; i < 72; i++) {
+    double d = fabs((double)la[i] - lb[i]);
+    if (d > 1e-5)
+      fail_msg("logit %d: gru.nn %.9g, exported and imported %.9g", i, la[i], lb[i]);
+    worst = d > worst ? d : worst;
+  }
+  print_message("gru.nn exported and imported back: logits within %.3g\n", worst);
+  char *rnn = src_path("graphs/rnn.nn"), *rckpt = src_path("tests/golden/rnn_seed42.safetensors");
+  char *text = rnnc_expect(1, (const char *const[]){"export", rnn, rckpt, "-o", model, NULL});
+  assert_contains(text, "rnn.nn:28:38: a random initial state (kaiming_uniform)");
+  free(text);
+  free(rnn);
+  free(rckpt);
+  free(a);
+  free(b);
+  free(graph);
+  free(ckpt);
+  free(data);
+  free(model);
+  free(back);
+  free(nn);
+  free(st);
+  free(dir);
+}
+
 static int cmp_str(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
@@ -326,6 +379,7 @@ int main(void) {
       cmocka_unit_test(errors),
       cmocka_unit_test(float_input_refused_by_kernels),
       cmocka_unit_test(scan_node),
+      cmocka_unit_test(export_round_trip),
       cmocka_unit_test(fuzz_corpus),
   };
   return cmocka_run_group_tests(t, NULL, NULL);
