@@ -149,7 +149,7 @@ int cmd_import(int argc, char **argv) {
   /* Metadata as checkpoints hold it (no "format": not one of rnnc
    * train's, with a step and a pair). */
   char *list = nlabels ? ckpt_json_list(labels, nlabels) : NULL;
-  char *vocab = o.onehot && im.vocab == VOCAB_SIZE ? ckpt_vocab_list() : NULL;
+  char *vocab = im.onehot && im.vocab == VOCAB_SIZE ? ckpt_vocab_list() : NULL;
   char *keys[3], *vals[3];
   int nmeta = 0;
   keys[nmeta] = "producer", vals[nmeta++] = "rnnc import";
@@ -168,8 +168,8 @@ int cmd_import(int argc, char **argv) {
   } else {
     status = EXIT_OK;
     printf("rnnc import: wrote %s (input [T, %d]%s, %d classes) and %s (%d tensors)\n", nn_path,
-           im.vocab, o.onehot ? " one-hot" : "", im.classes, st_path, im.ntensors);
-    if (o.onehot && im.vocab != VOCAB_SIZE)
+           im.vocab, im.onehot ? " one-hot" : "", im.classes, st_path, im.ntensors);
+    if (im.onehot && im.vocab != VOCAB_SIZE)
       printf("rnnc import: note: the input has %d characters; names use rnnc's vocabulary of %d\n",
              im.vocab, VOCAB_SIZE);
   }

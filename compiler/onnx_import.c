@@ -61,7 +61,10 @@ typedef struct Val {
   /* a runtime value */
   char *expr;        /* a graph-language name */
   int taxis;         /* the axis of T, or -1 */
-  bool onehot;       /* the one-hot input */
+  bool onehot;       /* the one-hot input (or indices: an embedding's) */
+  const char *embed; /* an embedding's rows, Gather(table, indices): gathered in the cell
+                      * that reads them, from this parameter (the table transposed, [E, V]),
+                      * expr being the indices */
   bool lengths;      /* a graph input only read as recurrent nodes' sequence_lens: each
                       * sequence's own length, which rnnc's runtime knows */
 } Val;
@@ -1016,11 +1019,14 @@ static void recurrent(Imp *m, CellKind k) {
     if (*c == '.')
       *c = '_';
   int64_t h = H;
+  /* An embedding's rows are gathered here, in the cell. */
+  const char *xin = X->embed ? "xe" : "x";
+  char *xe = X->embed ? fmt(m, "  let xe = %s @ x    # the embedding's row\n", X->embed) : "";
   buf_printf(d, "# %s, hidden %" PRId64, src, H);
   switch (k) {
   case CELL_GRU:
     buf_printf(d, ", gates z, r, h, linear_before_reset %" PRId64 "\n", lbr);
-    buf_printf(d, "def %s(x, h) {\n  let gi = %s @ x%s\n", cell, w, bi);
+    buf_printf(d, "def %s(x, h) {\n%s  let gi = %s @ %s%s\n", cell, xe, w, xin, bi);
     if (lbr) {
       buf_printf(d, "  let gh = %s @ h%s\n", r, bh);
       buf_printf(d, "  let z = sigmoid(gi[0:%" PRId64 "] + gh[0:%" PRId64 "])\n", h, h);
@@ -1040,7 +1046,8 @@ static void recurrent(Imp *m, CellKind k) {
     break;
   case CELL_LSTM:
     buf_printf(d, ", gates i, o, f, c%s\n", P ? ", peepholes" : "");
-    buf_printf(d, "def %s(x, h, c) {\n  let g = %s @ x%s + %s @ h%s\n", cell, w, bi, r, bh);
+    buf_printf(d, "def %s(x, h, c) {\n%s  let g = %s @ %s%s + %s @ h%s\n", cell, xe, w, xin, bi, r,
+               bh);
     buf_printf(d, "  let i = sigmoid(g[0:%" PRId64 "]%s)\n", h,
                P ? fmt(m, " + %s[0:%" PRId64 "] * c", p, h) : "");
     buf_printf(d, "  let f = sigmoid(g[%" PRId64 ":%" PRId64 "]%s)\n", 2 * h, 3 * h,
@@ -1051,8 +1058,8 @@ static void recurrent(Imp *m, CellKind k) {
     buf_printf(d, "  return o * tanh(c2), c2\n}\n\n");
     break;
   case CELL_RNN:
-    buf_printf(d, "\ndef %s(x, h) {\n  return tanh(%s @ x%s + %s @ h%s)\n}\n\n", cell, w, bi, r,
-               bh);
+    buf_printf(d, "\ndef %s(x, h) {\n%s  return tanh(%s @ %s%s + %s @ h%s)\n}\n\n", cell, xe, w,
+               xin, bi, r, bh);
     break;
   }
   /* Y: [T, 1, 1, H] (layout 1: [1, T, 1, H]); Y_h, Y_c: [1, 1, H]. */
@@ -1518,9 +1525,23 @@ static void node_gather(Imp *m) {
     fold_gather(m, d, idx, axis);
     return;
   }
+  if (!idx->konst && idx->onehot && d->konst && d->rank == 2 && axis == 0) {
+    /* an embedding: its rows are gathered in the cell that reads them */
+    int64_t dim[MAXR];
+    if (idx->rank + 1 > MAXR)
+      fail(m, "a result of rank %d", idx->rank + 1);
+    memcpy(dim, idx->dim, (size_t)idx->rank * sizeof *dim);
+    dim[idx->rank] = d->dim[1];
+    Val *v = alias(m, out_name(m, 0), idx, idx->rank, idx->dim, idx->taxis);
+    v->rank = idx->rank + 1;
+    memcpy(v->dim, dim, sizeof dim);
+    v->onehot = false;
+    v->embed = const_param(m, d, d->dim[0], true, "uniform(1)");
+    return;
+  }
   if (!idx->konst)
-    fail(m, "indices computed at run time (an embedding's row gather is not in the graph "
-            "language yet)");
+    fail(m, "indices computed at run time (rnnc gathers rows of an embedding by the input's "
+            "indices, for a GRU, LSTM or RNN)");
   int64_t n;
   int64_t *ix = ints_of(m, idx, &n);
   if (n != 1 || idx->rank != 0)
@@ -1699,6 +1720,14 @@ static void node(Imp *m, const Onnx__NodeProto *n) {
   const char *op = n->op_type ? n->op_type : "";
   if (n->domain && n->domain[0] && strcmp(n->domain, "ai.onnx"))
     fail(m, "domain '%.100s' is not supported (the default ONNX domain is)", n->domain);
+  bool rec = !strcmp(op, "GRU") || !strcmp(op, "LSTM") || !strcmp(op, "RNN");
+  for (size_t i = rec ? 1 : 0; strcmp(op, "Shape") && i < n->n_input; i++) {
+    const Val *v = n->input[i][0] ? find(m, n->input[i]) : NULL;
+    if (v && v->embed)
+      fail(m, "reads an embedding's rows ('%s'): rnnc gathers them only for the X of a GRU, "
+              "LSTM or RNN",
+           safe(m, v->name));
+  }
   if (!strcmp(op, "Add") || !strcmp(op, "Sub") || !strcmp(op, "Mul") || !strcmp(op, "Div"))
     binary(m, op);
   else if (!strcmp(op, "Sigmoid"))
@@ -1793,6 +1822,52 @@ static const StTensor *bound(const ImportOptions *o, const char *name) {
   return NULL;
 }
 
+/* A sequence of indices [T, batch] ([batch, T] when the batch dimension is
+ * the number 1 and T a symbol), all read by one Gather of an initializer
+ * table [V, E] (an embedding): the input is one-hot characters of V. */
+static int64_t index_input(Imp *m, const Onnx__GraphProto *g, const Onnx__ValueInfoProto *in,
+                           Buf *head) {
+  const char *name = in->name;
+  int64_t V = 0;
+  for (size_t i = 0; i < g->n_node; i++) {
+    const Onnx__NodeProto *n = g->node[i];
+    for (size_t k = 0; k < n->n_input; k++)
+      if (!strcmp(n->input[k], name)) {
+        const Onnx__TensorProto *t = NULL;
+        for (size_t j = 0; n->op_type && !strcmp(n->op_type, "Gather") && k == 1 &&
+                           j < g->n_initializer;
+             j++)
+          if (g->initializer[j]->name && !strcmp(g->initializer[j]->name, n->input[0]))
+            t = g->initializer[j];
+        if (!t || t->n_dims != 2 || t->dims[0] < 1 || t->dims[0] > (1 << 24))
+          fail(m, "graph input '%.200s' holds indices, and node '%s' (%s) reads them: rnnc "
+                  "reads indices only as rows of an embedding (Gather of a table [V, E])",
+               name, safe(m, n->name), safe(m, n->op_type));
+        if (V && V != t->dims[0])
+          fail(m, "graph input '%.200s' indexes tables of %" PRId64 " and %" PRId64 " rows", name,
+               V, t->dims[0]);
+        V = t->dims[0];
+      }
+  }
+  if (!V)
+    fail(m, "graph input '%.200s' (indices) is not read by any node", name);
+  const Onnx__TensorShapeProto__Dimension *d0 = in->type->tensor_type->shape->dim[0],
+                                          *d1 = in->type->tensor_type->shape->dim[1];
+  bool batch_first = d0->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE &&
+                     d0->dim_value == 1 &&
+                     d1->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM;
+  Val *v = new_val(m, name);
+  v->rank = 2;
+  v->taxis = batch_first;
+  v->dim[batch_first] = SYM_T;
+  v->dim[!batch_first] = 1;
+  v->expr = "x";
+  v->onehot = true;
+  buf_printf(head, "input  x : onehot[T, %" PRId64 "]    # ONNX input '%s' %s: indices\n", V,
+             safe(m, name), batch_first ? "[batch, T]" : "[T, batch]");
+  return V;
+}
+
 /* The sequence input: [T, batch, V] (or [batch, T, V] when the recurrent
  * node that reads it has layout 1), or [T, V]. */
 static int64_t sequence_input(Imp *m, const Onnx__GraphProto *g, const Onnx__ValueInfoProto *in,
@@ -1802,11 +1877,16 @@ static int64_t sequence_input(Imp *m, const Onnx__GraphProto *g, const Onnx__Val
   if (!ty || ty->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE || !ty->tensor_type)
     fail(m, "graph input '%.200s' is not a tensor", name);
   const Onnx__TypeProto__Tensor *tt = ty->tensor_type;
-  if (tt->elem_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT)
-    fail(m, "graph input '%.200s' is %s; rnnc's sequence input is FLOAT (one-hot or not)", name,
-         dtype_name(tt->elem_type));
   const Onnx__TensorShapeProto *sh = tt->shape;
   int rank = sh ? (int)sh->n_dim : 0;
+  if ((tt->elem_type == ONNX__TENSOR_PROTO__DATA_TYPE__INT64 ||
+       tt->elem_type == ONNX__TENSOR_PROTO__DATA_TYPE__INT32) &&
+      rank == 2)
+    return index_input(m, g, in, head);
+  if (tt->elem_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT)
+    fail(m, "graph input '%.200s' is %s; rnnc's sequence input is FLOAT (one-hot or not), or "
+            "INT64 indices [T, batch] into an embedding",
+         name, dtype_name(tt->elem_type));
   if (rank != 2 && rank != 3)
     fail(m, "graph input '%.200s' has rank %d; rnnc's sequence input is [T, batch, width] or "
             "[T, width]",
@@ -1905,6 +1985,7 @@ static void import(Imp *m, const Onnx__ModelProto *mp, Imported *out) {
          ov->name, shape_str(m, y), y->konst ? " and is a constant" : "");
   int64_t C = vfeat(m, y);
   out->vocab = (int)V;
+  out->onehot = find(m, seq->name) && find(m, seq->name)->onehot;
   out->classes = (int)C;
   Buf *nn = &out->nn;
   buf_printf(nn, "# Imported by rnnc import from %s (ONNX opset %" PRId64 "%s%s).\n#\n",

@@ -26,6 +26,7 @@ typedef struct Imported {
   StTensor *tensors;  /* (ntensors) every param and buffer of the graph, by its name */
   int ntensors;
   int vocab, classes; /* the input's width, the output's size */
+  bool onehot;        /* the input is characters (--onehot, or an embedding's indices) */
 } Imported;
 
 /* Translates the ONNX model in data[0..len) into a graph file and its

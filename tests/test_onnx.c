@@ -98,6 +98,12 @@ static void lstm_round_trip(void **state) {
 }
 
 /* rnnc build on an import: the object and the header. */
+/* An embedding model: its int64 indices become one-hot characters. */
+static void embedding_round_trip(void **state) {
+  (void)state;
+  round_trip("tests/onnx/emb.onnx", "emb");
+}
+
 static void build_import(void **state) {
   (void)state;
   char *dir = tmp_path("onnx_build");
@@ -375,6 +381,7 @@ int main(void) {
   const struct CMUnitTest t[] = {
       cmocka_unit_test(gru_round_trip),
       cmocka_unit_test(lstm_round_trip),
+      cmocka_unit_test(embedding_round_trip),
       cmocka_unit_test(build_import),
       cmocka_unit_test(errors),
       cmocka_unit_test(float_input_refused_by_kernels),

@@ -5,9 +5,11 @@ python3-onnx from Debian 12; run from the repository root):
   tests/onnx/gru.onnx     the seed's GRU: nn.GRU(59, 256, num_layers=2) and
                           Linear(256, 18) on the last output (bench/reference.py's)
   tests/onnx/lstm.onnx    nn.LSTM(59, 32, num_layers=2) and Linear(32, 18)
+  tests/onnx/emb.onnx     nn.Embedding(59, 16), nn.GRU(16, 32), Linear(32, 18): input 'ids'
+                          [T, 1] int64 (character indices)
   tests/onnx/logits.safetensors
                           each model's logits for the names below, float32
-                          ("gru" and "lstm": [len(NAMES), 18])
+                          ("gru", "lstm", "emb": [len(NAMES), 18])
 
 exported by torch.onnx.export at opset 14 with a dynamic sequence length
 (input 'line' [T, 1, 59], one-hot characters; output 'logits' [1, 18]).
@@ -58,6 +60,22 @@ class LSTM(nn.Module):
     def forward(self, line):
         out, _ = self.lstm(line)
         return self.fc(out[-1])
+
+
+class Emb(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(V, 16)
+        self.gru = nn.GRU(16, 32)
+        self.fc = nn.Linear(32, C)
+
+    def forward(self, ids):  # [T, 1] -> [1, C]
+        out, _ = self.gru(self.emb(ids))
+        return self.fc(out[-1])
+
+
+def indices(s):
+    return torch.tensor([[VOCAB.index(ch)] for ch in s])
 
 
 def one_hot(s):
@@ -168,16 +186,18 @@ def main():
     here = os.path.dirname(os.path.abspath(__file__))
     torch.set_num_threads(1)
     logits = {}
-    for seed, (name, cls) in enumerate([("gru", GRU), ("lstm", LSTM)]):
+    for seed, (name, cls, enc) in enumerate([("gru", GRU, one_hot), ("lstm", LSTM, one_hot),
+                                             ("emb", Emb, indices)]):
         torch.manual_seed(seed)
         model = cls().eval()
         path = os.path.join(here, name + ".onnx")
-        torch.onnx.export(model, (one_hot("Abc"),), path, opset_version=14,
-                          input_names=["line"], output_names=["logits"],
-                          dynamic_axes={"line": {0: "T"}})
+        inp = "ids" if enc is indices else "line"
+        torch.onnx.export(model, (enc("Abc"),), path, opset_version=14,
+                          input_names=[inp], output_names=["logits"],
+                          dynamic_axes={inp: {0: "T"}})
         onnx.checker.check_model(onnx.load(path))
         with torch.no_grad():
-            logits[name] = torch.cat([model(one_hot(s)) for s in NAMES]).contiguous()
+            logits[name] = torch.cat([model(enc(s)) for s in NAMES]).contiguous()
         print(f"{path}: {os.path.getsize(path)} bytes", file=sys.stderr)
     st_write(os.path.join(here, "logits.safetensors"), logits, {"names": ",".join(NAMES)})
     scan(here)
