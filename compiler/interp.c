@@ -383,17 +383,7 @@ static int check_input(const Graph *g, const uint8_t *chars, int len, int target
   return 0;
 }
 
-static int interp_run_input(Interp *I, const uint8_t *chars, const float *x, int len, int target,
-                            Err *e);
-
-int interp_run(Interp *I, const uint8_t *chars, int len, int target, Err *e) {
-  return interp_run_input(I, chars, NULL, len, target, e);
-}
-
-int interp_run_f32(Interp *I, const float *x, int len, int target, Err *e) {
-  return interp_run_input(I, NULL, x, len, target, e);
-}
-
+/* One run on characters or on float rows (the graph's input says which). */
 static int interp_run_input(Interp *I, const uint8_t *chars, const float *x, int len, int target,
                             Err *e) {
   const Graph *g = I->g;
@@ -411,6 +401,14 @@ static int interp_run_input(Interp *I, const uint8_t *chars, const float *x, int
   }
   run_block(I, 0);
   return I->failed ? -1 : 0;
+}
+
+int interp_run(Interp *I, const uint8_t *chars, int len, int target, Err *e) {
+  return interp_run_input(I, chars, NULL, len, target, e);
+}
+
+int interp_run_f32(Interp *I, const float *x, int len, int target, Err *e) {
+  return interp_run_input(I, NULL, x, len, target, e);
 }
 
 /* Block 0's nodes of one phase (graph_mark_update). */

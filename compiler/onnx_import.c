@@ -1018,7 +1018,7 @@ static void recurrent(Imp *m, CellKind k) {
   for (char *c = cell; *c; c++)
     if (*c == '.')
       *c = '_';
-  int64_t h = H;
+  long long h = H; /* for the cells' text */
   /* An embedding's rows are gathered here, in the cell. */
   const char *xin = X->embed ? "xe" : "x";
   char *xe = X->embed ? fmt(m, "  let xe = %s @ x    # the embedding's row\n", X->embed) : "";
@@ -1027,34 +1027,30 @@ static void recurrent(Imp *m, CellKind k) {
   case CELL_GRU:
     buf_printf(d, ", gates z, r, h, linear_before_reset %" PRId64 "\n", lbr);
     buf_printf(d, "def %s(x, h) {\n%s  let gi = %s @ %s%s\n", cell, xe, w, xin, bi);
-    if (lbr) {
-      buf_printf(d, "  let gh = %s @ h%s\n", r, bh);
-      buf_printf(d, "  let z = sigmoid(gi[0:%" PRId64 "] + gh[0:%" PRId64 "])\n", h, h);
-      buf_printf(d, "  let r = sigmoid(gi[%" PRId64 ":%" PRId64 "] + gh[%" PRId64 ":%" PRId64 "])\n",
-                 h, 2 * h, h, 2 * h);
-      buf_printf(d, "  let n = tanh(gi[%" PRId64 ":%" PRId64 "] + r * gh[%" PRId64 ":%" PRId64 "])\n",
-                 2 * h, 3 * h, 2 * h, 3 * h);
-    } else {
-      buf_printf(d, "  let gh = %s @ h%s\n", r, B ? fmt(m, " + %s[0:%" PRId64 "]", rb, 2 * h) : "");
-      buf_printf(d, "  let z = sigmoid(gi[0:%" PRId64 "] + gh[0:%" PRId64 "])\n", h, h);
-      buf_printf(d, "  let r = sigmoid(gi[%" PRId64 ":%" PRId64 "] + gh[%" PRId64 ":%" PRId64 "])\n",
-                 h, 2 * h, h, 2 * h);
-      buf_printf(d, "  let n = tanh(gi[%" PRId64 ":%" PRId64 "] + %s @ (r * h)%s)\n", 2 * h, 3 * h,
-                 rh, B ? fmt(m, " + %s[%" PRId64 ":%" PRId64 "]", rb, 2 * h, 3 * h) : "");
-    }
+    /* linear_before_reset 0: the h gate's product is of r * h (R split) */
+    buf_printf(d, "  let gh = %s @ h%s\n", r,
+               lbr || !B ? bh : fmt(m, " + %s[0:%lld]", rb, 2 * h));
+    buf_printf(d, "  let z = sigmoid(gi[0:%lld] + gh[0:%lld])\n", h, h);
+    buf_printf(d, "  let r = sigmoid(gi[%lld:%lld] + gh[%lld:%lld])\n", h, 2 * h, h, 2 * h);
+    if (lbr)
+      buf_printf(d, "  let n = tanh(gi[%lld:%lld] + r * gh[%lld:%lld])\n", 2 * h, 3 * h, 2 * h,
+                 3 * h);
+    else
+      buf_printf(d, "  let n = tanh(gi[%lld:%lld] + %s @ (r * h)%s)\n", 2 * h, 3 * h, rh,
+                 B ? fmt(m, " + %s[%lld:%lld]", rb, 2 * h, 3 * h) : "");
     buf_printf(d, "  return (1 - z) * n + z * h\n}\n\n");
     break;
   case CELL_LSTM:
     buf_printf(d, ", gates i, o, f, c%s\n", P ? ", peepholes" : "");
     buf_printf(d, "def %s(x, h, c) {\n%s  let g = %s @ %s%s + %s @ h%s\n", cell, xe, w, xin, bi, r,
                bh);
-    buf_printf(d, "  let i = sigmoid(g[0:%" PRId64 "]%s)\n", h,
-               P ? fmt(m, " + %s[0:%" PRId64 "] * c", p, h) : "");
-    buf_printf(d, "  let f = sigmoid(g[%" PRId64 ":%" PRId64 "]%s)\n", 2 * h, 3 * h,
-               P ? fmt(m, " + %s[%" PRId64 ":%" PRId64 "] * c", p, 2 * h, 3 * h) : "");
-    buf_printf(d, "  let c2 = f * c + i * tanh(g[%" PRId64 ":%" PRId64 "])\n", 3 * h, 4 * h);
-    buf_printf(d, "  let o = sigmoid(g[%" PRId64 ":%" PRId64 "]%s)\n", h, 2 * h,
-               P ? fmt(m, " + %s[%" PRId64 ":%" PRId64 "] * c2", p, h, 2 * h) : "");
+    buf_printf(d, "  let i = sigmoid(g[0:%lld]%s)\n", h,
+               P ? fmt(m, " + %s[0:%lld] * c", p, h) : "");
+    buf_printf(d, "  let f = sigmoid(g[%lld:%lld]%s)\n", 2 * h, 3 * h,
+               P ? fmt(m, " + %s[%lld:%lld] * c", p, 2 * h, 3 * h) : "");
+    buf_printf(d, "  let c2 = f * c + i * tanh(g[%lld:%lld])\n", 3 * h, 4 * h);
+    buf_printf(d, "  let o = sigmoid(g[%lld:%lld]%s)\n", h, 2 * h,
+               P ? fmt(m, " + %s[%lld:%lld] * c2", p, h, 2 * h) : "");
     buf_printf(d, "  return o * tanh(c2), c2\n}\n\n");
     break;
   case CELL_RNN:
@@ -1689,8 +1685,10 @@ static void node_cast(Imp *m) {
   int64_t to = attr_int(m, &a, "to", 0);
   attrs_done(m, &a);
   Val *x = need(m, 0, "input");
-  bool tofloat = to == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || to == ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE;
-  bool toint = to == ONNX__TENSOR_PROTO__DATA_TYPE__INT64 || to == ONNX__TENSOR_PROTO__DATA_TYPE__INT32;
+  bool tofloat =
+      to == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT || to == ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE;
+  bool toint =
+      to == ONNX__TENSOR_PROTO__DATA_TYPE__INT64 || to == ONNX__TENSOR_PROTO__DATA_TYPE__INT32;
   if (!tofloat && !toint)
     fail(m, "attribute 'to' = %s is not supported", dtype_name((int32_t)to));
   if (x->konst) {
