@@ -97,7 +97,8 @@ static void lstm_round_trip(void **state) {
   round_trip("tests/onnx/lstm.onnx", "lstm");
 }
 
-/* rnnc build on an import: the object and the header. */
+/* rnnc build on an import: the object and the header; and the import
+ * trains: rnnc check's finite differences agree with its gradients. */
 /* An embedding model: its int64 indices become one-hot characters. */
 static void embedding_round_trip(void **state) {
   (void)state;
@@ -120,6 +121,11 @@ static void build_import(void **state) {
   free(rnnc_expect(0, (const char *const[]){"import", onnx, "-o", out, "--onehot", "--labels",
                                             labels, NULL}));
   free(rnnc_expect(0, (const char *const[]){"build", nn, ckpt, "-o", obj, NULL}));
+  char *check = rnnc_expect(0, (const char *const[]){"check", nn, "--names", "Abc,Li", "--samples",
+                                                     "20", NULL});
+  assert_contains(check, "lstm0.W");
+  assert_contains(check, "ok (tolerance");
+  free(check);
   char *h = read_text(hdr);
   assert_contains(h, "lstm_model_predict");
   assert_contains(h, "17 Last");
