@@ -494,9 +494,8 @@ static void step_chunk(void *ctx, int task, int thread) {
   }
 }
 
-/* Range r of the gradient slot: the wave's chunk sums added in chunk order
- * (the first chunk of the batch copied), and on the last wave scaled by
- * 1/n, the gradient of the mean. */
+/* Range task of the gradient slot: the wave's chunk sums added in chunk
+ * order (the first chunk of the batch copied). */
 static void fold_range(void *ctx, int task, int thread) {
   (void)thread;
   Batch *b = ctx;
@@ -513,49 +512,68 @@ static void fold_range(void *ctx, int task, int thread) {
       for (size_t i = lo; i < hi; i++)
         g[i] += src[i];
   }
-  if (first + count == b->nchunks)
-    for (size_t i = lo; i < hi; i++)
-      g[i] *= b->scale;
 }
 
-void model_train_batch(Model *m, const uint8_t *const *chars, const int32_t *lens,
-                       const int32_t *targets, int n, float *losses, float *mean_loss,
-                       float *grad_norm) {
-  reserve_for(m, lens, n);
-  float *own = losses ? NULL : xmalloc((size_t)n * sizeof *own);
-  if (!losses)
-    losses = own;
-  int c = m->fwd->classes;
-  if (!m->update) { /* batch 1: the fused kernel, name by name */
-    double sum = 0;
-    float gn = 0;
-    for (int i = 0; i < n; i++) {
-      model_train_step(m, chars[i], lens[i], targets[i], &losses[i], &gn);
-      sum += losses[i];
-    }
-    *mean_loss = (float)(sum / n);
-    *grad_norm = gn;
-    free(own);
+static void scale_range(void *ctx, int task, int thread) {
+  (void)thread;
+  Batch *b = ctx;
+  Model *m = b->m;
+  int T = m->threads;
+  size_t lo = m->nfloats * (size_t)task / (size_t)T, hi = m->nfloats * (size_t)(task + 1) / (size_t)T;
+  float *g = m->state + SLOT_GRAD * m->nfloats;
+  for (size_t i = lo; i < hi; i++)
+    g[i] *= b->scale;
+}
+
+void model_batch_gradient(Model *m, const uint8_t *const *chars, const int32_t *lens,
+                          const int32_t *targets, int n, float *losses) {
+  assert(m->update && "a model compiled for batches (batch > 1)");
+  if (n < 1) {
+    memset(m->state + SLOT_GRAD * m->nfloats, 0, m->nfloats * sizeof(float));
     return;
   }
+  reserve_for(m, lens, n);
   Batch b = {.m = m, .chars = chars, .lens = lens, .targets = targets, .n = n,
              .nchunks = model_chunks(n),
-             .per_name = m->bstep_fn ? m->bstep_abi.noise : m->step_abi.noise, .losses = losses,
-             .scale = 1.0f / (float)n};
+             .per_name = m->bstep_fn ? m->bstep_abi.noise : m->step_abi.noise, .losses = losses};
   b.noise = draw_noise(m, n, b.per_name);
   for (b.wave = 0; b.wave * m->threads < b.nchunks; b.wave++) {
     int count = b.nchunks - b.wave * m->threads;
     pool_run(m->pool, count < m->threads ? count : m->threads, step_chunk, &b);
     pool_run(m->pool, m->threads, fold_range, &b);
   }
+}
+
+float model_batch_update(Model *m, long n) {
+  Batch b = {.m = m, .scale = 1.0f / (float)n};
+  pool_run(m->pool, m->threads, scale_range, &b);
   m->step++;
   Workspace *w = &m->ws[0];
   m->update_fn(m->state, w->chars, 1, 0, NULL, w->scratch, m->tmax, (float)m->step, w->out);
+  return w->out[m->fwd->classes + 1];
+}
+
+void model_train_batch(Model *m, const uint8_t *const *chars, const int32_t *lens,
+                       const int32_t *targets, int n, float *losses, float *mean_loss,
+                       float *grad_norm) {
+  float *own = losses ? NULL : xmalloc((size_t)n * sizeof *own);
+  if (!losses)
+    losses = own;
   double sum = 0;
-  for (int i = 0; i < n; i++)
-    sum += losses[i];
+  if (!m->update) { /* batch 1: the fused kernel, name by name */
+    float gn = 0;
+    for (int i = 0; i < n; i++) {
+      model_train_step(m, chars[i], lens[i], targets[i], &losses[i], &gn);
+      sum += losses[i];
+    }
+    *grad_norm = gn;
+  } else {
+    model_batch_gradient(m, chars, lens, targets, n, losses);
+    *grad_norm = model_batch_update(m, n);
+    for (int i = 0; i < n; i++)
+      sum += losses[i];
+  }
   *mean_loss = (float)(sum / n);
-  *grad_norm = w->out[c + 1];
   free(own);
 }
 

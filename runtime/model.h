@@ -138,6 +138,15 @@ void model_forward(Model *m, const uint8_t *chars, int len, float *logits);
 void model_train_batch(Model *m, const uint8_t *const *chars, const int32_t *lens,
                        const int32_t *targets, int n, float *losses, float *mean_loss,
                        float *grad_norm);
+/* The two halves of model_train_batch, for a batch spread over processes
+ * (MPI): the sum over n names (n >= 0) of the gradients of their losses
+ * into the grad slot, each name's loss in losses; then one optimizer step
+ * on the grad slot as the gradient of the mean over total names (it is
+ * scaled by 1/total first). model_batch_update returns the gradient norm
+ * before clipping (0 when the graph does not clip). Batch > 1 models. */
+void model_batch_gradient(Model *m, const uint8_t *const *chars, const int32_t *lens,
+                          const int32_t *targets, int n, float *losses);
+float model_batch_update(Model *m, long total);
 /* Chunks a batch of n names is cut into: depends on n only. */
 int model_chunks(int n);
 /* Inference on n names, spread over the model's threads: logits (n *
