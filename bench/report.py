@@ -610,7 +610,9 @@ def batched_report(d, meta, roof, gemm_events, w):
         if n2 and peak:
             w(f"- gru training >= 10,000 names/s on the {ncpu} cores: {n2:,.0f} names/s, "
               f"{'met' if n2 >= 10000 else 'missed'}. At {flops_train / 1e6:.1f} MFLOP of GEMMs a "
-              f"name (batch {B}: Adam adds {8.36 / B:.2f}), that is {n2 * flops_train / 1e9:.0f} GFLOP/s, "
+              f"name (batch {B}: Adam adds {8.36 / B:.2f}; the issue's ~34 MFLOP is batch 1's count, the "
+              f"same GEMMs plus a whole Adam step, 8.4 MFLOP, for every name), that is "
+              f"{n2 * flops_train / 1e9:.0f} GFLOP/s, "
               f"{100 * n2 * flops_train / 1e9 / (ncpu * peak):.0f}% of the {ncpu} cores' FMA peak "
               f"({ncpu} x {peak:.0f} GFLOP/s). 10,000 names/s would need "
               f"{10000 * flops_train / 1e9:.0f} GFLOP/s: "
