@@ -41,6 +41,10 @@ int cmd_build(int argc, char **argv);
 extern const char build_usage[];
 /* build_usage and the list of targets, which depends on the LLVM linked. */
 void build_help(FILE *f);
+int cmd_import(int argc, char **argv);
+extern const char import_usage[];
+int cmd_export(int argc, char **argv);
+extern const char export_usage[];
 int cmd_check(int argc, char **argv);
 extern const char check_usage[];
 

@@ -34,6 +34,10 @@ static const Command commands[] = {
      plot_usage, NULL, cmd_plot},
     {"build", "compile a checkpoint into an object file and C header (AOT)", build_usage,
      build_help, cmd_build},
+    {"import", "translate an ONNX model into a graph file and a checkpoint", import_usage, NULL,
+     cmd_import},
+    {"export", "write a graph and its checkpoint as an ONNX model", export_usage, NULL,
+     cmd_export},
     {"check", "check a graph's gradients against finite differences", check_usage, NULL,
      cmd_check},
 };

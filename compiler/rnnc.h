@@ -111,7 +111,7 @@ struct Expr {
 
 typedef enum StmtKind {
   S_CONST,     /* const name = value */
-  S_INPUT,     /* input name : onehot[T, value] */
+  S_INPUT,     /* input name : onehot[T, value] (or f32[T, value]: trainable set) */
   S_TARGET,    /* target name : class[value] */
   S_PARAM,     /* param|buffer name [dims] = init */
   S_DEF,       /* def name[tparams](params) { body } */
@@ -130,7 +130,7 @@ struct Stmt {
   StmtKind kind;
   Pos pos;
   Ident name;
-  bool trainable; /* S_PARAM: param (true) or buffer (false) */
+  bool trainable; /* S_PARAM: param (true) or buffer (false); S_INPUT: f32 (true) */
   Ident *names;   /* S_LET targets, S_DEF params, S_TRAIN keys */
   int nnames;
   Ident *tparams; /* S_DEF compile-time parameters */
@@ -328,6 +328,9 @@ void interp_set_rng(Interp *I, Rng *rng);
 /* Runs the graph on chars[0..len) with a target class. A graph with a
  * backward pass zeroes the gradients first and counts one step. */
 int interp_run(Interp *I, const uint8_t *chars, int len, int target, Err *e);
+/* The same for a graph whose input is float vectors (input x : f32[T, n]):
+ * x holds len rows of n floats. */
+int interp_run_f32(Interp *I, const float *x, int len, int target, Err *e);
 /* Minibatch training on n sequences: each one's forward and backward pass
  * (the step phase, see graph_mark_update), the summed gradients times 1/n
  * (the gradient of the mean loss), then one update. logits (n * classes)
@@ -544,6 +547,14 @@ void obj_header(const Graph *g, const ObjOptions *o, const ObjInfo *info, const 
  * and forward(indices). */
 void obj_js_module(const Graph *g, const ObjOptions *o, const ObjInfo *info,
                    const char *wasm_name, Buf *out);
+
+/* ---------------------------------------------------------- onnx_export.c */
+
+/* The ONNX model (opset 14) of forward graph g (compile_graph's, before the
+ * passes) with parameter values (g->nfloats, laid out by Param.offset),
+ * appended to out; -1 with a message naming the node ONNX cannot express
+ * (a random initial state). rnnc import reads it back (onnx_import.c). */
+int onnx_export(const Graph *g, const float *values, Buf *out, Err *e);
 
 /* -------------------------------------------------------------- compile.c */
 

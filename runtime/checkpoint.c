@@ -141,9 +141,7 @@ static int keep_prev(const char *path, const char *opath, const char *ppath, Err
   return 0;
 }
 
-/* items[0..n) as a JSON array of strings (malloc'd), or NULL when one is
- * not UTF-8 (labels come from UTF-8 file names or checkpoints). */
-static char *json_list(char *const *items, int n) {
+char *ckpt_json_list(char *const *items, int n) {
   json_t *a = json_array();
   for (int i = 0; i < n; i++)
     if (json_array_append_new(a, json_string(items[i])) < 0) {
@@ -155,15 +153,14 @@ static char *json_list(char *const *items, int n) {
   return s;
 }
 
-/* The vocabulary's characters, one string each. */
-static char *vocab_list(void) {
+char *ckpt_vocab_list(void) {
   char *chars[VOCAB_SIZE], one[VOCAB_SIZE][2];
   for (int i = 0; i < VOCAB_SIZE; i++) {
     one[i][0] = VOCAB_CHARS[i];
     one[i][1] = '\0';
     chars[i] = one[i];
   }
-  return json_list(chars, VOCAB_SIZE);
+  return ckpt_json_list(chars, VOCAB_SIZE);
 }
 
 static StTensor tensor_of(const Param *p, float *data) {
@@ -242,7 +239,7 @@ int ckpt_save_meta(const Model *m, char *const *labels, int nlabels, const char 
   snprintf(epoch, sizeof epoch, "%d", m->epoch);
   snprintf(hash, sizeof hash, "%016" PRIx64, m->hash);
   snprintf(pair, sizeof pair, "%016" PRIx64, pair_id(m));
-  char *label_list = json_list(labels, nlabels), *vocab = vocab_list();
+  char *label_list = ckpt_json_list(labels, nlabels), *vocab = ckpt_vocab_list();
   if (!label_list) {
     free(vocab);
     return errf(e, "%s: a label is not valid UTF-8", path);
