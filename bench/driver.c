@@ -169,7 +169,7 @@ int main(int argc, char **argv) {
     trained += ntrain;
     EvalResult res = {0};
     if (eval)
-      evaluate(&m, &ds, ds.test, ds.ntest, seed, &res);
+      evaluate(&m, &ds, ds.test, ds.ntest, seed, NULL, &res);
     acc = res.n ? (double)res.correct / res.n : 0;
     printf("{\"event\":\"epoch\",\"epoch\":%d,\"names\":%zu,\"seconds\":%.4f,"
            "\"cpu_seconds\":%.4f,\"names_per_s\":%.1f,\"mean_loss\":%.4f,\"test_accuracy\":%.4f,\"correct\":%zu,"
