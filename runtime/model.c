@@ -8,6 +8,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,9 +17,7 @@
 #include "pool.h"
 
 static void *aligned(size_t floats) {
-  void *p = NULL;
-  if (posix_memalign(&p, 64, (floats ? floats : 1) * sizeof(float)))
-    abort();
+  void *p = xmemalign(64, (floats ? floats : 1) * sizeof(float));
   memset(p, 0, (floats ? floats : 1) * sizeof(float));
   return p;
 }
@@ -147,7 +146,7 @@ int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e) {
   memset(m, 0, sizeof *m);
   m->path = xstrdup(path);
   size_t len;
-  char *text = read_file(path, &len, e);
+  char *text = read_graph(path, &len, e);
   if (!text)
     return -1;
   m->hash = fnv1a(FNV1A_INIT, text, len);
@@ -339,13 +338,32 @@ static void reserve_for(Model *m, const int32_t *lens, int n) {
   model_reserve(m, tmax);
 }
 
+/* The kernels index with chars, T and target unchecked (llvm.c): T = 0
+ * would read row -1, a character past the vocabulary a column past the
+ * input matrix. So every call is checked here first, all of a batch before
+ * any of it runs. */
+static bool valid(const Model *m, const uint8_t *const *chars, const int32_t *lens,
+                  const int32_t *targets, int n) {
+  for (int k = 0; k < n; k++) {
+    int len = lens[k], target = targets ? targets[k] : 0;
+    if (len < 1 || len > NAME_MAX_CHARS || target < 0 || target >= m->fwd->classes)
+      return false;
+    for (int i = 0; i < len; i++)
+      if (chars[k][i] >= m->fwd->vocab)
+        return false;
+  }
+  return true;
+}
+
 static void to_i32(Workspace *w, const uint8_t *chars, int len) {
   for (int i = 0; i < len; i++)
     w->chars[i] = chars[i];
 }
 
-void model_train_step(Model *m, const uint8_t *chars, int len, int target, float *loss,
-                      float *grad_norm) {
+int model_train_step(Model *m, const uint8_t *chars, int len, int target, float *loss,
+                     float *grad_norm) {
+  if (!valid(m, &chars, &len, &target, 1))
+    return -1;
   model_reserve(m, len);
   Workspace *w = &m->ws[0];
   to_i32(w, chars, len);
@@ -355,15 +373,19 @@ void model_train_step(Model *m, const uint8_t *chars, int len, int target, float
   int c = m->fwd->classes;
   *loss = w->out[c];
   *grad_norm = w->out[c + 1];
+  return 0;
 }
 
-void model_forward(Model *m, const uint8_t *chars, int len, float *logits) {
+int model_forward(Model *m, const uint8_t *chars, int len, float *logits) {
+  if (!valid(m, &chars, &len, NULL, 1))
+    return -1;
   model_reserve(m, len);
   Workspace *w = &m->ws[0];
   to_i32(w, chars, len);
   const float *noise = draw_noise(m, 1, m->fwd_abi.noise);
   m->fwd_fn(m->state, w->chars, len, 0, noise, w->scratch, m->tmax, 0, w->out);
   memcpy(logits, w->out, (size_t)m->fwd->classes * sizeof *logits);
+  return 0;
 }
 
 /* ------------------------------------------------------------ batches */
@@ -530,16 +552,17 @@ static void scale_range(void *ctx, int task, int thread) {
     g[i] *= b->scale;
 }
 
-void model_batch_gradient(Model *m, const uint8_t *const *chars, const int32_t *lens,
-                          const int32_t *targets, int n, int first, int total, float *losses) {
+int model_batch_gradient(Model *m, const uint8_t *const *chars, const int32_t *lens,
+                         const int32_t *targets, int n, int first, int total, float *losses) {
   assert(m->update && "a model compiled for batches (batch > 1)");
-  assert(first >= 0 && n >= 0 && first + n <= total);
+  if (n < 0 || first < 0 || first > total - n || (n > 0 && !valid(m, chars, lens, targets, n)))
+    return -1;
   size_t per_name = m->bstep_fn ? m->bstep_abi.noise : m->step_abi.noise;
   /* the whole batch's noise, name by name, as one process draws it */
   const float *noise = draw_noise(m, total, per_name) + (size_t)first * per_name;
-  if (n < 1) {
+  if (n == 0) {
     memset(m->state + SLOT_GRAD * m->nfloats, 0, m->nfloats * sizeof(float));
-    return;
+    return 0;
   }
   reserve_for(m, lens, n);
   Batch b = {.m = m, .chars = chars, .lens = lens, .targets = targets, .n = n,
@@ -549,6 +572,7 @@ void model_batch_gradient(Model *m, const uint8_t *const *chars, const int32_t *
     pool_run(m->pool, count < m->threads ? count : m->threads, step_chunk, &b);
     pool_run(m->pool, m->threads, fold_range, &b);
   }
+  return 0;
 }
 
 float model_batch_update(Model *m, long n) {
@@ -560,9 +584,11 @@ float model_batch_update(Model *m, long n) {
   return w->out[m->fwd->classes + 1];
 }
 
-void model_train_batch(Model *m, const uint8_t *const *chars, const int32_t *lens,
-                       const int32_t *targets, int n, float *losses, float *mean_loss,
-                       float *grad_norm) {
+int model_train_batch(Model *m, const uint8_t *const *chars, const int32_t *lens,
+                      const int32_t *targets, int n, float *losses, float *mean_loss,
+                      float *grad_norm) {
+  if (n < 1 || !valid(m, chars, lens, targets, n))
+    return -1;
   float *own = losses ? NULL : xmalloc((size_t)n * sizeof *own);
   if (!losses)
     losses = own;
@@ -575,13 +601,14 @@ void model_train_batch(Model *m, const uint8_t *const *chars, const int32_t *len
     }
     *grad_norm = gn;
   } else {
-    model_batch_gradient(m, chars, lens, targets, n, 0, n, losses);
+    model_batch_gradient(m, chars, lens, targets, n, 0, n, losses); /* valid: checked */
     *grad_norm = model_batch_update(m, n);
     for (int i = 0; i < n; i++)
       sum += losses[i];
   }
   *mean_loss = (float)(sum / n);
   free(own);
+  return 0;
 }
 
 static void forward_chunk(void *ctx, int task, int thread) {
@@ -608,14 +635,15 @@ static void forward_chunk(void *ctx, int task, int thread) {
   }
 }
 
-void model_forward_batch(Model *m, const uint8_t *const *chars, const int32_t *lens, int n,
-                         float *logits) {
-  if (n < 1)
-    return;
+int model_forward_batch(Model *m, const uint8_t *const *chars, const int32_t *lens, int n,
+                        float *logits) {
+  if (n < 1 || !valid(m, chars, lens, NULL, n))
+    return -1;
   reserve_for(m, lens, n);
   Batch b = {.m = m, .chars = chars, .lens = lens, .n = n,
              .per_name = m->bfwd_fn ? m->bfwd_abi.noise : m->fwd_abi.noise, .logits = logits};
   b.nchunks = n < 4 * m->threads ? n : 4 * m->threads;
   b.noise = draw_noise(m, n, b.per_name);
   pool_run(m->pool, b.nchunks, forward_chunk, &b);
+  return 0;
 }
