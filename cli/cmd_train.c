@@ -45,7 +45,8 @@ const char train_usage[] =
     "                       0 writes the starting point (initialized, or --init's)\n"
     "  --batch B            names per optimizer step (default: the graph's train\n"
     "                       setting); results do not depend on --threads\n"
-    "  --threads N          threads (default: every core it may run on; 1 starts none)\n"
+    "  --threads N          threads (default: every core it may run on, shared\n"
+    "                       among a machine's ranks under mpirun; 1 starts none)\n"
     "  --seed S             split, initialization, shuffling (default: 42)\n"
     "  --lr X               learning rate (default: the graph's optimizer setting)\n"
     "  --init CKPT          start from a checkpoint (rnnc's or PyTorch's safetensors);\n"
@@ -156,7 +157,7 @@ int cmd_train(int argc, char **argv) {
   uint64_t seed = 42;
   double fraction = 0.1, lr = 0;
   int epochs = -1, batch = 0, threads = cli_default_threads();
-  bool no_cache = false;
+  bool no_cache = false, threads_given = false;
   static const struct option opts[] = {{"data", required_argument, 0, 'd'},
                                        {"epochs", required_argument, 0, 'n'},
                                        {"batch", required_argument, 0, 'b'},
@@ -189,6 +190,7 @@ int cmd_train(int argc, char **argv) {
       if (cli_parse_int(optarg, 1, CLI_MAX_THREADS, &threads))
         return cli_usage_error("train", "--threads wants an integer in [1, %d], not '%s'",
                                CLI_MAX_THREADS, optarg);
+      threads_given = true;
       break;
     case 's':
       if (cli_parse_u64(optarg, &seed))
@@ -241,6 +243,10 @@ int cmd_train(int argc, char **argv) {
     cli_error("train", &e);
     free(out_owned);
     return EXIT_BAD_INPUT;
+  }
+  if (!threads_given && dist.local > 1) { /* the machine's cores shared by its ranks */
+    long share = sysconf(_SC_NPROCESSORS_ONLN) / dist.local;
+    threads = share < 1 ? 1 : share < threads ? (int)share : threads;
   }
   FILE *log = stderr;
   if (dist.rank > 0) {

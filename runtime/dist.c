@@ -29,7 +29,7 @@ int dist_launched_size(void) {
 }
 
 int dist_init(Dist *d, Err *e) {
-  *d = (Dist){.rank = 0, .size = 1};
+  *d = (Dist){.rank = 0, .size = 1, .local = 1};
   int launched = dist_launched_size();
   if (launched <= 1)
     return 0;
@@ -41,6 +41,10 @@ int dist_init(Dist *d, Err *e) {
   d->mpi = !already;
   MPI_Comm_rank(MPI_COMM_WORLD, &d->rank);
   MPI_Comm_size(MPI_COMM_WORLD, &d->size);
+  MPI_Comm node; /* the ranks that share this one's memory: its machine */
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+  MPI_Comm_size(node, &d->local);
+  MPI_Comm_free(&node);
   return 0;
 #else
   return errf(e, "this rnnc was built without MPI, but it was started as one of %d processes "

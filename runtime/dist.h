@@ -21,6 +21,7 @@
 
 typedef struct Dist {
   int rank, size; /* 0, 1 when alone */
+  int local;      /* ranks on this machine, this one included */
   bool mpi;       /* MPI_Init was called (dist_finalize calls MPI_Finalize) */
 } Dist;
 
