@@ -308,7 +308,8 @@ void model_feed_noise(Model *m, const float *draws, size_t n) {
 size_t model_noise_per_name(const Model *m) { return m->fwd_abi.noise; }
 
 void model_skip_noise(Model *m, size_t n) {
-  for (size_t i = 0, k = n * m->fwd_abi.noise; i < k; i++)
+  size_t per_name = m->bfwd_fn ? m->bfwd_abi.noise : m->fwd_abi.noise; /* as forward_batch */
+  for (size_t i = 0, k = n * per_name; i < k; i++)
     rng_uniform(&m->rng, -1, 1);
 }
 

@@ -264,7 +264,7 @@ static void dist_step(Model *m, const Dist *d, const NameBatch *b, size_t n, flo
 }
 
 int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
-  static const Dist alone = {.rank = 0, .size = 1};
+  static const Dist alone = {.rank = 0, .size = 1, .local = 1};
   const Dist *d = o->dist ? o->dist : &alone;
   uint32_t *order = xmalloc((ds->ntrain ? ds->ntrain : 1) * sizeof *order);
   int first = m->epoch, last = m->epoch + o->epochs;
@@ -330,8 +330,8 @@ int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
     progress(o, ep + 1, last, ds->ntrain, ds->ntrain, took, running, true);
     if (d->size > 1) {
       size_t steps = (ds->ntrain + B - 1) / B;
-      fprintf(o->log, "epoch %d: %d ranks; the allreduce of %.1f KB of gradient a step took "
-                      "%.3f ms a step, %.1f%% of the epoch's training time\n",
+      fprintf(o->log, "epoch %d: %d ranks, %.1f KB of gradient added up a step: the "
+                      "allreduces took %.3f ms a step, %.1f%% of the epoch's training time\n",
               ep + 1, d->size, m->nfloats * sizeof(float) / 1e3, 1e3 * t_reduce / (double)steps,
               took > 0 ? 100 * t_reduce / took : 0);
     }

@@ -254,7 +254,17 @@ static void test_two_ranks(void **state) {
   assert_int_equal(count(err, "epoch 1: mean training loss"), 1);
   assert_int_equal(count(err, "compiled "), 1);
   assert_contains(err, "2 ranks: each takes 1/2 of every batch (8 or 8 names)");
-  assert_contains(err, "epoch 1: 2 ranks; the allreduce of 346.4 KB");
+  assert_contains(err, "epoch 1: 2 ranks, 346.4 KB of gradient added up a step");
+  /* the evaluation split over the ranks is one process's of the same
+   * weights, to the last count */
+  char *ev, *everr;
+  assert_int_equal(run_rnnc((const char *const[]){"eval", graph, h, "--data", data_dir, NULL}, &ev,
+                            &everr),
+                   0);
+  assert_non_null(strstr(ev, "test accuracy: "));
+  assert_contains(out, ev);
+  free(ev);
+  free(everr);
   free(out);
   free(err);
   /* one checkpoint, nothing else beside it */
