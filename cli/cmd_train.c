@@ -301,10 +301,6 @@ agree:
           "batch %d, %d thread%s\n",
           dir, ds.nnames, ds.nlabels, ds.ntrain, ds.ntest, epochs, epochs == 1 ? "" : "s",
           m.epoch + 1, m.batch, m.threads, m.threads == 1 ? "" : "s");
-  if (dist.size > 1)
-    fprintf(log, "%d ranks: each takes 1/%d of every batch (%d or %d names) and splits it over "
-                 "its threads\n",
-            dist.size, dist.size, m.batch / dist.size, (m.batch + dist.size - 1) / dist.size);
   TrainOptions to = {.epochs = epochs, .seed = seed, .out = out,
                      .progress = dist.rank == 0 && isatty(fileno(stderr)), .log = log,
                      .dist = &dist};

@@ -283,6 +283,10 @@ int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
                         d->size, ep + 1, saved ? "The last checkpoint is " : "",
                         saved ? saved : "This run wrote no checkpoint",
                         saved ? ": resume with --init " : "", saved ? o->out : "");
+    if (d->size > 1 && ep == first) /* after the message: mpirun may end this rank from now on */
+      fprintf(o->log, "%d ranks: each takes 1/%d of every batch (%zu or %zu names) and splits it "
+                      "over its threads\n",
+              d->size, d->size, B / (size_t)d->size, (B + (size_t)d->size - 1) / (size_t)d->size);
     train_epoch_begin(m, ds, o->seed, ep, order);
     double t0 = now_seconds(), last_report = t0, sum = 0, running = 0, t_reduce = 0;
     for (size_t i = 0; i < ds->ntrain; i += B) {
