@@ -131,9 +131,10 @@ LLVMValueRef cg_elem(Cg *cg, Op op, LLVMValueRef a, LLVMValueRef b);
 
 /* ------------------------------------------- batch-1 product kernels */
 
-/* The batch-1 kernels' vectors: 16 floats on every target (two ymm on
- * AVX2, four xmm on SSE2; their results are pinned bit for bit). Rows of
- * a weight gradient one outer_seq_rows call keeps in registers. */
+/* The batch-1 kernels' blocks: 16 rows, and vectors of 16 floats (two ymm
+ * on AVX2, four xmm on SSE2; their results are pinned bit for bit), but
+ * for the forward product on targets other than x86 (cg->simd.mv_lanes).
+ * Rows of a weight gradient one outer_seq_rows call keeps in registers. */
 enum { BLOCK = 16, ACC_ROWS = 8 };
 
 /* ys[i][0..16/nx) = rows [0, 16/nx) of W (from w, row stride ld floats)

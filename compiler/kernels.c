@@ -1,7 +1,8 @@
 /* kernels.c: the product micro-kernels codegen calls, and the builders
  * they share with llvm.c (cg.h).
  *
- * Batch 1 (matrix-vector; BLOCK = 16 floats per vector on every target):
+ * Batch 1 (matrix-vector; BLOCK = 16 rows, 16-float vectors on x86, the
+ * target's vectors elsewhere in matvec_block_n):
  *   matvec_block_n   y = W x for 16 rows, one to four vectors x at a time
  *   matvec_t_block   y = W^T u for one to four vectors u, y in registers
  *   outer_seq_rows   a weight or bias gradient summed over a sequence
@@ -142,23 +143,48 @@ LLVMValueRef cg_elem(Cg *cg, Op op, LLVMValueRef a, LLVMValueRef b) {
   }
 }
 
-static LLVMValueRef shuffle(Cg *cg, LLVMValueRef x, LLVMValueRef y, const int *idx) {
+static LLVMValueRef shuffle(Cg *cg, LLVMValueRef x, LLVMValueRef y, const int *idx, int n) {
   LLVMValueRef m[BLOCK];
-  for (int i = 0; i < BLOCK; i++)
+  for (int i = 0; i < n; i++)
     m[i] = LLVMConstInt(cg->i32, (unsigned long long)idx[i], 0);
-  return LLVMBuildShuffleVector(cg->b, x, y, LLVMConstVector(m, BLOCK), "");
+  return LLVMBuildShuffleVector(cg->b, x, y, LLVMConstVector(m, (unsigned)n), "");
+}
+
+/* The 16 floats of count vectors of 16 / count lanes (or scalars), in
+ * order, as one vector. */
+static LLVMValueRef concat16(Cg *cg, LLVMValueRef *v, int count) {
+  if (count == BLOCK) {
+    LLVMValueRef r = LLVMGetUndef(LLVMVectorType(cg->f32, BLOCK));
+    for (int j = 0; j < BLOCK; j++)
+      r = LLVMBuildInsertElement(cg->b, r, v[j], LLVMConstInt(cg->i32, (unsigned long long)j, 0), "");
+    return r;
+  }
+  for (; count > 1; count /= 2) {
+    int n = 2 * BLOCK / count, idx[BLOCK];
+    for (int i = 0; i < n; i++)
+      idx[i] = i;
+    for (int p = 0; p < count / 2; p++)
+      v[p] = shuffle(cg, v[2 * p], v[2 * p + 1], idx, n);
+  }
+  return v[0];
 }
 
 /* ys[i][0..R) = W rows [0, R) from w (stride ld floats) times xs[i][0..nv),
- * for nx = 16 / R vectors x: 16 vector accumulators over k, accumulator
- * i * R + j for row j and vector i, so each load of a row of W serves nx
- * products; then one transposing reduction tree turns the 16 accumulators
- * into the 16 results in 15 shuffle pairs and adds, instead of a
- * horizontal sum per row (which took 40% of gru.nn's inference kernel). */
+ * for nx = 16 / R vectors x: 16 accumulators over k, accumulator i * R + j
+ * for row j and vector i, so each load of a row of W serves nx products;
+ * then one transposing reduction tree turns the 16 accumulators into the
+ * 16 results in 15 shuffle pairs and adds, instead of a horizontal sum per
+ * row (which took 40% of gru.nn's inference kernel). The accumulators are
+ * vectors of V = cg->simd.mv_lanes floats: 16 on x86 (two ymm registers
+ * each with AVX2), the target's own width elsewhere, where 16-float
+ * vectors split into spilled pieces (on a Cortex-M4, V = 1: 16 scalar
+ * sums in the FPU's registers, one multiply-add each per load of W, and
+ * no tree). */
 void matvec_block_n(Cg *cg, LLVMValueRef w, long long ld, LLVMValueRef *xs, int nx, long long nv,
                     LLVMValueRef *ys) {
-  int R = BLOCK / nx;
-  LLVMTypeRef vt = LLVMVectorType(cg->f32, BLOCK);
+  int R = BLOCK / nx, V = cg->simd.mv_lanes ? cg->simd.mv_lanes : BLOCK;
+  assert(V >= 1 && V <= BLOCK && BLOCK % V == 0 && nv % V == 0);
+  LLVMTypeRef vt = V == 1 ? cg->f32 : LLVMVectorType(cg->f32, (unsigned)V);
   LLVMValueRef acc[BLOCK];
   LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b);
   LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(cg->fn);
@@ -168,8 +194,8 @@ void matvec_block_n(Cg *cg, LLVMValueRef w, long long ld, LLVMValueRef *xs, int 
   LLVMPositionBuilderAtEnd(cg->b, here);
   for (int j = 0; j < BLOCK; j++)
     LLVMBuildStore(cg->b, LLVMConstNull(vt), acc[j]);
-  Loop k = loop_begin(cg, ci64(cg, nv / BLOCK));
-  LLVMValueRef k0 = LLVMBuildMul(cg->b, k.i, ci64(cg, BLOCK), "");
+  Loop k = loop_begin(cg, ci64(cg, nv / V));
+  LLVMValueRef k0 = LLVMBuildMul(cg->b, k.i, ci64(cg, V), "");
   LLVMValueRef xv[BLOCK];
   for (int i = 0; i < nx; i++)
     xv[i] = vload(cg, vt, fptr(cg, xs[i], k0));
@@ -181,35 +207,38 @@ void matvec_block_n(Cg *cg, LLVMValueRef w, long long ld, LLVMValueRef *xs, int 
     }
   }
   loop_end(cg, &k);
-  /* The tree: level L pairs vectors whose lanes hold 16 >> L partial sums
-   * of 1 << L rows each, and halves the partials. */
+  /* The tree: level L pairs vectors whose lanes hold V >> L partial sums
+   * of 1 << L rows each, and halves the partials; at the end vector p
+   * holds the results of accumulators [p V, (p + 1) V). */
   LLVMValueRef v[BLOCK];
   for (int j = 0; j < BLOCK; j++)
     v[j] = LLVMBuildLoad2(cg->b, vt, acc[j], "");
   int count = BLOCK;
-  for (int width = BLOCK / 2; width >= 1; width /= 2) {
+  for (int width = V / 2; width >= 1; width /= 2) {
     /* lanes come in runs of 2*width partials per row; keep the first
      * width of each run (lo) and the second (hi), from both vectors */
     int lo[BLOCK], hi[BLOCK];
-    for (int i = 0; i < BLOCK; i++) {
+    for (int i = 0; i < V; i++) {
       int run = i / width, pos = i % width;
       lo[i] = run * 2 * width + pos;
       hi[i] = run * 2 * width + width + pos;
     }
     for (int p = 0; p < count / 2; p++)
-      v[p] = fadd(cg, shuffle(cg, v[2 * p], v[2 * p + 1], lo), shuffle(cg, v[2 * p], v[2 * p + 1], hi));
+      v[p] = fadd(cg, shuffle(cg, v[2 * p], v[2 * p + 1], lo, V), shuffle(cg, v[2 * p], v[2 * p + 1], hi, V));
     count /= 2;
   }
+  LLVMValueRef y = concat16(cg, v, count);
   if (nx == 1) {
-    vstore(cg, v[0], ys[0]);
+    vstore(cg, y, ys[0]);
     return;
   }
+  LLVMTypeRef vt16 = LLVMVectorType(cg->f32, BLOCK);
   for (int i = 0; i < nx; i++) {
     LLVMValueRef m[BLOCK];
     for (int j = 0; j < R; j++)
       m[j] = LLVMConstInt(cg->i32, (unsigned long long)(i * R + j), 0);
     LLVMValueRef part =
-        LLVMBuildShuffleVector(cg->b, v[0], LLVMGetUndef(vt), LLVMConstVector(m, (unsigned)R), "");
+        LLVMBuildShuffleVector(cg->b, y, LLVMGetUndef(vt16), LLVMConstVector(m, (unsigned)R), "");
     vstore(cg, part, ys[i]);
   }
 }
@@ -337,7 +366,7 @@ static Simd simd_probe(LLVMTargetMachineRef tm) {
   LLVMBuildStore(b, LLVMBuildFAdd(b, x, y, ""), LLVMGetParam(fn, 0));
   LLVMBuildRetVoid(b);
   LLVMDisposeBuilder(b);
-  Simd s = {1, 16};
+  Simd s = {.lanes = 1, .regs = 16};
   char *msg = NULL;
   LLVMMemoryBufferRef mb;
   if (!LLVMTargetMachineEmitToMemoryBuffer(tm, m, LLVMAssemblyFile, &msg, &mb)) {
@@ -348,15 +377,15 @@ static Simd simd_probe(LLVMTargetMachineRef tm) {
     text[n] = '\0';
     LLVMDisposeMemoryBuffer(mb);
     if (strstr(text, "%zmm"))
-      s = (Simd){16, 32};
+      s = (Simd){.lanes = 16, .regs = 32};
     else if (strstr(text, "%ymm"))
-      s = (Simd){8, 16};
+      s = (Simd){.lanes = 8, .regs = 16};
     else if (strstr(text, "%xmm"))
-      s = (Simd){4, 16};
+      s = (Simd){.lanes = 4, .regs = 16};
     else if (strstr(text, ".4s"))
-      s = (Simd){4, 32}; /* AArch64 NEON */
+      s = (Simd){.lanes = 4, .regs = 32}; /* AArch64 NEON */
     else if (strstr(text, "f32x4"))
-      s = (Simd){4, 16}; /* wasm simd128 */
+      s = (Simd){.lanes = 4, .regs = 16}; /* wasm simd128 */
     free(text);
   }
   LLVMDisposeMessage(msg);
@@ -367,21 +396,22 @@ static Simd simd_probe(LLVMTargetMachineRef tm) {
 
 Simd simd_of(LLVMTargetMachineRef tm) {
   char *triple = LLVMGetTargetMachineTriple(tm), *features = LLVMGetTargetMachineFeatureString(tm);
-  Simd s = {1, 16};
+  Simd s = {.lanes = 1, .regs = 16};
   bool x86 =
       !strncmp(triple, "x86_64", 6) || (triple[0] == 'i' && triple[1] && !strncmp(triple + 2, "86", 2));
   if (!*features)
     s = simd_probe(tm);
   else if (x86 && has_feature(features, "+avx512f"))
-    s = (Simd){16, 32};
+    s = (Simd){.lanes = 16, .regs = 32};
   else if (x86 && has_feature(features, "+avx"))
-    s = (Simd){8, 16};
+    s = (Simd){.lanes = 8, .regs = 16};
   else if (x86 && has_feature(features, "+sse2"))
-    s = (Simd){4, 16};
+    s = (Simd){.lanes = 4, .regs = 16};
   else if (!strncmp(triple, "aarch64", 7) || !strncmp(triple, "arm64", 5))
-    s = (Simd){4, 32};
+    s = (Simd){.lanes = 4, .regs = 32};
   else if (!strncmp(triple, "wasm", 4) && has_feature(features, "+simd128"))
-    s = (Simd){4, 16};
+    s = (Simd){.lanes = 4, .regs = 16};
+  s.mv_lanes = x86 ? BLOCK : s.lanes;
   LLVMDisposeMessage(triple);
   LLVMDisposeMessage(features);
   return s;

@@ -872,7 +872,7 @@ int codegen(const Graph *g, LLVMModuleRef mod, const char *name, const CodegenOp
             KernelAbi *abi, Err *e) {
   CG c = {.g = g, .opt = opt, .group_serial = 1};
   Cg *cg = &c.cg;
-  cg_init(cg, mod, opt && opt->simd.lanes ? opt->simd : (Simd){4, 16});
+  cg_init(cg, mod, opt && opt->simd.lanes ? opt->simd : (Simd){.lanes = 4, .regs = 16});
   size_t nn = (size_t)g->nnodes;
   c.ptr = xcalloc(nn, sizeof *c.ptr);
   c.sval = xcalloc(nn, sizeof *c.sval);

@@ -368,6 +368,9 @@ typedef struct Simd {
   int lanes; /* floats per register: 16 (AVX-512), 8 (AVX, AVX2), 4 (SSE2, NEON,
               * wasm simd128), 1 (no vectors) */
   int regs;  /* vector registers: 32 (AVX-512, AArch64) or 16 */
+  int mv_lanes; /* the batch-1 products' vectors (matvec_block_n): 16 floats on
+                 * x86, whose results are pinned, the target's lanes elsewhere
+                 * (a Cortex-M4 adds scalars); 0: 16 */
 } Simd;
 /* The vectors of tm's CPU, from its feature list, or for a CPU named without
  * one (jit_new("haswell")), from the registers its back end gives a vector
