@@ -17,6 +17,7 @@
  * micro-kernels to the module). */
 #include <assert.h>
 #include <llvm-c/TargetMachine.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -181,10 +182,11 @@ static LLVMValueRef concat16(Cg *cg, LLVMValueRef *v, int count) {
  * sums in the FPU's registers, one multiply-add each per load of W, and
  * no tree). */
 void matvec_block_n(Cg *cg, LLVMValueRef w, long long ld, LLVMValueRef *xs, int nx, long long nv,
-                    LLVMValueRef *ys) {
+                    LLVMValueRef *ys, LLVMValueRef scale) {
   int R = BLOCK / nx, V = cg->simd.mv_lanes ? cg->simd.mv_lanes : BLOCK;
   assert(V >= 1 && V <= BLOCK && BLOCK % V == 0 && nv % V == 0);
   LLVMTypeRef vt = V == 1 ? cg->f32 : LLVMVectorType(cg->f32, (unsigned)V);
+  LLVMTypeRef vq = V == 1 ? cg->i8 : LLVMVectorType(cg->i8, (unsigned)V);
   LLVMValueRef acc[BLOCK];
   LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b);
   LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(cg->fn);
@@ -200,7 +202,9 @@ void matvec_block_n(Cg *cg, LLVMValueRef w, long long ld, LLVMValueRef *xs, int 
   for (int i = 0; i < nx; i++)
     xv[i] = vload(cg, vt, fptr(cg, xs[i], k0));
   for (int j = 0; j < R; j++) {
-    LLVMValueRef wv = vload(cg, vt, fptr(cg, w, LLVMBuildAdd(cg->b, k0, ci64(cg, j * ld), "")));
+    LLVMValueRef at = LLVMBuildAdd(cg->b, k0, ci64(cg, j * ld), "");
+    LLVMValueRef wv = scale ? LLVMBuildSIToFP(cg->b, vload(cg, vq, gep(cg, cg->i8, w, at)), vt, "")
+                            : vload(cg, vt, fptr(cg, w, at));
     for (int i = 0; i < nx; i++) {
       LLVMValueRef s = fadd(cg, LLVMBuildLoad2(cg->b, vt, acc[i * R + j], ""), fmul(cg, wv, xv[i]));
       LLVMBuildStore(cg->b, s, acc[i * R + j]);
@@ -228,11 +232,21 @@ void matvec_block_n(Cg *cg, LLVMValueRef w, long long ld, LLVMValueRef *xs, int 
     count /= 2;
   }
   LLVMValueRef y = concat16(cg, v, count);
+  LLVMTypeRef vt16 = LLVMVectorType(cg->f32, BLOCK);
+  if (scale) { /* lane i R + j is row j's */
+    LLVMValueRef m[BLOCK];
+    for (int l = 0; l < BLOCK; l++)
+      m[l] = LLVMConstInt(cg->i32, (unsigned long long)(l % R), 0);
+    LLVMTypeRef vr = LLVMVectorType(cg->f32, (unsigned)R);
+    LLVMValueRef sv = vload(cg, vr, scale);
+    if (R < BLOCK)
+      sv = LLVMBuildShuffleVector(cg->b, sv, LLVMGetUndef(vr), LLVMConstVector(m, BLOCK), "");
+    y = fmul(cg, y, sv);
+  }
   if (nx == 1) {
     vstore(cg, y, ys[0]);
     return;
   }
-  LLVMTypeRef vt16 = LLVMVectorType(cg->f32, BLOCK);
   for (int i = 0; i < nx; i++) {
     LLVMValueRef m[BLOCK];
     for (int j = 0; j < R; j++)
@@ -656,4 +670,162 @@ void transpose(Cg *cg, LLVMValueRef dst, long long ldd, LLVMValueRef src, long l
           LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, j.i, ci64(cg, ldd), ""), ci64(cg, r), ""));
     loop_end(cg, &j);
   }
+}
+
+/* ------------------------------------------------- baked values (AOT) */
+
+void quantize_row(const float *w, size_t n, int8_t *q, float *scale) {
+  float m = 0;
+  for (size_t k = 0; k < n; k++)
+    m = fmaxf(m, fabsf(w[k]));
+  *scale = m / 127;
+  for (size_t k = 0; k < n; k++) {
+    long v = m > 0 ? lrintf(w[k] / *scale) : 0;
+    q[k] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+  }
+}
+
+bool param_quantized(const Graph *g, int p) {
+  for (int id = 0; id < g->nnodes; id++) {
+    const Node *n = &g->nodes[id];
+    const Node *w = n->op == OP_MATVEC ? &g->nodes[n->in[0]] : NULL;
+    if (w && w->op == OP_LOAD && w->b == SLOT_VALUE && w->a == p)
+      return true;
+  }
+  return false;
+}
+
+void quantized_values(const Graph *g, const float *values, float *out) {
+  if (out != values)
+    memcpy(out, values, g->nfloats * sizeof *out);
+  for (int p = 0; p < g->nparams; p++) {
+    if (!param_quantized(g, p))
+      continue;
+    Type t = g->params[p].type;
+    size_t M = (size_t)t.dim[0], ld = (size_t)t.dim[1];
+    int8_t *q = xmalloc(ld);
+    for (size_t r = 0; r < M; r++) {
+      float s, *row = out + g->params[p].offset + r * ld;
+      quantize_row(row, ld, q, &s);
+      for (size_t k = 0; k < ld; k++)
+        row[k] = (float)q[k] * s;
+    }
+    free(q);
+  }
+}
+
+/* A private constant of the module, 64-byte aligned, named `name`. */
+static LLVMValueRef constant(Cg *cg, LLVMTypeRef elem, LLVMValueRef *vals, size_t n, const char *name) {
+  LLVMValueRef gv = LLVMAddGlobal(cg->mod, LLVMArrayType2(elem, n), name);
+  LLVMSetInitializer(gv, LLVMConstArray2(elem, vals, n));
+  LLVMSetGlobalConstant(gv, 1);
+  LLVMSetLinkage(gv, LLVMPrivateLinkage);
+  LLVMSetAlignment(gv, 64);
+  return gv;
+}
+
+static LLVMValueRef f32_constant(Cg *cg, const float *v, size_t n, const char *name) {
+  LLVMValueRef *vals = xmalloc((n ? n : 1) * sizeof *vals);
+  for (size_t i = 0; i < n; i++)
+    vals[i] = LLVMConstReal(cg->f32, v[i]);
+  LLVMValueRef gv = constant(cg, cg->f32, vals, n, name);
+  free(vals);
+  return gv;
+}
+
+static LLVMValueRef i8_constant(Cg *cg, const int8_t *v, size_t n, const char *name) {
+  LLVMValueRef *vals = xmalloc((n ? n : 1) * sizeof *vals);
+  for (size_t i = 0; i < n; i++)
+    vals[i] = LLVMConstInt(cg->i8, (unsigned long long)(long long)v[i], 1);
+  LLVMValueRef gv = constant(cg, cg->i8, vals, n, name);
+  free(vals);
+  return gv;
+}
+
+LLVMValueRef baked_param(Cg *cg, const Baked *bk, int p) {
+  const Graph *g = bk->g;
+  char name[64];
+  if (!bk->quantize) {
+    LLVMValueRef all = LLVMGetNamedGlobal(cg->mod, "rnnc.values");
+    if (!all)
+      all = f32_constant(cg, bk->values, g->nfloats, "rnnc.values");
+    return fptr(cg, all, ci64(cg, (long long)g->params[p].offset));
+  }
+  snprintf(name, sizeof name, "rnnc.values.%d", p);
+  LLVMValueRef gv = LLVMGetNamedGlobal(cg->mod, name);
+  return gv ? gv : f32_constant(cg, bk->values + g->params[p].offset, type_numel(g->params[p].type), name);
+}
+
+/* Parameter p's rows quantized (malloc'd: M * ld int8, then M floats). */
+static int8_t *quantize_param(const Baked *bk, int p, float **scales) {
+  Type t = bk->g->params[p].type;
+  size_t M = (size_t)t.dim[0], ld = (size_t)t.dim[1];
+  int8_t *q = xmalloc(M * ld);
+  *scales = xmalloc(M * sizeof **scales);
+  for (size_t r = 0; r < M; r++)
+    quantize_row(bk->values + bk->g->params[p].offset + r * ld, ld, q + r * ld, *scales + r);
+  return q;
+}
+
+/* Parameter p's M row scales, made once. */
+static LLVMValueRef baked_scales(Cg *cg, const Baked *bk, int p) {
+  char name[64];
+  snprintf(name, sizeof name, "rnnc.scale.%d", p);
+  LLVMValueRef gv = LLVMGetNamedGlobal(cg->mod, name);
+  if (!gv) {
+    float *s;
+    free(quantize_param(bk, p, &s));
+    gv = f32_constant(cg, s, (size_t)bk->g->params[p].type.dim[0], name);
+    free(s);
+  }
+  return gv;
+}
+
+LLVMValueRef baked_q8(Cg *cg, const Baked *bk, int p, int k0, int n, LLVMValueRef *scale) {
+  char name[96];
+  snprintf(name, sizeof name, "rnnc.q8.%d.%d.%d", p, k0, n);
+  LLVMValueRef gv = LLVMGetNamedGlobal(cg->mod, name);
+  if (!gv) {
+    float *s;
+    int8_t *q = quantize_param(bk, p, &s);
+    size_t M = (size_t)bk->g->params[p].type.dim[0], ld = (size_t)bk->g->params[p].type.dim[1];
+    for (size_t r = 0; r < M; r++) /* the slice's rows, packed */
+      memmove(q + r * (size_t)n, q + r * ld + (size_t)k0, (size_t)n);
+    gv = i8_constant(cg, q, M * (size_t)n, name);
+    free(q);
+    free(s);
+  }
+  *scale = baked_scales(cg, bk, p);
+  return gv;
+}
+
+LLVMValueRef baked_columns(Cg *cg, const Baked *bk, int p, int k0, int n, LLVMValueRef *scale) {
+  Type t = bk->g->params[p].type;
+  size_t M = (size_t)t.dim[0], ld = (size_t)t.dim[1];
+  char name[96];
+  snprintf(name, sizeof name, "rnnc.columns.%d.%d.%d", p, k0, n);
+  *scale = bk->quantize ? baked_scales(cg, bk, p) : NULL;
+  LLVMValueRef gv = LLVMGetNamedGlobal(cg->mod, name);
+  if (gv)
+    return gv;
+  if (!bk->quantize) {
+    const float *v = bk->values + bk->g->params[p].offset;
+    float *cols = xmalloc((size_t)n * M * sizeof *cols);
+    for (size_t j = 0; j < (size_t)n; j++)
+      for (size_t r = 0; r < M; r++)
+        cols[j * M + r] = v[r * ld + (size_t)k0 + j];
+    gv = f32_constant(cg, cols, (size_t)n * M, name);
+    free(cols);
+    return gv;
+  }
+  float *s;
+  int8_t *q = quantize_param(bk, p, &s), *cols = xmalloc((size_t)n * M);
+  for (size_t j = 0; j < (size_t)n; j++)
+    for (size_t r = 0; r < M; r++)
+      cols[j * M + r] = q[r * ld + (size_t)k0 + j];
+  gv = i8_constant(cg, cols, (size_t)n * M, name);
+  free(q);
+  free(s);
+  free(cols);
+  return gv;
 }

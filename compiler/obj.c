@@ -21,6 +21,8 @@
  *   the actual length (scratch_fixed + len * scratch_per_t floats): the
  *   functions keep no state between calls and are reentrant and
  *   thread-safe; the price is stack space, bounded by OBJ_MAX_LEN.
+ * - With ObjOptions.quantize the products' matrices are int8 rows with a
+ *   float scale each (kernels.c's baked_q8); everything else stays float.
  *
  * require: g is a verified inference graph after graph_passes(g, false,
  * PASSES_ALL): a forward kernel that reads only the parameter values. */
@@ -28,6 +30,7 @@
 #include <llvm-c/Object.h>
 #include <llvm-c/Target.h>
 #include <llvm-c/TargetMachine.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,8 +136,7 @@ static LLVMValueRef fptr(W *w, LLVMValueRef base, LLVMValueRef i) {
  * stack scratch sized for len, with the zero noise buffer. Returns 0, 1
  * (len outside [1, max_len]) or 2 (an index outside [0, vocab)). */
 static LLVMValueRef build_forward(W *w, const Graph *g, const char *prefix, LLVMValueRef kernel,
-                                  LLVMTypeRef kty, LLVMValueRef weights, LLVMValueRef noise,
-                                  const KernelAbi *abi) {
+                                  LLVMTypeRef kty, LLVMValueRef noise, const KernelAbi *abi) {
   LLVMTypeRef params[3] = {w->pty, w->i32, w->pty};
   LLVMTypeRef fty = LLVMFunctionType(w->i32, params, 3, 0);
   char name[128];
@@ -180,7 +182,9 @@ static LLVMValueRef build_forward(W *w, const Graph *g, const char *prefix, LLVM
                       LLVMBuildNUWMul(w->b, n, c64(w, (long long)abi->scratch_per_t), ""), "");
   LLVMValueRef scratch = LLVMBuildArrayAlloca(w->b, w->f32, nscratch, "scratch");
   LLVMSetAlignment(scratch, 64);
-  LLVMValueRef args[9] = {weights, chars,   len, c32(w, 0), noise,
+  /* the kernel reads its weights from the module's constants, not from
+   * the state argument */
+  LLVMValueRef args[9] = {LLVMConstNull(w->pty), chars, len, c32(w, 0), noise,
                           scratch, len, LLVMConstReal(w->f32, 0), out};
   LLVMBuildCall2(w->b, kty, kernel, args, 9, "");
   LLVMBuildMemCpy(w->b, logits, 4, out, 4, c64(w, 4LL * g->classes));
@@ -388,6 +392,13 @@ int obj_emit(const Graph *g, const ObjOptions *o, Buf *object, ObjInfo *info, Er
   if (strlen(o->vocab) != (size_t)g->vocab)
     return errf(e, "%s: the graph's input has %d characters, but the vocabulary has %zu",
                 g->src ? g->src->path : "graph", g->vocab, strlen(o->vocab));
+  for (int p = 0; o->quantize && p < g->nparams; p++) {
+    const float *v = o->values + g->params[p].offset;
+    for (size_t i = 0; param_quantized(g, p) && i < type_numel(g->params[p].type); i++)
+      if (!isfinite(v[i]))
+        return errf(e, "%s is %g at element %zu: int8 weights need finite values", g->params[p].name,
+                    (double)v[i], i);
+  }
   TargetChoice tc;
   LLVMTargetMachineRef tm = make_target(o, &tc, e);
   if (!tm)
@@ -408,14 +419,12 @@ int obj_emit(const Graph *g, const ObjOptions *o, Buf *object, ObjInfo *info, Er
 
   /* The kernel: internal, so it exists only inlined into P_forward. */
   snprintf(name, sizeof name, "%s_kernel", o->prefix);
-  CodegenOptions co = {.baked_values = o->values, .simd = simd_of(tm)};
+  CodegenOptions co = {.baked_values = o->values, .simd = simd_of(tm), .quantize = o->quantize};
   if (codegen(g, w.mod, name, &co, &info->abi, e))
     goto done;
   LLVMValueRef kernel = LLVMGetNamedFunction(w.mod, name);
-  snprintf(name, sizeof name, "%s_kernel_weights", o->prefix);
-  LLVMValueRef weights = LLVMGetNamedGlobal(w.mod, name);
-  if (!kernel || !weights) {
-    errf(e, "internal error: codegen made no kernel or no weights for %s", o->prefix);
+  if (!kernel) {
+    errf(e, "internal error: codegen made no kernel for %s", o->prefix);
     goto done;
   }
   LLVMSetLinkage(kernel, LLVMInternalLinkage);
@@ -429,7 +438,7 @@ int obj_emit(const Graph *g, const ObjOptions *o, Buf *object, ObjInfo *info, Er
   LLVMSetAlignment(noise, 64);
 
   LLVMValueRef forward = build_forward(&w, g, o->prefix, kernel, LLVMGlobalGetValueType(kernel),
-                                       weights, noise, &info->abi);
+                                       noise, &info->abi);
   build_predict(&w, g, o->prefix, o->vocab, forward);
   build_labels(&w, g, o->prefix, o->labels);
   /* The inline exp, sigmoid and tanh (mathfn.c) use llvm.fma, which
@@ -515,6 +524,7 @@ void obj_header(const Graph *g, const ObjOptions *o, const ObjInfo *info, const 
              " * The object holds the compiled inference kernel with its trained weights\n"
              " * (read-only data). It needs nothing from the C library but memcpy,\n"
              " * memmove and memset (no libm, no heap), and no LLVM or rnnc library.\n"
+             "%s"
              " *\n"
              " * %s_forward(chars, len, logits): chars[0..len) are vocabulary indices\n"
              " *   (%s_VOCAB[i] is the character of index i), 1 <= len <= %s_MAX_LEN.\n"
@@ -542,6 +552,9 @@ void obj_header(const Graph *g, const ObjOptions *o, const ObjInfo *info, const 
              " * %s_DATA_BYTES of writable data, as the object's sections hold them.\n"
              " */\n",
              info->triple, info->cpu, *info->means ? " (" : "", info->means, *info->means ? ")" : "",
+             o->quantize ? " * Weights (--quantize int8): the products' matrices as int8 rows with\n"
+                           " * a float scale each; the other parameters as float.\n"
+                         : "",
              P, P, P, P, P, P, P, P, P, P,
              4 * (info->abi.scratch_fixed + (size_t)g->classes + 2), 4 * info->abi.scratch_per_t,
              P, P, P, P, P);

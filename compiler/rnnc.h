@@ -392,7 +392,20 @@ typedef struct CodegenOptions {
                               * sequences, one call each); else a call computes them
                               * afresh, from zero */
   Simd simd;                 /* the target's vectors (simd_of); lanes 0: 4 x 16, SSE2's */
+  bool quantize;             /* with baked_values: the products' matrices as int8 rows
+                              * with per-row scales (see quantize_row) */
 } CodegenOptions;
+
+/* rnnc build --quantize int8. A parameter that is a product's matrix
+ * (param_quantized: a matrix-vector product reads it) is stored as int8
+ * rows: row w of n floats as q[0..n) and a scale, w[k] ~ q[k] * scale, with
+ * scale = max |w[k]| / 127 and q[k] = w[k] / scale rounded to nearest
+ * (quantize_row). quantized_values writes the values such an object
+ * computes with (the quantized parameters' q * scale, the others as they
+ * are), the reference its results are compared with. */
+void quantize_row(const float *w, size_t n, int8_t *q, float *scale);
+bool param_quantized(const Graph *g, int p);
+void quantized_values(const Graph *g, const float *values, float *out);
 
 /* Emits the kernel of graph g as function `name` in module m (see llvm.c
  * for its signature). */
@@ -520,6 +533,7 @@ typedef struct ObjOptions {
   char *const *labels;  /* (g->classes) class names */
   const float *values;  /* (g->nfloats) parameter values, laid out by Param.offset */
   const char *source;   /* for the header's comment, e.g. "graphs/gru.nn, CKPT" */
+  bool quantize;        /* --quantize int8: the products' matrices as int8 rows (quantize_row) */
 } ObjOptions;
 
 typedef struct ObjInfo {

@@ -16,7 +16,8 @@
  *   transpose        odd shapes
  *   matvec_block_n,  the batch-1 kernels (16-float vectors), nx = 1, 2, 4;
  *                    matvec_block_n also with the accumulators of other
- *                    targets (mv_lanes 1, 2, 4: Cortex-M, NEON)
+ *                    targets (mv_lanes 1, 2, 4: Cortex-M, NEON) and with
+ *                    int8 rows and their scales (--quantize int8)
  *   matvec_t_block,
  *   outer_seq_rows,  T = 1..9, with and without u, first or not
  *   step_tuples      T = 1..9: every step once, in tuples of 4, 2, 1
@@ -363,10 +364,12 @@ static void test_transpose(void **state) {
 typedef struct MV {
   int nx;
   long long nv, ld, M; /* M: rows of W (matvec_t_block) */
+  bool q8;             /* matvec_block_n: int8 W */
 } MV;
 
-/* a = W (16 rows, or M), b = the nx vectors x (or u) one after another,
- * c = the nx results one after another */
+/* a = W (16 rows, or M; int8: 16 row scales, then the rows), b = the nx
+ * vectors x (or u) one after another, c = the nx results one after
+ * another */
 static void matvec_body(Cg *cg, LLVMValueRef *p, const void *ctx) {
   const MV *t = ctx;
   LLVMValueRef xs[4], ys[4];
@@ -374,7 +377,10 @@ static void matvec_body(Cg *cg, LLVMValueRef *p, const void *ctx) {
     xs[i] = fptr(cg, p[1], ci64(cg, i * t->nv));
     ys[i] = fptr(cg, p[2], ci64(cg, i * (BLOCK / t->nx)));
   }
-  matvec_block_n(cg, p[0], t->ld, xs, t->nx, t->nv, ys);
+  if (t->q8)
+    matvec_block_n(cg, gep(cg, cg->i8, p[0], ci64(cg, 4 * BLOCK)), t->ld, xs, t->nx, t->nv, ys, p[0]);
+  else
+    matvec_block_n(cg, p[0], t->ld, xs, t->nx, t->nv, ys, NULL);
 }
 
 static void matvec_t_body(Cg *cg, LLVMValueRef *p, const void *ctx) {
@@ -399,33 +405,44 @@ static void test_matvec_blocks(void **state) {
       int nx = nxs[a];
       long long nv = nvs[b], ld = nv + 3;
       /* y = W x: 16 / nx rows of W for each of nx vectors, with the
-       * accumulators of x86 (16 lanes) and of the other targets */
+       * accumulators of x86 (16 lanes) and of the other targets, and W
+       * float or int8 rows with scales */
       static const int lanes[] = {16, 4, 2, 1};
-      for (size_t l = 0; l < ARRAY_LEN(lanes); l++) {
-        MV t = {nx, nv, ld, 0};
-        Fn *f = build(j, (Simd){.lanes = 8, .regs = 16, .mv_lanes = lanes[l]}, matvec_body, &t);
-        float *W = xmalloc((size_t)(BLOCK * ld) * sizeof *W), *X = xmalloc((size_t)(nx * nv) * sizeof *X);
-        float Y[BLOCK];
-        fill(&r, W, (size_t)(BLOCK * ld));
-        fill(&r, X, (size_t)(nx * nv));
-        f(W, X, Y, 0, 0);
-        snprintf(what, sizeof what, "matvec_block_n nx %d nv %lld lanes %d", nx, nv, lanes[l]);
-        for (int i = 0; i < nx; i++)
-          for (int row = 0; row < BLOCK / nx; row++) {
-            double s = 0, m = 0;
-            for (long long k = 0; k < nv; k++) {
-              double p = (double)W[row * ld + k] * X[i * nv + k];
-              s += p, m += fabs(p);
-            }
-            check_sum(what, (size_t)(i * (BLOCK / nx) + row), Y[i * (BLOCK / nx) + row], s, m, nv);
+      for (size_t l = 0; l < ARRAY_LEN(lanes); l++)
+        for (int q8 = 0; q8 < 2; q8++) {
+          MV t = {nx, nv, ld, 0, q8};
+          Fn *f = build(j, (Simd){.lanes = 8, .regs = 16, .mv_lanes = lanes[l]}, matvec_body, &t);
+          float *W = xmalloc((size_t)(BLOCK * ld + BLOCK) * sizeof *W);
+          float *X = xmalloc((size_t)(nx * nv) * sizeof *X), Y[BLOCK];
+          int8_t *Q = (int8_t *)(W + BLOCK);
+          fill(&r, X, (size_t)(nx * nv));
+          if (q8) {
+            fill(&r, W, BLOCK); /* the scales */
+            for (long long k = 0; k < BLOCK * ld; k++)
+              Q[k] = (int8_t)(rng_uniform(&r, -127.5, 127.5));
+          } else {
+            fill(&r, W, (size_t)(BLOCK * ld));
           }
-        free(W);
-        free(X);
-      }
+          f(W, X, Y, 0, 0);
+          snprintf(what, sizeof what, "matvec_block_n nx %d nv %lld lanes %d%s", nx, nv, lanes[l],
+                   q8 ? " int8" : "");
+          for (int i = 0; i < nx; i++)
+            for (int row = 0; row < BLOCK / nx; row++) {
+              double s = 0, m = 0;
+              for (long long k = 0; k < nv; k++) {
+                double p = (q8 ? Q[row * ld + k] * (double)W[row] : W[row * ld + k]) * X[i * nv + k];
+                s += p, m += fabs(p);
+              }
+              /* int8: the sum scaled, one more rounding */
+              check_sum(what, (size_t)(i * (BLOCK / nx) + row), Y[i * (BLOCK / nx) + row], s, m, nv + q8);
+            }
+          free(W);
+          free(X);
+        }
       /* y = W^T u for M rows of W */
       for (size_t c = 0; c < ARRAY_LEN(Ms); c++) {
         long long M = Ms[c];
-        MV tt = {nx, nv, ld, M};
+        MV tt = {nx, nv, ld, M, false};
         Fn *ft = build(j, (Simd){.lanes = 8, .regs = 16}, matvec_t_body, &tt);
         float *Wt = xmalloc((size_t)(M * ld) * sizeof *Wt), *U = xmalloc((size_t)(nx * M) * sizeof *U);
         float *Yt = xmalloc((size_t)(nx * nv) * sizeof *Yt);

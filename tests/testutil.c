@@ -156,7 +156,8 @@ void name_list_free(NameList *ns) {
   free(ns->s);
 }
 
-float *jit_logits(const char *graph, const char *ckpt, const NameList *ns, int *classes) {
+float *jit_logits(const char *graph, const char *ckpt, const NameList *ns, int *classes,
+                  bool quantized) {
   Model m;
   Err e;
   ModelOptions mo = {.no_train = true};
@@ -168,6 +169,8 @@ float *jit_logits(const char *graph, const char *ckpt, const NameList *ns, int *
     free(labels[i]);
   free(labels);
   int C = *classes = model_classes(&m);
+  if (quantized)
+    quantized_values(m.fwd, m.state, m.state);
   model_reserve(&m, OBJ_MAX_LEN);
   float *zeros = xcalloc(m.fwd_abi.noise + 1, sizeof *zeros);
   int32_t chars[OBJ_MAX_LEN];
@@ -232,7 +235,7 @@ const char driver_tail[] = "forward len 0: 1\n"
 void check_aot_output(const char *what, const char *graph, const char *ckpt, const NameList *ns,
                       const char *text, const AotCheck *c) {
   int C;
-  float *jit = jit_logits(graph, ckpt, ns, &C);
+  float *jit = jit_logits(graph, ckpt, ns, &C, c->quantized);
   double worst = 0, worst_p = 0, worst_g = 0;
   int same = 0;
   const char *p = text;
