@@ -196,21 +196,34 @@ void matvec_block_n(Cg *cg, LLVMValueRef w, long long ld, LLVMValueRef *xs, int 
   LLVMPositionBuilderAtEnd(cg->b, here);
   for (int j = 0; j < BLOCK; j++)
     LLVMBuildStore(cg->b, LLVMConstNull(vt), acc[j]);
-  Loop k = loop_begin(cg, ci64(cg, nv / V));
-  LLVMValueRef k0 = LLVMBuildMul(cg->b, k.i, ci64(cg, V), "");
-  LLVMValueRef xv[BLOCK];
-  for (int i = 0; i < nx; i++)
-    xv[i] = vload(cg, vt, fptr(cg, xs[i], k0));
-  for (int j = 0; j < R; j++) {
-    LLVMValueRef at = LLVMBuildAdd(cg->b, k0, ci64(cg, j * ld), "");
-    LLVMValueRef wv = scale ? LLVMBuildSIToFP(cg->b, vload(cg, vq, gep(cg, cg->i8, w, at)), vt, "")
-                            : vload(cg, vt, fptr(cg, w, at));
-    for (int i = 0; i < nx; i++) {
-      LLVMValueRef s = fadd(cg, LLVMBuildLoad2(cg->b, vt, acc[i * R + j], ""), fmul(cg, wv, xv[i]));
-      LLVMBuildStore(cg->b, s, acc[i * R + j]);
+  /* Where an accumulator spans P > 1 registers (x86's 16 floats: 2 ymm
+   * with AVX2, 4 xmm with SSE2), rows [j0, j0 + RP) per pass over k, so
+   * that their nx * RP accumulators, the x vectors and a row of W fit in
+   * the registers: with AVX2 all 16 accumulators (32 registers of 16)
+   * were spilled to the stack at every step of k. Each accumulator sums
+   * the same terms in the same order however the rows are split. At the
+   * target's own width (P = 1: AVX-512, NEON, the M4's 32 single
+   * registers) one pass, which loads x once. */
+  int P = cg->simd.lanes > 1 && V > cg->simd.lanes ? V / cg->simd.lanes : 1, RP = R;
+  while (P > 1 && RP > 1 && nx * P * (RP + 1) + P > cg->simd.regs)
+    RP /= 2;
+  for (int j0 = 0; j0 < R; j0 += RP) {
+    Loop k = loop_begin(cg, ci64(cg, nv / V));
+    LLVMValueRef k0 = LLVMBuildMul(cg->b, k.i, ci64(cg, V), "");
+    LLVMValueRef xv[BLOCK];
+    for (int i = 0; i < nx; i++)
+      xv[i] = vload(cg, vt, fptr(cg, xs[i], k0));
+    for (int j = j0; j < j0 + RP; j++) {
+      LLVMValueRef at = LLVMBuildAdd(cg->b, k0, ci64(cg, j * ld), "");
+      LLVMValueRef wv = scale ? LLVMBuildSIToFP(cg->b, vload(cg, vq, gep(cg, cg->i8, w, at)), vt, "")
+                              : vload(cg, vt, fptr(cg, w, at));
+      for (int i = 0; i < nx; i++) {
+        LLVMValueRef s = fadd(cg, LLVMBuildLoad2(cg->b, vt, acc[i * R + j], ""), fmul(cg, wv, xv[i]));
+        LLVMBuildStore(cg->b, s, acc[i * R + j]);
+      }
     }
+    loop_end(cg, &k);
   }
-  loop_end(cg, &k);
   /* The tree: level L pairs vectors whose lanes hold V >> L partial sums
    * of 1 << L rows each, and halves the partials; at the end vector p
    * holds the results of accumulators [p V, (p + 1) V). */
