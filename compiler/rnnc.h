@@ -523,6 +523,7 @@ void *jit_lookup(Jit *j, const char *name, Err *e);
 enum {
   OBJ_MAX_LEN = 64,    /* longest sequence P_forward takes (its stack scratch grows with len) */
   OBJ_MAX_PREFIX = 64, /* longest symbol prefix */
+  OBJ_BATCH = 16,      /* names per call of P_forward_batch's batched kernel */
 };
 
 typedef struct ObjOptions {
@@ -540,7 +541,10 @@ typedef struct ObjInfo {
   KernelAbi abi;
   char triple[128], cpu[64]; /* what the object was compiled for */
   char means[64];            /* what it runs on: "any x86-64", "and its features" (host) */
-  size_t stack_bytes; /* the wrappers' stack buffers at OBJ_MAX_LEN */
+  KernelAbi babi;      /* P_forward_batch's batched kernel's, when batched */
+  bool batched;        /* P_forward_batch runs a batched kernel (batch.c); else P_forward */
+  size_t stack_bytes; /* P_forward's and P_predict's stack buffers at OBJ_MAX_LEN */
+  size_t batch_stack_bytes; /* P_forward_batch's, at OBJ_BATCH names of OBJ_MAX_LEN */
   size_t text_bytes, rodata_bytes, data_bytes; /* code, constants (weights), writable data */
 } ObjInfo;
 

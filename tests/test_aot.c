@@ -197,6 +197,43 @@ static void test_int8_matches_jit_with_its_weights(void **state) {
   }
 }
 
+/* Hostile input, each buffer fenced by an unreadable page
+ * (tests/targets/hostile.c): error codes, no read past the input, and
+ * P_forward_batch of 1000 names (63 chunks) equal to P_forward's within
+ * 1e-5; for a batched kernel (gru) and for P_forward per name (int8). */
+static void test_hostile_inputs(void **state) {
+  NEED_CC();
+  static const char want[] = "predict 100 KB unterminated: -1\n"
+                             "predict 100 KB: -1\n"
+                             "predict max length: 1\n"
+                             "forward max length: 0\n"
+                             "forward 100000 of 64: 1\n"
+                             "forward last index bad: 2\n"
+                             "batch: 0\n"
+                             "batch 100000 in the middle: 1\n"
+                             "batch 100000 in the last name: 1\n"
+                             "batch last index bad: 2\n"
+                             "batch 1000 names: 0 1\n"
+                             "done\n";
+  const Built *bs[] = {&gru, &gru8};
+  for (int i = 0; i < 2; i++) {
+    char *exe = xasprintf("%s/%s_hostile", workdir, bs[i]->prefix);
+    char *out = xasprintf("%s.out", exe);
+    if (sh("cc -std=c99 -O1 -Wall -Wextra -Werror -D_DEFAULT_SOURCE -DP=%s -include '%s' '%s/tests/targets/hostile.c' "
+           "'%s' -o '%s'",
+           bs[i]->prefix, bs[i]->hdr, root, bs[i]->obj, exe))
+      fail_msg("compiling tests/targets/hostile.c with %s failed", bs[i]->obj);
+    int rc = sh("'%s' > '%s' 2>&1", exe, out);
+    char *text = read_text(out);
+    if (rc)
+      fail_msg("%s: exit %d (a read past the input faults)\n%s", exe, rc, text);
+    assert_string_equal(text, want);
+    free(text);
+    free(out);
+    free(exe);
+  }
+}
+
 static void test_header_compiles_as_c99_and_cxx(void **state) {
   int checked = 0;
   for (size_t i = 0; i < ARRAY_LEN(all); i++) {
@@ -265,8 +302,8 @@ static void test_object_needs_only_libc(void **state) {
                      0);
     text = read_text(o);
     char want[256];
-    snprintf(want, sizeof want, "%s_forward\n%s_labels\n%s_predict\n", bs[i]->prefix,
-             bs[i]->prefix, bs[i]->prefix);
+    snprintf(want, sizeof want, "%s_forward\n%s_forward_batch\n%s_labels\n%s_predict\n",
+             bs[i]->prefix, bs[i]->prefix, bs[i]->prefix, bs[i]->prefix);
     assert_string_equal(text, want);
     free(text);
     free(o);
@@ -395,6 +432,7 @@ int main(void) {
       cmocka_unit_test(test_gru_matches_jit_and_golden),
       cmocka_unit_test(test_rnn_matches_jit_with_zero_noise),
       cmocka_unit_test(test_int8_matches_jit_with_its_weights),
+      cmocka_unit_test(test_hostile_inputs),
       cmocka_unit_test(test_header_compiles_as_c99_and_cxx),
       cmocka_unit_test(test_object_needs_only_libc),
       cmocka_unit_test(test_generic_cpu_has_no_avx),
