@@ -583,7 +583,7 @@ static void emit_update(Grad *G) {
   }
   int lr = cnst(G, 0, t->lr, pos);
   int w = ir_add(g, NULL, 0, OP_LOAD, NULL, 0, PARAM_ALL, SLOT_VALUE, 0, pos);
-  int nw;
+  int nw, gr0 = gr;
   if (t->optim == OPTIM_ADAM) {
     /* bias_correction1 = 1 - beta1^t; step_size = lr / bias_correction1;
      * bias_correction2_sqrt = sqrt(1 - beta2^t) */
@@ -615,6 +615,15 @@ static void emit_update(Grad *G) {
     nw = add2(G, OP_SUB, w, add2(G, OP_MUL, gr, lr, 0, 0, pos), 0, 0, pos);
   }
   ir_add(g, NULL, 0, OP_STORE, &nw, 1, PARAM_ALL, SLOT_VALUE, 0, pos);
+  /* Without clipping, grad_norm is sum(g * 0): 0 while every gradient is
+   * finite, NaN as soon as one is not, so the runtime stops at the step
+   * that made it (the next name's loss would take the blame). Last in the
+   * block, it joins the update's loop group, which reads every gradient
+   * anyway (not a pass of its own, as clipping's norm is); exact, unlike a
+   * norm, which overflows on gradients that are only large. */
+  if (t->clip_norm <= 0)
+    g->grad_norm = add1(G, OP_SUM, add2(G, OP_MUL, gr0, cnst(G, 0, 0, pos), 0, 0, pos), 0, 0,
+                        pos);
 }
 
 /* ------------------------------------------------------------ entry point */

@@ -159,10 +159,10 @@ static void return_unless(W *w, LLVMValueRef cond, int rc) {
   at(w, ok);
 }
 
-/* P_forward: checks the length and every index, then runs the kernel on a
- * stack scratch sized for len, with the zero noise buffer. Returns 0, 1
- * (len outside [1, max_len]), 2 (an index outside [0, vocab)) or 3 (a
- * NULL pointer). */
+/* P_forward: checks the pointers, the length and every index, then runs
+ * the kernel on a stack scratch sized for len, with the zero noise
+ * buffer. Returns 0, 1 (len outside [1, max_len]), 2 (an index outside
+ * [0, vocab)) or 3 (chars or logits NULL). */
 static LLVMValueRef build_forward(W *w, const Graph *g, const char *prefix, LLVMValueRef kernel,
                                   LLVMTypeRef kty, LLVMValueRef noise, const KernelAbi *abi) {
   LLVMTypeRef params[3] = {w->pty, w->i32, w->pty};
@@ -184,12 +184,15 @@ static LLVMValueRef build_forward(W *w, const Graph *g, const char *prefix, LLVM
   LLVMSetValueName2(logits, "logits", 6);
 
   LLVMBasicBlockRef entry = block(w, "entry"), bad_len = block(w, "bad_len"),
-                    bad_index = block(w, "bad_index");
+                    bad_index = block(w, "bad_index"), bad_ptr = block(w, "bad_ptr"),
+                    lengths = block(w, "lengths");
   at(w, entry);
   LLVMValueRef out = slot(w, LLVMArrayType2(w->f32, (uint64_t)g->classes + 2), "out");
-  return_unless(w, LLVMBuildNot(w->b, LLVMBuildOr(w->b, LLVMBuildIsNull(w->b, chars, ""),
-                                                  LLVMBuildIsNull(w->b, logits, ""), ""), ""),
-                3);
+  LLVMBuildCondBr(w->b,
+                  LLVMBuildOr(w->b, LLVMBuildIsNull(w->b, chars, ""),
+                              LLVMBuildIsNull(w->b, logits, ""), "null"),
+                  bad_ptr, lengths);
+  at(w, lengths);
   LLVMValueRef len_ok =
       LLVMBuildAnd(w->b, LLVMBuildICmp(w->b, LLVMIntSGE, len, c32(w, 1), ""),
                    LLVMBuildICmp(w->b, LLVMIntSLE, len, c32(w, OBJ_MAX_LEN), ""), "len_ok");
@@ -224,6 +227,8 @@ static LLVMValueRef build_forward(W *w, const Graph *g, const char *prefix, LLVM
   LLVMBuildRet(w->b, c32(w, 1));
   at(w, bad_index);
   LLVMBuildRet(w->b, c32(w, 2));
+  at(w, bad_ptr);
+  LLVMBuildRet(w->b, c32(w, 3));
   return w->fn;
 }
 
@@ -712,16 +717,20 @@ static void c_string(Buf *b, const char *s) {
   }
 }
 
-/* s inside a comment: printable ASCII, and no end of comment. */
+/* s inside a block comment: printable ASCII, no end of comment, no start
+ * of one (-Wcomment), no trigraph (??/ before a newline is a line splice
+ * that -Wtrigraphs reports). */
 static void comment_text(Buf *b, const char *s) {
   for (; *s; s++) {
     unsigned char ch = (unsigned char)*s;
-    if (ch == '*' && s[1] == '/')
-      buf_put(b, "*\\", 2);
-    else if (ch < 32 || ch >= 127)
-      buf_put(b, "?", 1);
-    else
+    if ((ch == '*' && s[1] == '/') || (ch == '/' && s[1] == '*') || (ch == '?' && s[1] == '?')) {
       buf_put(b, s, 1);
+      buf_put(b, "\\", 1); /* the next character follows a backslash */
+    } else if (ch < 32 || ch >= 127) {
+      buf_put(b, "?", 1);
+    } else {
+      buf_put(b, s, 1);
+    }
   }
 }
 
@@ -765,8 +774,8 @@ void obj_header(const Graph *g, const ObjOptions *o, const ObjInfo *info, const 
              " * %s_forward(chars, len, logits): chars[0..len) are vocabulary indices\n"
              " *   (%s_VOCAB[i] is the character of index i), 1 <= len <= %s_MAX_LEN.\n"
              " *   Writes %s_NUM_CLASSES logits and returns 0; returns 1 when len is out of\n"
-             " *   range, 2 when an index is outside [0, %s_VOCAB_SIZE) and 3 when a pointer\n"
-             " *   is NULL, writing nothing.\n"
+             " *   range, 2 when an index is outside [0, %s_VOCAB_SIZE) and 3 when chars or\n"
+             " *   logits is NULL, writing nothing.\n"
              " * %s_forward_batch(idx, lens, n, logits): n >= 1 names at once, name i of\n"
              " *   lens[i] indices (1 <= lens[i] <= %s_MAX_LEN), the names one after the\n"
              " *   other in idx; writes name i's logits to logits[i * %s_NUM_CLASSES ..]\n"

@@ -9,6 +9,7 @@
  * tolerance of the interpreter (gradients 1e-4 relative to
  * the tensor's largest magnitude; parameters 1e-6 plus Adam's own
  * amplification lr/eps of the gradient's rounding difference). */
+#include <llvm-c/Core.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -291,6 +292,85 @@ static void test_golden_rnn(void **state) {
 }
 static void test_golden_gru(void **state) { golden("gru", "graphs/gru.nn", NULL, NULL); }
 
+/* Issue 12, item 14: the runtime checks T, the characters and the target
+ * before a kernel runs (T = 0 read row -1 of the generated loops). A call
+ * out of range returns -1 and changes nothing. */
+static void test_inputs_checked(void **state) {
+  char *path = make_rnn_graph(16, 3);
+  Model m;
+  Err e;
+  ModelOptions mo = {0};
+  if (model_compile(&m, path, &mo, &e))
+    fail_msg("%s", e.msg);
+  model_init_params(&m, 3);
+  size_t bytes = SLOT_COUNT * m.nfloats * sizeof(float);
+  float *before = xmalloc(bytes);
+  memcpy(before, m.state, bytes);
+  uint8_t *chars = xcalloc(NAME_MAX_CHARS + 1, 1);
+  uint8_t bad_char[] = {0, 59, 1}; /* 59: one past the vocabulary */
+  float logits[3], loss = -1, gnorm = -1;
+  assert_int_equal(model_forward(&m, chars, 0, logits), -1);
+  assert_int_equal(model_forward(&m, chars, -1, logits), -1);
+  assert_int_equal(model_forward(&m, chars, NAME_MAX_CHARS + 1, logits), -1);
+  assert_int_equal(model_forward(&m, bad_char, 3, logits), -1);
+  assert_int_equal(model_train_step(&m, chars, 0, 0, &loss, &gnorm), -1);
+  assert_int_equal(model_train_step(&m, bad_char, 3, 0, &loss, &gnorm), -1);
+  assert_int_equal(model_train_step(&m, chars, 3, -1, &loss, &gnorm), -1);
+  assert_int_equal(model_train_step(&m, chars, 3, 3, &loss, &gnorm), -1);
+  assert_true(loss == -1 && gnorm == -1);
+  assert_int_equal(m.step, 0);
+  assert_memory_equal(m.state, before, bytes);
+  /* In range, at the edges: they run. */
+  assert_int_equal(model_forward(&m, chars, NAME_MAX_CHARS, logits), 0);
+  chars[0] = 58;
+  assert_int_equal(model_train_step(&m, chars, 1, 2, &loss, &gnorm), 0);
+  assert_int_equal(m.step, 1);
+  assert_true(isfinite(loss));
+  free(chars);
+  free(before);
+  model_free(&m);
+  free(path);
+}
+
+/* A module with one empty function, fname, in j's context. */
+/* The object of a module with one empty function, fname, compiled by j. */
+static void object_with(Jit *j, const char *fname, Buf *obj) {
+  LLVMContextRef ctx = LLVMContextCreate();
+  LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(fname, ctx);
+  LLVMTypeRef fty = LLVMFunctionType(LLVMVoidTypeInContext(ctx), NULL, 0, 0);
+  LLVMValueRef fn = LLVMAddFunction(mod, fname, fty);
+  LLVMBuilderRef b = LLVMCreateBuilderInContext(ctx);
+  LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(ctx, fn, "entry"));
+  LLVMBuildRetVoid(b);
+  LLVMDisposeBuilder(b);
+  JitTimes t = {0};
+  Err e;
+  if (jit_compile(j, mod, NULL, obj, &t, &e))
+    fail_msg("%s", e.msg);
+  LLVMDisposeModule(mod);
+  LLVMContextDispose(ctx);
+}
+
+/* Issue 12, item 15: code the JIT refuses (here: a second definition of a
+ * symbol) is the JIT's to free; jit_add_module freed the module again (the
+ * kernel cache's jit_add_object, which replaced it, must not either). */
+static void test_jit_refused_module(void **state) {
+  Err e;
+  Jit *j = jit_new(NULL, &e);
+  if (!j)
+    fail_msg("%s", e.msg);
+  Buf obj = {0};
+  object_with(j, "f", &obj);
+  assert_int_equal(jit_add_object(j, obj.data, obj.len, &e), 0);
+  e.msg[0] = '\0';
+  assert_int_equal(jit_add_object(j, obj.data, obj.len, &e), -1);
+  assert_non_null(strstr(e.msg, "adding a kernel to the JIT"));
+  print_message("refused: %s\n", e.msg);
+  assert_non_null(jit_lookup(j, "f", &e)); /* the first one still works */
+  buf_free(&obj);
+  jit_free(j);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_rnn),        cmocka_unit_test(test_gru),
@@ -298,7 +378,8 @@ int main(void) {
       cmocka_unit_test(test_gru_512),    cmocka_unit_test(test_rnn_odd),
       cmocka_unit_test(test_gru_odd),    cmocka_unit_test(test_gru_blocked_lengths),
       cmocka_unit_test(test_golden_rnn),
-      cmocka_unit_test(test_golden_gru),
+      cmocka_unit_test(test_golden_gru), cmocka_unit_test(test_inputs_checked),
+      cmocka_unit_test(test_jit_refused_module),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
