@@ -18,7 +18,7 @@
 
 const char build_usage[] =
     "usage: rnnc build GRAPH CKPT -o DIR/NAME.o [--prefix P] [--target TRIPLE] [--cpu CPU]\n"
-    "                  [--quantize int8]\n"
+    "                  [--quantize int8] [--no-batch-kernel]\n"
     "       rnnc build GRAPH CKPT -o DIR/NAME.wasm [--prefix P] [--cpu CPU] [--quantize int8]\n"
     "       rnnc build [--target TRIPLE] --cpu help\n"
     "\n"
@@ -54,6 +54,11 @@ const char build_usage[] =
     "                            per row: an object about 4x smaller, within a\n"
     "                            few tenths of a point of the float accuracy\n"
     "                            (docs/aot.md, \"int8 weights\")\n"
+    "  --no-batch-kernel         P_forward_batch calls P_forward name by name\n"
+    "                            instead of a batched kernel with matrix\n"
+    "                            products, whose transposed copies of the\n"
+    "                            weights make a float object about twice as big\n"
+    "                            (bare-metal and int8 objects never have one)\n"
     "  -h, --help                this help\n"
     "\n";
 
@@ -159,12 +164,13 @@ void build_help(FILE *f) {
 
 int cmd_build(int argc, char **argv) {
   const char *out = NULL, *prefix = NULL, *triple = NULL, *cpu = NULL;
-  bool quantize = false;
+  bool quantize = false, no_batch = false;
   static const struct option opts[] = {{"output", required_argument, 0, 'o'},
                                        {"prefix", required_argument, 0, 'p'},
                                        {"target", required_argument, 0, 't'},
                                        {"cpu", required_argument, 0, 'c'},
                                        {"quantize", required_argument, 0, 'q'},
+                                       {"no-batch-kernel", no_argument, 0, 'B'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
   int c;
@@ -191,6 +197,9 @@ int cmd_build(int argc, char **argv) {
       if (strcmp(optarg, "int8"))
         return cli_usage_error("build", "--quantize wants int8, not '%s'", optarg);
       quantize = true;
+      break;
+    case 'B':
+      no_batch = true;
       break;
     case 'h':
       build_help(stdout);
@@ -265,7 +274,8 @@ int cmd_build(int argc, char **argv) {
                   .labels = labels,
                   .values = m.state,
                   .source = source,
-                  .quantize = quantize};
+                  .quantize = quantize,
+                  .no_batch_kernel = no_batch};
   ObjInfo info;
   const char *base = strrchr(out, '/');
   base = base ? base + 1 : out;

@@ -644,12 +644,13 @@ int obj_emit(const Graph *g, const ObjOptions *o, Buf *object, ObjInfo *info, Er
                                        noise, &info->abi);
   /* The batched kernel, where batch.c can make one, but not on bare metal,
    * whose flash would hold the weights twice (and whose cores have no
-   * caches for GEMMs to use), nor for int8 weights: P_forward_batch then
-   * calls P_forward for each name. */
+   * caches for GEMMs to use), nor for int8 weights, nor when the user
+   * asks for none (a smaller object): P_forward_batch then calls
+   * P_forward for each name. */
   snprintf(name, sizeof name, "%s_kernel_batch", o->prefix);
   Err ignored;
   LLVMValueRef bkernel = NULL, bnoise = NULL;
-  if (!tc.bare && !codegen_batch(g, w.mod, name, &co, &info->babi, &ignored)) {
+  if (!tc.bare && !o->no_batch_kernel && !codegen_batch(g, w.mod, name, &co, &info->babi, &ignored)) {
     bkernel = LLVMGetNamedFunction(w.mod, name);
     LLVMSetLinkage(bkernel, LLVMInternalLinkage);
     c_function_attrs(&w, bkernel);

@@ -540,6 +540,7 @@ typedef struct ObjOptions {
   const float *values;  /* (g->nfloats) parameter values, laid out by Param.offset */
   const char *source;   /* for the header's comment, e.g. "graphs/gru.nn, CKPT" */
   bool quantize;        /* --quantize int8: the products' matrices as int8 rows (quantize_row) */
+  bool no_batch_kernel; /* --no-batch-kernel: P_forward_batch calls P_forward per name */
 } ObjOptions;
 
 typedef struct ObjInfo {

@@ -26,6 +26,7 @@
 typedef struct Built {
   const char *graph, *ckpt, *prefix, *cpu; /* cpu NULL: the host's */
   bool quantize;                           /* --quantize int8 */
+  bool no_batch;                           /* --no-batch-kernel */
   char *obj, *hdr, *driver;                /* paths */
   NameList names;                          /* compiled into the driver */
 } Built;
@@ -46,7 +47,12 @@ static Built rnn8 = {.graph = "graphs/rnn.nn",
                     .prefix = "rnn8",
                     .cpu = "generic",
                     .quantize = true};
-static Built *const all[] = {&gru, &rnn, &gru8, &rnn8};
+static Built rnn1 = {.graph = "graphs/rnn.nn",
+                    .ckpt = "tests/golden/rnn_seed42.safetensors",
+                    .prefix = "rnn1",
+                    .cpu = "generic",
+                    .no_batch = true};
+static Built *const all[] = {&gru, &rnn, &gru8, &rnn8, &rnn1};
 static char *workdir, *root;
 static int have_cc, have_cxx;
 
@@ -66,6 +72,8 @@ static void build(Built *b) {
     argv[n++] = "--quantize";
     argv[n++] = "int8";
   }
+  if (b->no_batch)
+    argv[n++] = "--no-batch-kernel";
   argv[n] = NULL;
   free(rnnc_expect(0, argv));
   if (!have_cc)
@@ -195,6 +203,32 @@ static void test_int8_matches_jit_with_its_weights(void **state) {
       fail_msg("the int8 object of %s is only %.2fx smaller than the float one", pairs[i][0]->graph,
                ratio);
   }
+}
+
+/* --no-batch-kernel: the same P_forward (the same bits as the default
+ * object), P_forward_batch name by name (driver_tail checks it against
+ * P_forward), and no transposed copies of the weights: a smaller object. */
+static void test_no_batch_kernel(void **state) {
+  NEED_CC();
+  char *text = run_driver(&rnn1), *with = run_driver(&rnn);
+  check_aot_output("rnn1 (generic, no batch kernel)", rnn1.graph, rnn1.ckpt, &rnn1.names, text,
+                   &(AotCheck){.tol = 1e-6, .tail = driver_tail});
+  /* The lines of P_forward and P_predict (one per name, before
+   * P_forward_batch's "batch:" line) are the same bytes. */
+  const char *end = strstr(with, "\nbatch:");
+  assert_non_null(end);
+  size_t head = (size_t)(end - with) + 1;
+  assert_memory_equal(text, with, head);
+  struct stat one, batched;
+  assert_int_equal(stat(rnn1.obj, &one), 0);
+  assert_int_equal(stat(rnn.obj, &batched), 0);
+  print_message("rnn.nn: %lld bytes with the batch kernel, %lld without\n",
+                (long long)batched.st_size, (long long)one.st_size);
+  if ((double)one.st_size > 0.75 * (double)batched.st_size)
+    fail_msg("--no-batch-kernel: %lld bytes against %lld", (long long)one.st_size,
+             (long long)batched.st_size);
+  free(text);
+  free(with);
 }
 
 /* Hostile input, each buffer fenced by an unreadable page
@@ -515,6 +549,7 @@ int main(void) {
       cmocka_unit_test(test_gru_matches_jit_and_golden),
       cmocka_unit_test(test_rnn_matches_jit_with_zero_noise),
       cmocka_unit_test(test_int8_matches_jit_with_its_weights),
+      cmocka_unit_test(test_no_batch_kernel),
       cmocka_unit_test(test_hostile_inputs),
       cmocka_unit_test(test_header_compiles_as_c99_and_cxx),
       cmocka_unit_test(test_header_hostile_names),
