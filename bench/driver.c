@@ -120,7 +120,7 @@ static double test_accuracy(Model *m, const Dataset *ds, const Opts *o, size_t *
     return 0;
   Rng saved = m->rng;
   EvalResult r;
-  evaluate(m, ds, ds->test, ds->ntest, o->seed, &r);
+  evaluate(m, ds, ds->test, ds->ntest, o->seed, NULL, &r);
   m->rng = saved;
   *correct = r.correct;
   eval_free(&r);

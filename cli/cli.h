@@ -21,7 +21,8 @@ int cli_parse_u64(const char *s, uint64_t *out);
 /* A decimal integer in [lo, hi]; 0, or -1 when malformed or out of range. */
 int cli_parse_int(const char *s, int lo, int hi, int *out);
 
-/* --threads: at most this many; the default is every online core. */
+/* --threads: at most this many; the default is every core the process may
+ * run on (its CPU affinity: taskset, cgroups, mpirun binding). */
 enum { CLI_MAX_THREADS = 256 };
 int cli_default_threads(void);
 

@@ -38,12 +38,18 @@ const char train_usage[] =
     "the mean training loss and the test accuracy and writes the checkpoint; at\n"
     "the end, per-language accuracy and a confusion matrix.\n"
     "\n"
+    "Under mpirun -np N (when rnnc was built with MPI), N processes train as\n"
+    "one: each takes 1/N of every batch, the gradients are summed across them,\n"
+    "and the first alone prints and writes the checkpoint (B >= N; see\n"
+    "docs/distributed.md).\n"
+    "\n"
     "  --data DIR           data directory (default: data/names)\n"
     "  --epochs N           epochs to train (default: the graph's train setting);\n"
     "                       0 writes the starting point (initialized, or --init's)\n"
     "  --batch B            names per optimizer step (default: the graph's train\n"
     "                       setting); results do not depend on --threads\n"
-    "  --threads N          threads (default: every online core; 1 starts none)\n"
+    "  --threads N          threads (default: every core it may run on, shared\n"
+    "                       among a machine's ranks under mpirun; 1 starts none)\n"
     "  --seed S             split, initialization, shuffling (default: 42)\n"
     "  --lr X               learning rate (default: the graph's optimizer setting)\n"
     "  --init CKPT          start from a checkpoint (rnnc's or PyTorch's safetensors);\n"
@@ -77,7 +83,7 @@ const char eval_usage[] =
     "on the test split (the split that train made with the same seed).\n"
     "\n"
     "  --data DIR           data directory (default: data/names)\n"
-    "  --threads N          threads (default: every online core)\n"
+    "  --threads N          threads (default: every core it may run on)\n"
     "  --seed S             split seed (default: 42)\n"
     "  --test-fraction F    share of each language held out (default: 0.1)\n"
     CACHE_HELP;
@@ -100,7 +106,7 @@ const char predict_usage[] =
     "  --top K        languages to show per name (default: 3)\n"
     "  --logits       print every language's raw logit instead (9 digits: exact)\n"
     "  --input FILE   names to classify, one per line (- : standard input)\n"
-    "  --threads N    threads for --input (default: every online core)\n"
+    "  --threads N    threads for --input (default: every usable core)\n"
     "  --seed S       noise seed for graphs with a random initial state (default: 42)\n"
     "  --data DIR     the languages of a checkpoint that has no label list (one of\n"
     "                 PyTorch's): DIR's <Language>.txt files (default: data/names)\n"
@@ -207,7 +213,7 @@ int cmd_train(int argc, char **argv) {
   double fraction = 0.1, lr = 0;
   int epochs = -1, batch = 0, threads = cli_default_threads(), eval_every = 0, metrics_every = 0;
   const char *metrics = NULL;
-  bool no_cache = false, keep_best = false;
+  bool no_cache = false, keep_best = false, threads_given = false;
   static const struct option opts[] = {{"data", required_argument, 0, 'd'},
                                        {"epochs", required_argument, 0, 'n'},
                                        {"batch", required_argument, 0, 'b'},
@@ -244,6 +250,7 @@ int cmd_train(int argc, char **argv) {
       if (cli_parse_int(optarg, 1, CLI_MAX_THREADS, &threads))
         return cli_usage_error("train", "--threads wants an integer in [1, %d], not '%s'",
                                CLI_MAX_THREADS, optarg);
+      threads_given = true;
       break;
     case 's':
       if (cli_parse_u64(optarg, &seed))
@@ -307,69 +314,109 @@ int cmd_train(int argc, char **argv) {
   Dataset ds = {0};
   char **labels = NULL;
   int nlabels = 0, rc = EXIT_BAD_INPUT;
-  bool stopped = false;
+  /* Under mpirun: one rank of several. Rank 0 alone prints and writes;
+   * the others print only their own errors. */
+  Dist dist;
+  if (dist_init(&dist, &e)) {
+    cli_error("train", &e);
+    free(out_owned);
+    free(best);
+    return EXIT_BAD_INPUT;
+  }
+  if (!threads_given && dist.local > 1) { /* the machine's cores shared by its ranks */
+    long share = sysconf(_SC_NPROCESSORS_ONLN) / dist.local;
+    threads = share < 1 ? 1 : share < threads ? (int)share : threads;
+  }
+  FILE *log = stderr;
+  if (dist.rank > 0) {
+    log = fopen("/dev/null", "w");
+    if (!log || !freopen("/dev/null", "w", stdout))
+      dist_abort(&dist, EXIT_BAD_INPUT);
+  }
+  /* Setting up can fail on some ranks only (a file one machine lacks):
+   * the ranks agree before training, and the first that failed reports. */
+  bool ready = false;
+  int reporter = 0; /* the rank that reports an error (the others exit 1 quietly) */
   ModelOptions mo = {.lr = lr, .batch = batch, .threads = threads, .batched_forward = true,
                      .no_cache = no_cache};
   CkptLock lock = {0}, best_lock = {0};
   Metrics mt = {.fd = -1};
   TrainReport report = {0};
-  if (ckpt_check_writable(out, &e) || ckpt_lock(&lock, out, &e) ||
-      (best && (ckpt_check_writable(best, &e) || ckpt_lock(&best_lock, best, &e))) ||
+  bool stopped = false;
+  if ((dist.rank == 0 &&
+       (ckpt_check_writable(out, &e) || ckpt_lock(&lock, out, &e) ||
+        (best && (ckpt_check_writable(best, &e) || ckpt_lock(&best_lock, best, &e))))) ||
       model_compile(&m, graph, &mo, &e))
-    goto fail;
-  print_compile(stderr, &m);
+    goto agree;
+  if (m.batch < dist.size) {
+    errf(&e, "a batch of %d name%s cannot be split over %d ranks: give every rank a name at least "
+             "(--batch %d or more)",
+         m.batch, m.batch == 1 ? "" : "s", dist.size, dist.size);
+    goto agree;
+  }
+  print_compile(log, &m);
   if (m.unbatched && m.batch > 1)
-    fprintf(stderr, "note: %s; batches run one name per kernel call (slower, same results)\n",
+    fprintf(log, "note: %s; batches run one name per kernel call (slower, same results)\n",
             m.unbatched);
   if (epochs < 0)
     epochs = m.train->train.epochs;
   if (init) {
     if (ckpt_load(&m, init, true, &labels, &nlabels, &e))
-      goto fail;
-    fprintf(stderr, "initialized from %s%s", init, m.step ? " (with its optimizer state)" : "");
+      goto agree;
+    fprintf(log, "initialized from %s%s", init, m.step ? " (with its optimizer state)" : "");
     if (m.pos.names)
-      fprintf(stderr, ", stopped in epoch %d after %" PRId64 " names: resuming there", m.epoch + 1,
+      fprintf(log, ", stopped in epoch %d after %" PRId64 " names: resuming there", m.epoch + 1,
               m.pos.names);
-    fprintf(stderr, "\n");
+    fprintf(log, "\n");
     if (m.pos.names && m.pos.seed != seed) {
       errf(&e, "%s stopped in epoch %d, whose order --seed %" PRIu64 " made: resume it with "
                "--seed %" PRIu64 " (and the same data, --test-fraction and --batch)",
            init, m.epoch + 1, m.pos.seed, m.pos.seed);
-      goto fail;
+      goto agree;
     }
   } else {
     model_init_params(&m, seed);
   }
   if (data_load(&ds, dir, labels, nlabels, &e) || data_split(&ds, fraction, seed, &e) ||
       check_model_data(&m, &ds, &e))
-    goto fail;
+    goto agree;
   if (!ds.ntrain) {
     errf(&e, "%s: no names to train on", dir);
-    goto fail;
+    goto agree;
   }
   if (m.pos.names >= (int64_t)ds.ntrain) {
     errf(&e, "%s stopped after %" PRId64 " names of epoch %d, but %s has %zu names to train on: "
              "resume with the data (and --test-fraction) it was trained on",
          init, m.pos.names, m.epoch + 1, dir, ds.ntrain);
-    goto fail;
+    goto agree;
   }
-  if (metrics && metrics_open(&mt, metrics, m.step, &e))
+  if (dist.rank == 0 && metrics && metrics_open(&mt, metrics, m.step, &e))
+    goto agree;
+  ready = true;
+agree:
+  reporter = dist_first_failed(&dist, !ready);
+  if (reporter >= 0)
     goto fail;
+  reporter = 0;
   model_reserve(&m, longest(&ds));
-  fprintf(stderr, "data %s: %zu names, %d languages, %zu train / %zu test; %d epoch%s from epoch %d, "
+  fprintf(log, "data %s: %zu names, %d languages, %zu train / %zu test; %d epoch%s from epoch %d, "
           "batch %d, %d thread%s\n",
           dir, ds.nnames, ds.nlabels, ds.ntrain, ds.ntest, epochs, epochs == 1 ? "" : "s",
           m.epoch + 1, m.batch, m.threads, m.threads == 1 ? "" : "s");
   int start_epoch = m.epoch;
   TrainOptions to = {.epochs = epochs, .seed = seed, .out = out, .best = best,
-                     .eval_every = eval_every, .metrics = metrics ? &mt : NULL,
-                     .metrics_every = metrics_every ? metrics_every
-                                                    : (1000 + m.batch - 1) / m.batch,
-                     .progress = isatty(fileno(stderr)), .log = stderr, .report = &report};
+                     .eval_every = eval_every, .metrics = dist.rank == 0 && metrics ? &mt : NULL,
+                     .metrics_every = !metrics       ? 0
+                                      : metrics_every ? metrics_every
+                                                      : (1000 + m.batch - 1) / m.batch,
+                     .progress = dist.rank == 0 && isatty(fileno(stderr)), .log = log,
+                     .report = &report, .dist = &dist};
   int trained = train_run(&m, &ds, &to, &e);
   if (trained == TRAIN_STOPPED) {
     int sig = report.stop_signal;
     Buf cmd = {0};
+    if (dist.size > 1)
+      buf_printf(&cmd, "mpirun -np %d ", dist.size);
     buf_printf(&cmd, "rnnc train");
     put_word(&cmd, graph);
     put_option(&cmd, "--init", out);
@@ -395,22 +442,25 @@ int cmd_train(int argc, char **argv) {
                ds.ntrain);
     else
       snprintf(where, sizeof where, "the end of epoch %d", m.epoch);
-    fprintf(stderr, "\nstopped by %s at step %" PRId64 " (%s): %s holds where. To resume:\n  %s\n",
+    fprintf(log, "\nstopped by %s at step %" PRId64 " (%s): %s holds where. To resume:\n  %s\n",
             sig == SIGTERM ? "SIGTERM" : "SIGINT", m.step, where, out, cmd.data);
     buf_free(&cmd);
     rc = 128 + sig;
     stopped = true;
     goto fail;
   }
-  if (trained)
+  if (trained) /* every rank stops here at once; rank 0 reports */
     goto fail;
   /* No epoch: the checkpoint is the starting point (initialized, or
    * --init's, with the data's labels). */
-  if (epochs == 0 && ckpt_save(&m, ds.labels, ds.nlabels, out, &e))
-    goto fail;
+  if (epochs == 0) {
+    bool failed = dist.rank == 0 && ckpt_save(&m, ds.labels, ds.nlabels, out, &e);
+    if (dist_first_failed(&dist, failed) >= 0)
+      goto fail;
+  }
   if (ds.ntest) {
     EvalResult r;
-    evaluate(&m, &ds, ds.test, ds.ntest, seed, &r);
+    evaluate(&m, &ds, ds.test, ds.ntest, seed, &dist, &r);
     printf("\n");
     eval_print(stdout, &ds, &r);
     eval_free(&r);
@@ -428,16 +478,24 @@ int cmd_train(int argc, char **argv) {
     printf("metrics: %s (rnnc plot %s -o report.svg)\n", metrics, metrics);
   rc = EXIT_OK;
 fail:
-  if (rc && !stopped)
+  if (rc && !stopped && dist.rank == reporter) {
+    if (dist.size > 1) {
+      Err r = e;
+      errf(&e, "rank %d of %d: %s", dist.rank, dist.size, r.msg);
+    }
     cli_error("train", &e);
+  }
   metrics_close(&mt);
   ckpt_unlock(&best_lock);
   ckpt_unlock(&lock);
+  if (log != stderr)
+    fclose(log);
   model_free(&m);
   data_free(&ds);
   free_labels(labels, nlabels);
   free(out_owned);
   free(best);
+  dist_finalize(&dist);
   return rc;
 }
 
@@ -509,7 +567,7 @@ int cmd_eval(int argc, char **argv) {
     goto fail;
   model_reserve(&m, longest(&ds));
   EvalResult r;
-  evaluate(&m, &ds, ds.test, ds.ntest, seed, &r);
+  evaluate(&m, &ds, ds.test, ds.ntest, seed, NULL, &r);
   eval_print(stdout, &ds, &r);
   eval_free(&r);
   rc = EXIT_OK;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "dist.h"
 #include "util.h"
 
 typedef struct Command {
@@ -105,6 +106,13 @@ static int run(int argc, char **argv) {
   if (!c) {
     fprintf(stderr, "rnnc: unknown command '%s'\nTry 'rnnc --help'.\n", cmd);
     return EXIT_USAGE;
+  }
+  int ranks = dist_launched_size(); /* mpirun -np ranks: MPI starts in cmd_train */
+  if (ranks > 1 && c->run != cmd_train) {
+    fprintf(stderr, "rnnc %s: error: started as one of %d processes (mpirun -np %d): only 'rnnc "
+                    "train' runs on several ranks\n",
+            cmd, ranks, ranks);
+    return EXIT_BAD_INPUT;
   }
   return c->run(argc - 1, argv + 1);
 }

@@ -26,12 +26,13 @@ static char cleanup_path[CLEANUP_SLOTS][PATH_MAX];
 static atomic_int cleanup_state[CLEANUP_SLOTS];
 static const int cleanup_signals[] = {SIGINT, SIGTERM, SIGHUP};
 
-/* cleanup_defer_stop's state: whether the first SIGINT or SIGTERM is
- * deferred, and the signal recorded (0: none yet). */
+/* cleanup_defer_stop's state: which of SIGINT (bit 0) and SIGTERM (bit 1)
+ * are deferred, and the signal recorded (0: none yet). */
 static atomic_int defer_stop, stop_signal;
 
 static void on_signal(int sig) {
-  if ((sig == SIGINT || sig == SIGTERM) && atomic_load(&defer_stop)) {
+  int deferred = atomic_load(&defer_stop);
+  if ((sig == SIGINT && (deferred & 1)) || (sig == SIGTERM && (deferred & 2))) {
     int none = 0;
     if (atomic_compare_exchange_strong(&stop_signal, &none, sig))
       return; /* the first: the program stops when it can */
@@ -106,10 +107,10 @@ void cleanup_register(const char *path) {
   unblock(&old);
 }
 
-void cleanup_defer_stop(bool on) {
+void cleanup_defer_stop(bool sigint, bool sigterm) {
   sigset_t old;
   block(&old); /* installs the handlers */
-  atomic_store(&defer_stop, on);
+  atomic_store(&defer_stop, (sigint ? 1 : 0) | (sigterm ? 2 : 0));
   unblock(&old);
 }
 

@@ -373,6 +373,9 @@ typedef struct Simd {
   int lanes; /* floats per register: 16 (AVX-512), 8 (AVX, AVX2), 4 (SSE2, NEON,
               * wasm simd128), 1 (no vectors) */
   int regs;  /* vector registers: 32 (AVX-512, AArch64) or 16 */
+  int mv_lanes; /* the batch-1 products' vectors (matvec_block_n): 16 floats on
+                 * x86, whose results are pinned, the target's lanes elsewhere
+                 * (a Cortex-M4 adds scalars); 0: 16 */
 } Simd;
 /* The vectors of tm's CPU, from its feature list, or for a CPU named without
  * one (jit_new("haswell")), from the registers its back end gives a vector
@@ -394,7 +397,20 @@ typedef struct CodegenOptions {
                               * sequences, one call each); else a call computes them
                               * afresh, from zero */
   Simd simd;                 /* the target's vectors (simd_of); lanes 0: 4 x 16, SSE2's */
+  bool quantize;             /* with baked_values: the products' matrices as int8 rows
+                              * with per-row scales (see quantize_row) */
 } CodegenOptions;
+
+/* rnnc build --quantize int8. A parameter that is a product's matrix
+ * (param_quantized: a matrix-vector product reads it) is stored as int8
+ * rows: row w of n floats as q[0..n) and a scale, w[k] ~ q[k] * scale, with
+ * scale = max |w[k]| / 127 and q[k] = w[k] / scale rounded to nearest
+ * (quantize_row). quantized_values writes the values such an object
+ * computes with (the quantized parameters' q * scale, the others as they
+ * are), the reference its results are compared with. */
+void quantize_row(const float *w, size_t n, int8_t *q, float *scale);
+bool param_quantized(const Graph *g, int p);
+void quantized_values(const Graph *g, const float *values, float *out);
 
 /* Emits the kernel of graph g as function `name` in module m (see llvm.c
  * for its signature). */
@@ -512,6 +528,7 @@ void *jit_lookup(Jit *j, const char *name, Err *e);
 enum {
   OBJ_MAX_LEN = 64,    /* longest sequence P_forward takes (its stack scratch grows with len) */
   OBJ_MAX_PREFIX = 64, /* longest symbol prefix */
+  OBJ_BATCH = 16,      /* names per call of P_forward_batch's batched kernel */
 };
 
 typedef struct ObjOptions {
@@ -522,13 +539,18 @@ typedef struct ObjOptions {
   char *const *labels;  /* (g->classes) class names */
   const float *values;  /* (g->nfloats) parameter values, laid out by Param.offset */
   const char *source;   /* for the header's comment, e.g. "graphs/gru.nn, CKPT" */
+  bool quantize;        /* --quantize int8: the products' matrices as int8 rows (quantize_row) */
+  bool no_batch_kernel; /* --no-batch-kernel: P_forward_batch calls P_forward per name */
 } ObjOptions;
 
 typedef struct ObjInfo {
   KernelAbi abi;
   char triple[128], cpu[64]; /* what the object was compiled for */
   char means[64];            /* what it runs on: "any x86-64", "and its features" (host) */
-  size_t stack_bytes; /* the wrappers' stack buffers at OBJ_MAX_LEN */
+  KernelAbi babi;      /* P_forward_batch's batched kernel's, when batched */
+  bool batched;        /* P_forward_batch runs a batched kernel (batch.c); else P_forward */
+  size_t stack_bytes; /* P_forward's and P_predict's stack buffers at OBJ_MAX_LEN */
+  size_t batch_stack_bytes; /* P_forward_batch's, at OBJ_BATCH names of OBJ_MAX_LEN */
   size_t text_bytes, rodata_bytes, data_bytes; /* code, constants (weights), writable data */
 } ObjInfo;
 

@@ -5,6 +5,7 @@
 
 #include <assert.h>
 #include <math.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,18 +58,24 @@ static void batch_free(NameBatch *b) {
 enum { EVAL_BLOCK = 1024 }; /* names per model_forward_batch call */
 
 void evaluate(Model *m, const Dataset *ds, const uint32_t *idx, size_t n, uint64_t seed,
-              EvalResult *r) {
+              const Dist *d, EvalResult *r) {
   int c = model_classes(m);
   r->nlabels = ds->nlabels;
   r->n = n;
   r->correct = 0;
   r->loss_sum = 0;
-  r->confusion = xcalloc((size_t)ds->nlabels * (size_t)ds->nlabels, sizeof *r->confusion);
+  size_t L = (size_t)ds->nlabels;
+  r->confusion = xcalloc(L * L, sizeof *r->confusion);
   float *logits = xmalloc((size_t)c * EVAL_BLOCK * sizeof *logits);
   NameBatch b = batch_new(EVAL_BLOCK);
   model_seed_noise(m, seed); /* a graph with a random initial state: the same draws each time */
-  for (size_t i0 = 0; i0 < n; i0 += EVAL_BLOCK) {
-    size_t k = n - i0 < EVAL_BLOCK ? n - i0 : EVAL_BLOCK;
+  /* with several ranks, each takes a slice, with the noise one process
+   * would give its names */
+  size_t lo = d ? n * (size_t)d->rank / (size_t)d->size : 0;
+  size_t hi = d ? n * (size_t)(d->rank + 1) / (size_t)d->size : n;
+  model_skip_noise(m, lo);
+  for (size_t i0 = lo; i0 < hi; i0 += EVAL_BLOCK) {
+    size_t k = hi - i0 < EVAL_BLOCK ? hi - i0 : EVAL_BLOCK;
     batch_fill(&b, ds, idx + i0, k);
     if (model_forward_batch(m, b.chars, b.lens, (int)k, logits))
       assert(!"data_load keeps names the model takes");
@@ -87,6 +94,14 @@ void evaluate(Model *m, const Dataset *ds, const uint32_t *idx, size_t n, uint64
   }
   batch_free(&b);
   free(logits);
+  if (d && d->size > 1) {
+    _Static_assert(sizeof(size_t) == sizeof(uint64_t), "confusion counts are u64");
+    dist_sum_u64(d, (uint64_t *)r->confusion, L * L);
+    uint64_t correct = r->correct;
+    dist_sum_u64(d, &correct, 1);
+    r->correct = correct;
+    dist_sum_f64(d, &r->loss_sum, 1);
+  }
 }
 
 void eval_free(EvalResult *r) {
@@ -244,7 +259,22 @@ static size_t culprit(const float *losses, size_t n) {
   return 0;
 }
 
-bool train_should_stop(void) { return cleanup_stop_signal() != 0; }
+int train_should_stop(const Dist *d) {
+  int sig = cleanup_stop_signal();
+  if (!d || d->size == 1)
+    return sig;
+  uint64_t got[2] = {sig == SIGINT, sig == SIGTERM};
+  dist_sum_u64(d, got, 2);
+  return got[0] ? SIGINT : got[1] ? SIGTERM : 0;
+}
+
+/* rc of a write that rank 0 alone made (-1, e set there, when it failed):
+ * agreed, so that every rank stops when it failed (rank 0 reports). */
+static int rank0_wrote(const Dist *d, int rc, const char *what, Err *e) {
+  if (d->size > 1 && dist_first_failed(d, rc != 0) >= 0 && rc == 0)
+    rc = errf(e, "rank 0 could not write %s", what);
+  return rc;
+}
 
 /* The gradients' norm for the metrics: the kernels' when the graph clips
  * (before clipping), else that of the gradient the last step applied. */
@@ -267,6 +297,7 @@ typedef struct Run {
   Model *m;
   const Dataset *ds;
   const TrainOptions *o;
+  const Dist *d;
   TrainReport rep;
   int epoch;          /* from 1 */
   int64_t seen;       /* names trained on since the first epoch */
@@ -279,15 +310,17 @@ static json_t *json_counts(const size_t *x, int n) {
   return a;
 }
 
-/* An evaluation on the test split, between steps: its metrics line, and
- * with o->best the best checkpoint (which records m->pos: it resumes where
- * it was made). The noise generator is left as training had it. */
+/* An evaluation on the test split, between steps, by every rank (each
+ * takes a slice): its metrics line, and with o->best the best checkpoint
+ * (which records m->pos: it resumes where it was made), which rank 0
+ * alone writes (other ranks have no o->metrics). The noise generator is
+ * left as training had it. */
 static int eval_point(Run *r, EvalResult *res, Err *e) {
   Model *m = r->m;
   const Dataset *ds = r->ds;
   const TrainOptions *o = r->o;
   Rng keep = m->rng;
-  evaluate(m, ds, ds->test, ds->ntest, o->seed, res);
+  evaluate(m, ds, ds->test, ds->ntest, o->seed, r->d, res);
   m->rng = keep;
   double acc = res->n ? (double)res->correct / res->n : 0;
   r->rep.last_accuracy = acc;
@@ -300,7 +333,11 @@ static int eval_point(Run *r, EvalResult *res, Err *e) {
     snprintf(count, sizeof count, "%zu/%zu", res->correct, res->n);
     snprintf(at, sizeof at, "%d", r->epoch);
     char *keys[] = {"test_correct", "test_epoch"}, *vals[] = {count, at};
-    if (ckpt_save_meta(m, ds->labels, ds->nlabels, o->best, keys, vals, 2, e))
+    int rc = r->d->rank == 0 && ckpt_save_meta(m, ds->labels, ds->nlabels, o->best, keys, vals,
+                                               2, e)
+                 ? -1
+                 : 0;
+    if (rank0_wrote(r->d, rc, o->best, e))
       return -1;
     r->rep.best_correct = res->correct;
     r->rep.best_n = res->n;
@@ -308,7 +345,7 @@ static int eval_point(Run *r, EvalResult *res, Err *e) {
     r->rep.best_step = m->step;
   }
   if (!o->metrics)
-    return 0;
+    return rank0_wrote(r->d, 0, "the metrics", e);
   int L = ds->nlabels;
   json_t *labels = json_array(), *per = json_array(), *conf = json_array();
   for (int l = 0; l < L; l++) {
@@ -326,7 +363,7 @@ static int eval_point(Run *r, EvalResult *res, Err *e) {
                            res->n ? res->loss_sum / res->n : 0.0, "accuracy", acc, "correct",
                            (json_int_t)res->correct, "n", (json_int_t)res->n, "labels", labels,
                            "per_language", per, "confusion", conf, "best", best);
-  return metrics_write(o->metrics, line, e);
+  return rank0_wrote(r->d, metrics_write(o->metrics, line, e), "the metrics", e);
 }
 
 static int train_line(Run *r, double loss, double gnorm, double rate, Err *e) {
@@ -360,7 +397,36 @@ static void read_best(const char *path, TrainReport *rep) {
   st_free(&f);
 }
 
+/* A checksum of the parameters and the optimizer's state. */
+static uint64_t state_hash(const Model *m) {
+  return fnv1a(FNV1A_INIT, m->state, m->nslots * m->nfloats * sizeof(float));
+}
+
+/* One optimizer step on a batch of n names spread over the ranks: this
+ * rank's slice of the batch, the ranks' gradient sums and every name's
+ * loss added by allreduces (timed into *t_reduce), the update. */
+static void dist_step(Model *m, const Dist *d, const NameBatch *b, size_t n, float *losses,
+                      float *mean_loss, float *grad_norm, double *t_reduce) {
+  size_t lo = n * (size_t)d->rank / (size_t)d->size;
+  size_t hi = n * (size_t)(d->rank + 1) / (size_t)d->size;
+  memset(losses, 0, n * sizeof *losses);
+  if (model_batch_gradient(m, b->chars + lo, b->lens + lo, b->targets + lo, (int)(hi - lo),
+                           (int)lo, (int)n, losses + lo))
+    assert(!"data_load keeps names the model takes");
+  double t0 = now_seconds();
+  dist_sum_f32(d, m->state + SLOT_GRAD * m->nfloats, m->nfloats);
+  dist_sum_f32(d, losses, n);
+  *t_reduce += now_seconds() - t0;
+  *grad_norm = model_batch_update(m, (long)n);
+  double s = 0;
+  for (size_t k = 0; k < n; k++)
+    s += losses[k];
+  *mean_loss = (float)(s / (double)n);
+}
+
 int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
+  static const Dist alone = {.rank = 0, .size = 1, .local = 1};
+  const Dist *d = o->dist ? o->dist : &alone;
   uint32_t *order = xmalloc((ds->ntrain ? ds->ntrain : 1) * sizeof *order);
   int first = m->epoch, last = m->epoch + o->epochs;
   size_t B = (size_t)m->batch;
@@ -370,16 +436,33 @@ int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
   float *losses = xmalloc(B * sizeof *losses);
   int rc = 0;
   char *saved = NULL; /* the last checkpoint written, for the NaN message */
-  Run run = {.m = m, .ds = ds, .o = o, .rep = {.last_accuracy = -1}};
-  if (o->best && m->step > 0)
+  Run run = {.m = m, .ds = ds, .o = o, .d = d, .rep = {.last_accuracy = -1}};
+  int stop_sig = 0;
+  if (o->best && m->step > 0 && d->rank == 0)
     read_best(o->best, &run.rep);
   /* A checkpoint of a run stopped mid-epoch resumes there. */
   TrainPosition resume = m->pos;
   size_t run_names = (size_t)o->epochs * ds->ntrain, run_done = 0;
   run_names -= o->epochs ? (size_t)resume.names : 0;
   double t_run = now_seconds();
-  cleanup_defer_stop(true);
+  /* Under mpirun SIGTERM is not deferred: mpirun sends it to every rank
+   * when one dies (whose allreduces would never return) or when mpirun is
+   * interrupted, then SIGKILL seconds later; rank 0 ends with
+   * dist_term_message's message. SIGINT sent to the ranks stops them all
+   * at one step (train_should_stop agrees on it). */
+  cleanup_defer_stop(true, d->size == 1);
   for (int ep = first; ep < last && rc == 0; ep++) {
+    if (d->size > 1 && d->rank == 0)
+      dist_term_message("\nrnnc train: error: rank 0 of %d was ended by SIGTERM in epoch %d: "
+                        "mpirun ends every rank when one fails (see its message) or when it "
+                        "is interrupted. %s%s%s%s\n",
+                        d->size, ep + 1, saved ? "The last checkpoint is " : "",
+                        saved ? saved : "This run wrote no checkpoint",
+                        saved ? ": resume with --init " : "", saved ? o->out : "");
+    if (d->size > 1 && ep == first) /* after the message: mpirun may end this rank from now on */
+      fprintf(o->log, "%d ranks: each takes 1/%d of every batch (%zu or %zu names) and splits it "
+                      "over its threads\n",
+              d->size, d->size, B / (size_t)d->size, (B + (size_t)d->size - 1) / (size_t)d->size);
     train_epoch_begin(m, ds, o->seed, ep, order);
     size_t start = 0;
     double sum = 0, running = 0;
@@ -391,14 +474,16 @@ int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
       m->pos = (TrainPosition){0};
     }
     run.epoch = ep + 1;
-    double t0 = now_seconds(), last_report = t0;
+    double t0 = now_seconds(), last_report = t0, t_reduce = 0;
     Progress pr = {.epoch = ep + 1, .epochs = last, .total = ds->ntrain,
                    .accuracy = run.rep.last_accuracy};
     for (size_t i = start; i < ds->ntrain; i += B) {
       size_t n = ds->ntrain - i < B ? ds->ntrain - i : B;
       batch_fill(&b, ds, order + i, n);
       float loss, gnorm;
-      if (model_train_batch(m, b.chars, b.lens, b.targets, (int)n, losses, &loss, &gnorm))
+      if (d->size > 1)
+        dist_step(m, d, &b, n, losses, &loss, &gnorm, &t_reduce);
+      else if (model_train_batch(m, b.chars, b.lens, b.targets, (int)n, losses, &loss, &gnorm))
         assert(!"data_load keeps names the model takes");
       if (!isfinite(loss) || !isfinite(gnorm)) {
         /* Without clipping gnorm is 0, or NaN for any gradient not finite. */
@@ -425,7 +510,8 @@ int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
         sum += losses[k];
         running = i + k ? 0.99 * running + 0.01 * losses[k] : losses[k];
       }
-      bool stop = train_should_stop(), epoch_end = i + n == ds->ntrain;
+      stop_sig = train_should_stop(d);
+      bool epoch_end = i + n == ds->ntrain;
       double now = now_seconds();
       run_done += n;
       run.seen = (int64_t)ep * (int64_t)ds->ntrain + (int64_t)(i + n);
@@ -434,8 +520,9 @@ int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
       pr.rate = now > t_run ? run_done / (now - t_run) : 0;
       pr.eta = pr.rate > 0 ? (run_names - run_done) / pr.rate : -1;
       pr.loss = running;
-      if (o->metrics && m->step % o->metrics_every == 0 &&
-          train_line(&run, running, grad_norm(m, gnorm), pr.rate, e)) {
+      if (o->metrics_every > 0 && m->step % o->metrics_every == 0 &&
+          rank0_wrote(d, o->metrics ? train_line(&run, running, grad_norm(m, gnorm), pr.rate, e) : 0,
+                      "the metrics", e)) {
         rc = -1;
         break;
       }
@@ -450,11 +537,9 @@ int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
         if (rc)
           break;
       }
-      if (stop && !epoch_end) {
-        if (o->out && ckpt_save(m, ds->labels, ds->nlabels, o->out, e))
-          rc = -1;
-        else
-          rc = TRAIN_STOPPED;
+      if (stop_sig && !epoch_end) {
+        rc = o->out && d->rank == 0 && ckpt_save(m, ds->labels, ds->nlabels, o->out, e) ? -1 : 0;
+        rc = rank0_wrote(d, rc, o->out ? o->out : "", e) ? -1 : TRAIN_STOPPED;
         break;
       }
       m->pos = (TrainPosition){0};
@@ -465,10 +550,24 @@ int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
     }
     if (rc)
       break;
-    pr.elapsed = now_seconds() - t0;
+    double took = now_seconds() - t0;
+    pr.elapsed = took;
     progress(o, &pr, true);
+    if (d->size > 1) {
+      size_t steps = (ds->ntrain - start + B - 1) / B;
+      fprintf(o->log, "epoch %d: %d ranks, %.1f KB of gradient added up a step: the "
+                      "allreduces took %.3f ms a step, %.1f%% of the epoch's training time\n",
+              ep + 1, d->size, m->nfloats * sizeof(float) / 1e3, 1e3 * t_reduce / (double)steps,
+              took > 0 ? 100 * t_reduce / took : 0);
+    }
     m->epoch = ep + 1;
     double mean = ds->ntrain ? sum / ds->ntrain : 0;
+    if (!dist_same_u64(d, state_hash(m))) {
+      rc = errf(e, "after epoch %d the %d ranks' parameters differ: training stopped (the last "
+                   "checkpoint is %s)",
+                ep + 1, d->size, saved ? saved : "not written");
+      break;
+    }
     if (ds->ntest) {
       EvalResult res;
       rc = eval_point(&run, &res, e);
@@ -481,20 +580,21 @@ int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
     } else {
       fprintf(o->log, "epoch %d: mean training loss %.4f (no test split)\n", ep + 1, mean);
     }
-    if (o->out) {
-      if (ckpt_save(m, ds->labels, ds->nlabels, o->out, e)) {
+    if (o->out) { /* rank 0 writes; if it cannot, every rank stops */
+      rc = d->rank == 0 && ckpt_save(m, ds->labels, ds->nlabels, o->out, e) ? -1 : 0;
+      if (rank0_wrote(d, rc, o->out, e)) {
         rc = -1;
         break;
       }
       free(saved);
       saved = xasprintf("%s (epoch %d)", o->out, ep + 1);
     }
-    if (ep + 1 < last && train_should_stop())
+    if (ep + 1 < last && (stop_sig = train_should_stop(d)))
       rc = TRAIN_STOPPED;
   }
-  cleanup_defer_stop(false);
+  cleanup_defer_stop(false, false);
   if (rc == TRAIN_STOPPED)
-    run.rep.stop_signal = cleanup_stop_signal();
+    run.rep.stop_signal = stop_sig;
   if (o->report)
     *o->report = run.rep;
   free(saved);

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+#include "dist.h"
 #include "model.h"
 
 #include "metrics.h"
@@ -28,10 +29,12 @@ typedef struct TrainOptions {
   const char *best;  /* NULL, or the checkpoint of the best test accuracy */
   int eval_every;    /* > 0: also evaluate every so many steps */
   Metrics *metrics;  /* NULL, or the log a line goes to every metrics_every steps */
-  int metrics_every;
+  int metrics_every; /* 0 without metrics; with several ranks, rank 0 alone has
+                      * metrics but all have metrics_every */
   int progress;      /* 1: a live bar (a terminal); 0: a line every few seconds */
   FILE *log;         /* progress and reports */
   TrainReport *report; /* may be NULL */
+  const Dist *dist;  /* the ranks training together (NULL: this process alone) */
 } TrainOptions;
 
 typedef struct EvalResult {
@@ -45,11 +48,11 @@ typedef struct EvalResult {
  * noise generator's state at its start: the same for a run that resumes
  * there. */
 void train_epoch_begin(Model *m, const Dataset *ds, uint64_t seed, int epoch, uint32_t *order);
-/* Whether training should stop now (SIGINT or SIGTERM came: see
- * cleanup_defer_stop). train_run asks once per step, after the step; a
- * training spread over processes must agree on the answer (OR it over
- * them) so that all stop at the same step. */
-bool train_should_stop(void);
+/* The signal (SIGINT or SIGTERM) that asks training to stop now, or 0
+ * (see cleanup_defer_stop). train_run asks once per step, after the step.
+ * Collective with several ranks (d may be NULL: alone): the signal any
+ * rank got, SIGINT first, so that all stop at the same step. */
+int train_should_stop(const Dist *d);
 /* Trains on ds->train, from m->epoch and m->pos (a checkpoint of a run
  * stopped mid-epoch); evaluates on ds->test after every epoch (and every
  * o->eval_every steps). Stops with an error at a NaN or infinite loss,
@@ -61,7 +64,7 @@ enum { TRAIN_STOPPED = 1 };
 int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e);
 /* Accuracy and confusion over names idx[0..n). r->confusion is malloc'd. */
 void evaluate(Model *m, const Dataset *ds, const uint32_t *idx, size_t n, uint64_t seed,
-              EvalResult *r);
+              const Dist *d, EvalResult *r);
 void eval_print(FILE *f, const Dataset *ds, const EvalResult *r);
 void eval_free(EvalResult *r);
 
