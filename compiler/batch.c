@@ -160,6 +160,7 @@ static void infer_node(BC *c, int id) {
       k = K_ROWS;
     break;
   case OP_PUT_LAST:
+  case OP_PUT_FIRST:
     if (k == K_ROWS)
       k = K_SEQ;
     break;
@@ -709,15 +710,18 @@ static void emit_standalone(BC *c, int id) {
     loop_end(cg, &r);
     return;
   }
-  case OP_PUT_LAST: {
+  case OP_PUT_LAST:
+  case OP_PUT_FIRST: {
     if (c->kind[a] != K_ROWS) {
-      fail(c, id, "put_last() of a value that is not per sequence");
+      fail(c, id, "put_last() or put_first() of a value that is not per sequence");
       return;
     }
     node_buffer(c, id);
     memset_f32(cg, c->ptr[id], LLVMBuildMul(cg->b, c->total, ci64(cg, c->ld[id]), ""));
+    /* step 0's rows are the first B packed rows */
     Loop r = loop_begin(cg, c->B64);
-    memcpy_f32(cg, row_ptr(c, id, last_row(c, id, r.i)), row_ptr(c, a, r.i), ci64(cg, (long long)width(c, a)));
+    LLVMValueRef row = n->op == OP_PUT_FIRST ? r.i : last_row(c, id, r.i);
+    memcpy_f32(cg, row_ptr(c, id, row), row_ptr(c, a, r.i), ci64(cg, (long long)width(c, a)));
     loop_end(cg, &r);
     return;
   }

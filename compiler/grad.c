@@ -242,27 +242,28 @@ static int adjoint(Grad *G, int x) {
       if (c->piece)
         p[k++] = c;
     qsort(p, (size_t)npieces, sizeof *p, cmp_offset);
+    /* (Slices of a sequence are slices of every row: widths are rows'.) */
     bool disjoint = true;
     for (int i = 1; i < npieces; i++)
-      disjoint &= p[i]->offset >= p[i - 1]->offset + g->nodes[p[i - 1]->value].type.dim[0];
+      disjoint &= p[i]->offset >= p[i - 1]->offset + type_width(g->nodes[p[i - 1]->value].type);
     if (full < 0 && disjoint) {
       /* Disjoint slices: concatenate them, zeros in the gaps. */
-      int acc = -1, at = 0, size = t.dim[0];
+      int acc = -1, at = 0, size = type_width(t);
       for (int i = 0; i <= npieces; i++) {
         int off = i < npieces ? p[i]->offset : size;
         if (off > at) {
-          int z = zeros(G, G->bb, type_vec(off - at), pos);
+          int z = zeros(G, G->bb, type_with_width(t, off - at), pos);
           acc = acc < 0 ? z : add2(G, OP_CONCAT, acc, z, 0, 0, pos);
         }
         if (i < npieces) {
           acc = acc < 0 ? p[i]->value : add2(G, OP_CONCAT, acc, p[i]->value, 0, 0, pos);
-          at = off + g->nodes[p[i]->value].type.dim[0];
+          at = off + type_width(g->nodes[p[i]->value].type);
         }
       }
       full = acc;
     } else {
       for (int i = 0; i < npieces; i++) {
-        int v = add1(G, OP_PAD, p[i]->value, p[i]->offset, t.dim[0], pos);
+        int v = add1(G, OP_PAD, p[i]->value, p[i]->offset, type_width(t), pos);
         full = full < 0 ? v : add2(G, OP_ADD, full, v, 0, 0, pos);
       }
     }
@@ -350,7 +351,7 @@ static void vjp(Grad *G, int id, int gy) {
     break;
   }
   case OP_CONCAT: {
-    int na = node(G, a)->type.dim[0], nb = node(G, b)->type.dim[0];
+    int na = type_width(node(G, a)->type), nb = type_width(node(G, b)->type);
     if (NEEDS(a))
       contrib(G, a, add1(G, OP_SLICE, gy, 0, na, pos));
     if (NEEDS(b))
@@ -361,7 +362,7 @@ static void vjp(Grad *G, int id, int gy) {
     contrib_piece(G, a, gy, n.a, true);
     break;
   case OP_PAD:
-    contrib(G, a, add1(G, OP_SLICE, gy, n.a, n.a + node(G, a)->type.dim[0], pos));
+    contrib(G, a, add1(G, OP_SLICE, gy, n.a, n.a + type_width(node(G, a)->type), pos));
     break;
   case OP_SUM:
     /* Broadcast the scalar back: zeros + gy. */
@@ -377,7 +378,7 @@ static void vjp(Grad *G, int id, int gy) {
       error_at(G->d, pos, "cannot differentiate a product with a computed matrix");
     }
     if (NEEDS(b))
-      contrib(G, b, add2(G, OP_MATVEC_T, a, gy, n.a, node(G, b)->type.dim[0], pos));
+      contrib(G, b, add2(G, OP_MATVEC_T, a, gy, n.a, type_width(node(G, b)->type), pos));
     break;
   }
   case OP_MATVEC_T: {
@@ -412,6 +413,9 @@ static void vjp(Grad *G, int id, int gy) {
   case OP_PUT_LAST:
     contrib(G, a, add1(G, OP_LAST, gy, 0, 0, pos));
     break;
+  case OP_PUT_FIRST:
+    contrib(G, a, add1(G, OP_FIRST, gy, 0, 0, pos));
+    break;
   case OP_LOG_SOFTMAX: {
     /* y = x - logsumexp(x): dx = gy - exp(y) sum(gy) */
     int p = add1(G, OP_EXP, fwd(G, id), 0, 0, pos);
@@ -424,6 +428,9 @@ static void vjp(Grad *G, int id, int gy) {
     break;
   case OP_LAST:
     contrib(G, a, add1(G, OP_PUT_LAST, gy, 0, 0, pos));
+    break;
+  case OP_FIRST:
+    contrib(G, a, add1(G, OP_PUT_FIRST, gy, 0, 0, pos));
     break;
   case OP_PROJ:
     break; /* the scan reads its projections' adjoints */

@@ -216,19 +216,25 @@ static void eval(Interp *I, int id) {
   case OP_STEP:
     y[0] = (double)I->step;
     break;
-  case OP_CONCAT: {
-    size_t ca = count(I, ta);
-    memcpy(y, a, ca * sizeof *y);
-    memcpy(y + ca, b, (c - ca) * sizeof *y);
+  case OP_CONCAT:
+  case OP_SLICE:
+  case OP_PAD: {
+    /* Row by row (a vector is one row): y's row gets a's at column at,
+     * then (concat) b's after it; a slice takes a's columns from n->a. */
+    size_t rows = c / (size_t)type_width(n->type), wy = (size_t)type_width(n->type);
+    size_t wa = (size_t)type_width(ta), at = op == OP_PAD ? (size_t)n->a : 0;
+    memset(y, 0, c * sizeof *y);
+    for (size_t r = 0; r < rows; r++) {
+      if (op == OP_SLICE) {
+        memcpy(y + r * wy, a + r * wa + n->a, wy * sizeof *y);
+        continue;
+      }
+      memcpy(y + r * wy + at, a + r * wa, wa * sizeof *y);
+      if (op == OP_CONCAT)
+        memcpy(y + r * wy + wa, b + r * (wy - wa), (wy - wa) * sizeof *y);
+    }
     break;
   }
-  case OP_SLICE:
-    memcpy(y, a + n->a, c * sizeof *y);
-    break;
-  case OP_PAD:
-    memset(y, 0, c * sizeof *y);
-    memcpy(y + n->a, a, count(I, ta) * sizeof *y);
-    break;
   case OP_DENSE:
     memset(y, 0, c * sizeof *y);
     y[(size_t)a[0]] = 1;
@@ -301,10 +307,11 @@ static void eval(Interp *I, int id) {
   case OP_FIRST:
     memcpy(y, a, c * sizeof *y);
     break;
-  case OP_PUT_LAST: {
+  case OP_PUT_LAST:
+  case OP_PUT_FIRST: {
     size_t row = count(I, ta);
     memset(y, 0, c * sizeof *y);
-    memcpy(y + (size_t)(I->T - 1) * row, a, row * sizeof *y);
+    memcpy(y + (op == OP_PUT_LAST ? (size_t)(I->T - 1) * row : 0), a, row * sizeof *y);
     break;
   }
   case OP_PROJ: {

@@ -136,16 +136,19 @@ static int shape_load(const Graph *g, const Node *n, Type *out, Why *why) {
   return 0;
 }
 
+/* Operands of one shape, or a scalar and a tensor (broadcast). A sequence
+ * of vectors [T, n] counts as one shape: the op applies to every row (the
+ * adjoint of a sequence two scans read is a sum of sequences). */
 static int shape_elem(const Graph *g, const Node *n, Type *out, Why *why) {
   char b0[64], b1[64];
   const char *op = op_names[n->op];
-  if (!is_f32(T0) || is_seq(T0))
+  if (!is_f32(T0) || (is_seq(T0) && T0.rank != 2))
     FAIL("%s needs a float tensor, not %s", op, TS(T0, b0));
   if (n->nin == 1) {
     *out = T0;
     return 0;
   }
-  if (!is_f32(T1) || is_seq(T1))
+  if (!is_f32(T1) || (is_seq(T1) && T1.rank != 2))
     FAIL("%s needs a float tensor, not %s", op, TS(T1, b1));
   if (type_eq(T0, T1) || T1.rank == 0)
     *out = T0;
@@ -164,35 +167,40 @@ static int shape_same(const Graph *g, const Node *n, Type *out, Why *why) {
   return 0;
 }
 
+/* A float vector [n], or a sequence of them [T, n]: what concat, slices
+ * and pads work on (a sequence row by row). */
+static bool is_rows(Type t) { return is_vec(t) || (is_f32(t) && t.rank == 2 && is_seq(t)); }
+
 static int shape_concat(const Graph *g, const Node *n, Type *out, Why *why) {
   char b0[64], b1[64];
-  if (!is_vec(T0) || !is_vec(T1))
-    FAIL("concat needs two vectors, not %s and %s", TS(T0, b0), TS(T1, b1));
+  if (!is_rows(T0) || !is_rows(T1) || is_seq(T0) != is_seq(T1))
+    FAIL("concat needs two vectors or two sequences of vectors, not %s and %s", TS(T0, b0),
+         TS(T1, b1));
   /* Sizes are at most 2^24 (lowering's eval_int); repeated concats must not
    * overflow int (a loop doubling a vector did: tests/errors/concat_overflow.nn). */
-  if (T0.dim[0] > (1 << 24) - T1.dim[0])
+  if (type_width(T0) > (1 << 24) - type_width(T1))
     FAIL("concat of %s and %s: over %d elements", TS(T0, b0), TS(T1, b1), 1 << 24);
-  *out = type_vec(T0.dim[0] + T1.dim[0]);
+  *out = type_with_width(T0, type_width(T0) + type_width(T1));
   return 0;
 }
 
 static int shape_slice(const Graph *g, const Node *n, Type *out, Why *why) {
   char b[64];
-  if (!is_vec(T0))
-    FAIL("slicing needs a vector, not %s", TS(T0, b));
-  if (n->a < 0 || n->a >= n->b || n->b > T0.dim[0])
+  if (!is_rows(T0))
+    FAIL("slicing needs a vector or a sequence of vectors, not %s", TS(T0, b));
+  if (n->a < 0 || n->a >= n->b || n->b > type_width(T0))
     FAIL("slice [%d:%d] is out of range for %s", n->a, n->b, TS(T0, b));
-  *out = type_vec(n->b - n->a);
+  *out = type_with_width(T0, n->b - n->a);
   return 0;
 }
 
 static int shape_pad(const Graph *g, const Node *n, Type *out, Why *why) {
   char b[64];
-  if (!is_vec(T0))
-    FAIL("pad needs a vector, not %s", TS(T0, b));
-  if (n->a < 0 || n->a + T0.dim[0] > n->b)
+  if (!is_rows(T0))
+    FAIL("pad needs a vector or a sequence of vectors, not %s", TS(T0, b));
+  if (n->a < 0 || n->a + type_width(T0) > n->b)
     FAIL("pad of %s at %d exceeds size %d", TS(T0, b), n->a, n->b);
-  *out = type_vec(n->b);
+  *out = type_with_width(T0, n->b);
   return 0;
 }
 
@@ -264,7 +272,7 @@ static int shape_scatter(const Graph *g, const Node *n, Type *out, Why *why) {
 
 static int shape_last(const Graph *g, const Node *n, Type *out, Why *why) {
   char b[64];
-  bool onehot = T0.kind == TY_ONEHOT && n->op == OP_LAST; /* compiler-made: a character */
+  bool onehot = T0.kind == TY_ONEHOT; /* compiler-made: a character */
   if ((!is_f32(T0) && !onehot) || T0.rank != 2 || !is_seq(T0))
     FAIL("%s needs a sequence of vectors [T, n], not %s", op_names[n->op], TS(T0, b));
   *out = row_type(T0);
@@ -274,7 +282,7 @@ static int shape_last(const Graph *g, const Node *n, Type *out, Why *why) {
 static int shape_put_last(const Graph *g, const Node *n, Type *out, Why *why) {
   char b[64];
   if (!is_vec(T0))
-    FAIL("put_last needs a vector, not %s", TS(T0, b));
+    FAIL("%s needs a vector, not %s", op_names[n->op], TS(T0, b));
   *out = seq_of(T0);
   return 0;
 }

@@ -624,6 +624,39 @@ static void matvec_steps(void *ctx, LLVMValueRef *ts, int nx) {
   }
 }
 
+/* concat, pad and a sequence's slice: one row (a vector), or each of the
+ * T rows of a sequence. */
+static void emit_rows(CG *c, int id) {
+  Cg *cg = &c->cg;
+  const Node *n = N(c, id);
+  int a = n->in[0];
+  bool seq = is_seq_type(n->type);
+  long long wy = (long long)row_numel(n->type), wa = (long long)row_numel(N(c, a)->type);
+  c->ptr[id] = buffer(c, id);
+  Loop t = {0};
+  if (seq)
+    t = loop_begin(cg, c->T64);
+  LLVMValueRef r = seq ? t.i : ci64(cg, 0);
+  LLVMValueRef y = fptr(cg, c->ptr[id], LLVMBuildMul(cg->b, r, ci64(cg, wy), ""));
+  LLVMValueRef x = fptr(cg, c->ptr[a], LLVMBuildMul(cg->b, r, ci64(cg, wa), ""));
+  switch (n->op) {
+  case OP_SLICE:
+    memcpy_f32(cg, y, fptr(cg, x, ci64(cg, n->a)), ci64(cg, wy));
+    break;
+  case OP_PAD:
+    memset_f32(cg, y, ci64(cg, wy));
+    memcpy_f32(cg, fptr(cg, y, ci64(cg, n->a)), x, ci64(cg, wa));
+    break;
+  default: /* concat */
+    memcpy_f32(cg, y, x, ci64(cg, wa));
+    memcpy_f32(cg, fptr(cg, y, ci64(cg, wa)),
+               fptr(cg, c->ptr[n->in[1]], LLVMBuildMul(cg->b, r, ci64(cg, wy - wa), "")),
+               ci64(cg, wy - wa));
+  }
+  if (seq)
+    loop_end(cg, &t);
+}
+
 static void emit_standalone(CG *c, int id) {
   Cg *cg = &c->cg;
   const Graph *g = c->g;
@@ -656,16 +689,25 @@ static void emit_standalone(CG *c, int id) {
     loop_end(cg, &l);
     break;
   }
-  case OP_ZEROS:
+  case OP_ZEROS: {
     if (is_scalar(c, id)) {
       c->sval[id] = cf32(cg, 0);
       break;
     }
     c->ptr[id] = buffer(c, id);
-    memset_f32(cg, c->ptr[id], ci64(cg, (long long)row_numel(n->type)));
+    LLVMValueRef rows = is_seq_type(n->type) ? c->T64 : ci64(cg, 1); /* a sequence: T rows */
+    memset_f32(cg, c->ptr[id], LLVMBuildMul(cg->b, rows, ci64(cg, (long long)row_numel(n->type)), ""));
     break;
+  }
   case OP_SLICE:
-    c->ptr[id] = fptr(cg, c->ptr[a], ci64(cg, n->a));
+    if (!is_seq_type(n->type)) { /* a view; a sequence's rows are copied below */
+      c->ptr[id] = fptr(cg, c->ptr[a], ci64(cg, n->a));
+      break;
+    }
+    /* fallthrough */
+  case OP_CONCAT:
+  case OP_PAD:
+    emit_rows(c, id);
     break;
   case OP_LAST:
     c->ptr[id] = seq_row(c, a, LLVMBuildSub(cg->b, c->T64, ci64(cg, 1), ""));
@@ -674,6 +716,8 @@ static void emit_standalone(CG *c, int id) {
     break;
   case OP_FIRST:
     c->ptr[id] = c->ptr[a];
+    if (n->type.kind == TY_ONEHOT) /* the first character's index */
+      c->sval[id] = LLVMBuildLoad2(cg->b, cg->i32, c->ptr[id], "");
     break;
   case OP_PROJ:
     break; /* set by the scan */
@@ -685,20 +729,6 @@ static void emit_standalone(CG *c, int id) {
   case OP_SCAN:
     emit_scan(c, id);
     break;
-  case OP_CONCAT: {
-    size_t na = row_numel(N(c, a)->type), nb = row_numel(N(c, b)->type);
-    c->ptr[id] = buffer(c, id);
-    memcpy_f32(cg, c->ptr[id], c->ptr[a], ci64(cg, (long long)na));
-    memcpy_f32(cg, fptr(cg, c->ptr[id], ci64(cg, (long long)na)), c->ptr[b], ci64(cg, (long long)nb));
-    break;
-  }
-  case OP_PAD: {
-    c->ptr[id] = buffer(c, id);
-    memset_f32(cg, c->ptr[id], ci64(cg, n->b));
-    memcpy_f32(cg, fptr(cg, c->ptr[id], ci64(cg, n->a)), c->ptr[a],
-               ci64(cg, (long long)row_numel(N(c, a)->type)));
-    break;
-  }
   case OP_DENSE: {
     c->ptr[id] = buffer(c, id);
     memset_f32(cg, c->ptr[id], ci64(cg, (long long)row_numel(n->type)));
@@ -711,13 +741,14 @@ static void emit_standalone(CG *c, int id) {
     store(cg, value_at(c, a, ci64(cg, 0)), c->ptr[id], LLVMBuildSExt(cg->b, c->sval[b], cg->i64, ""));
     break;
   }
-  case OP_PUT_LAST: {
+  case OP_PUT_LAST:
+  case OP_PUT_FIRST: {
     size_t rn = row_numel(n->type);
     c->ptr[id] = buffer(c, id);
     memset_f32(cg, c->ptr[id], LLVMBuildMul(cg->b, c->T64, ci64(cg, (long long)rn), ""));
-    LLVMValueRef last = fptr(cg, c->ptr[id], LLVMBuildMul(cg->b, LLVMBuildSub(cg->b, c->T64, ci64(cg, 1), ""),
-                                                        ci64(cg, (long long)rn), ""));
-    memcpy_f32(cg, last, c->ptr[a], ci64(cg, (long long)rn));
+    LLVMValueRef row = n->op == OP_PUT_FIRST ? ci64(cg, 0) : LLVMBuildSub(cg->b, c->T64, ci64(cg, 1), "");
+    memcpy_f32(cg, fptr(cg, c->ptr[id], LLVMBuildMul(cg->b, row, ci64(cg, (long long)rn), "")), c->ptr[a],
+               ci64(cg, (long long)rn));
     break;
   }
   case OP_LOG_SOFTMAX: {
@@ -826,6 +857,18 @@ static void emit_standalone(CG *c, int id) {
     emit_acc(c, id);
     break;
   default:
+    if ((op_flags[n->op] & F_ELEM) && is_seq_type(n->type)) {
+      /* a sequence: every row, as one loop over T * n contiguous floats */
+      c->ptr[id] = buffer(c, id);
+      Loop l = loop_begin(cg, LLVMBuildMul(cg->b, c->T64, ci64(cg, (long long)row_numel(n->type)), ""));
+      LLVMValueRef x = is_seq_type(N(c, a)->type) ? load(cg, c->ptr[a], l.i) : value_at(c, a, ci64(cg, 0));
+      LLVMValueRef y = NULL;
+      if (b >= 0)
+        y = is_seq_type(N(c, b)->type) ? load(cg, c->ptr[b], l.i) : value_at(c, b, ci64(cg, 0));
+      store(cg, cg_elem(&c->cg, n->op, x, y), c->ptr[id], l.i);
+      loop_end(cg, &l);
+      break;
+    }
     if (op_flags[n->op] & F_ELEM) { /* a scalar */
       LLVMValueRef x = value_at(c, a, ci64(cg, 0));
       LLVMValueRef y = b >= 0 ? value_at(c, b, ci64(cg, 0)) : NULL;

@@ -408,7 +408,8 @@ static Value eval_scan(Lower *L, Scope *s, Expr *e) {
   snprintf(name, sizeof name, "%.*s", e->name.len, e->name.s);
   Binding *b = lookup(L, s, name);
   if (!b || b->v.kind != V_FUNC)
-    error_at(L->d, e->name.pos, "'%s' is not a function defined with 'def'", name);
+    error_at(L->d, e->name.pos, "'%s' is not a function defined with 'def'%s", name,
+             strcmp(name, "reverse") ? "" : " ('scan reverse CELL over ...' scans backwards)");
   Stmt *def = b->v.func;
   int nseq = e->nover, ncarry = e->nargs - e->nover;
   if (def->nnames != e->nargs)
@@ -466,7 +467,7 @@ static Value eval_scan(Lower *L, Scope *s, Expr *e) {
     ir_yield(L->g, body, y);
   }
   L->blk = outer;
-  int scan = ir_scan(L->g, L->d, outer, ops, nseq, ops + nseq, ncarry, body, false, e->pos);
+  int scan = ir_scan(L->g, L->d, outer, ops, nseq, ops + nseq, ncarry, body, e->reverse, e->pos);
   if (ncarry == 1)
     return tensor_val(ir_proj(L->g, outer, scan, 0, e->pos));
   Value t = {.kind = V_TUPLE, .n = ncarry};

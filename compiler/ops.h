@@ -57,6 +57,7 @@
   X(LAST,        "last",        1, 0,        shape_last)    /* [T, n] -> row T-1          */ \
   X(PUT_LAST,    "put_last",    1, 0,        shape_put_last)/* [n] -> [T, n], zeros + row T-1 */ \
   X(FIRST,       "first",       1, 0,        shape_last)    /* [T, n] -> row 0            */ \
+  X(PUT_FIRST,   "put_first",   1, 0,        shape_put_last)/* [n] -> [T, n], zeros + row 0 */ \
   /* recurrence: a scan over the sequence operands, carrying state */ \
   X(SCAN,        "scan",       -1, 0,        shape_scan)    /* see ir.c                   */ \
   X(PROJ,        "proj",        1, 0,        shape_proj)    /* output a of a scan         */ \

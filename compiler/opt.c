@@ -98,9 +98,9 @@ static bool rewrite(Graph *g, int id) {
     }
     if (vn->op == OP_CONCAT) {
       int a = vn->in[0], b = vn->in[1];
-      int na = nd(g, a)->type.dim[0];
+      int na = type_width(nd(g, a)->type);
       if (n.op == OP_MATVEC) {
-        int nb = nd(g, b)->type.dim[0];
+        int nb = type_width(nd(g, b)->type);
         int ma = add_before(g, id, OP_MATVEC, w, a, 2, k0, na);
         int mb = add_before(g, id, OP_MATVEC, w, b, 2, k0 + na, nb);
         replace_uses(g, id, add_before(g, id, OP_ADD, ma, mb, 2, 0, 0));
@@ -334,6 +334,7 @@ static void drop_result(Graph *g, int s, int k) {
 
 typedef struct Sink {
   int s, body, anchor;
+  Op final; /* the row of a stack at the last step: OP_LAST, or OP_FIRST (a reverse scan) */
   int *map; /* body node -> its clone at the last step, or -1 */
 } Sink;
 
@@ -358,7 +359,8 @@ static void place(Graph *g, Sink *k, int id) {
 
 /* x's value at the last step, in block 0 after the scan: a sequence's
  * row is last(sequence); a carry's input is last(the stack of its input)
- * (its value before the last step); other nodes are cloned. */
+ * (its value before the last step); other nodes are cloned. (A reverse
+ * scan's last step is t = 0: first() instead of last().) */
 static int sink(Graph *g, Sink *k, int x) {
   Node n = *nd(g, x); /* a copy: adding nodes moves g->nodes */
   if (n.block != k->body)
@@ -369,7 +371,7 @@ static int sink(Graph *g, Sink *k, int x) {
   if (n.op == OP_ARG) {
     int nseq = nd(g, k->s)->a;
     int stack = n.a < nseq ? nd(g, k->s)->in[n.a] : stack_of(g, k->s, x, &k->anchor);
-    r = ir_add(g, NULL, 0, OP_LAST, &stack, 1, 0, 0, 0, n.pos);
+    r = ir_add(g, NULL, 0, k->final, &stack, 1, 0, 0, 0, n.pos);
   } else if (n.nin == 0) {
     r = ir_leaf(g, 0, n.op, n.type, n.f, n.a, n.pos);
   } else {
@@ -383,23 +385,25 @@ static int sink(Graph *g, Sink *k, int x) {
 }
 
 /* A carry that the cell never reads (rnn.nn's `out`: each step computes
- * it afresh from x_t and h_{t-1}) and of which only last() is used is
- * dropped from the scan and computed once, after it, from the last step's
- * inputs. Before grad: the backward pass then has no such carry either. */
+ * it afresh from x_t and h_{t-1}) and of which only the last step's value
+ * is used (last(), or first() of a reverse scan) is dropped from the scan
+ * and computed once, after it, from the last step's inputs. Before grad:
+ * the backward pass then has no such carry either. */
 static bool sink_last_carries(Graph *g) {
   bool changed = false;
   for (int i = 0; i < g->blocks[0].n; i++) {
     int s = g->blocks[0].nodes[i];
     const Node *sn = nd(g, s);
-    if (sn->op != OP_SCAN || sn->c)
+    if (sn->op != OP_SCAN)
       continue;
+    Op final = sn->c ? OP_FIRST : OP_LAST;
     int body = sn->region, nseq = sn->a;
     for (int k = 0; k < nd(g, s)->b; k++) {
       Block *B = &g->blocks[body];
       int arg = B->args[nseq + k], y = B->yields[k];
       if (count_uses(g, arg) != 0 || nd(g, y)->op == OP_ARG)
         continue;
-      /* every use of the carry's results: last(proj #k) */
+      /* every use of the carry's results: last(proj #k) (first() if reverse) */
       bool only_last = true, any = false;
       for (int p = 0; p < g->nnodes && only_last; p++) {
         const Node *pn = nd(g, p);
@@ -409,11 +413,11 @@ static bool sink_last_carries(Graph *g) {
           for (int q = 0; q < nd(g, u)->nin; q++)
             if (nd(g, u)->in[q] == p && listed(g, u)) {
               any = true;
-              only_last &= nd(g, u)->op == OP_LAST;
+              only_last &= nd(g, u)->op == final;
             }
         only_last &= count_uses(g, p) == 0 || (g->output != p && g->loss != p);
       }
-      Sink sk = {.s = s, .body = body, .anchor = s};
+      Sink sk = {.s = s, .body = body, .anchor = s, .final = final};
       if (!only_last || !any || !sinkable(g, &sk, y))
         continue;
       sk.map = xmalloc((size_t)g->nnodes * 2 * sizeof *sk.map);
@@ -425,7 +429,7 @@ static bool sink_last_carries(Graph *g) {
       for (int p = 0; p < g->nnodes; p++)
         if (nd(g, p)->op == OP_PROJ && nd(g, p)->in[0] == s && nd(g, p)->a == k && listed(g, p))
           for (int u = 0; u < g->nnodes; u++)
-            if (nd(g, u)->op == OP_LAST && nd(g, u)->nin == 1 && nd(g, u)->in[0] == p && listed(g, u))
+            if (nd(g, u)->op == final && nd(g, u)->in[0] == p && listed(g, u))
               replace_uses(g, u, v);
       drop_result(g, s, k);
       B = &g->blocks[body];

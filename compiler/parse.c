@@ -316,10 +316,16 @@ static Expr *expr(Parser *p) {
   return e;
 }
 
-/* scan = "scan" NAME ["[" args "]"] "over" expr ("," expr)* "from" expr ("," expr)* */
+/* scan = "scan" ["reverse"] NAME ["[" args "]"] "over" expr ("," expr)*
+ *        "from" expr ("," expr)*
+ * ("reverse" is a modifier only where a cell's name follows it.) */
 static Expr *scan_expr(Parser *p) {
   Expr *e = new_expr(p, E_SCAN, p->tok->pos);
   p->tok++;
+  if (is_word(p->tok, "reverse") && p->tok[1].kind == TK_IDENT && !is_keyword(&p->tok[1])) {
+    e->reverse = true;
+    p->tok++;
+  }
   e->name = simple_ident(p, "the name of a cell function after 'scan'");
   if (accept(p, "[")) {
     Expr tmp = {0};

@@ -89,7 +89,7 @@ typedef enum ExprKind {
   E_CALL,  /* name[targs](args) */
   E_INDEX, /* l[r] or l[r:c] */
   E_COND,  /* c ? l : r, compile time only */
-  E_SCAN,  /* scan name[targs] over args[0..nover) from args[nover..nargs) */
+  E_SCAN,  /* scan [reverse] name[targs] over args[0..nover) from args[nover..nargs) */
 } ExprKind;
 
 enum { BIN_EQ = 256, BIN_NE, BIN_LT, BIN_LE, BIN_GT, BIN_GE };
@@ -107,6 +107,7 @@ struct Expr {
   Expr **targs;
   int ntargs;
   Ident *keys; /* named arguments: keys[i] names args[i]; NULL if none */
+  bool reverse; /* E_SCAN: steps T-1 down to 0 */
 };
 
 typedef enum StmtKind {
@@ -290,6 +291,14 @@ static inline size_t type_row_numel(Type t) {
   if (type_is_seq(t))
     return t.rank == 2 ? (size_t)t.dim[1] : 1;
   return type_numel(t);
+}
+/* The last dimension: a vector's size, a sequence's row size (one-hot:
+ * the vocabulary), 1 for a scalar. */
+static inline int type_width(Type t) { return t.rank ? t.dim[t.rank - 1] : 1; }
+/* The same type with rows of n elements ([n] or [T, n]). */
+static inline Type type_with_width(Type t, int n) {
+  t.dim[t.rank - 1] = n;
+  return t;
 }
 /* Type, offset and name of parameter a of a load or store (PARAM_ALL too). */
 Type param_type(const Graph *g, int a);
