@@ -10,8 +10,12 @@
  *   slice(add(a, b))              -> add(slice a, slice b)   (add used once)
  *   slice(matvec_t W, u)          -> matvec_t W, u over the slice's columns
  * the weight-gradient updates in a scan's body move after the scan, over
- * stacks (hoist_accs); equal pure nodes merge (cse); then dead code
- * elimination, and renumbering so ids stay dense. */
+ * stacks (hoist_accs); a carry of which only the last step is read leaves
+ * the scan (sink_last_carries); products of a scanned row move before the
+ * scan and transposed ones after it (hoist_products, _after); sequences a
+ * cell no longer reads leave the scan (drop_unused_seqs); equal pure nodes
+ * merge (cse); then dead code elimination, and renumbering so ids stay
+ * dense. */
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
@@ -484,6 +488,36 @@ static bool hoist_products_after(Graph *g) {
   return changed;
 }
 
+/* A sequence a scan's cell no longer reads (its products were moved out
+ * of the recurrence, hoist_products) is dropped from the scan's operands:
+ * what only the scan kept alive (bigru.nn's concat of the layer below's
+ * directions) then dies. A scan keeps one sequence (its length). */
+static bool drop_unused_seqs(Graph *g) {
+  bool changed = false;
+  for (int i = 0; i < g->blocks[0].n; i++) {
+    int s = g->blocks[0].nodes[i];
+    if (nd(g, s)->op != OP_SCAN)
+      continue;
+    Block *B = &g->blocks[nd(g, s)->region];
+    for (int k = nd(g, s)->a - 1; k >= 0 && nd(g, s)->a > 1; k--) {
+      int arg = B->args[k];
+      if (count_uses(g, arg))
+        continue;
+      Node *sn = nd(g, s);
+      memmove(&sn->in[k], &sn->in[k + 1], (size_t)(sn->nin - k - 1) * sizeof *sn->in);
+      sn->nin--;
+      sn->a--;
+      memmove(&B->args[k], &B->args[k + 1], (size_t)(B->nargs - k - 1) * sizeof *B->args);
+      B->nargs--;
+      remove_node(g, arg);
+      for (int a = 0; a < B->nargs; a++)
+        nd(g, B->args[a])->a = a;
+      changed = true;
+    }
+  }
+  return changed;
+}
+
 /* ----------------------------------------------------- dead code, compaction */
 
 static void mark(const Graph *g, char *live, int id);
@@ -596,6 +630,8 @@ int graph_optimize(Graph *g, bool late, Err *e) {
     if (late && hoist_products(g))
       changed = true;
     if (late && hoist_products_after(g))
+      changed = true;
+    if (drop_unused_seqs(g))
       changed = true;
     if (cse(g))
       changed = true;
