@@ -343,6 +343,15 @@ static void emit_matvec_t(BC *c, int id) {
     return;
   }
   node_buffer(c, id);
+  if (c->isint[u]) { /* a one-hot u: each row is row u of W (an embedding) */
+    Loop r = for_begin(cg, rows_of(c, id));
+    LLVMValueRef idx = load_i64(c, c->ptr[u], r.i);
+    LLVMValueRef src = fptr(cg, c->ptr[w], LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, idx, ci64(cg, tw.dim[1]), ""),
+                                                       ci64(cg, n->a), ""));
+    memcpy_f32(cg, row_ptr(c, id, r.i), src, ci64(cg, n->b));
+    for_end(cg, &r);
+    return;
+  }
   bgemm(c, c->ptr[u], c->ld[u], 1, fptr(cg, c->ptr[w], ci64(cg, n->a)), tw.dim[1], c->ptr[id],
        c->ld[id], rows_of(c, id), ci64(cg, tw.dim[0]), n->b, false);
 }
@@ -378,6 +387,18 @@ static void emit_acc(BC *c, int id) {
     return;
   }
   LLVMValueRef g0 = fptr(cg, gp, ci64(cg, k0));
+  if (c->isint[u]) { /* a one-hot u: row u[r] of the gradient gets v[r] */
+    long long nv = (long long)width(c, v);
+    Loop r = for_begin(cg, rows_of(c, u));
+    LLVMValueRef idx = load_i64(c, c->ptr[u], r.i);
+    LLVMValueRef grow = fptr(cg, g0, LLVMBuildMul(cg->b, idx, ci64(cg, ldw), ""));
+    LLVMValueRef vrow = row_ptr(c, v, r.i);
+    Loop k = loop_begin(cg, ci64(cg, nv));
+    store(cg, fadd(cg, load(cg, grow, k.i), load(cg, vrow, k.i)), grow, k.i);
+    loop_end(cg, &k);
+    for_end(cg, &r);
+    return;
+  }
   if (c->isint[v]) { /* a one-hot v: column v[r] of the gradient gets u[r] */
     Loop r = for_begin(cg, rows_of(c, u));
     LLVMValueRef idx = load_i64(c, c->ptr[v], r.i);

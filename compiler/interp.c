@@ -270,12 +270,17 @@ static void eval(Interp *I, int id) {
     break;
   }
   case OP_MATVEC_T: {
-    /* y = W[:, k0:k0+n]^T u; a sequence of u gives the sequence of products */
+    /* y = W[:, k0:k0+n]^T u; a sequence of u gives the sequence of
+     * products; a one-hot u picks a row of W */
     int M = ta.dim[0], N = ta.dim[1], k0 = n->a;
     bool seq = tb.rank == 2;
     int rows = seq ? I->T : 1;
     for (int t = 0; t < rows; t++)
       for (int k = 0; k < n->b; k++) {
+        if (tb.kind == TY_ONEHOT) {
+          y[(size_t)t * n->b + k] = a[(size_t)b[t] * N + k0 + k];
+          continue;
+        }
         double s = 0;
         for (int r = 0; r < M; r++)
           s += a[(size_t)r * N + k0 + k] * b[(size_t)t * M + r];
@@ -334,13 +339,20 @@ static void eval(Interp *I, int id) {
     break;
   }
   case OP_ACC_OUTER: {
-    /* grad[:, k0:k0+n] += u v^T; a one-hot v adds u to one column; two
-     * sequences add the outer product of each pair of rows */
+    /* grad[:, k0:k0+n] += u v^T; a one-hot v adds u to one column, a
+     * one-hot u v to one row; two sequences add the outer product of each
+     * pair of rows */
     double *gr = I->slot[SLOT_GRAD] + p->offset;
     int M = p->type.dim[0], N = p->type.dim[1], k0 = n->b;
     bool seqs = ta.dim[0] == DIM_T;
     int rows = seqs ? I->T : 1, nv = seqs ? tb.dim[1] : tb.dim[0];
     for (int t = 0; t < rows; t++) {
+      if (ta.kind == TY_ONEHOT) {
+        double *row = gr + (size_t)a[t] * N + k0;
+        for (int k = 0; k < nv; k++)
+          row[k] = R(I, row[k] + b[(size_t)t * nv + k]);
+        continue;
+      }
       const double *u = a + (size_t)t * M;
       for (int r = 0; r < M; r++) {
         double *row = gr + (size_t)r * N + k0;

@@ -241,12 +241,15 @@ static int shape_matvec(const Graph *g, const Node *n, Type *out, Why *why) {
 
 static int shape_matvec_t(const Graph *g, const Node *n, Type *out, Why *why) {
   char b0[64], b1[64];
-  /* A sequence [T, m] (compiler-made: a product moved out of a scan)
-   * gives the sequence of products [T, b]. */
-  bool seq = T1.kind == TY_F32 && T1.rank == 2 && is_seq(T1);
+  /* A sequence [T, m] gives the sequence of products [T, b]. A one-hot u
+   * (a row index) picks row u of W: an embedding's lookup. */
+  bool seq = T1.rank == 2 && is_seq(T1);
   Type u = seq ? row_type(T1) : T1;
-  if (!is_f32(T0) || T0.rank != 2 || is_seq(T0) || !is_vec(u) || u.dim[0] != T0.dim[0])
-    FAIL("matvec_t: matrix %s and vector %s do not match", TS(T0, b0), TS(T1, b1));
+  if (!is_f32(T0) || T0.rank != 2 || is_seq(T0) || (u.kind != TY_F32 && u.kind != TY_ONEHOT) ||
+      u.rank != 1 || is_seq(u) || u.dim[0] != T0.dim[0])
+    FAIL(u.kind == TY_ONEHOT ? "W[x] (or x @ W): one-hot %s cannot pick a row of %s"
+                             : "@: vector %s and matrix %s do not match",
+         TS(T1, b1), TS(T0, b0));
   if (n->a < 0 || n->b <= 0 || n->a + n->b > T0.dim[1])
     FAIL("matvec_t: columns [%d:%d] out of range for %s", n->a, n->a + n->b, TS(T0, b0));
   *out = seq ? seq_of(type_vec(n->b)) : type_vec(n->b);
@@ -359,12 +362,15 @@ static int shape_acc_outer(const Graph *g, const Node *n, Type *out, Why *why) {
   if (param_check(g, n, why))
     return -1;
   /* Two sequences [T, m] and [T, n] accumulate the sum of the rows'
-   * outer products (U^T V). */
+   * outer products (U^T V). A one-hot v adds u to column v; a one-hot u
+   * adds v to row u (an embedding's gradient: a scatter-add of rows). */
   Type p = g->params[n->a].type;
   bool seqs = is_seq(T0) && is_seq(T1);
   Type u = seqs ? row_type(T0) : T0, v = seqs ? row_type(T1) : T1;
-  if (p.rank != 2 || !is_vec(u) || u.dim[0] != p.dim[0] || v.rank != 1 || is_seq(v) ||
-      (v.kind != TY_F32 && v.kind != TY_ONEHOT) || n->b < 0 || n->b + v.dim[0] > p.dim[1])
+  bool u_ok = u.rank == 1 && !is_seq(u) && (u.kind == TY_F32 || u.kind == TY_ONEHOT);
+  if (p.rank != 2 || !u_ok || u.dim[0] != p.dim[0] || v.rank != 1 || is_seq(v) ||
+      (v.kind != TY_F32 && v.kind != TY_ONEHOT) || (u.kind == TY_ONEHOT && v.kind == TY_ONEHOT) ||
+      n->b < 0 || n->b + v.dim[0] > p.dim[1])
     FAIL("acc_outer of %s and %s into %s at column %d", TS(T0, b0), TS(T1, b1), TS(p, b2), n->b);
   *out = (Type){TY_NONE, 0, {0, 0}};
   return 0;
@@ -665,6 +671,8 @@ static const char *init_name(Init i) {
     return "linear";
   case INIT_KAIMING_UNIFORM:
     return "kaiming_uniform";
+  case INIT_NORMAL:
+    return "normal";
   }
   return "?";
 }

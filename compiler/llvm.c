@@ -508,6 +508,25 @@ static void emit_acc(CG *c, int id) {
   Type tv = N(c, b)->type;
   long long M = p->type.dim[0], ld = p->type.dim[1], k0 = n->b;
   long long nv = seqs ? (tv.kind == TY_ONEHOT ? 1 : tv.dim[1]) : tv.dim[0];
+  if (N(c, a)->type.kind == TY_ONEHOT) {
+    /* grad[u, k0 + k] += v[k]: an embedding's rows, a scatter-add (rows
+     * may repeat: it adds, and the first accumulation zeroes first) */
+    if (first)
+      memset_f32(cg, gp, ci64(cg, (long long)cnt));
+    Loop t = {0};
+    if (seqs)
+      t = loop_begin(cg, c->T64);
+    LLVMValueRef idx = seqs ? LLVMBuildLoad2(cg->b, cg->i32, gep(cg, cg->i32, c->ptr[a], t.i), "") : c->sval[a];
+    idx = LLVMBuildSExt(cg->b, idx, cg->i64, "");
+    LLVMValueRef row = fptr(cg, gp, LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, idx, ci64(cg, ld), ""), ci64(cg, k0), ""));
+    LLVMValueRef v = seqs ? seq_row(c, b, t.i) : c->ptr[b];
+    Loop k = loop_begin(cg, ci64(cg, nv));
+    store(cg, fadd(cg, load(cg, row, k.i), load(cg, v, k.i)), row, k.i);
+    loop_end(cg, &k);
+    if (seqs)
+      loop_end(cg, &t);
+    return;
+  }
   if (seqs && tv.kind == TY_F32 && nv % BLOCK == 0) {
     if (first && nv < ld) { /* the columns this product does not write */
       Loop r = loop_begin(cg, ci64(cg, M));
@@ -818,9 +837,28 @@ static void emit_standalone(CG *c, int id) {
   }
   case OP_MATVEC_T: {
     /* y = W[:, k0:k0+n]^T u: blocked with y in registers (matvec_t_block);
-     * a sequence of u, several steps at a time */
+     * a sequence of u, several steps at a time. A one-hot u is row u of W:
+     * a view of it; a one-hot sequence, a copy of each step's row. */
     Type tw = N(c, a)->type;
     bool seq = is_seq_type(N(c, b)->type);
+    if (N(c, b)->type.kind == TY_ONEHOT) {
+      if (!seq) {
+        LLVMValueRef idx = LLVMBuildSExt(cg->b, c->sval[b], cg->i64, "");
+        c->ptr[id] = fptr(cg, c->ptr[a], LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, idx, ci64(cg, tw.dim[1]), ""),
+                                                      ci64(cg, n->a), ""));
+        break;
+      }
+      c->ptr[id] = buffer(c, id);
+      Loop t = loop_begin(cg, c->T64);
+      LLVMValueRef idx = LLVMBuildSExt(cg->b, LLVMBuildLoad2(cg->b, cg->i32, gep(cg, cg->i32, c->ptr[b], t.i), ""),
+                                       cg->i64, "");
+      memcpy_f32(cg, seq_row(c, id, t.i),
+                 fptr(cg, c->ptr[a], LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, idx, ci64(cg, tw.dim[1]), ""),
+                                                  ci64(cg, n->a), "")),
+                 ci64(cg, n->b));
+      loop_end(cg, &t);
+      break;
+    }
     c->ptr[id] = buffer(c, id);
     if (n->b % BLOCK == 0) {
       if (seq) {

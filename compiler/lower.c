@@ -290,6 +290,23 @@ static Value eval_binary(Lower *L, Scope *s, Expr *e) {
   if (e->op >= BIN_EQ || e->op == '%')
     error_at(L->d, e->pos, "comparisons and '%%' are for compile-time numbers only");
   if (e->op == '@') {
+    /* v @ W with v a vector (or a sequence of them, one-hot or not) and W
+     * a parameter: W^T v, PyTorch's matmul of a vector by a matrix. With
+     * a one-hot v it is row v of W: nn.Embedding's lookup in its [V, E]
+     * table. */
+    Type lt = l.kind == V_PARAM    ? L->g->params[l.node].type
+              : l.kind == V_TENSOR ? L->g->nodes[l.node].type
+                                   : type_scalar();
+    bool rows = (lt.rank == 1 && lt.dim[0] != DIM_T) || (lt.rank == 2 && lt.dim[0] == DIM_T);
+    if ((l.kind == V_PARAM || l.kind == V_TENSOR) && rows && lt.kind != TY_CLASS) {
+      Type rt = r.kind == V_PARAM ? L->g->params[r.node].type : type_scalar();
+      if (r.kind != V_PARAM || rt.rank != 2)
+        error_at(L->d, e->r->pos,
+                 "the right operand of a vector @ matrix product must be a matrix parameter "
+                 "(products with computed matrices are not supported)");
+      int w = as_tensor(L, r, e->r), v = as_tensor(L, l, e->l);
+      return tensor_val(add_node(L, OP_MATVEC_T, e->pos, 0, rt.dim[1], 0, 2, w, v));
+    }
     if (l.kind != V_PARAM && l.kind != V_TENSOR)
       error_at(L->d, e->l->pos, "the left operand of @ must be a matrix, not %s",
                kind_name(l.kind));
@@ -311,11 +328,17 @@ static Value eval_index(Lower *L, Scope *s, Expr *e) {
   if (!e->c) {
     Value ix = eval(L, s, e->r);
     int v = as_tensor(L, base, e->l);
-    if (ix.kind == V_TENSOR && L->g->nodes[ix.node].type.kind == TY_CLASS)
+    Type it = ix.kind == V_TENSOR ? L->g->nodes[ix.node].type : type_scalar();
+    if (it.kind == TY_CLASS)
       return tensor_val(add_node(L, OP_PICK, e->pos, 0, 0, 0, 2, v, ix.node));
+    /* W[x], a [V, E] parameter and a one-hot x (a sequence of them): row x
+     * of W, nn.Embedding's lookup; the same node as x @ W. */
+    if (it.kind == TY_ONEHOT && base.kind == V_PARAM && L->g->params[base.node].type.rank == 2)
+      return tensor_val(add_node(L, OP_MATVEC_T, e->pos, 0, L->g->params[base.node].type.dim[1],
+                                 0, 2, v, ix.node));
     error_at(L->d, e->r->pos,
-             "an index must be the class target (v[y]); for a part of a vector write "
-             "v[lo:hi]");
+             "an index must be the class target (v[y]) or, for a matrix parameter, a one-hot "
+             "character (W[x], its row x); for a part of a vector write v[lo:hi]");
   }
   int lo = eval_int(L, s, e->r, "a slice bound", 0);
   int hi = eval_int(L, s, e->c, "a slice bound", 0);
@@ -648,7 +671,8 @@ static Init init_kind(Lower *L, Expr *e, double *arg, Scope *s) {
   } inits[] = {{"zeros", INIT_ZEROS, 0},
                {"uniform", INIT_UNIFORM, 1},
                {"linear", INIT_LINEAR, 1},
-               {"kaiming_uniform", INIT_KAIMING_UNIFORM, 1}};
+               {"kaiming_uniform", INIT_KAIMING_UNIFORM, 1},
+               {"normal", INIT_NORMAL, 1}};
   for (size_t i = 0; i < ARRAY_LEN(inits); i++) {
     if (strcmp(name, inits[i].name))
       continue;
@@ -666,7 +690,7 @@ static Init init_kind(Lower *L, Expr *e, double *arg, Scope *s) {
   }
   error_at(L->d, e->pos,
            "unknown initializer '%s' (zeros, uniform(bound), linear(fan_in), "
-           "kaiming_uniform(fan_in))",
+           "kaiming_uniform(fan_in), normal(std))",
            name);
 }
 

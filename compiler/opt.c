@@ -12,8 +12,9 @@
  * the weight-gradient updates in a scan's body move after the scan, over
  * stacks (hoist_accs); a carry of which only the last step is read leaves
  * the scan (sink_last_carries); products of a scanned row move before the
- * scan and transposed ones after it (hoist_products, _after); sequences a
- * cell no longer reads leave the scan (drop_unused_seqs); equal pure nodes
+ * scan and transposed ones after it (hoist_products, _after); a per-step
+ * output that is a scanned row is the sequence itself (drop_seq_yields),
+ * and sequences a cell no longer reads leave the scan (drop_unused_seqs); equal pure nodes
  * merge (cse); then dead code elimination, and renumbering so ids stay
  * dense. */
 #include <assert.h>
@@ -140,12 +141,16 @@ static bool rewrite(Graph *g, int id) {
 
 /* ---------------------------------------- products out of the recurrence */
 
-/* A product of an outer matrix with a row of a scanned sequence does not
- * depend on the carried state: compute it for every t before the scan, as
- * one product with the whole sequence (each row of W read once, not T
- * times), and scan its rows instead. gru.nn's second layer reads its input
- * weights this way. Runs after grad, which has no rule for the sequence
- * form. */
+/* A product of an outer matrix with a row of a scanned sequence (W x_t, or
+ * x_t @ W) does not depend on the carried state: compute it for every t
+ * before the scan, as one product with the whole sequence (each row of W
+ * read once, not T times), and scan its rows instead. gru.nn's second
+ * layer reads its input weights this way. A one-hot row's x_t @ W (an
+ * embedding's row, W[x_t]) becomes a gather of every step's row before
+ * the scan, so the products that read it move out in turn; W x_t of a
+ * one-hot x_t (a column of W) stays, a gather no dearer in the cell. Runs
+ * after grad, which would otherwise see the sequence form where it need
+ * not. */
 static bool hoist_products(Graph *g) {
   bool changed = false;
   for (int i = 0; i < g->blocks[0].n; i++) {
@@ -158,16 +163,18 @@ static bool hoist_products(Graph *g) {
     memcpy(list, g->blocks[body].nodes, (size_t)n0 * sizeof *list);
     for (int j = 0; j < n0; j++) {
       Node n = *nd(g, list[j]);
-      if (n.op != OP_MATVEC || nd(g, n.in[0])->block != 0)
+      if ((n.op != OP_MATVEC && n.op != OP_MATVEC_T) || nd(g, n.in[0])->block != 0)
         continue;
       const Node *arg = nd(g, n.in[1]);
       int nseq = nd(g, s)->a;
-      if (arg->op != OP_ARG || arg->block != body || arg->a >= nseq ||
-          nd(g, nd(g, s)->in[arg->a])->type.kind != TY_F32)
+      if (arg->op != OP_ARG || arg->block != body || arg->a >= nseq)
+        continue;
+      TypeKind kind = nd(g, nd(g, s)->in[arg->a])->type.kind;
+      if (kind != TY_F32 && !(kind == TY_ONEHOT && n.op == OP_MATVEC_T))
         continue;
       /* Y = W X before the scan. */
       int in[2] = {n.in[0], nd(g, s)->in[arg->a]};
-      int y = ir_add(g, NULL, 0, OP_MATVEC, in, 2, n.a, n.b, 0, n.pos);
+      int y = ir_add(g, NULL, 0, n.op, in, 2, n.a, n.b, 0, n.pos);
       place_before(g, y, s);
       i++; /* s moved one place on */
       /* Y becomes the scan's next sequence operand, its row a new argument. */
@@ -518,6 +525,33 @@ static bool drop_unused_seqs(Graph *g) {
   return changed;
 }
 
+/* A per-step output that is the row of a scanned sequence (a stack the
+ * backward pass asked for of a value since moved before the scan,
+ * hoist_products) is that sequence again: its readers read the sequence,
+ * and the scan stops copying it. */
+static bool drop_seq_yields(Graph *g) {
+  bool changed = false;
+  for (int i = 0; i < g->blocks[0].n; i++) {
+    int s = g->blocks[0].nodes[i];
+    if (nd(g, s)->op != OP_SCAN)
+      continue;
+    int body = nd(g, s)->region;
+    for (int k = nd(g, s)->b; k < g->blocks[body].nyields; k++) {
+      const Node *y = nd(g, g->blocks[body].yields[k]);
+      if (y->op != OP_ARG || y->block != body || y->a >= nd(g, s)->a)
+        continue;
+      int seq = nd(g, s)->in[y->a];
+      for (int p = 0; p < g->nnodes; p++)
+        if (nd(g, p)->op == OP_PROJ && nd(g, p)->in[0] == s && nd(g, p)->a == k && listed(g, p))
+          replace_uses(g, p, seq);
+      drop_result(g, s, k);
+      changed = true;
+      k--;
+    }
+  }
+  return changed;
+}
+
 /* ----------------------------------------------------- dead code, compaction */
 
 static void mark(const Graph *g, char *live, int id);
@@ -630,6 +664,8 @@ int graph_optimize(Graph *g, bool late, Err *e) {
     if (late && hoist_products(g))
       changed = true;
     if (late && hoist_products_after(g))
+      changed = true;
+    if (drop_seq_yields(g))
       changed = true;
     if (drop_unused_seqs(g))
       changed = true;

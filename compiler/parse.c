@@ -488,7 +488,7 @@ static Stmt *stmt(Parser *p, bool top) {
     s->exprs = (Expr **)v.v;
     s->nexprs = v.n;
     expect(p, "=");
-    Ident init = simple_ident(p, "an initializer (zeros, uniform, linear, kaiming_uniform)");
+    Ident init = simple_ident(p, "an initializer (zeros, uniform, linear, kaiming_uniform, normal)");
     Expr *e = new_expr(p, E_CALL, init.pos);
     e->name = init;
     if (accept(p, "(")) {

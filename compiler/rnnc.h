@@ -202,6 +202,7 @@ typedef enum Init {
   INIT_UNIFORM,         /* U(-arg, arg) */
   INIT_LINEAR,          /* PyTorch Linear: U(-1/sqrt(arg), 1/sqrt(arg)), arg = fan_in */
   INIT_KAIMING_UNIFORM, /* U(-sqrt(6/arg), sqrt(6/arg)), arg = fan_in */
+  INIT_NORMAL,          /* N(0, arg^2): nn.Embedding's N(0, 1) */
 } Init;
 
 /* Parameter slots: what LOAD/STORE/ACC address. */

@@ -9,7 +9,8 @@
  * (gradients within 1e-4 of the tensor's largest magnitude; parameters
  * within 1e-6 plus Adam's amplification lr/eps of the gradient's rounding
  * difference; each step starts the interpreter from the kernel's state).
- * Then the same training on 1 and 2 threads, and twice on 2
+ * The same for a bidirectional GRU and two embedding models. Then the
+ * same training on 1 and 2 threads, and twice on 2
  * threads: the parameter and optimizer buffers must be equal bit for bit. */
 #include <math.h>
 #include <stdio.h>
@@ -182,6 +183,22 @@ static void test_bigru_batches(void **state) {
   free(p);
 }
 
+/* Embeddings over packed sequences: the table's rows gathered per step
+ * in the cell (tests/golden/embgru.nn) or for every packed row before the
+ * scan (examples/embed_gru.nn), and their gradients scatter-added. */
+static void test_embedding_batches(void **state) {
+  (void)state;
+  char *p = graph_variant("examples/embed_gru.nn", "const H = 128", "const H = 24",
+                          "const E = 32", "const E = 13", NULL);
+  int sizes[] = {3, 37};
+  for (size_t k = 0; k < ARRAY_LEN(sizes); k++)
+    for (int one = 0; one < 2; one++) {
+      check_batches("tests/golden/embgru.nn", "embgru.nn", sizes[k], one);
+      check_batches(p, "embed_gru.nn", sizes[k], one);
+    }
+  free(p);
+}
+
 /* Three steps on batches of 37, 20 and 5 names; the model's state after. */
 static float *train_three(const char *rel, int threads) {
   Model m;
@@ -230,6 +247,7 @@ int main(void) {
       cmocka_unit_test(test_rnn_batches),
       cmocka_unit_test(test_gru_batches),
       cmocka_unit_test(test_bigru_batches),
+      cmocka_unit_test(test_embedding_batches),
       cmocka_unit_test(test_threads_deterministic),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,7 +1,9 @@
 /* test_golden.c: parity with PyTorch. the files in tests/golden hold, for
- * both models, PyTorch's weights, the logits of 20 names, the loss of one
- * training name, every parameter's gradient, and every parameter after one
- * optimizer step (see tests/golden/README.md). The reference interpreter,
+ * rnn.nn, gru.nn and the graphs beside them (embgru.nn: an embedding
+ * table; bigru.nn: bidirectional layers), PyTorch's weights, the logits of
+ * 20 names, the loss of one training name, every parameter's gradient,
+ * and every parameter after one optimizer step (see
+ * tests/golden/README.md). The reference interpreter,
  * in float32, must match them within the tolerances that README gives:
  * logits and loss 1e-4 absolute, gradients 1e-4 relative to the tensor's
  * largest magnitude, parameters after the step 1e-6 absolute (plus, for the
@@ -34,7 +36,11 @@ static char *replace_once(char *text, const char *from, const char *to) {
  * h0: the same model with its initial state switched to a buffer (the
  * small edit docs/dsl.md describes). */
 static char *graph_text(const char *model) {
-  char *path = src_path(strcmp(model, "rnn") ? "graphs/gru.nn" : "graphs/rnn.nn");
+  /* rnn and gru: graphs/; the DSL's other models: beside their goldens */
+  char rel[64];
+  bool seed = !strcmp(model, "rnn") || !strcmp(model, "gru");
+  snprintf(rel, sizeof rel, seed ? "graphs/%s.nn" : "tests/golden/%s.nn", model);
+  char *path = src_path(rel);
   Err e;
   char *text = read_file(path, NULL, &e);
   assert_non_null(text);
@@ -211,6 +217,10 @@ static void test_rnn_logits(void **state) { check_logits("rnn"); }
 static void test_gru_logits(void **state) { check_logits("gru"); }
 static void test_rnn_step(void **state) { check_step("rnn"); }
 static void test_gru_step(void **state) { check_step("gru"); }
+static void test_embgru_logits(void **state) { check_logits("embgru"); }
+static void test_embgru_step(void **state) { check_step("embgru"); }
+static void test_bigru_logits(void **state) { check_logits("bigru"); }
+static void test_bigru_step(void **state) { check_step("bigru"); }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
@@ -218,6 +228,10 @@ int main(void) {
       cmocka_unit_test(test_gru_logits),
       cmocka_unit_test(test_rnn_step),
       cmocka_unit_test(test_gru_step),
+      cmocka_unit_test(test_embgru_logits),
+      cmocka_unit_test(test_embgru_step),
+      cmocka_unit_test(test_bigru_logits),
+      cmocka_unit_test(test_bigru_step),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

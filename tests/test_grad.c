@@ -4,7 +4,8 @@
  * Per op: a small graph, built directly in IR with random shapes, whose
  * loss is sum(r * f(params)) with a fixed random r; every entry of every
  * parameter's gradient is compared with a fourth-order central difference.
- * Whole graph: graphs/rnn.nn and graphs/gru.nn on a few short names,
+ * Whole graph: graphs/rnn.nn, graphs/gru.nn and tests/golden/embgru.nn
+ * (an embedding) on a few short names,
  * sampled entries of every parameter. */
 #include <math.h>
 #include <stdio.h>
@@ -250,6 +251,29 @@ static void b_sequences(Builder *b) {
   finish(b, op2(b, 0, OP_CONCAT, op1(b, 0, OP_LAST, up, 0, 0), op1(b, 0, OP_FIRST, down, 0, 0), 0));
 }
 
+/* An embedding: rows of a [V, e] table (columns k0.. of a wider one)
+ * gathered by the one-hot input, as a whole sequence (x @ W, scanned by a
+ * cell) and per step inside a cell (W[x]). The name repeats a character:
+ * its row's gradient is the sum of two steps' (a scatter-add). */
+static void b_embedding(Builder *b) {
+  Graph *g = b->g;
+  int e = 1 + rdim(b), k0 = (int)rng_below(b->r, 3), v = g->vocab;
+  int w = param(b, "table", type_mat(v, e + k0), 1);
+  int in[2] = {w, g->input};
+  int rows = ir_add(g, NULL, 0, OP_MATVEC_T, in, 2, k0, e, 0, (Pos){0, 0});
+  int hs = tanh_scan(b, "w1", "u1", rows, e, false);
+  int body = ir_new_block(g, 0);
+  int x = ir_block_arg(g, body, (Type){TY_ONEHOT, 1, {v, 0}}, (Pos){0, 0});
+  int hp = ir_block_arg(g, body, V(e), (Pos){0, 0});
+  int in2[2] = {w, x};
+  int row = ir_add(g, NULL, body, OP_MATVEC_T, in2, 2, k0, e, 0, (Pos){0, 0});
+  ir_yield(g, body, op1(b, body, OP_TANH, op2(b, body, OP_ADD, op2(b, body, OP_MUL, row, hp, 0), row, 0), 0, 0));
+  int h0 = param(b, "c0", V(e), 1);
+  int s = ir_scan(g, NULL, 0, &g->input, 1, &h0, 1, body, false, (Pos){0, 0});
+  int cs = ir_proj(g, 0, s, 0, (Pos){0, 0});
+  finish(b, op2(b, 0, OP_CONCAT, op1(b, 0, OP_LAST, hs, 0, 0), op1(b, 0, OP_LAST, cs, 0, 0), 0));
+}
+
 static const Case cases[] = {
     {"add", b_add, false},           {"add_broadcast", b_add_bcast, false},
     {"sub", b_sub, false},           {"mul", b_mul, false},
@@ -264,6 +288,7 @@ static const Case cases[] = {
     {"pick_scatter", b_pick_scatter, false}, {"put_last", b_put_last, false},
     {"scan", b_scan, false},         {"scan_reverse", b_scan_reverse, false},
     {"put_first", b_put_first, false}, {"sequences", b_sequences, false},
+    {"embedding", b_embedding, false},
 };
 
 /* ------------------------------------------------------- the comparison */
@@ -461,6 +486,7 @@ static void whole_graph(const char *rel, int samples) {
 
 static void test_whole_rnn(void **state) { whole_graph("graphs/rnn.nn", 24); }
 static void test_whole_gru(void **state) { whole_graph("graphs/gru.nn", 12); }
+static void test_whole_embgru(void **state) { whole_graph("tests/golden/embgru.nn", 12); }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
@@ -469,6 +495,7 @@ int main(void) {
       cmocka_unit_test(test_nested_scan),
       cmocka_unit_test(test_whole_rnn),
       cmocka_unit_test(test_whole_gru),
+      cmocka_unit_test(test_whole_embgru),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -193,6 +193,17 @@ static void test_bigru(void **state) {
   }
 }
 
+/* Embeddings: rows of a [V, E] table gathered per step in the cell
+ * (tests/golden/embgru.nn's W[x]) or for the whole sequence before the
+ * scan (examples/embed_gru.nn's x @ W), every length 1..9. */
+static void test_embedding(void **state) {
+  check_graph_lengths("tests/golden/embgru.nn", "embgru.nn", 1, 9);
+  char *p = graph_variant("examples/embed_gru.nn", "const H = 128", "const H = 24",
+                          "const E = 32", "const E = 13", NULL);
+  check_graph_lengths(p, "embed_gru.nn, E = 13, H = 24", 1, 9);
+  free(p);
+}
+
 /* PyTorch's golden tensors through the JIT path: the logits of 20 names,
  * and one training step (loss, gradients, parameters). */
 static void golden(const char *model, const char *graph_rel, const char *from, const char *to) {
@@ -286,6 +297,10 @@ static void test_golden_rnn(void **state) {
   golden("rnn", "graphs/rnn.nn", "from kaiming_uniform(H), zeros(C)", "from h0, zeros(C)");
 }
 static void test_golden_gru(void **state) { golden("gru", "graphs/gru.nn", NULL, NULL); }
+static void test_golden_embgru(void **state) {
+  golden("embgru", "tests/golden/embgru.nn", NULL, NULL);
+}
+static void test_golden_bigru(void **state) { golden("bigru", "tests/golden/bigru.nn", NULL, NULL); }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
@@ -293,9 +308,11 @@ int main(void) {
       cmocka_unit_test(test_gru_3_layers), cmocka_unit_test(test_rnn_512),
       cmocka_unit_test(test_gru_512),    cmocka_unit_test(test_rnn_odd),
       cmocka_unit_test(test_gru_odd),    cmocka_unit_test(test_gru_blocked_lengths),
-      cmocka_unit_test(test_bigru),
+      cmocka_unit_test(test_bigru),      cmocka_unit_test(test_embedding),
       cmocka_unit_test(test_golden_rnn),
       cmocka_unit_test(test_golden_gru),
+      cmocka_unit_test(test_golden_embgru),
+      cmocka_unit_test(test_golden_bigru),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

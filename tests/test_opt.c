@@ -119,6 +119,17 @@ static const char lstm_cell[] = HEAD
     "let logits = fc @ last(hs)\n"
     "output logits\n" TAIL;
 
+/* An embedding table read per step in the cell: row x of emb, then a
+ * product of that row. */
+static const char embedding[] = HEAD
+    "const E = 4\n"
+    "param emb [V, E] = normal(1)\nparam w [H, E] = linear(E)\nparam u [H, H] = linear(H)\n"
+    "param fc [C, H] = linear(H)\n"
+    "def cell(x, h) { return tanh(w @ emb[x] + u @ h) }\n"
+    "let hs = scan cell over x from zeros(H)\n"
+    "let logits = fc @ last(hs)\n"
+    "output logits\n" TAIL;
+
 /* ------------------------------------------------------------ helpers */
 
 static Graph *compile_text(const char *name, const char *text) {
@@ -290,6 +301,29 @@ static void test_hoist_accs_lstm(void **state) {
   same_results("lstm_cell", lstm_cell);
 }
 
+/* An embedding's row gather leaves the cell (a gather of every step's
+ * row before the scan), then the product that reads it, and in the
+ * backward pass the transposed product that flows to the rows; the
+ * forward scan then reads the product's rows only, and yields no copy of
+ * a sequence it scans (drop_seq_yields). */
+static void test_hoist_embedding(void **state) {
+  Graph *g = optimized("embedding", embedding);
+  assert_int_equal(count_in(g, scan_k(g, 0)->region, OP_MATVEC_T, false), 0);
+  assert_int_equal(in_bodies(g, OP_MATVEC_T), 1); /* u^T, the backward recurrence */
+  assert_int_equal(top(g, OP_MATVEC, true), 1);
+  assert_int_equal(top(g, OP_MATVEC_T, true), 2); /* emb's rows; w^T of the adjoints */
+  assert_int_equal(in_bodies(g, OP_ACC) + in_bodies(g, OP_ACC_OUTER), 0);
+  const Node *fw = scan_k(g, 0);
+  assert_int_equal(fw->a, 1);
+  const Block *b = &g->blocks[fw->region];
+  for (int k = fw->b; k < b->nyields; k++) {
+    const Node *y = &g->nodes[b->yields[k]];
+    assert_false(y->op == OP_ARG && y->a < fw->a);
+  }
+  graph_free(g);
+  same_results("embedding", embedding);
+}
+
 /* --------------------------------------------------- drop_unused_seqs */
 
 static void test_drop_unused_seqs(void **state) {
@@ -318,6 +352,7 @@ int main(void) {
       cmocka_unit_test(test_hoist_products),
       cmocka_unit_test(test_hoist_from_reverse_scan),
       cmocka_unit_test(test_hoist_accs_lstm),
+      cmocka_unit_test(test_hoist_embedding),
       cmocka_unit_test(test_drop_unused_seqs),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
