@@ -480,7 +480,7 @@ static void close_group(BC *c, Group *gr) {
     const Node *n = N(c, id);
     LLVMValueRef a = value_at(c, n->in[0], r.i, col);
     LLVMValueRef b = n->nin > 1 ? value_at(c, n->in[1], r.i, col) : NULL;
-    c->cur[id] = cg_elem(cg, n->op, a, b);
+    c->cur[id] = cg_elem(cg, n->op, n->f, a, b);
     if (stored[j])
       store(cg, c->cur[id], c->ptr[id],
             gr->numel > 1 ? LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, r.i, ci64(cg, c->ld[id]), ""), col, "")
@@ -767,7 +767,7 @@ static void emit_standalone(BC *c, int id) {
       LLVMValueRef x = is_shared_scalar(c, a) ? c->sval[a] : NULL;
       LLVMValueRef y = b >= 0 ? (is_shared_scalar(c, b) ? c->sval[b] : NULL) : NULL;
       if (x && (b < 0 || y)) {
-        c->sval[id] = cg_elem(cg, n->op, x, y);
+        c->sval[id] = cg_elem(cg, n->op, n->f, x, y);
         return;
       }
     }
@@ -860,10 +860,10 @@ static void emit_standalone(BC *c, int id) {
     LLVMValueRef m = LLVMBuildLoad2(cg->b, cg->f32, mx, "");
     LLVMValueRef sum = acc_new(cg, cf32(cg, 0));
     Loop l2 = loop_begin(cg, ci64(cg, w));
-    LLVMValueRef ex = cg_elem(cg, OP_EXP, fsub(cg, load(cg, x, l2.i), m), NULL);
+    LLVMValueRef ex = cg_elem(cg, OP_EXP, 0, fsub(cg, load(cg, x, l2.i), m), NULL);
     LLVMBuildStore(cg->b, fadd(cg, LLVMBuildLoad2(cg->b, cg->f32, sum, ""), ex), sum);
     loop_end(cg, &l2);
-    LLVMValueRef lse = fadd(cg, m, cg_elem(cg, OP_LOG, LLVMBuildLoad2(cg->b, cg->f32, sum, ""), NULL));
+    LLVMValueRef lse = fadd(cg, m, cg_elem(cg, OP_LOG, 0, LLVMBuildLoad2(cg->b, cg->f32, sum, ""), NULL));
     Loop l3 = loop_begin(cg, ci64(cg, w));
     store(cg, fsub(cg, load(cg, x, l3.i), lse), y, l3.i);
     loop_end(cg, &l3);

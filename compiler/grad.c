@@ -394,6 +394,12 @@ static void vjp(Grad *G, int id, int gy) {
       contrib(G, b, add2(G, OP_MATVEC, a, gy, n.a, n.a || n.b != node(G, a)->type.dim[1] ? n.b : 0, pos));
     break;
   }
+  case OP_DROPOUT:
+    /* y = a kept and scaled where the draw b says: da = gy masked the same
+     * way; b is noise (nothing to differentiate) */
+    if (NEEDS(a))
+      contrib(G, a, ir_add(G->g, NULL, G->bb, OP_DROPOUT, (int[]){gy, fwd(G, b)}, 2, 0, 0, n.f, pos));
+    break;
   case OP_POW: {
     /* y = a^b: da = gy b a^(b-1), db = gy y log a */
     if (NEEDS(a)) {

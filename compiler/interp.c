@@ -78,8 +78,10 @@ static double R(const Interp *I, double x) { return I->f32 ? (double)(float)x : 
 
 static double sigmoid(double x) { return 1 / (1 + exp(-x)); }
 
-static double elem(Op op, double a, double b) {
+static double elem(const Interp *I, Op op, double f, double a, double b) {
   switch (op) {
+  case OP_DROPOUT: /* as the kernels: threshold and scale in float32 */
+    return b >= R(I, 2 * f - 1) ? a * R(I, 1 / (1 - f)) : 0;
   case OP_ADD:
     return a + b;
   case OP_SUB:
@@ -181,7 +183,7 @@ static void eval(Interp *I, int id) {
   if (op_flags[op] & F_ELEM) {
     size_t ca = count(I, ta), cb = n->nin > 1 ? count(I, tb) : 1;
     for (size_t i = 0; i < c; i++)
-      y[i] = R(I, elem(op, a[ca == 1 ? 0 : i], n->nin > 1 ? b[cb == 1 ? 0 : i] : 0));
+      y[i] = R(I, elem(I, op, n->f, a[ca == 1 ? 0 : i], n->nin > 1 ? b[cb == 1 ? 0 : i] : 0));
     return;
   }
   switch (op) {

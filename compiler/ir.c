@@ -585,6 +585,7 @@ static void print_node(Printer *p, int id, int indent) {
     break;
   case OP_CONST:
   case OP_NOISE:
+  case OP_DROPOUT:
     buf_printf(p->out, " %.9g", n->f);
     break;
   case OP_ARG:

@@ -345,7 +345,7 @@ static void close_group(CG *c, Group *gr) {
     default: {
       LLVMValueRef a = value_at(c, n->in[0], l.i);
       LLVMValueRef b = n->nin > 1 ? value_at(c, n->in[1], l.i) : NULL;
-      c->cur[id] = cg_elem(&c->cg, n->op, a, b);
+      c->cur[id] = cg_elem(&c->cg, n->op, n->f, a, b);
     }
     }
     if (stored[j])
@@ -903,14 +903,14 @@ static void emit_standalone(CG *c, int id) {
       LLVMValueRef y = NULL;
       if (b >= 0)
         y = is_seq_type(N(c, b)->type) ? load(cg, c->ptr[b], l.i) : value_at(c, b, ci64(cg, 0));
-      store(cg, cg_elem(&c->cg, n->op, x, y), c->ptr[id], l.i);
+      store(cg, cg_elem(&c->cg, n->op, n->f, x, y), c->ptr[id], l.i);
       loop_end(cg, &l);
       break;
     }
     if (op_flags[n->op] & F_ELEM) { /* a scalar */
       LLVMValueRef x = value_at(c, a, ci64(cg, 0));
       LLVMValueRef y = b >= 0 ? value_at(c, b, ci64(cg, 0)) : NULL;
-      c->sval[id] = cg_elem(&c->cg, n->op, x, y);
+      c->sval[id] = cg_elem(&c->cg, n->op, n->f, x, y);
       break;
     }
     abort(); /* every other op is grouped: groupable() lists them */

@@ -123,7 +123,7 @@ static Binding *lookup_local(Lower *L, Scope *s, const char *name) {
 
 static const char *const builtins[] = {"sigmoid", "tanh", "exp", "log", "sqrt", "concat",
                                        "last", "first", "log_softmax", "sum", "zeros",
-                                       "kaiming_uniform"};
+                                       "kaiming_uniform", "dropout"};
 
 static bool is_builtin(const char *name) {
   for (size_t i = 0; i < ARRAY_LEN(builtins); i++)
@@ -404,6 +404,27 @@ static Value eval_builtin(Lower *L, Scope *s, Expr *e, const char *name) {
     if (name[0] == 'z')
       return tensor_val(ir_leaf(L->g, L->blk, OP_ZEROS, type_vec(n), 0, 0, e->pos));
     return tensor_val(ir_leaf(L->g, L->blk, OP_NOISE, type_vec(n), sqrt(6.0 / n), 0, e->pos));
+  }
+  if (!strcmp(name, "dropout")) {
+    /* dropout(v, p): in training, each element of v zeroed with
+     * probability p and the rest scaled by 1/(1-p), from noise the runtime
+     * draws for every name; the identity in inference (graph_passes). */
+    check_nargs(L, e, 2);
+    int v = as_float(L, eval(L, s, e->args[0]), e->args[0]);
+    Value p = eval(L, s, e->args[1]);
+    if (p.kind != V_NUM || !(p.num >= 0 && p.num < 1))
+      error_at(L->d, e->args[1]->pos, "dropout's probability must be a number in [0, 1)");
+    Type t = L->g->nodes[v].type;
+    if (t.rank != 1 || type_is_seq(t))
+      error_at(L->d, e->args[0]->pos,
+               "dropout takes a vector (its noise is drawn once per name); a sequence or a "
+               "matrix is not supported");
+    if (L->blk != 0)
+      error_at(L->d, e->pos,
+               "dropout inside a scan's cell is not supported (its noise is drawn once per "
+               "name, not per step): apply it to a vector outside the scan");
+    int u = ir_leaf(L->g, 0, OP_NOISE, t, 1, 0, e->pos);
+    return tensor_val(add_node(L, OP_DROPOUT, e->pos, 0, 0, p.num, 2, v, u));
   }
   abort(); /* is_builtin and this function list the same names */
 }

@@ -43,6 +43,7 @@
   X(EXP,         "exp",         1, F_ELEM,   shape_elem)    \
   X(LOG,         "log",         1, F_ELEM,   shape_elem)    \
   X(SQRT,        "sqrt",        1, F_ELEM,   shape_elem)    \
+  X(DROPOUT,     "dropout",     2, F_ELEM,   shape_elem)    /* v, u: u >= 2f-1 ? v/(1-f) : 0 */ \
   /* structure */ \
   X(CONCAT,      "concat",      2, 0,        shape_concat)  /* [na] [nb] -> [na+nb]       */ \
   X(SLICE,       "slice",       1, 0,        shape_slice)   /* v[a:b]                     */ \

@@ -206,7 +206,7 @@ static bool same_node(const Node *a, const Node *b) {
   if (a->op != b->op || a->nin != b->nin || a->a != b->a || a->b != b->b || a->c != b->c ||
       a->block != b->block || !type_eq(a->type, b->type))
     return false;
-  if (a->op == OP_CONST && a->f != b->f)
+  if (a->f != b->f) /* a constant's value, dropout's p */
     return false;
   for (int k = 0; k < a->nin; k++)
     if (a->in[k] != b->in[k])
@@ -648,6 +648,13 @@ void graph_dce(Graph *g) {
   g->nnodes = n;
   free(map);
   free(live);
+}
+
+void graph_inference(Graph *g) {
+  for (int id = 0; id < g->nnodes; id++)
+    if (g->nodes[id].op == OP_DROPOUT && listed(g, id))
+      replace_uses(g, id, g->nodes[id].in[0]);
+  graph_dce(g);
 }
 
 int graph_optimize(Graph *g, bool late, Err *e) {

@@ -352,6 +352,8 @@ const double *interp_value(const Interp *I, int node, size_t *n);
  * gradients out of scans, CSE, then dead code elimination; verifies after
  * every round. late (after grad): also products out of the recurrence. */
 int graph_optimize(Graph *g, bool late, Err *e);
+/* A graph for inference: dropout is the identity (its noise then dies). */
+void graph_inference(Graph *g);
 /* Removes nodes nothing reads and renumbers the rest densely. */
 void graph_dce(Graph *g);
 

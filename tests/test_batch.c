@@ -197,6 +197,12 @@ static void test_embedding_batches(void **state) {
       check_batches(p, "embed_gru.nn", sizes[k], one);
     }
   free(p);
+  /* dropout: every name's mask from its own draws, as the interpreter's */
+  p = graph_variant("tests/golden/embgru.nn", "fc.weight @ last(hs)",
+                    "fc.weight @ dropout(last(hs), 0.4)", NULL);
+  for (int one = 0; one < 2; one++)
+    check_batches(p, "embgru.nn, dropout", 37, one);
+  free(p);
 }
 
 /* Three steps on batches of 37, 20 and 5 names; the model's state after. */

@@ -274,6 +274,17 @@ static void b_embedding(Builder *b) {
   finish(b, op2(b, 0, OP_CONCAT, op1(b, 0, OP_LAST, hs, 0, 0), op1(b, 0, OP_LAST, cs, 0, 0), 0));
 }
 
+/* Dropout with a fixed mask: its draws are a buffer (never perturbed), so
+ * the loss is smooth in the parameter; the dropped entries get no
+ * gradient, the kept ones the scaled one. */
+static void b_dropout(Builder *b) {
+  int n = 1 + rdim(b);
+  int u = param(b, "u", V(n), 0); /* draws in U(-1, 1): the mask */
+  int in[2] = {op1(b, 0, OP_TANH, param(b, "a", V(n), 1), 0, 0), u};
+  double p = 0.1 + 0.2 * (double)rng_below(b->r, 4);
+  finish(b, ir_add(b->g, NULL, 0, OP_DROPOUT, in, 2, 0, 0, p, (Pos){0, 0}));
+}
+
 static const Case cases[] = {
     {"add", b_add, false},           {"add_broadcast", b_add_bcast, false},
     {"sub", b_sub, false},           {"mul", b_mul, false},
@@ -288,7 +299,7 @@ static const Case cases[] = {
     {"pick_scatter", b_pick_scatter, false}, {"put_last", b_put_last, false},
     {"scan", b_scan, false},         {"scan_reverse", b_scan_reverse, false},
     {"put_first", b_put_first, false}, {"sequences", b_sequences, false},
-    {"embedding", b_embedding, false},
+    {"embedding", b_embedding, false}, {"dropout", b_dropout, false},
 };
 
 /* ------------------------------------------------------- the comparison */

@@ -204,6 +204,15 @@ static void test_embedding(void **state) {
   free(p);
 }
 
+/* Dropout on the last state: the training kernel's masks are the
+ * interpreter's (the same draws), its forward kernel has none. */
+static void test_dropout(void **state) {
+  char *p = variant("tests/golden/embgru.nn", "fc.weight @ last(hs)",
+                    "fc.weight @ dropout(last(hs), 0.4)");
+  check_graph_lengths(p, "embgru.nn with dropout", 1, 9);
+  free(p);
+}
+
 /* PyTorch's golden tensors through the JIT path: the logits of 20 names,
  * and one training step (loss, gradients, parameters). */
 static void golden(const char *model, const char *graph_rel, const char *from, const char *to) {
@@ -309,6 +318,7 @@ int main(void) {
       cmocka_unit_test(test_gru_512),    cmocka_unit_test(test_rnn_odd),
       cmocka_unit_test(test_gru_odd),    cmocka_unit_test(test_gru_blocked_lengths),
       cmocka_unit_test(test_bigru),      cmocka_unit_test(test_embedding),
+      cmocka_unit_test(test_dropout),
       cmocka_unit_test(test_golden_rnn),
       cmocka_unit_test(test_golden_gru),
       cmocka_unit_test(test_golden_embgru),
