@@ -572,11 +572,51 @@ static void vjp_scan(Grad *G, int s) {
 
 /* ---------------------------------------------------------------- update */
 
+/* max(x, 0), which the IR writes with min. */
+static int relu(Grad *G, int x, Pos pos) {
+  int z = cnst(G, 0, 0, pos);
+  return add1(G, OP_NEG, add2(G, OP_MIN, z, add1(G, OP_NEG, x, 0, 0, pos), 0, 0, pos), 0, 0, pos);
+}
+
+/* The learning rate at step t (1-based; the rate is a constant without a
+ * schedule). After `warmup` steps of linear warmup, lr * min(1, t / warmup),
+ * d = max(0, t - 1 - warmup) steps of decay have passed: step, lr *
+ * gamma^floor(d / decay) (PyTorch's StepLR); cosine, min_lr + (lr - min_lr)
+ * (1 + cos(pi min(1, d / decay))) / 2 (CosineAnnealingLR, held at min_lr
+ * after `decay` steps). The warmup factor multiplies the decayed rate. */
+static int scheduled_lr(Grad *G, int step, Pos pos) {
+  const TrainConfig *t = &G->g->train;
+  int lr = cnst(G, 0, t->lr, pos);
+  int one = cnst(G, 0, 1, pos);
+  if (t->sched != SCHED_CONSTANT) {
+    int d = add2(G, OP_SUB, step, cnst(G, 0, 1.0 + t->warmup, pos), 0, 0, pos);
+    if (t->warmup)
+      d = relu(G, d, pos);
+    int frac = add2(G, OP_DIV, d, cnst(G, 0, t->decay, pos), 0, 0, pos);
+    if (t->sched == SCHED_STEP) {
+      int k = add1(G, OP_FLOOR, frac, 0, 0, pos);
+      lr = add2(G, OP_MUL, lr, add2(G, OP_POW, cnst(G, 0, t->gamma, pos), k, 0, 0, pos), 0, 0, pos);
+    } else {
+      int prog = add2(G, OP_MIN, frac, one, 0, 0, pos);
+      int c = add1(G, OP_COS, add2(G, OP_MUL, prog, cnst(G, 0, 3.14159265358979323846, pos), 0, 0, pos), 0, 0, pos);
+      int half = add2(G, OP_MUL, add2(G, OP_ADD, one, c, 0, 0, pos), cnst(G, 0, 0.5, pos), 0, 0, pos);
+      int span = cnst(G, 0, t->lr - t->min_lr, pos);
+      lr = add2(G, OP_ADD, cnst(G, 0, t->min_lr, pos), add2(G, OP_MUL, span, half, 0, 0, pos), 0, 0, pos);
+    }
+  }
+  if (t->warmup) {
+    int w = add2(G, OP_DIV, step, cnst(G, 0, t->warmup, pos), 0, 0, pos);
+    lr = add2(G, OP_MUL, lr, add2(G, OP_MIN, w, one, 0, 0, pos), 0, 0, pos);
+  }
+  return lr;
+}
+
 /* Clipping and the optimizer step as PyTorch 1.13 computes them
- * (torch.nn.utils.clip_grad_norm_, torch.optim.Adam with foreach=False):
- * the same operations in the same order. Both run over the whole flat
- * buffer at once (PARAM_ALL): buffers and padding have zero gradients and
- * zero moments, so the update leaves them exactly as they are. */
+ * (torch.nn.utils.clip_grad_norm_, torch.optim.Adam, AdamW and SGD with
+ * foreach=False): the same operations in the same order. Both run over the
+ * whole flat buffer at once (PARAM_ALL): buffers and padding have zero
+ * gradients and zero moments, so the update leaves them exactly as they
+ * are (weight decay too: it scales or adds zero). */
 static void emit_update(Grad *G) {
   Graph *g = G->g;
   const TrainConfig *t = &g->train;
@@ -594,13 +634,28 @@ static void emit_update(Grad *G) {
     int coef = add2(G, OP_MIN, c, cnst(G, 0, 1, pos), 0, 0, pos);
     gr = add2(G, OP_MUL, gr, coef, 0, 0, pos);
   }
-  int lr = cnst(G, 0, t->lr, pos);
+  /* (in this order: the nodes of a graph without the options below are
+   * those of before, so are its IR and its kernels) */
+  bool sched = t->sched != SCHED_CONSTANT || t->warmup;
+  int lr = sched ? -1 : cnst(G, 0, t->lr, pos);
   int w = ir_add(g, NULL, 0, OP_LOAD, NULL, 0, PARAM_ALL, SLOT_VALUE, 0, pos);
+  int step = -1;
+  if (t->optim != OPTIM_SGD || sched || t->dampening > 0)
+    step = ir_leaf(g, 0, OP_STEP, type_scalar(), 0, 0, pos);
+  if (sched)
+    lr = scheduled_lr(G, step, pos);
+  /* L2 weight decay (Adam, SGD): grad += weight_decay * w */
+  if (t->weight_decay > 0 && t->optim != OPTIM_ADAMW)
+    gr = add2(G, OP_ADD, gr, add2(G, OP_MUL, w, cnst(G, 0, t->weight_decay, pos), 0, 0, pos), 0, 0, pos);
   int nw;
-  if (t->optim == OPTIM_ADAM) {
+  if (t->optim == OPTIM_ADAM || t->optim == OPTIM_ADAMW) {
+    /* AdamW's decoupled decay first: w = w * (1 - lr * weight_decay) */
+    if (t->optim == OPTIM_ADAMW && t->weight_decay > 0) {
+      int f = add2(G, OP_MUL, lr, cnst(G, 0, t->weight_decay, pos), 0, 0, pos);
+      w = add2(G, OP_MUL, w, add2(G, OP_SUB, cnst(G, 0, 1, pos), f, 0, 0, pos), 0, 0, pos);
+    }
     /* bias_correction1 = 1 - beta1^t; step_size = lr / bias_correction1;
      * bias_correction2_sqrt = sqrt(1 - beta2^t) */
-    int step = ir_leaf(g, 0, OP_STEP, type_scalar(), 0, 0, pos);
     int one = cnst(G, 0, 1, pos);
     int b1 = cnst(G, 0, t->beta1, pos), b2 = cnst(G, 0, t->beta2, pos);
     int bc1 = add2(G, OP_SUB, one, add2(G, OP_POW, b1, step, 0, 0, pos), 0, 0, pos);
@@ -625,6 +680,25 @@ static void emit_update(Grad *G) {
     int upd = add2(G, OP_DIV, add2(G, OP_MUL, m2, step_size, 0, 0, pos), denom, 0, 0, pos);
     nw = add2(G, OP_SUB, w, upd, 0, 0, pos);
   } else {
+    /* SGD with momentum: buf = momentum buf + (1 - dampening) g (buf = g
+     * at the first step, as PyTorch's clone); nesterov: g + momentum buf,
+     * else buf; then w - lr g */
+    if (t->momentum > 0) {
+      int m = ir_add(g, NULL, 0, OP_LOAD, NULL, 0, PARAM_ALL, SLOT_M, 0, pos);
+      int keep = gr;
+      if (t->dampening > 0) {
+        /* 1 - dampening, or 1 at step 1: 1 - dampening min(1, t - 1) */
+        int later = add2(G, OP_MIN, add2(G, OP_SUB, step, cnst(G, 0, 1, pos), 0, 0, pos),
+                         cnst(G, 0, 1, pos), 0, 0, pos);
+        int c = add2(G, OP_SUB, cnst(G, 0, 1, pos),
+                     add2(G, OP_MUL, later, cnst(G, 0, t->dampening, pos), 0, 0, pos), 0, 0, pos);
+        keep = add2(G, OP_MUL, gr, c, 0, 0, pos);
+      }
+      int buf = add2(G, OP_ADD, add2(G, OP_MUL, m, cnst(G, 0, t->momentum, pos), 0, 0, pos), keep, 0, 0, pos);
+      ir_add(g, NULL, 0, OP_STORE, &buf, 1, PARAM_ALL, SLOT_M, 0, pos);
+      gr = t->nesterov ? add2(G, OP_ADD, gr, add2(G, OP_MUL, buf, cnst(G, 0, t->momentum, pos), 0, 0, pos), 0, 0, pos)
+                       : buf;
+    }
     nw = add2(G, OP_SUB, w, add2(G, OP_MUL, gr, lr, 0, 0, pos), 0, 0, pos);
   }
   ir_add(g, NULL, 0, OP_STORE, &nw, 1, PARAM_ALL, SLOT_VALUE, 0, pos);

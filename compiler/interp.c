@@ -106,6 +106,10 @@ static double elem(const Interp *I, Op op, double f, double a, double b) {
     return log(a);
   case OP_SQRT:
     return sqrt(a);
+  case OP_FLOOR:
+    return floor(a);
+  case OP_COS:
+    return cos(a);
   default:
     abort(); /* only F_ELEM ops come here */
   }

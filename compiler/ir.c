@@ -692,11 +692,31 @@ void graph_print(const Graph *g, Buf *out) {
     buf_printf(out, "\n");
   }
   const TrainConfig *t = &g->train;
-  if (t->optim == OPTIM_ADAM)
-    buf_printf(out, "optimizer adam(lr = %.9g, beta1 = %.9g, beta2 = %.9g, eps = %.9g)\n", t->lr,
-               t->beta1, t->beta2, t->eps);
+  /* settings at their defaults are not printed (but adam's four) */
+  if (t->optim == OPTIM_ADAM || t->optim == OPTIM_ADAMW)
+    buf_printf(out, "optimizer %s(lr = %.9g, beta1 = %.9g, beta2 = %.9g, eps = %.9g",
+               t->optim == OPTIM_ADAM ? "adam" : "adamw", t->lr, t->beta1, t->beta2, t->eps);
   else if (t->optim == OPTIM_SGD)
-    buf_printf(out, "optimizer sgd(lr = %.9g)\n", t->lr);
+    buf_printf(out, "optimizer sgd(lr = %.9g", t->lr);
+  if (t->optim == OPTIM_ADAMW || t->weight_decay > 0)
+    buf_printf(out, ", weight_decay = %.9g", t->weight_decay);
+  if (t->momentum > 0)
+    buf_printf(out, ", momentum = %.9g", t->momentum);
+  if (t->dampening > 0)
+    buf_printf(out, ", dampening = %.9g", t->dampening);
+  if (t->nesterov)
+    buf_printf(out, ", nesterov = 1");
+  if (t->optim != OPTIM_NONE)
+    buf_printf(out, ")\n");
+  if (t->sched != SCHED_CONSTANT || t->warmup) {
+    static const char *const names[] = {"constant", "step", "cosine"};
+    buf_printf(out, "schedule %s(warmup = %d", names[t->sched], t->warmup);
+    if (t->sched == SCHED_STEP)
+      buf_printf(out, ", every = %d, gamma = %.9g", t->decay, t->gamma);
+    if (t->sched == SCHED_COSINE)
+      buf_printf(out, ", steps = %d, min_lr = %.9g", t->decay, t->min_lr);
+    buf_printf(out, ")\n");
+  }
   if (t->clip_norm > 0)
     buf_printf(out, "clip_grad_norm %.9g\n", t->clip_norm);
   buf_printf(out, "train epochs = %d, batch = %d\n\n", t->epochs, t->batch);

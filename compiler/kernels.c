@@ -138,6 +138,10 @@ LLVMValueRef cg_elem(Cg *cg, Op op, double f, LLVMValueRef a, LLVMValueRef b) {
   }
   case OP_SQRT:
     return intrinsic(cg, "llvm.sqrt", &a, 1);
+  case OP_FLOOR:
+    return intrinsic(cg, "llvm.floor", &a, 1);
+  case OP_COS: /* a learning-rate schedule's scalar: cosf, not inline (JIT only) */
+    return intrinsic(cg, "llvm.cos", &a, 1);
   case OP_SIGMOID:
     return mf_sigmoid(cg->mod, cg->b, a);
   case OP_TANH:

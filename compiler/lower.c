@@ -47,6 +47,7 @@ typedef struct Lower {
   Pos *param_pos;
   long work; /* work done so far, in 1/STEP steps (see spend) */
   int depth; /* eval and loop recursion, across inlined calls (see enter) */
+  bool scheduled; /* a schedule statement was seen */
 } Lower;
 
 /* Lowering runs the program, and `for` loops and inlined calls multiply:
@@ -754,34 +755,99 @@ static void exec_optimizer(Lower *L, Stmt *st) {
   snprintf(name, sizeof name, "%.*s", e->name.len, e->name.s);
   if (t->optim != OPTIM_NONE)
     error_at(L->d, st->pos, "a second 'optimizer' statement");
-  if (!strcmp(name, "adam")) {
-    *t = (TrainConfig){.optim = OPTIM_ADAM, .lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999,
-                       .eps = 1e-8, .clip_norm = t->clip_norm, .epochs = t->epochs,
-                       .batch = t->batch};
+  bool adam = !strcmp(name, "adam") || !strcmp(name, "adamw");
+  if (adam) {
+    t->optim = name[4] ? OPTIM_ADAMW : OPTIM_ADAM;
+    t->lr = 1e-3;
+    t->beta1 = 0.9;
+    t->beta2 = 0.999;
+    t->eps = 1e-8;
+    t->weight_decay = name[4] ? 1e-2 : 0; /* PyTorch's defaults */
   } else if (!strcmp(name, "sgd")) {
     t->optim = OPTIM_SGD;
     t->lr = 1e-2;
   } else {
-    error_at(L->d, e->pos, "unknown optimizer '%s' (adam, sgd)", name);
+    error_at(L->d, e->pos, "unknown optimizer '%s' (adam, adamw, sgd)", name);
   }
   if (e->nargs && !e->keys)
     error_at(L->d, e->pos, "optimizer settings are named: %s(lr = 0.001, ...)", name);
+  double nesterov = 0;
   for (int i = 0; i < e->nargs; i++) {
     char key[64];
     snprintf(key, sizeof key, "%.*s", e->keys[i].len, e->keys[i].s);
     double x = eval_num(L, &L->global, e->args[i], "an optimizer setting");
+    bool sgd = t->optim == OPTIM_SGD;
     double *slot = !strcmp(key, "lr")                             ? &t->lr
-                   : t->optim == OPTIM_ADAM && !strcmp(key, "beta1") ? &t->beta1
-                   : t->optim == OPTIM_ADAM && !strcmp(key, "beta2") ? &t->beta2
-                   : t->optim == OPTIM_ADAM && !strcmp(key, "eps")   ? &t->eps
-                                                                     : NULL;
+                   : !strcmp(key, "weight_decay")                 ? &t->weight_decay
+                   : adam && !strcmp(key, "beta1")                ? &t->beta1
+                   : adam && !strcmp(key, "beta2")                ? &t->beta2
+                   : adam && !strcmp(key, "eps")                  ? &t->eps
+                   : sgd && !strcmp(key, "momentum")              ? &t->momentum
+                   : sgd && !strcmp(key, "dampening")             ? &t->dampening
+                   : sgd && !strcmp(key, "nesterov")              ? &nesterov
+                                                                  : NULL;
     if (!slot)
       error_at(L->d, e->keys[i].pos, "unknown %s setting '%s'", name, key);
-    bool ok = !strcmp(key, "lr") || !strcmp(key, "eps") ? x > 0 && isfinite(x) : x >= 0 && x < 1;
+    bool ok = !strcmp(key, "lr") || !strcmp(key, "eps") ? x > 0 && isfinite(x)
+              : !strcmp(key, "weight_decay")           ? x >= 0 && x < 1
+              : !strcmp(key, "nesterov")               ? x == 0 || x == 1
+                                                       : x >= 0 && x < 1;
     if (!ok)
       error_at(L->d, e->args[i]->pos, "%s = %g is out of range", key, x);
     *slot = x;
   }
+  t->nesterov = nesterov == 1;
+  if (t->nesterov && (t->momentum == 0 || t->dampening != 0))
+    error_at(L->d, e->pos, "nesterov momentum needs momentum > 0 and dampening = 0 (as PyTorch's)");
+}
+
+/* schedule = "schedule" NAME "(" settings ")": the learning rate over the
+ * optimizer's steps (grad.c's scheduled_lr). */
+static void exec_schedule(Lower *L, Stmt *st) {
+  Expr *e = st->value;
+  TrainConfig *t = &L->g->train;
+  char name[64];
+  snprintf(name, sizeof name, "%.*s", e->name.len, e->name.s);
+  if (L->scheduled)
+    error_at(L->d, st->pos, "a second 'schedule' statement");
+  L->scheduled = true;
+  SchedKind k = !strcmp(name, "constant") ? SCHED_CONSTANT
+                : !strcmp(name, "step")   ? SCHED_STEP
+                : !strcmp(name, "cosine") ? SCHED_COSINE
+                                          : (SchedKind)-1;
+  if ((int)k < 0)
+    error_at(L->d, e->pos, "unknown schedule '%s' (constant, step, cosine)", name);
+  if (e->nargs && !e->keys)
+    error_at(L->d, e->pos, "schedule settings are named: %s(warmup = 100, ...)", name);
+  t->sched = k;
+  t->gamma = 0.1; /* StepLR's default */
+  const char *decay = k == SCHED_STEP ? "every" : k == SCHED_COSINE ? "steps" : NULL;
+  bool has_decay = false;
+  for (int i = 0; i < e->nargs; i++) {
+    char key[64];
+    snprintf(key, sizeof key, "%.*s", e->keys[i].len, e->keys[i].s);
+    double x = eval_num(L, &L->global, e->args[i], "a schedule setting");
+    if (!strcmp(key, "warmup") || (decay && !strcmp(key, decay))) {
+      bool w = key[0] == 'w';
+      if (x != floor(x) || x < (w ? 0 : 1) || x > (1 << 30))
+        error_at(L->d, e->args[i]->pos, "%s = %g is out of range (a whole number of steps%s)", key,
+                 x, w ? "" : ", at least 1");
+      *(w ? &t->warmup : &t->decay) = (int)x;
+      has_decay |= !w;
+    } else if (k == SCHED_STEP && !strcmp(key, "gamma")) {
+      if (!(x > 0 && x <= 1))
+        error_at(L->d, e->args[i]->pos, "gamma = %g is out of range (0, 1]", x);
+      t->gamma = x;
+    } else if (k == SCHED_COSINE && !strcmp(key, "min_lr")) {
+      if (!(x >= 0 && isfinite(x)))
+        error_at(L->d, e->args[i]->pos, "min_lr = %g is out of range", x);
+      t->min_lr = x;
+    } else {
+      error_at(L->d, e->keys[i].pos, "unknown %s schedule setting '%s'", name, key);
+    }
+  }
+  if (decay && !has_decay)
+    error_at(L->d, e->pos, "the %s schedule needs '%s' (%s(%s = 1000))", name, decay, name, decay);
 }
 
 static void exec_top(Lower *L, Stmt *st) {
@@ -843,6 +909,9 @@ static void exec_top(Lower *L, Stmt *st) {
   }
   case S_OPTIMIZER:
     exec_optimizer(L, st);
+    break;
+  case S_SCHEDULE:
+    exec_schedule(L, st);
     break;
   case S_CLIP: {
     double x = eval_num(L, s, st->value, "the clipping norm");

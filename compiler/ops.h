@@ -43,6 +43,8 @@
   X(EXP,         "exp",         1, F_ELEM,   shape_elem)    \
   X(LOG,         "log",         1, F_ELEM,   shape_elem)    \
   X(SQRT,        "sqrt",        1, F_ELEM,   shape_elem)    \
+  X(FLOOR,       "floor",       1, F_ELEM,   shape_elem)    \
+  X(COS,         "cos",         1, F_ELEM,   shape_elem)    \
   X(DROPOUT,     "dropout",     2, F_ELEM,   shape_elem)    /* v, u: u >= 2f-1 ? v/(1-f) : 0 */ \
   /* structure */ \
   X(CONCAT,      "concat",      2, 0,        shape_concat)  /* [na] [nb] -> [na+nb]       */ \

@@ -56,7 +56,7 @@ static void expect(Parser *p, const char *punct) {
 
 static const char *const keywords[] = {
     "const", "input", "target", "param", "buffer", "def", "let", "for", "in", "return",
-    "output", "loss", "optimizer", "clip_grad_norm", "train", "scan", "over", "from"};
+    "output", "loss", "optimizer", "schedule", "clip_grad_norm", "train", "scan", "over", "from"};
 
 static bool is_keyword(const Token *t) {
   for (size_t i = 0; i < ARRAY_LEN(keywords); i++)
@@ -514,11 +514,13 @@ static Stmt *stmt(Parser *p, bool top) {
     p->tok++;
     s->kind = is_word(t, "output") ? S_OUTPUT : is_word(t, "loss") ? S_LOSS : S_CLIP;
     s->value = expr(p);
-  } else if (is_word(t, "optimizer")) {
-    /* optimizer = "optimizer" NAME "(" [NAME "=" expr ("," NAME "=" expr)*] ")" */
+  } else if (is_word(t, "optimizer") || is_word(t, "schedule")) {
+    /* optimizer = "optimizer" NAME "(" [NAME "=" expr ("," NAME "=" expr)*] ")"
+     * schedule  = "schedule" NAME "(" [NAME "=" expr ("," NAME "=" expr)*] ")" */
     p->tok++;
-    s->kind = S_OPTIMIZER;
-    Ident name = simple_ident(p, "an optimizer (adam)");
+    bool opt = is_word(t, "optimizer");
+    s->kind = opt ? S_OPTIMIZER : S_SCHEDULE;
+    Ident name = simple_ident(p, opt ? "an optimizer (adam, adamw, sgd)" : "a schedule (constant, step, cosine)");
     Expr *e = new_expr(p, E_CALL, name.pos);
     e->name = name;
     expect(p, "(");
@@ -537,7 +539,7 @@ static Stmt *stmt(Parser *p, bool top) {
     s->nexprs = tmp.nargs;
   } else {
     expected(p, "a statement (const, input, target, param, buffer, def, let, for, output, "
-                "loss, optimizer, clip_grad_norm, train)");
+                "loss, optimizer, schedule, clip_grad_norm, train)");
   }
   end_of_stmt(p);
   return s;

@@ -122,6 +122,7 @@ typedef enum StmtKind {
   S_OUTPUT,    /* output value */
   S_LOSS,      /* loss value */
   S_OPTIMIZER, /* optimizer value (a call with named arguments) */
+  S_SCHEDULE,  /* schedule value (a call with named arguments) */
   S_CLIP,      /* clip_grad_norm value */
   S_TRAIN,     /* train key = value, ... */
 } StmtKind;
@@ -222,11 +223,21 @@ typedef struct Param {
   size_t offset; /* in floats, in the flat parameter buffer */
 } Param;
 
-typedef enum OptimKind { OPTIM_NONE, OPTIM_ADAM, OPTIM_SGD } OptimKind;
+typedef enum OptimKind { OPTIM_NONE, OPTIM_ADAM, OPTIM_ADAMW, OPTIM_SGD } OptimKind;
+/* The learning rate at optimizer step t (see grad.c's scheduled_lr). */
+typedef enum SchedKind { SCHED_CONSTANT, SCHED_STEP, SCHED_COSINE } SchedKind;
 
 typedef struct TrainConfig {
   OptimKind optim;
   double lr, beta1, beta2, eps;
+  double weight_decay;        /* adam, sgd: L2, added to the gradient; adamw: decoupled */
+  double momentum, dampening; /* sgd (its buffer is the m slot) */
+  bool nesterov;              /* sgd */
+  SchedKind sched;
+  int warmup;     /* steps of linear warmup (0: none), any schedule */
+  int decay;      /* step: steps between decays; cosine: steps to decay over */
+  double gamma;   /* step: the factor of each decay */
+  double min_lr;  /* cosine: the rate it ends at */
   double clip_norm; /* 0: no clipping */
   int epochs, batch;
 } TrainConfig;
