@@ -7,7 +7,8 @@
  *   acc_outer W, u, concat(a, b)  -> acc_outer W, u, a;  acc_outer W, u, b col na
  *   matvec / acc_outer of dense(x) -> the one-hot x itself: a column gather
  *                                     or a column update, not 58 zeros
- *   slice(add(a, b))              -> add(slice a, slice b)   (add used once)
+ *   slice(add(a, b))              -> add(slice a, slice b)   (add used once; vectors
+ *                                     or sequences, row by row)
  *   slice(matvec_t W, u)          -> matvec_t W, u over the slice's columns
  * the weight-gradient updates in a scan's body move after the scan, over
  * stacks (hoist_accs); a carry of which only the last step is read leaves
@@ -123,8 +124,9 @@ static bool rewrite(Graph *g, int id) {
   }
   if (n.op == OP_SLICE) {
     Node x = *nd(g, n.in[0]);
+    /* (a vector, or a sequence sliced row by row; not a broadcast scalar) */
     if (x.op == OP_ADD && x.block == n.block && count_uses(g, n.in[0]) == 1 &&
-        x.type.rank == 1 && nd(g, x.in[0])->type.rank == 1 && nd(g, x.in[1])->type.rank == 1) {
+        type_eq(nd(g, x.in[0])->type, x.type) && type_eq(nd(g, x.in[1])->type, x.type)) {
       int sa = add_before(g, id, OP_SLICE, x.in[0], -1, 1, n.a, n.b);
       int sb = add_before(g, id, OP_SLICE, x.in[1], -1, 1, n.a, n.b);
       replace_uses(g, id, add_before(g, id, OP_ADD, sa, sb, 2, 0, 0));

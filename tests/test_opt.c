@@ -130,6 +130,21 @@ static const char embedding[] = HEAD
     "let logits = fc @ last(hs)\n"
     "output logits\n" TAIL;
 
+/* Every local rewrite's shape: a product of a concatenation with a one-hot
+ * part, gates sliced from a sum of a product and a bias, and after the
+ * scan a slice of a sum of sequences (one a vector-matrix product). */
+static const char gates[] = HEAD
+    "param w [4 * H, V + H] = linear(H)\nparam b [4 * H] = linear(H)\n"
+    "param p [H, H] = linear(H)\nparam fc [C, 3] = linear(3)\n"
+    "def cell(x, h) {\n"
+    "  let g = w @ concat(x, h) + b\n"
+    "  return sigmoid(g[0:H]) * tanh(g[2*H:3*H]) + sigmoid(g[H:2*H]) * h\n"
+    "}\n"
+    "let hs = scan cell over x from zeros(H)\n"
+    "let z = hs @ p + hs\n"
+    "let logits = fc @ last(z[0:3])\n"
+    "output logits\n" TAIL;
+
 /* ------------------------------------------------------------ helpers */
 
 static Graph *compile_text(const char *name, const char *text) {
@@ -324,6 +339,76 @@ static void test_hoist_embedding(void **state) {
   same_results("embedding", embedding);
 }
 
+/* ------------------------------------------------- local rewrites, cse */
+
+/* Nodes of op anywhere in g with an operand of op `of`. */
+static int count_of(const Graph *g, Op op, Op of) {
+  int n = 0;
+  for (int b = 0; b < g->nblocks; b++)
+    for (int i = 0; i < g->blocks[b].n; i++) {
+      const Node *x = &g->nodes[g->blocks[b].nodes[i]];
+      bool hit = false;
+      for (int k = 0; k < x->nin && x->op == op; k++)
+        hit |= g->nodes[x->in[k]].op == of;
+      n += hit;
+    }
+  return n;
+}
+
+/* No two pure nodes of a block are the same computation (cse's result). */
+static void no_duplicates(const char *name, const Graph *g) {
+  for (int b = 0; b < g->nblocks; b++) {
+    const Block *bl = &g->blocks[b];
+    for (int i = 0; i < bl->n; i++)
+      for (int j = 0; j < i; j++) {
+        const Node *x = &g->nodes[bl->nodes[i]], *y = &g->nodes[bl->nodes[j]];
+        if (x->op != y->op || x->nin != y->nin || !x->nin || x->a != y->a || x->b != y->b ||
+            x->c != y->c || x->f != y->f || !type_eq(x->type, y->type) || x->op == OP_SCAN ||
+            (op_flags[x->op] & F_EFFECT))
+          continue;
+        bool same = true;
+        for (int k = 0; k < x->nin; k++)
+          same &= x->in[k] == y->in[k];
+        if (same)
+          fail_msg("%s: %s nodes %d and %d compute the same", name, op_names[x->op], bl->nodes[j],
+                   bl->nodes[i]);
+      }
+  }
+}
+
+static void test_local_rewrites(void **state) {
+  Graph *g = optimized("gates", gates);
+  /* the product of the concatenation: one per part, the one-hot part a
+   * column gather (no dense), and its gradient's update the same */
+  const Op products[] = {OP_MATVEC, OP_ACC_OUTER};
+  for (size_t k = 0; k < ARRAY_LEN(products); k++) {
+    assert_int_equal(count_of(g, products[k], OP_CONCAT), 0);
+    assert_int_equal(count_of(g, products[k], OP_DENSE), 0);
+  }
+  assert_int_equal(count_of(g, OP_MATVEC, OP_ARG), 2); /* w's parts: x_t and h */
+  /* the slice of a sum of sequences became a sum of slices, and the slice
+   * of the product a product of the columns (the gates' slices of a sum
+   * read three times stay) */
+  assert_int_equal(count_of(g, OP_SLICE, OP_ADD), 3);
+  assert_int_equal(count_of(g, OP_SLICE, OP_MATVEC_T), 0);
+  assert_int_equal(top(g, OP_MATVEC_T, true), 1);
+  graph_free(g);
+  same_results("gates", gates);
+}
+
+static void test_cse(void **state) {
+  struct {
+    const char *name, *text;
+  } graphs[] = {{"two_carries", two_carries}, {"three_layers", three_layers},
+                {"bidirectional", bidirectional}, {"lstm_cell", lstm_cell},
+                {"embedding", embedding}, {"gates", gates}};
+  for (size_t i = 0; i < ARRAY_LEN(graphs); i++) {
+    Graph *g = optimized(graphs[i].name, graphs[i].text);
+    no_duplicates(graphs[i].name, g);
+    graph_free(g);
+  }
+}
+
 /* --------------------------------------------------- drop_unused_seqs */
 
 static void test_drop_unused_seqs(void **state) {
@@ -354,6 +439,8 @@ int main(void) {
       cmocka_unit_test(test_hoist_accs_lstm),
       cmocka_unit_test(test_hoist_embedding),
       cmocka_unit_test(test_drop_unused_seqs),
+      cmocka_unit_test(test_local_rewrites),
+      cmocka_unit_test(test_cse),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
