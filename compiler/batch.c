@@ -346,8 +346,8 @@ static void emit_matvec_t(BC *c, int id) {
   if (c->isint[u]) { /* a one-hot u: each row is row u of W (an embedding) */
     Loop r = for_begin(cg, rows_of(c, id));
     LLVMValueRef idx = load_i64(c, c->ptr[u], r.i);
-    LLVMValueRef src = fptr(cg, c->ptr[w], LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, idx, ci64(cg, tw.dim[1]), ""),
-                                                       ci64(cg, n->a), ""));
+    LLVMValueRef at = LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, idx, ci64(cg, tw.dim[1]), ""), ci64(cg, n->a), "");
+    LLVMValueRef src = fptr(cg, c->ptr[w], at);
     memcpy_f32(cg, row_ptr(c, id, r.i), src, ci64(cg, n->b));
     for_end(cg, &r);
     return;

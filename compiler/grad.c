@@ -598,7 +598,8 @@ static int scheduled_lr(Grad *G, int step, Pos pos) {
       lr = add2(G, OP_MUL, lr, add2(G, OP_POW, cnst(G, 0, t->gamma, pos), k, 0, 0, pos), 0, 0, pos);
     } else {
       int prog = add2(G, OP_MIN, frac, one, 0, 0, pos);
-      int c = add1(G, OP_COS, add2(G, OP_MUL, prog, cnst(G, 0, 3.14159265358979323846, pos), 0, 0, pos), 0, 0, pos);
+      int angle = add2(G, OP_MUL, prog, cnst(G, 0, 3.14159265358979323846, pos), 0, 0, pos);
+      int c = add1(G, OP_COS, angle, 0, 0, pos);
       int half = add2(G, OP_MUL, add2(G, OP_ADD, one, c, 0, 0, pos), cnst(G, 0, 0.5, pos), 0, 0, pos);
       int span = cnst(G, 0, t->lr - t->min_lr, pos);
       lr = add2(G, OP_ADD, cnst(G, 0, t->min_lr, pos), add2(G, OP_MUL, span, half, 0, 0, pos), 0, 0, pos);
@@ -696,8 +697,8 @@ static void emit_update(Grad *G) {
       }
       int buf = add2(G, OP_ADD, add2(G, OP_MUL, m, cnst(G, 0, t->momentum, pos), 0, 0, pos), keep, 0, 0, pos);
       ir_add(g, NULL, 0, OP_STORE, &buf, 1, PARAM_ALL, SLOT_M, 0, pos);
-      gr = t->nesterov ? add2(G, OP_ADD, gr, add2(G, OP_MUL, buf, cnst(G, 0, t->momentum, pos), 0, 0, pos), 0, 0, pos)
-                       : buf;
+      int ahead = add2(G, OP_MUL, buf, cnst(G, 0, t->momentum, pos), 0, 0, pos);
+      gr = t->nesterov ? add2(G, OP_ADD, gr, ahead, 0, 0, pos) : buf;
     }
     nw = add2(G, OP_SUB, w, add2(G, OP_MUL, gr, lr, 0, 0, pos), 0, 0, pos);
   }

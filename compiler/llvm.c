@@ -479,6 +479,18 @@ static void matvec_t_steps(void *ctx, LLVMValueRef *ts, int nx) {
  * plan_grad_init) writes it instead of adding to it: with the vector path,
  * by storing its sums and zeros beside its columns; otherwise by zeroing
  * the gradient first. */
+/* Row idx (an i32: a one-hot value's index) of the matrix at w, ld floats
+ * a row, from column k0: an embedding's row. */
+static LLVMValueRef table_row(Cg *cg, LLVMValueRef w, LLVMValueRef idx, long long ld, long long k0) {
+  idx = LLVMBuildSExt(cg->b, idx, cg->i64, "");
+  return fptr(cg, w, LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, idx, ci64(cg, ld), ""), ci64(cg, k0), ""));
+}
+
+/* The index of one-hot sequence id at step t. */
+static LLVMValueRef char_at(CG *c, int id, LLVMValueRef t) {
+  return LLVMBuildLoad2(c->cg.b, c->cg.i32, gep(&c->cg, c->cg.i32, c->ptr[id], t), "");
+}
+
 static void emit_acc(CG *c, int id) {
   Cg *cg = &c->cg;
   const Graph *g = c->g;
@@ -516,9 +528,7 @@ static void emit_acc(CG *c, int id) {
     Loop t = {0};
     if (seqs)
       t = loop_begin(cg, c->T64);
-    LLVMValueRef idx = seqs ? LLVMBuildLoad2(cg->b, cg->i32, gep(cg, cg->i32, c->ptr[a], t.i), "") : c->sval[a];
-    idx = LLVMBuildSExt(cg->b, idx, cg->i64, "");
-    LLVMValueRef row = fptr(cg, gp, LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, idx, ci64(cg, ld), ""), ci64(cg, k0), ""));
+    LLVMValueRef row = table_row(cg, gp, seqs ? char_at(c, a, t.i) : c->sval[a], ld, k0);
     LLVMValueRef v = seqs ? seq_row(c, b, t.i) : c->ptr[b];
     Loop k = loop_begin(cg, ci64(cg, nv));
     store(cg, fadd(cg, load(cg, row, k.i), load(cg, v, k.i)), row, k.i);
@@ -843,18 +853,12 @@ static void emit_standalone(CG *c, int id) {
     bool seq = is_seq_type(N(c, b)->type);
     if (N(c, b)->type.kind == TY_ONEHOT) {
       if (!seq) {
-        LLVMValueRef idx = LLVMBuildSExt(cg->b, c->sval[b], cg->i64, "");
-        c->ptr[id] = fptr(cg, c->ptr[a], LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, idx, ci64(cg, tw.dim[1]), ""),
-                                                      ci64(cg, n->a), ""));
+        c->ptr[id] = table_row(cg, c->ptr[a], c->sval[b], tw.dim[1], n->a);
         break;
       }
       c->ptr[id] = buffer(c, id);
       Loop t = loop_begin(cg, c->T64);
-      LLVMValueRef idx = LLVMBuildSExt(cg->b, LLVMBuildLoad2(cg->b, cg->i32, gep(cg, cg->i32, c->ptr[b], t.i), ""),
-                                       cg->i64, "");
-      memcpy_f32(cg, seq_row(c, id, t.i),
-                 fptr(cg, c->ptr[a], LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, idx, ci64(cg, tw.dim[1]), ""),
-                                                  ci64(cg, n->a), "")),
+      memcpy_f32(cg, seq_row(c, id, t.i), table_row(cg, c->ptr[a], char_at(c, b, t.i), tw.dim[1], n->a),
                  ci64(cg, n->b));
       loop_end(cg, &t);
       break;

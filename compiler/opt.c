@@ -15,9 +15,9 @@
  * the scan (sink_last_carries); products of a scanned row move before the
  * scan and transposed ones after it (hoist_products, _after); a per-step
  * output that is a scanned row is the sequence itself (drop_seq_yields),
- * and sequences a cell no longer reads leave the scan (drop_unused_seqs); equal pure nodes
- * merge (cse); then dead code elimination, and renumbering so ids stay
- * dense. */
+ * and sequences a cell no longer reads leave the scan (drop_unused_seqs);
+ * equal pure nodes merge (cse); then dead code elimination, and
+ * renumbering so ids stay dense. */
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>

@@ -520,7 +520,8 @@ static Stmt *stmt(Parser *p, bool top) {
     p->tok++;
     bool opt = is_word(t, "optimizer");
     s->kind = opt ? S_OPTIMIZER : S_SCHEDULE;
-    Ident name = simple_ident(p, opt ? "an optimizer (adam, adamw, sgd)" : "a schedule (constant, step, cosine)");
+    Ident name = simple_ident(p, opt ? "an optimizer (adam, adamw, sgd)"
+                                     : "a schedule (constant, step, cosine)");
     Expr *e = new_expr(p, E_CALL, name.pos);
     e->name = name;
     expect(p, "(");

@@ -267,7 +267,8 @@ static void b_embedding(Builder *b) {
   int hp = ir_block_arg(g, body, V(e), (Pos){0, 0});
   int in2[2] = {w, x};
   int row = ir_add(g, NULL, body, OP_MATVEC_T, in2, 2, k0, e, 0, (Pos){0, 0});
-  ir_yield(g, body, op1(b, body, OP_TANH, op2(b, body, OP_ADD, op2(b, body, OP_MUL, row, hp, 0), row, 0), 0, 0));
+  int pre = op2(b, body, OP_ADD, op2(b, body, OP_MUL, row, hp, 0), row, 0);
+  ir_yield(g, body, op1(b, body, OP_TANH, pre, 0, 0));
   int h0 = param(b, "c0", V(e), 1);
   int s = ir_scan(g, NULL, 0, &g->input, 1, &h0, 1, body, false, (Pos){0, 0});
   int cs = ir_proj(g, 0, s, 0, (Pos){0, 0});
