@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -18,6 +19,13 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) {
   return EXIT_USAGE;
 }
 
+void cli_error(const char *cmd, const Err *e) {
+  if (strstr(e->msg, ": error: "))
+    fprintf(stderr, "%s\n", e->msg);
+  else
+    fprintf(stderr, "rnnc %s: error: %s\n", cmd, e->msg);
+}
+
 int cli_parse_u64(const char *s, uint64_t *out) {
   char *end;
   if (!*s || *s == '-' || *s == '+')
@@ -31,10 +39,8 @@ int cli_parse_u64(const char *s, uint64_t *out) {
 }
 
 int cli_parse_int(const char *s, int lo, int hi, int *out) {
-  char *end;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (!*s || *end || errno || v < lo || v > hi)
+  int64_t v;
+  if (parse_int64(s, lo, hi, &v))
     return -1;
   *out = (int)v;
   return 0;

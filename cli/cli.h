@@ -7,8 +7,14 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "util.h"
+
 /* Prints "rnnc CMD: <message>" and a pointer to --help; returns EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Prints e's message as command cmd's error: "rnnc CMD: error: MSG", or
+ * MSG alone when it is a graph error, which says "path...: error:" itself. */
+void cli_error(const char *cmd, const Err *e);
 
 /* A non-negative decimal integer; 0, or -1 when malformed. */
 int cli_parse_u64(const char *s, uint64_t *out);

@@ -8,12 +8,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "checkpoint.h"
 #include "cli.h"
+#include "files.h"
 #include "rnnc.h"
 
 const char build_usage[] =
@@ -51,62 +51,6 @@ const char build_usage[] =
     "                            lists the target's CPUs\n"
     "  -h, --help                this help\n"
     "\n";
-
-/* A file written next to its destination, renamed into place by commit. */
-typedef struct Pending {
-  const char *path;
-  char *tmp;
-} Pending;
-
-/* Permissions as a new file gets them: 0666 less the umask. */
-static mode_t new_file_mode(void) {
-  mode_t mask = umask(022);
-  umask(mask);
-  return 0666 & ~mask;
-}
-
-static int write_all(int fd, const char *p, size_t n) {
-  while (n) {
-    ssize_t k = write(fd, p, n);
-    if (k < 0 && errno == EINTR)
-      continue;
-    if (k <= 0)
-      return -1;
-    p += k;
-    n -= (size_t)k;
-  }
-  return 0;
-}
-
-static int stage_file(Pending *f, const char *path, const Buf *data, Err *e) {
-  f->path = path;
-  const char *slash = strrchr(path, '/');
-  f->tmp = slash ? xasprintf("%.*s/.rnnc-build-XXXXXX", (int)(slash - path), path)
-                 : xstrdup(".rnnc-build-XXXXXX");
-  int fd = mkstemp(f->tmp);
-  if (fd < 0) {
-    errf(e, "cannot write %s: %s", path, strerror(errno));
-    free(f->tmp);
-    f->tmp = NULL;
-    return -1;
-  }
-  if (fchmod(fd, new_file_mode()) < 0 || write_all(fd, data->data, data->len) < 0 ||
-      fsync(fd) < 0) {
-    errf(e, "cannot write %s: %s", path, strerror(errno));
-    close(fd);
-    return -1;
-  }
-  if (close(fd) < 0)
-    return errf(e, "cannot write %s: %s", path, strerror(errno));
-  return 0;
-}
-
-static void discard(Pending *f) {
-  if (f->tmp)
-    unlink(f->tmp);
-  free(f->tmp);
-  f->tmp = NULL;
-}
 
 /* "DIR/NAME.ext" -> "NAME" (malloc'd), or NULL when path does not end in
  * ext after a name. */
@@ -175,10 +119,9 @@ static int run_wasm_ld(char **argv, Err *e) {
  * module pass through temporary files beside out. */
 static int link_wasm(const char *out, const Buf *object, const char *prefix,
                      size_t stack_bytes, Buf *module, Err *e) {
-  Pending fo = {0}, fm = {0};
-  Buf none = {0};
+  Staged fo = {.fd = -1}, fm = {.fd = -1};
   int rc = -1;
-  if (stage_file(&fo, out, object, e) || stage_file(&fm, out, &none, e))
+  if (stage_file(&fo, out, object->data, object->len, e) || stage_file(&fm, out, NULL, 0, e))
     goto done;
   char stack[64], fwd[OBJ_MAX_PREFIX + 32], pred[OBJ_MAX_PREFIX + 32];
   snprintf(stack, sizeof stack, "stack-size=%zu", (stack_bytes + 2 * 65536 - 1) / 65536 * 65536);
@@ -196,8 +139,8 @@ static int link_wasm(const char *out, const Buf *object, const char *prefix,
   free(data);
   rc = 0;
 done:
-  discard(&fo);
-  discard(&fm);
+  stage_discard(&fo);
+  stage_discard(&fm);
   return rc;
 }
 
@@ -293,7 +236,7 @@ int cmd_build(int argc, char **argv) {
   char **labels = NULL;
   int nlabels = 0, rc = EXIT_BAD_INPUT;
   Buf object = {0}, text = {0};
-  Pending fo = {0}, fh = {0};
+  Staged fo = {.fd = -1}, fh = {.fd = -1};
   if (model_compile(&m, graph, &mo, &e) || ckpt_load(&m, ckpt, false, &labels, &nlabels, &e))
     goto fail;
   if (!labels) {
@@ -328,29 +271,19 @@ int cmd_build(int argc, char **argv) {
   if (bad)
     goto fail;
   /* Both files complete beside their destinations before either is
-   * renamed: an error leaves the old files (or none) in place. */
-  if (stage_file(&fo, out, &object, &e) || stage_file(&fh, header, &text, &e))
+   * renamed, and the first put back should the second fail: an error
+   * leaves the old files (or none) in place. */
+  if (stage_file(&fo, out, object.data, object.len, &e) ||
+      stage_file(&fh, header, text.data, text.len, &e) || stage_commit_both(&fo, &fh, &e))
     goto fail;
-  if (rename(fo.tmp, out) < 0) {
-    errf(&e, "cannot write %s: %s", out, strerror(errno));
-    goto fail;
-  }
-  free(fo.tmp);
-  fo.tmp = NULL;
-  if (rename(fh.tmp, header) < 0) {
-    errf(&e, "cannot write %s: %s (%s was written)", header, strerror(errno), out);
-    goto fail;
-  }
-  free(fh.tmp);
-  fh.tmp = NULL;
   printf("wrote %s (%zu bytes: %s, CPU %s) and %s\n", out, object.len, info.triple, info.cpu,
          header);
   rc = EXIT_OK;
 fail:
   if (rc)
-    fprintf(stderr, "rnnc build: error: %s\n", e.msg);
-  discard(&fo);
-  discard(&fh);
+    cli_error("build", &e);
+  stage_discard(&fo);
+  stage_discard(&fh);
   buf_free(&object);
   buf_free(&text);
   for (int i = 0; i < nlabels; i++)

@@ -99,7 +99,7 @@ int cmd_check(int argc, char **argv) {
   Err e;
   Graph *f = compile_graph_file(path, &e), *g = f ? compile_graph_file(path, &e) : NULL;
   if (!f || !g || graph_passes(g, true, PASSES_GRAD, &e)) {
-    fprintf(stderr, "%s\n", e.msg);
+    cli_error("check", &e);
     graph_free(f);
     graph_free(g);
     return EXIT_BAD_INPUT;
@@ -137,7 +137,7 @@ int cmd_check(int argc, char **argv) {
     rng_seed(&r, noise);
     interp_set_rng(Ig, &r);
     if (interp_run(Ig, chars, len, target, &e)) {
-      fprintf(stderr, "rnnc check: %s\n", e.msg);
+      cli_error("check", &e);
       free(chars);
       rc = EXIT_BAD_INPUT;
       break;

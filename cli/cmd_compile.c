@@ -1,5 +1,4 @@
 /* cmd_compile.c: rnnc compile GRAPH [--emit STAGE] [-o FILE]. */
-#include <errno.h>
 #include <getopt.h>
 #include <llvm-c/Core.h>
 #include <llvm-c/TargetMachine.h>
@@ -9,6 +8,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "files.h"
 #include "rnnc.h"
 
 const char compile_usage[] =
@@ -130,7 +130,7 @@ int cmd_compile(int argc, char **argv) {
   double t[4] = {0};
   if (stage >= 3) {
     if (emit_module(argv[optind], stage == 4, &b, t, &e)) {
-      fprintf(stderr, "%s\n", e.msg);
+      cli_error("compile", &e);
       buf_free(&b);
       return EXIT_BAD_INPUT;
     }
@@ -140,7 +140,7 @@ int cmd_compile(int argc, char **argv) {
     double t1 = now_seconds();
     PassStop stop = stage == 0 ? PASSES_FRONT : stage == 1 ? PASSES_GRAD : PASSES_ALL;
     if (!g || graph_passes(g, true, stop, &e)) {
-      fprintf(stderr, "%s\n", e.msg);
+      cli_error("compile", &e);
       graph_free(g);
       return EXIT_BAD_INPUT;
     }
@@ -154,18 +154,17 @@ int cmd_compile(int argc, char **argv) {
             "front end and passes %.1f ms, codegen %.1f ms, LLVM optimization %.1f ms, "
             "output %.1f ms\n",
             1e3 * (t[0] + (stage < 3 ? t[1] : 0)), stage < 3 ? 0 : 1e3 * t[1], 1e3 * t[2], 1e3 * t[3]);
-  FILE *f = out_path ? fopen(out_path, "w") : stdout;
-  if (!f) {
-    fprintf(stderr, "rnnc compile: cannot write %s: %s\n", out_path, strerror(errno));
-    buf_free(&b);
-    return EXIT_BAD_INPUT;
+  /* stdout is checked as rnnc exits (main.c); a file is staged, so that
+   * it is complete or not there (files.h). */
+  int rc = EXIT_OK;
+  Staged st;
+  if (!out_path)
+    out_write(b.data, b.len);
+  else if (stage_file(&st, out_path, b.data, b.len, &e) || stage_commit(&st, &e)) {
+    cli_error("compile", &e);
+    stage_discard(&st);
+    rc = EXIT_BAD_INPUT;
   }
-  int bad = fwrite(b.data, 1, b.len, f) != b.len;
-  bad |= out_path ? fclose(f) != 0 : fflush(f) != 0;
   buf_free(&b);
-  if (bad) {
-    fprintf(stderr, "rnnc compile: cannot write %s\n", out_path ? out_path : "standard output");
-    return EXIT_BAD_INPUT;
-  }
-  return EXIT_OK;
+  return rc;
 }

@@ -2,6 +2,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli.h"
 #include "runtime.h"
@@ -11,7 +12,8 @@ const char data_usage[] =
     "\n"
     "Loads a names data set (one <Language>.txt per label, one UTF-8 name a\n"
     "line), normalizes every name to ASCII, and prints the languages with\n"
-    "their counts, the names skipped and why, and the train/test split.\n"
+    "their counts, the names skipped and why (a character outside the\n"
+    "vocabulary, longer than " NAME_MAX_CHARS_STR " characters, ...), and the train/test split.\n"
     "\n"
     "  --data DIR           data directory (default: data/names)\n"
     "  --seed S             split seed (default: 42)\n"
@@ -59,7 +61,7 @@ int cmd_data(int argc, char **argv) {
   Dataset ds = {0};
   Err e;
   if (data_load(&ds, dir, NULL, 0, &e) || data_split(&ds, fraction, seed, &e)) {
-    fprintf(stderr, "rnnc data: error: %s\n", e.msg);
+    cli_error("data", &e);
     data_free(&ds);
     return EXIT_BAD_INPUT;
   }
@@ -71,8 +73,11 @@ int cmd_data(int argc, char **argv) {
     ntr[ds.names[ds.train[i]].label]++;
   for (size_t i = 0; i < ds.ntest; i++)
     nte[ds.names[ds.test[i]].label]++;
-  for (int l = 0; l < ds.nlabels; l++)
-    printf("%5d %-14s %7zu %7zu %7zu\n", l, ds.labels[l], ds.per_label[l], ntr[l], nte[l]);
+  for (int l = 0; l < ds.nlabels; l++) {
+    char *label = shown_text(ds.labels[l], strlen(ds.labels[l]), 64); /* on one line */
+    printf("%5d %-14s %7zu %7zu %7zu\n", l, label, ds.per_label[l], ntr[l], nte[l]);
+    free(label);
+  }
   printf("%5s %-14s %7zu %7zu %7zu\n", "", "total", ds.nnames, ds.ntrain, ds.ntest);
   free(ntr);
   free(nte);

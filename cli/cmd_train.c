@@ -1,7 +1,10 @@
 /* cmd_train.c: rnnc train, rnnc eval and rnnc predict. */
+#include <assert.h>
 #include <errno.h>
+#include <float.h>
 #include <getopt.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +36,8 @@ const char train_usage[] =
     "the end, per-language accuracy and a confusion matrix.\n"
     "\n"
     "  --data DIR           data directory (default: data/names)\n"
-    "  --epochs N           epochs to train (default: the graph's train setting)\n"
+    "  --epochs N           epochs to train (default: the graph's train setting);\n"
+    "                       0 writes the starting point (initialized, or --init's)\n"
     "  --batch B            names per optimizer step (default: the graph's train\n"
     "                       setting); results do not depend on --threads\n"
     "  --threads N          threads (default: every online core; 1 starts none)\n"
@@ -44,6 +48,7 @@ const char train_usage[] =
     "                       it (CKPT.optim.safetensors) resumes training\n"
     "  --test-fraction F    share of each language held out (default: 0.1; 0: none)\n"
     "  --out CKPT           checkpoint to write (default: GRAPH's name .safetensors)\n"
+    "                       and CKPT.optim.safetensors; one training at a time\n"
     CACHE_HELP;
 
 const char eval_usage[] =
@@ -60,8 +65,9 @@ const char eval_usage[] =
     CACHE_HELP;
 
 const char predict_usage[] =
-    "usage: rnnc predict GRAPH CKPT NAME... [--top K] [--logits] [--seed S] [--no-cache]\n"
-    "       rnnc predict GRAPH CKPT --input FILE [--top K] [--logits] [--threads N]\n"
+    "usage: rnnc predict GRAPH CKPT NAME... [--top K | --logits] [--seed S] [--data DIR]\n"
+    "                    [--no-cache]\n"
+    "       rnnc predict GRAPH CKPT --input FILE [--top K | --logits] [--threads N]\n"
     "\n"
     "Classifies each NAME (any UTF-8; normalized to ASCII as in training) and\n"
     "prints the K most likely languages with their probabilities.\n"
@@ -78,6 +84,8 @@ const char predict_usage[] =
     "  --input FILE   names to classify, one per line (- : standard input)\n"
     "  --threads N    threads for --input (default: every online core)\n"
     "  --seed S       noise seed for graphs with a random initial state (default: 42)\n"
+    "  --data DIR     the languages of a checkpoint that has no label list (one of\n"
+    "                 PyTorch's): DIR's <Language>.txt files (default: data/names)\n"
     "  --no-cache     compile the kernels, neither loading nor storing them in the\n"
     "                 kernel cache (see below)\n"
     "  -h, --help     this help\n"
@@ -86,40 +94,12 @@ const char predict_usage[] =
     "else ~/.cache/rnnc (RNNC_NO_CACHE=1: off; rm -rf the directory to clear it),\n"
     "so that the next predict of the same graph starts at once.\n";
 
-static int parse_double(const char *s, double *out) {
-  char *end;
-  errno = 0;
-  *out = strtod(s, &end);
-  return *s && !*end && !errno && isfinite(*out) ? 0 : -1;
-}
-
-
 enum { MAX_BATCH = 1 << 24 };
 
 static void free_labels(char **labels, int n) {
   for (int i = 0; i < n; i++)
     free(labels[i]);
   free(labels);
-}
-
-/* Fails early, before training, when the checkpoint cannot be written. */
-static int check_writable(const char *path, Err *e) {
-  char *dir = xstrdup(path);
-  char *slash = strrchr(dir, '/');
-  if (slash)
-    slash[slash == dir ? 1 : 0] = '\0';
-  char *probe = xasprintf("%s/.rnnc-write-test-XXXXXX", slash ? dir : ".");
-  int fd = mkstemp(probe);
-  int rc = 0;
-  if (fd < 0)
-    rc = errf(e, "cannot write the checkpoint %s: %s", path, strerror(errno));
-  else {
-    close(fd);
-    unlink(probe);
-  }
-  free(probe);
-  free(dir);
-  return rc;
 }
 
 static char *default_out(const char *graph) {
@@ -141,10 +121,18 @@ static void print_compile(FILE *f, const Model *m) {
           j->kernels);
 }
 
-static int check_model_data(const Model *m, const Dataset *ds, Err *e) {
+/* The names' characters index the graph's input: its size must be the
+ * vocabulary's. */
+static int check_vocab(const Model *m, Err *e) {
   if (m->fwd->vocab != VOCAB_SIZE)
     return errf(e, "%s: the input has %d characters, but the vocabulary has %d", m->path,
                 m->fwd->vocab, VOCAB_SIZE);
+  return 0;
+}
+
+static int check_model_data(const Model *m, const Dataset *ds, Err *e) {
+  if (check_vocab(m, e))
+    return -1;
   if (m->fwd->classes != ds->nlabels)
     return errf(e, "%s has %d classes, but the data has %d languages", m->path,
                 m->fwd->classes, ds->nlabels);
@@ -204,6 +192,11 @@ int cmd_train(int argc, char **argv) {
     case 'l':
       if (parse_double(optarg, &lr) || !(lr > 0))
         return cli_usage_error("train", "--lr wants a positive number, not '%s'", optarg);
+      if (!((float)lr > 0) || isinf((float)lr)) /* the kernels compute in float32 */
+        return cli_usage_error("train",
+                               "--lr %s is %s in float32, the precision training computes in "
+                               "(positive floats go from %g to %g)",
+                               optarg, (float)lr > 0 ? "infinite" : "0", FLT_TRUE_MIN, FLT_MAX);
       break;
     case 'i':
       init = optarg;
@@ -238,7 +231,8 @@ int cmd_train(int argc, char **argv) {
   int nlabels = 0, rc = EXIT_BAD_INPUT;
   ModelOptions mo = {.lr = lr, .batch = batch, .threads = threads, .batched_forward = true,
                      .no_cache = no_cache};
-  if (check_writable(out, &e) || model_compile(&m, graph, &mo, &e))
+  CkptLock lock = {0};
+  if (ckpt_check_writable(out, &e) || ckpt_lock(&lock, out, &e) || model_compile(&m, graph, &mo, &e))
     goto fail;
   print_compile(stderr, &m);
   if (m.unbatched && m.batch > 1)
@@ -270,6 +264,10 @@ int cmd_train(int argc, char **argv) {
                      .progress = isatty(fileno(stderr)), .log = stderr};
   if (train_run(&m, &ds, &to, &e))
     goto fail;
+  /* No epoch: the checkpoint is the starting point (initialized, or
+   * --init's, with the data's labels). */
+  if (epochs == 0 && ckpt_save(&m, ds.labels, ds.nlabels, out, &e))
+    goto fail;
   if (ds.ntest) {
     EvalResult r;
     evaluate(&m, &ds, ds.test, ds.ntest, seed, &r);
@@ -283,7 +281,8 @@ int cmd_train(int argc, char **argv) {
   rc = EXIT_OK;
 fail:
   if (rc)
-    fprintf(stderr, "rnnc train: error: %s\n", e.msg);
+    cli_error("train", &e);
+  ckpt_unlock(&lock);
   model_free(&m);
   data_free(&ds);
   free_labels(labels, nlabels);
@@ -296,7 +295,8 @@ static int load_for_inference(Model *m, const char *graph, const char *ckpt, int
                               bool batched, bool no_cache, char ***labels, int *nlabels, Err *e) {
   ModelOptions mo = {.no_train = true, .threads = threads, .batched_forward = threads > 1 || batched,
                      .no_cache = no_cache};
-  if (model_compile(m, graph, &mo, e) || ckpt_load(m, ckpt, false, labels, nlabels, e))
+  if (model_compile(m, graph, &mo, e) || ckpt_load(m, ckpt, false, labels, nlabels, e) ||
+      check_vocab(m, e))
     return -1;
   return 0;
 }
@@ -364,20 +364,22 @@ int cmd_eval(int argc, char **argv) {
   rc = EXIT_OK;
 fail:
   if (rc)
-    fprintf(stderr, "rnnc eval: error: %s\n", e.msg);
+    cli_error("eval", &e);
   model_free(&m);
   data_free(&ds);
   free_labels(labels, nlabels);
   return rc;
 }
 
-/* Labels for a checkpoint without a label list: the default data set's. */
-static int fallback_labels(char ***labels, int *nlabels, Err *e) {
+/* Labels for a checkpoint without a label list: those of the data set in
+ * dir. */
+static int fallback_labels(const char *dir, char ***labels, int *nlabels, Err *e) {
   Dataset ds = {0};
-  if (data_load(&ds, "data/names", NULL, 0, e)) {
+  if (data_load(&ds, dir, NULL, 0, e)) {
     data_free(&ds);
-    return errf(e, "the checkpoint has no label list, and data/names is not there to take one "
-                   "from");
+    return errf(e, "the checkpoint has no label list, and %s is not a data set to take one from "
+                   "(--data DIR)",
+                dir);
   }
   *nlabels = ds.nlabels;
   *labels = xcalloc((size_t)ds.nlabels, sizeof **labels);
@@ -424,7 +426,9 @@ static long read_line(FILE *f, char *buf, bool *too_long) {
  * probabilities (or every logit). */
 static void print_row(const char *name, const float *lg, int C, char **labels, int top,
                       bool logits_only, Ranked *rank) {
-  printf("%s", name);
+  char *shown = shown_text(name, strlen(name), SIZE_MAX); /* a tab would add a column */
+  printf("%s", shown);
+  free(shown);
   if (logits_only) {
     for (int k = 0; k < C; k++)
       printf("\t%.7g", lg[k]);
@@ -487,7 +491,9 @@ static int predict_stream(Model *m, char **labels, FILE *f, const char *fname, i
       uint8_t *cs = NULL;
       int k = name_encode(line, (size_t)len, &cs, NULL, &e);
       if (k < 0) {
-        fprintf(stderr, "rnnc predict: %s:%ld: '%s': %s\n", fname, lineno, line, e.msg);
+        char *shown = shown_text(line, (size_t)len, 80);
+        fprintf(stderr, "rnnc predict: %s:%ld: '%s': %s\n", fname, lineno, shown, e.msg);
+        free(shown);
         skipped++;
         continue;
       }
@@ -496,8 +502,8 @@ static int predict_stream(Model *m, char **labels, FILE *f, const char *fname, i
       lens[n] = k;
       n++;
     }
-    if (n > 0)
-      model_forward_batch(m, (const uint8_t *const *)chars, lens, n, lg);
+    if (n > 0 && model_forward_batch(m, (const uint8_t *const *)chars, lens, n, lg))
+      assert(!"load_for_inference checked the graph's vocabulary");
     for (int i = 0; i < n; i++) {
       print_row(text[i], lg + (size_t)i * (size_t)C, C, labels, top, logits_only, rank);
       free(text[i]);
@@ -526,15 +532,16 @@ static int predict_stream(Model *m, char **labels, FILE *f, const char *fname, i
 
 int cmd_predict(int argc, char **argv) {
   int top = 3, threads = cli_default_threads();
-  bool logits_only = false;
+  bool logits_only = false, top_given = false;
   uint64_t seed = 42;
-  const char *input = NULL;
+  const char *input = NULL, *dir = "data/names";
   bool no_cache = false;
   static const struct option opts[] = {{"top", required_argument, 0, 'k'},
                                        {"logits", no_argument, 0, 'l'},
                                        {"seed", required_argument, 0, 's'},
                                        {"input", required_argument, 0, 'i'},
                                        {"threads", required_argument, 0, 't'},
+                                       {"data", required_argument, 0, 'd'},
                                        {"no-cache", no_argument, 0, 'C'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
@@ -545,9 +552,13 @@ int cmd_predict(int argc, char **argv) {
     case 'k':
       if (cli_parse_int(optarg, 1, 1000, &top))
         return cli_usage_error("predict", "--top wants a positive integer, not '%s'", optarg);
+      top_given = true;
       break;
     case 'l':
       logits_only = true;
+      break;
+    case 'd':
+      dir = optarg;
       break;
     case 'i':
       input = optarg;
@@ -576,6 +587,9 @@ int cmd_predict(int argc, char **argv) {
                                       "from --input, not both");
   if (!input && argc - optind < 3)
     return cli_usage_error("predict", "wants GRAPH, CKPT and at least one NAME (or --input FILE)");
+  if (logits_only && top_given)
+    return cli_usage_error("predict", "--top and --logits do not go together: --logits prints "
+                                      "every language's logit");
   FILE *in = NULL;
   if (input) {
     in = strcmp(input, "-") ? fopen(input, "r") : stdin;
@@ -586,12 +600,12 @@ int cmd_predict(int argc, char **argv) {
   }
   Err e;
   Model m = {0};
-  char **labels = NULL;
+  char **labels = NULL, **shown = NULL;
   int nlabels = 0, rc = EXIT_BAD_INPUT;
   if (load_for_inference(&m, argv[optind], argv[optind + 1], input ? threads : 1, input != NULL,
                          no_cache, &labels, &nlabels, &e) ||
-      (!labels && fallback_labels(&labels, &nlabels, &e))) {
-    fprintf(stderr, "rnnc predict: error: %s\n", e.msg);
+      (!labels && fallback_labels(dir, &labels, &nlabels, &e))) {
+    cli_error("predict", &e);
     goto done;
   }
   if (nlabels != model_classes(&m)) {
@@ -600,8 +614,11 @@ int cmd_predict(int argc, char **argv) {
     goto done;
   }
   model_seed_noise(&m, seed);
+  shown = xcalloc((size_t)nlabels, sizeof *shown); /* one label, one line (or TSV cell) */
+  for (int k = 0; k < nlabels; k++)
+    shown[k] = shown_text(labels[k], strlen(labels[k]), 64);
   if (in) {
-    rc = predict_stream(&m, labels, in, strcmp(input, "-") ? input : "standard input", top,
+    rc = predict_stream(&m, shown, in, strcmp(input, "-") ? input : "standard input", top,
                         logits_only);
     goto done;
   }
@@ -614,18 +631,23 @@ int cmd_predict(int argc, char **argv) {
     char *ascii = NULL;
     int len = name_encode(argv[i], strlen(argv[i]), &chars, &ascii, &e);
     if (len < 0) {
-      fprintf(stderr, "rnnc predict: '%s': %s\n", argv[i], e.msg);
+      char *name = shown_text(argv[i], strlen(argv[i]), 80);
+      fprintf(stderr, "rnnc predict: '%s': %s\n", name, e.msg);
+      free(name);
       rc = EXIT_BAD_INPUT;
       continue;
     }
-    model_forward(&m, chars, len, lg);
-    printf("%s", argv[i]);
+    if (model_forward(&m, chars, len, lg))
+      assert(!"load_for_inference checked the graph's vocabulary");
+    char *name = shown_text(argv[i], strlen(argv[i]), SIZE_MAX);
+    printf("%s", name);
     if (strcmp(ascii, argv[i]))
       printf(" (%s)", ascii);
     printf("\n");
+    free(name);
     if (logits_only) {
       for (int k = 0; k < C; k++)
-        printf("  %-12s %.9g\n", labels[k], lg[k]);
+        printf("  %-12s %.9g\n", shown[k], lg[k]);
     } else {
       /* softmax, stable */
       float mx = lg[0];
@@ -638,7 +660,7 @@ int cmd_predict(int argc, char **argv) {
         rank[k] = (Ranked){k, (float)(exp((double)lg[k] - mx) / sum)};
       qsort(rank, (size_t)C, sizeof *rank, by_prob);
       for (int k = 0; k < top && k < C; k++)
-        printf("  %-12s %5.1f%%\n", labels[rank[k].label], 100 * rank[k].p);
+        printf("  %-12s %5.1f%%\n", shown[rank[k].label], 100 * rank[k].p);
     }
     free(chars);
     free(ascii);
@@ -649,6 +671,7 @@ done:
   if (in && in != stdin)
     fclose(in);
   model_free(&m);
+  free_labels(shown, shown ? nlabels : 0);
   free_labels(labels, nlabels);
   return rc;
 }

@@ -55,7 +55,19 @@ static void print_help(FILE *f) {
              "2 bad usage.\n");
 }
 
-int main(int argc, char **argv) {
+/* Everything a command printed must have reached stdout: a full disk or a
+ * closed stdout is an error, not a silent loss. */
+static int finish(int rc) {
+  Err e;
+  if (close_stdout(&e)) {
+    fprintf(stderr, "rnnc: error: %s\n", e.msg);
+    if (rc == EXIT_OK)
+      rc = EXIT_BAD_INPUT;
+  }
+  return rc;
+}
+
+static int run(int argc, char **argv) {
   if (argc < 2) {
     print_help(stderr);
     return EXIT_USAGE;
@@ -90,3 +102,5 @@ int main(int argc, char **argv) {
   }
   return c->run(argc - 1, argv + 1);
 }
+
+int main(int argc, char **argv) { return finish(run(argc, argv)); }

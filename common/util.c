@@ -1,10 +1,16 @@
 #include "util.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 int verrf(Err *e, const char *fmt, va_list ap) {
   if (e)
@@ -22,7 +28,7 @@ int errf(Err *e, const char *fmt, ...) {
 
 static void oom(size_t n) {
   fprintf(stderr, "rnnc: out of memory (allocating %zu bytes)\n", n);
-  abort();
+  exit(EXIT_BAD_INPUT);
 }
 
 void *xmalloc(size_t n) {
@@ -35,7 +41,14 @@ void *xmalloc(size_t n) {
 void *xcalloc(size_t count, size_t size) {
   void *p = calloc(count ? count : 1, size ? size : 1);
   if (!p)
-    oom(count * size);
+    oom(count > SIZE_MAX / (size ? size : 1) ? SIZE_MAX : count * size);
+  return p;
+}
+
+void *xmemalign(size_t align, size_t n) {
+  void *p = NULL;
+  if (posix_memalign(&p, align, n ? n : 1))
+    oom(n);
   return p;
 }
 
@@ -68,28 +81,99 @@ char *xasprintf(const char *fmt, ...) {
   return p;
 }
 
-char *read_file(const char *path, size_t *len, Err *e) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
+int parse_int64(const char *s, int64_t lo, int64_t hi, int64_t *out) {
+  const char *d = s + (*s == '-' && lo < 0);
+  if (*d < '0' || *d > '9')
+    return -1;
+  char *end;
+  errno = 0;
+  long long v = strtoll(s, &end, 10);
+  if (*end || errno || v < lo || v > hi)
+    return -1;
+  *out = v;
+  return 0;
+}
+
+int parse_double(const char *s, double *out) {
+  if (!*s || isspace((unsigned char)*s))
+    return -1;
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (*end || !isfinite(v) || (errno == ERANGE && fabs(v) > 1))
+    return -1;
+  *out = v;
+  return 0;
+}
+
+int open_regular(const char *path, Err *e) {
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0)
+    return errf(e, "%s: %s", path, strerror(errno));
+  struct stat st;
+  if (fstat(fd, &st) < 0) {
     errf(e, "%s: %s", path, strerror(errno));
+    close(fd);
+    return -1;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    errf(e, "%s: %s", path,
+         S_ISDIR(st.st_mode)    ? "is a directory, not a file"
+         : S_ISFIFO(st.st_mode) ? "is a FIFO (a named pipe), not a regular file"
+                                : "is a device or socket, not a regular file");
+    close(fd);
+    return -1;
+  }
+  /* Reads from here on may block, as on any regular file. */
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  return fd;
+}
+
+static int too_big(const char *path, size_t max, const char *what, Err *e) {
+  return errf(e, "%s: larger than %zu MB, too big for %s (at most %zu bytes)", path, max >> 20,
+              what, max);
+}
+
+char *read_file_max(const char *path, size_t max, const char *what, size_t *len, Err *e) {
+  int fd = open_regular(path, e);
+  if (fd < 0)
+    return NULL;
+  struct stat st;
+  if (fstat(fd, &st) == 0 && (uint64_t)st.st_size > max) {
+    close(fd);
+    too_big(path, max, what, e);
     return NULL;
   }
   Buf b = {0};
   char chunk[65536];
-  size_t n;
-  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-    buf_put(&b, chunk, n);
-  int bad = ferror(f);
-  fclose(f);
-  if (bad) {
-    buf_free(&b);
-    errf(e, "%s: read error", path);
-    return NULL;
+  for (;;) {
+    ssize_t n = read(fd, chunk, sizeof chunk);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      errf(e, "%s: cannot read it: %s", path, strerror(errno));
+      break;
+    }
+    if (n == 0) {
+      buf_put(&b, "", 1);
+      close(fd);
+      if (len)
+        *len = b.len - 1;
+      return b.data;
+    }
+    if ((size_t)n > max - b.len) { /* it grew since fstat */
+      too_big(path, max, what, e);
+      break;
+    }
+    buf_put(&b, chunk, (size_t)n);
   }
-  buf_put(&b, "", 1);
-  if (len)
-    *len = b.len - 1;
-  return b.data;
+  close(fd);
+  buf_free(&b);
+  return NULL;
+}
+
+char *read_file(const char *path, size_t *len, Err *e) {
+  return read_file_max(path, SIZE_MAX, "memory", len, e);
 }
 
 void buf_put(Buf *b, const void *p, size_t n) {
@@ -183,6 +267,29 @@ void rng_shuffle_u32(Rng *r, uint32_t *a, size_t n) {
     a[i - 1] = a[j];
     a[j] = t;
   }
+}
+
+static int out_errno; /* the errno of a failed out_write */
+
+void out_write(const void *p, size_t n) {
+  errno = 0;
+  if (fwrite(p, 1, n, stdout) != n && !out_errno)
+    out_errno = errno;
+}
+
+int close_stdout(Err *e) {
+  errno = 0;
+  bool lost = ferror(stdout) != 0;
+  if (fflush(stdout) != 0)
+    lost = true;
+  int err = errno ? errno : out_errno;
+  if (fclose(stdout) != 0 && !lost) {
+    lost = true;
+    err = errno;
+  }
+  if (!lost)
+    return 0;
+  return errf(e, "cannot write standard output%s%s", err ? ": " : "", err ? strerror(err) : "");
 }
 
 uint64_t fnv1a(uint64_t h, const void *p, size_t n) {

@@ -24,16 +24,37 @@ typedef struct Err {
 int errf(Err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int verrf(Err *e, const char *fmt, va_list ap);
 
-/* Out of memory is not a user error: these print and abort. */
+/* Out of memory: these print "rnnc: out of memory (allocating N bytes)"
+ * and exit with status 1. */
 void *xmalloc(size_t n);
 void *xcalloc(size_t count, size_t size);
 void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* n bytes aligned to align (a power of two, a multiple of sizeof(void *)). */
+void *xmemalign(size_t align, size_t n);
 
-/* Reads a whole file; the result is NUL-terminated (len excludes it). */
+/* Strict number parsing, for command-line options and file metadata.
+ * parse_int64: s is a decimal integer in [lo, hi]: digits only, with a '-'
+ * first only when lo < 0; no spaces, no '+', no other base. parse_double:
+ * s is a finite number in strtod's syntax, all of s, no leading space;
+ * underflow (1e-320) is allowed, overflow (1e999) is not. Return 0, or -1
+ * (*out untouched). */
+int parse_int64(const char *s, int64_t lo, int64_t hi, int64_t *out);
+int parse_double(const char *s, double *out);
+
+/* Reads a whole regular file; the result is NUL-terminated (len excludes
+ * it). A directory, a FIFO, a device or a socket is an error (opened
+ * without blocking: a FIFO with no writer does not hang), as is a file of
+ * more than max bytes (checked before reading, and while reading in case
+ * it grows: "too big for <what>"); errors say why. */
+char *read_file_max(const char *path, size_t max, const char *what, size_t *len, Err *e);
+/* read_file_max with no limit. */
 char *read_file(const char *path, size_t *len, Err *e);
+/* Opens path for reading, regular files only (see read_file_max): the
+ * descriptor, or -1 with a message naming path in e. */
+int open_regular(const char *path, Err *e);
 
 /* A growable byte buffer. */
 typedef struct Buf {
@@ -54,6 +75,14 @@ uint64_t rng_u64(Rng *r);
 uint32_t rng_below(Rng *r, uint32_t n); /* uniform in [0, n), unbiased; n > 0 */
 float rng_uniform(Rng *r, float lo, float hi);
 void rng_shuffle_u32(Rng *r, uint32_t *a, size_t n);
+
+/* fwrite to stdout; a failure's errno is kept for close_stdout (a large
+ * fwrite bypasses stdout's buffer, and the final flush then knows no
+ * reason). */
+void out_write(const void *p, size_t n);
+/* Flushes and closes stdout. Returns 0, or -1 with a message in e when
+ * something written to it was lost (a full disk, a closed stdout). */
+int close_stdout(Err *e);
 
 /* FNV-1a, 64 bits: h = FNV1A_INIT, then h = fnv1a(h, bytes) for each
  * piece. Detects any change of a single byte; not for adversaries. */

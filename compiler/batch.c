@@ -72,6 +72,7 @@ typedef struct BC {
   long long *ld;     /* node -> row stride in floats (ROWS, SEQ) */
   LLVMValueRef *ptr; /* node -> buffer or view */
   LLVMValueRef *sval;/* node -> SHARED scalar */
+  LLVMValueRef *dest;/* node -> where its buffer must be (a scan's stack row), or NULL */
   LLVMValueRef *cur; /* node -> value at the current group index */
   int *in_group;
   int group_serial;
@@ -230,6 +231,8 @@ static LLVMValueRef buffer(BC *c, Kind k, long long ld) {
 static LLVMValueRef node_buffer(BC *c, int id) {
   long long w = (long long)width(c, id);
   c->ld[id] = c->kind[id] == K_SHARED ? 0 : (w == 1 ? 1 : round16((size_t)w));
+  if (c->dest[id]) /* a yield: computed in its stack's rows, not copied there */
+    return c->ptr[id] = c->dest[id];
   return c->ptr[id] = buffer(c, c->kind[id], c->ld[id]);
 }
 
@@ -615,23 +618,37 @@ static void emit_scan(BC *c, int id) {
       c->ld[arg] = sld[j];
     }
   }
+  /* A yield the body computes into a buffer of its own is computed in its
+   * stack's rows of step t instead (once, if yielded twice). */
+  LLVMValueRef *dst = xmalloc((size_t)ny * sizeof *dst);
+  for (int k = 0; k < ny; k++) {
+    int y = body->yields[k];
+    dst[k] = fptr(cg, stacks[k], LLVMBuildMul(cg->b, offt, ci64(cg, sld[k]), ""));
+    if (N(c, y)->block == n->region && !is_view(N(c, y)->op) && c->kind[y] == K_ROWS &&
+        !c->isint[y] && !c->dest[y])
+      c->dest[y] = dst[k];
+  }
   emit_block(c, n->region);
   for (int k = 0; k < ny; k++) {
     int y = body->yields[k];
-    LLVMValueRef dst = fptr(cg, stacks[k], LLVMBuildMul(cg->b, offt, ci64(cg, sld[k]), ""));
     long long w = (long long)width(c, y);
+    if (c->ptr[y] == dst[k]) /* computed in place */
+      continue;
     if (c->kind[y] == K_SHARED) {
       Loop b = loop_begin(cg, nt);
-      LLVMValueRef row = fptr(cg, dst, LLVMBuildMul(cg->b, b.i, ci64(cg, sld[k]), ""));
+      LLVMValueRef row = fptr(cg, dst[k], LLVMBuildMul(cg->b, b.i, ci64(cg, sld[k]), ""));
       if (is_shared_scalar(c, y) || N(c, y)->op == OP_CONST)
         store(cg, is_shared_scalar(c, y) ? c->sval[y] : cf32(cg, N(c, y)->f), row, ci64(cg, 0));
       else
         memcpy_f32(cg, row, c->ptr[y], ci64(cg, w));
       loop_end(cg, &b);
     } else {
-      copy_rows(c, dst, sld[k], c->ptr[y], c->ld[y], nt, w);
+      copy_rows(c, dst[k], sld[k], c->ptr[y], c->ld[y], nt, w);
     }
   }
+  for (int k = 0; k < ny; k++)
+    c->dest[body->yields[k]] = NULL;
+  free(dst);
   loop_end(cg, &s);
   c->rows = saved_rows;
   for (int u = 0; u < c->nusers[id]; u++) {
@@ -915,6 +932,7 @@ int codegen_batch(const Graph *g, LLVMModuleRef mod, const char *name, const Cod
   c.ld = xcalloc(nn, sizeof *c.ld);
   c.ptr = xcalloc(nn, sizeof *c.ptr);
   c.sval = xcalloc(nn, sizeof *c.sval);
+  c.dest = xcalloc(nn, sizeof *c.dest);
   c.cur = xcalloc(nn, sizeof *c.cur);
   c.in_group = xcalloc(nn, sizeof *c.in_group);
   c.noise_off = xcalloc(nn, sizeof *c.noise_off);
@@ -1015,6 +1033,7 @@ done:
   free(c.ld);
   free(c.ptr);
   free(c.sval);
+  free(c.dest);
   free(c.cur);
   free(c.in_group);
   free(c.noise_off);

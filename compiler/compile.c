@@ -2,12 +2,35 @@
  * (tokenize, parse, lower, verify), the middle end's passes, and which
  * kernels a graph file compiles into, each prepared and emitted the same
  * way for the JIT (runtime/model.c) and for `rnnc compile --emit`. */
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "rnnc.h"
 
+/* A safetensors file: a little-endian header length, then '{' (a
+ * checkpoint given where the graph goes). */
+static bool looks_like_safetensors(const char *text, size_t len) {
+  if (len < 9 || text[8] != '{')
+    return false;
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; i--)
+    n = n << 8 | (unsigned char)text[i];
+  return n >= 2 && n <= len - 8;
+}
+
 Graph *compile_graph(const char *path, const char *text, size_t len, Err *e) {
+  if (looks_like_safetensors(text, len)) {
+    errf(e, "%s: error: this is a safetensors file (a checkpoint), not a graph file; GRAPH comes "
+            "first, CKPT second",
+         path);
+    return NULL;
+  }
+  /* A UTF-8 byte order mark, as some editors write, is not the graph's
+   * (data files accept it too). */
+  if (len >= 3 && !memcmp(text, "\xEF\xBB\xBF", 3))
+    return compile_graph(path, text + 3, len - 3, e);
   Src *src = xcalloc(1, sizeof *src);
   src->path = xstrdup(path);
   src->text = xstrndup(text, len);
@@ -45,9 +68,13 @@ Graph *compile_graph(const char *path, const char *text, size_t len, Err *e) {
   return g;
 }
 
+char *read_graph(const char *path, size_t *len, Err *e) {
+  return read_file_max(path, GRAPH_MAX_BYTES, "a graph file", len, e);
+}
+
 Graph *compile_graph_file(const char *path, Err *e) {
   size_t len;
-  char *text = read_file(path, &len, e);
+  char *text = read_graph(path, &len, e);
   if (!text)
     return NULL;
   Graph *g = compile_graph(path, text, len, e);

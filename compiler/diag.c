@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistr.h>
 
 #include "rnnc.h"
 
@@ -37,8 +38,25 @@ void format_error(Err *e, const Src *src, Pos p, const char *msg) {
     caret[k++] = s[i] == '\t' ? '\t' : ' ';
   caret[k++] = '^';
   caret[k] = '\0';
+  /* The line as it can go to a terminal: control characters and bytes
+   * that are not UTF-8 (a binary file given as a graph) as '?', one for
+   * one so that the caret stays under its column. */
+  char shown[4 * 160 + 1];
+  int k2 = 0;
+  for (int i = 0; i < n;) {
+    ucs4_t uc;
+    int len = u8_mbtoucr(&uc, (const uint8_t *)s + i, (size_t)(n - i));
+    if (len <= 0 || uc == 0x7f || (uc < 0x20 && uc != '\t')) {
+      shown[k2++] = '?';
+      i++;
+    } else {
+      memcpy(shown + k2, s + i, (size_t)len);
+      k2 += len;
+      i += len;
+    }
+  }
   snprintf(e->msg, sizeof e->msg, "%s:%d:%d: error: %s\n%.*s\n%s", src->path, p.line, p.col,
-           msg, n, s, caret);
+           msg, k2, shown, caret);
 }
 
 void error_at(Diag *d, Pos p, const char *fmt, ...) {

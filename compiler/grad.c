@@ -645,6 +645,7 @@ static void emit_update(Grad *G) {
     step = ir_leaf(g, 0, OP_STEP, type_scalar(), 0, 0, pos);
   if (sched)
     lr = scheduled_lr(G, step, pos);
+  int gr0 = gr; /* the gradient itself, for the NaN check below */
   /* L2 weight decay (Adam, SGD): grad += weight_decay * w */
   if (t->weight_decay > 0 && t->optim != OPTIM_ADAMW)
     gr = add2(G, OP_ADD, gr, add2(G, OP_MUL, w, cnst(G, 0, t->weight_decay, pos), 0, 0, pos), 0, 0, pos);
@@ -703,6 +704,15 @@ static void emit_update(Grad *G) {
     nw = add2(G, OP_SUB, w, add2(G, OP_MUL, gr, lr, 0, 0, pos), 0, 0, pos);
   }
   ir_add(g, NULL, 0, OP_STORE, &nw, 1, PARAM_ALL, SLOT_VALUE, 0, pos);
+  /* Without clipping, grad_norm is sum(g * 0): 0 while every gradient is
+   * finite, NaN as soon as one is not, so the runtime stops at the step
+   * that made it (the next name's loss would take the blame). Last in the
+   * block, it joins the update's loop group, which reads every gradient
+   * anyway (not a pass of its own, as clipping's norm is); exact, unlike a
+   * norm, which overflows on gradients that are only large. */
+  if (t->clip_norm <= 0)
+    g->grad_norm = add1(G, OP_SUM, add2(G, OP_MUL, gr0, cnst(G, 0, 0, pos), 0, 0, pos), 0, 0,
+                        pos);
 }
 
 /* ------------------------------------------------------------ entry point */

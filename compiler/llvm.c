@@ -9,8 +9,9 @@
  * chars:   (T) character indices, 1 <= T <= tmax; target a class index.
  * noise:   (abi.noise) uniform draws the runtime makes for noise nodes.
  * scratch: (abi.scratch_fixed + tmax * abi.scratch_per_t) floats.
- * out:     (classes + 2) logits, then the loss, then the gradients' norm
- *          before clipping (0 when the graph does not clip).
+ * out:     (classes + 2) logits, then the loss, then grad_norm: the
+ *          gradients' norm before clipping (without clipping, 0 or NaN:
+ *          whether a gradient is not finite).
  *
  * With CodegenOptions.accumulate (the step of a minibatch, one call per
  * sequence), a second argument `float *grad` (g->nfloats) follows state:

@@ -46,6 +46,7 @@ typedef struct Lower {
   int call_depth;
   Pos *param_pos;
   long work; /* work done so far, in 1/STEP steps (see spend) */
+  bool looped, called; /* a loop ran, a call was inlined: for spend's message */
   int depth; /* eval and loop recursion, across inlined calls (see enter) */
   bool scheduled; /* a schedule statement was seen */
 } Lower;
@@ -64,9 +65,11 @@ enum { STEP_LIMIT = 1 << 19, STEP = 16 };
 static void spend(Lower *L, long n, Pos pos) {
   L->work += n;
   if (L->work > (long)STEP_LIMIT * STEP)
-    error_at(L->d, pos,
-             "the graph is too big to lower: unrolling its loops and inlining its calls takes "
-             "over %d steps",
+    error_at(L->d, pos, "the graph is too big to lower: %s over %d steps",
+             L->looped && L->called ? "unrolling its loops and inlining its calls takes"
+             : L->looped            ? "unrolling its loops takes"
+             : L->called            ? "inlining its calls takes"
+                                    : "its statements and expressions take",
              STEP_LIMIT);
 }
 
@@ -612,6 +615,7 @@ static Value call_user(Lower *L, Scope *s, Expr *call, Stmt *def, Value *args, i
     bind(L, &fs, pn, args[i], def->names[i].pos, true);
   }
   def->active = true;
+  L->called = true;
   L->call_depth++;
   Value ret = {0};
   bool returned = exec_body(L, &fs, def->body, def->nbody, &ret);
@@ -669,6 +673,7 @@ static bool exec_for(Lower *L, Scope *s, Stmt *st, Value *ret, bool top) {
   char *var = arena_strndup(&L->a, st->name.s, (size_t)st->name.len);
   enter(L, st->pos);
   for (int i = lo; i < hi; i++) {
+    L->looped = true;
     spend(L, STEP, st->pos);
     bind(L, s, var, num_val(i), st->name.pos, true);
     if (top) {
@@ -794,6 +799,9 @@ static void exec_optimizer(Lower *L, Stmt *st) {
                                                        : x >= 0 && x < 1;
     if (!ok)
       error_at(L->d, e->args[i]->pos, "%s = %g is out of range", key, x);
+    if (x > 0 && (!((float)x > 0) || isinf((float)x))) /* training computes in float32 */
+      error_at(L->d, e->args[i]->pos, "%s = %g is %s in float32, the precision of training", key,
+               x, (float)x > 0 ? "infinite" : "0");
     *slot = x;
   }
   t->nesterov = nesterov == 1;

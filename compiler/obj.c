@@ -129,9 +129,10 @@ static LLVMValueRef fptr(W *w, LLVMValueRef base, LLVMValueRef i) {
   return LLVMBuildInBoundsGEP2(w->b, w->f32, base, &i, 1, "");
 }
 
-/* P_forward: checks the length and every index, then runs the kernel on a
- * stack scratch sized for len, with the zero noise buffer. Returns 0, 1
- * (len outside [1, max_len]) or 2 (an index outside [0, vocab)). */
+/* P_forward: checks the pointers, the length and every index, then runs
+ * the kernel on a stack scratch sized for len, with the zero noise
+ * buffer. Returns 0, 1 (len outside [1, max_len]), 2 (an index outside
+ * [0, vocab)) or 3 (chars or logits NULL). */
 static LLVMValueRef build_forward(W *w, const Graph *g, const char *prefix, LLVMValueRef kernel,
                                   LLVMTypeRef kty, LLVMValueRef weights, LLVMValueRef noise,
                                   const KernelAbi *abi) {
@@ -154,9 +155,15 @@ static LLVMValueRef build_forward(W *w, const Graph *g, const char *prefix, LLVM
   LLVMSetValueName2(logits, "logits", 6);
 
   LLVMBasicBlockRef entry = block(w, "entry"), bad_len = block(w, "bad_len"),
-                    bad_index = block(w, "bad_index");
+                    bad_index = block(w, "bad_index"), bad_ptr = block(w, "bad_ptr"),
+                    lengths = block(w, "lengths");
   at(w, entry);
   LLVMValueRef out = slot(w, LLVMArrayType2(w->f32, (uint64_t)g->classes + 2), "out");
+  LLVMBuildCondBr(w->b,
+                  LLVMBuildOr(w->b, LLVMBuildIsNull(w->b, chars, ""),
+                              LLVMBuildIsNull(w->b, logits, ""), "null"),
+                  bad_ptr, lengths);
+  at(w, lengths);
   LLVMValueRef len_ok =
       LLVMBuildAnd(w->b, LLVMBuildICmp(w->b, LLVMIntSGE, len, c32(w, 1), ""),
                    LLVMBuildICmp(w->b, LLVMIntSLE, len, c32(w, OBJ_MAX_LEN), ""), "len_ok");
@@ -189,6 +196,8 @@ static LLVMValueRef build_forward(W *w, const Graph *g, const char *prefix, LLVM
   LLVMBuildRet(w->b, c32(w, 1));
   at(w, bad_index);
   LLVMBuildRet(w->b, c32(w, 2));
+  at(w, bad_ptr);
+  LLVMBuildRet(w->b, c32(w, 3));
   return w->fn;
 }
 
@@ -483,16 +492,20 @@ static void c_string(Buf *b, const char *s) {
   }
 }
 
-/* s inside a comment: printable ASCII, and no end of comment. */
+/* s inside a block comment: printable ASCII, no end of comment, no start
+ * of one (-Wcomment), no trigraph (??/ before a newline is a line splice
+ * that -Wtrigraphs reports). */
 static void comment_text(Buf *b, const char *s) {
   for (; *s; s++) {
     unsigned char ch = (unsigned char)*s;
-    if (ch == '*' && s[1] == '/')
-      buf_put(b, "*\\", 2);
-    else if (ch < 32 || ch >= 127)
-      buf_put(b, "?", 1);
-    else
+    if ((ch == '*' && s[1] == '/') || (ch == '/' && s[1] == '*') || (ch == '?' && s[1] == '?')) {
       buf_put(b, s, 1);
+      buf_put(b, "\\", 1); /* the next character follows a backslash */
+    } else if (ch < 32 || ch >= 127) {
+      buf_put(b, "?", 1);
+    } else {
+      buf_put(b, s, 1);
+    }
   }
 }
 
@@ -519,7 +532,8 @@ void obj_header(const Graph *g, const ObjOptions *o, const ObjInfo *info, const 
              " * %s_forward(chars, len, logits): chars[0..len) are vocabulary indices\n"
              " *   (%s_VOCAB[i] is the character of index i), 1 <= len <= %s_MAX_LEN.\n"
              " *   Writes %s_NUM_CLASSES logits and returns 0; returns 1 when len is out of\n"
-             " *   range and 2 when an index is outside [0, %s_VOCAB_SIZE), writing nothing.\n"
+             " *   range, 2 when an index is outside [0, %s_VOCAB_SIZE) and 3 when chars or\n"
+             " *   logits is NULL, writing nothing.\n"
              " * %s_predict(ascii_name, probs): maps each character of a NUL-terminated\n"
              " *   name through %s_VOCAB (no normalization: pass ASCII), returns the most\n"
              " *   likely class (an index into %s_labels), or -1 when the name is NULL,\n"

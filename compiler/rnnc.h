@@ -255,7 +255,9 @@ typedef struct Graph {
   size_t nfloats; /* size of one slot of the flat parameter buffer */
   int vocab, classes;
   int input, target, output, loss; /* node ids (-1 if absent) */
-  int grad_norm;                   /* after grad: the gradients' global L2 norm, or -1 */
+  int grad_norm;                   /* after grad: the gradients' global L2 norm where
+                                      the graph clips, else sum(grad * 0): 0, or NaN
+                                      when a gradient is not finite; -1 before grad */
   TrainConfig train;
   Stage stage;
 } Graph;
@@ -571,6 +573,12 @@ void obj_js_module(const Graph *g, const ObjOptions *o, const ObjInfo *info,
 /* The front end: tokenize, parse, lower, verify. Returns NULL with a
  * positioned message in e. text need not be NUL-terminated. */
 Graph *compile_graph(const char *path, const char *text, size_t len, Err *e);
+/* A graph file: a regular file of at most GRAPH_MAX_BYTES (a graph is a
+ * few KB; /dev/zero or a sparse file of gigabytes is refused before it is
+ * read). The text is NUL-terminated (len excludes it). */
+enum { GRAPH_MAX_BYTES = 16 << 20 };
+char *read_graph(const char *path, size_t *len, Err *e);
+/* read_graph, then compile_graph. */
 Graph *compile_graph_file(const char *path, Err *e);
 
 typedef enum PassStop { PASSES_FRONT, PASSES_GRAD, PASSES_ALL } PassStop;

@@ -6,17 +6,54 @@
 #include <stdbool.h>
 
 #include "model.h"
+#include "safetensors.h"
 
 /* Where the optimizer state of checkpoint path lives (malloc'd). */
 char *ckpt_optim_path(const char *path);
 /* Writes the parameters (and, for a training model, the optimizer state
- * beside them), atomically. */
+ * beside them) as one pair: whatever happens, the files on disk are the
+ * old pair or the new one (see checkpoint.c). */
 int ckpt_save(const Model *m, char *const *labels, int nlabels, const char *path, Err *e);
 /* Reads the parameters of m's graph from path: every parameter and buffer
  * must be there with its shape (other tensors are ignored). With
- * with_optim, also the optimizer state beside it, when there is one.
- * *labels (malloc'd, may be NULL when the file has no label list). */
+ * with_optim, also the optimizer state beside it, when there is one (then
+ * m->step and m->epoch are the checkpoint's); optimizer files that are not
+ * of path's pair are an error. *labels (malloc'd, may be NULL when the
+ * file has no label list). */
 int ckpt_load(Model *m, const char *path, bool with_optim, char ***labels, int *nlabels,
               Err *e);
+
+/* Fails (with a message) when the checkpoint cannot be written at path:
+ * a directory's name, the checkpoint's files (weights, optimizer state and
+ * the names a save and its lock use) existing as directories or special
+ * files, or names too long for the file system or a directory that cannot
+ * be written. For a check before training. */
+int ckpt_check_writable(const char *path, Err *e);
+
+/* What a checkpoint's metadata says, read and checked (ckpt_load does it;
+ * exported for the fuzzer): the label list (NULL when the file has none),
+ * and for rnnc's checkpoints the step and epoch. The vocabulary, when the
+ * file names one, must be rnnc's. */
+typedef struct CkptMeta {
+  char **labels; /* (nlabels) malloc'd */
+  int nlabels;
+  int64_t step;  /* 0 unless rnnc */
+  int epoch;     /* 0 unless rnnc */
+  bool rnnc;     /* written by rnnc ("format": "rnnc-N") */
+} CkptMeta;
+int ckpt_read_meta(const StFile *f, const char *path, CkptMeta *meta, Err *e);
+void ckpt_meta_free(CkptMeta *meta);
+
+/* An exclusive lock on writing a checkpoint (PATH.lock, holding the
+ * owner's pid), for as long as a training runs. */
+typedef struct CkptLock {
+  char *path;
+  int fd;
+} CkptLock;
+/* Takes the lock of checkpoint path, or fails with a message naming the
+ * process that holds it. */
+int ckpt_lock(CkptLock *l, const char *path, Err *e);
+/* Releases and removes the lock; harmless on a zeroed or failed lock. */
+void ckpt_unlock(CkptLock *l);
 
 #endif

@@ -4,15 +4,24 @@
 #include <assert.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <unistr.h>
 
 #include "runtime.h"
+
+/* Lines longer than this are skipped unread: a name of NAME_MAX_CHARS
+ * characters is at most 4 * NAME_MAX_CHARS bytes, and this leaves room
+ * for trailing whitespace. */
+enum { DATA_LINE_MAX = 65536 };
+#define DATA_LINE_MAX_STR "65536"
 
 /* What became of one line. */
 enum { ENC_OK, ENC_EMPTY, ENC_SKIP, ENC_BAD_UTF8 };
@@ -36,6 +45,15 @@ static void describe_char(char *out, size_t size, long c) {
  * *ascii and *len are set. ENC_SKIP: why in e. ENC_BAD_UTF8: the message
  * in e. ENC_EMPTY: nothing but whitespace. */
 static int encode(const char *s, size_t n, uint8_t **chars, char **ascii, int32_t *len, Err *e) {
+  /* Too long as written (valid UTF-8 only: invalid is an error below). A
+   * character is at most 4 bytes, so more than 4 * NAME_MAX_CHARS bytes
+   * are too many without counting. */
+  size_t used = utf8_rstrip(s, n);
+  if (!u8_check((const uint8_t *)s, n) &&
+      (used > 4 * NAME_MAX_CHARS || u8_mbsnlen((const uint8_t *)s, used) > NAME_MAX_CHARS)) {
+    errf(e, "longer than %d characters", NAME_MAX_CHARS);
+    return ENC_SKIP;
+  }
   size_t dropped = 0;
   char *a = normalize_ascii(s, n, &dropped, e);
   if (!a)
@@ -57,9 +75,9 @@ static int encode(const char *s, size_t n, uint8_t **chars, char **ascii, int32_
     errf(e, "nothing is left after normalization");
     return ENC_SKIP;
   }
-  if (m > INT32_MAX) {
+  if (m > NAME_MAX_CHARS) { /* as its ASCII form: ß is ss, ... */
     free(a);
-    errf(e, "longer than %d characters", INT32_MAX);
+    errf(e, "longer than %d characters", NAME_MAX_CHARS);
     return ENC_SKIP;
   }
   uint8_t *ch = xmalloc(m);
@@ -194,45 +212,89 @@ static void add_skipped(Loader *ld, const char *path, size_t line, const char *s
   }
   ds->skipped[ds->nskipped++] = (Skipped){.file = xstrdup(path),
                                           .line = line > INT_MAX ? INT_MAX : (int)line,
-                                          .text = xstrndup(s, utf8_rstrip(s, n)),
+                                          .text = shown_text(s, utf8_rstrip(s, n), 80),
                                           .reason = xstrdup(why)};
 }
 
-/* Reads one <Label>.txt: one name a line; '\n' ends a line, and the '\r' of
- * a CRLF file goes with the trailing whitespace. */
-static int load_file(Loader *ld, const char *path, int label, Err *e) {
-  size_t size;
-  char *text = read_file(path, &size, e);
-  if (!text)
-    return -1;
-  size_t line = 0;
-  for (const char *p = text, *end = text + size; p < end;) {
-    const char *nl = memchr(p, '\n', (size_t)(end - p));
-    size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
-    line++;
-    uint8_t *chars;
-    char *ascii;
-    int32_t len;
-    Err why;
-    switch (encode(p, n, &chars, &ascii, &len, &why)) {
-    case ENC_OK:
-      add_name(ld, chars, len, label, ascii);
-      break;
-    case ENC_EMPTY:
-      ld->ds->nempty++;
-      break;
-    case ENC_SKIP:
-      add_skipped(ld, path, line, p, n, why.msg);
-      break;
-    default:
-      errf(e, "%s:%zu: %s", path, line, why.msg);
-      free(text);
-      return -1;
-    }
-    p += n + 1;
+/* One line of a data file. */
+static int load_line(Loader *ld, const char *path, size_t line, int label, const char *p, size_t n,
+                     bool whole, Err *e) {
+  uint8_t *chars;
+  char *ascii;
+  int32_t len;
+  Err why;
+  if (!whole) { /* the first DATA_LINE_MAX bytes: often reason enough */
+    bool many = u8_mbsnlen((const uint8_t *)p, n) > NAME_MAX_CHARS;
+    add_skipped(ld, path, line, p, n,
+                many ? "longer than " NAME_MAX_CHARS_STR " characters"
+                     : "line longer than " DATA_LINE_MAX_STR " bytes");
+    return 0;
   }
-  free(text);
-  return 0;
+  switch (encode(p, n, &chars, &ascii, &len, &why)) {
+  case ENC_OK:
+    add_name(ld, chars, len, label, ascii);
+    return 0;
+  case ENC_EMPTY:
+    ld->ds->nempty++;
+    return 0;
+  case ENC_SKIP:
+    add_skipped(ld, path, line, p, n, why.msg);
+    return 0;
+  default:
+    return errf(e, "%s:%zu: %s", path, line, why.msg);
+  }
+}
+
+/* Reads one <Label>.txt a chunk at a time: one name a line; '\n' ends a
+ * line, and the '\r' of a CRLF file goes with the trailing whitespace. A
+ * line longer than DATA_LINE_MAX bytes is skipped without keeping it, so memory
+ * does not grow with the file (a gigabyte with no newline included). */
+static int load_file(Loader *ld, const char *path, int label, Err *e) {
+  int fd = open_regular(path, e);
+  if (fd < 0)
+    return -1;
+  char *chunk = xmalloc(65536);
+  Buf cur = {0}; /* the line so far, at most DATA_LINE_MAX bytes */
+  buf_put(&cur, "", 1); /* never NULL, even for an empty line */
+  cur.len = 0;
+  bool whole = true; /* cur is all of the line */
+  size_t line = 0;
+  int rc = 0;
+  for (;;) {
+    ssize_t n = read(fd, chunk, 65536);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      rc = errf(e, "%s: cannot read it: %s", path, strerror(errno));
+      break;
+    }
+    if (n == 0) { /* a last line without '\n' */
+      if (cur.len || !whole)
+        rc = load_line(ld, path, ++line, label, cur.data, cur.len, whole, e);
+      break;
+    }
+    for (const char *p = chunk, *end = chunk + n; p < end && rc == 0;) {
+      const char *nl = memchr(p, '\n', (size_t)(end - p));
+      size_t k = nl ? (size_t)(nl - p) : (size_t)(end - p);
+      size_t room = DATA_LINE_MAX - cur.len;
+      if (k > room)
+        whole = false;
+      buf_put(&cur, p, k < room ? k : room);
+      p += k;
+      if (!nl)
+        break;
+      p++;
+      rc = load_line(ld, path, ++line, label, cur.data, cur.len, whole, e);
+      cur.len = 0;
+      whole = true;
+    }
+    if (rc)
+      break;
+  }
+  close(fd);
+  buf_free(&cur);
+  free(chunk);
+  return rc;
 }
 
 int data_load(Dataset *ds, const char *dir, char *const *labels, int nlabels, Err *e) {

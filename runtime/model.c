@@ -8,6 +8,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,9 +17,7 @@
 #include "pool.h"
 
 static void *aligned(size_t floats) {
-  void *p = NULL;
-  if (posix_memalign(&p, 64, (floats ? floats : 1) * sizeof(float)))
-    abort();
+  void *p = xmemalign(64, (floats ? floats : 1) * sizeof(float));
   memset(p, 0, (floats ? floats : 1) * sizeof(float));
   return p;
 }
@@ -147,7 +146,7 @@ int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e) {
   memset(m, 0, sizeof *m);
   m->path = xstrdup(path);
   size_t len;
-  char *text = read_file(path, &len, e);
+  char *text = read_graph(path, &len, e);
   if (!text)
     return -1;
   m->hash = fnv1a(FNV1A_INIT, text, len);
@@ -346,13 +345,32 @@ static void reserve_for(Model *m, const int32_t *lens, int n) {
   model_reserve(m, tmax);
 }
 
+/* The kernels index with chars, T and target unchecked (llvm.c): T = 0
+ * would read row -1, a character past the vocabulary a column past the
+ * input matrix. So every call is checked here first, all of a batch before
+ * any of it runs. */
+static bool valid(const Model *m, const uint8_t *const *chars, const int32_t *lens,
+                  const int32_t *targets, int n) {
+  for (int k = 0; k < n; k++) {
+    int len = lens[k], target = targets ? targets[k] : 0;
+    if (len < 1 || len > NAME_MAX_CHARS || target < 0 || target >= m->fwd->classes)
+      return false;
+    for (int i = 0; i < len; i++)
+      if (chars[k][i] >= m->fwd->vocab)
+        return false;
+  }
+  return true;
+}
+
 static void to_i32(Workspace *w, const uint8_t *chars, int len) {
   for (int i = 0; i < len; i++)
     w->chars[i] = chars[i];
 }
 
-void model_train_step(Model *m, const uint8_t *chars, int len, int target, float *loss,
-                      float *grad_norm) {
+int model_train_step(Model *m, const uint8_t *chars, int len, int target, float *loss,
+                     float *grad_norm) {
+  if (!valid(m, &chars, &len, &target, 1))
+    return -1;
   model_reserve(m, len);
   Workspace *w = &m->ws[0];
   to_i32(w, chars, len);
@@ -362,15 +380,19 @@ void model_train_step(Model *m, const uint8_t *chars, int len, int target, float
   int c = m->fwd->classes;
   *loss = w->out[c];
   *grad_norm = w->out[c + 1];
+  return 0;
 }
 
-void model_forward(Model *m, const uint8_t *chars, int len, float *logits) {
+int model_forward(Model *m, const uint8_t *chars, int len, float *logits) {
+  if (!valid(m, &chars, &len, NULL, 1))
+    return -1;
   model_reserve(m, len);
   Workspace *w = &m->ws[0];
   to_i32(w, chars, len);
   const float *noise = draw_noise(m, 1, m->fwd_abi.noise);
   m->fwd_fn(m->state, w->chars, len, 0, noise, w->scratch, m->tmax, 0, w->out);
   memcpy(logits, w->out, (size_t)m->fwd->classes * sizeof *logits);
+  return 0;
 }
 
 /* ------------------------------------------------------------ batches */
@@ -506,9 +528,8 @@ static void step_chunk(void *ctx, int task, int thread) {
   }
 }
 
-/* Range r of the gradient slot: the wave's chunk sums added in chunk order
- * (the first chunk of the batch copied), and on the last wave scaled by
- * 1/n, the gradient of the mean. */
+/* Range task of the gradient slot: the wave's chunk sums added in chunk
+ * order (the first chunk of the batch copied). */
 static void fold_range(void *ctx, int task, int thread) {
   (void)thread;
   Batch *b = ctx;
@@ -525,50 +546,75 @@ static void fold_range(void *ctx, int task, int thread) {
       for (size_t i = lo; i < hi; i++)
         g[i] += src[i];
   }
-  if (first + count == b->nchunks)
-    for (size_t i = lo; i < hi; i++)
-      g[i] *= b->scale;
 }
 
-void model_train_batch(Model *m, const uint8_t *const *chars, const int32_t *lens,
-                       const int32_t *targets, int n, float *losses, float *mean_loss,
-                       float *grad_norm) {
-  reserve_for(m, lens, n);
-  float *own = losses ? NULL : xmalloc((size_t)n * sizeof *own);
-  if (!losses)
-    losses = own;
-  int c = m->fwd->classes;
-  if (!m->update) { /* batch 1: the fused kernel, name by name */
-    double sum = 0;
-    float gn = 0;
-    for (int i = 0; i < n; i++) {
-      model_train_step(m, chars[i], lens[i], targets[i], &losses[i], &gn);
-      sum += losses[i];
-    }
-    *mean_loss = (float)(sum / n);
-    *grad_norm = gn;
-    free(own);
-    return;
+static void scale_range(void *ctx, int task, int thread) {
+  (void)thread;
+  Batch *b = ctx;
+  Model *m = b->m;
+  int T = m->threads;
+  size_t lo = m->nfloats * (size_t)task / (size_t)T, hi = m->nfloats * (size_t)(task + 1) / (size_t)T;
+  float *g = m->state + SLOT_GRAD * m->nfloats;
+  for (size_t i = lo; i < hi; i++)
+    g[i] *= b->scale;
+}
+
+int model_batch_gradient(Model *m, const uint8_t *const *chars, const int32_t *lens,
+                         const int32_t *targets, int n, float *losses) {
+  assert(m->update && "a model compiled for batches (batch > 1)");
+  if (n < 0 || (n > 0 && !valid(m, chars, lens, targets, n)))
+    return -1;
+  if (n == 0) {
+    memset(m->state + SLOT_GRAD * m->nfloats, 0, m->nfloats * sizeof(float));
+    return 0;
   }
+  reserve_for(m, lens, n);
   Batch b = {.m = m, .chars = chars, .lens = lens, .targets = targets, .n = n,
              .nchunks = model_chunks(n),
-             .per_name = m->bstep_fn ? m->bstep_abi.noise : m->step_abi.noise, .losses = losses,
-             .scale = 1.0f / (float)n};
+             .per_name = m->bstep_fn ? m->bstep_abi.noise : m->step_abi.noise, .losses = losses};
   b.noise = draw_noise(m, n, b.per_name);
   for (b.wave = 0; b.wave * m->threads < b.nchunks; b.wave++) {
     int count = b.nchunks - b.wave * m->threads;
     pool_run(m->pool, count < m->threads ? count : m->threads, step_chunk, &b);
     pool_run(m->pool, m->threads, fold_range, &b);
   }
+  return 0;
+}
+
+float model_batch_update(Model *m, long n) {
+  Batch b = {.m = m, .scale = 1.0f / (float)n};
+  pool_run(m->pool, m->threads, scale_range, &b);
   m->step++;
   Workspace *w = &m->ws[0];
   m->update_fn(m->state, w->chars, 1, 0, NULL, w->scratch, m->tmax, (float)m->step, w->out);
+  return w->out[m->fwd->classes + 1];
+}
+
+int model_train_batch(Model *m, const uint8_t *const *chars, const int32_t *lens,
+                      const int32_t *targets, int n, float *losses, float *mean_loss,
+                      float *grad_norm) {
+  if (n < 1 || !valid(m, chars, lens, targets, n))
+    return -1;
+  float *own = losses ? NULL : xmalloc((size_t)n * sizeof *own);
+  if (!losses)
+    losses = own;
   double sum = 0;
-  for (int i = 0; i < n; i++)
-    sum += losses[i];
+  if (!m->update) { /* batch 1: the fused kernel, name by name */
+    float gn = 0;
+    for (int i = 0; i < n; i++) {
+      model_train_step(m, chars[i], lens[i], targets[i], &losses[i], &gn);
+      sum += losses[i];
+    }
+    *grad_norm = gn;
+  } else {
+    model_batch_gradient(m, chars, lens, targets, n, losses); /* valid: checked */
+    *grad_norm = model_batch_update(m, n);
+    for (int i = 0; i < n; i++)
+      sum += losses[i];
+  }
   *mean_loss = (float)(sum / n);
-  *grad_norm = w->out[c + 1];
   free(own);
+  return 0;
 }
 
 static void forward_chunk(void *ctx, int task, int thread) {
@@ -595,14 +641,15 @@ static void forward_chunk(void *ctx, int task, int thread) {
   }
 }
 
-void model_forward_batch(Model *m, const uint8_t *const *chars, const int32_t *lens, int n,
-                         float *logits) {
-  if (n < 1)
-    return;
+int model_forward_batch(Model *m, const uint8_t *const *chars, const int32_t *lens, int n,
+                        float *logits) {
+  if (n < 1 || !valid(m, chars, lens, NULL, n))
+    return -1;
   reserve_for(m, lens, n);
   Batch b = {.m = m, .chars = chars, .lens = lens, .n = n,
              .per_name = m->bfwd_fn ? m->bfwd_abi.noise : m->fwd_abi.noise, .logits = logits};
   b.nchunks = n < 4 * m->threads ? n : 4 * m->threads;
   b.noise = draw_noise(m, n, b.per_name);
   pool_run(m->pool, b.nchunks, forward_chunk, &b);
+  return 0;
 }

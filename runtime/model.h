@@ -120,12 +120,16 @@ size_t model_noise_per_name(const Model *m);
 /* Makes scratch fit sequences of up to tmax characters. */
 void model_reserve(Model *m, int tmax);
 /* One training step on one name: forward, backward, update. Writes the
- * loss and the gradients' norm before clipping (0 when the graph does not
- * clip). */
-void model_train_step(Model *m, const uint8_t *chars, int len, int target, float *loss,
-                      float *grad_norm);
-/* Inference: logits (classes) for one name. */
-void model_forward(Model *m, const uint8_t *chars, int len, float *logits);
+ * loss and the gradients' norm before clipping (when the graph does not
+ * clip: 0, or NaN when a gradient is NaN or infinite). Returns 0, or -1
+ * without running anything when the input is out of range: len outside
+ * [1, NAME_MAX_CHARS], a character outside the graph's input, target
+ * outside [0, classes). */
+int model_train_step(Model *m, const uint8_t *chars, int len, int target, float *loss,
+                     float *grad_norm);
+/* Inference: logits (classes) for one name. Returns 0, or -1 for input out
+ * of range (as model_train_step). */
+int model_forward(Model *m, const uint8_t *chars, int len, float *logits);
 
 /* One optimizer step on a batch of n names (1 <= n): the gradient of the
  * mean of their losses, then clipping and the update as the graph says.
@@ -134,17 +138,30 @@ void model_forward(Model *m, const uint8_t *chars, int len, float *logits);
  * added in chunk order, so the result is the same for every thread count.
  * A model compiled for batch 1 takes n = 1 through the fused kernel.
  * Writes each name's loss (losses, n; may be NULL), the mean loss and the
- * gradients' norm before clipping (0 when the graph does not clip). */
-void model_train_batch(Model *m, const uint8_t *const *chars, const int32_t *lens,
-                       const int32_t *targets, int n, float *losses, float *mean_loss,
-                       float *grad_norm);
+ * gradients' norm before clipping (as model_train_step). Returns 0, or -1
+ * without running anything when n < 1 or any name's input is out of range
+ * (as model_train_step). */
+int model_train_batch(Model *m, const uint8_t *const *chars, const int32_t *lens,
+                      const int32_t *targets, int n, float *losses, float *mean_loss,
+                      float *grad_norm);
+/* The two halves of model_train_batch, for a batch spread over processes
+ * (MPI): the sum over n names (n >= 0) of the gradients of their losses
+ * into the grad slot, each name's loss in losses; then one optimizer step
+ * on the grad slot as the gradient of the mean over total names (it is
+ * scaled by 1/total first). model_batch_update returns the gradient norm
+ * before clipping (0 when the graph does not clip). Batch > 1 models.
+ * model_batch_gradient returns 0, or -1 (nothing run) when n < 0 or a
+ * name's input is out of range. */
+int model_batch_gradient(Model *m, const uint8_t *const *chars, const int32_t *lens,
+                         const int32_t *targets, int n, float *losses);
+float model_batch_update(Model *m, long total);
 /* Chunks a batch of n names is cut into: depends on n only. */
 int model_chunks(int n);
 /* Inference on n names, spread over the model's threads: logits (n *
  * classes). Noise is drawn name by name in order, as n model_forward
- * calls would. */
-void model_forward_batch(Model *m, const uint8_t *const *chars, const int32_t *lens, int n,
-                         float *logits);
+ * calls would. Returns 0, or -1 (nothing run) as model_train_batch. */
+int model_forward_batch(Model *m, const uint8_t *const *chars, const int32_t *lens, int n,
+                        float *logits);
 int model_classes(const Model *m);
 
 #endif

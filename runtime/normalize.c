@@ -14,6 +14,7 @@
  * Additional but for a few archaic letters (Vietnamese included), and the
  * punctuation in the table. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unictype.h>
@@ -252,4 +253,34 @@ long normalize_first_dropped(const char *s, size_t n) {
     i += (size_t)k;
   }
   return -1;
+}
+
+char *shown_text(const char *s, size_t n, size_t max) {
+  Buf b = {0};
+  for (size_t i = 0; i < n;) {
+    ucs4_t c;
+    int k = u8_mbtoucr(&c, (const uint8_t *)s + i, n - i);
+    char esc[8];
+    const char *piece = esc;
+    size_t len;
+    if (k < 0) { /* not UTF-8: the byte */
+      len = (size_t)snprintf(esc, sizeof esc, "\\x%02X", (unsigned char)s[i]);
+      k = 1;
+    } else if (c == '\n' || c == '\t' || c == '\r') {
+      len = (size_t)snprintf(esc, sizeof esc, "\\%c", c == '\n' ? 'n' : c == '\t' ? 't' : 'r');
+    } else if (c < 0x20 || c == 0x7f) {
+      len = (size_t)snprintf(esc, sizeof esc, "\\x%02X", (unsigned)c);
+    } else {
+      piece = s + i;
+      len = (size_t)k;
+    }
+    if (b.len + len > max) {
+      buf_put(&b, "...", 3);
+      break;
+    }
+    buf_put(&b, piece, len);
+    i += (size_t)k;
+  }
+  buf_put(&b, "", 1);
+  return b.data;
 }

@@ -33,10 +33,20 @@ long normalize_first_dropped(const char *s, size_t n);
 /* The length of s without its trailing whitespace, whitespace as Python's
  * str.isspace (so U+00A0, U+3000, ... too). */
 size_t utf8_rstrip(const char *s, size_t n);
+/* s (n bytes of text from a file or a user) made fit for a message or a
+ * report line: control characters and bytes that are not UTF-8 escaped
+ * (\n, \t, \r, \xNN), at most max bytes, cut at a character with "..."
+ * after it. Malloc'd. */
+char *shown_text(const char *s, size_t n, size_t max);
 
 /* ----------------------------------------------------------------- data.c
  * A data set: one file per label, one name per line. Names are stored as
- * character indices; one-hot vectors are never materialized. */
+ * character indices; one-hot vectors are never materialized. A name is at
+ * most NAME_MAX_CHARS characters, as written and in its ASCII form; longer
+ * ones are skipped (and refused by name_encode), which bounds the memory
+ * a sequence takes in the kernels. */
+#define NAME_MAX_CHARS 1000
+#define NAME_MAX_CHARS_STR "1000" /* for help texts */
 typedef struct Name {
   uint8_t *chars;  /* (len) vocabulary indices */
   int32_t len;
@@ -47,7 +57,7 @@ typedef struct Name {
 typedef struct Skipped {
   char *file;   /* path of the file it came from */
   int line;     /* 1-based */
-  char *text;   /* the name as read (UTF-8) */
+  char *text;   /* the name as read (shown_text: escaped, cut at 80 bytes) */
   char *reason; /* e.g. "character '/' is not in the vocabulary" */
 } Skipped;
 
@@ -81,8 +91,9 @@ int data_load(Dataset *ds, const char *dir, char *const *labels, int nlabels,
 int data_split(Dataset *ds, double test_fraction, uint64_t seed, Err *e);
 void data_free(Dataset *ds);
 /* Normalizes one UTF-8 name and maps it to vocabulary indices. Returns the
- * length (> 0), or -1 with a message in e for an empty name or a name with
- * a character outside the vocabulary after normalization. *chars is
+ * length (> 0), or -1 with a message in e for an empty name, a name longer
+ * than NAME_MAX_CHARS or with a character outside the vocabulary after
+ * normalization. *chars is
  * malloc'd; *ascii (if not NULL) receives the ASCII form. */
 int name_encode(const char *utf8, size_t n, uint8_t **chars, char **ascii,
                 Err *e);

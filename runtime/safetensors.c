@@ -9,14 +9,16 @@
  * section sits in the file (8 + N is often not a multiple of 4).
  *
  * Writing: header built with jansson (which escapes strings and checks
- * UTF-8), padded with spaces to a multiple of 8, written with the data to a
- * mkstemp file in the target's directory, fsync'd, renamed over the target. */
+ * UTF-8), padded with spaces to a multiple of 8, staged with the data
+ * (files.h: a temporary in the target's directory, fsync'd), renamed over
+ * the target. */
 #include "safetensors.h"
 
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -283,14 +285,10 @@ static int parse_header(StFile *f, Span **spans, json_t *root, size_t data_len,
   return check_tiling(f, *spans, f->ntensors, data_len, path, e);
 }
 
-static int load_fd(StFile *f, int fd, const char *path, Err *e) {
+static int load_fd(StFile *f, int fd, const char *path, bool header_only, Err *e) {
   struct stat st;
   if (fstat(fd, &st) < 0)
     return errf(e, "%s: %s", path, strerror(errno));
-  if (S_ISDIR(st.st_mode))
-    return errf(e, "%s: is a directory, not a safetensors file", path);
-  if (!S_ISREG(st.st_mode))
-    return errf(e, "%s: not a regular file", path);
   uint64_t size = (uint64_t)st.st_size;
   if (size < 8)
     return errf(e,
@@ -350,6 +348,10 @@ static int load_fd(StFile *f, int fd, const char *path, Err *e) {
   size_t data_len = (size_t)(size - 8 - hlen);
   if (parse_header(f, &spans, root, data_len, path, e) < 0)
     goto out;
+  if (header_only) {
+    rc = 0;
+    goto out;
+  }
 
   f->blob = xmalloc(data_len);
   if (read_at(fd, f->blob, data_len, (off_t)(8 + hlen)) < 0) {
@@ -375,17 +377,21 @@ out:
   return rc;
 }
 
-int st_load(StFile *f, const char *path, Err *e) {
+static int load(StFile *f, const char *path, bool header_only, Err *e) {
   memset(f, 0, sizeof *f);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  int fd = open_regular(path, e); /* a FIFO is refused, not waited for */
   if (fd < 0)
-    return errf(e, "%s: %s", path, strerror(errno));
-  int rc = load_fd(f, fd, path, e);
+    return -1;
+  int rc = load_fd(f, fd, path, header_only, e);
   close(fd);
   if (rc < 0)
     st_free(f);
   return rc;
 }
+
+int st_load(StFile *f, const char *path, Err *e) { return load(f, path, false, e); }
+
+int st_load_header(StFile *f, const char *path, Err *e) { return load(f, path, true, e); }
 
 const StTensor *st_find(const StFile *f, const char *name) {
   for (int i = 0; i < f->ntensors; i++)
@@ -486,93 +492,33 @@ out:
   return rc;
 }
 
-static int write_all(int fd, const void *p, size_t n) {
-  const char *c = p;
-  while (n > 0) {
-    ssize_t w = write(fd, c, n);
-    if (w < 0 && errno == EINTR)
-      continue;
-    if (w < 0)
-      return -1;
-    c += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
-/* The directory part of path ("." when there is none). */
-static char *dir_of(const char *path) {
-  const char *slash = strrchr(path, '/');
-  if (!slash)
-    return xstrdup(".");
-  if (slash == path)
-    return xstrdup("/");
-  return xstrndup(path, (size_t)(slash - path));
-}
-
-/* Permissions for the new file: those of the file it replaces, else
- * 0666 less the umask (mkstemp creates 0600). Reading the umask means
- * setting it; the runtime writes checkpoints from one thread. */
-static mode_t new_mode(const char *path) {
-  struct stat st;
-  if (stat(path, &st) == 0 && S_ISREG(st.st_mode))
-    return st.st_mode & 07777;
-  mode_t mask = umask(022);
-  umask(mask);
-  return 0666 & ~mask;
-}
-
-int st_save(const char *path, const StTensor *ts, int n, char *const *meta_keys,
-            char *const *meta_vals, int nmeta, Err *e) {
+int st_stage(Staged *s, const char *path, const StTensor *ts, int n, char *const *meta_keys,
+             char *const *meta_vals, int nmeta, Err *e) {
   assert(n >= 0 && nmeta >= 0);
+  *s = (Staged){.fd = -1};
   Buf hdr = {0};
-  if (build_header(&hdr, path, ts, n, meta_keys, meta_vals, nmeta, e) < 0) {
+  if (build_header(&hdr, path, ts, n, meta_keys, meta_vals, nmeta, e) < 0 ||
+      stage_open(s, path, e) < 0) {
     buf_free(&hdr);
     return -1;
-  }
-
-  char *dir = dir_of(path);
-  char *tmp = xasprintf("%s/.rnnc-st-XXXXXX", dir);
-  int rc = -1;
-  int fd = mkstemp(tmp);
-  if (fd < 0) {
-    errf(e, "%s: cannot create a file in directory %s: %s", path, dir, strerror(errno));
-    goto out;
   }
   unsigned char lenb[8];
   for (int i = 0; i < 8; i++)
     lenb[i] = (unsigned char)((uint64_t)hdr.len >> (8 * i));
-  int bad = fchmod(fd, new_mode(path)) < 0 || write_all(fd, lenb, 8) < 0 ||
-            write_all(fd, hdr.data, hdr.len) < 0;
-  for (int i = 0; i < n && !bad; i++)
-    bad = write_all(fd, ts[i].data, ts[i].nelem * sizeof(float)) < 0;
-  if (bad || fsync(fd) < 0) {
-    errf(e, "%s: writing %s failed: %s", path, tmp, strerror(errno));
-    close(fd);
-    unlink(tmp);
-    goto out;
-  }
-  if (close(fd) < 0) {
-    errf(e, "%s: writing %s failed: %s", path, tmp, strerror(errno));
-    unlink(tmp);
-    goto out;
-  }
-  if (rename(tmp, path) < 0) {
-    errf(e, "%s: cannot replace it with the new file: %s", path, strerror(errno));
-    unlink(tmp);
-    goto out;
-  }
-  /* Make the rename itself durable. The file is already in place, so a
-   * failure here is not reported. */
-  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    fsync(dfd);
-    close(dfd);
-  }
-  rc = 0;
-out:
-  free(tmp);
-  free(dir);
+  stage_write(s, lenb, 8);
+  stage_write(s, hdr.data, hdr.len);
+  for (int i = 0; i < n; i++)
+    stage_write(s, ts[i].data, ts[i].nelem * sizeof(float));
   buf_free(&hdr);
-  return rc;
+  return stage_close(s, e);
+}
+
+int st_save(const char *path, const StTensor *ts, int n, char *const *meta_keys,
+            char *const *meta_vals, int nmeta, Err *e) {
+  Staged s;
+  if (st_stage(&s, path, ts, n, meta_keys, meta_vals, nmeta, e) < 0) {
+    stage_discard(&s);
+    return -1;
+  }
+  return stage_commit(&s, e);
 }

@@ -19,11 +19,11 @@
  * st_save writes tensors in the order given, data contiguous, the header
  * padded with spaces to a multiple of 8 bytes (as the Rust crate does), so
  * the result loads with safetensors.torch.load_file and PyTorch's
- * load_state_dict. It writes atomically: a temporary file in the target's
- * directory, fsync, rename over the target. On failure the temporary is
- * removed and an existing file at path is left as it was.
+ * load_state_dict. It writes atomically (files.h): a temporary file in the
+ * target's directory, fsync, rename over the target. On failure the
+ * temporary is removed and an existing file at path is left as it was.
  *
- * Self-contained: needs only util.h (Err). Requires a little-endian host. */
+ * Needs only util.h (Err) and files.h. Requires a little-endian host. */
 #ifndef RNNC_SAFETENSORS_H
 #define RNNC_SAFETENSORS_H
 
@@ -31,6 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "files.h"
 #include "util.h"
 
 #define ST_MAX_DIMS 8
@@ -62,6 +63,11 @@ typedef struct StFile {
  * and owned by f. */
 int st_load(StFile *f, const char *path, Err *e);
 
+/* st_load without the data: the header validated as st_load does it
+ * (names, shapes, metadata, the ranges against the file's size), every
+ * tensor's data NULL. For reading a file's metadata. */
+int st_load_header(StFile *f, const char *path, Err *e);
+
 /* The tensor called name, or NULL. */
 const StTensor *st_find(const StFile *f, const char *name);
 
@@ -76,6 +82,12 @@ const char *st_meta(const StFile *f, const char *key);
  * directory, I/O errors. */
 int st_save(const char *path, const StTensor *ts, int n, char *const *meta_keys,
             char *const *meta_vals, int nmeta, Err *e);
+
+/* st_save's first half: the file complete and fsync'd in a temporary
+ * beside path, to be renamed into place with stage_commit or dropped with
+ * stage_discard (which the caller calls after a failure too). */
+int st_stage(Staged *s, const char *path, const StTensor *ts, int n, char *const *meta_keys,
+             char *const *meta_vals, int nmeta, Err *e);
 
 /* Frees everything f holds and empties it. */
 void st_free(StFile *f);

@@ -3,7 +3,9 @@
  * step per batch; evaluation and its report. */
 #include "train.h"
 
+#include <assert.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,7 +66,8 @@ void evaluate(Model *m, const Dataset *ds, const uint32_t *idx, size_t n, uint64
   for (size_t i0 = 0; i0 < n; i0 += EVAL_BLOCK) {
     size_t k = n - i0 < EVAL_BLOCK ? n - i0 : EVAL_BLOCK;
     batch_fill(&b, ds, idx + i0, k);
-    model_forward_batch(m, b.chars, b.lens, (int)k, logits);
+    if (model_forward_batch(m, b.chars, b.lens, (int)k, logits))
+      assert(!"data_load keeps names the model takes");
     for (size_t i = 0; i < k; i++) {
       int p = argmax(logits + i * (size_t)c, c);
       int truth = b.targets[i];
@@ -82,8 +85,50 @@ void eval_free(EvalResult *r) {
   r->confusion = NULL;
 }
 
+/* The first k characters of UTF-8 s (bytes up to there). */
+static size_t prefix_bytes(const char *s, int k) {
+  size_t i = 0;
+  for (int n = 0; s[i]; i++)
+    if (((unsigned char)s[i] & 0xC0) != 0x80 && n++ == k) /* the (k+1)-th starts */
+      break;
+  return i;
+}
+
+/* s, at most k characters of it, padded with spaces to width characters
+ * (printf pads bytes, which misaligns UTF-8). */
+static void put_cell(FILE *f, const char *s, int k, int width, bool right) {
+  size_t n = prefix_bytes(s, k);
+  int chars = 0;
+  for (size_t i = 0; i < n; i++)
+    chars += ((unsigned char)s[i] & 0xC0) != 0x80;
+  if (right)
+    fprintf(f, "%*s", width > chars ? width - chars : 0, "");
+  fprintf(f, "%.*s", (int)n, s);
+  if (!right)
+    fprintf(f, "%*s", width > chars ? width - chars : 0, "");
+}
+
+/* The shortest abbreviation, from 3 to 12 characters, that tells every
+ * label apart (3 for data/names), or 0 when labels share 12. */
+static int abbreviation(char *const *labels, int L) {
+  for (int k = 3; k <= 12; k++) {
+    bool unique = true;
+    for (int a = 0; a < L && unique; a++)
+      for (int b = a + 1; b < L && unique; b++) {
+        size_t na = prefix_bytes(labels[a], k), nb = prefix_bytes(labels[b], k);
+        unique = na != nb || memcmp(labels[a], labels[b], na);
+      }
+    if (unique)
+      return k;
+  }
+  return 0;
+}
+
 void eval_print(FILE *f, const Dataset *ds, const EvalResult *r) {
   int L = ds->nlabels;
+  char **name = xcalloc((size_t)L, sizeof *name); /* escaped: one line each */
+  for (int l = 0; l < L; l++)
+    name[l] = shown_text(ds->labels[l], strlen(ds->labels[l]), 64);
   fprintf(f, "test accuracy: %.2f%% (%zu of %zu)\n\n", r->n ? 100.0 * r->correct / r->n : 0,
           r->correct, r->n);
   fprintf(f, "%-12s %8s %6s\n", "language", "accuracy", "names");
@@ -91,22 +136,41 @@ void eval_print(FILE *f, const Dataset *ds, const EvalResult *r) {
     size_t tot = 0;
     for (int p = 0; p < L; p++)
       tot += r->confusion[(size_t)l * L + p];
+    put_cell(f, name[l], 64, 12, false);
     if (tot)
-      fprintf(f, "%-12s %7.1f%% %6zu\n", ds->labels[l],
-              100.0 * r->confusion[(size_t)l * L + l] / tot, tot);
+      fprintf(f, " %7.1f%% %6zu\n", 100.0 * r->confusion[(size_t)l * L + l] / tot, tot);
     else
-      fprintf(f, "%-12s %8s %6zu\n", ds->labels[l], "-", tot);
+      fprintf(f, " %8s %6zu\n", "-", tot);
   }
-  fprintf(f, "\nconfusion matrix (rows: true language, columns: predicted)\n%-4s", "");
-  for (int p = 0; p < L; p++)
-    fprintf(f, " %4.3s", ds->labels[p]);
+  /* Columns headed by the labels' shortest distinct abbreviation, or, when
+   * labels share 12 characters, by their numbers. */
+  int k = abbreviation(name, L), w = k > 3 ? k : 4;
+  char **head = xcalloc((size_t)L, sizeof *head);
+  for (int l = 0; l < L; l++)
+    head[l] = k ? xstrdup(name[l]) : xasprintf("%d", l);
+  fprintf(f, "\nconfusion matrix (rows: true language, columns: predicted%s)\n%*s",
+          k ? "" : "; by number", w, "");
+  for (int p = 0; p < L; p++) {
+    fputc(' ', f);
+    put_cell(f, head[p], k ? k : 12, w, true);
+  }
   fprintf(f, "\n");
   for (int l = 0; l < L; l++) {
-    fprintf(f, "%-4.3s", ds->labels[l]);
+    put_cell(f, head[l], k ? k : 12, w, false);
     for (int p = 0; p < L; p++)
-      fprintf(f, " %4zu", r->confusion[(size_t)l * L + p]);
+      fprintf(f, " %*zu", w, r->confusion[(size_t)l * L + p]);
     fprintf(f, "\n");
   }
+  if (!k)
+    for (int l = 0; l < L; l++)
+      fprintf(f, "%s%d %s", l ? ", " : "  ", l, name[l]);
+  fprintf(f, "%s", k ? "" : "\n");
+  for (int l = 0; l < L; l++) {
+    free(name[l]);
+    free(head[l]);
+  }
+  free(name);
+  free(head);
 }
 
 static void fmt_time(char *buf, size_t n, double s) {
@@ -176,8 +240,15 @@ int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
       size_t n = ds->ntrain - i < B ? ds->ntrain - i : B;
       batch_fill(&b, ds, order + i, n);
       float loss, gnorm;
-      model_train_batch(m, b.chars, b.lens, b.targets, (int)n, losses, &loss, &gnorm);
+      if (model_train_batch(m, b.chars, b.lens, b.targets, (int)n, losses, &loss, &gnorm))
+        assert(!"data_load keeps names the model takes");
       if (!isfinite(loss) || !isfinite(gnorm)) {
+        /* Without clipping gnorm is 0, or NaN for any gradient not finite. */
+        const char *what = !isfinite(loss)                ? isnan(loss) ? "the loss is NaN"
+                                                                        : "the loss is infinite"
+                           : m->train->train.clip_norm <= 0 ? "a gradient is NaN or infinite"
+                           : isnan(gnorm)                   ? "the gradient norm is NaN"
+                                                            : "the gradient norm is infinite";
         size_t k = culprit(losses, n);
         const Name *nm = &ds->names[order[i + k]];
         char where[128];
@@ -186,10 +257,7 @@ int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
         else
           snprintf(where, sizeof where, "batch %zu of %zu, name %zu of %zu", i / B + 1,
                    (ds->ntrain + B - 1) / B, i + k + 1, ds->ntrain);
-        rc = errf(e,
-                  "the %s is %s at epoch %d, %s ('%s', %s), step %lld: training "
-                  "stopped; %s%s",
-                  isfinite(loss) ? "gradient norm" : "loss", isnan(isfinite(loss) ? gnorm : loss) ? "NaN" : "infinite",
+        rc = errf(e, "%s at epoch %d, %s ('%s', %s), step %lld: training stopped; %s%s", what,
                   ep + 1, where, nm->text, ds->labels[nm->label], (long long)m->step,
                   saved ? "the last good checkpoint is " : "no checkpoint was written",
                   saved ? saved : "");

@@ -204,6 +204,75 @@ static void test_header_compiles_as_c99_and_cxx(void **state) {
     skip();
 }
 
+/* Issue 12, item 12: a path or label with comment or trigraph sequences
+ * (a comment's start was not escaped) still gives a header that compiles
+ * with -Werror, and the labels reach the object exactly. (In this file's
+ * strings, "?\\?" is two question marks: no trigraph.) */
+static void test_header_hostile_names(void **state) {
+  if (!have_cc) {
+    print_message("skipped: cc not found on PATH\n");
+    skip();
+  }
+  char *gdir = xasprintf("%s/a*", workdir), *odir = xasprintf("%s/o?\?", workdir);
+  assert_int_equal(mkdir(gdir, 0755), 0);
+  assert_int_equal(mkdir(odir, 0755), 0);
+  char *g = xasprintf("%s/*g.nn", gdir), *ck = xasprintf("%s/*/ck?\?/.safetensors", workdir);
+  char *ckdir = xasprintf("%s/*", workdir), *ckdir2 = xasprintf("%s/*/ck?\?", workdir);
+  assert_int_equal(mkdir(ckdir, 0755), 0);
+  assert_int_equal(mkdir(ckdir2, 0755), 0);
+  char *rnn_text = read_text("graphs/rnn.nn");
+  write_text(g, rnn_text);
+  free(rnn_text);
+  /* 18 labels as a JSON list (rnnc-2 metadata) */
+  const char *labels[18] = {"A/*B", "C*/D", "back\\", "q\"uote", "nl\nx", "Trig?\?/", "/", "*"};
+  for (int i = 8; i < 18; i++)
+    labels[i] = "?\?";
+  Buf list = {0};
+  buf_printf(&list, "[");
+  for (int i = 0; i < 18; i++) {
+    buf_printf(&list, "%s\"", i ? "," : "");
+    for (const char *c = labels[i]; *c; c++)
+      buf_printf(&list, *c == '\n' ? "\\n" : *c == '"' || *c == '\\' ? "\\%c" : "%c", *c);
+    buf_printf(&list, "\"");
+  }
+  buf_printf(&list, "]");
+  StFile f;
+  Err e;
+  if (st_load(&f, "tests/golden/rnn_seed42.safetensors", &e))
+    fail_msg("%s", e.msg);
+  char *keys[] = {"labels"}, *vals[] = {list.data};
+  if (st_save(ck, f.tensors, f.ntensors, keys, vals, 1, &e))
+    fail_msg("%s", e.msg);
+  st_free(&f);
+  buf_free(&list);
+  char *obj = xasprintf("%s/m.o", odir), *hdr = xasprintf("%s/m.h", odir);
+  free(rnnc_expect(0, (const char *const[]){"build", g, ck, "-o", obj, NULL}));
+  char *src = xasprintf("%s/hostile.c", workdir), *exe = xasprintf("%s/hostile", workdir);
+  write_text(src, "#include <stdio.h>\n#include \"m.h\"\n"
+                  "int main(void) {\n"
+                  "  for (int i = 0; i < m_NUM_CLASSES; i++) printf(\"%s|\", m_labels[i]);\n"
+                  "  return 0;\n"
+                  "}\n");
+  char *got = xasprintf("%s/hostile.txt", workdir);
+  if (sh("cc -std=c99 -Wall -Wextra -pedantic -Werror -I'%s' -o '%s' '%s' '%s' -lm && '%s' > '%s'",
+         odir, exe, src, obj, exe, got))
+    fail_msg("%s with hostile labels and paths does not compile with -Werror:\n%s", hdr,
+             read_text(hdr));
+  if (have_cxx && sh("c++ -Wall -Wextra -pedantic -Werror -c -o /dev/null -x c++ '%s'", hdr))
+    fail_msg("%s does not compile as C++ with -Werror", hdr);
+  Buf want = {0};
+  for (int i = 0; i < 18; i++)
+    buf_printf(&want, "%s|", labels[i]);
+  buf_put(&want, "", 1);
+  char *printed = read_text(got);
+  assert_string_equal(printed, want.data);
+  free(printed);
+  buf_free(&want);
+  char *gs[] = {gdir, odir, g, ck, ckdir, ckdir2, obj, hdr, src, exe, got};
+  for (size_t i = 0; i < ARRAY_LEN(gs); i++)
+    free(gs[i]);
+}
+
 static void test_object_needs_only_libc(void **state) {
   if (sh("command -v nm >/dev/null 2>&1")) {
     print_message("skipped: no nm on PATH\n");
@@ -344,12 +413,26 @@ static void test_cli(void **state) {
                                          "nonsense-unknown-linux-gnu", NULL}),
             "nonsense-unknown-linux-gnu");
   expect_in(run(1, (const char *const[]){"build", G, K, "-o", "/nonexistent/dir/m.o", NULL}),
-            "cannot write /nonexistent/dir/m.o");
-  /* None of the failures left a file behind. */
+            "/nonexistent/dir/m.o: cannot create a file in directory /nonexistent/dir");
+  /* The header cannot be written (a directory is in its place): the object
+   * is not written either, or is put back (issue 12, messages: the .o was
+   * replaced). */
+  char *bo = xasprintf("%s/both.o", workdir), *bh = xasprintf("%s/both.h", workdir);
+  assert_int_equal(mkdir(bh, 0755), 0);
+  expect_in(run(1, (const char *const[]){"build", G, K, "-o", bo, NULL}), "both.h");
   struct stat st;
+  assert_int_not_equal(stat(bo, &st), 0);
+  write_text(bo, "an old object");
+  expect_in(run(1, (const char *const[]){"build", G, K, "-o", bo, NULL}), "both.h");
+  expect_in(read_text(bo), "an old object");
+  unlink(bo);
+  rmdir(bh);
+  free(bo);
+  free(bh);
+  /* None of the failures left a file behind. */
   assert_int_not_equal(stat(o, &st), 0);
   assert_int_not_equal(stat(h, &st), 0);
-  assert_int_equal(sh("ls -a '%s' | grep -q rnnc-build", workdir), 1);
+  assert_int_equal(sh("ls -a '%s' | grep -q rnnc-", workdir), 1);
   /* An explicit x86-64 triple and CPU work, and the prefix names the API. */
   expect_in(run(0, (const char *const[]){"build", G, K, "-o", o, "--target",
                                          "x86_64-unknown-linux-gnu", "--cpu", "x86-64-v2",
@@ -366,6 +449,7 @@ int main(void) {
       cmocka_unit_test(test_embgru_matches_jit_and_golden),
       cmocka_unit_test(test_rnn_matches_jit_with_zero_noise),
       cmocka_unit_test(test_header_compiles_as_c99_and_cxx),
+      cmocka_unit_test(test_header_hostile_names),
       cmocka_unit_test(test_object_needs_only_libc),
       cmocka_unit_test(test_generic_cpu_has_no_avx),
       cmocka_unit_test(test_cli),

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "testutil.h"
 #include "util.h"
@@ -78,12 +79,75 @@ static void test_data_bad_input(void **state) {
   free(dir);
 }
 
+/* Output that cannot be written (stdout on /dev/full, or closed) is an
+ * error for every command that prints: a message and exit status 1, not a
+ * silent loss with 0 (issue 12, item 3). */
+static void test_lost_output(void **state) {
+  char *data = make_data_dir((const char *const[]){"Greek", "Korean"}, (const int[]){20, 20}, 2);
+  char *graph = make_rnn_graph(16, 2);
+  char *dir = tmp_path("lost");
+  assert_int_equal(mkdir(dir, 0755), 0);
+  char *ckpt = xasprintf("%s/m.safetensors", dir), *obj = xasprintf("%s/m.o", dir);
+  char *names = xasprintf("%s/names.txt", dir);
+  write_text(names, "Kim\nPapadopoulos\n");
+  free(rnnc_expect(0, (const char *const[]){"train", graph, "--data", data, "--epochs", "1",
+                                            "--out", ckpt, NULL}));
+  const char *const *cmds[] = {
+      (const char *const[]){"--help", NULL},
+      (const char *const[]){"help", NULL},
+      (const char *const[]){"help", "predict", NULL},
+      (const char *const[]){"--version", NULL},
+      (const char *const[]){"data", "--help", NULL},
+      (const char *const[]){"data", "--data", data, NULL},
+      (const char *const[]){"compile", graph, NULL},
+      (const char *const[]){"compile", graph, "--emit", "llvm", NULL},
+      (const char *const[]){"compile", "--help", NULL},
+      (const char *const[]){"train", "--help", NULL},
+      (const char *const[]){"train", graph, "--data", data, "--epochs", "1", "--out", ckpt, NULL},
+      (const char *const[]){"eval", graph, ckpt, "--data", data, NULL},
+      (const char *const[]){"eval", "--help", NULL},
+      (const char *const[]){"predict", graph, ckpt, "Papadopoulos", "Kim", NULL},
+      (const char *const[]){"predict", graph, ckpt, "Kim", "--logits", NULL},
+      (const char *const[]){"predict", graph, ckpt, "--input", names, NULL},
+      (const char *const[]){"predict", "--help", NULL},
+      (const char *const[]){"build", graph, ckpt, "-o", obj, NULL},
+      (const char *const[]){"build", "--help", NULL},
+      (const char *const[]){"check", graph, "--names", "Kim", "--samples", "2", NULL},
+      (const char *const[]){"check", "--help", NULL},
+  };
+  char *err = tmp_path("stderr");
+  for (size_t i = 0; i < ARRAY_LEN(cmds); i++) {
+    const char *where[] = {"/dev/full", "-"}, *why[] = {"No space left on device",
+                                                       "Bad file descriptor"};
+    for (int k = 0; k < 2; k++) {
+      int status = wait_rnnc(spawn_rnnc(cmds[i], NULL, where[k], err));
+      Err e;
+      char *msg = read_file(err, NULL, &e);
+      assert_non_null(msg);
+      if (status != 1 || !strstr(msg, "rnnc: error: cannot write standard output") ||
+          !strstr(msg, why[k]))
+        fail_msg("rnnc %s %s ... with stdout %s: exit %d, stderr:\n%s", cmds[i][0],
+                 cmds[i][1] ? cmds[i][1] : "", k ? "closed" : "on /dev/full", status, msg);
+      free(msg);
+    }
+  }
+  unlink(err);
+  free(err);
+  free(names);
+  free(obj);
+  free(ckpt);
+  free(dir);
+  free(graph);
+  free(data);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_help_and_version),
       cmocka_unit_test(test_usage_errors),
       cmocka_unit_test(test_data_summary),
       cmocka_unit_test(test_data_bad_input),
+      cmocka_unit_test(test_lost_output),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

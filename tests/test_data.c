@@ -362,6 +362,63 @@ static void test_label_list(void **state) {
   free(dir);
 }
 
+/* Names longer than NAME_MAX_CHARS, as written or as ASCII, are skipped
+ * with a reason, the skip list showing the start only (issue 12, item 7:
+ * a 5 MB line aborted training, a 1 MB one took 5 GB). */
+static void test_long_names(void **state) {
+  Buf b = {0};
+  for (int i = 0; i < 1000; i++)
+    buf_put(&b, "a", 1);
+  buf_put(&b, "\n", 1); /* line 1: 1000 characters, kept */
+  for (int i = 0; i < 1001; i++)
+    buf_put(&b, "b", 1);
+  buf_put(&b, "\n", 1); /* line 2: 1001, skipped */
+  for (int i = 0; i < 500; i++)
+    buf_put(&b, "\xc3\x9f", 2); /* ß: 500 as written, 1000 as ASCII (ss): kept */
+  buf_put(&b, "\n", 1);
+  for (int i = 0; i < 501; i++)
+    buf_put(&b, "\xc3\x9f", 2); /* 1002 as ASCII: skipped */
+  buf_put(&b, "\n", 1);
+  for (int i = 0; i < 5 << 20; i++)
+    buf_put(&b, "c", 1); /* a 5 MB line */
+  buf_put(&b, "\nAbe\n", 5);
+  char *dir = make_dir((const char *const[]){"X.txt", "", NULL});
+  char *file = xasprintf("%s/X.txt", dir);
+  FILE *f = fopen(file, "wb");
+  assert_non_null(f);
+  assert_int_equal(fwrite(b.data, 1, b.len, f), b.len);
+  assert_int_equal(fclose(f), 0);
+  buf_free(&b);
+  Dataset ds;
+  Err e;
+  if (data_load(&ds, dir, NULL, 0, &e))
+    fail_msg("%s", e.msg);
+  assert_int_equal(ds.nnames, 3);
+  assert_int_equal(ds.names[0].len, 1000);
+  assert_int_equal(ds.names[1].len, 1000);
+  assert_string_equal(ds.names[2].text, "Abe");
+  assert_int_equal(ds.nskipped, 3);
+  const int lines[] = {2, 4, 5};
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(ds.skipped[i].line, lines[i]);
+    assert_string_equal(ds.skipped[i].reason, "longer than 1000 characters");
+    assert_true(strlen(ds.skipped[i].text) <= 83);
+    assert_non_null(strstr(ds.skipped[i].text, "..."));
+  }
+  data_free(&ds);
+  /* name_encode, as predict uses it. */
+  char long_name[1002];
+  memset(long_name, 'd', 1001);
+  long_name[1001] = '\0';
+  uint8_t *chars;
+  assert_int_equal(name_encode(long_name, 1001, &chars, NULL, &e), -1);
+  assert_string_equal(e.msg, "longer than 1000 characters");
+  assert_int_equal(name_encode(long_name, 1000, &chars, NULL, &e), 1000);
+  free(chars);
+  free(file);
+  free(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_vocab),
@@ -373,6 +430,7 @@ int main(void) {
       cmocka_unit_test(test_invalid_utf8_names_file_and_line),
       cmocka_unit_test(test_empty_lines_and_skips),
       cmocka_unit_test(test_label_list),
+      cmocka_unit_test(test_long_names),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "rnnc.h"
 #include "testutil.h"
@@ -373,8 +374,77 @@ static void test_mutations(void **state) {
   assert_true(failed > 1000);
 }
 
+/* What a graph file that is not one gets (issue 12, messages): a UTF-8
+ * byte order mark is accepted ("unexpected non-ASCII character"); a
+ * checkpoint given as GRAPH is named as such, and a binary file's line is
+ * echoed without its raw bytes, each with one "error:" (it said
+ * "rnnc predict: error: x: error: ..."); a graph too big to lower without
+ * loops or calls is not told about them; a read error says why. */
+static void test_odd_graph_files(void **state) {
+  Err e;
+  char *rnn = read_file("graphs/rnn.nn", NULL, &e);
+  assert_non_null(rnn);
+  char *bom = xasprintf("\xEF\xBB\xBF%s", rnn);
+  Graph *a = compile_graph("graphs/rnn.nn", rnn, strlen(rnn), &e);
+  Graph *b = compile_graph("graphs/rnn.nn", bom, strlen(bom), &e);
+  if (!a || !b)
+    fail_msg("%s", e.msg);
+  char *ta = print_ir(a), *tb = print_ir(b);
+  assert_string_equal(ta, tb); /* positions included */
+  free(ta);
+  free(tb);
+  graph_free(a);
+  graph_free(b);
+  free(bom);
+  free(rnn);
+
+  /* 6000 lets: the name lookups alone exceed the budget. */
+  Buf lets = {0};
+  buf_printf(&lets, "input x : onehot[T, 4]\ntarget y : class[2]\n");
+  for (int i = 0; i < 6000; i++)
+    buf_printf(&lets, "let a%d = 1\n", i);
+  assert_null(compile_graph("lets.nn", lets.data, lets.len, &e));
+  assert_non_null(strstr(e.msg, "too big to lower: its statements and expressions take over"));
+  buf_free(&lets);
+
+  char *dir = tmp_path("odd");
+  assert_int_equal(mkdir(dir, 0755), 0);
+  char *bin = xasprintf("%s/bin.nn", dir);
+  write_text(bin, "ab\x01\x1b[31m\x9b\xff cd\n"); /* an escape sequence, bytes not UTF-8 */
+  char *ckpt = src_path("tests/golden/rnn_seed42.safetensors");
+  struct {
+    const char *const *argv;
+    const char *want;
+  } cases[] = {
+      {(const char *const[]){"predict", ckpt, "graphs/rnn.nn", "Kim", NULL},
+       "rnn_seed42.safetensors: error: this is a safetensors file (a checkpoint), not a graph "
+       "file; GRAPH comes first, CKPT second\n"},
+      {(const char *const[]){"compile", bin, NULL},
+       ":1:3: error: unexpected character (byte 0x01)\nab??[31m?? cd\n  ^\n"},
+      {(const char *const[]){"compile", "/proc/self/mem", NULL},
+       "rnnc compile: error: /proc/self/mem: cannot read it: Input/output error\n"},
+  };
+  for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+    char *err;
+    assert_int_equal(run_rnnc(cases[i].argv, NULL, &err), 1);
+    if (!strstr(err, cases[i].want))
+      fail_msg("rnnc %s: stderr is\n%s\nnot\n%s", cases[i].argv[0], err, cases[i].want);
+    const char *first = strstr(err, "error:");
+    assert_non_null(first);
+    assert_null(strstr(first + 1, "error:"));
+    for (const char *p = err; *p; p++)
+      if ((unsigned char)*p >= 0x80 || ((unsigned char)*p < 0x20 && *p != '\n'))
+        fail_msg("rnnc %s: a raw byte 0x%02x in its message", cases[i].argv[0], (unsigned char)*p);
+    free(err);
+  }
+  free(ckpt);
+  free(bin);
+  free(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_odd_graph_files),
       cmocka_unit_test(test_ir_golden_rnn), cmocka_unit_test(test_ir_golden_gru),
       cmocka_unit_test(test_grad_opt_golden),
       cmocka_unit_test(test_error_messages), cmocka_unit_test(test_shapes_rnn),

@@ -1,13 +1,13 @@
 /* test_golden.c: parity with PyTorch. the files in tests/golden hold, for
- * rnn.nn, gru.nn and the graphs beside them (embgru.nn: an embedding
- * table; bigru.nn: bidirectional layers), PyTorch's weights, the logits of
- * 20 names, the loss of one training name, every parameter's gradient,
- * and every parameter after one optimizer step (see
- * tests/golden/README.md). The reference interpreter,
- * in float32, must match them within the tolerances that README gives:
- * logits and loss 1e-4 absolute, gradients 1e-4 relative to the tensor's
- * largest magnitude, parameters after the step 1e-6 absolute (plus, for the
- * few weights whose gradient is as small as Adam's eps, the step's own
+ * rnn.nn, gru.nn, lstm.nn and the graphs beside the goldens (embgru.nn:
+ * an embedding table; bigru.nn: bidirectional layers), PyTorch's weights,
+ * the logits of 20 names, the loss of one training name, every
+ * parameter's gradient, and every parameter after one optimizer step (see
+ * tests/golden/README.md). The reference interpreter, in float32, must
+ * match them within the tolerances that README gives: logits and loss
+ * 1e-4 absolute, gradients 1e-4 relative to the tensor's largest
+ * magnitude, parameters after the step 1e-6 absolute (plus, for the few
+ * weights whose gradient is as small as Adam's eps, the step's own
  * amplification of float32 rounding; see check_step). */
 #include <math.h>
 #include <stdio.h>
@@ -36,10 +36,10 @@ static char *replace_once(char *text, const char *from, const char *to) {
  * h0: the same model with its initial state switched to a buffer (the
  * small edit docs/dsl.md describes). */
 static char *graph_text(const char *model) {
-  /* rnn and gru: graphs/; the DSL's other models: beside their goldens */
+  /* graphs/'s models, and the DSL's others beside their goldens */
   char rel[64];
-  bool seed = !strcmp(model, "rnn") || !strcmp(model, "gru");
-  snprintf(rel, sizeof rel, seed ? "graphs/%s.nn" : "tests/golden/%s.nn", model);
+  bool beside = !strcmp(model, "embgru") || !strcmp(model, "bigru");
+  snprintf(rel, sizeof rel, beside ? "tests/golden/%s.nn" : "graphs/%s.nn", model);
   char *path = src_path(rel);
   Err e;
   char *text = read_file(path, NULL, &e);
@@ -217,6 +217,8 @@ static void test_rnn_logits(void **state) { check_logits("rnn"); }
 static void test_gru_logits(void **state) { check_logits("gru"); }
 static void test_rnn_step(void **state) { check_step("rnn"); }
 static void test_gru_step(void **state) { check_step("gru"); }
+static void test_lstm_logits(void **state) { check_logits("lstm"); }
+static void test_lstm_step(void **state) { check_step("lstm"); }
 static void test_embgru_logits(void **state) { check_logits("embgru"); }
 static void test_embgru_step(void **state) { check_step("embgru"); }
 static void test_bigru_logits(void **state) { check_logits("bigru"); }
@@ -228,6 +230,8 @@ int main(void) {
       cmocka_unit_test(test_gru_logits),
       cmocka_unit_test(test_rnn_step),
       cmocka_unit_test(test_gru_step),
+      cmocka_unit_test(test_lstm_logits),
+      cmocka_unit_test(test_lstm_step),
       cmocka_unit_test(test_embgru_logits),
       cmocka_unit_test(test_embgru_step),
       cmocka_unit_test(test_bigru_logits),

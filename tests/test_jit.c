@@ -1,14 +1,16 @@
 /* test_jit.c: the JIT-compiled kernels against the reference interpreter
  * (float32) and against PyTorch's golden tensors.
  *
- * For rnn.nn, gru.nn and their 3-layer / 512-wide variants, and at every
- * length 1..9 their 37-, 24- and 32-wide variants (the products' unblocked
- * paths, and the blocked ones' tuples of steps): the forward kernel's
+ * For rnn.nn, gru.nn and their 3-layer / 512-wide variants, lstm.nn, and at
+ * every length 1..9 their 37-, 24- and 32-wide variants (lstm.nn: 37 and
+ * 32; the products' unblocked paths, and the blocked ones' tuples of
+ * steps): the forward kernel's
  * logits, and after one training step the loss, the gradient norm, every
  * gradient, Adam's moments and the updated parameters, all within float32
  * tolerance of the interpreter (gradients 1e-4 relative to
  * the tensor's largest magnitude; parameters 1e-6 plus Adam's own
  * amplification lr/eps of the gradient's rounding difference). */
+#include <llvm-c/Core.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -176,6 +178,25 @@ static void test_gru_blocked_lengths(void **state) {
   free(p);
 }
 
+static void test_lstm(void **state) {
+  char *p = variant("graphs/lstm.nn", NULL, NULL);
+  check_graph(p, "lstm.nn");
+  free(p);
+}
+
+/* Two carried states, four gates: the unblocked (37) and blocked (32)
+ * products at every length 1..9. */
+static void test_lstm_odd(void **state) {
+  const char *widths[] = {"const H = 37", "const H = 32"};
+  for (size_t k = 0; k < ARRAY_LEN(widths); k++) {
+    char *p = variant("graphs/lstm.nn", "const H = 256", widths[k]);
+    char label[64];
+    snprintf(label, sizeof label, "lstm.nn, H = %s", widths[k] + strlen("const H = "));
+    check_graph_lengths(p, label, 1, 9);
+    free(p);
+  }
+}
+
 static void test_gru_512(void **state) {
   char *p = variant("graphs/gru.nn", "const H = 256", "const H = 512");
   check_graph(p, "gru.nn, H = 512");
@@ -310,6 +331,86 @@ static void test_golden_embgru(void **state) {
   golden("embgru", "tests/golden/embgru.nn", NULL, NULL);
 }
 static void test_golden_bigru(void **state) { golden("bigru", "tests/golden/bigru.nn", NULL, NULL); }
+static void test_golden_lstm(void **state) { golden("lstm", "graphs/lstm.nn", NULL, NULL); }
+
+/* Issue 12, item 14: the runtime checks T, the characters and the target
+ * before a kernel runs (T = 0 read row -1 of the generated loops). A call
+ * out of range returns -1 and changes nothing. */
+static void test_inputs_checked(void **state) {
+  char *path = make_rnn_graph(16, 3);
+  Model m;
+  Err e;
+  ModelOptions mo = {0};
+  if (model_compile(&m, path, &mo, &e))
+    fail_msg("%s", e.msg);
+  model_init_params(&m, 3);
+  size_t bytes = SLOT_COUNT * m.nfloats * sizeof(float);
+  float *before = xmalloc(bytes);
+  memcpy(before, m.state, bytes);
+  uint8_t *chars = xcalloc(NAME_MAX_CHARS + 1, 1);
+  uint8_t bad_char[] = {0, 59, 1}; /* 59: one past the vocabulary */
+  float logits[3], loss = -1, gnorm = -1;
+  assert_int_equal(model_forward(&m, chars, 0, logits), -1);
+  assert_int_equal(model_forward(&m, chars, -1, logits), -1);
+  assert_int_equal(model_forward(&m, chars, NAME_MAX_CHARS + 1, logits), -1);
+  assert_int_equal(model_forward(&m, bad_char, 3, logits), -1);
+  assert_int_equal(model_train_step(&m, chars, 0, 0, &loss, &gnorm), -1);
+  assert_int_equal(model_train_step(&m, bad_char, 3, 0, &loss, &gnorm), -1);
+  assert_int_equal(model_train_step(&m, chars, 3, -1, &loss, &gnorm), -1);
+  assert_int_equal(model_train_step(&m, chars, 3, 3, &loss, &gnorm), -1);
+  assert_true(loss == -1 && gnorm == -1);
+  assert_int_equal(m.step, 0);
+  assert_memory_equal(m.state, before, bytes);
+  /* In range, at the edges: they run. */
+  assert_int_equal(model_forward(&m, chars, NAME_MAX_CHARS, logits), 0);
+  chars[0] = 58;
+  assert_int_equal(model_train_step(&m, chars, 1, 2, &loss, &gnorm), 0);
+  assert_int_equal(m.step, 1);
+  assert_true(isfinite(loss));
+  free(chars);
+  free(before);
+  model_free(&m);
+  free(path);
+}
+
+/* A module with one empty function, fname, in j's context. */
+/* The object of a module with one empty function, fname, compiled by j. */
+static void object_with(Jit *j, const char *fname, Buf *obj) {
+  LLVMContextRef ctx = LLVMContextCreate();
+  LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(fname, ctx);
+  LLVMTypeRef fty = LLVMFunctionType(LLVMVoidTypeInContext(ctx), NULL, 0, 0);
+  LLVMValueRef fn = LLVMAddFunction(mod, fname, fty);
+  LLVMBuilderRef b = LLVMCreateBuilderInContext(ctx);
+  LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(ctx, fn, "entry"));
+  LLVMBuildRetVoid(b);
+  LLVMDisposeBuilder(b);
+  JitTimes t = {0};
+  Err e;
+  if (jit_compile(j, mod, NULL, obj, &t, &e))
+    fail_msg("%s", e.msg);
+  LLVMDisposeModule(mod);
+  LLVMContextDispose(ctx);
+}
+
+/* Issue 12, item 15: code the JIT refuses (here: a second definition of a
+ * symbol) is the JIT's to free; jit_add_module freed the module again (the
+ * kernel cache's jit_add_object, which replaced it, must not either). */
+static void test_jit_refused_module(void **state) {
+  Err e;
+  Jit *j = jit_new(NULL, &e);
+  if (!j)
+    fail_msg("%s", e.msg);
+  Buf obj = {0};
+  object_with(j, "f", &obj);
+  assert_int_equal(jit_add_object(j, obj.data, obj.len, &e), 0);
+  e.msg[0] = '\0';
+  assert_int_equal(jit_add_object(j, obj.data, obj.len, &e), -1);
+  assert_non_null(strstr(e.msg, "adding a kernel to the JIT"));
+  print_message("refused: %s\n", e.msg);
+  assert_non_null(jit_lookup(j, "f", &e)); /* the first one still works */
+  buf_free(&obj);
+  jit_free(j);
+}
 
 int main(void) {
   const struct CMUnitTest tests[] = {
@@ -319,10 +420,11 @@ int main(void) {
       cmocka_unit_test(test_gru_odd),    cmocka_unit_test(test_gru_blocked_lengths),
       cmocka_unit_test(test_bigru),      cmocka_unit_test(test_embedding),
       cmocka_unit_test(test_dropout),
-      cmocka_unit_test(test_golden_rnn),
-      cmocka_unit_test(test_golden_gru),
-      cmocka_unit_test(test_golden_embgru),
-      cmocka_unit_test(test_golden_bigru),
+      cmocka_unit_test(test_lstm),       cmocka_unit_test(test_lstm_odd),
+      cmocka_unit_test(test_golden_rnn), cmocka_unit_test(test_golden_gru),
+      cmocka_unit_test(test_golden_lstm), cmocka_unit_test(test_golden_embgru),
+      cmocka_unit_test(test_golden_bigru), cmocka_unit_test(test_inputs_checked),
+      cmocka_unit_test(test_jit_refused_module),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

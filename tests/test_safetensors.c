@@ -108,7 +108,7 @@ static int count_temps(const char *dir) {
   int n = 0;
   struct dirent *de;
   while ((de = readdir(d)))
-    n += strncmp(de->d_name, ".rnnc-st-", 9) == 0;
+    n += strncmp(de->d_name, STAGE_PREFIX, strlen(STAGE_PREFIX)) == 0;
   closedir(d);
   return n;
 }

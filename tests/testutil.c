@@ -1,9 +1,14 @@
 #include "testutil.h"
 
+#include <fcntl.h>
 #include <math.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -19,7 +24,13 @@ char *src_path(const char *rel) {
 char *tmp_path(const char *stem) {
   static int counter;
   const char *dir = getenv("RNNC_TMP_DIR");
-  return xasprintf("%s/%s.%d.%d", dir ? dir : "/tmp", stem, (int)getpid(), counter++);
+  for (;;) { /* a path no earlier run (of a process with this pid) left behind */
+    char *p = xasprintf("%s/%s.%d.%d", dir ? dir : "/tmp", stem, (int)getpid(), counter++);
+    struct stat st;
+    if (lstat(p, &st) < 0)
+      return p;
+    free(p);
+  }
 }
 
 void write_text(const char *path, const char *text) {
@@ -35,19 +46,41 @@ static char *slurp_or_empty(const char *path) {
   return s ? s : xstrdup("");
 }
 
-int run_rnnc(const char *const *argv, char **out, char **err) {
-  return run_rnnc_in(argv, NULL, out, err);
+/* In the child: fd (0..2) onto path, NULL for /dev/null, "-" closed. */
+static void redirect(int fd, const char *path) {
+  if (path && !strcmp(path, "-")) {
+    close(fd);
+    return;
+  }
+  int f = open(path ? path : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (f < 0 || dup2(f, fd) < 0)
+    _exit(127);
+  close(f);
 }
 
-int run_rnnc_in(const char *const *argv, const char *in, char **out, char **err) {
+/* spawn_rnnc, with standard input read from the file in (NULL: inherited). */
+static pid_t spawn_in(const char *const *argv, const char *const *env, const char *in,
+                      const char *out, const char *err) {
   const char *bin = getenv("RNNC_BIN");
   assert_non_null(bin);
-  char *o = tmp_path("stdout"), *e = tmp_path("stderr");
+  fflush(NULL);
   pid_t pid = fork();
   assert_true(pid >= 0);
   if (pid == 0) {
-    if (!freopen(o, "wb", stdout) || !freopen(e, "wb", stderr) || (in && !freopen(in, "rb", stdin)))
+    /* The signals rnnc handles, as a terminal gives them (the test may
+     * run with some ignored). */
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGHUP, SIG_DFL);
+    if (in && !freopen(in, "rb", stdin))
       _exit(127);
+    redirect(1, out);
+    redirect(2, err);
+    for (size_t i = 0; env && env[i]; i++) {
+      const char *eq = strchr(env[i], '=');
+      char *name = strndup(env[i], (size_t)(eq - env[i]));
+      setenv(name, eq + 1, 1);
+    }
     size_t n = 0;
     while (argv[n])
       n++;
@@ -58,8 +91,47 @@ int run_rnnc_in(const char *const *argv, const char *in, char **out, char **err)
     execv(bin, args);
     _exit(127);
   }
+  return pid;
+}
+
+int wait_rnnc(pid_t pid) {
   int status;
   assert_int_equal(waitpid(pid, &status, 0), pid);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+}
+
+int wait_rnnc_for(pid_t pid, double seconds, struct rusage *ru) {
+  struct rusage r;
+  int status;
+  for (int ms = 0;; ms += 10) {
+    pid_t got = wait4(pid, &status, WNOHANG, &r);
+    assert_true(got >= 0);
+    if (got == pid)
+      break;
+    if (ms >= seconds * 1000) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      fail_msg("rnnc still running after %.0f s: killed", seconds);
+    }
+    usleep(10000);
+  }
+  if (ru)
+    *ru = r;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+}
+
+pid_t spawn_rnnc(const char *const *argv, const char *const *env, const char *out,
+                 const char *err) {
+  return spawn_in(argv, env, NULL, out, err);
+}
+
+int run_rnnc(const char *const *argv, char **out, char **err) {
+  return run_rnnc_in(argv, NULL, out, err);
+}
+
+int run_rnnc_in(const char *const *argv, const char *in, char **out, char **err) {
+  char *o = tmp_path("stdout"), *e = tmp_path("stderr");
+  int status = wait_rnnc(spawn_in(argv, NULL, in, o, e));
   if (out)
     *out = slurp_or_empty(o);
   if (err)
@@ -68,7 +140,7 @@ int run_rnnc_in(const char *const *argv, const char *in, char **out, char **err)
   unlink(e);
   free(o);
   free(e);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return status < 0 ? -1 : status;
 }
 
 char *rnnc_expect(int want_status, const char *const *argv) {
@@ -86,6 +158,86 @@ char *rnnc_expect(int want_status, const char *const *argv) {
 void assert_contains(const char *text, const char *fragment) {
   if (!strstr(text, fragment))
     fail_msg("output does not contain \"%s\":\n%s", fragment, text);
+}
+
+char *make_data_dir(const char *const *langs, const int *per, int n) {
+  char *dir = tmp_path("names");
+  assert_int_equal(mkdir(dir, 0755), 0);
+  for (int i = 0; i < n; i++) {
+    char *rel = xasprintf("data/names/%s.txt", langs[i]);
+    char *src = src_path(rel);
+    Err e;
+    char *text = read_file(src, NULL, &e);
+    assert_non_null(text);
+    char *end = text;
+    for (int k = 0; k < per[i] && (end = strchr(end, '\n')); k++)
+      end++;
+    if (end)
+      *end = '\0';
+    char *dst = xasprintf("%s/%s.txt", dir, langs[i]);
+    write_text(dst, text);
+    free(dst);
+    free(text);
+    free(src);
+    free(rel);
+  }
+  return dir;
+}
+
+/* text with its one occurrence of from replaced by to (text is freed). */
+static char *replace(char *text, const char *from, const char *to) {
+  char *at = strstr(text, from);
+  assert_non_null(at);
+  char *r = xasprintf("%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+  free(text);
+  return r;
+}
+
+char *make_graph(const char *rel, int H, int C) {
+  char *src = src_path(rel);
+  Err e;
+  char *text = read_file(src, NULL, &e);
+  assert_non_null(text);
+  free(src);
+  char h[32], c[32];
+  snprintf(h, sizeof h, "const H = %d", H);
+  snprintf(c, sizeof c, "const C = %d", C);
+  text = replace(replace(text, "const H = 256", h), "const C = 18", c);
+  const char *base = strrchr(rel, '/');
+  char *path = tmp_path(base ? base + 1 : rel);
+  write_text(path, text);
+  free(text);
+  return path;
+}
+
+char *make_rnn_graph(int H, int C) { return make_graph("graphs/rnn.nn", H, C); }
+
+/* Rewrites the metadata of a safetensors file: key set to value (added
+ * when absent; value NULL removes it). */
+void st_set_meta(const char *path, const char *key, const char *value) {
+  StFile f;
+  Err e;
+  if (st_load(&f, path, &e))
+    fail_msg("%s", e.msg);
+  char *keys[32], *vals[32];
+  int n = 0;
+  bool done = false;
+  for (int k = 0; k < f.nmeta && n < 31; k++) {
+    if (!strcmp(f.meta_keys[k], key)) {
+      done = true;
+      if (!value)
+        continue;
+    }
+    keys[n] = f.meta_keys[k];
+    vals[n++] = !strcmp(f.meta_keys[k], key) ? (char *)value : f.meta_vals[k];
+  }
+  if (!done && value) {
+    keys[n] = (char *)key;
+    vals[n++] = (char *)value;
+  }
+  if (st_save(path, f.tensors, f.ntensors, keys, vals, n, &e))
+    fail_msg("%s", e.msg);
+  st_free(&f);
 }
 
 bool host_has(const char *flag) {
@@ -240,6 +392,8 @@ const char driver_tail[] = "forward len 0: 1\n"
                            "forward len max+1: 1\n"
                            "forward index 59: 2\n"
                            "forward index -1: 2\n"
+                           "forward NULL chars: 3\n"
+                           "forward NULL logits: 3\n"
                            "logits untouched: 1\n"
                            "forward len max: 0\n"
                            "predict \"\": -1\n"

@@ -54,8 +54,10 @@ static void bad(void) {
   printf("forward index 59: %d\n", FORWARD(c, 5, lg));
   c[3] = -1;
   printf("forward index -1: %d\n", FORWARD(c, 5, lg));
-  printf("logits untouched: %d\n", lg[0] == 12345.0f);
   c[3] = 3;
+  printf("forward NULL chars: %d\n", FORWARD(NULL, 5, lg));
+  printf("forward NULL logits: %d\n", FORWARD(c, 5, NULL));
+  printf("logits untouched: %d\n", lg[0] == 12345.0f);
   printf("forward len max: %d\n", FORWARD(c, MAXLEN, lg));
   printf("predict \"\": %d\n", PREDICT("", pr));
   printf("predict a/b: %d\n", PREDICT("a/b", pr));
