@@ -366,11 +366,30 @@ static int eval_point(Run *r, EvalResult *res, Err *e) {
   return rank0_wrote(r->d, metrics_write(o->metrics, line, e), "the metrics", e);
 }
 
+/* The learning rate of step `step` (1-based), for the metrics: grad.c's
+ * scheduled_lr, which the update kernel computes, here in double. */
+static double step_lr(const TrainConfig *t, int64_t step) {
+  double lr = t->lr;
+  if (t->sched != SCHED_CONSTANT) {
+    double d = (double)step - 1 - t->warmup;
+    if (t->warmup && d < 0)
+      d = 0;
+    double frac = d / t->decay;
+    if (t->sched == SCHED_STEP)
+      lr *= pow(t->gamma, floor(frac));
+    else
+      lr = t->min_lr + (t->lr - t->min_lr) * (1 + cos(3.14159265358979323846 * fmin(frac, 1))) / 2;
+  }
+  if (t->warmup)
+    lr *= fmin((double)step / t->warmup, 1);
+  return lr;
+}
+
 static int train_line(Run *r, double loss, double gnorm, double rate, Err *e) {
   const TrainOptions *o = r->o;
   json_t *line = json_pack("{sssisIsIsfsfsfsfsf}", "type", "train", "epoch", r->epoch, "step",
                            (json_int_t)r->m->step, "names_seen", (json_int_t)r->seen, "loss", loss,
-                           "lr", r->m->train->train.lr, "grad_norm", gnorm, "names_per_s", rate,
+                           "lr", step_lr(&r->m->train->train, r->m->step), "grad_norm", gnorm, "names_per_s", rate,
                            "time", metrics_time(o->metrics));
   return metrics_write(o->metrics, line, e);
 }
