@@ -130,7 +130,7 @@ int main(int argc, char **argv) {
   if (epochs < 0)
     epochs = m.train->train.epochs;
   model_init_params(&m, seed);
-  if (data_load(&ds, dir, NULL, 0, &e) || data_split(&ds, 0.1, seed, &e))
+  if (data_load(&ds, dir, NULL, 0, VOCAB_NAMES, NULL, &e) || data_split(&ds, 0.1, seed, &e))
     goto fail;
   if (m.fwd->classes != ds.nlabels) {
     errf(&e, "%s has %d classes, the data %d languages", graph, m.fwd->classes, ds.nlabels);
@@ -179,7 +179,7 @@ int main(int argc, char **argv) {
     eval_free(&res);
   }
   free(order);
-  if (save && ckpt_save(&m, ds.labels, ds.nlabels, save, &e))
+  if (save && ckpt_save(&m, ds.labels, ds.nlabels, NULL, save, &e))
     goto fail;
 
   /* Inference: the median of reps passes over the test split. */

@@ -18,7 +18,7 @@ struct Interp {
   double **val; /* node id -> its current value */
   size_t *cap;  /* node id -> allocated doubles */
   int T;
-  const uint8_t *chars;
+  const int32_t *chars;
   int target;
   Err *err;
   int failed;
@@ -363,11 +363,11 @@ static void run_block(Interp *I, int blk) {
     eval(I, b->nodes[i]);
 }
 
-static int check_input(const Graph *g, const uint8_t *chars, int len, int target, Err *e) {
+static int check_input(const Graph *g, const int32_t *chars, int len, int target, Err *e) {
   if (len < 1)
     return errf(e, "an empty sequence");
   for (int t = 0; t < len; t++)
-    if (chars[t] >= g->vocab)
+    if (chars[t] < 0 || chars[t] >= g->vocab)
       return errf(e, "character index %d at position %d is outside the vocabulary of %d",
                   chars[t], t, g->vocab);
   if (target < 0 || target >= g->classes)
@@ -375,7 +375,7 @@ static int check_input(const Graph *g, const uint8_t *chars, int len, int target
   return 0;
 }
 
-int interp_run(Interp *I, const uint8_t *chars, int len, int target, Err *e) {
+int interp_run(Interp *I, const int32_t *chars, int len, int target, Err *e) {
   const Graph *g = I->g;
   if (check_input(g, chars, len, target, e))
     return -1;
@@ -400,7 +400,7 @@ static void run_phase(Interp *I, const bool *upd, bool update) {
       eval(I, b->nodes[i]);
 }
 
-int interp_run_batch(Interp *I, const uint8_t *const *chars, const int *lens, const int *targets,
+int interp_run_batch(Interp *I, const int32_t *const *chars, const int *lens, const int *targets,
                      int n, double *logits, double *losses, Err *e) {
   const Graph *g = I->g;
   if (g->stage != STAGE_GRAD)

@@ -26,13 +26,13 @@ static int argmax(const float *x, int n) {
 
 /* Names idx[0..n) of ds as the arrays the model's batch calls take. */
 typedef struct NameBatch {
-  const uint8_t **chars;
+  const int32_t **chars;
   int32_t *lens, *targets;
 } NameBatch;
 
 static NameBatch batch_new(size_t cap) {
   cap = cap ? cap : 1;
-  return (NameBatch){xmalloc(cap * sizeof(uint8_t *)), xmalloc(cap * sizeof(int32_t)),
+  return (NameBatch){xmalloc(cap * sizeof(int32_t *)), xmalloc(cap * sizeof(int32_t)),
                      xmalloc(cap * sizeof(int32_t))};
 }
 
@@ -288,7 +288,7 @@ int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
       fprintf(o->log, "epoch %d: mean training loss %.4f (no test split)\n", ep + 1, mean);
     }
     if (o->out) {
-      if (ckpt_save(m, ds->labels, ds->nlabels, o->out, e)) {
+      if (ckpt_save(m, ds->labels, ds->nlabels, o->vocab, o->out, e)) {
         rc = -1;
         break;
       }
