@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <uniwidth.h>
 
 #include "checkpoint.h"
 #include "cli.h"
@@ -493,6 +494,13 @@ static int fallback_labels(const char *dir, char ***labels, int *nlabels, Err *e
   return 0;
 }
 
+/* The spaces that pad label s to 12 columns, as %-12s pads ASCII (a CJK
+ * character takes two columns). */
+static int pad12(const char *s) {
+  int w = u8_strwidth((const uint8_t *)s, "UTF-8");
+  return w < 12 ? 12 - w : 0;
+}
+
 typedef struct Ranked {
   int label;
   float p;
@@ -770,7 +778,7 @@ int cmd_predict(int argc, char **argv) {
     free(name);
     if (logits_only) {
       for (int k = 0; k < C; k++)
-        printf("  %-12s %.9g\n", shown[k], lg[k]);
+        printf("  %s%*s %.9g\n", shown[k], pad12(shown[k]), "", lg[k]);
     } else {
       /* softmax, stable */
       float mx = lg[0];
@@ -783,7 +791,8 @@ int cmd_predict(int argc, char **argv) {
         rank[k] = (Ranked){k, (float)(exp((double)lg[k] - mx) / sum)};
       qsort(rank, (size_t)C, sizeof *rank, by_prob);
       for (int k = 0; k < top && k < C; k++)
-        printf("  %-12s %5.1f%%\n", shown[rank[k].label], 100 * rank[k].p);
+        printf("  %s%*s %5.1f%%\n", shown[rank[k].label], pad12(shown[rank[k].label]), "",
+               100 * rank[k].p);
     }
     free(chars);
     free(text);

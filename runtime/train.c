@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uniwidth.h>
 
 #include "checkpoint.h"
 
@@ -94,13 +95,12 @@ static size_t prefix_bytes(const char *s, int k) {
   return i;
 }
 
-/* s, at most k characters of it, padded with spaces to width characters
- * (printf pads bytes, which misaligns UTF-8). */
+/* s, at most k characters of it, padded with spaces to width columns
+ * (printf pads bytes, which misaligns UTF-8; a CJK character takes two
+ * columns). */
 static void put_cell(FILE *f, const char *s, int k, int width, bool right) {
   size_t n = prefix_bytes(s, k);
-  int chars = 0;
-  for (size_t i = 0; i < n; i++)
-    chars += ((unsigned char)s[i] & 0xC0) != 0x80;
+  int chars = u8_width((const uint8_t *)s, n, "UTF-8");
   if (right)
     fprintf(f, "%*s", width > chars ? width - chars : 0, "");
   fprintf(f, "%.*s", (int)n, s);
