@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uniwidth.h>
 
 #include "cli.h"
 #include "runtime.h"
@@ -77,7 +78,9 @@ int cmd_data(int argc, char **argv) {
     nte[ds.names[ds.test[i]].label]++;
   for (int l = 0; l < ds.nlabels; l++) {
     char *label = shown_text(ds.labels[l], strlen(ds.labels[l]), 64); /* on one line */
-    printf("%5d %-14s %7zu %7zu %7zu\n", l, label, ds.per_label[l], ntr[l], nte[l]);
+    int w = u8_strwidth((const uint8_t *)label, "UTF-8"); /* columns, as %-14s pads ASCII */
+    printf("%5d %s%*s %7zu %7zu %7zu\n", l, label, w < 14 ? 14 - w : 0, "", ds.per_label[l], ntr[l],
+           nte[l]);
     free(label);
   }
   printf("%5s %-14s %7zu %7zu %7zu\n", "", "total", ds.nnames, ds.ntrain, ds.ntest);
