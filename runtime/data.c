@@ -626,7 +626,8 @@ done:
   return rc;
 }
 
-bool data_is_csv(const char *path, const char *text, size_t len) {
+/* Whether a data file (path, its text) is read as CSV (else TSV). */
+static bool is_csv(const char *path, const char *text, size_t len) {
   size_t n = strlen(path);
   if (n >= 4 && !strcasecmp(path + n - 4, ".csv"))
     return true;
@@ -645,7 +646,7 @@ static int load_table(Loader *ld, const char *path, char *const *labels, int nla
     return -1;
   size_t skip = len >= 3 && !memcmp(text, "\xEF\xBB\xBF", 3) ? 3 : 0; /* a BOM */
   Table t = {.path = path, .p = text + skip, .end = text + len, .line = 1, .col = 1};
-  bool csv = data_is_csv(path, text + skip, len - skip);
+  bool csv = is_csv(path, text + skip, len - skip);
   int rc = csv ? parse_csv(&t, e) : parse_tsv(&t, e);
   ds->nempty = t.nempty;
   /* Labels: UTF-8 and not empty; the data's in byte order, or the list's. */

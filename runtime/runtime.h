@@ -144,8 +144,6 @@ int data_load(Dataset *ds, const char *path, char *const *labels, int nlabels, V
 /* The vocabulary kind a data set takes by default: names for a directory
  * (the names data), unicode for a TSV or CSV file. */
 VocabKind data_default_kind(const char *path);
-/* Whether a data file (path, its text) is read as CSV (else TSV). */
-bool data_is_csv(const char *path, const char *text, size_t len);
 /* The vocabulary (of kind) of ds's training names (after data_split). */
 void data_build_vocab(const Dataset *ds, VocabKind kind, Vocab *v);
 /* Maps every name's code points to v's indices (v has an unknown slot). */
