@@ -1,10 +1,11 @@
 /* test_batch_golden.c: minibatch training against PyTorch.
  *
- * tests/golden/{rnn,gru}_batch.safetensors (made by make_batch_golden.py;
- * see tests/golden/README.md): from the seed-42 parameters, two Adam steps,
- * each on its own batch of names of mixed lengths (1 to 20 characters),
- * packed sequences, the mean cross entropy, rnn.nn clipped on the gradient
- * of the mean, with a kaiming h0 per name (fed to rnnc as its noise draws).
+ * tests/golden/{rnn,gru,lstm}_batch.safetensors (made by
+ * make_batch_golden.py and make_lstm_golden.py; see tests/golden/README.md):
+ * from the seed-42 parameters, two Adam steps, each on its own batch of
+ * names of mixed lengths (1 to 20 characters), packed sequences, the mean
+ * cross entropy, rnn.nn clipped on the gradient of the mean, with a kaiming
+ * h0 per name (fed to rnnc as its noise draws).
  * Checked through the runtime's batched kernels: each name's logits and
  * loss, the mean loss, the gradient norm, every gradient, Adam's moments
  * and the parameters after each step, within the README's float32
@@ -205,7 +206,14 @@ static void test_gru(void **state) {
               "tests/golden/gru_batch.safetensors", 2e-3);
 }
 
+static void test_lstm(void **state) {
+  (void)state;
+  check_model("graphs/lstm.nn", "tests/golden/lstm_seed42.safetensors",
+              "tests/golden/lstm_batch.safetensors", 2e-3);
+}
+
 int main(void) {
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_rnn), cmocka_unit_test(test_gru)};
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_rnn), cmocka_unit_test(test_gru),
+                                     cmocka_unit_test(test_lstm)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,12 +1,13 @@
 /* test_golden.c: parity with PyTorch. the files in tests/golden hold, for
- * both models, PyTorch's weights, the logits of 20 names, the loss of one
- * training name, every parameter's gradient, and every parameter after one
- * optimizer step (see tests/golden/README.md). The reference interpreter,
- * in float32, must match them within the tolerances that README gives:
- * logits and loss 1e-4 absolute, gradients 1e-4 relative to the tensor's
- * largest magnitude, parameters after the step 1e-6 absolute (plus, for the
- * few weights whose gradient is as small as Adam's eps, the step's own
- * amplification of float32 rounding; see check_step). */
+ * rnn.nn, gru.nn and lstm.nn, PyTorch's weights, the logits of 20 names,
+ * the loss of one training name, every parameter's gradient, and every
+ * parameter after one optimizer step (see tests/golden/README.md). The
+ * reference interpreter, in float32, must match them within the
+ * tolerances that README gives: logits and loss 1e-4 absolute, gradients
+ * 1e-4 relative to the tensor's largest magnitude, parameters after the
+ * step 1e-6 absolute (plus, for the few weights whose gradient is as small
+ * as Adam's eps, the step's own amplification of float32 rounding; see
+ * check_step). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,7 +35,9 @@ static char *replace_once(char *text, const char *from, const char *to) {
  * h0: the same model with its initial state switched to a buffer (the
  * small edit docs/dsl.md describes). */
 static char *graph_text(const char *model) {
-  char *path = src_path(strcmp(model, "rnn") ? "graphs/gru.nn" : "graphs/rnn.nn");
+  char rel[64];
+  snprintf(rel, sizeof rel, "graphs/%s.nn", model);
+  char *path = src_path(rel);
   Err e;
   char *text = read_file(path, NULL, &e);
   assert_non_null(text);
@@ -211,6 +214,8 @@ static void test_rnn_logits(void **state) { check_logits("rnn"); }
 static void test_gru_logits(void **state) { check_logits("gru"); }
 static void test_rnn_step(void **state) { check_step("rnn"); }
 static void test_gru_step(void **state) { check_step("gru"); }
+static void test_lstm_logits(void **state) { check_logits("lstm"); }
+static void test_lstm_step(void **state) { check_step("lstm"); }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
@@ -218,6 +223,8 @@ int main(void) {
       cmocka_unit_test(test_gru_logits),
       cmocka_unit_test(test_rnn_step),
       cmocka_unit_test(test_gru_step),
+      cmocka_unit_test(test_lstm_logits),
+      cmocka_unit_test(test_lstm_step),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

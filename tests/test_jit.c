@@ -1,9 +1,10 @@
 /* test_jit.c: the JIT-compiled kernels against the reference interpreter
  * (float32) and against PyTorch's golden tensors.
  *
- * For rnn.nn, gru.nn and their 3-layer / 512-wide variants, and at every
- * length 1..9 their 37-, 24- and 32-wide variants (the products' unblocked
- * paths, and the blocked ones' tuples of steps): the forward kernel's
+ * For rnn.nn, gru.nn and their 3-layer / 512-wide variants, lstm.nn, and at
+ * every length 1..9 their 37-, 24- and 32-wide variants (lstm.nn: 37 and
+ * 32; the products' unblocked paths, and the blocked ones' tuples of
+ * steps): the forward kernel's
  * logits, and after one training step the loss, the gradient norm, every
  * gradient, Adam's moments and the updated parameters, all within float32
  * tolerance of the interpreter (gradients 1e-4 relative to
@@ -192,6 +193,25 @@ static void test_gru_blocked_lengths(void **state) {
   free(p);
 }
 
+static void test_lstm(void **state) {
+  char *p = variant("graphs/lstm.nn", NULL, NULL);
+  check_graph(p, "lstm.nn");
+  free(p);
+}
+
+/* Two carried states, four gates: the unblocked (37) and blocked (32)
+ * products at every length 1..9. */
+static void test_lstm_odd(void **state) {
+  const char *widths[] = {"const H = 37", "const H = 32"};
+  for (size_t k = 0; k < ARRAY_LEN(widths); k++) {
+    char *p = variant("graphs/lstm.nn", "const H = 256", widths[k]);
+    char label[64];
+    snprintf(label, sizeof label, "lstm.nn, H = %s", widths[k] + strlen("const H = "));
+    check_graph_lengths(p, label, 1, 9);
+    free(p);
+  }
+}
+
 static void test_gru_512(void **state) {
   char *p = variant("graphs/gru.nn", "const H = 256", "const H = 512");
   check_graph(p, "gru.nn, H = 512");
@@ -291,6 +311,7 @@ static void test_golden_rnn(void **state) {
   golden("rnn", "graphs/rnn.nn", "from kaiming_uniform(H), zeros(C)", "from h0, zeros(C)");
 }
 static void test_golden_gru(void **state) { golden("gru", "graphs/gru.nn", NULL, NULL); }
+static void test_golden_lstm(void **state) { golden("lstm", "graphs/lstm.nn", NULL, NULL); }
 
 /* Issue 12, item 14: the runtime checks T, the characters and the target
  * before a kernel runs (T = 0 read row -1 of the generated loops). A call
@@ -377,8 +398,9 @@ int main(void) {
       cmocka_unit_test(test_gru_3_layers), cmocka_unit_test(test_rnn_512),
       cmocka_unit_test(test_gru_512),    cmocka_unit_test(test_rnn_odd),
       cmocka_unit_test(test_gru_odd),    cmocka_unit_test(test_gru_blocked_lengths),
-      cmocka_unit_test(test_golden_rnn),
-      cmocka_unit_test(test_golden_gru), cmocka_unit_test(test_inputs_checked),
+      cmocka_unit_test(test_lstm),       cmocka_unit_test(test_lstm_odd),
+      cmocka_unit_test(test_golden_rnn), cmocka_unit_test(test_golden_gru),
+      cmocka_unit_test(test_golden_lstm), cmocka_unit_test(test_inputs_checked),
       cmocka_unit_test(test_jit_refused_module),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -193,8 +193,8 @@ static char *replace(char *text, const char *from, const char *to) {
   return r;
 }
 
-char *make_rnn_graph(int H, int C) {
-  char *src = src_path("graphs/rnn.nn");
+char *make_graph(const char *rel, int H, int C) {
+  char *src = src_path(rel);
   Err e;
   char *text = read_file(src, NULL, &e);
   assert_non_null(text);
@@ -203,11 +203,14 @@ char *make_rnn_graph(int H, int C) {
   snprintf(h, sizeof h, "const H = %d", H);
   snprintf(c, sizeof c, "const C = %d", C);
   text = replace(replace(text, "const H = 256", h), "const C = 18", c);
-  char *path = tmp_path("rnn.nn");
+  const char *base = strrchr(rel, '/');
+  char *path = tmp_path(base ? base + 1 : rel);
   write_text(path, text);
   free(text);
   return path;
 }
+
+char *make_rnn_graph(int H, int C) { return make_graph("graphs/rnn.nn", H, C); }
 
 /* Rewrites the metadata of a safetensors file: key set to value (added
  * when absent; value NULL removes it). */

@@ -43,8 +43,11 @@ char *rnnc_expect(int want_status, const char *const *argv);
 /* A scratch data directory: per[i] names (the first ones) of language
  * langs[i] of data/names, for i < n. Returns its path (malloc'd). */
 char *make_data_dir(const char *const *langs, const int *per, int n);
-/* graphs/rnn.nn with hidden size H and C classes as a scratch file: a
- * small model that trains in milliseconds. Returns its path (malloc'd). */
+/* rel (graphs/rnn.nn, gru.nn or lstm.nn: "const H = 256" and "const C =
+ * 18") with hidden size H and C classes as a scratch file. Returns its path
+ * (malloc'd). */
+char *make_graph(const char *rel, int H, int C);
+/* make_graph of rnn.nn: a small model that trains in milliseconds. */
 char *make_rnn_graph(int H, int C);
 /* Rewrites the metadata of a safetensors file: key set to value (added
  * when absent; value NULL removes it). */

@@ -131,12 +131,13 @@ def one_hots(batch, dtype):
     return [reference.one_hot(torch, name).to(dtype) for name, _ in batch]
 
 
-def two_steps(kind, model, h0s=None):
-    """Two Adam steps of the batched recipe on BATCHES; model's dtype is
+def two_steps(kind, model, lr, clip, h0s=None):
+    """Two Adam steps of the batched recipe on BATCHES at learning rate lr,
+    clipping the gradient norm to clip (None: no clipping); model's dtype is
     float32 or float64. h0s: the rnn's noise of each step (None: draw it,
     one kaiming_uniform row per name). Returns what each step saw and did."""
     dtype = next(model.parameters()).dtype
-    opt = torch.optim.Adam(model.parameters(), lr=LR[kind], betas=(0.9, 0.999), eps=EPS)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999), eps=EPS)
     crit = nn.CrossEntropyLoss()
     steps = []
     for k, batch in enumerate(BATCHES):
@@ -170,8 +171,8 @@ def two_steps(kind, model, h0s=None):
         s["loss"] = loss.detach().reshape(1).clone()
         s["grad"] = {n: p.grad.clone() for n, p in model.named_parameters()}
         s["mean_alone"] = dict(zip((n for n, _ in model.named_parameters()), mean_alone))
-        if CLIP[kind] is not None:
-            s["grad_norm"] = nn.utils.clip_grad_norm_(model.parameters(), CLIP[kind]).reshape(1)
+        if clip is not None:
+            s["grad_norm"] = nn.utils.clip_grad_norm_(model.parameters(), clip).reshape(1)
         opt.step()
         s["params"] = {n: p.detach().clone() for n, p in model.named_parameters()}
         steps.append(s)
@@ -188,18 +189,30 @@ def rel_diff(a, b):
     return max_diff(a, b) / max(b.double().abs().max().item(), 1e-30)
 
 
-def make(kind, out_dir):
+def seeded(factory):
+    """factory() right after torch.manual_seed(42): PyTorch's default init
+    of the seed42 files (and the random stream the rnn's h0 draws follow)."""
     torch.manual_seed(42)
-    RNN, GRU = reference.make_models(torch, nn, V, H, len(LABELS))
-    model = RNN() if kind == "rnn" else GRU()
-    init = st_read(os.path.join(HERE, f"{kind}_seed42.safetensors"))
+    return factory()
+
+
+def make(kind, model, out_dir, lr, clip, seed42_dir=HERE):
+    """Writes KIND_batch.safetensors into out_dir: two steps of the batched
+    recipe from model, fresh from seeded(), whose parameters must be those
+    of seed42_dir/KIND_seed42.safetensors. model has logits(line [T, 1, V])
+    and packed_logits(packed) (the rnn: also an h0 argument, and
+    init_hidden)."""
+    init = st_read(os.path.join(seed42_dir, f"{kind}_seed42.safetensors"))
     for n, p in model.state_dict().items():
         assert torch.equal(p, init[n]), f"{n} differs from {kind}_seed42.safetensors"
     model64 = copy.deepcopy(model).double()
-    steps, moments = two_steps(kind, model)
-    steps64, moments64 = two_steps(kind, model64, [s.get("h0") for s in steps])
+    steps, moments = two_steps(kind, model, lr, clip)
+    steps64, moments64 = two_steps(kind, model64, lr, clip, [s.get("h0") for s in steps])
     pnames = [n for n, _ in model.named_parameters()]
-    lr = LR[kind]
+    # Parameters after step 1 and Adam's moments only for a model under 1 MB
+    # a copy (the rnn; the gru is 2.6 MB): step 2's parameters depend on all
+    # of them.
+    small = sum(p.numel() for p in model.parameters()) * 4 < 1e6
 
     print(f"{kind}: lr {lr:g}, torch {torch.__version__}")
     for k, (s, s64) in enumerate(zip(steps, steps64), 1):
@@ -249,12 +262,10 @@ def make(kind, out_dir):
             t[p + "grad_norm"] = s["grad_norm"]
         for n in pnames:
             t[p + "grad." + n] = s["grad"][n]
-        # The gru's parameters after step 1 and its moments are left out
-        # (2.6 MB a copy); step 2's parameters depend on all of them.
-        if kind == "rnn" or k == 2:
+        if small or k == 2:
             for n in pnames:
                 t[p + n] = s["params"][n]
-    if kind == "rnn":
+    if small:
         for key in ("exp_avg", "exp_avg_sq"):
             for n in pnames:
                 t[f"{key}.{n}"] = moments[n][key]
@@ -266,10 +277,10 @@ def make(kind, out_dir):
         "labels": ",".join(LABELS), "vocab": VOCAB,
         "optimizer": f"Adam(lr={lr:g}, betas=(0.9,0.999), eps=1e-8), one step per batch",
         "loss": "mean over the batch of the names' cross entropies",
-        "clip": "clip_grad_norm_(1.0) of the gradient of the mean loss" if CLIP[kind] else "none",
+        "clip": f"clip_grad_norm_({clip:.1f}) of the gradient of the mean loss" if clip else "none",
         "h0": "kaiming_uniform, one row per name per step (stepK.h0)" if kind == "rnn" else "zeros",
         "torch": torch.__version__,
-        "generator": "tests/golden/make_batch_golden.py",
+        "generator": os.path.relpath(os.path.abspath(sys.argv[0]), ROOT),  # the script run
     }
     path = os.path.join(out_dir, f"{kind}_batch.safetensors")
     st_write(path, t, meta)
@@ -282,8 +293,9 @@ def main():
     args = p.parse_args()
     torch.set_num_threads(1)
     check_names(os.path.join(ROOT, "data", "names"))
-    for kind in ("rnn", "gru"):
-        make(kind, args.out)
+    RNN, GRU = reference.make_models(torch, nn, V, H, len(LABELS))
+    make("rnn", seeded(RNN), args.out, LR["rnn"], CLIP["rnn"])
+    make("gru", seeded(GRU), args.out, LR["gru"], CLIP["gru"])
 
 
 if __name__ == "__main__":
