@@ -219,7 +219,8 @@ static void build_predict(W *w, const Graph *g, const ObjOptions *o, LLVMValueRe
   LLVMValueRef tv[256];
   for (int ch = 0; ch < 256; ch++)
     tv[ch] = NULL;
-  LLVMValueRef *cps = xcalloc((size_t)g->vocab + 1, sizeof *cps), *ixs = xcalloc((size_t)g->vocab + 1, sizeof *ixs);
+  LLVMValueRef *cps = xcalloc((size_t)g->vocab + 1, sizeof *cps);
+  LLVMValueRef *ixs = xcalloc((size_t)g->vocab + 1, sizeof *ixs);
   int nmulti = 0;
   for (int i = 0; i < g->vocab; i++) {
     const unsigned char *v = (const unsigned char *)o->vocab[i];
