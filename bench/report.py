@@ -7,6 +7,14 @@ and prints: the side-by-side table with the ratio rnnc / PyTorch, the
 issue-8 targets met or missed, the machine's limits, and the roofline of
 each model (FLOPs and bytes per name from the model's shapes, the time the
 measured per-operation limits allow, and the fraction rnnc reaches).
+A batched run (bench/run --batched: MODEL.bB.tT.rnnc.N.jsonl, ...,
+sweep.rnn.lrX.sS.IMPL.1.jsonl) gets its own report instead: per model,
+rnnc and PyTorch at each thread count (training names/s, seconds to the
+target accuracy, accuracy per epoch, the whole rnnc train process, batched
+inference), issue 13's targets, the learning-rate sweep, where one
+thread's time goes against roofline.c's GEMMs at the run's shapes, and the
+GEMMs' share of the FMA peak; its times are wall clock, with the CPU time
+beside them.
 Times are CPU time of the one benchmark thread by default (--clock cpu):
 on a machine shared with other work the wall clock also counts the time a
 run waits for a core; --clock wall reports the wall clock instead (the two
@@ -35,12 +43,14 @@ def runs(d, model, impl):
     for p in sorted(glob.glob(os.path.join(d, f"{model}.{impl}.*.jsonl")),
                     key=lambda p: int(p.rsplit(".", 2)[-2])):
         ev = read_jsonl(p)
-        r = {"summary": None, "compile": None, "run": None, "epochs": []}
+        r = {"summary": None, "compile": None, "run": None, "epochs": [], "shapes": []}
         for e in ev:
             if e["event"] in ("summary", "compile", "run"):
                 r[e["event"]] = e
             elif e["event"] == "epoch":
                 r["epochs"].append(e)
+            elif e["event"] == "shapes":
+                r["shapes"].append(e)
         if r["summary"]:
             res.append(r)
     return res
@@ -177,6 +187,10 @@ def main():
     quick = meta["quick"]
     out = []
     w = out.append
+    if meta.get("batched"):
+        batched_report(d, meta, roof, gemms, w)
+        print("\n".join(out))
+        return
 
     w(f"Measured {meta['date']} on {meta['cpu']} ({meta['ncpu']} cores), {meta['source']}.")
     mode = "quick: 1 epoch of a few thousand names" if quick else f"{meta['epochs']} epochs of the full training set"
@@ -321,38 +335,380 @@ def main():
                 w(f"| {m} | {label} | {Ti:.2f} | {ci['infer_flops'] / 1e6:.2f} | {ci['infer_bytes'] / 1e6:.1f} | "
                   f"{t:,.1f} | {ci['infer_flops'] / t / 1e3:.1f} | {ci['infer_bytes'] / t / 1e3:.1f} | "
                   f"{span(*bi, '{:,.0f}')} | {span(100 * bi[0] / t, 100 * bi[1] / t, '{:.0f}')}% |")
-    gemm_table(gemms, w)
+    gemm_table(gemms, roof, w)
     print("\n".join(out))
 
 
-def gemm_table(gemms, w):
-    """rnnc's generated GEMM beside OpenBLAS at the batched gru's shapes."""
+# ------------------------------------------------------------------ GEMMs
+GEMM_SHAPES = {  # roofline name -> what it is
+    "gemm_fwd": "gru Y = X Wᵀ [N, 256] x [256, 768]",
+    "gemm_wtu": "gru D = U W [N, 768] x [768, 256]",
+    "gemm_fwd_rnn": "rnn Y = X Wᵀ [N, 256] x [256, 256]",
+    "gemm_wtu_rnn": "rnn D = U W [N, 256] x [256, 256]",
+}
+
+
+class Gemms:
+    """bench/roofline.c's GEMM lines: time and share of the FMA peak of each
+    product at each size of its batch dimension (rows), rnnc's kernel and
+    OpenBLAS's; between two measured sizes the time is interpolated
+    linearly, beyond the largest it grows in proportion."""
+
+    def __init__(self, events):
+        self.e = {}
+        for e in events:
+            rows = e.get("rows", e.get("n"))
+            self.e.setdefault((e["name"], e["impl"]), {})[rows] = e
+
+    def rows(self, name, impl="rnnc"):
+        return sorted(self.e.get((name, impl), {}))
+
+    def get(self, name, rows, impl="rnnc"):
+        return self.e.get((name, impl), {}).get(rows)
+
+    def us(self, name, rows, impl="rnnc"):
+        pts = self.e.get((name, impl), {})
+        if not pts or rows <= 0:
+            return 0.0
+        if rows in pts:
+            return pts[rows]["us"]
+        xs = sorted(pts)
+        if rows > xs[-1]:
+            return pts[xs[-1]]["us"] * rows / xs[-1]
+        if rows < xs[0]:
+            return pts[xs[0]]["us"] * rows / xs[0]
+        lo = max(x for x in xs if x < rows)
+        hi = min(x for x in xs if x > rows)
+        f = (rows - lo) / (hi - lo)
+        return pts[lo]["us"] * (1 - f) + pts[hi]["us"] * f
+
+
+def gemm_table(gemms, roof, w):
+    """rnnc's generated GEMM beside OpenBLAS at the batched kernels' shapes."""
     if not gemms:
         return
-    g = {(e["name"], e["impl"], e["n"]): e for e in gemms}
+    g = Gemms(gemms)
 
-    def cell(name, impl, n):
-        e = g.get((name, impl, n))
-        return f"{e['gflops']:.1f} ({100 * e['peak']:.0f}%)" if e else "—"
+    def cell(name, rows, impl):
+        e = g.get(name, rows, impl)
+        return f"{e['gflops']:.0f} ({100 * e['peak']:.0f}%)" if e else "—"
+    peak = max((e["gflops"] for n, e in roof.items() if n.startswith("fma_peak")), default=0)
     w("")
-    w("GEMM, one core (bench/roofline.c): the kernel rnnc generates (compiler/kernels.c, JIT-compiled "
-      "for this machine) and OpenBLAS's cblas_sgemm on the same operands, GFLOP/s (share of the FMA "
-      "peak above). N = the batch: `fwd` is a step's recurrent product Y [N, 768] = X [N, 256] Wᵀ "
-      "(Wᵀ packed), `Wᵀu` the backward's D [N, 256] = U [N, 768] W; `dW` accumulates a "
-      "[768, 256] weight gradient over 230 packed rows. roofline.jsonl has every N from 1 to 32.")
+    w(f"GEMM, one core (bench/roofline.c), GFLOP/s and share of the FMA peak ({peak:.1f} GFLOP/s "
+      "a core): the kernel rnnc generates (compiler/kernels.c, JIT-compiled for this machine) and "
+      "OpenBLAS's cblas_sgemm on the same operands. N = the rows: the names still running at a "
+      "step of a chunk (up to 16 in training at batch 32), or all the packed rows of a chunk "
+      "(a product hoisted out of the scan: ~115 for 16 names); inference chunks of a 1024-name "
+      "block have up to 256 names.")
     w("")
-    w("| N | fwd rnnc | fwd OpenBLAS | Wᵀu rnnc | Wᵀu OpenBLAS |")
-    w("|---|---|---|---|---|")
-    ns = sorted({e["n"] for e in gemms if e["name"] != "gemm_dw"})
-    for n in ns:
-        if n <= 8 or n % 8 == 0 or n == ns[-1]:
-            w(f"| {n} | {cell('gemm_fwd', 'rnnc', n)} | {cell('gemm_fwd', 'openblas', n)} | "
-              f"{cell('gemm_wtu', 'rnnc', n)} | {cell('gemm_wtu', 'openblas', n)} |")
-    for e in gemms:
-        if e["name"] == "gemm_dw" and e["impl"] == "rnnc":
+    names = [n for n in GEMM_SHAPES if g.rows(n)]
+    w("| N | " + " | ".join(f"{GEMM_SHAPES[n]}: rnnc | OpenBLAS" for n in names) + " |")
+    w("|---|" + "---|---|" * len(names))
+    allrows = sorted({r for n in names for r in g.rows(n)})
+    for r in allrows:
+        if r <= 8 or r % 4 == 0 or r in (115, 230):
+            w(f"| {r} | " + " | ".join(f"{cell(n, r, 'rnnc')} | {cell(n, r, 'openblas')}"
+                                      for n in names) + " |")
+    for n, what in (("gemm_dw", "gru dW [768, 256] += Uᵀ V"), ("gemm_dw_rnn", "rnn dW [256, 256] += Uᵀ V")):
+        for r in g.rows(n):
             w("")
-            w(f"dW [{e['n']}, 256] += Uᵀ V over 230 rows: rnnc {cell('gemm_dw', 'rnnc', e['n'])}, "
-              f"OpenBLAS {cell('gemm_dw', 'openblas', e['n'])} GFLOP/s.")
+            w(f"{what} over R = {r} packed rows: rnnc {cell(n, r, 'rnnc')}, OpenBLAS "
+              f"{cell(n, r, 'openblas')} GFLOP/s.")
+    if "pack_768x256" in roof:
+        w("")
+        w(f"Packing a [768, 256] weight matrix transposed (kernels.c's transpose, what a batched "
+          f"kernel does on entry for each product, once per chunk): {roof['pack_768x256']['us']:.1f} µs.")
+
+
+# ------------------------------------------------------ the minibatch recipe
+def gemm_flops(model, train):
+    """GEMM FLOPs per character: gru: W_hh_l0, W_ih_l1, W_hh_l1 (768 x 256)
+    forward, and backward their Wᵀu and weight gradients; rnn: in2hidden's
+    h part (256 x 256). The one-hot products are gathers (no FLOPs), the
+    [18, H] output products are left out (< 2%)."""
+    mat = 2 * 768 * 256 if model == "gru" else 2 * 256 * 256
+    per = 3 if model == "gru" else 1
+    return mat * per * (3 if train else 1)
+
+
+# pack_768x256 equivalents a batched kernel transposes on entry, per chunk
+# (batch.c's plan_packs: every product with a batched operand)
+PACKS = {"gru": (3 * 768 * 256 + 768 * 59 + 18 * 256) / (768 * 256),
+         "rnn": (256 * 315 + 18 * 315) / (768 * 256)}
+
+
+def cost_model(model, train, shapes, summary, g, roof):
+    """µs per name the batched kernels' products, packing and update take
+    at bench/roofline.c's one-core rates, for the chunks and steps the run
+    had (the driver's "shapes"): {part: µs}."""
+    names = shapes["names"]
+    chunks, rows = shapes["chunks"], shapes["rows"]
+    if model == "gru":
+        step = ["gemm_fwd"] * 2 + (["gemm_wtu"] * 2 if train else [])
+        whole = ["gemm_fwd"] + (["gemm_wtu"] + ["gemm_dw"] * 3 if train else [])
+    else:
+        step = ["gemm_fwd_rnn"] + (["gemm_wtu_rnn"] if train else [])
+        whole = ["gemm_dw_rnn"] if train else []
+    per_chunk = rows / chunks
+    out = {
+        "GEMMs, one step's rows": sum(c * g.us(n, r) for r, c in shapes["steps"] for n in step) / names,
+        "GEMMs, a chunk's packed rows": chunks * sum(g.us(n, per_chunk) for n in whole) / names,
+    }
+
+    def rr(prefix):
+        return next((e["us"] for n, e in roof.items() if n.startswith(prefix)), 0.0)
+    out["weights packed on entry"] = chunks * PACKS[model] * rr("pack_768x256") / names
+    if train:
+        # Adam once per batch; per chunk the gradient buffer is zeroed and
+        # summed into the batch's (4 + 12 bytes a parameter, at the rate of
+        # Adam's 28 bytes of traffic)
+        out["Adam and the chunks' gradient buffers"] = (
+            summary["batches"] * rr(f"adam_{model}") + chunks * rr(f"stream_adam_{model}") * 16 / 28) / names
+    return out
+
+
+def batched_report(d, meta, roof, gemm_events, w):
+    B = meta["batch"]
+    threads = meta["threads"].split()
+    g = Gemms(gemm_events)
+    peak = max((e["gflops"] for n, e in roof.items() if n.startswith("fma_peak")), default=0)
+    ncpu = meta["ncpu"]
+    w(f"Measured {meta['date']} on {meta['cpu']} ({ncpu} cores), {meta['source']}.")
+    mode = ("quick: 1 epoch of a few thousand names, no whole process" if meta["quick"]
+            else f"{meta['epochs']} epochs of the full training set")
+    w(f"The minibatch recipe: batch {B}, packed sequences, Adam, {mode}; rnnc {meta['reps']} run(s) and "
+      f"PyTorch {meta['torch_reps']} run(s) per model and thread count, alternating. Medians (range "
+      "over the runs); names/s by the wall clock, and per CPU-second (the process's CPU time: every "
+      "thread's). The test split is evaluated every 50 batches, off the training clock.")
+    if meta.get("torch_note"):
+        w(meta["torch_note"].rstrip(".") + ".")
+    findings = {}
+    allruns = []
+    for model in meta["models"].split():
+        lr, target = meta["lr"][model], meta["target"][model]
+        rn = {t: runs(d, f"{model}.b{B}.t{t}", "rnnc") for t in threads}
+        pt = {t: runs(d, f"{model}.b{B}.t{t}", "torch") for t in threads}
+        allruns += [(model, t, "rnnc", r) for t in threads for r in rn[t]]
+        allruns += [(model, t, "PyTorch", r) for t in threads for r in pt[t]]
+        if not any(rn.values()) and not any(pt.values()):
+            continue
+
+        def col(rs, key):
+            return [r["summary"].get(key) for r in rs]
+
+        def infer(rs, block, key="names_per_s"):
+            return [next((b[key] for b in r["summary"].get("infer", []) if b["block"] == block), None)
+                    for r in rs]
+
+        def best(vals_by_t, high):
+            ms = [(med(v), t) for t, v in vals_by_t.items() if med(v) is not None]
+            if not ms:
+                return None, None
+            return (max if high else min)(ms)
+
+        w("")
+        w(f"### {model}.nn: batch {B}, lr {lr:g}")
+        w("")
+        head = [f"rnnc, {t} thread{'s' if t != '1' else ''}" for t in threads] + \
+               [f"PyTorch, {t} thread{'s' if t != '1' else ''}" for t in threads]
+        w("| measure | " + " | ".join(head) + " | rnnc / PyTorch |")
+        w("|---|" + "---|" * len(head) + "---|")
+
+        def row(label, rv, pv, digits=0, high=True, unit=""):
+            """rv, pv: thread -> values; the ratio at each thread count and best to best."""
+            cells = [spread(rv[t], digits) + (unit if med(rv[t]) is not None else "") for t in threads] + \
+                    [spread(pv[t], digits) + (unit if med(pv[t]) is not None else "") for t in threads]
+            ratios = []
+            for t in threads:
+                a, b = med(rv[t]), med(pv[t])
+                if a and b:
+                    ratios.append(f"{t}t: {a / b if high else b / a:.1f}x")
+            (ab, at), (bb, bt) = best(rv, high), best(pv, high)
+            if ab and bb:
+                ratios.append(f"best: {ab / bb if high else bb / ab:.1f}x (rnnc {at}t, PyTorch {bt}t)")
+            w(f"| {label} | " + " | ".join(cells) + f" | {'; '.join(ratios) or '—'} |")
+
+        rn_nps = {t: col(rn[t], "names_per_s") for t in threads}
+        pt_nps = {t: col(pt[t], "names_per_s") for t in threads}
+        row("training, names/s", rn_nps, pt_nps)
+        row("training, names per CPU-second", {t: col(rn[t], "cpu_names_per_s") for t in threads},
+            {t: col(pt[t], "cpu_names_per_s") for t in threads})
+        rn_tgt = {t: col(rn[t], "target_seconds") for t in threads}
+        pt_tgt = {t: col(pt[t], "target_seconds") for t in threads}
+        row(f"seconds to {100 * target:.0f}% test accuracy (training clock)", rn_tgt, pt_tgt, 1, False, " s")
+        row(f"the same, CPU seconds", {t: col(rn[t], "target_cpu_seconds") for t in threads},
+            {t: col(pt[t], "target_cpu_seconds") for t in threads}, 1, False, " s")
+
+        def accs(rs):
+            if not rs:
+                return "—"
+            per = [" / ".join(f"{100 * e['test_accuracy']:.1f}%" for e in r["epochs"]) for r in rs]
+            return per[0] if len(set(per)) == 1 else ", ".join(per)
+        w("| test accuracy after each epoch | " + " | ".join(accs(rn[t]) for t in threads) + " | " +
+          " | ".join(accs(pt[t]) for t in threads) + " | — |")
+        rn_whole = {t: col(rn[t], "whole_seconds") for t in threads}
+        pt_loop = {t: col(pt[t], "train_seconds") for t in threads}
+        row("whole `rnnc train` process, s (PyTorch: its training loop)", rn_whole, pt_loop, 1, False, " s")
+        row("the same, CPU seconds", {t: col(rn[t], "whole_cpu_seconds") for t in threads},
+            {t: col(pt[t], "train_cpu_seconds") for t in threads}, 1, False, " s")
+        for block in sorted({b["block"] for t in threads for r in rn[t] + pt[t]
+                             for b in r["summary"].get("infer", [])}):
+            row(f"inference, names/s, blocks of {block}", {t: infer(rn[t], block) for t in threads},
+                {t: infer(pt[t], block) for t in threads})
+        w("| CPU / wall of the training loop | " + " | ".join(
+            spread([r["summary"]["train_cpu_seconds"] / r["summary"]["train_seconds"] for r in rn[t]], 2)
+            for t in threads) + " | " + " | ".join(
+            spread([r["summary"]["train_cpu_seconds"] / r["summary"]["train_seconds"] for r in pt[t]], 2)
+            for t in threads) + " | — |")
+        same = [r["summary"].get("whole_same_checkpoint") for t in threads for r in rn[t]]
+        same = [x for x in same if x is not None]
+        if same:
+            w("")
+            w(f"The whole `rnnc train` process wrote the same checkpoint bytes as the driver's training "
+              f"in {sum(same)} of {len(same)} comparisons (so the driver trains name for name as "
+              "`rnnc train` does, and its evaluations did not change the training).")
+        findings[model] = dict(
+            lr=lr, target=target, rn=rn, pt=pt,
+            acc=med([r["summary"]["test_accuracy"] for t in threads for r in rn[t]]),
+            pacc=med([r["summary"]["test_accuracy"] for t in threads for r in pt[t]]),
+            nps=rn_nps, whole=rn_whole, loop=pt_loop,
+            infer={blk: {t: infer(rn[t], blk) for t in threads} for blk in (B, 1024)})
+
+    # ------------------------------------------------------------- load
+    if allruns:
+        w("")
+        busy = [r["run"]["busy_cores"] for *_, r in allruns if r["run"]]
+        loads = [r["run"]["loadavg"].split()[0] for *_, r in allruns if r["run"]]
+        w(f"Machine load during the runs: {min(busy):.2f}–{max(busy):.2f} of {ncpu} cores busy "
+          f"(bench/run's /proc/stat sampling), 1-minute load average {min(loads)}–{max(loads)} at the "
+          "runs' ends.")
+
+    # ---------------------------------------------------------- targets
+    w("")
+    w("Targets (issue 13):")
+    w("")
+    two = [t for t in threads if int(t) == ncpu] or threads[-1:]
+    if "gru" in findings:
+        f = findings["gru"]
+        if f["acc"] is not None:
+            w(f"- gru.nn, batch {B}, lr {f['lr']:g}, {meta['epochs']} epochs: test accuracy >= 79.5%: "
+              f"{100 * f['acc']:.1f}%, {'met' if f['acc'] >= 0.795 else 'missed'} (PyTorch "
+              f"{100 * f['pacc']:.1f}%)." if f["pacc"] is not None else
+              f"- gru.nn: test accuracy >= 79.5%: {100 * f['acc']:.1f}%, {'met' if f['acc'] >= 0.795 else 'missed'}.")
+        loops = [(med(v), t) for t, v in f["loop"].items() if med(v)]
+        wholes = [(med(v), t) for t, v in f["whole"].items() if med(v)]
+        if loops and wholes:
+            (pl, plt), (rw, rwt) = min(loops), min(wholes)
+            q = pl / rw
+            w(f"- gru.nn: the whole rnnc process >= 10x faster than PyTorch's training loop: {q:.1f}x, "
+              f"{'met' if q >= 10 else 'missed'} (rnnc train on {rwt} thread(s): {rw:.1f} s, wall clock, "
+              f"compile, data, training, evaluation and checkpoints; PyTorch's loop at its best, {plt} "
+              f"thread(s): {pl:.1f} s).")
+        flops_train = gemm_flops("gru", True) * 7.158  # mean training name length
+        flops_infer = gemm_flops("gru", False) * 7.124
+        n2 = med(f["nps"].get(two[0], []))
+        if n2 and peak:
+            w(f"- gru training >= 10,000 names/s on the {ncpu} cores: {n2:,.0f} names/s, "
+              f"{'met' if n2 >= 10000 else 'missed'}. At {flops_train / 1e6:.1f} MFLOP of GEMMs a "
+              f"name (batch {B}: Adam adds {8.36 / B:.2f}; the issue's ~34 MFLOP is batch 1's count, the "
+              f"same GEMMs plus a whole Adam step, 8.4 MFLOP, for every name), that is "
+              f"{n2 * flops_train / 1e9:.0f} GFLOP/s, "
+              f"{100 * n2 * flops_train / 1e9 / (ncpu * peak):.0f}% of the {ncpu} cores' FMA peak "
+              f"({ncpu} x {peak:.0f} GFLOP/s). 10,000 names/s would need "
+              f"{10000 * flops_train / 1e9:.0f} GFLOP/s: "
+              f"{100 * 10000 * flops_train / 1e9 / (ncpu * peak):.0f}% of this machine's peak; at 75% "
+              f"of it the ceiling is {0.75 * ncpu * peak * 1e9 / flops_train:,.0f} names/s.")
+        inf = [(med(v.get(two[0], [])), blk) for blk, v in f["infer"].items()]
+        inf = [x for x in inf if x[0]]
+        if inf and peak:
+            v, blk = max(inf)
+            w(f"- gru batched inference >= 30,000 names/s on the {ncpu} cores: {v:,.0f} names/s (blocks of "
+              f"{blk}), {'met' if v >= 30000 else 'missed'}: {v * flops_infer / 1e9:.0f} GFLOP/s at "
+              f"{flops_infer / 1e6:.1f} MFLOP a name, {100 * v * flops_infer / 1e9 / (ncpu * peak):.0f}% "
+              f"of the peak. 30,000 names/s would need {30000 * flops_infer / 1e9:.0f} GFLOP/s "
+              f"({100 * 30000 * flops_infer / 1e9 / (ncpu * peak):.0f}% of the peak); at 75% of it the "
+              f"ceiling is {0.75 * ncpu * peak * 1e9 / flops_infer:,.0f} names/s.")
+    if "rnn" in findings and findings["rnn"]["acc"] is not None:
+        f = findings["rnn"]
+        w(f"- rnn.nn at batch {B} reaches its batch-1 accuracy (>= 70%) in {meta['epochs']} epochs: "
+          f"{100 * f['acc']:.1f}% at lr {f['lr']:g}, {'met' if f['acc'] >= 0.70 else 'missed'}"
+          + (f" (PyTorch {100 * f['pacc']:.1f}%)." if f["pacc"] is not None else "."))
+
+    # ------------------------------------------------------------ sweep
+    sweep = {}
+    for p in glob.glob(os.path.join(d, "sweep.rnn.lr*.jsonl")):
+        base = os.path.basename(p)[len("sweep.rnn.lr"):-len(".1.jsonl")]
+        lr_seed, impl = base.rsplit(".", 1)
+        lr, seed = lr_seed.rsplit(".s", 1)
+        rs = runs(d, os.path.basename(p)[:-len(f".{impl}.1.jsonl")], impl)
+        if rs:
+            sweep.setdefault(float(lr), {})[(impl, int(seed))] = rs[0]
+    if sweep:
+        w("")
+        w(f"rnn.nn at batch {B}, test accuracy after epoch 1 / epoch 2, by learning rate (rnnc: one "
+          "thread, seeds 42, 1, 2; PyTorch: seed 42):")
+        w("")
+        keys = sorted({k for v in sweep.values() for k in v}, key=lambda k: (k[0] != "rnnc", k[1] != 42, k[1]))
+        w("| lr | " + " | ".join(f"{'rnnc' if i == 'rnnc' else 'PyTorch'} seed {s_}" for i, s_ in keys) +
+          " | rnnc mean after epoch 2 |")
+        w("|---|" + "---|" * len(keys) + "---|")
+        for lr in sorted(sweep):
+            cells = []
+            for k in keys:
+                r = sweep[lr].get(k)
+                cells.append(" / ".join(f"{100 * e['test_accuracy']:.1f}%" for e in r["epochs"]) if r else "—")
+            accs = [r["summary"]["test_accuracy"] for k, r in sweep[lr].items() if k[0] == "rnnc"]
+            mean = f"{100 * statistics.mean(accs):.1f}%" if accs else "—"
+            w(f"| {lr:g} | " + " | ".join(cells) + f" | {mean} |")
+
+    # ------------------------------------------------- where the time goes
+    rows = []
+    for model, f in findings.items():
+        r1 = f["rn"].get("1") or []
+        if not r1 or not g.rows("gemm_fwd"):
+            continue
+        r0 = r1[0]
+        for sh in r0["shapes"]:
+            train = sh["phase"] == "train"
+            if train:
+                meas = 1e6 / med([r["summary"]["cpu_names_per_s"] for r in r1])
+                what = f"training, batch {sh['block']}"
+                T = r0["summary"]["mean_train_len"]
+            else:
+                v = med(infer(r1, sh["block"], "cpu_names_per_s"))
+                if not v:
+                    continue
+                meas = 1e6 / v
+                what = f"inference, blocks of {sh['block']}"
+                T = r0["summary"]["mean_test_len"]
+            parts = cost_model(model, train, sh, r0["summary"], g, roof)
+            rows.append((model, what, meas, gemm_flops(model, train) * T, parts, sh))
+    if rows:
+        w("")
+        w("Where one thread's time goes (µs per name, CPU time of the 1-thread rnnc runs), against "
+          "what bench/roofline.c measured alone on one core: the batched kernels' GEMMs at the sizes "
+          "the run had (the driver's `shapes`: each step's running names, each chunk's packed rows), "
+          "the weights they pack on entry (once per chunk), and the update; the rest is everything "
+          "else (elementwise gates, one-hot gathers and the W_ih_l0 / in2hidden one-hot gradient, "
+          "softmax, copies, the thread pool):")
+        w("")
+        parts_names = ["GEMMs, one step's rows", "GEMMs, a chunk's packed rows", "weights packed on entry",
+                       "Adam and the chunks' gradient buffers"]
+        w("| model | phase | measured | GEMM GFLOP/s achieved (share of one core's peak) | "
+          + " | ".join(parts_names) + " | the rest |")
+        w("|---|---|---|---|" + "---|" * len(parts_names) + "---|")
+        for model, what, meas, flops, parts, sh in rows:
+            rest = meas - sum(parts.values())
+            gf = flops / meas / 1e3
+            cells = [f"{parts[p]:.1f} ({100 * parts[p] / meas:.0f}%)" if p in parts else "—" for p in parts_names]
+            w(f"| {model} | {what} | {meas:.1f} | {gf:.1f} ({100 * gf / peak:.0f}%) | " + " | ".join(cells) +
+              f" | {rest:.1f} ({100 * rest / meas:.0f}%) |")
+        w("")
+        w("Step rows (training): " + "; ".join(
+            f"{m} {w_}: {sh['rows'] / sh['chunks']:.0f} packed rows a chunk, mean "
+            f"{sum(r * c for r, c in sh['steps']) / max(1, sum(c for _, c in sh['steps'])):.1f} rows a step"
+            for m, w_, _, _, _, sh in rows) + ".")
+    gemm_table(gemm_events, roof, w)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,10 @@
  *
  * bench/CMakeLists.txt builds it with -O3 -march=native -ffast-math and links
  * rnnc_core (for the generated GEMM). Measures, each
- * as the best of several timed trials of at least 50 ms (20 ms with --quick):
+ * as the best of several timed trials of at least 50 ms (20 ms with --quick,
+ * which also leaves out the GEMMs of 9 to 31 rows but multiples of 4):
  *
- *   fma_peak        independent FMA chains in registers: 16 accumulators of
+ *   fma_peak        independent FMA chains in registers: 12 accumulators of
  *                   8 floats (ymm) and of 16 floats (zmm) -> peak GFLOP/s
  *   matvec          y = W x, W row-major float M x N, for the models' shapes
  *                   (768x256: a GRU gate block; 256x256: the rnn's h part),
@@ -28,21 +29,28 @@
  *                   bench_gru)
  *   triad           a[i] = b[i] + s c[i] over 3 x 64 MB (main memory)
  *   gemm            the GEMM rnnc generates (compiler/kernels.c, JIT-compiled
- *                   for this machine) at the batched gru's shapes, and
- *                   OpenBLAS's cblas_sgemm on the same operands when
- *                   libopenblas.so.0 can be loaded (one thread; not a build
- *                   dependency), each also as a share of the FMA peak above:
+ *                   for this machine) at the shapes of the batched kernels
+ *                   (compiler/batch.c), and OpenBLAS's cblas_sgemm on the
+ *                   same operands when libopenblas.so.0 can be loaded (one
+ *                   thread; not a build dependency), each also as a share of
+ *                   the FMA peak above. N: the rows of one step (the names
+ *                   still running), or all packed rows of a chunk (a product
+ *                   hoisted out of the scan); R: the packed rows a weight
+ *                   gradient sums over (a chunk of 16 names: ~115).
  *                     gemm_fwd    Y [N][768] = X [N][256] W^T, W^T packed
- *                                 [256][768]: the recurrent product of a
- *                                 batch of N, one step (N = 1..32)
+ *                                 [256][768]: a gru product (a gate block)
  *                     gemm_wtu    D [N][256] = U [N][768] W, W [768][256]:
- *                                 the backward's W^T u (N = 1..32)
- *                     gemm_dw     dW [768][256] += U^T V over 230 packed rows
- *                                 (U [230][768], V [230][256]): a weight
- *                                 gradient over a batch's characters
+ *                                 the backward's W^T u
+ *                     gemm_dw     dW [768][256] += U^T V, U [R][768], V
+ *                                 [R][256]: a weight gradient
+ *                     gemm_*_rnn  the same for rnn.nn's in2hidden, the h
+ *                                 part: [256][256] in a [256][315] matrix
  *                   One JSON object a line: {"event":"gemm","name":...,
- *                   "impl":"rnnc"|"openblas","n":N,"us":...,"gflops":...,
- *                   "peak":...} (peak: the share of fma_peak).
+ *                   "impl":"rnnc"|"openblas","rows":N or R,"m":...,"k":...,
+ *                   "n":...,"us":...,"gflops":...,"peak":...} (peak: the
+ *                   share of fma_peak). And pack_768x256: the transposed
+ *                   copy of a weight matrix the batched kernels make on
+ *                   entry, once per chunk (kernels.c's transpose).
  *
  * Times are the thread's CPU time (other processes on the machine then
  * inflate them less). One JSON object a line on stdout: {"event":"roofline","name":...,
@@ -65,6 +73,7 @@ typedef float v16 __attribute__((vector_size(64)));
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 static double min_trial = 0.05;
+static int quick; /* --quick: shorter trials, fewer GEMM sizes */
 static volatile float sink;
 
 /* The thread's CPU time: on a machine shared with other work, time spent
@@ -460,16 +469,22 @@ static void load_openblas(void) {
   sgemm = (SgemmFn *)dlsym(h, "cblas_sgemm");
 }
 
-/* One of the three uses: rnnc's kernel for its strides, OpenBLAS's call. */
+/* A product of the batched kernels (compiler/batch.c): C [m][n] (= or +=)
+ * A B over K, with the strides batch.c passes, at several sizes of the
+ * dimension that the batch sets (m for the products, K for the weight
+ * gradients). */
 typedef struct GB {
   const char *name;
-  long long m, k, n;               /* m < 0: the batch N, varied */
+  long long m, k, n;               /* the fixed sizes (m or k: overridden by rows) */
   long long a_si, a_sk, ldb, ldc;
+  long long b_off, c_off;          /* B and C start this many floats in (a column range) */
   bool accumulate;
+  bool vary_k;                     /* rows sets K (a weight gradient), else m */
+  const int *rows;                 /* the sizes measured, 0-terminated */
   int ta;                          /* OpenBLAS: A transposed (U^T) */
   GemmFn *fn;
   float *A, *B, *C;
-  int64_t rows;                    /* the current m */
+  int64_t cur_m, cur_k;            /* this measurement's sizes */
 } GB;
 
 static void gemm_body_rnnc(Cg *cg, GB *g) {
@@ -481,33 +496,65 @@ static void gemm_body_rnnc(Cg *cg, GB *g) {
 
 static void run_rnnc(void *arg) {
   GB *g = arg;
-  g->fn(g->A, g->B, g->C, g->rows, g->k);
+  g->fn(g->A, g->B + g->b_off, g->C + g->c_off, g->cur_m, g->cur_k);
   sink = g->C[0];
 }
 
 static void run_openblas(void *arg) {
   GB *g = arg;
   int lda = (int)(g->ta == 112 ? g->a_sk : g->a_si);
-  sgemm(101, g->ta, 111, (int)g->rows, (int)g->n, (int)g->k, 1, g->A, lda, g->B, (int)g->ldb,
-        g->accumulate ? 1 : 0, g->C, (int)g->ldc);
+  sgemm(101, g->ta, 111, (int)g->cur_m, (int)g->n, (int)g->cur_k, 1, g->A, lda, g->B + g->b_off,
+        (int)g->ldb, g->accumulate ? 1 : 0, g->C + g->c_off, (int)g->ldc);
   sink = g->C[0];
 }
 
 static void report_gemm(const GB *g, const char *impl, double seconds, double peak) {
-  double gflops = 2.0 * g->rows * g->k * g->n / seconds * 1e-9;
-  printf("{\"event\":\"gemm\",\"name\":\"%s\",\"impl\":\"%s\",\"n\":%lld,\"us\":%.3f,"
-         "\"gflops\":%.2f,\"peak\":%.3f}\n",
-         g->name, impl, (long long)g->rows, 1e6 * seconds, gflops, gflops / peak);
+  double gflops = 2.0 * g->cur_m * g->cur_k * g->n / seconds * 1e-9;
+  printf("{\"event\":\"gemm\",\"name\":\"%s\",\"impl\":\"%s\",\"rows\":%lld,\"m\":%lld,"
+         "\"k\":%lld,\"n\":%lld,\"us\":%.3f,\"gflops\":%.2f,\"peak\":%.3f}\n",
+         g->name, impl, (long long)(g->vary_k ? g->cur_k : g->cur_m), (long long)g->cur_m,
+         (long long)g->cur_k, g->n, 1e6 * seconds, gflops, gflops / peak);
   fflush(stdout);
 }
 
+/* The weight packing the batched kernels do on entry (batch.c's packed():
+ * kernels.c's transpose of a [768][256] matrix), once per chunk. */
+typedef void PackFn(const float *src, float *dst);
+typedef struct PK {
+  PackFn *fn;
+  float *src, *dst;
+} PK;
+
+static void run_pack(void *arg) {
+  PK *p = arg;
+  p->fn(p->src, p->dst);
+  sink = p->dst[1];
+}
+
 static void bench_gemm(double peak) {
-  enum { NMAX = 32 };
+  /* rows: every batch of a step up to 32 names; the packed rows of a chunk of
+   * 16 names (16 x 7.16 = 115) and of 32 (230); the larger chunks of
+   * batched inference (4 x threads chunks of a block of 1024 names) */
+  static const int steps_gru[] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13,
+                                  14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26,
+                                  27, 28, 29, 30, 31, 32, 64, 115, 128, 230, 256, 0};
+  static const int steps_rnn[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+                                  32, 64, 115, 128, 230, 256, 0};
+  static const int chunk_rows[] = {115, 230, 0};
+  /* gru.nn: 768 x 256 matrices (a layer's three gates). rnn.nn: the h part
+   * of in2hidden [256][315], columns 59..314. */
   GB uses[] = {
-      {"gemm_fwd", -1, 256, 768, 256, 1, 768, 768, false, 111},
-      {"gemm_wtu", -1, 768, 256, 768, 1, 256, 256, false, 111},
-      {"gemm_dw", 768, 230, 256, 1, 768, 256, 256, true, 112},
+      /* Y [N][768] = X [N][256] W^T, W^T packed [256][768] */
+      {"gemm_fwd", 0, 256, 768, 256, 1, 768, 768, 0, 0, false, false, steps_gru, 111},
+      /* D [N][256] = U [N][768] W, W [768][256] */
+      {"gemm_wtu", 0, 768, 256, 768, 1, 256, 256, 0, 0, false, false, steps_gru, 111},
+      /* dW [768][256] += U^T V over R rows, U [R][768], V [R][256] */
+      {"gemm_dw", 768, 0, 256, 1, 768, 256, 256, 0, 0, true, true, chunk_rows, 112},
+      {"gemm_fwd_rnn", 0, 256, 256, 256, 1, 256, 256, 0, 0, false, false, steps_rnn, 111},
+      {"gemm_wtu_rnn", 0, 256, 256, 256, 1, 315, 256, 59, 0, false, false, steps_rnn, 111},
+      {"gemm_dw_rnn", 256, 0, 256, 1, 256, 256, 315, 0, 59, true, true, chunk_rows, 112},
   };
+  enum { PACK_M = 768, PACK_K = 256 };
   Err e;
   Jit *j = jit_new(NULL, &e);
   if (!j) {
@@ -523,6 +570,13 @@ static void bench_gemm(double peak) {
     cg.fn = LLVMAddFunction(mod, uses[u].name, LLVMFunctionType(LLVMVoidTypeInContext(cg.ctx), params, 5, 0));
     LLVMPositionBuilderAtEnd(cg.b, LLVMAppendBasicBlockInContext(cg.ctx, cg.fn, "entry"));
     gemm_body_rnnc(&cg, &uses[u]);
+    LLVMBuildRetVoid(cg.b);
+  }
+  {
+    LLVMTypeRef params[2] = {cg.pty, cg.pty};
+    cg.fn = LLVMAddFunction(mod, "pack", LLVMFunctionType(LLVMVoidTypeInContext(cg.ctx), params, 2, 0));
+    LLVMPositionBuilderAtEnd(cg.b, LLVMAppendBasicBlockInContext(cg.ctx, cg.fn, "entry"));
+    transpose(&cg, LLVMGetParam(cg.fn, 1), PACK_M, LLVMGetParam(cg.fn, 0), PACK_K, PACK_M, PACK_K);
     LLVMBuildRetVoid(cg.b);
   }
   cg_dispose(&cg);
@@ -541,23 +595,32 @@ static void bench_gemm(double peak) {
   for (size_t u = 0; u < ARRAY_LEN(uses); u++) {
     GB *g = &uses[u];
     g->fn = (GemmFn *)jit_lookup(j, g->name, &e);
-    long long mmax = g->m < 0 ? NMAX : g->m;
-    g->A = falloc((size_t)((mmax - 1) * g->a_si + (g->k - 1) * g->a_sk + 1));
-    g->B = falloc((size_t)(g->k * g->ldb));
+    long long rmax = 0;
+    for (const int *r = g->rows; *r; r++)
+      rmax = *r > rmax ? *r : rmax;
+    long long mmax = g->vary_k ? g->m : rmax, kmax = g->vary_k ? rmax : g->k;
+    g->A = falloc((size_t)((mmax - 1) * g->a_si + (kmax - 1) * g->a_sk + 1));
+    g->B = falloc((size_t)(kmax * g->ldb));
     g->C = falloc((size_t)(mmax * g->ldc));
-    for (long long m = g->m < 0 ? 1 : g->m; m <= mmax; m++) {
-      g->rows = m;
+    for (const int *r = g->rows; *r; r++) {
+      if (quick && *r > 8 && *r < 32 && *r % 4) /* --quick: bench/report.py interpolates */
+        continue;
+      g->cur_m = g->vary_k ? g->m : *r;
+      g->cur_k = g->vary_k ? *r : g->k;
       report_gemm(g, "rnnc", best_time(run_rnnc, g), peak);
       if (sgemm)
         report_gemm(g, "openblas", best_time(run_openblas, g), peak);
     }
     free(g->A), free(g->B), free(g->C);
   }
+  PK pk = {(PackFn *)jit_lookup(j, "pack", &e), falloc(PACK_M * PACK_K), falloc(PACK_M * PACK_K)};
+  report("pack_768x256", best_time(run_pack, &pk), 0, 2.0 * 4 * PACK_M * PACK_K);
+  free(pk.src), free(pk.dst);
   jit_free(j);
 }
 
 int main(int argc, char **argv) {
-  int quick = argc > 1 && !strcmp(argv[1], "--quick");
+  quick = argc > 1 && !strcmp(argv[1], "--quick");
   if (quick)
     min_trial = 0.02;
   double t8 = best_time(fma8, NULL), t16 = best_time(fma16, NULL);

@@ -1,4 +1,6 @@
 /* cli.c: helpers shared by the subcommands. */
+#define _GNU_SOURCE /* sched_getaffinity */
+#include <sched.h>
 #include <stdarg.h>
 #include <errno.h>
 #include <stdio.h>
@@ -47,6 +49,10 @@ int cli_parse_int(const char *s, int lo, int hi, int *out) {
 }
 
 int cli_default_threads(void) {
-  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  /* The cores this process may run on: all online ones, unless taskset, a
+   * cgroup or mpirun (a rank bound to a core or a socket) says fewer. */
+  cpu_set_t set;
+  long n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set)
+                                                       : sysconf(_SC_NPROCESSORS_ONLN);
   return n < 1 ? 1 : n > CLI_MAX_THREADS ? CLI_MAX_THREADS : (int)n;
 }

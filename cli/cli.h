@@ -22,7 +22,8 @@ int cli_parse_u64(const char *s, uint64_t *out);
 /* A decimal integer in [lo, hi]; 0, or -1 when malformed or out of range. */
 int cli_parse_int(const char *s, int lo, int hi, int *out);
 
-/* --threads: at most this many; the default is every online core. */
+/* --threads: at most this many; the default is every core the process may
+ * run on (its CPU affinity: taskset, cgroups, mpirun binding). */
 enum { CLI_MAX_THREADS = 256 };
 int cli_default_threads(void);
 
@@ -49,6 +50,10 @@ int cmd_build(int argc, char **argv);
 extern const char build_usage[];
 /* build_usage and the list of targets, which depends on the LLVM linked. */
 void build_help(FILE *f);
+int cmd_import(int argc, char **argv);
+extern const char import_usage[];
+int cmd_export(int argc, char **argv);
+extern const char export_usage[];
 int cmd_check(int argc, char **argv);
 extern const char check_usage[];
 

@@ -18,7 +18,8 @@
 
 const char build_usage[] =
     "usage: rnnc build GRAPH CKPT -o DIR/NAME.o [--prefix P] [--target TRIPLE] [--cpu CPU]\n"
-    "       rnnc build GRAPH CKPT -o DIR/NAME.wasm [--prefix P] [--cpu CPU]\n"
+    "                  [--quantize int8] [--no-batch-kernel]\n"
+    "       rnnc build GRAPH CKPT -o DIR/NAME.wasm [--prefix P] [--cpu CPU] [--quantize int8]\n"
     "       rnnc build [--target TRIPLE] --cpu help\n"
     "\n"
     "Compiles GRAPH's inference kernel with CKPT's weights baked in (read-only\n"
@@ -51,6 +52,15 @@ const char build_usage[] =
     "                            other targets); or a CPU name such as znver3,\n"
     "                            cortex-a76, sifive-u74 or cortex-m7. --cpu help\n"
     "                            lists the target's CPUs\n"
+    "  --quantize int8           the matrices of the products as int8 with a scale\n"
+    "                            per row: an object about 4x smaller, within a\n"
+    "                            few tenths of a point of the float accuracy\n"
+    "                            (docs/aot.md, \"int8 weights\")\n"
+    "  --no-batch-kernel         P_forward_batch calls P_forward name by name\n"
+    "                            instead of a batched kernel with matrix\n"
+    "                            products, whose transposed copies of the\n"
+    "                            weights make a float object about twice as big\n"
+    "                            (bare-metal and int8 objects never have one)\n"
     "  -h, --help                this help\n"
     "\n";
 
@@ -156,10 +166,13 @@ void build_help(FILE *f) {
 
 int cmd_build(int argc, char **argv) {
   const char *out = NULL, *prefix = NULL, *triple = NULL, *cpu = NULL;
+  bool quantize = false, no_batch = false;
   static const struct option opts[] = {{"output", required_argument, 0, 'o'},
                                        {"prefix", required_argument, 0, 'p'},
                                        {"target", required_argument, 0, 't'},
                                        {"cpu", required_argument, 0, 'c'},
+                                       {"quantize", required_argument, 0, 'q'},
+                                       {"no-batch-kernel", no_argument, 0, 'B'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
   int c;
@@ -181,6 +194,14 @@ int cmd_build(int argc, char **argv) {
       if (!*optarg)
         return cli_usage_error("build", "--cpu wants generic, host or a CPU name");
       cpu = optarg;
+      break;
+    case 'q':
+      if (strcmp(optarg, "int8"))
+        return cli_usage_error("build", "--quantize wants int8, not '%s'", optarg);
+      quantize = true;
+      break;
+    case 'B':
+      no_batch = true;
       break;
     case 'h':
       build_help(stdout);
@@ -259,7 +280,9 @@ int cmd_build(int argc, char **argv) {
                   .normalization = vocab_is_ascii(vocab.kind) ? "ascii" : "nfc",
                   .labels = labels,
                   .values = m.state,
-                  .source = source};
+                  .source = source,
+                  .quantize = quantize,
+                  .no_batch_kernel = no_batch};
   ObjInfo info;
   const char *base = strrchr(out, '/');
   base = base ? base + 1 : out;
@@ -283,8 +306,8 @@ int cmd_build(int argc, char **argv) {
   if (stage_file(&fo, out, object.data, object.len, &e) ||
       stage_file(&fh, header, text.data, text.len, &e) || stage_commit_both(&fo, &fh, &e))
     goto fail;
-  printf("wrote %s (%zu bytes: %s, CPU %s) and %s\n", out, object.len, info.triple, info.cpu,
-         header);
+  printf("wrote %s (%zu bytes: %s, CPU %s%s) and %s\n", out, object.len, info.triple, info.cpu,
+         quantize ? ", int8 weights" : "", header);
   rc = EXIT_OK;
 fail:
   if (rc)

@@ -36,6 +36,11 @@ const char train_usage[] =
     "the mean training loss and the test accuracy and writes the checkpoint; at\n"
     "the end, per-language accuracy and a confusion matrix.\n"
     "\n"
+    "Under mpirun -np N (when rnnc was built with MPI), N processes train as\n"
+    "one: each takes 1/N of every batch, the gradients are summed across them,\n"
+    "and the first alone prints and writes the checkpoint (B >= N; see\n"
+    "docs/distributed.md).\n"
+    "\n"
     "  --data PATH          a directory of <Label>.txt files, one text a line, or a\n"
     "                       TSV (text<TAB>label) or CSV (text,label; RFC 4180\n"
     "                       quoting) file: CSV when PATH ends in .csv, TSV when\n"
@@ -54,7 +59,8 @@ const char train_usage[] =
     "                       0 writes the starting point (initialized, or --init's)\n"
     "  --batch B            names per optimizer step (default: the graph's train\n"
     "                       setting); results do not depend on --threads\n"
-    "  --threads N          threads (default: every online core; 1 starts none)\n"
+    "  --threads N          threads (default: every core it may run on, shared\n"
+    "                       among a machine's ranks under mpirun; 1 starts none)\n"
     "  --seed S             split, initialization, shuffling (default: 42)\n"
     "  --lr X               learning rate (default: the graph's optimizer setting)\n"
     "  --init CKPT          start from a checkpoint (rnnc's or PyTorch's safetensors);\n"
@@ -76,7 +82,7 @@ const char eval_usage[] =
     "\n"
     "  --data PATH          data directory or TSV/CSV file, as for train\n"
     "                       (default: data/names)\n"
-    "  --threads N          threads (default: every online core)\n"
+    "  --threads N          threads (default: every core it may run on)\n"
     "  --seed S             split seed (default: 42)\n"
     "  --test-fraction F    share of each language held out (default: 0.1)\n"
     CACHE_HELP;
@@ -101,7 +107,7 @@ const char predict_usage[] =
     "  --top K        languages to show per name (default: 3)\n"
     "  --logits       print every language's raw logit instead (9 digits: exact)\n"
     "  --input FILE   names to classify, one per line (- : standard input)\n"
-    "  --threads N    threads for --input (default: every online core)\n"
+    "  --threads N    threads for --input (default: every usable core)\n"
     "  --seed S       noise seed for graphs with a random initial state (default: 42)\n"
     "  --data PATH    the labels of a checkpoint that has no label list (one of\n"
     "                 PyTorch's): PATH's, as for train (default: data/names)\n"
@@ -181,7 +187,7 @@ int cmd_train(int argc, char **argv) {
   uint64_t seed = 42;
   double fraction = 0.1, lr = 0;
   int epochs = -1, batch = 0, threads = cli_default_threads();
-  bool no_cache = false, kind_given = false;
+  bool no_cache = false, kind_given = false, threads_given = false;
   VocabKind kind = VOCAB_NAMES;
   static const struct option opts[] = {{"data", required_argument, 0, 'd'},
                                        {"vocab", required_argument, 0, 'v'},
@@ -221,6 +227,7 @@ int cmd_train(int argc, char **argv) {
       if (cli_parse_int(optarg, 1, CLI_MAX_THREADS, &threads))
         return cli_usage_error("train", "--threads wants an integer in [1, %d], not '%s'",
                                CLI_MAX_THREADS, optarg);
+      threads_given = true;
       break;
     case 's':
       if (cli_parse_u64(optarg, &seed))
@@ -270,17 +277,39 @@ int cmd_train(int argc, char **argv) {
   Vocab vocab = {0};
   char **labels = NULL;
   int nlabels = 0, rc = EXIT_BAD_INPUT;
+  /* Under mpirun: one rank of several. Rank 0 alone prints and writes;
+   * the others print only their own errors. */
+  Dist dist;
+  if (dist_init(&dist, &e)) {
+    cli_error("train", &e);
+    free(out_owned);
+    return EXIT_BAD_INPUT;
+  }
+  if (!threads_given && dist.local > 1) { /* the machine's cores shared by its ranks */
+    long share = sysconf(_SC_NPROCESSORS_ONLN) / dist.local;
+    threads = share < 1 ? 1 : share < threads ? (int)share : threads;
+  }
+  FILE *log = stderr;
+  if (dist.rank > 0) {
+    log = fopen("/dev/null", "w");
+    if (!log || !freopen("/dev/null", "w", stdout))
+      dist_abort(&dist, EXIT_BAD_INPUT);
+  }
+  /* Setting up can fail on some ranks only (a file one machine lacks):
+   * the ranks agree before training, and the first that failed reports. */
+  bool ready = false;
+  int reporter = 0; /* the rank that reports an error (the others exit 1 quietly) */
   CkptLock lock = {0};
-  if (ckpt_check_writable(out, &e) || ckpt_lock(&lock, out, &e) ||
+  if ((dist.rank == 0 && (ckpt_check_writable(out, &e) || ckpt_lock(&lock, out, &e))) ||
       (init && ckpt_read_info(init, &meta, &e)))
-    goto fail;
+    goto agree;
   /* The vocabulary: --init's, the names', or the training split's (after
    * the split, below); the graph's sizes come from it and the data. */
   if (init && meta.vocab.n) {
     if (kind_given && kind != meta.vocab.kind) {
       errf(&e, "--vocab %s, but %s has a vocabulary of kind %s", vocab_kind_name(kind), init,
            vocab_kind_name(meta.vocab.kind));
-      goto fail;
+      goto agree;
     }
     take_vocab(&meta, &vocab);
   } else if (kind == VOCAB_NAMES) {
@@ -288,59 +317,74 @@ int cmd_train(int argc, char **argv) {
   }
   if (data_load(&ds, dir, meta.labels, meta.nlabels, kind, vocab.n ? &vocab : NULL, &e) ||
       data_split(&ds, fraction, seed, &e))
-    goto fail;
+    goto agree;
   if (!vocab.n) {
     data_build_vocab(&ds, kind, &vocab);
     data_encode(&ds, &vocab);
     if (vocab.n > VOCAB_MAX) {
       errf(&e, "%s: %d characters in the training texts (at most %d)", dir, vocab.n - 1,
            VOCAB_MAX - 1);
-      goto fail;
+      goto agree;
     }
   }
   ModelOptions mo = {.lr = lr, .batch = batch, .threads = threads, .batched_forward = true,
                      .no_cache = no_cache, .sizes = {vocab.n, ds.nlabels}};
   if (model_compile(&m, graph, &mo, &e))
-    goto fail;
-  print_compile(stderr, &m);
+    goto agree;
+  if (m.batch < dist.size) {
+    errf(&e, "a batch of %d name%s cannot be split over %d ranks: give every rank a name at least "
+             "(--batch %d or more)",
+         m.batch, m.batch == 1 ? "" : "s", dist.size, dist.size);
+    goto agree;
+  }
+  print_compile(log, &m);
   if (m.unbatched && m.batch > 1)
-    fprintf(stderr, "note: %s; batches run one name per kernel call (slower, same results)\n",
+    fprintf(log, "note: %s; batches run one name per kernel call (slower, same results)\n",
             m.unbatched);
   if (epochs < 0)
     epochs = m.train->train.epochs;
   if (check_model_data(&m, &ds, &vocab, &e))
-    goto fail;
+    goto agree;
   if (init) {
     if (ckpt_load(&m, init, true, &labels, &nlabels, &e))
-      goto fail;
-    fprintf(stderr, "initialized from %s%s\n", init,
-            m.step ? " (with its optimizer state)" : "");
+      goto agree;
+    fprintf(log, "initialized from %s%s\n", init, m.step ? " (with its optimizer state)" : "");
   } else {
     model_init_params(&m, seed);
   }
   if (!ds.ntrain) {
     errf(&e, "%s: no names to train on", dir);
-    goto fail;
+    goto agree;
   }
+  ready = true;
+agree:
+  reporter = dist_first_failed(&dist, !ready);
+  if (reporter >= 0)
+    goto fail;
+  reporter = 0;
   model_reserve(&m, longest(&ds));
-  fprintf(stderr, "data %s: %zu names, %d languages, %zu train / %zu test; %d epoch%s from epoch %d, "
+  fprintf(log, "data %s: %zu names, %d languages, %zu train / %zu test; %d epoch%s from epoch %d, "
           "batch %d, %d thread%s\n",
           dir, ds.nnames, ds.nlabels, ds.ntrain, ds.ntest, epochs, epochs == 1 ? "" : "s",
           m.epoch + 1, m.batch, m.threads, m.threads == 1 ? "" : "s");
   if (vocab.kind != VOCAB_NAMES)
-    fprintf(stderr, "vocabulary (%s): %d characters and the unknown slot\n",
+    fprintf(log, "vocabulary (%s): %d characters and the unknown slot\n",
             vocab_kind_name(vocab.kind), vocab.n - 1);
   TrainOptions to = {.epochs = epochs, .seed = seed, .out = out, .vocab = &vocab,
-                     .progress = isatty(fileno(stderr)), .log = stderr};
-  if (train_run(&m, &ds, &to, &e))
+                     .progress = dist.rank == 0 && isatty(fileno(stderr)), .log = log,
+                     .dist = &dist};
+  if (train_run(&m, &ds, &to, &e)) /* every rank stops here at once; rank 0 reports */
     goto fail;
   /* No epoch: the checkpoint is the starting point (initialized, or
    * --init's, with the data's labels). */
-  if (epochs == 0 && ckpt_save(&m, ds.labels, ds.nlabels, &vocab, out, &e))
-    goto fail;
+  if (epochs == 0) {
+    bool failed = dist.rank == 0 && ckpt_save(&m, ds.labels, ds.nlabels, &vocab, out, &e);
+    if (dist_first_failed(&dist, failed) >= 0)
+      goto fail;
+  }
   if (ds.ntest) {
     EvalResult r;
-    evaluate(&m, &ds, ds.test, ds.ntest, seed, &r);
+    evaluate(&m, &ds, ds.test, ds.ntest, seed, &dist, &r);
     printf("\n");
     eval_print(stdout, &ds, &r);
     eval_free(&r);
@@ -350,15 +394,23 @@ int cmd_train(int argc, char **argv) {
   free(opath);
   rc = EXIT_OK;
 fail:
-  if (rc)
+  if (rc && dist.rank == reporter) {
+    if (dist.size > 1) {
+      Err r = e;
+      errf(&e, "rank %d of %d: %s", dist.rank, dist.size, r.msg);
+    }
     cli_error("train", &e);
+  }
   ckpt_unlock(&lock);
+  if (log != stderr)
+    fclose(log);
   model_free(&m);
   data_free(&ds);
   ckpt_meta_free(&meta);
   vocab_free(&vocab);
   free_labels(labels, nlabels);
   free(out_owned);
+  dist_finalize(&dist);
   return rc;
 }
 
@@ -462,7 +514,7 @@ int cmd_eval(int argc, char **argv) {
     goto fail;
   model_reserve(&m, longest(&ds));
   EvalResult r;
-  evaluate(&m, &ds, ds.test, ds.ntest, seed, &r);
+  evaluate(&m, &ds, ds.test, ds.ntest, seed, NULL, &r);
   eval_print(stdout, &ds, &r);
   eval_free(&r);
   rc = EXIT_OK;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "dist.h"
 #include "util.h"
 
 typedef struct Command {
@@ -32,6 +33,10 @@ static const Command commands[] = {
     {"predict", "classify names with a trained checkpoint", predict_usage, NULL, cmd_predict},
     {"build", "compile a checkpoint into an object file and C header (AOT)", build_usage,
      build_help, cmd_build},
+    {"import", "translate an ONNX model into a graph file and a checkpoint", import_usage, NULL,
+     cmd_import},
+    {"export", "write a graph and its checkpoint as an ONNX model", export_usage, NULL,
+     cmd_export},
     {"check", "check a graph's gradients against finite differences", check_usage, NULL,
      cmd_check},
 };
@@ -99,6 +104,13 @@ static int run(int argc, char **argv) {
   if (!c) {
     fprintf(stderr, "rnnc: unknown command '%s'\nTry 'rnnc --help'.\n", cmd);
     return EXIT_USAGE;
+  }
+  int ranks = dist_launched_size(); /* mpirun -np ranks: MPI starts in cmd_train */
+  if (ranks > 1 && c->run != cmd_train) {
+    fprintf(stderr, "rnnc %s: error: started as one of %d processes (mpirun -np %d): only 'rnnc "
+                    "train' runs on several ranks\n",
+            cmd, ranks, ranks);
+    return EXIT_BAD_INPUT;
   }
   return c->run(argc - 1, argv + 1);
 }

@@ -14,7 +14,8 @@
  * chars[off[t] + b]. No arithmetic is spent on padding: step t computes
  * bs[t] rows, and sequence b's last state is row b of step lens[b] - 1.
  *
- * state:   the parameter values (slot 0 of the flat buffer).
+ * state:   the parameter values (slot 0 of the flat buffer); unused when
+ *          CodegenOptions.baked_values makes them constants (rnnc build).
  * grad:    (g->nfloats) the gradients of the sum of the B losses are added
  *          here (a training step); unused by an inference kernel.
  * targets: (B) classes. noise: (B * abi.noise) uniform draws in [-1, 1],
@@ -81,6 +82,8 @@ typedef struct BC {
   LLVMValueRef rows; /* rows of a ROWS value here: B, or bs[t] in a scan body */
   Pack *packs;
   int npacks;
+  Baked bk; /* AOT (opt->baked_values): the weights and their packs are
+             * constants of the module, and state is unused */
 } BC;
 
 static const Node *N(BC *c, int id) { return &c->g->nodes[id]; }
@@ -288,8 +291,13 @@ static LLVMValueRef packed(BC *c, int w, int k0, int n) {
       return c->packs[i].ptr;
   Cg *cg = &c->cg;
   long long M = wn->type.dim[0], ldw = wn->type.dim[1];
-  LLVMValueRef dst = buffer(c, K_SHARED, (long long)n * M);
-  transpose(cg, dst, M, fptr(cg, c->ptr[w], ci64(cg, k0)), ldw, M, n); /* dst[k][m] = W[m][k0 + k] */
+  LLVMValueRef dst, scale;
+  if (c->bk.values && wn->op == OP_LOAD) {
+    dst = baked_columns(cg, &c->bk, wn->a, k0, n, &scale); /* the same [n][M], made once */
+  } else {
+    dst = buffer(c, K_SHARED, (long long)n * M);
+    transpose(cg, dst, M, fptr(cg, c->ptr[w], ci64(cg, k0)), ldw, M, n); /* dst[k][m] = W[m][k0 + k] */
+  }
   c->packs = xrealloc(c->packs, (size_t)(c->npacks + 1) * sizeof *c->packs);
   c->packs[c->npacks++] = (Pack){wn->a, k0, n, dst};
   return dst;
@@ -662,7 +670,8 @@ static void emit_standalone(BC *c, int id) {
       fail(c, id, "a load of a slot other than the values");
       return;
     }
-    c->ptr[id] = fptr(cg, c->state, ci64(cg, (long long)param_offset(g, n->a)));
+    c->ptr[id] = c->bk.values ? baked_param(cg, &c->bk, n->a)
+                              : fptr(cg, c->state, ci64(cg, (long long)param_offset(g, n->a)));
     return;
   case OP_INPUT:
     c->ptr[id] = c->chars;
@@ -900,6 +909,9 @@ int codegen_batch(const Graph *g, LLVMModuleRef mod, const char *name, const Cod
   BC c = {.g = g, .opt = opt, .e = e, .group_serial = 1};
   Cg *cg = &c.cg;
   assert(opt && opt->simd.lanes >= 1 && "kernel_emit gives the target's vectors");
+  c.bk = (Baked){g, opt->baked_values, false};
+  if (opt->quantize) /* int8 weights would need a GEMM of int8 columns */
+    return errf(e, "batched codegen: no batched kernel for int8 weights");
   cg_init(cg, mod, opt->simd);
   size_t nn = (size_t)g->nnodes;
   c.kind = xcalloc(nn, sizeof *c.kind);

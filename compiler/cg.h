@@ -131,15 +131,18 @@ LLVMValueRef cg_elem(Cg *cg, Op op, LLVMValueRef a, LLVMValueRef b);
 
 /* ------------------------------------------- batch-1 product kernels */
 
-/* The batch-1 kernels' vectors: 16 floats on every target (two ymm on
- * AVX2, four xmm on SSE2; their results are pinned bit for bit). Rows of
- * a weight gradient one outer_seq_rows call keeps in registers. */
+/* The batch-1 kernels' blocks: 16 rows, and vectors of 16 floats (two ymm
+ * on AVX2, four xmm on SSE2; their results are pinned bit for bit), but
+ * for the forward product on targets other than x86 (cg->simd.mv_lanes).
+ * Rows of a weight gradient one outer_seq_rows call keeps in registers. */
 enum { BLOCK = 16, ACC_ROWS = 8 };
 
-/* ys[i][0..16/nx) = rows [0, 16/nx) of W (from w, row stride ld floats)
- * times xs[i][0..nv), for nx in {1, 2, 4} vectors x; nv a multiple of 16. */
+/* ys[i][0..16/nx) = rows [0, 16/nx) of W (from w, row stride ld) times
+ * xs[i][0..nv), for nx in {1, 2, 4} vectors x; nv a multiple of 16. W is
+ * float, or with scale int8 rows whose row j is scaled by scale[j] (its
+ * result multiplied: the products are summed in float). */
 void matvec_block_n(Cg *cg, LLVMValueRef w, long long ld, LLVMValueRef *xs, int nx, long long nv,
-                    LLVMValueRef *ys);
+                    LLVMValueRef *ys, LLVMValueRef scale);
 /* ys[q][0..n) = W^T us[q] for nx in {1, 2, 4} vectors u: W's M rows from
  * w (stride ld), its n columns from w's column 0; n a multiple of 16. */
 void matvec_t_block(Cg *cg, LLVMValueRef w, long long ld, long long M, long long n,
@@ -174,6 +177,30 @@ typedef struct Gemm {
 /* Register-blocked for cg->simd: a tile of mr rows x nr vectors of C in
  * registers over all of K, A broadcast, B loaded a vector at a time. */
 void gemm(Cg *cg, const Gemm *p);
+
+/* ------------------------------------------------- baked values (AOT) */
+
+/* rnnc build: the checkpoint's values as constants of the module, each
+ * made once and shared by the module's kernels (private globals named
+ * rnnc.*). Unquantized, all values are one float array laid out as the
+ * parameter buffer; quantized (rnnc.h's quantize_row), the parameters
+ * that are a product's matrix are int8 rows with float row scales, and
+ * every other parameter is a float array of its own. */
+typedef struct Baked {
+  const Graph *g;
+  const float *values; /* (g->nfloats) */
+  bool quantize;
+} Baked;
+/* Parameter p's floats. */
+LLVMValueRef baked_param(Cg *cg, const Baked *bk, int p);
+/* Columns [k0, k0 + n) of matrix parameter p [M][ld] as int8 rows, [M][n];
+ * *scale the M row scales (of whole rows). */
+LLVMValueRef baked_q8(Cg *cg, const Baked *bk, int p, int k0, int n, LLVMValueRef *scale);
+/* Columns [k0, k0 + n) of matrix parameter p [M][ld] transposed, [n][M]
+ * (column k0 + j's M values contiguous: what a product with a one-hot
+ * vector reads): floats, or quantized int8 with *scale the M row scales
+ * (else *scale is NULL). */
+LLVMValueRef baked_columns(Cg *cg, const Baked *bk, int p, int k0, int n, LLVMValueRef *scale);
 
 /* dst[j*ldd + i] = src[i*lds + j] for i < rows, j < cols: W [rows][cols]
  * packed transposed, W^T [cols][rows], as the forward product's B. */

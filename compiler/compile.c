@@ -160,6 +160,13 @@ int kernels_prepare(Kernels *ks, const char *path, const char *text, size_t len,
     ks->front += t1 - t0;
     if (!g)
       goto fail;
+    if (g->nodes[g->input].type.kind == TY_F32) {
+      errf(e, "%s: the graph's input is float vectors (f32[T, %d]): only the reference "
+              "interpreter runs such a graph; rnnc's kernels (train, eval, predict, build) take "
+              "characters (input x : onehot[T, V]; rnnc import --onehot)",
+           path, g->vocab);
+      goto fail;
+    }
     if (kinds[k].train && lr > 0)
       g->train.lr = lr;
     if (kinds[k].prepare)

@@ -18,7 +18,8 @@ struct Interp {
   double **val; /* node id -> its current value */
   size_t *cap;  /* node id -> allocated doubles */
   int T;
-  const int32_t *chars;
+  const int32_t *chars; /* a one-hot input's indices, or */
+  const float *x;       /* a float input's rows (T * width) */
   int target;
   Err *err;
   int failed;
@@ -190,8 +191,12 @@ static void eval(Interp *I, int id) {
       y[i] = I->slot[n->b][param_offset(g, n->a) + i];
     break;
   case OP_INPUT:
-    for (int t = 0; t < I->T; t++)
-      y[t] = I->chars[t];
+    if (n->type.kind == TY_F32)
+      for (size_t i = 0; i < c; i++)
+        y[i] = R(I, I->x[i]);
+    else
+      for (int t = 0; t < I->T; t++)
+        y[t] = I->chars[t];
     break;
   case OP_TARGET:
     y[0] = I->target;
@@ -366,7 +371,10 @@ static void run_block(Interp *I, int blk) {
 static int check_input(const Graph *g, const int32_t *chars, int len, int target, Err *e) {
   if (len < 1)
     return errf(e, "an empty sequence");
-  for (int t = 0; t < len; t++)
+  if ((g->nodes[g->input].type.kind == TY_F32) != !chars)
+    return errf(e, chars ? "the graph's input is float vectors, not characters"
+                         : "the graph's input is characters, not float vectors");
+  for (int t = 0; chars && t < len; t++)
     if (chars[t] < 0 || chars[t] >= g->vocab)
       return errf(e, "character index %d at position %d is outside the vocabulary of %d",
                   chars[t], t, g->vocab);
@@ -375,12 +383,15 @@ static int check_input(const Graph *g, const int32_t *chars, int len, int target
   return 0;
 }
 
-int interp_run(Interp *I, const int32_t *chars, int len, int target, Err *e) {
+/* One run on characters or on float rows (the graph's input says which). */
+static int interp_run_input(Interp *I, const int32_t *chars, const float *x, int len, int target,
+                            Err *e) {
   const Graph *g = I->g;
   if (check_input(g, chars, len, target, e))
     return -1;
   I->T = len;
   I->chars = chars;
+  I->x = x;
   I->target = target;
   I->err = e;
   I->failed = 0;
@@ -390,6 +401,14 @@ int interp_run(Interp *I, const int32_t *chars, int len, int target, Err *e) {
   }
   run_block(I, 0);
   return I->failed ? -1 : 0;
+}
+
+int interp_run(Interp *I, const int32_t *chars, int len, int target, Err *e) {
+  return interp_run_input(I, chars, NULL, len, target, e);
+}
+
+int interp_run_f32(Interp *I, const float *x, int len, int target, Err *e) {
+  return interp_run_input(I, NULL, x, len, target, e);
 }
 
 /* Block 0's nodes of one phase (graph_mark_update). */

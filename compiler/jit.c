@@ -193,7 +193,7 @@ static LLVMTargetMachineRef kernel_target_machine(const Jit *j, Err *e) {
 Simd jit_simd(const Jit *j) {
   Err e;
   LLVMTargetMachineRef tm = kernel_target_machine(j, &e);
-  Simd s = tm ? simd_of(tm) : (Simd){4, 16}; /* SSE2's, which every x86-64 has */
+  Simd s = tm ? simd_of(tm) : (Simd){.lanes = 4, .regs = 16}; /* SSE2's, which every x86-64 has */
   if (tm)
     LLVMDisposeTargetMachine(tm);
   return s;

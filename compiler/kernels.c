@@ -1,7 +1,8 @@
 /* kernels.c: the product micro-kernels codegen calls, and the builders
  * they share with llvm.c (cg.h).
  *
- * Batch 1 (matrix-vector; BLOCK = 16 floats per vector on every target):
+ * Batch 1 (matrix-vector; BLOCK = 16 rows, 16-float vectors on x86, the
+ * target's vectors elsewhere in matvec_block_n):
  *   matvec_block_n   y = W x for 16 rows, one to four vectors x at a time
  *   matvec_t_block   y = W^T u for one to four vectors u, y in registers
  *   outer_seq_rows   a weight or bias gradient summed over a sequence
@@ -16,6 +17,7 @@
  * micro-kernels to the module). */
 #include <assert.h>
 #include <llvm-c/TargetMachine.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -142,23 +144,49 @@ LLVMValueRef cg_elem(Cg *cg, Op op, LLVMValueRef a, LLVMValueRef b) {
   }
 }
 
-static LLVMValueRef shuffle(Cg *cg, LLVMValueRef x, LLVMValueRef y, const int *idx) {
+static LLVMValueRef shuffle(Cg *cg, LLVMValueRef x, LLVMValueRef y, const int *idx, int n) {
   LLVMValueRef m[BLOCK];
-  for (int i = 0; i < BLOCK; i++)
+  for (int i = 0; i < n; i++)
     m[i] = LLVMConstInt(cg->i32, (unsigned long long)idx[i], 0);
-  return LLVMBuildShuffleVector(cg->b, x, y, LLVMConstVector(m, BLOCK), "");
+  return LLVMBuildShuffleVector(cg->b, x, y, LLVMConstVector(m, (unsigned)n), "");
+}
+
+/* The 16 floats of count vectors of 16 / count lanes (or scalars), in
+ * order, as one vector. */
+static LLVMValueRef concat16(Cg *cg, LLVMValueRef *v, int count) {
+  if (count == BLOCK) {
+    LLVMValueRef r = LLVMGetUndef(LLVMVectorType(cg->f32, BLOCK));
+    for (int j = 0; j < BLOCK; j++)
+      r = LLVMBuildInsertElement(cg->b, r, v[j], LLVMConstInt(cg->i32, (unsigned long long)j, 0), "");
+    return r;
+  }
+  for (; count > 1; count /= 2) {
+    int n = 2 * BLOCK / count, idx[BLOCK];
+    for (int i = 0; i < n; i++)
+      idx[i] = i;
+    for (int p = 0; p < count / 2; p++)
+      v[p] = shuffle(cg, v[2 * p], v[2 * p + 1], idx, n);
+  }
+  return v[0];
 }
 
 /* ys[i][0..R) = W rows [0, R) from w (stride ld floats) times xs[i][0..nv),
- * for nx = 16 / R vectors x: 16 vector accumulators over k, accumulator
- * i * R + j for row j and vector i, so each load of a row of W serves nx
- * products; then one transposing reduction tree turns the 16 accumulators
- * into the 16 results in 15 shuffle pairs and adds, instead of a
- * horizontal sum per row (which took 40% of gru.nn's inference kernel). */
+ * for nx = 16 / R vectors x: 16 accumulators over k, accumulator i * R + j
+ * for row j and vector i, so each load of a row of W serves nx products;
+ * then one transposing reduction tree turns the 16 accumulators into the
+ * 16 results in 15 shuffle pairs and adds, instead of a horizontal sum per
+ * row (which took 40% of gru.nn's inference kernel). The accumulators are
+ * vectors of V = cg->simd.mv_lanes floats: 16 on x86 (two ymm registers
+ * each with AVX2), the target's own width elsewhere, where 16-float
+ * vectors split into spilled pieces (on a Cortex-M4, V = 1: 16 scalar
+ * sums in the FPU's registers, one multiply-add each per load of W, and
+ * no tree). */
 void matvec_block_n(Cg *cg, LLVMValueRef w, long long ld, LLVMValueRef *xs, int nx, long long nv,
-                    LLVMValueRef *ys) {
-  int R = BLOCK / nx;
-  LLVMTypeRef vt = LLVMVectorType(cg->f32, BLOCK);
+                    LLVMValueRef *ys, LLVMValueRef scale) {
+  int R = BLOCK / nx, V = cg->simd.mv_lanes ? cg->simd.mv_lanes : BLOCK;
+  assert(V >= 1 && V <= BLOCK && BLOCK % V == 0 && nv % V == 0);
+  LLVMTypeRef vt = V == 1 ? cg->f32 : LLVMVectorType(cg->f32, (unsigned)V);
+  LLVMTypeRef vq = V == 1 ? cg->i8 : LLVMVectorType(cg->i8, (unsigned)V);
   LLVMValueRef acc[BLOCK];
   LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b);
   LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(cg->fn);
@@ -168,40 +196,68 @@ void matvec_block_n(Cg *cg, LLVMValueRef w, long long ld, LLVMValueRef *xs, int 
   LLVMPositionBuilderAtEnd(cg->b, here);
   for (int j = 0; j < BLOCK; j++)
     LLVMBuildStore(cg->b, LLVMConstNull(vt), acc[j]);
-  Loop k = loop_begin(cg, ci64(cg, nv / BLOCK));
-  LLVMValueRef k0 = LLVMBuildMul(cg->b, k.i, ci64(cg, BLOCK), "");
-  LLVMValueRef xv[BLOCK];
-  for (int i = 0; i < nx; i++)
-    xv[i] = vload(cg, vt, fptr(cg, xs[i], k0));
-  for (int j = 0; j < R; j++) {
-    LLVMValueRef wv = vload(cg, vt, fptr(cg, w, LLVMBuildAdd(cg->b, k0, ci64(cg, j * ld), "")));
-    for (int i = 0; i < nx; i++) {
-      LLVMValueRef s = fadd(cg, LLVMBuildLoad2(cg->b, vt, acc[i * R + j], ""), fmul(cg, wv, xv[i]));
-      LLVMBuildStore(cg->b, s, acc[i * R + j]);
+  /* Where an accumulator spans P > 1 registers (x86's 16 floats: 2 ymm
+   * with AVX2, 4 xmm with SSE2), rows [j0, j0 + RP) per pass over k, so
+   * that their nx * RP accumulators, the x vectors and a row of W fit in
+   * the registers: with AVX2 all 16 accumulators (32 registers of 16)
+   * were spilled to the stack at every step of k. Each accumulator sums
+   * the same terms in the same order however the rows are split. At the
+   * target's own width (P = 1: AVX-512, NEON, the M4's 32 single
+   * registers) one pass, which loads x once. */
+  int P = cg->simd.lanes > 1 && V > cg->simd.lanes ? V / cg->simd.lanes : 1, RP = R;
+  while (P > 1 && RP > 1 && nx * P * (RP + 1) + P > cg->simd.regs)
+    RP /= 2;
+  for (int j0 = 0; j0 < R; j0 += RP) {
+    Loop k = loop_begin(cg, ci64(cg, nv / V));
+    LLVMValueRef k0 = LLVMBuildMul(cg->b, k.i, ci64(cg, V), "");
+    LLVMValueRef xv[BLOCK];
+    for (int i = 0; i < nx; i++)
+      xv[i] = vload(cg, vt, fptr(cg, xs[i], k0));
+    for (int j = j0; j < j0 + RP; j++) {
+      LLVMValueRef at = LLVMBuildAdd(cg->b, k0, ci64(cg, j * ld), "");
+      LLVMValueRef wv = scale ? LLVMBuildSIToFP(cg->b, vload(cg, vq, gep(cg, cg->i8, w, at)), vt, "")
+                              : vload(cg, vt, fptr(cg, w, at));
+      for (int i = 0; i < nx; i++) {
+        LLVMValueRef s = fadd(cg, LLVMBuildLoad2(cg->b, vt, acc[i * R + j], ""), fmul(cg, wv, xv[i]));
+        LLVMBuildStore(cg->b, s, acc[i * R + j]);
+      }
     }
+    loop_end(cg, &k);
   }
-  loop_end(cg, &k);
-  /* The tree: level L pairs vectors whose lanes hold 16 >> L partial sums
-   * of 1 << L rows each, and halves the partials. */
+  /* The tree: level L pairs vectors whose lanes hold V >> L partial sums
+   * of 1 << L rows each, and halves the partials; at the end vector p
+   * holds the results of accumulators [p V, (p + 1) V). */
   LLVMValueRef v[BLOCK];
   for (int j = 0; j < BLOCK; j++)
     v[j] = LLVMBuildLoad2(cg->b, vt, acc[j], "");
   int count = BLOCK;
-  for (int width = BLOCK / 2; width >= 1; width /= 2) {
+  for (int width = V / 2; width >= 1; width /= 2) {
     /* lanes come in runs of 2*width partials per row; keep the first
      * width of each run (lo) and the second (hi), from both vectors */
     int lo[BLOCK], hi[BLOCK];
-    for (int i = 0; i < BLOCK; i++) {
+    for (int i = 0; i < V; i++) {
       int run = i / width, pos = i % width;
       lo[i] = run * 2 * width + pos;
       hi[i] = run * 2 * width + width + pos;
     }
     for (int p = 0; p < count / 2; p++)
-      v[p] = fadd(cg, shuffle(cg, v[2 * p], v[2 * p + 1], lo), shuffle(cg, v[2 * p], v[2 * p + 1], hi));
+      v[p] = fadd(cg, shuffle(cg, v[2 * p], v[2 * p + 1], lo, V), shuffle(cg, v[2 * p], v[2 * p + 1], hi, V));
     count /= 2;
   }
+  LLVMValueRef y = concat16(cg, v, count);
+  LLVMTypeRef vt16 = LLVMVectorType(cg->f32, BLOCK);
+  if (scale) { /* lane i R + j is row j's */
+    LLVMValueRef m[BLOCK];
+    for (int l = 0; l < BLOCK; l++)
+      m[l] = LLVMConstInt(cg->i32, (unsigned long long)(l % R), 0);
+    LLVMTypeRef vr = LLVMVectorType(cg->f32, (unsigned)R);
+    LLVMValueRef sv = vload(cg, vr, scale);
+    if (R < BLOCK)
+      sv = LLVMBuildShuffleVector(cg->b, sv, LLVMGetUndef(vr), LLVMConstVector(m, BLOCK), "");
+    y = fmul(cg, y, sv);
+  }
   if (nx == 1) {
-    vstore(cg, v[0], ys[0]);
+    vstore(cg, y, ys[0]);
     return;
   }
   for (int i = 0; i < nx; i++) {
@@ -209,7 +265,7 @@ void matvec_block_n(Cg *cg, LLVMValueRef w, long long ld, LLVMValueRef *xs, int 
     for (int j = 0; j < R; j++)
       m[j] = LLVMConstInt(cg->i32, (unsigned long long)(i * R + j), 0);
     LLVMValueRef part =
-        LLVMBuildShuffleVector(cg->b, v[0], LLVMGetUndef(vt), LLVMConstVector(m, (unsigned)R), "");
+        LLVMBuildShuffleVector(cg->b, y, LLVMGetUndef(vt16), LLVMConstVector(m, (unsigned)R), "");
     vstore(cg, part, ys[i]);
   }
 }
@@ -337,7 +393,7 @@ static Simd simd_probe(LLVMTargetMachineRef tm) {
   LLVMBuildStore(b, LLVMBuildFAdd(b, x, y, ""), LLVMGetParam(fn, 0));
   LLVMBuildRetVoid(b);
   LLVMDisposeBuilder(b);
-  Simd s = {1, 16};
+  Simd s = {.lanes = 1, .regs = 16};
   char *msg = NULL;
   LLVMMemoryBufferRef mb;
   if (!LLVMTargetMachineEmitToMemoryBuffer(tm, m, LLVMAssemblyFile, &msg, &mb)) {
@@ -348,15 +404,15 @@ static Simd simd_probe(LLVMTargetMachineRef tm) {
     text[n] = '\0';
     LLVMDisposeMemoryBuffer(mb);
     if (strstr(text, "%zmm"))
-      s = (Simd){16, 32};
+      s = (Simd){.lanes = 16, .regs = 32};
     else if (strstr(text, "%ymm"))
-      s = (Simd){8, 16};
+      s = (Simd){.lanes = 8, .regs = 16};
     else if (strstr(text, "%xmm"))
-      s = (Simd){4, 16};
+      s = (Simd){.lanes = 4, .regs = 16};
     else if (strstr(text, ".4s"))
-      s = (Simd){4, 32}; /* AArch64 NEON */
+      s = (Simd){.lanes = 4, .regs = 32}; /* AArch64 NEON */
     else if (strstr(text, "f32x4"))
-      s = (Simd){4, 16}; /* wasm simd128 */
+      s = (Simd){.lanes = 4, .regs = 16}; /* wasm simd128 */
     free(text);
   }
   LLVMDisposeMessage(msg);
@@ -367,21 +423,22 @@ static Simd simd_probe(LLVMTargetMachineRef tm) {
 
 Simd simd_of(LLVMTargetMachineRef tm) {
   char *triple = LLVMGetTargetMachineTriple(tm), *features = LLVMGetTargetMachineFeatureString(tm);
-  Simd s = {1, 16};
+  Simd s = {.lanes = 1, .regs = 16};
   bool x86 =
       !strncmp(triple, "x86_64", 6) || (triple[0] == 'i' && triple[1] && !strncmp(triple + 2, "86", 2));
   if (!*features)
     s = simd_probe(tm);
   else if (x86 && has_feature(features, "+avx512f"))
-    s = (Simd){16, 32};
+    s = (Simd){.lanes = 16, .regs = 32};
   else if (x86 && has_feature(features, "+avx"))
-    s = (Simd){8, 16};
+    s = (Simd){.lanes = 8, .regs = 16};
   else if (x86 && has_feature(features, "+sse2"))
-    s = (Simd){4, 16};
+    s = (Simd){.lanes = 4, .regs = 16};
   else if (!strncmp(triple, "aarch64", 7) || !strncmp(triple, "arm64", 5))
-    s = (Simd){4, 32};
+    s = (Simd){.lanes = 4, .regs = 32};
   else if (!strncmp(triple, "wasm", 4) && has_feature(features, "+simd128"))
-    s = (Simd){4, 16};
+    s = (Simd){.lanes = 4, .regs = 16};
+  s.mv_lanes = x86 ? BLOCK : s.lanes;
   LLVMDisposeMessage(triple);
   LLVMDisposeMessage(features);
   return s;
@@ -626,4 +683,162 @@ void transpose(Cg *cg, LLVMValueRef dst, long long ldd, LLVMValueRef src, long l
           LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, j.i, ci64(cg, ldd), ""), ci64(cg, r), ""));
     loop_end(cg, &j);
   }
+}
+
+/* ------------------------------------------------- baked values (AOT) */
+
+void quantize_row(const float *w, size_t n, int8_t *q, float *scale) {
+  float m = 0;
+  for (size_t k = 0; k < n; k++)
+    m = fmaxf(m, fabsf(w[k]));
+  *scale = m / 127;
+  for (size_t k = 0; k < n; k++) {
+    long v = m > 0 ? lrintf(w[k] / *scale) : 0;
+    q[k] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+  }
+}
+
+bool param_quantized(const Graph *g, int p) {
+  for (int id = 0; id < g->nnodes; id++) {
+    const Node *n = &g->nodes[id];
+    const Node *w = n->op == OP_MATVEC ? &g->nodes[n->in[0]] : NULL;
+    if (w && w->op == OP_LOAD && w->b == SLOT_VALUE && w->a == p)
+      return true;
+  }
+  return false;
+}
+
+void quantized_values(const Graph *g, const float *values, float *out) {
+  if (out != values)
+    memcpy(out, values, g->nfloats * sizeof *out);
+  for (int p = 0; p < g->nparams; p++) {
+    if (!param_quantized(g, p))
+      continue;
+    Type t = g->params[p].type;
+    size_t M = (size_t)t.dim[0], ld = (size_t)t.dim[1];
+    int8_t *q = xmalloc(ld);
+    for (size_t r = 0; r < M; r++) {
+      float s, *row = out + g->params[p].offset + r * ld;
+      quantize_row(row, ld, q, &s);
+      for (size_t k = 0; k < ld; k++)
+        row[k] = (float)q[k] * s;
+    }
+    free(q);
+  }
+}
+
+/* A private constant of the module, 64-byte aligned, named `name`. */
+static LLVMValueRef constant(Cg *cg, LLVMTypeRef elem, LLVMValueRef *vals, size_t n, const char *name) {
+  LLVMValueRef gv = LLVMAddGlobal(cg->mod, LLVMArrayType2(elem, n), name);
+  LLVMSetInitializer(gv, LLVMConstArray2(elem, vals, n));
+  LLVMSetGlobalConstant(gv, 1);
+  LLVMSetLinkage(gv, LLVMPrivateLinkage);
+  LLVMSetAlignment(gv, 64);
+  return gv;
+}
+
+static LLVMValueRef f32_constant(Cg *cg, const float *v, size_t n, const char *name) {
+  LLVMValueRef *vals = xmalloc((n ? n : 1) * sizeof *vals);
+  for (size_t i = 0; i < n; i++)
+    vals[i] = LLVMConstReal(cg->f32, v[i]);
+  LLVMValueRef gv = constant(cg, cg->f32, vals, n, name);
+  free(vals);
+  return gv;
+}
+
+static LLVMValueRef i8_constant(Cg *cg, const int8_t *v, size_t n, const char *name) {
+  LLVMValueRef *vals = xmalloc((n ? n : 1) * sizeof *vals);
+  for (size_t i = 0; i < n; i++)
+    vals[i] = LLVMConstInt(cg->i8, (unsigned long long)(long long)v[i], 1);
+  LLVMValueRef gv = constant(cg, cg->i8, vals, n, name);
+  free(vals);
+  return gv;
+}
+
+LLVMValueRef baked_param(Cg *cg, const Baked *bk, int p) {
+  const Graph *g = bk->g;
+  char name[64];
+  if (!bk->quantize) {
+    LLVMValueRef all = LLVMGetNamedGlobal(cg->mod, "rnnc.values");
+    if (!all)
+      all = f32_constant(cg, bk->values, g->nfloats, "rnnc.values");
+    return fptr(cg, all, ci64(cg, (long long)g->params[p].offset));
+  }
+  snprintf(name, sizeof name, "rnnc.values.%d", p);
+  LLVMValueRef gv = LLVMGetNamedGlobal(cg->mod, name);
+  return gv ? gv : f32_constant(cg, bk->values + g->params[p].offset, type_numel(g->params[p].type), name);
+}
+
+/* Parameter p's rows quantized (malloc'd: M * ld int8, then M floats). */
+static int8_t *quantize_param(const Baked *bk, int p, float **scales) {
+  Type t = bk->g->params[p].type;
+  size_t M = (size_t)t.dim[0], ld = (size_t)t.dim[1];
+  int8_t *q = xmalloc(M * ld);
+  *scales = xmalloc(M * sizeof **scales);
+  for (size_t r = 0; r < M; r++)
+    quantize_row(bk->values + bk->g->params[p].offset + r * ld, ld, q + r * ld, *scales + r);
+  return q;
+}
+
+/* Parameter p's M row scales, made once. */
+static LLVMValueRef baked_scales(Cg *cg, const Baked *bk, int p) {
+  char name[64];
+  snprintf(name, sizeof name, "rnnc.scale.%d", p);
+  LLVMValueRef gv = LLVMGetNamedGlobal(cg->mod, name);
+  if (!gv) {
+    float *s;
+    free(quantize_param(bk, p, &s));
+    gv = f32_constant(cg, s, (size_t)bk->g->params[p].type.dim[0], name);
+    free(s);
+  }
+  return gv;
+}
+
+LLVMValueRef baked_q8(Cg *cg, const Baked *bk, int p, int k0, int n, LLVMValueRef *scale) {
+  char name[96];
+  snprintf(name, sizeof name, "rnnc.q8.%d.%d.%d", p, k0, n);
+  LLVMValueRef gv = LLVMGetNamedGlobal(cg->mod, name);
+  if (!gv) {
+    float *s;
+    int8_t *q = quantize_param(bk, p, &s);
+    size_t M = (size_t)bk->g->params[p].type.dim[0], ld = (size_t)bk->g->params[p].type.dim[1];
+    for (size_t r = 0; r < M; r++) /* the slice's rows, packed */
+      memmove(q + r * (size_t)n, q + r * ld + (size_t)k0, (size_t)n);
+    gv = i8_constant(cg, q, M * (size_t)n, name);
+    free(q);
+    free(s);
+  }
+  *scale = baked_scales(cg, bk, p);
+  return gv;
+}
+
+LLVMValueRef baked_columns(Cg *cg, const Baked *bk, int p, int k0, int n, LLVMValueRef *scale) {
+  Type t = bk->g->params[p].type;
+  size_t M = (size_t)t.dim[0], ld = (size_t)t.dim[1];
+  char name[96];
+  snprintf(name, sizeof name, "rnnc.columns.%d.%d.%d", p, k0, n);
+  *scale = bk->quantize ? baked_scales(cg, bk, p) : NULL;
+  LLVMValueRef gv = LLVMGetNamedGlobal(cg->mod, name);
+  if (gv)
+    return gv;
+  if (!bk->quantize) {
+    const float *v = bk->values + bk->g->params[p].offset;
+    float *cols = xmalloc((size_t)n * M * sizeof *cols);
+    for (size_t j = 0; j < (size_t)n; j++)
+      for (size_t r = 0; r < M; r++)
+        cols[j * M + r] = v[r * ld + (size_t)k0 + j];
+    gv = f32_constant(cg, cols, (size_t)n * M, name);
+    free(cols);
+    return gv;
+  }
+  float *s;
+  int8_t *q = quantize_param(bk, p, &s), *cols = xmalloc((size_t)n * M);
+  for (size_t j = 0; j < (size_t)n; j++)
+    for (size_t r = 0; r < M; r++)
+      cols[j * M + r] = q[r * ld + (size_t)k0 + j];
+  gv = i8_constant(cg, cols, (size_t)n * M, name);
+  free(q);
+  free(s);
+  free(cols);
+  return gv;
 }

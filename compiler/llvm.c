@@ -46,8 +46,7 @@ typedef struct CG {
   LLVMValueRef state, chars, T, target, noise, scratch, tmax, step, out;
   LLVMValueRef grad; /* the gradients: the grad slot, or the accumulating kernel's own argument */
   LLVMValueRef T64, scratch_t; /* T as i64; start of the T-sized region */
-  LLVMValueRef baked;          /* AOT: the parameter values as a constant global */
-  LLVMValueRef *baked_cols;    /* AOT: node -> its one-hot product's columns, transposed */
+  const Baked *bk;             /* AOT: the parameter values as constants; NULL: the state */
   LLVMValueRef *ptr;           /* node -> buffer or view base pointer */
   LLVMValueRef *sval;          /* node -> scalar value (f32, or i32 index) */
   LLVMValueRef *cur;           /* node -> value at the current group index */
@@ -245,59 +244,73 @@ static bool blocked_matvec(CG *c, int id) {
   return tw.dim[0] % BLOCK == 0 && nv % BLOCK == 0;
 }
 
-/* AOT: a product of a baked matrix with a one-hot vector reads one column
- * of the matrix per call, a strided gather. The object also holds those
- * columns transposed (column j's M values contiguous), which this returns
- * for product node id; NULL when the matrix is not baked. */
-static LLVMValueRef baked_columns(CG *c, int id) {
-  Cg *cg = &c->cg;
-  const Node *n = N(c, id), *w = N(c, n->in[0]);
-  if (!c->baked || w->op != OP_LOAD || w->b != SLOT_VALUE)
-    return NULL;
-  if (c->baked_cols[id])
-    return c->baked_cols[id];
-  const Graph *g = c->g;
-  long long M = w->type.dim[0], ld = w->type.dim[1], ncols = N(c, n->in[1])->type.dim[0];
-  const float *v = c->opt->baked_values + param_offset(g, w->a);
-  size_t cnt = (size_t)(M * ncols);
-  LLVMValueRef *vals = xmalloc(cnt * sizeof *vals);
-  for (long long j = 0; j < ncols; j++)
-    for (long long r = 0; r < M; r++)
-      vals[j * M + r] = LLVMConstReal(cg->f32, v[r * ld + n->a + j]);
-  LLVMValueRef gv = LLVMAddGlobal(cg->mod, LLVMArrayType2(cg->f32, cnt), "columns");
-  LLVMSetInitializer(gv, LLVMConstArray2(cg->f32, vals, cnt));
-  LLVMSetGlobalConstant(gv, 1);
-  LLVMSetLinkage(gv, LLVMPrivateLinkage);
-  LLVMSetAlignment(gv, 64);
-  free(vals);
-  return c->baked_cols[id] = gv;
+/* AOT: the baked matrix a product reads (NULL: none, it reads the state). */
+static const Baked *baked_matrix(CG *c, int id) {
+  const Node *w = N(c, N(c, id)->in[0]);
+  return c->bk && w->op == OP_LOAD && w->b == SLOT_VALUE ? c->bk : NULL;
 }
 
+/* Product node id's W[r, k0] and the row stride *ld: a float pointer, or
+ * with --quantize int8 an int8 pointer with *scale the matrix's row
+ * scales (row r's at scale[r]; else *scale is NULL). */
+static LLVMValueRef weight_row(CG *c, int id, LLVMValueRef r, LLVMValueRef *scale, long long *ld) {
+  Cg *cg = &c->cg;
+  const Node *n = N(c, id), *w = N(c, n->in[0]), *v = N(c, n->in[1]);
+  const Baked *bk = baked_matrix(c, id);
+  *scale = NULL;
+  if (bk && bk->quantize) { /* the int8 rows of the product's columns alone */
+    *ld = is_seq_type(v->type) ? v->type.dim[1] : v->type.dim[0];
+    LLVMValueRef q = baked_q8(cg, bk, w->a, n->a, (int)*ld, scale);
+    return gep(cg, cg->i8, q, LLVMBuildMul(cg->b, r, ci64(cg, *ld), ""));
+  }
+  *ld = w->type.dim[1];
+  LLVMValueRef at = LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, r, ci64(cg, *ld), ""), ci64(cg, n->a), "");
+  return fptr(cg, c->ptr[n->in[0]], at);
+}
+
+/* Element k of a row from weight_row, as a float. */
+static LLVMValueRef weight_at(Cg *cg, LLVMValueRef row, LLVMValueRef k, LLVMValueRef scale) {
+  if (!scale)
+    return load(cg, row, k);
+  return LLVMBuildSIToFP(cg->b, LLVMBuildLoad2(cg->b, cg->i8, gep(cg, cg->i8, row, k), ""), cg->f32, "");
+}
+
+/* y[r] = W[r, k0:k0+n] v, a one-hot v reading one column. With baked
+ * weights the object also holds the columns transposed (column j's M
+ * values contiguous, baked_columns), so the loop over rows reads them
+ * without a strided gather. Quantized, the row's sum is in float and then
+ * scaled. */
 static void emit_matvec_row(CG *c, int id, LLVMValueRef r) {
   Cg *cg = &c->cg;
-  /* y[r] = W[r, k0:k0+n] v  (a one-hot v reads one column) */
   const Node *n = N(c, id);
   Type tw = N(c, n->in[0])->type, tv = N(c, n->in[1])->type;
-  LLVMValueRef row = LLVMBuildMul(cg->b, r, ci64(cg, tw.dim[1]), "");
-  row = LLVMBuildAdd(cg->b, row, ci64(cg, n->a), "");
-  LLVMValueRef w = fptr(cg, c->ptr[n->in[0]], row);
+  LLVMValueRef scale;
   if (tv.kind == TY_ONEHOT) {
     LLVMValueRef idx = LLVMBuildSExt(cg->b, c->sval[n->in[1]], cg->i64, "");
-    LLVMValueRef wt = baked_columns(c, id);
-    if (wt) /* column idx is contiguous: the row loop vectorizes without a gather */
-      c->cur[id] =
-          load(cg, wt, LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, idx, ci64(cg, tw.dim[0]), ""), r, ""));
-    else
-      c->cur[id] = load(cg, w, idx);
+    const Baked *bk = baked_matrix(c, id);
+    if (!bk) {
+      long long ld;
+      c->cur[id] = load(cg, weight_row(c, id, r, &scale, &ld), idx);
+      return;
+    }
+    LLVMValueRef wt = baked_columns(cg, bk, N(c, n->in[0])->a, n->a, tv.dim[0], &scale);
+    LLVMValueRef at = LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, idx, ci64(cg, tw.dim[0]), ""), r, "");
+    c->cur[id] = weight_at(cg, wt, at, scale);
+    if (scale)
+      c->cur[id] = fmul(cg, c->cur[id], load(cg, scale, r));
     return;
   }
+  long long ld;
+  LLVMValueRef w = weight_row(c, id, r, &scale, &ld);
   LLVMValueRef acc = acc_new(cg, cf32(cg, 0));
   Loop k = loop_begin(cg, ci64(cg, tv.dim[0]));
   LLVMValueRef s = fadd(cg, LLVMBuildLoad2(cg->b, cg->f32, acc, ""),
-                        fmul(cg, load(cg, w, k.i), load(cg, c->ptr[n->in[1]], k.i)));
+                        fmul(cg, weight_at(cg, w, k.i, scale), load(cg, c->ptr[n->in[1]], k.i)));
   LLVMBuildStore(cg->b, s, acc);
   loop_end(cg, &k);
   c->cur[id] = LLVMBuildLoad2(cg->b, cg->f32, acc, "");
+  if (scale)
+    c->cur[id] = fmul(cg, c->cur[id], load(cg, scale, r));
 }
 
 static void close_group(CG *c, Group *gr) {
@@ -457,7 +470,8 @@ static void emit_scan(CG *c, int id) {
 typedef struct Steps {
   CG *c;
   int id;
-  LLVMValueRef w, r0;
+  LLVMValueRef w, r0, scale; /* scale: the block's row scales (int8 w), or NULL */
+  long long ld;              /* w's row stride */
 } Steps;
 
 static void matvec_t_steps(void *ctx, LLVMValueRef *ts, int nx) {
@@ -610,8 +624,7 @@ static void matvec_steps(void *ctx, LLVMValueRef *ts, int nx) {
   CG *c = m->c;
   Cg *cg = &c->cg;
   const Node *n = N(c, m->id);
-  Type tw = N(c, n->in[0])->type;
-  long long M = tw.dim[0], nv = N(c, n->in[1])->type.dim[1];
+  long long M = N(c, n->in[0])->type.dim[0], nv = N(c, n->in[1])->type.dim[1];
   LLVMValueRef xs[4];
   for (int q = 0; q < nx; q++)
     xs[q] = seq_row(c, n->in[1], ts[q]);
@@ -621,8 +634,20 @@ static void matvec_steps(void *ctx, LLVMValueRef *ts, int nx) {
     for (int q = 0; q < nx; q++)
       ys[q] =
           fptr(cg, c->ptr[m->id], LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, ts[q], ci64(cg, M), ""), rh, ""));
-    matvec_block_n(cg, fptr(cg, m->w, ci64(cg, h * BLOCK / nx * tw.dim[1])), tw.dim[1], xs, nx, nv, ys);
+    LLVMValueRef at = ci64(cg, h * BLOCK / nx * m->ld);
+    matvec_block_n(cg, m->scale ? gep(cg, cg->i8, m->w, at) : fptr(cg, m->w, at), m->ld, xs, nx, nv, ys,
+                   m->scale ? fptr(cg, m->scale, ci64(cg, h * BLOCK / nx)) : NULL);
   }
+}
+
+/* Whether anything but a product's matrix operand reads load node id. */
+static bool read_as_float(CG *c, int id) {
+  for (int u = 0; u < c->nusers[id]; u++) {
+    const Node *n = N(c, c->users[id][u]);
+    if (n->op != OP_MATVEC || n->in[0] != id || n->in[1] == id)
+      return true;
+  }
+  return false;
 }
 
 static void emit_standalone(CG *c, int id) {
@@ -632,9 +657,13 @@ static void emit_standalone(CG *c, int id) {
   int a = n->nin > 0 ? n->in[0] : -1, b = n->nin > 1 ? n->in[1] : -1;
   switch (n->op) {
   case OP_LOAD:
+    if (c->bk && n->b == SLOT_VALUE) {
+      /* quantized, a matrix only products read is only int8 rows */
+      if (!c->bk->quantize || !param_quantized(g, n->a) || read_as_float(c, id))
+        c->ptr[id] = baked_param(cg, c->bk, n->a);
+      break;
+    }
     c->ptr[id] = fptr(cg, c->state, ci64(cg, (long long)(n->b * g->nfloats + param_offset(g, n->a))));
-    if (c->baked && n->b == SLOT_VALUE)
-      c->ptr[id] = fptr(cg, c->baked, ci64(cg, (long long)param_offset(g, n->a)));
     break;
   case OP_INPUT:
     c->ptr[id] = c->chars;
@@ -751,36 +780,37 @@ static void emit_standalone(CG *c, int id) {
     bool seq = is_seq_type(tx);
     long long M = tw.dim[0], nv = seq ? tx.dim[1] : tx.dim[0];
     c->ptr[id] = buffer(c, id);
+    LLVMValueRef scale;
+    long long ld;
     if (blocked_matvec(c, id)) {
       Loop r = loop_begin(cg, ci64(cg, M / BLOCK));
       LLVMValueRef r0 = LLVMBuildMul(cg->b, r.i, ci64(cg, BLOCK), "");
-      LLVMValueRef w =
-          fptr(cg, c->ptr[a],
-               LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, r0, ci64(cg, tw.dim[1]), ""), ci64(cg, n->a), ""));
+      LLVMValueRef w = weight_row(c, id, r0, &scale, &ld);
+      if (scale)
+        scale = fptr(cg, scale, r0);
       if (seq) {
         /* several steps at a time, 16 / n rows each, so a load of W
          * serves n products */
-        Steps ms = {c, id, w, r0};
+        Steps ms = {c, id, w, r0, scale, ld};
         step_tuples(cg, c->T64, matvec_steps, &ms);
       } else {
         LLVMValueRef x = c->ptr[b], y = fptr(cg, c->ptr[id], r0);
-        matvec_block_n(cg, w, tw.dim[1], &x, 1, nv, &y);
+        matvec_block_n(cg, w, ld, &x, 1, nv, &y, scale);
       }
       loop_end(cg, &r);
       break;
     }
     Loop r = loop_begin(cg, ci64(cg, M));
-    LLVMValueRef w =
-        fptr(cg, c->ptr[a],
-             LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, r.i, ci64(cg, tw.dim[1]), ""), ci64(cg, n->a), ""));
+    LLVMValueRef w = weight_row(c, id, r.i, &scale, &ld);
     Loop t = loop_begin(cg, c->T64);
     LLVMValueRef x = seq_row(c, b, t.i);
     LLVMValueRef acc = acc_new(cg, cf32(cg, 0));
     Loop k = loop_begin(cg, ci64(cg, nv));
     LLVMBuildStore(cg->b, fadd(cg, LLVMBuildLoad2(cg->b, cg->f32, acc, ""),
-                              fmul(cg, load(cg, w, k.i), load(cg, x, k.i))), acc);
+                              fmul(cg, weight_at(cg, w, k.i, scale), load(cg, x, k.i))), acc);
     loop_end(cg, &k);
-    store(cg, LLVMBuildLoad2(cg->b, cg->f32, acc, ""), c->ptr[id],
+    LLVMValueRef y = LLVMBuildLoad2(cg->b, cg->f32, acc, "");
+    store(cg, scale ? fmul(cg, y, load(cg, scale, r.i)) : y, c->ptr[id],
           LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, t.i, ci64(cg, M), ""), r.i, ""));
     loop_end(cg, &t);
     loop_end(cg, &r);
@@ -794,7 +824,7 @@ static void emit_standalone(CG *c, int id) {
     c->ptr[id] = buffer(c, id);
     if (n->b % BLOCK == 0) {
       if (seq) {
-        Steps ms = {c, id, NULL, NULL};
+        Steps ms = {c, id, NULL, NULL, NULL, 0};
         step_tuples(cg, c->T64, matvec_t_steps, &ms);
       } else {
         LLVMValueRef u = c->ptr[b], y = c->ptr[id];
@@ -873,7 +903,7 @@ int codegen(const Graph *g, LLVMModuleRef mod, const char *name, const CodegenOp
             KernelAbi *abi, Err *e) {
   CG c = {.g = g, .opt = opt, .group_serial = 1};
   Cg *cg = &c.cg;
-  cg_init(cg, mod, opt && opt->simd.lanes ? opt->simd : (Simd){4, 16});
+  cg_init(cg, mod, opt && opt->simd.lanes ? opt->simd : (Simd){.lanes = 4, .regs = 16});
   size_t nn = (size_t)g->nnodes;
   c.ptr = xcalloc(nn, sizeof *c.ptr);
   c.sval = xcalloc(nn, sizeof *c.sval);
@@ -885,24 +915,11 @@ int codegen(const Graph *g, LLVMModuleRef mod, const char *name, const CodegenOp
   c.nusers = xcalloc(nn, sizeof *c.nusers);
   c.users = xcalloc(nn, sizeof *c.users);
   c.in_group = xcalloc(nn, sizeof *c.in_group);
-  c.baked_cols = xcalloc(nn, sizeof *c.baked_cols);
   plan(&c);
-
-  if (opt && opt->baked_values) {
-    /* AOT: the trained values become read-only data in the object. */
-    LLVMValueRef *vals = xmalloc(g->nfloats * sizeof *vals);
-    for (size_t i = 0; i < g->nfloats; i++)
-      vals[i] = LLVMConstReal(cg->f32, opt->baked_values[i]);
-    LLVMTypeRef aty = LLVMArrayType2(cg->f32, g->nfloats);
-    char gname[256];
-    snprintf(gname, sizeof gname, "%s_weights", name);
-    c.baked = LLVMAddGlobal(mod, aty, gname);
-    LLVMSetInitializer(c.baked, LLVMConstArray2(cg->f32, vals, g->nfloats));
-    LLVMSetGlobalConstant(c.baked, 1);
-    LLVMSetLinkage(c.baked, LLVMInternalLinkage);
-    LLVMSetAlignment(c.baked, 64);
-    free(vals);
-  }
+  /* AOT: the trained values become read-only data in the object. */
+  Baked bk = {g, opt ? opt->baked_values : NULL, opt && opt->quantize};
+  if (bk.values)
+    c.bk = &bk;
 
   /* An accumulating kernel takes its gradient buffer as a second argument
    * (each thread of a batch has its own). */
@@ -990,7 +1007,6 @@ int codegen(const Graph *g, LLVMModuleRef mod, const char *name, const CodegenOp
   free(c.nusers);
   free(c.in_group);
   free(c.first_acc);
-  free(c.baked_cols);
   cg_dispose(cg);
   (void)e;
   return 0;

@@ -773,8 +773,12 @@ static void exec_top(Lower *L, Stmt *st) {
     bool in = st->kind == S_INPUT;
     if ((in ? g->input : g->target) >= 0)
       error_at(L->d, st->pos, "a second '%s' statement (a graph has one)", in ? "input" : "target");
-    int n = eval_int(L, s, st->value, in ? "the vocabulary size" : "the class count", 1);
-    Type t = in ? (Type){TY_ONEHOT, 2, {DIM_T, n}} : (Type){TY_CLASS, 0, {n, 0}};
+    int n = eval_int(L, s, st->value,
+                     !in ? "the class count" : st->trainable ? "the input width" : "the vocabulary size",
+                     1);
+    Type t = !in           ? (Type){TY_CLASS, 0, {n, 0}}
+             : st->trainable ? (Type){TY_F32, 2, {DIM_T, n}}
+                             : (Type){TY_ONEHOT, 2, {DIM_T, n}};
     int id = ir_leaf(g, 0, in ? OP_INPUT : OP_TARGET, t, 0, 0, st->name.pos);
     *(in ? &g->input : &g->target) = id;
     *(in ? &g->vocab : &g->classes) = n;

@@ -3,6 +3,8 @@
  * as a read-only constant, and C-callable wrappers generated as IR:
  *
  *   int P_forward(const int32_t *chars, int32_t len, float *logits)
+ *   int P_forward_batch(const int32_t *idx, const int32_t *lens, int32_t n,
+ *                       float *logits)
  *   int P_predict(const char *ascii_name, float *probs)
  *   extern const char *const P_labels[classes]
  *
@@ -21,6 +23,13 @@
  *   the actual length (scratch_fixed + len * scratch_per_t floats): the
  *   functions keep no state between calls and are reentrant and
  *   thread-safe; the price is stack space, bounded by OBJ_MAX_LEN.
+ * - P_forward_batch runs batch.c's kernel (products as GEMMs over up to
+ *   OBJ_BATCH names) with the weights' transposed copies as constants too
+ *   (the object's float weights twice), on a stack scratch sized for its
+ *   input; on bare metal, and where batch.c makes no kernel (int8
+ *   weights, a graph it cannot batch), it calls P_forward for each name.
+ * - With ObjOptions.quantize the products' matrices are int8 rows with a
+ *   float scale each (kernels.c's baked_q8); everything else stays float.
  *
  * require: g is a verified inference graph after graph_passes(g, false,
  * PASSES_ALL): a forward kernel that reads only the parameter values. */
@@ -28,6 +37,7 @@
 #include <llvm-c/Object.h>
 #include <llvm-c/Target.h>
 #include <llvm-c/TargetMachine.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,13 +141,32 @@ static LLVMValueRef fptr(W *w, LLVMValueRef base, LLVMValueRef i) {
   return LLVMBuildInBoundsGEP2(w->b, w->f32, base, &i, 1, "");
 }
 
+/* Loads element i of an i32 or i64 array (i an i64). */
+static LLVMValueRef load_at(W *w, LLVMTypeRef ty, LLVMValueRef base, LLVMValueRef i) {
+  return LLVMBuildLoad2(w->b, ty, LLVMBuildInBoundsGEP2(w->b, ty, base, &i, 1, ""), "");
+}
+
+static void store_at(W *w, LLVMTypeRef ty, LLVMValueRef v, LLVMValueRef base, LLVMValueRef i) {
+  LLVMBuildStore(w->b, v, LLVMBuildInBoundsGEP2(w->b, ty, base, &i, 1, ""));
+}
+
+static LLVMValueRef load_slot(W *w, LLVMTypeRef ty, LLVMValueRef s) { return LLVMBuildLoad2(w->b, ty, s, ""); }
+
+/* Continues in a new block when cond holds, else returns rc. */
+static void return_unless(W *w, LLVMValueRef cond, int rc) {
+  LLVMBasicBlockRef ok = block(w, "ok"), bad = block(w, "bad");
+  LLVMBuildCondBr(w->b, cond, ok, bad);
+  at(w, bad);
+  LLVMBuildRet(w->b, c32(w, rc));
+  at(w, ok);
+}
+
 /* P_forward: checks the pointers, the length and every index, then runs
  * the kernel on a stack scratch sized for len, with the zero noise
  * buffer. Returns 0, 1 (len outside [1, max_len]), 2 (an index outside
  * [0, vocab)) or 3 (chars or logits NULL). */
 static LLVMValueRef build_forward(W *w, const Graph *g, const char *prefix, LLVMValueRef kernel,
-                                  LLVMTypeRef kty, LLVMValueRef weights, LLVMValueRef noise,
-                                  const KernelAbi *abi) {
+                                  LLVMTypeRef kty, LLVMValueRef noise, const KernelAbi *abi) {
   LLVMTypeRef params[3] = {w->pty, w->i32, w->pty};
   LLVMTypeRef fty = LLVMFunctionType(w->i32, params, 3, 0);
   char name[128];
@@ -189,7 +218,9 @@ static LLVMValueRef build_forward(W *w, const Graph *g, const char *prefix, LLVM
                       LLVMBuildNUWMul(w->b, n, c64(w, (long long)abi->scratch_per_t), ""), "");
   LLVMValueRef scratch = LLVMBuildArrayAlloca(w->b, w->f32, nscratch, "scratch");
   LLVMSetAlignment(scratch, 64);
-  LLVMValueRef args[9] = {weights, chars,   len, c32(w, 0), noise,
+  /* the kernel reads its weights from the module's constants, not from
+   * the state argument */
+  LLVMValueRef args[9] = {LLVMConstNull(w->pty), chars, len, c32(w, 0), noise,
                           scratch, len, LLVMConstReal(w->f32, 0), out};
   LLVMBuildCall2(w->b, kty, kernel, args, 9, "");
   LLVMBuildMemCpy(w->b, logits, 4, out, 4, c64(w, 4LL * g->classes));
@@ -201,6 +232,165 @@ static LLVMValueRef build_forward(W *w, const Graph *g, const char *prefix, LLVM
   at(w, bad_ptr);
   LLVMBuildRet(w->b, c32(w, 3));
   return w->fn;
+}
+
+/* P_forward_batch(idx, lens, n, logits): names i < n of lens[i] indices
+ * each, one after the other in idx; logits[i * classes ..] gets name i's.
+ * Checks everything before it writes anything: 3 for a NULL pointer or
+ * n < 1, 1 for a length outside [1, max_len], 2 for an index outside
+ * [0, vocab). Then, with a batched kernel (batch.c; kty NULL: none), runs
+ * the names OBJ_BATCH at a time: sorted by length, longest first
+ * (stable), packed as the kernel wants them, on one stack scratch sized
+ * for the chunk with the most characters; without one, calls P_forward
+ * for each name. */
+static void build_forward_batch(W *w, const Graph *g, const char *prefix, LLVMValueRef forward,
+                                LLVMValueRef kernel, LLVMTypeRef kty, LLVMValueRef noise,
+                                const KernelAbi *abi) {
+  LLVMTypeRef params[4] = {w->pty, w->pty, w->i32, w->pty};
+  char name[128];
+  snprintf(name, sizeof name, "%s_forward_batch", prefix);
+  w->fn = LLVMAddFunction(w->mod, name, LLVMFunctionType(w->i32, params, 4, 0));
+  c_function_attrs(w, w->fn);
+  param_attr(w, w->fn, 0, "nocapture");
+  param_attr(w, w->fn, 0, "readonly");
+  param_attr(w, w->fn, 1, "nocapture");
+  param_attr(w, w->fn, 1, "readonly");
+  param_attr(w, w->fn, 3, "nocapture");
+  LLVMValueRef idx = LLVMGetParam(w->fn, 0), lens = LLVMGetParam(w->fn, 1),
+               n32 = LLVMGetParam(w->fn, 2), logits = LLVMGetParam(w->fn, 3);
+  LLVMSetValueName2(idx, "idx", 3);
+  LLVMSetValueName2(lens, "lens", 4);
+  LLVMSetValueName2(n32, "n", 1);
+  LLVMSetValueName2(logits, "logits", 6);
+  const long long C = g->classes, CH = OBJ_BATCH, L = OBJ_MAX_LEN;
+  at(w, block(w, "entry"));
+  LLVMValueRef total = slot(w, w->i64, "total"), pos = slot(w, w->i64, "pos");
+  LLVMValueRef some_null = LLVMBuildOr(
+      w->b, LLVMBuildOr(w->b, LLVMBuildIsNull(w->b, idx, ""), LLVMBuildIsNull(w->b, lens, ""), ""),
+      LLVMBuildIsNull(w->b, logits, ""), "");
+  return_unless(w, LLVMBuildAnd(w->b, LLVMBuildNot(w->b, some_null, ""),
+                                LLVMBuildICmp(w->b, LLVMIntSGE, n32, c32(w, 1), ""), ""),
+                3);
+  LLVMValueRef n = LLVMBuildZExt(w->b, n32, w->i64, "n");
+  /* the lengths, and the characters of the most characters in one chunk
+   * (for the scratch) */
+  LLVMValueRef run = slot(w, w->i64, "run"), most = slot(w, w->i64, "most");
+  LLVMBuildStore(w->b, c64(w, 0), total);
+  LLVMBuildStore(w->b, c64(w, 0), run);
+  LLVMBuildStore(w->b, c64(w, 0), most);
+  Loop l = loop_open(w, n, "check_len");
+  LLVMValueRef len = load_at(w, w->i32, lens, l.i);
+  return_unless(w, LLVMBuildAnd(w->b, LLVMBuildICmp(w->b, LLVMIntSGE, len, c32(w, 1), ""),
+                                LLVMBuildICmp(w->b, LLVMIntSLE, len, c32(w, L), ""), ""),
+                1);
+  LLVMValueRef len64 = LLVMBuildZExt(w->b, len, w->i64, "");
+  LLVMBuildStore(w->b, LLVMBuildNUWAdd(w->b, load_slot(w, w->i64, total), len64, ""), total);
+  LLVMValueRef r = LLVMBuildNUWAdd(w->b, load_slot(w, w->i64, run), len64, "");
+  LLVMValueRef m = load_slot(w, w->i64, most);
+  LLVMBuildStore(w->b, LLVMBuildSelect(w->b, LLVMBuildICmp(w->b, LLVMIntUGT, r, m, ""), r, m, ""), most);
+  LLVMValueRef chunk_end = LLVMBuildICmp(w->b, LLVMIntEQ, LLVMBuildURem(w->b, l.i, c64(w, CH), ""),
+                                         c64(w, CH - 1), "");
+  LLVMBuildStore(w->b, LLVMBuildSelect(w->b, chunk_end, c64(w, 0), r, ""), run);
+  loop_close(w, &l);
+  l = loop_open(w, load_slot(w, w->i64, total), "check_index");
+  /* unsigned: a negative index is out of range too */
+  return_unless(w, LLVMBuildICmp(w->b, LLVMIntULT, load_at(w, w->i32, idx, l.i), c32(w, g->vocab), ""),
+                2);
+  loop_close(w, &l);
+  LLVMBuildStore(w->b, c64(w, 0), pos);
+
+  if (!kernel) { /* one name at a time */
+    l = loop_open(w, n, "name");
+    LLVMValueRef s = load_slot(w, w->i64, pos);
+    len = load_at(w, w->i32, lens, l.i);
+    LLVMValueRef args[3] = {LLVMBuildInBoundsGEP2(w->b, w->i32, idx, &s, 1, ""), len,
+                            fptr(w, logits, LLVMBuildNUWMul(w->b, l.i, c64(w, C), ""))};
+    LLVMBuildCall2(w->b, LLVMGlobalGetValueType(forward), forward, args, 3, "");
+    LLVMBuildStore(w->b, LLVMBuildNUWAdd(w->b, s, LLVMBuildZExt(w->b, len, w->i64, ""), ""), pos);
+    loop_close(w, &l);
+    LLVMBuildRet(w->b, c32(w, 0));
+    return;
+  }
+
+  /* A chunk's names: start[b] in idx, order[b] = the chunk's b-th longest,
+   * slens[b] its length; bs, off and chars as batch.c packs them. */
+  LLVMValueRef start = slot(w, LLVMArrayType2(w->i64, (uint64_t)CH), "start");
+  LLVMValueRef order = slot(w, LLVMArrayType2(w->i32, (uint64_t)CH), "order");
+  LLVMValueRef slens = slot(w, LLVMArrayType2(w->i32, (uint64_t)CH), "slens");
+  LLVMValueRef bs = slot(w, LLVMArrayType2(w->i32, (uint64_t)L), "bs");
+  LLVMValueRef off = slot(w, LLVMArrayType2(w->i32, (uint64_t)L + 1), "off");
+  LLVMValueRef chars = slot(w, LLVMArrayType2(w->i32, (uint64_t)(CH * L)), "chars");
+  LLVMValueRef out = slot(w, LLVMArrayType2(w->f32, (uint64_t)(CH * (C + 1))), "out");
+  LLVMValueRef count = slot(w, w->i32, "count");
+  /* scratch: fixed + CH * per_b + most * per_t floats, 64-byte aligned */
+  LLVMValueRef nscratch = LLVMBuildNUWAdd(
+      w->b, c64(w, (long long)(abi->scratch_fixed + (size_t)CH * abi->scratch_per_b)),
+      LLVMBuildNUWMul(w->b, load_slot(w, w->i64, most), c64(w, (long long)abi->scratch_per_t), ""), "");
+  LLVMValueRef scratch = LLVMBuildArrayAlloca(w->b, w->f32, nscratch, "scratch");
+  LLVMSetAlignment(scratch, 64);
+
+  LLVMValueRef nchunks = LLVMBuildUDiv(w->b, LLVMBuildNUWAdd(w->b, n, c64(w, CH - 1), ""), c64(w, CH), "");
+  Loop k = loop_open(w, nchunks, "chunk");
+  LLVMValueRef c0 = LLVMBuildNUWMul(w->b, k.i, c64(w, CH), "c0");
+  LLVMValueRef left = LLVMBuildSub(w->b, n, c0, "");
+  LLVMValueRef B = LLVMBuildSelect(w->b, LLVMBuildICmp(w->b, LLVMIntULT, left, c64(w, CH), ""), left,
+                                   c64(w, CH), "B");
+  Loop b = loop_open(w, B, "starts");
+  LLVMValueRef s = load_slot(w, w->i64, pos);
+  store_at(w, w->i64, s, start, b.i);
+  len = load_at(w, w->i32, lens, LLVMBuildNUWAdd(w->b, c0, b.i, ""));
+  LLVMBuildStore(w->b, LLVMBuildNUWAdd(w->b, s, LLVMBuildZExt(w->b, len, w->i64, ""), ""), pos);
+  loop_close(w, &b);
+  /* sort by length, longest first: for len = L .. 1, the names of that
+   * length in order; bs[len - 1] = the names at least that long */
+  LLVMBuildStore(w->b, c32(w, 0), count);
+  Loop q = loop_open(w, c64(w, L), "by_length");
+  LLVMValueRef want = LLVMBuildTrunc(w->b, LLVMBuildSub(w->b, c64(w, L), q.i, ""), w->i32, "want");
+  b = loop_open(w, B, "pick");
+  len = load_at(w, w->i32, lens, LLVMBuildNUWAdd(w->b, c0, b.i, ""));
+  LLVMBasicBlockRef take = block(w, "take"), skip = block(w, "skip");
+  LLVMBuildCondBr(w->b, LLVMBuildICmp(w->b, LLVMIntEQ, len, want, ""), take, skip);
+  at(w, take);
+  LLVMValueRef cnt = load_slot(w, w->i32, count);
+  LLVMValueRef cnt64 = LLVMBuildZExt(w->b, cnt, w->i64, "");
+  store_at(w, w->i32, LLVMBuildTrunc(w->b, b.i, w->i32, ""), order, cnt64);
+  store_at(w, w->i32, len, slens, cnt64);
+  LLVMBuildStore(w->b, LLVMBuildNUWAdd(w->b, cnt, c32(w, 1), ""), count);
+  LLVMBuildBr(w->b, skip);
+  at(w, skip);
+  loop_close(w, &b);
+  store_at(w, w->i32, load_slot(w, w->i32, count), bs, LLVMBuildSub(w->b, c64(w, L - 1), q.i, ""));
+  loop_close(w, &q);
+  LLVMValueRef T = load_at(w, w->i32, slens, c64(w, 0));
+  LLVMValueRef T64 = LLVMBuildZExt(w->b, T, w->i64, "T");
+  store_at(w, w->i32, c32(w, 0), off, c64(w, 0));
+  Loop t = loop_open(w, T64, "offsets");
+  store_at(w, w->i32, LLVMBuildNUWAdd(w->b, load_at(w, w->i32, off, t.i), load_at(w, w->i32, bs, t.i), ""),
+           off, LLVMBuildNUWAdd(w->b, t.i, c64(w, 1), ""));
+  loop_close(w, &t);
+  /* chars[off[t] + b] = character t of the b-th longest */
+  b = loop_open(w, B, "pack");
+  LLVMValueRef name_b = LLVMBuildZExt(w->b, load_at(w, w->i32, order, b.i), w->i64, "");
+  s = load_at(w, w->i64, start, name_b);
+  t = loop_open(w, LLVMBuildZExt(w->b, load_at(w, w->i32, slens, b.i), w->i64, ""), "pack_t");
+  LLVMValueRef ch = load_at(w, w->i32, idx, LLVMBuildNUWAdd(w->b, s, t.i, ""));
+  LLVMValueRef dst = LLVMBuildNUWAdd(w->b, LLVMBuildZExt(w->b, load_at(w, w->i32, off, t.i), w->i64, ""), b.i, "");
+  store_at(w, w->i32, ch, chars, dst);
+  loop_close(w, &t);
+  loop_close(w, &b);
+  /* the kernel reads its weights from the module's constants, and no
+   * targets (an inference graph) */
+  LLVMValueRef args[12] = {LLVMConstNull(w->pty), LLVMConstNull(w->pty), chars, slens, bs, off, T,
+                           LLVMBuildTrunc(w->b, B, w->i32, ""), LLVMConstNull(w->pty), noise,
+                           scratch, out};
+  LLVMBuildCall2(w->b, kty, kernel, args, 12, "");
+  b = loop_open(w, B, "scatter");
+  name_b = LLVMBuildZExt(w->b, load_at(w, w->i32, order, b.i), w->i64, "");
+  LLVMBuildMemCpy(w->b, fptr(w, logits, LLVMBuildNUWMul(w->b, LLVMBuildNUWAdd(w->b, c0, name_b, ""), c64(w, C), "")), 4,
+                  fptr(w, out, LLVMBuildNUWMul(w->b, b.i, c64(w, C + 1), "")), 4, c64(w, 4 * C));
+  loop_close(w, &b);
+  loop_close(w, &k);
+  LLVMBuildRet(w->b, c32(w, 0));
 }
 
 /* P_predict: UTF-8 -> indices through the vocabulary (ASCII through a
@@ -467,6 +657,14 @@ static void section_sizes(LLVMMemoryBufferRef mb, LLVMContextRef ctx, ObjInfo *i
   LLVMDisposeMemoryBuffer(mb);
 }
 
+/* P_forward_batch's stack buffers, in bytes, besides the scratch's
+ * 4 * per_t bytes per character of its largest chunk: the scratch's fixed
+ * part, and start, order, slens, bs, off, chars and out. */
+static size_t batch_stack_fixed(const Graph *g, const KernelAbi *babi) {
+  return 4 * (babi->scratch_fixed + OBJ_BATCH * babi->scratch_per_b) + 8 * OBJ_BATCH + 4 * 2 * OBJ_BATCH +
+         4 * (2 * OBJ_MAX_LEN + 1) + 4 * OBJ_BATCH * OBJ_MAX_LEN + 4 * OBJ_BATCH * ((size_t)g->classes + 1);
+}
+
 static LLVMTargetMachineRef make_target(const ObjOptions *o, TargetChoice *c, Err *e) {
   if (target_choose(o->triple, o->cpu, c, e))
     return NULL;
@@ -502,6 +700,13 @@ int obj_emit(const Graph *g, const ObjOptions *o, Buf *object, ObjInfo *info, Er
   if (g->input < 0 || g->classes < 1)
     return errf(e, "%s: the graph has no character input or no classes: nothing to classify",
                 g->src ? g->src->path : "graph");
+  for (int p = 0; o->quantize && p < g->nparams; p++) {
+    const float *v = o->values + g->params[p].offset;
+    for (size_t i = 0; param_quantized(g, p) && i < type_numel(g->params[p].type); i++)
+      if (!isfinite(v[i]))
+        return errf(e, "%s is %g at element %zu: int8 weights need finite values", g->params[p].name,
+                    (double)v[i], i);
+  }
   TargetChoice tc;
   LLVMTargetMachineRef tm = make_target(o, &tc, e);
   if (!tm)
@@ -522,14 +727,12 @@ int obj_emit(const Graph *g, const ObjOptions *o, Buf *object, ObjInfo *info, Er
 
   /* The kernel: internal, so it exists only inlined into P_forward. */
   snprintf(name, sizeof name, "%s_kernel", o->prefix);
-  CodegenOptions co = {.baked_values = o->values, .simd = simd_of(tm)};
+  CodegenOptions co = {.baked_values = o->values, .simd = simd_of(tm), .quantize = o->quantize};
   if (codegen(g, w.mod, name, &co, &info->abi, e))
     goto done;
   LLVMValueRef kernel = LLVMGetNamedFunction(w.mod, name);
-  snprintf(name, sizeof name, "%s_kernel_weights", o->prefix);
-  LLVMValueRef weights = LLVMGetNamedGlobal(w.mod, name);
-  if (!kernel || !weights) {
-    errf(e, "internal error: codegen made no kernel or no weights for %s", o->prefix);
+  if (!kernel) {
+    errf(e, "internal error: codegen made no kernel for %s", o->prefix);
     goto done;
   }
   LLVMSetLinkage(kernel, LLVMInternalLinkage);
@@ -543,7 +746,27 @@ int obj_emit(const Graph *g, const ObjOptions *o, Buf *object, ObjInfo *info, Er
   LLVMSetAlignment(noise, 64);
 
   LLVMValueRef forward = build_forward(&w, g, o->prefix, kernel, LLVMGlobalGetValueType(kernel),
-                                       weights, noise, &info->abi);
+                                       noise, &info->abi);
+  /* The batched kernel, where batch.c can make one, but not on bare metal,
+   * whose flash would hold the weights twice (and whose cores have no
+   * caches for GEMMs to use), nor for int8 weights, nor when the user
+   * asks for none (a smaller object): P_forward_batch then calls
+   * P_forward for each name. */
+  snprintf(name, sizeof name, "%s_kernel_batch", o->prefix);
+  Err ignored;
+  LLVMValueRef bkernel = NULL, bnoise = NULL;
+  if (!tc.bare && !o->no_batch_kernel && !codegen_batch(g, w.mod, name, &co, &info->babi, &ignored)) {
+    bkernel = LLVMGetNamedFunction(w.mod, name);
+    LLVMSetLinkage(bkernel, LLVMInternalLinkage);
+    c_function_attrs(&w, bkernel);
+    snprintf(name, sizeof name, "%s_zero_noise_batch", o->prefix);
+    nty = LLVMArrayType2(w.f32, OBJ_BATCH * (info->babi.noise ? info->babi.noise : 1));
+    bnoise = private_const(&w, nty, LLVMConstNull(nty), name);
+    LLVMSetAlignment(bnoise, 64);
+    info->batched = true;
+  }
+  build_forward_batch(&w, g, o->prefix, forward, bkernel, bkernel ? LLVMGlobalGetValueType(bkernel) : NULL,
+                      bnoise, &info->babi);
   build_predict(&w, g, o, forward);
   build_labels(&w, g, o->prefix, o->labels);
   /* The inline exp, sigmoid and tanh (mathfn.c) use llvm.fma, which
@@ -569,9 +792,12 @@ int obj_emit(const Graph *g, const ObjOptions *o, Buf *object, ObjInfo *info, Er
   snprintf(info->cpu, sizeof info->cpu, "%s", *s ? s : "default");
   LLVMDisposeMessage(s);
   snprintf(info->means, sizeof info->means, "%s", tc.host ? "and its features" : tc.means);
-  info->stack_bytes = 4 * (info->abi.scratch_fixed + (size_t)OBJ_MAX_LEN * info->abi.scratch_per_t +
-                           (size_t)g->classes + 2) +   /* P_forward */
-                      4 * ((size_t)OBJ_MAX_LEN + (size_t)g->classes); /* P_predict */
+  size_t fwd = 4 * (info->abi.scratch_fixed + (size_t)OBJ_MAX_LEN * info->abi.scratch_per_t +
+                    (size_t)g->classes + 2);
+  info->stack_bytes = fwd + 4 * ((size_t)OBJ_MAX_LEN + (size_t)g->classes); /* and P_predict's */
+  info->batch_stack_bytes =
+      info->batched ? batch_stack_fixed(g, &info->babi) + 4 * info->babi.scratch_per_t * OBJ_BATCH * OBJ_MAX_LEN
+                    : fwd;
   rc = 0;
 done:
   LLVMDisposeBuilder(w.b);
@@ -634,6 +860,22 @@ void obj_header(const Graph *g, const ObjOptions *o, const ObjInfo *info, const 
     guard[n++] = (*s >= 'a' && *s <= 'z') ? (char)(*s - 'a' + 'A') : *s;
   snprintf(guard + n, sizeof guard - n, "_RNNC_H");
 
+  /* P_forward_batch: how it runs, and its stack */
+  char how[160], m_is[160];
+  if (info->batched)
+    snprintf(m_is, sizeof m_is,
+             "the most characters of one run of %s_BATCH_NAMES\n * names (names [0, %d), [%d, %d), ...)", P,
+             OBJ_BATCH, OBJ_BATCH, 2 * OBJ_BATCH);
+  else
+    snprintf(m_is, sizeof m_is, "the longest name's length");
+  if (info->batched)
+    snprintf(how, sizeof how, "It runs the\n *   names through a batched kernel (matrix products), up to %d at a time.",
+             OBJ_BATCH);
+  else
+    snprintf(how, sizeof how, "It runs\n *   %s_forward's kernel on each name.", P);
+  size_t bfixed = info->batched ? batch_stack_fixed(g, &info->babi)
+                                : 4 * (info->abi.scratch_fixed + (size_t)g->classes + 2);
+  size_t bper_char = 4 * (info->batched ? info->babi.scratch_per_t : info->abi.scratch_per_t);
   buf_printf(out, "/* ");
   comment_text(out, object_name);
   buf_printf(out, " (header): generated by rnnc build; do not edit.\n *\n * Model: ");
@@ -644,12 +886,20 @@ void obj_header(const Graph *g, const ObjOptions *o, const ObjInfo *info, const 
              " * The object holds the compiled inference kernel with its trained weights\n"
              " * (read-only data). It needs nothing from the C library but memcpy,\n"
              " * memmove and memset (no libm, no heap), and no LLVM or rnnc library.\n"
+             "%s"
              " *\n"
              " * %s_forward(chars, len, logits): chars[0..len) are vocabulary indices\n"
              " *   (%s_VOCAB_CHARS[i] is the character of index i), 1 <= len <= %s_MAX_LEN.\n"
              " *   Writes %s_NUM_CLASSES logits and returns 0; returns 1 when len is out of\n"
              " *   range, 2 when an index is outside [0, %s_VOCAB_SIZE) and 3 when chars or\n"
              " *   logits is NULL, writing nothing.\n"
+             " * %s_forward_batch(idx, lens, n, logits): n >= 1 names at once, name i of\n"
+             " *   lens[i] indices (1 <= lens[i] <= %s_MAX_LEN), the names one after the\n"
+             " *   other in idx; writes name i's logits to logits[i * %s_NUM_CLASSES ..]\n"
+             " *   (the same as %s_forward's but for the order of the sums' terms: within\n"
+             " *   about 1e-6 relative). Checks every length and index before it writes:\n"
+             " *   returns 0, 1 (a length out of range), 2 (an index out of range) or 3\n"
+             " *   (n < 1 or a NULL pointer). %s\n"
              " * %s_predict(name, probs): maps each character of a NUL-terminated UTF-8\n"
              " *   name through the vocabulary (no normalization: pass text normalized\n"
              " *   as %s_NORMALIZATION says), returns the most likely class (an index into\n"
@@ -662,20 +912,26 @@ void obj_header(const Graph *g, const ObjOptions *o, const ObjInfo *info, const 
              " * time (a kaiming_uniform initial state) uses zeros, the expected value of\n"
              " * that symmetric uniform distribution.\n"
              " *\n"
-             " * Thread safety: both functions are reentrant and thread-safe. The weights\n"
-             " * are read-only and the working memory is on the caller's stack, sized\n"
-             " * for the name: %zu + %zu * len bytes, at most %s_STACK_BYTES (with\n"
-             " * the buffers of %s_predict), plus the functions' own frames, a few hundred\n"
-             " * bytes. A thread with a small stack (musl's default is 128 KiB, a\n"
-             " * microcontroller's main stack often less) may need more for long names.\n"
+             " * Thread safety: the functions are reentrant and thread-safe. The weights\n"
+             " * are read-only and the working memory is on the caller's stack (no heap),\n"
+             " * sized for the input: %s_forward %zu + %zu * len bytes, at most\n"
+             " * %s_STACK_BYTES (with the buffers of %s_predict); %s_forward_batch\n"
+             " * %zu + %zu * m bytes, m %s,\n"
+             " * at most %s_BATCH_STACK_BYTES;\n"
+             " * plus the functions' own frames, a few hundred bytes. A thread with a\n"
+             " * small stack (musl's default is 128 KiB, a microcontroller's main stack\n"
+             " * often less) may need more for long names.\n"
              " *\n"
              " * Sizes: %s_TEXT_BYTES of code, %s_RODATA_BYTES of constants (the weights),\n"
              " * %s_DATA_BYTES of writable data, as the object's sections hold them.\n"
              " */\n",
              info->triple, info->cpu, *info->means ? " (" : "", info->means, *info->means ? ")" : "",
-             P, P, P, P, P, P, P, P, P, P,
-             4 * (info->abi.scratch_fixed + (size_t)g->classes + 2), 4 * info->abi.scratch_per_t,
-             P, P, P, P, P);
+             o->quantize ? " * Weights (--quantize int8): the products' matrices as int8 rows with\n"
+                           " * a float scale each; the other parameters as float.\n"
+                         : "",
+             P, P, P, P, P, P, P, P, P, how, P, P, P, P, P, P,
+             4 * (info->abi.scratch_fixed + (size_t)g->classes + 2), 4 * info->abi.scratch_per_t, P, P,
+             P, bfixed, bper_char, m_is, P, P, P, P);
   buf_printf(out, "#ifndef %s\n#define %s\n\n#include <stdint.h>\n\n", guard, guard);
   buf_printf(out, "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n");
   buf_printf(out, "#define %s_NUM_CLASSES %d\n", P, g->classes);
@@ -705,6 +961,8 @@ void obj_header(const Graph *g, const ObjOptions *o, const ObjInfo *info, const 
              o->normalization ? o->normalization : "ascii");
   buf_printf(out, "#define %s_MAX_LEN %d\n", P, OBJ_MAX_LEN);
   buf_printf(out, "#define %s_STACK_BYTES %zu\n", P, info->stack_bytes);
+  buf_printf(out, "#define %s_BATCH_NAMES %d\n", P, OBJ_BATCH);
+  buf_printf(out, "#define %s_BATCH_STACK_BYTES %zu\n", P, info->batch_stack_bytes);
   buf_printf(out, "#define %s_TEXT_BYTES %zu\n", P, info->text_bytes);
   buf_printf(out, "#define %s_RODATA_BYTES %zu\n", P, info->rodata_bytes);
   buf_printf(out, "#define %s_DATA_BYTES %zu\n\n", P, info->data_bytes);
@@ -715,6 +973,8 @@ void obj_header(const Graph *g, const ObjOptions *o, const ObjInfo *info, const 
   }
   buf_printf(out, " */\nextern const char *const %s_labels[%s_NUM_CLASSES];\n\n", P, P);
   buf_printf(out, "int %s_forward(const int32_t *chars, int32_t len, float *logits);\n", P);
+  buf_printf(out, "int %s_forward_batch(const int32_t *idx, const int32_t *lens, int32_t n, float *logits);\n",
+             P);
   buf_printf(out, "int %s_predict(const char *name, float *probs);\n\n", P);
   buf_printf(out, "#ifdef __cplusplus\n}\n#endif\n\n#endif /* %s */\n", guard);
 }

@@ -439,13 +439,14 @@ static Stmt *stmt(Parser *p, bool top) {
     expect(p, "=");
     s->value = expr(p);
   } else if (is_word(t, "input")) {
-    /* input = "input" NAME ":" "onehot" "[" "T" "," expr "]" */
+    /* input = "input" NAME ":" ( "onehot" | "f32" ) "[" "T" "," expr "]" */
     p->tok++;
     s->kind = S_INPUT;
     s->name = simple_ident(p, "the input's name");
     expect(p, ":");
-    if (!is_word(p->tok, "onehot"))
-      expected(p, "'onehot' (the input is a sequence of one-hot characters)");
+    if (!is_word(p->tok, "onehot") && !is_word(p->tok, "f32"))
+      expected(p, "'onehot' (a sequence of one-hot characters) or 'f32' (of float vectors)");
+    s->trainable = is_word(p->tok, "f32"); /* S_INPUT: a float input */
     p->tok++;
     expect(p, "[");
     if (!is_word(p->tok, "T"))

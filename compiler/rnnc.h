@@ -111,7 +111,7 @@ struct Expr {
 
 typedef enum StmtKind {
   S_CONST,     /* const name = value */
-  S_INPUT,     /* input name : onehot[T, value] */
+  S_INPUT,     /* input name : onehot[T, value] (or f32[T, value]: trainable set) */
   S_TARGET,    /* target name : class[value] */
   S_PARAM,     /* param|buffer name [dims] = init */
   S_DEF,       /* def name[tparams](params) { body } */
@@ -130,7 +130,7 @@ struct Stmt {
   StmtKind kind;
   Pos pos;
   Ident name;
-  bool trainable; /* S_PARAM: param (true) or buffer (false) */
+  bool trainable; /* S_PARAM: param (true) or buffer (false); S_INPUT: f32 (true) */
   Ident *names;   /* S_LET targets, S_DEF params, S_TRAIN keys */
   int nnames;
   Ident *tparams; /* S_DEF compile-time parameters */
@@ -335,6 +335,9 @@ void interp_set_rng(Interp *I, Rng *rng);
 /* Runs the graph on chars[0..len) with a target class. A graph with a
  * backward pass zeroes the gradients first and counts one step. */
 int interp_run(Interp *I, const int32_t *chars, int len, int target, Err *e);
+/* The same for a graph whose input is float vectors (input x : f32[T, n]):
+ * x holds len rows of n floats. */
+int interp_run_f32(Interp *I, const float *x, int len, int target, Err *e);
 /* Minibatch training on n sequences: each one's forward and backward pass
  * (the step phase, see graph_mark_update), the summed gradients times 1/n
  * (the gradient of the mean loss), then one update. logits (n * classes)
@@ -377,6 +380,9 @@ typedef struct Simd {
   int lanes; /* floats per register: 16 (AVX-512), 8 (AVX, AVX2), 4 (SSE2, NEON,
               * wasm simd128), 1 (no vectors) */
   int regs;  /* vector registers: 32 (AVX-512, AArch64) or 16 */
+  int mv_lanes; /* the batch-1 products' vectors (matvec_block_n): 16 floats on
+                 * x86, whose results are pinned, the target's lanes elsewhere
+                 * (a Cortex-M4 adds scalars); 0: 16 */
 } Simd;
 /* The vectors of tm's CPU, from its feature list, or for a CPU named without
  * one (jit_new("haswell")), from the registers its back end gives a vector
@@ -398,7 +404,20 @@ typedef struct CodegenOptions {
                               * sequences, one call each); else a call computes them
                               * afresh, from zero */
   Simd simd;                 /* the target's vectors (simd_of); lanes 0: 4 x 16, SSE2's */
+  bool quantize;             /* with baked_values: the products' matrices as int8 rows
+                              * with per-row scales (see quantize_row) */
 } CodegenOptions;
+
+/* rnnc build --quantize int8. A parameter that is a product's matrix
+ * (param_quantized: a matrix-vector product reads it) is stored as int8
+ * rows: row w of n floats as q[0..n) and a scale, w[k] ~ q[k] * scale, with
+ * scale = max |w[k]| / 127 and q[k] = w[k] / scale rounded to nearest
+ * (quantize_row). quantized_values writes the values such an object
+ * computes with (the quantized parameters' q * scale, the others as they
+ * are), the reference its results are compared with. */
+void quantize_row(const float *w, size_t n, int8_t *q, float *scale);
+bool param_quantized(const Graph *g, int p);
+void quantized_values(const Graph *g, const float *values, float *out);
 
 /* Emits the kernel of graph g as function `name` in module m (see llvm.c
  * for its signature). */
@@ -516,6 +535,7 @@ void *jit_lookup(Jit *j, const char *name, Err *e);
 enum {
   OBJ_MAX_LEN = 64,    /* longest sequence P_forward takes (its stack scratch grows with len) */
   OBJ_MAX_PREFIX = 64, /* longest symbol prefix */
+  OBJ_BATCH = 16,      /* names per call of P_forward_batch's batched kernel */
 };
 
 typedef struct ObjOptions {
@@ -528,13 +548,18 @@ typedef struct ObjOptions {
   char *const *labels;  /* (g->classes) class names */
   const float *values;  /* (g->nfloats) parameter values, laid out by Param.offset */
   const char *source;   /* for the header's comment, e.g. "graphs/gru.nn, CKPT" */
+  bool quantize;        /* --quantize int8: the products' matrices as int8 rows (quantize_row) */
+  bool no_batch_kernel; /* --no-batch-kernel: P_forward_batch calls P_forward per name */
 } ObjOptions;
 
 typedef struct ObjInfo {
   KernelAbi abi;
   char triple[128], cpu[64]; /* what the object was compiled for */
   char means[64];            /* what it runs on: "any x86-64", "and its features" (host) */
-  size_t stack_bytes; /* the wrappers' stack buffers at OBJ_MAX_LEN */
+  KernelAbi babi;      /* P_forward_batch's batched kernel's, when batched */
+  bool batched;        /* P_forward_batch runs a batched kernel (batch.c); else P_forward */
+  size_t stack_bytes; /* P_forward's and P_predict's stack buffers at OBJ_MAX_LEN */
+  size_t batch_stack_bytes; /* P_forward_batch's, at OBJ_BATCH names of OBJ_MAX_LEN */
   size_t text_bytes, rodata_bytes, data_bytes; /* code, constants (weights), writable data */
 } ObjInfo;
 
@@ -553,6 +578,14 @@ void obj_header(const Graph *g, const ObjOptions *o, const ObjInfo *info, const 
  * and forward(indices). */
 void obj_js_module(const Graph *g, const ObjOptions *o, const ObjInfo *info,
                    const char *wasm_name, Buf *out);
+
+/* ---------------------------------------------------------- onnx_export.c */
+
+/* The ONNX model (opset 14) of forward graph g (compile_graph's, before the
+ * passes) with parameter values (g->nfloats, laid out by Param.offset),
+ * appended to out; -1 with a message naming the node ONNX cannot express
+ * (a random initial state). rnnc import reads it back (onnx_import.c). */
+int onnx_export(const Graph *g, const float *values, Buf *out, Err *e);
 
 /* -------------------------------------------------------------- compile.c */
 

@@ -140,9 +140,7 @@ static void free_list(char **items, int n) {
   free(items);
 }
 
-/* items[0..n) as a JSON array of strings (malloc'd), or NULL when one is
- * not UTF-8 (labels come from UTF-8 file names or checkpoints). */
-static char *json_list(char *const *items, int n) {
+char *ckpt_json_list(char *const *items, int n) {
   json_t *a = json_array();
   for (int i = 0; i < n; i++)
     if (json_array_append_new(a, json_string(items[i])) < 0) {
@@ -152,6 +150,16 @@ static char *json_list(char *const *items, int n) {
   char *s = json_dumps(a, JSON_COMPACT);
   json_decref(a);
   return s;
+}
+
+char *ckpt_vocab_list(void) {
+  char *chars[VOCAB_SIZE], one[VOCAB_SIZE][2];
+  for (int i = 0; i < VOCAB_SIZE; i++) {
+    one[i][0] = VOCAB_CHARS[i];
+    one[i][1] = '\0';
+    chars[i] = one[i];
+  }
+  return ckpt_json_list(chars, VOCAB_SIZE);
 }
 
 static StTensor tensor_of(const Param *p, float *data) {
@@ -176,7 +184,7 @@ int ckpt_save(const Model *m, char *const *labels, int nlabels, const Vocab *v, 
     v = &names_vocab;
   }
   char **items = vocab_to_list(v);
-  char *label_list = json_list(labels, nlabels), *vocab = json_list(items, v->n);
+  char *label_list = ckpt_json_list(labels, nlabels), *vocab = ckpt_json_list(items, v->n);
   free_list(items, v->n);
   if (!label_list) {
     free(vocab);

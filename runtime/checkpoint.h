@@ -25,6 +25,12 @@ int ckpt_save(const Model *m, char *const *labels, int nlabels, const Vocab *v, 
 int ckpt_load(Model *m, const char *path, bool with_optim, char ***labels, int *nlabels,
               Err *e);
 
+/* Metadata lists as checkpoints hold them: items[0..n) as a JSON array of
+ * strings (malloc'd), or NULL when one is not UTF-8; the names
+ * vocabulary's characters, one string each (rnnc import writes them too). */
+char *ckpt_json_list(char *const *items, int n);
+char *ckpt_vocab_list(void);
+
 /* Fails (with a message) when the checkpoint cannot be written at path:
  * a directory's name, the checkpoint's files (weights, optimizer state and
  * the names a save and its lock use) existing as directories or special

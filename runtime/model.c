@@ -304,6 +304,12 @@ void model_feed_noise(Model *m, const float *draws, size_t n) {
 
 size_t model_noise_per_name(const Model *m) { return m->fwd_abi.noise; }
 
+void model_skip_noise(Model *m, size_t n) {
+  size_t per_name = m->bfwd_fn ? m->bfwd_abi.noise : m->fwd_abi.noise; /* as forward_batch */
+  for (size_t i = 0, k = n * per_name; i < k; i++)
+    rng_uniform(&m->rng, -1, 1);
+}
+
 /* Room for n names' noise, drawn now in name order. */
 static const float *draw_noise(Model *m, int n, size_t per_name) {
   size_t cnt = (size_t)n * per_name;
@@ -537,19 +543,20 @@ static void scale_range(void *ctx, int task, int thread) {
 }
 
 int model_batch_gradient(Model *m, const int32_t *const *chars, const int32_t *lens,
-                         const int32_t *targets, int n, float *losses) {
+                         const int32_t *targets, int n, int first, int total, float *losses) {
   assert(m->update && "a model compiled for batches (batch > 1)");
-  if (n < 0 || (n > 0 && !valid(m, chars, lens, targets, n)))
+  if (n < 0 || first < 0 || first > total - n || (n > 0 && !valid(m, chars, lens, targets, n)))
     return -1;
+  size_t per_name = m->bstep_fn ? m->bstep_abi.noise : m->step_abi.noise;
+  /* the whole batch's noise, name by name, as one process draws it */
+  const float *noise = draw_noise(m, total, per_name) + (size_t)first * per_name;
   if (n == 0) {
     memset(m->state + SLOT_GRAD * m->nfloats, 0, m->nfloats * sizeof(float));
     return 0;
   }
   reserve_for(m, lens, n);
   Batch b = {.m = m, .chars = chars, .lens = lens, .targets = targets, .n = n,
-             .nchunks = model_chunks(n),
-             .per_name = m->bstep_fn ? m->bstep_abi.noise : m->step_abi.noise, .losses = losses};
-  b.noise = draw_noise(m, n, b.per_name);
+             .nchunks = model_chunks(n), .per_name = per_name, .losses = losses, .noise = noise};
   for (b.wave = 0; b.wave * m->threads < b.nchunks; b.wave++) {
     int count = b.nchunks - b.wave * m->threads;
     pool_run(m->pool, count < m->threads ? count : m->threads, step_chunk, &b);
@@ -585,7 +592,7 @@ int model_train_batch(Model *m, const int32_t *const *chars, const int32_t *lens
     }
     *grad_norm = gn;
   } else {
-    model_batch_gradient(m, chars, lens, targets, n, losses); /* valid: checked */
+    model_batch_gradient(m, chars, lens, targets, n, 0, n, losses); /* valid: checked */
     *grad_norm = model_batch_update(m, n);
     for (int i = 0; i < n; i++)
       sum += losses[i];

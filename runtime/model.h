@@ -115,6 +115,8 @@ void model_seed_noise(Model *m, uint64_t seed);
  * drawing: for checks against tensors made elsewhere. n must be what the
  * call draws (model_noise_per_name times its names). */
 void model_feed_noise(Model *m, const float *draws, size_t n);
+/* Advances the noise generator past what n names' inference draws. */
+void model_skip_noise(Model *m, size_t n);
 /* Noise draws per name (0 for graphs without noise). */
 size_t model_noise_per_name(const Model *m);
 /* Makes scratch fit sequences of up to tmax characters. */
@@ -145,15 +147,17 @@ int model_train_batch(Model *m, const int32_t *const *chars, const int32_t *lens
                       const int32_t *targets, int n, float *losses, float *mean_loss,
                       float *grad_norm);
 /* The two halves of model_train_batch, for a batch spread over processes
- * (MPI): the sum over n names (n >= 0) of the gradients of their losses
- * into the grad slot, each name's loss in losses; then one optimizer step
- * on the grad slot as the gradient of the mean over total names (it is
- * scaled by 1/total first). model_batch_update returns the gradient norm
- * before clipping (0 when the graph does not clip). Batch > 1 models.
- * model_batch_gradient returns 0, or -1 (nothing run) when n < 0 or a
- * name's input is out of range. */
+ * (MPI): the sum over names [first, first + n) of a batch of total names
+ * (n >= 0) of the gradients of their losses into the grad slot, each
+ * name's loss in losses (the noise is drawn for the whole batch, so a name
+ * gets the draws it gets in one process); then one optimizer step on the
+ * grad slot as the gradient of the mean over total names (scaled by 1/total
+ * first). model_batch_update returns the gradient norm before clipping (0
+ * when the graph does not clip). Batch > 1 models. model_batch_gradient
+ * returns 0, or -1 (nothing run) when n < 0, [first, first + n) is not in
+ * [0, total), or a name's input is out of range. */
 int model_batch_gradient(Model *m, const int32_t *const *chars, const int32_t *lens,
-                         const int32_t *targets, int n, float *losses);
+                         const int32_t *targets, int n, int first, int total, float *losses);
 float model_batch_update(Model *m, long total);
 /* Chunks a batch of n names is cut into: depends on n only. */
 int model_chunks(int n);

@@ -55,17 +55,23 @@ static void batch_free(NameBatch *b) {
 enum { EVAL_BLOCK = 1024 }; /* names per model_forward_batch call */
 
 void evaluate(Model *m, const Dataset *ds, const uint32_t *idx, size_t n, uint64_t seed,
-              EvalResult *r) {
+              const Dist *d, EvalResult *r) {
   int c = model_classes(m);
   r->nlabels = ds->nlabels;
   r->n = n;
   r->correct = 0;
-  r->confusion = xcalloc((size_t)ds->nlabels * (size_t)ds->nlabels, sizeof *r->confusion);
+  size_t L = (size_t)ds->nlabels;
+  r->confusion = xcalloc(L * L, sizeof *r->confusion);
   float *logits = xmalloc((size_t)c * EVAL_BLOCK * sizeof *logits);
   NameBatch b = batch_new(EVAL_BLOCK);
   model_seed_noise(m, seed); /* a graph with a random initial state: the same draws each time */
-  for (size_t i0 = 0; i0 < n; i0 += EVAL_BLOCK) {
-    size_t k = n - i0 < EVAL_BLOCK ? n - i0 : EVAL_BLOCK;
+  /* with several ranks, each takes a slice, with the noise one process
+   * would give its names */
+  size_t lo = d ? n * (size_t)d->rank / (size_t)d->size : 0;
+  size_t hi = d ? n * (size_t)(d->rank + 1) / (size_t)d->size : n;
+  model_skip_noise(m, lo);
+  for (size_t i0 = lo; i0 < hi; i0 += EVAL_BLOCK) {
+    size_t k = hi - i0 < EVAL_BLOCK ? hi - i0 : EVAL_BLOCK;
     batch_fill(&b, ds, idx + i0, k);
     if (model_forward_batch(m, b.chars, b.lens, (int)k, logits))
       assert(!"data_load keeps names the model takes");
@@ -79,6 +85,13 @@ void evaluate(Model *m, const Dataset *ds, const uint32_t *idx, size_t n, uint64
   }
   batch_free(&b);
   free(logits);
+  if (d && d->size > 1) {
+    _Static_assert(sizeof(size_t) == sizeof(uint64_t), "confusion counts are u64");
+    dist_sum_u64(d, (uint64_t *)r->confusion, L * L);
+    uint64_t correct = r->correct;
+    dist_sum_u64(d, &correct, 1);
+    r->correct = correct;
+  }
 }
 
 void eval_free(EvalResult *r) {
@@ -223,7 +236,36 @@ static size_t culprit(const float *losses, size_t n) {
   return 0;
 }
 
+/* A checksum of the parameters and the optimizer's state. */
+static uint64_t state_hash(const Model *m) {
+  return fnv1a(FNV1A_INIT, m->state, m->nslots * m->nfloats * sizeof(float));
+}
+
+/* One optimizer step on a batch of n names spread over the ranks: this
+ * rank's slice of the batch, the ranks' gradient sums and every name's
+ * loss added by allreduces (timed into *t_reduce), the update. */
+static void dist_step(Model *m, const Dist *d, const NameBatch *b, size_t n, float *losses,
+                      float *mean_loss, float *grad_norm, double *t_reduce) {
+  size_t lo = n * (size_t)d->rank / (size_t)d->size;
+  size_t hi = n * (size_t)(d->rank + 1) / (size_t)d->size;
+  memset(losses, 0, n * sizeof *losses);
+  if (model_batch_gradient(m, b->chars + lo, b->lens + lo, b->targets + lo, (int)(hi - lo),
+                           (int)lo, (int)n, losses + lo))
+    assert(!"data_load keeps names the model takes");
+  double t0 = now_seconds();
+  dist_sum_f32(d, m->state + SLOT_GRAD * m->nfloats, m->nfloats);
+  dist_sum_f32(d, losses, n);
+  *t_reduce += now_seconds() - t0;
+  *grad_norm = model_batch_update(m, (long)n);
+  double s = 0;
+  for (size_t k = 0; k < n; k++)
+    s += losses[k];
+  *mean_loss = (float)(s / (double)n);
+}
+
 int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
+  static const Dist alone = {.rank = 0, .size = 1, .local = 1};
+  const Dist *d = o->dist ? o->dist : &alone;
   uint32_t *order = xmalloc((ds->ntrain ? ds->ntrain : 1) * sizeof *order);
   int first = m->epoch, last = m->epoch + o->epochs;
   size_t B = (size_t)m->batch;
@@ -234,13 +276,26 @@ int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
   int rc = 0;
   char *saved = NULL; /* the last checkpoint written, for the NaN message */
   for (int ep = first; ep < last && rc == 0; ep++) {
+    if (d->size > 1 && d->rank == 0)
+      dist_term_message("\nrnnc train: error: rank 0 of %d was ended by SIGTERM in epoch %d: "
+                        "mpirun ends every rank when one fails (see its message) or when it "
+                        "is interrupted. %s%s%s%s\n",
+                        d->size, ep + 1, saved ? "The last checkpoint is " : "",
+                        saved ? saved : "This run wrote no checkpoint",
+                        saved ? ": resume with --init " : "", saved ? o->out : "");
+    if (d->size > 1 && ep == first) /* after the message: mpirun may end this rank from now on */
+      fprintf(o->log, "%d ranks: each takes 1/%d of every batch (%zu or %zu names) and splits it "
+                      "over its threads\n",
+              d->size, d->size, B / (size_t)d->size, (B + (size_t)d->size - 1) / (size_t)d->size);
     train_epoch_begin(m, ds, o->seed, ep, order);
-    double t0 = now_seconds(), last_report = t0, sum = 0, running = 0;
+    double t0 = now_seconds(), last_report = t0, sum = 0, running = 0, t_reduce = 0;
     for (size_t i = 0; i < ds->ntrain; i += B) {
       size_t n = ds->ntrain - i < B ? ds->ntrain - i : B;
       batch_fill(&b, ds, order + i, n);
       float loss, gnorm;
-      if (model_train_batch(m, b.chars, b.lens, b.targets, (int)n, losses, &loss, &gnorm))
+      if (d->size > 1)
+        dist_step(m, d, &b, n, losses, &loss, &gnorm, &t_reduce);
+      else if (model_train_batch(m, b.chars, b.lens, b.targets, (int)n, losses, &loss, &gnorm))
         assert(!"data_load keeps names the model takes");
       if (!isfinite(loss) || !isfinite(gnorm)) {
         /* Without clipping gnorm is 0, or NaN for any gradient not finite. */
@@ -275,21 +330,37 @@ int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
     }
     if (rc)
       break;
-    progress(o, ep + 1, last, ds->ntrain, ds->ntrain, now_seconds() - t0, running, true);
+    double took = now_seconds() - t0;
+    progress(o, ep + 1, last, ds->ntrain, ds->ntrain, took, running, true);
+    if (d->size > 1) {
+      size_t steps = (ds->ntrain + B - 1) / B;
+      fprintf(o->log, "epoch %d: %d ranks, %.1f KB of gradient added up a step: the "
+                      "allreduces took %.3f ms a step, %.1f%% of the epoch's training time\n",
+              ep + 1, d->size, m->nfloats * sizeof(float) / 1e3, 1e3 * t_reduce / (double)steps,
+              took > 0 ? 100 * t_reduce / took : 0);
+    }
     m->epoch = ep + 1;
     double mean = ds->ntrain ? sum / ds->ntrain : 0;
+    if (!dist_same_u64(d, state_hash(m))) {
+      rc = errf(e, "after epoch %d the %d ranks' parameters differ: training stopped (the last "
+                   "checkpoint is %s)",
+                ep + 1, d->size, saved ? saved : "not written");
+      break;
+    }
     if (ds->ntest) {
       EvalResult res;
-      evaluate(m, ds, ds->test, ds->ntest, o->seed, &res);
+      evaluate(m, ds, ds->test, ds->ntest, o->seed, d, &res);
       fprintf(o->log, "epoch %d: mean training loss %.4f, test accuracy %.2f%% (%zu/%zu)\n",
               ep + 1, mean, 100.0 * res.correct / res.n, res.correct, res.n);
       eval_free(&res);
     } else {
       fprintf(o->log, "epoch %d: mean training loss %.4f (no test split)\n", ep + 1, mean);
     }
-    if (o->out) {
-      if (ckpt_save(m, ds->labels, ds->nlabels, o->vocab, o->out, e)) {
+    if (o->out) { /* rank 0 writes; if it cannot, every rank stops */
+      if (d->rank == 0 && ckpt_save(m, ds->labels, ds->nlabels, o->vocab, o->out, e))
         rc = -1;
+      if (dist_first_failed(d, rc != 0) >= 0) {
+        rc = rc ? rc : errf(e, "rank 0 could not write the checkpoint %s", o->out);
         break;
       }
       free(saved);

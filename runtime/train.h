@@ -4,6 +4,7 @@
 
 #include <stdio.h>
 
+#include "dist.h"
 #include "model.h"
 
 typedef struct TrainOptions {
@@ -13,6 +14,7 @@ typedef struct TrainOptions {
   const Vocab *vocab; /* the data's vocabulary, saved with it */
   int progress;      /* 1: a live bar (a terminal); 0: a line every few seconds */
   FILE *log;         /* progress and reports */
+  const Dist *dist;  /* the ranks training together (NULL: this process alone) */
 } TrainOptions;
 
 typedef struct EvalResult {
@@ -31,7 +33,7 @@ void train_epoch_begin(Model *m, const Dataset *ds, uint64_t seed, int epoch, ui
 int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e);
 /* Accuracy and confusion over names idx[0..n). r->confusion is malloc'd. */
 void evaluate(Model *m, const Dataset *ds, const uint32_t *idx, size_t n, uint64_t seed,
-              EvalResult *r);
+              const Dist *d, EvalResult *r);
 void eval_print(FILE *f, const Dataset *ds, const EvalResult *r);
 void eval_free(EvalResult *r);
 

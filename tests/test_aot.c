@@ -25,6 +25,8 @@
 
 typedef struct Built {
   const char *graph, *ckpt, *prefix, *cpu; /* cpu NULL: the host's */
+  bool quantize;                           /* --quantize int8 */
+  bool no_batch;                           /* --no-batch-kernel */
   char *obj, *hdr, *driver;                /* paths */
   NameList names;                          /* compiled into the driver */
 } Built;
@@ -36,6 +38,21 @@ static Built rnn = {.graph = "graphs/rnn.nn",
                    .ckpt = "tests/golden/rnn_seed42.safetensors",
                    .prefix = "names_rnn",
                    .cpu = "generic"};
+static Built gru8 = {.graph = "graphs/gru.nn",
+                    .ckpt = "tests/golden/gru_seed42.safetensors",
+                    .prefix = "gru8",
+                    .quantize = true};
+static Built rnn8 = {.graph = "graphs/rnn.nn",
+                    .ckpt = "tests/golden/rnn_seed42.safetensors",
+                    .prefix = "rnn8",
+                    .cpu = "generic",
+                    .quantize = true};
+static Built rnn1 = {.graph = "graphs/rnn.nn",
+                    .ckpt = "tests/golden/rnn_seed42.safetensors",
+                    .prefix = "rnn1",
+                    .cpu = "generic",
+                    .no_batch = true};
+static Built *const all[] = {&gru, &rnn, &gru8, &rnn8, &rnn1};
 static char *workdir, *root;
 static int have_cc, have_cxx;
 
@@ -51,6 +68,12 @@ static void build(Built *b) {
     argv[n++] = "--cpu";
     argv[n++] = b->cpu;
   }
+  if (b->quantize) {
+    argv[n++] = "--quantize";
+    argv[n++] = "int8";
+  }
+  if (b->no_batch)
+    argv[n++] = "--no-batch-kernel";
   argv[n] = NULL;
   free(rnnc_expect(0, argv));
   if (!have_cc)
@@ -73,18 +96,17 @@ static int setup(void **state) {
     return -1;
   have_cc = sh("command -v cc >/dev/null 2>&1") == 0;
   have_cxx = sh("command -v c++ >/dev/null 2>&1") == 0;
-  build(&gru);
-  build(&rnn);
+  for (size_t i = 0; i < ARRAY_LEN(all); i++)
+    build(all[i]);
   return 0;
 }
 
 static int teardown(void **state) {
-  Built *bs[] = {&gru, &rnn};
-  for (int i = 0; i < 2; i++) {
-    free(bs[i]->obj);
-    free(bs[i]->hdr);
-    free(bs[i]->driver);
-    name_list_free(&bs[i]->names);
+  for (size_t i = 0; i < ARRAY_LEN(all); i++) {
+    free(all[i]->obj);
+    free(all[i]->hdr);
+    free(all[i]->driver);
+    name_list_free(&all[i]->names);
   }
   sh("rm -rf '%s'", workdir);
   free(workdir);
@@ -154,11 +176,102 @@ static void test_rnn_matches_jit_with_zero_noise(void **state) {
   free(again);
 }
 
-static void test_header_compiles_as_c99_and_cxx(void **state) {
-  const Built *bs[] = {&gru, &rnn};
-  int checked = 0;
+/* --quantize int8: the logits of the JIT with the weights the object
+ * computes with (each quantized row as q * scale), for the host's CPU and
+ * generic x86-64 (the object scales each row's float sum instead of each
+ * weight: the last bits differ); and an object 3.5 to 4 times smaller. */
+static void test_int8_matches_jit_with_its_weights(void **state) {
+  NEED_CC();
+  Built *bs[] = {&gru8, &rnn8};
   for (int i = 0; i < 2; i++) {
-    const Built *b = bs[i];
+    char *text = run_driver(bs[i]);
+    char *what = xasprintf("%s (int8, %s)", bs[i]->prefix, bs[i]->cpu ? bs[i]->cpu : "host");
+    check_aot_output(what, bs[i]->graph, bs[i]->ckpt, &bs[i]->names, text,
+                     &(AotCheck){.tol = 1e-6, .quantized = true, .tail = driver_tail});
+    free(what);
+    free(text);
+  }
+  const Built *pairs[2][2] = {{&gru, &gru8}, {&rnn, &rnn8}};
+  for (int i = 0; i < 2; i++) {
+    struct stat f, q;
+    assert_int_equal(stat(pairs[i][0]->obj, &f), 0);
+    assert_int_equal(stat(pairs[i][1]->obj, &q), 0);
+    double ratio = (double)f.st_size / (double)q.st_size;
+    print_message("%s: %lld bytes, int8 %lld bytes (%.2fx smaller)\n", pairs[i][0]->graph,
+                  (long long)f.st_size, (long long)q.st_size, ratio);
+    if (ratio < 3.5)
+      fail_msg("the int8 object of %s is only %.2fx smaller than the float one", pairs[i][0]->graph,
+               ratio);
+  }
+}
+
+/* --no-batch-kernel: the same P_forward (the same bits as the default
+ * object), P_forward_batch name by name (driver_tail checks it against
+ * P_forward), and no transposed copies of the weights: a smaller object. */
+static void test_no_batch_kernel(void **state) {
+  NEED_CC();
+  char *text = run_driver(&rnn1), *with = run_driver(&rnn);
+  check_aot_output("rnn1 (generic, no batch kernel)", rnn1.graph, rnn1.ckpt, &rnn1.names, text,
+                   &(AotCheck){.tol = 1e-6, .tail = driver_tail});
+  /* The lines of P_forward and P_predict (one per name, before
+   * P_forward_batch's "batch:" line) are the same bytes. */
+  const char *end = strstr(with, "\nbatch:");
+  assert_non_null(end);
+  size_t head = (size_t)(end - with) + 1;
+  assert_memory_equal(text, with, head);
+  struct stat one, batched;
+  assert_int_equal(stat(rnn1.obj, &one), 0);
+  assert_int_equal(stat(rnn.obj, &batched), 0);
+  print_message("rnn.nn: %lld bytes with the batch kernel, %lld without\n",
+                (long long)batched.st_size, (long long)one.st_size);
+  if ((double)one.st_size > 0.75 * (double)batched.st_size)
+    fail_msg("--no-batch-kernel: %lld bytes against %lld", (long long)one.st_size,
+             (long long)batched.st_size);
+  free(text);
+  free(with);
+}
+
+/* Hostile input, each buffer fenced by an unreadable page
+ * (tests/targets/hostile.c): error codes, no read past the input, and
+ * P_forward_batch of 1000 names (63 chunks) equal to P_forward's within
+ * 1e-5; for a batched kernel (gru) and for P_forward per name (int8). */
+static void test_hostile_inputs(void **state) {
+  NEED_CC();
+  static const char want[] = "predict 100 KB unterminated: -1\n"
+                             "predict 100 KB: -1\n"
+                             "predict max length: 1\n"
+                             "forward max length: 0\n"
+                             "forward 100000 of 64: 1\n"
+                             "forward last index bad: 2\n"
+                             "batch: 0\n"
+                             "batch 100000 in the middle: 1\n"
+                             "batch 100000 in the last name: 1\n"
+                             "batch last index bad: 2\n"
+                             "batch 1000 names: 0 1\n"
+                             "done\n";
+  const Built *bs[] = {&gru, &gru8};
+  for (int i = 0; i < 2; i++) {
+    char *exe = xasprintf("%s/%s_hostile", workdir, bs[i]->prefix);
+    char *out = xasprintf("%s.out", exe);
+    if (sh("cc -std=c99 -O1 -Wall -Wextra -Werror -D_DEFAULT_SOURCE -DP=%s -include '%s' '%s/tests/targets/hostile.c' "
+           "'%s' -o '%s'",
+           bs[i]->prefix, bs[i]->hdr, root, bs[i]->obj, exe))
+      fail_msg("compiling tests/targets/hostile.c with %s failed", bs[i]->obj);
+    int rc = sh("'%s' > '%s' 2>&1", exe, out);
+    char *text = read_text(out);
+    if (rc)
+      fail_msg("%s: exit %d (a read past the input faults)\n%s", exe, rc, text);
+    assert_string_equal(text, want);
+    free(text);
+    free(out);
+    free(exe);
+  }
+}
+
+static void test_header_compiles_as_c99_and_cxx(void **state) {
+  int checked = 0;
+  for (size_t i = 0; i < ARRAY_LEN(all); i++) {
+    const Built *b = all[i];
     char *hdr = read_text(b->hdr);
     char want[128];
     snprintf(want, sizeof want, "#define %s_NUM_CLASSES 18\n", b->prefix);
@@ -267,8 +380,8 @@ static void test_object_needs_only_libc(void **state) {
    * instruction, as for --cpu generic, the inline exp and tanh compute
    * llvm.fma in double precision instead of calling fmaf). */
   static const char *const allowed[] = {"memcpy", "memmove", "memset"};
-  const Built *bs[] = {&gru, &rnn};
-  for (int i = 0; i < 2; i++) {
+  Built *const *bs = all;
+  for (size_t i = 0; i < ARRAY_LEN(all); i++) {
     char *o = xasprintf("%s/nm.txt", workdir);
     assert_int_equal(sh("nm -u '%s' > '%s'", bs[i]->obj, o), 0);
     char *text = read_text(o);
@@ -292,8 +405,8 @@ static void test_object_needs_only_libc(void **state) {
                      0);
     text = read_text(o);
     char want[256];
-    snprintf(want, sizeof want, "%s_forward\n%s_labels\n%s_predict\n", bs[i]->prefix,
-             bs[i]->prefix, bs[i]->prefix);
+    snprintf(want, sizeof want, "%s_forward\n%s_forward_batch\n%s_labels\n%s_predict\n",
+             bs[i]->prefix, bs[i]->prefix, bs[i]->prefix, bs[i]->prefix);
     assert_string_equal(text, want);
     free(text);
     free(o);
@@ -306,22 +419,25 @@ static void test_generic_cpu_has_no_avx(void **state) {
     skip();
   }
   /* --cpu generic: the x86-64 baseline, so no VEX/EVEX instruction (every
-   * AVX mnemonic starts with 'v') and no ymm/zmm register. */
-  char *o = xasprintf("%s/objdump.txt", workdir);
-  assert_int_equal(sh("objdump -d --no-show-raw-insn '%s' > '%s'", rnn.obj, o), 0);
-  char *text = read_text(o);
-  int insns = 0;
-  for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
-    char *tab = strchr(line, '\t');
-    if (!tab || !strchr(line, ':') || strchr(line, ':') > tab)
-      continue;
-    insns++;
-    if (tab[1] == 'v' || strstr(tab, "%ymm") || strstr(tab, "%zmm"))
-      fail_msg("%s (--cpu generic) has an AVX instruction: %s", rnn.obj, line);
+   * AVX mnemonic starts with 'v') and no ymm/zmm register; float and int8. */
+  for (int k = 0; k < 2; k++) {
+    const char *obj = k ? rnn8.obj : rnn.obj;
+    char *o = xasprintf("%s/objdump.txt", workdir);
+    assert_int_equal(sh("objdump -d --no-show-raw-insn '%s' > '%s'", obj, o), 0);
+    char *text = read_text(o);
+    int insns = 0;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+      char *tab = strchr(line, '\t');
+      if (!tab || !strchr(line, ':') || strchr(line, ':') > tab)
+        continue;
+      insns++;
+      if (tab[1] == 'v' || strstr(tab, "%ymm") || strstr(tab, "%zmm"))
+        fail_msg("%s (--cpu generic) has an AVX instruction: %s", obj, line);
+    }
+    assert_true(insns > 100);
+    free(text);
+    free(o);
   }
-  assert_true(insns > 100);
-  free(text);
-  free(o);
 }
 
 /* rnnc build as a user meets it: statuses, messages, nothing half-written. */
@@ -330,10 +446,10 @@ static char *run(int want, const char *const *argv) {
   int st = run_rnnc(argv, &out, &err);
   if (st != want)
     fail_msg("rnnc build: exit %d, want %d\nstdout: %s\nstderr: %s", st, want, out, err);
-  char *all = xasprintf("%s%s", out, err);
+  char *both = xasprintf("%s%s", out, err);
   free(out);
   free(err);
-  return all;
+  return both;
 }
 
 static void expect_in(char *text, const char *fragment) {
@@ -432,6 +548,9 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_gru_matches_jit_and_golden),
       cmocka_unit_test(test_rnn_matches_jit_with_zero_noise),
+      cmocka_unit_test(test_int8_matches_jit_with_its_weights),
+      cmocka_unit_test(test_no_batch_kernel),
+      cmocka_unit_test(test_hostile_inputs),
       cmocka_unit_test(test_header_compiles_as_c99_and_cxx),
       cmocka_unit_test(test_header_hostile_names),
       cmocka_unit_test(test_object_needs_only_libc),

@@ -1,9 +1,10 @@
 /* test_install.c: `cmake --install` of this build into a temporary prefix,
  * then tests/install, a project of its own, configured against it
- * (find_package(rnnc), rnnc_add_model) and built: its program must give
- * the JIT's class and probability for the golden names. rnnc_add_model
- * must also stop the configuration with a clear message for QUANTIZE int8
- * (not supported yet) and for a missing argument. */
+ * (find_package(rnnc), rnnc_add_model) and built, with float and with
+ * int8 weights (QUANTIZE int8): its program must give the JIT's class and
+ * probability for the golden names (with the int8 object's weights for
+ * the second). rnnc_add_model must also stop the configuration with a
+ * clear message for another QUANTIZE and for a missing argument. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,45 +53,30 @@ static int configure(const char *dir, const char *extra, char **log) {
   return st;
 }
 
-static void test_install_and_use(void **state) {
-  (void)state;
-  char *log = xasprintf("%s/install.log", workdir);
-  if (sh("'%s' --install '%s' --prefix '%s' > '%s' 2>&1", cmake, build, prefix, log))
-    fail_msg("cmake --install failed:\n%s", read_text(log));
-  free(log);
-  const char *installed[] = {"bin/rnnc", "lib/cmake/rnnc/rnncConfig.cmake",
-                             "lib/cmake/rnnc/rnncConfigVersion.cmake",
-                             "lib/cmake/rnnc/rnncTargets.cmake", "lib/cmake/rnnc/rnnc-model.cmake"};
-  for (size_t i = 0; i < ARRAY_LEN(installed); i++) {
-    char *p = xasprintf("%s/%s", prefix, installed[i]);
-    struct stat st;
-    if (stat(p, &st))
-      fail_msg("cmake --install did not install %s", installed[i]);
-    free(p);
-  }
-
+/* Configures and builds tests/install in workdir/dir (with -D options
+ * extra) and checks its program against the JIT (zero noise; quantized:
+ * with the int8 object's weights): class and probability. */
+static void consumer(const char *dir, const char *extra, bool quantized) {
   char *text;
-  if (configure("consumer", "", &text))
-    fail_msg("configuring tests/install failed:\n%s", text);
+  if (configure(dir, extra, &text))
+    fail_msg("configuring tests/install (%s) failed:\n%s", extra, text);
   free(text);
-  log = xasprintf("%s/build.log", workdir);
-  if (sh("'%s' --build '%s/consumer' > '%s' 2>&1", cmake, workdir, log))
-    fail_msg("building tests/install failed:\n%s", read_text(log));
+  char *log = xasprintf("%s/%s.build.log", workdir, dir);
+  if (sh("'%s' --build '%s/%s' > '%s' 2>&1", cmake, workdir, dir, log))
+    fail_msg("building tests/install (%s) failed:\n%s", extra, read_text(log));
   free(log);
-
-  /* The program against the JIT (zero noise): class and probability. */
   NameList ns = name_list_load(ckpt, false);
   int C;
-  float *jit = jit_logits(graph, ckpt, &ns, &C);
+  float *jit = jit_logits(graph, ckpt, &ns, &C, quantized);
   Buf cmd = {0};
-  buf_printf(&cmd, "'%s/consumer/consumer'", workdir);
+  buf_printf(&cmd, "'%s/%s/consumer'", workdir, dir);
   for (int i = 0; i < ns.n; i++) { /* quoted for sh: ' is '\'' */
     buf_printf(&cmd, " '");
     for (const char *c = ns.s[i]; *c; c++)
       buf_printf(&cmd, *c == '\'' ? "'\\''" : "%c", *c);
     buf_printf(&cmd, "'");
   }
-  char *out = xasprintf("%s/consumer.out", workdir);
+  char *out = xasprintf("%s/%s.out", workdir, dir);
   assert_int_equal(sh("%s > '%s'", cmd.data, out), 0);
   text = read_text(out);
   char *line = text;
@@ -113,7 +99,8 @@ static void test_install_and_use(void **state) {
     line = strchr(line, '\n') + 1;
   }
   assert_string_equal(line, "");
-  print_message("tests/install built against the installed rnnc: %d names as the JIT\n", ns.n);
+  print_message("tests/install built against the installed rnnc%s%s: %d names as the JIT\n",
+                *extra ? " with " : "", extra, ns.n);
   free(text);
   free(out);
   free(jit);
@@ -121,12 +108,30 @@ static void test_install_and_use(void **state) {
   name_list_free(&ns);
 }
 
+static void test_install_and_use(void **state) {
+  (void)state;
+  char *log = xasprintf("%s/install.log", workdir);
+  if (sh("'%s' --install '%s' --prefix '%s' > '%s' 2>&1", cmake, build, prefix, log))
+    fail_msg("cmake --install failed:\n%s", read_text(log));
+  free(log);
+  const char *installed[] = {"bin/rnnc", "lib/cmake/rnnc/rnncConfig.cmake",
+                             "lib/cmake/rnnc/rnncConfigVersion.cmake",
+                             "lib/cmake/rnnc/rnncTargets.cmake", "lib/cmake/rnnc/rnnc-model.cmake"};
+  for (size_t i = 0; i < ARRAY_LEN(installed); i++) {
+    char *p = xasprintf("%s/%s", prefix, installed[i]);
+    struct stat st;
+    if (stat(p, &st))
+      fail_msg("cmake --install did not install %s", installed[i]);
+    free(p);
+  }
+
+  consumer("consumer", "", false);
+  consumer("consumer8", "-DQUANTIZE=int8", true);
+}
+
 static void test_configure_errors(void **state) {
   (void)state;
   char *text;
-  assert_int_not_equal(configure("int8", "-DQUANTIZE=int8", &text), 0);
-  assert_contains(text, "rnnc_add_model(lang): QUANTIZE int8 is not supported yet");
-  free(text);
   assert_int_not_equal(configure("int4", "-DQUANTIZE=int4", &text), 0);
   assert_contains(text, "QUANTIZE wants int8, not 'int4'");
   free(text);

@@ -14,7 +14,10 @@
  *                    block stays as it was, an overwrite reads no C, and
  *                    rows give the same bits however the calls split them
  *   transpose        odd shapes
- *   matvec_block_n,  the batch-1 kernels (16-float vectors), nx = 1, 2, 4
+ *   matvec_block_n,  the batch-1 kernels (16-float vectors), nx = 1, 2, 4;
+ *                    matvec_block_n also with the accumulators of other
+ *                    targets (mv_lanes 1, 2, 4: Cortex-M, NEON) and with
+ *                    int8 rows and their scales (--quantize int8)
  *   matvec_t_block,
  *   outer_seq_rows,  T = 1..9, with and without u, first or not
  *   step_tuples      T = 1..9: every step once, in tuples of 4, 2, 1
@@ -251,8 +254,8 @@ static void test_gemm_host(void **state) {
   snprintf(label, sizeof label, "host (%d x %d)", host.lanes, host.regs);
   gemm_all(j, host, label);
   /* other machines' tiles, legalized to this one's registers */
-  gemm_all(j, (Simd){16, 32}, "host, AVX-512's tile (16 x 32)");
-  gemm_all(j, (Simd){1, 16}, "host, no vectors (1 x 16)");
+  gemm_all(j, (Simd){.lanes = 16, .regs = 32}, "host, AVX-512's tile (16 x 32)");
+  gemm_all(j, (Simd){.lanes = 1, .regs = 16}, "host, no vectors (1 x 16)");
   jit_free(j);
 }
 
@@ -260,7 +263,8 @@ static void test_gemm_cpus(void **state) {
   static const struct {
     const char *cpu, *needs[2];
     Simd want;
-  } cpus[] = {{"haswell", {"avx2", "fma"}, {8, 16}}, {"x86-64", {NULL, NULL}, {4, 16}}};
+  } cpus[] = {{"haswell", {"avx2", "fma"}, {.lanes = 8, .regs = 16}},
+              {"x86-64", {NULL, NULL}, {.lanes = 4, .regs = 16}}};
   for (size_t i = 0; i < ARRAY_LEN(cpus); i++) {
     if ((cpus[i].needs[0] && !host_has(cpus[i].needs[0])) ||
         (cpus[i].needs[1] && !host_has(cpus[i].needs[1]))) {
@@ -282,27 +286,37 @@ static void test_gemm_cpus(void **state) {
  * back end), against what the CPU is known to have. */
 static void test_simd_of(void **state) {
   static const struct {
-    const char *cpu;
-    Simd want;
-  } named[] = {{"x86-64", {4, 16}},   {"x86-64-v2", {4, 16}},      {"sandybridge", {8, 16}},
-               {"haswell", {8, 16}},  {"znver3", {8, 16}},         {"x86-64-v4", {16, 32}},
-               {"znver4", {16, 32}},  {"skylake-avx512", {16, 32}}};
+    const char *triple, *cpu;
+    int lanes, regs, mv_lanes;
+  } named[] = {{NULL, "x86-64", 4, 16, 16},
+               {NULL, "x86-64-v2", 4, 16, 16},
+               {NULL, "sandybridge", 8, 16, 16},
+               {NULL, "haswell", 8, 16, 16},
+               {NULL, "znver3", 8, 16, 16},
+               {NULL, "x86-64-v4", 16, 32, 16},
+               {NULL, "znver4", 16, 32, 16},
+               {NULL, "skylake-avx512", 16, 32, 16},
+               /* other targets: the batch-1 products at their own width */
+               {"aarch64-linux-gnu", "cortex-a76", 4, 32, 4},
+               {"thumbv7em-none-eabihf", "cortex-m4", 1, 16, 1},
+               {"riscv64-linux-gnu", "sifive-u74", 1, 16, 1}};
   Err e;
   for (size_t i = 0; i < ARRAY_LEN(named); i++) {
-    LLVMTargetMachineRef tm = target_machine(NULL, named[i].cpu, "", false, &e);
+    LLVMTargetMachineRef tm = target_machine(named[i].triple, named[i].cpu, "", LLVMRelocDefault, &e);
     assert_non_null(tm);
     Simd s = simd_of(tm);
-    if (s.lanes != named[i].want.lanes || s.regs != named[i].want.regs)
-      fail_msg("%s: %d x %d, want %d x %d", named[i].cpu, s.lanes, s.regs, named[i].want.lanes,
-               named[i].want.regs);
+    if (s.lanes != named[i].lanes || s.regs != named[i].regs || s.mv_lanes != named[i].mv_lanes)
+      fail_msg("%s: %d x %d (batch-1 products %d), want %d x %d (%d)", named[i].cpu, s.lanes, s.regs,
+               s.mv_lanes, named[i].lanes, named[i].regs, named[i].mv_lanes);
     LLVMDisposeTargetMachine(tm);
   }
-  LLVMTargetMachineRef tm = target_machine(NULL, NULL, NULL, false, &e);
+  LLVMTargetMachineRef tm = target_machine(NULL, NULL, NULL, LLVMRelocDefault, &e);
   assert_non_null(tm);
   Simd s = simd_of(tm);
   int lanes = host_has("avx512f") ? 16 : host_has("avx") ? 8 : 4;
   assert_int_equal(s.lanes, lanes);
   assert_int_equal(s.regs, lanes == 16 ? 32 : 16);
+  assert_int_equal(s.mv_lanes, 16);
   LLVMDisposeTargetMachine(tm);
 }
 
@@ -325,7 +339,7 @@ static void test_transpose(void **state) {
   rng_seed(&r, 3);
   for (size_t i = 0; i < ARRAY_LEN(shapes); i++) {
     const Tr *t = &shapes[i];
-    Fn *f = build(j, (Simd){8, 16}, transpose_body, t);
+    Fn *f = build(j, (Simd){.lanes = 8, .regs = 16}, transpose_body, t);
     size_t ns = (size_t)(t->rows * t->lds), nd = (size_t)(t->cols * t->ldd);
     float *src = xmalloc(ns * sizeof *src), *dst = xmalloc(nd * sizeof *dst);
     fill(&r, src, ns);
@@ -350,10 +364,12 @@ static void test_transpose(void **state) {
 typedef struct MV {
   int nx;
   long long nv, ld, M; /* M: rows of W (matvec_t_block) */
+  bool q8;             /* matvec_block_n: int8 W */
 } MV;
 
-/* a = W (16 rows, or M), b = the nx vectors x (or u) one after another,
- * c = the nx results one after another */
+/* a = W (16 rows, or M; int8: 16 row scales, then the rows), b = the nx
+ * vectors x (or u) one after another, c = the nx results one after
+ * another */
 static void matvec_body(Cg *cg, LLVMValueRef *p, const void *ctx) {
   const MV *t = ctx;
   LLVMValueRef xs[4], ys[4];
@@ -361,7 +377,10 @@ static void matvec_body(Cg *cg, LLVMValueRef *p, const void *ctx) {
     xs[i] = fptr(cg, p[1], ci64(cg, i * t->nv));
     ys[i] = fptr(cg, p[2], ci64(cg, i * (BLOCK / t->nx)));
   }
-  matvec_block_n(cg, p[0], t->ld, xs, t->nx, t->nv, ys);
+  if (t->q8)
+    matvec_block_n(cg, gep(cg, cg->i8, p[0], ci64(cg, 4 * BLOCK)), t->ld, xs, t->nx, t->nv, ys, p[0]);
+  else
+    matvec_block_n(cg, p[0], t->ld, xs, t->nx, t->nv, ys, NULL);
 }
 
 static void matvec_t_body(Cg *cg, LLVMValueRef *p, const void *ctx) {
@@ -385,31 +404,46 @@ static void test_matvec_blocks(void **state) {
     for (size_t b = 0; b < ARRAY_LEN(nvs); b++) {
       int nx = nxs[a];
       long long nv = nvs[b], ld = nv + 3;
-      /* y = W x: 16 / nx rows of W for each of nx vectors */
-      MV t = {nx, nv, ld, 0};
-      Fn *f = build(j, (Simd){8, 16}, matvec_body, &t);
-      float *W = xmalloc((size_t)(BLOCK * ld) * sizeof *W), *X = xmalloc((size_t)(nx * nv) * sizeof *X);
-      float Y[BLOCK];
-      fill(&r, W, (size_t)(BLOCK * ld));
-      fill(&r, X, (size_t)(nx * nv));
-      f(W, X, Y, 0, 0);
-      snprintf(what, sizeof what, "matvec_block_n nx %d nv %lld", nx, nv);
-      for (int i = 0; i < nx; i++)
-        for (int row = 0; row < BLOCK / nx; row++) {
-          double s = 0, m = 0;
-          for (long long k = 0; k < nv; k++) {
-            double p = (double)W[row * ld + k] * X[i * nv + k];
-            s += p, m += fabs(p);
+      /* y = W x: 16 / nx rows of W for each of nx vectors, with the
+       * accumulators of x86 (16 lanes) and of the other targets, and W
+       * float or int8 rows with scales */
+      static const int lanes[] = {16, 4, 2, 1};
+      for (size_t l = 0; l < ARRAY_LEN(lanes); l++)
+        for (int q8 = 0; q8 < 2; q8++) {
+          MV t = {nx, nv, ld, 0, q8};
+          Fn *f = build(j, (Simd){.lanes = 8, .regs = 16, .mv_lanes = lanes[l]}, matvec_body, &t);
+          float *W = xmalloc((size_t)(BLOCK * ld + BLOCK) * sizeof *W);
+          float *X = xmalloc((size_t)(nx * nv) * sizeof *X), Y[BLOCK];
+          int8_t *Q = (int8_t *)(W + BLOCK);
+          fill(&r, X, (size_t)(nx * nv));
+          if (q8) {
+            fill(&r, W, BLOCK); /* the scales */
+            for (long long k = 0; k < BLOCK * ld; k++)
+              Q[k] = (int8_t)(rng_uniform(&r, -127.5, 127.5));
+          } else {
+            fill(&r, W, (size_t)(BLOCK * ld));
           }
-          check_sum(what, (size_t)(i * (BLOCK / nx) + row), Y[i * (BLOCK / nx) + row], s, m, nv);
+          f(W, X, Y, 0, 0);
+          snprintf(what, sizeof what, "matvec_block_n nx %d nv %lld lanes %d%s", nx, nv, lanes[l],
+                   q8 ? " int8" : "");
+          for (int i = 0; i < nx; i++)
+            for (int row = 0; row < BLOCK / nx; row++) {
+              double s = 0, m = 0;
+              for (long long k = 0; k < nv; k++) {
+                double p = (q8 ? Q[row * ld + k] * (double)W[row] : W[row * ld + k]) * X[i * nv + k];
+                s += p, m += fabs(p);
+              }
+              /* int8: the sum scaled, one more rounding */
+              check_sum(what, (size_t)(i * (BLOCK / nx) + row), Y[i * (BLOCK / nx) + row], s, m, nv + q8);
+            }
+          free(W);
+          free(X);
         }
-      free(W);
-      free(X);
       /* y = W^T u for M rows of W */
       for (size_t c = 0; c < ARRAY_LEN(Ms); c++) {
         long long M = Ms[c];
-        MV tt = {nx, nv, ld, M};
-        Fn *ft = build(j, (Simd){8, 16}, matvec_t_body, &tt);
+        MV tt = {nx, nv, ld, M, false};
+        Fn *ft = build(j, (Simd){.lanes = 8, .regs = 16}, matvec_t_body, &tt);
         float *Wt = xmalloc((size_t)(M * ld) * sizeof *Wt), *U = xmalloc((size_t)(nx * M) * sizeof *U);
         float *Yt = xmalloc((size_t)(nx * nv) * sizeof *Yt);
         fill(&r, Wt, (size_t)(M * ld));
@@ -456,7 +490,7 @@ static void test_outer_seq_rows(void **state) {
   char what[96];
   for (size_t c = 0; c < ARRAY_LEN(cases); c++) {
     const Outer *o = &cases[c];
-    Fn *f = build(j, (Simd){8, 16}, outer_body, o);
+    Fn *f = build(j, (Simd){.lanes = 8, .regs = 16}, outer_body, o);
     for (int T = 1; T <= 9; T++) {
       size_t ng = (size_t)(o->R * o->ld);
       float *G0 = xmalloc(ng * sizeof *G0), *G = xmalloc(ng * sizeof *G);
@@ -501,7 +535,7 @@ static void steps_body(Cg *cg, LLVMValueRef *p, const void *ctx) { step_tuples(c
 
 static void test_step_tuples(void **state) {
   Jit *j = jit_or_fail(NULL);
-  Fn *f = build(j, (Simd){8, 16}, steps_body, NULL);
+  Fn *f = build(j, (Simd){.lanes = 8, .regs = 16}, steps_body, NULL);
   for (int T = 1; T <= 9; T++) {
     float out[10] = {0};
     f(NULL, NULL, out, T, 0);

@@ -51,12 +51,14 @@ static Target cortex_m4 = {"cortex-m4", "thumbv7em-none-eabihf", "arm-none-eabi-
 
 typedef struct Model {
   const char *graph, *ckpt, *prefix;
+  bool quantize; /* --quantize int8 */
 } Model;
 
 static const Model models[] = {
-    {"graphs/gru.nn", "tests/golden/gru_seed42.safetensors", "gru"},
-    {"graphs/rnn.nn", "tests/golden/rnn_seed42.safetensors", "names_rnn"},
+    {"graphs/gru.nn", "tests/golden/gru_seed42.safetensors", "gru", false},
+    {"graphs/rnn.nn", "tests/golden/rnn_seed42.safetensors", "names_rnn", false},
 };
+static const Model gru8 = {"graphs/gru.nn", "tests/golden/gru_seed42.safetensors", "gru8", true};
 
 static char *workdir, *root;
 
@@ -69,16 +71,22 @@ static void need(const char *cmd, const char *package) {
              (int)n, cmd, package);
 }
 
+/* The Cortex-M4's flags, with linker script ld (malloc'd). */
+static char *m4_flags(const char *ld) {
+  return xasprintf("-mcpu=cortex-m4 -mthumb -mfloat-abi=hard -mfpu=fpv4-sp-d16 "
+                   "--specs=rdimon.specs -nostartfiles -Wl,-z,noexecstack -T '%s' "
+                   "'%s/examples/cortex-m/startup.c'",
+                   ld, root);
+}
+
 static int setup(void **state) {
   (void)state;
   const char *tmp = getenv("RNNC_TMP_DIR");
   workdir = xasprintf("%s/targets.%d", tmp ? tmp : "/tmp", (int)getpid());
   root = src_path(".");
-  cortex_m4.flags = xasprintf("-mcpu=cortex-m4 -mthumb -mfloat-abi=hard -mfpu=fpv4-sp-d16 "
-                              "--specs=rdimon.specs -nostartfiles -Wl,-z,noexecstack "
-                              "-T '%s/examples/cortex-m/mps2-an386.ld' "
-                              "'%s/examples/cortex-m/startup.c'",
-                              root, root);
+  char *ld = xasprintf("%s/examples/cortex-m/mps2-an386.ld", root);
+  cortex_m4.flags = m4_flags(ld);
+  free(ld);
   return mkdir(workdir, 0777);
 }
 
@@ -135,51 +143,75 @@ static void check_undefined(const Target *t, const char *obj) {
   free(out);
 }
 
-/* For each graph: build, check the header as C99 and C++, link the driver,
- * run it, compare. */
-static void run_target(const Target *t) {
+static void need_tools(const Target *t) {
   need(t->cc, t->cc_package);
   need(t->cxx, t->cc_package);
   need(t->run, t->run_package);
   need(t->nm, t->cc_package);
-  for (size_t g = 0; g < ARRAY_LEN(models); g++) {
-    const Model *m = &models[g];
-    /* The golden names only: emulated, the gru takes about 30 ms a character
-     * on aarch64 (max-length names still run, in the driver's bad inputs). */
-    NameList ns = name_list_load(m->ckpt, false);
-    write_driver_names(workdir, &ns);
-    char *obj = xasprintf("%s/%s_%s.o", workdir, t->name, m->prefix);
-    char *hdr = xasprintf("%s/%s_%s.h", workdir, t->name, m->prefix);
-    char *exe = xasprintf("%s/%s_%s", workdir, t->name, m->prefix);
-    char *out = xasprintf("%s/%s_%s.out", workdir, t->name, m->prefix);
-    const char *argv[] = {"build", m->graph, m->ckpt, "-o", obj, "--prefix", m->prefix,
-                          "--target", t->triple, NULL};
-    free(rnnc_expect(0, argv));
-    check_undefined(t, obj);
-    static const char *const check[] = {"-std=c99 -x c", "-x c++"};
-    for (int k = 0; k < 2; k++)
-      if (sh("%s %s -Wall -Wextra -pedantic -Werror -fsyntax-only -DP=%s -include '%s' "
-             "-include '%s' '%s/tests/targets/header_check.c'",
-             k ? t->cxx : t->cc, check[k], m->prefix, hdr, hdr, root))
-        fail_msg("%s does not compile with %s %s", hdr, k ? t->cxx : t->cc, check[k]);
-    if (sh("%s -std=c99 -O2 -Wall -Wextra -pedantic -Werror %s -DP=%s -include '%s' -I '%s' "
-           "'%s/tests/targets/driver.c' '%s' -o '%s'",
-           t->cc, t->flags, m->prefix, hdr, workdir, root, obj, exe))
-      fail_msg("linking %s with %s failed", obj, t->cc);
-    int st = sh("timeout 600 %s '%s' > '%s'", t->run, exe, out);
-    char *text = read_text(out);
-    if (st)
-      fail_msg("%s %s exited with %d:\n%s", t->run, exe, st, text);
-    char *what = xasprintf("%s %s", t->name, m->prefix);
-    check_aot_output(what, m->graph, m->ckpt, &ns, text, &(AotCheck){.tol = 1e-5, .tail = driver_tail});
-    free(what);
-    free(text);
-    name_list_free(&ns);
-    free(obj);
-    free(hdr);
+}
+
+/* rnnc build for target t (extra: more options, or ""), linked with the
+ * driver by the target's compiler with flags: the object's path
+ * (malloc'd), or NULL when the link failed (its output in *log). */
+static char *build_and_link(const Target *t, const Model *m, const char *flags, char **log) {
+  char *obj = xasprintf("%s/%s_%s.o", workdir, t->name, m->prefix);
+  char *hdr = xasprintf("%s/%s_%s.h", workdir, t->name, m->prefix);
+  char *exe = xasprintf("%s/%s_%s", workdir, t->name, m->prefix);
+  const char *argv[] = {"build", m->graph, m->ckpt, "-o", obj, "--prefix", m->prefix,
+                        "--target", t->triple, m->quantize ? "--quantize" : NULL, "int8", NULL};
+  free(rnnc_expect(0, argv));
+  check_undefined(t, obj);
+  static const char *const check[] = {"-std=c99 -x c", "-x c++"};
+  for (int k = 0; k < 2; k++)
+    if (sh("%s %s -Wall -Wextra -pedantic -Werror -fsyntax-only -DP=%s -include '%s' "
+           "-include '%s' '%s/tests/targets/header_check.c'",
+           k ? t->cxx : t->cc, check[k], m->prefix, hdr, hdr, root))
+      fail_msg("%s does not compile with %s %s", hdr, k ? t->cxx : t->cc, check[k]);
+  char *out = xasprintf("%s.link.txt", exe);
+  int st = sh("%s -std=c99 -O2 -Wall -Wextra -pedantic -Werror %s -DP=%s -include '%s' -I '%s' "
+              "'%s/tests/targets/driver.c' '%s' -o '%s' > '%s' 2>&1",
+              t->cc, flags, m->prefix, hdr, workdir, root, obj, exe, out);
+  *log = read_text(out);
+  free(out);
+  free(obj);
+  free(hdr);
+  if (st) {
     free(exe);
-    free(out);
+    return NULL;
   }
+  return exe;
+}
+
+/* Build, check the header as C99 and C++, link the driver (with flags),
+ * run it, compare with the JIT. */
+static void run_model(const Target *t, const Model *m, const char *flags) {
+  /* The golden names only: emulated, the gru takes about 30 ms a character
+   * on aarch64 (max-length names still run, in the driver's bad inputs). */
+  NameList ns = name_list_load(m->ckpt, false);
+  write_driver_names(workdir, &ns);
+  char *log, *exe = build_and_link(t, m, flags, &log);
+  if (!exe)
+    fail_msg("linking %s's %s with %s failed:\n%s", t->name, m->prefix, t->cc, log);
+  free(log);
+  char *out = xasprintf("%s.out", exe);
+  int st = sh("timeout 600 %s '%s' > '%s'", t->run, exe, out);
+  char *text = read_text(out);
+  if (st)
+    fail_msg("%s %s exited with %d:\n%s", t->run, exe, st, text);
+  char *what = xasprintf("%s %s", t->name, m->prefix);
+  check_aot_output(what, m->graph, m->ckpt, &ns, text,
+                   &(AotCheck){.tol = 1e-5, .quantized = m->quantize, .tail = driver_tail});
+  free(what);
+  free(text);
+  name_list_free(&ns);
+  free(exe);
+  free(out);
+}
+
+static void run_target(const Target *t) {
+  need_tools(t);
+  for (size_t g = 0; g < ARRAY_LEN(models); g++)
+    run_model(t, &models[g], t->flags);
 }
 
 /* wasm32: the module of -o NAME.wasm has no imports and, through its
@@ -273,11 +305,51 @@ static void test_cortex_m4(void **state) {
   free(out);
 }
 
+/* gru.nn with int8 weights on a microcontroller with 1 MB of flash and
+ * 512 KB of RAM (an STM32F7's): the board's memory map cut down, in which
+ * the float object does not link. */
+static void test_cortex_m4_1mb(void **state) {
+  (void)state;
+  need_tools(&cortex_m4);
+  char *board = xasprintf("%s/examples/cortex-m/mps2-an386.ld", root);
+  char *ld = read_text(board);
+  char *flash = strstr(ld, "LENGTH = 4M"), *ram = flash ? strstr(flash + 1, "LENGTH = 4M") : NULL;
+  if (!ram)
+    fail_msg("%s: no FLASH and RAM of LENGTH = 4M to cut down", board);
+  memcpy(flash, "LENGTH = 1M", 11);
+  *ram = '\0';
+  char *small = xasprintf("%s/m4-1m.ld", workdir);
+  Buf b = {0};
+  buf_printf(&b, "%sLENGTH = 512K%s", ld, ram + 11);
+  write_text(small, b.data);
+  char *flags = m4_flags(small);
+  NameList ns = name_list_load(models[0].ckpt, false);
+  write_driver_names(workdir, &ns);
+  name_list_free(&ns);
+  char *log, *exe = build_and_link(&cortex_m4, &models[0], flags, &log);
+  if (exe || !strstr(log, "region `FLASH' overflowed"))
+    fail_msg("the float gru.nn links in 1 MB of flash, or fails otherwise:\n%s", log);
+  free(log);
+  run_model(&cortex_m4, &gru8, flags);
+  char *sizes = xasprintf("%s/size.txt", workdir);
+  assert_int_equal(sh("arm-none-eabi-size '%s/cortex-m4_gru8' > '%s'", workdir, sizes), 0);
+  char *text = read_text(sizes);
+  print_message("gru.nn with int8 weights in 1 MB of flash, 512 KB of RAM:\n%s", text);
+  free(text);
+  free(sizes);
+  free(flags);
+  buf_free(&b);
+  free(small);
+  free(ld);
+  free(board);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_aarch64),
       cmocka_unit_test(test_riscv64),
       cmocka_unit_test(test_cortex_m4),
+      cmocka_unit_test(test_cortex_m4_1mb),
       cmocka_unit_test(test_wasm32),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

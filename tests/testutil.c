@@ -308,7 +308,8 @@ void name_list_free(NameList *ns) {
   free(ns->s);
 }
 
-float *jit_logits(const char *graph, const char *ckpt, const NameList *ns, int *classes) {
+float *jit_logits(const char *graph, const char *ckpt, const NameList *ns, int *classes,
+                  bool quantized) {
   Model m;
   Err e;
   ModelOptions mo = {.no_train = true};
@@ -320,6 +321,8 @@ float *jit_logits(const char *graph, const char *ckpt, const NameList *ns, int *
     free(labels[i]);
   free(labels);
   int C = *classes = model_classes(&m);
+  if (quantized)
+    quantized_values(m.fwd, m.state, m.state);
   model_reserve(&m, OBJ_MAX_LEN);
   float *zeros = xcalloc(m.fwd_abi.noise + 1, sizeof *zeros);
   int32_t chars[OBJ_MAX_LEN];
@@ -374,6 +377,17 @@ const char driver_tail[] = "forward len 0: 1\n"
                            "forward NULL logits: 3\n"
                            "logits untouched: 1\n"
                            "forward len max: 0\n"
+                           "batch n 0: 3\n"
+                           "batch n -1: 3\n"
+                           "batch NULL: 3 3 3\n"
+                           "batch len 0: 1\n"
+                           "batch len -3: 1\n"
+                           "batch len max+1: 1\n"
+                           "batch len 100000: 1\n"
+                           "batch index 59: 2\n"
+                           "batch index -1: 2\n"
+                           "batch untouched: 1\n"
+                           "batch good: 0\n"
                            "predict \"\": -1\n"
                            "predict a/b: -1\n"
                            "predict NULL: -1\n"
@@ -386,14 +400,15 @@ const char driver_tail[] = "forward len 0: 1\n"
 void check_aot_output(const char *what, const char *graph, const char *ckpt, const NameList *ns,
                       const char *text, const AotCheck *c) {
   int C;
-  float *jit = jit_logits(graph, ckpt, ns, &C);
+  float *jit = jit_logits(graph, ckpt, ns, &C, c->quantized);
   double worst = 0, worst_p = 0, worst_g = 0;
   int same = 0;
   const char *p = text;
+  float *fwd = xcalloc((size_t)ns->n * (size_t)C, sizeof *fwd);
   for (int i = 0; i < ns->n; i++) {
     char *end;
     int rc = (int)strtol(p, &end, 10), cls = (int)strtol(end, &end, 10);
-    float a[256], pr[256];
+    float *a = fwd + (size_t)i * C, pr[256];
     assert_true(C <= 256);
     for (int k = 0; k < 2 * C; k++) {
       uint32_t u = (uint32_t)strtoul(end, &end, 16);
@@ -420,10 +435,35 @@ void check_aot_output(const char *what, const char *graph, const char *ckpt, con
     for (int k = 0; k < C; k++)
       worst_p = fmax(worst_p, fabs(pr[k] - exp((double)a[k] - a[best]) / sum));
   }
+  /* driver.c's P_forward_batch of all the names: P_forward's logits, the
+   * sums in another order (GEMMs) */
+  double worst_b = -1;
+  if (!strncmp(p, "batch: ", 7)) {
+    char *end;
+    int rc = (int)strtol(p + 7, &end, 10);
+    if (rc != 0 || *end != '\n')
+      fail_msg("%s: P_forward_batch of all the names returned %d", what, rc);
+    worst_b = 0;
+    for (int i = 0; i < ns->n; i++) {
+      for (int k = 0; k < C; k++) {
+        uint32_t u = (uint32_t)strtoul(end, &end, 16);
+        float b, a = fwd[(size_t)i * C + k];
+        memcpy(&b, &u, sizeof b);
+        worst_b = fmax(worst_b, fabs((double)b - a) / fmax(1, fabs(a)));
+        if (isnan(b))
+          worst_b = INFINITY;
+      }
+      if (*end != '\n')
+        fail_msg("%s: unexpected P_forward_batch output for name %d:\n%s", what, i, text);
+    }
+    p = end + 1;
+  }
   int nl = ns->n * C;
   print_message("%s: %d names, %d of %d logits bit-identical to the JIT's (zero noise), max "
                 "relative difference %.3g; probabilities within %.3g of a double softmax",
                 what, ns->n, same, nl, worst, worst_p);
+  if (worst_b >= 0)
+    print_message("; P_forward_batch within %.3g of P_forward", worst_b);
   if (c->golden)
     print_message("; PyTorch's golden logits within %.3g", worst_g);
   print_message("\n");
@@ -435,8 +475,11 @@ void check_aot_output(const char *what, const char *graph, const char *ckpt, con
              c->tol);
   if (worst_p > 1e-6)
     fail_msg("%s: probabilities differ from the softmax by %g", what, worst_p);
+  if (worst_b > 1e-5)
+    fail_msg("%s: P_forward_batch's logits differ from P_forward's by %g (relative)", what, worst_b);
   if (c->golden && worst_g > 1e-4)
     fail_msg("%s: logits differ from PyTorch's by %g", what, worst_g);
   assert_string_equal(p, c->tail);
+  free(fwd);
   free(jit);
 }

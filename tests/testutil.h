@@ -74,8 +74,11 @@ NameList name_list_load(const char *ckpt, bool edge_cases);
 void name_list_free(NameList *ns);
 /* The JIT's logits (n, classes) for every name: the forward kernel of
  * graph with ckpt's weights and a zero noise buffer, which is what an
- * object of rnnc build computes for a random initial state. */
-float *jit_logits(const char *graph, const char *ckpt, const NameList *ns, int *classes);
+ * object of rnnc build computes for a random initial state; quantized:
+ * with the weights an object of --quantize int8 computes with
+ * (quantized_values). */
+float *jit_logits(const char *graph, const char *ckpt, const NameList *ns, int *classes,
+                  bool quantized);
 
 /* tests/targets/driver.c, the program test_aot and test_targets link with
  * an object of rnnc build. Its names: dir/names.h (a C array) and
@@ -93,6 +96,7 @@ extern const char driver_tail[];
 typedef struct AotCheck {
   double tol;
   bool exact;
+  bool quantized; /* an object of --quantize int8: the JIT with its weights */
   const float *golden; /* (ngolden, classes) or NULL */
   const char *tail;
 } AotCheck;

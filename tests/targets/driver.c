@@ -1,7 +1,9 @@
 /* driver.c: runs an object of rnnc build on the names of names.h and prints,
  * for each name, P_forward's status and logits and P_predict's class and
- * probabilities, then the results of bad inputs, then "done". Floats are
- * printed as their bits in hex: exact, and newlib's printf has no %a.
+ * probabilities, then P_forward_batch's status and the logits it gives all
+ * the names at once (one line per name), then the results of bad inputs,
+ * then "done". Floats are printed as their bits in hex: exact, and
+ * newlib's printf has no %a.
  *
  * test_aot.c and test_targets.c compile it for each target with
  *   -DP=<prefix> -include <header> -I<directory of names.h>
@@ -17,6 +19,7 @@
 #define CAT2(a, b) a##b
 #define CAT(a, b) CAT2(a, b)
 #define FORWARD CAT(P, _forward)
+#define FORWARD_BATCH CAT(P, _forward_batch)
 #define PREDICT CAT(P, _predict)
 #define LABELS CAT(P, _labels)
 #define NCLASS CAT(P, _NUM_CLASSES)
@@ -39,6 +42,34 @@ static int encode(const char *s, int32_t *out) {
   return n;
 }
 
+/* P_forward_batch on hostile input (c: MAXLEN + 1 good indices): the
+ * status, and that it wrote nothing. */
+static void bad_batch(int32_t *c) {
+  int32_t lens[3] = {2, 3, 4};
+  float out[3 * NCLASS];
+  out[0] = out[3 * NCLASS - 1] = 12345.0f;
+  printf("batch n 0: %d\n", FORWARD_BATCH(c, lens, 0, out));
+  printf("batch n -1: %d\n", FORWARD_BATCH(c, lens, -1, out));
+  printf("batch NULL: %d %d %d\n", FORWARD_BATCH(NULL, lens, 3, out), FORWARD_BATCH(c, NULL, 3, out),
+         FORWARD_BATCH(c, lens, 3, NULL));
+  lens[1] = 0;
+  printf("batch len 0: %d\n", FORWARD_BATCH(c, lens, 3, out));
+  lens[1] = -3;
+  printf("batch len -3: %d\n", FORWARD_BATCH(c, lens, 3, out));
+  lens[1] = MAXLEN + 1;
+  printf("batch len max+1: %d\n", FORWARD_BATCH(c, lens, 3, out));
+  lens[1] = 100000;
+  printf("batch len 100000: %d\n", FORWARD_BATCH(c, lens, 3, out));
+  lens[1] = 3;
+  c[8] = 59; /* the last name's last index */
+  printf("batch index 59: %d\n", FORWARD_BATCH(c, lens, 3, out));
+  c[8] = -1;
+  printf("batch index -1: %d\n", FORWARD_BATCH(c, lens, 3, out));
+  c[8] = 8;
+  printf("batch untouched: %d\n", out[0] == 12345.0f && out[3 * NCLASS - 1] == 12345.0f);
+  printf("batch good: %d\n", FORWARD_BATCH(c, lens, 3, out));
+}
+
 static void bad(void) {
   int32_t c[MAXLEN + 1];
   float lg[NCLASS], pr[NCLASS];
@@ -59,6 +90,7 @@ static void bad(void) {
   printf("forward NULL logits: %d\n", FORWARD(c, 5, NULL));
   printf("logits untouched: %d\n", lg[0] == 12345.0f);
   printf("forward len max: %d\n", FORWARD(c, MAXLEN, lg));
+  bad_batch(c);
   printf("predict \"\": %d\n", PREDICT("", pr));
   printf("predict a/b: %d\n", PREDICT("a/b", pr));
   printf("predict NULL: %d\n", PREDICT(NULL, pr));
@@ -70,6 +102,26 @@ static void bad(void) {
   longname[MAXLEN + 1] = 0;
   printf("predict max length+1: %d\n", PREDICT(longname, pr));
   printf("labels: %s %s\n", LABELS[0], LABELS[NCLASS - 1]);
+}
+
+/* All the names in one call of P_forward_batch. */
+static void batch(void) {
+  enum { N = sizeof names / sizeof names[0] };
+  static int32_t idx[N * MAXLEN], lens[N];
+  static float lg[N * NCLASS];
+  int32_t at = 0;
+  size_t i;
+  int k;
+  for (i = 0; i < N; i++) {
+    lens[i] = encode(names[i], idx + at);
+    at += lens[i];
+  }
+  printf("batch: %d\n", FORWARD_BATCH(idx, lens, N, lg));
+  for (i = 0; i < N; i++) {
+    for (k = 0; k < NCLASS; k++)
+      printf("%s%08lx", k ? " " : "", bits(lg[i * NCLASS + k]));
+    printf("\n");
+  }
 }
 
 int main(void) {
@@ -87,6 +139,7 @@ int main(void) {
       printf(" %08lx", bits(pr[k]));
     printf("\n");
   }
+  batch();
   bad();
   printf("done\n");
   return 0;

@@ -10,11 +10,11 @@
 int use(void);
 int use(void) {
   float lg[CAT(P, _NUM_CLASSES)];
-  int32_t c[CAT(P, _MAX_LEN)] = {0};
+  int32_t c[CAT(P, _MAX_LEN)] = {0}, len = 1;
   const char *v = CAT(P, _VOCAB);
-  return CAT(P, _forward)(c, 1, lg) + CAT(P, _predict)(v, lg) + (int)sizeof CAT(P, _labels)[0] +
-         CAT(P, _VOCAB_SIZE) +
-         (int)(CAT(P, _STACK_BYTES) + CAT(P, _TEXT_BYTES) + CAT(P, _RODATA_BYTES) +
-                   CAT(P, _DATA_BYTES) >
+  return CAT(P, _forward)(c, 1, lg) + CAT(P, _forward_batch)(c, &len, 1, lg) + CAT(P, _predict)(v, lg) +
+         (int)sizeof CAT(P, _labels)[0] + CAT(P, _VOCAB_SIZE) + CAT(P, _BATCH_NAMES) +
+         (int)(CAT(P, _STACK_BYTES) + CAT(P, _BATCH_STACK_BYTES) + CAT(P, _TEXT_BYTES) +
+                   CAT(P, _RODATA_BYTES) + CAT(P, _DATA_BYTES) >
                0);
 }
