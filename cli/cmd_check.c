@@ -48,6 +48,7 @@ static void init_values(const Graph *g, double *w, uint64_t seed) {
     double b = pa->init == INIT_UNIFORM          ? pa->init_arg
                : pa->init == INIT_LINEAR         ? 1 / sqrt(pa->init_arg)
                : pa->init == INIT_KAIMING_UNIFORM ? sqrt(6 / pa->init_arg)
+               : pa->init == INIT_NORMAL          ? pa->init_arg /* its scale */
                                                   : 0.1; /* zeros: check away from 0 */
     for (size_t i = 0; i < type_numel(pa->type); i++)
       w[pa->offset + i] = rng_uniform(&r, (float)-b, (float)b);

@@ -164,6 +164,7 @@ static void infer_node(BC *c, int id) {
       k = K_ROWS;
     break;
   case OP_PUT_LAST:
+  case OP_PUT_FIRST:
     if (k == K_ROWS)
       k = K_SEQ;
     break;
@@ -353,6 +354,15 @@ static void emit_matvec_t(BC *c, int id) {
     return;
   }
   node_buffer(c, id);
+  if (c->isint[u]) { /* a one-hot u: each row is row u of W (an embedding) */
+    Loop r = for_begin(cg, rows_of(c, id));
+    LLVMValueRef idx = load_i64(c, c->ptr[u], r.i);
+    LLVMValueRef at = LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, idx, ci64(cg, tw.dim[1]), ""), ci64(cg, n->a), "");
+    LLVMValueRef src = fptr(cg, c->ptr[w], at);
+    memcpy_f32(cg, row_ptr(c, id, r.i), src, ci64(cg, n->b));
+    for_end(cg, &r);
+    return;
+  }
   bgemm(c, c->ptr[u], c->ld[u], 1, fptr(cg, c->ptr[w], ci64(cg, n->a)), tw.dim[1], c->ptr[id],
        c->ld[id], rows_of(c, id), ci64(cg, tw.dim[0]), n->b, false);
 }
@@ -388,6 +398,18 @@ static void emit_acc(BC *c, int id) {
     return;
   }
   LLVMValueRef g0 = fptr(cg, gp, ci64(cg, k0));
+  if (c->isint[u]) { /* a one-hot u: row u[r] of the gradient gets v[r] */
+    long long nv = (long long)width(c, v);
+    Loop r = for_begin(cg, rows_of(c, u));
+    LLVMValueRef idx = load_i64(c, c->ptr[u], r.i);
+    LLVMValueRef grow = fptr(cg, g0, LLVMBuildMul(cg->b, idx, ci64(cg, ldw), ""));
+    LLVMValueRef vrow = row_ptr(c, v, r.i);
+    Loop k = loop_begin(cg, ci64(cg, nv));
+    store(cg, fadd(cg, load(cg, grow, k.i), load(cg, vrow, k.i)), grow, k.i);
+    loop_end(cg, &k);
+    for_end(cg, &r);
+    return;
+  }
   if (c->isint[v]) { /* a one-hot v: column v[r] of the gradient gets u[r] */
     Loop r = for_begin(cg, rows_of(c, u));
     LLVMValueRef idx = load_i64(c, c->ptr[v], r.i);
@@ -469,7 +491,7 @@ static void close_group(BC *c, Group *gr) {
     const Node *n = N(c, id);
     LLVMValueRef a = value_at(c, n->in[0], r.i, col);
     LLVMValueRef b = n->nin > 1 ? value_at(c, n->in[1], r.i, col) : NULL;
-    c->cur[id] = cg_elem(cg, n->op, a, b);
+    c->cur[id] = cg_elem(cg, n->op, n->f, a, b);
     if (stored[j])
       store(cg, c->cur[id], c->ptr[id],
             gr->numel > 1 ? LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, r.i, ci64(cg, c->ld[id]), ""), col, "")
@@ -735,15 +757,18 @@ static void emit_standalone(BC *c, int id) {
     loop_end(cg, &r);
     return;
   }
-  case OP_PUT_LAST: {
+  case OP_PUT_LAST:
+  case OP_PUT_FIRST: {
     if (c->kind[a] != K_ROWS) {
-      fail(c, id, "put_last() of a value that is not per sequence");
+      fail(c, id, "put_last() or put_first() of a value that is not per sequence");
       return;
     }
     node_buffer(c, id);
     memset_f32(cg, c->ptr[id], LLVMBuildMul(cg->b, c->total, ci64(cg, c->ld[id]), ""));
+    /* step 0's rows are the first B packed rows */
     Loop r = loop_begin(cg, c->B64);
-    memcpy_f32(cg, row_ptr(c, id, last_row(c, id, r.i)), row_ptr(c, a, r.i), ci64(cg, (long long)width(c, a)));
+    LLVMValueRef row = n->op == OP_PUT_FIRST ? r.i : last_row(c, id, r.i);
+    memcpy_f32(cg, row_ptr(c, id, row), row_ptr(c, a, r.i), ci64(cg, (long long)width(c, a)));
     loop_end(cg, &r);
     return;
   }
@@ -768,7 +793,7 @@ static void emit_standalone(BC *c, int id) {
       LLVMValueRef x = is_shared_scalar(c, a) ? c->sval[a] : NULL;
       LLVMValueRef y = b >= 0 ? (is_shared_scalar(c, b) ? c->sval[b] : NULL) : NULL;
       if (x && (b < 0 || y)) {
-        c->sval[id] = cg_elem(cg, n->op, x, y);
+        c->sval[id] = cg_elem(cg, n->op, n->f, x, y);
         return;
       }
     }
@@ -861,10 +886,10 @@ static void emit_standalone(BC *c, int id) {
     LLVMValueRef m = LLVMBuildLoad2(cg->b, cg->f32, mx, "");
     LLVMValueRef sum = acc_new(cg, cf32(cg, 0));
     Loop l2 = loop_begin(cg, ci64(cg, w));
-    LLVMValueRef ex = cg_elem(cg, OP_EXP, fsub(cg, load(cg, x, l2.i), m), NULL);
+    LLVMValueRef ex = cg_elem(cg, OP_EXP, 0, fsub(cg, load(cg, x, l2.i), m), NULL);
     LLVMBuildStore(cg->b, fadd(cg, LLVMBuildLoad2(cg->b, cg->f32, sum, ""), ex), sum);
     loop_end(cg, &l2);
-    LLVMValueRef lse = fadd(cg, m, cg_elem(cg, OP_LOG, LLVMBuildLoad2(cg->b, cg->f32, sum, ""), NULL));
+    LLVMValueRef lse = fadd(cg, m, cg_elem(cg, OP_LOG, 0, LLVMBuildLoad2(cg->b, cg->f32, sum, ""), NULL));
     Loop l3 = loop_begin(cg, ci64(cg, w));
     store(cg, fsub(cg, load(cg, x, l3.i), lse), y, l3.i);
     loop_end(cg, &l3);

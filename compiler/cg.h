@@ -127,7 +127,7 @@ LLVMValueRef vacc_new(Cg *cg, LLVMTypeRef vt);
 LLVMValueRef splat(Cg *cg, LLVMTypeRef vt, LLVMValueRef x);
 /* An elementwise op (F_ELEM in ops.h) on scalars: b is NULL for unary ops.
  * The math functions are the inline ones of mathfn.c. */
-LLVMValueRef cg_elem(Cg *cg, Op op, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef cg_elem(Cg *cg, Op op, double f, LLVMValueRef a, LLVMValueRef b);
 
 /* ------------------------------------------- batch-1 product kernels */
 

@@ -107,6 +107,8 @@ Graph *compile_graph_file(const char *path, Err *e) {
 int graph_passes(Graph *g, bool train, PassStop stop, Err *e) {
   if (stop == PASSES_FRONT)
     return 0;
+  if (!train)
+    graph_inference(g);
   if (graph_optimize(g, false, e))
     return -1;
   if (train && grad(g, e))

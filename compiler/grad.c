@@ -242,27 +242,28 @@ static int adjoint(Grad *G, int x) {
       if (c->piece)
         p[k++] = c;
     qsort(p, (size_t)npieces, sizeof *p, cmp_offset);
+    /* (Slices of a sequence are slices of every row: widths are rows'.) */
     bool disjoint = true;
     for (int i = 1; i < npieces; i++)
-      disjoint &= p[i]->offset >= p[i - 1]->offset + g->nodes[p[i - 1]->value].type.dim[0];
+      disjoint &= p[i]->offset >= p[i - 1]->offset + type_width(g->nodes[p[i - 1]->value].type);
     if (full < 0 && disjoint) {
       /* Disjoint slices: concatenate them, zeros in the gaps. */
-      int acc = -1, at = 0, size = t.dim[0];
+      int acc = -1, at = 0, size = type_width(t);
       for (int i = 0; i <= npieces; i++) {
         int off = i < npieces ? p[i]->offset : size;
         if (off > at) {
-          int z = zeros(G, G->bb, type_vec(off - at), pos);
+          int z = zeros(G, G->bb, type_with_width(t, off - at), pos);
           acc = acc < 0 ? z : add2(G, OP_CONCAT, acc, z, 0, 0, pos);
         }
         if (i < npieces) {
           acc = acc < 0 ? p[i]->value : add2(G, OP_CONCAT, acc, p[i]->value, 0, 0, pos);
-          at = off + g->nodes[p[i]->value].type.dim[0];
+          at = off + type_width(g->nodes[p[i]->value].type);
         }
       }
       full = acc;
     } else {
       for (int i = 0; i < npieces; i++) {
-        int v = add1(G, OP_PAD, p[i]->value, p[i]->offset, t.dim[0], pos);
+        int v = add1(G, OP_PAD, p[i]->value, p[i]->offset, type_width(t), pos);
         full = full < 0 ? v : add2(G, OP_ADD, full, v, 0, 0, pos);
       }
     }
@@ -350,7 +351,7 @@ static void vjp(Grad *G, int id, int gy) {
     break;
   }
   case OP_CONCAT: {
-    int na = node(G, a)->type.dim[0], nb = node(G, b)->type.dim[0];
+    int na = type_width(node(G, a)->type), nb = type_width(node(G, b)->type);
     if (NEEDS(a))
       contrib(G, a, add1(G, OP_SLICE, gy, 0, na, pos));
     if (NEEDS(b))
@@ -361,7 +362,7 @@ static void vjp(Grad *G, int id, int gy) {
     contrib_piece(G, a, gy, n.a, true);
     break;
   case OP_PAD:
-    contrib(G, a, add1(G, OP_SLICE, gy, n.a, n.a + node(G, a)->type.dim[0], pos));
+    contrib(G, a, add1(G, OP_SLICE, gy, n.a, n.a + type_width(node(G, a)->type), pos));
     break;
   case OP_SUM:
     /* Broadcast the scalar back: zeros + gy. */
@@ -377,7 +378,7 @@ static void vjp(Grad *G, int id, int gy) {
       error_at(G->d, pos, "cannot differentiate a product with a computed matrix");
     }
     if (NEEDS(b))
-      contrib(G, b, add2(G, OP_MATVEC_T, a, gy, n.a, node(G, b)->type.dim[0], pos));
+      contrib(G, b, add2(G, OP_MATVEC_T, a, gy, n.a, type_width(node(G, b)->type), pos));
     break;
   }
   case OP_MATVEC_T: {
@@ -393,6 +394,12 @@ static void vjp(Grad *G, int id, int gy) {
       contrib(G, b, add2(G, OP_MATVEC, a, gy, n.a, n.a || n.b != node(G, a)->type.dim[1] ? n.b : 0, pos));
     break;
   }
+  case OP_DROPOUT:
+    /* y = a kept and scaled where the draw b says: da = gy masked the same
+     * way; b is noise (nothing to differentiate) */
+    if (NEEDS(a))
+      contrib(G, a, ir_add(G->g, NULL, G->bb, OP_DROPOUT, (int[]){gy, fwd(G, b)}, 2, 0, 0, n.f, pos));
+    break;
   case OP_POW: {
     /* y = a^b: da = gy b a^(b-1), db = gy y log a */
     if (NEEDS(a)) {
@@ -412,6 +419,9 @@ static void vjp(Grad *G, int id, int gy) {
   case OP_PUT_LAST:
     contrib(G, a, add1(G, OP_LAST, gy, 0, 0, pos));
     break;
+  case OP_PUT_FIRST:
+    contrib(G, a, add1(G, OP_FIRST, gy, 0, 0, pos));
+    break;
   case OP_LOG_SOFTMAX: {
     /* y = x - logsumexp(x): dx = gy - exp(y) sum(gy) */
     int p = add1(G, OP_EXP, fwd(G, id), 0, 0, pos);
@@ -424,6 +434,9 @@ static void vjp(Grad *G, int id, int gy) {
     break;
   case OP_LAST:
     contrib(G, a, add1(G, OP_PUT_LAST, gy, 0, 0, pos));
+    break;
+  case OP_FIRST:
+    contrib(G, a, add1(G, OP_PUT_FIRST, gy, 0, 0, pos));
     break;
   case OP_PROJ:
     break; /* the scan reads its projections' adjoints */
@@ -559,11 +572,52 @@ static void vjp_scan(Grad *G, int s) {
 
 /* ---------------------------------------------------------------- update */
 
+/* max(x, 0), which the IR writes with min. */
+static int relu(Grad *G, int x, Pos pos) {
+  int z = cnst(G, 0, 0, pos);
+  return add1(G, OP_NEG, add2(G, OP_MIN, z, add1(G, OP_NEG, x, 0, 0, pos), 0, 0, pos), 0, 0, pos);
+}
+
+/* The learning rate at step t (1-based; the rate is a constant without a
+ * schedule). After `warmup` steps of linear warmup, lr * min(1, t / warmup),
+ * d = max(0, t - 1 - warmup) steps of decay have passed: step, lr *
+ * gamma^floor(d / decay) (PyTorch's StepLR); cosine, min_lr + (lr - min_lr)
+ * (1 + cos(pi min(1, d / decay))) / 2 (CosineAnnealingLR, held at min_lr
+ * after `decay` steps). The warmup factor multiplies the decayed rate. */
+static int scheduled_lr(Grad *G, int step, Pos pos) {
+  const TrainConfig *t = &G->g->train;
+  int lr = cnst(G, 0, t->lr, pos);
+  int one = cnst(G, 0, 1, pos);
+  if (t->sched != SCHED_CONSTANT) {
+    int d = add2(G, OP_SUB, step, cnst(G, 0, 1.0 + t->warmup, pos), 0, 0, pos);
+    if (t->warmup)
+      d = relu(G, d, pos);
+    int frac = add2(G, OP_DIV, d, cnst(G, 0, t->decay, pos), 0, 0, pos);
+    if (t->sched == SCHED_STEP) {
+      int k = add1(G, OP_FLOOR, frac, 0, 0, pos);
+      lr = add2(G, OP_MUL, lr, add2(G, OP_POW, cnst(G, 0, t->gamma, pos), k, 0, 0, pos), 0, 0, pos);
+    } else {
+      int prog = add2(G, OP_MIN, frac, one, 0, 0, pos);
+      int angle = add2(G, OP_MUL, prog, cnst(G, 0, 3.14159265358979323846, pos), 0, 0, pos);
+      int c = add1(G, OP_COS, angle, 0, 0, pos);
+      int half = add2(G, OP_MUL, add2(G, OP_ADD, one, c, 0, 0, pos), cnst(G, 0, 0.5, pos), 0, 0, pos);
+      int span = cnst(G, 0, t->lr - t->min_lr, pos);
+      lr = add2(G, OP_ADD, cnst(G, 0, t->min_lr, pos), add2(G, OP_MUL, span, half, 0, 0, pos), 0, 0, pos);
+    }
+  }
+  if (t->warmup) {
+    int w = add2(G, OP_DIV, step, cnst(G, 0, t->warmup, pos), 0, 0, pos);
+    lr = add2(G, OP_MUL, lr, add2(G, OP_MIN, w, one, 0, 0, pos), 0, 0, pos);
+  }
+  return lr;
+}
+
 /* Clipping and the optimizer step as PyTorch 1.13 computes them
- * (torch.nn.utils.clip_grad_norm_, torch.optim.Adam with foreach=False):
- * the same operations in the same order. Both run over the whole flat
- * buffer at once (PARAM_ALL): buffers and padding have zero gradients and
- * zero moments, so the update leaves them exactly as they are. */
+ * (torch.nn.utils.clip_grad_norm_, torch.optim.Adam, AdamW and SGD with
+ * foreach=False): the same operations in the same order. Both run over the
+ * whole flat buffer at once (PARAM_ALL): buffers and padding have zero
+ * gradients and zero moments, so the update leaves them exactly as they
+ * are (weight decay too: it scales or adds zero). */
 static void emit_update(Grad *G) {
   Graph *g = G->g;
   const TrainConfig *t = &g->train;
@@ -581,13 +635,29 @@ static void emit_update(Grad *G) {
     int coef = add2(G, OP_MIN, c, cnst(G, 0, 1, pos), 0, 0, pos);
     gr = add2(G, OP_MUL, gr, coef, 0, 0, pos);
   }
-  int lr = cnst(G, 0, t->lr, pos);
+  /* (in this order: the nodes of a graph without the options below are
+   * those of before, so are its IR and its kernels) */
+  bool sched = t->sched != SCHED_CONSTANT || t->warmup;
+  int lr = sched ? -1 : cnst(G, 0, t->lr, pos);
   int w = ir_add(g, NULL, 0, OP_LOAD, NULL, 0, PARAM_ALL, SLOT_VALUE, 0, pos);
-  int nw, gr0 = gr;
-  if (t->optim == OPTIM_ADAM) {
+  int step = -1;
+  if (t->optim != OPTIM_SGD || sched || t->dampening > 0)
+    step = ir_leaf(g, 0, OP_STEP, type_scalar(), 0, 0, pos);
+  if (sched)
+    lr = scheduled_lr(G, step, pos);
+  int gr0 = gr; /* the gradient itself, for the NaN check below */
+  /* L2 weight decay (Adam, SGD): grad += weight_decay * w */
+  if (t->weight_decay > 0 && t->optim != OPTIM_ADAMW)
+    gr = add2(G, OP_ADD, gr, add2(G, OP_MUL, w, cnst(G, 0, t->weight_decay, pos), 0, 0, pos), 0, 0, pos);
+  int nw;
+  if (t->optim == OPTIM_ADAM || t->optim == OPTIM_ADAMW) {
+    /* AdamW's decoupled decay first: w = w * (1 - lr * weight_decay) */
+    if (t->optim == OPTIM_ADAMW && t->weight_decay > 0) {
+      int f = add2(G, OP_MUL, lr, cnst(G, 0, t->weight_decay, pos), 0, 0, pos);
+      w = add2(G, OP_MUL, w, add2(G, OP_SUB, cnst(G, 0, 1, pos), f, 0, 0, pos), 0, 0, pos);
+    }
     /* bias_correction1 = 1 - beta1^t; step_size = lr / bias_correction1;
      * bias_correction2_sqrt = sqrt(1 - beta2^t) */
-    int step = ir_leaf(g, 0, OP_STEP, type_scalar(), 0, 0, pos);
     int one = cnst(G, 0, 1, pos);
     int b1 = cnst(G, 0, t->beta1, pos), b2 = cnst(G, 0, t->beta2, pos);
     int bc1 = add2(G, OP_SUB, one, add2(G, OP_POW, b1, step, 0, 0, pos), 0, 0, pos);
@@ -612,6 +682,25 @@ static void emit_update(Grad *G) {
     int upd = add2(G, OP_DIV, add2(G, OP_MUL, m2, step_size, 0, 0, pos), denom, 0, 0, pos);
     nw = add2(G, OP_SUB, w, upd, 0, 0, pos);
   } else {
+    /* SGD with momentum: buf = momentum buf + (1 - dampening) g (buf = g
+     * at the first step, as PyTorch's clone); nesterov: g + momentum buf,
+     * else buf; then w - lr g */
+    if (t->momentum > 0) {
+      int m = ir_add(g, NULL, 0, OP_LOAD, NULL, 0, PARAM_ALL, SLOT_M, 0, pos);
+      int keep = gr;
+      if (t->dampening > 0) {
+        /* 1 - dampening, or 1 at step 1: 1 - dampening min(1, t - 1) */
+        int later = add2(G, OP_MIN, add2(G, OP_SUB, step, cnst(G, 0, 1, pos), 0, 0, pos),
+                         cnst(G, 0, 1, pos), 0, 0, pos);
+        int c = add2(G, OP_SUB, cnst(G, 0, 1, pos),
+                     add2(G, OP_MUL, later, cnst(G, 0, t->dampening, pos), 0, 0, pos), 0, 0, pos);
+        keep = add2(G, OP_MUL, gr, c, 0, 0, pos);
+      }
+      int buf = add2(G, OP_ADD, add2(G, OP_MUL, m, cnst(G, 0, t->momentum, pos), 0, 0, pos), keep, 0, 0, pos);
+      ir_add(g, NULL, 0, OP_STORE, &buf, 1, PARAM_ALL, SLOT_M, 0, pos);
+      int ahead = add2(G, OP_MUL, buf, cnst(G, 0, t->momentum, pos), 0, 0, pos);
+      gr = t->nesterov ? add2(G, OP_ADD, gr, ahead, 0, 0, pos) : buf;
+    }
     nw = add2(G, OP_SUB, w, add2(G, OP_MUL, gr, lr, 0, 0, pos), 0, 0, pos);
   }
   ir_add(g, NULL, 0, OP_STORE, &nw, 1, PARAM_ALL, SLOT_VALUE, 0, pos);

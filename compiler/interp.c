@@ -79,8 +79,10 @@ static double R(const Interp *I, double x) { return I->f32 ? (double)(float)x : 
 
 static double sigmoid(double x) { return 1 / (1 + exp(-x)); }
 
-static double elem(Op op, double a, double b) {
+static double elem(const Interp *I, Op op, double f, double a, double b) {
   switch (op) {
+  case OP_DROPOUT: /* as the kernels: threshold and scale in float32 */
+    return b >= R(I, 2 * f - 1) ? a * R(I, 1 / (1 - f)) : 0;
   case OP_ADD:
     return a + b;
   case OP_SUB:
@@ -105,6 +107,10 @@ static double elem(Op op, double a, double b) {
     return log(a);
   case OP_SQRT:
     return sqrt(a);
+  case OP_FLOOR:
+    return floor(a);
+  case OP_COS:
+    return cos(a);
   default:
     abort(); /* only F_ELEM ops come here */
   }
@@ -182,7 +188,7 @@ static void eval(Interp *I, int id) {
   if (op_flags[op] & F_ELEM) {
     size_t ca = count(I, ta), cb = n->nin > 1 ? count(I, tb) : 1;
     for (size_t i = 0; i < c; i++)
-      y[i] = R(I, elem(op, a[ca == 1 ? 0 : i], n->nin > 1 ? b[cb == 1 ? 0 : i] : 0));
+      y[i] = R(I, elem(I, op, n->f, a[ca == 1 ? 0 : i], n->nin > 1 ? b[cb == 1 ? 0 : i] : 0));
     return;
   }
   switch (op) {
@@ -221,19 +227,25 @@ static void eval(Interp *I, int id) {
   case OP_STEP:
     y[0] = (double)I->step;
     break;
-  case OP_CONCAT: {
-    size_t ca = count(I, ta);
-    memcpy(y, a, ca * sizeof *y);
-    memcpy(y + ca, b, (c - ca) * sizeof *y);
+  case OP_CONCAT:
+  case OP_SLICE:
+  case OP_PAD: {
+    /* Row by row (a vector is one row): y's row gets a's at column at,
+     * then (concat) b's after it; a slice takes a's columns from n->a. */
+    size_t rows = c / (size_t)type_width(n->type), wy = (size_t)type_width(n->type);
+    size_t wa = (size_t)type_width(ta), at = op == OP_PAD ? (size_t)n->a : 0;
+    memset(y, 0, c * sizeof *y);
+    for (size_t r = 0; r < rows; r++) {
+      if (op == OP_SLICE) {
+        memcpy(y + r * wy, a + r * wa + n->a, wy * sizeof *y);
+        continue;
+      }
+      memcpy(y + r * wy + at, a + r * wa, wa * sizeof *y);
+      if (op == OP_CONCAT)
+        memcpy(y + r * wy + wa, b + r * (wy - wa), (wy - wa) * sizeof *y);
+    }
     break;
   }
-  case OP_SLICE:
-    memcpy(y, a + n->a, c * sizeof *y);
-    break;
-  case OP_PAD:
-    memset(y, 0, c * sizeof *y);
-    memcpy(y + n->a, a, count(I, ta) * sizeof *y);
-    break;
   case OP_DENSE:
     memset(y, 0, c * sizeof *y);
     y[(size_t)a[0]] = 1;
@@ -269,12 +281,17 @@ static void eval(Interp *I, int id) {
     break;
   }
   case OP_MATVEC_T: {
-    /* y = W[:, k0:k0+n]^T u; a sequence of u gives the sequence of products */
+    /* y = W[:, k0:k0+n]^T u; a sequence of u gives the sequence of
+     * products; a one-hot u picks a row of W */
     int M = ta.dim[0], N = ta.dim[1], k0 = n->a;
     bool seq = tb.rank == 2;
     int rows = seq ? I->T : 1;
     for (int t = 0; t < rows; t++)
       for (int k = 0; k < n->b; k++) {
+        if (tb.kind == TY_ONEHOT) {
+          y[(size_t)t * n->b + k] = a[(size_t)b[t] * N + k0 + k];
+          continue;
+        }
         double s = 0;
         for (int r = 0; r < M; r++)
           s += a[(size_t)r * N + k0 + k] * b[(size_t)t * M + r];
@@ -306,10 +323,11 @@ static void eval(Interp *I, int id) {
   case OP_FIRST:
     memcpy(y, a, c * sizeof *y);
     break;
-  case OP_PUT_LAST: {
+  case OP_PUT_LAST:
+  case OP_PUT_FIRST: {
     size_t row = count(I, ta);
     memset(y, 0, c * sizeof *y);
-    memcpy(y + (size_t)(I->T - 1) * row, a, row * sizeof *y);
+    memcpy(y + (op == OP_PUT_LAST ? (size_t)(I->T - 1) * row : 0), a, row * sizeof *y);
     break;
   }
   case OP_PROJ: {
@@ -332,13 +350,20 @@ static void eval(Interp *I, int id) {
     break;
   }
   case OP_ACC_OUTER: {
-    /* grad[:, k0:k0+n] += u v^T; a one-hot v adds u to one column; two
-     * sequences add the outer product of each pair of rows */
+    /* grad[:, k0:k0+n] += u v^T; a one-hot v adds u to one column, a
+     * one-hot u v to one row; two sequences add the outer product of each
+     * pair of rows */
     double *gr = I->slot[SLOT_GRAD] + p->offset;
     int M = p->type.dim[0], N = p->type.dim[1], k0 = n->b;
     bool seqs = ta.dim[0] == DIM_T;
     int rows = seqs ? I->T : 1, nv = seqs ? tb.dim[1] : tb.dim[0];
     for (int t = 0; t < rows; t++) {
+      if (ta.kind == TY_ONEHOT) {
+        double *row = gr + (size_t)a[t] * N + k0;
+        for (int k = 0; k < nv; k++)
+          row[k] = R(I, row[k] + b[(size_t)t * nv + k]);
+        continue;
+      }
       const double *u = a + (size_t)t * M;
       for (int r = 0; r < M; r++) {
         double *row = gr + (size_t)r * N + k0;

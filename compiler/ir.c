@@ -136,16 +136,19 @@ static int shape_load(const Graph *g, const Node *n, Type *out, Why *why) {
   return 0;
 }
 
+/* Operands of one shape, or a scalar and a tensor (broadcast). A sequence
+ * of vectors [T, n] counts as one shape: the op applies to every row (the
+ * adjoint of a sequence two scans read is a sum of sequences). */
 static int shape_elem(const Graph *g, const Node *n, Type *out, Why *why) {
   char b0[64], b1[64];
   const char *op = op_names[n->op];
-  if (!is_f32(T0) || is_seq(T0))
+  if (!is_f32(T0) || (is_seq(T0) && T0.rank != 2))
     FAIL("%s needs a float tensor, not %s", op, TS(T0, b0));
   if (n->nin == 1) {
     *out = T0;
     return 0;
   }
-  if (!is_f32(T1) || is_seq(T1))
+  if (!is_f32(T1) || (is_seq(T1) && T1.rank != 2))
     FAIL("%s needs a float tensor, not %s", op, TS(T1, b1));
   if (type_eq(T0, T1) || T1.rank == 0)
     *out = T0;
@@ -164,35 +167,40 @@ static int shape_same(const Graph *g, const Node *n, Type *out, Why *why) {
   return 0;
 }
 
+/* A float vector [n], or a sequence of them [T, n]: what concat, slices
+ * and pads work on (a sequence row by row). */
+static bool is_rows(Type t) { return is_vec(t) || (is_f32(t) && t.rank == 2 && is_seq(t)); }
+
 static int shape_concat(const Graph *g, const Node *n, Type *out, Why *why) {
   char b0[64], b1[64];
-  if (!is_vec(T0) || !is_vec(T1))
-    FAIL("concat needs two vectors, not %s and %s", TS(T0, b0), TS(T1, b1));
+  if (!is_rows(T0) || !is_rows(T1) || is_seq(T0) != is_seq(T1))
+    FAIL("concat needs two vectors or two sequences of vectors, not %s and %s", TS(T0, b0),
+         TS(T1, b1));
   /* Sizes are at most 2^24 (lowering's eval_int); repeated concats must not
    * overflow int (a loop doubling a vector did: tests/errors/concat_overflow.nn). */
-  if (T0.dim[0] > (1 << 24) - T1.dim[0])
+  if (type_width(T0) > (1 << 24) - type_width(T1))
     FAIL("concat of %s and %s: over %d elements", TS(T0, b0), TS(T1, b1), 1 << 24);
-  *out = type_vec(T0.dim[0] + T1.dim[0]);
+  *out = type_with_width(T0, type_width(T0) + type_width(T1));
   return 0;
 }
 
 static int shape_slice(const Graph *g, const Node *n, Type *out, Why *why) {
   char b[64];
-  if (!is_vec(T0))
-    FAIL("slicing needs a vector, not %s", TS(T0, b));
-  if (n->a < 0 || n->a >= n->b || n->b > T0.dim[0])
+  if (!is_rows(T0))
+    FAIL("slicing needs a vector or a sequence of vectors, not %s", TS(T0, b));
+  if (n->a < 0 || n->a >= n->b || n->b > type_width(T0))
     FAIL("slice [%d:%d] is out of range for %s", n->a, n->b, TS(T0, b));
-  *out = type_vec(n->b - n->a);
+  *out = type_with_width(T0, n->b - n->a);
   return 0;
 }
 
 static int shape_pad(const Graph *g, const Node *n, Type *out, Why *why) {
   char b[64];
-  if (!is_vec(T0))
-    FAIL("pad needs a vector, not %s", TS(T0, b));
-  if (n->a < 0 || n->a + T0.dim[0] > n->b)
+  if (!is_rows(T0))
+    FAIL("pad needs a vector or a sequence of vectors, not %s", TS(T0, b));
+  if (n->a < 0 || n->a + type_width(T0) > n->b)
     FAIL("pad of %s at %d exceeds size %d", TS(T0, b), n->a, n->b);
-  *out = type_vec(n->b);
+  *out = type_with_width(T0, n->b);
   return 0;
 }
 
@@ -233,12 +241,15 @@ static int shape_matvec(const Graph *g, const Node *n, Type *out, Why *why) {
 
 static int shape_matvec_t(const Graph *g, const Node *n, Type *out, Why *why) {
   char b0[64], b1[64];
-  /* A sequence [T, m] (compiler-made: a product moved out of a scan)
-   * gives the sequence of products [T, b]. */
-  bool seq = T1.kind == TY_F32 && T1.rank == 2 && is_seq(T1);
+  /* A sequence [T, m] gives the sequence of products [T, b]. A one-hot u
+   * (a row index) picks row u of W: an embedding's lookup. */
+  bool seq = T1.rank == 2 && is_seq(T1);
   Type u = seq ? row_type(T1) : T1;
-  if (!is_f32(T0) || T0.rank != 2 || is_seq(T0) || !is_vec(u) || u.dim[0] != T0.dim[0])
-    FAIL("matvec_t: matrix %s and vector %s do not match", TS(T0, b0), TS(T1, b1));
+  if (!is_f32(T0) || T0.rank != 2 || is_seq(T0) || (u.kind != TY_F32 && u.kind != TY_ONEHOT) ||
+      u.rank != 1 || is_seq(u) || u.dim[0] != T0.dim[0])
+    FAIL(u.kind == TY_ONEHOT ? "W[x] (or x @ W): one-hot %s cannot pick a row of %s"
+                             : "@: vector %s and matrix %s do not match",
+         TS(T1, b1), TS(T0, b0));
   if (n->a < 0 || n->b <= 0 || n->a + n->b > T0.dim[1])
     FAIL("matvec_t: columns [%d:%d] out of range for %s", n->a, n->a + n->b, TS(T0, b0));
   *out = seq ? seq_of(type_vec(n->b)) : type_vec(n->b);
@@ -264,7 +275,7 @@ static int shape_scatter(const Graph *g, const Node *n, Type *out, Why *why) {
 
 static int shape_last(const Graph *g, const Node *n, Type *out, Why *why) {
   char b[64];
-  bool onehot = T0.kind == TY_ONEHOT && n->op == OP_LAST; /* compiler-made: a character */
+  bool onehot = T0.kind == TY_ONEHOT; /* compiler-made: a character */
   if ((!is_f32(T0) && !onehot) || T0.rank != 2 || !is_seq(T0))
     FAIL("%s needs a sequence of vectors [T, n], not %s", op_names[n->op], TS(T0, b));
   *out = row_type(T0);
@@ -274,7 +285,7 @@ static int shape_last(const Graph *g, const Node *n, Type *out, Why *why) {
 static int shape_put_last(const Graph *g, const Node *n, Type *out, Why *why) {
   char b[64];
   if (!is_vec(T0))
-    FAIL("put_last needs a vector, not %s", TS(T0, b));
+    FAIL("%s needs a vector, not %s", op_names[n->op], TS(T0, b));
   *out = seq_of(T0);
   return 0;
 }
@@ -351,12 +362,15 @@ static int shape_acc_outer(const Graph *g, const Node *n, Type *out, Why *why) {
   if (param_check(g, n, why))
     return -1;
   /* Two sequences [T, m] and [T, n] accumulate the sum of the rows'
-   * outer products (U^T V). */
+   * outer products (U^T V). A one-hot v adds u to column v; a one-hot u
+   * adds v to row u (an embedding's gradient: a scatter-add of rows). */
   Type p = g->params[n->a].type;
   bool seqs = is_seq(T0) && is_seq(T1);
   Type u = seqs ? row_type(T0) : T0, v = seqs ? row_type(T1) : T1;
-  if (p.rank != 2 || !is_vec(u) || u.dim[0] != p.dim[0] || v.rank != 1 || is_seq(v) ||
-      (v.kind != TY_F32 && v.kind != TY_ONEHOT) || n->b < 0 || n->b + v.dim[0] > p.dim[1])
+  bool u_ok = u.rank == 1 && !is_seq(u) && (u.kind == TY_F32 || u.kind == TY_ONEHOT);
+  if (p.rank != 2 || !u_ok || u.dim[0] != p.dim[0] || v.rank != 1 || is_seq(v) ||
+      (v.kind != TY_F32 && v.kind != TY_ONEHOT) || (u.kind == TY_ONEHOT && v.kind == TY_ONEHOT) ||
+      n->b < 0 || n->b + v.dim[0] > p.dim[1])
     FAIL("acc_outer of %s and %s into %s at column %d", TS(T0, b0), TS(T1, b1), TS(p, b2), n->b);
   *out = (Type){TY_NONE, 0, {0, 0}};
   return 0;
@@ -571,6 +585,7 @@ static void print_node(Printer *p, int id, int indent) {
     break;
   case OP_CONST:
   case OP_NOISE:
+  case OP_DROPOUT:
     buf_printf(p->out, " %.9g", n->f);
     break;
   case OP_ARG:
@@ -657,6 +672,8 @@ static const char *init_name(Init i) {
     return "linear";
   case INIT_KAIMING_UNIFORM:
     return "kaiming_uniform";
+  case INIT_NORMAL:
+    return "normal";
   }
   return "?";
 }
@@ -675,11 +692,31 @@ void graph_print(const Graph *g, Buf *out) {
     buf_printf(out, "\n");
   }
   const TrainConfig *t = &g->train;
-  if (t->optim == OPTIM_ADAM)
-    buf_printf(out, "optimizer adam(lr = %.9g, beta1 = %.9g, beta2 = %.9g, eps = %.9g)\n", t->lr,
-               t->beta1, t->beta2, t->eps);
+  /* settings at their defaults are not printed (but adam's four) */
+  if (t->optim == OPTIM_ADAM || t->optim == OPTIM_ADAMW)
+    buf_printf(out, "optimizer %s(lr = %.9g, beta1 = %.9g, beta2 = %.9g, eps = %.9g",
+               t->optim == OPTIM_ADAM ? "adam" : "adamw", t->lr, t->beta1, t->beta2, t->eps);
   else if (t->optim == OPTIM_SGD)
-    buf_printf(out, "optimizer sgd(lr = %.9g)\n", t->lr);
+    buf_printf(out, "optimizer sgd(lr = %.9g", t->lr);
+  if (t->optim == OPTIM_ADAMW || t->weight_decay > 0)
+    buf_printf(out, ", weight_decay = %.9g", t->weight_decay);
+  if (t->momentum > 0)
+    buf_printf(out, ", momentum = %.9g", t->momentum);
+  if (t->dampening > 0)
+    buf_printf(out, ", dampening = %.9g", t->dampening);
+  if (t->nesterov)
+    buf_printf(out, ", nesterov = 1");
+  if (t->optim != OPTIM_NONE)
+    buf_printf(out, ")\n");
+  if (t->sched != SCHED_CONSTANT || t->warmup) {
+    static const char *const names[] = {"constant", "step", "cosine"};
+    buf_printf(out, "schedule %s(warmup = %d", names[t->sched], t->warmup);
+    if (t->sched == SCHED_STEP)
+      buf_printf(out, ", every = %d, gamma = %.9g", t->decay, t->gamma);
+    if (t->sched == SCHED_COSINE)
+      buf_printf(out, ", steps = %d, min_lr = %.9g", t->decay, t->min_lr);
+    buf_printf(out, ")\n");
+  }
   if (t->clip_norm > 0)
     buf_printf(out, "clip_grad_norm %.9g\n", t->clip_norm);
   buf_printf(out, "train epochs = %d, batch = %d\n\n", t->epochs, t->batch);

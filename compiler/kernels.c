@@ -109,8 +109,17 @@ LLVMValueRef splat(Cg *cg, LLVMTypeRef vt, LLVMValueRef x) {
 
 /* ------------------------------------------------ batch-1 products */
 
-LLVMValueRef cg_elem(Cg *cg, Op op, LLVMValueRef a, LLVMValueRef b) {
+LLVMValueRef cg_elem(Cg *cg, Op op, double f, LLVMValueRef a, LLVMValueRef b) {
   switch (op) {
+  case OP_DROPOUT: {
+    /* a kept (scaled by 1/(1-p)) where its draw b in U(-1, 1) is at least
+     * 2p - 1: with probability 1 - p */
+    LLVMTypeRef t = LLVMTypeOf(a);
+    LLVMValueRef thr = splat(cg, t, LLVMConstReal(cg->f32, (float)(2 * f - 1)));
+    LLVMValueRef scale = splat(cg, t, LLVMConstReal(cg->f32, (float)(1 / (1 - f))));
+    LLVMValueRef keep = LLVMBuildFCmp(cg->b, LLVMRealOGE, b, thr, "");
+    return LLVMBuildSelect(cg->b, keep, fmul(cg, a, scale), LLVMConstNull(t), "");
+  }
   case OP_ADD:
     return fadd(cg, a, b);
   case OP_SUB:
@@ -131,6 +140,10 @@ LLVMValueRef cg_elem(Cg *cg, Op op, LLVMValueRef a, LLVMValueRef b) {
   }
   case OP_SQRT:
     return intrinsic(cg, "llvm.sqrt", &a, 1);
+  case OP_FLOOR:
+    return intrinsic(cg, "llvm.floor", &a, 1);
+  case OP_COS: /* a learning-rate schedule's scalar: cosf, not inline (JIT only) */
+    return intrinsic(cg, "llvm.cos", &a, 1);
   case OP_SIGMOID:
     return mf_sigmoid(cg->mod, cg->b, a);
   case OP_TANH:

@@ -359,7 +359,7 @@ static void close_group(CG *c, Group *gr) {
     default: {
       LLVMValueRef a = value_at(c, n->in[0], l.i);
       LLVMValueRef b = n->nin > 1 ? value_at(c, n->in[1], l.i) : NULL;
-      c->cur[id] = cg_elem(&c->cg, n->op, a, b);
+      c->cur[id] = cg_elem(&c->cg, n->op, n->f, a, b);
     }
     }
     if (stored[j])
@@ -494,6 +494,18 @@ static void matvec_t_steps(void *ctx, LLVMValueRef *ts, int nx) {
  * plan_grad_init) writes it instead of adding to it: with the vector path,
  * by storing its sums and zeros beside its columns; otherwise by zeroing
  * the gradient first. */
+/* Row idx (an i32: a one-hot value's index) of the matrix at w, ld floats
+ * a row, from column k0: an embedding's row. */
+static LLVMValueRef table_row(Cg *cg, LLVMValueRef w, LLVMValueRef idx, long long ld, long long k0) {
+  idx = LLVMBuildSExt(cg->b, idx, cg->i64, "");
+  return fptr(cg, w, LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, idx, ci64(cg, ld), ""), ci64(cg, k0), ""));
+}
+
+/* The index of one-hot sequence id at step t. */
+static LLVMValueRef char_at(CG *c, int id, LLVMValueRef t) {
+  return LLVMBuildLoad2(c->cg.b, c->cg.i32, gep(&c->cg, c->cg.i32, c->ptr[id], t), "");
+}
+
 static void emit_acc(CG *c, int id) {
   Cg *cg = &c->cg;
   const Graph *g = c->g;
@@ -523,6 +535,23 @@ static void emit_acc(CG *c, int id) {
   Type tv = N(c, b)->type;
   long long M = p->type.dim[0], ld = p->type.dim[1], k0 = n->b;
   long long nv = seqs ? (tv.kind == TY_ONEHOT ? 1 : tv.dim[1]) : tv.dim[0];
+  if (N(c, a)->type.kind == TY_ONEHOT) {
+    /* grad[u, k0 + k] += v[k]: an embedding's rows, a scatter-add (rows
+     * may repeat: it adds, and the first accumulation zeroes first) */
+    if (first)
+      memset_f32(cg, gp, ci64(cg, (long long)cnt));
+    Loop t = {0};
+    if (seqs)
+      t = loop_begin(cg, c->T64);
+    LLVMValueRef row = table_row(cg, gp, seqs ? char_at(c, a, t.i) : c->sval[a], ld, k0);
+    LLVMValueRef v = seqs ? seq_row(c, b, t.i) : c->ptr[b];
+    Loop k = loop_begin(cg, ci64(cg, nv));
+    store(cg, fadd(cg, load(cg, row, k.i), load(cg, v, k.i)), row, k.i);
+    loop_end(cg, &k);
+    if (seqs)
+      loop_end(cg, &t);
+    return;
+  }
   if (seqs && tv.kind == TY_F32 && nv % BLOCK == 0) {
     if (first && nv < ld) { /* the columns this product does not write */
       Loop r = loop_begin(cg, ci64(cg, M));
@@ -650,6 +679,39 @@ static bool read_as_float(CG *c, int id) {
   return false;
 }
 
+/* concat, pad and a sequence's slice: one row (a vector), or each of the
+ * T rows of a sequence. */
+static void emit_rows(CG *c, int id) {
+  Cg *cg = &c->cg;
+  const Node *n = N(c, id);
+  int a = n->in[0];
+  bool seq = is_seq_type(n->type);
+  long long wy = (long long)row_numel(n->type), wa = (long long)row_numel(N(c, a)->type);
+  c->ptr[id] = buffer(c, id);
+  Loop t = {0};
+  if (seq)
+    t = loop_begin(cg, c->T64);
+  LLVMValueRef r = seq ? t.i : ci64(cg, 0);
+  LLVMValueRef y = fptr(cg, c->ptr[id], LLVMBuildMul(cg->b, r, ci64(cg, wy), ""));
+  LLVMValueRef x = fptr(cg, c->ptr[a], LLVMBuildMul(cg->b, r, ci64(cg, wa), ""));
+  switch (n->op) {
+  case OP_SLICE:
+    memcpy_f32(cg, y, fptr(cg, x, ci64(cg, n->a)), ci64(cg, wy));
+    break;
+  case OP_PAD:
+    memset_f32(cg, y, ci64(cg, wy));
+    memcpy_f32(cg, fptr(cg, y, ci64(cg, n->a)), x, ci64(cg, wa));
+    break;
+  default: /* concat */
+    memcpy_f32(cg, y, x, ci64(cg, wa));
+    memcpy_f32(cg, fptr(cg, y, ci64(cg, wa)),
+               fptr(cg, c->ptr[n->in[1]], LLVMBuildMul(cg->b, r, ci64(cg, wy - wa), "")),
+               ci64(cg, wy - wa));
+  }
+  if (seq)
+    loop_end(cg, &t);
+}
+
 static void emit_standalone(CG *c, int id) {
   Cg *cg = &c->cg;
   const Graph *g = c->g;
@@ -686,16 +748,25 @@ static void emit_standalone(CG *c, int id) {
     loop_end(cg, &l);
     break;
   }
-  case OP_ZEROS:
+  case OP_ZEROS: {
     if (is_scalar(c, id)) {
       c->sval[id] = cf32(cg, 0);
       break;
     }
     c->ptr[id] = buffer(c, id);
-    memset_f32(cg, c->ptr[id], ci64(cg, (long long)row_numel(n->type)));
+    LLVMValueRef rows = is_seq_type(n->type) ? c->T64 : ci64(cg, 1); /* a sequence: T rows */
+    memset_f32(cg, c->ptr[id], LLVMBuildMul(cg->b, rows, ci64(cg, (long long)row_numel(n->type)), ""));
     break;
+  }
   case OP_SLICE:
-    c->ptr[id] = fptr(cg, c->ptr[a], ci64(cg, n->a));
+    if (!is_seq_type(n->type)) { /* a view; a sequence's rows are copied below */
+      c->ptr[id] = fptr(cg, c->ptr[a], ci64(cg, n->a));
+      break;
+    }
+    /* fallthrough */
+  case OP_CONCAT:
+  case OP_PAD:
+    emit_rows(c, id);
     break;
   case OP_LAST:
     c->ptr[id] = seq_row(c, a, LLVMBuildSub(cg->b, c->T64, ci64(cg, 1), ""));
@@ -704,6 +775,8 @@ static void emit_standalone(CG *c, int id) {
     break;
   case OP_FIRST:
     c->ptr[id] = c->ptr[a];
+    if (n->type.kind == TY_ONEHOT) /* the first character's index */
+      c->sval[id] = LLVMBuildLoad2(cg->b, cg->i32, c->ptr[id], "");
     break;
   case OP_PROJ:
     break; /* set by the scan */
@@ -715,20 +788,6 @@ static void emit_standalone(CG *c, int id) {
   case OP_SCAN:
     emit_scan(c, id);
     break;
-  case OP_CONCAT: {
-    size_t na = row_numel(N(c, a)->type), nb = row_numel(N(c, b)->type);
-    c->ptr[id] = buffer(c, id);
-    memcpy_f32(cg, c->ptr[id], c->ptr[a], ci64(cg, (long long)na));
-    memcpy_f32(cg, fptr(cg, c->ptr[id], ci64(cg, (long long)na)), c->ptr[b], ci64(cg, (long long)nb));
-    break;
-  }
-  case OP_PAD: {
-    c->ptr[id] = buffer(c, id);
-    memset_f32(cg, c->ptr[id], ci64(cg, n->b));
-    memcpy_f32(cg, fptr(cg, c->ptr[id], ci64(cg, n->a)), c->ptr[a],
-               ci64(cg, (long long)row_numel(N(c, a)->type)));
-    break;
-  }
   case OP_DENSE: {
     c->ptr[id] = buffer(c, id);
     memset_f32(cg, c->ptr[id], ci64(cg, (long long)row_numel(n->type)));
@@ -741,13 +800,14 @@ static void emit_standalone(CG *c, int id) {
     store(cg, value_at(c, a, ci64(cg, 0)), c->ptr[id], LLVMBuildSExt(cg->b, c->sval[b], cg->i64, ""));
     break;
   }
-  case OP_PUT_LAST: {
+  case OP_PUT_LAST:
+  case OP_PUT_FIRST: {
     size_t rn = row_numel(n->type);
     c->ptr[id] = buffer(c, id);
     memset_f32(cg, c->ptr[id], LLVMBuildMul(cg->b, c->T64, ci64(cg, (long long)rn), ""));
-    LLVMValueRef last = fptr(cg, c->ptr[id], LLVMBuildMul(cg->b, LLVMBuildSub(cg->b, c->T64, ci64(cg, 1), ""),
-                                                        ci64(cg, (long long)rn), ""));
-    memcpy_f32(cg, last, c->ptr[a], ci64(cg, (long long)rn));
+    LLVMValueRef row = n->op == OP_PUT_FIRST ? ci64(cg, 0) : LLVMBuildSub(cg->b, c->T64, ci64(cg, 1), "");
+    memcpy_f32(cg, fptr(cg, c->ptr[id], LLVMBuildMul(cg->b, row, ci64(cg, (long long)rn), "")), c->ptr[a],
+               ci64(cg, (long long)rn));
     break;
   }
   case OP_LOG_SOFTMAX: {
@@ -818,9 +878,22 @@ static void emit_standalone(CG *c, int id) {
   }
   case OP_MATVEC_T: {
     /* y = W[:, k0:k0+n]^T u: blocked with y in registers (matvec_t_block);
-     * a sequence of u, several steps at a time */
+     * a sequence of u, several steps at a time. A one-hot u is row u of W:
+     * a view of it; a one-hot sequence, a copy of each step's row. */
     Type tw = N(c, a)->type;
     bool seq = is_seq_type(N(c, b)->type);
+    if (N(c, b)->type.kind == TY_ONEHOT) {
+      if (!seq) {
+        c->ptr[id] = table_row(cg, c->ptr[a], c->sval[b], tw.dim[1], n->a);
+        break;
+      }
+      c->ptr[id] = buffer(c, id);
+      Loop t = loop_begin(cg, c->T64);
+      memcpy_f32(cg, seq_row(c, id, t.i), table_row(cg, c->ptr[a], char_at(c, b, t.i), tw.dim[1], n->a),
+                 ci64(cg, n->b));
+      loop_end(cg, &t);
+      break;
+    }
     c->ptr[id] = buffer(c, id);
     if (n->b % BLOCK == 0) {
       if (seq) {
@@ -857,10 +930,22 @@ static void emit_standalone(CG *c, int id) {
     emit_acc(c, id);
     break;
   default:
+    if ((op_flags[n->op] & F_ELEM) && is_seq_type(n->type)) {
+      /* a sequence: every row, as one loop over T * n contiguous floats */
+      c->ptr[id] = buffer(c, id);
+      Loop l = loop_begin(cg, LLVMBuildMul(cg->b, c->T64, ci64(cg, (long long)row_numel(n->type)), ""));
+      LLVMValueRef x = is_seq_type(N(c, a)->type) ? load(cg, c->ptr[a], l.i) : value_at(c, a, ci64(cg, 0));
+      LLVMValueRef y = NULL;
+      if (b >= 0)
+        y = is_seq_type(N(c, b)->type) ? load(cg, c->ptr[b], l.i) : value_at(c, b, ci64(cg, 0));
+      store(cg, cg_elem(&c->cg, n->op, n->f, x, y), c->ptr[id], l.i);
+      loop_end(cg, &l);
+      break;
+    }
     if (op_flags[n->op] & F_ELEM) { /* a scalar */
       LLVMValueRef x = value_at(c, a, ci64(cg, 0));
       LLVMValueRef y = b >= 0 ? value_at(c, b, ci64(cg, 0)) : NULL;
-      c->sval[id] = cg_elem(&c->cg, n->op, x, y);
+      c->sval[id] = cg_elem(&c->cg, n->op, n->f, x, y);
       break;
     }
     abort(); /* every other op is grouped: groupable() lists them */

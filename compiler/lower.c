@@ -49,6 +49,7 @@ typedef struct Lower {
   long work; /* work done so far, in 1/STEP steps (see spend) */
   bool looped, called; /* a loop ran, a call was inlined: for spend's message */
   int depth; /* eval and loop recursion, across inlined calls (see enter) */
+  bool scheduled; /* a schedule statement was seen */
 } Lower;
 
 /* Lowering runs the program, and `for` loops and inlined calls multiply:
@@ -127,7 +128,7 @@ static Binding *lookup_local(Lower *L, Scope *s, const char *name) {
 
 static const char *const builtins[] = {"sigmoid", "tanh", "exp", "log", "sqrt", "concat",
                                        "last", "first", "log_softmax", "sum", "zeros",
-                                       "kaiming_uniform"};
+                                       "kaiming_uniform", "dropout"};
 
 static bool is_builtin(const char *name) {
   for (size_t i = 0; i < ARRAY_LEN(builtins); i++)
@@ -294,6 +295,23 @@ static Value eval_binary(Lower *L, Scope *s, Expr *e) {
   if (e->op >= BIN_EQ || e->op == '%')
     error_at(L->d, e->pos, "comparisons and '%%' are for compile-time numbers only");
   if (e->op == '@') {
+    /* v @ W with v a vector (or a sequence of them, one-hot or not) and W
+     * a parameter: W^T v, PyTorch's matmul of a vector by a matrix. With
+     * a one-hot v it is row v of W: nn.Embedding's lookup in its [V, E]
+     * table. */
+    Type lt = l.kind == V_PARAM    ? L->g->params[l.node].type
+              : l.kind == V_TENSOR ? L->g->nodes[l.node].type
+                                   : type_scalar();
+    bool rows = (lt.rank == 1 && lt.dim[0] != DIM_T) || (lt.rank == 2 && lt.dim[0] == DIM_T);
+    if ((l.kind == V_PARAM || l.kind == V_TENSOR) && rows && lt.kind != TY_CLASS) {
+      Type rt = r.kind == V_PARAM ? L->g->params[r.node].type : type_scalar();
+      if (r.kind != V_PARAM || rt.rank != 2)
+        error_at(L->d, e->r->pos,
+                 "the right operand of a vector @ matrix product must be a matrix parameter "
+                 "(products with computed matrices are not supported)");
+      int w = as_tensor(L, r, e->r), v = as_tensor(L, l, e->l);
+      return tensor_val(add_node(L, OP_MATVEC_T, e->pos, 0, rt.dim[1], 0, 2, w, v));
+    }
     if (l.kind != V_PARAM && l.kind != V_TENSOR)
       error_at(L->d, e->l->pos, "the left operand of @ must be a matrix, not %s",
                kind_name(l.kind));
@@ -315,11 +333,17 @@ static Value eval_index(Lower *L, Scope *s, Expr *e) {
   if (!e->c) {
     Value ix = eval(L, s, e->r);
     int v = as_tensor(L, base, e->l);
-    if (ix.kind == V_TENSOR && L->g->nodes[ix.node].type.kind == TY_CLASS)
+    Type it = ix.kind == V_TENSOR ? L->g->nodes[ix.node].type : type_scalar();
+    if (it.kind == TY_CLASS)
       return tensor_val(add_node(L, OP_PICK, e->pos, 0, 0, 0, 2, v, ix.node));
+    /* W[x], a [V, E] parameter and a one-hot x (a sequence of them): row x
+     * of W, nn.Embedding's lookup; the same node as x @ W. */
+    if (it.kind == TY_ONEHOT && base.kind == V_PARAM && L->g->params[base.node].type.rank == 2)
+      return tensor_val(add_node(L, OP_MATVEC_T, e->pos, 0, L->g->params[base.node].type.dim[1],
+                                 0, 2, v, ix.node));
     error_at(L->d, e->r->pos,
-             "an index must be the class target (v[y]); for a part of a vector write "
-             "v[lo:hi]");
+             "an index must be the class target (v[y]) or, for a matrix parameter, a one-hot "
+             "character (W[x], its row x); for a part of a vector write v[lo:hi]");
   }
   int lo = eval_int(L, s, e->r, "a slice bound", 0);
   int hi = eval_int(L, s, e->c, "a slice bound", 0);
@@ -386,6 +410,27 @@ static Value eval_builtin(Lower *L, Scope *s, Expr *e, const char *name) {
       return tensor_val(ir_leaf(L->g, L->blk, OP_ZEROS, type_vec(n), 0, 0, e->pos));
     return tensor_val(ir_leaf(L->g, L->blk, OP_NOISE, type_vec(n), sqrt(6.0 / n), 0, e->pos));
   }
+  if (!strcmp(name, "dropout")) {
+    /* dropout(v, p): in training, each element of v zeroed with
+     * probability p and the rest scaled by 1/(1-p), from noise the runtime
+     * draws for every name; the identity in inference (graph_passes). */
+    check_nargs(L, e, 2);
+    int v = as_float(L, eval(L, s, e->args[0]), e->args[0]);
+    Value p = eval(L, s, e->args[1]);
+    if (p.kind != V_NUM || !(p.num >= 0 && p.num < 1))
+      error_at(L->d, e->args[1]->pos, "dropout's probability must be a number in [0, 1)");
+    Type t = L->g->nodes[v].type;
+    if (t.rank != 1 || type_is_seq(t))
+      error_at(L->d, e->args[0]->pos,
+               "dropout takes a vector (its noise is drawn once per name); a sequence or a "
+               "matrix is not supported");
+    if (L->blk != 0)
+      error_at(L->d, e->pos,
+               "dropout inside a scan's cell is not supported (its noise is drawn once per "
+               "name, not per step): apply it to a vector outside the scan");
+    int u = ir_leaf(L->g, 0, OP_NOISE, t, 1, 0, e->pos);
+    return tensor_val(add_node(L, OP_DROPOUT, e->pos, 0, 0, p.num, 2, v, u));
+  }
   abort(); /* is_builtin and this function list the same names */
 }
 
@@ -412,7 +457,8 @@ static Value eval_scan(Lower *L, Scope *s, Expr *e) {
   snprintf(name, sizeof name, "%.*s", e->name.len, e->name.s);
   Binding *b = lookup(L, s, name);
   if (!b || b->v.kind != V_FUNC)
-    error_at(L->d, e->name.pos, "'%s' is not a function defined with 'def'", name);
+    error_at(L->d, e->name.pos, "'%s' is not a function defined with 'def'%s", name,
+             strcmp(name, "reverse") ? "" : " ('scan reverse CELL over ...' scans backwards)");
   Stmt *def = b->v.func;
   int nseq = e->nover, ncarry = e->nargs - e->nover;
   if (def->nnames != e->nargs)
@@ -470,7 +516,7 @@ static Value eval_scan(Lower *L, Scope *s, Expr *e) {
     ir_yield(L->g, body, y);
   }
   L->blk = outer;
-  int scan = ir_scan(L->g, L->d, outer, ops, nseq, ops + nseq, ncarry, body, false, e->pos);
+  int scan = ir_scan(L->g, L->d, outer, ops, nseq, ops + nseq, ncarry, body, e->reverse, e->pos);
   if (ncarry == 1)
     return tensor_val(ir_proj(L->g, outer, scan, 0, e->pos));
   Value t = {.kind = V_TUPLE, .n = ncarry};
@@ -664,7 +710,8 @@ static Init init_kind(Lower *L, Expr *e, double *arg, Scope *s) {
   } inits[] = {{"zeros", INIT_ZEROS, 0},
                {"uniform", INIT_UNIFORM, 1},
                {"linear", INIT_LINEAR, 1},
-               {"kaiming_uniform", INIT_KAIMING_UNIFORM, 1}};
+               {"kaiming_uniform", INIT_KAIMING_UNIFORM, 1},
+               {"normal", INIT_NORMAL, 1}};
   for (size_t i = 0; i < ARRAY_LEN(inits); i++) {
     if (strcmp(name, inits[i].name))
       continue;
@@ -682,7 +729,7 @@ static Init init_kind(Lower *L, Expr *e, double *arg, Scope *s) {
   }
   error_at(L->d, e->pos,
            "unknown initializer '%s' (zeros, uniform(bound), linear(fan_in), "
-           "kaiming_uniform(fan_in))",
+           "kaiming_uniform(fan_in), normal(std))",
            name);
 }
 
@@ -725,30 +772,43 @@ static void exec_optimizer(Lower *L, Stmt *st) {
   snprintf(name, sizeof name, "%.*s", e->name.len, e->name.s);
   if (t->optim != OPTIM_NONE)
     error_at(L->d, st->pos, "a second 'optimizer' statement");
-  if (!strcmp(name, "adam")) {
-    *t = (TrainConfig){.optim = OPTIM_ADAM, .lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999,
-                       .eps = 1e-8, .clip_norm = t->clip_norm, .epochs = t->epochs,
-                       .batch = t->batch};
+  bool adam = !strcmp(name, "adam") || !strcmp(name, "adamw");
+  if (adam) {
+    t->optim = name[4] ? OPTIM_ADAMW : OPTIM_ADAM;
+    t->lr = 1e-3;
+    t->beta1 = 0.9;
+    t->beta2 = 0.999;
+    t->eps = 1e-8;
+    t->weight_decay = name[4] ? 1e-2 : 0; /* PyTorch's defaults */
   } else if (!strcmp(name, "sgd")) {
     t->optim = OPTIM_SGD;
     t->lr = 1e-2;
   } else {
-    error_at(L->d, e->pos, "unknown optimizer '%s' (adam, sgd)", name);
+    error_at(L->d, e->pos, "unknown optimizer '%s' (adam, adamw, sgd)", name);
   }
   if (e->nargs && !e->keys)
     error_at(L->d, e->pos, "optimizer settings are named: %s(lr = 0.001, ...)", name);
+  double nesterov = 0;
   for (int i = 0; i < e->nargs; i++) {
     char key[64];
     snprintf(key, sizeof key, "%.*s", e->keys[i].len, e->keys[i].s);
     double x = eval_num(L, &L->global, e->args[i], "an optimizer setting");
+    bool sgd = t->optim == OPTIM_SGD;
     double *slot = !strcmp(key, "lr")                             ? &t->lr
-                   : t->optim == OPTIM_ADAM && !strcmp(key, "beta1") ? &t->beta1
-                   : t->optim == OPTIM_ADAM && !strcmp(key, "beta2") ? &t->beta2
-                   : t->optim == OPTIM_ADAM && !strcmp(key, "eps")   ? &t->eps
-                                                                     : NULL;
+                   : !strcmp(key, "weight_decay")                 ? &t->weight_decay
+                   : adam && !strcmp(key, "beta1")                ? &t->beta1
+                   : adam && !strcmp(key, "beta2")                ? &t->beta2
+                   : adam && !strcmp(key, "eps")                  ? &t->eps
+                   : sgd && !strcmp(key, "momentum")              ? &t->momentum
+                   : sgd && !strcmp(key, "dampening")             ? &t->dampening
+                   : sgd && !strcmp(key, "nesterov")              ? &nesterov
+                                                                  : NULL;
     if (!slot)
       error_at(L->d, e->keys[i].pos, "unknown %s setting '%s'", name, key);
-    bool ok = !strcmp(key, "lr") || !strcmp(key, "eps") ? x > 0 && isfinite(x) : x >= 0 && x < 1;
+    bool ok = !strcmp(key, "lr") || !strcmp(key, "eps") ? x > 0 && isfinite(x)
+              : !strcmp(key, "weight_decay")           ? x >= 0 && x < 1
+              : !strcmp(key, "nesterov")               ? x == 0 || x == 1
+                                                       : x >= 0 && x < 1;
     if (!ok)
       error_at(L->d, e->args[i]->pos, "%s = %g is out of range", key, x);
     if (x > 0 && (!((float)x > 0) || isinf((float)x))) /* training computes in float32 */
@@ -756,6 +816,58 @@ static void exec_optimizer(Lower *L, Stmt *st) {
                x, (float)x > 0 ? "infinite" : "0");
     *slot = x;
   }
+  t->nesterov = nesterov == 1;
+  if (t->nesterov && (t->momentum == 0 || t->dampening != 0))
+    error_at(L->d, e->pos, "nesterov momentum needs momentum > 0 and dampening = 0 (as PyTorch's)");
+}
+
+/* schedule = "schedule" NAME "(" settings ")": the learning rate over the
+ * optimizer's steps (grad.c's scheduled_lr). */
+static void exec_schedule(Lower *L, Stmt *st) {
+  Expr *e = st->value;
+  TrainConfig *t = &L->g->train;
+  char name[64];
+  snprintf(name, sizeof name, "%.*s", e->name.len, e->name.s);
+  if (L->scheduled)
+    error_at(L->d, st->pos, "a second 'schedule' statement");
+  L->scheduled = true;
+  SchedKind k = !strcmp(name, "constant") ? SCHED_CONSTANT
+                : !strcmp(name, "step")   ? SCHED_STEP
+                : !strcmp(name, "cosine") ? SCHED_COSINE
+                                          : (SchedKind)-1;
+  if ((int)k < 0)
+    error_at(L->d, e->pos, "unknown schedule '%s' (constant, step, cosine)", name);
+  if (e->nargs && !e->keys)
+    error_at(L->d, e->pos, "schedule settings are named: %s(warmup = 100, ...)", name);
+  t->sched = k;
+  t->gamma = 0.1; /* StepLR's default */
+  const char *decay = k == SCHED_STEP ? "every" : k == SCHED_COSINE ? "steps" : NULL;
+  bool has_decay = false;
+  for (int i = 0; i < e->nargs; i++) {
+    char key[64];
+    snprintf(key, sizeof key, "%.*s", e->keys[i].len, e->keys[i].s);
+    double x = eval_num(L, &L->global, e->args[i], "a schedule setting");
+    if (!strcmp(key, "warmup") || (decay && !strcmp(key, decay))) {
+      bool w = key[0] == 'w';
+      if (x != floor(x) || x < (w ? 0 : 1) || x > (1 << 30))
+        error_at(L->d, e->args[i]->pos, "%s = %g is out of range (a whole number of steps%s)", key,
+                 x, w ? "" : ", at least 1");
+      *(w ? &t->warmup : &t->decay) = (int)x;
+      has_decay |= !w;
+    } else if (k == SCHED_STEP && !strcmp(key, "gamma")) {
+      if (!(x > 0 && x <= 1))
+        error_at(L->d, e->args[i]->pos, "gamma = %g is out of range (0, 1]", x);
+      t->gamma = x;
+    } else if (k == SCHED_COSINE && !strcmp(key, "min_lr")) {
+      if (!(x >= 0 && isfinite(x)))
+        error_at(L->d, e->args[i]->pos, "min_lr = %g is out of range", x);
+      t->min_lr = x;
+    } else {
+      error_at(L->d, e->keys[i].pos, "unknown %s schedule setting '%s'", name, key);
+    }
+  }
+  if (decay && !has_decay)
+    error_at(L->d, e->pos, "the %s schedule needs '%s' (%s(%s = 1000))", name, decay, name, decay);
 }
 
 static void exec_top(Lower *L, Stmt *st) {
@@ -821,6 +933,9 @@ static void exec_top(Lower *L, Stmt *st) {
   }
   case S_OPTIMIZER:
     exec_optimizer(L, st);
+    break;
+  case S_SCHEDULE:
+    exec_schedule(L, st);
     break;
   case S_CLIP: {
     double x = eval_num(L, s, st->value, "the clipping norm");

@@ -43,6 +43,9 @@
   X(EXP,         "exp",         1, F_ELEM,   shape_elem)    \
   X(LOG,         "log",         1, F_ELEM,   shape_elem)    \
   X(SQRT,        "sqrt",        1, F_ELEM,   shape_elem)    \
+  X(FLOOR,       "floor",       1, F_ELEM,   shape_elem)    \
+  X(COS,         "cos",         1, F_ELEM,   shape_elem)    \
+  X(DROPOUT,     "dropout",     2, F_ELEM,   shape_elem)    /* v, u: u >= 2f-1 ? v/(1-f) : 0 */ \
   /* structure */ \
   X(CONCAT,      "concat",      2, 0,        shape_concat)  /* [na] [nb] -> [na+nb]       */ \
   X(SLICE,       "slice",       1, 0,        shape_slice)   /* v[a:b]                     */ \
@@ -57,6 +60,7 @@
   X(LAST,        "last",        1, 0,        shape_last)    /* [T, n] -> row T-1          */ \
   X(PUT_LAST,    "put_last",    1, 0,        shape_put_last)/* [n] -> [T, n], zeros + row T-1 */ \
   X(FIRST,       "first",       1, 0,        shape_last)    /* [T, n] -> row 0            */ \
+  X(PUT_FIRST,   "put_first",   1, 0,        shape_put_last)/* [n] -> [T, n], zeros + row 0 */ \
   /* recurrence: a scan over the sequence operands, carrying state */ \
   X(SCAN,        "scan",       -1, 0,        shape_scan)    /* see ir.c                   */ \
   X(PROJ,        "proj",        1, 0,        shape_proj)    /* output a of a scan         */ \

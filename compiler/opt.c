@@ -7,11 +7,17 @@
  *   acc_outer W, u, concat(a, b)  -> acc_outer W, u, a;  acc_outer W, u, b col na
  *   matvec / acc_outer of dense(x) -> the one-hot x itself: a column gather
  *                                     or a column update, not 58 zeros
- *   slice(add(a, b))              -> add(slice a, slice b)   (add used once)
+ *   slice(add(a, b))              -> add(slice a, slice b)   (add used once; vectors
+ *                                     or sequences, row by row)
  *   slice(matvec_t W, u)          -> matvec_t W, u over the slice's columns
  * the weight-gradient updates in a scan's body move after the scan, over
- * stacks (hoist_accs); equal pure nodes merge (cse); then dead code
- * elimination, and renumbering so ids stay dense. */
+ * stacks (hoist_accs); a carry of which only the last step is read leaves
+ * the scan (sink_last_carries); products of a scanned row move before the
+ * scan and transposed ones after it (hoist_products, _after); a per-step
+ * output that is a scanned row is the sequence itself (drop_seq_yields),
+ * and sequences a cell no longer reads leave the scan (drop_unused_seqs);
+ * equal pure nodes merge (cse); then dead code elimination, and
+ * renumbering so ids stay dense. */
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,9 +104,9 @@ static bool rewrite(Graph *g, int id) {
     }
     if (vn->op == OP_CONCAT) {
       int a = vn->in[0], b = vn->in[1];
-      int na = nd(g, a)->type.dim[0];
+      int na = type_width(nd(g, a)->type);
       if (n.op == OP_MATVEC) {
-        int nb = nd(g, b)->type.dim[0];
+        int nb = type_width(nd(g, b)->type);
         int ma = add_before(g, id, OP_MATVEC, w, a, 2, k0, na);
         int mb = add_before(g, id, OP_MATVEC, w, b, 2, k0 + na, nb);
         replace_uses(g, id, add_before(g, id, OP_ADD, ma, mb, 2, 0, 0));
@@ -118,8 +124,9 @@ static bool rewrite(Graph *g, int id) {
   }
   if (n.op == OP_SLICE) {
     Node x = *nd(g, n.in[0]);
+    /* (a vector, or a sequence sliced row by row; not a broadcast scalar) */
     if (x.op == OP_ADD && x.block == n.block && count_uses(g, n.in[0]) == 1 &&
-        x.type.rank == 1 && nd(g, x.in[0])->type.rank == 1 && nd(g, x.in[1])->type.rank == 1) {
+        type_eq(nd(g, x.in[0])->type, x.type) && type_eq(nd(g, x.in[1])->type, x.type)) {
       int sa = add_before(g, id, OP_SLICE, x.in[0], -1, 1, n.a, n.b);
       int sb = add_before(g, id, OP_SLICE, x.in[1], -1, 1, n.a, n.b);
       replace_uses(g, id, add_before(g, id, OP_ADD, sa, sb, 2, 0, 0));
@@ -136,12 +143,16 @@ static bool rewrite(Graph *g, int id) {
 
 /* ---------------------------------------- products out of the recurrence */
 
-/* A product of an outer matrix with a row of a scanned sequence does not
- * depend on the carried state: compute it for every t before the scan, as
- * one product with the whole sequence (each row of W read once, not T
- * times), and scan its rows instead. gru.nn's second layer reads its input
- * weights this way. Runs after grad, which has no rule for the sequence
- * form. */
+/* A product of an outer matrix with a row of a scanned sequence (W x_t, or
+ * x_t @ W) does not depend on the carried state: compute it for every t
+ * before the scan, as one product with the whole sequence (each row of W
+ * read once, not T times), and scan its rows instead. gru.nn's second
+ * layer reads its input weights this way. A one-hot row's x_t @ W (an
+ * embedding's row, W[x_t]) becomes a gather of every step's row before
+ * the scan, so the products that read it move out in turn; W x_t of a
+ * one-hot x_t (a column of W) stays, a gather no dearer in the cell. Runs
+ * after grad, which would otherwise see the sequence form where it need
+ * not. */
 static bool hoist_products(Graph *g) {
   bool changed = false;
   for (int i = 0; i < g->blocks[0].n; i++) {
@@ -154,16 +165,18 @@ static bool hoist_products(Graph *g) {
     memcpy(list, g->blocks[body].nodes, (size_t)n0 * sizeof *list);
     for (int j = 0; j < n0; j++) {
       Node n = *nd(g, list[j]);
-      if (n.op != OP_MATVEC || nd(g, n.in[0])->block != 0)
+      if ((n.op != OP_MATVEC && n.op != OP_MATVEC_T) || nd(g, n.in[0])->block != 0)
         continue;
       const Node *arg = nd(g, n.in[1]);
       int nseq = nd(g, s)->a;
-      if (arg->op != OP_ARG || arg->block != body || arg->a >= nseq ||
-          nd(g, nd(g, s)->in[arg->a])->type.kind != TY_F32)
+      if (arg->op != OP_ARG || arg->block != body || arg->a >= nseq)
+        continue;
+      TypeKind kind = nd(g, nd(g, s)->in[arg->a])->type.kind;
+      if (kind != TY_F32 && !(kind == TY_ONEHOT && n.op == OP_MATVEC_T))
         continue;
       /* Y = W X before the scan. */
       int in[2] = {n.in[0], nd(g, s)->in[arg->a]};
-      int y = ir_add(g, NULL, 0, OP_MATVEC, in, 2, n.a, n.b, 0, n.pos);
+      int y = ir_add(g, NULL, 0, n.op, in, 2, n.a, n.b, 0, n.pos);
       place_before(g, y, s);
       i++; /* s moved one place on */
       /* Y becomes the scan's next sequence operand, its row a new argument. */
@@ -195,7 +208,7 @@ static bool same_node(const Node *a, const Node *b) {
   if (a->op != b->op || a->nin != b->nin || a->a != b->a || a->b != b->b || a->c != b->c ||
       a->block != b->block || !type_eq(a->type, b->type))
     return false;
-  if (a->op == OP_CONST && a->f != b->f)
+  if (a->f != b->f) /* a constant's value, dropout's p */
     return false;
   for (int k = 0; k < a->nin; k++)
     if (a->in[k] != b->in[k])
@@ -334,6 +347,7 @@ static void drop_result(Graph *g, int s, int k) {
 
 typedef struct Sink {
   int s, body, anchor;
+  Op final; /* the row of a stack at the last step: OP_LAST, or OP_FIRST (a reverse scan) */
   int *map; /* body node -> its clone at the last step, or -1 */
 } Sink;
 
@@ -358,7 +372,8 @@ static void place(Graph *g, Sink *k, int id) {
 
 /* x's value at the last step, in block 0 after the scan: a sequence's
  * row is last(sequence); a carry's input is last(the stack of its input)
- * (its value before the last step); other nodes are cloned. */
+ * (its value before the last step); other nodes are cloned. (A reverse
+ * scan's last step is t = 0: first() instead of last().) */
 static int sink(Graph *g, Sink *k, int x) {
   Node n = *nd(g, x); /* a copy: adding nodes moves g->nodes */
   if (n.block != k->body)
@@ -369,7 +384,7 @@ static int sink(Graph *g, Sink *k, int x) {
   if (n.op == OP_ARG) {
     int nseq = nd(g, k->s)->a;
     int stack = n.a < nseq ? nd(g, k->s)->in[n.a] : stack_of(g, k->s, x, &k->anchor);
-    r = ir_add(g, NULL, 0, OP_LAST, &stack, 1, 0, 0, 0, n.pos);
+    r = ir_add(g, NULL, 0, k->final, &stack, 1, 0, 0, 0, n.pos);
   } else if (n.nin == 0) {
     r = ir_leaf(g, 0, n.op, n.type, n.f, n.a, n.pos);
   } else {
@@ -383,23 +398,25 @@ static int sink(Graph *g, Sink *k, int x) {
 }
 
 /* A carry that the cell never reads (rnn.nn's `out`: each step computes
- * it afresh from x_t and h_{t-1}) and of which only last() is used is
- * dropped from the scan and computed once, after it, from the last step's
- * inputs. Before grad: the backward pass then has no such carry either. */
+ * it afresh from x_t and h_{t-1}) and of which only the last step's value
+ * is used (last(), or first() of a reverse scan) is dropped from the scan
+ * and computed once, after it, from the last step's inputs. Before grad:
+ * the backward pass then has no such carry either. */
 static bool sink_last_carries(Graph *g) {
   bool changed = false;
   for (int i = 0; i < g->blocks[0].n; i++) {
     int s = g->blocks[0].nodes[i];
     const Node *sn = nd(g, s);
-    if (sn->op != OP_SCAN || sn->c)
+    if (sn->op != OP_SCAN)
       continue;
+    Op final = sn->c ? OP_FIRST : OP_LAST;
     int body = sn->region, nseq = sn->a;
     for (int k = 0; k < nd(g, s)->b; k++) {
       Block *B = &g->blocks[body];
       int arg = B->args[nseq + k], y = B->yields[k];
       if (count_uses(g, arg) != 0 || nd(g, y)->op == OP_ARG)
         continue;
-      /* every use of the carry's results: last(proj #k) */
+      /* every use of the carry's results: last(proj #k) (first() if reverse) */
       bool only_last = true, any = false;
       for (int p = 0; p < g->nnodes && only_last; p++) {
         const Node *pn = nd(g, p);
@@ -409,11 +426,11 @@ static bool sink_last_carries(Graph *g) {
           for (int q = 0; q < nd(g, u)->nin; q++)
             if (nd(g, u)->in[q] == p && listed(g, u)) {
               any = true;
-              only_last &= nd(g, u)->op == OP_LAST;
+              only_last &= nd(g, u)->op == final;
             }
         only_last &= count_uses(g, p) == 0 || (g->output != p && g->loss != p);
       }
-      Sink sk = {.s = s, .body = body, .anchor = s};
+      Sink sk = {.s = s, .body = body, .anchor = s, .final = final};
       if (!only_last || !any || !sinkable(g, &sk, y))
         continue;
       sk.map = xmalloc((size_t)g->nnodes * 2 * sizeof *sk.map);
@@ -425,7 +442,7 @@ static bool sink_last_carries(Graph *g) {
       for (int p = 0; p < g->nnodes; p++)
         if (nd(g, p)->op == OP_PROJ && nd(g, p)->in[0] == s && nd(g, p)->a == k && listed(g, p))
           for (int u = 0; u < g->nnodes; u++)
-            if (nd(g, u)->op == OP_LAST && nd(g, u)->nin == 1 && nd(g, u)->in[0] == p && listed(g, u))
+            if (nd(g, u)->op == final && nd(g, u)->in[0] == p && listed(g, u))
               replace_uses(g, u, v);
       drop_result(g, s, k);
       B = &g->blocks[body];
@@ -472,6 +489,63 @@ static bool hoist_products_after(Graph *g) {
       for (int p = 0; p < g->nnodes; p++)
         if (nd(g, p)->op == OP_PROJ && nd(g, p)->in[0] == s && nd(g, p)->a == k && listed(g, p))
           replace_uses(g, p, y);
+      drop_result(g, s, k);
+      changed = true;
+      k--;
+    }
+  }
+  return changed;
+}
+
+/* A sequence a scan's cell no longer reads (its products were moved out
+ * of the recurrence, hoist_products) is dropped from the scan's operands:
+ * what only the scan kept alive (bigru.nn's concat of the layer below's
+ * directions) then dies. A scan keeps one sequence (its length). */
+static bool drop_unused_seqs(Graph *g) {
+  bool changed = false;
+  for (int i = 0; i < g->blocks[0].n; i++) {
+    int s = g->blocks[0].nodes[i];
+    if (nd(g, s)->op != OP_SCAN)
+      continue;
+    Block *B = &g->blocks[nd(g, s)->region];
+    for (int k = nd(g, s)->a - 1; k >= 0 && nd(g, s)->a > 1; k--) {
+      int arg = B->args[k];
+      if (count_uses(g, arg))
+        continue;
+      Node *sn = nd(g, s);
+      memmove(&sn->in[k], &sn->in[k + 1], (size_t)(sn->nin - k - 1) * sizeof *sn->in);
+      sn->nin--;
+      sn->a--;
+      memmove(&B->args[k], &B->args[k + 1], (size_t)(B->nargs - k - 1) * sizeof *B->args);
+      B->nargs--;
+      remove_node(g, arg);
+      for (int a = 0; a < B->nargs; a++)
+        nd(g, B->args[a])->a = a;
+      changed = true;
+    }
+  }
+  return changed;
+}
+
+/* A per-step output that is the row of a scanned sequence (a stack the
+ * backward pass asked for of a value since moved before the scan,
+ * hoist_products) is that sequence again: its readers read the sequence,
+ * and the scan stops copying it. */
+static bool drop_seq_yields(Graph *g) {
+  bool changed = false;
+  for (int i = 0; i < g->blocks[0].n; i++) {
+    int s = g->blocks[0].nodes[i];
+    if (nd(g, s)->op != OP_SCAN)
+      continue;
+    int body = nd(g, s)->region;
+    for (int k = nd(g, s)->b; k < g->blocks[body].nyields; k++) {
+      const Node *y = nd(g, g->blocks[body].yields[k]);
+      if (y->op != OP_ARG || y->block != body || y->a >= nd(g, s)->a)
+        continue;
+      int seq = nd(g, s)->in[y->a];
+      for (int p = 0; p < g->nnodes; p++)
+        if (nd(g, p)->op == OP_PROJ && nd(g, p)->in[0] == s && nd(g, p)->a == k && listed(g, p))
+          replace_uses(g, p, seq);
       drop_result(g, s, k);
       changed = true;
       k--;
@@ -578,6 +652,13 @@ void graph_dce(Graph *g) {
   free(live);
 }
 
+void graph_inference(Graph *g) {
+  for (int id = 0; id < g->nnodes; id++)
+    if (g->nodes[id].op == OP_DROPOUT && listed(g, id))
+      replace_uses(g, id, g->nodes[id].in[0]);
+  graph_dce(g);
+}
+
 int graph_optimize(Graph *g, bool late, Err *e) {
   bool changed = true;
   for (int round = 0; changed && round < 100; round++) {
@@ -592,6 +673,10 @@ int graph_optimize(Graph *g, bool late, Err *e) {
     if (late && hoist_products(g))
       changed = true;
     if (late && hoist_products_after(g))
+      changed = true;
+    if (drop_seq_yields(g))
+      changed = true;
+    if (drop_unused_seqs(g))
       changed = true;
     if (cse(g))
       changed = true;

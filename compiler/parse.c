@@ -56,7 +56,7 @@ static void expect(Parser *p, const char *punct) {
 
 static const char *const keywords[] = {
     "const", "input", "target", "param", "buffer", "def", "let", "for", "in", "return",
-    "output", "loss", "optimizer", "clip_grad_norm", "train", "scan", "over", "from"};
+    "output", "loss", "optimizer", "schedule", "clip_grad_norm", "train", "scan", "over", "from"};
 
 static bool is_keyword(const Token *t) {
   for (size_t i = 0; i < ARRAY_LEN(keywords); i++)
@@ -316,10 +316,16 @@ static Expr *expr(Parser *p) {
   return e;
 }
 
-/* scan = "scan" NAME ["[" args "]"] "over" expr ("," expr)* "from" expr ("," expr)* */
+/* scan = "scan" ["reverse"] NAME ["[" args "]"] "over" expr ("," expr)*
+ *        "from" expr ("," expr)*
+ * ("reverse" is a modifier only where a cell's name follows it.) */
 static Expr *scan_expr(Parser *p) {
   Expr *e = new_expr(p, E_SCAN, p->tok->pos);
   p->tok++;
+  if (is_word(p->tok, "reverse") && p->tok[1].kind == TK_IDENT && !is_keyword(&p->tok[1])) {
+    e->reverse = true;
+    p->tok++;
+  }
   e->name = simple_ident(p, "the name of a cell function after 'scan'");
   if (accept(p, "[")) {
     Expr tmp = {0};
@@ -483,7 +489,7 @@ static Stmt *stmt(Parser *p, bool top) {
     s->exprs = (Expr **)v.v;
     s->nexprs = v.n;
     expect(p, "=");
-    Ident init = simple_ident(p, "an initializer (zeros, uniform, linear, kaiming_uniform)");
+    Ident init = simple_ident(p, "an initializer (zeros, uniform, linear, kaiming_uniform, normal)");
     Expr *e = new_expr(p, E_CALL, init.pos);
     e->name = init;
     if (accept(p, "(")) {
@@ -509,11 +515,14 @@ static Stmt *stmt(Parser *p, bool top) {
     p->tok++;
     s->kind = is_word(t, "output") ? S_OUTPUT : is_word(t, "loss") ? S_LOSS : S_CLIP;
     s->value = expr(p);
-  } else if (is_word(t, "optimizer")) {
-    /* optimizer = "optimizer" NAME "(" [NAME "=" expr ("," NAME "=" expr)*] ")" */
+  } else if (is_word(t, "optimizer") || is_word(t, "schedule")) {
+    /* optimizer = "optimizer" NAME "(" [NAME "=" expr ("," NAME "=" expr)*] ")"
+     * schedule  = "schedule" NAME "(" [NAME "=" expr ("," NAME "=" expr)*] ")" */
     p->tok++;
-    s->kind = S_OPTIMIZER;
-    Ident name = simple_ident(p, "an optimizer (adam)");
+    bool opt = is_word(t, "optimizer");
+    s->kind = opt ? S_OPTIMIZER : S_SCHEDULE;
+    Ident name = simple_ident(p, opt ? "an optimizer (adam, adamw, sgd)"
+                                     : "a schedule (constant, step, cosine)");
     Expr *e = new_expr(p, E_CALL, name.pos);
     e->name = name;
     expect(p, "(");
@@ -532,7 +541,7 @@ static Stmt *stmt(Parser *p, bool top) {
     s->nexprs = tmp.nargs;
   } else {
     expected(p, "a statement (const, input, target, param, buffer, def, let, for, output, "
-                "loss, optimizer, clip_grad_norm, train)");
+                "loss, optimizer, schedule, clip_grad_norm, train)");
   }
   end_of_stmt(p);
   return s;

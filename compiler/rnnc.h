@@ -89,7 +89,7 @@ typedef enum ExprKind {
   E_CALL,  /* name[targs](args) */
   E_INDEX, /* l[r] or l[r:c] */
   E_COND,  /* c ? l : r, compile time only */
-  E_SCAN,  /* scan name[targs] over args[0..nover) from args[nover..nargs) */
+  E_SCAN,  /* scan [reverse] name[targs] over args[0..nover) from args[nover..nargs) */
 } ExprKind;
 
 enum { BIN_EQ = 256, BIN_NE, BIN_LT, BIN_LE, BIN_GT, BIN_GE };
@@ -107,6 +107,7 @@ struct Expr {
   Expr **targs;
   int ntargs;
   Ident *keys; /* named arguments: keys[i] names args[i]; NULL if none */
+  bool reverse; /* E_SCAN: steps T-1 down to 0 */
 };
 
 typedef enum StmtKind {
@@ -121,6 +122,7 @@ typedef enum StmtKind {
   S_OUTPUT,    /* output value */
   S_LOSS,      /* loss value */
   S_OPTIMIZER, /* optimizer value (a call with named arguments) */
+  S_SCHEDULE,  /* schedule value (a call with named arguments) */
   S_CLIP,      /* clip_grad_norm value */
   S_TRAIN,     /* train key = value, ... */
 } StmtKind;
@@ -201,6 +203,7 @@ typedef enum Init {
   INIT_UNIFORM,         /* U(-arg, arg) */
   INIT_LINEAR,          /* PyTorch Linear: U(-1/sqrt(arg), 1/sqrt(arg)), arg = fan_in */
   INIT_KAIMING_UNIFORM, /* U(-sqrt(6/arg), sqrt(6/arg)), arg = fan_in */
+  INIT_NORMAL,          /* N(0, arg^2): nn.Embedding's N(0, 1) */
 } Init;
 
 /* Parameter slots: what LOAD/STORE/ACC address. */
@@ -220,11 +223,21 @@ typedef struct Param {
   size_t offset; /* in floats, in the flat parameter buffer */
 } Param;
 
-typedef enum OptimKind { OPTIM_NONE, OPTIM_ADAM, OPTIM_SGD } OptimKind;
+typedef enum OptimKind { OPTIM_NONE, OPTIM_ADAM, OPTIM_ADAMW, OPTIM_SGD } OptimKind;
+/* The learning rate at optimizer step t (see grad.c's scheduled_lr). */
+typedef enum SchedKind { SCHED_CONSTANT, SCHED_STEP, SCHED_COSINE } SchedKind;
 
 typedef struct TrainConfig {
   OptimKind optim;
   double lr, beta1, beta2, eps;
+  double weight_decay;        /* adam, sgd: L2, added to the gradient; adamw: decoupled */
+  double momentum, dampening; /* sgd (its buffer is the m slot) */
+  bool nesterov;              /* sgd */
+  SchedKind sched;
+  int warmup;     /* steps of linear warmup (0: none), any schedule */
+  int decay;      /* step: steps between decays; cosine: steps to decay over */
+  double gamma;   /* step: the factor of each decay */
+  double min_lr;  /* cosine: the rate it ends at */
   double clip_norm; /* 0: no clipping */
   int epochs, batch;
 } TrainConfig;
@@ -293,6 +306,14 @@ static inline size_t type_row_numel(Type t) {
     return t.rank == 2 ? (size_t)t.dim[1] : 1;
   return type_numel(t);
 }
+/* The last dimension: a vector's size, a sequence's row size (one-hot:
+ * the vocabulary), 1 for a scalar. */
+static inline int type_width(Type t) { return t.rank ? t.dim[t.rank - 1] : 1; }
+/* The same type with rows of n elements ([n] or [T, n]). */
+static inline Type type_with_width(Type t, int n) {
+  t.dim[t.rank - 1] = n;
+  return t;
+}
 /* Type, offset and name of parameter a of a load or store (PARAM_ALL too). */
 Type param_type(const Graph *g, int a);
 size_t param_offset(const Graph *g, int a);
@@ -354,6 +375,8 @@ const double *interp_value(const Interp *I, int node, size_t *n);
  * gradients out of scans, CSE, then dead code elimination; verifies after
  * every round. late (after grad): also products out of the recurrence. */
 int graph_optimize(Graph *g, bool late, Err *e);
+/* A graph for inference: dropout is the identity (its noise then dies). */
+void graph_inference(Graph *g);
 /* Removes nodes nothing reads and renumbers the rest densely. */
 void graph_dce(Graph *g);
 

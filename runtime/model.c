@@ -242,6 +242,14 @@ void model_free(Model *m) {
 
 int model_classes(const Model *m) { return m->fwd->classes; }
 
+/* N(0, std^2), Box-Muller on two uniform draws (one value per pair). Here,
+ * not in util.c: the AOT example links util.c without libm. */
+static float rng_normal(Rng *r, double std) {
+  double u1 = 1.0 - (double)rng_uniform(r, 0, 1); /* (0, 1]: a finite log */
+  double u2 = (double)rng_uniform(r, 0, 1);
+  return (float)(std * sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
 void model_init_params(Model *m, uint64_t seed) {
   Rng r;
   rng_seed(&r, seed);
@@ -263,10 +271,14 @@ void model_init_params(Model *m, uint64_t seed) {
     case INIT_KAIMING_UNIFORM:
       bound = sqrt(6 / pa->init_arg);
       break;
+    case INIT_NORMAL:
+      break;
     }
     float *w = m->state + pa->offset;
     for (size_t i = 0, n = type_numel(pa->type); i < n; i++)
-      w[i] = bound ? rng_uniform(&r, (float)-bound, (float)bound) : 0;
+      w[i] = pa->init == INIT_NORMAL ? rng_normal(&r, pa->init_arg)
+             : bound                 ? rng_uniform(&r, (float)-bound, (float)bound)
+                                     : 0;
   }
 }
 

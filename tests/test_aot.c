@@ -7,8 +7,9 @@
  * then the results of bad inputs. They are checked against the JIT's
  * forward kernel (the runtime's model API, with a zero noise buffer: what
  * the object uses for a random initial state) and against PyTorch's
- * golden logits for gru.nn. The header must compile as strict C99 and as
- * C++, and `nm -u` on the object may list only memcpy, memmove and memset.
+ * golden logits for gru.nn and tests/golden/embgru.nn (an embedding table).
+ * The header must compile as strict C99 and as C++, and `nm -u` on the
+ * object may list only memcpy, memmove and memset.
  * test_targets.c does the same for other targets. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +35,10 @@ typedef struct Built {
 static Built gru = {.graph = "graphs/gru.nn",
                    .ckpt = "tests/golden/gru_seed42.safetensors",
                    .prefix = "gru"};
+/* an embedding's row gathers (tests/golden/embgru.nn) */
+static Built emb = {.graph = "tests/golden/embgru.nn",
+                    .ckpt = "tests/golden/embgru_seed42.safetensors",
+                    .prefix = "embgru"};
 static Built rnn = {.graph = "graphs/rnn.nn",
                    .ckpt = "tests/golden/rnn_seed42.safetensors",
                    .prefix = "names_rnn",
@@ -52,7 +57,7 @@ static Built rnn1 = {.graph = "graphs/rnn.nn",
                     .prefix = "rnn1",
                     .cpu = "generic",
                     .no_batch = true};
-static Built *const all[] = {&gru, &rnn, &gru8, &rnn8, &rnn1};
+static Built *const all[] = {&gru, &rnn, &gru8, &rnn8, &rnn1, &emb};
 static char *workdir, *root;
 static int have_cc, have_cxx;
 
@@ -133,14 +138,13 @@ static char *run_driver(const Built *b) {
     }                                                                                            \
   } while (0)
 
-static void test_gru_matches_jit_and_golden(void **state) {
-  NEED_CC();
+static void matches_jit_and_golden(const Built *b, const char *label) {
   StFile golden;
   Err e;
-  char *path = src_path(gru.ckpt);
+  char *path = src_path(b->ckpt);
   if (st_load(&golden, path, &e))
     fail_msg("%s", e.msg);
-  const NameList *ns = &gru.names;
+  const NameList *ns = &b->names;
   float *g = xcalloc((size_t)ns->ngolden * 18, sizeof *g);
   for (int i = 0; i < ns->ngolden; i++) {
     char name[32];
@@ -153,13 +157,23 @@ static void test_gru_matches_jit_and_golden(void **state) {
   /* The host build is the JIT's kernel for the same CPU (the weights a
    * constant instead of a pointer, PIC): the same bits. And the bad
    * inputs give their error codes (driver_tail). */
-  char *text = run_driver(&gru);
-  check_aot_output("gru (host)", gru.graph, gru.ckpt, ns, text,
+  char *text = run_driver(b);
+  check_aot_output(label, b->graph, b->ckpt, ns, text,
                    &(AotCheck){.tol = 1e-6, .exact = true, .golden = g, .tail = driver_tail});
   free(text);
   free(g);
   st_free(&golden);
   free(path);
+}
+
+static void test_gru_matches_jit_and_golden(void **state) {
+  NEED_CC();
+  matches_jit_and_golden(&gru, "gru (host)");
+}
+
+static void test_embgru_matches_jit_and_golden(void **state) {
+  NEED_CC();
+  matches_jit_and_golden(&emb, "embgru (host)");
 }
 
 static void test_rnn_matches_jit_with_zero_noise(void **state) {
@@ -547,6 +561,7 @@ static void test_cli(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_gru_matches_jit_and_golden),
+      cmocka_unit_test(test_embgru_matches_jit_and_golden),
       cmocka_unit_test(test_rnn_matches_jit_with_zero_noise),
       cmocka_unit_test(test_int8_matches_jit_with_its_weights),
       cmocka_unit_test(test_no_batch_kernel),

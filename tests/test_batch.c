@@ -9,7 +9,8 @@
  * against interp_run_batch in float32 (gradients within 1e-4 of the
  * tensor's largest magnitude; parameters within 1e-6 plus Adam's
  * amplification lr/eps of the gradient's rounding difference; each step
- * starts the interpreter from the kernel's state).
+ * starts the interpreter from the kernel's state). The same for a
+ * bidirectional GRU and two embedding models (one with dropout).
  * Then the same training on 1 and 2 threads, and twice on 2
  * threads: the parameter and optimizer buffers must be equal bit for bit. */
 #include <math.h>
@@ -73,12 +74,12 @@ static void random_weights(Model *m, uint64_t seed) {
 
 /* Two steps on batches of n names: JIT against the interpreter. The
  * interpreter runs the whole training graph of the batch-1 compile. */
-static void check_batches(const char *rel, int n, bool one_by_one) {
+static void check_batches(const char *rel, const char *label, int n, bool one_by_one) {
   Model m, ref;
   compile(&m, rel, MAXB, 1, one_by_one);
   compile(&ref, rel, 1, 1, false); /* its training graph: forward, backward, update in one */
   if (!one_by_one && !m.bstep_fn)
-    fail_msg("%s has no batched kernel: %s", rel, m.unbatched);
+    fail_msg("%s has no batched kernel: %s", label, m.unbatched);
   const Graph *g = ref.train;
   random_weights(&m, 11);
   Interp *I = interp_new(g, true);
@@ -103,7 +104,7 @@ static void check_batches(const char *rel, int n, bool one_by_one) {
     if (interp_run_batch(I, nm.chars, nm.ilens, nm.itargets, n, NULL, ilosses, &e))
       fail_msg("%s", e.msg);
     char what[200];
-    snprintf(what, sizeof what, "%s, batch of %d, step %d: the names' losses", rel, n, step);
+    snprintf(what, sizeof what, "%s, batch of %d, step %d: the names' losses", label, n, step);
     compare(what, losses, ilosses, (size_t)n, 1e-5);
     double want_mean = 0;
     for (int i = 0; i < n; i++)
@@ -119,11 +120,11 @@ static void check_batches(const char *rel, int n, bool one_by_one) {
     for (int p = 0; p < g->nparams; p++) {
       const Param *pa = &g->params[p];
       size_t cnt = type_numel(pa->type);
-      snprintf(what, sizeof what, "%s, batch of %d, step %d: gradient of %s", rel, n, step,
+      snprintf(what, sizeof what, "%s, batch of %d, step %d: gradient of %s", label, n, step,
                pa->name);
       compare(what, grads + pa->offset, ig + pa->offset, cnt, 1e-4);
       for (int s = SLOT_M; s <= SLOT_V; s++) {
-        snprintf(what, sizeof what, "%s, batch of %d, step %d: %s of %s", rel, n, step,
+        snprintf(what, sizeof what, "%s, batch of %d, step %d: %s of %s", label, n, step,
                  s == SLOT_M ? "exp_avg" : "exp_avg_sq", pa->name);
         compare(what, m.state + s * m.nfloats + pa->offset, interp_slot(I, s) + pa->offset, cnt,
                 s == SLOT_M ? 1e-4 : 2e-4);
@@ -132,13 +133,13 @@ static void check_batches(const char *rel, int n, bool one_by_one) {
         size_t k = pa->offset + i;
         double dg = fabs(grads[k] - ig[k]);
         if (!(fabs(m.state[k] - iv[k]) <= 1e-6 + ratio * dg))
-          fail_msg("%s, batch of %d: %s[%zu] after step %d: %.9g, interpreter %.9g", rel, n,
+          fail_msg("%s, batch of %d: %s[%zu] after step %d: %.9g, interpreter %.9g", label, n,
                    pa->name, i, step, m.state[k], iv[k]);
       }
     }
     print_message("%-14s batch %2d, step %d, %s: mean loss %.6f (interpreter %.6f), norm %.5g, "
                   "all gradients, moments and parameters match\n",
-                  rel, n, step, one_by_one ? "one by one" : "batched  ", mean, want_mean, gnorm);
+                  label, n, step, one_by_one ? "one by one" : "batched  ", mean, want_mean, gnorm);
     /* The next step starts both from the kernel's state, so each step's
      * tolerance is its own (Adam's lr/eps amplification does not compound). */
     for (int s = 0; s < SLOT_COUNT; s++)
@@ -156,8 +157,8 @@ static void test_rnn_batches(void **state) {
   (void)state;
   int sizes[] = {1, 3, 8, 37};
   for (size_t k = 0; k < ARRAY_LEN(sizes); k++) {
-    check_batches("graphs/rnn.nn", sizes[k], false);
-    check_batches("graphs/rnn.nn", sizes[k], true);
+    check_batches("graphs/rnn.nn", "rnn.nn", sizes[k], false);
+    check_batches("graphs/rnn.nn", "rnn.nn", sizes[k], true);
   }
 }
 
@@ -165,9 +166,43 @@ static void test_gru_batches(void **state) {
   (void)state;
   int sizes[] = {1, 3, 8, 37};
   for (size_t k = 0; k < ARRAY_LEN(sizes); k++) {
-    check_batches("graphs/gru.nn", sizes[k], false);
-    check_batches("graphs/gru.nn", sizes[k], true);
+    check_batches("graphs/gru.nn", "gru.nn", sizes[k], false);
+    check_batches("graphs/gru.nn", "gru.nn", sizes[k], true);
   }
+}
+
+/* examples/bigru.nn: reverse scans over packed sequences of different
+ * lengths, sequences concatenated row by row, first() of a reverse scan. */
+static void test_bigru_batches(void **state) {
+  (void)state;
+  char *p = graph_variant("examples/bigru.nn", "const H = 128", "const H = 16", NULL);
+  int sizes[] = {3, 37};
+  for (size_t k = 0; k < ARRAY_LEN(sizes); k++) {
+    check_batches(p, "bigru.nn, H = 16", sizes[k], false);
+    check_batches(p, "bigru.nn, H = 16", sizes[k], true);
+  }
+  free(p);
+}
+
+/* Embeddings over packed sequences: the table's rows gathered per step
+ * in the cell (tests/golden/embgru.nn) or for every packed row before the
+ * scan (examples/embed_gru.nn), and their gradients scatter-added. */
+static void test_embedding_batches(void **state) {
+  (void)state;
+  char *p = graph_variant("examples/embed_gru.nn", "const H = 128", "const H = 24",
+                          "const E = 32", "const E = 13", NULL);
+  int sizes[] = {3, 37};
+  for (size_t k = 0; k < ARRAY_LEN(sizes); k++)
+    for (int one = 0; one < 2; one++)
+      check_batches("tests/golden/embgru.nn", "embgru.nn", sizes[k], one);
+  check_batches(p, "embed_gru.nn", 37, false);
+  free(p);
+  /* dropout: every name's mask from its own draws, as the interpreter's */
+  p = graph_variant("tests/golden/embgru.nn", "fc.weight @ last(hs)",
+                    "fc.weight @ dropout(last(hs), 0.4)", NULL);
+  for (int one = 0; one < 2; one++)
+    check_batches(p, "embgru.nn, dropout", 37, one);
+  free(p);
 }
 
 /* Two carried states, four gates, 40 wide (the products' remainder
@@ -177,7 +212,7 @@ static void test_gru_batches(void **state) {
 static void test_lstm_batches(void **state) {
   (void)state;
   char *g = make_graph("graphs/lstm.nn", 40, 18);
-  check_batches(g, 37, false);
+  check_batches(g, "lstm.nn, H = 40", 37, false);
   free(g);
 }
 
@@ -228,6 +263,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_rnn_batches),
       cmocka_unit_test(test_gru_batches),
+      cmocka_unit_test(test_bigru_batches),
+      cmocka_unit_test(test_embedding_batches),
       cmocka_unit_test(test_lstm_batches),
       cmocka_unit_test(test_threads_deterministic),
   };

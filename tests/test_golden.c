@@ -1,13 +1,14 @@
 /* test_golden.c: parity with PyTorch. the files in tests/golden hold, for
- * rnn.nn, gru.nn and lstm.nn, PyTorch's weights, the logits of 20 names,
- * the loss of one training name, every parameter's gradient, and every
- * parameter after one optimizer step (see tests/golden/README.md). The
- * reference interpreter, in float32, must match them within the
- * tolerances that README gives: logits and loss 1e-4 absolute, gradients
- * 1e-4 relative to the tensor's largest magnitude, parameters after the
- * step 1e-6 absolute (plus, for the few weights whose gradient is as small
- * as Adam's eps, the step's own amplification of float32 rounding; see
- * check_step). */
+ * rnn.nn, gru.nn, lstm.nn and the graphs beside the goldens (embgru.nn:
+ * an embedding table; bigru.nn: bidirectional layers), PyTorch's weights,
+ * the logits of 20 names, the loss of one training name, every
+ * parameter's gradient, and every parameter after one optimizer step (see
+ * tests/golden/README.md). The reference interpreter, in float32, must
+ * match them within the tolerances that README gives: logits and loss
+ * 1e-4 absolute, gradients 1e-4 relative to the tensor's largest
+ * magnitude, parameters after the step 1e-6 absolute (plus, for the few
+ * weights whose gradient is as small as Adam's eps, the step's own
+ * amplification of float32 rounding; see check_step). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,8 +36,10 @@ static char *replace_once(char *text, const char *from, const char *to) {
  * h0: the same model with its initial state switched to a buffer (the
  * small edit docs/dsl.md describes). */
 static char *graph_text(const char *model) {
+  /* graphs/'s models, and the DSL's others beside their goldens */
   char rel[64];
-  snprintf(rel, sizeof rel, "graphs/%s.nn", model);
+  bool beside = !strcmp(model, "embgru") || !strcmp(model, "bigru");
+  snprintf(rel, sizeof rel, beside ? "tests/golden/%s.nn" : "graphs/%s.nn", model);
   char *path = src_path(rel);
   Err e;
   char *text = read_file(path, NULL, &e);
@@ -94,7 +97,7 @@ static int encode(const char *s, int32_t *out) {
   for (; *s; s++) {
     const char *at = strchr(VOCAB_CHARS, *s);
     assert_non_null(at);
-    out[n++] = (uint8_t)(at - VOCAB_CHARS);
+    out[n++] = (int32_t)(at - VOCAB_CHARS);
   }
   return n;
 }
@@ -216,6 +219,10 @@ static void test_rnn_step(void **state) { check_step("rnn"); }
 static void test_gru_step(void **state) { check_step("gru"); }
 static void test_lstm_logits(void **state) { check_logits("lstm"); }
 static void test_lstm_step(void **state) { check_step("lstm"); }
+static void test_embgru_logits(void **state) { check_logits("embgru"); }
+static void test_embgru_step(void **state) { check_step("embgru"); }
+static void test_bigru_logits(void **state) { check_logits("bigru"); }
+static void test_bigru_step(void **state) { check_step("bigru"); }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
@@ -225,6 +232,10 @@ int main(void) {
       cmocka_unit_test(test_gru_step),
       cmocka_unit_test(test_lstm_logits),
       cmocka_unit_test(test_lstm_step),
+      cmocka_unit_test(test_embgru_logits),
+      cmocka_unit_test(test_embgru_step),
+      cmocka_unit_test(test_bigru_logits),
+      cmocka_unit_test(test_bigru_step),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -22,22 +22,7 @@
 #include "testutil.h"
 
 static char *variant(const char *rel, const char *from, const char *to) {
-  char *src = src_path(rel);
-  Err e;
-  char *text = read_file(src, NULL, &e);
-  assert_non_null(text);
-  free(src);
-  if (from) {
-    char *at = strstr(text, from);
-    assert_non_null(at);
-    char *r = xasprintf("%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
-    free(text);
-    text = r;
-  }
-  char *path = tmp_path("variant.nn");
-  write_text(path, text);
-  free(text);
-  return path;
+  return from ? graph_variant(rel, from, to, NULL) : graph_variant(rel, NULL);
 }
 
 static const int32_t name[] = {29, 14, 18, 19, 14, 4, 21, 18, 10, 24}; /* Dostoevsky */
@@ -126,7 +111,7 @@ static void check_step(Model *m, const char *label, int len) {
 static void check_graph_lengths(const char *path, const char *label, int tmin, int tmax) {
   Model m;
   Err e;
-  ModelOptions mo = {0};
+  ModelOptions mo = {.batch = 1}; /* the fused training kernel, whatever the graph's batch */
   if (model_compile(&m, path, &mo, &e))
     fail_msg("%s", e.msg);
   char what[96];
@@ -218,6 +203,37 @@ static void test_gru_512(void **state) {
   free(p);
 }
 
+/* examples/bigru.nn: reverse scans, sequences concatenated row by row,
+ * first() of a reverse scan's states; 16 wide (blocked products) and 13
+ * (unblocked), every length 1..9. */
+static void test_bigru(void **state) {
+  for (int k = 0; k < 2; k++) {
+    char *p = variant("examples/bigru.nn", "const H = 128", k ? "const H = 13" : "const H = 16");
+    check_graph_lengths(p, k ? "bigru.nn, H = 13" : "bigru.nn, H = 16", 1, 9);
+    free(p);
+  }
+}
+
+/* Embeddings: rows of a [V, E] table gathered per step in the cell
+ * (tests/golden/embgru.nn's W[x]) or for the whole sequence before the
+ * scan (examples/embed_gru.nn's x @ W), every length 1..9. */
+static void test_embedding(void **state) {
+  check_graph_lengths("tests/golden/embgru.nn", "embgru.nn", 1, 9);
+  char *p = graph_variant("examples/embed_gru.nn", "const H = 128", "const H = 24",
+                          "const E = 32", "const E = 13", NULL);
+  check_graph_lengths(p, "embed_gru.nn, E = 13, H = 24", 1, 9);
+  free(p);
+}
+
+/* Dropout on the last state: the training kernel's masks are the
+ * interpreter's (the same draws), its forward kernel has none. */
+static void test_dropout(void **state) {
+  char *p = variant("tests/golden/embgru.nn", "fc.weight @ last(hs)",
+                    "fc.weight @ dropout(last(hs), 0.4)");
+  check_graph_lengths(p, "embgru.nn with dropout", 1, 9);
+  free(p);
+}
+
 /* PyTorch's golden tensors through the JIT path: the logits of 20 names,
  * and one training step (loss, gradients, parameters). */
 static void golden(const char *model, const char *graph_rel, const char *from, const char *to) {
@@ -252,7 +268,7 @@ static void golden(const char *model, const char *graph_rel, const char *from, c
     int32_t chars[64];
     int len = 0;
     for (const char *c = nm; *c; c++)
-      chars[len++] = (uint8_t)(strchr(VOCAB_CHARS, *c) - VOCAB_CHARS);
+      chars[len++] = (int32_t)(strchr(VOCAB_CHARS, *c) - VOCAB_CHARS);
     model_forward(&m, chars, len, logits);
     char tn[32];
     snprintf(tn, sizeof tn, "logits.%d", i);
@@ -265,7 +281,7 @@ static void golden(const char *model, const char *graph_rel, const char *from, c
   int32_t chars[16];
   int len = 0;
   for (const char *c = st_meta(&st, "train_name"); *c; c++)
-    chars[len++] = (uint8_t)(strchr(VOCAB_CHARS, *c) - VOCAB_CHARS);
+    chars[len++] = (int32_t)(strchr(VOCAB_CHARS, *c) - VOCAB_CHARS);
   float loss, gnorm;
   model_train_step(&m, chars, len, 14 /* Russian */, &loss, &gnorm);
   assert_true(fabs(loss - st_find(&st, "loss")->data[0]) < 1e-4);
@@ -311,6 +327,10 @@ static void test_golden_rnn(void **state) {
   golden("rnn", "graphs/rnn.nn", "from kaiming_uniform(H), zeros(C)", "from h0, zeros(C)");
 }
 static void test_golden_gru(void **state) { golden("gru", "graphs/gru.nn", NULL, NULL); }
+static void test_golden_embgru(void **state) {
+  golden("embgru", "tests/golden/embgru.nn", NULL, NULL);
+}
+static void test_golden_bigru(void **state) { golden("bigru", "tests/golden/bigru.nn", NULL, NULL); }
 static void test_golden_lstm(void **state) { golden("lstm", "graphs/lstm.nn", NULL, NULL); }
 
 /* Issue 12, item 14: the runtime checks T, the characters and the target
@@ -398,9 +418,12 @@ int main(void) {
       cmocka_unit_test(test_gru_3_layers), cmocka_unit_test(test_rnn_512),
       cmocka_unit_test(test_gru_512),    cmocka_unit_test(test_rnn_odd),
       cmocka_unit_test(test_gru_odd),    cmocka_unit_test(test_gru_blocked_lengths),
+      cmocka_unit_test(test_bigru),      cmocka_unit_test(test_embedding),
+      cmocka_unit_test(test_dropout),
       cmocka_unit_test(test_lstm),       cmocka_unit_test(test_lstm_odd),
       cmocka_unit_test(test_golden_rnn), cmocka_unit_test(test_golden_gru),
-      cmocka_unit_test(test_golden_lstm), cmocka_unit_test(test_inputs_checked),
+      cmocka_unit_test(test_golden_lstm), cmocka_unit_test(test_golden_embgru),
+      cmocka_unit_test(test_golden_bigru), cmocka_unit_test(test_inputs_checked),
       cmocka_unit_test(test_jit_refused_module),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -272,6 +272,28 @@ char *read_text(const char *path) {
   return s;
 }
 
+char *graph_variant(const char *rel, ...) {
+  char *src = src_path(rel);
+  char *text = read_text(src);
+  free(src);
+  va_list ap;
+  va_start(ap, rel);
+  for (const char *from; (from = va_arg(ap, const char *));) {
+    const char *to = va_arg(ap, const char *);
+    char *at = strstr(text, from);
+    if (!at)
+      fail_msg("%s has no '%s' to replace", rel, from);
+    char *r = xasprintf("%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+    free(text);
+    text = r;
+  }
+  va_end(ap);
+  char *path = tmp_path("variant.nn");
+  write_text(path, text);
+  free(text);
+  return path;
+}
+
 NameList name_list_load(const char *ckpt, bool edge_cases) {
   StFile golden;
   Err e;

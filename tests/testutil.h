@@ -57,6 +57,11 @@ void assert_contains(const char *text, const char *fragment);
 /* Whether /proc/cpuinfo lists CPU flag `flag` (avx2, fma, avx512f, ...). */
 bool host_has(const char *flag);
 
+/* A copy of the graph file rel (relative to the repository) with each
+ * (from, to) pair of the NULL-terminated list replaced (the first
+ * occurrence of from, which must be there), written to a fresh scratch
+ * path (returned, malloc'd). */
+char *graph_variant(const char *rel, ...);
 /* Runs a shell command (formatted); its exit status, or -1. */
 int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* A whole file (malloc'd); fails the test when it cannot be read. */
