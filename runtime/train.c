@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uniwidth.h>
 
 #include "checkpoint.h"
 
@@ -26,13 +27,13 @@ static int argmax(const float *x, int n) {
 
 /* Names idx[0..n) of ds as the arrays the model's batch calls take. */
 typedef struct NameBatch {
-  const uint8_t **chars;
+  const int32_t **chars;
   int32_t *lens, *targets;
 } NameBatch;
 
 static NameBatch batch_new(size_t cap) {
   cap = cap ? cap : 1;
-  return (NameBatch){xmalloc(cap * sizeof(uint8_t *)), xmalloc(cap * sizeof(int32_t)),
+  return (NameBatch){xmalloc(cap * sizeof(int32_t *)), xmalloc(cap * sizeof(int32_t)),
                      xmalloc(cap * sizeof(int32_t))};
 }
 
@@ -107,13 +108,12 @@ static size_t prefix_bytes(const char *s, int k) {
   return i;
 }
 
-/* s, at most k characters of it, padded with spaces to width characters
- * (printf pads bytes, which misaligns UTF-8). */
+/* s, at most k characters of it, padded with spaces to width columns
+ * (printf pads bytes, which misaligns UTF-8; a CJK character takes two
+ * columns). */
 static void put_cell(FILE *f, const char *s, int k, int width, bool right) {
   size_t n = prefix_bytes(s, k);
-  int chars = 0;
-  for (size_t i = 0; i < n; i++)
-    chars += ((unsigned char)s[i] & 0xC0) != 0x80;
+  int chars = u8_width((const uint8_t *)s, n, "UTF-8");
   if (right)
     fprintf(f, "%*s", width > chars ? width - chars : 0, "");
   fprintf(f, "%.*s", (int)n, s);
@@ -357,7 +357,7 @@ int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
       fprintf(o->log, "epoch %d: mean training loss %.4f (no test split)\n", ep + 1, mean);
     }
     if (o->out) { /* rank 0 writes; if it cannot, every rank stops */
-      if (d->rank == 0 && ckpt_save(m, ds->labels, ds->nlabels, o->out, e))
+      if (d->rank == 0 && ckpt_save(m, ds->labels, ds->nlabels, o->vocab, o->out, e))
         rc = -1;
       if (dist_first_failed(d, rc != 0) >= 0) {
         rc = rc ? rc : errf(e, "rank 0 could not write the checkpoint %s", o->out);

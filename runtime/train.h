@@ -11,6 +11,7 @@ typedef struct TrainOptions {
   int epochs;        /* epochs to run now (after any the model has done) */
   uint64_t seed;     /* shuffling and noise; epoch k uses (seed, k) */
   const char *out;   /* checkpoint, rewritten after every epoch */
+  const Vocab *vocab; /* the data's vocabulary, saved with it */
   int progress;      /* 1: a live bar (a terminal); 0: a line every few seconds */
   FILE *log;         /* progress and reports */
   const Dist *dist;  /* the ranks training together (NULL: this process alone) */
