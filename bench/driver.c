@@ -236,7 +236,7 @@ static void train_batched(Model *m, const Dataset *ds, const Opts *o, uint32_t *
   size_t B = (size_t)o->batch;
   if (B > ds->ntrain) /* train_run: a batch larger than the data set is one batch */
     B = ds->ntrain;
-  const uint8_t **chars = xmalloc(B * sizeof *chars);
+  const int32_t **chars = xmalloc(B * sizeof *chars);
   int32_t *lens = xmalloc(B * sizeof *lens), *targets = xmalloc(B * sizeof *targets);
   float *losses = xmalloc(B * sizeof *losses);
   for (int ep = 0; ep < o->epochs; ep++) {
@@ -302,7 +302,7 @@ static Pass infer(Model *m, const Dataset *ds, const Opts *o, size_t block) {
   long reps = o->reps;
   double *wall = xmalloc((size_t)reps * sizeof *wall), *cpu = xmalloc((size_t)reps * sizeof *cpu);
   size_t cap = block ? block : 1;
-  const uint8_t **chars = xmalloc(cap * sizeof *chars);
+  const int32_t **chars = xmalloc(cap * sizeof *chars);
   int32_t *lens = xmalloc(cap * sizeof *lens);
   float *logits = xmalloc(cap * (size_t)model_classes(m) * sizeof *logits);
   for (long k = 0; k < reps; k++) {
@@ -529,7 +529,7 @@ static int run(const Opts *oi, Model *m, Dataset *ds, Files *f, Err *e) {
   if (o.epochs < 0)
     o.epochs = m->train->train.epochs;
   model_init_params(m, o.seed);
-  if (data_load(ds, o.dir, NULL, 0, e) || data_split(ds, 0.1, o.seed, e))
+  if (data_load(ds, o.dir, NULL, 0, VOCAB_NAMES, NULL, e) || data_split(ds, 0.1, o.seed, e))
     return -1;
   if (m->fwd->classes != ds->nlabels)
     return errf(e, "%s has %d classes, the data %d languages", o.graph, m->fwd->classes,
@@ -549,7 +549,7 @@ static int run(const Opts *oi, Model *m, Dataset *ds, Files *f, Err *e) {
   else
     train_batch1(m, ds, &o, order, ntrain, &t);
   free(order);
-  if (o.save && ckpt_save(m, ds->labels, ds->nlabels, o.save, e))
+  if (o.save && ckpt_save(m, ds->labels, ds->nlabels, NULL, o.save, e))
     return -1;
   if (o.whole) {
     const char *base = getenv("TMPDIR");
@@ -562,7 +562,7 @@ static int run(const Opts *oi, Model *m, Dataset *ds, Files *f, Err *e) {
     }
     if (!o.limit) { /* the whole process trains on every name: compare */
       f->ours = xasprintf("%s/driver.safetensors", f->tmp);
-      if (ckpt_save(m, ds->labels, ds->nlabels, f->ours, e))
+      if (ckpt_save(m, ds->labels, ds->nlabels, NULL, f->ours, e))
         return -1;
     }
   }

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "checkpoint.h"
 #include "util.h"
 
 /* Prints "rnnc CMD: <message>" and a pointer to --help; returns EXIT_USAGE. */
@@ -25,6 +26,15 @@ int cli_parse_int(const char *s, int lo, int hi, int *out);
  * run on (its CPU affinity: taskset, cgroups, mpirun binding). */
 enum { CLI_MAX_THREADS = 256 };
 int cli_default_threads(void);
+
+/* The model of GRAPH with the weights of CKPT (eval, predict, build):
+ * CKPT's metadata first, its vocabulary (the names' when it has none: one
+ * of PyTorch's) into *v and with its label count (else classes) the sizes
+ * of a graph that takes them from the data; then the graph compiled as mo
+ * says, the weights and labels loaded (*labels NULL when CKPT has none),
+ * and the vocabulary's size checked against the graph's input. */
+int cli_load_model(Model *m, const char *graph, const char *ckpt, ModelOptions *mo, int classes,
+                   char ***labels, int *nlabels, Vocab *v, Err *e);
 
 int cmd_data(int argc, char **argv);
 extern const char data_usage[];

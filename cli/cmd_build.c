@@ -29,12 +29,14 @@ const char build_usage[] =
     "and defines, for prefix P:\n"
     "\n"
     "  int P_forward(const int32_t *chars, int32_t len, float *logits);\n"
-    "  int P_predict(const char *ascii_name, float *probs);\n"
+    "  int P_predict(const char *name, float *probs);   (UTF-8, normalized)\n"
     "  extern const char *const P_labels[P_NUM_CLASSES];   (CKPT's label list)\n"
     "\n"
-    "and the header P_NUM_CLASSES, P_VOCAB, P_VOCAB_SIZE, P_MAX_LEN, and the\n"
-    "stack and sizes it needs. A random initial state (noise) is zeros in the\n"
-    "object, so results are deterministic. With -o DIR/NAME.wasm, it writes a\n"
+    "and the header P_NUM_CLASSES, P_VOCAB_SIZE, P_VOCAB_CHARS (CKPT's\n"
+    "vocabulary), P_UNKNOWN_INDEX, P_NORMALIZATION, P_MAX_LEN, and the stack\n"
+    "and sizes it needs (P_VOCAB too, for a vocabulary of ASCII characters).\n"
+    "A random initial state (noise) is zeros in the object, so results are\n"
+    "deterministic. With -o DIR/NAME.wasm, it writes a\n"
     "WebAssembly module that imports nothing (linked by LLVM's wasm-ld, from\n"
     "lld-19) and DIR/NAME.mjs, a JavaScript module that loads it and classifies\n"
     "names. See docs/aot.md.\n"
@@ -258,8 +260,11 @@ int cmd_build(int argc, char **argv) {
   int nlabels = 0, rc = EXIT_BAD_INPUT;
   Buf object = {0}, text = {0};
   Staged fo = {.fd = -1}, fh = {.fd = -1};
-  if (model_compile(&m, graph, &mo, &e) || ckpt_load(&m, ckpt, false, &labels, &nlabels, &e))
+  Vocab vocab = {0};
+  char **vocab_list = NULL;
+  if (cli_load_model(&m, graph, ckpt, &mo, 0, &labels, &nlabels, &vocab, &e))
     goto fail;
+  vocab_list = vocab_to_list(&vocab);
   if (!labels) {
     errf(&e, "%s has no label list (metadata \"labels\"); %s_labels needs one (checkpoints that "
              "rnnc train writes have it)",
@@ -270,7 +275,9 @@ int cmd_build(int argc, char **argv) {
   ObjOptions o = {.prefix = prefix ? prefix : stem,
                   .triple = triple,
                   .cpu = cpu,
-                  .vocab = VOCAB_CHARS,
+                  .vocab = vocab_list,
+                  .unknown = vocab.unknown,
+                  .normalization = vocab_is_ascii(vocab.kind) ? "ascii" : "nfc",
                   .labels = labels,
                   .values = m.state,
                   .source = source,
@@ -312,6 +319,10 @@ fail:
   for (int i = 0; i < nlabels; i++)
     free(labels[i]);
   free(labels);
+  for (int i = 0; vocab_list && i < vocab.n; i++)
+    free(vocab_list[i]);
+  free(vocab_list);
+  vocab_free(&vocab);
   model_free(&m);
   free(header);
   free(stem);

@@ -19,6 +19,8 @@ const char check_usage[] =
     "the reference interpreter, for sampled entries of every parameter, on a\n"
     "few names (each with a different target class). Prints the largest\n"
     "relative error per parameter; exits 1 when one is above the tolerance.\n"
+    "Names are encoded with the names vocabulary; a graph that takes its sizes\n"
+    "from the data gets data.vocab = 59 and data.classes = 3.\n"
     "\n"
     "  --names a,b,c    names to check on (default: Dostoevsky,Nakamura,O'Brien)\n"
     "  --samples N      entries per parameter and name (default: 16)\n"
@@ -26,7 +28,7 @@ const char check_usage[] =
     "  --seed S         parameter initialization and sampling (default: 42)\n"
     "  -h, --help       this help\n";
 
-static double loss_at(Interp *I, const Graph *g, const uint8_t *c, int len, int target,
+static double loss_at(Interp *I, const Graph *g, const int32_t *c, int len, int target,
                       uint64_t noise_seed) {
   Rng r;
   rng_seed(&r, noise_seed); /* the same initial-state noise at every point */
@@ -97,7 +99,14 @@ int cmd_check(int argc, char **argv) {
     return cli_usage_error("check", optind >= argc ? "missing GRAPH" : "more than one GRAPH");
   const char *path = argv[optind];
   Err e;
-  Graph *f = compile_graph_file(path, &e), *g = f ? compile_graph_file(path, &e) : NULL;
+  /* A graph that takes its sizes from the data: the names vocabulary's,
+   * and three classes (one per default name). */
+  DataSizes sizes = {VOCAB_SIZE, 3};
+  size_t text_len;
+  char *text = read_graph(path, &text_len, &e);
+  Graph *f = text ? compile_graph_data(path, text, text_len, &sizes, &e) : NULL;
+  Graph *g = f ? compile_graph_data(path, text, text_len, &sizes, &e) : NULL;
+  free(text);
   if (!f || !g || graph_passes(g, true, PASSES_GRAD, &e)) {
     cli_error("check", &e);
     graph_free(f);
@@ -112,12 +121,14 @@ int cmd_check(int argc, char **argv) {
   rng_seed(&pick, seed + 1);
   int rc = EXIT_OK, nnames = 0;
   char *list = xstrdup(names);
+  Vocab names_vocab;
+  vocab_names(&names_vocab);
   for (char *nm = list, *next; nm; nm = next, nnames++) {
     next = strchr(nm, ',');
     if (next)
       *next++ = '\0';
-    uint8_t *chars = NULL;
-    int len = name_encode(nm, strlen(nm), &chars, NULL, &e);
+    int32_t *chars = NULL;
+    int len = name_encode(nm, strlen(nm), &names_vocab, &chars, NULL, &e);
     if (len < 0) {
       fprintf(stderr, "rnnc check: '%s': %s\n", nm, e.msg);
       rc = EXIT_BAD_INPUT;
@@ -166,6 +177,7 @@ int cmd_check(int argc, char **argv) {
     free(chars);
   }
   free(list);
+  vocab_free(&names_vocab);
   if (rc == EXIT_OK) {
     printf("%s: gradients vs finite differences (float64), %d name%s, %d samples each\n", path,
            nnames, nnames == 1 ? "" : "s", samples);

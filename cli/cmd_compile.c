@@ -13,6 +13,7 @@
 
 const char compile_usage[] =
     "usage: rnnc compile GRAPH [--emit STAGE] [--time] [-o FILE]\n"
+    "                    [--vocab-size V] [--classes C]\n"
     "\n"
     "Compiles a graph file and prints one stage's output. Errors in the graph\n"
     "print path:line:col, the line and a caret, and exit with status 1.\n"
@@ -28,10 +29,18 @@ const char compile_usage[] =
     "                 asm:  its assembly for this machine\n"
     "                 (default: ir)\n"
     "  --time         print each stage's time to standard error\n"
+    "  --vocab-size V, --classes C\n"
+    "                 what data.vocab and data.classes are in a graph that takes\n"
+    "                 its sizes from the data (train, eval and predict take them\n"
+    "                 from the data set or the checkpoint)\n"
     "  -o FILE        write the output to FILE instead of standard output\n"
     "  -h, --help     this help\n";
 
-static int emit_module(const char *path, bool asm_out, Buf *out, double *t, Err *e) {
+/* Bounds for --vocab-size and --classes (a graph's sizes are ints). */
+enum { MAX_DATA_SIZE = 1 << 20 };
+
+static int emit_module(const char *path, const DataSizes *sizes, bool asm_out, Buf *out,
+                       double *t, Err *e) {
   /* Every kernel the JIT may make (runtime/model.c: the same graphs, the
    * same codegen), in one module and a context of their own. */
   size_t len;
@@ -44,7 +53,7 @@ static int emit_module(const char *path, bool asm_out, Buf *out, double *t, Err 
   Kernels ks = {0};
   int rc = -1;
   double t0 = now_seconds();
-  if (!tm || kernels_prepare(&ks, path, text, len, KERNEL_ALL, 0, e))
+  if (!tm || kernels_prepare(&ks, path, text, len, KERNEL_ALL, 0, sizes, e))
     goto done;
   double t1 = now_seconds();
   for (int k = 0; k < KERNEL_KINDS; k++) {
@@ -91,7 +100,10 @@ done:
 int cmd_compile(int argc, char **argv) {
   const char *emit = "ir", *out_path = NULL;
   bool timing = false;
+  DataSizes sizes = {0};
   static const struct option opts[] = {{"emit", required_argument, 0, 'e'},
+                                       {"vocab-size", required_argument, 0, 'V'},
+                                       {"classes", required_argument, 0, 'C'},
                                        {"output", required_argument, 0, 'o'},
                                        {"time", no_argument, 0, 't'},
                                        {"help", no_argument, 0, 'h'},
@@ -108,6 +120,12 @@ int cmd_compile(int argc, char **argv) {
       break;
     case 't':
       timing = true;
+      break;
+    case 'V':
+    case 'C':
+      if (cli_parse_int(optarg, 1, MAX_DATA_SIZE, c == 'V' ? &sizes.vocab : &sizes.classes))
+        return cli_usage_error("compile", "--%s wants an integer in [1, %d], not '%s'",
+                               c == 'V' ? "vocab-size" : "classes", MAX_DATA_SIZE, optarg);
       break;
     case 'h':
       fputs(compile_usage, stdout);
@@ -129,14 +147,17 @@ int cmd_compile(int argc, char **argv) {
   Buf b = {0};
   double t[4] = {0};
   if (stage >= 3) {
-    if (emit_module(argv[optind], stage == 4, &b, t, &e)) {
+    if (emit_module(argv[optind], &sizes, stage == 4, &b, t, &e)) {
       cli_error("compile", &e);
       buf_free(&b);
       return EXIT_BAD_INPUT;
     }
   } else {
     double t0 = now_seconds();
-    Graph *g = compile_graph_file(argv[optind], &e);
+    size_t len;
+    char *text = read_graph(argv[optind], &len, &e);
+    Graph *g = text ? compile_graph_data(argv[optind], text, len, &sizes, &e) : NULL;
+    free(text);
     double t1 = now_seconds();
     PassStop stop = stage == 0 ? PASSES_FRONT : stage == 1 ? PASSES_GRAD : PASSES_ALL;
     if (!g || graph_passes(g, true, stop, &e)) {

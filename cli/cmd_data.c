@@ -3,19 +3,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uniwidth.h>
 
 #include "cli.h"
 #include "runtime.h"
 
 const char data_usage[] =
-    "usage: rnnc data [--data DIR] [--seed S] [--test-fraction F]\n"
+    "usage: rnnc data [--data PATH] [--seed S] [--test-fraction F]\n"
     "\n"
-    "Loads a names data set (one <Language>.txt per label, one UTF-8 name a\n"
-    "line), normalizes every name to ASCII, and prints the languages with\n"
-    "their counts, the names skipped and why (a character outside the\n"
-    "vocabulary, longer than " NAME_MAX_CHARS_STR " characters, ...), and the train/test split.\n"
+    "Loads a data set (a directory of <Label>.txt files, one UTF-8 name a line;\n"
+    "or a TSV or CSV file of text and label, as rnnc train --help says),\n"
+    "normalizes every text (a directory's to ASCII, a file's to NFC), and\n"
+    "prints the labels with their counts, the texts skipped and why (a\n"
+    "character outside the names vocabulary, longer than " NAME_MAX_CHARS_STR " characters,\n"
+    "...), and the train/test split.\n"
     "\n"
-    "  --data DIR           data directory (default: data/names)\n"
+    "  --data PATH          data directory or file (default: data/names)\n"
     "  --seed S             split seed (default: 42)\n"
     "  --test-fraction F    share of each language held out (default: 0.1)\n"
     "  -h, --help           this help\n";
@@ -60,7 +63,7 @@ int cmd_data(int argc, char **argv) {
 
   Dataset ds = {0};
   Err e;
-  if (data_load(&ds, dir, NULL, 0, &e) || data_split(&ds, fraction, seed, &e)) {
+  if (data_load(&ds, dir, NULL, 0, data_default_kind(dir), NULL, &e) || data_split(&ds, fraction, seed, &e)) {
     cli_error("data", &e);
     data_free(&ds);
     return EXIT_BAD_INPUT;
@@ -75,7 +78,9 @@ int cmd_data(int argc, char **argv) {
     nte[ds.names[ds.test[i]].label]++;
   for (int l = 0; l < ds.nlabels; l++) {
     char *label = shown_text(ds.labels[l], strlen(ds.labels[l]), 64); /* on one line */
-    printf("%5d %-14s %7zu %7zu %7zu\n", l, label, ds.per_label[l], ntr[l], nte[l]);
+    int w = u8_strwidth((const uint8_t *)label, "UTF-8"); /* columns, as %-14s pads ASCII */
+    printf("%5d %s%*s %7zu %7zu %7zu\n", l, label, w < 14 ? 14 - w : 0, "", ds.per_label[l], ntr[l],
+           nte[l]);
     free(label);
   }
   printf("%5s %-14s %7zu %7zu %7zu\n", "", "total", ds.nnames, ds.ntrain, ds.ntest);

@@ -133,7 +133,8 @@ int cmd_import(int argc, char **argv) {
   } else {
     const char *dir = data_dir ? data_dir : "data/names";
     Err de;
-    if (data_load(&ds, dir, NULL, 0, &de) == 0 && (data_dir || ds.nlabels == im.classes)) {
+    if (data_load(&ds, dir, NULL, 0, data_default_kind(dir), NULL, &de) == 0 &&
+        (data_dir || ds.nlabels == im.classes)) {
       labels = ds.labels;
       nlabels = ds.nlabels;
     } else if (data_dir) {

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <uniwidth.h>
 
 #include "checkpoint.h"
 #include "cli.h"
@@ -26,12 +27,12 @@
   "else ~/.cache/rnnc (RNNC_NO_CACHE=1: off; rm -rf the directory to clear it).\n"
 
 const char train_usage[] =
-    "usage: rnnc train GRAPH [--data DIR] [--epochs N] [--batch B] [--threads N]\n"
-    "                  [--seed S] [--lr X] [--init CKPT] [--test-fraction F]\n"
-    "                  [--out CKPT] [--metrics FILE] [--metrics-every N]\n"
-    "                  [--eval-every N] [--keep-best] [--no-cache]\n"
+    "usage: rnnc train GRAPH [--data PATH] [--vocab KIND] [--epochs N] [--batch B]\n"
+    "                  [--threads N] [--seed S] [--lr X] [--init CKPT]\n"
+    "                  [--test-fraction F] [--out CKPT] [--metrics FILE]\n"
+    "                  [--metrics-every N] [--eval-every N] [--keep-best] [--no-cache]\n"
     "\n"
-    "Compiles GRAPH into training kernels and trains it on a names data set,\n"
+    "Compiles GRAPH into training kernels and trains it on a data set,\n"
     "reshuffling the training set every epoch and cutting it into batches of\n"
     "B names: one optimizer step per batch, on the mean of the batch's losses\n"
     "(the last batch of an epoch may be smaller). After each epoch it prints\n"
@@ -43,7 +44,20 @@ const char train_usage[] =
     "and the first alone prints and writes the checkpoint (B >= N; see\n"
     "docs/distributed.md).\n"
     "\n"
-    "  --data DIR           data directory (default: data/names)\n"
+    "  --data PATH          a directory of <Label>.txt files, one text a line, or a\n"
+    "                       TSV (text<TAB>label) or CSV (text,label; RFC 4180\n"
+    "                       quoting) file: CSV when PATH ends in .csv, TSV when\n"
+    "                       in .tsv, else TSV when the first line has a tab\n"
+    "                       (default: data/names)\n"
+    "  --vocab KIND         names: the 59 ASCII characters of the names task, text\n"
+    "                       transliterated to ASCII, a name with another\n"
+    "                       character skipped (default for a directory);\n"
+    "                       unicode: every character of the training texts after\n"
+    "                       NFC normalization, and an unknown slot for the rest\n"
+    "                       (default for a file); ascii: the same after\n"
+    "                       transliteration to ASCII. With --init, the\n"
+    "                       checkpoint's vocabulary. A graph takes the size as\n"
+    "                       data.vocab, the number of labels as data.classes\n"
     "  --epochs N           epochs to train (default: the graph's train setting);\n"
     "                       0 writes the starting point (initialized, or --init's)\n"
     "  --batch B            names per optimizer step (default: the graph's train\n"
@@ -53,7 +67,8 @@ const char train_usage[] =
     "  --seed S             split, initialization, shuffling (default: 42)\n"
     "  --lr X               learning rate (default: the graph's optimizer setting)\n"
     "  --init CKPT          start from a checkpoint (rnnc's or PyTorch's safetensors);\n"
-    "                       its labels are used, and rnnc's optimizer state beside\n"
+    "                       its labels and vocabulary are used, and rnnc's\n"
+    "                       optimizer state beside\n"
     "                       it (CKPT.optim.safetensors) resumes training\n"
     "  --test-fraction F    share of each language held out (default: 0.1; 0: none)\n"
     "  --out CKPT           checkpoint to write (default: GRAPH's name .safetensors)\n"
@@ -76,13 +91,15 @@ const char train_usage[] =
     "second Ctrl-C stops at once, leaving the last complete checkpoint.\n";
 
 const char eval_usage[] =
-    "usage: rnnc eval GRAPH CKPT [--data DIR] [--seed S] [--test-fraction F]\n"
+    "usage: rnnc eval GRAPH CKPT [--data PATH] [--seed S] [--test-fraction F]\n"
     "                 [--threads N] [--no-cache]\n"
     "\n"
     "Accuracy, per-language accuracy and the confusion matrix of a checkpoint\n"
-    "on the test split (the split that train made with the same seed).\n"
+    "on the test split (the split that train made with the same seed), its\n"
+    "text encoded with the checkpoint's vocabulary.\n"
     "\n"
-    "  --data DIR           data directory (default: data/names)\n"
+    "  --data PATH          data directory or TSV/CSV file, as for train\n"
+    "                       (default: data/names)\n"
     "  --threads N          threads (default: every core it may run on)\n"
     "  --seed S             split seed (default: 42)\n"
     "  --test-fraction F    share of each language held out (default: 0.1)\n"
@@ -93,8 +110,10 @@ const char predict_usage[] =
     "                    [--no-cache]\n"
     "       rnnc predict GRAPH CKPT --input FILE [--top K | --logits] [--threads N]\n"
     "\n"
-    "Classifies each NAME (any UTF-8; normalized to ASCII as in training) and\n"
-    "prints the K most likely languages with their probabilities.\n"
+    "Classifies each NAME (any UTF-8; normalized as in training: to ASCII, or\n"
+    "NFC for a unicode vocabulary, whose unknown slot takes the characters it\n"
+    "lacks) and prints the K most likely labels with their probabilities. The\n"
+    "checkpoint's vocabulary must be the size of GRAPH's input.\n"
     "\n"
     "With --input, the names come from FILE (- for standard input), one per\n"
     "line, and the output is tab-separated: a header, then per name the name\n"
@@ -108,8 +127,8 @@ const char predict_usage[] =
     "  --input FILE   names to classify, one per line (- : standard input)\n"
     "  --threads N    threads for --input (default: every usable core)\n"
     "  --seed S       noise seed for graphs with a random initial state (default: 42)\n"
-    "  --data DIR     the languages of a checkpoint that has no label list (one of\n"
-    "                 PyTorch's): DIR's <Language>.txt files (default: data/names)\n"
+    "  --data PATH    the labels of a checkpoint that has no label list (one of\n"
+    "                 PyTorch's): PATH's, as for train (default: data/names)\n"
     "  --no-cache     compile the kernels, neither loading nor storing them in the\n"
     "                 kernel cache (see below)\n"
     "  -h, --help     this help\n"
@@ -145,21 +164,21 @@ static void print_compile(FILE *f, const Model *m) {
           j->kernels);
 }
 
-/* The names' characters index the graph's input: its size must be the
+/* The texts' characters index the graph's input: its size must be the
  * vocabulary's. */
-static int check_vocab(const Model *m, Err *e) {
-  if (m->fwd->vocab != VOCAB_SIZE)
-    return errf(e, "%s: the input has %d characters, but the vocabulary has %d", m->path,
-                m->fwd->vocab, VOCAB_SIZE);
+static int check_vocab(const Model *m, const Vocab *v, const char *whose, Err *e) {
+  if (m->fwd->vocab != v->n)
+    return errf(e, "%s: the graph's input has %d characters, but %s vocabulary (%s) has %d",
+                m->path, m->fwd->vocab, whose, vocab_kind_name(v->kind), v->n);
   return 0;
 }
 
-static int check_model_data(const Model *m, const Dataset *ds, Err *e) {
-  if (check_vocab(m, e))
+static int check_model_data(const Model *m, const Dataset *ds, const Vocab *v, Err *e) {
+  if (check_vocab(m, v, "the data's", e))
     return -1;
   if (m->fwd->classes != ds->nlabels)
-    return errf(e, "%s has %d classes, but the data has %d languages", m->path,
-                m->fwd->classes, ds->nlabels);
+    return errf(e, "%s has %d classes, but the data has %d labels", m->path, m->fwd->classes,
+                ds->nlabels);
   return 0;
 }
 
@@ -200,6 +219,17 @@ static void put_option(Buf *b, const char *name, const char *value) {
   put_word(b, value);
 }
 
+/* The vocabulary of a checkpoint's metadata, or (none: one of PyTorch's)
+ * the names vocabulary. Takes meta's. */
+static void take_vocab(CkptMeta *meta, Vocab *v) {
+  if (meta->vocab.n) {
+    *v = meta->vocab;
+    meta->vocab = (Vocab){0};
+  } else {
+    vocab_names(v);
+  }
+}
+
 static int longest(const Dataset *ds) {
   int n = 1;
   for (size_t i = 0; i < ds->nnames; i++)
@@ -213,8 +243,10 @@ int cmd_train(int argc, char **argv) {
   double fraction = 0.1, lr = 0;
   int epochs = -1, batch = 0, threads = cli_default_threads(), eval_every = 0, metrics_every = 0;
   const char *metrics = NULL;
-  bool no_cache = false, keep_best = false, threads_given = false;
+  bool no_cache = false, keep_best = false, kind_given = false, threads_given = false;
+  VocabKind kind = VOCAB_NAMES;
   static const struct option opts[] = {{"data", required_argument, 0, 'd'},
+                                       {"vocab", required_argument, 0, 'v'},
                                        {"epochs", required_argument, 0, 'n'},
                                        {"batch", required_argument, 0, 'b'},
                                        {"threads", required_argument, 0, 't'},
@@ -236,6 +268,11 @@ int cmd_train(int argc, char **argv) {
     switch (c) {
     case 'd':
       dir = optarg;
+      break;
+    case 'v':
+      if (vocab_kind_parse(optarg, &kind))
+        return cli_usage_error("train", "--vocab wants names, unicode or ascii, not '%s'", optarg);
+      kind_given = true;
       break;
     case 'n':
       if (cli_parse_int(optarg, 0, 100000, &epochs))
@@ -294,7 +331,7 @@ int cmd_train(int argc, char **argv) {
       no_cache = true;
       break;
     case 'h':
-      fputs(train_usage, stdout);
+      out_write(train_usage, strlen(train_usage)); /* over stdio's buffer: keeps the errno */
       return EXIT_OK;
     default:
       return cli_usage_error("train", "bad option");
@@ -309,9 +346,13 @@ int cmd_train(int argc, char **argv) {
   if (!out)
     out = out_owned;
   char *best = keep_best ? best_path(out) : NULL;
+  if (!kind_given)
+    kind = data_default_kind(dir);
   Err e;
   Model m = {0};
   Dataset ds = {0};
+  CkptMeta meta = {0};
+  Vocab vocab = {0};
   char **labels = NULL;
   int nlabels = 0, rc = EXIT_BAD_INPUT;
   /* Under mpirun: one rank of several. Rank 0 alone prints and writes;
@@ -337,8 +378,6 @@ int cmd_train(int argc, char **argv) {
    * the ranks agree before training, and the first that failed reports. */
   bool ready = false;
   int reporter = 0; /* the rank that reports an error (the others exit 1 quietly) */
-  ModelOptions mo = {.lr = lr, .batch = batch, .threads = threads, .batched_forward = true,
-                     .no_cache = no_cache};
   CkptLock lock = {0}, best_lock = {0};
   Metrics mt = {.fd = -1};
   TrainReport report = {0};
@@ -346,7 +385,35 @@ int cmd_train(int argc, char **argv) {
   if ((dist.rank == 0 &&
        (ckpt_check_writable(out, &e) || ckpt_lock(&lock, out, &e) ||
         (best && (ckpt_check_writable(best, &e) || ckpt_lock(&best_lock, best, &e))))) ||
-      model_compile(&m, graph, &mo, &e))
+      (init && ckpt_read_info(init, &meta, &e)))
+    goto agree;
+  /* The vocabulary: --init's, the names', or the training split's (after
+   * the split, below); the graph's sizes come from it and the data. */
+  if (init && meta.vocab.n) {
+    if (kind_given && kind != meta.vocab.kind) {
+      errf(&e, "--vocab %s, but %s has a vocabulary of kind %s", vocab_kind_name(kind), init,
+           vocab_kind_name(meta.vocab.kind));
+      goto agree;
+    }
+    take_vocab(&meta, &vocab);
+  } else if (kind == VOCAB_NAMES) {
+    vocab_names(&vocab);
+  }
+  if (data_load(&ds, dir, meta.labels, meta.nlabels, kind, vocab.n ? &vocab : NULL, &e) ||
+      data_split(&ds, fraction, seed, &e))
+    goto agree;
+  if (!vocab.n) {
+    data_build_vocab(&ds, kind, &vocab);
+    data_encode(&ds, &vocab);
+    if (vocab.n > VOCAB_MAX) {
+      errf(&e, "%s: %d characters in the training texts (at most %d)", dir, vocab.n - 1,
+           VOCAB_MAX - 1);
+      goto agree;
+    }
+  }
+  ModelOptions mo = {.lr = lr, .batch = batch, .threads = threads, .batched_forward = true,
+                     .no_cache = no_cache, .sizes = {vocab.n, ds.nlabels}};
+  if (model_compile(&m, graph, &mo, &e))
     goto agree;
   if (m.batch < dist.size) {
     errf(&e, "a batch of %d name%s cannot be split over %d ranks: give every rank a name at least "
@@ -360,6 +427,8 @@ int cmd_train(int argc, char **argv) {
             m.unbatched);
   if (epochs < 0)
     epochs = m.train->train.epochs;
+  if (check_model_data(&m, &ds, &vocab, &e))
+    goto agree;
   if (init) {
     if (ckpt_load(&m, init, true, &labels, &nlabels, &e))
       goto agree;
@@ -377,9 +446,6 @@ int cmd_train(int argc, char **argv) {
   } else {
     model_init_params(&m, seed);
   }
-  if (data_load(&ds, dir, labels, nlabels, &e) || data_split(&ds, fraction, seed, &e) ||
-      check_model_data(&m, &ds, &e))
-    goto agree;
   if (!ds.ntrain) {
     errf(&e, "%s: no names to train on", dir);
     goto agree;
@@ -403,8 +469,11 @@ agree:
           "batch %d, %d thread%s\n",
           dir, ds.nnames, ds.nlabels, ds.ntrain, ds.ntest, epochs, epochs == 1 ? "" : "s",
           m.epoch + 1, m.batch, m.threads, m.threads == 1 ? "" : "s");
+  if (vocab.kind != VOCAB_NAMES)
+    fprintf(log, "vocabulary (%s): %d characters and the unknown slot\n",
+            vocab_kind_name(vocab.kind), vocab.n - 1);
   int start_epoch = m.epoch;
-  TrainOptions to = {.epochs = epochs, .seed = seed, .out = out, .best = best,
+  TrainOptions to = {.epochs = epochs, .seed = seed, .out = out, .vocab = &vocab, .best = best,
                      .eval_every = eval_every, .metrics = dist.rank == 0 && metrics ? &mt : NULL,
                      .metrics_every = !metrics       ? 0
                                       : metrics_every ? metrics_every
@@ -454,7 +523,7 @@ agree:
   /* No epoch: the checkpoint is the starting point (initialized, or
    * --init's, with the data's labels). */
   if (epochs == 0) {
-    bool failed = dist.rank == 0 && ckpt_save(&m, ds.labels, ds.nlabels, out, &e);
+    bool failed = dist.rank == 0 && ckpt_save(&m, ds.labels, ds.nlabels, &vocab, out, &e);
     if (dist_first_failed(&dist, failed) >= 0)
       goto fail;
   }
@@ -492,6 +561,8 @@ fail:
     fclose(log);
   model_free(&m);
   data_free(&ds);
+  ckpt_meta_free(&meta);
+  vocab_free(&vocab);
   free_labels(labels, nlabels);
   free(out_owned);
   free(best);
@@ -499,15 +570,35 @@ fail:
   return rc;
 }
 
-/* The model and labels of GRAPH and CKPT, for eval and predict. */
-static int load_for_inference(Model *m, const char *graph, const char *ckpt, int threads,
-                              bool batched, bool no_cache, char ***labels, int *nlabels, Err *e) {
-  ModelOptions mo = {.no_train = true, .threads = threads, .batched_forward = threads > 1 || batched,
-                     .no_cache = no_cache};
-  if (model_compile(m, graph, &mo, e) || ckpt_load(m, ckpt, false, labels, nlabels, e) ||
-      check_vocab(m, e))
+/* CKPT's metadata for GRAPH, which is checked first: a checkpoint given
+ * as GRAPH is named as such. */
+static int read_meta(const char *graph, const char *ckpt, CkptMeta *meta, Err *e) {
+  *meta = (CkptMeta){0};
+  return graph_file_check(graph, e) || ckpt_read_info(ckpt, meta, e) ? -1 : 0;
+}
+
+int cli_load_model(Model *m, const char *graph, const char *ckpt, ModelOptions *mo, int classes,
+                   char ***labels, int *nlabels, Vocab *v, Err *e) {
+  CkptMeta meta;
+  if (read_meta(graph, ckpt, &meta, e))
+    return -1;
+  take_vocab(&meta, v);
+  mo->sizes = (DataSizes){v->n, meta.nlabels ? meta.nlabels : classes};
+  ckpt_meta_free(&meta);
+  if (model_compile(m, graph, mo, e) || ckpt_load(m, ckpt, false, labels, nlabels, e) ||
+      check_vocab(m, v, "the checkpoint's", e))
     return -1;
   return 0;
+}
+
+/* The model, labels and vocabulary of GRAPH and CKPT, for eval and
+ * predict. */
+static int load_for_inference(Model *m, const char *graph, const char *ckpt, int threads,
+                              bool batched, bool no_cache, int classes, char ***labels,
+                              int *nlabels, Vocab *v, Err *e) {
+  ModelOptions mo = {.no_train = true, .threads = threads, .batched_forward = threads > 1 || batched,
+                     .no_cache = no_cache};
+  return cli_load_model(m, graph, ckpt, &mo, classes, labels, nlabels, v, e);
 }
 
 int cmd_eval(int argc, char **argv) {
@@ -558,12 +649,24 @@ int cmd_eval(int argc, char **argv) {
   Err e;
   Model m = {0};
   Dataset ds = {0};
+  Vocab vocab = {0};
   char **labels = NULL;
   int nlabels = 0, rc = EXIT_BAD_INPUT;
-  if (load_for_inference(&m, argv[optind], argv[optind + 1], threads, true, no_cache, &labels,
-                         &nlabels, &e) ||
-      data_load(&ds, dir, labels, nlabels, &e) || data_split(&ds, fraction, seed, &e) ||
-      check_model_data(&m, &ds, &e))
+  /* The checkpoint's vocabulary and labels read the data, whose labels
+   * size a graph that takes them from the data when the checkpoint has
+   * none. */
+  CkptMeta meta;
+  if (read_meta(argv[optind], argv[optind + 1], &meta, &e))
+    goto fail;
+  take_vocab(&meta, &vocab);
+  int bad = data_load(&ds, dir, meta.labels, meta.nlabels, vocab.kind, &vocab, &e) ||
+            data_split(&ds, fraction, seed, &e);
+  ckpt_meta_free(&meta);
+  vocab_free(&vocab);
+  if (bad ||
+      load_for_inference(&m, argv[optind], argv[optind + 1], threads, true, no_cache, ds.nlabels,
+                         &labels, &nlabels, &vocab, &e) ||
+      check_model_data(&m, &ds, &vocab, &e))
     goto fail;
   model_reserve(&m, longest(&ds));
   EvalResult r;
@@ -576,6 +679,7 @@ fail:
     cli_error("eval", &e);
   model_free(&m);
   data_free(&ds);
+  vocab_free(&vocab);
   free_labels(labels, nlabels);
   return rc;
 }
@@ -584,7 +688,7 @@ fail:
  * dir. */
 static int fallback_labels(const char *dir, char ***labels, int *nlabels, Err *e) {
   Dataset ds = {0};
-  if (data_load(&ds, dir, NULL, 0, e)) {
+  if (data_load(&ds, dir, NULL, 0, data_default_kind(dir), NULL, e)) {
     data_free(&ds);
     return errf(e, "the checkpoint has no label list, and %s is not a data set to take one from "
                    "(--data DIR)",
@@ -596,6 +700,13 @@ static int fallback_labels(const char *dir, char ***labels, int *nlabels, Err *e
     (*labels)[i] = xstrdup(ds.labels[i]);
   data_free(&ds);
   return 0;
+}
+
+/* The spaces that pad label s to 12 columns, as %-12s pads ASCII (a CJK
+ * character takes two columns). */
+static int pad12(const char *s) {
+  int w = u8_strwidth((const uint8_t *)s, "UTF-8");
+  return w < 12 ? 12 - w : 0;
 }
 
 typedef struct Ranked {
@@ -659,12 +770,12 @@ static void print_row(const char *name, const float *lg, int C, char **labels, i
 
 /* predict --input: names from f in blocks of STREAM_BLOCK, each block one
  * model_forward_batch. Memory: one block of names and logits. */
-static int predict_stream(Model *m, char **labels, FILE *f, const char *fname, int top,
-                          bool logits_only) {
+static int predict_stream(Model *m, const Vocab *v, char **labels, FILE *f, const char *fname,
+                          int top, bool logits_only) {
   int C = model_classes(m);
   char *line = xmalloc(MAX_LINE + 1);
   char **text = xcalloc(STREAM_BLOCK, sizeof *text);
-  uint8_t **chars = xcalloc(STREAM_BLOCK, sizeof *chars);
+  int32_t **chars = xcalloc(STREAM_BLOCK, sizeof *chars);
   int32_t *lens = xmalloc(STREAM_BLOCK * sizeof *lens);
   float *lg = xmalloc((size_t)STREAM_BLOCK * (size_t)C * sizeof *lg);
   Ranked *rank = xmalloc((size_t)C * sizeof *rank);
@@ -697,8 +808,8 @@ static int predict_stream(Model *m, char **labels, FILE *f, const char *fname, i
       if (len == 0)
         continue;
       Err e;
-      uint8_t *cs = NULL;
-      int k = name_encode(line, (size_t)len, &cs, NULL, &e);
+      int32_t *cs = NULL;
+      int k = name_encode(line, (size_t)len, v, &cs, NULL, &e);
       if (k < 0) {
         char *shown = shown_text(line, (size_t)len, 80);
         fprintf(stderr, "rnnc predict: %s:%ld: '%s': %s\n", fname, lineno, shown, e.msg);
@@ -711,7 +822,7 @@ static int predict_stream(Model *m, char **labels, FILE *f, const char *fname, i
       lens[n] = k;
       n++;
     }
-    if (n > 0 && model_forward_batch(m, (const uint8_t *const *)chars, lens, n, lg))
+    if (n > 0 && model_forward_batch(m, (const int32_t *const *)chars, lens, n, lg))
       assert(!"load_for_inference checked the graph's vocabulary");
     for (int i = 0; i < n; i++) {
       print_row(text[i], lg + (size_t)i * (size_t)C, C, labels, top, logits_only, rank);
@@ -809,13 +920,24 @@ int cmd_predict(int argc, char **argv) {
   }
   Err e;
   Model m = {0};
-  char **labels = NULL, **shown = NULL;
-  int nlabels = 0, rc = EXIT_BAD_INPUT;
-  if (load_for_inference(&m, argv[optind], argv[optind + 1], input ? threads : 1, input != NULL,
-                         no_cache, &labels, &nlabels, &e) ||
-      (!labels && fallback_labels(dir, &labels, &nlabels, &e))) {
+  Vocab vocab = {0};
+  CkptMeta meta = {0};
+  char **labels = NULL, **shown = NULL, **data_labels = NULL;
+  int nlabels = 0, ndata_labels = 0, rc = EXIT_BAD_INPUT;
+  /* A checkpoint without labels takes --data's (before the graph, which
+   * may take its class count from them). */
+  if (read_meta(argv[optind], argv[optind + 1], &meta, &e) ||
+      (!meta.labels && fallback_labels(dir, &data_labels, &ndata_labels, &e)) ||
+      load_for_inference(&m, argv[optind], argv[optind + 1], input ? threads : 1, input != NULL,
+                         no_cache, ndata_labels, &labels, &nlabels, &vocab, &e)) {
     cli_error("predict", &e);
     goto done;
+  }
+  if (!labels) {
+    labels = data_labels;
+    nlabels = ndata_labels;
+    data_labels = NULL;
+    ndata_labels = 0;
   }
   if (nlabels != model_classes(&m)) {
     fprintf(stderr, "rnnc predict: error: %d labels for a graph of %d classes\n", nlabels,
@@ -827,7 +949,7 @@ int cmd_predict(int argc, char **argv) {
   for (int k = 0; k < nlabels; k++)
     shown[k] = shown_text(labels[k], strlen(labels[k]), 64);
   if (in) {
-    rc = predict_stream(&m, shown, in, strcmp(input, "-") ? input : "standard input", top,
+    rc = predict_stream(&m, &vocab, shown, in, strcmp(input, "-") ? input : "standard input", top,
                         logits_only);
     goto done;
   }
@@ -836,9 +958,9 @@ int cmd_predict(int argc, char **argv) {
   Ranked *rank = xmalloc((size_t)C * sizeof *rank);
   rc = EXIT_OK;
   for (int i = optind + 2; i < argc; i++) {
-    uint8_t *chars = NULL;
-    char *ascii = NULL;
-    int len = name_encode(argv[i], strlen(argv[i]), &chars, &ascii, &e);
+    int32_t *chars = NULL;
+    char *text = NULL; /* normalized */
+    int len = name_encode(argv[i], strlen(argv[i]), &vocab, &chars, &text, &e);
     if (len < 0) {
       char *name = shown_text(argv[i], strlen(argv[i]), 80);
       fprintf(stderr, "rnnc predict: '%s': %s\n", name, e.msg);
@@ -850,13 +972,21 @@ int cmd_predict(int argc, char **argv) {
       assert(!"load_for_inference checked the graph's vocabulary");
     char *name = shown_text(argv[i], strlen(argv[i]), SIZE_MAX);
     printf("%s", name);
-    if (strcmp(ascii, argv[i]))
-      printf(" (%s)", ascii);
+    if (strcmp(text, argv[i])) {
+      char *t = shown_text(text, strlen(text), SIZE_MAX);
+      printf(" (%s)", t);
+      free(t);
+    }
+    int unknown = 0;
+    for (int k = 0; k < len; k++)
+      unknown += chars[k] == vocab.unknown;
+    if (unknown)
+      printf(" [%d character%s not in the vocabulary]", unknown, unknown == 1 ? "" : "s");
     printf("\n");
     free(name);
     if (logits_only) {
       for (int k = 0; k < C; k++)
-        printf("  %-12s %.9g\n", shown[k], lg[k]);
+        printf("  %s%*s %.9g\n", shown[k], pad12(shown[k]), "", lg[k]);
     } else {
       /* softmax, stable */
       float mx = lg[0];
@@ -869,10 +999,11 @@ int cmd_predict(int argc, char **argv) {
         rank[k] = (Ranked){k, (float)(exp((double)lg[k] - mx) / sum)};
       qsort(rank, (size_t)C, sizeof *rank, by_prob);
       for (int k = 0; k < top && k < C; k++)
-        printf("  %-12s %5.1f%%\n", shown[rank[k].label], 100 * rank[k].p);
+        printf("  %s%*s %5.1f%%\n", shown[rank[k].label], pad12(shown[rank[k].label]), "",
+               100 * rank[k].p);
     }
     free(chars);
-    free(ascii);
+    free(text);
   }
   free(lg);
   free(rank);
@@ -880,7 +1011,10 @@ done:
   if (in && in != stdin)
     fclose(in);
   model_free(&m);
+  vocab_free(&vocab);
+  ckpt_meta_free(&meta);
   free_labels(shown, shown ? nlabels : 0);
   free_labels(labels, nlabels);
+  free_labels(data_labels, ndata_labels);
   return rc;
 }

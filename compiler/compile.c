@@ -20,7 +20,26 @@ static bool looks_like_safetensors(const char *text, size_t len) {
   return n >= 2 && n <= len - 8;
 }
 
+int graph_file_check(const char *path, Err *e) {
+  size_t len;
+  char *text = read_graph(path, &len, e);
+  if (!text)
+    return -1;
+  int rc = 0;
+  if (looks_like_safetensors(text, len))
+    rc = errf(e, "%s: error: this is a safetensors file (a checkpoint), not a graph file; GRAPH "
+                 "comes first, CKPT second",
+              path);
+  free(text);
+  return rc;
+}
+
 Graph *compile_graph(const char *path, const char *text, size_t len, Err *e) {
+  return compile_graph_data(path, text, len, NULL, e);
+}
+
+Graph *compile_graph_data(const char *path, const char *text, size_t len, const DataSizes *sizes,
+                          Err *e) {
   if (looks_like_safetensors(text, len)) {
     errf(e, "%s: error: this is a safetensors file (a checkpoint), not a graph file; GRAPH comes "
             "first, CKPT second",
@@ -30,7 +49,7 @@ Graph *compile_graph(const char *path, const char *text, size_t len, Err *e) {
   /* A UTF-8 byte order mark, as some editors write, is not the graph's
    * (data files accept it too). */
   if (len >= 3 && !memcmp(text, "\xEF\xBB\xBF", 3))
-    return compile_graph(path, text + 3, len - 3, e);
+    return compile_graph_data(path, text + 3, len - 3, sizes, e);
   Src *src = xcalloc(1, sizeof *src);
   src->path = xstrdup(path);
   src->text = xstrndup(text, len);
@@ -58,7 +77,7 @@ Graph *compile_graph(const char *path, const char *text, size_t len, Err *e) {
   }
   Token *toks = tokenize(src, &d, &arena);
   Program *prog = parse(toks, &d, &arena);
-  g = lower(prog, src, &d);
+  g = lower(prog, src, sizes, &d);
   arena_free(&arena);
   g->src = src;
   if (graph_verify(g, e)) {
@@ -132,13 +151,13 @@ const char *kernel_name(KernelKind k) { return kinds[k].name; }
 bool kernel_optional(KernelKind k) { return kinds[k].optional; }
 
 int kernels_prepare(Kernels *ks, const char *path, const char *text, size_t len, unsigned want,
-                    double lr, Err *e) {
+                    double lr, const DataSizes *sizes, Err *e) {
   memset(ks, 0, sizeof *ks);
   for (int k = 0; k < KERNEL_KINDS; k++) {
     if (!(want & KERNEL_BIT(k)))
       continue;
     double t0 = now_seconds();
-    Graph *g = ks->graph[k] = compile_graph(path, text, len, e);
+    Graph *g = ks->graph[k] = compile_graph_data(path, text, len, sizes, e);
     double t1 = now_seconds();
     ks->front += t1 - t0;
     if (!g)

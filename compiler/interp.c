@@ -18,7 +18,7 @@ struct Interp {
   double **val; /* node id -> its current value */
   size_t *cap;  /* node id -> allocated doubles */
   int T;
-  const uint8_t *chars; /* a one-hot input's indices, or */
+  const int32_t *chars; /* a one-hot input's indices, or */
   const float *x;       /* a float input's rows (T * width) */
   int target;
   Err *err;
@@ -393,14 +393,14 @@ static void run_block(Interp *I, int blk) {
     eval(I, b->nodes[i]);
 }
 
-static int check_input(const Graph *g, const uint8_t *chars, int len, int target, Err *e) {
+static int check_input(const Graph *g, const int32_t *chars, int len, int target, Err *e) {
   if (len < 1)
     return errf(e, "an empty sequence");
   if ((g->nodes[g->input].type.kind == TY_F32) != !chars)
     return errf(e, chars ? "the graph's input is float vectors, not characters"
                          : "the graph's input is characters, not float vectors");
   for (int t = 0; chars && t < len; t++)
-    if (chars[t] >= g->vocab)
+    if (chars[t] < 0 || chars[t] >= g->vocab)
       return errf(e, "character index %d at position %d is outside the vocabulary of %d",
                   chars[t], t, g->vocab);
   if (target < 0 || target >= g->classes)
@@ -409,7 +409,7 @@ static int check_input(const Graph *g, const uint8_t *chars, int len, int target
 }
 
 /* One run on characters or on float rows (the graph's input says which). */
-static int interp_run_input(Interp *I, const uint8_t *chars, const float *x, int len, int target,
+static int interp_run_input(Interp *I, const int32_t *chars, const float *x, int len, int target,
                             Err *e) {
   const Graph *g = I->g;
   if (check_input(g, chars, len, target, e))
@@ -428,7 +428,7 @@ static int interp_run_input(Interp *I, const uint8_t *chars, const float *x, int
   return I->failed ? -1 : 0;
 }
 
-int interp_run(Interp *I, const uint8_t *chars, int len, int target, Err *e) {
+int interp_run(Interp *I, const int32_t *chars, int len, int target, Err *e) {
   return interp_run_input(I, chars, NULL, len, target, e);
 }
 
@@ -444,7 +444,7 @@ static void run_phase(Interp *I, const bool *upd, bool update) {
       eval(I, b->nodes[i]);
 }
 
-int interp_run_batch(Interp *I, const uint8_t *const *chars, const int *lens, const int *targets,
+int interp_run_batch(Interp *I, const int32_t *const *chars, const int *lens, const int *targets,
                      int n, double *logits, double *losses, Err *e) {
   const Graph *g = I->g;
   if (g->stage != STAGE_GRAD)

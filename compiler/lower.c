@@ -39,6 +39,7 @@ struct Scope {
 typedef struct Lower {
   Graph *g;
   Diag *d;
+  DataSizes sizes; /* data.vocab, data.classes (0: no data) */
   Arena a;
   Scope global;
   int blk;         /* the block nodes are added to */
@@ -532,6 +533,17 @@ static Value eval_expr(Lower *L, Scope *s, Expr *e) {
   case E_NAME: {
     char *name = expand_name(L, s, e->name);
     Binding *b = lookup(L, s, name);
+    if (!b && (!strcmp(name, "data.vocab") || !strcmp(name, "data.classes"))) {
+      bool v = name[5] == 'v';
+      int n = v ? L->sizes.vocab : L->sizes.classes;
+      if (n <= 0)
+        error_at(L->d, e->pos,
+                 "'%s' is the data set's %s, which this command does not have (train, eval, "
+                 "predict and build take it from the data or the checkpoint, rnnc compile from "
+                 "%s)",
+                 name, v ? "vocabulary size" : "number of labels", v ? "--vocab-size" : "--classes");
+      return num_val(n);
+    }
     if (!b)
       error_at(L->d, e->pos, "unknown name '%s'", name);
     if (b->v.kind == V_FUNC)
@@ -949,7 +961,7 @@ static void exec_top(Lower *L, Stmt *st) {
   }
 }
 
-Graph *lower(Program *prog, const Src *src, Diag *d) {
+Graph *lower(Program *prog, const Src *src, const DataSizes *sizes, Diag *d) {
   Graph *g = graph_new();
   g->train.epochs = 1;
   g->train.batch = 1;
@@ -957,6 +969,8 @@ Graph *lower(Program *prog, const Src *src, Diag *d) {
    * (L is on the heap: locals changed after setjmp are lost by longjmp.) */
   Lower *const L = xcalloc(1, sizeof *L);
   L->g = g;
+  if (sizes)
+    L->sizes = *sizes;
   Diag inner = {.err = d->err, .src = d->src};
   L->d = &inner;
   if (setjmp(inner.jb)) {

@@ -42,6 +42,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistr.h>
+
 #include "mathfn.h"
 #include "rnnc.h"
 
@@ -391,22 +393,56 @@ static void build_forward_batch(W *w, const Graph *g, const char *prefix, LLVMVa
   LLVMBuildRet(w->b, c32(w, 0));
 }
 
-/* P_predict: ASCII -> indices through the vocabulary table, P_forward,
- * argmax (the first of equal maxima) and, when probs is not NULL, the
- * softmax. Returns the class, or -1 for NULL, "", a character outside the
- * vocabulary or a name longer than max_len. */
-static void build_predict(W *w, const Graph *g, const char *prefix, const char *vocab,
-                          LLVMValueRef forward) {
-  /* table[byte] = vocabulary index, or -1 (the first occurrence wins) */
+/* P_predict: UTF-8 -> indices through the vocabulary (ASCII through a
+ * byte table; a longer character decoded and looked up among the
+ * vocabulary's, when it has any or an unknown slot), P_forward, argmax
+ * (the first of equal maxima) and, when probs is not NULL, the softmax.
+ * A character the vocabulary lacks takes its unknown slot (o->unknown >=
+ * 0). Returns the class, or -1 for NULL, "", a character outside a
+ * vocabulary without an unknown slot, malformed UTF-8 or a name longer
+ * than max_len characters. */
+static void build_predict(W *w, const Graph *g, const ObjOptions *o, LLVMValueRef forward) {
+  const char *prefix = o->prefix;
+  /* table[byte] = the index of ASCII character byte, or the unknown slot,
+   * or -1 (the first occurrence wins); the other characters in order of
+   * their index, as code points (cps) and indices (ixs). */
   LLVMValueRef tv[256];
-  for (int ch = 0; ch < 256; ch++) {
-    const char *p = ch ? memchr(vocab, ch, (size_t)g->vocab) : NULL;
-    tv[ch] = LLVMConstInt(w->i16, p ? (unsigned long long)(p - vocab) : (unsigned long long)-1, 1);
+  for (int ch = 0; ch < 256; ch++)
+    tv[ch] = NULL;
+  LLVMValueRef *cps = xcalloc((size_t)g->vocab + 1, sizeof *cps);
+  LLVMValueRef *ixs = xcalloc((size_t)g->vocab + 1, sizeof *ixs);
+  int nmulti = 0;
+  for (int i = 0; i < g->vocab; i++) {
+    const unsigned char *v = (const unsigned char *)o->vocab[i];
+    ucs4_t c;
+    if (v[0] && !v[1] && v[0] < 0x80) {
+      if (!tv[v[0]])
+        tv[v[0]] = LLVMConstInt(w->i16, (unsigned long long)i, 1);
+    } else if (v[0] && u8_mbtouc(&c, v, strlen((const char *)v)) > 0) {
+      cps[nmulti] = c32(w, (int)c);
+      ixs[nmulti++] = c32(w, i);
+    }
   }
+  for (int ch = 0; ch < 256; ch++)
+    if (!tv[ch] || ch == 0)
+      tv[ch] = LLVMConstInt(w->i16, ch && o->unknown >= 0 ? (unsigned long long)o->unknown
+                                                           : (unsigned long long)-1, 1);
+  bool decode = nmulti > 0 || o->unknown >= 0;
   char name[128];
   snprintf(name, sizeof name, "%s_vocab_table", prefix);
   LLVMValueRef table =
       private_const(w, LLVMArrayType2(w->i16, 256), LLVMConstArray2(w->i16, tv, 256), name);
+  LLVMValueRef cp_table = NULL, ix_table = NULL;
+  if (nmulti) {
+    snprintf(name, sizeof name, "%s_vocab_code_points", prefix);
+    cp_table = private_const(w, LLVMArrayType2(w->i32, (uint64_t)nmulti),
+                             LLVMConstArray2(w->i32, cps, (uint64_t)nmulti), name);
+    snprintf(name, sizeof name, "%s_vocab_indices", prefix);
+    ix_table = private_const(w, LLVMArrayType2(w->i32, (uint64_t)nmulti),
+                             LLVMConstArray2(w->i32, ixs, (uint64_t)nmulti), name);
+  }
+  free(cps);
+  free(ixs);
 
   LLVMTypeRef params[2] = {w->pty, w->pty};
   LLVMTypeRef fty = LLVMFunctionType(w->i32, params, 2, 0);
@@ -416,42 +452,114 @@ static void build_predict(W *w, const Graph *g, const char *prefix, const char *
   param_attr(w, w->fn, 0, "nocapture");
   param_attr(w, w->fn, 0, "readonly");
   param_attr(w, w->fn, 1, "nocapture");
-  LLVMValueRef ascii = LLVMGetParam(w->fn, 0), probs = LLVMGetParam(w->fn, 1);
-  LLVMSetValueName2(ascii, "ascii_name", 10);
+  LLVMValueRef text = LLVMGetParam(w->fn, 0), probs = LLVMGetParam(w->fn, 1);
+  LLVMSetValueName2(text, "name", 4);
   LLVMSetValueName2(probs, "probs", 5);
 
   LLVMBasicBlockRef entry = block(w, "entry"), fail = block(w, "fail");
   at(w, entry);
   LLVMValueRef chars = slot(w, LLVMArrayType2(w->i32, OBJ_MAX_LEN), "chars");
   LLVMValueRef logits = slot(w, LLVMArrayType2(w->f32, (uint64_t)g->classes), "logits");
-  LLVMBasicBlockRef scan = block(w, "scan"), map = block(w, "map"), lookup = block(w, "lookup"),
-                    put = block(w, "put"), end = block(w, "end"), run = block(w, "run");
-  LLVMBuildCondBr(w->b, LLVMBuildIsNull(w->b, ascii, ""), fail, scan);
-
-  /* scan: i = 0.. until the NUL */
-  at(w, scan);
-  LLVMValueRef i = LLVMBuildPhi(w->b, w->i64, "i");
+  /* i: the byte, j: the character; ix, step: the character's index and bytes */
+  LLVMValueRef pi = slot(w, w->i64, "i"), pj = slot(w, w->i64, "j"), pix = slot(w, w->i32, "ix"),
+               pstep = slot(w, w->i64, "step");
   LLVMValueRef zero = c64(w, 0);
-  LLVMAddIncoming(i, &zero, &entry, 1);
-  LLVMValueRef ch = LLVMBuildLoad2(w->b, w->i8, LLVMBuildInBoundsGEP2(w->b, w->i8, ascii, &i, 1, ""), "ch");
+  LLVMBuildStore(w->b, zero, pi);
+  LLVMBuildStore(w->b, zero, pj);
+  LLVMBasicBlockRef scan = block(w, "scan"), map = block(w, "map"), lookup = block(w, "lookup"),
+                    ascii = block(w, "ascii"), put = block(w, "put"), end = block(w, "end"),
+                    run = block(w, "run");
+  LLVMBuildCondBr(w->b, LLVMBuildIsNull(w->b, text, ""), fail, scan);
+
+  /* scan: until the NUL */
+  at(w, scan);
+  LLVMValueRef i = LLVMBuildLoad2(w->b, w->i64, pi, "i");
+  LLVMValueRef ch = LLVMBuildLoad2(w->b, w->i8, LLVMBuildInBoundsGEP2(w->b, w->i8, text, &i, 1, ""), "ch");
   LLVMBuildCondBr(w->b, LLVMBuildICmp(w->b, LLVMIntEQ, ch, LLVMConstInt(w->i8, 0, 0), ""), end, map);
   at(w, map);
-  LLVMBuildCondBr(w->b, LLVMBuildICmp(w->b, LLVMIntEQ, i, c64(w, OBJ_MAX_LEN), "too_long"), fail,
+  LLVMValueRef j = LLVMBuildLoad2(w->b, w->i64, pj, "j");
+  LLVMBuildCondBr(w->b, LLVMBuildICmp(w->b, LLVMIntEQ, j, c64(w, OBJ_MAX_LEN), "too_long"), fail,
                   lookup);
   at(w, lookup);
+  LLVMValueRef byte = LLVMBuildZExt(w->b, ch, w->i32, "byte");
+  LLVMBasicBlockRef multi = decode ? block(w, "multi") : ascii;
+  LLVMBuildCondBr(w->b, LLVMBuildICmp(w->b, LLVMIntULT, byte, c32(w, 0x80), ""), ascii, multi);
+
+  at(w, ascii);
   LLVMValueRef idx2[2] = {zero, LLVMBuildZExt(w->b, ch, w->i64, "")};
   LLVMValueRef ix = LLVMBuildLoad2(
       w->b, w->i16, LLVMBuildInBoundsGEP2(w->b, LLVMArrayType2(w->i16, 256), table, idx2, 2, ""), "ix");
+  LLVMBuildStore(w->b, LLVMBuildSExt(w->b, ix, w->i32, ""), pix);
+  LLVMBuildStore(w->b, c64(w, 1), pstep);
   LLVMBuildCondBr(w->b, LLVMBuildICmp(w->b, LLVMIntSLT, ix, LLVMConstInt(w->i16, 0, 0), ""), fail,
                   put);
+
+  if (decode) {
+    /* multi: a lead byte 110xxxxx, 1110xxxx or 11110xxx and its 1, 2 or 3
+     * continuation bytes 10xxxxxx (a NUL among them is malformed too) */
+    at(w, multi);
+    LLVMValueRef n = LLVMBuildSelect(
+        w->b, LLVMBuildICmp(w->b, LLVMIntUGE, byte, c32(w, 0xF0), ""), c32(w, 4),
+        LLVMBuildSelect(w->b, LLVMBuildICmp(w->b, LLVMIntUGE, byte, c32(w, 0xE0), ""), c32(w, 3),
+                        c32(w, 2), ""),
+        "n");
+    LLVMValueRef lead_ok = LLVMBuildAnd(w->b, LLVMBuildICmp(w->b, LLVMIntUGE, byte, c32(w, 0xC2), ""),
+                                        LLVMBuildICmp(w->b, LLVMIntULT, byte, c32(w, 0xF5), ""), "");
+    LLVMValueRef pcp = slot(w, w->i32, "cp");
+    /* the lead byte's bits: 0x1F, 0x0F or 0x07 = 0x7F >> n */
+    LLVMBuildStore(w->b, LLVMBuildAnd(w->b, byte, LLVMBuildLShr(w->b, c32(w, 0x7F), n, ""), ""), pcp);
+    LLVMBuildStore(w->b, LLVMBuildZExt(w->b, n, w->i64, ""), pstep);
+    LLVMBasicBlockRef next = block(w, "cont1");
+    LLVMBuildCondBr(w->b, lead_ok, next, fail);
+    for (int k = 1; k <= 3; k++) {
+      at(w, next);
+      LLVMBasicBlockRef read = block(w, "read"), after = block(w, k < 3 ? "cont" : "search");
+      LLVMBuildCondBr(w->b, LLVMBuildICmp(w->b, LLVMIntSGT, n, c32(w, k), ""), read, after);
+      at(w, read);
+      LLVMValueRef at_k = LLVMBuildNUWAdd(w->b, i, c64(w, k), "");
+      LLVMValueRef bk = LLVMBuildZExt(
+          w->b, LLVMBuildLoad2(w->b, w->i8, LLVMBuildInBoundsGEP2(w->b, w->i8, text, &at_k, 1, ""), ""),
+          w->i32, "");
+      LLVMValueRef cont_ok =
+          LLVMBuildICmp(w->b, LLVMIntEQ, LLVMBuildAnd(w->b, bk, c32(w, 0xC0), ""), c32(w, 0x80), "");
+      LLVMValueRef cp = LLVMBuildOr(w->b, LLVMBuildShl(w->b, LLVMBuildLoad2(w->b, w->i32, pcp, ""), c32(w, 6), ""),
+                                    LLVMBuildAnd(w->b, bk, c32(w, 0x3F), ""), "");
+      LLVMBuildStore(w->b, cp, pcp);
+      LLVMBuildCondBr(w->b, cont_ok, after, fail);
+      next = after;
+    }
+    /* search: the vocabulary's characters beyond ASCII, in index order */
+    at(w, next);
+    LLVMValueRef cp = LLVMBuildLoad2(w->b, w->i32, pcp, "cp");
+    LLVMBuildStore(w->b, c32(w, o->unknown), pix);
+    if (nmulti) {
+      Loop l = loop_open(w, c64(w, nmulti), "search");
+      LLVMValueRef gi[2] = {zero, l.i};
+      LLVMValueRef c = LLVMBuildLoad2(
+          w->b, w->i32, LLVMBuildInBoundsGEP2(w->b, LLVMArrayType2(w->i32, (uint64_t)nmulti), cp_table, gi, 2, ""), "");
+      LLVMValueRef x = LLVMBuildLoad2(
+          w->b, w->i32, LLVMBuildInBoundsGEP2(w->b, LLVMArrayType2(w->i32, (uint64_t)nmulti), ix_table, gi, 2, ""), "");
+      LLVMValueRef hit = LLVMBuildICmp(w->b, LLVMIntEQ, c, cp, "");
+      LLVMBuildStore(w->b, LLVMBuildSelect(w->b, hit, x, LLVMBuildLoad2(w->b, w->i32, pix, ""), ""), pix);
+      loop_close(w, &l);
+    }
+    LLVMBuildCondBr(w->b, LLVMBuildICmp(w->b, LLVMIntSLT, LLVMBuildLoad2(w->b, w->i32, pix, ""), c32(w, 0), ""),
+                    fail, put);
+  }
+
   at(w, put);
-  LLVMBuildStore(w->b, LLVMBuildSExt(w->b, ix, w->i32, ""),
-                 LLVMBuildInBoundsGEP2(w->b, w->i32, chars, &i, 1, ""));
-  LLVMValueRef inext = LLVMBuildNUWAdd(w->b, i, c64(w, 1), "");
-  LLVMAddIncoming(i, &inext, &put, 1);
+  j = LLVMBuildLoad2(w->b, w->i64, pj, "");
+  LLVMBuildStore(w->b, LLVMBuildLoad2(w->b, w->i32, pix, ""),
+                 LLVMBuildInBoundsGEP2(w->b, w->i32, chars, &j, 1, ""));
+  LLVMBuildStore(w->b, LLVMBuildNUWAdd(w->b, j, c64(w, 1), ""), pj);
+  LLVMBuildStore(w->b,
+                 LLVMBuildNUWAdd(w->b, LLVMBuildLoad2(w->b, w->i64, pi, ""),
+                                 LLVMBuildLoad2(w->b, w->i64, pstep, ""), ""),
+                 pi);
   LLVMBuildBr(w->b, scan);
 
-  at(w, end); /* i = the length */
+  at(w, end);
+  i = LLVMBuildLoad2(w->b, w->i64, pj, "len");
   LLVMBasicBlockRef call = block(w, "call");
   LLVMBuildCondBr(w->b, LLVMBuildICmp(w->b, LLVMIntEQ, i, zero, "empty"), fail, call);
   at(w, call);
@@ -592,9 +700,6 @@ int obj_emit(const Graph *g, const ObjOptions *o, Buf *object, ObjInfo *info, Er
   if (g->input < 0 || g->classes < 1)
     return errf(e, "%s: the graph has no character input or no classes: nothing to classify",
                 g->src ? g->src->path : "graph");
-  if (strlen(o->vocab) != (size_t)g->vocab)
-    return errf(e, "%s: the graph's input has %d characters, but the vocabulary has %zu",
-                g->src ? g->src->path : "graph", g->vocab, strlen(o->vocab));
   for (int p = 0; o->quantize && p < g->nparams; p++) {
     const float *v = o->values + g->params[p].offset;
     for (size_t i = 0; param_quantized(g, p) && i < type_numel(g->params[p].type); i++)
@@ -662,7 +767,7 @@ int obj_emit(const Graph *g, const ObjOptions *o, Buf *object, ObjInfo *info, Er
   }
   build_forward_batch(&w, g, o->prefix, forward, bkernel, bkernel ? LLVMGlobalGetValueType(bkernel) : NULL,
                       bnoise, &info->babi);
-  build_predict(&w, g, o->prefix, o->vocab, forward);
+  build_predict(&w, g, o, forward);
   build_labels(&w, g, o->prefix, o->labels);
   /* The inline exp, sigmoid and tanh (mathfn.c) use llvm.fma, which
    * would be a call to fmaf without an instruction for it. */
@@ -718,20 +823,31 @@ static void c_string(Buf *b, const char *s) {
   }
 }
 
-/* s inside a block comment: printable ASCII, no end of comment, no start
- * of one (-Wcomment), no trigraph (??/ before a newline is a line splice
- * that -Wtrigraphs reports). */
+/* s inside a block comment: printable ASCII and UTF-8 characters beyond
+ * it (labels are UTF-8), no end of comment, no start of one (-Wcomment),
+ * no trigraph (??/ before a newline is a line splice that -Wtrigraphs
+ * reports); control characters and malformed UTF-8 become '?'. */
 static void comment_text(Buf *b, const char *s) {
-  for (; *s; s++) {
-    unsigned char ch = (unsigned char)*s;
-    if ((ch == '*' && s[1] == '/') || (ch == '/' && s[1] == '*') || (ch == '?' && s[1] == '?')) {
-      buf_put(b, s, 1);
+  size_t n = strlen(s);
+  for (size_t i = 0; i < n;) {
+    unsigned char ch = (unsigned char)s[i];
+    ucs4_t c;
+    int k = ch >= 0x80 ? u8_mbtoucr(&c, (const uint8_t *)s + i, n - i) : 1;
+    if (ch >= 0x80 && k > 0 && c >= 0xA0) {
+      buf_put(b, s + i, (size_t)k);
+      i += (size_t)k;
+      continue;
+    }
+    if ((ch == '*' && s[i + 1] == '/') || (ch == '/' && s[i + 1] == '*') ||
+        (ch == '?' && s[i + 1] == '?')) {
+      buf_put(b, s + i, 1);
       buf_put(b, "\\", 1); /* the next character follows a backslash */
     } else if (ch < 32 || ch >= 127) {
       buf_put(b, "?", 1);
     } else {
-      buf_put(b, s, 1);
+      buf_put(b, s + i, 1);
     }
+    i += k > 0 ? (size_t)k : 1;
   }
 }
 
@@ -773,7 +889,7 @@ void obj_header(const Graph *g, const ObjOptions *o, const ObjInfo *info, const 
              "%s"
              " *\n"
              " * %s_forward(chars, len, logits): chars[0..len) are vocabulary indices\n"
-             " *   (%s_VOCAB[i] is the character of index i), 1 <= len <= %s_MAX_LEN.\n"
+             " *   (%s_VOCAB_CHARS[i] is the character of index i), 1 <= len <= %s_MAX_LEN.\n"
              " *   Writes %s_NUM_CLASSES logits and returns 0; returns 1 when len is out of\n"
              " *   range, 2 when an index is outside [0, %s_VOCAB_SIZE) and 3 when chars or\n"
              " *   logits is NULL, writing nothing.\n"
@@ -784,11 +900,12 @@ void obj_header(const Graph *g, const ObjOptions *o, const ObjInfo *info, const 
              " *   about 1e-6 relative). Checks every length and index before it writes:\n"
              " *   returns 0, 1 (a length out of range), 2 (an index out of range) or 3\n"
              " *   (n < 1 or a NULL pointer). %s\n"
-             " * %s_predict(ascii_name, probs): maps each character of a NUL-terminated\n"
-             " *   name through %s_VOCAB (no normalization: pass ASCII), returns the most\n"
-             " *   likely class (an index into %s_labels), or -1 when the name is NULL,\n"
-             " *   empty, longer than %s_MAX_LEN or has a character outside the\n"
-             " *   vocabulary. When probs is not NULL it receives the softmax of the\n"
+             " * %s_predict(name, probs): maps each character of a NUL-terminated UTF-8\n"
+             " *   name through the vocabulary (no normalization: pass text normalized\n"
+             " *   as %s_NORMALIZATION says), returns the most likely class (an index into\n"
+             " *   %s_labels), or -1 when the name is NULL, empty, not UTF-8, longer than\n"
+             " *   %s_MAX_LEN characters or has a character outside a vocabulary without\n"
+             " *   an unknown slot. When probs is not NULL it receives the softmax of the\n"
              " *   logits (%s_NUM_CLASSES floats).\n"
              " *\n"
              " * Deterministic: a graph whose initial state is random noise at training\n"
@@ -819,9 +936,29 @@ void obj_header(const Graph *g, const ObjOptions *o, const ObjInfo *info, const 
   buf_printf(out, "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n");
   buf_printf(out, "#define %s_NUM_CLASSES %d\n", P, g->classes);
   buf_printf(out, "#define %s_VOCAB_SIZE %d\n", P, g->vocab);
-  buf_printf(out, "#define %s_VOCAB \"", P);
-  c_string(out, o->vocab);
-  buf_printf(out, "\"\n");
+  /* The vocabulary: an initializer of UTF-8 strings ("" the unknown slot)
+   * and, when every character is one ASCII byte, the characters in one
+   * string. */
+  bool one_string = true;
+  for (int i = 0; i < g->vocab; i++)
+    one_string &= o->vocab[i][0] && !o->vocab[i][1] && (unsigned char)o->vocab[i][0] < 0x80;
+  if (one_string) {
+    buf_printf(out, "#define %s_VOCAB \"", P);
+    for (int i = 0; i < g->vocab; i++)
+      c_string(out, o->vocab[i]);
+    buf_printf(out, "\"\n");
+  }
+  buf_printf(out, "/* const char *const v[%s_VOCAB_SIZE] = %s_VOCAB_CHARS; */\n", P, P);
+  buf_printf(out, "#define %s_VOCAB_CHARS {", P);
+  for (int i = 0; i < g->vocab; i++) {
+    buf_printf(out, "%s\"", i % 12 ? ", " : i ? ", \\\n    " : " \\\n    ");
+    c_string(out, o->vocab[i]);
+    buf_printf(out, "\"");
+  }
+  buf_printf(out, " }\n");
+  buf_printf(out, "#define %s_UNKNOWN_INDEX %d /* -1: no unknown slot */\n", P, o->unknown);
+  buf_printf(out, "#define %s_NORMALIZATION \"%s\" /* how training normalized text */\n", P,
+             o->normalization ? o->normalization : "ascii");
   buf_printf(out, "#define %s_MAX_LEN %d\n", P, OBJ_MAX_LEN);
   buf_printf(out, "#define %s_STACK_BYTES %zu\n", P, info->stack_bytes);
   buf_printf(out, "#define %s_BATCH_NAMES %d\n", P, OBJ_BATCH);
@@ -838,7 +975,7 @@ void obj_header(const Graph *g, const ObjOptions *o, const ObjInfo *info, const 
   buf_printf(out, "int %s_forward(const int32_t *chars, int32_t len, float *logits);\n", P);
   buf_printf(out, "int %s_forward_batch(const int32_t *idx, const int32_t *lens, int32_t n, float *logits);\n",
              P);
-  buf_printf(out, "int %s_predict(const char *ascii_name, float *probs);\n\n", P);
+  buf_printf(out, "int %s_predict(const char *name, float *probs);\n\n", P);
   buf_printf(out, "#ifdef __cplusplus\n}\n#endif\n\n#endif /* %s */\n", guard);
 }
 
@@ -876,10 +1013,12 @@ void obj_js_module(const Graph *g, const ObjOptions *o, const ObjInfo *info,
       "//   model.predict('Nguyen');      // { index, label, probs }\n"
       "//   model.forward([13, 6, 20]);   // Float32Array of %d logits\n"
       "//\n"
-      "// predict(name) takes ASCII, as training saw the names (transliterate\n"
-      "// 'Ślusàrski' to 'Slusarski' first). It returns null for a name that is\n"
-      "// empty, longer than maxLen or has a character outside vocab. forward\n"
-      "// takes vocabulary indices and throws a RangeError for a bad one.\n\n",
+      "// predict(name) takes text normalized as training saw it (names: ASCII,\n"
+      "// so transliterate 'Ślusàrski' to 'Slusarski' first; a unicode vocabulary:\n"
+      "// NFC, name.normalize('NFC')). It returns null for a name that is empty,\n"
+      "// longer than maxLen characters or has a character outside a vocab\n"
+      "// without an unknown slot (''). forward takes vocabulary indices and\n"
+      "// throws a RangeError for a bad one.\n\n",
       info->triple, info->cpu, P, P, info->stack_bytes, g->classes);
   buf_printf(out, "export const labels = Object.freeze([");
   for (int k = 0; k < g->classes; k++) {
@@ -887,9 +1026,13 @@ void obj_js_module(const Graph *g, const ObjOptions *o, const ObjInfo *info,
     js_string(out, o->labels[k]);
     buf_printf(out, "'");
   }
-  buf_printf(out, "\n]);\nexport const vocab = '");
-  js_string(out, o->vocab);
-  buf_printf(out, "';\nexport const maxLen = %d;\n\n", OBJ_MAX_LEN);
+  buf_printf(out, "\n]);\nexport const vocab = Object.freeze([");
+  for (int i = 0; i < g->vocab; i++) {
+    buf_printf(out, "%s'", i % 12 ? ", " : (i ? ",\n  " : "\n  "));
+    js_string(out, o->vocab[i]);
+    buf_printf(out, "'");
+  }
+  buf_printf(out, "\n]);\nexport const maxLen = %d;\n\n", OBJ_MAX_LEN);
   buf_printf(
       out,
       "const classes = %d;\n"
@@ -929,14 +1072,12 @@ void obj_js_module(const Graph *g, const ObjOptions *o, const ObjInfo *info,
       "    if (missing > 0) exports.memory.grow(Math.ceil(missing / 65536));\n"
       "  }\n\n"
       "  predict(name) {\n"
-      "    if (typeof name !== 'string' || name.length < 1 || name.length > maxLen) return null;\n"
-      "    const bytes = new Uint8Array(this.#exports.memory.buffer, this.#io, maxLen + 1);\n"
-      "    for (let i = 0; i < name.length; i++) {\n"
-      "      const c = name.charCodeAt(i);\n"
-      "      if (c < 1 || c > 127) return null; // not in the vocabulary (NUL would end the name)\n"
-      "      bytes[i] = c;\n"
-      "    }\n"
-      "    bytes[name.length] = 0;\n"
+      "    if (typeof name !== 'string' || name.length < 1 || name.includes('\\0')) return null;\n"
+      "    const utf8 = new TextEncoder().encode(name); // 4 bytes a character at most\n"
+      "    if (utf8.length >= resultOffset) return null;\n"
+      "    const bytes = new Uint8Array(this.#exports.memory.buffer, this.#io, utf8.length + 1);\n"
+      "    bytes.set(utf8);\n"
+      "    bytes[utf8.length] = 0;\n"
       "    const k = this.#exports.%s_predict(this.#io, this.#io + resultOffset);\n"
       "    if (k < 0) return null;\n"
       "    return { index: k, label: labels[k], probs: this.#result() };\n"

@@ -321,10 +321,17 @@ const char *param_name(const Graph *g, int a);
 
 /* ---------------------------------------------------------------- lower.c */
 
+/* The sizes a graph may take from its data set: the names data.vocab (the
+ * vocabulary's size) and data.classes (the number of labels); 0 where the
+ * command has no data (then a graph that uses the name is an error). */
+typedef struct DataSizes {
+  int vocab, classes;
+} DataSizes;
+
 /* Evaluates the program: constants, parameter declarations, compile-time
  * loops and calls of user functions (inlined), and emits the IR of the
- * forward graph with its loss and training settings. */
-Graph *lower(Program *prog, const Src *src, Diag *d);
+ * forward graph with its loss and training settings. sizes may be NULL. */
+Graph *lower(Program *prog, const Src *src, const DataSizes *sizes, Diag *d);
 
 /* ----------------------------------------------------------------- grad.c */
 
@@ -348,7 +355,7 @@ int64_t *interp_step(Interp *I);
 void interp_set_rng(Interp *I, Rng *rng);
 /* Runs the graph on chars[0..len) with a target class. A graph with a
  * backward pass zeroes the gradients first and counts one step. */
-int interp_run(Interp *I, const uint8_t *chars, int len, int target, Err *e);
+int interp_run(Interp *I, const int32_t *chars, int len, int target, Err *e);
 /* The same for a graph whose input is float vectors (input x : f32[T, n]):
  * x holds len rows of n floats. */
 int interp_run_f32(Interp *I, const float *x, int len, int target, Err *e);
@@ -356,7 +363,7 @@ int interp_run_f32(Interp *I, const float *x, int len, int target, Err *e);
  * (the step phase, see graph_mark_update), the summed gradients times 1/n
  * (the gradient of the mean loss), then one update. logits (n * classes)
  * and losses (n) receive each sequence's values (either may be NULL). */
-int interp_run_batch(Interp *I, const uint8_t *const *chars, const int *lens, const int *targets,
+int interp_run_batch(Interp *I, const int32_t *const *chars, const int *lens, const int *targets,
                      int n, double *logits, double *losses, Err *e);
 /* A top-level node's value after a run (output, loss, grad_norm). */
 const double *interp_value(const Interp *I, int node, size_t *n);
@@ -558,7 +565,9 @@ typedef struct ObjOptions {
   const char *prefix;   /* a C identifier: P_forward, P_predict, P_labels, P_NUM_CLASSES, ... */
   const char *triple;   /* NULL: the host's */
   const char *cpu;      /* NULL, "host", "generic" or a CPU name: see target_choose */
-  const char *vocab;    /* (g->vocab) characters: character i is vocab[i] */
+  char *const *vocab;   /* (g->vocab) characters as UTF-8: index i is vocab[i]; "" the unknown slot */
+  int unknown;          /* the unknown slot's index, or -1 */
+  const char *normalization; /* "ascii" or "nfc": for the header */
   char *const *labels;  /* (g->classes) class names */
   const float *values;  /* (g->nfloats) parameter values, laid out by Param.offset */
   const char *source;   /* for the header's comment, e.g. "graphs/gru.nn, CKPT" */
@@ -606,11 +615,18 @@ int onnx_export(const Graph *g, const float *values, Buf *out, Err *e);
 /* The front end: tokenize, parse, lower, verify. Returns NULL with a
  * positioned message in e. text need not be NUL-terminated. */
 Graph *compile_graph(const char *path, const char *text, size_t len, Err *e);
+/* The same, with the data's sizes (may be NULL). */
+Graph *compile_graph_data(const char *path, const char *text, size_t len, const DataSizes *sizes,
+                          Err *e);
 /* A graph file: a regular file of at most GRAPH_MAX_BYTES (a graph is a
  * few KB; /dev/zero or a sparse file of gigabytes is refused before it is
  * read). The text is NUL-terminated (len excludes it). */
 enum { GRAPH_MAX_BYTES = 16 << 20 };
 char *read_graph(const char *path, size_t *len, Err *e);
+/* Whether path can be a graph file: readable, and not a checkpoint given
+ * where the graph goes (what compile_graph says then). For commands that
+ * read a checkpoint before they compile the graph. */
+int graph_file_check(const char *path, Err *e);
 /* read_graph, then compile_graph. */
 Graph *compile_graph_file(const char *path, Err *e);
 
@@ -648,9 +664,10 @@ const char *kernel_name(KernelKind k);
 bool kernel_optional(KernelKind k);
 /* The graph of every kind in want (KERNEL_BIT(k) for each), from one graph
  * file's text, each prepared and through its passes; lr > 0 replaces the
- * graph's learning rate. On failure, nothing is left to free. */
+ * graph's learning rate; sizes (may be NULL): the data's. On failure,
+ * nothing is left to free. */
 int kernels_prepare(Kernels *ks, const char *path, const char *text, size_t len, unsigned want,
-                    double lr, Err *e);
+                    double lr, const DataSizes *sizes, Err *e);
 void kernels_free(Kernels *ks);
 /* Emits kind k's kernel of g (ks->graph[k]) as function kernel_name(k) in m,
  * for target machine tm (the JIT's or --emit's). */

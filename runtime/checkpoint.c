@@ -141,6 +141,12 @@ static int keep_prev(const char *path, const char *opath, const char *ppath, Err
   return 0;
 }
 
+static void free_list(char **items, int n) {
+  for (int i = 0; i < n; i++)
+    free(items[i]);
+  free(items);
+}
+
 char *ckpt_json_list(char *const *items, int n) {
   json_t *a = json_array();
   for (int i = 0; i < n; i++)
@@ -227,27 +233,38 @@ static int read_position(const StFile *f, const char *path, TrainPosition *p, Er
   return 0;
 }
 
-int ckpt_save(const Model *m, char *const *labels, int nlabels, const char *path, Err *e) {
-  return ckpt_save_meta(m, labels, nlabels, path, NULL, NULL, 0, e);
+int ckpt_save(const Model *m, char *const *labels, int nlabels, const Vocab *v, const char *path,
+              Err *e) {
+  return ckpt_save_meta(m, labels, nlabels, v, path, NULL, NULL, 0, e);
 }
 
-int ckpt_save_meta(const Model *m, char *const *labels, int nlabels, const char *path,
-                   char *const *extra_keys, char *const *extra_vals, int nextra, Err *e) {
+int ckpt_save_meta(const Model *m, char *const *labels, int nlabels, const Vocab *v,
+                   const char *path, char *const *extra_keys, char *const *extra_vals, int nextra,
+                   Err *e) {
   const Graph *g = m->fwd;
   char step[32], hash[32], epoch[16], pair[32];
   snprintf(step, sizeof step, "%" PRId64, m->step);
   snprintf(epoch, sizeof epoch, "%d", m->epoch);
   snprintf(hash, sizeof hash, "%016" PRIx64, m->hash);
   snprintf(pair, sizeof pair, "%016" PRIx64, pair_id(m));
-  char *label_list = ckpt_json_list(labels, nlabels), *vocab = ckpt_vocab_list();
+  Vocab names_vocab = {0};
+  if (!v) {
+    vocab_names(&names_vocab);
+    v = &names_vocab;
+  }
+  char **items = vocab_to_list(v);
+  char *label_list = ckpt_json_list(labels, nlabels), *vocab = ckpt_json_list(items, v->n);
+  free_list(items, v->n);
   if (!label_list) {
     free(vocab);
     return errf(e, "%s: a label is not valid UTF-8", path);
   }
   const char *base = strrchr(m->path, '/');
   base = base ? base + 1 : m->path;
-  char *fixed_keys[] = {"format", "labels", "vocab", "graph", "graph_fnv1a", "step", "epoch", "pair"};
-  char *fixed_vals[] = {"rnnc-2", label_list, vocab, (char *)base, hash, step, epoch, pair};
+  char *fixed_keys[] = {"format",      "labels", "vocab", "vocab_kind", "graph",
+                        "graph_fnv1a", "step",   "epoch", "pair"};
+  char *fixed_vals[] = {"rnnc-2", label_list, vocab, (char *)vocab_kind_name(v->kind),
+                        (char *)base, hash, step, epoch, pair};
   int nmeta = (int)ARRAY_LEN(fixed_keys);
   char **keys = xcalloc((size_t)nmeta + (size_t)nextra + 1, sizeof *keys);
   char **vals = xcalloc((size_t)nmeta + (size_t)nextra + 1, sizeof *vals);
@@ -312,13 +329,8 @@ out:
   free(position);
   free(keys);
   free(vals);
+  vocab_free(&names_vocab);
   return rc;
-}
-
-static void free_list(char **items, int n) {
-  for (int i = 0; i < n; i++)
-    free(items[i]);
-  free(items);
 }
 
 /* A list in f's metadata: a JSON array of strings (rnnc-2), or items
@@ -374,32 +386,38 @@ static int read_list(const StFile *f, const char *key, const char *path, char **
   return 0;
 }
 
-/* Checks f's vocabulary, when it names one, against rnnc's. */
-static int check_vocab(const StFile *f, const char *path, Err *e) {
-  const char *value = st_meta(f, "vocab");
+/* f's vocabulary: a list of characters ("" the unknown slot; rnnc-1: the
+ * characters in one string) and its kind ("vocab_kind"; the names
+ * vocabulary when there is none). v->n is 0 when f names no vocabulary. */
+static int read_vocab(const StFile *f, const char *path, Vocab *v, Err *e) {
+  const char *value = st_meta(f, "vocab"), *kind = st_meta(f, "vocab_kind");
+  *v = (Vocab){0};
   if (!value)
     return 0;
+  VocabKind k = VOCAB_NAMES;
+  if (kind && vocab_kind_parse(kind, &k)) {
+    char *shown = shown_text(kind, strlen(kind), 40);
+    errf(e, "%s: metadata \"vocab_kind\" is \"%s\", not names, ascii or unicode", path, shown);
+    free(shown);
+    return -1;
+  }
   char **chars;
   int n;
-  Buf joined = {0};
-  if (value[0] == '[') { /* a list of characters */
+  if (value[0] == '[') {
     if (read_list(f, "vocab", path, &chars, &n, e))
       return -1;
+  } else { /* the characters in one string (rnnc-1: the names vocabulary) */
+    n = (int)strlen(value);
+    chars = xcalloc((size_t)n + 1, sizeof *chars);
     for (int i = 0; i < n; i++)
-      buf_printf(&joined, "%s", chars[i]);
-    free_list(chars, n);
-  } else { /* the characters in one string (rnnc-1) */
-    buf_printf(&joined, "%s", value);
+      chars[i] = xstrndup(value + i, 1);
   }
-  buf_put(&joined, "", 1);
-  int rc = 0;
-  if (strcmp(joined.data, VOCAB_CHARS)) {
-    char *shown = shown_text(joined.data, joined.len - 1, 80);
-    rc = errf(e, "%s: the checkpoint's vocabulary differs from rnnc's (\"%s\")", path, shown);
-    free(shown);
-  }
-  buf_free(&joined);
-  return rc;
+  Err why;
+  int rc = vocab_from_list(v, k, chars, n, &why);
+  free_list(chars, n);
+  if (rc)
+    return errf(e, "%s: the checkpoint's vocabulary: %s", path, why.msg);
+  return 0;
 }
 
 /* Copies the tensors named like g's parameters (with suffix) into a slot. */
@@ -536,15 +554,28 @@ static bool replaced(const StFile *w, const char *path) {
 int ckpt_read_meta(const StFile *f, const char *path, CkptMeta *meta, Err *e) {
   *meta = (CkptMeta){.rnnc = is_rnnc(f)};
   if (read_counts(f, path, &meta->step, &meta->epoch, e) ||
-      read_position(f, path, &meta->pos, e) || check_vocab(f, path, e) ||
-      read_list(f, "labels", path, &meta->labels, &meta->nlabels, e))
+      read_position(f, path, &meta->pos, e) || read_vocab(f, path, &meta->vocab, e) ||
+      read_list(f, "labels", path, &meta->labels, &meta->nlabels, e)) {
+    ckpt_meta_free(meta);
     return -1;
+  }
   return 0;
 }
 
 void ckpt_meta_free(CkptMeta *meta) {
   free_list(meta->labels, meta->nlabels);
+  vocab_free(&meta->vocab);
   *meta = (CkptMeta){0};
+}
+
+int ckpt_read_info(const char *path, CkptMeta *meta, Err *e) {
+  StFile f;
+  *meta = (CkptMeta){0};
+  if (st_load_header(&f, path, e))
+    return -1;
+  int rc = ckpt_read_meta(&f, path, meta, e);
+  st_free(&f);
+  return rc;
 }
 
 /* load_once's result when a training replaced the files as they were read. */

@@ -12,12 +12,14 @@
 char *ckpt_optim_path(const char *path);
 /* Writes the parameters (and, for a training model, the optimizer state
  * beside them) as one pair: whatever happens, the files on disk are the
- * old pair or the new one (see checkpoint.c). */
-int ckpt_save(const Model *m, char *const *labels, int nlabels, const char *path, Err *e);
+  * old pair or the new one (see checkpoint.c). v: the vocabulary (NULL:
+  * the names'). */
+int ckpt_save(const Model *m, char *const *labels, int nlabels, const Vocab *v, const char *path,
+              Err *e);
 /* ckpt_save with n more metadata keys and values (the report of a best
  * checkpoint). */
-int ckpt_save_meta(const Model *m, char *const *labels, int nlabels, const char *path,
-                   char *const *keys, char *const *vals, int n, Err *e);
+int ckpt_save_meta(const Model *m, char *const *labels, int nlabels, const Vocab *v,
+                   const char *path, char *const *keys, char *const *vals, int n, Err *e);
 /* Reads the parameters of m's graph from path: every parameter and buffer
  * must be there with its shape (other tensors are ignored). With
  * with_optim, also the optimizer state beside it, when there is one (then
@@ -28,8 +30,8 @@ int ckpt_load(Model *m, const char *path, bool with_optim, char ***labels, int *
               Err *e);
 
 /* Metadata lists as checkpoints hold them: items[0..n) as a JSON array of
- * strings (malloc'd), or NULL when one is not UTF-8; the vocabulary's
- * characters, one string each (rnnc import writes them too). */
+ * strings (malloc'd), or NULL when one is not UTF-8; the names
+ * vocabulary's characters, one string each (rnnc import writes them too). */
 char *ckpt_json_list(char *const *items, int n);
 char *ckpt_vocab_list(void);
 
@@ -42,11 +44,12 @@ int ckpt_check_writable(const char *path, Err *e);
 
 /* What a checkpoint's metadata says, read and checked (ckpt_load does it;
  * exported for the fuzzer): the label list (NULL when the file has none),
- * and for rnnc's checkpoints the step, the epoch and the position in it.
- * The vocabulary, when the file names one, must be rnnc's. */
+  * the vocabulary (n = 0 when the file has none: PyTorch's), and for
+  * rnnc's checkpoints the step, the epoch and the position in it. */
 typedef struct CkptMeta {
   char **labels; /* (nlabels) malloc'd */
   int nlabels;
+  Vocab vocab;
   int64_t step;  /* 0 unless rnnc */
   int epoch;     /* 0 unless rnnc */
   bool rnnc;     /* written by rnnc ("format": "rnnc-N") */
@@ -54,6 +57,8 @@ typedef struct CkptMeta {
 } CkptMeta;
 int ckpt_read_meta(const StFile *f, const char *path, CkptMeta *meta, Err *e);
 void ckpt_meta_free(CkptMeta *meta);
+/* The metadata of the checkpoint at path (its header only). */
+int ckpt_read_info(const char *path, CkptMeta *meta, Err *e);
 
 /* An exclusive lock on writing a checkpoint (PATH.lock, holding the
  * owner's pid), for as long as a training runs. */

@@ -7,12 +7,15 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <uninorm.h>
 #include <unistr.h>
 
 #include "runtime.h"
@@ -21,6 +24,8 @@
  * characters is at most 4 * NAME_MAX_CHARS bytes, and this leaves room
  * for trailing whitespace. */
 enum { DATA_LINE_MAX = 65536 };
+/* A TSV or CSV file is read whole: at most this many bytes. */
+#define DATA_FILE_MAX ((size_t)1 << 30)
 #define DATA_LINE_MAX_STR "65536"
 
 /* What became of one line. */
@@ -41,10 +46,33 @@ static void describe_char(char *out, size_t size, long c) {
   }
 }
 
-/* Normalizes one line and maps it to vocabulary indices. ENC_OK: *chars,
- * *ascii and *len are set. ENC_SKIP: why in e. ENC_BAD_UTF8: the message
- * in e. ENC_EMPTY: nothing but whitespace. */
-static int encode(const char *s, size_t n, uint8_t **chars, char **ascii, int32_t *len, Err *e) {
+/* text NFC-normalized (valid UTF-8, trailing whitespace stripped):
+ * malloc'd and NUL-terminated, or NULL with a message in e. */
+static char *normalize_nfc(const char *s, size_t n, Err *e) {
+  const uint8_t *bad = u8_check((const uint8_t *)s, n);
+  if (bad) {
+    errf(e, "invalid UTF-8 (byte 0x%02x at column %zu)", *bad, (size_t)(bad - (const uint8_t *)s) + 1);
+    return NULL;
+  }
+  n = utf8_rstrip(s, n);
+  size_t m = 0;
+  uint8_t *d = n ? u8_normalize(UNINORM_NFC, (const uint8_t *)s, n, NULL, &m) : NULL;
+  if (n && !d) {
+    errf(e, "cannot normalize it: %s", strerror(errno));
+    return NULL;
+  }
+  char *out = xstrndup((const char *)d, m);
+  free(d);
+  return out;
+}
+
+/* Normalizes one line (to ASCII for the names and ascii vocabularies, else
+ * to NFC) into code points, and with a vocabulary (v not NULL) maps them to
+ * its indices. ENC_OK: *chars, *text (the normalized form) and *len are
+ * set. ENC_SKIP: why in e. ENC_BAD_UTF8: the message in e. ENC_EMPTY:
+ * nothing but whitespace. */
+static int encode(const char *s, size_t n, VocabKind kind, const Vocab *v, int32_t **chars,
+                  char **text, int32_t *len, Err *e) {
   /* Too long as written (valid UTF-8 only: invalid is an error below). A
    * character is at most 4 bytes, so more than 4 * NAME_MAX_CHARS bytes
    * are too many without counting. */
@@ -54,17 +82,29 @@ static int encode(const char *s, size_t n, uint8_t **chars, char **ascii, int32_
     errf(e, "longer than %d characters", NAME_MAX_CHARS);
     return ENC_SKIP;
   }
-  size_t dropped = 0;
-  char *a = normalize_ascii(s, n, &dropped, e);
-  if (!a)
-    return ENC_BAD_UTF8;
   char what[64];
-  if (dropped) {
-    long c = normalize_first_dropped(s, n);
-    describe_char(what, sizeof what, c);
-    errf(e, "character %s has no ASCII form", c >= 0 ? what : "(unknown)");
-    free(a);
-    return ENC_SKIP;
+  char *a;
+  if (vocab_is_ascii(kind)) {
+    size_t dropped = 0;
+    a = normalize_ascii(s, n, &dropped, e);
+    if (!a)
+      return ENC_BAD_UTF8;
+    if (dropped) {
+      long c = normalize_first_dropped(s, n);
+      describe_char(what, sizeof what, c);
+      errf(e, "character %s has no ASCII form", c >= 0 ? what : "(unknown)");
+      free(a);
+      return ENC_SKIP;
+    }
+  } else {
+    a = normalize_nfc(s, n, e);
+    if (!a)
+      return ENC_BAD_UTF8;
+    if (memchr(s, '\0', used)) {
+      free(a);
+      errf(e, "it holds a NUL character");
+      return ENC_SKIP;
+    }
   }
   size_t m = strlen(a);
   if (m == 0) {
@@ -75,39 +115,47 @@ static int encode(const char *s, size_t n, uint8_t **chars, char **ascii, int32_
     errf(e, "nothing is left after normalization");
     return ENC_SKIP;
   }
-  if (m > NAME_MAX_CHARS) { /* as its ASCII form: ß is ss, ... */
+  size_t nch = u8_mbsnlen((const uint8_t *)a, m);
+  if (nch > NAME_MAX_CHARS) { /* as normalized: ß is ss, ... */
     free(a);
     errf(e, "longer than %d characters", NAME_MAX_CHARS);
     return ENC_SKIP;
   }
-  uint8_t *ch = xmalloc(m);
-  for (size_t i = 0; i < m; i++) {
-    int v = vocab_index((unsigned char)a[i]);
-    if (v < 0) {
-      describe_char(what, sizeof what, (unsigned char)a[i]);
-      /* Name the ASCII form when it is not what the file says. */
+  int32_t *ch = xmalloc(nch * sizeof *ch);
+  size_t k = 0;
+  for (size_t i = 0; i < m; k++) {
+    ucs4_t c;
+    i += (size_t)u8_mbtouc_unsafe(&c, (const uint8_t *)a + i, m - i);
+    ch[k] = (int32_t)c;
+    int x = v ? vocab_lookup(v, ch[k]) : 0;
+    if (x < 0) {
+      describe_char(what, sizeof what, ch[k]);
+      /* Name the normalized form when it is not what the file says. */
       size_t orig = utf8_rstrip(s, n);
       if (orig == m && !memcmp(a, s, m))
         errf(e, "character %s is not in the vocabulary", what);
       else
-        errf(e, "character %s of its ASCII form \"%s\" is not in the vocabulary", what, a);
+        errf(e, "character %s of its %s form \"%s\" is not in the vocabulary", what,
+             vocab_is_ascii(kind) ? "ASCII" : "NFC", a);
       free(ch);
       free(a);
       return ENC_SKIP;
     }
-    ch[i] = (uint8_t)v;
+    if (v)
+      ch[k] = x;
   }
   *chars = ch;
-  *ascii = a;
-  *len = (int32_t)m;
+  *text = a;
+  *len = (int32_t)nch;
   return ENC_OK;
 }
 
-int name_encode(const char *utf8, size_t n, uint8_t **chars, char **ascii, Err *e) {
-  uint8_t *ch = NULL;
+int name_encode(const char *utf8, size_t n, const Vocab *v, int32_t **chars, char **text,
+                Err *e) {
+  int32_t *ch = NULL;
   char *a = NULL;
   int32_t len = 0;
-  switch (encode(utf8, n, &ch, &a, &len, e)) {
+  switch (encode(utf8, n, v->kind, v, &ch, &a, &len, e)) {
   case ENC_OK:
     break;
   case ENC_EMPTY:
@@ -116,8 +164,8 @@ int name_encode(const char *utf8, size_t n, uint8_t **chars, char **ascii, Err *
     return -1;
   }
   *chars = ch;
-  if (ascii)
-    *ascii = a;
+  if (text)
+    *text = a;
   else
     free(a);
   return len;
@@ -190,10 +238,12 @@ static int list_txt(const char *dir, char ***stems, int *nstems, Err *e) {
 /* Growable arrays of the data set being built. */
 typedef struct Loader {
   Dataset *ds;
+  VocabKind kind;     /* how text is normalized */
+  const Vocab *vocab; /* NULL: names keep their code points */
   size_t names_cap, skipped_cap;
 } Loader;
 
-static void add_name(Loader *ld, uint8_t *chars, int32_t len, int label, char *ascii) {
+static void add_name(Loader *ld, int32_t *chars, int32_t len, int label, char *ascii) {
   Dataset *ds = ld->ds;
   if (ds->nnames == ld->names_cap) {
     ld->names_cap = ld->names_cap ? 2 * ld->names_cap : 1024;
@@ -219,7 +269,7 @@ static void add_skipped(Loader *ld, const char *path, size_t line, const char *s
 /* One line of a data file. */
 static int load_line(Loader *ld, const char *path, size_t line, int label, const char *p, size_t n,
                      bool whole, Err *e) {
-  uint8_t *chars;
+  int32_t *chars;
   char *ascii;
   int32_t len;
   Err why;
@@ -230,7 +280,7 @@ static int load_line(Loader *ld, const char *path, size_t line, int label, const
                      : "line longer than " DATA_LINE_MAX_STR " bytes");
     return 0;
   }
-  switch (encode(p, n, &chars, &ascii, &len, &why)) {
+  switch (encode(p, n, ld->kind, ld->vocab, &chars, &ascii, &len, &why)) {
   case ENC_OK:
     add_name(ld, chars, len, label, ascii);
     return 0;
@@ -297,8 +347,44 @@ static int load_file(Loader *ld, const char *path, int label, Err *e) {
   return rc;
 }
 
-int data_load(Dataset *ds, const char *dir, char *const *labels, int nlabels, Err *e) {
-  *ds = (Dataset){0};
+/* The label list of a checkpoint, as ds's labels. */
+static int set_labels(Dataset *ds, char *const *labels, int nlabels, Err *e) {
+  if (nlabels <= 0)
+    return errf(e, "empty label list");
+  ds->labels = xcalloc((size_t)nlabels, sizeof *ds->labels);
+  ds->nlabels = nlabels;
+  for (int i = 0; i < nlabels; i++) {
+    for (int j = 0; j < i; j++)
+      if (!strcmp(labels[i], labels[j]))
+        return errf(e, "label '%s' appears twice in the label list", labels[i]);
+    ds->labels[i] = xstrdup(labels[i]);
+  }
+  return 0;
+}
+
+/* The index of label s in ds's labels, or -1 with a message naming where
+ * it comes from (where: "path/Label.txt" or "path:line:col"). */
+static int label_index(const Dataset *ds, const char *s, const char *where, Err *e) {
+  for (int j = 0; j < ds->nlabels; j++)
+    if (!strcmp(s, ds->labels[j]))
+      return j;
+  Buf list = {0};
+  for (int j = 0; j < ds->nlabels && list.len < 400; j++) {
+    char *shown = shown_text(ds->labels[j], strlen(ds->labels[j]), 64);
+    buf_printf(&list, "%s%s", j ? ", " : "", shown);
+    free(shown);
+  }
+  char *shown = shown_text(s, strlen(s), 80);
+  errf(e, "%s: '%s' is not one of the %d labels (%s%s)", where, shown, ds->nlabels, list.data,
+       list.len >= 400 ? ", ..." : "");
+  free(shown);
+  buf_free(&list);
+  return -1;
+}
+
+/* A directory of <Label>.txt files. */
+static int load_dir(Loader *ld, const char *dir, char *const *labels, int nlabels, Err *e) {
+  Dataset *ds = ld->ds;
   char **stems = NULL;
   int nstems = 0;
   if (list_txt(dir, &stems, &nstems, e))
@@ -312,39 +398,17 @@ int data_load(Dataset *ds, const char *dir, char *const *labels, int nlabels, Er
     for (int i = 0; i < nstems; i++)
       label_of[i] = i;
   } else {
-    if (nlabels <= 0) {
-      errf(e, "empty label list");
+    if (set_labels(ds, labels, nlabels, e))
       goto out;
-    }
-    ds->labels = xcalloc((size_t)nlabels, sizeof *ds->labels);
-    ds->nlabels = nlabels;
-    for (int i = 0; i < nlabels; i++) {
-      for (int j = 0; j < i; j++)
-        if (!strcmp(labels[i], labels[j])) {
-          errf(e, "label '%s' appears twice in the label list", labels[i]);
-          goto out;
-        }
-      ds->labels[i] = xstrdup(labels[i]);
-    }
     for (int i = 0; i < nstems; i++) {
-      label_of[i] = -1;
-      for (int j = 0; j < nlabels && label_of[i] < 0; j++)
-        if (!strcmp(stems[i], labels[j]))
-          label_of[i] = j;
-      if (label_of[i] < 0) {
-        Buf list = {0};
-        for (int j = 0; j < nlabels; j++)
-          buf_printf(&list, "%s%s", j ? ", " : "", labels[j]);
-        errf(e, "%s/%s.txt: '%s' is not one of the %d labels (%s)", dir, stems[i], stems[i],
-             nlabels, list.data);
-        buf_free(&list);
+      char *where = xasprintf("%s/%s.txt", dir, stems[i]);
+      label_of[i] = label_index(ds, stems[i], where, e);
+      free(where);
+      if (label_of[i] < 0)
         goto out;
-      }
     }
   }
   ds->per_label = xcalloc((size_t)ds->nlabels, sizeof *ds->per_label);
-
-  Loader ld = {.ds = ds};
   for (int i = 0; i < nstems; i++) {
     const char *stem = stems ? stems[i] : ds->labels[i];
     char *path = xasprintf("%s/%s.txt", dir, stem);
@@ -353,19 +417,10 @@ int data_load(Dataset *ds, const char *dir, char *const *labels, int nlabels, Er
     if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
       bad = errf(e, "%s is not a regular file", path);
     else
-      bad = load_file(&ld, path, label_of[i], e);
+      bad = load_file(ld, path, label_of[i], e);
     free(path);
     if (bad)
       goto out;
-  }
-  if (ds->nnames == 0) {
-    errf(e, "no usable names in '%s' (%zu skipped, %zu empty lines)", dir, ds->nskipped,
-         ds->nempty);
-    goto out;
-  }
-  if (ds->nnames > UINT32_MAX) {
-    errf(e, "too many names in '%s' (%zu)", dir, ds->nnames);
-    goto out;
   }
   rc = 0;
 out:
@@ -375,9 +430,318 @@ out:
     free(stems);
   }
   free(label_of);
+  return rc;
+}
+
+/* One record of a table: its text and label (malloc'd, unquoted), and
+ * where each starts. */
+typedef struct Record {
+  char *text, *label;
+  size_t tlen, llen;
+  size_t line, lcol; /* the record's first line; the label's line and column */
+  size_t lline;
+} Record;
+
+/* A table being read: the text, where the reader is (line and column in
+ * characters, 1-based), and the records so far. */
+typedef struct Table {
+  const char *path, *p, *end;
+  size_t line, col;
+  Record *recs;
+  size_t n, cap;
+  size_t nempty;
+} Table;
+
+static int advance(Table *t) {
+  unsigned char c = (unsigned char)*t->p++;
+  if (c == '\n')
+    t->line++, t->col = 1;
+  else if ((c & 0xC0) != 0x80)
+    t->col++;
+  return c;
+}
+
+static int table_error(Table *t, size_t line, size_t col, Err *e, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static int table_error(Table *t, size_t line, size_t col, Err *e, const char *fmt, ...) {
+  char msg[400];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  return errf(e, "%s:%zu:%zu: %s", t->path, line, col, msg);
+}
+
+static void add_record(Table *t, Buf *f0, Buf *f1, size_t line, size_t lline, size_t lcol) {
+  if (t->n == t->cap) {
+    t->cap = t->cap ? 2 * t->cap : 1024;
+    t->recs = xrealloc(t->recs, t->cap * sizeof *t->recs);
+  }
+  buf_put(f0, "", 1);
+  buf_put(f1, "", 1);
+  t->recs[t->n++] = (Record){.text = xstrndup(f0->data, f0->len - 1), .tlen = f0->len - 1,
+                             .label = xstrndup(f1->data, f1->len - 1), .llen = f1->len - 1,
+                             .line = line, .lline = lline, .lcol = lcol};
+}
+
+/* The ASCII character c for a message. */
+static const char *shown_char(int c, char buf[16]) {
+  if (c >= 0x21 && c < 0x7F)
+    snprintf(buf, 16, "'%c'", c);
+  else if (c == ' ')
+    snprintf(buf, 16, "a space");
+  else
+    snprintf(buf, 16, "byte 0x%02X", c);
+  return buf;
+}
+
+/* TSV: a record a line, text<TAB>label; '\r' before '\n' is dropped, and
+ * lines of nothing but whitespace are counted empty. */
+static int parse_tsv(Table *t, Err *e) {
+  Buf f[2] = {{0}, {0}};
+  int rc = 0;
+  while (t->p < t->end && rc == 0) {
+    const char *nl = memchr(t->p, '\n', (size_t)(t->end - t->p));
+    const char *eol = nl ? nl : t->end;
+    size_t n = (size_t)(eol - t->p);
+    if (n && t->p[n - 1] == '\r')
+      n--;
+    size_t line = t->line;
+    if (utf8_rstrip(t->p, n) == 0 && !memchr(t->p, '\t', n)) {
+      t->nempty++;
+    } else {
+      const char *tab = memchr(t->p, '\t', n);
+      if (!tab) {
+        rc = table_error(t, line, 1, e, "no tab: a line is text<TAB>label");
+        break;
+      }
+      const char *lab = tab + 1, *stop = t->p + n;
+      const char *tab2 = memchr(lab, '\t', (size_t)(stop - lab));
+      size_t tcol = 1 + u8_mbsnlen((const uint8_t *)t->p, (size_t)(tab - t->p));
+      if (tab2) {
+        size_t col = tcol + 1 + u8_mbsnlen((const uint8_t *)lab, (size_t)(tab2 - lab));
+        rc = table_error(t, line, col, e, "a second tab: a line is text<TAB>label");
+        break;
+      }
+      f[0].len = f[1].len = 0;
+      buf_put(&f[0], t->p, (size_t)(tab - t->p));
+      buf_put(&f[1], lab, (size_t)(stop - lab));
+      add_record(t, &f[0], &f[1], line, line, tcol + 1);
+    }
+    t->p = nl ? nl + 1 : t->end;
+    t->line++;
+  }
+  buf_free(&f[0]);
+  buf_free(&f[1]);
+  return rc;
+}
+
+/* CSV as RFC 4180 has it: records of two fields, text,label, separated by
+ * commas and ended by a line break (LF or CRLF; the last may have none). A
+ * field in double quotes may hold commas, line breaks and quotes (doubled:
+ * ""); a quote anywhere else is an error, as are text after a closing
+ * quote and a record of another number of fields. Empty lines are counted
+ * empty. */
+static int parse_csv(Table *t, Err *e) {
+  Buf f[2] = {{0}, {0}};
+  char cb[16];
+  int rc = 0;
+  while (t->p < t->end && rc == 0) {
+    size_t line = t->line, lline = 0, lcol = 0;
+    if (*t->p == '\n' || (*t->p == '\r' && t->p + 1 < t->end && t->p[1] == '\n')) {
+      if (*t->p == '\r')
+        advance(t);
+      advance(t);
+      t->nempty++;
+      continue;
+    }
+    int nf = 0;
+    for (;;) { /* one field a pass */
+      Buf *b = &f[nf < 2 ? nf : 1];
+      if (nf < 2)
+        b->len = 0;
+      if (nf == 1)
+        lline = t->line, lcol = t->col;
+      nf++;
+      if (t->p < t->end && *t->p == '"') {
+        size_t ql = t->line, qc = t->col;
+        advance(t);
+        for (;;) {
+          if (t->p >= t->end) {
+            rc = table_error(t, ql, qc, e, "this quoted field has no closing quote");
+            goto done;
+          }
+          if (*t->p == '"') {
+            if (t->p + 1 < t->end && t->p[1] == '"') {
+              buf_put(b, "\"", 1);
+              advance(t), advance(t);
+              continue;
+            }
+            advance(t);
+            break;
+          }
+          buf_put(b, t->p, 1);
+          advance(t);
+        }
+        if (t->p < t->end && *t->p != ',' && *t->p != '\n' &&
+            !(*t->p == '\r' && t->p + 1 < t->end && t->p[1] == '\n')) {
+          rc = table_error(t, t->line, t->col, e,
+                           "%s after a closing quote (expected ',' or the end of the line)",
+                           shown_char((unsigned char)*t->p, cb));
+          goto done;
+        }
+      } else {
+        while (t->p < t->end && *t->p != ',' && *t->p != '\n' &&
+               !(*t->p == '\r' && t->p + 1 < t->end && t->p[1] == '\n')) {
+          if (*t->p == '"') {
+            rc = table_error(t, t->line, t->col, e,
+                             "a quote inside an unquoted field (quote the whole field, and "
+                             "double the quotes in it: \"\")");
+            goto done;
+          }
+          buf_put(b, t->p, 1);
+          advance(t);
+        }
+      }
+      if (t->p < t->end && *t->p == ',') {
+        advance(t);
+        continue;
+      }
+      break; /* the end of the record */
+    }
+    if (nf != 2) {
+      rc = table_error(t, line, 1, e, "%d field%s: a record is text,label", nf,
+                       nf == 1 ? "" : "s");
+      goto done;
+    }
+    add_record(t, &f[0], &f[1], line, lline, lcol);
+    if (t->p < t->end && *t->p == '\r')
+      advance(t);
+    if (t->p < t->end)
+      advance(t); /* the '\n' */
+  }
+done:
+  buf_free(&f[0]);
+  buf_free(&f[1]);
+  return rc;
+}
+
+/* Whether a data file (path, its text) is read as CSV (else TSV). */
+static bool is_csv(const char *path, const char *text, size_t len) {
+  size_t n = strlen(path);
+  if (n >= 4 && !strcasecmp(path + n - 4, ".csv"))
+    return true;
+  if (n >= 4 && !strcasecmp(path + n - 4, ".tsv"))
+    return false;
+  const char *nl = memchr(text, '\n', len);
+  return !memchr(text, '\t', nl ? (size_t)(nl - text) : len);
+}
+
+/* A TSV or CSV file of text and label records. */
+static int load_table(Loader *ld, const char *path, char *const *labels, int nlabels, Err *e) {
+  Dataset *ds = ld->ds;
+  size_t len;
+  char *text = read_file_max(path, DATA_FILE_MAX, "a data file", &len, e);
+  if (!text)
+    return -1;
+  size_t skip = len >= 3 && !memcmp(text, "\xEF\xBB\xBF", 3) ? 3 : 0; /* a BOM */
+  Table t = {.path = path, .p = text + skip, .end = text + len, .line = 1, .col = 1};
+  bool csv = is_csv(path, text + skip, len - skip);
+  int rc = csv ? parse_csv(&t, e) : parse_tsv(&t, e);
+  ds->nempty = t.nempty;
+  /* Labels: UTF-8 and not empty; the data's in byte order, or the list's. */
+  for (size_t i = 0; i < t.n && rc == 0; i++) {
+    Record *r = &t.recs[i];
+    const uint8_t *bad = u8_check((const uint8_t *)r->label, r->llen);
+    if (bad)
+      rc = table_error(&t, r->lline, r->lcol + u8_mbsnlen((const uint8_t *)r->label,
+                                                          (size_t)(bad - (uint8_t *)r->label)),
+                       e, "the label is not valid UTF-8 (byte 0x%02X)", *bad);
+    else if (r->llen == 0 || strlen(r->label) != r->llen)
+      rc = table_error(&t, r->lline, r->lcol, e, "%s label", r->llen ? "a NUL in the" : "an empty");
+  }
+  if (rc == 0 && t.n == 0)
+    rc = errf(e, "%s: no records (expected lines of text%slabel)", path, csv ? "," : "<TAB>");
+  if (rc == 0 && !labels) {
+    char **all = xmalloc(t.n * sizeof *all);
+    for (size_t i = 0; i < t.n; i++)
+      all[i] = t.recs[i].label;
+    qsort(all, t.n, sizeof *all, cmp_str);
+    ds->labels = xmalloc(t.n * sizeof *ds->labels);
+    for (size_t i = 0; i < t.n; i++)
+      if (i == 0 || strcmp(all[i], all[i - 1]))
+        ds->labels[ds->nlabels++] = xstrdup(all[i]);
+    free(all);
+    if (ds->nlabels > DATA_MAX_LABELS)
+      rc = errf(e, "%s: %d labels (at most %d)", path, ds->nlabels, DATA_MAX_LABELS);
+  } else if (rc == 0) {
+    rc = set_labels(ds, labels, nlabels, e);
+  }
+  if (rc == 0)
+    ds->per_label = xcalloc((size_t)ds->nlabels, sizeof *ds->per_label);
+  for (size_t i = 0; i < t.n && rc == 0; i++) {
+    Record *r = &t.recs[i];
+    char *where = xasprintf("%s:%zu:%zu", path, r->lline, r->lcol);
+    int l = label_index(ds, r->label, where, e);
+    free(where);
+    rc = l < 0 ? -1 : load_line(ld, path, r->line, l, r->text, r->tlen, true, e);
+  }
+  for (size_t i = 0; i < t.n; i++) {
+    free(t.recs[i].text);
+    free(t.recs[i].label);
+  }
+  free(t.recs);
+  free(text);
+  return rc;
+}
+
+int data_load(Dataset *ds, const char *path, char *const *labels, int nlabels, VocabKind kind,
+              const Vocab *vocab, Err *e) {
+  *ds = (Dataset){0};
+  Vocab names = {0};
+  if (!vocab && kind == VOCAB_NAMES) {
+    vocab_names(&names);
+    vocab = &names;
+  }
+  Loader ld = {.ds = ds, .kind = vocab ? vocab->kind : kind, .vocab = vocab};
+  struct stat st;
+  int rc = stat(path, &st) == 0 && S_ISREG(st.st_mode) ? load_table(&ld, path, labels, nlabels, e)
+                                                        : load_dir(&ld, path, labels, nlabels, e);
+  if (rc == 0 && ds->nnames == 0)
+    rc = errf(e, "no usable names in '%s' (%zu skipped, %zu empty lines)", path, ds->nskipped,
+              ds->nempty);
+  if (rc == 0 && ds->nnames > UINT32_MAX)
+    rc = errf(e, "too many names in '%s' (%zu)", path, ds->nnames);
+  ds->encoded = vocab != NULL;
+  vocab_free(&names);
   if (rc)
     data_free(ds);
   return rc;
+}
+
+VocabKind data_default_kind(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 && S_ISREG(st.st_mode) ? VOCAB_UNICODE : VOCAB_NAMES;
+}
+
+void data_encode(Dataset *ds, const Vocab *v) {
+  assert(!ds->encoded && v->unknown >= 0 && "code points, and a vocabulary that takes any");
+  for (size_t i = 0; i < ds->nnames; i++)
+    for (int32_t t = 0; t < ds->names[i].len; t++)
+      ds->names[i].chars[t] = vocab_lookup(v, ds->names[i].chars[t]);
+  ds->encoded = true;
+}
+
+void data_build_vocab(const Dataset *ds, VocabKind kind, Vocab *v) {
+  const int32_t **seqs = xmalloc((ds->ntrain + 1) * sizeof *seqs);
+  int32_t *lens = xmalloc((ds->ntrain + 1) * sizeof *lens);
+  for (size_t i = 0; i < ds->ntrain; i++) {
+    seqs[i] = ds->names[ds->train[i]].chars;
+    lens[i] = ds->names[ds->train[i]].len;
+  }
+  vocab_build(v, kind, seqs, lens, ds->ntrain);
+  free(seqs);
+  free(lens);
 }
 
 int data_split(Dataset *ds, double test_fraction, uint64_t seed, Err *e) {

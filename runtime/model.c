@@ -134,7 +134,7 @@ static int batch_size(const char *path, const char *text, size_t len, const Mode
     return 1;
   if (opt->batch > 0)
     return opt->batch;
-  Graph *probe = compile_graph(path, text, len, e);
+  Graph *probe = compile_graph_data(path, text, len, &opt->sizes, e);
   if (!probe)
     return -1;
   int b = probe->train.batch;
@@ -163,7 +163,7 @@ int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e) {
   if (opt->batched_forward && !opt->no_batched)
     want |= KERNEL_BIT(KERNEL_FORWARD_BATCH);
   Kernels ks;
-  int rc = kernels_prepare(&ks, path, text, len, want, opt->lr, e);
+  int rc = kernels_prepare(&ks, path, text, len, want, opt->lr, &opt->sizes, e);
   free(text);
   if (rc)
     return -1;
@@ -227,7 +227,6 @@ void model_free(Model *m) {
     free(w->scratch);
     free(w->out);
     free(w->grad);
-    free(w->chars);
     Packed *pk = &w->pk;
     void *bufs[] = {pk->order, pk->lens, pk->targets, pk->bs, pk->off, pk->chars, pk->noise,
                     pk->scratch};
@@ -307,8 +306,6 @@ void model_reserve(Model *m, int tmax) {
       w->out = aligned((size_t)m->fwd->classes + 2);
     if (m->update && !w->grad)
       w->grad = aligned(m->nfloats);
-    free(w->chars);
-    w->chars = xmalloc((size_t)tmax * sizeof *w->chars);
   }
 }
 
@@ -355,48 +352,41 @@ static void reserve_for(Model *m, const int32_t *lens, int n) {
  * would read row -1, a character past the vocabulary a column past the
  * input matrix. So every call is checked here first, all of a batch before
  * any of it runs. */
-static bool valid(const Model *m, const uint8_t *const *chars, const int32_t *lens,
+static bool valid(const Model *m, const int32_t *const *chars, const int32_t *lens,
                   const int32_t *targets, int n) {
   for (int k = 0; k < n; k++) {
     int len = lens[k], target = targets ? targets[k] : 0;
     if (len < 1 || len > NAME_MAX_CHARS || target < 0 || target >= m->fwd->classes)
       return false;
     for (int i = 0; i < len; i++)
-      if (chars[k][i] >= m->fwd->vocab)
+      if (chars[k][i] < 0 || chars[k][i] >= m->fwd->vocab)
         return false;
   }
   return true;
 }
 
-static void to_i32(Workspace *w, const uint8_t *chars, int len) {
-  for (int i = 0; i < len; i++)
-    w->chars[i] = chars[i];
-}
-
-int model_train_step(Model *m, const uint8_t *chars, int len, int target, float *loss,
+int model_train_step(Model *m, const int32_t *chars, int len, int target, float *loss,
                      float *grad_norm) {
   if (!valid(m, &chars, &len, &target, 1))
     return -1;
   model_reserve(m, len);
   Workspace *w = &m->ws[0];
-  to_i32(w, chars, len);
   const float *noise = draw_noise(m, 1, m->train_abi.noise);
   m->step++;
-  m->train_fn(m->state, w->chars, len, target, noise, w->scratch, m->tmax, (float)m->step, w->out);
+  m->train_fn(m->state, chars, len, target, noise, w->scratch, m->tmax, (float)m->step, w->out);
   int c = m->fwd->classes;
   *loss = w->out[c];
   *grad_norm = w->out[c + 1];
   return 0;
 }
 
-int model_forward(Model *m, const uint8_t *chars, int len, float *logits) {
+int model_forward(Model *m, const int32_t *chars, int len, float *logits) {
   if (!valid(m, &chars, &len, NULL, 1))
     return -1;
   model_reserve(m, len);
   Workspace *w = &m->ws[0];
-  to_i32(w, chars, len);
   const float *noise = draw_noise(m, 1, m->fwd_abi.noise);
-  m->fwd_fn(m->state, w->chars, len, 0, noise, w->scratch, m->tmax, 0, w->out);
+  m->fwd_fn(m->state, chars, len, 0, noise, w->scratch, m->tmax, 0, w->out);
   memcpy(logits, w->out, (size_t)m->fwd->classes * sizeof *logits);
   return 0;
 }
@@ -420,7 +410,7 @@ static void chunk_range(int n, int nchunks, int k, int *lo, int *hi) {
 
 typedef struct Batch {
   Model *m;
-  const uint8_t *const *chars;
+  const int32_t *const *chars;
   const int32_t *lens, *targets;
   int n, nchunks, wave; /* chunks [wave * threads, ...) run now */
   const float *noise;
@@ -456,7 +446,7 @@ static int longest_first(const void *a, const void *b) {
 /* Names [lo, hi) of a batch, packed longest first for a batched kernel
  * (see compiler/batch.c): order, lens, targets, bs, off, chars, the noise
  * rows in packed order, and out and scratch sized. Returns T. */
-static int pack(Packed *pk, const uint8_t *const *chars, const int32_t *lens,
+static int pack(Packed *pk, const int32_t *const *chars, const int32_t *lens,
                 const int32_t *targets, int lo, int hi, const float *noise, size_t per_name,
                 const KernelAbi *abi, int classes) {
   size_t n = (size_t)(hi - lo);
@@ -527,8 +517,7 @@ static void step_chunk(void *ctx, int task, int thread) {
     return;
   }
   for (int i = lo; i < hi; i++) {
-    to_i32(w, b->chars[i], b->lens[i]);
-    m->step_fn(m->state, w->grad, w->chars, b->lens[i], b->targets[i],
+    m->step_fn(m->state, w->grad, b->chars[i], b->lens[i], b->targets[i],
                b->noise + (size_t)i * b->per_name, w->scratch, m->tmax, 0, w->out);
     b->losses[i] = w->out[c];
   }
@@ -565,7 +554,7 @@ static void scale_range(void *ctx, int task, int thread) {
     g[i] *= b->scale;
 }
 
-int model_batch_gradient(Model *m, const uint8_t *const *chars, const int32_t *lens,
+int model_batch_gradient(Model *m, const int32_t *const *chars, const int32_t *lens,
                          const int32_t *targets, int n, int first, int total, float *losses) {
   assert(m->update && "a model compiled for batches (batch > 1)");
   if (n < 0 || first < 0 || first > total - n || (n > 0 && !valid(m, chars, lens, targets, n)))
@@ -593,11 +582,12 @@ float model_batch_update(Model *m, long n) {
   pool_run(m->pool, m->threads, scale_range, &b);
   m->step++;
   Workspace *w = &m->ws[0];
-  m->update_fn(m->state, w->chars, 1, 0, NULL, w->scratch, m->tmax, (float)m->step, w->out);
+  static const int32_t no_chars[1]; /* the update reads no input */
+  m->update_fn(m->state, no_chars, 1, 0, NULL, w->scratch, m->tmax, (float)m->step, w->out);
   return w->out[m->fwd->classes + 1];
 }
 
-int model_train_batch(Model *m, const uint8_t *const *chars, const int32_t *lens,
+int model_train_batch(Model *m, const int32_t *const *chars, const int32_t *lens,
                       const int32_t *targets, int n, float *losses, float *mean_loss,
                       float *grad_norm) {
   if (n < 1 || !valid(m, chars, lens, targets, n))
@@ -641,14 +631,13 @@ static void forward_chunk(void *ctx, int task, int thread) {
     return;
   }
   for (int i = lo; i < hi; i++) {
-    to_i32(w, b->chars[i], b->lens[i]);
-    m->fwd_fn(m->state, w->chars, b->lens[i], 0, b->noise + (size_t)i * b->per_name, w->scratch,
+    m->fwd_fn(m->state, b->chars[i], b->lens[i], 0, b->noise + (size_t)i * b->per_name, w->scratch,
               m->tmax, 0, w->out);
     memcpy(b->logits + (size_t)i * c, w->out, (size_t)c * sizeof *b->logits);
   }
 }
 
-int model_forward_batch(Model *m, const uint8_t *const *chars, const int32_t *lens, int n,
+int model_forward_batch(Model *m, const int32_t *const *chars, const int32_t *lens, int n,
                         float *logits) {
   if (n < 1 || !valid(m, chars, lens, NULL, n))
     return -1;

@@ -36,6 +36,7 @@ typedef struct ModelOptions {
   bool no_batched;      /* never batched kernels: one name per kernel call */
   bool no_kernels; /* the graphs and parameters only, no JIT (rnnc build) */
   bool no_cache;   /* compile every kernel, and store none (see compiler/cache.c) */
+  DataSizes sizes; /* what data.vocab and data.classes are in the graph (0: no data) */
 } ModelOptions;
 
 /* Times of a compile, in seconds: each stage's CPU time, summed over the
@@ -63,7 +64,6 @@ typedef struct Workspace {
   float *scratch;  /* for any of the model's one-name kernels at tmax */
   float *out;      /* (classes + 2) */
   float *grad;     /* (nfloats) a chunk's gradients (batched training only) */
-  int32_t *chars;  /* (tmax) */
   Packed pk;       /* for the batched kernels */
 } Workspace;
 
@@ -139,11 +139,11 @@ void model_reserve(Model *m, int tmax);
  * without running anything when the input is out of range: len outside
  * [1, NAME_MAX_CHARS], a character outside the graph's input, target
  * outside [0, classes). */
-int model_train_step(Model *m, const uint8_t *chars, int len, int target, float *loss,
+int model_train_step(Model *m, const int32_t *chars, int len, int target, float *loss,
                      float *grad_norm);
 /* Inference: logits (classes) for one name. Returns 0, or -1 for input out
  * of range (as model_train_step). */
-int model_forward(Model *m, const uint8_t *chars, int len, float *logits);
+int model_forward(Model *m, const int32_t *chars, int len, float *logits);
 
 /* One optimizer step on a batch of n names (1 <= n): the gradient of the
  * mean of their losses, then clipping and the update as the graph says.
@@ -155,7 +155,7 @@ int model_forward(Model *m, const uint8_t *chars, int len, float *logits);
  * gradients' norm before clipping (as model_train_step). Returns 0, or -1
  * without running anything when n < 1 or any name's input is out of range
  * (as model_train_step). */
-int model_train_batch(Model *m, const uint8_t *const *chars, const int32_t *lens,
+int model_train_batch(Model *m, const int32_t *const *chars, const int32_t *lens,
                       const int32_t *targets, int n, float *losses, float *mean_loss,
                       float *grad_norm);
 /* The two halves of model_train_batch, for a batch spread over processes
@@ -168,7 +168,7 @@ int model_train_batch(Model *m, const uint8_t *const *chars, const int32_t *lens
  * when the graph does not clip). Batch > 1 models. model_batch_gradient
  * returns 0, or -1 (nothing run) when n < 0, [first, first + n) is not in
  * [0, total), or a name's input is out of range. */
-int model_batch_gradient(Model *m, const uint8_t *const *chars, const int32_t *lens,
+int model_batch_gradient(Model *m, const int32_t *const *chars, const int32_t *lens,
                          const int32_t *targets, int n, int first, int total, float *losses);
 float model_batch_update(Model *m, long total);
 /* Chunks a batch of n names is cut into: depends on n only. */
@@ -176,7 +176,7 @@ int model_chunks(int n);
 /* Inference on n names, spread over the model's threads: logits (n *
  * classes). Noise is drawn name by name in order, as n model_forward
  * calls would. Returns 0, or -1 (nothing run) as model_train_batch. */
-int model_forward_batch(Model *m, const uint8_t *const *chars, const int32_t *lens, int n,
+int model_forward_batch(Model *m, const int32_t *const *chars, const int32_t *lens, int n,
                         float *logits);
 int model_classes(const Model *m);
 

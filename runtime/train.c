@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uniwidth.h>
 
 #include <jansson.h>
 
@@ -30,13 +31,13 @@ static int argmax(const float *x, int n) {
 
 /* Names idx[0..n) of ds as the arrays the model's batch calls take. */
 typedef struct NameBatch {
-  const uint8_t **chars;
+  const int32_t **chars;
   int32_t *lens, *targets;
 } NameBatch;
 
 static NameBatch batch_new(size_t cap) {
   cap = cap ? cap : 1;
-  return (NameBatch){xmalloc(cap * sizeof(uint8_t *)), xmalloc(cap * sizeof(int32_t)),
+  return (NameBatch){xmalloc(cap * sizeof(int32_t *)), xmalloc(cap * sizeof(int32_t)),
                      xmalloc(cap * sizeof(int32_t))};
 }
 
@@ -118,13 +119,12 @@ static size_t prefix_bytes(const char *s, int k) {
   return i;
 }
 
-/* s, at most k characters of it, padded with spaces to width characters
- * (printf pads bytes, which misaligns UTF-8). */
+/* s, at most k characters of it, padded with spaces to width columns
+ * (printf pads bytes, which misaligns UTF-8; a CJK character takes two
+ * columns). */
 static void put_cell(FILE *f, const char *s, int k, int width, bool right) {
   size_t n = prefix_bytes(s, k);
-  int chars = 0;
-  for (size_t i = 0; i < n; i++)
-    chars += ((unsigned char)s[i] & 0xC0) != 0x80;
+  int chars = u8_width((const uint8_t *)s, n, "UTF-8");
   if (right)
     fprintf(f, "%*s", width > chars ? width - chars : 0, "");
   fprintf(f, "%.*s", (int)n, s);
@@ -333,8 +333,8 @@ static int eval_point(Run *r, EvalResult *res, Err *e) {
     snprintf(count, sizeof count, "%zu/%zu", res->correct, res->n);
     snprintf(at, sizeof at, "%d", r->epoch);
     char *keys[] = {"test_correct", "test_epoch"}, *vals[] = {count, at};
-    int rc = r->d->rank == 0 && ckpt_save_meta(m, ds->labels, ds->nlabels, o->best, keys, vals,
-                                               2, e)
+    int rc = r->d->rank == 0 && ckpt_save_meta(m, ds->labels, ds->nlabels, o->vocab, o->best,
+                                               keys, vals, 2, e)
                  ? -1
                  : 0;
     if (rank0_wrote(r->d, rc, o->best, e))
@@ -389,8 +389,8 @@ static int train_line(Run *r, double loss, double gnorm, double rate, Err *e) {
   const TrainOptions *o = r->o;
   json_t *line = json_pack("{sssisIsIsfsfsfsfsf}", "type", "train", "epoch", r->epoch, "step",
                            (json_int_t)r->m->step, "names_seen", (json_int_t)r->seen, "loss", loss,
-                           "lr", step_lr(&r->m->train->train, r->m->step), "grad_norm", gnorm, "names_per_s", rate,
-                           "time", metrics_time(o->metrics));
+                           "lr", step_lr(&r->m->train->train, r->m->step), "grad_norm", gnorm,
+                           "names_per_s", rate, "time", metrics_time(o->metrics));
   return metrics_write(o->metrics, line, e);
 }
 
@@ -539,11 +539,12 @@ int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
       pr.rate = now > t_run ? run_done / (now - t_run) : 0;
       pr.eta = pr.rate > 0 ? (run_names - run_done) / pr.rate : -1;
       pr.loss = running;
-      if (o->metrics_every > 0 && m->step % o->metrics_every == 0 &&
-          rank0_wrote(d, o->metrics ? train_line(&run, running, grad_norm(m, gnorm), pr.rate, e) : 0,
-                      "the metrics", e)) {
-        rc = -1;
-        break;
+      if (o->metrics_every > 0 && m->step % o->metrics_every == 0) {
+        int w = o->metrics ? train_line(&run, running, grad_norm(m, gnorm), pr.rate, e) : 0;
+        if (rank0_wrote(d, w, "the metrics", e)) {
+          rc = -1;
+          break;
+        }
       }
       /* Mid-epoch: the position, for the best checkpoint or a stop. */
       m->pos = (TrainPosition){.names = (int64_t)(i + n), .seed = o->seed, .rng = m->rng,
@@ -557,7 +558,9 @@ int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
           break;
       }
       if (stop_sig && !epoch_end) {
-        rc = o->out && d->rank == 0 && ckpt_save(m, ds->labels, ds->nlabels, o->out, e) ? -1 : 0;
+        rc = o->out && d->rank == 0 && ckpt_save(m, ds->labels, ds->nlabels, o->vocab, o->out, e)
+                 ? -1
+                 : 0;
         rc = rank0_wrote(d, rc, o->out ? o->out : "", e) ? -1 : TRAIN_STOPPED;
         break;
       }
@@ -600,7 +603,7 @@ int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
       fprintf(o->log, "epoch %d: mean training loss %.4f (no test split)\n", ep + 1, mean);
     }
     if (o->out) { /* rank 0 writes; if it cannot, every rank stops */
-      rc = d->rank == 0 && ckpt_save(m, ds->labels, ds->nlabels, o->out, e) ? -1 : 0;
+      rc = d->rank == 0 && ckpt_save(m, ds->labels, ds->nlabels, o->vocab, o->out, e) ? -1 : 0;
       if (rank0_wrote(d, rc, o->out, e)) {
         rc = -1;
         break;

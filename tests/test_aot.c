@@ -553,7 +553,7 @@ static void test_cli(void **state) {
                                          "x86_64-unknown-linux-gnu", "--cpu", "x86-64-v2",
                                          "--prefix", "Cli_2", NULL}),
             "x86_64-unknown-linux-gnu, CPU x86-64-v2");
-  expect_in(read_text(h), "int Cli_2_predict(const char *ascii_name, float *probs);");
+  expect_in(read_text(h), "int Cli_2_predict(const char *name, float *probs);");
   free(o);
   free(h);
 }

@@ -24,8 +24,8 @@
 enum { MAXB = 37, MAXLEN = 15 };
 
 typedef struct Names {
-  uint8_t text[MAXB][MAXLEN];
-  const uint8_t *chars[MAXB];
+  int32_t text[MAXB][MAXLEN];
+  const int32_t *chars[MAXB];
   int32_t lens[MAXB], targets[MAXB];
   int ilens[MAXB], itargets[MAXB];
 } Names;
@@ -38,7 +38,7 @@ static void make_names(Names *nm, int n, int vocab, int classes, uint64_t seed) 
     nm->lens[i] = nm->ilens[i] = n >= MAXLEN ? i % MAXLEN + 1 : (int)rng_below(&r, MAXLEN) + 1;
     nm->targets[i] = nm->itargets[i] = (int)rng_below(&r, (uint32_t)classes);
     for (int t = 0; t < nm->lens[i]; t++)
-      nm->text[i][t] = (uint8_t)rng_below(&r, (uint32_t)vocab);
+      nm->text[i][t] = (int32_t)rng_below(&r, (uint32_t)vocab);
     nm->chars[i] = nm->text[i];
   }
 }

@@ -51,9 +51,9 @@ static void close_to(const char *what, const float *got, const float *want, size
 
 typedef struct Step {
   int n;
-  const uint8_t **chars;
+  const int32_t **chars;
   int32_t *lens, *targets;
-  uint8_t *text;
+  int32_t *text;
   float *noise;
 } Step;
 
@@ -65,9 +65,9 @@ static Step load_step(const StFile *f, int k, const Model *m, float bound) {
   s.chars = xmalloc((size_t)s.n * sizeof *s.chars);
   s.lens = xmalloc((size_t)s.n * sizeof *s.lens);
   s.targets = xmalloc((size_t)s.n * sizeof *s.targets);
-  s.text = xmalloc(ch->nelem);
+  s.text = xmalloc(ch->nelem * sizeof *s.text);
   for (size_t i = 0; i < ch->nelem; i++)
-    s.text[i] = (uint8_t)ch->idata[i];
+    s.text[i] = ch->idata[i];
   size_t at = 0;
   for (int i = 0; i < s.n; i++) {
     s.lens[i] = ln->idata[i];

@@ -45,7 +45,7 @@ static int setup(void **state) {
     return -1;
   }
   Dataset ds;
-  if (data_load(&ds, data_dir, NULL, 0, &e) || data_split(&ds, 0.1, 42, &e))
+  if (data_load(&ds, data_dir, NULL, 0, VOCAB_NAMES, NULL, &e) || data_split(&ds, 0.1, 42, &e))
     return -1;
   ntrain = ds.ntrain;
   data_free(&ds);

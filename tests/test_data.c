@@ -12,10 +12,18 @@
 #include "runtime.h"
 #include "testutil.h"
 
+/* The names vocabulary, for name_encode (reachable until exit). */
+static const Vocab *names_vocab(void) {
+  static Vocab v;
+  if (!v.n)
+    vocab_names(&v);
+  return &v;
+}
+
 static void load_names(Dataset *ds) {
   char *dir = src_path("data/names");
   Err e;
-  if (data_load(ds, dir, NULL, 0, &e))
+  if (data_load(ds, dir, NULL, 0, VOCAB_NAMES, NULL, &e))
     fail_msg("%s", e.msg);
   free(dir);
 }
@@ -44,7 +52,7 @@ static char *make_dir(const char *const *files) {
 static void expect_load_error(const char *dir, const char *const *fragments) {
   Dataset ds;
   Err e = {{0}};
-  assert_int_equal(data_load(&ds, dir, NULL, 0, &e), -1);
+  assert_int_equal(data_load(&ds, dir, NULL, 0, VOCAB_NAMES, NULL, &e), -1);
   for (size_t i = 0; fragments[i]; i++)
     if (!strstr(e.msg, fragments[i]))
       fail_msg("error \"%s\" does not mention \"%s\"", e.msg, fragments[i]);
@@ -72,31 +80,31 @@ static void test_vocab(void **state) {
 }
 
 static void test_name_encode(void **state) {
-  uint8_t *chars;
+  int32_t *chars;
   char *ascii;
   Err e;
-  int n = name_encode("Ślusàrski", strlen("Ślusàrski"), &chars, &ascii, &e);
+  int n = name_encode("Ślusàrski", strlen("Ślusàrski"), names_vocab(), &chars, &ascii, &e);
   assert_int_equal(n, 9);
   assert_string_equal(ascii, "Slusarski");
   for (int i = 0; i < n; i++)
     assert_int_equal(chars[i], vocab_index((unsigned char)ascii[i]));
   free(chars);
   free(ascii);
-  n = name_encode("O'Neil-Smith, Jr.", 17, &chars, NULL, &e);
+  n = name_encode("O'Neil-Smith, Jr.", 17, names_vocab(), &chars, NULL, &e);
   assert_int_equal(n, 17);
   free(chars);
-  assert_int_equal(name_encode("", 0, &chars, NULL, &e), -1);
+  assert_int_equal(name_encode("", 0, names_vocab(), &chars, NULL, &e), -1);
   assert_non_null(strstr(e.msg, "empty"));
-  assert_int_equal(name_encode(" \t", 2, &chars, NULL, &e), -1);
-  assert_int_equal(name_encode("Maxa/B", 6, &chars, NULL, &e), -1);
+  assert_int_equal(name_encode(" \t", 2, names_vocab(), &chars, NULL, &e), -1);
+  assert_int_equal(name_encode("Maxa/B", 6, names_vocab(), &chars, NULL, &e), -1);
   assert_string_equal(e.msg, "character '/' is not in the vocabulary");
-  assert_int_equal(name_encode("Ж", strlen("Ж"), &chars, NULL, &e), -1);
+  assert_int_equal(name_encode("Ж", strlen("Ж"), names_vocab(), &chars, NULL, &e), -1);
   assert_string_equal(e.msg, "character 'Ж' (U+0416) has no ASCII form");
-  assert_int_equal(name_encode("a©", strlen("a©"), &chars, NULL, &e), -1);
+  assert_int_equal(name_encode("a©", strlen("a©"), names_vocab(), &chars, NULL, &e), -1);
   assert_string_equal(e.msg, "character '(' of its ASCII form \"a(c)\" is not in the vocabulary");
-  assert_int_equal(name_encode("a\tb", 3, &chars, NULL, &e), -1);
+  assert_int_equal(name_encode("a\tb", 3, names_vocab(), &chars, NULL, &e), -1);
   assert_string_equal(e.msg, "character U+0009 is not in the vocabulary");
-  assert_int_equal(name_encode("ab\xff", 3, &chars, NULL, &e), -1);
+  assert_int_equal(name_encode("ab\xff", 3, names_vocab(), &chars, NULL, &e), -1);
   assert_non_null(strstr(e.msg, "invalid UTF-8"));
 }
 
@@ -246,9 +254,10 @@ static void test_bad_dirs(void **state) {
   expect_load_error("/nonexistent/names",
                     (const char *const[]){"'/nonexistent/names'", "does not exist", NULL});
 
+  /* A file is a table: CSV without a tab in its first line. */
   char *file = tmp_path("plain");
   write_text(file, "Abe\n");
-  expect_load_error(file, (const char *const[]){file, "is not a directory", NULL});
+  expect_load_error(file, (const char *const[]){file, ":1:1: 1 field: a record is text,label", NULL});
   free(file);
 
   char *empty = make_dir(NULL);
@@ -289,7 +298,7 @@ static void test_invalid_utf8_names_file_and_line(void **state) {
   char *want = xasprintf("%s/B.txt:3: invalid UTF-8 (byte 0xff at column 3)", dir);
   Dataset ds;
   Err e;
-  assert_int_equal(data_load(&ds, dir, NULL, 0, &e), -1);
+  assert_int_equal(data_load(&ds, dir, NULL, 0, VOCAB_NAMES, NULL, &e), -1);
   assert_string_equal(e.msg, want);
   free(want);
   free(dir);
@@ -303,7 +312,7 @@ static void test_empty_lines_and_skips(void **state) {
       "Beta.txt", "???\nЖЖЖ\nDee\n\xc2\xa0\nEve", NULL});
   Dataset ds;
   Err e;
-  if (data_load(&ds, dir, NULL, 0, &e))
+  if (data_load(&ds, dir, NULL, 0, VOCAB_NAMES, NULL, &e))
     fail_msg("%s", e.msg);
   assert_int_equal(ds.nlabels, 2);
   assert_string_equal(ds.labels[0], "Alpha");
@@ -342,7 +351,7 @@ static void test_label_list(void **state) {
   char *const labels[] = {"Alpha", "Beta", "Gamma", "Delta"};
   Dataset ds;
   Err e;
-  if (data_load(&ds, dir, labels, 4, &e))
+  if (data_load(&ds, dir, labels, 4, VOCAB_NAMES, NULL, &e))
     fail_msg("%s", e.msg);
   assert_int_equal(ds.nlabels, 4);
   assert_string_equal(ds.labels[3], "Delta");
@@ -354,10 +363,10 @@ static void test_label_list(void **state) {
   data_free(&ds);
 
   char *const other[] = {"Alpha", "Beta"};
-  assert_int_equal(data_load(&ds, dir, other, 2, &e), -1);
+  assert_int_equal(data_load(&ds, dir, other, 2, VOCAB_NAMES, NULL, &e), -1);
   assert_non_null(strstr(e.msg, "Gamma.txt: 'Gamma' is not one of the 2 labels (Alpha, Beta)"));
   char *const twice[] = {"Beta", "Gamma", "Beta"};
-  assert_int_equal(data_load(&ds, dir, twice, 3, &e), -1);
+  assert_int_equal(data_load(&ds, dir, twice, 3, VOCAB_NAMES, NULL, &e), -1);
   assert_non_null(strstr(e.msg, "'Beta' appears twice"));
   free(dir);
 }
@@ -391,7 +400,7 @@ static void test_long_names(void **state) {
   buf_free(&b);
   Dataset ds;
   Err e;
-  if (data_load(&ds, dir, NULL, 0, &e))
+  if (data_load(&ds, dir, NULL, 0, VOCAB_NAMES, NULL, &e))
     fail_msg("%s", e.msg);
   assert_int_equal(ds.nnames, 3);
   assert_int_equal(ds.names[0].len, 1000);
@@ -410,10 +419,10 @@ static void test_long_names(void **state) {
   char long_name[1002];
   memset(long_name, 'd', 1001);
   long_name[1001] = '\0';
-  uint8_t *chars;
-  assert_int_equal(name_encode(long_name, 1001, &chars, NULL, &e), -1);
+  int32_t *chars;
+  assert_int_equal(name_encode(long_name, 1001, names_vocab(), &chars, NULL, &e), -1);
   assert_string_equal(e.msg, "longer than 1000 characters");
-  assert_int_equal(name_encode(long_name, 1000, &chars, NULL, &e), 1000);
+  assert_int_equal(name_encode(long_name, 1000, names_vocab(), &chars, NULL, &e), 1000);
   free(chars);
   free(file);
   free(dir);

@@ -50,7 +50,7 @@ static void test_masks(void **state) {
   Rng r;
   rng_seed(&r, 1);
   interp_set_rng(I, &r);
-  const uint8_t chars[] = {0, 1};
+  const int32_t chars[] = {0, 1};
   long kept = 0, total = 0;
   for (int run = 0; run < 4; run++) {
     if (interp_run(I, chars, 2, 0, &e))
@@ -76,8 +76,8 @@ static void test_masks(void **state) {
 enum { NAMES = 24, MAXLEN = 9 };
 
 typedef struct Names {
-  uint8_t text[NAMES][MAXLEN];
-  const uint8_t *chars[NAMES];
+  int32_t text[NAMES][MAXLEN];
+  const int32_t *chars[NAMES];
   int32_t lens[NAMES], targets[NAMES];
 } Names;
 
@@ -88,7 +88,7 @@ static void make_names(Names *nm, uint64_t seed) {
     nm->lens[i] = 1 + (int)rng_below(&r, MAXLEN);
     nm->targets[i] = (int)rng_below(&r, 18);
     for (int t = 0; t < nm->lens[i]; t++)
-      nm->text[i][t] = (uint8_t)rng_below(&r, 59);
+      nm->text[i][t] = (int32_t)rng_below(&r, 59);
     nm->chars[i] = nm->text[i];
   }
 }

@@ -92,12 +92,12 @@ static void set_params(const Graph *g, const StFile *st, double *values) {
 }
 
 /* A name as vocabulary indices (the golden names are plain ASCII). */
-static int encode(const char *s, uint8_t *out) {
+static int encode(const char *s, int32_t *out) {
   int n = 0;
   for (; *s; s++) {
     const char *at = strchr(VOCAB_CHARS, *s);
     assert_non_null(at);
-    out[n++] = (uint8_t)(at - VOCAB_CHARS);
+    out[n++] = (int32_t)(at - VOCAB_CHARS);
   }
   return n;
 }
@@ -130,7 +130,7 @@ static void check_logits(const char *model) {
   double worst = 0;
   int i = 0;
   for (char *save, *name = strtok_r(names, "\n", &save); name; name = strtok_r(NULL, "\n", &save), i++) {
-    uint8_t chars[64];
+    int32_t chars[64];
     int len = encode(name, chars);
     Err e;
     if (interp_run(I, chars, len, 0, &e))
@@ -159,7 +159,7 @@ static void check_step(const char *model) {
   Graph *g = model_graph(model, true);
   Interp *I = interp_new(g, true);
   set_params(g, &st, interp_slot(I, SLOT_VALUE));
-  uint8_t chars[64];
+  int32_t chars[64];
   int len = encode(st_meta(&st, "train_name"), chars);
   int target = label_index(&st, st_meta(&st, "train_label"));
   Err e;

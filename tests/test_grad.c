@@ -305,7 +305,7 @@ static const Case cases[] = {
 
 /* ------------------------------------------------------- the comparison */
 
-static const uint8_t name[] = {1, 4, 0, 2, 2, 3};
+static const int32_t name[] = {1, 4, 0, 2, 2, 3};
 enum { NAME_LEN = 6, TARGET = 2 };
 
 static double loss_at(Interp *I, const Graph *g) {
@@ -452,7 +452,7 @@ static void whole_graph(const char *rel, int samples) {
   rng_seed(&r, 5);
   for (size_t i = 0; i < f->nfloats; i++)
     wf[i] = wg[i] = rng_uniform(&r, -0.2f, 0.2f);
-  static const uint8_t names[][8] = {{26 + 3, 14, 18, 19, 14, 4, 21, 18}, /* Dostoevs */
+  static const int32_t names[][8] = {{26 + 3, 14, 18, 19, 14, 4, 21, 18}, /* Dostoevs */
                                      {26 + 11, 8}, {26 + 25}};
   static const int lens[] = {8, 2, 1}, targets[] = {14, 4, 9};
   for (int ni = 0; ni < 3; ni++) {

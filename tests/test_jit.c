@@ -25,7 +25,7 @@ static char *variant(const char *rel, const char *from, const char *to) {
   return from ? graph_variant(rel, from, to, NULL) : graph_variant(rel, NULL);
 }
 
-static const uint8_t name[] = {29, 14, 18, 19, 14, 4, 21, 18, 10, 24}; /* Dostoevsky */
+static const int32_t name[] = {29, 14, 18, 19, 14, 4, 21, 18, 10, 24}; /* Dostoevsky */
 
 static void compare(const char *what, const float *got, const double *want, size_t n,
                     double tol_rel) {
@@ -125,7 +125,7 @@ static void check_graph_lengths(const char *path, const char *label, int tmin, i
 }
 
 static void check_graph(const char *path, const char *label) {
-  check_graph_lengths(path, label, (int)sizeof name, (int)sizeof name);
+  check_graph_lengths(path, label, (int)ARRAY_LEN(name), (int)ARRAY_LEN(name));
 }
 
 static void test_rnn(void **state) {
@@ -265,10 +265,10 @@ static void golden(const char *model, const char *graph_rel, const char *from, c
   double worst = 0;
   int i = 0;
   for (char *sv, *nm = strtok_r(names, "\n", &sv); nm; nm = strtok_r(NULL, "\n", &sv), i++) {
-    uint8_t chars[64];
+    int32_t chars[64];
     int len = 0;
     for (const char *c = nm; *c; c++)
-      chars[len++] = (uint8_t)(strchr(VOCAB_CHARS, *c) - VOCAB_CHARS);
+      chars[len++] = (int32_t)(strchr(VOCAB_CHARS, *c) - VOCAB_CHARS);
     model_forward(&m, chars, len, logits);
     char tn[32];
     snprintf(tn, sizeof tn, "logits.%d", i);
@@ -278,10 +278,10 @@ static void golden(const char *model, const char *graph_rel, const char *from, c
   }
   assert_int_equal(i, 20);
   assert_true(worst < 1e-4);
-  uint8_t chars[16];
+  int32_t chars[16];
   int len = 0;
   for (const char *c = st_meta(&st, "train_name"); *c; c++)
-    chars[len++] = (uint8_t)(strchr(VOCAB_CHARS, *c) - VOCAB_CHARS);
+    chars[len++] = (int32_t)(strchr(VOCAB_CHARS, *c) - VOCAB_CHARS);
   float loss, gnorm;
   model_train_step(&m, chars, len, 14 /* Russian */, &loss, &gnorm);
   assert_true(fabs(loss - st_find(&st, "loss")->data[0]) < 1e-4);
@@ -347,8 +347,8 @@ static void test_inputs_checked(void **state) {
   size_t bytes = SLOT_COUNT * m.nfloats * sizeof(float);
   float *before = xmalloc(bytes);
   memcpy(before, m.state, bytes);
-  uint8_t *chars = xcalloc(NAME_MAX_CHARS + 1, 1);
-  uint8_t bad_char[] = {0, 59, 1}; /* 59: one past the vocabulary */
+  int32_t *chars = xcalloc(NAME_MAX_CHARS + 1, sizeof *chars);
+  int32_t bad_char[] = {0, 59, 1}; /* 59: one past the vocabulary */
   float logits[3], loss = -1, gnorm = -1;
   assert_int_equal(model_forward(&m, chars, 0, logits), -1);
   assert_int_equal(model_forward(&m, chars, -1, logits), -1);

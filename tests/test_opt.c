@@ -215,9 +215,9 @@ static void same_results(const char *name, const char *text) {
   for (size_t i = 0; i < ref->nfloats; i++)
     interp_slot(Ir, SLOT_VALUE)[i] = interp_slot(Io, SLOT_VALUE)[i] = rng_uniform(&r, -0.5f, 0.5f);
   for (int len = 1; len <= 9; len++) {
-    uint8_t chars[9];
+    int32_t chars[9];
     for (int t = 0; t < len; t++)
-      chars[t] = (uint8_t)rng_below(&r, (uint32_t)ref->vocab);
+      chars[t] = (int32_t)rng_below(&r, (uint32_t)ref->vocab);
     int target = (int)rng_below(&r, (uint32_t)ref->classes);
     Rng n1, n2;
     rng_seed(&n1, 9 + (uint64_t)len);

@@ -49,7 +49,7 @@ static Graph *train_graph(const char *optim) {
   return g;
 }
 
-static const uint8_t name[] = {1, 4, 0, 2, 3};
+static const int32_t name[] = {1, 4, 0, 2, 3};
 
 /* The graph lines on one line, for messages. */
 static const char *label(const char *optim) {
@@ -244,15 +244,15 @@ static void check_kernels(const Ref *c, int batch) {
       for (size_t i = 0; i < m.nfloats; i++)
         interp_slot(I, s)[i] = m.state[s * m.nfloats + i];
     *interp_step(I) = m.step;
-    uint8_t text4[4][5];
-    const uint8_t *chars[4];
+    int32_t text4[4][5];
+    const int32_t *chars[4];
     int32_t lens[4], targets[4];
     int ilens[4], itargets[4];
     for (int b = 0; b < 4; b++) {
       lens[b] = ilens[b] = 1 + (int)rng_below(&r, 5);
       targets[b] = itargets[b] = (int)rng_below(&r, 3);
       for (int k = 0; k < lens[b]; k++)
-        text4[b][k] = (uint8_t)rng_below(&r, 5);
+        text4[b][k] = (int32_t)rng_below(&r, 5);
       chars[b] = text4[b];
     }
     float mean, gnorm;

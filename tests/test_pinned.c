@@ -47,7 +47,7 @@ static void run(const char *graph, const char *cpu, uint32_t *loss, uint32_t *gn
     fail_msg("%s", e.msg);
   model_init_params(&m, 42);
   Dataset ds = {0};
-  if (data_load(&ds, dpath, NULL, 0, &e) || data_split(&ds, 0.1, 42, &e))
+  if (data_load(&ds, dpath, NULL, 0, VOCAB_NAMES, NULL, &e) || data_split(&ds, 0.1, 42, &e))
     fail_msg("%s", e.msg);
   uint32_t *order = xmalloc(ds.ntrain * sizeof *order);
   train_epoch_begin(&m, &ds, 42, 0, order);

@@ -31,7 +31,7 @@ static int setup(void **state) {
   Dataset ds = {0};
   Err e;
   char *dir = src_path("data/names");
-  if (data_load(&ds, dir, NULL, 0, &e) || data_split(&ds, 0.1, 42, &e)) {
+  if (data_load(&ds, dir, NULL, 0, VOCAB_NAMES, NULL, &e) || data_split(&ds, 0.1, 42, &e)) {
     fprintf(stderr, "%s\n", e.msg);
     return -1;
   }

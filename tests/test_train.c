@@ -522,11 +522,11 @@ static void test_predict_checks_vocabulary(void **state) {
     fail_msg("%s", e.msg);
   model_init_params(&m, 1);
   char *labels[] = {"A", "B", "C"};
-  if (ckpt_save(&m, labels, 3, ckpt, &e))
+  if (ckpt_save(&m, labels, 3, NULL, ckpt, &e))
     fail_msg("%s", e.msg);
   model_free(&m);
   char *s = rnnc_expect(1, (const char *const[]){"predict", g30, ckpt, "Zz", NULL});
-  assert_contains(s, "the input has 30 characters, but the vocabulary has 59");
+  assert_contains(s, "the graph's input has 30 characters, but the checkpoint's vocabulary (names) has 59");
   free(s);
   free(g30);
   free(ckpt);
