@@ -46,6 +46,8 @@ int cmd_eval(int argc, char **argv);
 extern const char eval_usage[];
 int cmd_predict(int argc, char **argv);
 extern const char predict_usage[];
+int cmd_plot(int argc, char **argv);
+extern const char plot_usage[];
 int cmd_build(int argc, char **argv);
 extern const char build_usage[];
 /* build_usage and the list of targets, which depends on the LLVM linked. */

@@ -3,7 +3,9 @@
 #include <errno.h>
 #include <float.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <math.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +29,8 @@
 const char train_usage[] =
     "usage: rnnc train GRAPH [--data PATH] [--vocab KIND] [--epochs N] [--batch B]\n"
     "                  [--threads N] [--seed S] [--lr X] [--init CKPT]\n"
-    "                  [--test-fraction F] [--out CKPT] [--no-cache]\n"
+    "                  [--test-fraction F] [--out CKPT] [--metrics FILE]\n"
+    "                  [--metrics-every N] [--eval-every N] [--keep-best] [--no-cache]\n"
     "\n"
     "Compiles GRAPH into training kernels and trains it on a data set,\n"
     "reshuffling the training set every epoch and cutting it into batches of\n"
@@ -70,7 +73,22 @@ const char train_usage[] =
     "  --test-fraction F    share of each language held out (default: 0.1; 0: none)\n"
     "  --out CKPT           checkpoint to write (default: GRAPH's name .safetensors)\n"
     "                       and CKPT.optim.safetensors; one training at a time\n"
-    CACHE_HELP;
+    "  --metrics FILE       log the training to FILE, JSON Lines (rnnc plot draws\n"
+    "                       it): a line every --metrics-every steps and one per\n"
+    "                       evaluation; a resumed training continues the file\n"
+    "                       (lines after the checkpoint's step are cut off)\n"
+    "  --metrics-every N    steps between metrics lines (default: 1000 names' worth)\n"
+    "  --eval-every N       also evaluate on the test split every N steps\n"
+    "  --keep-best          keep the checkpoint of the best test accuracy too, as\n"
+    "                       CKPT with .best before .safetensors (and its optimizer\n"
+    "                       state); a resumed training keeps it unless it does better\n"
+    CACHE_HELP
+    "\n"
+    "Ctrl-C (SIGINT) or SIGTERM stops training after the current step: the\n"
+    "checkpoint records where in the epoch it stopped, and rnnc prints the\n"
+    "command that resumes there (exit status 130 or 143); the resumed training\n"
+    "ends with the same checkpoint, byte for byte, as one never stopped. A\n"
+    "second Ctrl-C stops at once, leaving the last complete checkpoint.\n";
 
 const char eval_usage[] =
     "usage: rnnc eval GRAPH CKPT [--data PATH] [--seed S] [--test-fraction F]\n"
@@ -164,6 +182,43 @@ static int check_model_data(const Model *m, const Dataset *ds, const Vocab *v, E
   return 0;
 }
 
+/* path without ".safetensors", with ".best.safetensors" (malloc'd). */
+static char *best_path(const char *path) {
+  size_t n = strlen(path), k = strlen(".safetensors");
+  if (n > k && !strcmp(path + n - k, ".safetensors"))
+    n -= k;
+  return xasprintf("%.*s.best.safetensors", (int)n, path);
+}
+
+/* s as one shell word. */
+static void put_word(Buf *b, const char *s) {
+  if (*s && strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-+./=:,@%") ==
+                strlen(s)) {
+    buf_printf(b, " %s", s);
+    return;
+  }
+  buf_printf(b, " '");
+  for (; *s; s++)
+    buf_printf(b, *s == '\'' ? "'\\''" : "%c", *s);
+  buf_printf(b, "'");
+}
+
+/* " name X" with x's shortest decimal form that reads back as x. */
+static void put_number(Buf *b, const char *name, double x) {
+  char s[32];
+  for (int digits = 6; digits <= 17; digits++) {
+    snprintf(s, sizeof s, "%.*g", digits, x);
+    if (strtod(s, NULL) == x)
+      break;
+  }
+  buf_printf(b, " %s %s", name, s);
+}
+
+static void put_option(Buf *b, const char *name, const char *value) {
+  buf_printf(b, " %s", name);
+  put_word(b, value);
+}
+
 /* The vocabulary of a checkpoint's metadata, or (none: one of PyTorch's)
  * the names vocabulary. Takes meta's. */
 static void take_vocab(CkptMeta *meta, Vocab *v) {
@@ -186,8 +241,9 @@ int cmd_train(int argc, char **argv) {
   const char *dir = "data/names", *init = NULL, *out = NULL;
   uint64_t seed = 42;
   double fraction = 0.1, lr = 0;
-  int epochs = -1, batch = 0, threads = cli_default_threads();
-  bool no_cache = false, kind_given = false, threads_given = false;
+  int epochs = -1, batch = 0, threads = cli_default_threads(), eval_every = 0, metrics_every = 0;
+  const char *metrics = NULL;
+  bool no_cache = false, keep_best = false, kind_given = false, threads_given = false;
   VocabKind kind = VOCAB_NAMES;
   static const struct option opts[] = {{"data", required_argument, 0, 'd'},
                                        {"vocab", required_argument, 0, 'v'},
@@ -199,6 +255,10 @@ int cmd_train(int argc, char **argv) {
                                        {"init", required_argument, 0, 'i'},
                                        {"test-fraction", required_argument, 0, 'f'},
                                        {"out", required_argument, 0, 'o'},
+                                       {"metrics", required_argument, 0, 'M'},
+                                       {"metrics-every", required_argument, 0, 'm'},
+                                       {"eval-every", required_argument, 0, 'E'},
+                                       {"keep-best", no_argument, 0, 'K'},
                                        {"no-cache", no_argument, 0, 'C'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
@@ -252,11 +312,26 @@ int cmd_train(int argc, char **argv) {
     case 'o':
       out = optarg;
       break;
+    case 'M':
+      metrics = optarg;
+      break;
+    case 'm':
+      if (cli_parse_int(optarg, 1, INT32_MAX, &metrics_every))
+        return cli_usage_error("train", "--metrics-every wants a positive integer, not '%s'",
+                               optarg);
+      break;
+    case 'E':
+      if (cli_parse_int(optarg, 1, INT32_MAX, &eval_every))
+        return cli_usage_error("train", "--eval-every wants a positive integer, not '%s'", optarg);
+      break;
+    case 'K':
+      keep_best = true;
+      break;
     case 'C':
       no_cache = true;
       break;
     case 'h':
-      fputs(train_usage, stdout);
+      out_write(train_usage, strlen(train_usage)); /* over stdio's buffer: keeps the errno */
       return EXIT_OK;
     default:
       return cli_usage_error("train", "bad option");
@@ -264,10 +339,13 @@ int cmd_train(int argc, char **argv) {
   }
   if (optind + 1 != argc)
     return cli_usage_error("train", optind >= argc ? "missing GRAPH" : "more than one GRAPH");
+  if (metrics_every && !metrics)
+    return cli_usage_error("train", "--metrics-every without --metrics FILE");
   const char *graph = argv[optind];
   char *out_owned = out ? NULL : default_out(graph);
   if (!out)
     out = out_owned;
+  char *best = keep_best ? best_path(out) : NULL;
   if (!kind_given)
     kind = data_default_kind(dir);
   Err e;
@@ -283,6 +361,7 @@ int cmd_train(int argc, char **argv) {
   if (dist_init(&dist, &e)) {
     cli_error("train", &e);
     free(out_owned);
+    free(best);
     return EXIT_BAD_INPUT;
   }
   if (!threads_given && dist.local > 1) { /* the machine's cores shared by its ranks */
@@ -299,8 +378,13 @@ int cmd_train(int argc, char **argv) {
    * the ranks agree before training, and the first that failed reports. */
   bool ready = false;
   int reporter = 0; /* the rank that reports an error (the others exit 1 quietly) */
-  CkptLock lock = {0};
-  if ((dist.rank == 0 && (ckpt_check_writable(out, &e) || ckpt_lock(&lock, out, &e))) ||
+  CkptLock lock = {0}, best_lock = {0};
+  Metrics mt = {.fd = -1};
+  TrainReport report = {0};
+  bool stopped = false;
+  if ((dist.rank == 0 &&
+       (ckpt_check_writable(out, &e) || ckpt_lock(&lock, out, &e) ||
+        (best && (ckpt_check_writable(best, &e) || ckpt_lock(&best_lock, best, &e))))) ||
       (init && ckpt_read_info(init, &meta, &e)))
     goto agree;
   /* The vocabulary: --init's, the names', or the training split's (after
@@ -348,7 +432,17 @@ int cmd_train(int argc, char **argv) {
   if (init) {
     if (ckpt_load(&m, init, true, &labels, &nlabels, &e))
       goto agree;
-    fprintf(log, "initialized from %s%s\n", init, m.step ? " (with its optimizer state)" : "");
+    fprintf(log, "initialized from %s%s", init, m.step ? " (with its optimizer state)" : "");
+    if (m.pos.names)
+      fprintf(log, ", stopped in epoch %d after %" PRId64 " names: resuming there", m.epoch + 1,
+              m.pos.names);
+    fprintf(log, "\n");
+    if (m.pos.names && m.pos.seed != seed) {
+      errf(&e, "%s stopped in epoch %d, whose order --seed %" PRIu64 " made: resume it with "
+               "--seed %" PRIu64 " (and the same data, --test-fraction and --batch)",
+           init, m.epoch + 1, m.pos.seed, m.pos.seed);
+      goto agree;
+    }
   } else {
     model_init_params(&m, seed);
   }
@@ -356,6 +450,14 @@ int cmd_train(int argc, char **argv) {
     errf(&e, "%s: no names to train on", dir);
     goto agree;
   }
+  if (m.pos.names >= (int64_t)ds.ntrain) {
+    errf(&e, "%s stopped after %" PRId64 " names of epoch %d, but %s has %zu names to train on: "
+             "resume with the data (and --test-fraction) it was trained on",
+         init, m.pos.names, m.epoch + 1, dir, ds.ntrain);
+    goto agree;
+  }
+  if (dist.rank == 0 && metrics && metrics_open(&mt, metrics, m.step, &e))
+    goto agree;
   ready = true;
 agree:
   reporter = dist_first_failed(&dist, !ready);
@@ -370,10 +472,53 @@ agree:
   if (vocab.kind != VOCAB_NAMES)
     fprintf(log, "vocabulary (%s): %d characters and the unknown slot\n",
             vocab_kind_name(vocab.kind), vocab.n - 1);
-  TrainOptions to = {.epochs = epochs, .seed = seed, .out = out, .vocab = &vocab,
+  int start_epoch = m.epoch;
+  TrainOptions to = {.epochs = epochs, .seed = seed, .out = out, .vocab = &vocab, .best = best,
+                     .eval_every = eval_every, .metrics = dist.rank == 0 && metrics ? &mt : NULL,
+                     .metrics_every = !metrics       ? 0
+                                      : metrics_every ? metrics_every
+                                                      : (1000 + m.batch - 1) / m.batch,
                      .progress = dist.rank == 0 && isatty(fileno(stderr)), .log = log,
-                     .dist = &dist};
-  if (train_run(&m, &ds, &to, &e)) /* every rank stops here at once; rank 0 reports */
+                     .report = &report, .dist = &dist};
+  int trained = train_run(&m, &ds, &to, &e);
+  if (trained == TRAIN_STOPPED) {
+    int sig = report.stop_signal;
+    Buf cmd = {0};
+    if (dist.size > 1)
+      buf_printf(&cmd, "mpirun -np %d ", dist.size);
+    buf_printf(&cmd, "rnnc train");
+    put_word(&cmd, graph);
+    put_option(&cmd, "--init", out);
+    put_option(&cmd, "--out", out);
+    buf_printf(&cmd, " --epochs %d --seed %" PRIu64 " --batch %d", start_epoch + epochs - m.epoch,
+               seed, m.batch);
+    put_option(&cmd, "--data", dir);
+    put_number(&cmd, "--test-fraction", fraction);
+    if (lr > 0)
+      put_number(&cmd, "--lr", lr);
+    if (metrics)
+      put_option(&cmd, "--metrics", metrics);
+    if (metrics_every)
+      buf_printf(&cmd, " --metrics-every %d", metrics_every);
+    if (eval_every)
+      buf_printf(&cmd, " --eval-every %d", eval_every);
+    if (keep_best)
+      buf_printf(&cmd, " --keep-best");
+    buf_put(&cmd, "", 1);
+    char where[96];
+    if (m.pos.names)
+      snprintf(where, sizeof where, "epoch %d, %" PRId64 " of %zu names", m.epoch + 1, m.pos.names,
+               ds.ntrain);
+    else
+      snprintf(where, sizeof where, "the end of epoch %d", m.epoch);
+    fprintf(log, "\nstopped by %s at step %" PRId64 " (%s): %s holds where. To resume:\n  %s\n",
+            sig == SIGTERM ? "SIGTERM" : "SIGINT", m.step, where, out, cmd.data);
+    buf_free(&cmd);
+    rc = 128 + sig;
+    stopped = true;
+    goto fail;
+  }
+  if (trained) /* every rank stops here at once; rank 0 reports */
     goto fail;
   /* No epoch: the checkpoint is the starting point (initialized, or
    * --init's, with the data's labels). */
@@ -392,15 +537,25 @@ agree:
   char *opath = ckpt_optim_path(out);
   printf("\ncheckpoint: %s (optimizer state: %s)\n", out, opath);
   free(opath);
+  if (best && report.best_n)
+    printf("best checkpoint: %s, test accuracy %.2f%% (%zu/%zu) at epoch %d, step %" PRId64 "\n",
+           best, 100.0 * report.best_correct / report.best_n, report.best_correct,
+           report.best_n, report.best_epoch, report.best_step);
+  else if (best)
+    printf("best checkpoint: none (no evaluation: no test split)\n");
+  if (metrics)
+    printf("metrics: %s (rnnc plot %s -o report.svg)\n", metrics, metrics);
   rc = EXIT_OK;
 fail:
-  if (rc && dist.rank == reporter) {
+  if (rc && !stopped && dist.rank == reporter) {
     if (dist.size > 1) {
       Err r = e;
       errf(&e, "rank %d of %d: %s", dist.rank, dist.size, r.msg);
     }
     cli_error("train", &e);
   }
+  metrics_close(&mt);
+  ckpt_unlock(&best_lock);
   ckpt_unlock(&lock);
   if (log != stderr)
     fclose(log);
@@ -410,6 +565,7 @@ fail:
   vocab_free(&vocab);
   free_labels(labels, nlabels);
   free(out_owned);
+  free(best);
   dist_finalize(&dist);
   return rc;
 }

@@ -31,6 +31,8 @@ static const Command commands[] = {
     {"eval", "accuracy and confusion matrix of a checkpoint on the test split", eval_usage, NULL,
      cmd_eval},
     {"predict", "classify names with a trained checkpoint", predict_usage, NULL, cmd_predict},
+    {"plot", "draw a training's metrics log (train --metrics) as an SVG or HTML page",
+     plot_usage, NULL, cmd_plot},
     {"build", "compile a checkpoint into an object file and C header (AOT)", build_usage,
      build_help, cmd_build},
     {"import", "translate an ONNX model into a graph file and a checkpoint", import_usage, NULL,

@@ -26,7 +26,17 @@ static char cleanup_path[CLEANUP_SLOTS][PATH_MAX];
 static atomic_int cleanup_state[CLEANUP_SLOTS];
 static const int cleanup_signals[] = {SIGINT, SIGTERM, SIGHUP};
 
+/* cleanup_defer_stop's state: which of SIGINT (bit 0) and SIGTERM (bit 1)
+ * are deferred, and the signal recorded (0: none yet). */
+static atomic_int defer_stop, stop_signal;
+
 static void on_signal(int sig) {
+  int deferred = atomic_load(&defer_stop);
+  if ((sig == SIGINT && (deferred & 1)) || (sig == SIGTERM && (deferred & 2))) {
+    int none = 0;
+    if (atomic_compare_exchange_strong(&stop_signal, &none, sig))
+      return; /* the first: the program stops when it can */
+  }
   for (int i = 0; i < CLEANUP_SLOTS; i++)
     if (atomic_load_explicit(&cleanup_state[i], memory_order_acquire) == SET)
       unlink(cleanup_path[i]);
@@ -57,6 +67,7 @@ static void block(sigset_t *old) {
       continue;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART; /* a deferred stop returns: calls go on */
     sa.sa_mask = set;
     sigaction(cleanup_signals[i], &sa, NULL);
   }
@@ -95,6 +106,15 @@ void cleanup_register(const char *path) {
   add_path(path);
   unblock(&old);
 }
+
+void cleanup_defer_stop(bool sigint, bool sigterm) {
+  sigset_t old;
+  block(&old); /* installs the handlers */
+  atomic_store(&defer_stop, (sigint ? 1 : 0) | (sigterm ? 2 : 0));
+  unblock(&old);
+}
+
+int cleanup_stop_signal(void) { return atomic_load(&stop_signal); }
 
 void cleanup_release(const char *path) {
   sigset_t old;

@@ -56,6 +56,14 @@ int stage_file(Staged *s, const char *path, const void *data, size_t n, Err *e);
 void cleanup_register(const char *path);
 /* Forgets path (renamed or removed). */
 void cleanup_release(const char *path);
+/* With sigint (sigterm), the first SIGINT (SIGTERM) does nothing but
+ * record itself (cleanup_stop_signal), for a program that stops at a point
+ * of its own choosing; a second signal ends the process at once, as
+ * above. Both false: every signal ends it. The recorded signal stays
+ * recorded. */
+void cleanup_defer_stop(bool sigint, bool sigterm);
+/* The signal cleanup_defer_stop recorded, or 0. Any thread. */
+int cleanup_stop_signal(void);
 
 /* Whether a file with a name of len bytes can be made in dir: makes one
  * (a temporary, registered) and removes it. Returns 0, or -1 with errno. */

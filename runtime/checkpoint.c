@@ -32,6 +32,13 @@
  * already holds W0's optimizer state (a save stopped between 3 and 4),
  * step 2 keeps it.
  *
+ * A training stopped inside an epoch (rnnc train interrupted) records
+ * where in the metadata's "position", a JSON object: the names of the
+ * epoch done, the seed that shuffled it, the noise generator's state (four
+ * 64-bit words in hex) and the epoch's loss sum and running loss. A
+ * checkpoint at an epoch's end has none, so a resumed training ends with
+ * the bytes of one never stopped.
+ *
  * Checkpoints written before pair ids ("format": "rnnc-1") pair by step.
  * A lock file, PATH.lock, keeps a second training from writing the same
  * checkpoint. */
@@ -170,8 +177,70 @@ static StTensor tensor_of(const Param *p, float *data) {
   return t;
 }
 
+/* m->pos as the metadata's "position" (malloc'd). */
+static char *position_json(const TrainPosition *p) {
+  char seed[24], rng[4][24];
+  snprintf(seed, sizeof seed, "%016" PRIx64, p->seed);
+  json_t *words = json_array();
+  for (int i = 0; i < 4; i++) {
+    snprintf(rng[i], sizeof rng[i], "%016" PRIx64, p->rng.s[i]);
+    json_array_append_new(words, json_string(rng[i]));
+  }
+  json_t *o = json_pack("{sIsssosfsf}", "names", (json_int_t)p->names, "seed", seed, "rng", words,
+                        "loss_sum", p->loss_sum, "running_loss", p->running);
+  char *s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+  json_decref(o);
+  return s;
+}
+
+static bool parse_hex64(const char *s, uint64_t *v) {
+  char *end;
+  if (!s || strlen(s) != 16 || strspn(s, "0123456789abcdef") != 16)
+    return false;
+  *v = strtoull(s, &end, 16);
+  return true;
+}
+
+/* The metadata's "position", when there is one, into *p. */
+static int read_position(const StFile *f, const char *path, TrainPosition *p, Err *e) {
+  *p = (TrainPosition){0};
+  const char *value = st_meta(f, "position");
+  if (!value || !is_rnnc(f))
+    return 0;
+  json_error_t jerr;
+  json_t *o = json_loads(value, 0, &jerr), *words = NULL;
+  json_int_t names = 0;
+  const char *seed = NULL;
+  bool ok = o && !json_unpack(o, "{sIsssosFsF}", "names", &names, "seed", &seed, "rng", &words,
+                              "loss_sum", &p->loss_sum, "running_loss", &p->running);
+  ok = ok && names > 0 && names <= ((int64_t)1 << 53) && parse_hex64(seed, &p->seed) &&
+       json_is_array(words) && json_array_size(words) == 4 && isfinite(p->loss_sum) &&
+       isfinite(p->running);
+  for (size_t i = 0; ok && i < 4; i++)
+    ok = parse_hex64(json_string_value(json_array_get(words, i)), &p->rng.s[i]);
+  ok = ok && (p->rng.s[0] | p->rng.s[1] | p->rng.s[2] | p->rng.s[3]); /* xoshiro: never all 0 */
+  json_decref(o);
+  if (!ok) {
+    char *shown = shown_text(value, strlen(value), 80);
+    errf(e, "%s: metadata \"position\" is '%s', not where a training stopped (names, seed, rng, "
+            "loss_sum, running_loss): a damaged or hand-edited checkpoint",
+         path, shown);
+    free(shown);
+    *p = (TrainPosition){0};
+    return -1;
+  }
+  p->names = names;
+  return 0;
+}
+
 int ckpt_save(const Model *m, char *const *labels, int nlabels, const Vocab *v, const char *path,
               Err *e) {
+  return ckpt_save_meta(m, labels, nlabels, v, path, NULL, NULL, 0, e);
+}
+
+int ckpt_save_meta(const Model *m, char *const *labels, int nlabels, const Vocab *v,
+                   const char *path, char *const *extra_keys, char *const *extra_vals, int nextra,
+                   Err *e) {
   const Graph *g = m->fwd;
   char step[32], hash[32], epoch[16], pair[32];
   snprintf(step, sizeof step, "%" PRId64, m->step);
@@ -192,11 +261,24 @@ int ckpt_save(const Model *m, char *const *labels, int nlabels, const Vocab *v, 
   }
   const char *base = strrchr(m->path, '/');
   base = base ? base + 1 : m->path;
-  char *keys[] = {"format", "labels", "vocab", "vocab_kind", "graph", "graph_fnv1a", "step", "epoch",
-                  "pair"};
-  char *vals[] = {"rnnc-2", label_list, vocab, (char *)vocab_kind_name(v->kind), (char *)base, hash,
-                  step, epoch, pair};
-  int nmeta = (int)ARRAY_LEN(keys);
+  char *fixed_keys[] = {"format",      "labels", "vocab", "vocab_kind", "graph",
+                        "graph_fnv1a", "step",   "epoch", "pair"};
+  char *fixed_vals[] = {"rnnc-2", label_list, vocab, (char *)vocab_kind_name(v->kind),
+                        (char *)base, hash, step, epoch, pair};
+  int nmeta = (int)ARRAY_LEN(fixed_keys);
+  char **keys = xcalloc((size_t)nmeta + (size_t)nextra + 1, sizeof *keys);
+  char **vals = xcalloc((size_t)nmeta + (size_t)nextra + 1, sizeof *vals);
+  memcpy(keys, fixed_keys, sizeof fixed_keys);
+  memcpy(vals, fixed_vals, sizeof fixed_vals);
+  char *position = NULL;
+  if (m->pos.names > 0) {
+    keys[nmeta] = "position";
+    vals[nmeta++] = position = position_json(&m->pos);
+  }
+  for (int i = 0; i < nextra; i++) {
+    keys[nmeta] = extra_keys[i];
+    vals[nmeta++] = extra_vals[i];
+  }
   StTensor *ts = xcalloc((size_t)2 * g->nparams + 1, sizeof *ts);
   char **names = xcalloc((size_t)2 * g->nparams + 1, sizeof *names);
   char *opath = ckpt_optim_path(path), *ppath = prev_path(opath);
@@ -244,6 +326,9 @@ out:
   free(ppath);
   free(label_list);
   free(vocab);
+  free(position);
+  free(keys);
+  free(vals);
   vocab_free(&names_vocab);
   return rc;
 }
@@ -468,7 +553,8 @@ static bool replaced(const StFile *w, const char *path) {
 
 int ckpt_read_meta(const StFile *f, const char *path, CkptMeta *meta, Err *e) {
   *meta = (CkptMeta){.rnnc = is_rnnc(f)};
-  if (read_counts(f, path, &meta->step, &meta->epoch, e) || read_vocab(f, path, &meta->vocab, e) ||
+  if (read_counts(f, path, &meta->step, &meta->epoch, e) ||
+      read_position(f, path, &meta->pos, e) || read_vocab(f, path, &meta->vocab, e) ||
       read_list(f, "labels", path, &meta->labels, &meta->nlabels, e)) {
     ckpt_meta_free(meta);
     return -1;
@@ -503,6 +589,7 @@ static int load_once(Model *m, const char *path, bool with_optim, bool may_retry
   *nlabels = 0;
   m->step = 0;
   m->epoch = 0;
+  m->pos = (TrainPosition){0};
   if (st_load(&f, path, e))
     return -1;
   int rc = ckpt_read_meta(&f, path, &meta, e);
@@ -520,6 +607,7 @@ static int load_once(Model *m, const char *path, bool with_optim, bool may_retry
     if (got == MOMENTS_LOADED) {
       m->step = meta.step;
       m->epoch = meta.epoch;
+      m->pos = meta.pos;
     }
   }
   st_free(&f);

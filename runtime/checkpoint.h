@@ -12,16 +12,20 @@
 char *ckpt_optim_path(const char *path);
 /* Writes the parameters (and, for a training model, the optimizer state
  * beside them) as one pair: whatever happens, the files on disk are the
- * old pair or the new one (see checkpoint.c). v: the vocabulary (NULL:
- * the names'). */
+  * old pair or the new one (see checkpoint.c). v: the vocabulary (NULL:
+  * the names'). */
 int ckpt_save(const Model *m, char *const *labels, int nlabels, const Vocab *v, const char *path,
               Err *e);
+/* ckpt_save with n more metadata keys and values (the report of a best
+ * checkpoint). */
+int ckpt_save_meta(const Model *m, char *const *labels, int nlabels, const Vocab *v,
+                   const char *path, char *const *keys, char *const *vals, int n, Err *e);
 /* Reads the parameters of m's graph from path: every parameter and buffer
  * must be there with its shape (other tensors are ignored). With
  * with_optim, also the optimizer state beside it, when there is one (then
- * m->step and m->epoch are the checkpoint's); optimizer files that are not
- * of path's pair are an error. *labels (malloc'd, may be NULL when the
- * file has no label list). */
+ * m->step, m->epoch and m->pos are the checkpoint's); optimizer files
+ * that are not of path's pair are an error. *labels (malloc'd, may be
+ * NULL when the file has no label list). */
 int ckpt_load(Model *m, const char *path, bool with_optim, char ***labels, int *nlabels,
               Err *e);
 
@@ -40,8 +44,8 @@ int ckpt_check_writable(const char *path, Err *e);
 
 /* What a checkpoint's metadata says, read and checked (ckpt_load does it;
  * exported for the fuzzer): the label list (NULL when the file has none),
- * the vocabulary (n = 0 when the file has none: PyTorch's), and for
- * rnnc's checkpoints the step and epoch. */
+  * the vocabulary (n = 0 when the file has none: PyTorch's), and for
+  * rnnc's checkpoints the step, the epoch and the position in it. */
 typedef struct CkptMeta {
   char **labels; /* (nlabels) malloc'd */
   int nlabels;
@@ -49,6 +53,7 @@ typedef struct CkptMeta {
   int64_t step;  /* 0 unless rnnc */
   int epoch;     /* 0 unless rnnc */
   bool rnnc;     /* written by rnnc ("format": "rnnc-N") */
+  TrainPosition pos; /* "position": a training stopped mid-epoch; else 0 */
 } CkptMeta;
 int ckpt_read_meta(const StFile *f, const char *path, CkptMeta *meta, Err *e);
 void ckpt_meta_free(CkptMeta *meta);

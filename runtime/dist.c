@@ -96,6 +96,15 @@ void dist_sum_u64(const Dist *d, uint64_t *x, size_t n) {
 #endif
 }
 
+void dist_sum_f64(const Dist *d, double *x, size_t n) {
+#ifdef RNNC_HAVE_MPI
+  if (d->size > 1)
+    allreduce(x, n, sizeof *x, MPI_DOUBLE, MPI_SUM);
+#else
+  (void)d, (void)x, (void)n;
+#endif
+}
+
 bool dist_same_u64(const Dist *d, uint64_t h) {
   uint64_t lo_nhi[2] = {h, ~h}; /* min h, and min ~h = ~(max h) */
 #ifdef RNNC_HAVE_MPI

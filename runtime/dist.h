@@ -36,6 +36,7 @@ void dist_finalize(Dist *d);
 /* In place, over all ranks: the sum (every rank gets the same bits). */
 void dist_sum_f32(const Dist *d, float *x, size_t n);
 void dist_sum_u64(const Dist *d, uint64_t *x, size_t n);
+void dist_sum_f64(const Dist *d, double *x, size_t n);
 /* True when every rank passed the same h. */
 bool dist_same_u64(const Dist *d, uint64_t h);
 /* The lowest rank that passed failed = true, or -1 when none did: after

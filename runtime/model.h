@@ -69,6 +69,17 @@ typedef struct Workspace {
 
 typedef struct Pool Pool;
 
+/* Where a training stopped inside an epoch (rnnc train interrupted): what
+ * resuming there needs besides the parameters and Adam's moments. All
+ * zero at an epoch's end. */
+typedef struct TrainPosition {
+  int64_t names;    /* names of epoch `epoch` (the one in progress) trained on */
+  uint64_t seed;    /* the run's seed, which made the epoch's order */
+  Rng rng;          /* the noise generator after those names */
+  double loss_sum;  /* the epoch's losses so far, summed */
+  double running;   /* the running loss */
+} TrainPosition;
+
 typedef struct Model {
   char *path;
   uint64_t hash;     /* FNV-1a of the graph file's bytes */
@@ -95,6 +106,7 @@ typedef struct Model {
   float *state;      /* (nslots, nfloats): values, grads, m, v */
   int64_t step;      /* optimizer updates done */
   int epoch;         /* training epochs done */
+  TrainPosition pos; /* and how far into the next one */
   int tmax;          /* longest sequence the scratch fits */
   Rng rng;           /* noise draws */
   CompileTimes times;

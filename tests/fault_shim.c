@@ -7,6 +7,11 @@
  *                            not to standard input/output/error) and every
  *                            later one fail with ENOSPC: the disk is full
  *   RNNC_FAIL_RENAME=K       the K-th rename() (from 1) fails with EIO
+ *   RNNC_SLOW_WRITE_US=N     write() to a file (not standard input/output/
+ *                            error) sleeps N microseconds first: with
+ *                            --metrics-every 1, every training step does
+ *                            one, so a signal lands at a step of the test's
+ *                            choosing however fast the machine
  *
  * (Under ASan, the tests set ASAN_OPTIONS=verify_asan_link_order=0: this
  * library comes before the ASan runtime in the preload list.) */
@@ -27,8 +32,8 @@ static long env_long(const char *name) {
   return s ? atol(s) : 0;
 }
 
-static void slow(void) {
-  long us = env_long("RNNC_SLOW_FSYNC_US");
+static void sleep_us(const char *var) {
+  long us = env_long(var);
   struct timespec ts = {us / 1000000, us % 1000000 * 1000};
   while (us > 0 && nanosleep(&ts, &ts) < 0 && errno == EINTR) {
   }
@@ -38,7 +43,7 @@ int fsync(int fd) {
   static int (*real)(int);
   if (!real)
     real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
-  slow();
+  sleep_us("RNNC_SLOW_FSYNC_US");
   return real(fd);
 }
 
@@ -46,7 +51,7 @@ int fdatasync(int fd) {
   static int (*real)(int);
   if (!real)
     real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
-  slow();
+  sleep_us("RNNC_SLOW_FSYNC_US");
   return real(fd);
 }
 
@@ -60,6 +65,8 @@ ssize_t write(int fd, const void *buf, size_t n) {
     errno = ENOSPC;
     return -1;
   }
+  if (fd > 2)
+    sleep_us("RNNC_SLOW_WRITE_US");
   return real(fd, buf, n);
 }
 

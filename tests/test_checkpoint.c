@@ -3,9 +3,10 @@
  * it, on a small graph and data set:
  *
  * - kill -9 at random moments during checkpoint writes (fsync slowed by
- *   tests/fault_shim.c), over and over: every time, the pair on disk loads
- *   as --init loads it, and resuming after every kill ends with the same
- *   bytes as a training never interrupted;
+ *   tests/fault_shim.c), over and over, those of epochs' ends and those of
+ *   a training stopped mid-epoch by SIGTERM: every time, the pair on disk
+ *   loads as --init loads it, and resuming after every kill ends with the
+ *   same bytes as a training never interrupted;
  * - a full disk (ENOSPC) at every write of a save: the old pair stays;
  * - two trainings into one --out: the second is refused while the first
  *   runs; weights and optimizer state of two runs are never taken as one
@@ -91,8 +92,9 @@ static void copy_file(const char *from, const char *to) {
 }
 
 /* Loads ckpt as --init does and checks that it is one complete pair: the
- * optimizer state of the weights' own step was found. Returns the epochs
- * it has done. */
+ * optimizer state of the weights' own step was found (a training stopped
+ * mid-epoch: the steps of its epochs and of its position in the next).
+ * Returns the epochs it has done. */
 static int load_pair(const char *ckpt) {
   Err e;
   char **labels;
@@ -107,9 +109,9 @@ static int load_pair(const char *ckpt) {
     fail_msg("%s", e.msg);
   const char *step = st_meta(&f, "step");
   assert_non_null(step);
-  if (model.step != atoll(step) || model.step != (int64_t)ntrain * model.epoch)
-    fail_msg("%s: step %s, loaded with its optimizer state at step %lld, epoch %d", ckpt, step,
-             (long long)model.step, model.epoch);
+  if (model.step != atoll(step) || model.step != (int64_t)ntrain * model.epoch + model.pos.names)
+    fail_msg("%s: step %s, loaded with its optimizer state at step %lld, epoch %d and %lld names",
+             ckpt, step, (long long)model.step, model.epoch, (long long)model.pos.names);
   st_free(&f);
   return model.epoch;
 }
@@ -131,6 +133,19 @@ static int remove_temps(const char *dir) {
       n++;
     }
   closedir(d);
+  return n;
+}
+
+/* The complete lines of a file (0 when there is none). */
+static size_t count_lines(const char *path) {
+  FILE *f = fopen(path, "r");
+  size_t n = 0;
+  int c;
+  if (!f)
+    return 0;
+  while ((c = getc(f)) != EOF)
+    n += c == '\n';
+  fclose(f);
   return n;
 }
 
@@ -158,15 +173,33 @@ static bool wait_for_temp(const char *dir, pid_t pid, int *status) {
   }
 }
 
-/* Starts rnnc train of `epochs` epochs into out, from out when it exists. */
-static pid_t start_training(const char *out, int epochs, const char *const *env,
-                            const char *err) {
+/* Starts rnnc train of `epochs` epochs into out, from out when it exists;
+ * with metrics, a metrics line every step. */
+static pid_t start_training_metrics(const char *out, int epochs, const char *metrics,
+                                    const char *const *env, const char *err) {
   char n[16];
   snprintf(n, sizeof n, "%d", epochs);
   bool resume = file_exists(out);
-  const char *argv[] = {"train", graph, "--data", data_dir, "--epochs", n, "--seed", "7",
-                        "--out", out, resume ? "--init" : NULL, out, NULL};
+  const char *argv[20] = {"train", graph, "--data", data_dir, "--epochs", n, "--seed", "7",
+                          "--out", out};
+  int k = 10;
+  if (resume) {
+    argv[k++] = "--init";
+    argv[k++] = out;
+  }
+  if (metrics) {
+    argv[k++] = "--metrics";
+    argv[k++] = metrics;
+    argv[k++] = "--metrics-every";
+    argv[k++] = "1";
+  }
+  argv[k] = NULL;
   return spawn_rnnc(argv, env, NULL, err);
+}
+
+static pid_t start_training(const char *out, int epochs, const char *const *env,
+                            const char *err) {
+  return start_training_metrics(out, epochs, NULL, env, err);
 }
 
 static const char *shim(void) {
@@ -177,7 +210,10 @@ static const char *shim(void) {
 
 enum { EPOCHS = 3, KILLS = 30 };
 
-/* Item 1 of issue 12: kill -9 at random moments of checkpoint writes. */
+/* Item 1 of issue 12: kill -9 at random moments of checkpoint writes.
+ * Every other run is first stopped by SIGTERM at a random step (issue 17:
+ * steps slowed by a metrics line each), so that the kill lands in the
+ * writing of a checkpoint with a position in the epoch. */
 static void test_kill_during_saves(void **state) {
   char *dir = tmp_path("kill"), *ref_dir = tmp_path("kill-ref");
   assert_int_equal(mkdir(dir, 0755), 0);
@@ -191,9 +227,13 @@ static void test_kill_during_saves(void **state) {
   char slow[64];
   snprintf(slow, sizeof slow, "RNNC_SLOW_FSYNC_US=%d", FSYNC_MS * 1000);
   const char *env[] = {preload, slow, "ASAN_OPTIONS=verify_asan_link_order=0", NULL};
+  const char *slow_steps[] = {preload, slow, "RNNC_SLOW_WRITE_US=500",
+                              "ASAN_OPTIONS=verify_asan_link_order=0", NULL};
+  char *metrics = xasprintf("%s/x.jsonl", dir);
   Rng r;
   rng_seed(&r, 12);
-  int kills = 0, in_write = 0, chains = 0, done = 0;
+  int kills = 0, in_write = 0, chains = 0, done = 0, runs = 0, positions = 0;
+  int stop_writes = 0; /* kills inside the save of a run stopped by SIGTERM */
   while (kills < KILLS || done < EPOCHS) {
     if (done == EPOCHS) { /* a chain ended: check it, start another */
       assert_true(same_file(out, ref));
@@ -203,28 +243,50 @@ static void test_kill_during_saves(void **state) {
       done = 0;
       chains++;
     }
-    pid_t pid = start_training(out, EPOCHS - done, env, NULL);
-    /* Wait for a save to begin (a temporary appears), then kill at a
-     * random moment of the next ~6 fsyncs: a save takes about 5. */
+    bool stop = runs++ % 2;
+    if (stop)
+      unlink(metrics); /* the lines of this run only */
+    pid_t pid = stop ? start_training_metrics(out, EPOCHS - done, metrics, slow_steps, NULL)
+                     : start_training(out, EPOCHS - done, env, NULL);
     int status;
-    if (wait_for_temp(dir, pid, &status)) {
-      sleep_ms(rng_uniform(&r, 0, 6 * FSYNC_MS));
+    bool running = true;
+    if (stop) { /* SIGTERM at a random step of the run: after k metrics lines */
+      size_t k = 1 + rng_below(&r, (uint32_t)ntrain * (uint32_t)(EPOCHS - done));
+      while ((running = waitpid(pid, &status, WNOHANG) == 0) && count_lines(metrics) < k)
+        sleep_ms(1);
+      if (running)
+        kill(pid, SIGTERM);
+    }
+    /* Wait for a save to begin (a temporary appears), then kill at a
+     * random moment of the next ~6 fsyncs: a save takes about 5. After a
+     * stop, up to 8: a third of those kills come after the save, and the
+     * chain resumes from its position. */
+    if (running && wait_for_temp(dir, pid, &status)) {
+      sleep_ms(rng_uniform(&r, 0, (stop ? 8 : 6) * FSYNC_MS));
       kill(pid, SIGKILL);
       assert_int_equal(waitpid(pid, &status, 0), pid);
       kills++;
-      in_write += remove_temps(dir) > 0;
+      bool temps = remove_temps(dir) > 0;
+      in_write += temps;
+      stop_writes += stop && temps;
     }
-    assert_true(WIFSIGNALED(status) || WEXITSTATUS(status) == 0);
-    if (file_exists(out))
+    assert_true(WIFSIGNALED(status) || WEXITSTATUS(status) == 0 ||
+                (stop && WEXITSTATUS(status) == 128 + SIGTERM));
+    if (file_exists(out)) { /* stopped mid-epoch: that epoch counts in EPOCHS - done */
       done = load_pair(out);
+      positions += model.pos.names > 0;
+    }
   }
   /* The last chain: every kill resumed, the end is the uninterrupted run. */
   assert_true(same_file(out, ref));
   assert_true(same_file(opt, ref_opt));
-  print_message("%d kills (%d with a temporary on disk), %d chains of %d epochs: every pair "
-                "loaded, every chain ended with the uninterrupted run's bytes\n",
-                kills, in_write, chains + 1, EPOCHS);
+  print_message("%d kills (%d with a temporary on disk, %d of them after a SIGTERM), %d chains "
+                "of %d epochs: every pair loaded (%d with a position in the epoch), every chain "
+                "ended with the uninterrupted run's bytes\n",
+                kills, in_write, stop_writes, chains + 1, EPOCHS, positions);
   assert_true(in_write > KILLS / 2);
+  assert_true(stop_writes > 0);
+  free(metrics);
   free(preload);
   free(out);
   free(ref);
@@ -558,12 +620,14 @@ static void test_old_checkpoints_load(void **state) {
 
 /* Item 4: SIGINT, SIGTERM and SIGHUP during a write remove the
  * temporaries (and train's lock) and end rnnc as the signal does; train's
- * pair on disk stays one. */
+ * pair on disk stays one. Train stops at SIGINT and SIGTERM (issue 17):
+ * it finishes the save and exits 130 or 143. */
 static void test_signals_remove_temporaries(void **state) {
   char *dir = tmp_path("sig");
   assert_int_equal(mkdir(dir, 0755), 0);
   char *out = xasprintf("%s/x.safetensors", dir), *lock = xasprintf("%s.lock", out);
   char *obj = xasprintf("%s/x.o", dir), *ir = xasprintf("%s/x.ir", dir);
+  char *metrics = xasprintf("%s/x.jsonl", dir);
   assert_int_equal(wait_rnnc(start_training(out, 1, NULL, NULL)), 0);
   char *preload = xasprintf("LD_PRELOAD=%s", shim());
   const char *env[] = {preload, "RNNC_SLOW_FSYNC_US=200000",
@@ -573,14 +637,20 @@ static void test_signals_remove_temporaries(void **state) {
   const char *compile[] = {"compile", graph, "-o", ir, NULL};
   for (int i = 0; i < 3; i++) {
     for (int what = 0; what < 3; what++) {
-      pid_t pid = what == 0   ? start_training(out, 2, env, NULL)
+      unlink(metrics);
+      pid_t pid = what == 0   ? start_training_metrics(out, 2, metrics, env, NULL)
                   : what == 1 ? spawn_rnnc(build, env, NULL, NULL)
                               : spawn_rnnc(compile, env, NULL, NULL);
       int status;
+      /* Training: past the check of --out (which makes a temporary). */
+      while (what == 0 && count_lines(metrics) < 1)
+        sleep_ms(1);
       assert_true(wait_for_temp(dir, pid, &status));
       kill(pid, sigs[i]);
-      if (wait_rnnc(pid) != -sigs[i])
-        fail_msg("rnnc %s did not end by signal %d", what ? "build" : "train", sigs[i]);
+      int want = what == 0 && sigs[i] != SIGHUP ? 128 + sigs[i] : -sigs[i], got = wait_rnnc(pid);
+      if (got != want)
+        fail_msg("rnnc %s at signal %d: %d, want %d (negative: ended by that signal)",
+                 what ? "build" : "train", sigs[i], got, want);
       assert_int_equal(remove_temps(dir), 0);
       assert_false(file_exists(lock));
       assert_false(file_exists(obj));
@@ -589,6 +659,7 @@ static void test_signals_remove_temporaries(void **state) {
     }
   }
   free(preload);
+  free(metrics);
   free(ir);
   free(obj);
   free(lock);

@@ -5,7 +5,9 @@
  * write one checkpoint and print one report; two runs on two ranks agree
  * bit for bit; a checkpoint of two ranks resumes in one process and on
  * three ranks; a rank killed mid-epoch ends the job with a non-zero exit
- * and a message, and leaves the previous checkpoint as it was. The MPI
+ * and a message, and leaves the previous checkpoint as it was; SIGINT to
+ * one rank stops all at one step, and the run resumed from rank 0's
+ * checkpoint ends with the bytes of one never stopped. The MPI
  * runs are skipped only when rnnc was built without MPI; then a launcher's
  * environment must make train refuse to run alone. */
 #include <dirent.h>
@@ -429,11 +431,77 @@ static void test_rank_killed(void **state) {
   free(dir);
 }
 
+/* SIGINT to one rank stops every rank at the same step: rank 0 alone
+ * writes the checkpoint with its place in the epoch and prints the
+ * command that resumes, and the resumed run ends with the checkpoint of
+ * a run never stopped, byte for byte. */
+static void test_rank_interrupted(void **state) {
+  (void)state;
+#ifndef RNNC_HAVE_MPI
+  skip();
+#endif
+  char *dir = tmp_path("mpiint");
+  assert_int_equal(mkdir(dir, 0755), 0);
+  char *ck = xasprintf("%s/ck.safetensors", dir), *ref = xasprintf("%s/ref.safetensors", dir);
+  char *out, *err;
+  mpi_train(2, (const char *const[]){"--epochs", "3", "--out", ref, NULL}, &out, &err);
+  free(out);
+  free(err);
+  char *o = tmp_path("int.out"), *e = tmp_path("int.err");
+  pid_t mpirun = start_train(2, data_dir, (const char *const[]){"--epochs", "3", "--out", ck, NULL},
+                             o, e);
+  bool started = false;
+  for (int t = 0; t < 6000 && !started; t++) {
+    sleep_ms(5);
+    Err ignored;
+    char *s = read_file(e, NULL, &ignored);
+    started = s && strstr(s, "2 ranks: each takes");
+    free(s);
+    int st;
+    if (!started && waitpid(mpirun, &st, WNOHANG) == mpirun)
+      fail_msg("mpirun ended before training:\n%s", read_text(e));
+  }
+  assert_true(started);
+  pid_t victim = rank_pid(mpirun, 1);
+  assert_true(victim > 0);
+  assert_int_equal(kill(victim, SIGINT), 0);
+  int st = wait_exit(mpirun);
+  err = read_text(e);
+  print_message("rank 1 interrupted: mpirun exit %d\n%s", st, err);
+  assert_int_equal(st, 130);
+  assert_int_equal(count(err, "stopped by SIGINT at step"), 1);
+  const char *epochs = strstr(err, "mpirun -np 2 rnnc train");
+  assert_non_null(epochs);
+  epochs = strstr(epochs, "--epochs ");
+  assert_non_null(epochs);
+  char left[16];
+  assert_int_equal(sscanf(epochs, "--epochs %15s", left), 1);
+  free(err);
+  mpi_train(2, (const char *const[]){"--epochs", left, "--init", ck, "--out", ck, NULL}, &out,
+            &err);
+  assert_true(same_file(ck, ref));
+  char *ock = ckpt_optim_path(ck), *oref = ckpt_optim_path(ref);
+  assert_true(same_file(ock, oref));
+  assert_int_equal(sh("rm -r '%s'", dir), 0);
+  unlink(o);
+  unlink(e);
+  free(o);
+  free(e);
+  free(out);
+  free(err);
+  free(ock);
+  free(oref);
+  free(ck);
+  free(ref);
+  free(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_launcher_env),
       cmocka_unit_test(test_two_ranks),
       cmocka_unit_test(test_rank_killed),
+      cmocka_unit_test(test_rank_interrupted),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

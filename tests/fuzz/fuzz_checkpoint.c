@@ -1,7 +1,7 @@
 /* fuzz_checkpoint.c: libFuzzer target for reading checkpoints: the
  * safetensors reader (header length, JSON header, entries, tiling) and the
  * checkpoint metadata rnnc reads (ckpt_read_meta: labels as a JSON list or
- * comma-joined, the vocabulary, step and epoch).
+ * comma-joined, the vocabulary, step, epoch and position).
  *
  * The input bytes are a file (a memfd, read through /proc/self/fd/N as
  * rnnc reads a path). The contract: st_load and ckpt_read_meta accept it
