@@ -136,19 +136,6 @@ static int remove_temps(const char *dir) {
   return n;
 }
 
-/* The complete lines of a file (0 when there is none). */
-static size_t count_lines(const char *path) {
-  FILE *f = fopen(path, "r");
-  size_t n = 0;
-  int c;
-  if (!f)
-    return 0;
-  while ((c = getc(f)) != EOF)
-    n += c == '\n';
-  fclose(f);
-  return n;
-}
-
 static bool file_exists(const char *path) {
   struct stat st;
   return stat(path, &st) == 0;

@@ -103,19 +103,6 @@ static json_t *read_metrics(const char *path) {
   return lines;
 }
 
-/* The number of complete lines in a file (0 when it does not exist). */
-static size_t count_lines(const char *path) {
-  FILE *f = fopen(path, "r");
-  size_t n = 0;
-  int c;
-  if (!f)
-    return 0;
-  while ((c = getc(f)) != EOF)
-    n += c == '\n';
-  fclose(f);
-  return n;
-}
-
 /* Two runs' metrics agree but for the clock: every line the same. */
 static void same_metrics(const char *a, const char *b) {
   json_t *x = read_metrics(a), *y = read_metrics(b);

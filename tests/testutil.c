@@ -272,6 +272,18 @@ char *read_text(const char *path) {
   return s;
 }
 
+size_t count_lines(const char *path) {
+  FILE *f = fopen(path, "r");
+  size_t n = 0;
+  int c;
+  if (!f)
+    return 0;
+  while ((c = getc(f)) != EOF)
+    n += c == '\n';
+  fclose(f);
+  return n;
+}
+
 char *graph_variant(const char *rel, ...) {
   char *src = src_path(rel);
   char *text = read_text(src);

@@ -66,6 +66,9 @@ char *graph_variant(const char *rel, ...);
 int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* A whole file (malloc'd); fails the test when it cannot be read. */
 char *read_text(const char *path);
+/* The complete lines of a file: its newlines (0 when it does not exist,
+ * so a test can poll a file another process is still creating). */
+size_t count_lines(const char *path);
 
 /* The names the AOT tests run: PyTorch's golden names of ckpt (a path
  * relative to the repository, e.g. tests/golden/gru_seed42.safetensors:
