@@ -366,6 +366,23 @@ static void sleep_ms(int ms) {
   nanosleep(&ts, NULL);
 }
 
+/* Waits, polling every poll_ms, until rank 0 prints in err_path how the
+ * batch is split (the first epoch starts); fails if mpirun ends first. */
+static void wait_started(pid_t mpirun, const char *err_path, int poll_ms) {
+  bool started = false;
+  for (int t = 0; t < 6000 && !started; t++) {
+    sleep_ms(poll_ms);
+    Err ignored;
+    char *s = read_file(err_path, NULL, &ignored);
+    started = s && strstr(s, "2 ranks: each takes");
+    free(s);
+    int st;
+    if (!started && waitpid(mpirun, &st, WNOHANG) == mpirun)
+      fail_msg("mpirun ended before training:\n%s", read_text(err_path));
+  }
+  assert_true(started);
+}
+
 /* Rank 1 killed (SIGKILL) in the middle of an epoch on the whole data set,
  * training from a checkpoint into itself: mpirun exits non-zero, rank 0
  * says what happened, and the checkpoint is the one it was. */
@@ -391,18 +408,7 @@ static void test_rank_killed(void **state) {
   pid_t mpirun = start_train(2, full, (const char *const[]){"--epochs", "1", "--init", ck, "--out", ck, NULL}, o, e);
   /* Rank 0 prints how the batch is split as the first epoch starts
    * (18,065 names: seconds of training). */
-  bool started = false;
-  for (int t = 0; t < 6000 && !started; t++) {
-    sleep_ms(20);
-    Err ignored;
-    char *s = read_file(e, NULL, &ignored);
-    started = s && strstr(s, "2 ranks: each takes");
-    free(s);
-    int st;
-    if (!started && waitpid(mpirun, &st, WNOHANG) == mpirun)
-      fail_msg("mpirun ended before training:\n%s", read_text(e));
-  }
-  assert_true(started);
+  wait_started(mpirun, e, 20);
   pid_t victim = rank_pid(mpirun, 1);
   assert_true(victim > 0);
   assert_int_equal(kill(victim, SIGKILL), 0);
@@ -450,18 +456,7 @@ static void test_rank_interrupted(void **state) {
   char *o = tmp_path("int.out"), *e = tmp_path("int.err");
   pid_t mpirun = start_train(2, data_dir, (const char *const[]){"--epochs", "3", "--out", ck, NULL},
                              o, e);
-  bool started = false;
-  for (int t = 0; t < 6000 && !started; t++) {
-    sleep_ms(5);
-    Err ignored;
-    char *s = read_file(e, NULL, &ignored);
-    started = s && strstr(s, "2 ranks: each takes");
-    free(s);
-    int st;
-    if (!started && waitpid(mpirun, &st, WNOHANG) == mpirun)
-      fail_msg("mpirun ended before training:\n%s", read_text(e));
-  }
-  assert_true(started);
+  wait_started(mpirun, e, 5);
   pid_t victim = rank_pid(mpirun, 1);
   assert_true(victim > 0);
   assert_int_equal(kill(victim, SIGINT), 0);
