@@ -719,6 +719,20 @@ static int by_prob(const void *a, const void *b) {
   return (x->p < y->p) - (x->p > y->p);
 }
 
+/* The C classes' probabilities (a stable softmax of the logits lg), most
+ * probable first. */
+static void rank_classes(const float *lg, int C, Ranked *rank) {
+  float mx = lg[0];
+  for (int k = 1; k < C; k++)
+    mx = lg[k] > mx ? lg[k] : mx;
+  double sum = 0;
+  for (int k = 0; k < C; k++)
+    sum += exp((double)lg[k] - mx);
+  for (int k = 0; k < C; k++)
+    rank[k] = (Ranked){k, (float)(exp((double)lg[k] - mx) / sum)};
+  qsort(rank, (size_t)C, sizeof *rank, by_prob);
+}
+
 enum { STREAM_BLOCK = 4096, MAX_LINE = 64 * 1024 };
 
 /* One line of f into buf (at most MAX_LINE bytes; a longer line is read to
@@ -753,15 +767,7 @@ static void print_row(const char *name, const float *lg, int C, char **labels, i
     for (int k = 0; k < C; k++)
       printf("\t%.7g", lg[k]);
   } else {
-    float mx = lg[0];
-    for (int k = 1; k < C; k++)
-      mx = lg[k] > mx ? lg[k] : mx;
-    double sum = 0;
-    for (int k = 0; k < C; k++)
-      sum += exp((double)lg[k] - mx);
-    for (int k = 0; k < C; k++)
-      rank[k] = (Ranked){k, (float)(exp((double)lg[k] - mx) / sum)};
-    qsort(rank, (size_t)C, sizeof *rank, by_prob);
+    rank_classes(lg, C, rank);
     for (int k = 0; k < top && k < C; k++)
       printf("\t%s\t%.6f", labels[rank[k].label], rank[k].p);
   }
@@ -988,16 +994,7 @@ int cmd_predict(int argc, char **argv) {
       for (int k = 0; k < C; k++)
         printf("  %s%*s %.9g\n", shown[k], pad12(shown[k]), "", lg[k]);
     } else {
-      /* softmax, stable */
-      float mx = lg[0];
-      for (int k = 1; k < C; k++)
-        mx = lg[k] > mx ? lg[k] : mx;
-      double sum = 0;
-      for (int k = 0; k < C; k++)
-        sum += exp((double)lg[k] - mx);
-      for (int k = 0; k < C; k++)
-        rank[k] = (Ranked){k, (float)(exp((double)lg[k] - mx) / sum)};
-      qsort(rank, (size_t)C, sizeof *rank, by_prob);
+      rank_classes(lg, C, rank);
       for (int k = 0; k < top && k < C; k++)
         printf("  %s%*s %5.1f%%\n", shown[rank[k].label], pad12(shown[rank[k].label]), "",
                100 * rank[k].p);
