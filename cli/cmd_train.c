@@ -106,7 +106,7 @@ const char eval_usage[] =
     CACHE_HELP;
 
 const char predict_usage[] =
-    "usage: rnnc predict GRAPH CKPT NAME... [--top K | --logits] [--seed S] [--data DIR]\n"
+    "usage: rnnc predict GRAPH CKPT NAME... [--top K | --logits] [--seed S] [--data PATH]\n"
     "                    [--no-cache]\n"
     "       rnnc predict GRAPH CKPT --input FILE [--top K | --logits] [--threads N]\n"
     "\n"
@@ -473,7 +473,7 @@ agree:
     fprintf(log, "vocabulary (%s): %d characters and the unknown slot\n",
             vocab_kind_name(vocab.kind), vocab.n - 1);
   int start_epoch = m.epoch;
-  TrainOptions to = {.epochs = epochs, .seed = seed, .out = out, .vocab = &vocab, .best = best,
+  TrainOptions to = {.epochs = epochs, .seed = seed, .out = out, .init = init, .vocab = &vocab, .best = best,
                      .eval_every = eval_every, .metrics = dist.rank == 0 && metrics ? &mt : NULL,
                      .metrics_every = !metrics       ? 0
                                       : metrics_every ? metrics_every
@@ -691,7 +691,7 @@ static int fallback_labels(const char *dir, char ***labels, int *nlabels, Err *e
   if (data_load(&ds, dir, NULL, 0, data_default_kind(dir), NULL, e)) {
     data_free(&ds);
     return errf(e, "the checkpoint has no label list, and %s is not a data set to take one from "
-                   "(--data DIR)",
+                   "(--data PATH)",
                 dir);
   }
   *nlabels = ds.nlabels;

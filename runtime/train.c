@@ -471,13 +471,18 @@ int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
    * at one step (train_should_stop agrees on it). */
   cleanup_defer_stop(true, d->size == 1);
   for (int ep = first; ep < last && rc == 0; ep++) {
-    if (d->size > 1 && d->rank == 0)
+    if (d->size > 1 && d->rank == 0) {
+      /* where to resume: the last checkpoint written, or --init's */
+      const char *from = saved ? saved : o->init;
       dist_term_message("\nrnnc train: error: rank 0 of %d was ended by SIGTERM in epoch %d: "
                         "mpirun ends every rank when one fails (see its message) or when it "
                         "is interrupted. %s%s%s%s\n",
-                        d->size, ep + 1, saved ? "The last checkpoint is " : "",
-                        saved ? saved : "This run wrote no checkpoint",
-                        saved ? ": resume with --init " : "", saved ? o->out : "");
+                        d->size, ep + 1,
+                        saved  ? "The last checkpoint is "
+                        : from ? "This run wrote no checkpoint; it started from "
+                               : "This run wrote no checkpoint",
+                        from ? from : "", from ? ": resume with --init " : "", from ? from : "");
+    }
     if (d->size > 1 && ep == first) /* after the message: mpirun may end this rank from now on */
       fprintf(o->log, "%d ranks: each takes 1/%d of every batch (%zu or %zu names) and splits it "
                       "over its threads\n",

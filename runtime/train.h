@@ -26,6 +26,7 @@ typedef struct TrainOptions {
                       * epoch the model stopped in counts as one) */
   uint64_t seed;     /* shuffling and noise; epoch k uses (seed, k) */
   const char *out;   /* checkpoint, rewritten after every epoch and at a stop */
+  const char *init;  /* NULL, or the checkpoint the run started from (--init) */
   const Vocab *vocab; /* the data's vocabulary, saved with it */
   const char *best;  /* NULL, or the checkpoint of the best test accuracy */
   int eval_every;    /* > 0: also evaluate every so many steps */

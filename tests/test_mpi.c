@@ -419,6 +419,10 @@ static void test_rank_killed(void **state) {
   assert_int_equal(count(err, "mean training loss"), 0); /* killed mid-epoch */
   assert_contains(err, "exited on signal 9");            /* mpirun's word */
   assert_contains(err, "rank 0 of 2 was ended by SIGTERM in epoch 2");
+  /* it wrote nothing, and says where to resume: where it started */
+  char *resume = xasprintf("it started from %s: resume with --init %s", ck, ck);
+  assert_contains(err, resume);
+  free(resume);
   assert_true(same_file(ck, copy));
   assert_true(same_file(ock, ocopy));
   char *ls = listing(dir);
