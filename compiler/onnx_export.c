@@ -279,7 +279,7 @@ static void emit_node(Ex *x, int id, Nodes *nl) {
   static const char *const elem[OP_COUNT] = {
       [OP_ADD] = "Add",   [OP_SUB] = "Sub",         [OP_MUL] = "Mul",   [OP_DIV] = "Div",
       [OP_NEG] = "Neg",   [OP_SIGMOID] = "Sigmoid", [OP_TANH] = "Tanh", [OP_EXP] = "Exp",
-      [OP_LOG] = "Log",   [OP_SQRT] = "Sqrt",       [OP_DENSE] = "Identity",
+      [OP_LOG] = "Log",   [OP_SQRT] = "Sqrt",       [OP_RELU] = "Relu", [OP_DENSE] = "Identity",
       [OP_CONCAT] = "Concat", [OP_LOG_SOFTMAX] = "LogSoftmax", [OP_MATVEC] = "MatMul",
       [OP_SUM] = "ReduceSum"};
   switch (n->op) {

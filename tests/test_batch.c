@@ -184,6 +184,18 @@ static void test_bigru_batches(void **state) {
   free(p);
 }
 
+/* examples/relu_rnn.nn: relu and its adjoint over packed sequences. */
+static void test_relu_batches(void **state) {
+  (void)state;
+  char *p = graph_variant("examples/relu_rnn.nn", "const H = 64", "const H = 16", NULL);
+  int sizes[] = {3, 37};
+  for (size_t k = 0; k < ARRAY_LEN(sizes); k++) {
+    check_batches(p, "relu_rnn.nn, H = 16", sizes[k], false);
+    check_batches(p, "relu_rnn.nn, H = 16", sizes[k], true);
+  }
+  free(p);
+}
+
 /* Embeddings over packed sequences: the table's rows gathered per step
  * in the cell (tests/golden/embgru.nn) or for every packed row before the
  * scan (examples/embed_gru.nn), and their gradients scatter-added. */
@@ -264,6 +276,7 @@ int main(void) {
       cmocka_unit_test(test_rnn_batches),
       cmocka_unit_test(test_gru_batches),
       cmocka_unit_test(test_bigru_batches),
+      cmocka_unit_test(test_relu_batches),
       cmocka_unit_test(test_embedding_batches),
       cmocka_unit_test(test_lstm_batches),
       cmocka_unit_test(test_threads_deterministic),
