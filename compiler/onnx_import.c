@@ -904,32 +904,133 @@ static void check_acts(Imp *m, Attrs *a, CellKind k) {
            i, want[k][i]);
 }
 
-/* The initial state input i of a recurrent node as an expression of
- * f32[H]. */
-static const char *initial_state(Imp *m, int i, int64_t H, const char *pfx, const char *what) {
+/* Input i of a node, a state of nd directions' states of `size` values
+ * each ([nd, batch, size] or [batch, nd, size] with a batch of 1), as an
+ * expression of direction d's f32[size]: zeros when absent or all zero. */
+static const char *initial_state(Imp *m, int i, int64_t size, int nd, int d, const char *pfx,
+                                 const char *what) {
   Val *v = in_val(m, i);
   if (!v)
-    return fmt(m, "zeros(%" PRId64 ")", H);
+    return fmt(m, "zeros(%" PRId64 ")", size);
   if (!v->konst) {
-    if (v->taxis >= 0 || vfeat(m, v) != H)
+    if (v->taxis >= 0 || vfeat(m, v) != nd * size)
       fail(m, "%s has shape %s; rnnc needs %" PRId64 " values per sequence", what,
-           shape_str(m, v), H);
-    return v->expr;
+           shape_str(m, v), nd * size);
+    return nd == 1 ? v->expr
+                   : fmt(m, "%s[%" PRId64 ":%" PRId64 "]", v->expr, d * size, (d + 1) * size);
   }
-  if (vnumel(m, v) != H)
-    fail(m, "%s has shape %s; rnnc needs %" PRId64 " values per sequence (one direction, a "
+  if (vnumel(m, v) != nd * size)
+    fail(m, "%s has shape %s; rnnc needs %" PRId64 " values per sequence (%d direction%s, a "
             "batch of 1)",
-         what, shape_str(m, v), H);
+         what, shape_str(m, v), nd * size, nd, nd == 1 ? "" : "s");
   bool zero = true;
-  for (int64_t k = 0; k < H; k++)
-    zero &= v->c[k] == 0;
+  for (int64_t k = 0; k < size; k++)
+    zero &= v->c[d * size + k] == 0;
   if (zero)
-    return fmt(m, "zeros(%" PRId64 ")", H);
+    return fmt(m, "zeros(%" PRId64 ")", size);
   char *name = param_name(m, fmt(m, "%s.%s", pfx, what));
-  int64_t dim[1] = {H};
-  declare(m, name, 1, dim, floats_of(m, v, 0, 1, H, false), false, "zeros",
-          fmt(m, "ONNX '%s'", safe(m, v->name)));
+  int64_t dim[1] = {size};
+  declare(m, name, 1, dim, floats_of(m, v, d * size, 1, size, false), false, "zeros",
+          fmt(m, "ONNX '%s'%s", safe(m, v->name), nd == 1 ? "" : d ? ", reverse" : ", forward"));
   return name;
+}
+
+/* A GRU, LSTM or RNN node's parts. */
+typedef struct Rec {
+  CellKind k;
+  int64_t I, H, G, lbr;
+  Val *X, *W, *R, *B, *P; /* W, R, B, P: nd directions' stacked */
+  const char *src;        /* "ONNX GRU 'name'", for comments */
+} Rec;
+
+/* Direction d's parameters, from row d of ONNX's stacked W, R, B and P,
+ * named PFX.W ..., and its cell `def PFX_cell`, ONNX's equations
+ * (docs/onnx.md) with its gate order; returns the cell's name. */
+static const char *rnn_cell(Imp *m, const Rec *c, const char *pfx, int d) {
+  CellKind k = c->k;
+  int64_t H = c->H, I = c->I, G = c->G, lbr = c->lbr;
+  bool tr = true;
+  const char *u = fmt(m, "uniform(%.9g)", 1 / sqrt((double)H));
+  const char *src = d ? fmt(m, "%s, reverse direction", c->src) : c->src;
+  char *w = fmt(m, "%s.W", pfx), *r = fmt(m, "%s.R", pfx), *rh = NULL;
+  char *wb = c->B ? fmt(m, "%s.Wb", pfx) : NULL, *rb = c->B ? fmt(m, "%s.Rb", pfx) : NULL;
+  char *p = c->P ? fmt(m, "%s.P", pfx) : NULL;
+  int64_t d2[2] = {G * H, I};
+  declare(m, w, 2, d2, floats_of(m, c->W, d * G * H * I, G * H, I, false), tr, u,
+          fmt(m, "%s: W", src));
+  if (lbr || k != CELL_GRU) {
+    d2[0] = G * H, d2[1] = H;
+    declare(m, r, 2, d2, floats_of(m, c->R, d * G * H * H, G * H, H, false), tr, u, "R");
+  } else { /* R's z and r rows, and the h rows, which multiply r * h */
+    d2[0] = 2 * H, d2[1] = H;
+    r = fmt(m, "%s.R_zr", pfx);
+    declare(m, r, 2, d2, floats_of(m, c->R, d * G * H * H, 2 * H, H, false), tr, u,
+            "R, gates z and r");
+    d2[0] = H;
+    rh = fmt(m, "%s.R_h", pfx);
+    declare(m, rh, 2, d2, floats_of(m, c->R, d * G * H * H + 2 * H * H, H, H, false), tr, u,
+            "R, gate h");
+  }
+  if (c->B) {
+    int64_t d1[1] = {G * H};
+    declare(m, wb, 1, d1, floats_of(m, c->B, d * 2 * G * H, 1, G * H, false), tr, u, "B: Wb");
+    declare(m, rb, 1, d1, floats_of(m, c->B, d * 2 * G * H + G * H, 1, G * H, false), tr, u,
+            "B: Rb");
+  }
+  if (c->P) {
+    int64_t d1[1] = {3 * H};
+    declare(m, p, 1, d1, floats_of(m, c->P, d * 3 * H, 1, 3 * H, false), tr, "zeros",
+            "P: i, o, f");
+  }
+
+  Buf *b = &m->defs;
+  const char *bi = c->B ? fmt(m, " + %s", wb) : "", *bh = c->B ? fmt(m, " + %s", rb) : "";
+  char *cell = fmt(m, "%s_cell", pfx);
+  for (char *s = cell; *s; s++)
+    if (*s == '.')
+      *s = '_';
+  long long h = H; /* for the cells' text */
+  /* An embedding's rows are gathered here, in the cell. */
+  const char *xin = c->X->embed ? "xe" : "x";
+  char *xe =
+      c->X->embed ? fmt(m, "  let xe = %s @ x    # the embedding's row\n", c->X->embed) : "";
+  buf_printf(b, "# %s, hidden %" PRId64, src, H);
+  switch (k) {
+  case CELL_GRU:
+    buf_printf(b, ", gates z, r, h, linear_before_reset %" PRId64 "\n", lbr);
+    buf_printf(b, "def %s(x, h) {\n%s  let gi = %s @ %s%s\n", cell, xe, w, xin, bi);
+    /* linear_before_reset 0: the h gate's product is of r * h (R split) */
+    buf_printf(b, "  let gh = %s @ h%s\n", r,
+               lbr || !c->B ? bh : fmt(m, " + %s[0:%lld]", rb, 2 * h));
+    buf_printf(b, "  let z = sigmoid(gi[0:%lld] + gh[0:%lld])\n", h, h);
+    buf_printf(b, "  let r = sigmoid(gi[%lld:%lld] + gh[%lld:%lld])\n", h, 2 * h, h, 2 * h);
+    if (lbr)
+      buf_printf(b, "  let n = tanh(gi[%lld:%lld] + r * gh[%lld:%lld])\n", 2 * h, 3 * h, 2 * h,
+                 3 * h);
+    else
+      buf_printf(b, "  let n = tanh(gi[%lld:%lld] + %s @ (r * h)%s)\n", 2 * h, 3 * h, rh,
+                 c->B ? fmt(m, " + %s[%lld:%lld]", rb, 2 * h, 3 * h) : "");
+    buf_printf(b, "  return (1 - z) * n + z * h\n}\n\n");
+    break;
+  case CELL_LSTM:
+    buf_printf(b, ", gates i, o, f, c%s\n", c->P ? ", peepholes" : "");
+    buf_printf(b, "def %s(x, h, c) {\n%s  let g = %s @ %s%s + %s @ h%s\n", cell, xe, w, xin, bi,
+               r, bh);
+    buf_printf(b, "  let i = sigmoid(g[0:%lld]%s)\n", h,
+               p ? fmt(m, " + %s[0:%lld] * c", p, h) : "");
+    buf_printf(b, "  let f = sigmoid(g[%lld:%lld]%s)\n", 2 * h, 3 * h,
+               p ? fmt(m, " + %s[%lld:%lld] * c", p, 2 * h, 3 * h) : "");
+    buf_printf(b, "  let c2 = f * c + i * tanh(g[%lld:%lld])\n", 3 * h, 4 * h);
+    buf_printf(b, "  let o = sigmoid(g[%lld:%lld]%s)\n", h, 2 * h,
+               p ? fmt(m, " + %s[%lld:%lld] * c2", p, h, 2 * h) : "");
+    buf_printf(b, "  return o * tanh(c2), c2\n}\n\n");
+    break;
+  case CELL_RNN:
+    buf_printf(b, "\ndef %s(x, h) {\n%s  return tanh(%s @ %s%s + %s @ h%s)\n}\n\n", cell, xe, w,
+               xin, bi, r, bh);
+    break;
+  }
+  return cell;
 }
 
 static void recurrent(Imp *m, CellKind k) {
@@ -939,7 +1040,8 @@ static void recurrent(Imp *m, CellKind k) {
   int64_t Hattr = attr_int(m, &a, "hidden_size", 0);
   const char *dir = attr_str(m, &a, "direction", "forward");
   int64_t layout = attr_int(m, &a, "layout", 0);
-  int64_t lbr = k == CELL_GRU ? attr_int(m, &a, "linear_before_reset", 0) : 0;
+  Rec c = {.k = k, .G = gates[k]};
+  c.lbr = k == CELL_GRU ? attr_int(m, &a, "linear_before_reset", 0) : 0;
   if (k == CELL_LSTM && attr_int(m, &a, "input_forget", 0))
     fail(m, "attribute 'input_forget' = 1 is not supported");
   if (attr(m, &a, "clip"))
@@ -954,15 +1056,15 @@ static void recurrent(Imp *m, CellKind k) {
          dir);
   if (layout != 0 && layout != 1)
     fail(m, "attribute 'layout' = %" PRId64 " (0 or 1)", layout);
-  Val *X = need(m, 0, "X");
+  Val *X = c.X = need(m, 0, "X");
   if (X->konst || X->taxis != (int)layout || X->rank != 3)
     fail(m, "X has shape %s; rnnc needs the sequence %s", shape_str(m, X),
          layout ? "[batch, T, input] (layout 1)" : "[T, batch, input]");
-  int64_t I = X->dim[2], G = gates[k];
-  Val *W = need_const(m, 1, "W"), *R = need_const(m, 2, "R"), *B = in_val(m, 3);
+  int64_t I = c.I = X->dim[2], G = c.G;
+  Val *W = c.W = need_const(m, 1, "W"), *R = c.R = need_const(m, 2, "R"), *B = c.B = in_val(m, 3);
   if (R->rank != 3 || R->dim[0] != 1 || R->dim[1] % G || R->dim[1] / G != R->dim[2])
     fail(m, "R has shape %s; rnnc needs [1, %" PRId64 " * hidden, hidden]", shape_str(m, R), G);
-  int64_t H = R->dim[2];
+  int64_t H = c.H = R->dim[2];
   if (Hattr && Hattr != H)
     fail(m, "attribute 'hidden_size' = %" PRId64 " but R has shape %s", Hattr, shape_str(m, R));
   if (W->rank != 3 || W->dim[0] != 1 || W->dim[1] != G * H || W->dim[2] != I)
@@ -971,7 +1073,7 @@ static void recurrent(Imp *m, CellKind k) {
   if (B && (!B->konst || B->rank != 2 || B->dim[0] != 1 || B->dim[1] != 2 * G * H))
     fail(m, "B has shape %s; rnnc needs a constant [1, %" PRId64 "]", shape_str(m, B),
          2 * G * H);
-  Val *P = k == CELL_LSTM ? in_val(m, 7) : NULL;
+  Val *P = c.P = k == CELL_LSTM ? in_val(m, 7) : NULL;
   if (P && (!P->konst || vnumel(m, P) != 3 * H))
     fail(m, "P has shape %s; rnnc needs a constant [1, %" PRId64 "]", shape_str(m, P), 3 * H);
   Val *lens = in_val(m, 4);
@@ -980,84 +1082,11 @@ static void recurrent(Imp *m, CellKind k) {
 
   int id = m->ncell++;
   char *pfx = param_name(m, fmt(m, "%s%d", op[k], id));
-  bool tr = true;
-  const char *u = fmt(m, "uniform(%.9g)", 1 / sqrt((double)H));
-  const char *src = fmt(m, "ONNX %s '%s'", m->node->op_type, safe(m, m->node->name));
-  char *w = fmt(m, "%s.W", pfx), *r = fmt(m, "%s.R", pfx), *rh = NULL;
-  char *wb = B ? fmt(m, "%s.Wb", pfx) : NULL, *rb = B ? fmt(m, "%s.Rb", pfx) : NULL;
-  char *p = P ? fmt(m, "%s.P", pfx) : NULL;
-  int64_t d2[2] = {G * H, I};
-  declare(m, w, 2, d2, floats_of(m, W, 0, G * H, I, false), tr, u, fmt(m, "%s: W", src));
-  if (lbr || k != CELL_GRU) {
-    d2[0] = G * H, d2[1] = H;
-    declare(m, r, 2, d2, floats_of(m, R, 0, G * H, H, false), tr, u, "R");
-  } else { /* R's z and r rows, and the h rows, which multiply r * h */
-    d2[0] = 2 * H, d2[1] = H;
-    r = fmt(m, "%s.R_zr", pfx);
-    declare(m, r, 2, d2, floats_of(m, R, 0, 2 * H, H, false), tr, u, "R, gates z and r");
-    d2[0] = H;
-    rh = fmt(m, "%s.R_h", pfx);
-    declare(m, rh, 2, d2, floats_of(m, R, 2 * H * H, H, H, false), tr, u, "R, gate h");
-  }
-  if (B) {
-    int64_t d1[1] = {G * H};
-    declare(m, wb, 1, d1, floats_of(m, B, 0, 1, G * H, false), tr, u, "B: Wb");
-    declare(m, rb, 1, d1, floats_of(m, B, G * H, 1, G * H, false), tr, u, "B: Rb");
-  }
-  if (P) {
-    int64_t d1[1] = {3 * H};
-    declare(m, p, 1, d1, floats_of(m, P, 0, 1, 3 * H, false), tr, "zeros", "P: i, o, f");
-  }
-  const char *h0 = initial_state(m, 5, H, pfx, "initial_h");
-  const char *c0 = k == CELL_LSTM ? initial_state(m, 6, H, pfx, "initial_c") : NULL;
+  c.src = fmt(m, "ONNX %s '%s'", m->node->op_type, safe(m, m->node->name));
+  const char *cell = rnn_cell(m, &c, pfx, 0);
+  const char *h0 = initial_state(m, 5, H, 1, 0, pfx, "initial_h");
+  const char *c0 = k == CELL_LSTM ? initial_state(m, 6, H, 1, 0, pfx, "initial_c") : NULL;
 
-  /* The cell, ONNX's equations (docs/onnx.md) with its gate order. */
-  Buf *d = &m->defs;
-  const char *bi = B ? fmt(m, " + %s", wb) : "", *bh = B ? fmt(m, " + %s", rb) : "";
-  char *cell = fmt(m, "%s_cell", pfx);
-  for (char *c = cell; *c; c++)
-    if (*c == '.')
-      *c = '_';
-  long long h = H; /* for the cells' text */
-  /* An embedding's rows are gathered here, in the cell. */
-  const char *xin = X->embed ? "xe" : "x";
-  char *xe = X->embed ? fmt(m, "  let xe = %s @ x    # the embedding's row\n", X->embed) : "";
-  buf_printf(d, "# %s, hidden %" PRId64, src, H);
-  switch (k) {
-  case CELL_GRU:
-    buf_printf(d, ", gates z, r, h, linear_before_reset %" PRId64 "\n", lbr);
-    buf_printf(d, "def %s(x, h) {\n%s  let gi = %s @ %s%s\n", cell, xe, w, xin, bi);
-    /* linear_before_reset 0: the h gate's product is of r * h (R split) */
-    buf_printf(d, "  let gh = %s @ h%s\n", r,
-               lbr || !B ? bh : fmt(m, " + %s[0:%lld]", rb, 2 * h));
-    buf_printf(d, "  let z = sigmoid(gi[0:%lld] + gh[0:%lld])\n", h, h);
-    buf_printf(d, "  let r = sigmoid(gi[%lld:%lld] + gh[%lld:%lld])\n", h, 2 * h, h, 2 * h);
-    if (lbr)
-      buf_printf(d, "  let n = tanh(gi[%lld:%lld] + r * gh[%lld:%lld])\n", 2 * h, 3 * h, 2 * h,
-                 3 * h);
-    else
-      buf_printf(d, "  let n = tanh(gi[%lld:%lld] + %s @ (r * h)%s)\n", 2 * h, 3 * h, rh,
-                 B ? fmt(m, " + %s[%lld:%lld]", rb, 2 * h, 3 * h) : "");
-    buf_printf(d, "  return (1 - z) * n + z * h\n}\n\n");
-    break;
-  case CELL_LSTM:
-    buf_printf(d, ", gates i, o, f, c%s\n", P ? ", peepholes" : "");
-    buf_printf(d, "def %s(x, h, c) {\n%s  let g = %s @ %s%s + %s @ h%s\n", cell, xe, w, xin, bi, r,
-               bh);
-    buf_printf(d, "  let i = sigmoid(g[0:%lld]%s)\n", h,
-               P ? fmt(m, " + %s[0:%lld] * c", p, h) : "");
-    buf_printf(d, "  let f = sigmoid(g[%lld:%lld]%s)\n", 2 * h, 3 * h,
-               P ? fmt(m, " + %s[%lld:%lld] * c", p, 2 * h, 3 * h) : "");
-    buf_printf(d, "  let c2 = f * c + i * tanh(g[%lld:%lld])\n", 3 * h, 4 * h);
-    buf_printf(d, "  let o = sigmoid(g[%lld:%lld]%s)\n", h, 2 * h,
-               P ? fmt(m, " + %s[%lld:%lld] * c2", p, h, 2 * h) : "");
-    buf_printf(d, "  return o * tanh(c2), c2\n}\n\n");
-    break;
-  case CELL_RNN:
-    buf_printf(d, "\ndef %s(x, h) {\n%s  return tanh(%s @ %s%s + %s @ h%s)\n}\n\n", cell, xe, w,
-               xin, bi, r, bh);
-    break;
-  }
   /* Y: [T, 1, 1, H] (layout 1: [1, T, 1, H]); Y_h, Y_c: [1, 1, H]. */
   int64_t ydim[4] = {SYM_T, 1, 1, H}, hdim[3] = {1, 1, H};
   if (layout)
@@ -1195,7 +1224,7 @@ static void node_scan(Imp *m) {
   buf_printf(m->out, " from ");
   for (int j = 0; j < ncarry; j++) {
     int64_t size = vfeat(m, outs[j]);
-    const char *init = j < nstate ? initial_state(m, j, size, fmt(m, "scan%d", id),
+    const char *init = j < nstate ? initial_state(m, j, size, 1, 0, fmt(m, "scan%d", id),
                                                   fmt(m, "state%d", j))
                                   : fmt(m, "zeros(%" PRId64 ")", size);
     buf_printf(m->out, "%s%s", j ? ", " : "", init);
