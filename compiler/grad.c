@@ -350,6 +350,10 @@ static void vjp(Grad *G, int id, int gy) {
     contrib(G, a, add2(G, OP_MUL, gy, h, 0, 0, pos));
     break;
   }
+  case OP_RELU:
+    /* relu' = (x > 0): the adjoint where the result is positive */
+    contrib(G, a, add2(G, OP_RELU_GRAD, gy, fwd(G, id), 0, 0, pos));
+    break;
   case OP_CONCAT: {
     int na = type_width(node(G, a)->type), nb = type_width(node(G, b)->type);
     if (NEEDS(a))

@@ -107,6 +107,10 @@ static double elem(const Interp *I, Op op, double f, double a, double b) {
     return log(a);
   case OP_SQRT:
     return sqrt(a);
+  case OP_RELU:
+    return a > 0 ? a : 0;
+  case OP_RELU_GRAD:
+    return b > 0 ? a : 0;
   case OP_FLOOR:
     return floor(a);
   case OP_COS:

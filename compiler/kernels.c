@@ -140,6 +140,12 @@ LLVMValueRef cg_elem(Cg *cg, Op op, double f, LLVMValueRef a, LLVMValueRef b) {
   }
   case OP_SQRT:
     return intrinsic(cg, "llvm.sqrt", &a, 1);
+  case OP_RELU: /* a > 0 ? a : 0, as the interpreter (NaN gives 0) */
+    return LLVMBuildSelect(cg->b, LLVMBuildFCmp(cg->b, LLVMRealOGT, a, LLVMConstNull(LLVMTypeOf(a)), ""),
+                           a, LLVMConstNull(LLVMTypeOf(a)), "");
+  case OP_RELU_GRAD: /* the adjoint a where relu's result b is positive */
+    return LLVMBuildSelect(cg->b, LLVMBuildFCmp(cg->b, LLVMRealOGT, b, LLVMConstNull(LLVMTypeOf(b)), ""),
+                           a, LLVMConstNull(LLVMTypeOf(a)), "");
   case OP_FLOOR:
     return intrinsic(cg, "llvm.floor", &a, 1);
   case OP_COS: /* a learning-rate schedule's scalar: cosf, not inline (JIT only) */

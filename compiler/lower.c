@@ -126,7 +126,7 @@ static Binding *lookup_local(Lower *L, Scope *s, const char *name) {
   return NULL;
 }
 
-static const char *const builtins[] = {"sigmoid", "tanh", "exp", "log", "sqrt", "concat",
+static const char *const builtins[] = {"sigmoid", "tanh", "exp", "log", "sqrt", "relu", "concat",
                                        "last", "first", "log_softmax", "sum", "zeros",
                                        "kaiming_uniform", "dropout"};
 
@@ -359,6 +359,8 @@ static void check_nargs(Lower *L, Expr *e, int want) {
     error_at(L->d, e->pos, "'%.*s' takes no compile-time arguments", e->name.len, e->name.s);
 }
 
+static double relu(double x) { return x > 0 ? x : 0; }
+
 static Value eval_builtin(Lower *L, Scope *s, Expr *e, const char *name) {
   if (e->keys)
     error_at(L->d, e->keys[0].pos, "'%s' takes no named arguments", name);
@@ -369,7 +371,7 @@ static Value eval_builtin(Lower *L, Scope *s, Expr *e, const char *name) {
     Op op;
     double (*fold)(double);
   } unary[] = {{"sigmoid", OP_SIGMOID, NULL}, {"tanh", OP_TANH, tanh}, {"exp", OP_EXP, exp},
-               {"log", OP_LOG, log},          {"sqrt", OP_SQRT, sqrt}};
+               {"log", OP_LOG, log},          {"sqrt", OP_SQRT, sqrt},  {"relu", OP_RELU, relu}};
   for (size_t i = 0; i < ARRAY_LEN(unary); i++) {
     if (strcmp(name, unary[i].name))
       continue;

@@ -7,7 +7,9 @@
  * the output "logits" [C]. A scan becomes an ONNX Scan whose body is the
  * cell: the carried states are the Scan's states, and each is also a scan
  * output (Identity), since the IR reads a scan's results as the stacks of
- * its states. Parameters become initializers under their names.
+ * its states; a reverse scan reads and stacks from the last row
+ * (scan_input_directions, scan_output_directions 1). Parameters become
+ * initializers under their names.
  *
  * What ONNX has no op for is an error naming the node: a random initial
  * state (noise) above all. rnnc import reads the result back (its Scan
@@ -134,19 +136,34 @@ static Onnx__NodeProto *add_node(Ex *x, Nodes *nl, const char *op, const char *n
   return n;
 }
 
-static void attr_int(Ex *x, Onnx__NodeProto *n, const char *name, int64_t v) {
+static Onnx__AttributeProto *add_attr(Ex *x, Onnx__NodeProto *n, const char *name) {
   Onnx__AttributeProto *a = alloc(x, sizeof *a);
   onnx__attribute_proto__init(a);
   a->name = (char *)name;
   a->has_type = 1;
-  a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT;
-  a->has_i = 1;
-  a->i = v;
   Onnx__AttributeProto **v2 = alloc(x, (n->n_attribute + 1) * sizeof *v2);
   if (n->n_attribute)
     memcpy(v2, n->attribute, n->n_attribute * sizeof *v2);
   v2[n->n_attribute++] = a;
   n->attribute = v2;
+  return a;
+}
+
+static void attr_int(Ex *x, Onnx__NodeProto *n, const char *name, int64_t v) {
+  Onnx__AttributeProto *a = add_attr(x, n, name);
+  a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT;
+  a->has_i = 1;
+  a->i = v;
+}
+
+/* An attribute of count integers, all v. */
+static void attr_ints(Ex *x, Onnx__NodeProto *n, const char *name, int count, int64_t v) {
+  Onnx__AttributeProto *a = add_attr(x, n, name);
+  a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS;
+  a->n_ints = (size_t)count;
+  a->ints = alloc(x, (size_t)(count ? count : 1) * sizeof *a->ints);
+  for (int i = 0; i < count; i++)
+    a->ints[i] = v;
 }
 
 /* A value's type for graph inputs and outputs: float, with dims (dim < 0:
@@ -208,8 +225,6 @@ static void emit_scan(Ex *x, int id, Nodes *nl) {
   const Node *n = &g->nodes[id];
   const Block *b = &g->blocks[n->region];
   int nseq = n->a, ncarry = n->b;
-  if (n->c)
-    fail(x, n, "a reverse scan (ONNX's Scan can, rnnc export does not yet)");
   if (b->nyields != ncarry)
     fail(x, n, "a scan with per-step values besides its states");
   Nodes body = {0};
@@ -256,16 +271,15 @@ static void emit_scan(Ex *x, int id, Nodes *nl) {
     s->output[ncarry + j] = fmt(x, "n%d_stack%d", id, j);
   }
   attr_int(x, s, "num_scan_inputs", nseq);
-  Onnx__AttributeProto *a = alloc(x, sizeof *a);
-  onnx__attribute_proto__init(a);
-  a->name = "body";
-  a->has_type = 1;
+  if (n->c) {
+    /* A reverse scan: the sequences read from the last row, the stacks
+     * written from the last row too (row t: the state after rows T-1..t). */
+    attr_ints(x, s, "scan_input_directions", nseq, 1);
+    attr_ints(x, s, "scan_output_directions", ncarry, 1);
+  }
+  Onnx__AttributeProto *a = add_attr(x, s, "body");
   a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__GRAPH;
   a->g = bg;
-  Onnx__AttributeProto **v2 = alloc(x, (s->n_attribute + 1) * sizeof *v2);
-  memcpy(v2, s->attribute, s->n_attribute * sizeof *v2);
-  v2[s->n_attribute++] = a;
-  s->attribute = v2;
 }
 
 static void emit_node(Ex *x, int id, Nodes *nl) {
@@ -279,7 +293,7 @@ static void emit_node(Ex *x, int id, Nodes *nl) {
   static const char *const elem[OP_COUNT] = {
       [OP_ADD] = "Add",   [OP_SUB] = "Sub",         [OP_MUL] = "Mul",   [OP_DIV] = "Div",
       [OP_NEG] = "Neg",   [OP_SIGMOID] = "Sigmoid", [OP_TANH] = "Tanh", [OP_EXP] = "Exp",
-      [OP_LOG] = "Log",   [OP_SQRT] = "Sqrt",       [OP_DENSE] = "Identity",
+      [OP_LOG] = "Log",   [OP_SQRT] = "Sqrt",       [OP_RELU] = "Relu", [OP_DENSE] = "Identity",
       [OP_CONCAT] = "Concat", [OP_LOG_SOFTMAX] = "LogSoftmax", [OP_MATVEC] = "MatMul",
       [OP_SUM] = "ReduceSum"};
   switch (n->op) {
@@ -323,7 +337,7 @@ static void emit_node(Ex *x, int id, Nodes *nl) {
   case OP_SLICE: {
     const char *s[4] = {in[0], int_init(x, fmt(x, "n%d_lo", id), n->a, false),
                         int_init(x, fmt(x, "n%d_hi", id), n->b, false),
-                        int_init(x, fmt(x, "n%d_axis", id), 0, false)};
+                        int_init(x, fmt(x, "n%d_axis", id), -1, false)};
     add_node(x, nl, "Slice", nm, 4, s, out);
     return;
   }
@@ -352,8 +366,8 @@ static void emit_node(Ex *x, int id, Nodes *nl) {
   if (!elem[n->op] || n->nin > 2)
     fail(x, n, "%s has no ONNX export yet", op_names[n->op]);
   Onnx__NodeProto *o = add_node(x, nl, elem[n->op], nm, n->nin, in, out);
-  if (n->op == OP_CONCAT)
-    attr_int(x, o, "axis", 0);
+  if (n->op == OP_CONCAT) /* vectors, or sequences row by row */
+    attr_int(x, o, "axis", -1);
   if (n->op == OP_LOG_SOFTMAX)
     attr_int(x, o, "axis", -1);
   if (n->op == OP_SUM)

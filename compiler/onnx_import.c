@@ -13,12 +13,15 @@
  * Shapes are per sequence: rnnc runs each sequence on its own, so every
  * batch dimension is 1, and the sequence length is the symbol T (SYM_T), in
  * shapes and in folded shape arithmetic alike; a number that depends on T
- * where a number is needed is an error. A runtime value has at most one
- * dimension above 1 besides T: the graph language's vectors f32[n] and
- * sequences f32[T, n].
+ * where a number is needed is an error. A runtime value of any shape is
+ * read as its elements in row-major order: the graph language's vectors
+ * f32[n] (n the product of its dimensions) and sequences f32[T, n] (T
+ * before every dimension above 1); selecting along one of its dimensions
+ * is a slice, or a concat of slices.
  *
- * Recurrent nodes (GRU, LSTM, RNN) become a cell (`def`) and a `scan`, with
- * ONNX's gate order and equations written out from primitives; their
+ * Recurrent nodes (GRU, LSTM, RNN) become a cell (`def`) and a `scan` per
+ * direction (`scan reverse` for the reverse one), with ONNX's gate order
+ * and equations written out from primitives; their
  * weights become parameters named after the node (gru0.W, gru0.R, ...),
  * other weights keep their initializer's name where the graph language
  * can spell it (fc.weight). Every constant a runtime value meets becomes a
@@ -332,6 +335,7 @@ static bool is_reserved(const char *s, size_t n) {
       "in",     "return", "output", "loss",    "optimizer", "clip_grad_norm", "train",
       "scan",   "over",   "from",   "sigmoid", "tanh",   "exp",   "log",   "sqrt",
       "concat", "last",   "first",  "log_softmax", "sum", "zeros", "kaiming_uniform", "x",
+      "relu",   "dropout",
       "y",      "T"};
   for (size_t i = 0; i < ARRAY_LEN(words); i++)
     if (strlen(words[i]) == n && !memcmp(words[i], s, n))
@@ -449,29 +453,48 @@ static const char *const_param(Imp *m, Val *v, int64_t rows, bool transpose, con
   return *slot = name;
 }
 
-/* The dimension above 1 of a shape besides T: its size (1 if none); more
- * than one is an error. */
+/* The number of features of a runtime value's shape: the product of its
+ * dimensions besides T. The value is a vector of them (f32[n]) or a
+ * sequence of such vectors (f32[T, n]), in row-major order, so T comes
+ * before every dimension above 1. */
 static int64_t features(Imp *m, const int64_t *dim, int rank, int taxis) {
   int64_t n = 1;
-  int big = 0;
-  for (int i = 0; i < rank; i++)
-    if (i != taxis && dim[i] != 1) {
-      if (dim[i] == SYM_T)
-        fail(m, "the sequence length T in two dimensions");
-      n = dim[i];
-      big++;
+  for (int i = 0; i < rank; i++) {
+    if (i == taxis)
+      continue;
+    if (dim[i] == SYM_T)
+      fail(m, "the sequence length T in two dimensions");
+    if (i < taxis && dim[i] != 1) {
+      Val tmp = {.rank = rank};
+      memcpy(tmp.dim, dim, (size_t)rank * sizeof *dim);
+      fail(m, "a value of shape %s: rnnc's sequences are [T, features] (batch dimensions of 1 "
+              "aside): the sequence length comes before the features",
+           shape_str(m, &tmp));
     }
-  if (big > 1) {
-    Val tmp = {.rank = rank};
-    memcpy(tmp.dim, dim, (size_t)rank * sizeof *dim);
-    fail(m, "a value of shape %s: the graph language has vectors and sequences of vectors, one "
-            "dimension besides the sequence (and batch dimensions of 1)",
-         shape_str(m, &tmp));
+    if (dim[i] < 0 || (dim[i] > 0 && n > ((int64_t)1 << 24) / dim[i]))
+      fail(m, "a value of more than 2^24 features per step");
+    n *= dim[i];
   }
   return n;
 }
 
 static int64_t vfeat(Imp *m, const Val *v) { return features(m, v->dim, v->rank, v->taxis); }
+
+/* Whether a and b have the same dimensions above 1 (T among them) in the
+ * same order: the same elements at the same places of their features. */
+static bool same_layout(const Val *a, const Val *b) {
+  int i = 0, j = 0;
+  for (;;) {
+    while (i < a->rank && a->dim[i] == 1)
+      i++;
+    while (j < b->rank && b->dim[j] == 1)
+      j++;
+    if (i == a->rank || j == b->rank)
+      return i == a->rank && j == b->rank;
+    if (a->dim[i++] != b->dim[j++])
+      return false;
+  }
+}
 
 /* A runtime value named by a new `let` name (vN). */
 static Val *new_let(Imp *m, const char *name, int rank, const int64_t *dim, int taxis) {
@@ -808,7 +831,7 @@ static const char *operand(Imp *m, Val *x, const Val *r) {
   if (!x->konst) {
     if (x->onehot)
       fail(m, "arithmetic on the one-hot input");
-    if ((x->taxis >= 0) != (r->taxis >= 0) || vfeat(m, x) != vfeat(m, r))
+    if (!same_layout(x, r))
       fail(m, "operands %s and %s: the graph language adds vectors of one size (or sequences "
               "of them) and numbers",
            shape_str(m, x), shape_str(m, r));
@@ -817,7 +840,7 @@ static const char *operand(Imp *m, Val *x, const Val *r) {
   int64_t n = vnumel(m, x);
   if (n == 1)
     return number(m, x->c[0]);
-  if (r->taxis >= 0 || n != vfeat(m, r))
+  if (r->taxis >= 0 || !same_layout(x, r))
     fail(m, "a constant of shape %s with a value of shape %s: rnnc broadcasts numbers and "
             "vectors of the value's size",
          shape_str(m, x), shape_str(m, r));
@@ -836,6 +859,12 @@ static void binary(Imp *m, const char *op) {
     fail(m, "shapes %s and %s do not broadcast", shape_str(m, a), shape_str(m, b));
   Val *rt = a->konst ? b : a;
   int taxis = rt->taxis < 0 ? -1 : rt->taxis + (r - rt->rank);
+  if (features(m, dim, r, taxis) != vfeat(m, rt)) {
+    Val tmp = {.rank = r};
+    memcpy(tmp.dim, dim, sizeof tmp.dim);
+    fail(m, "shapes %s and %s broadcast to %s: rnnc's elementwise ops keep the value's size",
+         shape_str(m, a), shape_str(m, b), shape_str(m, &tmp));
+  }
   const char *sym = op[0] == 'A' ? "+" : op[0] == 'S' ? "-" : op[0] == 'M' ? "*" : "/";
   let_val(m, out_name(m, 0), r, dim, taxis, "%s %s %s", operand(m, a, rt), sym,
           operand(m, b, rt));
@@ -862,6 +891,7 @@ static void unary(Imp *m, const char *fn) {
                 : !strcmp(fn, "exp")   ? exp(a)
                 : !strcmp(fn, "log")   ? log(a)
                 : !strcmp(fn, "sqrt")  ? sqrt(a)
+                : !strcmp(fn, "relu")  ? (a > 0 ? a : 0)
                                        : -a;
     }
     return;
@@ -873,63 +903,174 @@ static void unary(Imp *m, const char *fn) {
     let_val(m, out_name(m, 0), x->rank, x->dim, x->taxis, "%s(%s)", fn, x->expr);
 }
 
-/* The axis of v's features (its dimension above 1 besides T), or the last
- * non-T axis when all are 1. */
-static int feature_axis(Imp *m, const Val *v) {
-  int ax = -1;
-  for (int i = 0; i < v->rank; i++)
-    if (i != v->taxis && (v->dim[i] != 1 || ax < 0))
-      ax = i;
-  return ax;
+/* Elements lo .. lo+n-1 along axis ax (not T) of runtime value x as an
+ * expression: in x's row-major features, one slice per index of the axes
+ * before ax, concatenated. */
+static const char *select_expr(Imp *m, const Val *x, int ax, int64_t lo, int64_t n) {
+  int64_t outer = 1, inner = 1, D = x->dim[ax];
+  for (int i = 0; i < x->rank; i++)
+    if (i != x->taxis && i != ax)
+      *(i < ax ? &outer : &inner) *= x->dim[i];
+  if (outer > 256)
+    fail(m, "selects %" PRId64 " pieces of %s (rnnc's limit is 256)", outer, shape_str(m, x));
+  if (outer == 1 && lo == 0 && n == D)
+    return x->expr;
+  const char *e = "";
+  for (int64_t o = 0; o < outer; o++)
+    e = fmt(m, "%s%s%s[%" PRId64 ":%" PRId64 "]", e, o ? ", " : "", x->expr, (o * D + lo) * inner,
+            (o * D + lo + n) * inner);
+  return outer > 1 ? fmt(m, "concat(%s)", e) : e;
 }
 
 /* ---------------------------------------------------------- recurrences */
 
 typedef enum { CELL_GRU, CELL_LSTM, CELL_RNN } CellKind;
 
-static void check_acts(Imp *m, Attrs *a, CellKind k) {
+static void check_acts(Imp *m, Attrs *a, CellKind k, int nd) {
   static const char *const want[][3] = {
       {"Sigmoid", "Tanh", NULL}, {"Sigmoid", "Tanh", "Tanh"}, {"Tanh", NULL, NULL}};
   const Onnx__AttributeProto *p = attr(m, a, "activations");
   if (!p)
     return;
   size_t n = k == CELL_GRU ? 2 : k == CELL_LSTM ? 3 : 1;
-  if (p->n_strings != n)
-    fail(m, "attribute 'activations' has %zu functions (one direction: %zu)", p->n_strings, n);
-  for (size_t i = 0; i < n; i++)
-    if (p->strings[i].len != strlen(want[k][i]) ||
-        memcmp(p->strings[i].data, want[k][i], p->strings[i].len))
+  if (p->n_strings != n * (size_t)nd)
+    fail(m, "attribute 'activations' has %zu functions (%d direction%s: %zu)", p->n_strings, nd,
+         nd == 1 ? "" : "s", n * (size_t)nd);
+  for (size_t i = 0; i < n * (size_t)nd; i++)
+    if (p->strings[i].len != strlen(want[k][i % n]) ||
+        memcmp(p->strings[i].data, want[k][i % n], p->strings[i].len))
       fail(m, "attribute 'activations': function %zu is not %s (rnnc supports the default "
               "activations)",
-           i, want[k][i]);
+           i, want[k][i % n]);
 }
 
-/* The initial state input i of a recurrent node as an expression of
- * f32[H]. */
-static const char *initial_state(Imp *m, int i, int64_t H, const char *pfx, const char *what) {
+/* Input i of a node, a state of nd directions' states of `size` values
+ * each ([nd, batch, size] or [batch, nd, size] with a batch of 1), as an
+ * expression of direction d's f32[size]: zeros when absent or all zero. */
+static const char *initial_state(Imp *m, int i, int64_t size, int nd, int d, const char *pfx,
+                                 const char *what) {
   Val *v = in_val(m, i);
   if (!v)
-    return fmt(m, "zeros(%" PRId64 ")", H);
+    return fmt(m, "zeros(%" PRId64 ")", size);
   if (!v->konst) {
-    if (v->taxis >= 0 || vfeat(m, v) != H)
+    if (v->taxis >= 0 || vfeat(m, v) != nd * size)
       fail(m, "%s has shape %s; rnnc needs %" PRId64 " values per sequence", what,
-           shape_str(m, v), H);
-    return v->expr;
+           shape_str(m, v), nd * size);
+    return nd == 1 ? v->expr
+                   : fmt(m, "%s[%" PRId64 ":%" PRId64 "]", v->expr, d * size, (d + 1) * size);
   }
-  if (vnumel(m, v) != H)
-    fail(m, "%s has shape %s; rnnc needs %" PRId64 " values per sequence (one direction, a "
+  if (vnumel(m, v) != nd * size)
+    fail(m, "%s has shape %s; rnnc needs %" PRId64 " values per sequence (%d direction%s, a "
             "batch of 1)",
-         what, shape_str(m, v), H);
+         what, shape_str(m, v), nd * size, nd, nd == 1 ? "" : "s");
   bool zero = true;
-  for (int64_t k = 0; k < H; k++)
-    zero &= v->c[k] == 0;
+  for (int64_t k = 0; k < size; k++)
+    zero &= v->c[d * size + k] == 0;
   if (zero)
-    return fmt(m, "zeros(%" PRId64 ")", H);
+    return fmt(m, "zeros(%" PRId64 ")", size);
   char *name = param_name(m, fmt(m, "%s.%s", pfx, what));
-  int64_t dim[1] = {H};
-  declare(m, name, 1, dim, floats_of(m, v, 0, 1, H, false), false, "zeros",
-          fmt(m, "ONNX '%s'", safe(m, v->name)));
+  int64_t dim[1] = {size};
+  declare(m, name, 1, dim, floats_of(m, v, d * size, 1, size, false), false, "zeros",
+          fmt(m, "ONNX '%s'%s", safe(m, v->name), nd == 1 ? "" : d ? ", reverse" : ", forward"));
   return name;
+}
+
+/* A GRU, LSTM or RNN node's parts. */
+typedef struct Rec {
+  CellKind k;
+  int64_t I, H, G, lbr;
+  Val *X, *W, *R, *B, *P; /* W, R, B, P: nd directions' stacked */
+  const char *src;        /* "ONNX GRU 'name'", for comments */
+} Rec;
+
+/* Direction d's parameters, from row d of ONNX's stacked W, R, B and P,
+ * named PFX.W ..., and its cell `def PFX_cell`, ONNX's equations
+ * (docs/onnx.md) with its gate order; returns the cell's name. */
+static const char *rnn_cell(Imp *m, const Rec *c, const char *pfx, int d) {
+  CellKind k = c->k;
+  int64_t H = c->H, I = c->I, G = c->G, lbr = c->lbr;
+  bool tr = true;
+  const char *u = fmt(m, "uniform(%.9g)", 1 / sqrt((double)H));
+  const char *src = d ? fmt(m, "%s, reverse direction", c->src) : c->src;
+  char *w = fmt(m, "%s.W", pfx), *r = fmt(m, "%s.R", pfx), *rh = NULL;
+  char *wb = c->B ? fmt(m, "%s.Wb", pfx) : NULL, *rb = c->B ? fmt(m, "%s.Rb", pfx) : NULL;
+  char *p = c->P ? fmt(m, "%s.P", pfx) : NULL;
+  int64_t d2[2] = {G * H, I};
+  declare(m, w, 2, d2, floats_of(m, c->W, d * G * H * I, G * H, I, false), tr, u,
+          fmt(m, "%s: W", src));
+  if (lbr || k != CELL_GRU) {
+    d2[0] = G * H, d2[1] = H;
+    declare(m, r, 2, d2, floats_of(m, c->R, d * G * H * H, G * H, H, false), tr, u, "R");
+  } else { /* R's z and r rows, and the h rows, which multiply r * h */
+    d2[0] = 2 * H, d2[1] = H;
+    r = fmt(m, "%s.R_zr", pfx);
+    declare(m, r, 2, d2, floats_of(m, c->R, d * G * H * H, 2 * H, H, false), tr, u,
+            "R, gates z and r");
+    d2[0] = H;
+    rh = fmt(m, "%s.R_h", pfx);
+    declare(m, rh, 2, d2, floats_of(m, c->R, d * G * H * H + 2 * H * H, H, H, false), tr, u,
+            "R, gate h");
+  }
+  if (c->B) {
+    int64_t d1[1] = {G * H};
+    declare(m, wb, 1, d1, floats_of(m, c->B, d * 2 * G * H, 1, G * H, false), tr, u, "B: Wb");
+    declare(m, rb, 1, d1, floats_of(m, c->B, d * 2 * G * H + G * H, 1, G * H, false), tr, u,
+            "B: Rb");
+  }
+  if (c->P) {
+    int64_t d1[1] = {3 * H};
+    declare(m, p, 1, d1, floats_of(m, c->P, d * 3 * H, 1, 3 * H, false), tr, "zeros",
+            "P: i, o, f");
+  }
+
+  Buf *b = &m->defs;
+  const char *bi = c->B ? fmt(m, " + %s", wb) : "", *bh = c->B ? fmt(m, " + %s", rb) : "";
+  char *cell = fmt(m, "%s_cell", pfx);
+  for (char *s = cell; *s; s++)
+    if (*s == '.')
+      *s = '_';
+  long long h = H; /* for the cells' text */
+  /* An embedding's rows are gathered here, in the cell. */
+  const char *xin = c->X->embed ? "xe" : "x";
+  char *xe =
+      c->X->embed ? fmt(m, "  let xe = %s @ x    # the embedding's row\n", c->X->embed) : "";
+  buf_printf(b, "# %s, hidden %" PRId64, src, H);
+  switch (k) {
+  case CELL_GRU:
+    buf_printf(b, ", gates z, r, h, linear_before_reset %" PRId64 "\n", lbr);
+    buf_printf(b, "def %s(x, h) {\n%s  let gi = %s @ %s%s\n", cell, xe, w, xin, bi);
+    /* linear_before_reset 0: the h gate's product is of r * h (R split) */
+    buf_printf(b, "  let gh = %s @ h%s\n", r,
+               lbr || !c->B ? bh : fmt(m, " + %s[0:%lld]", rb, 2 * h));
+    buf_printf(b, "  let z = sigmoid(gi[0:%lld] + gh[0:%lld])\n", h, h);
+    buf_printf(b, "  let r = sigmoid(gi[%lld:%lld] + gh[%lld:%lld])\n", h, 2 * h, h, 2 * h);
+    if (lbr)
+      buf_printf(b, "  let n = tanh(gi[%lld:%lld] + r * gh[%lld:%lld])\n", 2 * h, 3 * h, 2 * h,
+                 3 * h);
+    else
+      buf_printf(b, "  let n = tanh(gi[%lld:%lld] + %s @ (r * h)%s)\n", 2 * h, 3 * h, rh,
+                 c->B ? fmt(m, " + %s[%lld:%lld]", rb, 2 * h, 3 * h) : "");
+    buf_printf(b, "  return (1 - z) * n + z * h\n}\n\n");
+    break;
+  case CELL_LSTM:
+    buf_printf(b, ", gates i, o, f, c%s\n", c->P ? ", peepholes" : "");
+    buf_printf(b, "def %s(x, h, c) {\n%s  let g = %s @ %s%s + %s @ h%s\n", cell, xe, w, xin, bi,
+               r, bh);
+    buf_printf(b, "  let i = sigmoid(g[0:%lld]%s)\n", h,
+               p ? fmt(m, " + %s[0:%lld] * c", p, h) : "");
+    buf_printf(b, "  let f = sigmoid(g[%lld:%lld]%s)\n", 2 * h, 3 * h,
+               p ? fmt(m, " + %s[%lld:%lld] * c", p, 2 * h, 3 * h) : "");
+    buf_printf(b, "  let c2 = f * c + i * tanh(g[%lld:%lld])\n", 3 * h, 4 * h);
+    buf_printf(b, "  let o = sigmoid(g[%lld:%lld]%s)\n", h, 2 * h,
+               p ? fmt(m, " + %s[%lld:%lld] * c2", p, h, 2 * h) : "");
+    buf_printf(b, "  return o * tanh(c2), c2\n}\n\n");
+    break;
+  case CELL_RNN:
+    buf_printf(b, "\ndef %s(x, h) {\n%s  return tanh(%s @ %s%s + %s @ h%s)\n}\n\n", cell, xe, w,
+               xin, bi, r, bh);
+    break;
+  }
+  return cell;
 }
 
 static void recurrent(Imp *m, CellKind k) {
@@ -939,143 +1080,98 @@ static void recurrent(Imp *m, CellKind k) {
   int64_t Hattr = attr_int(m, &a, "hidden_size", 0);
   const char *dir = attr_str(m, &a, "direction", "forward");
   int64_t layout = attr_int(m, &a, "layout", 0);
-  int64_t lbr = k == CELL_GRU ? attr_int(m, &a, "linear_before_reset", 0) : 0;
+  Rec c = {.k = k, .G = gates[k]};
+  c.lbr = k == CELL_GRU ? attr_int(m, &a, "linear_before_reset", 0) : 0;
   if (k == CELL_LSTM && attr_int(m, &a, "input_forget", 0))
     fail(m, "attribute 'input_forget' = 1 is not supported");
   if (attr(m, &a, "clip"))
     fail(m, "attribute 'clip' is not supported (rnnc does not clip cell inputs)");
   if (attr(m, &a, "activation_alpha") || attr(m, &a, "activation_beta"))
     fail(m, "attributes 'activation_alpha' and 'activation_beta' are not supported");
-  check_acts(m, &a, k);
+  int nd = !strcmp(dir, "bidirectional") ? 2 : 1;
+  bool reverse = !strcmp(dir, "reverse");
+  if (nd == 1 && !reverse && strcmp(dir, "forward"))
+    fail(m, "attribute 'direction' = '%.20s' (forward, reverse or bidirectional)", dir);
+  check_acts(m, &a, k, nd);
   attrs_done(m, &a);
-  if (strcmp(dir, "forward"))
-    fail(m, "attribute 'direction' = '%.20s' is not supported: rnnc's scans run forward (a "
-            "reverse scan in the graph language is future work)",
-         dir);
   if (layout != 0 && layout != 1)
     fail(m, "attribute 'layout' = %" PRId64 " (0 or 1)", layout);
-  Val *X = need(m, 0, "X");
-  if (X->konst || X->taxis != (int)layout || X->rank != 3)
+  Val *X = c.X = need(m, 0, "X");
+  if (X->konst || X->taxis != (int)layout || X->rank != 3 || X->dim[!layout] != 1)
     fail(m, "X has shape %s; rnnc needs the sequence %s", shape_str(m, X),
          layout ? "[batch, T, input] (layout 1)" : "[T, batch, input]");
-  int64_t I = X->dim[2], G = gates[k];
-  Val *W = need_const(m, 1, "W"), *R = need_const(m, 2, "R"), *B = in_val(m, 3);
-  if (R->rank != 3 || R->dim[0] != 1 || R->dim[1] % G || R->dim[1] / G != R->dim[2])
-    fail(m, "R has shape %s; rnnc needs [1, %" PRId64 " * hidden, hidden]", shape_str(m, R), G);
-  int64_t H = R->dim[2];
+  int64_t I = c.I = X->dim[2], G = c.G;
+  Val *W = c.W = need_const(m, 1, "W"), *R = c.R = need_const(m, 2, "R"), *B = c.B = in_val(m, 3);
+  if (R->rank != 3 || R->dim[0] != nd || R->dim[1] % G || R->dim[1] / G != R->dim[2])
+    fail(m, "R has shape %s; rnnc needs [%d, %" PRId64 " * hidden, hidden]", shape_str(m, R), nd,
+         G);
+  int64_t H = c.H = R->dim[2];
   if (Hattr && Hattr != H)
     fail(m, "attribute 'hidden_size' = %" PRId64 " but R has shape %s", Hattr, shape_str(m, R));
-  if (W->rank != 3 || W->dim[0] != 1 || W->dim[1] != G * H || W->dim[2] != I)
-    fail(m, "W has shape %s; rnnc needs [1, %" PRId64 ", %" PRId64 "]", shape_str(m, W), G * H,
-         I);
-  if (B && (!B->konst || B->rank != 2 || B->dim[0] != 1 || B->dim[1] != 2 * G * H))
-    fail(m, "B has shape %s; rnnc needs a constant [1, %" PRId64 "]", shape_str(m, B),
+  if (W->rank != 3 || W->dim[0] != nd || W->dim[1] != G * H || W->dim[2] != I)
+    fail(m, "W has shape %s; rnnc needs [%d, %" PRId64 ", %" PRId64 "]", shape_str(m, W), nd,
+         G * H, I);
+  if (B && (!B->konst || B->rank != 2 || B->dim[0] != nd || B->dim[1] != 2 * G * H))
+    fail(m, "B has shape %s; rnnc needs a constant [%d, %" PRId64 "]", shape_str(m, B), nd,
          2 * G * H);
-  Val *P = k == CELL_LSTM ? in_val(m, 7) : NULL;
-  if (P && (!P->konst || vnumel(m, P) != 3 * H))
-    fail(m, "P has shape %s; rnnc needs a constant [1, %" PRId64 "]", shape_str(m, P), 3 * H);
+  Val *P = c.P = k == CELL_LSTM ? in_val(m, 7) : NULL;
+  if (P && (!P->konst || vnumel(m, P) != nd * 3 * H))
+    fail(m, "P has shape %s; rnnc needs a constant [%d, %" PRId64 "]", shape_str(m, P), nd,
+         3 * H);
   Val *lens = in_val(m, 4);
   if (lens && !lens->konst && !lens->lengths)
     fail(m, "sequence_lens is computed at run time");
 
   int id = m->ncell++;
   char *pfx = param_name(m, fmt(m, "%s%d", op[k], id));
-  bool tr = true;
-  const char *u = fmt(m, "uniform(%.9g)", 1 / sqrt((double)H));
-  const char *src = fmt(m, "ONNX %s '%s'", m->node->op_type, safe(m, m->node->name));
-  char *w = fmt(m, "%s.W", pfx), *r = fmt(m, "%s.R", pfx), *rh = NULL;
-  char *wb = B ? fmt(m, "%s.Wb", pfx) : NULL, *rb = B ? fmt(m, "%s.Rb", pfx) : NULL;
-  char *p = P ? fmt(m, "%s.P", pfx) : NULL;
-  int64_t d2[2] = {G * H, I};
-  declare(m, w, 2, d2, floats_of(m, W, 0, G * H, I, false), tr, u, fmt(m, "%s: W", src));
-  if (lbr || k != CELL_GRU) {
-    d2[0] = G * H, d2[1] = H;
-    declare(m, r, 2, d2, floats_of(m, R, 0, G * H, H, false), tr, u, "R");
-  } else { /* R's z and r rows, and the h rows, which multiply r * h */
-    d2[0] = 2 * H, d2[1] = H;
-    r = fmt(m, "%s.R_zr", pfx);
-    declare(m, r, 2, d2, floats_of(m, R, 0, 2 * H, H, false), tr, u, "R, gates z and r");
-    d2[0] = H;
-    rh = fmt(m, "%s.R_h", pfx);
-    declare(m, rh, 2, d2, floats_of(m, R, 2 * H * H, H, H, false), tr, u, "R, gate h");
-  }
-  if (B) {
-    int64_t d1[1] = {G * H};
-    declare(m, wb, 1, d1, floats_of(m, B, 0, 1, G * H, false), tr, u, "B: Wb");
-    declare(m, rb, 1, d1, floats_of(m, B, G * H, 1, G * H, false), tr, u, "B: Rb");
-  }
-  if (P) {
-    int64_t d1[1] = {3 * H};
-    declare(m, p, 1, d1, floats_of(m, P, 0, 1, 3 * H, false), tr, "zeros", "P: i, o, f");
-  }
-  const char *h0 = initial_state(m, 5, H, pfx, "initial_h");
-  const char *c0 = k == CELL_LSTM ? initial_state(m, 6, H, pfx, "initial_c") : NULL;
-
-  /* The cell, ONNX's equations (docs/onnx.md) with its gate order. */
-  Buf *d = &m->defs;
-  const char *bi = B ? fmt(m, " + %s", wb) : "", *bh = B ? fmt(m, " + %s", rb) : "";
-  char *cell = fmt(m, "%s_cell", pfx);
-  for (char *c = cell; *c; c++)
-    if (*c == '.')
-      *c = '_';
-  long long h = H; /* for the cells' text */
-  /* An embedding's rows are gathered here, in the cell. */
-  const char *xin = X->embed ? "xe" : "x";
-  char *xe = X->embed ? fmt(m, "  let xe = %s @ x    # the embedding's row\n", X->embed) : "";
-  buf_printf(d, "# %s, hidden %" PRId64, src, H);
-  switch (k) {
-  case CELL_GRU:
-    buf_printf(d, ", gates z, r, h, linear_before_reset %" PRId64 "\n", lbr);
-    buf_printf(d, "def %s(x, h) {\n%s  let gi = %s @ %s%s\n", cell, xe, w, xin, bi);
-    /* linear_before_reset 0: the h gate's product is of r * h (R split) */
-    buf_printf(d, "  let gh = %s @ h%s\n", r,
-               lbr || !B ? bh : fmt(m, " + %s[0:%lld]", rb, 2 * h));
-    buf_printf(d, "  let z = sigmoid(gi[0:%lld] + gh[0:%lld])\n", h, h);
-    buf_printf(d, "  let r = sigmoid(gi[%lld:%lld] + gh[%lld:%lld])\n", h, 2 * h, h, 2 * h);
-    if (lbr)
-      buf_printf(d, "  let n = tanh(gi[%lld:%lld] + r * gh[%lld:%lld])\n", 2 * h, 3 * h, 2 * h,
-                 3 * h);
-    else
-      buf_printf(d, "  let n = tanh(gi[%lld:%lld] + %s @ (r * h)%s)\n", 2 * h, 3 * h, rh,
-                 B ? fmt(m, " + %s[%lld:%lld]", rb, 2 * h, 3 * h) : "");
-    buf_printf(d, "  return (1 - z) * n + z * h\n}\n\n");
-    break;
-  case CELL_LSTM:
-    buf_printf(d, ", gates i, o, f, c%s\n", P ? ", peepholes" : "");
-    buf_printf(d, "def %s(x, h, c) {\n%s  let g = %s @ %s%s + %s @ h%s\n", cell, xe, w, xin, bi, r,
-               bh);
-    buf_printf(d, "  let i = sigmoid(g[0:%lld]%s)\n", h,
-               P ? fmt(m, " + %s[0:%lld] * c", p, h) : "");
-    buf_printf(d, "  let f = sigmoid(g[%lld:%lld]%s)\n", 2 * h, 3 * h,
-               P ? fmt(m, " + %s[%lld:%lld] * c", p, 2 * h, 3 * h) : "");
-    buf_printf(d, "  let c2 = f * c + i * tanh(g[%lld:%lld])\n", 3 * h, 4 * h);
-    buf_printf(d, "  let o = sigmoid(g[%lld:%lld]%s)\n", h, 2 * h,
-               P ? fmt(m, " + %s[%lld:%lld] * c2", p, h, 2 * h) : "");
-    buf_printf(d, "  return o * tanh(c2), c2\n}\n\n");
-    break;
-  case CELL_RNN:
-    buf_printf(d, "\ndef %s(x, h) {\n%s  return tanh(%s @ %s%s + %s @ h%s)\n}\n\n", cell, xe, w,
-               xin, bi, r, bh);
-    break;
-  }
-  /* Y: [T, 1, 1, H] (layout 1: [1, T, 1, H]); Y_h, Y_c: [1, 1, H]. */
+  c.src = fmt(m, "ONNX %s '%s'", m->node->op_type, safe(m, m->node->name));
+  /* Per direction: a cell and a scan (`scan reverse` for the reverse
+   * direction), stacking the states by position as ONNX's Y does. */
   int64_t ydim[4] = {SYM_T, 1, 1, H}, hdim[3] = {1, 1, H};
   if (layout)
     ydim[0] = 1, ydim[1] = SYM_T;
-  Val *y = new_let(m, out_name(m, 0), 4, ydim, (int)layout), *yc = NULL;
-  if (k == CELL_LSTM) {
-    yc = new_let(m, NULL, 4, ydim, (int)layout);
-    buf_printf(m->out, "%slet %s, %s = scan %s over %s from %s, %s", m->indent, y->expr, yc->expr,
-               cell, X->expr, h0, c0);
-  } else {
-    buf_printf(m->out, "%slet %s = scan %s over %s from %s", m->indent, y->expr, cell, X->expr, h0);
+  Val *y[2] = {0}, *yc[2] = {0};
+  bool rev[2] = {reverse, true};
+  for (int d = 0; d < nd; d++) {
+    const char *dp = d ? param_name(m, fmt(m, "%s_reverse", pfx)) : pfx;
+    const char *cell = rnn_cell(m, &c, dp, d);
+    const char *h0 = initial_state(m, 5, H, nd, d, dp, "initial_h");
+    const char *c0 = k == CELL_LSTM ? initial_state(m, 6, H, nd, d, dp, "initial_c") : NULL;
+    /* Y of one direction: [T, 1, 1, H] (layout 1: [1, T, 1, H]). */
+    y[d] = new_let(m, nd == 1 ? out_name(m, 0) : NULL, 4, ydim, (int)layout);
+    const char *scan = rev[d] ? "scan reverse" : "scan";
+    if (k == CELL_LSTM) {
+      yc[d] = new_let(m, NULL, 4, ydim, (int)layout);
+      buf_printf(m->out, "%slet %s, %s = %s %s over %s from %s, %s", m->indent, y[d]->expr,
+                 yc[d]->expr, scan, cell, X->expr, h0, c0);
+    } else {
+      buf_printf(m->out, "%slet %s = %s %s over %s from %s", m->indent, y[d]->expr, scan, cell,
+                 X->expr, h0);
+    }
+    buf_printf(m->out, "    # %s%s%s\n", safe(m, out_name(m, 0)),
+               nd == 1 ? "" : d ? ", the reverse direction" : ", the forward direction",
+               lens ? " (sequence_lens: each sequence runs to its own length)" : "");
   }
-  buf_printf(m->out, "    # %s%s\n", safe(m, out_name(m, 0)),
-             lens ? " (sequence_lens: each sequence runs to its own length)" : "");
+  /* The final states: a forward scan's last row, a reverse scan's first. */
+  const char *fin[2][2];
+  for (int d = 0; d < nd; d++) {
+    fin[0][d] = fmt(m, "%s(%s)", rev[d] ? "first" : "last", y[d]->expr);
+    fin[1][d] = k == CELL_LSTM ? fmt(m, "%s(%s)", rev[d] ? "first" : "last", yc[d]->expr) : NULL;
+  }
+  if (nd == 2) {
+    /* Y [T, 2, 1, H] (layout 1: [1, T, 2, H]); Y_h, Y_c [2, 1, H] (layout 1:
+     * [1, 2, H]): the directions one after the other in each row. */
+    ydim[layout ? 2 : 1] = 2;
+    hdim[layout ? 1 : 0] = 2;
+    if (out_used(m, 0))
+      let_val(m, out_name(m, 0), 4, ydim, (int)layout, "concat(%s, %s)", y[0]->expr, y[1]->expr);
+    for (int j = 0; j < 2; j++)
+      fin[j][0] = fin[j][0] ? fmt(m, "concat(%s, %s)", fin[j][0], fin[j][1]) : NULL;
+  }
   if (out_used(m, 1))
-    let_val(m, out_name(m, 1), 3, hdim, -1, "last(%s)", y->expr);
+    let_val(m, out_name(m, 1), 3, hdim, -1, "%s", fin[0][0]);
   if (k == CELL_LSTM && out_used(m, 2))
-    let_val(m, out_name(m, 2), 3, hdim, -1, "last(%s)", yc->expr);
+    let_val(m, out_name(m, 2), 3, hdim, -1, "%s", fin[1][0]);
 }
 
 /* ONNX's Scan (opset 9 on): its body becomes a cell, its states and scan
@@ -1089,14 +1185,23 @@ static void node_scan(Imp *m) {
   Attrs a = {.n = n};
   const Onnx__AttributeProto *bp = attr(m, &a, "body");
   int64_t nscan = attr_int(m, &a, "num_scan_inputs", 0);
-  static const char *const forward[] = {"scan_input_axes", "scan_output_axes",
-                                        "scan_input_directions", "scan_output_directions"};
-  for (size_t i = 0; i < ARRAY_LEN(forward); i++) {
-    const Onnx__AttributeProto *p = attr(m, &a, forward[i]);
+  static const char *const axes[] = {"scan_input_axes", "scan_output_axes"};
+  for (size_t i = 0; i < ARRAY_LEN(axes); i++) {
+    const Onnx__AttributeProto *p = attr(m, &a, axes[i]);
     for (size_t k = 0; p && k < p->n_ints; k++)
       if (p->ints[k])
-        fail(m, "attribute '%s' is not all 0: rnnc scans forward, along axis 0", forward[i]);
+        fail(m, "attribute '%s' is not all 0: rnnc scans along axis 0", axes[i]);
   }
+  /* Every scan input read forward (0) or every one reversed (1): a scan or
+   * a `scan reverse`; the scan outputs stacked the same way (a reverse
+   * scan stacks by position: scan_output_directions 1). */
+  const Onnx__AttributeProto *din = attr(m, &a, "scan_input_directions"),
+                             *dout = attr(m, &a, "scan_output_directions");
+  int64_t rev = din && din->n_ints ? din->ints[0] : 0;
+  for (size_t k = 0; din && k < din->n_ints; k++)
+    if (din->ints[k] != rev || (rev != 0 && rev != 1))
+      fail(m, "attribute 'scan_input_directions' is not all 0 or all 1: rnnc scans its inputs "
+              "one way");
   attrs_done(m, &a);
   if (m->opset < 9)
     fail(m, "Scan before opset 9 (with a batch axis) is not supported");
@@ -1110,6 +1215,11 @@ static void node_scan(Imp *m) {
          bg->n_output, nin, nout);
   if (ncarry < 1)
     fail(m, "no states and no scan outputs");
+  for (int k = 0; k < K; k++)
+    if ((dout && (size_t)k < dout->n_ints ? dout->ints[k] : 0) != rev)
+      fail(m, "scan output %d is stacked %s, its inputs read %s: rnnc stacks a scan's outputs "
+              "in the direction it reads (scan_output_directions %" PRId64 ")",
+           k, rev ? "forward" : "in reverse", rev ? "in reverse" : "forward", rev);
   int id = m->ncell++;
   char *cell = fmt(m, "scan%d_cell", id);
   Val **ins = alloc(m, (size_t)nin * sizeof *ins);
@@ -1189,13 +1299,13 @@ static void node_scan(Imp *m) {
   buf_printf(m->out, "%slet ", m->indent);
   for (int j = 0; j < ncarry; j++)
     buf_printf(m->out, "%s%s", j ? ", " : "", stacks[j]->expr);
-  buf_printf(m->out, " = scan %s over ", cell);
+  buf_printf(m->out, " = scan %s%s over ", rev ? "reverse " : "", cell);
   for (int i = nstate; i < nin; i++)
     buf_printf(m->out, "%s%s", i > nstate ? ", " : "", ins[i]->expr);
   buf_printf(m->out, " from ");
   for (int j = 0; j < ncarry; j++) {
     int64_t size = vfeat(m, outs[j]);
-    const char *init = j < nstate ? initial_state(m, j, size, fmt(m, "scan%d", id),
+    const char *init = j < nstate ? initial_state(m, j, size, 1, 0, fmt(m, "scan%d", id),
                                                   fmt(m, "state%d", j))
                                   : fmt(m, "zeros(%" PRId64 ")", size);
     buf_printf(m->out, "%s%s", j ? ", " : "", init);
@@ -1203,7 +1313,8 @@ static void node_scan(Imp *m) {
   buf_printf(m->out, "    # %s\n", safe(m, n->name));
   for (int j = 0; j < nstate; j++)
     if (out_used(m, j))
-      let_val(m, out_name(m, j), outs[j]->rank, outs[j]->dim, -1, "last(%s)", stacks[j]->expr);
+      let_val(m, out_name(m, j), outs[j]->rank, outs[j]->dim, -1, "%s(%s)",
+              rev ? "first" : "last", stacks[j]->expr);
 }
 
 /* ------------------------------------------------------------ the nodes */
@@ -1427,21 +1538,42 @@ static void node_concat(Imp *m) {
       }
     return;
   }
-  const char *e = "concat(";
-  for (int i = 0; i < n; i++) {
-    Val *v = ins[i];
-    if (v->taxis >= 0)
-      fail(m, "concatenates sequences (not in the graph language yet)");
-    if (feature_axis(m, v) != axis && v->dim[axis] != 1)
-      fail(m, "concatenates along axis %d of %s, not its features", axis, shape_str(m, v));
-    const char *s = v->konst ? const_param(m, v, 0, false, "zeros") : v->expr;
-    if (v->onehot)
-      fail(m, "concatenates the one-hot input");
-    e = fmt(m, "%s%s%s", e, i ? ", " : "", s);
-  }
-  if (n == 1)
-    fail(m, "a Concat of one input");
-  let_val(m, out_name(m, 0), v0->rank, dim, -1, "%s)", e);
+  /* Runtime values (vectors, or sequences concatenated row by row), in
+   * row-major order: for each index of the axes before `axis`, each
+   * input's block of its features. */
+  int taxis = -1;
+  for (int d = 0; d < v0->rank; d++)
+    if (dim[d] == SYM_T)
+      taxis = d;
+  if (taxis > axis)
+    fail(m, "concatenates along axis %d, before the sequence's T", axis);
+  int64_t outer = 1, inner = 1;
+  for (int d = 0; d < v0->rank; d++)
+    if (d != taxis && d != axis)
+      *(d < axis ? &outer : &inner) *= dim[d];
+  if (outer * n > 256)
+    fail(m, "concatenates %" PRId64 " pieces (rnnc's limit is 256)", outer * n);
+  const char *e = "";
+  int pieces = 0;
+  for (int64_t o = 0; o < outer; o++)
+    for (int i = 0; i < n; i++) {
+      Val *v = ins[i];
+      if (v->onehot)
+        fail(m, "concatenates the one-hot input");
+      if (v->konst && taxis >= 0)
+        fail(m, "concatenates a constant with a sequence (rnnc concatenates sequences row by "
+                "row, and vectors)");
+      int64_t len = v->dim[axis] * inner;
+      if (!len)
+        continue;
+      const char *x = v->konst ? const_param(m, v, 0, false, "zeros") : v->expr;
+      if (outer > 1)
+        x = fmt(m, "%s[%" PRId64 ":%" PRId64 "]", x, o * len, (o + 1) * len);
+      e = fmt(m, "%s%s%s", e, pieces++ ? ", " : "", x);
+    }
+  if (!pieces)
+    fail(m, "an empty concatenation");
+  let_val(m, out_name(m, 0), v0->rank, dim, taxis, pieces > 1 ? "concat(%s)" : "%s", e);
 }
 
 static void node_slice(Imp *m) {
@@ -1499,16 +1631,25 @@ static void node_slice(Imp *m) {
     return;
   }
   x = runtime_in(m, 0, "data");
-  int ax = feature_axis(m, x);
-  for (int i = 0; i < x->rank; i++)
-    if (i != ax && cnt[i] != x->dim[i])
-      fail(m, "slices axis %d of %s, not its features", i, shape_str(m, x));
-  if (x->taxis >= 0)
-    fail(m, "slices a sequence's rows (not in the graph language yet)");
+  int ax = -1;
+  for (int i = 0; i < x->rank; i++) {
+    if (step[i] != 1)
+      fail(m, "a step of %" PRId64 " on a value computed at run time (rnnc slices it with step "
+              "1)",
+           step[i]);
+    if (cnt[i] != x->dim[i]) {
+      if (ax >= 0)
+        fail(m, "slices axes %d and %d of %s (rnnc slices one axis)", ax, i, shape_str(m, x));
+      ax = i;
+    }
+  }
+  if (ax < 0) {
+    alias(m, out_name(m, 0), x, x->rank, x->dim, x->taxis);
+    return;
+  }
   if (cnt[ax] < 1)
     fail(m, "an empty slice");
-  let_val(m, out_name(m, 0), x->rank, cnt, -1, "%s[%" PRId64 ":%" PRId64 "]", x->expr, lo[ax],
-          lo[ax] + cnt[ax]);
+  let_val(m, out_name(m, 0), x->rank, cnt, x->taxis, "%s", select_expr(m, x, ax, lo[ax], cnt[ax]));
 }
 
 static void node_gather(Imp *m) {
@@ -1558,10 +1699,72 @@ static void node_gather(Imp *m) {
     let_val(m, out_name(m, 0), r, dim, -1, "%s(%s)", ix[0] ? "last" : "first", d->expr);
     return;
   }
-  if (d->dim[axis] != 1 || (ix[0] != 0 && ix[0] != -1))
-    fail(m, "gathers index %" PRId64 " of axis %d of %s; rnnc gathers rows of the sequence",
-         ix[0], axis, shape_str(m, d));
-  alias(m, out_name(m, 0), d, r, dim, taxis);
+  int64_t len = d->dim[axis], at = ix[0] < 0 ? ix[0] + len : ix[0];
+  if (at < 0 || at >= len)
+    fail(m, "index %" PRId64 " is out of range for axis %d of %s", ix[0], axis, shape_str(m, d));
+  if (len == 1) {
+    alias(m, out_name(m, 0), d, r, dim, taxis);
+    return;
+  }
+  d = runtime_in(m, 0, "data");
+  let_val(m, out_name(m, 0), r, dim, taxis, "%s", select_expr(m, d, axis, at, 1));
+}
+
+/* Transpose: of constants, any; of a runtime value, one that keeps the
+ * order of its dimensions above 1 (T among them), i.e. moves dimensions
+ * of 1 only (torch.onnx.export's [T, 2, batch, H] -> [T, batch, 2, H] of a
+ * bidirectional layer's output). */
+static void node_transpose(Imp *m) {
+  Attrs a = {.n = m->node};
+  const Onnx__AttributeProto *p = attr(m, &a, "perm");
+  attrs_done(m, &a);
+  Val *x = need(m, 0, "data");
+  int perm[MAXR];
+  bool seen[MAXR] = {0};
+  if (p && p->n_ints != (size_t)x->rank)
+    fail(m, "attribute 'perm' has %zu axes for a value of rank %d", p->n_ints, x->rank);
+  for (int i = 0; i < x->rank; i++) {
+    perm[i] = p ? norm_axis(m, p->ints[i], x->rank, "an axis of 'perm'") : x->rank - 1 - i;
+    if (seen[perm[i]])
+      fail(m, "attribute 'perm' names axis %d twice", perm[i]);
+    seen[perm[i]] = true;
+  }
+  int64_t dim[MAXR];
+  int taxis = -1, last = -1;
+  bool keeps = true;
+  for (int i = 0; i < x->rank; i++) {
+    dim[i] = x->dim[perm[i]];
+    if (perm[i] == x->taxis)
+      taxis = i;
+    if (dim[i] != 1) {
+      keeps &= perm[i] > last;
+      last = perm[i];
+    }
+  }
+  if (x->konst) {
+    Val *v = new_const(m, out_name(m, 0), x->rank, dim, x->isfloat);
+    v->weight = x->weight;
+    int64_t n = vnumel(m, v), stride[MAXR], st = 1;
+    for (int k = x->rank - 1; k >= 0; k--)
+      stride[k] = st, st *= x->dim[k];
+    for (int64_t i = 0; i < n; i++) {
+      int64_t rest = i, off = 0;
+      for (int k = x->rank - 1; k >= 0; k--) {
+        off += rest % dim[k] * stride[perm[k]];
+        rest /= dim[k];
+      }
+      v->c[i] = x->c[off];
+    }
+    return;
+  }
+  if (!keeps) {
+    Val tmp = {.rank = x->rank};
+    memcpy(tmp.dim, dim, sizeof tmp.dim);
+    fail(m, "transposes %s to %s: rnnc's values are vectors (or sequences of them) in row-major "
+            "order; it moves only dimensions of 1",
+         shape_str(m, x), shape_str(m, &tmp));
+  }
+  alias(m, out_name(m, 0), x, x->rank, dim, taxis);
 }
 
 static void node_softmax(Imp *m, bool log) {
@@ -1575,7 +1778,7 @@ static void node_softmax(Imp *m, bool log) {
   int axis = norm_axis(m, ax, x->rank, "attribute 'axis'");
   bool ok = x->taxis < 0;
   if (m->opset >= 13)
-    ok &= axis == feature_axis(m, x) || x->dim[feature_axis(m, x)] == 1;
+    ok &= vfeat(m, x) == x->dim[axis];
   else
     for (int i = 0; i < axis; i++)
       ok &= x->dim[i] == 1;
@@ -1740,6 +1943,8 @@ static void node(Imp *m, const Onnx__NodeProto *n) {
     unary(m, "sqrt");
   else if (!strcmp(op, "Neg"))
     unary(m, "-");
+  else if (!strcmp(op, "Relu"))
+    unary(m, "relu");
   else if (!strcmp(op, "GRU"))
     recurrent(m, CELL_GRU);
   else if (!strcmp(op, "LSTM"))
@@ -1762,6 +1967,8 @@ static void node(Imp *m, const Onnx__NodeProto *n) {
     node_slice(m);
   else if (!strcmp(op, "Gather"))
     node_gather(m);
+  else if (!strcmp(op, "Transpose"))
+    node_transpose(m);
   else if (!strcmp(op, "Softmax") || !strcmp(op, "LogSoftmax"))
     node_softmax(m, op[0] == 'L');
   else if (!strcmp(op, "Constant"))
@@ -1776,8 +1983,6 @@ static void node(Imp *m, const Onnx__NodeProto *n) {
     node_cast(m);
   else if (!strcmp(op, "Identity") || !strcmp(op, "Dropout"))
     identity(m);
-  else if (!strcmp(op, "Relu"))
-    fail(m, "op Relu is not supported: the graph language has no max(x, 0) yet");
   else
     fail(m, "op %.60s is not supported", op);
   for (size_t i = 0; i < n->n_output; i++)

@@ -43,9 +43,11 @@
   X(EXP,         "exp",         1, F_ELEM,   shape_elem)    \
   X(LOG,         "log",         1, F_ELEM,   shape_elem)    \
   X(SQRT,        "sqrt",        1, F_ELEM,   shape_elem)    \
+  X(RELU,        "relu",        1, F_ELEM,   shape_elem)    /* max(a, 0)                  */ \
   X(FLOOR,       "floor",       1, F_ELEM,   shape_elem)    \
   X(COS,         "cos",         1, F_ELEM,   shape_elem)    \
   X(DROPOUT,     "dropout",     2, F_ELEM,   shape_elem)    /* v, u: u >= 2f-1 ? v/(1-f) : 0 */ \
+  X(RELU_GRAD,   "relu_grad",   2, F_ELEM,   shape_elem)    /* g, y: y > 0 ? g : 0 (relu's adjoint) */ \
   /* structure */ \
   X(CONCAT,      "concat",      2, 0,        shape_concat)  /* [na] [nb] -> [na+nb]       */ \
   X(SLICE,       "slice",       1, 0,        shape_slice)   /* v[a:b]                     */ \

@@ -171,17 +171,29 @@ static void test_gru_batches(void **state) {
   }
 }
 
+/* A variant of graph rel ("const H = ..." from -> to) in batches of 3 and
+ * 37, packed and one by one. */
+static void narrow_batches(const char *rel, const char *from, const char *to, const char *label) {
+  char *p = graph_variant(rel, from, to, NULL);
+  int sizes[] = {3, 37};
+  for (size_t k = 0; k < ARRAY_LEN(sizes); k++) {
+    check_batches(p, label, sizes[k], false);
+    check_batches(p, label, sizes[k], true);
+  }
+  free(p);
+}
+
 /* examples/bigru.nn: reverse scans over packed sequences of different
  * lengths, sequences concatenated row by row, first() of a reverse scan. */
 static void test_bigru_batches(void **state) {
   (void)state;
-  char *p = graph_variant("examples/bigru.nn", "const H = 128", "const H = 16", NULL);
-  int sizes[] = {3, 37};
-  for (size_t k = 0; k < ARRAY_LEN(sizes); k++) {
-    check_batches(p, "bigru.nn, H = 16", sizes[k], false);
-    check_batches(p, "bigru.nn, H = 16", sizes[k], true);
-  }
-  free(p);
+  narrow_batches("examples/bigru.nn", "const H = 128", "const H = 16", "bigru.nn, H = 16");
+}
+
+/* examples/relu_rnn.nn: relu and its adjoint over packed sequences. */
+static void test_relu_batches(void **state) {
+  (void)state;
+  narrow_batches("examples/relu_rnn.nn", "const H = 64", "const H = 16", "relu_rnn.nn, H = 16");
 }
 
 /* Embeddings over packed sequences: the table's rows gathered per step
@@ -264,6 +276,7 @@ int main(void) {
       cmocka_unit_test(test_rnn_batches),
       cmocka_unit_test(test_gru_batches),
       cmocka_unit_test(test_bigru_batches),
+      cmocka_unit_test(test_relu_batches),
       cmocka_unit_test(test_embedding_batches),
       cmocka_unit_test(test_lstm_batches),
       cmocka_unit_test(test_threads_deterministic),

@@ -113,6 +113,7 @@ static void b_tanh(Builder *b) { unary(b, OP_TANH); }
 static void b_exp(Builder *b) { unary(b, OP_EXP); }
 static void b_log(Builder *b) { unary(b, OP_LOG); }
 static void b_sqrt(Builder *b) { unary(b, OP_SQRT); }
+static void b_relu(Builder *b) { unary(b, OP_RELU); }
 static void b_log_softmax(Builder *b) { unary(b, OP_LOG_SOFTMAX); }
 static void b_concat(Builder *b) {
   finish(b, op2(b, 0, OP_CONCAT, param(b, "a", V(rdim(b)), 1), param(b, "b", V(rdim(b)), 1), 0));
@@ -293,6 +294,7 @@ static const Case cases[] = {
     {"neg", b_neg, false},           {"sigmoid", b_sigmoid, false},
     {"tanh", b_tanh, false},         {"exp", b_exp, false},
     {"log", b_log, true},            {"sqrt", b_sqrt, true},
+    {"relu", b_relu, false},
     {"log_softmax", b_log_softmax, false}, {"concat", b_concat, false},
     {"slice", b_slice, false},       {"slice_tiles", b_slice_tiles, false},
     {"pad", b_pad, false},           {"sum", b_sum_matrix, false},

@@ -214,6 +214,16 @@ static void test_bigru(void **state) {
   }
 }
 
+/* examples/relu_rnn.nn: relu in a cell and in the head (its adjoint,
+ * relu_grad, in the training kernel); 16 wide and 13, every length 1..9. */
+static void test_relu(void **state) {
+  for (int k = 0; k < 2; k++) {
+    char *p = variant("examples/relu_rnn.nn", "const H = 64", k ? "const H = 13" : "const H = 16");
+    check_graph_lengths(p, k ? "relu_rnn.nn, H = 13" : "relu_rnn.nn, H = 16", 1, 9);
+    free(p);
+  }
+}
+
 /* Embeddings: rows of a [V, E] table gathered per step in the cell
  * (tests/golden/embgru.nn's W[x]) or for the whole sequence before the
  * scan (examples/embed_gru.nn's x @ W), every length 1..9. */
@@ -418,7 +428,8 @@ int main(void) {
       cmocka_unit_test(test_gru_3_layers), cmocka_unit_test(test_rnn_512),
       cmocka_unit_test(test_gru_512),    cmocka_unit_test(test_rnn_odd),
       cmocka_unit_test(test_gru_odd),    cmocka_unit_test(test_gru_blocked_lengths),
-      cmocka_unit_test(test_bigru),      cmocka_unit_test(test_embedding),
+      cmocka_unit_test(test_bigru),      cmocka_unit_test(test_relu),
+      cmocka_unit_test(test_embedding),
       cmocka_unit_test(test_dropout),
       cmocka_unit_test(test_lstm),       cmocka_unit_test(test_lstm_odd),
       cmocka_unit_test(test_golden_rnn), cmocka_unit_test(test_golden_gru),

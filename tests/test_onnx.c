@@ -1,9 +1,11 @@
 /* test_onnx.c: rnnc import as a user meets it, its Scan node, and rnnc
  * export (read back by the import and by ONNX's checker).
  *
- * - Round trip with PyTorch: tests/onnx/gru.onnx (the seed's GRU) and
- *   lstm.onnx, exported by torch.onnx.export (tests/onnx/make_onnx.py),
- *   imported with --onehot; rnnc predict --logits gives PyTorch's logits
+ * - Round trip with PyTorch: tests/onnx/gru.onnx (the seed's GRU),
+ *   lstm.onnx, emb.onnx, bigru.onnx and bilstm.onnx (bidirectional
+ *   layers), exported by torch.onnx.export (tests/onnx/make_onnx.py), and
+ *   revgru.onnx (a GRU node with direction 'reverse' and a Relu), imported
+ *   with --onehot; rnnc predict --logits gives PyTorch's logits
  *   (tests/onnx/logits.safetensors) within 1e-5; rnnc build makes an AOT
  *   object of the import.
  * - Refusals: exit 1 and a message naming the node, its op and the
@@ -105,6 +107,18 @@ static void embedding_round_trip(void **state) {
   round_trip("tests/onnx/emb.onnx", "emb");
 }
 
+/* Bidirectional layers as torch.onnx.export writes them: a GRU node with
+ * direction 'bidirectional', its Y [T, 2, 1, H] transposed and reshaped
+ * to [T, 1, 2H]; h_n[-2] and h_n[-1] concatenated (bigru), two stacked
+ * layers and out[-1] (bilstm). A reverse GRU node, Y_h and Y's row 0, and
+ * a Relu (revgru). */
+static void bidirectional_round_trip(void **state) {
+  (void)state;
+  round_trip("tests/onnx/bigru.onnx", "bigru");
+  round_trip("tests/onnx/bilstm.onnx", "bilstm");
+  round_trip("tests/onnx/revgru.onnx", "revgru");
+}
+
 static void build_import(void **state) {
   (void)state;
   char *dir = tmp_path("onnx_build");
@@ -160,8 +174,12 @@ static void errors(void **state) {
     const char *file;
     const char *want[4];
   } cases[] = {
-      {"unsupported_op", {"node 'relu' (Relu)", "op Relu is not supported", NULL}},
-      {"reverse", {"node 'gru_rev' (GRU)", "attribute 'direction' = 'reverse'", NULL}},
+      {"unsupported_op", {"node 'leaky' (LeakyRelu)", "op LeakyRelu is not supported", NULL}},
+      {"activations",
+       {"node 'gru_relu' (GRU)", "attribute 'activations': function 0 is not Sigmoid", NULL}},
+      {"clip", {"node 'gru_clip' (GRU)", "attribute 'clip' is not supported", NULL}},
+      {"transpose",
+       {"node 'interleave' (Transpose)", "transposes [T, 2, 1, 3] to [T, 3, 1, 2]", NULL}},
       {"unknown_attribute", {"node 'soft' (Softmax)", "attribute 'temperature'", NULL}},
       {"dynamic_shape",
        {"node 'zeros_T' (ConstantOfShape)", "depends on the sequence length T", NULL}},
@@ -232,20 +250,21 @@ static void float_input_refused_by_kernels(void **state) {
   free(dir);
 }
 
-/* An ONNX Scan (tests/onnx/scan.onnx, an Elman RNN): imported with a float
- * input, run in the interpreter, against numpy's output. */
-static void scan_node(void **state) {
-  (void)state;
-  char *path = src_path("tests/onnx/scan.onnx"), *ref = src_path("tests/onnx/scan.safetensors");
+/* An ONNX Scan (tests/onnx/scan.onnx, an Elman RNN; scan_reverse.onnx,
+ * the same reading X from its last row): imported with a float input, run
+ * in the interpreter, against numpy's output. */
+static void scan_model(const char *model, const char *ref_rel, const char *want_line) {
+  char *path = src_path(model), *ref = src_path(ref_rel);
   size_t len;
   Err e;
   char *bytes = read_file(path, &len, &e);
   assert_non_null(bytes);
-  ImportOptions o = {.source = "scan.onnx"};
+  ImportOptions o = {.source = model};
   Imported im;
   if (onnx_import(bytes, len, &o, &im, &e))
     fail_msg("%s", e.msg);
-  assert_non_null(strstr(im.nn.data, "= scan scan0_cell over x from zeros(3), zeros(3)"));
+  if (!strstr(im.nn.data, want_line))
+    fail_msg("%s: no '%s' in\n%s", model, want_line, im.nn.data);
   Graph *g = compile_graph("scan.nn", im.nn.data, im.nn.len, &e);
   if (!g)
     fail_msg("%s\n%s", im.nn.data, e.msg);
@@ -267,9 +286,14 @@ static void scan_node(void **state) {
   size_t n;
   const double *got = interp_value(I, g->output, &n);
   assert_int_equal(n, want->nelem);
-  for (size_t i = 0; i < n; i++)
-    if (fabs(got[i] - want->data[i]) > 1e-5)
-      fail_msg("out[%zu]: rnnc %.9g, numpy %.9g", i, got[i], want->data[i]);
+  double worst = 0;
+  for (size_t i = 0; i < n; i++) {
+    double d = fabs(got[i] - want->data[i]);
+    if (d > 1e-5)
+      fail_msg("%s: out[%zu]: rnnc %.9g, numpy %.9g", model, i, got[i], want->data[i]);
+    worst = d > worst ? d : worst;
+  }
+  print_message("%s: within %.3g of numpy's\n", model, worst);
   st_free(&f);
   interp_free(I);
   graph_free(g);
@@ -279,15 +303,32 @@ static void scan_node(void **state) {
   free(ref);
 }
 
-/* rnnc export of gru.nn with PyTorch's golden weights: ONNX's checker
- * (python3-onnx) accepts it, and imported back it predicts the same
- * logits; rnn.nn's random initial state is refused. */
-static void export_round_trip(void **state) {
+/* Bidirectional GRU (linear_before_reset 0) and LSTM (peepholes, layout
+ * 1) nodes with every input given, against numpy's transcription of
+ * ONNX's equations: Y_h (Y_c), and Y's first and last rows. */
+static void bidirectional_nodes(void **state) {
   (void)state;
+  scan_model("tests/onnx/bigru_node.onnx", "tests/onnx/bigru_node.safetensors",
+             "scan reverse gru0_reverse_cell over x from gru0_reverse.initial_h");
+  scan_model("tests/onnx/bilstm_node.onnx", "tests/onnx/bilstm_node.safetensors",
+             "scan reverse lstm0_reverse_cell over x from lstm0_reverse.initial_h, "
+             "lstm0_reverse.initial_c");
+}
+
+static void scan_node(void **state) {
+  (void)state;
+  scan_model("tests/onnx/scan.onnx", "tests/onnx/scan.safetensors",
+             "= scan scan0_cell over x from zeros(3), zeros(3)");
+  scan_model("tests/onnx/scan_reverse.onnx", "tests/onnx/scan_reverse.safetensors",
+             "= scan reverse scan0_cell over x from zeros(3), zeros(3)");
+}
+
+/* rnnc export of graph with checkpoint ckpt: ONNX's checker (python3-onnx)
+ * accepts it, and imported back (labels from data, a names data
+ * directory) it predicts the same logits for four names. */
+static void export_and_back(const char *graph, const char *ckpt, const char *data, int C) {
   char *dir = tmp_path("onnx_export");
-  char *graph = src_path("graphs/gru.nn"), *ckpt = src_path("tests/golden/gru_seed42.safetensors");
-  char *data = src_path("data/names");
-  char *model = xasprintf("%s/gru.onnx", dir), *back = xasprintf("%s/back", dir);
+  char *model = xasprintf("%s/m.onnx", dir), *back = xasprintf("%s/back", dir);
   char *nn = xasprintf("%s.nn", back), *st = xasprintf("%s.safetensors", back);
   assert_int_equal(sh("mkdir -p '%s'", dir), 0);
   free(rnnc_expect(0, (const char *const[]){"export", graph, ckpt, "-o", model, NULL}));
@@ -302,33 +343,66 @@ static void export_round_trip(void **state) {
                                                  names[1], names[2], names[3], NULL});
   char *b = rnnc_expect(0, (const char *const[]){"predict", nn, st, "--logits", names[0], names[1],
                                                  names[2], names[3], NULL});
-  float la[4 * 18], lb[4 * 18];
-  assert_int_equal(parse_logits(a, la, 72), 72);
-  assert_int_equal(parse_logits(b, lb, 72), 72);
+  int n = 4 * C;
+  float *la = xcalloc((size_t)n, sizeof *la), *lb = xcalloc((size_t)n, sizeof *lb);
+  assert_int_equal(parse_logits(a, la, n), n);
+  assert_int_equal(parse_logits(b, lb, n), n);
   double worst = 0;
-  for (int i = 0; i < 72; i++) {
+  for (int i = 0; i < n; i++) {
     double d = fabs((double)la[i] - lb[i]);
     if (d > 1e-5)
-      fail_msg("logit %d: gru.nn %.9g, exported and imported %.9g", i, la[i], lb[i]);
+      fail_msg("%s: logit %d: %.9g, exported and imported %.9g", graph, i, la[i], lb[i]);
     worst = d > worst ? d : worst;
   }
-  print_message("gru.nn exported and imported back: logits within %.3g\n", worst);
-  char *rnn = src_path("graphs/rnn.nn"), *rckpt = src_path("tests/golden/rnn_seed42.safetensors");
-  char *text = rnnc_expect(1, (const char *const[]){"export", rnn, rckpt, "-o", model, NULL});
-  assert_contains(text, "rnn.nn:28:38: a random initial state (kaiming_uniform)");
-  free(text);
-  free(rnn);
-  free(rckpt);
+  print_message("%s exported and imported back: logits within %.3g\n", graph, worst);
+  free(la);
+  free(lb);
   free(a);
   free(b);
-  free(graph);
-  free(ckpt);
-  free(data);
   free(model);
   free(back);
   free(nn);
   free(st);
   free(dir);
+}
+
+/* gru.nn and tests/golden/bigru.nn (reverse scans, sequences
+ * concatenated) with PyTorch's golden weights; examples/relu_rnn.nn (relu)
+ * trained for an epoch; rnn.nn's random initial state is refused. */
+static void export_round_trip(void **state) {
+  (void)state;
+  char *data = src_path("data/names");
+  char *graph = src_path("graphs/gru.nn"), *ckpt = src_path("tests/golden/gru_seed42.safetensors");
+  export_and_back(graph, ckpt, data, 18);
+  char *bigru = src_path("tests/golden/bigru.nn");
+  char *bickpt = src_path("tests/golden/bigru_seed42.safetensors");
+  export_and_back(bigru, bickpt, data, 18);
+  char *small = make_data_dir((const char *const[]){"Chinese", "Greek", "Japanese"},
+                              (const int[]){8, 8, 8}, 3);
+  char *relu = graph_variant("examples/relu_rnn.nn", "const H = 64", "const H = 16",
+                             "const C = 18", "const C = 3", NULL);
+  char *dir = tmp_path("onnx_relu"), *rckpt = xasprintf("%s/relu.safetensors", dir);
+  assert_int_equal(sh("mkdir -p '%s'", dir), 0);
+  free(rnnc_expect(0, (const char *const[]){"train", relu, "--data", small, "--epochs", "1",
+                                            "--out", rckpt, NULL}));
+  export_and_back(relu, rckpt, small, 3);
+  char *rnn = src_path("graphs/rnn.nn"), *rnnckpt = src_path("tests/golden/rnn_seed42.safetensors");
+  char *model = xasprintf("%s/rnn.onnx", dir);
+  char *text = rnnc_expect(1, (const char *const[]){"export", rnn, rnnckpt, "-o", model, NULL});
+  assert_contains(text, "rnn.nn:28:38: a random initial state (kaiming_uniform)");
+  free(text);
+  free(model);
+  free(rnn);
+  free(rnnckpt);
+  free(rckpt);
+  free(dir);
+  free(relu);
+  free(small);
+  free(bigru);
+  free(bickpt);
+  free(graph);
+  free(ckpt);
+  free(data);
 }
 
 static int cmp_str(const void *a, const void *b) {
@@ -388,10 +462,12 @@ int main(void) {
       cmocka_unit_test(gru_round_trip),
       cmocka_unit_test(lstm_round_trip),
       cmocka_unit_test(embedding_round_trip),
+      cmocka_unit_test(bidirectional_round_trip),
       cmocka_unit_test(build_import),
       cmocka_unit_test(errors),
       cmocka_unit_test(float_input_refused_by_kernels),
       cmocka_unit_test(scan_node),
+      cmocka_unit_test(bidirectional_nodes),
       cmocka_unit_test(export_round_trip),
       cmocka_unit_test(fuzz_corpus),
   };

@@ -779,6 +779,15 @@ static void test_check(void **state) {
   assert_contains(s, "error: @: matrix");
   free(s);
   free(rnnc_expect(2, (const char *const[]){"check", graph, "--samples", "0", NULL}));
+  /* relu: in the cell and in the head (examples/relu_rnn.nn, 16 wide). */
+  char *relu = graph_variant("examples/relu_rnn.nn", "const H = 64", "const H = 16", NULL);
+  s = rnnc_expect(0, (const char *const[]){"check", relu, "--names", "Abe,Nakamura", "--samples", "4",
+                                   NULL});
+  assert_contains(s, "rnn.weight_hh_l0");
+  assert_contains(s, "fc1.weight");
+  assert_contains(s, "ok (tolerance 1e-06)");
+  free(s);
+  free(relu);
 }
 
 int main(void) {
