@@ -307,7 +307,7 @@ int cmd_build(int argc, char **argv) {
       stage_file(&fh, header, text.data, text.len, &e) || stage_commit_both(&fo, &fh, &e))
     goto fail;
   printf("wrote %s (%zu bytes: %s, CPU %s%s) and %s\n", out, object.len, info.triple, info.cpu,
-         quantize ? ", int8 weights" : "", header);
+         !quantize ? "" : info.int8_dot ? ", int8 weights and sdot" : ", int8 weights", header);
   rc = EXIT_OK;
 fail:
   if (rc)
