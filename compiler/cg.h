@@ -143,6 +143,19 @@ enum { BLOCK = 16, ACC_ROWS = 8 };
  * result multiplied: the products are summed in float). */
 void matvec_block_n(Cg *cg, LLVMValueRef w, long long ld, LLVMValueRef *xs, int nx, long long nv,
                     LLVMValueRef *ys, LLVMValueRef scale);
+/* int8 x int8 products, on AArch64 with sdot only (CodegenOptions.int8_dot).
+ * quantize_vec: q[0..n) (int8) = x[0..n) quantized as quantize_row does
+ * (scale max |x| / 127, x / scale rounded to nearest even); returns the
+ * scale. idot: the i32 sum over k < n of w[k] q[k] (int8 w and q).
+ * int8_result: a row's result, (float) dot * (sw * sx), rounded as the
+ * reference (the interpreter's interp_set_object) rounds it.
+ * matvec_block_q8: as matvec_block_n with int8 W, for nx int8 vectors
+ * qs[i] with scales sxs[i] (float values). */
+LLVMValueRef quantize_vec(Cg *cg, LLVMValueRef x, long long n, LLVMValueRef q);
+LLVMValueRef idot(Cg *cg, LLVMValueRef w, LLVMValueRef q, long long n);
+LLVMValueRef int8_result(Cg *cg, LLVMValueRef dot, LLVMValueRef sw, LLVMValueRef sx);
+void matvec_block_q8(Cg *cg, LLVMValueRef w, long long ld, LLVMValueRef *qs, LLVMValueRef *sxs, int nx,
+                     long long nv, LLVMValueRef *ys, LLVMValueRef scale);
 /* ys[q][0..n) = W^T us[q] for nx in {1, 2, 4} vectors u: W's M rows from
  * w (stride ld), its n columns from w's column 0; n a multiple of 16. */
 void matvec_t_block(Cg *cg, LLVMValueRef w, long long ld, long long M, long long n,

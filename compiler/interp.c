@@ -15,6 +15,7 @@ struct Interp {
   double *slot[SLOT_COUNT]; /* (nfloats) each */
   int64_t step;
   Rng *rng;
+  bool object, int8_dot; /* interp_set_object */
   double **val; /* node id -> its current value */
   size_t *cap;  /* node id -> allocated doubles */
   int T;
@@ -51,6 +52,10 @@ void interp_free(Interp *I) {
 double *interp_slot(Interp *I, int slot) { return I->slot[slot]; }
 int64_t *interp_step(Interp *I) { return &I->step; }
 void interp_set_rng(Interp *I, Rng *rng) { I->rng = rng; }
+void interp_set_object(Interp *I, bool int8_dot) {
+  I->object = true;
+  I->int8_dot = int8_dot;
+}
 
 /* Elements of a value of type t, with T known. One-hot values hold their
  * index (one double per row); a class holds its index. */
@@ -76,6 +81,43 @@ static double *alloc(Interp *I, int id, size_t n) {
 }
 
 static double R(const Interp *I, double x) { return I->f32 ? (double)(float)x : x; }
+
+/* y = W[:, k0:k0+nv] v as an object of --quantize int8 with integer dot
+ * products computes it (interp_set_object): W's rows quantized
+ * (quantize_row, whole rows), a one-hot v picking q * scale, a float v
+ * quantized too and summed in int32, times the two scales. */
+static void matvec_int8(Interp *I, const double *a, int M, int N, int k0, const double *v, int nv,
+                        bool onehot, double *y) {
+  float *f = xmalloc((size_t)(N > nv ? N : nv) * sizeof *f), *sw = xmalloc((size_t)M * sizeof *sw);
+  float sx = 0;
+  int8_t *qw = xmalloc((size_t)M * (size_t)N), *qx = xmalloc((size_t)nv);
+  for (int r = 0; r < M; r++) {
+    for (int k = 0; k < N; k++)
+      f[k] = (float)a[(size_t)r * N + k];
+    quantize_row(f, (size_t)N, qw + (size_t)r * N, &sw[r]);
+  }
+  if (!onehot) {
+    for (int k = 0; k < nv; k++)
+      f[k] = (float)v[k];
+    quantize_row(f, (size_t)nv, qx, &sx);
+  }
+  for (int r = 0; r < M; r++) {
+    const int8_t *q = qw + (size_t)r * N + k0;
+    if (onehot) {
+      y[r] = R(I, (double)q[(size_t)v[0]] * sw[r]);
+      continue;
+    }
+    int32_t dot = 0;
+    for (int k = 0; k < nv; k++)
+      dot += (int32_t)q[k] * qx[k];
+    float scale = sw[r] * sx;
+    y[r] = R(I, (double)(float)dot * scale);
+  }
+  free(f);
+  free(sw);
+  free(qw);
+  free(qx);
+}
 
 static double sigmoid(double x) { return 1 / (1 + exp(-x)); }
 
@@ -218,6 +260,11 @@ static void eval(Interp *I, int id) {
     memset(y, 0, c * sizeof *y);
     break;
   case OP_NOISE:
+    if (I->object) { /* an object's zero noise buffer */
+      for (size_t i = 0; i < c; i++)
+        y[i] = 0;
+      break;
+    }
     if (!I->rng) {
       errf(I->err, "the graph draws noise (e.g. a kaiming_uniform initial state), but no "
                    "generator was given");
@@ -267,9 +314,15 @@ static void eval(Interp *I, int id) {
     int M = ta.dim[0], N = ta.dim[1], k0 = n->a;
     bool seq = tb.kind == TY_F32 && tb.rank == 2;
     int rows = seq ? I->T : 1, nv = seq ? tb.dim[1] : tb.dim[0];
+    const Node *wn = &I->g->nodes[n->in[0]];
+    bool int8 = I->int8_dot && wn->op == OP_LOAD && wn->b == SLOT_VALUE; /* a baked matrix */
     for (int t = 0; t < rows; t++) {
       const double *v = b + (size_t)t * nv;
       double *yt = y + (size_t)t * M;
+      if (int8) {
+        matvec_int8(I, a, M, N, k0, v, nv, tb.kind == TY_ONEHOT, yt);
+        continue;
+      }
       for (int r = 0; r < M; r++) {
         const double *w = a + (size_t)r * N + k0;
         if (tb.kind == TY_ONEHOT) {

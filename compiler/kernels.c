@@ -384,6 +384,121 @@ void matvec_t_block(Cg *cg, LLVMValueRef w, long long ld, long long M, long long
   }
 }
 
+/* ------------------------------- int8 x int8 products (AArch64's sdot) */
+
+/* Bytes as a vector (any alignment). */
+static LLVMValueRef load_i8x16(Cg *cg, LLVMValueRef p) {
+  LLVMValueRef v = LLVMBuildLoad2(cg->b, LLVMVectorType(cg->i8, 16), p, "");
+  LLVMSetAlignment(v, 1);
+  return v;
+}
+
+/* acc + the four lanes' 4-byte dot products of a and b (ARMv8.2 sdot). */
+static LLVMValueRef sdot(Cg *cg, LLVMValueRef acc, LLVMValueRef a, LLVMValueRef b) {
+  LLVMTypeRef tys[2] = {LLVMVectorType(cg->i32, 4), LLVMVectorType(cg->i8, 16)};
+  const char *name = "llvm.aarch64.neon.sdot";
+  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+  LLVMValueRef args[3] = {acc, a, b};
+  return LLVMBuildCall2(cg->b, LLVMIntrinsicGetType(cg->ctx, id, tys, 2),
+                        LLVMGetIntrinsicDeclaration(cg->mod, id, tys, 2), args, 3, "");
+}
+
+static LLVMValueRef sum_i32x4(Cg *cg, LLVMValueRef v) {
+  LLVMTypeRef vt = LLVMTypeOf(v);
+  const char *name = "llvm.vector.reduce.add";
+  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+  return LLVMBuildCall2(cg->b, LLVMIntrinsicGetType(cg->ctx, id, &vt, 1),
+                        LLVMGetIntrinsicDeclaration(cg->mod, id, &vt, 1), &v, 1, "");
+}
+
+LLVMValueRef quantize_vec(Cg *cg, LLVMValueRef x, long long n, LLVMValueRef q) {
+  LLVMValueRef mx = acc_new(cg, cf32(cg, 0));
+  Loop l = loop_begin(cg, ci64(cg, n));
+  LLVMValueRef a = load(cg, x, l.i);
+  LLVMValueRef args[2] = {LLVMBuildLoad2(cg->b, cg->f32, mx, ""), intrinsic(cg, "llvm.fabs", &a, 1)};
+  LLVMBuildStore(cg->b, intrinsic(cg, "llvm.maxnum", args, 2), mx);
+  loop_end(cg, &l);
+  LLVMValueRef m = LLVMBuildLoad2(cg->b, cg->f32, mx, "");
+  LLVMValueRef s = LLVMBuildFDiv(cg->b, m, cf32(cg, 127), "");
+  /* all zero (m = 0): q = 0 / 1 = 0, and the scale 0 */
+  LLVMValueRef d = LLVMBuildSelect(cg->b, LLVMBuildFCmp(cg->b, LLVMRealOGT, m, cf32(cg, 0), ""), s,
+                                   cf32(cg, 1), "");
+  Loop k = loop_begin(cg, ci64(cg, n));
+  LLVMValueRef v = LLVMBuildFDiv(cg->b, load(cg, x, k.i), d, "");
+  v = intrinsic(cg, "llvm.roundeven", &v, 1); /* lrintf's rounding: to nearest, ties to even */
+  LLVMValueRef lo[2] = {v, cf32(cg, -127)};
+  v = intrinsic(cg, "llvm.maxnum", lo, 2);
+  LLVMValueRef hi[2] = {v, cf32(cg, 127)};
+  v = intrinsic(cg, "llvm.minnum", hi, 2);
+  LLVMBuildStore(cg->b, LLVMBuildFPToSI(cg->b, v, cg->i8, ""), gep(cg, cg->i8, q, k.i));
+  loop_end(cg, &k);
+  return s;
+}
+
+LLVMValueRef int8_result(Cg *cg, LLVMValueRef dot, LLVMValueRef sw, LLVMValueRef sx) {
+  /* plain multiplications (no reassociation, no contraction into the
+   * bias's add): the reference's roundings */
+  LLVMValueRef scale = LLVMBuildFMul(cg->b, sw, sx, "");
+  return LLVMBuildFMul(cg->b, LLVMBuildSIToFP(cg->b, dot, cg->f32, ""), scale, "");
+}
+
+LLVMValueRef idot(Cg *cg, LLVMValueRef w, LLVMValueRef q, long long n) {
+  LLVMValueRef sum = LLVMConstInt(cg->i32, 0, 0);
+  if (n >= 16) {
+    LLVMTypeRef v4 = LLVMVectorType(cg->i32, 4);
+    LLVMValueRef acc = vacc_new(cg, v4);
+    LLVMBuildStore(cg->b, LLVMConstNull(v4), acc);
+    Loop k = loop_begin(cg, ci64(cg, n / 16));
+    LLVMValueRef k0 = LLVMBuildMul(cg->b, k.i, ci64(cg, 16), "");
+    LLVMValueRef a = load_i8x16(cg, gep(cg, cg->i8, w, k0)), b = load_i8x16(cg, gep(cg, cg->i8, q, k0));
+    LLVMBuildStore(cg->b, sdot(cg, LLVMBuildLoad2(cg->b, v4, acc, ""), a, b), acc);
+    loop_end(cg, &k);
+    sum = sum_i32x4(cg, LLVMBuildLoad2(cg->b, v4, acc, ""));
+  }
+  for (long long k = n / 16 * 16; k < n; k++) {
+    LLVMValueRef a = LLVMBuildLoad2(cg->b, cg->i8, gep(cg, cg->i8, w, ci64(cg, k)), "");
+    LLVMValueRef b = LLVMBuildLoad2(cg->b, cg->i8, gep(cg, cg->i8, q, ci64(cg, k)), "");
+    LLVMValueRef p = LLVMBuildMul(cg->b, LLVMBuildSExt(cg->b, a, cg->i32, ""),
+                                  LLVMBuildSExt(cg->b, b, cg->i32, ""), "");
+    sum = LLVMBuildAdd(cg->b, sum, p, "");
+  }
+  return sum;
+}
+
+/* 16 / nx rows of int8 W times nx int8 vectors: per 16 bytes of k, a load
+ * of each row serves the nx vectors, one sdot each into accumulator
+ * i * R + j (16 of <4 x i32>, with the vectors and a row 21 of NEON's 32
+ * registers); then each accumulator's four lanes summed. */
+void matvec_block_q8(Cg *cg, LLVMValueRef w, long long ld, LLVMValueRef *qs, LLVMValueRef *sxs, int nx,
+                     long long nv, LLVMValueRef *ys, LLVMValueRef scale) {
+  int R = BLOCK / nx;
+  assert(nv % 16 == 0);
+  LLVMTypeRef v4 = LLVMVectorType(cg->i32, 4);
+  LLVMValueRef acc[BLOCK];
+  for (int j = 0; j < BLOCK; j++) {
+    acc[j] = vacc_new(cg, v4);
+    LLVMBuildStore(cg->b, LLVMConstNull(v4), acc[j]);
+  }
+  Loop k = loop_begin(cg, ci64(cg, nv / 16));
+  LLVMValueRef k0 = LLVMBuildMul(cg->b, k.i, ci64(cg, 16), ""), xv[BLOCK];
+  for (int i = 0; i < nx; i++)
+    xv[i] = load_i8x16(cg, gep(cg, cg->i8, qs[i], k0));
+  for (int j = 0; j < R; j++) {
+    LLVMValueRef wv = load_i8x16(cg, gep(cg, cg->i8, w, LLVMBuildAdd(cg->b, k0, ci64(cg, j * ld), "")));
+    for (int i = 0; i < nx; i++)
+      LLVMBuildStore(cg->b, sdot(cg, LLVMBuildLoad2(cg->b, v4, acc[i * R + j], ""), wv, xv[i]),
+                     acc[i * R + j]);
+  }
+  loop_end(cg, &k);
+  for (int j = 0; j < R; j++) {
+    LLVMValueRef sw = load(cg, scale, ci64(cg, j));
+    for (int i = 0; i < nx; i++) {
+      LLVMValueRef d = sum_i32x4(cg, LLVMBuildLoad2(cg->b, v4, acc[i * R + j], ""));
+      store(cg, int8_result(cg, d, sw, sxs[i]), ys[i], ci64(cg, j));
+    }
+  }
+}
+
 /* ------------------------------------------------------ the target's vectors */
 
 static bool has_feature(const char *features, const char *f) {

@@ -62,6 +62,8 @@ typedef struct CG {
   size_t fixed, per_t_total, nnoise;
   LLVMValueRef *scan_stack; /* (per yield) stack bases while a scan is emitted */
   bool *first_acc;          /* node -> the accumulation that initializes its gradient */
+  LLVMValueRef *qin;        /* product node -> its input quantized (quantized_input), or NULL */
+  long long *qin_ld;        /* and that buffer's row stride, in floats */
 } CG;
 
 /* -------------------------------------------------------------- helpers */
@@ -275,6 +277,54 @@ static LLVMValueRef weight_at(Cg *cg, LLVMValueRef row, LLVMValueRef k, LLVMValu
   return LLVMBuildSIToFP(cg->b, LLVMBuildLoad2(cg->b, cg->i8, gep(cg, cg->i8, row, k), ""), cg->f32, "");
 }
 
+static LLVMValueRef seq_row(CG *c, int seq, LLVMValueRef t);
+
+/* AOT with --quantize int8 on a CPU with sdot (CodegenOptions.int8_dot):
+ * whether product id sums int8 x int8, its input a float vector (or
+ * sequence of them) quantized as its matrix's rows are. */
+static bool int8_product(CG *c, int id) {
+  const Baked *bk = baked_matrix(c, id);
+  return bk && bk->quantize && c->opt->int8_dot && N(c, N(c, id)->in[1])->type.kind == TY_F32;
+}
+
+/* Product id's input quantized (quantize_vec), each of its rows (T of a
+ * sequence, else one) in a scratch row of *ld floats: the scale in its
+ * first float, the int8 values from byte 64 (see input_q8). */
+static LLVMValueRef quantized_input(CG *c, int id, long long *ld) {
+  Cg *cg = &c->cg;
+  int b = N(c, id)->in[1];
+  Type tx = N(c, b)->type;
+  bool seq = is_seq_type(tx);
+  long long nv = seq ? tx.dim[1] : tx.dim[0];
+  size_t row = 16 + ((size_t)nv + 63) / 64 * 16; /* floats: 64-byte aligned rows */
+  LLVMValueRef base;
+  if (seq) {
+    base = fptr(cg, c->scratch_t, LLVMBuildMul(cg->b, c->tmax, ci64(cg, (long long)c->per_t_total), ""));
+    c->per_t_total += row;
+  } else {
+    base = fptr(cg, c->scratch, ci64(cg, (long long)c->fixed));
+    c->fixed += row;
+  }
+  Loop t = {0};
+  if (seq)
+    t = loop_begin(cg, c->T64);
+  LLVMValueRef r = seq ? LLVMBuildMul(cg->b, t.i, ci64(cg, (long long)row), "") : ci64(cg, 0);
+  LLVMValueRef x = seq ? seq_row(c, b, t.i) : c->ptr[b];
+  store(cg, quantize_vec(cg, x, nv, gep(cg, cg->i8, fptr(cg, base, r), ci64(cg, 64))), base, r);
+  if (seq)
+    loop_end(cg, &t);
+  *ld = (long long)row;
+  return base;
+}
+
+/* Row t of a quantized_input buffer q (row stride ld floats): its int8
+ * values, and *scale its scale. */
+static LLVMValueRef input_q8(Cg *cg, LLVMValueRef q, long long ld, LLVMValueRef t, LLVMValueRef *scale) {
+  LLVMValueRef row = fptr(cg, q, LLVMBuildMul(cg->b, t, ci64(cg, ld), ""));
+  *scale = load(cg, row, ci64(cg, 0));
+  return gep(cg, cg->i8, row, ci64(cg, 64));
+}
+
 /* y[r] = W[r, k0:k0+n] v, a one-hot v reading one column. With baked
  * weights the object also holds the columns transposed (column j's M
  * values contiguous, baked_columns), so the loop over rows reads them
@@ -302,6 +352,11 @@ static void emit_matvec_row(CG *c, int id, LLVMValueRef r) {
   }
   long long ld;
   LLVMValueRef w = weight_row(c, id, r, &scale, &ld);
+  if (c->qin[id]) { /* int8 x int8 (int8_product) */
+    LLVMValueRef sx, q = input_q8(cg, c->qin[id], c->qin_ld[id], ci64(cg, 0), &sx);
+    c->cur[id] = int8_result(cg, idot(cg, w, q, tv.dim[0]), load(cg, scale, r), sx);
+    return;
+  }
   LLVMValueRef acc = acc_new(cg, cf32(cg, 0));
   Loop k = loop_begin(cg, ci64(cg, tv.dim[0]));
   LLVMValueRef s = fadd(cg, LLVMBuildLoad2(cg->b, cg->f32, acc, ""),
@@ -324,6 +379,8 @@ static void close_group(CG *c, Group *gr) {
   for (int j = 0; j < gr->n; j++) {
     int id = gr->m[j];
     const Node *n = N(c, id);
+    if (n->op == OP_MATVEC && int8_product(c, id)) /* its input quantized before the loop */
+      c->qin[id] = quantized_input(c, id, &c->qin_ld[id]);
     if (n->op == OP_SUM)
       accs[j] = acc_new(cg, cf32(cg, 0));
     else if (n->type.kind != TY_NONE && needed_outside(c, id, -1)) {
@@ -472,6 +529,8 @@ typedef struct Steps {
   int id;
   LLVMValueRef w, r0, scale; /* scale: the block's row scales (int8 w), or NULL */
   long long ld;              /* w's row stride */
+  LLVMValueRef q;            /* int8_product: the input quantized (quantized_input), or NULL */
+  long long qld;             /* its row stride */
 } Steps;
 
 static void matvec_t_steps(void *ctx, LLVMValueRef *ts, int nx) {
@@ -664,6 +723,14 @@ static void matvec_steps(void *ctx, LLVMValueRef *ts, int nx) {
       ys[q] =
           fptr(cg, c->ptr[m->id], LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, ts[q], ci64(cg, M), ""), rh, ""));
     LLVMValueRef at = ci64(cg, h * BLOCK / nx * m->ld);
+    if (m->q) {
+      LLVMValueRef qs[4], sxs[4];
+      for (int q = 0; q < nx; q++)
+        qs[q] = input_q8(cg, m->q, m->qld, ts[q], &sxs[q]);
+      matvec_block_q8(cg, gep(cg, cg->i8, m->w, at), m->ld, qs, sxs, nx, nv, ys,
+                      fptr(cg, m->scale, ci64(cg, h * BLOCK / nx)));
+      continue;
+    }
     matvec_block_n(cg, m->scale ? gep(cg, cg->i8, m->w, at) : fptr(cg, m->w, at), m->ld, xs, nx, nv, ys,
                    m->scale ? fptr(cg, m->scale, ci64(cg, h * BLOCK / nx)) : NULL);
   }
@@ -841,7 +908,8 @@ static void emit_standalone(CG *c, int id) {
     long long M = tw.dim[0], nv = seq ? tx.dim[1] : tx.dim[0];
     c->ptr[id] = buffer(c, id);
     LLVMValueRef scale;
-    long long ld;
+    long long ld, qld = 0;
+    LLVMValueRef q = int8_product(c, id) ? quantized_input(c, id, &qld) : NULL;
     if (blocked_matvec(c, id)) {
       Loop r = loop_begin(cg, ci64(cg, M / BLOCK));
       LLVMValueRef r0 = LLVMBuildMul(cg->b, r.i, ci64(cg, BLOCK), "");
@@ -851,8 +919,11 @@ static void emit_standalone(CG *c, int id) {
       if (seq) {
         /* several steps at a time, 16 / n rows each, so a load of W
          * serves n products */
-        Steps ms = {c, id, w, r0, scale, ld};
+        Steps ms = {c, id, w, r0, scale, ld, q, qld};
         step_tuples(cg, c->T64, matvec_steps, &ms);
+      } else if (q) {
+        LLVMValueRef sx, qx = input_q8(cg, q, qld, ci64(cg, 0), &sx), y = fptr(cg, c->ptr[id], r0);
+        matvec_block_q8(cg, w, ld, &qx, &sx, 1, nv, &y, scale);
       } else {
         LLVMValueRef x = c->ptr[b], y = fptr(cg, c->ptr[id], r0);
         matvec_block_n(cg, w, ld, &x, 1, nv, &y, scale);
@@ -863,6 +934,14 @@ static void emit_standalone(CG *c, int id) {
     Loop r = loop_begin(cg, ci64(cg, M));
     LLVMValueRef w = weight_row(c, id, r.i, &scale, &ld);
     Loop t = loop_begin(cg, c->T64);
+    if (q) { /* int8 x int8 (int8_product) */
+      LLVMValueRef sx, qx = input_q8(cg, q, qld, t.i, &sx);
+      LLVMValueRef at = LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, t.i, ci64(cg, M), ""), r.i, "");
+      store(cg, int8_result(cg, idot(cg, w, qx, nv), load(cg, scale, r.i), sx), c->ptr[id], at);
+      loop_end(cg, &t);
+      loop_end(cg, &r);
+      break;
+    }
     LLVMValueRef x = seq_row(c, b, t.i);
     LLVMValueRef acc = acc_new(cg, cf32(cg, 0));
     Loop k = loop_begin(cg, ci64(cg, nv));
@@ -897,7 +976,7 @@ static void emit_standalone(CG *c, int id) {
     c->ptr[id] = buffer(c, id);
     if (n->b % BLOCK == 0) {
       if (seq) {
-        Steps ms = {c, id, NULL, NULL, NULL, 0};
+        Steps ms = {c, id, NULL, NULL, NULL, 0, NULL, 0};
         step_tuples(cg, c->T64, matvec_t_steps, &ms);
       } else {
         LLVMValueRef u = c->ptr[b], y = c->ptr[id];
@@ -1052,6 +1131,8 @@ int codegen(const Graph *g, LLVMModuleRef mod, const char *name, const CodegenOp
   c.scratch_t = fptr(cg, c.scratch, LLVMBuildLoad2(cg->b, cg->i64, c.fixed_size, ""));
 
   c.first_acc = xcalloc(nn, sizeof *c.first_acc);
+  c.qin = xcalloc(nn, sizeof *c.qin);
+  c.qin_ld = xcalloc(nn, sizeof *c.qin_ld);
   bool has_acc = false;
   for (int id = 0; id < g->nnodes; id++)
     has_acc |= g->nodes[id].op == OP_ACC || g->nodes[id].op == OP_ACC_OUTER;
@@ -1092,6 +1173,8 @@ int codegen(const Graph *g, LLVMModuleRef mod, const char *name, const CodegenOp
   free(c.nusers);
   free(c.in_group);
   free(c.first_acc);
+  free(c.qin);
+  free(c.qin_ld);
   cg_dispose(cg);
   (void)e;
   return 0;

@@ -30,6 +30,9 @@
  *   weights, a graph it cannot batch), it calls P_forward for each name.
  * - With ObjOptions.quantize the products' matrices are int8 rows with a
  *   float scale each (kernels.c's baked_q8); everything else stays float.
+ *   On an AArch64 CPU with sdot (target_has_sdot) the products with a
+ *   float input quantize it too and sum int8 x int8 in int32 (llvm.c's
+ *   int8_product); elsewhere they convert the weights and sum in float.
  *
  * require: g is a verified inference graph after graph_passes(g, false,
  * PASSES_ALL): a forward kernel that reads only the parameter values. */
@@ -727,7 +730,9 @@ int obj_emit(const Graph *g, const ObjOptions *o, Buf *object, ObjInfo *info, Er
 
   /* The kernel: internal, so it exists only inlined into P_forward. */
   snprintf(name, sizeof name, "%s_kernel", o->prefix);
-  CodegenOptions co = {.baked_values = o->values, .simd = simd_of(tm), .quantize = o->quantize};
+  CodegenOptions co = {.baked_values = o->values, .simd = simd_of(tm), .quantize = o->quantize,
+                       .int8_dot = o->quantize && target_has_sdot(tm)};
+  info->int8_dot = co.int8_dot;
   if (codegen(g, w.mod, name, &co, &info->abi, e))
     goto done;
   LLVMValueRef kernel = LLVMGetNamedFunction(w.mod, name);
@@ -926,9 +931,14 @@ void obj_header(const Graph *g, const ObjOptions *o, const ObjInfo *info, const 
              " * %s_DATA_BYTES of writable data, as the object's sections hold them.\n"
              " */\n",
              info->triple, info->cpu, *info->means ? " (" : "", info->means, *info->means ? ")" : "",
-             o->quantize ? " * Weights (--quantize int8): the products' matrices as int8 rows with\n"
-                           " * a float scale each; the other parameters as float.\n"
-                         : "",
+             !o->quantize ? ""
+             : info->int8_dot
+                 ? " * Weights (--quantize int8): the products' matrices as int8 rows with\n"
+                   " * a float scale each; the other parameters as float. The products\n"
+                   " * quantize their input vectors to int8 too (a scale each) and sum in\n"
+                   " * int32 with the CPU's dot product instructions (sdot).\n"
+                 : " * Weights (--quantize int8): the products' matrices as int8 rows with\n"
+                   " * a float scale each; the other parameters as float.\n",
              P, P, P, P, P, P, P, P, P, how, P, P, P, P, P, P,
              4 * (info->abi.scratch_fixed + (size_t)g->classes + 2), 4 * info->abi.scratch_per_t, P, P,
              P, bfixed, bper_char, m_is, P, P, P, P);

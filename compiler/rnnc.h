@@ -353,6 +353,13 @@ double *interp_slot(Interp *I, int slot);
 int64_t *interp_step(Interp *I);
 /* The generator noise nodes draw from (kaiming_uniform initial states). */
 void interp_set_rng(Interp *I, Rng *rng);
+/* Computes what an object of rnnc build computes: noise nodes give zeros
+ * (its zero noise buffer); with int8_dot, the products of a baked matrix
+ * as an object of --quantize int8 with integer dot products computes them
+ * (CodegenOptions.int8_dot): the matrix's rows quantized (quantize_row),
+ * a float input quantized the same way, their int8 products summed in
+ * int32, the sum times the row's scale times the input's. */
+void interp_set_object(Interp *I, bool int8_dot);
 /* Runs the graph on chars[0..len) with a target class. A graph with a
  * backward pass zeroes the gradients first and counts one step. */
 int interp_run(Interp *I, const int32_t *chars, int len, int target, Err *e);
@@ -429,6 +436,10 @@ typedef struct CodegenOptions {
   Simd simd;                 /* the target's vectors (simd_of); lanes 0: 4 x 16, SSE2's */
   bool quantize;             /* with baked_values: the products' matrices as int8 rows
                               * with per-row scales (see quantize_row) */
+  bool int8_dot;             /* with quantize, on AArch64 with sdot: a product with a
+                              * float input quantizes it as quantize_row does (one
+                              * scale per vector) and sums int8 x int8 in int32
+                              * (sdot), then scales by the two scales */
 } CodegenOptions;
 
 /* rnnc build --quantize int8. A parameter that is a product's matrix
@@ -468,6 +479,10 @@ LLVMTargetMachineRef target_machine(const char *triple, const char *cpu, const c
 /* Whether tm has an instruction for llvm.fma.f32 (else it is a call to
  * libm's fmaf). */
 bool target_has_fma(LLVMTargetMachineRef tm);
+/* Whether tm is an AArch64 CPU with the dotprod extension's sdot (4-way
+ * int8 dot products into int32 lanes): --quantize int8 then quantizes the
+ * products' input vectors too (see CodegenOptions.int8_dot). */
+bool target_has_sdot(LLVMTargetMachineRef tm);
 
 /* What `rnnc build --target TRIPLE --cpu CPU` compiles for. */
 typedef struct TargetChoice {
@@ -584,6 +599,7 @@ typedef struct ObjInfo {
   size_t stack_bytes; /* P_forward's and P_predict's stack buffers at OBJ_MAX_LEN */
   size_t batch_stack_bytes; /* P_forward_batch's, at OBJ_BATCH names of OBJ_MAX_LEN */
   size_t text_bytes, rodata_bytes, data_bytes; /* code, constants (weights), writable data */
+  bool int8_dot; /* --quantize int8 with integer dot products (CodegenOptions.int8_dot) */
 } ObjInfo;
 
 /* 0 if prefix can name the symbols, else -1 with a message. */

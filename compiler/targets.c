@@ -180,6 +180,54 @@ bool target_has_fma(LLVMTargetMachineRef tm) {
   return fma;
 }
 
+/* Whether tm is an AArch64 CPU with the dot product instructions (sdot,
+ * udot: ARMv8.2's optional dotprod, standard from ARMv8.4): compiles a sum
+ * of 16 products of sign-extended bytes, which the back end makes one
+ * sdot where the CPU has it, and looks for it in the assembly. (The C API
+ * cannot list a named CPU's features, and calling the sdot intrinsic on a
+ * CPU without it would abort in instruction selection.) */
+bool target_has_sdot(LLVMTargetMachineRef tm) {
+  char *triple = LLVMGetTargetMachineTriple(tm);
+  bool arm64 = !strncmp(triple, "aarch64", 7) || !strncmp(triple, "arm64", 5);
+  if (!arm64) {
+    LLVMDisposeMessage(triple);
+    return false;
+  }
+  LLVMContextRef ctx = LLVMContextCreate();
+  LLVMModuleRef m = LLVMModuleCreateWithNameInContext("dot_probe", ctx);
+  LLVMSetTarget(m, triple);
+  LLVMDisposeMessage(triple);
+  LLVMTypeRef i32 = LLVMInt32TypeInContext(ctx), pty = LLVMPointerTypeInContext(ctx, 0);
+  LLVMTypeRef v8 = LLVMVectorType(LLVMInt8TypeInContext(ctx), 16), v32 = LLVMVectorType(i32, 16);
+  LLVMTypeRef params[2] = {pty, pty};
+  LLVMValueRef fn = LLVMAddFunction(m, "probe", LLVMFunctionType(i32, params, 2, 0));
+  LLVMBuilderRef b = LLVMCreateBuilderInContext(ctx);
+  LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(ctx, fn, "entry"));
+  LLVMValueRef x = LLVMBuildSExt(b, LLVMBuildLoad2(b, v8, LLVMGetParam(fn, 0), ""), v32, "");
+  LLVMValueRef y = LLVMBuildSExt(b, LLVMBuildLoad2(b, v8, LLVMGetParam(fn, 1), ""), v32, "");
+  LLVMValueRef prod = LLVMBuildMul(b, x, y, "");
+  unsigned id = LLVMLookupIntrinsicID("llvm.vector.reduce.add", 22);
+  LLVMBuildRet(b, LLVMBuildCall2(b, LLVMIntrinsicGetType(ctx, id, &v32, 1),
+                                 LLVMGetIntrinsicDeclaration(m, id, &v32, 1), &prod, 1, ""));
+  LLVMDisposeBuilder(b);
+  bool sdot = false;
+  char *msg = NULL;
+  LLVMMemoryBufferRef mb;
+  if (!LLVMTargetMachineEmitToMemoryBuffer(tm, m, LLVMAssemblyFile, &msg, &mb)) {
+    size_t n = LLVMGetBufferSize(mb);
+    char *text = xmalloc(n + 1); /* NUL-terminated: the buffer need not be */
+    memcpy(text, LLVMGetBufferStart(mb), n);
+    text[n] = '\0';
+    sdot = strstr(text, "\tsdot\t") != NULL; /* not in a name: "\tsdot\tv0.4s, ..." */
+    free(text);
+    LLVMDisposeMemoryBuffer(mb);
+  }
+  LLVMDisposeMessage(msg);
+  LLVMDisposeModule(m);
+  LLVMContextDispose(ctx);
+  return sdot;
+}
+
 /* --------------------------------------------------- tested architectures */
 
 /* The CPU names LLVM 19's x86 back end knows, less the 32-bit-only ones

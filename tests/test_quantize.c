@@ -3,11 +3,13 @@
  *
  * rnn.nn and examples/names_gru.nn (a one-layer GRU 64 wide: gru.nn's
  * recipe at a size this test can train in a few seconds; gru.nn itself is
- * measured by bench/quantize, docs/aot.md) are trained as the recipe says
- * (rnnc train: 2 epochs, batch 1, seed 42), built for the host with float
- * and with int8 weights, and run over the 2,008 names of the test split
- * (the split rnnc train holds out) by bench/aot.c: the int8 object's
- * accuracy must be within 0.5 points of the float object's. */
+ * measured in docs/aot.md) are trained as the recipe says (rnnc train: 2
+ * epochs, batch 1, seed 42), built for the host with float and with int8
+ * weights, and with int8 weights for an AArch64 CPU with sdot (cortex-a76:
+ * the products quantize their inputs too and sum in int32), which runs
+ * under qemu-aarch64's "max" CPU; each runs over the 2,008 names of the
+ * test split (the split rnnc train holds out) in bench/aot.c: both int8
+ * objects' accuracies must be within 0.5 points of the float object's. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,18 +64,39 @@ static int teardown(void **state) {
   return 0;
 }
 
+/* Where an object runs: the host, or an AArch64 CPU with sdot (int8 x int8
+ * products) under qemu-user's "max" CPU. */
+typedef struct Where {
+  const char *target, *cpu; /* rnnc build's --target and --cpu, or NULL: the host */
+  const char *cc, *run;
+} Where;
+static const Where host = {NULL, NULL, "cc", ""};
+static const Where sdot = {"aarch64-linux-gnu", "cortex-a76", "aarch64-linux-gnu-gcc",
+                           "qemu-aarch64 -cpu max -L /usr/aarch64-linux-gnu"};
+
 /* The accuracy of model's object (with --quantize int8 when q8) on the
  * test split. */
-static double accuracy(const char *graph, const char *ckpt, const char *name, bool q8) {
+static double accuracy(const char *graph, const char *ckpt, const char *name, bool q8,
+                       const Where *where) {
   char *obj = xasprintf("%s/%s.o", workdir, name), *exe = xasprintf("%s/%s", workdir, name);
   char *out = xasprintf("%s/%s.json", workdir, name);
-  free(rnnc_expect(0, (const char *const[]){"build", graph, ckpt, "-o", obj, "--prefix", name,
-                                            q8 ? "--quantize" : NULL, "int8", NULL}));
-  if (sh("cc -O2 -I '%s' -DAOT_HEADER='\"%s.h\"' -DAOT_PREFIX=%s -DAOT_CLASSES=18 '%s/bench/aot.c' "
+  const char *argv[16] = {"build", graph, ckpt, "-o", obj, "--prefix", name};
+  int argc = 7;
+  if (where->target) {
+    const char *more[] = {"--target", where->target, "--cpu", where->cpu};
+    for (int i = 0; i < 4; i++)
+      argv[argc++] = more[i];
+  }
+  if (q8) {
+    argv[argc++] = "--quantize";
+    argv[argc++] = "int8";
+  }
+  free(rnnc_expect(0, argv));
+  if (sh("%s -O2 -I '%s' -DAOT_HEADER='\"%s.h\"' -DAOT_PREFIX=%s -DAOT_CLASSES=18 '%s/bench/aot.c' "
          "'%s' -o '%s'",
-         workdir, name, name, root, obj, exe))
-    fail_msg("linking bench/aot.c with %s failed", obj);
-  assert_int_equal(sh("'%s' '%s' 1 > '%s'", exe, test_file, out), 0);
+         where->cc, workdir, name, name, root, obj, exe))
+    fail_msg("linking bench/aot.c with %s by %s failed", obj, where->cc);
+  assert_int_equal(sh("%s '%s' '%s' 1 > '%s'", where->run, exe, test_file, out), 0);
   char *text = read_text(out);
   const char *at = strstr(text, "\"test_accuracy\":");
   assert_non_null(at);
@@ -90,16 +113,27 @@ static void check_model(const char *graph, const char *stem) {
     print_message("skipped: no C compiler 'cc' on PATH to link the objects\n");
     skip();
   }
+  if (sh("command -v aarch64-linux-gnu-gcc >/dev/null 2>&1") ||
+      sh("command -v qemu-aarch64 >/dev/null 2>&1"))
+    fail_msg("aarch64-linux-gnu-gcc or qemu-aarch64 is not installed: they are in the Debian packages "
+             "gcc-aarch64-linux-gnu and qemu-user (sh scripts/install-deps --test)");
   char *ckpt = xasprintf("%s/%s.safetensors", workdir, stem), *data = src_path("data/names");
   free(rnnc_expect(0, (const char *const[]){"train", graph, "--data", data, "--out", ckpt,
                                             "--epochs", "2", "--batch", "1", "--seed", "42", NULL}));
   char *name8 = xasprintf("%s8", stem);
-  double f = accuracy(graph, ckpt, stem, false), q = accuracy(graph, ckpt, name8, true);
-  print_message("%s: test accuracy %.2f%% with float weights, %.2f%% with int8 weights\n", graph,
-                100 * f, 100 * q);
+  char *named = xasprintf("%s8dot", stem);
+  double f = accuracy(graph, ckpt, stem, false, &host), q = accuracy(graph, ckpt, name8, true, &host);
+  double d = accuracy(graph, ckpt, named, true, &sdot);
+  print_message("%s: test accuracy %.2f%% with float weights, %.2f%% with int8 weights, %.2f%% "
+                "with int8 weights and sdot (aarch64, qemu)\n",
+                graph, 100 * f, 100 * q, 100 * d);
   if (q < f - 0.005 || q > f + 0.005)
     fail_msg("%s: int8 weights change the accuracy by %+.2f points (at most 0.5)", graph,
              100 * (q - f));
+  if (d < f - 0.005 || d > f + 0.005)
+    fail_msg("%s: int8 weights and activations (sdot) change the accuracy by %+.2f points (at most 0.5)",
+             graph, 100 * (d - f));
+  free(named);
   free(name8);
   free(ckpt);
   free(data);

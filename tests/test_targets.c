@@ -14,9 +14,13 @@
  * P_forward, bad inputs must give their error codes, and the header must
  * compile as C99 and as C++ with the target's compilers. The object may
  * need nothing from the C library but memcpy, memmove and memset.
+ * int8 objects for an AArch64 CPU with sdot (int8 x int8 products) run
+ * under qemu-aarch64's "max" CPU, against the reference interpreter's
+ * int8 arithmetic (test_aarch64_sdot).
  *
  * The tools come from Debian (sh scripts/install-deps --test); a missing
  * one fails the test with the package to install. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +42,12 @@ static Target aarch64 = {"aarch64", "aarch64-linux-gnu", "aarch64-linux-gnu-gcc"
                          "aarch64-linux-gnu-g++", "gcc-aarch64-linux-gnu g++-aarch64-linux-gnu",
                          "", "qemu-aarch64 -L /usr/aarch64-linux-gnu", "qemu-user",
                          "aarch64-linux-gnu-nm -u"};
+/* An AArch64 CPU with the dotprod extension (sdot), which qemu's "max"
+ * CPU emulates. */
+static Target aarch64_dot = {"aarch64-dot", "aarch64-linux-gnu", "aarch64-linux-gnu-gcc",
+                             "aarch64-linux-gnu-g++", "gcc-aarch64-linux-gnu g++-aarch64-linux-gnu",
+                             "", "qemu-aarch64 -cpu max -L /usr/aarch64-linux-gnu", "qemu-user",
+                             "aarch64-linux-gnu-nm -u"};
 static Target riscv64 = {"riscv64", "riscv64-linux-gnu", "riscv64-linux-gnu-gcc",
                          "riscv64-linux-gnu-g++", "gcc-riscv64-linux-gnu g++-riscv64-linux-gnu",
                          "", "qemu-riscv64 -L /usr/riscv64-linux-gnu", "qemu-user",
@@ -51,14 +61,28 @@ static Target cortex_m4 = {"cortex-m4", "thumbv7em-none-eabihf", "arm-none-eabi-
 
 typedef struct Model {
   const char *graph, *ckpt, *prefix;
-  bool quantize; /* --quantize int8 */
+  bool quantize;   /* --quantize int8 */
+  const char *cpu; /* --cpu, or NULL: the target's default */
 } Model;
 
 static const Model models[] = {
-    {"graphs/gru.nn", "tests/golden/gru_seed42.safetensors", "gru", false},
-    {"graphs/rnn.nn", "tests/golden/rnn_seed42.safetensors", "names_rnn", false},
+    {"graphs/gru.nn", "tests/golden/gru_seed42.safetensors", "gru", false, NULL},
+    {"graphs/rnn.nn", "tests/golden/rnn_seed42.safetensors", "names_rnn", false, NULL},
 };
-static const Model gru8 = {"graphs/gru.nn", "tests/golden/gru_seed42.safetensors", "gru8", true};
+static const Model gru8 = {"graphs/gru.nn", "tests/golden/gru_seed42.safetensors", "gru8", true, NULL};
+/* int8 weights on an AArch64 CPU with sdot: int8 x int8 products */
+static const Model models_dot[] = {
+    {"graphs/gru.nn", "tests/golden/gru_seed42.safetensors", "gru8", true, "cortex-a76"},
+    {"graphs/rnn.nn", "tests/golden/rnn_seed42.safetensors", "rnn8", true, "cortex-a76"},
+};
+
+/* The sdot objects against the reference interpreter's int8 arithmetic
+ * (test_aarch64_sdot): the tolerance of the float objects, as the two
+ * differ only in the roundings of the elementwise functions (measured:
+ * 1.0e-8 gru.nn, 1.2e-7 rnn.nn), which have moved no quantized input
+ * across a rounding boundary; the int8 x float logits are more than 10
+ * times as far (checked; measured: 5.2e-4 gru.nn, 2.6e-3 rnn.nn). */
+#define INT8_DOT_TOL 1e-5
 
 static char *workdir, *root;
 
@@ -157,8 +181,18 @@ static char *build_and_link(const Target *t, const Model *m, const char *flags, 
   char *obj = xasprintf("%s/%s_%s.o", workdir, t->name, m->prefix);
   char *hdr = xasprintf("%s/%s_%s.h", workdir, t->name, m->prefix);
   char *exe = xasprintf("%s/%s_%s", workdir, t->name, m->prefix);
-  const char *argv[] = {"build", m->graph, m->ckpt, "-o", obj, "--prefix", m->prefix,
-                        "--target", t->triple, m->quantize ? "--quantize" : NULL, "int8", NULL};
+  const char *argv[16] = {"build",    m->graph,  m->ckpt,  "-o",     obj,
+                          "--prefix", m->prefix, "--target", t->triple};
+  int argc = 9;
+  if (m->cpu) {
+    argv[argc++] = "--cpu";
+    argv[argc++] = m->cpu;
+  }
+  if (m->quantize) {
+    argv[argc++] = "--quantize";
+    argv[argc++] = "int8";
+  }
+  argv[argc] = NULL;
   free(rnnc_expect(0, argv));
   check_undefined(t, obj);
   static const char *const check[] = {"-std=c99 -x c", "-x c++"};
@@ -199,8 +233,15 @@ static void run_model(const Target *t, const Model *m, const char *flags) {
   if (st)
     fail_msg("%s %s exited with %d:\n%s", t->run, exe, st, text);
   char *what = xasprintf("%s %s", t->name, m->prefix);
+  /* with sdot: the interpreter's int8 arithmetic, and the float model's
+   * classes on the golden names */
+  bool dot = t == &aarch64_dot;
+  int C;
+  float *fl = dot ? jit_logits(m->graph, m->ckpt, &ns, &C, false) : NULL;
   check_aot_output(what, m->graph, m->ckpt, &ns, text,
-                   &(AotCheck){.tol = 1e-5, .quantized = m->quantize, .tail = driver_tail});
+                   &(AotCheck){.tol = dot ? INT8_DOT_TOL : 1e-5, .quantized = m->quantize,
+                               .int8_dot = dot, .same_class = fl, .tail = driver_tail});
+  free(fl);
   free(what);
   free(text);
   name_list_free(&ns);
@@ -267,6 +308,67 @@ static void test_wasm32(void **state) {
 static void test_aarch64(void **state) {
   (void)state;
   run_target(&aarch64);
+}
+
+/* The number of sdot instructions in obj's disassembly. */
+static int count_sdot(const char *obj) {
+  char *out = xasprintf("%s.dis", obj);
+  if (sh("aarch64-linux-gnu-objdump -d '%s' > '%s'", obj, out))
+    fail_msg("aarch64-linux-gnu-objdump -d %s failed", obj);
+  char *text = read_text(out);
+  int n = 0;
+  for (const char *p = text; (p = strstr(p, "\tsdot\t")); p++)
+    n++;
+  free(text);
+  free(out);
+  return n;
+}
+
+/* int8 weights for an AArch64 CPU with sdot (cortex-a76): the object's
+ * products are sdot instructions, its logits the reference interpreter's
+ * int8 arithmetic's (interp_set_object) within INT8_DOT_TOL, and its
+ * classes the float model's on the golden names. For the generic AArch64
+ * CPU (no dotprod) the int8 object has no sdot. */
+static void test_aarch64_sdot(void **state) {
+  (void)state;
+  need_tools(&aarch64_dot);
+  need("aarch64-linux-gnu-objdump", "binutils-aarch64-linux-gnu");
+  for (size_t g = 0; g < ARRAY_LEN(models_dot); g++) {
+    run_model(&aarch64_dot, &models_dot[g], "");
+    char *obj = xasprintf("%s/%s_%s.o", workdir, aarch64_dot.name, models_dot[g].prefix);
+    int n = count_sdot(obj);
+    print_message("%s: %d sdot instructions\n", obj, n);
+    if (n == 0)
+      fail_msg("%s (for %s) has no sdot instruction", obj, models_dot[g].cpu);
+    free(obj);
+  }
+  /* The reference is not the float-accumulating int8 arithmetic: the
+   * quantized activations move the logits well beyond INT8_DOT_TOL. */
+  for (size_t g = 0; g < ARRAY_LEN(models_dot); g++) {
+    const Model *m = &models_dot[g];
+    NameList ns = name_list_load(m->ckpt, false);
+    int C;
+    float *in = interp_logits(m->graph, m->ckpt, &ns, &C, true);
+    float *jit = jit_logits(m->graph, m->ckpt, &ns, &C, true);
+    double d = 0;
+    for (int i = 0; i < ns.n * C; i++)
+      d = fmax(d, fabs((double)in[i] - jit[i]) / fmax(1, fabs(jit[i])));
+    print_message("%s: int8 x int8 against int8 x float logits: max relative difference %.3g\n",
+                  m->prefix, d);
+    if (d < 10 * INT8_DOT_TOL)
+      fail_msg("%s: the int8 x int8 reference is within %g of the int8 x float logits", m->prefix, d);
+    free(in);
+    free(jit);
+    name_list_free(&ns);
+  }
+  Model generic = models_dot[1];
+  generic.cpu = NULL;
+  char *obj = xasprintf("%s/generic8.o", workdir);
+  free(rnnc_expect(0, (const char *const[]){"build", generic.graph, generic.ckpt, "-o", obj, "--target",
+                                            aarch64.triple, "--quantize", "int8", NULL}));
+  if (count_sdot(obj))
+    fail_msg("%s, for the generic AArch64 CPU (no dotprod), has sdot instructions", obj);
+  free(obj);
 }
 
 static void test_riscv64(void **state) {
@@ -347,6 +449,7 @@ static void test_cortex_m4_1mb(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_aarch64),
+      cmocka_unit_test(test_aarch64_sdot),
       cmocka_unit_test(test_riscv64),
       cmocka_unit_test(test_cortex_m4),
       cmocka_unit_test(test_cortex_m4_1mb),

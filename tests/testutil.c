@@ -342,18 +342,23 @@ void name_list_free(NameList *ns) {
   free(ns->s);
 }
 
-float *jit_logits(const char *graph, const char *ckpt, const NameList *ns, int *classes,
-                  bool quantized) {
-  Model m;
+/* graph's inference model with ckpt's weights. */
+static void load_model(Model *m, const char *graph, const char *ckpt) {
   Err e;
   ModelOptions mo = {.no_train = true};
   char **labels = NULL;
   int nlabels = 0;
-  if (model_compile(&m, graph, &mo, &e) || ckpt_load(&m, ckpt, false, &labels, &nlabels, &e))
+  if (model_compile(m, graph, &mo, &e) || ckpt_load(m, ckpt, false, &labels, &nlabels, &e))
     fail_msg("%s", e.msg);
   for (int i = 0; i < nlabels; i++)
     free(labels[i]);
   free(labels);
+}
+
+float *jit_logits(const char *graph, const char *ckpt, const NameList *ns, int *classes,
+                  bool quantized) {
+  Model m;
+  load_model(&m, graph, ckpt);
   int C = *classes = model_classes(&m);
   if (quantized)
     quantized_values(m.fwd, m.state, m.state);
@@ -371,6 +376,36 @@ float *jit_logits(const char *graph, const char *ckpt, const NameList *ns, int *
     memcpy(out + (size_t)i * C, m.ws[0].out, (size_t)C * sizeof *out);
   }
   free(zeros);
+  model_free(&m);
+  return out;
+}
+
+float *interp_logits(const char *graph, const char *ckpt, const NameList *ns, int *classes,
+                     bool int8_dot) {
+  Model m;
+  load_model(&m, graph, ckpt);
+  int C = *classes = model_classes(&m);
+  Interp *I = interp_new(m.fwd, true);
+  double *v = interp_slot(I, SLOT_VALUE);
+  for (size_t i = 0; i < m.fwd->nfloats; i++)
+    v[i] = m.state[i];
+  interp_set_object(I, int8_dot);
+  int32_t chars[OBJ_MAX_LEN];
+  float *out = xmalloc((size_t)ns->n * (size_t)C * sizeof *out);
+  Err e;
+  for (int i = 0; i < ns->n; i++) {
+    int len = (int)strlen(ns->s[i]);
+    for (int t = 0; t < len; t++)
+      chars[t] = vocab_index((unsigned char)ns->s[i][t]);
+    if (interp_run(I, chars, len, 0, &e))
+      fail_msg("%s", e.msg);
+    size_t n;
+    const double *lg = interp_value(I, m.fwd->output, &n);
+    assert_int_equal(n, C);
+    for (int k = 0; k < C; k++)
+      out[(size_t)i * C + k] = (float)lg[k];
+  }
+  interp_free(I);
   model_free(&m);
   return out;
 }
@@ -434,7 +469,8 @@ const char driver_tail[] = "forward len 0: 1\n"
 void check_aot_output(const char *what, const char *graph, const char *ckpt, const NameList *ns,
                       const char *text, const AotCheck *c) {
   int C;
-  float *jit = jit_logits(graph, ckpt, ns, &C, c->quantized);
+  float *jit = c->int8_dot ? interp_logits(graph, ckpt, ns, &C, true)
+                           : jit_logits(graph, ckpt, ns, &C, c->quantized);
   double worst = 0, worst_p = 0, worst_g = 0;
   int same = 0;
   const char *p = text;
@@ -464,6 +500,14 @@ void check_aot_output(const char *what, const char *graph, const char *ckpt, con
     if (cls != best)
       fail_msg("%s: P_predict gave class %d for %s, the argmax of P_forward is %d", what, cls,
                ns->s[i], best);
+    if (c->same_class && i < ns->ngolden) {
+      const float *f = c->same_class + (size_t)i * C;
+      int fb = 0;
+      for (int k = 0; k < C; k++)
+        fb = f[k] > f[fb] ? k : fb;
+      if (fb != best)
+        fail_msg("%s: class %d for %s, where the float model's is %d", what, best, ns->s[i], fb);
+    }
     for (int k = 0; k < C; k++)
       sum += exp((double)a[k] - a[best]);
     for (int k = 0; k < C; k++)
@@ -493,9 +537,10 @@ void check_aot_output(const char *what, const char *graph, const char *ckpt, con
     p = end + 1;
   }
   int nl = ns->n * C;
-  print_message("%s: %d names, %d of %d logits bit-identical to the JIT's (zero noise), max "
+  print_message("%s: %d names, %d of %d logits bit-identical to the %s (zero noise), max "
                 "relative difference %.3g; probabilities within %.3g of a double softmax",
-                what, ns->n, same, nl, worst, worst_p);
+                what, ns->n, same, nl, c->int8_dot ? "interpreter's int8 arithmetic" : "JIT's", worst,
+                worst_p);
   if (worst_b >= 0)
     print_message("; P_forward_batch within %.3g of P_forward", worst_b);
   if (c->golden)

@@ -88,6 +88,12 @@ void name_list_free(NameList *ns);
 float *jit_logits(const char *graph, const char *ckpt, const NameList *ns, int *classes,
                   bool quantized);
 
+/* The same from the reference interpreter (float32) as an object computes
+ * (interp_set_object): with int8_dot, the int8 x int8 products of
+ * --quantize int8 on a CPU with integer dot products. */
+float *interp_logits(const char *graph, const char *ckpt, const NameList *ns, int *classes,
+                     bool int8_dot);
+
 /* tests/targets/driver.c, the program test_aot and test_targets link with
  * an object of rnnc build. Its names: dir/names.h (a C array) and
  * dir/names.json (for run_wasm.mjs). */
@@ -105,7 +111,11 @@ typedef struct AotCheck {
   double tol;
   bool exact;
   bool quantized; /* an object of --quantize int8: the JIT with its weights */
+  bool int8_dot;  /* with integer dot products: the interpreter's int8 arithmetic
+                   * (interp_logits) instead of the JIT */
   const float *golden; /* (ngolden, classes) or NULL */
+  const float *same_class; /* (ngolden, classes) or NULL: each golden name's argmax
+                            * must be these logits' */
   const char *tail;
 } AotCheck;
 void check_aot_output(const char *what, const char *graph, const char *ckpt, const NameList *ns,
