@@ -138,14 +138,19 @@ typedef struct Shapes {
   size_t cap, chunks, rows, names;
 } Shapes;
 
-/* A batch of n names cut into nchunks as runtime/model.c cuts it (its
- * chunk_range: chunk k is names [n k / nchunks, n (k + 1) / nchunks)). */
-static void add_shapes(Shapes *s, const int32_t *lens, int n, int nchunks) {
+/* A batch of n names cut into nchunks chunks: chunk k is names[start[k]
+ * .. start[k + 1]) (training: model_chunk_names), or with names NULL the
+ * names [n k / nchunks, n (k + 1) / nchunks) (inference: model.c's
+ * chunk_range). */
+static void add_shapes(Shapes *s, const int32_t *lens, int n, int nchunks, const int32_t *names,
+                       const int32_t *start) {
   for (int k = 0; k < nchunks; k++) {
-    int lo = (int)((int64_t)n * k / nchunks), hi = (int)((int64_t)n * (k + 1) / nchunks), T = 0;
+    int lo = names ? start[k] : (int)((int64_t)n * k / nchunks);
+    int hi = names ? start[k + 1] : (int)((int64_t)n * (k + 1) / nchunks), T = 0;
     for (int i = lo; i < hi; i++) {
-      T = lens[i] > T ? lens[i] : T;
-      s->rows += (size_t)lens[i];
+      int len = lens[names ? names[i] : i];
+      T = len > T ? len : T;
+      s->rows += (size_t)len;
     }
     if ((size_t)(hi - lo) >= s->cap) {
       size_t cap = (size_t)(hi - lo) + 1;
@@ -156,7 +161,7 @@ static void add_shapes(Shapes *s, const int32_t *lens, int n, int nchunks) {
     for (int t = 0; t < T; t++) {
       int running = 0;
       for (int i = lo; i < hi; i++)
-        running += lens[i] > t;
+        running += lens[names ? names[i] : i] > t;
       s->steps[running]++;
     }
     s->chunks++;
@@ -255,7 +260,11 @@ static void train_batched(Model *m, const Dataset *ds, const Opts *o, uint32_t *
       model_train_batch(m, chars, lens, targets, (int)n, losses, &loss, &gnorm);
       for (size_t k = 0; k < n; k++)
         sum += losses[k];
-      add_shapes(&t->shapes, lens, (int)n, model_chunks((int)n));
+      int nchunks = model_chunks((int)n);
+      int32_t *plan = xmalloc((n + (size_t)nchunks + 1) * sizeof *plan);
+      model_chunk_names(lens, (int)n, plan, plan + n);
+      add_shapes(&t->shapes, lens, (int)n, nchunks, plan, plan + n);
+      free(plan);
       t->batches++;
       size_t done = i + n;
       if (o->eval && t->target_wall < 0 && t->batches % (size_t)o->eval_every == 0 && done < ntrain) {
@@ -588,7 +597,7 @@ static int run(const Opts *oi, Model *m, Dataset *ds, Files *f, Err *e) {
       for (int i = 0; i < n; i++)
         lens[i] = ds->names[ds->test[i0 + (size_t)i]].len;
       /* model_forward_batch's chunks: one per name, at most 4 per thread */
-      add_shapes(&sh, lens, n, n < 4 * m->threads ? n : 4 * m->threads);
+      add_shapes(&sh, lens, n, n < 4 * m->threads ? n : 4 * m->threads, NULL, NULL);
     }
     free(lens);
     print_shapes("infer", blocks[b], &sh);

@@ -1,6 +1,8 @@
 /* roofline.c: this machine's limits on one core, for docs/benchmarks.md.
  *
- *   ./roofline [--quick] [--gemm]     (--gemm: the FMA peak and the GEMMs only)
+ *   ./roofline [--quick] [--gemm [PREFIX]]   (--gemm: the FMA peak and the GEMMs
+ *                                             only; PREFIX: those whose name
+ *                                             starts with it, e.g. gemm_fwd or pack)
  *
  * bench/CMakeLists.txt builds it with -O3 -march=native -ffast-math and links
  * rnnc_core (for the generated GEMM). Measures, each
@@ -74,6 +76,7 @@ typedef float v16 __attribute__((vector_size(64)));
 
 static double min_trial = 0.05;
 static int quick; /* --quick: shorter trials, fewer GEMM sizes */
+static const char *only = ""; /* --gemm PREFIX: the measures whose names start with it */
 static volatile float sink;
 
 /* The thread's CPU time: on a machine shared with other work, time spent
@@ -594,6 +597,8 @@ static void bench_gemm(double peak) {
     fprintf(stderr, "roofline: libopenblas.so.0 not loaded: OpenBLAS's sgemm not measured\n");
   for (size_t u = 0; u < ARRAY_LEN(uses); u++) {
     GB *g = &uses[u];
+    if (strncmp(g->name, only, strlen(only)))
+      continue;
     g->fn = (GemmFn *)jit_lookup(j, g->name, &e);
     long long rmax = 0;
     for (const int *r = g->rows; *r; r++)
@@ -613,9 +618,11 @@ static void bench_gemm(double peak) {
     }
     free(g->A), free(g->B), free(g->C);
   }
-  PK pk = {(PackFn *)jit_lookup(j, "pack", &e), falloc(PACK_M * PACK_K), falloc(PACK_M * PACK_K)};
-  report("pack_768x256", best_time(run_pack, &pk), 0, 2.0 * 4 * PACK_M * PACK_K);
-  free(pk.src), free(pk.dst);
+  if (!strncmp("pack_768x256", only, strlen(only))) {
+    PK pk = {(PackFn *)jit_lookup(j, "pack", &e), falloc(PACK_M * PACK_K), falloc(PACK_M * PACK_K)};
+    report("pack_768x256", best_time(run_pack, &pk), 0, 2.0 * 4 * PACK_M * PACK_K);
+    free(pk.src), free(pk.dst);
+  }
   jit_free(j);
 }
 
@@ -627,7 +634,12 @@ int main(int argc, char **argv) {
   report("fma_peak_ymm", t8, 2.0 * FMA_ACC * 8 * FMA_ITERS, 0);
   report("fma_peak_zmm", t16, 2.0 * FMA_ACC * 16 * FMA_ITERS, 0);
   double peak = 2.0 * FMA_ACC * FMA_ITERS * fmax(8 / t8, 16 / t16) * 1e-9; /* GFLOP/s */
-  if (argc > 1 && !strcmp(argv[argc - 1], "--gemm")) { /* the GEMMs only */
+  int gemm_only = argc > 1 && !strcmp(argv[argc - 1], "--gemm");
+  if (argc > 2 && !strcmp(argv[argc - 2], "--gemm")) {
+    gemm_only = 1;
+    only = argv[argc - 1];
+  }
+  if (gemm_only) { /* the GEMMs only */
     bench_gemm(peak);
     return 0;
   }

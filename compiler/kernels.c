@@ -587,9 +587,9 @@ Simd simd_of(LLVMTargetMachineRef tm) {
  * C stay in registers: per k, nr vector loads of B and mr broadcasts of A
  * feed mr x nr fused multiply-adds. mr and nr come from the registers:
  * mr x nr accumulators + nr of B + a broadcast fit (6 x 4 with AVX-512's
- * 32, 6 x 2 with 16). The rows that do not fill a tile run as tiles of 4,
- * 2 and 1 rows, at most one each per panel (see gemm_panel); a last
- * register that n does not fill is loaded and stored masked.
+ * 32, 6 x 2 with 16). A block's rows are cut into tiles of even heights
+ * of at most mr (see gemm_panel); a last register that n does not fill is
+ * loaded and stored masked.
  *
  * The micro-kernel of each tile shape is a function of its own, made once
  * per module and shared by every call site (its strides are arguments):
@@ -721,48 +721,73 @@ static void call_tile(Cg *cg, const Gemm *p, Tile t, int rows, LLVMValueRef i0, 
   LLVMBuildCall2(cg->b, fty, fn, args, 8, "");
 }
 
+/* One tile of a runtime height h (1 <= h <= mr) at rows [i0, i0 + h): a
+ * switch over the heights, each its own micro-kernel. */
+static void call_tile_rows(Cg *cg, const Gemm *p, Tile t, int mr, LLVMValueRef h, LLVMValueRef i0,
+                           LLVMValueRef j) {
+  LLVMBasicBlockRef after = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "tile_done");
+  LLVMBasicBlockRef full = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "tile_full");
+  LLVMValueRef sw = LLVMBuildSwitch(cg->b, h, full, (unsigned)mr - 1);
+  for (int r = 1; r <= mr; r++) {
+    LLVMBasicBlockRef bb = full;
+    if (r < mr) {
+      bb = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "tile_rows");
+      LLVMAddCase(sw, ci64(cg, r), bb);
+    }
+    LLVMPositionBuilderAtEnd(cg->b, bb);
+    call_tile(cg, p, t, r, i0, j);
+    LLVMBuildBr(cg->b, after);
+  }
+  LLVMPositionBuilderAtEnd(cg->b, after);
+}
+
 /* Rows [i0, i0 + rows) x nv registers of C from column j0 (nv <= PANEL,
- * the last with `last` valid lanes): tiles of mr rows x nr registers,
- * column by column so each K x nr panel of B serves all the row tiles;
- * then the rows left over (fewer than mr) as at most one tile each of 4,
- * 2 and 1 rows, wide enough (8 / h registers) that 8 independent sums hide
- * the latency of the fused multiply-adds (a 1 x 2 tile would wait on two
- * chains, at a quarter of the peak). */
+ * the last with `last` valid lanes), column by column in blocks of nr
+ * registers so each K x nr panel of B serves all the row tiles. The rows
+ * are cut into q = ceil(rows / mr) tiles of as even heights as they go
+ * (10 rows: 5 + 5; 7: 4 + 3) rather than tiles of mr and a rest in
+ * smaller tiles (10 = 6 + 4 x 2 registers; 7 = 6 + 1 x 8), each at least
+ * mr / 2 rows high, so every tile keeps 8 or more independent sums with
+ * AVX-512 (4 cycles of FMA latency x 2 units) and few loads per FMA. One
+ * row alone runs as 1 x 8 tiles (a chain a register: 8 keep the units
+ * busy). Every element of C is the same sum in the same order whatever
+ * the tiles. */
 static void gemm_panel(Cg *cg, const Gemm *p, Tile t, LLVMValueRef i0, LLVMValueRef rows,
                        LLVMValueRef j0, int nv, int last) {
   int nr = cg->simd.regs >= 32 ? 4 : 2;
   int mr = (cg->simd.regs - nr - 1) / nr;
   mr = mr > GEMM_MR_MAX ? GEMM_MR_MAX : mr;
-  LLVMValueRef tiles = LLVMBuildUDiv(cg->b, rows, ci64(cg, mr), "");
+  LLVMBasicBlockRef one = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "gemm_one_row");
+  LLVMBasicBlockRef many = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "gemm_rows");
+  LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "gemm_panel_done");
+  LLVMBuildCondBr(cg->b, LLVMBuildICmp(cg->b, LLVMIntEQ, rows, ci64(cg, 1), ""), one, many);
+  LLVMPositionBuilderAtEnd(cg->b, one);
+  int wide = GEMM_CHAINS < GEMM_PANEL ? GEMM_CHAINS : GEMM_PANEL;
+  for (int v0 = 0; v0 < nv; v0 += wide) {
+    t.nvec = nv - v0 < wide ? nv - v0 : wide;
+    t.last = v0 + t.nvec == nv ? last : t.lanes;
+    call_tile(cg, p, t, 1, i0, LLVMBuildAdd(cg->b, j0, ci64(cg, v0 * t.lanes), ""));
+  }
+  LLVMBuildBr(cg->b, done);
+  LLVMPositionBuilderAtEnd(cg->b, many);
+  /* q tiles: the first `extra` of h + 1 rows, the others of h */
+  LLVMValueRef q = LLVMBuildUDiv(cg->b, LLVMBuildAdd(cg->b, rows, ci64(cg, mr - 1), ""), ci64(cg, mr), "");
+  LLVMValueRef h = LLVMBuildUDiv(cg->b, rows, q, "");
+  LLVMValueRef extra = LLVMBuildURem(cg->b, rows, q, "");
   for (int v0 = 0; v0 < nv; v0 += nr) {
     t.nvec = nv - v0 < nr ? nv - v0 : nr;
     t.last = v0 + t.nvec == nv ? last : t.lanes;
     LLVMValueRef j = LLVMBuildAdd(cg->b, j0, ci64(cg, v0 * t.lanes), "");
-    Loop it = for_begin(cg, tiles);
-    call_tile(cg, p, t, mr, LLVMBuildAdd(cg->b, i0, LLVMBuildMul(cg->b, it.i, ci64(cg, mr), ""), ""), j);
+    Loop it = for_begin(cg, q);
+    LLVMValueRef tall = LLVMBuildICmp(cg->b, LLVMIntULT, it.i, extra, "");
+    LLVMValueRef height = LLVMBuildAdd(cg->b, h, LLVMBuildZExt(cg->b, tall, cg->i64, ""), "");
+    LLVMValueRef before = LLVMBuildSelect(cg->b, tall, it.i, extra, ""); /* taller tiles before it */
+    LLVMValueRef at = LLVMBuildAdd(cg->b, i0, LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, it.i, h, ""), before, ""), "");
+    call_tile_rows(cg, p, t, mr, height, at, j);
     for_end(cg, &it);
   }
-  LLVMValueRef done = LLVMBuildMul(cg->b, tiles, ci64(cg, mr), "");
-  LLVMValueRef rest = LLVMBuildSub(cg->b, rows, done, "");
-  LLVMValueRef at = LLVMBuildAdd(cg->b, i0, done, "");
-  for (int h = GEMM_MR_MAX / 2; h >= 1; h /= 2) {
-    if (h >= mr)
-      continue;
-    LLVMValueRef bit = LLVMBuildAnd(cg->b, rest, ci64(cg, h), "");
-    LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "gemm_rest");
-    LLVMBasicBlockRef after = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "gemm_rest_done");
-    LLVMBuildCondBr(cg->b, LLVMBuildICmp(cg->b, LLVMIntNE, bit, ci64(cg, 0), ""), body, after);
-    LLVMPositionBuilderAtEnd(cg->b, body);
-    int wide = (GEMM_CHAINS + h - 1) / h;
-    for (int v0 = 0; v0 < nv; v0 += wide) {
-      t.nvec = nv - v0 < wide ? nv - v0 : wide;
-      t.last = v0 + t.nvec == nv ? last : t.lanes;
-      call_tile(cg, p, t, h, at, LLVMBuildAdd(cg->b, j0, ci64(cg, v0 * t.lanes), ""));
-    }
-    LLVMBuildBr(cg->b, after);
-    LLVMPositionBuilderAtEnd(cg->b, after);
-    at = LLVMBuildAdd(cg->b, at, bit, "");
-  }
+  LLVMBuildBr(cg->b, done);
+  LLVMPositionBuilderAtEnd(cg->b, done);
 }
 
 void gemm(Cg *cg, const Gemm *p) {

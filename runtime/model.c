@@ -402,10 +402,36 @@ int model_chunks(int n) {
   return k < 2 ? 2 : k;
 }
 
-/* Names [lo, hi) of chunk k of n names in nchunks. */
-static void chunk_range(int n, int nchunks, int k, int *lo, int *hi) {
-  *lo = (int)((int64_t)n * k / nchunks);
-  *hi = (int)((int64_t)n * (k + 1) / nchunks);
+typedef struct LenIdx {
+  int32_t len, idx;
+} LenIdx;
+
+static int longest_first(const void *a, const void *b) {
+  const LenIdx *x = a, *y = b;
+  if (x->len != y->len)
+    return x->len > y->len ? -1 : 1;
+  return (x->idx > y->idx) - (x->idx < y->idx);
+}
+
+void model_chunk_names(const int32_t *lens, int n, int32_t *names, int32_t *start) {
+  int K = model_chunks(n);
+  LenIdx *li = xmalloc((size_t)n * sizeof *li);
+  for (int i = 0; i < n; i++)
+    li[i] = (LenIdx){lens[i], i};
+  qsort(li, (size_t)n, sizeof *li, longest_first);
+  /* dealt like cards, one round forward and the next back: chunk k gets
+   * sorted places k, 2K - 1 - k, 2K + k, ... */
+  for (int k = 0; k <= K; k++)
+    start[k] = (int32_t)((int64_t)n * k / K);
+  int *fill = xcalloc((size_t)K, sizeof *fill);
+  for (int p = 0; p < n; p++) {
+    int round = p / K, q = p % K, k = round % 2 ? K - 1 - q : q;
+    while (start[k] + fill[k] == start[k + 1]) /* full (n not a multiple of K) */
+      k = (k + 1) % K;
+    names[start[k] + fill[k]++] = li[p].idx;
+  }
+  free(fill);
+  free(li);
 }
 
 typedef struct Batch {
@@ -413,6 +439,7 @@ typedef struct Batch {
   const int32_t *const *chars;
   const int32_t *lens, *targets;
   int n, nchunks, wave; /* chunks [wave * threads, ...) run now */
+  const int32_t *names, *start; /* training: chunk k is names[start[k] .. start[k + 1]) */
   const float *noise;
   size_t per_name;
   float *losses, *logits;
@@ -432,27 +459,18 @@ static void grow(void **ps, int k, size_t *cap, size_t need, size_t elem) {
   }
 }
 
-typedef struct LenIdx {
-  int32_t len, idx;
-} LenIdx;
-
-static int longest_first(const void *a, const void *b) {
-  const LenIdx *x = a, *y = b;
-  if (x->len != y->len)
-    return x->len > y->len ? -1 : 1;
-  return (x->idx > y->idx) - (x->idx < y->idx);
-}
-
-/* Names [lo, hi) of a batch, packed longest first for a batched kernel
- * (see compiler/batch.c): order, lens, targets, bs, off, chars, the noise
- * rows in packed order, and out and scratch sized. Returns T. */
+/* Names names[0..n) of a batch (NULL: names lo, lo + 1, ...), packed
+ * longest first for a batched kernel (see compiler/batch.c): order, lens,
+ * targets, bs, off, chars, the noise rows in packed order, and out and
+ * scratch sized. Returns T. */
 static int pack(Packed *pk, const int32_t *const *chars, const int32_t *lens,
-                const int32_t *targets, int lo, int hi, const float *noise, size_t per_name,
-                const KernelAbi *abi, int classes) {
-  size_t n = (size_t)(hi - lo);
+                const int32_t *targets, const int32_t *names, int lo, size_t n, const float *noise,
+                size_t per_name, const KernelAbi *abi, int classes) {
   LenIdx *li = xmalloc(n * sizeof *li);
-  for (size_t k = 0; k < n; k++)
-    li[k] = (LenIdx){lens[lo + (int)k], lo + (int)k};
+  for (size_t k = 0; k < n; k++) {
+    int32_t i = names ? names[k] : lo + (int32_t)k;
+    li[k] = (LenIdx){lens[i], i};
+  }
   qsort(li, n, sizeof *li, longest_first);
   int T = li[0].len;
   void *per_n[] = {pk->order, pk->lens, pk->targets};
@@ -503,20 +521,23 @@ static void step_chunk(void *ctx, int task, int thread) {
   Batch *b = ctx;
   Model *m = b->m;
   Workspace *w = &m->ws[thread];
-  int k = b->wave * m->threads + task, lo, hi;
-  chunk_range(b->n, b->nchunks, k, &lo, &hi);
+  int k = b->wave * m->threads + task;
+  const int32_t *names = b->names + b->start[k];
+  int cn = b->start[k + 1] - b->start[k];
   memset(w->grad, 0, m->nfloats * sizeof *w->grad);
   int c = m->fwd->classes;
   if (m->bstep_fn) {
     Packed *pk = &w->pk;
-    int T = pack(pk, b->chars, b->lens, b->targets, lo, hi, b->noise, b->per_name, &m->bstep_abi, c);
-    m->bstep_fn(m->state, w->grad, pk->chars, pk->lens, pk->bs, pk->off, T, hi - lo, pk->targets,
+    int T = pack(pk, b->chars, b->lens, b->targets, names, 0, (size_t)cn, b->noise, b->per_name,
+                 &m->bstep_abi, c);
+    m->bstep_fn(m->state, w->grad, pk->chars, pk->lens, pk->bs, pk->off, T, cn, pk->targets,
                 pk->noise, pk->scratch, pk->out);
-    for (int i = 0; i < hi - lo; i++)
+    for (int i = 0; i < cn; i++)
       b->losses[pk->order[i]] = pk->out[(size_t)i * (size_t)(c + 1) + (size_t)c];
     return;
   }
-  for (int i = lo; i < hi; i++) {
+  for (int j = 0; j < cn; j++) {
+    int i = names[j];
     m->step_fn(m->state, w->grad, b->chars[i], b->lens[i], b->targets[i],
                b->noise + (size_t)i * b->per_name, w->scratch, m->tmax, 0, w->out);
     b->losses[i] = w->out[c];
@@ -567,13 +588,18 @@ int model_batch_gradient(Model *m, const int32_t *const *chars, const int32_t *l
     return 0;
   }
   reserve_for(m, lens, n);
+  int nchunks = model_chunks(n);
+  int32_t *plan = xmalloc((size_t)(n + nchunks + 1) * sizeof *plan);
+  model_chunk_names(lens, n, plan, plan + n);
   Batch b = {.m = m, .chars = chars, .lens = lens, .targets = targets, .n = n,
-             .nchunks = model_chunks(n), .per_name = per_name, .losses = losses, .noise = noise};
+             .nchunks = nchunks, .names = plan, .start = plan + n, .per_name = per_name,
+             .losses = losses, .noise = noise};
   for (b.wave = 0; b.wave * m->threads < b.nchunks; b.wave++) {
     int count = b.nchunks - b.wave * m->threads;
     pool_run(m->pool, count < m->threads ? count : m->threads, step_chunk, &b);
     pool_run(m->pool, m->threads, fold_range, &b);
   }
+  free(plan);
   return 0;
 }
 
@@ -614,6 +640,12 @@ int model_train_batch(Model *m, const int32_t *const *chars, const int32_t *lens
   return 0;
 }
 
+/* Names [lo, hi) of inference chunk k of n names in nchunks. */
+static void chunk_range(int n, int nchunks, int k, int *lo, int *hi) {
+  *lo = (int)((int64_t)n * k / nchunks);
+  *hi = (int)((int64_t)n * (k + 1) / nchunks);
+}
+
 static void forward_chunk(void *ctx, int task, int thread) {
   Batch *b = ctx;
   Model *m = b->m;
@@ -622,7 +654,8 @@ static void forward_chunk(void *ctx, int task, int thread) {
   chunk_range(b->n, b->nchunks, task, &lo, &hi);
   if (m->bfwd_fn) {
     Packed *pk = &w->pk;
-    int T = pack(pk, b->chars, b->lens, NULL, lo, hi, b->noise, b->per_name, &m->bfwd_abi, c);
+    int T = pack(pk, b->chars, b->lens, NULL, NULL, lo, (size_t)(hi - lo), b->noise, b->per_name,
+                 &m->bfwd_abi, c);
     m->bfwd_fn(m->state, NULL, pk->chars, pk->lens, pk->bs, pk->off, T, hi - lo, pk->targets,
                pk->noise, pk->scratch, pk->out);
     for (int i = 0; i < hi - lo; i++)

@@ -147,9 +147,9 @@ int model_forward(Model *m, const int32_t *chars, int len, float *logits);
 
 /* One optimizer step on a batch of n names (1 <= n): the gradient of the
  * mean of their losses, then clipping and the update as the graph says.
- * The batch is cut into chunks of consecutive names (model_chunks); each
- * chunk's gradients are summed on one thread, and the chunks' sums are
- * added in chunk order, so the result is the same for every thread count.
+ * The batch is cut into chunks (model_chunk_names); each chunk's gradients
+ * are summed on one thread, and the chunks' sums are added in chunk order,
+ * so the result is the same for every thread count.
  * A model compiled for batch 1 takes n = 1 through the fused kernel.
  * Writes each name's loss (losses, n; may be NULL), the mean loss and the
  * gradients' norm before clipping (as model_train_step). Returns 0, or -1
@@ -173,6 +173,15 @@ int model_batch_gradient(Model *m, const int32_t *const *chars, const int32_t *l
 float model_batch_update(Model *m, long total);
 /* Chunks a batch of n names is cut into: depends on n only. */
 int model_chunks(int n);
+/* The names of each chunk of a batch of n names (lens: their lengths),
+ * which depend on the lengths only: the names sorted longest first (ties
+ * by place in the batch) and dealt to the model_chunks(n) chunks forward
+ * then backward (0, 1, ..., K - 1, K - 1, ..., 0, 0, 1, ...), so that the
+ * chunks have about the same longest name and total length, whatever the
+ * order of the batch (the threads that run them finish together).
+ * Chunk k is names[start[k] .. start[k + 1]) (start: K + 1 entries;
+ * names: n), longest first; chunk sizes floor or ceiling of n / K. */
+void model_chunk_names(const int32_t *lens, int n, int32_t *names, int32_t *start);
 /* Inference on n names, spread over the model's threads: logits (n *
  * classes). Noise is drawn name by name in order, as n model_forward
  * calls would. Returns 0, or -1 (nothing run) as model_train_batch. */

@@ -12,7 +12,10 @@
  * starts the interpreter from the kernel's state). The same for a
  * bidirectional GRU and two embedding models (one with dropout).
  * Then the same training on 1 and 2 threads, and twice on 2
- * threads: the parameter and optimizer buffers must be equal bit for bit. */
+ * threads: the parameter and optimizer buffers must be equal bit for bit.
+ * And how a batch is cut into chunks (model_chunk_names): every name once,
+ * longest first in its chunk, the K longest names one in each chunk, and
+ * the chunks' total lengths within one name's length of each other. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -271,6 +274,52 @@ static void test_threads_deterministic(void **state) {
   }
 }
 
+static void test_chunk_names(void **state) {
+  (void)state;
+  Rng r;
+  rng_seed(&r, 5);
+  enum { MAXN = 100 };
+  int32_t lens[MAXN], names[MAXN], start[MAXN + 1], again[MAXN];
+  for (int n = 1; n <= MAXN; n++) {
+    int maxlen = n % 3 ? 19 : 3; /* many ties too */
+    for (int i = 0; i < n; i++)
+      lens[i] = (int32_t)rng_below(&r, (uint32_t)maxlen) + 1;
+    int K = model_chunks(n);
+    model_chunk_names(lens, n, names, start);
+    model_chunk_names(lens, n, again, start);
+    assert_memory_equal(names, again, (size_t)n * sizeof *names);
+    bool seen[MAXN] = {false};
+    int32_t sorted[MAXN], total[MAXN] = {0}, longest = 0;
+    for (int i = 0; i < n; i++) {
+      assert_false(seen[names[i]]);
+      seen[names[i]] = true;
+      sorted[i] = lens[i];
+      longest = lens[i] > longest ? lens[i] : longest;
+    }
+    for (int i = 1; i < n; i++) /* insertion sort, longest first */
+      for (int j = i; j > 0 && sorted[j] > sorted[j - 1]; j--) {
+        int32_t t = sorted[j];
+        sorted[j] = sorted[j - 1];
+        sorted[j - 1] = t;
+      }
+    assert_int_equal(start[0], 0);
+    assert_int_equal(start[K], n);
+    for (int k = 0; k < K; k++) {
+      int size = start[k + 1] - start[k];
+      assert_true(size == n / K || size == (n + K - 1) / K);
+      if (n >= K) /* chunk k's longest is the batch's k-th longest name (or its equal) */
+        assert_int_equal(lens[names[start[k]]], sorted[k]);
+      for (int i = start[k]; i < start[k + 1]; i++) {
+        total[k] += lens[names[i]];
+        if (i > start[k])
+          assert_true(lens[names[i]] <= lens[names[i - 1]]);
+      }
+    }
+    for (int k = 1; k < K; k++)
+      assert_true(abs(total[k] - total[0]) <= longest);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_rnn_batches),
@@ -280,6 +329,7 @@ int main(void) {
       cmocka_unit_test(test_embedding_batches),
       cmocka_unit_test(test_lstm_batches),
       cmocka_unit_test(test_threads_deterministic),
+      cmocka_unit_test(test_chunk_names),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
