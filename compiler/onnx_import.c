@@ -1479,6 +1479,8 @@ static void node_reshape(Imp *m, bool flatten) {
       } else if (dim[i] < 0) {
         fail(m, "a negative dimension in the shape");
       } else {
+        if (dim[i] > 0 && known > MAX_NUMEL / dim[i])
+          fail(m, "a shape of %" PRId64 " x ... elements: too large", dim[i]);
         known *= dim[i];
       }
     }
