@@ -593,6 +593,18 @@ static void test_predict_messages(void **state) {
   s = rnnc_expect(1, (const char *const[]){"predict", graph, copy, "Kim", NULL});
   assert_contains(s, "tensor 'in2output.bias' has a NaN value (element 1)");
   free(s);
+  /* An infinity past the first of the check's blocks of 1,024. */
+  if (st_load(&f, ckpt, &e))
+    fail_msg("%s", e.msg);
+  StTensor *w = (StTensor *)st_find(&f, "in2hidden.weight");
+  assert_true(w->nelem > 2000);
+  w->data[1999] = -INFINITY;
+  if (st_save(copy, f.tensors, f.ntensors, f.meta_keys, f.meta_vals, f.nmeta, &e))
+    fail_msg("%s", e.msg);
+  st_free(&f);
+  s = rnnc_expect(1, (const char *const[]){"predict", graph, copy, "Kim", NULL});
+  assert_contains(s, "tensor 'in2hidden.weight' has an infinite value (element 1999)");
+  free(s);
 
   /* No label list: data/names has 18 languages, the graph 3; --data. */
   if (st_load(&f, ckpt, &e) || st_save(copy, f.tensors, f.ntensors, NULL, NULL, 0, &e))
