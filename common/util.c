@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -49,6 +50,18 @@ void *xmemalign(size_t align, size_t n) {
   void *p = NULL;
   if (posix_memalign(&p, align, n ? n : 1))
     oom(n);
+  return p;
+}
+
+void *xalloc_big(size_t n) {
+  const size_t page = (size_t)2 << 20; /* x86-64's and AArch64's (4 KiB granule) huge page */
+  if (n < page / 2)
+    return xmemalign(64, n);
+  if (n > SIZE_MAX - page)
+    oom(n);
+  size_t len = (n + page - 1) & ~(page - 1);
+  void *p = xmemalign(page, len);
+  (void)madvise(p, len, MADV_HUGEPAGE); /* advice: without THP, 4 KiB pages as before */
   return p;
 }
 

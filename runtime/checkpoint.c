@@ -46,6 +46,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <float.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
@@ -420,6 +421,25 @@ static int read_vocab(const StFile *f, const char *path, Vocab *v, Err *e) {
   return 0;
 }
 
+/* The index of x[0..n)'s first NaN or infinity, or n. Blocks without
+ * one are checked with a loop the compiler vectorizes (no early exit):
+ * a warm predict of gru.nn spent 7.7 M instructions, a quarter of its
+ * own, checking its 643 k parameters one at a time. */
+static size_t first_nonfinite(const float *x, size_t n) {
+  enum { BLOCK = 1024 };
+  for (size_t lo = 0; lo < n; lo += BLOCK) {
+    size_t hi = n - lo < BLOCK ? n : lo + BLOCK;
+    int bad = 0;
+    for (size_t i = lo; i < hi; i++)
+      bad |= !(fabsf(x[i]) <= FLT_MAX); /* NaN compares false */
+    if (bad)
+      for (size_t i = lo; i < hi; i++)
+        if (!isfinite(x[i]))
+          return i;
+  }
+  return n;
+}
+
 /* Copies the tensors named like g's parameters (with suffix) into a slot. */
 static int copy_in(const Graph *g, const StFile *f, const char *path, const char *suffix,
                    float *slot, bool trainable_only, Err *e) {
@@ -452,11 +472,11 @@ static int copy_in(const Graph *g, const StFile *f, const char *path, const char
       buf_free(&b);
       return -1;
     }
-    for (size_t i = 0; i < t->nelem; i++)
-      if (!isfinite(t->data[i]))
-        return errf(e, "%s: tensor '%s' has %s value (element %zu): the state of a training "
-                       "that diverged? It would make every result NaN",
-                    path, name, isnan(t->data[i]) ? "a NaN" : "an infinite", i);
+    size_t i = first_nonfinite(t->data, t->nelem);
+    if (i < t->nelem)
+      return errf(e, "%s: tensor '%s' has %s value (element %zu): the state of a training "
+                     "that diverged? It would make every result NaN",
+                  path, name, isnan(t->data[i]) ? "a NaN" : "an infinite", i);
     memcpy(slot + pa->offset, t->data, t->nelem * sizeof(float));
   }
   return 0;

@@ -17,7 +17,7 @@
 #include "pool.h"
 
 static void *aligned(size_t floats) {
-  void *p = xmemalign(64, (floats ? floats : 1) * sizeof(float));
+  void *p = xalloc_big((floats ? floats : 1) * sizeof(float));
   memset(p, 0, (floats ? floats : 1) * sizeof(float));
   return p;
 }

@@ -353,7 +353,7 @@ static int load_fd(StFile *f, int fd, const char *path, bool header_only, Err *e
     goto out;
   }
 
-  f->blob = xmalloc(data_len);
+  f->blob = xalloc_big(data_len); /* util.h: each 4 KiB page a fault */
   if (read_at(fd, f->blob, data_len, (off_t)(8 + hlen)) < 0) {
     errf(e, "%s: cannot read the data section: %s", path,
          errno ? strerror(errno) : "file ended early");

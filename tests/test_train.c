@@ -568,6 +568,24 @@ static void test_nan_gradient_blamed_on_its_step(void **state) {
   free(out);
 }
 
+/* predict refuses copy (ckpt with element i of tensor set to v), saying msg. */
+static void predict_refuses(const char *ckpt, const char *copy, const char *tensor, size_t i,
+                            float v, const char *msg) {
+  StFile f;
+  Err e;
+  if (st_load(&f, ckpt, &e))
+    fail_msg("%s", e.msg);
+  StTensor *t = (StTensor *)st_find(&f, tensor);
+  assert_true(t && i < t->nelem);
+  t->data[i] = v;
+  if (st_save(copy, f.tensors, f.ntensors, f.meta_keys, f.meta_vals, f.nmeta, &e))
+    fail_msg("%s", e.msg);
+  st_free(&f);
+  char *s = rnnc_expect(1, (const char *const[]){"predict", graph, copy, "Kim", NULL});
+  assert_contains(s, msg);
+  free(s);
+}
+
 /* predict, as issue 12's messages section asks: --top with --logits is
  * refused (it was ignored); a checkpoint with NaN weights is refused (it
  * printed -nan%); --data gives the labels a checkpoint lacks; a label with
@@ -581,19 +599,15 @@ static void test_predict_messages(void **state) {
   assert_contains(s, "--top and --logits do not go together");
   free(s);
 
-  /* One NaN weight. */
+  /* One NaN weight; an infinity past the first of the check's blocks of
+   * 1,024. */
+  predict_refuses(ckpt, copy, "in2output.bias", 1, NAN,
+                  "tensor 'in2output.bias' has a NaN value (element 1)");
+  predict_refuses(ckpt, copy, "in2hidden.weight", 1999, -INFINITY,
+                  "tensor 'in2hidden.weight' has an infinite value (element 1999)");
+
   StFile f;
   Err e;
-  if (st_load(&f, ckpt, &e))
-    fail_msg("%s", e.msg);
-  ((StTensor *)st_find(&f, "in2output.bias"))->data[1] = NAN;
-  if (st_save(copy, f.tensors, f.ntensors, f.meta_keys, f.meta_vals, f.nmeta, &e))
-    fail_msg("%s", e.msg);
-  st_free(&f);
-  s = rnnc_expect(1, (const char *const[]){"predict", graph, copy, "Kim", NULL});
-  assert_contains(s, "tensor 'in2output.bias' has a NaN value (element 1)");
-  free(s);
-
   /* No label list: data/names has 18 languages, the graph 3; --data. */
   if (st_load(&f, ckpt, &e) || st_save(copy, f.tensors, f.ntensors, NULL, NULL, 0, &e))
     fail_msg("%s", e.msg);

@@ -45,6 +45,8 @@ static void big_malloc(void) { free(xmalloc(huge)); }
 static void big_calloc(void) { free(xcalloc(huge, 2)); }
 static void big_realloc(void) { free(xrealloc(NULL, huge)); }
 static void big_aligned(void) { free(xmemalign(64, huge)); }
+static void big_big(void) { free(xalloc_big(huge)); }
+static void big_big_max(void) { free(xalloc_big(SIZE_MAX)); } /* rounding up must not wrap */
 static void big_buf(void) {
   Buf b = {.len = huge}; /* as if that much were there: the put grows it */
   buf_put(&b, "y", 1);
@@ -53,13 +55,29 @@ static void big_buf(void) {
 /* Issue 12, item 7: an allocation failure aborted (exit 134, no message
  * for some); now every one prints a message and exits 1. */
 static void test_out_of_memory(void **state) {
-  void (*fns[])(void) = {big_malloc, big_calloc, big_realloc, big_aligned, big_buf};
+  void (*fns[])(void) = {big_malloc,  big_calloc,  big_realloc, big_aligned,
+                         big_big,     big_big_max, big_buf};
   for (size_t i = 0; i < ARRAY_LEN(fns); i++) {
     char *err;
     int status = in_child(fns[i], &err);
     if (status != 1 || !strstr(err, "rnnc: out of memory (allocating "))
       fail_msg("allocation %zu: status %d, stderr: %s", i, status, err);
     free(err);
+  }
+}
+
+/* xalloc_big: 64-aligned below 1 MiB; from there whole 2 MiB pages,
+ * 2 MiB-aligned (what a transparent huge page needs). */
+static void test_alloc_big(void **state) {
+  const size_t sizes[] = {1, 1000, (1 << 20) - 1, 1 << 20, 3 << 20, (4 << 20) + 1};
+  for (size_t i = 0; i < ARRAY_LEN(sizes); i++) {
+    unsigned char *p = xalloc_big(sizes[i]);
+    uintptr_t align = sizes[i] < (1 << 20) ? 64 : (uintptr_t)2 << 20;
+    if ((uintptr_t)p % align)
+      fail_msg("xalloc_big(%zu) = %p: not aligned to %ju", sizes[i], (void *)p, (uintmax_t)align);
+    memset(p, 0xa5, sizes[i]); /* all of it ours (ASan checks) */
+    assert_int_equal(p[sizes[i] - 1], 0xa5);
+    free(p);
   }
 }
 
@@ -95,6 +113,7 @@ static void test_parse_numbers(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_out_of_memory),
+      cmocka_unit_test(test_alloc_big),
       cmocka_unit_test(test_parse_numbers),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
