@@ -138,10 +138,10 @@ static const struct {
               Err *);
   bool optional; /* a graph may have none: the runtime then runs the one-name kernels */
 } kinds[] = {
-    [KERNEL_TRAIN] = {"train", true, NULL, NULL, false, codegen},
-    [KERNEL_FORWARD] = {"forward", false, drop_loss, NULL, false, codegen},
-    [KERNEL_STEP] = {"step", true, NULL, keep_step, true, codegen},
-    [KERNEL_UPDATE] = {"update", true, NULL, keep_update, false, codegen},
+    [KERNEL_TRAIN] = {"train", true, NULL, NULL, false, codegen, false},
+    [KERNEL_FORWARD] = {"forward", false, drop_loss, NULL, false, codegen, false},
+    [KERNEL_STEP] = {"step", true, NULL, keep_step, true, codegen, false},
+    [KERNEL_UPDATE] = {"update", true, NULL, keep_update, false, codegen, false},
     [KERNEL_STEP_BATCH] = {"step_batch", true, NULL, keep_step, false, codegen_batch, true},
     [KERNEL_FORWARD_BATCH] = {"forward_batch", false, drop_loss, NULL, false, codegen_batch, true},
 };

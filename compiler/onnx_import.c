@@ -48,6 +48,7 @@ enum { MAXR = 8 };
 #define SYM_T INT64_MIN
 /* At most this many elements in one constant (1 GiB of float). */
 #define MAX_NUMEL ((int64_t)1 << 28)
+#define MAX_FOLDED ((int64_t)1 << 24)
 
 typedef struct Val {
   const char *name; /* the ONNX value's name (owned by the model) */
@@ -187,7 +188,9 @@ static Val *new_val(Imp *m, const char *name) {
   return v;
 }
 
-static Val *new_const(Imp *m, const char *name, int rank, const int64_t *dim, bool isfloat) {
+/* A constant whose values the file holds (an initializer, a bound input):
+ * as large as MAX_NUMEL. */
+static Val *new_data_const(Imp *m, const char *name, int rank, const int64_t *dim, bool isfloat) {
   Val *v = new_val(m, name);
   v->konst = true;
   v->rank = rank;
@@ -199,6 +202,17 @@ static Val *new_const(Imp *m, const char *name, int rank, const int64_t *dim, bo
 }
 
 static int64_t vnumel(Imp *m, const Val *v) { return numel(m, v->dim, v->rank); }
+
+/* A constant folded at import (ConstantOfShape, Expand, a broadcast...):
+ * a few bytes of the file could ask for gigabytes, so at most MAX_FOLDED
+ * values (shape arithmetic and initial states are far smaller). */
+static Val *new_const(Imp *m, const char *name, int rank, const int64_t *dim, bool isfloat) {
+  int64_t n = numel(m, dim, rank);
+  if (n > MAX_FOLDED)
+    fail(m, "folding makes a constant of %" PRId64 " values (rnnc folds at most %" PRId64 ")", n,
+         (int64_t)MAX_FOLDED);
+  return new_data_const(m, name, rank, dim, isfloat);
+}
 
 /* ----------------------------------------------------------- the tensors */
 
@@ -227,8 +241,8 @@ static const char *dtype_name(int32_t t) {
   return t >= 0 && t < (int32_t)ARRAY_LEN(names) ? names[t] : "an unknown type";
 }
 
-/* A TensorProto's values as doubles; -1 with a message when rnnc cannot
- * read it. */
+/* A TensorProto's n values as doubles (out NULL: only whether it holds
+ * them); -1 with a message when rnnc cannot read it. */
 static int tensor_values(const Onnx__TensorProto *tp, int64_t n, double *out, Err *e) {
   int32_t dt = tp->data_type;
   int size = dtype_size(dt);
@@ -242,6 +256,8 @@ static int tensor_values(const Onnx__TensorProto *tp, int64_t n, double *out, Er
     if (tp->raw_data.len != (size_t)n * (size_t)size)
       return errf(e, "%zu bytes of raw data for %" PRId64 " elements of %s", tp->raw_data.len, n,
                   dtype_name(dt));
+    if (!out)
+      return 0;
     const uint8_t *p = tp->raw_data.data;
     for (int64_t i = 0; i < n; i++, p += size) {
       switch (dt) {
@@ -293,6 +309,8 @@ static int tensor_values(const Onnx__TensorProto *tp, int64_t n, double *out, Er
   }
   if (have != (size_t)n)
     return errf(e, "%zu values for %" PRId64 " elements", have, n);
+  if (!out)
+    return 0;
   for (int64_t i = 0; i < n; i++)
     switch (dt) {
     case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT:
@@ -318,12 +336,15 @@ static Val *tensor_const(Imp *m, const char *name, const Onnx__TensorProto *tp) 
     if (tp->dims[i] < 0)
       fail(m, "tensor '%.200s' has a negative dimension", name);
   int32_t dt = tp->data_type;
-  Val *v = new_const(m, name, (int)tp->n_dims, tp->dims,
-                     dt == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT ||
-                         dt == ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE);
+  /* the file holds the values before they are given room */
   Err te;
-  if (tensor_values(tp, vnumel(m, v), v->c, &te))
+  int64_t n = numel(m, tp->dims, (int)tp->n_dims);
+  if (tensor_values(tp, n, NULL, &te))
     fail(m, "tensor '%.200s': %s", name, te.msg);
+  Val *v = new_data_const(m, name, (int)tp->n_dims, tp->dims,
+                          dt == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT ||
+                              dt == ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE);
+  tensor_values(tp, n, v->c, &te);
   return v;
 }
 
@@ -2151,7 +2172,7 @@ static void import(Imp *m, const Onnx__ModelProto *mp, Imported *out) {
       continue;
     const StTensor *b = bound(m->o, in->name);
     if (b) {
-      Val *v = new_const(m, in->name, b->ndim, b->shape, true);
+      Val *v = new_data_const(m, in->name, b->ndim, b->shape, true);
       for (size_t k = 0; k < b->nelem; k++)
         v->c[k] = b->data[k];
       v->weight = true;
