@@ -308,8 +308,9 @@ int cmd_build(int argc, char **argv) {
   if (stage_file(&fo, out, object.data, object.len, &e) ||
       stage_file(&fh, header, text.data, text.len, &e) || stage_commit_both(&fo, &fh, &e))
     goto fail;
-  printf("wrote %s (%zu bytes: %s, CPU %s%s) and %s\n", out, object.len, info.triple, info.cpu,
-         !quantize ? "" : info.int8_dot ? ", int8 weights and sdot" : ", int8 weights", header);
+  printf("wrote %s (%zu bytes: %s, CPU %s%s%s%s) and %s\n", out, object.len, info.triple, info.cpu,
+         !quantize ? "" : ", int8 weights", info.int8_dot ? " and " : "", int8_dot_name(info.int8_dot),
+         header);
   rc = EXIT_OK;
 fail:
   if (rc)
