@@ -511,7 +511,8 @@ static LLVMValueRef load_rows(Cg *cg, LLVMTypeRef t, LLVMValueRef p, long long a
   LLVMValueRef mask[16];
   for (int l = 0; l < L; l++)
     mask[l] = LLVMConstInt(cg->i32, (unsigned long long)(l % R), 0);
-  return LLVMBuildShuffleVector(cg->b, v, LLVMGetPoison(LLVMTypeOf(v)), LLVMConstVector(mask, (unsigned)L), "");
+  return LLVMBuildShuffleVector(cg->b, v, LLVMGetPoison(LLVMTypeOf(v)), LLVMConstVector(mask, (unsigned)L),
+                                "");
 }
 
 /* Lanes [from, from + n) of v. */
@@ -519,7 +520,8 @@ static LLVMValueRef lanes(Cg *cg, LLVMValueRef v, int from, int n) {
   LLVMValueRef mask[16];
   for (int l = 0; l < n; l++)
     mask[l] = LLVMConstInt(cg->i32, (unsigned long long)(from + l), 0);
-  return LLVMBuildShuffleVector(cg->b, v, LLVMGetPoison(LLVMTypeOf(v)), LLVMConstVector(mask, (unsigned)n), "");
+  return LLVMBuildShuffleVector(cg->b, v, LLVMGetPoison(LLVMTypeOf(v)), LLVMConstVector(mask, (unsigned)n),
+                                "");
 }
 
 /* Integer vector v with zeros appended to L lanes. */
@@ -530,7 +532,8 @@ static LLVMValueRef widen(Cg *cg, LLVMValueRef v, int L) {
   LLVMValueRef mask[16];
   for (int l = 0; l < L; l++)
     mask[l] = LLVMConstInt(cg->i32, (unsigned long long)(l < n ? l : n), 0); /* n: z's lane 0 */
-  return LLVMBuildShuffleVector(cg->b, v, LLVMConstNull(LLVMTypeOf(v)), LLVMConstVector(mask, (unsigned)L), "");
+  return LLVMBuildShuffleVector(cg->b, v, LLVMConstNull(LLVMTypeOf(v)), LLVMConstVector(mask, (unsigned)L),
+                                "");
 }
 
 /* matvec_block_q8 with vpdpbusd: the accumulators' lanes summed by
@@ -599,8 +602,8 @@ static void matvec_block_vnni(Cg *cg, LLVMValueRef w, long long ld, LLVMValueRef
     LLVMValueRef d = LLVMBuildSub(cg->b, u[0], load_rows(cg, cg->i32, corr, g % R, L, R), "");
     LLVMValueRef sx = LLVMGetPoison(LLVMVectorType(cg->f32, (unsigned)L));
     for (int l = 0; l < L; l++)
-      sx = LLVMBuildInsertElement(cg->b, sx, sxs[(g + l) / R], LLVMConstInt(cg->i32, (unsigned long long)l, 0),
-                                  "");
+      sx = LLVMBuildInsertElement(cg->b, sx, sxs[(g + l) / R],
+                                  LLVMConstInt(cg->i32, (unsigned long long)l, 0), "");
     LLVMValueRef sc = LLVMBuildFMul(cg->b, load_rows(cg, cg->f32, scale, g % R, L, R), sx, "");
     LLVMValueRef y =
         LLVMBuildFMul(cg->b, LLVMBuildSIToFP(cg->b, d, LLVMVectorType(cg->f32, (unsigned)L), ""), sc, "");
