@@ -55,8 +55,11 @@ const char build_usage[] =
     "  --quantize int8           the matrices of the products as int8 with a scale\n"
     "                            per row: an object about 4x smaller, within a\n"
     "                            few tenths of a point of the float accuracy;\n"
-    "                            for an AArch64 CPU with sdot (cortex-a76, ...)\n"
-    "                            the products' inputs are int8 too\n"
+    "                            for a CPU with int8 dot products (AArch64's\n"
+    "                            sdot: cortex-a76, ...; x86's vpdpbusd:\n"
+    "                            AVX512-VNNI or AVX-VNNI, znver4, icelake-server,\n"
+    "                            alderlake, ...) the products' inputs are int8\n"
+    "                            too, summed in int32\n"
     "                            (docs/aot.md, \"int8 weights\")\n"
     "  --no-batch-kernel         P_forward_batch calls P_forward name by name\n"
     "                            instead of a batched kernel with matrix\n"
@@ -308,8 +311,9 @@ int cmd_build(int argc, char **argv) {
   if (stage_file(&fo, out, object.data, object.len, &e) ||
       stage_file(&fh, header, text.data, text.len, &e) || stage_commit_both(&fo, &fh, &e))
     goto fail;
-  printf("wrote %s (%zu bytes: %s, CPU %s%s) and %s\n", out, object.len, info.triple, info.cpu,
-         !quantize ? "" : info.int8_dot ? ", int8 weights and sdot" : ", int8 weights", header);
+  printf("wrote %s (%zu bytes: %s, CPU %s%s%s%s) and %s\n", out, object.len, info.triple, info.cpu,
+         !quantize ? "" : ", int8 weights", info.int8_dot ? " and " : "", int8_dot_name(info.int8_dot),
+         header);
   rc = EXIT_OK;
 fail:
   if (rc)

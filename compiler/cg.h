@@ -22,7 +22,8 @@ typedef struct Cg {
   LLVMValueRef fn; /* the function being built: loops append blocks to it,
                     * accumulators are allocas in its entry block */
   LLVMTypeRef f32, i32, i64, i8, pty;
-  Simd simd; /* the target's vectors: the GEMM's tile */
+  Simd simd;   /* the target's vectors: the GEMM's tile */
+  Int8Dot dot; /* int8 x int8 products' instructions (CodegenOptions.int8_dot) */
 } Cg;
 
 /* A builder in m's context for a target with vectors simd (cg->fn is set
@@ -143,19 +144,22 @@ enum { BLOCK = 16, ACC_ROWS = 8 };
  * result multiplied: the products are summed in float). */
 void matvec_block_n(Cg *cg, LLVMValueRef w, long long ld, LLVMValueRef *xs, int nx, long long nv,
                     LLVMValueRef *ys, LLVMValueRef scale);
-/* int8 x int8 products, on AArch64 with sdot only (CodegenOptions.int8_dot).
- * quantize_vec: q[0..n) (int8) = x[0..n) quantized as quantize_row does
- * (scale max |x| / 127, x / scale rounded to nearest even); returns the
- * scale. idot: the i32 sum over k < n of w[k] q[k] (int8 w and q).
+/* int8 x int8 products, on a CPU with sdot or vpdpbusd only (cg->dot,
+ * CodegenOptions.int8_dot). quantize_vec: q[0..n) (int8) = x[0..n)
+ * quantized as quantize_row does (scale max |x| / 127, x / scale rounded
+ * to nearest even; with vpdpbusd stored plus 128, as unsigned bytes);
+ * returns the scale. idot: the i32 sum over k < n of w[k] q[k] (int8 w and
+ * q), with vpdpbusd less corr (the row's baked_q8_offsets value), else
+ * corr NULL; matvec_block_q8's corr: the block's first row's offset.
  * int8_result: a row's result, (float) dot * (sw * sx), rounded as the
  * reference (the interpreter's interp_set_object) rounds it.
  * matvec_block_q8: as matvec_block_n with int8 W, for nx int8 vectors
  * qs[i] with scales sxs[i] (float values). */
 LLVMValueRef quantize_vec(Cg *cg, LLVMValueRef x, long long n, LLVMValueRef q);
-LLVMValueRef idot(Cg *cg, LLVMValueRef w, LLVMValueRef q, long long n);
+LLVMValueRef idot(Cg *cg, LLVMValueRef w, LLVMValueRef q, long long n, LLVMValueRef corr);
 LLVMValueRef int8_result(Cg *cg, LLVMValueRef dot, LLVMValueRef sw, LLVMValueRef sx);
 void matvec_block_q8(Cg *cg, LLVMValueRef w, long long ld, LLVMValueRef *qs, LLVMValueRef *sxs, int nx,
-                     long long nv, LLVMValueRef *ys, LLVMValueRef scale);
+                     long long nv, LLVMValueRef *ys, LLVMValueRef scale, LLVMValueRef corr);
 /* ys[q][0..n) = W^T us[q] for nx in {1, 2, 4} vectors u: W's M rows from
  * w (stride ld), its n columns from w's column 0; n a multiple of 16. */
 void matvec_t_block(Cg *cg, LLVMValueRef w, long long ld, long long M, long long n,
@@ -209,6 +213,9 @@ LLVMValueRef baked_param(Cg *cg, const Baked *bk, int p);
 /* Columns [k0, k0 + n) of matrix parameter p [M][ld] as int8 rows, [M][n];
  * *scale the M row scales (of whole rows). */
 LLVMValueRef baked_q8(Cg *cg, const Baked *bk, int p, int k0, int n, LLVMValueRef *scale);
+/* The M int32 offsets of baked_q8's rows for vpdpbusd's unsigned input
+ * (the quantized input plus 128): 128 times each row's sum. */
+LLVMValueRef baked_q8_offsets(Cg *cg, const Baked *bk, int p, int k0, int n);
 /* Columns [k0, k0 + n) of matrix parameter p [M][ld] transposed, [n][M]
  * (column k0 + j's M values contiguous: what a product with a one-hot
  * vector reads): floats, or quantized int8 with *scale the M row scales

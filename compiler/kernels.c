@@ -384,14 +384,16 @@ void matvec_t_block(Cg *cg, LLVMValueRef w, long long ld, long long M, long long
   }
 }
 
-/* ------------------------------- int8 x int8 products (AArch64's sdot) */
+/* -------------------- int8 x int8 products (AArch64's sdot, x86's vpdpbusd) */
 
-/* Bytes as a vector (any alignment). */
-static LLVMValueRef load_i8x16(Cg *cg, LLVMValueRef p) {
-  LLVMValueRef v = LLVMBuildLoad2(cg->b, LLVMVectorType(cg->i8, 16), p, "");
+/* n bytes as a vector (any alignment). */
+static LLVMValueRef load_i8s(Cg *cg, LLVMValueRef p, unsigned n) {
+  LLVMValueRef v = LLVMBuildLoad2(cg->b, LLVMVectorType(cg->i8, n), p, "");
   LLVMSetAlignment(v, 1);
   return v;
 }
+
+static LLVMValueRef load_i8x16(Cg *cg, LLVMValueRef p) { return load_i8s(cg, p, 16); }
 
 /* acc + the four lanes' 4-byte dot products of a and b (ARMv8.2 sdot). */
 static LLVMValueRef sdot(Cg *cg, LLVMValueRef acc, LLVMValueRef a, LLVMValueRef b) {
@@ -401,6 +403,31 @@ static LLVMValueRef sdot(Cg *cg, LLVMValueRef acc, LLVMValueRef a, LLVMValueRef 
   LLVMValueRef args[3] = {acc, a, b};
   return LLVMBuildCall2(cg->b, LLVMIntrinsicGetType(cg->ctx, id, tys, 2),
                         LLVMGetIntrinsicDeclaration(cg->mod, id, tys, 2), args, 3, "");
+}
+
+/* acc (n / 4 i32 lanes) + each lane's 4 products of unsigned bytes u by
+ * signed bytes s, n of 16, 32, 64 (x86's vpdpbusd: AVX512-VNNI, or
+ * AVX-VNNI for 16 and 32). */
+static LLVMValueRef vpdpbusd(Cg *cg, LLVMValueRef acc, LLVMValueRef u, LLVMValueRef s, unsigned n) {
+  char name[40];
+  snprintf(name, sizeof name, "llvm.x86.avx512.vpdpbusd.%u", 8 * n);
+  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+  LLVMTypeRef vt = LLVMVectorType(cg->i32, n / 4);
+  LLVMValueRef args[3] = {acc, LLVMBuildBitCast(cg->b, u, vt, ""), LLVMBuildBitCast(cg->b, s, vt, "")};
+  return LLVMBuildCall2(cg->b, LLVMIntrinsicGetType(cg->ctx, id, NULL, 0),
+                        LLVMGetIntrinsicDeclaration(cg->mod, id, NULL, 0), args, 3, "");
+}
+
+static bool vnni(const Cg *cg) { return cg->dot == INT8_DOT_VNNI256 || cg->dot == INT8_DOT_VNNI512; }
+
+/* The bytes of one dot product instruction: sdot 16, vpdpbusd 32 or 64. */
+static unsigned dot_bytes(const Cg *cg) {
+  return cg->dot == INT8_DOT_VNNI512 ? 64 : cg->dot == INT8_DOT_VNNI256 ? 32 : 16;
+}
+
+/* acc + the dot products of x (the quantized input) and w, n bytes each. */
+static LLVMValueRef dot_step(Cg *cg, LLVMValueRef acc, LLVMValueRef x, LLVMValueRef w, unsigned n) {
+  return vnni(cg) ? vpdpbusd(cg, acc, x, w, n) : sdot(cg, acc, w, x);
 }
 
 static LLVMValueRef sum_i32x4(Cg *cg, LLVMValueRef v) {
@@ -430,7 +457,10 @@ LLVMValueRef quantize_vec(Cg *cg, LLVMValueRef x, long long n, LLVMValueRef q) {
   v = intrinsic(cg, "llvm.maxnum", lo, 2);
   LLVMValueRef hi[2] = {v, cf32(cg, 127)};
   v = intrinsic(cg, "llvm.minnum", hi, 2);
-  LLVMBuildStore(cg->b, LLVMBuildFPToSI(cg->b, v, cg->i8, ""), gep(cg, cg->i8, q, k.i));
+  v = LLVMBuildFPToSI(cg->b, v, cg->i8, "");
+  if (vnni(cg)) /* vpdpbusd's unsigned operand: q + 128 */
+    v = LLVMBuildXor(cg->b, v, LLVMConstInt(cg->i8, 0x80, 0), "");
+  LLVMBuildStore(cg->b, v, gep(cg, cg->i8, q, k.i));
   loop_end(cg, &k);
   return s;
 }
@@ -442,37 +472,169 @@ LLVMValueRef int8_result(Cg *cg, LLVMValueRef dot, LLVMValueRef sw, LLVMValueRef
   return LLVMBuildFMul(cg->b, LLVMBuildSIToFP(cg->b, dot, cg->f32, ""), scale, "");
 }
 
-LLVMValueRef idot(Cg *cg, LLVMValueRef w, LLVMValueRef q, long long n) {
-  LLVMValueRef sum = LLVMConstInt(cg->i32, 0, 0);
-  if (n >= 16) {
-    LLVMTypeRef v4 = LLVMVectorType(cg->i32, 4);
-    LLVMValueRef acc = vacc_new(cg, v4);
-    LLVMBuildStore(cg->b, LLVMConstNull(v4), acc);
-    Loop k = loop_begin(cg, ci64(cg, n / 16));
-    LLVMValueRef k0 = LLVMBuildMul(cg->b, k.i, ci64(cg, 16), "");
-    LLVMValueRef a = load_i8x16(cg, gep(cg, cg->i8, w, k0)), b = load_i8x16(cg, gep(cg, cg->i8, q, k0));
-    LLVMBuildStore(cg->b, sdot(cg, LLVMBuildLoad2(cg->b, v4, acc, ""), a, b), acc);
+LLVMValueRef idot(Cg *cg, LLVMValueRef w, LLVMValueRef q, long long n, LLVMValueRef corr) {
+  LLVMValueRef sum = corr ? LLVMBuildNeg(cg->b, corr, "") : LLVMConstInt(cg->i32, 0, 0);
+  unsigned B = dot_bytes(cg);
+  long long k0 = 0;
+  if (n >= B) {
+    LLVMTypeRef vt = LLVMVectorType(cg->i32, B / 4);
+    LLVMValueRef acc = vacc_new(cg, vt);
+    LLVMBuildStore(cg->b, LLVMConstNull(vt), acc);
+    Loop k = loop_begin(cg, ci64(cg, n / B));
+    LLVMValueRef o = LLVMBuildMul(cg->b, k.i, ci64(cg, B), "");
+    LLVMValueRef a = load_i8s(cg, gep(cg, cg->i8, w, o), B), b = load_i8s(cg, gep(cg, cg->i8, q, o), B);
+    LLVMBuildStore(cg->b, dot_step(cg, LLVMBuildLoad2(cg->b, vt, acc, ""), b, a, B), acc);
     loop_end(cg, &k);
-    sum = sum_i32x4(cg, LLVMBuildLoad2(cg->b, v4, acc, ""));
+    LLVMValueRef t = sum_i32x4(cg, LLVMBuildLoad2(cg->b, vt, acc, ""));
+    sum = corr ? LLVMBuildAdd(cg->b, sum, t, "") : t;
+    k0 = n / B * B;
   }
-  for (long long k = n / 16 * 16; k < n; k++) {
+  for (unsigned c = 32; vnni(cg) && c >= 16; c /= 2) /* vpdpbusd's tails: 32, 16 bytes */
+    for (; n - k0 >= c; k0 += c) {
+      LLVMValueRef a = load_i8s(cg, gep(cg, cg->i8, w, ci64(cg, k0)), c);
+      LLVMValueRef b = load_i8s(cg, gep(cg, cg->i8, q, ci64(cg, k0)), c);
+      LLVMValueRef t = vpdpbusd(cg, LLVMConstNull(LLVMVectorType(cg->i32, c / 4)), b, a, c);
+      sum = LLVMBuildAdd(cg->b, sum, sum_i32x4(cg, t), "");
+    }
+  for (long long k = k0; k < n; k++) {
     LLVMValueRef a = LLVMBuildLoad2(cg->b, cg->i8, gep(cg, cg->i8, w, ci64(cg, k)), "");
     LLVMValueRef b = LLVMBuildLoad2(cg->b, cg->i8, gep(cg, cg->i8, q, ci64(cg, k)), "");
-    LLVMValueRef p = LLVMBuildMul(cg->b, LLVMBuildSExt(cg->b, a, cg->i32, ""),
-                                  LLVMBuildSExt(cg->b, b, cg->i32, ""), "");
+    b = vnni(cg) ? LLVMBuildZExt(cg->b, b, cg->i32, "") : LLVMBuildSExt(cg->b, b, cg->i32, "");
+    LLVMValueRef p = LLVMBuildMul(cg->b, LLVMBuildSExt(cg->b, a, cg->i32, ""), b, "");
     sum = LLVMBuildAdd(cg->b, sum, p, "");
   }
   return sum;
 }
 
+/* L lanes of type t from p + at (any alignment), or, if L > R, the R
+ * values at p repeated (lane l: p[l % R]). */
+static LLVMValueRef load_rows(Cg *cg, LLVMTypeRef t, LLVMValueRef p, long long at, int L, int R) {
+  int n = L > R ? R : L;
+  LLVMValueRef v = LLVMBuildLoad2(cg->b, LLVMVectorType(t, (unsigned)n), gep(cg, t, p, ci64(cg, at)), "");
+  LLVMSetAlignment(v, 4);
+  if (n == L)
+    return v;
+  LLVMValueRef mask[16];
+  for (int l = 0; l < L; l++)
+    mask[l] = LLVMConstInt(cg->i32, (unsigned long long)(l % R), 0);
+  return LLVMBuildShuffleVector(cg->b, v, LLVMGetPoison(LLVMTypeOf(v)), LLVMConstVector(mask, (unsigned)L),
+                                "");
+}
+
+/* Lanes [from, from + n) of v. */
+static LLVMValueRef lanes(Cg *cg, LLVMValueRef v, int from, int n) {
+  LLVMValueRef mask[16];
+  for (int l = 0; l < n; l++)
+    mask[l] = LLVMConstInt(cg->i32, (unsigned long long)(from + l), 0);
+  return LLVMBuildShuffleVector(cg->b, v, LLVMGetPoison(LLVMTypeOf(v)), LLVMConstVector(mask, (unsigned)n),
+                                "");
+}
+
+/* Integer vector v with zeros appended to L lanes. */
+static LLVMValueRef widen(Cg *cg, LLVMValueRef v, int L) {
+  int n = (int)LLVMGetVectorSize(LLVMTypeOf(v));
+  if (n == L)
+    return v;
+  LLVMValueRef mask[16];
+  for (int l = 0; l < L; l++)
+    mask[l] = LLVMConstInt(cg->i32, (unsigned long long)(l < n ? l : n), 0); /* n: z's lane 0 */
+  return LLVMBuildShuffleVector(cg->b, v, LLVMConstNull(LLVMTypeOf(v)), LLVMConstVector(mask, (unsigned)L),
+                                "");
+}
+
+/* matvec_block_q8 with vpdpbusd: the accumulators' lanes summed by
+ * shuffles (L vectors of L lanes into one whose lane j is accumulator
+ * j's sum: log2 L rounds halving each row's lanes), then the input's
+ * offset (128 * the row's sum, corr) subtracted and the scales applied
+ * L rows at a time. */
+static void matvec_block_vnni(Cg *cg, LLVMValueRef w, long long ld, LLVMValueRef *qs, LLVMValueRef *sxs,
+                              int nx, long long nv, LLVMValueRef *ys, LLVMValueRef scale, LLVMValueRef corr) {
+  int R = BLOCK / nx, B = (int)dot_bytes(cg), L = B / 4;
+  LLVMTypeRef vt = LLVMVectorType(cg->i32, (unsigned)L);
+  LLVMValueRef acc[BLOCK];
+  for (int j = 0; j < BLOCK; j++) {
+    acc[j] = vacc_new(cg, vt);
+    LLVMBuildStore(cg->b, LLVMConstNull(vt), acc[j]);
+  }
+  if (nv >= B) {
+    Loop k = loop_begin(cg, ci64(cg, nv / B));
+    LLVMValueRef k0 = LLVMBuildMul(cg->b, k.i, ci64(cg, B), ""), xv[BLOCK];
+    for (int i = 0; i < nx; i++)
+      xv[i] = load_i8s(cg, gep(cg, cg->i8, qs[i], k0), (unsigned)B);
+    for (int j = 0; j < R; j++) {
+      LLVMValueRef at = LLVMBuildAdd(cg->b, k0, ci64(cg, j * ld), "");
+      LLVMValueRef wv = load_i8s(cg, gep(cg, cg->i8, w, at), (unsigned)B);
+      for (int i = 0; i < nx; i++)
+        LLVMBuildStore(cg->b,
+                       vpdpbusd(cg, LLVMBuildLoad2(cg->b, vt, acc[i * R + j], ""), xv[i], wv, (unsigned)B),
+                       acc[i * R + j]);
+    }
+    loop_end(cg, &k);
+  }
+  LLVMValueRef v[BLOCK];
+  for (int j = 0; j < BLOCK; j++)
+    v[j] = LLVMBuildLoad2(cg->b, vt, acc[j], "");
+  long long k0 = nv / B * B;
+  for (unsigned c = 32; c >= 16; c /= 2) /* the tails: 32, 16 bytes (nv % 16 == 0) */
+    for (; (int)c < B && nv - k0 >= c; k0 += c) {
+      LLVMTypeRef ct = LLVMVectorType(cg->i32, c / 4);
+      LLVMValueRef xv[BLOCK];
+      for (int i = 0; i < nx; i++)
+        xv[i] = load_i8s(cg, gep(cg, cg->i8, qs[i], ci64(cg, k0)), c);
+      for (int j = 0; j < R; j++) {
+        LLVMValueRef wv = load_i8s(cg, gep(cg, cg->i8, w, ci64(cg, k0 + j * ld)), c);
+        for (int i = 0; i < nx; i++) {
+          LLVMValueRef t = vpdpbusd(cg, LLVMConstNull(ct), xv[i], wv, c);
+          v[i * R + j] = LLVMBuildAdd(cg->b, v[i * R + j], widen(cg, t, L), "");
+        }
+      }
+    }
+  for (int g = 0; g < BLOCK; g += L) {
+    LLVMValueRef *u = v + g;
+    for (int s = L, n = L; n > 1; s /= 2, n /= 2) /* n vectors of L / s rows' s lanes */
+      for (int p = 0; p < n / 2; p++) {
+        LLVMValueRef lo[16], hi[16];
+        for (int l = 0; l < L; l++) {
+          int from = l < L / 2 ? 0 : L, r = l % (L / 2); /* a's rows, then b's */
+          int at = from + r / (s / 2) * s + r % (s / 2);
+          lo[l] = LLVMConstInt(cg->i32, (unsigned long long)at, 0);
+          hi[l] = LLVMConstInt(cg->i32, (unsigned long long)(at + s / 2), 0);
+        }
+        LLVMValueRef a = u[2 * p], b = u[2 * p + 1];
+        u[p] = LLVMBuildAdd(cg->b, LLVMBuildShuffleVector(cg->b, a, b, LLVMConstVector(lo, (unsigned)L), ""),
+                            LLVMBuildShuffleVector(cg->b, a, b, LLVMConstVector(hi, (unsigned)L), ""), "");
+      }
+    /* lane l: accumulator g + l, row (g + l) % R of vector (g + l) / R */
+    LLVMValueRef d = LLVMBuildSub(cg->b, u[0], load_rows(cg, cg->i32, corr, g % R, L, R), "");
+    LLVMValueRef sx = LLVMGetPoison(LLVMVectorType(cg->f32, (unsigned)L));
+    for (int l = 0; l < L; l++)
+      sx = LLVMBuildInsertElement(cg->b, sx, sxs[(g + l) / R],
+                                  LLVMConstInt(cg->i32, (unsigned long long)l, 0), "");
+    LLVMValueRef sc = LLVMBuildFMul(cg->b, load_rows(cg, cg->f32, scale, g % R, L, R), sx, "");
+    LLVMValueRef y =
+        LLVMBuildFMul(cg->b, LLVMBuildSIToFP(cg->b, d, LLVMVectorType(cg->f32, (unsigned)L), ""), sc, "");
+    for (int l = 0; l < L; l += R < L ? R : L) {
+      int n = R < L ? R : L;
+      LLVMValueRef part = n == L ? y : lanes(cg, y, l, n);
+      LLVMValueRef st = LLVMBuildStore(cg->b, part, fptr(cg, ys[(g + l) / R], ci64(cg, (g + l) % R)));
+      LLVMSetAlignment(st, 4);
+    }
+  }
+}
+
 /* 16 / nx rows of int8 W times nx int8 vectors: per 16 bytes of k, a load
  * of each row serves the nx vectors, one sdot each into accumulator
  * i * R + j (16 of <4 x i32>, with the vectors and a row 21 of NEON's 32
- * registers); then each accumulator's four lanes summed. */
+ * registers); then each accumulator's four lanes summed. With vpdpbusd,
+ * matvec_block_vnni. */
 void matvec_block_q8(Cg *cg, LLVMValueRef w, long long ld, LLVMValueRef *qs, LLVMValueRef *sxs, int nx,
-                     long long nv, LLVMValueRef *ys, LLVMValueRef scale) {
-  int R = BLOCK / nx;
+                     long long nv, LLVMValueRef *ys, LLVMValueRef scale, LLVMValueRef corr) {
   assert(nv % 16 == 0);
+  if (vnni(cg)) {
+    matvec_block_vnni(cg, w, ld, qs, sxs, nx, nv, ys, scale, corr);
+    return;
+  }
+  int R = BLOCK / nx;
   LLVMTypeRef v4 = LLVMVectorType(cg->i32, 4);
   LLVMValueRef acc[BLOCK];
   for (int j = 0; j < BLOCK; j++) {
@@ -968,6 +1130,29 @@ LLVMValueRef baked_q8(Cg *cg, const Baked *bk, int p, int k0, int n, LLVMValueRe
     free(s);
   }
   *scale = baked_scales(cg, bk, p);
+  return gv;
+}
+
+LLVMValueRef baked_q8_offsets(Cg *cg, const Baked *bk, int p, int k0, int n) {
+  char name[96];
+  snprintf(name, sizeof name, "rnnc.q8sum.%d.%d.%d", p, k0, n);
+  LLVMValueRef gv = LLVMGetNamedGlobal(cg->mod, name);
+  if (gv)
+    return gv;
+  float *s;
+  int8_t *q = quantize_param(bk, p, &s);
+  size_t M = (size_t)bk->g->params[p].type.dim[0], ld = (size_t)bk->g->params[p].type.dim[1];
+  LLVMValueRef *vals = xmalloc((M ? M : 1) * sizeof *vals);
+  for (size_t r = 0; r < M; r++) {
+    long long sum = 0;
+    for (size_t k = 0; k < (size_t)n; k++)
+      sum += q[r * ld + (size_t)k0 + k];
+    vals[r] = LLVMConstInt(cg->i32, (unsigned long long)(128 * sum), 1);
+  }
+  gv = constant(cg, cg->i32, vals, M, name);
+  free(vals);
+  free(q);
+  free(s);
   return gv;
 }
 

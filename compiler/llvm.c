@@ -279,12 +279,22 @@ static LLVMValueRef weight_at(Cg *cg, LLVMValueRef row, LLVMValueRef k, LLVMValu
 
 static LLVMValueRef seq_row(CG *c, int seq, LLVMValueRef t);
 
-/* AOT with --quantize int8 on a CPU with sdot (CodegenOptions.int8_dot):
+/* AOT with --quantize int8 on a CPU with sdot or vpdpbusd (CodegenOptions.int8_dot):
  * whether product id sums int8 x int8, its input a float vector (or
  * sequence of them) quantized as its matrix's rows are. */
 static bool int8_product(CG *c, int id) {
   const Baked *bk = baked_matrix(c, id);
   return bk && bk->quantize && c->opt->int8_dot && N(c, N(c, id)->in[1])->type.kind == TY_F32;
+}
+
+/* With vpdpbusd (whose input is the quantized input plus 128): int8
+ * product id's row offsets (baked_q8_offsets), else NULL. */
+static LLVMValueRef weight_offsets(CG *c, int id) {
+  if (c->cg.dot != INT8_DOT_VNNI256 && c->cg.dot != INT8_DOT_VNNI512)
+    return NULL;
+  const Node *n = N(c, id), *w = N(c, n->in[0]), *v = N(c, n->in[1]);
+  long long ld = is_seq_type(v->type) ? v->type.dim[1] : v->type.dim[0];
+  return baked_q8_offsets(&c->cg, c->bk, w->a, n->a, (int)ld);
 }
 
 /* Product id's input quantized (quantize_vec), each of its rows (T of a
@@ -354,7 +364,9 @@ static void emit_matvec_row(CG *c, int id, LLVMValueRef r) {
   LLVMValueRef w = weight_row(c, id, r, &scale, &ld);
   if (c->qin[id]) { /* int8 x int8 (int8_product) */
     LLVMValueRef sx, q = input_q8(cg, c->qin[id], c->qin_ld[id], ci64(cg, 0), &sx);
-    c->cur[id] = int8_result(cg, idot(cg, w, q, tv.dim[0]), load(cg, scale, r), sx);
+    LLVMValueRef offsets = weight_offsets(c, id);
+    LLVMValueRef corr = offsets ? LLVMBuildLoad2(cg->b, cg->i32, gep(cg, cg->i32, offsets, r), "") : NULL;
+    c->cur[id] = int8_result(cg, idot(cg, w, q, tv.dim[0], corr), load(cg, scale, r), sx);
     return;
   }
   LLVMValueRef acc = acc_new(cg, cf32(cg, 0));
@@ -531,6 +543,7 @@ typedef struct Steps {
   long long ld;              /* w's row stride */
   LLVMValueRef q;            /* int8_product: the input quantized (quantized_input), or NULL */
   long long qld;             /* its row stride */
+  LLVMValueRef corr;         /* with vpdpbusd: the block's row offsets (weight_offsets) */
 } Steps;
 
 static void matvec_t_steps(void *ctx, LLVMValueRef *ts, int nx) {
@@ -728,7 +741,8 @@ static void matvec_steps(void *ctx, LLVMValueRef *ts, int nx) {
       for (int q = 0; q < nx; q++)
         qs[q] = input_q8(cg, m->q, m->qld, ts[q], &sxs[q]);
       matvec_block_q8(cg, gep(cg, cg->i8, m->w, at), m->ld, qs, sxs, nx, nv, ys,
-                      fptr(cg, m->scale, ci64(cg, h * BLOCK / nx)));
+                      fptr(cg, m->scale, ci64(cg, h * BLOCK / nx)),
+                      m->corr ? gep(cg, cg->i32, m->corr, ci64(cg, h * BLOCK / nx)) : NULL);
       continue;
     }
     matvec_block_n(cg, m->scale ? gep(cg, cg->i8, m->w, at) : fptr(cg, m->w, at), m->ld, xs, nx, nv, ys,
@@ -910,20 +924,22 @@ static void emit_standalone(CG *c, int id) {
     LLVMValueRef scale;
     long long ld, qld = 0;
     LLVMValueRef q = int8_product(c, id) ? quantized_input(c, id, &qld) : NULL;
+    LLVMValueRef offsets = q ? weight_offsets(c, id) : NULL;
     if (blocked_matvec(c, id)) {
       Loop r = loop_begin(cg, ci64(cg, M / BLOCK));
       LLVMValueRef r0 = LLVMBuildMul(cg->b, r.i, ci64(cg, BLOCK), "");
       LLVMValueRef w = weight_row(c, id, r0, &scale, &ld);
       if (scale)
         scale = fptr(cg, scale, r0);
+      LLVMValueRef corr = offsets ? gep(cg, cg->i32, offsets, r0) : NULL;
       if (seq) {
         /* several steps at a time, 16 / n rows each, so a load of W
          * serves n products */
-        Steps ms = {c, id, w, r0, scale, ld, q, qld};
+        Steps ms = {c, id, w, r0, scale, ld, q, qld, corr};
         step_tuples(cg, c->T64, matvec_steps, &ms);
       } else if (q) {
         LLVMValueRef sx, qx = input_q8(cg, q, qld, ci64(cg, 0), &sx), y = fptr(cg, c->ptr[id], r0);
-        matvec_block_q8(cg, w, ld, &qx, &sx, 1, nv, &y, scale);
+        matvec_block_q8(cg, w, ld, &qx, &sx, 1, nv, &y, scale, corr);
       } else {
         LLVMValueRef x = c->ptr[b], y = fptr(cg, c->ptr[id], r0);
         matvec_block_n(cg, w, ld, &x, 1, nv, &y, scale);
@@ -937,7 +953,8 @@ static void emit_standalone(CG *c, int id) {
     if (q) { /* int8 x int8 (int8_product) */
       LLVMValueRef sx, qx = input_q8(cg, q, qld, t.i, &sx);
       LLVMValueRef at = LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, t.i, ci64(cg, M), ""), r.i, "");
-      store(cg, int8_result(cg, idot(cg, w, qx, nv), load(cg, scale, r.i), sx), c->ptr[id], at);
+      LLVMValueRef corr = offsets ? LLVMBuildLoad2(cg->b, cg->i32, gep(cg, cg->i32, offsets, r.i), "") : NULL;
+      store(cg, int8_result(cg, idot(cg, w, qx, nv, corr), load(cg, scale, r.i), sx), c->ptr[id], at);
       loop_end(cg, &t);
       loop_end(cg, &r);
       break;
@@ -976,7 +993,7 @@ static void emit_standalone(CG *c, int id) {
     c->ptr[id] = buffer(c, id);
     if (n->b % BLOCK == 0) {
       if (seq) {
-        Steps ms = {c, id, NULL, NULL, NULL, 0, NULL, 0};
+        Steps ms = {c, id, NULL, NULL, NULL, 0, NULL, 0, NULL};
         step_tuples(cg, c->T64, matvec_t_steps, &ms);
       } else {
         LLVMValueRef u = c->ptr[b], y = c->ptr[id];
@@ -1068,6 +1085,7 @@ int codegen(const Graph *g, LLVMModuleRef mod, const char *name, const CodegenOp
   CG c = {.g = g, .opt = opt, .group_serial = 1};
   Cg *cg = &c.cg;
   cg_init(cg, mod, opt && opt->simd.lanes ? opt->simd : (Simd){.lanes = 4, .regs = 16});
+  cg->dot = opt ? opt->int8_dot : INT8_DOT_NONE;
   size_t nn = (size_t)g->nnodes;
   c.ptr = xcalloc(nn, sizeof *c.ptr);
   c.sval = xcalloc(nn, sizeof *c.sval);

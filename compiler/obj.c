@@ -30,9 +30,10 @@
  *   weights, a graph it cannot batch), it calls P_forward for each name.
  * - With ObjOptions.quantize the products' matrices are int8 rows with a
  *   float scale each (kernels.c's baked_q8); everything else stays float.
- *   On an AArch64 CPU with sdot (target_has_sdot) the products with a
- *   float input quantize it too and sum int8 x int8 in int32 (llvm.c's
- *   int8_product); elsewhere they convert the weights and sum in float.
+ *   On a CPU with int8 dot products (target_int8_dot: AArch64's sdot,
+ *   x86's vpdpbusd) the products with a float input quantize it too and
+ *   sum int8 x int8 in int32 (llvm.c's int8_product); elsewhere they
+ *   convert the weights and sum in float.
  *
  * require: g is a verified inference graph after graph_passes(g, false,
  * PASSES_ALL): a forward kernel that reads only the parameter values. */
@@ -731,7 +732,7 @@ int obj_emit(const Graph *g, const ObjOptions *o, Buf *object, ObjInfo *info, Er
   /* The kernel: internal, so it exists only inlined into P_forward. */
   snprintf(name, sizeof name, "%s_kernel", o->prefix);
   CodegenOptions co = {.baked_values = o->values, .simd = simd_of(tm), .quantize = o->quantize,
-                       .int8_dot = o->quantize && target_has_sdot(tm)};
+                       .int8_dot = o->quantize ? target_int8_dot(tm) : INT8_DOT_NONE};
   info->int8_dot = co.int8_dot;
   if (codegen(g, w.mod, name, &co, &info->abi, e))
     goto done;
@@ -865,6 +866,17 @@ void obj_header(const Graph *g, const ObjOptions *o, const ObjInfo *info, const 
     guard[n++] = (*s >= 'a' && *s <= 'z') ? (char)(*s - 'a' + 'A') : *s;
   snprintf(guard + n, sizeof guard - n, "_RNNC_H");
 
+  char weights[400] = "";
+  if (o->quantize)
+    snprintf(weights, sizeof weights,
+             " * Weights (--quantize int8): the products' matrices as int8 rows with\n"
+             " * a float scale each; the other parameters as float.%s%s%s\n",
+             info->int8_dot ? " The products\n"
+                              " * quantize their input vectors to int8 too (a scale each) and sum in\n"
+                              " * int32 with the CPU's dot product instructions ("
+                            : "",
+             int8_dot_name(info->int8_dot), info->int8_dot ? ")." : "");
+
   /* P_forward_batch: how it runs, and its stack */
   char how[160], m_is[160];
   if (info->batched)
@@ -931,14 +943,7 @@ void obj_header(const Graph *g, const ObjOptions *o, const ObjInfo *info, const 
              " * %s_DATA_BYTES of writable data, as the object's sections hold them.\n"
              " */\n",
              info->triple, info->cpu, *info->means ? " (" : "", info->means, *info->means ? ")" : "",
-             !o->quantize ? ""
-             : info->int8_dot
-                 ? " * Weights (--quantize int8): the products' matrices as int8 rows with\n"
-                   " * a float scale each; the other parameters as float. The products\n"
-                   " * quantize their input vectors to int8 too (a scale each) and sum in\n"
-                   " * int32 with the CPU's dot product instructions (sdot).\n"
-                 : " * Weights (--quantize int8): the products' matrices as int8 rows with\n"
-                   " * a float scale each; the other parameters as float.\n",
+             weights,
              P, P, P, P, P, P, P, P, P, how, P, P, P, P, P, P,
              4 * (info->abi.scratch_fixed + (size_t)g->classes + 2), 4 * info->abi.scratch_per_t, P, P,
              P, bfixed, bper_char, m_is, P, P, P, P);

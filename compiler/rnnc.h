@@ -427,6 +427,14 @@ typedef struct KernelAbi {
   size_t noise; /* uniform draws per call (batched: per sequence), for noise nodes */
 } KernelAbi;
 
+/* A CPU's instructions for int8 x int8 dot products into int32 lanes. */
+typedef enum Int8Dot {
+  INT8_DOT_NONE,
+  INT8_DOT_SDOT,    /* AArch64's dotprod: sdot, 16 bytes */
+  INT8_DOT_VNNI256, /* x86 AVX-VNNI (Alder Lake): vpdpbusd, 32 bytes (unsigned x signed) */
+  INT8_DOT_VNNI512, /* x86 AVX512-VNNI (Ice Lake server, Zen 4): vpdpbusd, 64 bytes */
+} Int8Dot;
+
 typedef struct CodegenOptions {
   const float *baked_values; /* AOT: parameter values as constant data */
   const char *vector_width;  /* "prefer-vector-width": "256" or "512"; NULL: LLVM's choice */
@@ -436,10 +444,11 @@ typedef struct CodegenOptions {
   Simd simd;                 /* the target's vectors (simd_of); lanes 0: 4 x 16, SSE2's */
   bool quantize;             /* with baked_values: the products' matrices as int8 rows
                               * with per-row scales (see quantize_row) */
-  bool int8_dot;             /* with quantize, on AArch64 with sdot: a product with a
-                              * float input quantizes it as quantize_row does (one
-                              * scale per vector) and sums int8 x int8 in int32
-                              * (sdot), then scales by the two scales */
+  Int8Dot int8_dot;          /* with quantize, on a CPU with integer dot products
+                              * (target_int8_dot): a product with a float input
+                              * quantizes it as quantize_row does (one scale per
+                              * vector) and sums int8 x int8 in int32 (sdot,
+                              * vpdpbusd), then scales by the two scales */
 } CodegenOptions;
 
 /* rnnc build --quantize int8. A parameter that is a product's matrix
@@ -479,10 +488,13 @@ LLVMTargetMachineRef target_machine(const char *triple, const char *cpu, const c
 /* Whether tm has an instruction for llvm.fma.f32 (else it is a call to
  * libm's fmaf). */
 bool target_has_fma(LLVMTargetMachineRef tm);
-/* Whether tm is an AArch64 CPU with the dotprod extension's sdot (4-way
- * int8 dot products into int32 lanes): --quantize int8 then quantizes the
- * products' input vectors too (see CodegenOptions.int8_dot). */
-bool target_has_sdot(LLVMTargetMachineRef tm);
+/* tm's int8 dot product instructions (4-way int8 products summed into
+ * int32 lanes): an AArch64 CPU with the dotprod extension's sdot, an x86
+ * CPU with AVX512-VNNI or AVX-VNNI's vpdpbusd; --quantize int8 then
+ * quantizes the products' input vectors too (CodegenOptions.int8_dot). */
+Int8Dot target_int8_dot(LLVMTargetMachineRef tm);
+/* Its instruction's name: "sdot", "vpdpbusd" (or "" for none). */
+const char *int8_dot_name(Int8Dot d);
 
 /* What `rnnc build --target TRIPLE --cpu CPU` compiles for. */
 typedef struct TargetChoice {
@@ -599,7 +611,7 @@ typedef struct ObjInfo {
   size_t stack_bytes; /* P_forward's and P_predict's stack buffers at OBJ_MAX_LEN */
   size_t batch_stack_bytes; /* P_forward_batch's, at OBJ_BATCH names of OBJ_MAX_LEN */
   size_t text_bytes, rodata_bytes, data_bytes; /* code, constants (weights), writable data */
-  bool int8_dot; /* --quantize int8 with integer dot products (CodegenOptions.int8_dot) */
+  Int8Dot int8_dot; /* --quantize int8 with integer dot products (CodegenOptions.int8_dot) */
 } ObjInfo;
 
 /* 0 if prefix can name the symbols, else -1 with a message. */

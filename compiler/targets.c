@@ -192,52 +192,69 @@ bool target_has_fma(LLVMTargetMachineRef tm) {
   return fma;
 }
 
-/* Whether tm is an AArch64 CPU with the dot product instructions (sdot,
- * udot: ARMv8.2's optional dotprod, standard from ARMv8.4): compiles a sum
- * of 16 products of sign-extended bytes, which the back end makes one
- * sdot where the CPU has it, and looks for it in the assembly. (The C API
- * cannot list a named CPU's features, and calling the sdot intrinsic on a
- * CPU without it would abort in instruction selection.) */
-bool target_has_sdot(LLVMTargetMachineRef tm) {
+/* tm's int8 dot product instructions: compiles a sum of the products of
+ * n bytes (16 sign-extended pairs on AArch64; on x86-64, 64 pairs of an
+ * unsigned byte and a signed one), which the back end makes sdot where
+ * the CPU has it (ARMv8.2's optional dotprod, standard from ARMv8.4), or
+ * vpdpbusd where it has AVX512-VNNI (on zmm registers) or AVX-VNNI (ymm
+ * only), and looks for it in the assembly. (The C API cannot list a named
+ * CPU's features, and calling the intrinsics on a CPU without them would
+ * abort in instruction selection.) */
+Int8Dot target_int8_dot(LLVMTargetMachineRef tm) {
   char *triple = LLVMGetTargetMachineTriple(tm);
   bool arm64 = !strncmp(triple, "aarch64", 7) || !strncmp(triple, "arm64", 5);
-  if (!arm64) {
+  bool x86 = !strncmp(triple, "x86_64", 6);
+  if (!arm64 && !x86) {
     LLVMDisposeMessage(triple);
-    return false;
+    return INT8_DOT_NONE;
   }
+  unsigned n = x86 ? 64 : 16;
   LLVMContextRef ctx = LLVMContextCreate();
   LLVMModuleRef m = LLVMModuleCreateWithNameInContext("dot_probe", ctx);
   LLVMSetTarget(m, triple);
   LLVMDisposeMessage(triple);
   LLVMTypeRef i32 = LLVMInt32TypeInContext(ctx), pty = LLVMPointerTypeInContext(ctx, 0);
-  LLVMTypeRef v8 = LLVMVectorType(LLVMInt8TypeInContext(ctx), 16), v32 = LLVMVectorType(i32, 16);
+  LLVMTypeRef v8 = LLVMVectorType(LLVMInt8TypeInContext(ctx), n), v32 = LLVMVectorType(i32, n);
   LLVMTypeRef params[2] = {pty, pty};
   LLVMValueRef fn = LLVMAddFunction(m, "probe", LLVMFunctionType(i32, params, 2, 0));
   LLVMBuilderRef b = LLVMCreateBuilderInContext(ctx);
   LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(ctx, fn, "entry"));
-  LLVMValueRef x = LLVMBuildSExt(b, LLVMBuildLoad2(b, v8, LLVMGetParam(fn, 0), ""), v32, "");
+  LLVMValueRef x = LLVMBuildLoad2(b, v8, LLVMGetParam(fn, 0), "");
+  x = x86 ? LLVMBuildZExt(b, x, v32, "") : LLVMBuildSExt(b, x, v32, "");
   LLVMValueRef y = LLVMBuildSExt(b, LLVMBuildLoad2(b, v8, LLVMGetParam(fn, 1), ""), v32, "");
   LLVMValueRef prod = LLVMBuildMul(b, x, y, "");
   unsigned id = LLVMLookupIntrinsicID("llvm.vector.reduce.add", 22);
   LLVMBuildRet(b, LLVMBuildCall2(b, LLVMIntrinsicGetType(ctx, id, &v32, 1),
                                  LLVMGetIntrinsicDeclaration(m, id, &v32, 1), &prod, 1, ""));
   LLVMDisposeBuilder(b);
-  bool sdot = false;
+  Int8Dot dot = INT8_DOT_NONE;
   char *msg = NULL;
   LLVMMemoryBufferRef mb;
   if (!LLVMTargetMachineEmitToMemoryBuffer(tm, m, LLVMAssemblyFile, &msg, &mb)) {
-    size_t n = LLVMGetBufferSize(mb);
-    char *text = xmalloc(n + 1); /* NUL-terminated: the buffer need not be */
-    memcpy(text, LLVMGetBufferStart(mb), n);
-    text[n] = '\0';
-    sdot = strstr(text, "\tsdot\t") != NULL; /* not in a name: "\tsdot\tv0.4s, ..." */
+    size_t len = LLVMGetBufferSize(mb);
+    char *text = xmalloc(len + 1); /* NUL-terminated: the buffer need not be */
+    memcpy(text, LLVMGetBufferStart(mb), len);
+    text[len] = '\0';
+    /* not in a name: "\tsdot\tv0.4s, ...", "\tvpdpbusd\t(%rsi), %zmm0, %zmm1" */
+    const char *p = strstr(text, arm64 ? "\tsdot\t" : "\tvpdpbusd\t");
+    if (p && arm64)
+      dot = INT8_DOT_SDOT;
+    else if (p) {
+      const char *end = strchr(p, '\n'), *z = strstr(p, "zmm");
+      bool zmm = z && (!end || z < end);
+      dot = zmm ? INT8_DOT_VNNI512 : INT8_DOT_VNNI256;
+    }
     free(text);
     LLVMDisposeMemoryBuffer(mb);
   }
   LLVMDisposeMessage(msg);
   LLVMDisposeModule(m);
   LLVMContextDispose(ctx);
-  return sdot;
+  return dot;
+}
+
+const char *int8_dot_name(Int8Dot d) {
+  return d == INT8_DOT_SDOT ? "sdot" : d == INT8_DOT_NONE ? "" : "vpdpbusd";
 }
 
 /* --------------------------------------------------- tested architectures */

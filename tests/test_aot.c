@@ -43,9 +43,12 @@ static Built rnn = {.graph = "graphs/rnn.nn",
                    .ckpt = "tests/golden/rnn_seed42.safetensors",
                    .prefix = "names_rnn",
                    .cpu = "generic"};
+/* AVX2 without VNNI: the float-accumulating int8 products (the host's may
+ * have vpdpbusd: test_int8_vnni) */
 static Built gru8 = {.graph = "graphs/gru.nn",
                     .ckpt = "tests/golden/gru_seed42.safetensors",
                     .prefix = "gru8",
+                    .cpu = "x86-64-v3",
                     .quantize = true};
 static Built rnn8 = {.graph = "graphs/rnn.nn",
                     .ckpt = "tests/golden/rnn_seed42.safetensors",
@@ -191,15 +194,15 @@ static void test_rnn_matches_jit_with_zero_noise(void **state) {
 }
 
 /* --quantize int8: the logits of the JIT with the weights the object
- * computes with (each quantized row as q * scale), for the host's CPU and
- * generic x86-64 (the object scales each row's float sum instead of each
+ * computes with (each quantized row as q * scale), for x86-64-v3 (AVX2)
+ * and generic x86-64 (the object scales each row's float sum instead of each
  * weight: the last bits differ); and an object 3.5 to 4 times smaller. */
 static void test_int8_matches_jit_with_its_weights(void **state) {
   NEED_CC();
   Built *bs[] = {&gru8, &rnn8};
   for (int i = 0; i < 2; i++) {
     char *text = run_driver(bs[i]);
-    char *what = xasprintf("%s (int8, %s)", bs[i]->prefix, bs[i]->cpu ? bs[i]->cpu : "host");
+    char *what = xasprintf("%s (int8, %s)", bs[i]->prefix, bs[i]->cpu);
     check_aot_output(what, bs[i]->graph, bs[i]->ckpt, &bs[i]->names, text,
                      &(AotCheck){.tol = 1e-6, .quantized = true, .tail = driver_tail});
     free(what);
@@ -216,6 +219,105 @@ static void test_int8_matches_jit_with_its_weights(void **state) {
     if (ratio < 3.5)
       fail_msg("the int8 object of %s is only %.2fx smaller than the float one", pairs[i][0]->graph,
                ratio);
+  }
+}
+
+/* The number of vpdpbusd instructions in obj's disassembly. */
+static int count_vpdpbusd(const char *obj) {
+  char *out = xasprintf("%s.dis", obj);
+  if (sh("objdump -d '%s' > '%s'", obj, out))
+    fail_msg("objdump -d %s failed", obj);
+  char *text = read_text(out);
+  int n = 0;
+  for (const char *p = text; (p = strstr(p, "vpdpbusd")); p++)
+    n++;
+  free(text);
+  free(out);
+  return n;
+}
+
+/* The products' reference with vpdpbusd: the interpreter's int8 arithmetic
+ * (test_targets' INT8_DOT_TOL: the same integers as sdot's). */
+#define INT8_DOT_TOL 1e-5
+/* But the object's exp and tanh round differently from the interpreter's
+ * (libm's, in double): an element of a hidden state within an ulp of a
+ * rounding boundary of its quantization (x / scale = k + 0.5) rounds the
+ * other way, one step of one quantized input, which moves that name's
+ * logits by ~1e-4 (measured on Zen 5: one of gru.nn's 29 golden names,
+ * by 2.2e-4; none of rnn.nn's). A quarter of the golden names may differ by up
+ * to INT8_FLIP_TOL; the int8 x float logits differ by more than 10 times
+ * INT8_DOT_TOL for more than a quarter of the golden names (checked). */
+#define INT8_FLIP_TOL 1e-3
+
+/* --quantize int8 for an x86 CPU with VNNI: the products are vpdpbusd
+ * instructions (Ice Lake server's 512-bit AVX512-VNNI, Alder Lake's
+ * 256-bit AVX-VNNI), none for Zen 3 (no VNNI). Where the host has them,
+ * gru.nn's and rnn.nn's objects for it run: logits within INT8_DOT_TOL of
+ * the reference interpreter's int8 x int8 arithmetic (interp_set_object:
+ * the integers sdot sums), the golden names' classes the float model's;
+ * and the reference is more than 10 times that away from the int8 x float
+ * logits, so the check can fail. */
+static void test_int8_vnni(void **state) {
+  if (sh("command -v objdump >/dev/null 2>&1")) {
+    print_message("skipped: no objdump on PATH\n");
+    skip();
+  }
+  static const struct {
+    const char *cpu;
+    bool vnni;
+  } cpus[] = {{"icelake-server", true}, {"alderlake", true}, {"znver3", false}};
+  for (size_t i = 0; i < ARRAY_LEN(cpus); i++) {
+    char *obj = xasprintf("%s/vnni%zu.o", workdir, i);
+    free(rnnc_expect(0, (const char *const[]){"build", gru.graph, gru.ckpt, "-o", obj, "--cpu",
+                                              cpus[i].cpu, "--quantize", "int8", NULL}));
+    int n = count_vpdpbusd(obj);
+    print_message("%s (--cpu %s): %d vpdpbusd instructions\n", obj, cpus[i].cpu, n);
+    if (cpus[i].vnni ? n == 0 : n != 0)
+      fail_msg("%s (--cpu %s) has %d vpdpbusd instructions", obj, cpus[i].cpu, n);
+    free(obj);
+  }
+  NEED_CC();
+  bool v512 = host_has("avx512_vnni"), v256 = host_has("avx_vnni");
+  if (!v512 && !v256) {
+    print_message("skipped running: this CPU has neither avx512_vnni nor avx_vnni (/proc/cpuinfo), so "
+                  "no VNNI object can run here\n");
+    return;
+  }
+  /* the host's (AVX512-VNNI where it has it), and AVX-VNNI's 256-bit code */
+  const char *run_cpus[2] = {"host", v512 && v256 ? "alderlake" : NULL};
+  static const Built models[] = {{.graph = "graphs/gru.nn", .ckpt = "tests/golden/gru_seed42.safetensors"},
+                                 {.graph = "graphs/rnn.nn", .ckpt = "tests/golden/rnn_seed42.safetensors"}};
+  for (size_t m = 0; m < ARRAY_LEN(models); m++) {
+    for (int c = 0; c < 2 && run_cpus[c]; c++) {
+      Built b = models[m];
+      b.cpu = run_cpus[c];
+      b.quantize = true;
+      b.prefix = c ? (m ? "rnn8a" : "gru8a") : (m ? "rnn8v" : "gru8v");
+      build(&b);
+      if (!count_vpdpbusd(b.obj))
+        fail_msg("%s (--cpu %s, a CPU with VNNI) has no vpdpbusd instruction", b.obj, b.cpu);
+      int C;
+      float *fl = jit_logits(b.graph, b.ckpt, &b.names, &C, false);
+      char *text = run_driver(&b), *what = xasprintf("%s (int8, vpdpbusd, %s)", b.prefix, b.cpu);
+      check_aot_output(what, b.graph, b.ckpt, &b.names, text,
+                       &(AotCheck){.tol = INT8_DOT_TOL, .quantized = true, .int8_dot = true,
+                                   .loose_tol = INT8_FLIP_TOL, .max_loose = b.names.ngolden / 4,
+                                   .same_class = fl, .tail = driver_tail});
+      free(what);
+      free(text);
+      free(fl);
+      free(b.obj);
+      free(b.hdr);
+      free(b.driver);
+      name_list_free(&b.names);
+    }
+    NameList ns = name_list_load(models[m].ckpt, false);
+    int far = check_int8_reference_differs(models[m].graph, models[m].ckpt, models[m].graph, INT8_DOT_TOL);
+    if (far <= ns.n / 4)
+      fail_msg("%s: only %d of %d names' int8 x float logits are more than %g from the reference: the "
+               "check, which lets %d names differ, could not tell them apart",
+               models[m].graph, far, ns.n, 10 * INT8_DOT_TOL, ns.n / 4);
+    name_list_free(&ns);
   }
 }
 
@@ -564,6 +666,7 @@ int main(void) {
       cmocka_unit_test(test_embgru_matches_jit_and_golden),
       cmocka_unit_test(test_rnn_matches_jit_with_zero_noise),
       cmocka_unit_test(test_int8_matches_jit_with_its_weights),
+      cmocka_unit_test(test_int8_vnni),
       cmocka_unit_test(test_no_batch_kernel),
       cmocka_unit_test(test_hostile_inputs),
       cmocka_unit_test(test_header_compiles_as_c99_and_cxx),

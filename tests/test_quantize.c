@@ -4,12 +4,15 @@
  * rnn.nn and examples/names_gru.nn (a one-layer GRU 64 wide: gru.nn's
  * recipe at a size this test can train in a few seconds; gru.nn itself is
  * measured in docs/aot.md) are trained as the recipe says (rnnc train: 2
- * epochs, batch 1, seed 42), built for the host with float and with int8
- * weights, and with int8 weights for an AArch64 CPU with sdot (cortex-a76:
- * the products quantize their inputs too and sum in int32), which runs
- * under qemu-aarch64's "max" CPU; each runs over the 2,008 names of the
- * test split (the split rnnc train holds out) in bench/aot.c: both int8
- * objects' accuracies must be within 0.5 points of the float object's. */
+ * epochs, batch 1, seed 42), built for the host with float weights, with
+ * int8 weights for x86-64-v3 (AVX2, no VNNI: the products sum in float),
+ * with int8 weights for an AArch64 CPU with sdot (cortex-a76: the products
+ * quantize their inputs too and sum in int32), which runs under
+ * qemu-aarch64's "max" CPU, and, where the host has AVX512-VNNI or
+ * AVX-VNNI, with int8 weights for the host (vpdpbusd, int32 sums as
+ * sdot's); each runs over the 2,008 names of the test split (the split
+ * rnnc train holds out) in bench/aot.c: the int8 objects' accuracies must
+ * be within 0.5 points of the float object's. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +74,8 @@ typedef struct Where {
   const char *cc, *run;
 } Where;
 static const Where host = {NULL, NULL, "cc", ""};
+static const Where avx2 = {NULL, "x86-64-v3", "cc", ""};
+static const Where vnni = {NULL, "host", "cc", ""};
 static const Where sdot = {"aarch64-linux-gnu", "cortex-a76", "aarch64-linux-gnu-gcc",
                            "qemu-aarch64 -cpu max -L /usr/aarch64-linux-gnu"};
 
@@ -83,9 +88,12 @@ static double accuracy(const char *graph, const char *ckpt, const char *name, bo
   const char *argv[16] = {"build", graph, ckpt, "-o", obj, "--prefix", name};
   int argc = 7;
   if (where->target) {
-    const char *more[] = {"--target", where->target, "--cpu", where->cpu};
-    for (int i = 0; i < 4; i++)
-      argv[argc++] = more[i];
+    argv[argc++] = "--target";
+    argv[argc++] = where->target;
+  }
+  if (where->cpu) {
+    argv[argc++] = "--cpu";
+    argv[argc++] = where->cpu;
   }
   if (q8) {
     argv[argc++] = "--quantize";
@@ -122,17 +130,28 @@ static void check_model(const char *graph, const char *stem) {
                                             "--epochs", "2", "--batch", "1", "--seed", "42", NULL}));
   char *name8 = xasprintf("%s8", stem);
   char *named = xasprintf("%s8dot", stem);
-  double f = accuracy(graph, ckpt, stem, false, &host), q = accuracy(graph, ckpt, name8, true, &host);
+  char *namev = xasprintf("%s8vnni", stem);
+  double f = accuracy(graph, ckpt, stem, false, &host), q = accuracy(graph, ckpt, name8, true, &avx2);
   double d = accuracy(graph, ckpt, named, true, &sdot);
   print_message("%s: test accuracy %.2f%% with float weights, %.2f%% with int8 weights, %.2f%% "
                 "with int8 weights and sdot (aarch64, qemu)\n",
                 graph, 100 * f, 100 * q, 100 * d);
+  if (host_has("avx512_vnni") || host_has("avx_vnni")) {
+    double v = accuracy(graph, ckpt, namev, true, &vnni);
+    print_message("%s: %.2f%% with int8 weights and vpdpbusd (the host's VNNI)\n", graph, 100 * v);
+    if (v < f - 0.005 || v > f + 0.005)
+      fail_msg("%s: int8 weights and activations (vpdpbusd) change the accuracy by %+.2f points (at most "
+               "0.5)",
+               graph, 100 * (v - f));
+  } else
+    print_message("%s: not run with vpdpbusd: this CPU has neither avx512_vnni nor avx_vnni\n", graph);
   if (q < f - 0.005 || q > f + 0.005)
     fail_msg("%s: int8 weights change the accuracy by %+.2f points (at most 0.5)", graph,
              100 * (q - f));
   if (d < f - 0.005 || d > f + 0.005)
     fail_msg("%s: int8 weights and activations (sdot) change the accuracy by %+.2f points (at most 0.5)",
              graph, 100 * (d - f));
+  free(namev);
   free(named);
   free(name8);
   free(ckpt);

@@ -342,25 +342,9 @@ static void test_aarch64_sdot(void **state) {
       fail_msg("%s (for %s) has no sdot instruction", obj, models_dot[g].cpu);
     free(obj);
   }
-  /* The reference is not the float-accumulating int8 arithmetic: the
-   * quantized activations move the logits well beyond INT8_DOT_TOL. */
-  for (size_t g = 0; g < ARRAY_LEN(models_dot); g++) {
-    const Model *m = &models_dot[g];
-    NameList ns = name_list_load(m->ckpt, false);
-    int C;
-    float *in = interp_logits(m->graph, m->ckpt, &ns, &C, true);
-    float *jit = jit_logits(m->graph, m->ckpt, &ns, &C, true);
-    double d = 0;
-    for (int i = 0; i < ns.n * C; i++)
-      d = fmax(d, fabs((double)in[i] - jit[i]) / fmax(1, fabs(jit[i])));
-    print_message("%s: int8 x int8 against int8 x float logits: max relative difference %.3g\n",
-                  m->prefix, d);
-    if (d < 10 * INT8_DOT_TOL)
-      fail_msg("%s: the int8 x int8 reference is within %g of the int8 x float logits", m->prefix, d);
-    free(in);
-    free(jit);
-    name_list_free(&ns);
-  }
+  for (size_t g = 0; g < ARRAY_LEN(models_dot); g++)
+    check_int8_reference_differs(models_dot[g].graph, models_dot[g].ckpt, models_dot[g].prefix,
+                                 INT8_DOT_TOL);
   Model generic = models_dot[1];
   generic.cpu = NULL;
   char *obj = xasprintf("%s/generic8.o", workdir);

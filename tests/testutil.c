@@ -410,6 +410,30 @@ float *interp_logits(const char *graph, const char *ckpt, const NameList *ns, in
   return out;
 }
 
+int check_int8_reference_differs(const char *graph, const char *ckpt, const char *what, double tol) {
+  NameList ns = name_list_load(ckpt, false);
+  int C, far = 0;
+  float *in = interp_logits(graph, ckpt, &ns, &C, true);
+  float *jit = jit_logits(graph, ckpt, &ns, &C, true);
+  double d = 0;
+  for (int i = 0; i < ns.n; i++) {
+    double dn = 0;
+    for (int k = 0; k < C; k++)
+      dn = fmax(dn, fabs((double)in[i * C + k] - jit[i * C + k]) / fmax(1, fabs(jit[i * C + k])));
+    d = fmax(d, dn);
+    far += dn >= 10 * tol;
+  }
+  print_message("%s: int8 x int8 against int8 x float logits: max relative difference %.3g, %d of %d "
+                "names' more than %g\n",
+                what, d, far, ns.n, 10 * tol);
+  if (d < 10 * tol)
+    fail_msg("%s: the int8 x int8 reference is within %g of the int8 x float logits", what, d);
+  free(in);
+  free(jit);
+  name_list_free(&ns);
+  return far;
+}
+
 void write_driver_names(const char *dir, const NameList *ns) {
   Buf c = {0}, json = {0};
   buf_printf(&c, "static const char *const names[] = {\n");
@@ -471,8 +495,8 @@ void check_aot_output(const char *what, const char *graph, const char *ckpt, con
   int C;
   float *jit = c->int8_dot ? interp_logits(graph, ckpt, ns, &C, true)
                            : jit_logits(graph, ckpt, ns, &C, c->quantized);
-  double worst = 0, worst_p = 0, worst_g = 0;
-  int same = 0;
+  double worst = 0, worst_p = 0, worst_g = 0, worst_loose = 0;
+  int same = 0, loose = 0;
   const char *p = text;
   float *fwd = xcalloc((size_t)ns->n * (size_t)C, sizeof *fwd);
   for (int i = 0; i < ns->n; i++) {
@@ -489,14 +513,19 @@ void check_aot_output(const char *what, const char *graph, const char *ckpt, con
     p = end + 1;
     const float *j = jit + (size_t)i * C;
     int best = 0;
-    double sum = 0;
+    double sum = 0, dn = 0;
     for (int k = 0; k < C; k++) {
       best = a[k] > a[best] ? k : best;
-      worst = fmax(worst, fabs((double)a[k] - j[k]) / fmax(1, fabs(j[k])));
+      dn = fmax(dn, fabs((double)a[k] - j[k]) / fmax(1, fabs(j[k])));
       same += !memcmp(&a[k], &j[k], sizeof(float));
       if (c->golden && i < ns->ngolden)
         worst_g = fmax(worst_g, fabs((double)a[k] - c->golden[(size_t)i * C + k]));
     }
+    if (c->loose_tol > 0 && dn > c->tol) {
+      loose++;
+      worst_loose = fmax(worst_loose, dn);
+    } else
+      worst = fmax(worst, dn);
     if (cls != best)
       fail_msg("%s: P_predict gave class %d for %s, the argmax of P_forward is %d", what, cls,
                ns->s[i], best);
@@ -541,6 +570,9 @@ void check_aot_output(const char *what, const char *graph, const char *ckpt, con
                 "relative difference %.3g; probabilities within %.3g of a double softmax",
                 what, ns->n, same, nl, c->int8_dot ? "interpreter's int8 arithmetic" : "JIT's", worst,
                 worst_p);
+  if (c->loose_tol > 0)
+    print_message("; %d names beyond it (a quantized input rounded the other way), within %.3g", loose,
+                  worst_loose);
   if (worst_b >= 0)
     print_message("; P_forward_batch within %.3g of P_forward", worst_b);
   if (c->golden)
@@ -549,6 +581,10 @@ void check_aot_output(const char *what, const char *graph, const char *ckpt, con
   if (c->exact && same != nl)
     fail_msg("%s: the same code on the same CPU, but %d of %d logits differ from the JIT's", what,
              nl - same, nl);
+  if (loose > c->max_loose || worst_loose > c->loose_tol)
+    fail_msg("%s: %d names' logits differ from the reference by more than %g (at most %d may), up to %g "
+             "(at most %g)",
+             what, loose, c->tol, c->max_loose, worst_loose, c->loose_tol);
   if (worst > c->tol)
     fail_msg("%s: logits differ from the JIT's by %g (relative), more than %g", what, worst,
              c->tol);

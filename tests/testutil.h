@@ -94,6 +94,13 @@ float *jit_logits(const char *graph, const char *ckpt, const NameList *ns, int *
 float *interp_logits(const char *graph, const char *ckpt, const NameList *ns, int *classes,
                      bool int8_dot);
 
+/* Fails unless the reference interpreter's int8 x int8 logits
+ * (interp_logits with int8_dot) are at least 10 tol from the int8 x float
+ * logits (the JIT with the quantized weights) on ckpt's names: a check
+ * against the reference within tol can tell the two arithmetics apart.
+ * Returns the number of names whose logits are that far. */
+int check_int8_reference_differs(const char *graph, const char *ckpt, const char *what, double tol);
+
 /* tests/targets/driver.c, the program test_aot and test_targets link with
  * an object of rnnc build. Its names: dir/names.h (a C array) and
  * dir/names.json (for run_wasm.mjs). */
@@ -114,6 +121,9 @@ typedef struct AotCheck {
   bool int8_dot;  /* with integer dot products: the interpreter's int8 arithmetic
                    * (interp_logits) instead of the JIT */
   const float *golden; /* (ngolden, classes) or NULL */
+  double loose_tol; /* > 0: up to max_loose names may differ by up to loose_tol (a
+                     * quantized input of int8_dot rounded the other way) */
+  int max_loose;
   const float *same_class; /* (ngolden, classes) or NULL: each golden name's argmax
                             * must be these logits' */
   const char *tail;
