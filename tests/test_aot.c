@@ -222,20 +222,6 @@ static void test_int8_matches_jit_with_its_weights(void **state) {
   }
 }
 
-/* The number of vpdpbusd instructions in obj's disassembly. */
-static int count_vpdpbusd(const char *obj) {
-  char *out = xasprintf("%s.dis", obj);
-  if (sh("objdump -d '%s' > '%s'", obj, out))
-    fail_msg("objdump -d %s failed", obj);
-  char *text = read_text(out);
-  int n = 0;
-  for (const char *p = text; (p = strstr(p, "vpdpbusd")); p++)
-    n++;
-  free(text);
-  free(out);
-  return n;
-}
-
 /* The products' reference with vpdpbusd: the interpreter's int8 arithmetic
  * (test_targets' INT8_DOT_TOL: the same integers as sdot's). */
 #define INT8_DOT_TOL 1e-5
@@ -270,7 +256,7 @@ static void test_int8_vnni(void **state) {
     char *obj = xasprintf("%s/vnni%zu.o", workdir, i);
     free(rnnc_expect(0, (const char *const[]){"build", gru.graph, gru.ckpt, "-o", obj, "--cpu",
                                               cpus[i].cpu, "--quantize", "int8", NULL}));
-    int n = count_vpdpbusd(obj);
+    int n = count_disassembled("objdump", obj, "vpdpbusd");
     print_message("%s (--cpu %s): %d vpdpbusd instructions\n", obj, cpus[i].cpu, n);
     if (cpus[i].vnni ? n == 0 : n != 0)
       fail_msg("%s (--cpu %s) has %d vpdpbusd instructions", obj, cpus[i].cpu, n);
@@ -294,7 +280,7 @@ static void test_int8_vnni(void **state) {
       b.quantize = true;
       b.prefix = c ? (m ? "rnn8a" : "gru8a") : (m ? "rnn8v" : "gru8v");
       build(&b);
-      if (!count_vpdpbusd(b.obj))
+      if (!count_disassembled("objdump", b.obj, "vpdpbusd"))
         fail_msg("%s (--cpu %s, a CPU with VNNI) has no vpdpbusd instruction", b.obj, b.cpu);
       int C;
       float *fl = jit_logits(b.graph, b.ckpt, &b.names, &C, false);

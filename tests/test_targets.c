@@ -310,20 +310,6 @@ static void test_aarch64(void **state) {
   run_target(&aarch64);
 }
 
-/* The number of sdot instructions in obj's disassembly. */
-static int count_sdot(const char *obj) {
-  char *out = xasprintf("%s.dis", obj);
-  if (sh("aarch64-linux-gnu-objdump -d '%s' > '%s'", obj, out))
-    fail_msg("aarch64-linux-gnu-objdump -d %s failed", obj);
-  char *text = read_text(out);
-  int n = 0;
-  for (const char *p = text; (p = strstr(p, "\tsdot\t")); p++)
-    n++;
-  free(text);
-  free(out);
-  return n;
-}
-
 /* int8 weights for an AArch64 CPU with sdot (cortex-a76): the object's
  * products are sdot instructions, its logits the reference interpreter's
  * int8 arithmetic's (interp_set_object) within INT8_DOT_TOL, and its
@@ -336,7 +322,7 @@ static void test_aarch64_sdot(void **state) {
   for (size_t g = 0; g < ARRAY_LEN(models_dot); g++) {
     run_model(&aarch64_dot, &models_dot[g], "");
     char *obj = xasprintf("%s/%s_%s.o", workdir, aarch64_dot.name, models_dot[g].prefix);
-    int n = count_sdot(obj);
+    int n = count_disassembled("aarch64-linux-gnu-objdump", obj, "\tsdot\t");
     print_message("%s: %d sdot instructions\n", obj, n);
     if (n == 0)
       fail_msg("%s (for %s) has no sdot instruction", obj, models_dot[g].cpu);
@@ -350,7 +336,7 @@ static void test_aarch64_sdot(void **state) {
   char *obj = xasprintf("%s/generic8.o", workdir);
   free(rnnc_expect(0, (const char *const[]){"build", generic.graph, generic.ckpt, "-o", obj, "--target",
                                             aarch64.triple, "--quantize", "int8", NULL}));
-  if (count_sdot(obj))
+  if (count_disassembled("aarch64-linux-gnu-objdump", obj, "\tsdot\t"))
     fail_msg("%s, for the generic AArch64 CPU (no dotprod), has sdot instructions", obj);
   free(obj);
 }

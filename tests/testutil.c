@@ -272,6 +272,19 @@ char *read_text(const char *path) {
   return s;
 }
 
+int count_disassembled(const char *objdump, const char *obj, const char *needle) {
+  char *out = xasprintf("%s.dis", obj);
+  if (sh("%s -d '%s' > '%s'", objdump, obj, out))
+    fail_msg("%s -d %s failed", objdump, obj);
+  char *text = read_text(out);
+  int n = 0;
+  for (const char *p = text; (p = strstr(p, needle)); p++)
+    n++;
+  free(text);
+  free(out);
+  return n;
+}
+
 size_t count_lines(const char *path) {
   FILE *f = fopen(path, "r");
   size_t n = 0;

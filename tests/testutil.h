@@ -66,6 +66,10 @@ char *graph_variant(const char *rel, ...);
 int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* A whole file (malloc'd); fails the test when it cannot be read. */
 char *read_text(const char *path);
+/* How many times needle occurs in the disassembly of the object file obj
+ * by the objdump command (e.g. "aarch64-linux-gnu-objdump"); fails the
+ * test when objdump does. */
+int count_disassembled(const char *objdump, const char *obj, const char *needle);
 /* The complete lines of a file: its newlines (0 when it does not exist,
  * so a test can poll a file another process is still creating). */
 size_t count_lines(const char *path);
