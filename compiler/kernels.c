@@ -690,15 +690,8 @@ static Simd simd_probe(LLVMTargetMachineRef tm) {
   LLVMBuildRetVoid(b);
   LLVMDisposeBuilder(b);
   Simd s = {.lanes = 1, .regs = 16};
-  char *msg = NULL;
-  LLVMMemoryBufferRef mb;
-  if (!LLVMTargetMachineEmitToMemoryBuffer(tm, m, LLVMAssemblyFile, &msg, &mb)) {
-    /* NUL-terminated copy: the buffer need not be */
-    size_t n = LLVMGetBufferSize(mb);
-    char *text = xmalloc(n + 1);
-    memcpy(text, LLVMGetBufferStart(mb), n);
-    text[n] = '\0';
-    LLVMDisposeMemoryBuffer(mb);
+  char *text = target_asm_text(tm, m);
+  if (text) {
     if (strstr(text, "%zmm"))
       s = (Simd){.lanes = 16, .regs = 32};
     else if (strstr(text, "%ymm"))
@@ -711,7 +704,6 @@ static Simd simd_probe(LLVMTargetMachineRef tm) {
       s = (Simd){.lanes = 4, .regs = 16}; /* wasm simd128 */
     free(text);
   }
-  LLVMDisposeMessage(msg);
   LLVMDisposeModule(m);
   LLVMContextDispose(ctx);
   return s;

@@ -485,6 +485,9 @@ void target_init_native(void);
  * of another triple is initialized here, when first needed. */
 LLVMTargetMachineRef target_machine(const char *triple, const char *cpu, const char *features,
                                     LLVMRelocMode reloc, Err *e);
+/* Module m compiled by tm as assembly text (malloc'd, NUL-terminated), or
+ * NULL when it cannot be: what the probes below look for instructions in. */
+char *target_asm_text(LLVMTargetMachineRef tm, LLVMModuleRef m);
 /* Whether tm has an instruction for llvm.fma.f32 (else it is a call to
  * libm's fmaf). */
 bool target_has_fma(LLVMTargetMachineRef tm);

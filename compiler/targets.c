@@ -152,6 +152,20 @@ LLVMTargetMachineRef target_machine(const char *triple, const char *cpu, const c
   return tm;
 }
 
+char *target_asm_text(LLVMTargetMachineRef tm, LLVMModuleRef m) {
+  char *msg = NULL, *text = NULL;
+  LLVMMemoryBufferRef mb;
+  if (!LLVMTargetMachineEmitToMemoryBuffer(tm, m, LLVMAssemblyFile, &msg, &mb)) {
+    size_t n = LLVMGetBufferSize(mb);
+    text = xmalloc(n + 1); /* NUL-terminated: the buffer need not be */
+    memcpy(text, LLVMGetBufferStart(mb), n);
+    text[n] = '\0';
+    LLVMDisposeMemoryBuffer(mb);
+  }
+  LLVMDisposeMessage(msg);
+  return text;
+}
+
 /* Whether tm computes llvm.fma.f32 with an instruction: compiles a call to
  * it and looks for a call to libm's fmaf in the object. */
 bool target_has_fma(LLVMTargetMachineRef tm) {
@@ -228,13 +242,8 @@ Int8Dot target_int8_dot(LLVMTargetMachineRef tm) {
                                  LLVMGetIntrinsicDeclaration(m, id, &v32, 1), &prod, 1, ""));
   LLVMDisposeBuilder(b);
   Int8Dot dot = INT8_DOT_NONE;
-  char *msg = NULL;
-  LLVMMemoryBufferRef mb;
-  if (!LLVMTargetMachineEmitToMemoryBuffer(tm, m, LLVMAssemblyFile, &msg, &mb)) {
-    size_t len = LLVMGetBufferSize(mb);
-    char *text = xmalloc(len + 1); /* NUL-terminated: the buffer need not be */
-    memcpy(text, LLVMGetBufferStart(mb), len);
-    text[len] = '\0';
+  char *text = target_asm_text(tm, m);
+  if (text) {
     /* not in a name: "\tsdot\tv0.4s, ...", "\tvpdpbusd\t(%rsi), %zmm0, %zmm1" */
     const char *p = strstr(text, arm64 ? "\tsdot\t" : "\tvpdpbusd\t");
     if (p && arm64)
@@ -245,9 +254,7 @@ Int8Dot target_int8_dot(LLVMTargetMachineRef tm) {
       dot = zmm ? INT8_DOT_VNNI512 : INT8_DOT_VNNI256;
     }
     free(text);
-    LLVMDisposeMemoryBuffer(mb);
   }
-  LLVMDisposeMessage(msg);
   LLVMDisposeModule(m);
   LLVMContextDispose(ctx);
   return dot;
