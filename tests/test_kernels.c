@@ -91,7 +91,7 @@ static void mod_end(Mod *md, Fn **fns) {
   Err e;
   Buf obj = {0};
   JitTimes t = {0};
-  if (jit_compile(md->j, md->m, NULL, &obj, &t, &e) || jit_add_object(md->j, obj.data, obj.len, &e))
+  if (jit_compile(md->j, md->m, &obj, &t, &e) || jit_add_object(md->j, obj.data, obj.len, &e))
     fail_msg("%s", e.msg);
   buf_free(&obj);
   LLVMDisposeModule(md->m);
