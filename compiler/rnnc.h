@@ -426,6 +426,9 @@ typedef struct Simd {
  * one (jit_new("haswell")), from the registers its back end gives a vector
  * add (kernels.c). */
 Simd simd_of(LLVMTargetMachineRef tm);
+/* The same without a target machine, for a non-empty feature list (what
+ * a target machine of that triple and features would give). */
+Simd simd_of_features(const char *triple, const char *features);
 
 /* What a generated kernel needs from its caller, in floats. */
 typedef struct KernelAbi {
