@@ -585,7 +585,7 @@ static void bench_gemm(double peak) {
   cg_dispose(&cg);
   Buf obj = {0};
   JitTimes jt = {0};
-  if (jit_compile(j, mod, NULL, &obj, &jt, &e) || jit_add_object(j, obj.data, obj.len, &e)) {
+  if (jit_compile(j, mod, &obj, &jt, &e) || jit_add_object(j, obj.data, obj.len, &e)) {
     fprintf(stderr, "roofline: %s\n", e.msg);
     exit(1);
   }

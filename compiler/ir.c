@@ -742,6 +742,99 @@ void graph_print(const Graph *g, Buf *out) {
   free(p.num);
 }
 
+/* ------------------------------------------------------------- graph_key */
+
+static void key_i64(Buf *out, int64_t v) {
+  unsigned char b[8];
+  for (int i = 0; i < 8; i++)
+    b[i] = (unsigned char)((uint64_t)v >> (8 * i));
+  buf_put(out, b, sizeof b);
+}
+
+static void key_f64(Buf *out, double v) {
+  uint64_t bits;
+  memcpy(&bits, &v, sizeof bits);
+  key_i64(out, (int64_t)bits);
+}
+
+static void key_type(Buf *out, Type t) {
+  key_i64(out, t.kind);
+  key_i64(out, t.rank);
+  key_i64(out, t.dim[0]);
+  key_i64(out, t.dim[1]);
+}
+
+static void key_ints(Buf *out, const int *v, int n) {
+  key_i64(out, n);
+  for (int i = 0; i < n; i++)
+    key_i64(out, v[i]);
+}
+
+void graph_key(const Graph *g, Buf *out) {
+  static const char tag[] = "rnnc graph key 1\n";
+  buf_put(out, tag, sizeof tag - 1);
+  key_i64(out, g->stage);
+  key_i64(out, (int64_t)g->nfloats);
+  key_i64(out, g->vocab);
+  key_i64(out, g->classes);
+  key_i64(out, g->input);
+  key_i64(out, g->target);
+  key_i64(out, g->output);
+  key_i64(out, g->loss);
+  key_i64(out, g->grad_norm);
+  const TrainConfig *t = &g->train;
+  key_i64(out, t->optim);
+  key_f64(out, t->lr);
+  key_f64(out, t->beta1);
+  key_f64(out, t->beta2);
+  key_f64(out, t->eps);
+  key_f64(out, t->weight_decay);
+  key_f64(out, t->momentum);
+  key_f64(out, t->dampening);
+  key_i64(out, t->nesterov);
+  key_i64(out, t->sched);
+  key_i64(out, t->warmup);
+  key_i64(out, t->decay);
+  key_f64(out, t->gamma);
+  key_f64(out, t->min_lr);
+  key_f64(out, t->clip_norm);
+  key_i64(out, t->epochs);
+  key_i64(out, t->batch);
+  key_i64(out, g->nparams);
+  for (int i = 0; i < g->nparams; i++) {
+    const Param *p = &g->params[i];
+    size_t n = strlen(p->name);
+    key_i64(out, (int64_t)n);
+    buf_put(out, p->name, n);
+    key_type(out, p->type);
+    key_i64(out, p->init);
+    key_f64(out, p->init_arg);
+    key_i64(out, p->trainable);
+    key_i64(out, (int64_t)p->offset);
+  }
+  key_i64(out, g->nblocks);
+  for (int i = 0; i < g->nblocks; i++) {
+    const Block *b = &g->blocks[i];
+    key_i64(out, b->parent);
+    key_ints(out, b->nodes, b->n);
+    key_ints(out, b->args, b->nargs);
+    key_ints(out, b->yields, b->nyields);
+  }
+  key_i64(out, g->nnodes);
+  for (int i = 0; i < g->nnodes; i++) {
+    const Node *n = &g->nodes[i];
+    key_i64(out, n->op);
+    key_type(out, n->type);
+    key_ints(out, n->in, n->nin);
+    key_i64(out, n->a);
+    key_i64(out, n->b);
+    key_i64(out, n->c);
+    key_f64(out, n->f);
+    key_i64(out, n->region);
+    key_i64(out, n->block);
+  }
+}
+
 /* --------------------------------------------------------------- verifier */
 
 typedef struct Verifier {

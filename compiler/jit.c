@@ -1,11 +1,10 @@
 /* jit.c: the optimization pipelines, and ORC LLJIT for running kernels
  * in-process (for the host: target_machine in targets.c): each kernel is
- * compiled to an object file (or taken from the kernel cache, cache.c) and
- * linked. */
+ * compiled to an object file (or taken from the kernel cache, cache.c,
+ * keyed by the graph it is made from, before any codegen) and linked. */
 #define _GNU_SOURCE /* dl_iterate_phdr */
 #include <link.h>
 #include <llvm-c/Analysis.h>
-#include <llvm-c/BitWriter.h>
 #include <llvm-c/Core.h>
 #include <llvm-c/Error.h>
 #include <llvm-c/LLJIT.h>
@@ -157,8 +156,8 @@ static int append_build_id(const void *addr, Buf *out) {
   return q.rc;
 }
 
-/* The cache key's first part: everything but the module that the machine
- * code depends on. rnnc's code generator and optimization pipeline are in
+/* The cache key's first part: everything but the graph and the kernel kind
+ * that the machine code depends on. rnnc's code generator and optimization pipeline are in
  * the build ID of the binary that holds this code (a rebuilt rnnc never
  * loads the kernels of another build); LLVM's, when it is a shared library,
  * in that library's. Without a build ID it stays empty, and nothing is
@@ -191,6 +190,12 @@ static LLVMTargetMachineRef kernel_target_machine(const Jit *j, Err *e) {
 }
 
 Simd jit_simd(const Jit *j) {
+  if (*j->features) { /* the host's: no target machine needed (~0.8 M instructions) */
+    char *triple = LLVMGetDefaultTargetTriple(); /* kernel_target_machine's */
+    Simd s = simd_of_features(triple, j->features);
+    LLVMDisposeMessage(triple);
+    return s;
+  }
   Err e;
   LLVMTargetMachineRef tm = kernel_target_machine(j, &e);
   Simd s = tm ? simd_of(tm) : (Simd){.lanes = 4, .regs = 16}; /* SSE2's, which every x86-64 has */
@@ -267,40 +272,89 @@ static int emit_object(LLVMTargetMachineRef tm, LLVMModuleRef m, Buf *obj, Err *
   return 0;
 }
 
-int jit_compile(const Jit *j, LLVMModuleRef m, Cache *c, Buf *obj, JitTimes *t, Err *e) {
+int jit_compile(const Jit *j, LLVMModuleRef m, Buf *obj, JitTimes *t, Err *e) {
   double t0 = thread_seconds();
-  Buf key = {0};
-  size_t start = obj->len;
-  if (c && j->id.len) {
-    /* The key: the identity and the module as codegen made it, which
-     * holds every constant, layout and option of the kernel exactly. */
-    buf_put(&key, j->id.data, j->id.len);
-    LLVMMemoryBufferRef bc = LLVMWriteBitcodeToMemoryBuffer(m);
-    buf_put(&key, LLVMGetBufferStart(bc), LLVMGetBufferSize(bc));
-    LLVMDisposeMemoryBuffer(bc);
-    if (!cache_load(c, key.data, key.len, obj)) {
-      t->cache += thread_seconds() - t0;
-      t->kernels++;
-      t->cached++;
-      buf_free(&key);
-      return 0;
-    }
-  }
-  double t1 = thread_seconds();
   LLVMTargetMachineRef tm = kernel_target_machine(j, e);
   int rc = tm ? optimize_kernel(m, tm, e) : -1;
-  double t2 = thread_seconds();
+  double t1 = thread_seconds();
   if (!rc)
     rc = emit_object(tm, m, obj, e);
-  double t3 = thread_seconds();
-  if (!rc && key.len)
-    cache_store(c, key.data, key.len, obj->data + start, obj->len - start);
-  t->cache += (t1 - t0) + (thread_seconds() - t3);
-  t->optimize += t2 - t1;
-  t->machine_code += t3 - t2;
+  t->optimize += t1 - t0;
+  t->machine_code += thread_seconds() - t1;
   t->kernels += !rc;
   if (tm)
     LLVMDisposeTargetMachine(tm);
+  return rc;
+}
+
+/* A cache entry's value: the kernel's ABI, four little-endian u64
+ * (scratch_fixed, scratch_per_t, scratch_per_b, noise), then the object. */
+enum { ABI_BYTES = 32 };
+
+static void put_abi(Buf *b, const KernelAbi *abi) {
+  const uint64_t v[4] = {abi->scratch_fixed, abi->scratch_per_t, abi->scratch_per_b, abi->noise};
+  for (int i = 0; i < 4; i++) {
+    unsigned char p[8];
+    for (int k = 0; k < 8; k++)
+      p[k] = (unsigned char)(v[i] >> (8 * k));
+    buf_put(b, p, sizeof p);
+  }
+}
+
+static KernelAbi get_abi(const unsigned char *p) {
+  uint64_t v[4] = {0};
+  for (int i = 0; i < 4; i++)
+    for (int k = 0; k < 8; k++)
+      v[i] |= (uint64_t)p[8 * i + k] << (8 * k);
+  return (KernelAbi){.scratch_fixed = (size_t)v[0], .scratch_per_t = (size_t)v[1],
+                     .scratch_per_b = (size_t)v[2], .noise = (size_t)v[3]};
+}
+
+void jit_kernel_key(const Jit *j, KernelKind kind, const Graph *g, Simd simd, Buf *key) {
+  buf_put(key, j->id.data, j->id.len);
+  buf_printf(key, "kernel %s\nsimd %d lanes, %d registers, %d lanes for products\n",
+             kernel_name(kind), simd.lanes, simd.regs, simd.mv_lanes);
+  graph_key(g, key);
+}
+
+int jit_kernel(const Jit *j, KernelKind kind, const Graph *g, Simd simd, Cache *c, Buf *obj,
+               KernelAbi *abi, JitTimes *t, Err *e) {
+  double t0 = thread_seconds();
+  Buf key = {0}, val = {0};
+  if (c && j->id.len) {
+    jit_kernel_key(j, kind, g, simd, &key);
+    if (!cache_load(c, key.data, key.len, &val) && val.len > ABI_BYTES) {
+      *abi = get_abi((const unsigned char *)val.data);
+      buf_put(obj, val.data + ABI_BYTES, val.len - ABI_BYTES);
+      buf_free(&val);
+      buf_free(&key);
+      t->cache += thread_seconds() - t0;
+      t->kernels++;
+      t->cached++;
+      return 0;
+    }
+    val.len = 0; /* a miss, or a value too short to hold an ABI: rebuilt and stored */
+  }
+  double t1 = thread_seconds();
+  t->cache += t1 - t0;
+  LLVMContextRef ctx = LLVMContextCreate();
+  LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(kernel_name(kind), ctx);
+  size_t start = obj->len;
+  *abi = (KernelAbi){0}; /* what codegen leaves unset is stored as 0 */
+  int rc = kernel_emit_simd(kind, g, mod, simd, abi, e);
+  t->codegen += thread_seconds() - t1;
+  if (!rc)
+    rc = jit_compile(j, mod, obj, t, e);
+  LLVMDisposeModule(mod);
+  LLVMContextDispose(ctx);
+  if (!rc && key.len) {
+    double t2 = thread_seconds();
+    put_abi(&val, abi);
+    buf_put(&val, obj->data + start, obj->len - start);
+    cache_store(c, key.data, key.len, val.data, val.len);
+    t->cache += thread_seconds() - t2;
+  }
+  buf_free(&val);
   buf_free(&key);
   return rc;
 }

@@ -709,8 +709,9 @@ static Simd simd_probe(LLVMTargetMachineRef tm) {
   return s;
 }
 
-Simd simd_of(LLVMTargetMachineRef tm) {
-  char *triple = LLVMGetTargetMachineTriple(tm), *features = LLVMGetTargetMachineFeatureString(tm);
+/* From a triple and a feature list; tm (may be NULL when features is not
+ * empty) for a CPU named without one. */
+static Simd simd_for(const char *triple, const char *features, LLVMTargetMachineRef tm) {
   Simd s = {.lanes = 1, .regs = 16};
   bool x86 =
       !strncmp(triple, "x86_64", 6) || (triple[0] == 'i' && triple[1] && !strncmp(triple + 2, "86", 2));
@@ -727,9 +728,19 @@ Simd simd_of(LLVMTargetMachineRef tm) {
   else if (!strncmp(triple, "wasm", 4) && has_feature(features, "+simd128"))
     s = (Simd){.lanes = 4, .regs = 16};
   s.mv_lanes = x86 ? BLOCK : s.lanes;
+  return s;
+}
+
+Simd simd_of(LLVMTargetMachineRef tm) {
+  char *triple = LLVMGetTargetMachineTriple(tm), *features = LLVMGetTargetMachineFeatureString(tm);
+  Simd s = simd_for(triple, features, tm);
   LLVMDisposeMessage(triple);
   LLVMDisposeMessage(features);
   return s;
+}
+
+Simd simd_of_features(const char *triple, const char *features) {
+  return simd_for(triple, features, NULL);
 }
 
 /* ------------------------------------------------------------------ GEMM

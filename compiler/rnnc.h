@@ -244,6 +244,8 @@ typedef struct TrainConfig {
 
 typedef enum Stage { STAGE_FORWARD, STAGE_GRAD } Stage;
 
+/* Every field of a graph but src and the positions is in graph_key's bytes
+ * (the kernel cache's key): a new field goes there too. */
 typedef struct Graph {
   Src *src;
   Node *nodes;
@@ -287,6 +289,12 @@ Graph *graph_new(void);
 void graph_free(Graph *g);
 /* Writes the deterministic text form of the IR. */
 void graph_print(const Graph *g, Buf *out);
+/* Appends the graph as bytes that determine its kernels: every field of
+ * the graph, its nodes, blocks and parameters, exactly (floats as their
+ * bits), but the source and positions (a comment changed in the graph file
+ * gives the same bytes). The kernel cache's key (jit_kernel); a field added
+ * to Graph, Node, Block, Param or TrainConfig belongs here too. */
+void graph_key(const Graph *g, Buf *out);
 /* Checks SSA order, operand types and every op's shape rule; returns 0, or
  * -1 with a message naming the node and the rule it breaks. */
 int graph_verify(const Graph *g, Err *e);
@@ -418,6 +426,9 @@ typedef struct Simd {
  * one (jit_new("haswell")), from the registers its back end gives a vector
  * add (kernels.c). */
 Simd simd_of(LLVMTargetMachineRef tm);
+/* The same without a target machine, for a non-empty feature list (what
+ * a target machine of that triple and features would give). */
+Simd simd_of_features(const char *triple, const char *features);
 
 /* What a generated kernel needs from its caller, in floats. */
 typedef struct KernelAbi {
@@ -559,10 +570,11 @@ void jit_free(Jit *j);
 /* The vectors of the JIT's target (simd_of), for codegen. */
 Simd jit_simd(const Jit *j);
 
-/* Where jit_compile's time went, summed over calls: CPU seconds of the
- * thread that compiled. */
+/* Where jit_kernel's and jit_compile's time went, summed over calls: CPU
+ * seconds of the thread that compiled. */
 typedef struct JitTimes {
   double cache;        /* the key, reading and writing the cache */
+  double codegen;      /* rnnc's codegen of the kernels not in the cache */
   double optimize;     /* LLVM's optimization passes */
   double machine_code; /* LLVM's code generator */
   int kernels, cached; /* kernels compiled; how many of them came from the cache */
@@ -570,11 +582,9 @@ typedef struct JitTimes {
 
 /* Compiles the kernel in module m (as codegen made it) for the JIT's
  * target into an object file appended to obj: optimizes it and generates
- * machine code, or takes the object that cache c (NULL: none) holds for
- * the same module, target and rnnc build, and stores what it compiled.
- * m is changed, not taken. Thread-safe: kernels can be compiled at once,
- * each in a context of its own. */
-int jit_compile(const Jit *j, LLVMModuleRef m, Cache *c, Buf *obj, JitTimes *t, Err *e);
+ * machine code. m is changed, not taken. Thread-safe: kernels can be
+ * compiled at once, each in a context of its own. */
+int jit_compile(const Jit *j, LLVMModuleRef m, Buf *obj, JitTimes *t, Err *e);
 /* Adds an object of jit_compile's to the JIT (not thread-safe); it is
  * linked at the first lookup of one of its symbols. */
 int jit_add_object(Jit *j, const void *obj, size_t len, Err *e);
@@ -708,5 +718,18 @@ int kernel_emit(KernelKind k, const Graph *g, LLVMModuleRef m, LLVMTargetMachine
  * kernels compiled at once in contexts of their own. */
 int kernel_emit_simd(KernelKind k, const Graph *g, LLVMModuleRef m, Simd simd, KernelAbi *abi,
                      Err *e);
+
+/* (jit.c) Kernel `kind` of graph g (after its passes, see kernels_prepare) for the
+ * JIT's target with vectors simd (jit_simd): the object file appended to
+ * obj and its ABI in *abi. Takes both from cache c (NULL: none) when it
+ * holds the kernel's key, with no codegen at all; else emits the kernel
+ * (kernel_emit_simd), compiles it (jit_compile) and stores both. The key
+ * (jit_kernel_key): the JIT's identity (rnnc's and LLVM's builds, target
+ * triple, CPU and features), the kind, simd and the graph's bytes
+ * (graph_key): everything the kernel's code and ABI depend on.
+ * Thread-safe as jit_compile; g is only read. */
+int jit_kernel(const Jit *j, KernelKind kind, const Graph *g, Simd simd, Cache *c, Buf *obj,
+               KernelAbi *abi, JitTimes *t, Err *e);
+void jit_kernel_key(const Jit *j, KernelKind kind, const Graph *g, Simd simd, Buf *key);
 
 #endif

@@ -13,6 +13,94 @@
 #include <mpi.h>
 #endif
 
+#ifdef RNNC_MPI_LIBRARY
+/* Open MPI, loaded only when a launcher started this process as one of
+ * several (dist_init): linked, libmpi and the six libraries it needs cost
+ * every rnnc command ~90 page faults and ~2.7 M instructions of the
+ * dynamic loader's relocations at start-up (docs/benchmarks.md,
+ * "Start-up"). RNNC_MPI_LIBRARY is its soname (CMakeLists.txt). The
+ * calls below go through pointers dlsym finds; Open MPI's handles
+ * (MPI_COMM_WORLD, MPI_FLOAT, ...) are the addresses of its globals, which
+ * mpi.h's macros take: each global's name becomes the object at the
+ * address dlsym found. RNNC_MPI_LIBRARY_DIR: the directory the build
+ * found it in, tried when the dynamic loader's search does not find it. */
+#include <dlfcn.h>
+
+static struct {
+  __typeof__(MPI_Initialized) *Initialized;
+  __typeof__(MPI_Init) *Init;
+  __typeof__(MPI_Comm_rank) *Comm_rank;
+  __typeof__(MPI_Comm_size) *Comm_size;
+  __typeof__(MPI_Comm_split_type) *Comm_split_type;
+  __typeof__(MPI_Comm_free) *Comm_free;
+  __typeof__(MPI_Finalize) *Finalize;
+  __typeof__(MPI_Allreduce) *Allreduce;
+  __typeof__(MPI_Abort) *Abort;
+  char *comm_world, *info_null, *op_sum, *op_min, *t_int, *t_float, *t_double, *t_uint64;
+} mpi;
+
+#define MPI_Initialized (*mpi.Initialized)
+#define MPI_Init (*mpi.Init)
+#define MPI_Comm_rank (*mpi.Comm_rank)
+#define MPI_Comm_size (*mpi.Comm_size)
+#define MPI_Comm_split_type (*mpi.Comm_split_type)
+#define MPI_Comm_free (*mpi.Comm_free)
+#define MPI_Finalize (*mpi.Finalize)
+#define MPI_Allreduce (*mpi.Allreduce)
+#define MPI_Abort (*mpi.Abort)
+#define ompi_mpi_comm_world (*mpi.comm_world)
+#define ompi_mpi_info_null (*mpi.info_null)
+#define ompi_mpi_op_sum (*mpi.op_sum)
+#define ompi_mpi_op_min (*mpi.op_min)
+#define ompi_mpi_int (*mpi.t_int)
+#define ompi_mpi_float (*mpi.t_float)
+#define ompi_mpi_double (*mpi.t_double)
+#define ompi_mpi_uint64_t (*mpi.t_uint64)
+
+static int load_mpi(Err *e) {
+  if (mpi.Init)
+    return 0;
+  /* RTLD_GLOBAL: Open MPI's own plugins (dlopened by libmpi) resolve
+   * libmpi's symbols through the global scope. */
+  void *lib = dlopen(RNNC_MPI_LIBRARY, RTLD_NOW | RTLD_GLOBAL);
+  if (!lib) /* not in the loader's path: where the build found it */
+    lib = dlopen(RNNC_MPI_LIBRARY_DIR "/" RNNC_MPI_LIBRARY, RTLD_NOW | RTLD_GLOBAL);
+  if (!lib)
+    return errf(e, "started by an MPI launcher, but cannot load Open MPI: %s", dlerror());
+  const struct {
+    const char *name;
+    void **at;
+  } syms[] = {
+      {"MPI_Initialized", (void **)&mpi.Initialized},
+      {"MPI_Init", (void **)&mpi.Init},
+      {"MPI_Comm_rank", (void **)&mpi.Comm_rank},
+      {"MPI_Comm_size", (void **)&mpi.Comm_size},
+      {"MPI_Comm_split_type", (void **)&mpi.Comm_split_type},
+      {"MPI_Comm_free", (void **)&mpi.Comm_free},
+      {"MPI_Finalize", (void **)&mpi.Finalize},
+      {"MPI_Allreduce", (void **)&mpi.Allreduce},
+      {"MPI_Abort", (void **)&mpi.Abort},
+      {"ompi_mpi_comm_world", (void **)&mpi.comm_world},
+      {"ompi_mpi_info_null", (void **)&mpi.info_null},
+      {"ompi_mpi_op_sum", (void **)&mpi.op_sum},
+      {"ompi_mpi_op_min", (void **)&mpi.op_min},
+      {"ompi_mpi_int", (void **)&mpi.t_int},
+      {"ompi_mpi_float", (void **)&mpi.t_float},
+      {"ompi_mpi_double", (void **)&mpi.t_double},
+      {"ompi_mpi_uint64_t", (void **)&mpi.t_uint64},
+  };
+  void *found[ARRAY_LEN(syms)];
+  for (size_t i = 0; i < ARRAY_LEN(syms); i++)
+    if (!(found[i] = dlsym(lib, syms[i].name)))
+      return errf(e, "%s has no %s: %s", RNNC_MPI_LIBRARY, syms[i].name, dlerror());
+  for (size_t i = 0; i < ARRAY_LEN(syms); i++) /* all or none */
+    *syms[i].at = found[i];
+  return 0;
+}
+#elif defined(RNNC_HAVE_MPI)
+static int load_mpi(Err *e) { return (void)e, 0; } /* linked */
+#endif
+
 int dist_launched_size(void) {
   /* Open MPI's mpirun; MPICH's and Intel MPI's Hydra, and srun with PMI;
    * MVAPICH2 */
@@ -34,6 +122,8 @@ int dist_init(Dist *d, Err *e) {
   if (launched <= 1)
     return 0;
 #ifdef RNNC_HAVE_MPI
+  if (load_mpi(e))
+    return -1;
   int already = 0;
   MPI_Initialized(&already);
   if (!already && MPI_Init(NULL, NULL) != MPI_SUCCESS)

@@ -41,7 +41,6 @@ typedef struct Kernel {
   KernelAbi *abi;
   void **fn;
   Buf obj; /* the object file */
-  double codegen;
   JitTimes times;
   Err err;
   int rc;
@@ -56,23 +55,14 @@ typedef struct Build {
   atomic_int next; /* the next kernel a thread takes */
 } Build;
 
-/* Takes kernels until none is left: codegen into a module in a context of
- * its own, then jit_compile (through the cache: the one place where
- * kernels are compiled). */
+/* Takes kernels until none is left: jit_kernel (through the cache: the one
+ * place where kernels are compiled). */
 static void *compile_kernels(void *arg) {
   Build *bd = arg;
   for (int i; (i = atomic_fetch_add(&bd->next, 1)) < bd->n;) {
     Kernel *k = &bd->k[i];
-    const char *name = kernel_name(k->kind);
-    LLVMContextRef ctx = LLVMContextCreate();
-    LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(name, ctx);
-    double t0 = thread_seconds();
-    k->rc = kernel_emit_simd(k->kind, k->g, mod, bd->simd, k->abi, &k->err);
-    k->codegen = thread_seconds() - t0;
-    if (!k->rc)
-      k->rc = jit_compile(bd->jit, mod, bd->cache, &k->obj, &k->times, &k->err);
-    LLVMDisposeModule(mod);
-    LLVMContextDispose(ctx);
+    k->rc = jit_kernel(bd->jit, k->kind, k->g, bd->simd, bd->cache, &k->obj, k->abi, &k->times,
+                       &k->err);
   }
   return NULL;
 }
@@ -99,7 +89,7 @@ static int build_kernels(Model *m, Kernel *k, int n, const ModelOptions *opt, Er
   cache_close(bd.cache);
   int rc = 0;
   for (int i = 0; i < n; i++) {
-    m->times.codegen += k[i].codegen;
+    m->times.codegen += k[i].times.codegen;
     m->times.jit.cache += k[i].times.cache;
     m->times.jit.optimize += k[i].times.optimize;
     m->times.jit.machine_code += k[i].times.machine_code;

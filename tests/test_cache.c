@@ -15,7 +15,14 @@
  * replaced; a valid entry writable by group, or owned by another user, or
  * in a directory writable by group or owned by another user, is not
  * loaded (and another user's file not replaced). Processes filling the
- * same entry at once leave one whole entry. */
+ * same entry at once leave one whole entry, and an entry whose value is
+ * too short to hold the kernel's ABI is rebuilt too.
+ *
+ * The key (jit_kernel_key) is the graph after its passes, not the code:
+ * graph_key gives the same bytes for a graph file that differs only in
+ * comments and layout (through rnnc: the same entry is loaded), other
+ * bytes for another graph; a kernel and its ABI from the cache are those
+ * codegen and LLVM made (jit_kernel cold, then warm). */
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdbool.h>
@@ -427,10 +434,135 @@ static void test_damaged_entries_are_rebuilt(void **state) {
     free(got);
     free(bad);
   }
+  /* A whole entry with the right key whose value is too short to hold
+   * the kernel's ABI (written through the cache layer). */
+  Err e;
+  Cache *c = cache_open(f.dir, &e);
+  assert_non_null(c);
+  cache_store(c, good + HEADER, key_length(good), "abi", 3);
+  cache_close(c);
+  char *got = logits(rnn, false);
+  assert_string_equal(got, f.want);
+  assert_same_file(f.entry, good, n);
+  print_message("entry with no room for the ABI: ignored, rebuilt and replaced\n");
+  free(got);
   free(only_entry(f.dir));
   free(good);
   free(other);
   fixture_free(&f);
+}
+
+/* rnn.nn with a comment and blank lines more: the same graph, at other
+ * positions (malloc'd path). */
+static char *commented_rnn(void) {
+  char *text = slurp(rnn, NULL);
+  char *variant = xasprintf("# a comment that moves every position\n\n\n%s\n# and one at the end\n", text);
+  char *path = tmp_path("rnn_commented.nn");
+  write_text(path, variant);
+  free(variant);
+  free(text);
+  return path;
+}
+
+static void forward_key(const char *path, Buf *key) {
+  Err e;
+  size_t len;
+  char *text = slurp(path, &len);
+  Kernels ks;
+  if (kernels_prepare(&ks, path, text, len, KERNEL_BIT(KERNEL_FORWARD), 0, NULL, &e))
+    fail_msg("%s", e.msg);
+  graph_key(ks.graph[KERNEL_FORWARD], key);
+  kernels_free(&ks);
+  free(text);
+}
+
+static void test_key_is_the_graph(void **state) {
+  (void)state;
+  char *commented = commented_rnn();
+  Buf a = {0}, b = {0}, c = {0};
+  forward_key(rnn, &a);
+  forward_key(commented, &b);
+  forward_key(tanh_rnn, &c);
+  assert_int_equal(a.len, b.len);
+  assert_memory_equal(a.data, b.data, a.len);
+  assert_true(a.len != c.len || memcmp(a.data, c.data, a.len));
+  buf_free(&a);
+  buf_free(&b);
+  buf_free(&c);
+
+  /* Through rnnc: the commented graph loads rnn.nn's entry. */
+  char *dir = tmp_path("cache");
+  set_cache(dir);
+  char *cold = logits(rnn, false);
+  char *entry = only_entry(dir);
+  struct stat before, after;
+  assert_int_equal(stat(entry, &before), 0);
+  char *warm = logits(commented, false);
+  assert_string_equal(warm, cold);
+  free(only_entry(dir)); /* no second entry */
+  assert_int_equal(stat(entry, &after), 0);
+  assert_int_equal(before.st_ino, after.st_ino);
+  assert_int_equal(before.st_mtim.tv_nsec, after.st_mtim.tv_nsec);
+  print_message("a graph that differs in comments only: the same key, its entry loaded\n");
+  free(cold);
+  free(warm);
+  free(entry);
+  free(dir);
+  unlink(commented);
+  free(commented);
+}
+
+/* jit_kernel in process: the objects and ABIs of each kernel kind of
+ * gru.nn's training at batch 32 and of its forward kernels, compiled into
+ * an empty cache and loaded from it, are the same. */
+static void test_kernel_and_abi_from_the_cache(void **state) {
+  (void)state;
+  char *gru = src_path("graphs/gru.nn");
+  size_t len;
+  char *text = slurp(gru, &len);
+  Err e;
+  Kernels ks;
+  const KernelKind kinds[] = {KERNEL_STEP, KERNEL_UPDATE, KERNEL_FORWARD, KERNEL_FORWARD_BATCH};
+  unsigned want = 0;
+  for (size_t i = 0; i < ARRAY_LEN(kinds); i++)
+    want |= KERNEL_BIT(kinds[i]);
+  if (kernels_prepare(&ks, gru, text, len, want, 0, NULL, &e))
+    fail_msg("%s", e.msg);
+  Jit *j = jit_new(NULL, &e);
+  assert_non_null(j);
+  Simd simd = jit_simd(j);
+  char *dir = tmp_path("cache");
+  Cache *c = cache_open(dir, &e);
+  assert_non_null(c);
+  for (size_t i = 0; i < ARRAY_LEN(kinds); i++) {
+    const Graph *g = ks.graph[kinds[i]];
+    Buf obj[2] = {{0}};
+    KernelAbi abi[2];
+    memset(abi, 0xa5, sizeof abi);
+    JitTimes t[2] = {{0}};
+    for (int r = 0; r < 2; r++) /* cold, warm */
+      if (jit_kernel(j, kinds[i], g, simd, c, &obj[r], &abi[r], &t[r], &e))
+        fail_msg("%s: %s", kernel_name(kinds[i]), e.msg);
+    assert_int_equal(t[0].cached, 0);
+    assert_int_equal(t[1].cached, 1);
+    assert_true(t[0].codegen > 0 || t[0].optimize > 0);
+    assert_true(t[1].codegen == 0 && t[1].optimize == 0 && t[1].machine_code == 0);
+    assert_int_equal(obj[1].len, obj[0].len);
+    assert_memory_equal(obj[1].data, obj[0].data, obj[0].len);
+    assert_memory_equal(&abi[1], &abi[0], sizeof abi[0]);
+    print_message("%s: object (%zu bytes) and ABI (scratch %zu + T * %zu + B * %zu, noise %zu) "
+                  "the same from the cache\n",
+                  kernel_name(kinds[i]), obj[0].len, abi[0].scratch_fixed, abi[0].scratch_per_t,
+                  abi[0].scratch_per_b, abi[0].noise);
+    buf_free(&obj[0]);
+    buf_free(&obj[1]);
+  }
+  cache_close(c);
+  jit_free(j);
+  kernels_free(&ks);
+  free(dir);
+  free(text);
+  free(gru);
 }
 
 static void test_untrusted_entries_are_not_loaded(void **state) {
@@ -574,6 +706,8 @@ int main(void) {
       cmocka_unit_test(test_damaged_entries_are_rebuilt),
       cmocka_unit_test(test_untrusted_entries_are_not_loaded),
       cmocka_unit_test(test_concurrent_fill),
+      cmocka_unit_test(test_key_is_the_graph),
+      cmocka_unit_test(test_kernel_and_abi_from_the_cache),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

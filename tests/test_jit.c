@@ -396,7 +396,7 @@ static void object_with(Jit *j, const char *fname, Buf *obj) {
   LLVMDisposeBuilder(b);
   JitTimes t = {0};
   Err e;
-  if (jit_compile(j, mod, NULL, obj, &t, &e))
+  if (jit_compile(j, mod, obj, &t, &e))
     fail_msg("%s", e.msg);
   LLVMDisposeModule(mod);
   LLVMContextDispose(ctx);

@@ -91,7 +91,7 @@ static void mod_end(Mod *md, Fn **fns) {
   Err e;
   Buf obj = {0};
   JitTimes t = {0};
-  if (jit_compile(md->j, md->m, NULL, &obj, &t, &e) || jit_add_object(md->j, obj.data, obj.len, &e))
+  if (jit_compile(md->j, md->m, &obj, &t, &e) || jit_add_object(md->j, obj.data, obj.len, &e))
     fail_msg("%s", e.msg);
   buf_free(&obj);
   LLVMDisposeModule(md->m);
@@ -250,6 +250,16 @@ static void gemm_all(Jit *j, Simd simd, const char *label) {
 static void test_gemm_host(void **state) {
   Jit *j = jit_or_fail(NULL);
   Simd host = jit_simd(j);
+  /* jit_simd reads the host's features without a target machine: what
+   * simd_of finds in the host's target machine */
+  Err e;
+  LLVMTargetMachineRef tm = target_machine(NULL, NULL, NULL, LLVMRelocPIC, &e);
+  assert_non_null(tm);
+  Simd of_tm = simd_of(tm);
+  LLVMDisposeTargetMachine(tm);
+  assert_int_equal(host.lanes, of_tm.lanes);
+  assert_int_equal(host.regs, of_tm.regs);
+  assert_int_equal(host.mv_lanes, of_tm.mv_lanes);
   char label[64];
   snprintf(label, sizeof label, "host (%d x %d)", host.lanes, host.regs);
   gemm_all(j, host, label);
