@@ -425,6 +425,7 @@ typedef struct KernelAbi {
   size_t scratch_per_t; /* + B * scratch_per_b, and per_t per packed row) */
   size_t scratch_per_b;
   size_t noise; /* uniform draws per call (batched: per sequence), for noise nodes */
+  size_t packed; /* batched: floats of the packed weights (batch.c's packs), 0: none */
 } KernelAbi;
 
 /* A CPU's instructions for int8 x int8 dot products into int32 lanes. */

@@ -40,6 +40,7 @@ typedef struct Kernel {
   const Graph *g;
   KernelAbi *abi;
   void **fn;
+  void **pack; /* a batched kernel's NAME_pack (when abi->packed), or NULL */
   Buf obj; /* the object file */
   double codegen;
   JitTimes times;
@@ -120,6 +121,12 @@ static int build_kernels(Model *m, Kernel *k, int n, const ModelOptions *opt, Er
     rc = jit_add_object(m->jit, k[i].obj.data, k[i].obj.len, e);
     *k[i].fn = rc ? NULL : jit_lookup(m->jit, kernel_name(k[i].kind), e); /* links it */
     rc = rc || !*k[i].fn ? -1 : 0;
+    if (!rc && k[i].pack && k[i].abi->packed) {
+      char name[64];
+      snprintf(name, sizeof name, "%s_pack", kernel_name(k[i].kind));
+      *k[i].pack = jit_lookup(m->jit, name, e);
+      rc = *k[i].pack ? 0 : -1;
+    }
   }
   m->times.link += thread_seconds() - t0;
   for (int i = 0; i < n; i++)
@@ -187,13 +194,15 @@ int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e) {
     if (m->update) {
       k[n++] = (Kernel){.kind = batched ? KERNEL_STEP_BATCH : KERNEL_STEP, .g = m->train,
                         .abi = batched ? &m->bstep_abi : &m->step_abi,
-                        .fn = batched ? (void **)&m->bstep_fn : (void **)&m->step_fn};
+                        .fn = batched ? (void **)&m->bstep_fn : (void **)&m->step_fn,
+                        .pack = batched ? (void **)&m->bstep_pack_fn : NULL};
       k[n++] = (Kernel){.kind = KERNEL_UPDATE, .g = m->update, .abi = &m->update_abi, .fn = (void **)&m->update_fn};
     } else if (m->train) {
       k[n++] = (Kernel){.kind = KERNEL_TRAIN, .g = m->train, .abi = &m->train_abi, .fn = (void **)&m->train_fn};
     }
     if (m->fwd_batch)
-      k[n++] = (Kernel){.kind = KERNEL_FORWARD_BATCH, .g = m->fwd_batch, .abi = &m->bfwd_abi, .fn = (void **)&m->bfwd_fn};
+      k[n++] = (Kernel){.kind = KERNEL_FORWARD_BATCH, .g = m->fwd_batch, .abi = &m->bfwd_abi,
+                        .fn = (void **)&m->bfwd_fn, .pack = (void **)&m->bfwd_pack_fn};
     k[n++] = (Kernel){.kind = KERNEL_FORWARD, .g = m->fwd, .abi = &m->fwd_abi, .fn = (void **)&m->fwd_fn};
     if (build_kernels(m, k, n, opt, e))
       return -1;
@@ -206,6 +215,10 @@ int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e) {
   m->times.total = now_seconds() - t0;
   m->nslots = m->train ? SLOT_COUNT : 1; /* inference reads the values only */
   m->state = aligned(m->nslots * m->nfloats);
+  if (m->bstep_pack_fn)
+    m->bstep_packs = aligned(m->bstep_abi.packed);
+  if (m->bfwd_pack_fn)
+    m->bfwd_packs = aligned(m->bfwd_abi.packed);
   m->threads = opt->threads > 0 ? opt->threads : 1;
   m->pool = pool_new(m->threads);
   m->ws = xcalloc((size_t)m->threads, sizeof *m->ws);
@@ -222,6 +235,8 @@ void model_free(Model *m) {
   graph_free(m->update);
   graph_free(m->fwd_batch);
   free(m->state);
+  free(m->bstep_packs);
+  free(m->bfwd_packs);
   for (int t = 0; m->ws && t < m->threads; t++) {
     Workspace *w = &m->ws[t];
     free(w->scratch);
@@ -444,6 +459,8 @@ typedef struct Batch {
   size_t per_name;
   float *losses, *logits;
   float scale;
+  BatchPackFn pack_fn; /* pack_task: the kernel's packing, into packs */
+  float *packs;
 } Batch;
 
 /* Makes room for need elements of size elem in each of the k buffers
@@ -515,6 +532,23 @@ static int pack(Packed *pk, const int32_t *const *chars, const int32_t *lens,
   return T;
 }
 
+/* Thread task's share of the batched kernel's packed weights. */
+static void pack_task(void *ctx, int task, int thread) {
+  (void)thread;
+  Batch *b = ctx;
+  b->pack_fn(b->m->state, b->packs, task, b->m->threads);
+}
+
+/* The batched kernel's packs (fn: its NAME_pack, or NULL) from the values
+ * as they are now, spread over the threads: once per batch, for all of
+ * its chunks. */
+static void pack_weights(Model *m, BatchPackFn fn, float *packs) {
+  if (!fn)
+    return;
+  Batch b = {.m = m, .pack_fn = fn, .packs = packs};
+  pool_run(m->pool, m->threads, pack_task, &b);
+}
+
 /* One chunk's forward and backward passes, its gradients summed into its
  * thread's buffer. */
 static void step_chunk(void *ctx, int task, int thread) {
@@ -530,8 +564,8 @@ static void step_chunk(void *ctx, int task, int thread) {
     Packed *pk = &w->pk;
     int T = pack(pk, b->chars, b->lens, b->targets, names, 0, (size_t)cn, b->noise, b->per_name,
                  &m->bstep_abi, c);
-    m->bstep_fn(m->state, w->grad, pk->chars, pk->lens, pk->bs, pk->off, T, cn, pk->targets,
-                pk->noise, pk->scratch, pk->out);
+    m->bstep_fn(m->state, m->bstep_packs, w->grad, pk->chars, pk->lens, pk->bs, pk->off, T, cn,
+                pk->targets, pk->noise, pk->scratch, pk->out);
     for (int i = 0; i < cn; i++)
       b->losses[pk->order[i]] = pk->out[(size_t)i * (size_t)(c + 1) + (size_t)c];
     return;
@@ -588,6 +622,7 @@ int model_batch_gradient(Model *m, const int32_t *const *chars, const int32_t *l
     return 0;
   }
   reserve_for(m, lens, n);
+  pack_weights(m, m->bstep_fn ? m->bstep_pack_fn : NULL, m->bstep_packs);
   int nchunks = model_chunks(n);
   int32_t *plan = xmalloc((size_t)(n + nchunks + 1) * sizeof *plan);
   model_chunk_names(lens, n, plan, plan + n);
@@ -656,8 +691,8 @@ static void forward_chunk(void *ctx, int task, int thread) {
     Packed *pk = &w->pk;
     int T = pack(pk, b->chars, b->lens, NULL, NULL, lo, (size_t)(hi - lo), b->noise, b->per_name,
                  &m->bfwd_abi, c);
-    m->bfwd_fn(m->state, NULL, pk->chars, pk->lens, pk->bs, pk->off, T, hi - lo, pk->targets,
-               pk->noise, pk->scratch, pk->out);
+    m->bfwd_fn(m->state, m->bfwd_packs, NULL, pk->chars, pk->lens, pk->bs, pk->off, T, hi - lo,
+               pk->targets, pk->noise, pk->scratch, pk->out);
     for (int i = 0; i < hi - lo; i++)
       memcpy(b->logits + (size_t)pk->order[i] * (size_t)c, pk->out + (size_t)i * (size_t)(c + 1),
              (size_t)c * sizeof *b->logits);
@@ -679,6 +714,7 @@ int model_forward_batch(Model *m, const int32_t *const *chars, const int32_t *le
              .per_name = m->bfwd_fn ? m->bfwd_abi.noise : m->fwd_abi.noise, .logits = logits};
   b.nchunks = n < 4 * m->threads ? n : 4 * m->threads;
   b.noise = draw_noise(m, n, b.per_name);
+  pack_weights(m, m->bfwd_fn ? m->bfwd_pack_fn : NULL, m->bfwd_packs);
   pool_run(m->pool, b.nchunks, forward_chunk, &b);
   return 0;
 }

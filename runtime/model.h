@@ -14,11 +14,14 @@
 typedef void (*KernelFn)(float *state, const int32_t *chars, int32_t T, int32_t target,
                          const float *noise, float *scratch, int32_t tmax, float step,
                          float *out);
-/* A batched kernel (compiler/batch.c): B packed sequences at once. */
-typedef void (*BatchKernelFn)(const float *state, float *grad, const int32_t *chars,
-                              const int32_t *lens, const int32_t *bs, const int32_t *off,
-                              int32_t T, int32_t B, const int32_t *targets, const float *noise,
-                              float *scratch, float *out);
+/* A batched kernel (compiler/batch.c): B packed sequences at once, its
+ * GEMMs reading the weights packed (transposed) by its BatchPackFn. */
+typedef void (*BatchKernelFn)(const float *state, const float *packs, float *grad,
+                              const int32_t *chars, const int32_t *lens, const int32_t *bs,
+                              const int32_t *off, int32_t T, int32_t B, const int32_t *targets,
+                              const float *noise, float *scratch, float *out);
+/* Packs share `part` of `parts` of the weights a batched kernel reads. */
+typedef void (*BatchPackFn)(const float *state, float *packs, int32_t part, int32_t parts);
 /* A minibatch's step kernel: one sequence's forward and backward pass,
  * its gradients added to grad (nfloats). */
 typedef void (*StepKernelFn)(float *state, float *grad, const int32_t *chars, int32_t T,
@@ -91,6 +94,8 @@ typedef struct Model {
   KernelFn fwd_fn, train_fn, update_fn;
   StepKernelFn step_fn;       /* batch > 1 without bstep_fn: one name at a time */
   BatchKernelFn bstep_fn, bfwd_fn; /* batched step and forward (NULL: not batchable) */
+  BatchPackFn bstep_pack_fn, bfwd_pack_fn; /* NULL when the kernel packs nothing */
+  float *bstep_packs, *bfwd_packs; /* (abi.packed) made from the values before a batch's chunks run */
   KernelAbi fwd_abi, train_abi, step_abi, update_abi, bstep_abi, bfwd_abi;
   char *unbatched;            /* why the graph has no batched kernels, or NULL */
   int batch;          /* the batch size the training kernels are for */

@@ -13,6 +13,7 @@
  * bidirectional GRU and two embedding models (one with dropout).
  * Then the same training on 1 and 2 threads, and twice on 2
  * threads: the parameter and optimizer buffers must be equal bit for bit.
+ * The weights packed in one call or in parts, the same floats.
  * And how a batch is cut into chunks (model_chunk_names): every name once,
  * longest first in its chunk, the K longest names one in each chunk, and
  * the chunks' total lengths within one name's length of each other. */
@@ -274,6 +275,35 @@ static void test_threads_deterministic(void **state) {
   }
 }
 
+/* The packed weights a batched kernel reads (its NAME_pack) are the same
+ * whether one call packs them or many share the columns: parts taken in
+ * any order, more parts than a pack has columns (parts with none). */
+static void test_pack_parts(void **state) {
+  (void)state;
+  const char *graphs[] = {"graphs/rnn.nn", "graphs/gru.nn"};
+  for (size_t k = 0; k < ARRAY_LEN(graphs); k++) {
+    Model m;
+    compile(&m, graphs[k], 8, 1, false);
+    assert_non_null(m.bstep_pack_fn);
+    random_weights(&m, 3);
+    size_t n = m.bstep_abi.packed;
+    float *one = xmalloc(n * sizeof *one), *many = xmalloc(n * sizeof *many);
+    memset(one, 0xff, n * sizeof *one); /* NaN: a float one way writes and the other not shows */
+    m.bstep_pack_fn(m.state, one, 0, 1);
+    int counts[] = {2, 3, 7, 1000};
+    for (size_t c = 0; c < ARRAY_LEN(counts); c++) {
+      memset(many, 0xff, n * sizeof *many);
+      for (int part = counts[c] - 1; part >= 0; part--)
+        m.bstep_pack_fn(m.state, many, part, counts[c]);
+      assert_memory_equal(one, many, n * sizeof *one);
+    }
+    print_message("%s: %zu packed floats, the same in 1, 2, 3, 7 and 1000 parts\n", graphs[k], n);
+    free(one);
+    free(many);
+    model_free(&m);
+  }
+}
+
 static void test_chunk_names(void **state) {
   (void)state;
   Rng r;
@@ -329,6 +359,7 @@ int main(void) {
       cmocka_unit_test(test_embedding_batches),
       cmocka_unit_test(test_lstm_batches),
       cmocka_unit_test(test_threads_deterministic),
+      cmocka_unit_test(test_pack_parts),
       cmocka_unit_test(test_chunk_names),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
