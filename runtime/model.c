@@ -549,8 +549,19 @@ static void pack_weights(Model *m, BatchPackFn fn, float *packs) {
   pool_run(m->pool, m->threads, pack_task, &b);
 }
 
-/* One chunk's forward and backward passes, its gradients summed into its
- * thread's buffer. */
+/* Where chunk k's gradients are summed: the first chunk's straight into
+ * the grad slot (zeroed here), every other chunk's into its thread's
+ * buffer, which is all zeros (fold_range zeroes it after reading it). */
+static float *chunk_grad(Model *m, int k, int thread) {
+  if (k > 0)
+    return m->ws[thread].grad;
+  float *g = m->state + SLOT_GRAD * m->nfloats;
+  memset(g, 0, m->nfloats * sizeof *g);
+  return g;
+}
+
+/* One chunk's forward and backward passes, its gradients summed into
+ * chunk_grad. */
 static void step_chunk(void *ctx, int task, int thread) {
   Batch *b = ctx;
   Model *m = b->m;
@@ -558,13 +569,13 @@ static void step_chunk(void *ctx, int task, int thread) {
   int k = b->wave * m->threads + task;
   const int32_t *names = b->names + b->start[k];
   int cn = b->start[k + 1] - b->start[k];
-  memset(w->grad, 0, m->nfloats * sizeof *w->grad);
+  float *grad = chunk_grad(m, k, thread);
   int c = m->fwd->classes;
   if (m->bstep_fn) {
     Packed *pk = &w->pk;
     int T = pack(pk, b->chars, b->lens, b->targets, names, 0, (size_t)cn, b->noise, b->per_name,
                  &m->bstep_abi, c);
-    m->bstep_fn(m->state, m->bstep_packs, w->grad, pk->chars, pk->lens, pk->bs, pk->off, T, cn,
+    m->bstep_fn(m->state, m->bstep_packs, grad, pk->chars, pk->lens, pk->bs, pk->off, T, cn,
                 pk->targets, pk->noise, pk->scratch, pk->out);
     for (int i = 0; i < cn; i++)
       b->losses[pk->order[i]] = pk->out[(size_t)i * (size_t)(c + 1) + (size_t)c];
@@ -572,14 +583,17 @@ static void step_chunk(void *ctx, int task, int thread) {
   }
   for (int j = 0; j < cn; j++) {
     int i = names[j];
-    m->step_fn(m->state, w->grad, b->chars[i], b->lens[i], b->targets[i],
+    m->step_fn(m->state, grad, b->chars[i], b->lens[i], b->targets[i],
                b->noise + (size_t)i * b->per_name, w->scratch, m->tmax, 0, w->out);
     b->losses[i] = w->out[c];
   }
 }
 
-/* Range task of the gradient slot: the wave's chunk sums added in chunk
- * order (the first chunk of the batch copied). */
+/* Range task of the gradient slot, in one pass: the wave's chunk sums
+ * added in chunk order (the batch's first chunk is already there), each
+ * thread's buffer zeroed once read, and with b->scale (the last wave of
+ * model_train_batch) the sum multiplied by it, as a pass of its own after
+ * the sums would. */
 static void fold_range(void *ctx, int task, int thread) {
   (void)thread;
   Batch *b = ctx;
@@ -588,13 +602,18 @@ static void fold_range(void *ctx, int task, int thread) {
   size_t lo = m->nfloats * (size_t)task / (size_t)T, hi = m->nfloats * (size_t)(task + 1) / (size_t)T;
   float *g = m->state + SLOT_GRAD * m->nfloats;
   int first = b->wave * T, count = b->nchunks - first < T ? b->nchunks - first : T;
-  for (int j = 0; j < count; j++) {
-    const float *src = m->ws[j].grad;
-    if (first + j == 0)
-      memcpy(g + lo, src + lo, (hi - lo) * sizeof *g);
-    else
-      for (size_t i = lo; i < hi; i++)
+  enum { STRIP = 1024 }; /* floats: the buffers' strips stay in L1 between the passes */
+  for (size_t s = lo; s < hi; s += STRIP) {
+    size_t e = hi - s < STRIP ? hi : s + STRIP;
+    for (int j = first == 0; j < count; j++) {
+      float *src = m->ws[j].grad;
+      for (size_t i = s; i < e; i++)
         g[i] += src[i];
+      memset(src + s, 0, (e - s) * sizeof *src);
+    }
+    if (b->scale)
+      for (size_t i = s; i < e; i++)
+        g[i] *= b->scale;
   }
 }
 
@@ -609,8 +628,11 @@ static void scale_range(void *ctx, int task, int thread) {
     g[i] *= b->scale;
 }
 
-int model_batch_gradient(Model *m, const int32_t *const *chars, const int32_t *lens,
-                         const int32_t *targets, int n, int first, int total, float *losses) {
+/* model_batch_gradient; scale (not 0): the sum multiplied by it, as
+ * model_batch_update would (in the last fold's pass). */
+static int batch_gradient(Model *m, const int32_t *const *chars, const int32_t *lens,
+                          const int32_t *targets, int n, int first, int total, float *losses,
+                          float scale) {
   assert(m->update && "a model compiled for batches (batch > 1)");
   if (n < 0 || first < 0 || first > total - n || (n > 0 && !valid(m, chars, lens, targets, n)))
     return -1;
@@ -632,21 +654,35 @@ int model_batch_gradient(Model *m, const int32_t *const *chars, const int32_t *l
   for (b.wave = 0; b.wave * m->threads < b.nchunks; b.wave++) {
     int count = b.nchunks - b.wave * m->threads;
     pool_run(m->pool, count < m->threads ? count : m->threads, step_chunk, &b);
-    pool_run(m->pool, m->threads, fold_range, &b);
+    bool last = (b.wave + 1) * m->threads >= b.nchunks;
+    b.scale = last ? scale : 0;
+    if (count > 1 || b.wave > 0) /* not the first chunk alone */
+      pool_run(m->pool, m->threads, fold_range, &b);
+    else if (last && scale) /* one chunk: no fold to scale in */
+      pool_run(m->pool, m->threads, scale_range, &b);
   }
   free(plan);
   return 0;
 }
 
-float model_batch_update(Model *m, long n) {
+int model_batch_gradient(Model *m, const int32_t *const *chars, const int32_t *lens,
+                         const int32_t *targets, int n, int first, int total, float *losses) {
+  return batch_gradient(m, chars, lens, targets, n, first, total, losses, 0);
+}
+
+/* model_batch_update; scaled: the grad slot is already the mean's. */
+static float batch_update(Model *m, long n, bool scaled) {
   Batch b = {.m = m, .scale = 1.0f / (float)n};
-  pool_run(m->pool, m->threads, scale_range, &b);
+  if (!scaled)
+    pool_run(m->pool, m->threads, scale_range, &b);
   m->step++;
   Workspace *w = &m->ws[0];
   static const int32_t no_chars[1]; /* the update reads no input */
   m->update_fn(m->state, no_chars, 1, 0, NULL, w->scratch, m->tmax, (float)m->step, w->out);
   return w->out[m->fwd->classes + 1];
 }
+
+float model_batch_update(Model *m, long n) { return batch_update(m, n, false); }
 
 int model_train_batch(Model *m, const int32_t *const *chars, const int32_t *lens,
                       const int32_t *targets, int n, float *losses, float *mean_loss,
@@ -665,8 +701,8 @@ int model_train_batch(Model *m, const int32_t *const *chars, const int32_t *lens
     }
     *grad_norm = gn;
   } else {
-    model_batch_gradient(m, chars, lens, targets, n, 0, n, losses); /* valid: checked */
-    *grad_norm = model_batch_update(m, n);
+    batch_gradient(m, chars, lens, targets, n, 0, n, losses, 1.0f / (float)n); /* valid: checked */
+    *grad_norm = batch_update(m, n, true);
     for (int i = 0; i < n; i++)
       sum += losses[i];
   }
