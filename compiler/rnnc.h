@@ -442,6 +442,7 @@ typedef struct CodegenOptions {
   bool accumulate;           /* gradients add to what the grad slot holds (a batch's
                               * sequences, one call each); else a call computes them
                               * afresh, from zero */
+  bool range;                /* an update over a range of the slots (llvm.c) */
   Simd simd;                 /* the target's vectors (simd_of); lanes 0: 4 x 16, SSE2's */
   bool quantize;             /* with baked_values: the products' matrices as int8 rows
                               * with per-row scales (see quantize_row) */

@@ -40,7 +40,9 @@ typedef struct Kernel {
   const Graph *g;
   KernelAbi *abi;
   void **fn;
-  void **pack; /* a batched kernel's NAME_pack (when abi->packed), or NULL */
+  void **extra;           /* a second function of its module (NULL: none), */
+  const char *extra_name; /* the batched kernels' packing, update_range, */
+  bool extra_made;        /* where codegen made it */
   Buf obj; /* the object file */
   double codegen;
   JitTimes times;
@@ -70,6 +72,7 @@ static void *compile_kernels(void *arg) {
     double t0 = thread_seconds();
     k->rc = kernel_emit_simd(k->kind, k->g, mod, bd->simd, k->abi, &k->err);
     k->codegen = thread_seconds() - t0;
+    k->extra_made = k->extra && LLVMGetNamedFunction(mod, k->extra_name);
     if (!k->rc)
       k->rc = jit_compile(bd->jit, mod, bd->cache, &k->obj, &k->times, &k->err);
     LLVMDisposeModule(mod);
@@ -121,11 +124,9 @@ static int build_kernels(Model *m, Kernel *k, int n, const ModelOptions *opt, Er
     rc = jit_add_object(m->jit, k[i].obj.data, k[i].obj.len, e);
     *k[i].fn = rc ? NULL : jit_lookup(m->jit, kernel_name(k[i].kind), e); /* links it */
     rc = rc || !*k[i].fn ? -1 : 0;
-    if (!rc && k[i].pack && k[i].abi->packed) {
-      char name[64];
-      snprintf(name, sizeof name, "%s_pack", kernel_name(k[i].kind));
-      *k[i].pack = jit_lookup(m->jit, name, e);
-      rc = *k[i].pack ? 0 : -1;
+    if (!rc && k[i].extra_made) {
+      *k[i].extra = jit_lookup(m->jit, k[i].extra_name, e);
+      rc = *k[i].extra ? 0 : -1;
     }
   }
   m->times.link += thread_seconds() - t0;
@@ -195,14 +196,18 @@ int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e) {
       k[n++] = (Kernel){.kind = batched ? KERNEL_STEP_BATCH : KERNEL_STEP, .g = m->train,
                         .abi = batched ? &m->bstep_abi : &m->step_abi,
                         .fn = batched ? (void **)&m->bstep_fn : (void **)&m->step_fn,
-                        .pack = batched ? (void **)&m->bstep_pack_fn : NULL};
-      k[n++] = (Kernel){.kind = KERNEL_UPDATE, .g = m->update, .abi = &m->update_abi, .fn = (void **)&m->update_fn};
+                        .extra = batched ? (void **)&m->bstep_pack_fn : NULL,
+                        .extra_name = "step_batch_pack"};
+      k[n++] = (Kernel){.kind = KERNEL_UPDATE, .g = m->update, .abi = &m->update_abi,
+                        .fn = (void **)&m->update_fn, .extra = (void **)&m->update_range_fn,
+                        .extra_name = "update_range"};
     } else if (m->train) {
       k[n++] = (Kernel){.kind = KERNEL_TRAIN, .g = m->train, .abi = &m->train_abi, .fn = (void **)&m->train_fn};
     }
     if (m->fwd_batch)
       k[n++] = (Kernel){.kind = KERNEL_FORWARD_BATCH, .g = m->fwd_batch, .abi = &m->bfwd_abi,
-                        .fn = (void **)&m->bfwd_fn, .pack = (void **)&m->bfwd_pack_fn};
+                        .fn = (void **)&m->bfwd_fn, .extra = (void **)&m->bfwd_pack_fn,
+                        .extra_name = "forward_batch_pack"};
     k[n++] = (Kernel){.kind = KERNEL_FORWARD, .g = m->fwd, .abi = &m->fwd_abi, .fn = (void **)&m->fwd_fn};
     if (build_kernels(m, k, n, opt, e))
       return -1;
@@ -670,12 +675,54 @@ int model_batch_gradient(Model *m, const int32_t *const *chars, const int32_t *l
   return batch_gradient(m, chars, lens, targets, n, first, total, losses, 0);
 }
 
+/* The update on ranges of the slots (update_range): this many, whatever
+ * the thread count, so that the norm's parts are the same sums, added in
+ * the same order. */
+enum { UPDATE_PARTS = 8 };
+
+/* Part task's range of the slots: [lo, hi), 16-float aligned. */
+static void update_part_range(size_t nfloats, int part, size_t *lo, size_t *hi) {
+  *lo = nfloats * (size_t)part / UPDATE_PARTS & ~(size_t)15;
+  *hi = part == UPDATE_PARTS - 1 ? nfloats : nfloats * (size_t)(part + 1) / UPDATE_PARTS & ~(size_t)15;
+}
+
+/* Update part `task` (with b->scale, the gradients scaled first), its
+ * part of the grad_norm sum into b->losses[task]. */
+static void update_part(void *ctx, int task, int thread) {
+  Batch *b = ctx;
+  Model *m = b->m;
+  size_t lo, hi;
+  update_part_range(m->nfloats, task, &lo, &hi);
+  b->losses[task] = 0;
+  if (hi <= lo)
+    return;
+  if (b->scale) {
+    float *g = m->state + SLOT_GRAD * m->nfloats;
+    for (size_t i = lo; i < hi; i++)
+      g[i] *= b->scale;
+  }
+  static const int32_t no_chars[1]; /* the update reads no input */
+  Workspace *w = &m->ws[thread];
+  m->update_range_fn(m->state, no_chars, (int32_t)lo, (int32_t)hi, NULL, w->scratch, m->tmax,
+                     (float)m->step, w->out);
+  b->losses[task] = w->out[m->fwd->classes + 1];
+}
+
 /* model_batch_update; scaled: the grad slot is already the mean's. */
 static float batch_update(Model *m, long n, bool scaled) {
-  Batch b = {.m = m, .scale = 1.0f / (float)n};
+  Batch b = {.m = m, .scale = scaled ? 0 : 1.0f / (float)n};
+  m->step++;
+  if (m->update_range_fn && m->nfloats <= INT32_MAX) {
+    float parts[UPDATE_PARTS];
+    b.losses = parts;
+    pool_run(m->pool, UPDATE_PARTS, update_part, &b);
+    float norm = 0;
+    for (int p = 0; p < UPDATE_PARTS; p++)
+      norm += parts[p];
+    return norm;
+  }
   if (!scaled)
     pool_run(m->pool, m->threads, scale_range, &b);
-  m->step++;
   Workspace *w = &m->ws[0];
   static const int32_t no_chars[1]; /* the update reads no input */
   m->update_fn(m->state, no_chars, 1, 0, NULL, w->scratch, m->tmax, (float)m->step, w->out);

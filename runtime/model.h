@@ -92,6 +92,7 @@ typedef struct Model {
   Graph *fwd_batch;   /* the batched inference kernel's graph, or NULL */
   Jit *jit;
   KernelFn fwd_fn, train_fn, update_fn;
+  KernelFn update_range_fn; /* update on a range of the slots (llvm.c), NULL where the graph clips */
   StepKernelFn step_fn;       /* batch > 1 without bstep_fn: one name at a time */
   BatchKernelFn bstep_fn, bfwd_fn; /* batched step and forward (NULL: not batchable) */
   BatchPackFn bstep_pack_fn, bfwd_pack_fn; /* NULL when the kernel packs nothing */
@@ -169,8 +170,9 @@ int model_train_batch(Model *m, const int32_t *const *chars, const int32_t *lens
  * name's loss in losses (the noise is drawn for the whole batch, so a name
  * gets the draws it gets in one process); then one optimizer step on the
  * grad slot as the gradient of the mean over total names (scaled by 1/total
- * first). model_batch_update returns the gradient norm before clipping (0
- * when the graph does not clip). Batch > 1 models. model_batch_gradient
+ * first; on the model's threads where the graph has update_range, on one
+ * where it clips). model_batch_update returns the gradient norm before
+ * clipping (0 when the graph does not clip). Batch > 1 models. model_batch_gradient
  * returns 0, or -1 (nothing run) when n < 0, [first, first + n) is not in
  * [0, total), or a name's input is out of range. */
 int model_batch_gradient(Model *m, const int32_t *const *chars, const int32_t *lens,
