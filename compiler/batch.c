@@ -1,10 +1,13 @@
 /* batch.c: IR -> LLVM IR for a batch of sequences at once: minibatch
  * training steps and batched inference. One function per graph:
  *
- *   void NAME(const float *state, float *grad, const int32_t *chars,
- *             const int32_t *lens, const int32_t *bs, const int32_t *off,
- *             int32_t T, int32_t B, const int32_t *targets,
- *             const float *noise, float *scratch, float *out)
+ *   void NAME(const float *state, const float *packs, float *grad,
+ *             const int32_t *chars, const int32_t *lens, const int32_t *bs,
+ *             const int32_t *off, int32_t T, int32_t B,
+ *             const int32_t *targets, const float *noise, float *scratch,
+ *             float *out)
+ *   void NAME_pack(const float *state, float *packs, int32_t part,
+ *                  int32_t parts)     (when abi.packed > 0)
  *
  * The batch is B sequences sorted by length, longest first (lens, B
  * entries, non-increasing, T = lens[0] >= 1), packed as PyTorch's
@@ -16,6 +19,15 @@
  *
  * state:   the parameter values (slot 0 of the flat buffer); unused when
  *          CodegenOptions.baked_values makes them constants (rnnc build).
+ * packs:   (abi.packed) the weights the GEMMs read transposed, as NAME_pack
+ *          made them from these values: the caller packs once for any
+ *          number of calls (chunks of a batch, on any thread) while the
+ *          values stay the same. NAME_pack's call `part` of `parts` packs
+ *          a share of the columns: calls 0 .. parts-1 (in any order, at
+ *          once on several threads) together pack everything. Without
+ *          packs (abi.packed = 0, e.g. rnnc build, whose packs are
+ *          constants of the module) there is no NAME_pack and packs is
+ *          unused.
  * grad:    (g->nfloats) the gradients of the sum of the B losses are added
  *          here (a training step); unused by an inference kernel.
  * targets: (B) classes. noise: (B * abi.noise) uniform draws in [-1, 1],
@@ -51,9 +63,11 @@
 typedef enum Kind { K_NONE, K_SHARED, K_ROWS, K_SEQ } Kind;
 
 /* A weight matrix's columns [k0, k0 + n) stored transposed ([n][M]), for
- * the products that read them with a batched operand. */
+ * the products that read them with a batched operand: at packs + at (or a
+ * constant of the module, baked). */
 typedef struct Pack {
   int param, k0, n;
+  size_t at;
   LLVMValueRef ptr;
 } Pack;
 
@@ -63,7 +77,7 @@ typedef struct BC {
   const CodegenOptions *opt;
   Err *e;
   bool failed;
-  LLVMValueRef state, grad, chars, lens, bs, off, T, B, targets, noise, scratch, out;
+  LLVMValueRef state, packs, grad, chars, lens, bs, off, T, B, targets, noise, scratch, out;
   LLVMValueRef T64, B64, total;
   LLVMValueRef base_b, base_r;     /* the ROWS and SEQ regions of scratch */
   LLVMValueRef fixed_g, per_b_g;   /* their offsets, known at the end: constant globals */
@@ -80,8 +94,9 @@ typedef struct BC {
   size_t *noise_off;
   int *nusers, **users;
   LLVMValueRef rows; /* rows of a ROWS value here: B, or bs[t] in a scan body */
-  Pack *packs;
+  Pack *pk;
   int npacks;
+  size_t npacked; /* floats of packs */
   Baked bk; /* AOT (opt->baked_values): the weights and their packs are
              * constants of the module, and state is unused */
 } BC;
@@ -284,28 +299,70 @@ static void bgemm(BC *c, LLVMValueRef A, long long a_si, long long a_sk, LLVMVal
 
 /* ----------------------------------------------------------- products */
 
-/* W's columns [k0, k0 + n) transposed, packed once per call at entry. */
+/* W's columns [k0, k0 + n) transposed: in packs (NAME_pack fills them),
+ * or baked. */
 static LLVMValueRef packed(BC *c, int w, int k0, int n) {
   const Node *wn = N(c, w);
   for (int i = 0; i < c->npacks; i++)
-    if (c->packs[i].param == wn->a && c->packs[i].k0 == k0 && c->packs[i].n == n)
-      return c->packs[i].ptr;
+    if (c->pk[i].param == wn->a && c->pk[i].k0 == k0 && c->pk[i].n == n)
+      return c->pk[i].ptr;
   Cg *cg = &c->cg;
-  long long M = wn->type.dim[0], ldw = wn->type.dim[1];
+  long long M = wn->type.dim[0];
   LLVMValueRef dst, scale;
-  if (c->bk.values && wn->op == OP_LOAD) {
+  size_t at = c->npacked;
+  if (c->bk.values) {
     dst = baked_columns(cg, &c->bk, wn->a, k0, n, &scale); /* the same [n][M], made once */
   } else {
-    dst = buffer(c, K_SHARED, (long long)n * M);
-    transpose(cg, dst, M, fptr(cg, c->ptr[w], ci64(cg, k0)), ldw, M, n); /* dst[k][m] = W[m][k0 + k] */
+    dst = fptr(cg, c->packs, ci64(cg, (long long)at));
+    c->npacked += (size_t)round16((size_t)n * (size_t)M); /* 64-byte aligned */
   }
-  c->packs = xrealloc(c->packs, (size_t)(c->npacks + 1) * sizeof *c->packs);
-  c->packs[c->npacks++] = (Pack){wn->a, k0, n, dst};
+  c->pk = xrealloc(c->pk, (size_t)(c->npacks + 1) * sizeof *c->pk);
+  c->pk[c->npacks++] = (Pack){wn->a, k0, n, at, dst};
   return dst;
 }
 
-/* Every product with a batched operand gets its packed weights before the
- * first block runs (a pack inside a scan would run every step). */
+/* NAME_pack(state, packs, part, parts): part's share of every pack's
+ * columns, dst[k][m] = W[m][k0 + k] for k in [n * part / parts,
+ * n * (part + 1) / parts). */
+static void emit_pack_fn(BC *c, const char *name) {
+  Cg *cg = &c->cg;
+  const Graph *g = c->g;
+  char fname[256];
+  snprintf(fname, sizeof fname, "%s_pack", name);
+  LLVMTypeRef p = cg->pty, i32 = cg->i32;
+  LLVMTypeRef params[4] = {p, p, i32, i32};
+  cg->fn = LLVMAddFunction(cg->mod, fname, LLVMFunctionType(LLVMVoidTypeInContext(cg->ctx), params, 4, 0));
+  unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
+  for (unsigned i = 1; i <= 2; i++)
+    LLVMAddAttributeAtIndex(cg->fn, i, LLVMCreateEnumAttribute(cg->ctx, noalias, 0));
+  LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "entry"));
+  LLVMValueRef state = LLVMGetParam(cg->fn, 0), packs = LLVMGetParam(cg->fn, 1);
+  LLVMValueRef part = LLVMBuildSExt(cg->b, LLVMGetParam(cg->fn, 2), cg->i64, "");
+  LLVMValueRef parts = LLVMBuildSExt(cg->b, LLVMGetParam(cg->fn, 3), cg->i64, "");
+  for (int i = 0; i < c->npacks; i++) {
+    const Pack *pk = &c->pk[i];
+    const Param *pa = &g->params[pk->param];
+    long long M = pa->type.dim[0], ldw = pa->type.dim[1];
+    LLVMValueRef n = ci64(cg, pk->n);
+    LLVMValueRef lo = LLVMBuildSDiv(cg->b, LLVMBuildMul(cg->b, n, part, ""), parts, "");
+    LLVMValueRef hi = LLVMBuildSDiv(cg->b, LLVMBuildMul(cg->b, n, LLVMBuildAdd(cg->b, part, ci64(cg, 1), ""), ""), parts, "");
+    LLVMValueRef cols = LLVMBuildSub(cg->b, hi, lo, "");
+    LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "pack");
+    LLVMBasicBlockRef next = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "packed");
+    LLVMBuildCondBr(cg->b, LLVMBuildICmp(cg->b, LLVMIntSGT, cols, ci64(cg, 0), ""), body, next);
+    LLVMPositionBuilderAtEnd(cg->b, body);
+    LLVMValueRef dst = fptr(cg, packs, LLVMBuildAdd(cg->b, ci64(cg, (long long)pk->at),
+                                                    LLVMBuildMul(cg->b, lo, ci64(cg, M), ""), ""));
+    LLVMValueRef src = fptr(cg, state, LLVMBuildAdd(cg->b, ci64(cg, (long long)(pa->offset + (size_t)pk->k0)), lo, ""));
+    transpose(cg, dst, M, src, ldw, M, cols);
+    LLVMBuildBr(cg->b, next);
+    LLVMPositionBuilderAtEnd(cg->b, next);
+  }
+  LLVMBuildRetVoid(cg->b);
+}
+
+/* Every product with a batched operand gets its pack's pointer at entry
+ * (a first use inside a scan would define it in the loop's body). */
 static void plan_packs(BC *c) {
   const Graph *g = c->g;
   for (int id = 0; id < g->nnodes; id++) {
@@ -977,17 +1034,17 @@ int codegen_batch(const Graph *g, LLVMModuleRef mod, const char *name, const Cod
     goto done;
 
   LLVMTypeRef p = cg->pty, i32 = cg->i32;
-  LLVMTypeRef params[12] = {p, p, p, p, p, p, i32, i32, p, p, p, p};
-  LLVMTypeRef fty = LLVMFunctionType(LLVMVoidTypeInContext(cg->ctx), params, 12, 0);
+  LLVMTypeRef params[13] = {p, p, p, p, p, p, p, i32, i32, p, p, p, p};
+  LLVMTypeRef fty = LLVMFunctionType(LLVMVoidTypeInContext(cg->ctx), params, 13, 0);
   cg->fn = LLVMAddFunction(mod, name, fty);
   unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
-  static const unsigned ptr_args[] = {0, 1, 2, 3, 4, 5, 8, 9, 10, 11};
+  static const unsigned ptr_args[] = {0, 1, 2, 3, 4, 5, 6, 9, 10, 11, 12};
   for (size_t i = 0; i < ARRAY_LEN(ptr_args); i++)
     LLVMAddAttributeAtIndex(cg->fn, ptr_args[i] + 1, LLVMCreateEnumAttribute(cg->ctx, noalias, 0));
   LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "entry"));
-  LLVMValueRef *args[12] = {&c.state, &c.grad, &c.chars, &c.lens, &c.bs, &c.off,
+  LLVMValueRef *args[13] = {&c.state, &c.packs, &c.grad, &c.chars, &c.lens, &c.bs, &c.off,
                             &c.T, &c.B, &c.targets, &c.noise, &c.scratch, &c.out};
-  for (int i = 0; i < 12; i++)
+  for (int i = 0; i < 13; i++)
     *args[i] = LLVMGetParam(cg->fn, (unsigned)i);
   c.T64 = LLVMBuildSExt(cg->b, c.T, cg->i64, "T");
   c.B64 = LLVMBuildSExt(cg->b, c.B, cg->i64, "B");
@@ -1005,7 +1062,7 @@ int codegen_batch(const Graph *g, LLVMModuleRef mod, const char *name, const Cod
   }
   c.base_b = fptr(cg, c.scratch, LLVMBuildLoad2(cg->b, cg->i64, c.fixed_g, ""));
   c.base_r = fptr(cg, c.base_b, LLVMBuildMul(cg->b, c.B64, LLVMBuildLoad2(cg->b, cg->i64, c.per_b_g, ""), ""));
-  /* the loads of parameters first: the packs read them */
+  /* the loads of parameters first (the baked packs' matrices) */
   for (int id = 0; id < g->nnodes; id++)
     if (g->nodes[id].op == OP_LOAD && g->nodes[id].block == 0)
       emit_standalone(&c, id);
@@ -1021,12 +1078,17 @@ int codegen_batch(const Graph *g, LLVMModuleRef mod, const char *name, const Cod
   store(cg, g->loss >= 0 ? load(cg, c.ptr[g->loss], r.i) : cf32(cg, 0), dst, ci64(cg, C));
   loop_end(cg, &r);
   LLVMBuildRetVoid(cg->b);
+  LLVMValueRef kernel = cg->fn;
+  if (c.npacked)
+    emit_pack_fn(&c, name);
+  cg->fn = kernel;
   LLVMSetInitializer(c.fixed_g, ci64(cg, round16(c.fixed)));
   LLVMSetInitializer(c.per_b_g, ci64(cg, (long long)c.per_b));
   abi->scratch_fixed = (size_t)round16(c.fixed);
   abi->scratch_per_b = c.per_b;
   abi->scratch_per_t = c.per_r;
   abi->noise = c.nnoise;
+  abi->packed = c.npacked;
   rc = 0;
 done:
   if (c.failed && cg->fn) {
@@ -1049,7 +1111,7 @@ done:
   free(c.cur);
   free(c.in_group);
   free(c.noise_off);
-  free(c.packs);
+  free(c.pk);
   cg_dispose(cg);
   return rc;
 }

@@ -223,8 +223,9 @@ LLVMValueRef baked_q8_offsets(Cg *cg, const Baked *bk, int p, int k0, int n);
 LLVMValueRef baked_columns(Cg *cg, const Baked *bk, int p, int k0, int n, LLVMValueRef *scale);
 
 /* dst[j*ldd + i] = src[i*lds + j] for i < rows, j < cols: W [rows][cols]
- * packed transposed, W^T [cols][rows], as the forward product's B. */
+ * packed transposed, W^T [cols][rows], as the forward product's B. cols
+ * (an i64) is known at run time and at least 1. */
 void transpose(Cg *cg, LLVMValueRef dst, long long ldd, LLVMValueRef src, long long lds,
-               long long rows, long long cols);
+               long long rows, LLVMValueRef cols);
 
 #endif

@@ -2,8 +2,11 @@
  * (tokenize, parse, lower, verify), the middle end's passes, and which
  * kernels a graph file compiles into, each prepared and emitted the same
  * way for the JIT (runtime/model.c) and for `rnnc compile --emit`. */
+#include <llvm-c/Core.h>
+#include <assert.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -199,5 +202,21 @@ int kernel_emit(KernelKind k, const Graph *g, LLVMModuleRef m, LLVMTargetMachine
 int kernel_emit_simd(KernelKind k, const Graph *g, LLVMModuleRef m, Simd simd, KernelAbi *abi,
                      Err *e) {
   CodegenOptions co = {.simd = simd, .accumulate = kinds[k].accumulate};
-  return kinds[k].emit(g, m, kinds[k].name, &co, abi, e);
+  int rc = kinds[k].emit(g, m, kinds[k].name, &co, abi, e);
+  if (!rc && k == KERNEL_UPDATE) {
+    /* and update_range beside it, where the update can run on ranges of
+     * the slots (not when it clips: the runtime runs update then) */
+    CodegenOptions cr = {.simd = simd, .range = true};
+    KernelAbi ra;
+    Err ignored;
+    if (!codegen(g, m, "update_range", &cr, &ra, &ignored)) {
+      assert(ra.scratch_fixed == abi->scratch_fixed && ra.scratch_per_t == abi->scratch_per_t);
+      abi->extra = true;
+    }
+  } else if (!rc) {
+    char pack[64]; /* a batched kernel's NAME_pack (batch.c), where it has packs */
+    snprintf(pack, sizeof pack, "%s_pack", kinds[k].name);
+    abi->extra = LLVMGetNamedFunction(m, pack) != NULL;
+  }
+  return rc;
 }

@@ -287,13 +287,15 @@ int jit_compile(const Jit *j, LLVMModuleRef m, Buf *obj, JitTimes *t, Err *e) {
   return rc;
 }
 
-/* A cache entry's value: the kernel's ABI, four little-endian u64
- * (scratch_fixed, scratch_per_t, scratch_per_b, noise), then the object. */
-enum { ABI_BYTES = 32 };
+/* A cache entry's value: the kernel's ABI, ABI_FIELDS little-endian u64
+ * (scratch_fixed, scratch_per_t, scratch_per_b, noise, packed, extra),
+ * then the object. */
+enum { ABI_FIELDS = 6, ABI_BYTES = 8 * ABI_FIELDS };
 
 static void put_abi(Buf *b, const KernelAbi *abi) {
-  const uint64_t v[4] = {abi->scratch_fixed, abi->scratch_per_t, abi->scratch_per_b, abi->noise};
-  for (int i = 0; i < 4; i++) {
+  const uint64_t v[ABI_FIELDS] = {abi->scratch_fixed, abi->scratch_per_t, abi->scratch_per_b,
+                                  abi->noise,         abi->packed,        abi->extra};
+  for (int i = 0; i < ABI_FIELDS; i++) {
     unsigned char p[8];
     for (int k = 0; k < 8; k++)
       p[k] = (unsigned char)(v[i] >> (8 * k));
@@ -302,12 +304,13 @@ static void put_abi(Buf *b, const KernelAbi *abi) {
 }
 
 static KernelAbi get_abi(const unsigned char *p) {
-  uint64_t v[4] = {0};
-  for (int i = 0; i < 4; i++)
+  uint64_t v[ABI_FIELDS] = {0};
+  for (int i = 0; i < ABI_FIELDS; i++)
     for (int k = 0; k < 8; k++)
       v[i] |= (uint64_t)p[8 * i + k] << (8 * k);
   return (KernelAbi){.scratch_fixed = (size_t)v[0], .scratch_per_t = (size_t)v[1],
-                     .scratch_per_b = (size_t)v[2], .noise = (size_t)v[3]};
+                     .scratch_per_b = (size_t)v[2], .noise = (size_t)v[3],
+                     .packed = (size_t)v[4], .extra = v[5] != 0};
 }
 
 void jit_kernel_key(const Jit *j, KernelKind kind, const Graph *g, Simd simd, Buf *key) {

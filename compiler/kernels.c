@@ -985,14 +985,14 @@ void gemm(Cg *cg, const Gemm *p) {
 /* Eight rows at a time: per column, the eight values gathered into one
  * vector and stored contiguous; the rows left over one at a time. */
 void transpose(Cg *cg, LLVMValueRef dst, long long ldd, LLVMValueRef src, long long lds,
-               long long rows, long long cols) {
+               long long rows, LLVMValueRef cols) {
   enum { R = 8 };
   LLVMTypeRef vt = LLVMVectorType(cg->f32, R);
   if (rows >= R) {
     Loop i = loop_begin(cg, ci64(cg, rows / R));
     LLVMValueRef i0 = LLVMBuildMul(cg->b, i.i, ci64(cg, R), "");
     LLVMValueRef s0 = fptr(cg, src, LLVMBuildMul(cg->b, i0, ci64(cg, lds), ""));
-    Loop j = loop_begin(cg, ci64(cg, cols));
+    Loop j = loop_begin(cg, cols);
     LLVMValueRef v = LLVMGetUndef(vt);
     for (int r = 0; r < R; r++)
       v = LLVMBuildInsertElement(cg->b, v, load(cg, s0, LLVMBuildAdd(cg->b, j.i, ci64(cg, r * lds), "")),
@@ -1002,7 +1002,7 @@ void transpose(Cg *cg, LLVMValueRef dst, long long ldd, LLVMValueRef src, long l
     loop_end(cg, &i);
   }
   for (long long r = rows - rows % R; r < rows; r++) {
-    Loop j = loop_begin(cg, ci64(cg, cols));
+    Loop j = loop_begin(cg, cols);
     store(cg, load(cg, src, LLVMBuildAdd(cg->b, j.i, ci64(cg, r * lds), "")), dst,
           LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, j.i, ci64(cg, ldd), ""), ci64(cg, r), ""));
     loop_end(cg, &j);

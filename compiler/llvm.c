@@ -17,6 +17,14 @@
  * sequence), a second argument `float *grad` (g->nfloats) follows state:
  * the gradients add to it; the grad slot of state is not used.
  *
+ * With CodegenOptions.range (a minibatch's update split over threads), T
+ * and target are a range [T, target) of the slots (0 <= T < target <=
+ * g->nfloats): every loop over whole slots runs over that range alone, and
+ * out[classes + 1] is the range's part of the grad_norm sum. Only a graph
+ * whose vectors are all whole slots and whose one sum is grad_norm itself
+ * (an update that does not clip) has such a kernel (range_ok): a norm
+ * that clips needs every range's sum before any range's update.
+ *
  * require: a verified graph; the runtime checks chars, T and target.
  *
  * Codegen walks each block in order and packs consecutive nodes into loop
@@ -46,6 +54,7 @@ typedef struct CG {
   LLVMValueRef state, chars, T, target, noise, scratch, tmax, step, out;
   LLVMValueRef grad; /* the gradients: the grad slot, or the accumulating kernel's own argument */
   LLVMValueRef T64, scratch_t; /* T as i64; start of the T-sized region */
+  LLVMValueRef lo, hi;         /* CodegenOptions.range: the slots' range, else NULL */
   const Baked *bk;             /* AOT: the parameter values as constants; NULL: the state */
   LLVMValueRef *ptr;           /* node -> buffer or view base pointer */
   LLVMValueRef *sval;          /* node -> scalar value (f32, or i32 index) */
@@ -400,39 +409,41 @@ static void close_group(CG *c, Group *gr) {
       c->ptr[id] = buffer(c, id);
     }
   }
-  Loop l = loop_begin(cg, ci64(cg, (long long)gr->numel));
+  bool ranged = c->lo && gr->numel == g->nfloats; /* range_ok: every group */
+  Loop l = loop_begin(cg, ranged ? LLVMBuildSub(cg->b, c->hi, c->lo, "") : ci64(cg, (long long)gr->numel));
+  LLVMValueRef at = ranged ? LLVMBuildAdd(cg->b, l.i, c->lo, "") : l.i; /* into the slots */
   for (int j = 0; j < gr->n; j++) {
     int id = gr->m[j];
     const Node *n = N(c, id);
     switch (n->op) {
     case OP_MATVEC:
-      emit_matvec_row(c, id, l.i);
+      emit_matvec_row(c, id, at);
       break;
     case OP_SUM: {
-      LLVMValueRef v = value_at(c, n->in[0], l.i);
+      LLVMValueRef v = value_at(c, n->in[0], at);
       LLVMBuildStore(cg->b, fadd(cg, LLVMBuildLoad2(cg->b, cg->f32, accs[j], ""), v), accs[j]);
       break;
     }
     case OP_ACC: {
       LLVMValueRef gp = fptr(cg, c->grad, ci64(cg, (long long)g->params[n->a].offset));
-      LLVMValueRef v = value_at(c, n->in[0], l.i);
-      store(cg, c->first_acc[id] ? v : fadd(cg, load(cg, gp, l.i), v), gp, l.i);
+      LLVMValueRef v = value_at(c, n->in[0], at);
+      store(cg, c->first_acc[id] ? v : fadd(cg, load(cg, gp, at), v), gp, at);
       break;
     }
     case OP_STORE: {
       LLVMValueRef sp = fptr(cg, c->state, ci64(cg, (long long)(n->b * g->nfloats +
                                                                param_offset(g, n->a))));
-      store(cg, value_at(c, n->in[0], l.i), sp, l.i);
+      store(cg, value_at(c, n->in[0], at), sp, at);
       break;
     }
     default: {
-      LLVMValueRef a = value_at(c, n->in[0], l.i);
-      LLVMValueRef b = n->nin > 1 ? value_at(c, n->in[1], l.i) : NULL;
+      LLVMValueRef a = value_at(c, n->in[0], at);
+      LLVMValueRef b = n->nin > 1 ? value_at(c, n->in[1], at) : NULL;
       c->cur[id] = cg_elem(&c->cg, n->op, n->f, a, b);
     }
     }
     if (stored[j])
-      store(cg, c->cur[id], c->ptr[id], l.i);
+      store(cg, c->cur[id], c->ptr[id], at);
   }
   loop_end(cg, &l);
   for (int j = 0; j < gr->n; j++) {
@@ -1080,8 +1091,51 @@ static void emit_block(CG *c, int blk) {
 
 /* ------------------------------------------------------------ entry point */
 
+/* Whether g's kernel can run on a range of the slots (CodegenOptions.range):
+ * no scan; every vector node (values, stores, sums' operands) as long as
+ * a whole slot; no sum but grad_norm, and nothing reading it. */
+static bool range_ok(const Graph *g) {
+  const Block *b0 = &g->blocks[0]; /* the live nodes (a scan is none of the ops below) */
+  for (int i = 0; i < b0->n; i++) {
+    int id = b0->nodes[i];
+    const Node *n = &g->nodes[id];
+    Type t = n->type;
+    bool scalar = t.kind == TY_F32 && t.rank == 0;
+    switch (n->op) {
+    case OP_LOAD:
+    case OP_CONST:
+    case OP_STEP:
+    case OP_INPUT: /* the update's graph keeps them, unread */
+    case OP_TARGET:
+      continue;
+    case OP_SUM:
+    case OP_STORE:
+      if (type_numel(g->nodes[n->in[0]].type) != g->nfloats)
+        return false;
+      if (n->op == OP_STORE)
+        continue;
+      if (id != g->grad_norm)
+        return false;
+      for (int u = 0; u < b0->n; u++)
+        for (int k = 0; k < g->nodes[b0->nodes[u]].nin; k++)
+          if (g->nodes[b0->nodes[u]].in[k] == id)
+            return false;
+      continue;
+    default:
+      if (!(op_flags[n->op] & F_ELEM) || (t.kind != TY_F32 && t.kind != TY_NONE))
+        return false;
+      if (!scalar && type_numel(t) != g->nfloats)
+        return false;
+    }
+  }
+  return true;
+}
+
 int codegen(const Graph *g, LLVMModuleRef mod, const char *name, const CodegenOptions *opt,
             KernelAbi *abi, Err *e) {
+  if (opt && opt->range && !range_ok(g))
+    return errf(e, "no kernel over a range of the slots: the graph is not an update of whole "
+                   "slots with no sum but the gradient norm's (a norm that clips)");
   CG c = {.g = g, .opt = opt, .group_serial = 1};
   Cg *cg = &c.cg;
   cg_init(cg, mod, opt && opt->simd.lanes ? opt->simd : (Simd){.lanes = 4, .regs = 16});
@@ -1141,6 +1195,10 @@ int codegen(const Graph *g, LLVMModuleRef mod, const char *name, const CodegenOp
   c.grad = acc_arg ? LLVMGetParam(cg->fn, 1)
                    : fptr(cg, c.state, ci64(cg, (long long)(SLOT_GRAD * g->nfloats)));
   c.T64 = LLVMBuildSExt(cg->b, c.T, cg->i64, "T");
+  if (opt && opt->range) {
+    c.lo = c.T64;
+    c.hi = LLVMBuildSExt(cg->b, c.target, cg->i64, "hi");
+  }
   char fname[256];
   snprintf(fname, sizeof fname, "%s_scratch_fixed", name);
   c.fixed_size = LLVMAddGlobal(mod, cg->i64, fname);

@@ -382,12 +382,12 @@ static void build_forward_batch(W *w, const Graph *g, const char *prefix, LLVMVa
   store_at(w, w->i32, ch, chars, dst);
   loop_close(w, &t);
   loop_close(w, &b);
-  /* the kernel reads its weights from the module's constants, and no
-   * targets (an inference graph) */
-  LLVMValueRef args[12] = {LLVMConstNull(w->pty), LLVMConstNull(w->pty), chars, slens, bs, off, T,
-                           LLVMBuildTrunc(w->b, B, w->i32, ""), LLVMConstNull(w->pty), noise,
-                           scratch, out};
-  LLVMBuildCall2(w->b, kty, kernel, args, 12, "");
+  /* the kernel reads its weights and their packs from the module's
+   * constants, and no targets (an inference graph) */
+  LLVMValueRef args[13] = {LLVMConstNull(w->pty), LLVMConstNull(w->pty), LLVMConstNull(w->pty),
+                           chars, slens, bs, off, T, LLVMBuildTrunc(w->b, B, w->i32, ""),
+                           LLVMConstNull(w->pty), noise, scratch, out};
+  LLVMBuildCall2(w->b, kty, kernel, args, 13, "");
   b = loop_open(w, B, "scatter");
   name_b = LLVMBuildZExt(w->b, load_at(w, w->i32, order, b.i), w->i64, "");
   LLVMBuildMemCpy(w->b, fptr(w, logits, LLVMBuildNUWMul(w->b, LLVMBuildNUWAdd(w->b, c0, name_b, ""), c64(w, C), "")), 4,

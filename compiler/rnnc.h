@@ -436,6 +436,9 @@ typedef struct KernelAbi {
   size_t scratch_per_t; /* + B * scratch_per_b, and per_t per packed row) */
   size_t scratch_per_b;
   size_t noise; /* uniform draws per call (batched: per sequence), for noise nodes */
+  size_t packed; /* batched: floats of the packed weights (batch.c's packs), 0: none */
+  bool extra;    /* a second function beside the kernel: a batched kernel's NAME_pack,
+                  * the update's update_range (kernel_emit_simd) */
 } KernelAbi;
 
 /* A CPU's instructions for int8 x int8 dot products into int32 lanes. */
@@ -452,6 +455,7 @@ typedef struct CodegenOptions {
   bool accumulate;           /* gradients add to what the grad slot holds (a batch's
                               * sequences, one call each); else a call computes them
                               * afresh, from zero */
+  bool range;                /* an update over a range of the slots (llvm.c) */
   Simd simd;                 /* the target's vectors (simd_of); lanes 0: 4 x 16, SSE2's */
   bool quantize;             /* with baked_values: the products' matrices as int8 rows
                               * with per-row scales (see quantize_row) */

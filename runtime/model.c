@@ -40,6 +40,9 @@ typedef struct Kernel {
   const Graph *g;
   KernelAbi *abi;
   void **fn;
+  void **extra;           /* a second function of its module (NULL: none), */
+  const char *extra_name; /* the batched kernels' packing, update_range, */
+  bool extra_made;        /* where codegen made it */
   Buf obj; /* the object file */
   JitTimes times;
   Err err;
@@ -63,6 +66,7 @@ static void *compile_kernels(void *arg) {
     Kernel *k = &bd->k[i];
     k->rc = jit_kernel(bd->jit, k->kind, k->g, bd->simd, bd->cache, &k->obj, k->abi, &k->times,
                        &k->err);
+    k->extra_made = !k->rc && k->extra && k->abi->extra;
   }
   return NULL;
 }
@@ -110,6 +114,10 @@ static int build_kernels(Model *m, Kernel *k, int n, const ModelOptions *opt, Er
     rc = jit_add_object(m->jit, k[i].obj.data, k[i].obj.len, e);
     *k[i].fn = rc ? NULL : jit_lookup(m->jit, kernel_name(k[i].kind), e); /* links it */
     rc = rc || !*k[i].fn ? -1 : 0;
+    if (!rc && k[i].extra_made) {
+      *k[i].extra = jit_lookup(m->jit, k[i].extra_name, e);
+      rc = *k[i].extra ? 0 : -1;
+    }
   }
   m->times.link += thread_seconds() - t0;
   for (int i = 0; i < n; i++)
@@ -177,13 +185,19 @@ int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e) {
     if (m->update) {
       k[n++] = (Kernel){.kind = batched ? KERNEL_STEP_BATCH : KERNEL_STEP, .g = m->train,
                         .abi = batched ? &m->bstep_abi : &m->step_abi,
-                        .fn = batched ? (void **)&m->bstep_fn : (void **)&m->step_fn};
-      k[n++] = (Kernel){.kind = KERNEL_UPDATE, .g = m->update, .abi = &m->update_abi, .fn = (void **)&m->update_fn};
+                        .fn = batched ? (void **)&m->bstep_fn : (void **)&m->step_fn,
+                        .extra = batched ? (void **)&m->bstep_pack_fn : NULL,
+                        .extra_name = "step_batch_pack"};
+      k[n++] = (Kernel){.kind = KERNEL_UPDATE, .g = m->update, .abi = &m->update_abi,
+                        .fn = (void **)&m->update_fn, .extra = (void **)&m->update_range_fn,
+                        .extra_name = "update_range"};
     } else if (m->train) {
       k[n++] = (Kernel){.kind = KERNEL_TRAIN, .g = m->train, .abi = &m->train_abi, .fn = (void **)&m->train_fn};
     }
     if (m->fwd_batch)
-      k[n++] = (Kernel){.kind = KERNEL_FORWARD_BATCH, .g = m->fwd_batch, .abi = &m->bfwd_abi, .fn = (void **)&m->bfwd_fn};
+      k[n++] = (Kernel){.kind = KERNEL_FORWARD_BATCH, .g = m->fwd_batch, .abi = &m->bfwd_abi,
+                        .fn = (void **)&m->bfwd_fn, .extra = (void **)&m->bfwd_pack_fn,
+                        .extra_name = "forward_batch_pack"};
     k[n++] = (Kernel){.kind = KERNEL_FORWARD, .g = m->fwd, .abi = &m->fwd_abi, .fn = (void **)&m->fwd_fn};
     if (build_kernels(m, k, n, opt, e))
       return -1;
@@ -196,6 +210,10 @@ int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e) {
   m->times.total = now_seconds() - t0;
   m->nslots = m->train ? SLOT_COUNT : 1; /* inference reads the values only */
   m->state = aligned(m->nslots * m->nfloats);
+  if (m->bstep_pack_fn)
+    m->bstep_packs = aligned(m->bstep_abi.packed);
+  if (m->bfwd_pack_fn)
+    m->bfwd_packs = aligned(m->bfwd_abi.packed);
   m->threads = opt->threads > 0 ? opt->threads : 1;
   m->pool = pool_new(m->threads);
   m->ws = xcalloc((size_t)m->threads, sizeof *m->ws);
@@ -212,6 +230,8 @@ void model_free(Model *m) {
   graph_free(m->update);
   graph_free(m->fwd_batch);
   free(m->state);
+  free(m->bstep_packs);
+  free(m->bfwd_packs);
   for (int t = 0; m->ws && t < m->threads; t++) {
     Workspace *w = &m->ws[t];
     free(w->scratch);
@@ -434,6 +454,8 @@ typedef struct Batch {
   size_t per_name;
   float *losses, *logits;
   float scale;
+  BatchPackFn pack_fn; /* pack_task: the kernel's packing, into packs */
+  float *packs;
 } Batch;
 
 /* Makes room for need elements of size elem in each of the k buffers
@@ -505,8 +527,36 @@ static int pack(Packed *pk, const int32_t *const *chars, const int32_t *lens,
   return T;
 }
 
-/* One chunk's forward and backward passes, its gradients summed into its
- * thread's buffer. */
+/* Thread task's share of the batched kernel's packed weights. */
+static void pack_task(void *ctx, int task, int thread) {
+  (void)thread;
+  Batch *b = ctx;
+  b->pack_fn(b->m->state, b->packs, task, b->m->threads);
+}
+
+/* The batched kernel's packs (fn: its NAME_pack, or NULL) from the values
+ * as they are now, spread over the threads: once per batch, for all of
+ * its chunks. */
+static void pack_weights(Model *m, BatchPackFn fn, float *packs) {
+  if (!fn)
+    return;
+  Batch b = {.m = m, .pack_fn = fn, .packs = packs};
+  pool_run(m->pool, m->threads, pack_task, &b);
+}
+
+/* Where chunk k's gradients are summed: the first chunk's straight into
+ * the grad slot (zeroed here), every other chunk's into its thread's
+ * buffer, which is all zeros (fold_range zeroes it after reading it). */
+static float *chunk_grad(Model *m, int k, int thread) {
+  if (k > 0)
+    return m->ws[thread].grad;
+  float *g = m->state + SLOT_GRAD * m->nfloats;
+  memset(g, 0, m->nfloats * sizeof *g);
+  return g;
+}
+
+/* One chunk's forward and backward passes, its gradients summed into
+ * chunk_grad. */
 static void step_chunk(void *ctx, int task, int thread) {
   Batch *b = ctx;
   Model *m = b->m;
@@ -514,28 +564,31 @@ static void step_chunk(void *ctx, int task, int thread) {
   int k = b->wave * m->threads + task;
   const int32_t *names = b->names + b->start[k];
   int cn = b->start[k + 1] - b->start[k];
-  memset(w->grad, 0, m->nfloats * sizeof *w->grad);
+  float *grad = chunk_grad(m, k, thread);
   int c = m->fwd->classes;
   if (m->bstep_fn) {
     Packed *pk = &w->pk;
     int T = pack(pk, b->chars, b->lens, b->targets, names, 0, (size_t)cn, b->noise, b->per_name,
                  &m->bstep_abi, c);
-    m->bstep_fn(m->state, w->grad, pk->chars, pk->lens, pk->bs, pk->off, T, cn, pk->targets,
-                pk->noise, pk->scratch, pk->out);
+    m->bstep_fn(m->state, m->bstep_packs, grad, pk->chars, pk->lens, pk->bs, pk->off, T, cn,
+                pk->targets, pk->noise, pk->scratch, pk->out);
     for (int i = 0; i < cn; i++)
       b->losses[pk->order[i]] = pk->out[(size_t)i * (size_t)(c + 1) + (size_t)c];
     return;
   }
   for (int j = 0; j < cn; j++) {
     int i = names[j];
-    m->step_fn(m->state, w->grad, b->chars[i], b->lens[i], b->targets[i],
+    m->step_fn(m->state, grad, b->chars[i], b->lens[i], b->targets[i],
                b->noise + (size_t)i * b->per_name, w->scratch, m->tmax, 0, w->out);
     b->losses[i] = w->out[c];
   }
 }
 
-/* Range task of the gradient slot: the wave's chunk sums added in chunk
- * order (the first chunk of the batch copied). */
+/* Range task of the gradient slot, in one pass: the wave's chunk sums
+ * added in chunk order (the batch's first chunk is already there), each
+ * thread's buffer zeroed once read, and with b->scale (the last wave of
+ * model_train_batch) the sum multiplied by it, as a pass of its own after
+ * the sums would. */
 static void fold_range(void *ctx, int task, int thread) {
   (void)thread;
   Batch *b = ctx;
@@ -544,13 +597,18 @@ static void fold_range(void *ctx, int task, int thread) {
   size_t lo = m->nfloats * (size_t)task / (size_t)T, hi = m->nfloats * (size_t)(task + 1) / (size_t)T;
   float *g = m->state + SLOT_GRAD * m->nfloats;
   int first = b->wave * T, count = b->nchunks - first < T ? b->nchunks - first : T;
-  for (int j = 0; j < count; j++) {
-    const float *src = m->ws[j].grad;
-    if (first + j == 0)
-      memcpy(g + lo, src + lo, (hi - lo) * sizeof *g);
-    else
-      for (size_t i = lo; i < hi; i++)
+  enum { STRIP = 1024 }; /* floats: the buffers' strips stay in L1 between the passes */
+  for (size_t s = lo; s < hi; s += STRIP) {
+    size_t e = hi - s < STRIP ? hi : s + STRIP;
+    for (int j = first == 0; j < count; j++) {
+      float *src = m->ws[j].grad;
+      for (size_t i = s; i < e; i++)
         g[i] += src[i];
+      memset(src + s, 0, (e - s) * sizeof *src);
+    }
+    if (b->scale)
+      for (size_t i = s; i < e; i++)
+        g[i] *= b->scale;
   }
 }
 
@@ -565,8 +623,11 @@ static void scale_range(void *ctx, int task, int thread) {
     g[i] *= b->scale;
 }
 
-int model_batch_gradient(Model *m, const int32_t *const *chars, const int32_t *lens,
-                         const int32_t *targets, int n, int first, int total, float *losses) {
+/* model_batch_gradient; scale (not 0): the sum multiplied by it, as
+ * model_batch_update would (in the last fold's pass). */
+static int batch_gradient(Model *m, const int32_t *const *chars, const int32_t *lens,
+                          const int32_t *targets, int n, int first, int total, float *losses,
+                          float scale) {
   assert(m->update && "a model compiled for batches (batch > 1)");
   if (n < 0 || first < 0 || first > total - n || (n > 0 && !valid(m, chars, lens, targets, n)))
     return -1;
@@ -578,6 +639,7 @@ int model_batch_gradient(Model *m, const int32_t *const *chars, const int32_t *l
     return 0;
   }
   reserve_for(m, lens, n);
+  pack_weights(m, m->bstep_fn ? m->bstep_pack_fn : NULL, m->bstep_packs);
   int nchunks = model_chunks(n);
   int32_t *plan = xmalloc((size_t)(n + nchunks + 1) * sizeof *plan);
   model_chunk_names(lens, n, plan, plan + n);
@@ -587,21 +649,77 @@ int model_batch_gradient(Model *m, const int32_t *const *chars, const int32_t *l
   for (b.wave = 0; b.wave * m->threads < b.nchunks; b.wave++) {
     int count = b.nchunks - b.wave * m->threads;
     pool_run(m->pool, count < m->threads ? count : m->threads, step_chunk, &b);
-    pool_run(m->pool, m->threads, fold_range, &b);
+    bool last = (b.wave + 1) * m->threads >= b.nchunks;
+    b.scale = last ? scale : 0;
+    if (count > 1 || b.wave > 0) /* not the first chunk alone */
+      pool_run(m->pool, m->threads, fold_range, &b);
+    else if (last && scale) /* one chunk: no fold to scale in */
+      pool_run(m->pool, m->threads, scale_range, &b);
   }
   free(plan);
   return 0;
 }
 
-float model_batch_update(Model *m, long n) {
-  Batch b = {.m = m, .scale = 1.0f / (float)n};
-  pool_run(m->pool, m->threads, scale_range, &b);
+int model_batch_gradient(Model *m, const int32_t *const *chars, const int32_t *lens,
+                         const int32_t *targets, int n, int first, int total, float *losses) {
+  return batch_gradient(m, chars, lens, targets, n, first, total, losses, 0);
+}
+
+/* The update on ranges of the slots (update_range): this many, whatever
+ * the thread count, so that the norm's parts are the same sums, added in
+ * the same order. */
+enum { UPDATE_PARTS = 8 };
+
+/* Part task's range of the slots: [lo, hi), 16-float aligned. */
+static void update_part_range(size_t nfloats, int part, size_t *lo, size_t *hi) {
+  *lo = nfloats * (size_t)part / UPDATE_PARTS & ~(size_t)15;
+  *hi = part == UPDATE_PARTS - 1 ? nfloats : nfloats * (size_t)(part + 1) / UPDATE_PARTS & ~(size_t)15;
+}
+
+/* Update part `task` (with b->scale, the gradients scaled first), its
+ * part of the grad_norm sum into b->losses[task]. */
+static void update_part(void *ctx, int task, int thread) {
+  Batch *b = ctx;
+  Model *m = b->m;
+  size_t lo, hi;
+  update_part_range(m->nfloats, task, &lo, &hi);
+  b->losses[task] = 0;
+  if (hi <= lo)
+    return;
+  if (b->scale) {
+    float *g = m->state + SLOT_GRAD * m->nfloats;
+    for (size_t i = lo; i < hi; i++)
+      g[i] *= b->scale;
+  }
+  static const int32_t no_chars[1]; /* the update reads no input */
+  Workspace *w = &m->ws[thread];
+  m->update_range_fn(m->state, no_chars, (int32_t)lo, (int32_t)hi, NULL, w->scratch, m->tmax,
+                     (float)m->step, w->out);
+  b->losses[task] = w->out[m->fwd->classes + 1];
+}
+
+/* model_batch_update; scaled: the grad slot is already the mean's. */
+static float batch_update(Model *m, long n, bool scaled) {
+  Batch b = {.m = m, .scale = scaled ? 0 : 1.0f / (float)n};
   m->step++;
+  if (m->update_range_fn && m->nfloats <= INT32_MAX) {
+    float parts[UPDATE_PARTS];
+    b.losses = parts;
+    pool_run(m->pool, UPDATE_PARTS, update_part, &b);
+    float norm = 0;
+    for (int p = 0; p < UPDATE_PARTS; p++)
+      norm += parts[p];
+    return norm;
+  }
+  if (!scaled)
+    pool_run(m->pool, m->threads, scale_range, &b);
   Workspace *w = &m->ws[0];
   static const int32_t no_chars[1]; /* the update reads no input */
   m->update_fn(m->state, no_chars, 1, 0, NULL, w->scratch, m->tmax, (float)m->step, w->out);
   return w->out[m->fwd->classes + 1];
 }
+
+float model_batch_update(Model *m, long n) { return batch_update(m, n, false); }
 
 int model_train_batch(Model *m, const int32_t *const *chars, const int32_t *lens,
                       const int32_t *targets, int n, float *losses, float *mean_loss,
@@ -620,8 +738,8 @@ int model_train_batch(Model *m, const int32_t *const *chars, const int32_t *lens
     }
     *grad_norm = gn;
   } else {
-    model_batch_gradient(m, chars, lens, targets, n, 0, n, losses); /* valid: checked */
-    *grad_norm = model_batch_update(m, n);
+    batch_gradient(m, chars, lens, targets, n, 0, n, losses, 1.0f / (float)n); /* valid: checked */
+    *grad_norm = batch_update(m, n, true);
     for (int i = 0; i < n; i++)
       sum += losses[i];
   }
@@ -646,8 +764,8 @@ static void forward_chunk(void *ctx, int task, int thread) {
     Packed *pk = &w->pk;
     int T = pack(pk, b->chars, b->lens, NULL, NULL, lo, (size_t)(hi - lo), b->noise, b->per_name,
                  &m->bfwd_abi, c);
-    m->bfwd_fn(m->state, NULL, pk->chars, pk->lens, pk->bs, pk->off, T, hi - lo, pk->targets,
-               pk->noise, pk->scratch, pk->out);
+    m->bfwd_fn(m->state, m->bfwd_packs, NULL, pk->chars, pk->lens, pk->bs, pk->off, T, hi - lo,
+               pk->targets, pk->noise, pk->scratch, pk->out);
     for (int i = 0; i < hi - lo; i++)
       memcpy(b->logits + (size_t)pk->order[i] * (size_t)c, pk->out + (size_t)i * (size_t)(c + 1),
              (size_t)c * sizeof *b->logits);
@@ -669,6 +787,7 @@ int model_forward_batch(Model *m, const int32_t *const *chars, const int32_t *le
              .per_name = m->bfwd_fn ? m->bfwd_abi.noise : m->fwd_abi.noise, .logits = logits};
   b.nchunks = n < 4 * m->threads ? n : 4 * m->threads;
   b.noise = draw_noise(m, n, b.per_name);
+  pack_weights(m, m->bfwd_fn ? m->bfwd_pack_fn : NULL, m->bfwd_packs);
   pool_run(m->pool, b.nchunks, forward_chunk, &b);
   return 0;
 }

@@ -14,11 +14,14 @@
 typedef void (*KernelFn)(float *state, const int32_t *chars, int32_t T, int32_t target,
                          const float *noise, float *scratch, int32_t tmax, float step,
                          float *out);
-/* A batched kernel (compiler/batch.c): B packed sequences at once. */
-typedef void (*BatchKernelFn)(const float *state, float *grad, const int32_t *chars,
-                              const int32_t *lens, const int32_t *bs, const int32_t *off,
-                              int32_t T, int32_t B, const int32_t *targets, const float *noise,
-                              float *scratch, float *out);
+/* A batched kernel (compiler/batch.c): B packed sequences at once, its
+ * GEMMs reading the weights packed (transposed) by its BatchPackFn. */
+typedef void (*BatchKernelFn)(const float *state, const float *packs, float *grad,
+                              const int32_t *chars, const int32_t *lens, const int32_t *bs,
+                              const int32_t *off, int32_t T, int32_t B, const int32_t *targets,
+                              const float *noise, float *scratch, float *out);
+/* Packs share `part` of `parts` of the weights a batched kernel reads. */
+typedef void (*BatchPackFn)(const float *state, float *packs, int32_t part, int32_t parts);
 /* A minibatch's step kernel: one sequence's forward and backward pass,
  * its gradients added to grad (nfloats). */
 typedef void (*StepKernelFn)(float *state, float *grad, const int32_t *chars, int32_t T,
@@ -89,8 +92,11 @@ typedef struct Model {
   Graph *fwd_batch;   /* the batched inference kernel's graph, or NULL */
   Jit *jit;
   KernelFn fwd_fn, train_fn, update_fn;
+  KernelFn update_range_fn; /* update on a range of the slots (llvm.c), NULL where the graph clips */
   StepKernelFn step_fn;       /* batch > 1 without bstep_fn: one name at a time */
   BatchKernelFn bstep_fn, bfwd_fn; /* batched step and forward (NULL: not batchable) */
+  BatchPackFn bstep_pack_fn, bfwd_pack_fn; /* NULL when the kernel packs nothing */
+  float *bstep_packs, *bfwd_packs; /* (abi.packed) made from the values before a batch's chunks run */
   KernelAbi fwd_abi, train_abi, step_abi, update_abi, bstep_abi, bfwd_abi;
   char *unbatched;            /* why the graph has no batched kernels, or NULL */
   int batch;          /* the batch size the training kernels are for */
@@ -164,8 +170,9 @@ int model_train_batch(Model *m, const int32_t *const *chars, const int32_t *lens
  * name's loss in losses (the noise is drawn for the whole batch, so a name
  * gets the draws it gets in one process); then one optimizer step on the
  * grad slot as the gradient of the mean over total names (scaled by 1/total
- * first). model_batch_update returns the gradient norm before clipping (0
- * when the graph does not clip). Batch > 1 models. model_batch_gradient
+ * first; on the model's threads where the graph has update_range, on one
+ * where it clips). model_batch_update returns the gradient norm before
+ * clipping (0 when the graph does not clip). Batch > 1 models. model_batch_gradient
  * returns 0, or -1 (nothing run) when n < 0, [first, first + n) is not in
  * [0, total), or a name's input is out of range. */
 int model_batch_gradient(Model *m, const int32_t *const *chars, const int32_t *lens,

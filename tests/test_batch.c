@@ -13,6 +13,8 @@
  * bidirectional GRU and two embedding models (one with dropout).
  * Then the same training on 1 and 2 threads, and twice on 2
  * threads: the parameter and optimizer buffers must be equal bit for bit.
+ * The weights packed in one call or in parts, the same floats; the
+ * update on ranges of the slots (update_range) and on the whole, the same.
  * And how a batch is cut into chunks (model_chunk_names): every name once,
  * longest first in its chunk, the K longest names one in each chunk, and
  * the chunks' total lengths within one name's length of each other. */
@@ -274,6 +276,80 @@ static void test_threads_deterministic(void **state) {
   }
 }
 
+/* The packed weights a batched kernel reads (its NAME_pack) are the same
+ * whether one call packs them or many share the columns: parts taken in
+ * any order, more parts than a pack has columns (parts with none). */
+static void test_pack_parts(void **state) {
+  (void)state;
+  const char *graphs[] = {"graphs/rnn.nn", "graphs/gru.nn"};
+  for (size_t k = 0; k < ARRAY_LEN(graphs); k++) {
+    Model m;
+    compile(&m, graphs[k], 8, 1, false);
+    assert_non_null(m.bstep_pack_fn);
+    random_weights(&m, 3);
+    size_t n = m.bstep_abi.packed;
+    float *one = xmalloc(n * sizeof *one), *many = xmalloc(n * sizeof *many);
+    memset(one, 0xff, n * sizeof *one); /* NaN: a float one way writes and the other not shows */
+    m.bstep_pack_fn(m.state, one, 0, 1);
+    int counts[] = {2, 3, 7, 1000};
+    for (size_t c = 0; c < ARRAY_LEN(counts); c++) {
+      memset(many, 0xff, n * sizeof *many);
+      for (int part = counts[c] - 1; part >= 0; part--)
+        m.bstep_pack_fn(m.state, many, part, counts[c]);
+      assert_memory_equal(one, many, n * sizeof *one);
+    }
+    print_message("%s: %zu packed floats, the same in 1, 2, 3, 7 and 1000 parts\n", graphs[k], n);
+    free(one);
+    free(many);
+    model_free(&m);
+  }
+}
+
+/* update_range on ranges of the slots, the ranges cut anywhere, updates
+ * every float of every slot as update does on the whole; its parts of
+ * the norm's sum (no clipping: 0, or NaN for a gradient that is not
+ * finite) add up to update's. A graph that clips has no update_range. */
+static void test_update_range(void **state) {
+  (void)state;
+  Model m;
+  compile(&m, "graphs/rnn.nn", 8, 1, false);
+  assert_null(m.update_range_fn); /* clip_grad_norm: the norm first */
+  model_free(&m);
+  compile(&m, "graphs/gru.nn", 8, 1, false);
+  assert_non_null(m.update_range_fn);
+  size_t n = SLOT_COUNT * m.nfloats, nf = m.nfloats;
+  int classes = m.fwd->classes;
+  static const int32_t no_chars[1];
+  float *whole = xmalloc(n * sizeof *whole);
+  for (int nan = 0; nan < 2; nan++) {
+    Rng r;
+    rng_seed(&r, 9);
+    for (size_t i = 0; i < n; i++)
+      m.state[i] = rng_uniform(&r, -0.1f, 0.1f);
+    if (nan)
+      m.state[SLOT_GRAD * nf + nf / 3] = NAN;
+    memcpy(whole, m.state, n * sizeof *whole);
+    float *ranged = m.state;
+    m.state = whole;
+    m.update_fn(m.state, no_chars, 1, 0, NULL, m.ws[0].scratch, m.tmax, 3, m.ws[0].out);
+    float norm = m.ws[0].out[classes + 1];
+    m.state = ranged;
+    size_t cuts[] = {0, 1, 17, nf / 2 + 5, nf - 3, nf}; /* ranges of 1, 16, ... floats */
+    float sum = 0;
+    for (size_t k = 0; k + 1 < ARRAY_LEN(cuts); k++) {
+      m.update_range_fn(m.state, no_chars, (int32_t)cuts[k], (int32_t)cuts[k + 1], NULL,
+                        m.ws[0].scratch, m.tmax, 3, m.ws[0].out);
+      sum += m.ws[0].out[classes + 1];
+    }
+    assert_memory_equal(whole, m.state, n * sizeof *whole);
+    if (nan ? !isnan(norm) || !isnan(sum) : norm != 0 || sum != 0)
+      fail_msg("the norm: update %g, update_range's parts %g", norm, sum);
+  }
+  print_message("gru.nn: update_range on 5 ranges, update on the whole: the same bytes\n");
+  free(whole);
+  model_free(&m);
+}
+
 static void test_chunk_names(void **state) {
   (void)state;
   Rng r;
@@ -329,6 +405,8 @@ int main(void) {
       cmocka_unit_test(test_embedding_batches),
       cmocka_unit_test(test_lstm_batches),
       cmocka_unit_test(test_threads_deterministic),
+      cmocka_unit_test(test_pack_parts),
+      cmocka_unit_test(test_update_range),
       cmocka_unit_test(test_chunk_names),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

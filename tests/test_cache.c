@@ -549,11 +549,16 @@ static void test_kernel_and_abi_from_the_cache(void **state) {
     assert_true(t[1].codegen == 0 && t[1].optimize == 0 && t[1].machine_code == 0);
     assert_int_equal(obj[1].len, obj[0].len);
     assert_memory_equal(obj[1].data, obj[0].data, obj[0].len);
-    assert_memory_equal(&abi[1], &abi[0], sizeof abi[0]);
-    print_message("%s: object (%zu bytes) and ABI (scratch %zu + T * %zu + B * %zu, noise %zu) "
-                  "the same from the cache\n",
+    assert_int_equal(abi[1].scratch_fixed, abi[0].scratch_fixed);
+    assert_int_equal(abi[1].scratch_per_t, abi[0].scratch_per_t);
+    assert_int_equal(abi[1].scratch_per_b, abi[0].scratch_per_b);
+    assert_int_equal(abi[1].noise, abi[0].noise);
+    assert_int_equal(abi[1].packed, abi[0].packed);
+    assert_int_equal(abi[1].extra, abi[0].extra);
+    print_message("%s: object (%zu bytes) and ABI (scratch %zu + T * %zu + B * %zu, noise %zu, "
+                  "packs %zu, second function %s) the same from the cache\n",
                   kernel_name(kinds[i]), obj[0].len, abi[0].scratch_fixed, abi[0].scratch_per_t,
-                  abi[0].scratch_per_b, abi[0].noise);
+                  abi[0].scratch_per_b, abi[0].noise, abi[0].packed, abi[0].extra ? "yes" : "no");
     buf_free(&obj[0]);
     buf_free(&obj[1]);
   }

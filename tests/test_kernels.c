@@ -338,7 +338,7 @@ typedef struct Tr {
 
 static void transpose_body(Cg *cg, LLVMValueRef *p, const void *ctx) {
   const Tr *t = ctx;
-  transpose(cg, p[2], t->ldd, p[0], t->lds, t->rows, t->cols);
+  transpose(cg, p[2], t->ldd, p[0], t->lds, t->rows, ci64(cg, t->cols));
 }
 
 static void test_transpose(void **state) {
