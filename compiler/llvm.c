@@ -793,6 +793,68 @@ static void emit_rows(CG *c, int id) {
     loop_end(cg, &t);
 }
 
+/* Product id: blocked (see matvec_block_n), and the sequence form:
+ * Y[t] = W[:, k0:k0+n] X[t] for every t, rows outside, so each row of
+ * W is read once for the whole sequence while X stays in L1. */
+static void emit_matvec(CG *c, int id) {
+  Cg *cg = &c->cg;
+  const Node *n = N(c, id);
+  int a = n->in[0], b = n->in[1];
+  Type tw = N(c, a)->type, tx = N(c, b)->type;
+  bool seq = is_seq_type(tx);
+  long long M = tw.dim[0], nv = seq ? tx.dim[1] : tx.dim[0];
+  c->ptr[id] = buffer(c, id);
+  LLVMValueRef scale;
+  long long ld, qld = 0;
+  LLVMValueRef q = int8_product(c, id) ? quantized_input(c, id, &qld) : NULL;
+  LLVMValueRef offsets = q ? weight_offsets(c, id) : NULL;
+  if (blocked_matvec(c, id)) {
+    Loop r = loop_begin(cg, ci64(cg, M / BLOCK));
+    LLVMValueRef r0 = LLVMBuildMul(cg->b, r.i, ci64(cg, BLOCK), "");
+    LLVMValueRef w = weight_row(c, id, r0, &scale, &ld);
+    if (scale)
+      scale = fptr(cg, scale, r0);
+    LLVMValueRef corr = offsets ? gep(cg, cg->i32, offsets, r0) : NULL;
+    if (seq) {
+      /* several steps at a time, 16 / n rows each, so a load of W
+       * serves n products */
+      Steps ms = {c, id, w, r0, scale, ld, q, qld, corr};
+      step_tuples(cg, c->T64, matvec_steps, &ms);
+    } else if (q) {
+      LLVMValueRef sx, qx = input_q8(cg, q, qld, ci64(cg, 0), &sx), y = fptr(cg, c->ptr[id], r0);
+      matvec_block_q8(cg, w, ld, &qx, &sx, 1, nv, &y, scale, corr);
+    } else {
+      LLVMValueRef x = c->ptr[b], y = fptr(cg, c->ptr[id], r0);
+      matvec_block_n(cg, w, ld, &x, 1, nv, &y, scale);
+    }
+    loop_end(cg, &r);
+    return;
+  }
+  Loop r = loop_begin(cg, ci64(cg, M));
+  LLVMValueRef w = weight_row(c, id, r.i, &scale, &ld);
+  Loop t = loop_begin(cg, c->T64);
+  if (q) { /* int8 x int8 (int8_product) */
+    LLVMValueRef sx, qx = input_q8(cg, q, qld, t.i, &sx);
+    LLVMValueRef at = LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, t.i, ci64(cg, M), ""), r.i, "");
+    LLVMValueRef corr = offsets ? LLVMBuildLoad2(cg->b, cg->i32, gep(cg, cg->i32, offsets, r.i), "") : NULL;
+    store(cg, int8_result(cg, idot(cg, w, qx, nv, corr), load(cg, scale, r.i), sx), c->ptr[id], at);
+    loop_end(cg, &t);
+    loop_end(cg, &r);
+    return;
+  }
+  LLVMValueRef x = seq_row(c, b, t.i);
+  LLVMValueRef acc = acc_new(cg, cf32(cg, 0));
+  Loop k = loop_begin(cg, ci64(cg, nv));
+  LLVMBuildStore(cg->b, fadd(cg, LLVMBuildLoad2(cg->b, cg->f32, acc, ""),
+                            fmul(cg, weight_at(cg, w, k.i, scale), load(cg, x, k.i))), acc);
+  loop_end(cg, &k);
+  LLVMValueRef y = LLVMBuildLoad2(cg->b, cg->f32, acc, "");
+  store(cg, scale ? fmul(cg, y, load(cg, scale, r.i)) : y, c->ptr[id],
+        LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, t.i, ci64(cg, M), ""), r.i, ""));
+  loop_end(cg, &t);
+  loop_end(cg, &r);
+}
+
 static void emit_standalone(CG *c, int id) {
   Cg *cg = &c->cg;
   const Graph *g = c->g;
@@ -913,65 +975,9 @@ static void emit_standalone(CG *c, int id) {
     loop_end(cg, &l3);
     break;
   }
-  case OP_MATVEC: {
-    /* Blocked products (see matvec_block_n), and the sequence form:
-     * Y[t] = W[:, k0:k0+n] X[t] for every t, rows outside, so each row of
-     * W is read once for the whole sequence while X stays in L1. */
-    Type tw = N(c, a)->type, tx = N(c, b)->type;
-    bool seq = is_seq_type(tx);
-    long long M = tw.dim[0], nv = seq ? tx.dim[1] : tx.dim[0];
-    c->ptr[id] = buffer(c, id);
-    LLVMValueRef scale;
-    long long ld, qld = 0;
-    LLVMValueRef q = int8_product(c, id) ? quantized_input(c, id, &qld) : NULL;
-    LLVMValueRef offsets = q ? weight_offsets(c, id) : NULL;
-    if (blocked_matvec(c, id)) {
-      Loop r = loop_begin(cg, ci64(cg, M / BLOCK));
-      LLVMValueRef r0 = LLVMBuildMul(cg->b, r.i, ci64(cg, BLOCK), "");
-      LLVMValueRef w = weight_row(c, id, r0, &scale, &ld);
-      if (scale)
-        scale = fptr(cg, scale, r0);
-      LLVMValueRef corr = offsets ? gep(cg, cg->i32, offsets, r0) : NULL;
-      if (seq) {
-        /* several steps at a time, 16 / n rows each, so a load of W
-         * serves n products */
-        Steps ms = {c, id, w, r0, scale, ld, q, qld, corr};
-        step_tuples(cg, c->T64, matvec_steps, &ms);
-      } else if (q) {
-        LLVMValueRef sx, qx = input_q8(cg, q, qld, ci64(cg, 0), &sx), y = fptr(cg, c->ptr[id], r0);
-        matvec_block_q8(cg, w, ld, &qx, &sx, 1, nv, &y, scale, corr);
-      } else {
-        LLVMValueRef x = c->ptr[b], y = fptr(cg, c->ptr[id], r0);
-        matvec_block_n(cg, w, ld, &x, 1, nv, &y, scale);
-      }
-      loop_end(cg, &r);
-      break;
-    }
-    Loop r = loop_begin(cg, ci64(cg, M));
-    LLVMValueRef w = weight_row(c, id, r.i, &scale, &ld);
-    Loop t = loop_begin(cg, c->T64);
-    if (q) { /* int8 x int8 (int8_product) */
-      LLVMValueRef sx, qx = input_q8(cg, q, qld, t.i, &sx);
-      LLVMValueRef at = LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, t.i, ci64(cg, M), ""), r.i, "");
-      LLVMValueRef corr = offsets ? LLVMBuildLoad2(cg->b, cg->i32, gep(cg, cg->i32, offsets, r.i), "") : NULL;
-      store(cg, int8_result(cg, idot(cg, w, qx, nv, corr), load(cg, scale, r.i), sx), c->ptr[id], at);
-      loop_end(cg, &t);
-      loop_end(cg, &r);
-      break;
-    }
-    LLVMValueRef x = seq_row(c, b, t.i);
-    LLVMValueRef acc = acc_new(cg, cf32(cg, 0));
-    Loop k = loop_begin(cg, ci64(cg, nv));
-    LLVMBuildStore(cg->b, fadd(cg, LLVMBuildLoad2(cg->b, cg->f32, acc, ""),
-                              fmul(cg, weight_at(cg, w, k.i, scale), load(cg, x, k.i))), acc);
-    loop_end(cg, &k);
-    LLVMValueRef y = LLVMBuildLoad2(cg->b, cg->f32, acc, "");
-    store(cg, scale ? fmul(cg, y, load(cg, scale, r.i)) : y, c->ptr[id],
-          LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, t.i, ci64(cg, M), ""), r.i, ""));
-    loop_end(cg, &t);
-    loop_end(cg, &r);
+  case OP_MATVEC:
+    emit_matvec(c, id);
     break;
-  }
   case OP_MATVEC_T: {
     /* y = W[:, k0:k0+n]^T u: blocked with y in registers (matvec_t_block);
      * a sequence of u, several steps at a time. A one-hot u is row u of W:
