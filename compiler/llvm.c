@@ -31,6 +31,7 @@
  * shapes that allow it run as micro-kernels (kernels.c). */
 #include <assert.h>
 #include <llvm-c/Core.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +62,8 @@ typedef struct CG {
   int group_serial;
   size_t fixed, per_t_total, nnoise;
   LLVMValueRef *scan_stack; /* (per yield) stack bases while a scan is emitted */
+  int scan_id;              /* the scan being emitted (-1: none) */
+  LLVMValueRef scan_first;  /* and whether its step is the first (an i1) */
   bool *first_acc;          /* node -> the accumulation that initializes its gradient */
   LLVMValueRef *qin;        /* product node -> its input quantized (quantized_input), or NULL */
   long long *qin_ld;        /* and that buffer's row stride, in floats */
@@ -486,12 +489,15 @@ static void emit_scan(CG *c, int id) {
     off += (row_numel(g->nodes[body->yields[k]].type) + 15) & ~(size_t)15;
   }
   c->per_t_total += off;
-  LLVMValueRef *saved = c->scan_stack;
+  LLVMValueRef *saved = c->scan_stack, saved_first = c->scan_first;
+  int saved_id = c->scan_id;
   c->scan_stack = stacks;
   Loop s = loop_begin(cg, c->T64);
   LLVMValueRef t = reverse ? LLVMBuildSub(cg->b, LLVMBuildSub(cg->b, c->T64, ci64(cg, 1), ""), s.i, "")
                            : s.i;
   LLVMValueRef first = LLVMBuildICmp(cg->b, LLVMIntEQ, s.i, ci64(cg, 0), "");
+  c->scan_id = id;
+  c->scan_first = first;
   LLVMValueRef prev =
       reverse ? LLVMBuildAdd(cg->b, t, ci64(cg, 1), "") : LLVMBuildSub(cg->b, t, ci64(cg, 1), "");
   for (int i = 0; i < nseq; i++) {
@@ -522,6 +528,8 @@ static void emit_scan(CG *c, int id) {
   }
   loop_end(cg, &s);
   c->scan_stack = saved;
+  c->scan_id = saved_id;
+  c->scan_first = saved_first;
   c->ptr[id] = base;
   /* Projections point at the stacks. */
   for (int u = 0; u < c->nusers[id]; u++) {
@@ -793,17 +801,68 @@ static void emit_rows(CG *c, int id) {
     loop_end(cg, &t);
 }
 
+/* AOT: whether product id's input is the state its scan carries, that
+ * state starts as zeros, and the baked float matrix is finite. At the
+ * scan's first step the product is then exactly +0 in every row (each
+ * sum is +0 plus terms w * 0 = +-0, and +0 + -0 = +0), so emit_matvec
+ * writes zeros there instead of computing them: the same bits, without
+ * reading the matrix (2 of gru.nn's 14 products of a 7-character name).
+ * An infinite or NaN weight would make the product NaN instead; rnnc
+ * build refuses such checkpoints (checkpoint.c), and this checks again
+ * for any other caller of codegen with baked values. */
+static bool zero_at_first_step(CG *c, int id) {
+  const Node *n = N(c, id);
+  if (c->scan_id < 0 || !baked_matrix(c, id) || c->bk->quantize || is_seq_type(N(c, n->in[1])->type))
+    return false;
+  const Node *s = N(c, c->scan_id);
+  const Block *body = &c->g->blocks[s->region];
+  int carry = -1;
+  for (int j = 0; j < s->b; j++)
+    if (body->args[s->a + j] == n->in[1])
+      carry = s->a + j;
+  if (carry < 0 || N(c, s->in[carry])->op != OP_ZEROS)
+    return false;
+  const Node *w = N(c, n->in[0]);
+  const float *v = c->bk->values + param_offset(c->g, w->a);
+  for (size_t i = 0, cnt = type_numel(w->type); i < cnt; i++)
+    if (!isfinite(v[i]))
+      return false;
+  return true;
+}
+
+static void emit_product(CG *c, int id); /* into c->ptr[id] */
+
+/* Product id, or zeros at its scan's first step (zero_at_first_step). */
+static void emit_matvec(CG *c, int id) {
+  Cg *cg = &c->cg;
+  c->ptr[id] = buffer(c, id);
+  if (!zero_at_first_step(c, id)) {
+    emit_product(c, id);
+    return;
+  }
+  LLVMBasicBlockRef zero = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "zero_state");
+  LLVMBasicBlockRef product = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "product");
+  LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "product_done");
+  LLVMBuildCondBr(cg->b, c->scan_first, zero, product);
+  LLVMPositionBuilderAtEnd(cg->b, product);
+  emit_product(c, id);
+  LLVMBuildBr(cg->b, join);
+  LLVMPositionBuilderAtEnd(cg->b, zero);
+  memset_f32(cg, c->ptr[id], ci64(cg, (long long)row_numel(N(c, id)->type)));
+  LLVMBuildBr(cg->b, join);
+  LLVMPositionBuilderAtEnd(cg->b, join);
+}
+
 /* Product id: blocked (see matvec_block_n), and the sequence form:
  * Y[t] = W[:, k0:k0+n] X[t] for every t, rows outside, so each row of
  * W is read once for the whole sequence while X stays in L1. */
-static void emit_matvec(CG *c, int id) {
+static void emit_product(CG *c, int id) {
   Cg *cg = &c->cg;
   const Node *n = N(c, id);
   int a = n->in[0], b = n->in[1];
   Type tw = N(c, a)->type, tx = N(c, b)->type;
   bool seq = is_seq_type(tx);
   long long M = tw.dim[0], nv = seq ? tx.dim[1] : tx.dim[0];
-  c->ptr[id] = buffer(c, id);
   LLVMValueRef scale;
   long long ld, qld = 0;
   LLVMValueRef q = int8_product(c, id) ? quantized_input(c, id, &qld) : NULL;
@@ -1088,7 +1147,7 @@ static void emit_block(CG *c, int blk) {
 
 int codegen(const Graph *g, LLVMModuleRef mod, const char *name, const CodegenOptions *opt,
             KernelAbi *abi, Err *e) {
-  CG c = {.g = g, .opt = opt, .group_serial = 1};
+  CG c = {.g = g, .opt = opt, .group_serial = 1, .scan_id = -1};
   Cg *cg = &c.cg;
   cg_init(cg, mod, opt && opt->simd.lanes ? opt->simd : (Simd){.lanes = 4, .regs = 16});
   cg->dot = opt ? opt->int8_dot : INT8_DOT_NONE;
