@@ -199,10 +199,11 @@ void gemm(Cg *cg, const Gemm *p);
 
 /* rnnc build: the checkpoint's values as constants of the module, each
  * made once and shared by the module's kernels (private globals named
- * rnnc.*). Unquantized, all values are one float array laid out as the
- * parameter buffer; quantized (rnnc.h's quantize_row), the parameters
- * that are a product's matrix are int8 rows with float row scales, and
- * every other parameter is a float array of its own. */
+ * rnnc.*), one for each parameter and layout, so that a layout nothing
+ * reads is left out of the object. Unquantized, each parameter is a float
+ * array; quantized (rnnc.h's quantize_row), the parameters that are a
+ * product's matrix are int8 rows with float row scales, and every other
+ * parameter is a float array of its own. */
 typedef struct Baked {
   const Graph *g;
   const float *values; /* (g->nfloats) */

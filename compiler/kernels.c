@@ -1071,12 +1071,6 @@ static LLVMValueRef i8_constant(Cg *cg, const int8_t *v, size_t n, const char *n
 LLVMValueRef baked_param(Cg *cg, const Baked *bk, int p) {
   const Graph *g = bk->g;
   char name[64];
-  if (!bk->quantize) {
-    LLVMValueRef all = LLVMGetNamedGlobal(cg->mod, "rnnc.values");
-    if (!all)
-      all = f32_constant(cg, bk->values, g->nfloats, "rnnc.values");
-    return fptr(cg, all, ci64(cg, (long long)g->params[p].offset));
-  }
   snprintf(name, sizeof name, "rnnc.values.%d", p);
   LLVMValueRef gv = LLVMGetNamedGlobal(cg->mod, name);
   return gv ? gv : f32_constant(cg, bk->values + g->params[p].offset, type_numel(g->params[p].type), name);
