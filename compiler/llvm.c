@@ -255,6 +255,14 @@ static const Baked *baked_matrix(CG *c, int id) {
   return c->bk && w->op == OP_LOAD && w->b == SLOT_VALUE ? c->bk : NULL;
 }
 
+/* AOT: whether product id reads its float matrix in baked_blocked's
+ * layout (matvec_block_n with ks = 16 V): every blocked product of a
+ * baked float matrix does. */
+static bool blocked_layout(CG *c, int id) {
+  const Baked *bk = baked_matrix(c, id);
+  return bk && !bk->quantize && blocked_matvec(c, id);
+}
+
 /* Product node id's W[r, k0] and the row stride *ld: a float pointer, or
  * with --quantize int8 an int8 pointer with *scale the matrix's row
  * scales (row r's at scale[r]; else *scale is NULL). */
@@ -263,6 +271,11 @@ static LLVMValueRef weight_row(CG *c, int id, LLVMValueRef r, LLVMValueRef *scal
   const Node *n = N(c, id), *w = N(c, n->in[0]), *v = N(c, n->in[1]);
   const Baked *bk = baked_matrix(c, id);
   *scale = NULL;
+  if (blocked_layout(c, id)) { /* r: a block's first row; *ld = V */
+    long long nv = is_seq_type(v->type) ? v->type.dim[1] : v->type.dim[0];
+    *ld = mv_lanes(cg);
+    return fptr(cg, baked_blocked(cg, bk, w->a, n->a, (int)nv), LLVMBuildMul(cg->b, r, ci64(cg, nv), ""));
+  }
   if (bk && bk->quantize) { /* the int8 rows of the product's columns alone */
     *ld = is_seq_type(v->type) ? v->type.dim[1] : v->type.dim[0];
     LLVMValueRef q = baked_q8(cg, bk, w->a, n->a, (int)*ld, scale);
@@ -548,7 +561,7 @@ typedef struct Steps {
   CG *c;
   int id;
   LLVMValueRef w, r0, scale; /* scale: the block's row scales (int8 w), or NULL */
-  long long ld;              /* w's row stride */
+  long long ld, ks;          /* w's row stride, and its chunks' (matvec_block_n) */
   LLVMValueRef q;            /* int8_product: the input quantized (quantized_input), or NULL */
   long long qld;             /* its row stride */
   LLVMValueRef corr;         /* with vpdpbusd: the block's row offsets (weight_offsets) */
@@ -753,7 +766,7 @@ static void matvec_steps(void *ctx, LLVMValueRef *ts, int nx) {
                       m->corr ? gep(cg, cg->i32, m->corr, ci64(cg, h * BLOCK / nx)) : NULL);
       continue;
     }
-    matvec_block_n(cg, m->scale ? gep(cg, cg->i8, m->w, at) : fptr(cg, m->w, at), m->ld, xs, nx, nv, ys,
+    matvec_block_n(cg, m->scale ? gep(cg, cg->i8, m->w, at) : fptr(cg, m->w, at), m->ld, m->ks, xs, nx, nv, ys,
                    m->scale ? fptr(cg, m->scale, ci64(cg, h * BLOCK / nx)) : NULL);
   }
 }
@@ -871,20 +884,21 @@ static void emit_product(CG *c, int id) {
     Loop r = loop_begin(cg, ci64(cg, M / BLOCK));
     LLVMValueRef r0 = LLVMBuildMul(cg->b, r.i, ci64(cg, BLOCK), "");
     LLVMValueRef w = weight_row(c, id, r0, &scale, &ld);
+    long long ks = blocked_layout(c, id) ? BLOCK * mv_lanes(cg) : 0;
     if (scale)
       scale = fptr(cg, scale, r0);
     LLVMValueRef corr = offsets ? gep(cg, cg->i32, offsets, r0) : NULL;
     if (seq) {
       /* several steps at a time, 16 / n rows each, so a load of W
        * serves n products */
-      Steps ms = {c, id, w, r0, scale, ld, q, qld, corr};
+      Steps ms = {c, id, w, r0, scale, ld, ks, q, qld, corr};
       step_tuples(cg, c->T64, matvec_steps, &ms);
     } else if (q) {
       LLVMValueRef sx, qx = input_q8(cg, q, qld, ci64(cg, 0), &sx), y = fptr(cg, c->ptr[id], r0);
       matvec_block_q8(cg, w, ld, &qx, &sx, 1, nv, &y, scale, corr);
     } else {
       LLVMValueRef x = c->ptr[b], y = fptr(cg, c->ptr[id], r0);
-      matvec_block_n(cg, w, ld, &x, 1, nv, &y, scale);
+      matvec_block_n(cg, w, ld, ks, &x, 1, nv, &y, scale);
     }
     loop_end(cg, &r);
     return;
@@ -1058,7 +1072,7 @@ static void emit_standalone(CG *c, int id) {
     c->ptr[id] = buffer(c, id);
     if (n->b % BLOCK == 0) {
       if (seq) {
-        Steps ms = {c, id, NULL, NULL, NULL, 0, NULL, 0, NULL};
+        Steps ms = {c, id, NULL, NULL, NULL, 0, 0, NULL, 0, NULL};
         step_tuples(cg, c->T64, matvec_t_steps, &ms);
       } else {
         LLVMValueRef u = c->ptr[b], y = c->ptr[id];
