@@ -138,12 +138,17 @@ LLVMValueRef cg_elem(Cg *cg, Op op, double f, LLVMValueRef a, LLVMValueRef b);
  * Rows of a weight gradient one outer_seq_rows call keeps in registers. */
 enum { BLOCK = 16, ACC_ROWS = 8 };
 
-/* ys[i][0..16/nx) = rows [0, 16/nx) of W (from w, row stride ld) times
- * xs[i][0..nv), for nx in {1, 2, 4} vectors x; nv a multiple of 16. W is
- * float, or with scale int8 rows whose row j is scaled by scale[j] (its
- * result multiplied: the products are summed in float). */
-void matvec_block_n(Cg *cg, LLVMValueRef w, long long ld, LLVMValueRef *xs, int nx, long long nv,
-                    LLVMValueRef *ys, LLVMValueRef scale);
+/* ys[i][0..16/nx) = rows [0, 16/nx) of W times xs[i][0..nv), for nx in
+ * {1, 2, 4} vectors x; nv a multiple of 16. Row j's lanes [k, k + V) (V =
+ * mv_lanes, 16 on x86) are at w + j ld + (k / V) ks: row-major W has ld
+ * its row stride and ks = V (or 0, which means V); baked_blocked's layout
+ * has ld = V and ks = 16 V. W is float, or with scale int8 rows whose row
+ * j is scaled by scale[j] (its result multiplied: the products are summed
+ * in float). */
+void matvec_block_n(Cg *cg, LLVMValueRef w, long long ld, long long ks, LLVMValueRef *xs, int nx,
+                    long long nv, LLVMValueRef *ys, LLVMValueRef scale);
+/* The lanes of matvec_block_n's vectors of W (cg->simd.mv_lanes, or 16). */
+int mv_lanes(const Cg *cg);
 /* int8 x int8 products, on a CPU with sdot or vpdpbusd only (cg->dot,
  * CodegenOptions.int8_dot). quantize_vec: q[0..n) (int8) = x[0..n)
  * quantized as quantize_row does (scale max |x| / 127, x / scale rounded
@@ -199,10 +204,11 @@ void gemm(Cg *cg, const Gemm *p);
 
 /* rnnc build: the checkpoint's values as constants of the module, each
  * made once and shared by the module's kernels (private globals named
- * rnnc.*). Unquantized, all values are one float array laid out as the
- * parameter buffer; quantized (rnnc.h's quantize_row), the parameters
- * that are a product's matrix are int8 rows with float row scales, and
- * every other parameter is a float array of its own. */
+ * rnnc.*), one for each parameter and layout, so that a layout nothing
+ * reads is left out of the object. Unquantized, each parameter is a float
+ * array; quantized (rnnc.h's quantize_row), the parameters that are a
+ * product's matrix are int8 rows with float row scales, and every other
+ * parameter is a float array of its own. */
 typedef struct Baked {
   const Graph *g;
   const float *values; /* (g->nfloats) */
@@ -216,6 +222,13 @@ LLVMValueRef baked_q8(Cg *cg, const Baked *bk, int p, int k0, int n, LLVMValueRe
 /* The M int32 offsets of baked_q8's rows for vpdpbusd's unsigned input
  * (the quantized input plus 128): 128 times each row's sum. */
 LLVMValueRef baked_q8_offsets(Cg *cg, const Baked *bk, int p, int k0, int n);
+/* Columns [k0, k0 + n) of float matrix parameter p [M][ld], M and n
+ * multiples of 16, in matvec_block_n's blocked layout: each block of 16
+ * rows is 16 n contiguous floats, lanes [k, k + V) of its 16 rows one
+ * after the other (V = mv_lanes(cg)), so the block's product reads one
+ * sequential stream instead of 16 rows 4 ld bytes apart. Element (r, k)
+ * is at (r / 16) 16 n + (k / V) 16 V + (r % 16) V + k % V. */
+LLVMValueRef baked_blocked(Cg *cg, const Baked *bk, int p, int k0, int n);
 /* Columns [k0, k0 + n) of matrix parameter p [M][ld] transposed, [n][M]
  * (column k0 + j's M values contiguous: what a product with a one-hot
  * vector reads): floats, or quantized int8 with *scale the M row scales

@@ -200,9 +200,13 @@ static LLVMValueRef concat16(Cg *cg, LLVMValueRef *v, int count) {
  * vectors split into spilled pieces (on a Cortex-M4, V = 1: 16 scalar
  * sums in the FPU's registers, one multiply-add each per load of W, and
  * no tree). */
-void matvec_block_n(Cg *cg, LLVMValueRef w, long long ld, LLVMValueRef *xs, int nx, long long nv,
-                    LLVMValueRef *ys, LLVMValueRef scale) {
-  int R = BLOCK / nx, V = cg->simd.mv_lanes ? cg->simd.mv_lanes : BLOCK;
+int mv_lanes(const Cg *cg) { return cg->simd.mv_lanes ? cg->simd.mv_lanes : BLOCK; }
+
+void matvec_block_n(Cg *cg, LLVMValueRef w, long long ld, long long ks, LLVMValueRef *xs, int nx,
+                    long long nv, LLVMValueRef *ys, LLVMValueRef scale) {
+  int R = BLOCK / nx, V = mv_lanes(cg);
+  if (!ks)
+    ks = V;
   assert(V >= 1 && V <= BLOCK && BLOCK % V == 0 && nv % V == 0);
   LLVMTypeRef vt = V == 1 ? cg->f32 : LLVMVectorType(cg->f32, (unsigned)V);
   LLVMTypeRef vq = V == 1 ? cg->i8 : LLVMVectorType(cg->i8, (unsigned)V);
@@ -232,8 +236,9 @@ void matvec_block_n(Cg *cg, LLVMValueRef w, long long ld, LLVMValueRef *xs, int 
     LLVMValueRef xv[BLOCK];
     for (int i = 0; i < nx; i++)
       xv[i] = vload(cg, vt, fptr(cg, xs[i], k0));
+    LLVMValueRef kw = ks == V ? k0 : LLVMBuildMul(cg->b, k.i, ci64(cg, ks), "");
     for (int j = j0; j < j0 + RP; j++) {
-      LLVMValueRef at = LLVMBuildAdd(cg->b, k0, ci64(cg, j * ld), "");
+      LLVMValueRef at = LLVMBuildAdd(cg->b, kw, ci64(cg, j * ld), "");
       LLVMValueRef wv = scale ? LLVMBuildSIToFP(cg->b, vload(cg, vq, gep(cg, cg->i8, w, at)), vt, "")
                               : vload(cg, vt, fptr(cg, w, at));
       for (int i = 0; i < nx; i++) {
@@ -1082,12 +1087,6 @@ static LLVMValueRef i8_constant(Cg *cg, const int8_t *v, size_t n, const char *n
 LLVMValueRef baked_param(Cg *cg, const Baked *bk, int p) {
   const Graph *g = bk->g;
   char name[64];
-  if (!bk->quantize) {
-    LLVMValueRef all = LLVMGetNamedGlobal(cg->mod, "rnnc.values");
-    if (!all)
-      all = f32_constant(cg, bk->values, g->nfloats, "rnnc.values");
-    return fptr(cg, all, ci64(cg, (long long)g->params[p].offset));
-  }
   snprintf(name, sizeof name, "rnnc.values.%d", p);
   LLVMValueRef gv = LLVMGetNamedGlobal(cg->mod, name);
   return gv ? gv : f32_constant(cg, bk->values + g->params[p].offset, type_numel(g->params[p].type), name);
@@ -1156,6 +1155,25 @@ LLVMValueRef baked_q8_offsets(Cg *cg, const Baked *bk, int p, int k0, int n) {
   free(vals);
   free(q);
   free(s);
+  return gv;
+}
+
+LLVMValueRef baked_blocked(Cg *cg, const Baked *bk, int p, int k0, int n) {
+  Type t = bk->g->params[p].type;
+  size_t M = (size_t)t.dim[0], ld = (size_t)t.dim[1], V = (size_t)mv_lanes(cg), N = (size_t)n;
+  assert(!bk->quantize && M % BLOCK == 0 && N % BLOCK == 0);
+  char name[96];
+  snprintf(name, sizeof name, "rnnc.blocked.%d.%d.%d.%zu", p, k0, n, V);
+  LLVMValueRef gv = LLVMGetNamedGlobal(cg->mod, name);
+  if (gv)
+    return gv;
+  const float *v = bk->values + bk->g->params[p].offset;
+  float *b = xmalloc(M * N * sizeof *b);
+  for (size_t r = 0; r < M; r++)
+    for (size_t k = 0; k < N; k++)
+      b[r / BLOCK * BLOCK * N + k / V * BLOCK * V + r % BLOCK * V + k % V] = v[r * ld + (size_t)k0 + k];
+  gv = f32_constant(cg, b, M * N, name);
+  free(b);
   return gv;
 }
 

@@ -39,6 +39,7 @@
  * shapes that allow it run as micro-kernels (kernels.c). */
 #include <assert.h>
 #include <llvm-c/Core.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +71,8 @@ typedef struct CG {
   int group_serial;
   size_t fixed, per_t_total, nnoise;
   LLVMValueRef *scan_stack; /* (per yield) stack bases while a scan is emitted */
+  int scan_id;              /* the scan being emitted (-1: none) */
+  LLVMValueRef scan_first;  /* and whether its step is the first (an i1) */
   bool *first_acc;          /* node -> the accumulation that initializes its gradient */
   LLVMValueRef *qin;        /* product node -> its input quantized (quantized_input), or NULL */
   long long *qin_ld;        /* and that buffer's row stride, in floats */
@@ -261,6 +264,14 @@ static const Baked *baked_matrix(CG *c, int id) {
   return c->bk && w->op == OP_LOAD && w->b == SLOT_VALUE ? c->bk : NULL;
 }
 
+/* AOT: whether product id reads its float matrix in baked_blocked's
+ * layout (matvec_block_n with ks = 16 V): every blocked product of a
+ * baked float matrix does. */
+static bool blocked_layout(CG *c, int id) {
+  const Baked *bk = baked_matrix(c, id);
+  return bk && !bk->quantize && blocked_matvec(c, id);
+}
+
 /* Product node id's W[r, k0] and the row stride *ld: a float pointer, or
  * with --quantize int8 an int8 pointer with *scale the matrix's row
  * scales (row r's at scale[r]; else *scale is NULL). */
@@ -269,6 +280,11 @@ static LLVMValueRef weight_row(CG *c, int id, LLVMValueRef r, LLVMValueRef *scal
   const Node *n = N(c, id), *w = N(c, n->in[0]), *v = N(c, n->in[1]);
   const Baked *bk = baked_matrix(c, id);
   *scale = NULL;
+  if (blocked_layout(c, id)) { /* r: a block's first row; *ld = V */
+    long long nv = is_seq_type(v->type) ? v->type.dim[1] : v->type.dim[0];
+    *ld = mv_lanes(cg);
+    return fptr(cg, baked_blocked(cg, bk, w->a, n->a, (int)nv), LLVMBuildMul(cg->b, r, ci64(cg, nv), ""));
+  }
   if (bk && bk->quantize) { /* the int8 rows of the product's columns alone */
     *ld = is_seq_type(v->type) ? v->type.dim[1] : v->type.dim[0];
     LLVMValueRef q = baked_q8(cg, bk, w->a, n->a, (int)*ld, scale);
@@ -497,12 +513,15 @@ static void emit_scan(CG *c, int id) {
     off += (row_numel(g->nodes[body->yields[k]].type) + 15) & ~(size_t)15;
   }
   c->per_t_total += off;
-  LLVMValueRef *saved = c->scan_stack;
+  LLVMValueRef *saved = c->scan_stack, saved_first = c->scan_first;
+  int saved_id = c->scan_id;
   c->scan_stack = stacks;
   Loop s = loop_begin(cg, c->T64);
   LLVMValueRef t = reverse ? LLVMBuildSub(cg->b, LLVMBuildSub(cg->b, c->T64, ci64(cg, 1), ""), s.i, "")
                            : s.i;
   LLVMValueRef first = LLVMBuildICmp(cg->b, LLVMIntEQ, s.i, ci64(cg, 0), "");
+  c->scan_id = id;
+  c->scan_first = first;
   LLVMValueRef prev =
       reverse ? LLVMBuildAdd(cg->b, t, ci64(cg, 1), "") : LLVMBuildSub(cg->b, t, ci64(cg, 1), "");
   for (int i = 0; i < nseq; i++) {
@@ -533,6 +552,8 @@ static void emit_scan(CG *c, int id) {
   }
   loop_end(cg, &s);
   c->scan_stack = saved;
+  c->scan_id = saved_id;
+  c->scan_first = saved_first;
   c->ptr[id] = base;
   /* Projections point at the stacks. */
   for (int u = 0; u < c->nusers[id]; u++) {
@@ -551,7 +572,7 @@ typedef struct Steps {
   CG *c;
   int id;
   LLVMValueRef w, r0, scale; /* scale: the block's row scales (int8 w), or NULL */
-  long long ld;              /* w's row stride */
+  long long ld, ks;          /* w's row stride, and its chunks' (matvec_block_n) */
   LLVMValueRef q;            /* int8_product: the input quantized (quantized_input), or NULL */
   long long qld;             /* its row stride */
   LLVMValueRef corr;         /* with vpdpbusd: the block's row offsets (weight_offsets) */
@@ -756,7 +777,7 @@ static void matvec_steps(void *ctx, LLVMValueRef *ts, int nx) {
                       m->corr ? gep(cg, cg->i32, m->corr, ci64(cg, h * BLOCK / nx)) : NULL);
       continue;
     }
-    matvec_block_n(cg, m->scale ? gep(cg, cg->i8, m->w, at) : fptr(cg, m->w, at), m->ld, xs, nx, nv, ys,
+    matvec_block_n(cg, m->scale ? gep(cg, cg->i8, m->w, at) : fptr(cg, m->w, at), m->ld, m->ks, xs, nx, nv, ys,
                    m->scale ? fptr(cg, m->scale, ci64(cg, h * BLOCK / nx)) : NULL);
   }
 }
@@ -802,6 +823,120 @@ static void emit_rows(CG *c, int id) {
   }
   if (seq)
     loop_end(cg, &t);
+}
+
+/* AOT: whether product id's input is the state its scan carries, that
+ * state starts as zeros, and the baked float matrix is finite. At the
+ * scan's first step the product is then exactly +0 in every row (each
+ * sum is +0 plus terms w * 0 = +-0, and +0 + -0 = +0), so emit_matvec
+ * writes zeros there instead of computing them: the same bits, without
+ * reading the matrix (2 of gru.nn's 14 products of a 7-character name).
+ * An infinite or NaN weight would make the product NaN instead; rnnc
+ * build refuses such checkpoints (checkpoint.c), and this checks again
+ * for any other caller of codegen with baked values. */
+static bool zero_at_first_step(CG *c, int id) {
+  const Node *n = N(c, id);
+  if (c->scan_id < 0 || !baked_matrix(c, id) || c->bk->quantize || is_seq_type(N(c, n->in[1])->type))
+    return false;
+  const Node *s = N(c, c->scan_id);
+  const Block *body = &c->g->blocks[s->region];
+  int carry = -1;
+  for (int j = 0; j < s->b; j++)
+    if (body->args[s->a + j] == n->in[1])
+      carry = s->a + j;
+  if (carry < 0 || N(c, s->in[carry])->op != OP_ZEROS)
+    return false;
+  const Node *w = N(c, n->in[0]);
+  const float *v = c->bk->values + param_offset(c->g, w->a);
+  for (size_t i = 0, cnt = type_numel(w->type); i < cnt; i++)
+    if (!isfinite(v[i]))
+      return false;
+  return true;
+}
+
+static void emit_product(CG *c, int id); /* into c->ptr[id] */
+
+/* Product id, or zeros at its scan's first step (zero_at_first_step). */
+static void emit_matvec(CG *c, int id) {
+  Cg *cg = &c->cg;
+  c->ptr[id] = buffer(c, id);
+  if (!zero_at_first_step(c, id)) {
+    emit_product(c, id);
+    return;
+  }
+  LLVMBasicBlockRef zero = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "zero_state");
+  LLVMBasicBlockRef product = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "product");
+  LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "product_done");
+  LLVMBuildCondBr(cg->b, c->scan_first, zero, product);
+  LLVMPositionBuilderAtEnd(cg->b, product);
+  emit_product(c, id);
+  LLVMBuildBr(cg->b, join);
+  LLVMPositionBuilderAtEnd(cg->b, zero);
+  memset_f32(cg, c->ptr[id], ci64(cg, (long long)row_numel(N(c, id)->type)));
+  LLVMBuildBr(cg->b, join);
+  LLVMPositionBuilderAtEnd(cg->b, join);
+}
+
+/* Product id: blocked (see matvec_block_n), and the sequence form:
+ * Y[t] = W[:, k0:k0+n] X[t] for every t, rows outside, so each row of
+ * W is read once for the whole sequence while X stays in L1. */
+static void emit_product(CG *c, int id) {
+  Cg *cg = &c->cg;
+  const Node *n = N(c, id);
+  int a = n->in[0], b = n->in[1];
+  Type tw = N(c, a)->type, tx = N(c, b)->type;
+  bool seq = is_seq_type(tx);
+  long long M = tw.dim[0], nv = seq ? tx.dim[1] : tx.dim[0];
+  LLVMValueRef scale;
+  long long ld, qld = 0;
+  LLVMValueRef q = int8_product(c, id) ? quantized_input(c, id, &qld) : NULL;
+  LLVMValueRef offsets = q ? weight_offsets(c, id) : NULL;
+  if (blocked_matvec(c, id)) {
+    Loop r = loop_begin(cg, ci64(cg, M / BLOCK));
+    LLVMValueRef r0 = LLVMBuildMul(cg->b, r.i, ci64(cg, BLOCK), "");
+    LLVMValueRef w = weight_row(c, id, r0, &scale, &ld);
+    long long ks = blocked_layout(c, id) ? BLOCK * mv_lanes(cg) : 0;
+    if (scale)
+      scale = fptr(cg, scale, r0);
+    LLVMValueRef corr = offsets ? gep(cg, cg->i32, offsets, r0) : NULL;
+    if (seq) {
+      /* several steps at a time, 16 / n rows each, so a load of W
+       * serves n products */
+      Steps ms = {c, id, w, r0, scale, ld, ks, q, qld, corr};
+      step_tuples(cg, c->T64, matvec_steps, &ms);
+    } else if (q) {
+      LLVMValueRef sx, qx = input_q8(cg, q, qld, ci64(cg, 0), &sx), y = fptr(cg, c->ptr[id], r0);
+      matvec_block_q8(cg, w, ld, &qx, &sx, 1, nv, &y, scale, corr);
+    } else {
+      LLVMValueRef x = c->ptr[b], y = fptr(cg, c->ptr[id], r0);
+      matvec_block_n(cg, w, ld, ks, &x, 1, nv, &y, scale);
+    }
+    loop_end(cg, &r);
+    return;
+  }
+  Loop r = loop_begin(cg, ci64(cg, M));
+  LLVMValueRef w = weight_row(c, id, r.i, &scale, &ld);
+  Loop t = loop_begin(cg, c->T64);
+  if (q) { /* int8 x int8 (int8_product) */
+    LLVMValueRef sx, qx = input_q8(cg, q, qld, t.i, &sx);
+    LLVMValueRef at = LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, t.i, ci64(cg, M), ""), r.i, "");
+    LLVMValueRef corr = offsets ? LLVMBuildLoad2(cg->b, cg->i32, gep(cg, cg->i32, offsets, r.i), "") : NULL;
+    store(cg, int8_result(cg, idot(cg, w, qx, nv, corr), load(cg, scale, r.i), sx), c->ptr[id], at);
+    loop_end(cg, &t);
+    loop_end(cg, &r);
+    return;
+  }
+  LLVMValueRef x = seq_row(c, b, t.i);
+  LLVMValueRef acc = acc_new(cg, cf32(cg, 0));
+  Loop k = loop_begin(cg, ci64(cg, nv));
+  LLVMBuildStore(cg->b, fadd(cg, LLVMBuildLoad2(cg->b, cg->f32, acc, ""),
+                            fmul(cg, weight_at(cg, w, k.i, scale), load(cg, x, k.i))), acc);
+  loop_end(cg, &k);
+  LLVMValueRef y = LLVMBuildLoad2(cg->b, cg->f32, acc, "");
+  store(cg, scale ? fmul(cg, y, load(cg, scale, r.i)) : y, c->ptr[id],
+        LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, t.i, ci64(cg, M), ""), r.i, ""));
+  loop_end(cg, &t);
+  loop_end(cg, &r);
 }
 
 static void emit_standalone(CG *c, int id) {
@@ -924,65 +1059,9 @@ static void emit_standalone(CG *c, int id) {
     loop_end(cg, &l3);
     break;
   }
-  case OP_MATVEC: {
-    /* Blocked products (see matvec_block_n), and the sequence form:
-     * Y[t] = W[:, k0:k0+n] X[t] for every t, rows outside, so each row of
-     * W is read once for the whole sequence while X stays in L1. */
-    Type tw = N(c, a)->type, tx = N(c, b)->type;
-    bool seq = is_seq_type(tx);
-    long long M = tw.dim[0], nv = seq ? tx.dim[1] : tx.dim[0];
-    c->ptr[id] = buffer(c, id);
-    LLVMValueRef scale;
-    long long ld, qld = 0;
-    LLVMValueRef q = int8_product(c, id) ? quantized_input(c, id, &qld) : NULL;
-    LLVMValueRef offsets = q ? weight_offsets(c, id) : NULL;
-    if (blocked_matvec(c, id)) {
-      Loop r = loop_begin(cg, ci64(cg, M / BLOCK));
-      LLVMValueRef r0 = LLVMBuildMul(cg->b, r.i, ci64(cg, BLOCK), "");
-      LLVMValueRef w = weight_row(c, id, r0, &scale, &ld);
-      if (scale)
-        scale = fptr(cg, scale, r0);
-      LLVMValueRef corr = offsets ? gep(cg, cg->i32, offsets, r0) : NULL;
-      if (seq) {
-        /* several steps at a time, 16 / n rows each, so a load of W
-         * serves n products */
-        Steps ms = {c, id, w, r0, scale, ld, q, qld, corr};
-        step_tuples(cg, c->T64, matvec_steps, &ms);
-      } else if (q) {
-        LLVMValueRef sx, qx = input_q8(cg, q, qld, ci64(cg, 0), &sx), y = fptr(cg, c->ptr[id], r0);
-        matvec_block_q8(cg, w, ld, &qx, &sx, 1, nv, &y, scale, corr);
-      } else {
-        LLVMValueRef x = c->ptr[b], y = fptr(cg, c->ptr[id], r0);
-        matvec_block_n(cg, w, ld, &x, 1, nv, &y, scale);
-      }
-      loop_end(cg, &r);
-      break;
-    }
-    Loop r = loop_begin(cg, ci64(cg, M));
-    LLVMValueRef w = weight_row(c, id, r.i, &scale, &ld);
-    Loop t = loop_begin(cg, c->T64);
-    if (q) { /* int8 x int8 (int8_product) */
-      LLVMValueRef sx, qx = input_q8(cg, q, qld, t.i, &sx);
-      LLVMValueRef at = LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, t.i, ci64(cg, M), ""), r.i, "");
-      LLVMValueRef corr = offsets ? LLVMBuildLoad2(cg->b, cg->i32, gep(cg, cg->i32, offsets, r.i), "") : NULL;
-      store(cg, int8_result(cg, idot(cg, w, qx, nv, corr), load(cg, scale, r.i), sx), c->ptr[id], at);
-      loop_end(cg, &t);
-      loop_end(cg, &r);
-      break;
-    }
-    LLVMValueRef x = seq_row(c, b, t.i);
-    LLVMValueRef acc = acc_new(cg, cf32(cg, 0));
-    Loop k = loop_begin(cg, ci64(cg, nv));
-    LLVMBuildStore(cg->b, fadd(cg, LLVMBuildLoad2(cg->b, cg->f32, acc, ""),
-                              fmul(cg, weight_at(cg, w, k.i, scale), load(cg, x, k.i))), acc);
-    loop_end(cg, &k);
-    LLVMValueRef y = LLVMBuildLoad2(cg->b, cg->f32, acc, "");
-    store(cg, scale ? fmul(cg, y, load(cg, scale, r.i)) : y, c->ptr[id],
-          LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, t.i, ci64(cg, M), ""), r.i, ""));
-    loop_end(cg, &t);
-    loop_end(cg, &r);
+  case OP_MATVEC:
+    emit_matvec(c, id);
     break;
-  }
   case OP_MATVEC_T: {
     /* y = W[:, k0:k0+n]^T u: blocked with y in registers (matvec_t_block);
      * a sequence of u, several steps at a time. A one-hot u is row u of W:
@@ -1004,7 +1083,7 @@ static void emit_standalone(CG *c, int id) {
     c->ptr[id] = buffer(c, id);
     if (n->b % BLOCK == 0) {
       if (seq) {
-        Steps ms = {c, id, NULL, NULL, NULL, 0, NULL, 0, NULL};
+        Steps ms = {c, id, NULL, NULL, NULL, 0, 0, NULL, 0, NULL};
         step_tuples(cg, c->T64, matvec_t_steps, &ms);
       } else {
         LLVMValueRef u = c->ptr[b], y = c->ptr[id];
@@ -1136,7 +1215,7 @@ int codegen(const Graph *g, LLVMModuleRef mod, const char *name, const CodegenOp
   if (opt && opt->range && !range_ok(g))
     return errf(e, "no kernel over a range of the slots: the graph is not an update of whole "
                    "slots with no sum but the gradient norm's (a norm that clips)");
-  CG c = {.g = g, .opt = opt, .group_serial = 1};
+  CG c = {.g = g, .opt = opt, .group_serial = 1, .scan_id = -1};
   Cg *cg = &c.cg;
   cg_init(cg, mod, opt && opt->simd.lanes ? opt->simd : (Simd){.lanes = 4, .regs = 16});
   cg->dot = opt ? opt->int8_dot : INT8_DOT_NONE;

@@ -375,6 +375,8 @@ typedef struct MV {
   int nx;
   long long nv, ld, M; /* M: rows of W (matvec_t_block) */
   bool q8;             /* matvec_block_n: int8 W */
+  int blocked;         /* matvec_block_n: > 0, W float in baked_blocked's layout for
+                        * vectors of this many lanes (ld, the row stride, unused) */
 } MV;
 
 /* a = W (16 rows, or M; int8: 16 row scales, then the rows), b = the nx
@@ -388,9 +390,11 @@ static void matvec_body(Cg *cg, LLVMValueRef *p, const void *ctx) {
     ys[i] = fptr(cg, p[2], ci64(cg, i * (BLOCK / t->nx)));
   }
   if (t->q8)
-    matvec_block_n(cg, gep(cg, cg->i8, p[0], ci64(cg, 4 * BLOCK)), t->ld, xs, t->nx, t->nv, ys, p[0]);
+    matvec_block_n(cg, gep(cg, cg->i8, p[0], ci64(cg, 4 * BLOCK)), t->ld, 0, xs, t->nx, t->nv, ys, p[0]);
+  else if (t->blocked)
+    matvec_block_n(cg, p[0], t->blocked, BLOCK * t->blocked, xs, t->nx, t->nv, ys, NULL);
   else
-    matvec_block_n(cg, p[0], t->ld, xs, t->nx, t->nv, ys, NULL);
+    matvec_block_n(cg, p[0], t->ld, 0, xs, t->nx, t->nv, ys, NULL);
 }
 
 static void matvec_t_body(Cg *cg, LLVMValueRef *p, const void *ctx) {
@@ -420,7 +424,7 @@ static void test_matvec_blocks(void **state) {
       static const int lanes[] = {16, 4, 2, 1};
       for (size_t l = 0; l < ARRAY_LEN(lanes); l++)
         for (int q8 = 0; q8 < 2; q8++) {
-          MV t = {nx, nv, ld, 0, q8};
+          MV t = {nx, nv, ld, 0, q8, 0};
           Fn *f = build(j, (Simd){.lanes = 8, .regs = 16, .mv_lanes = lanes[l]}, matvec_body, &t);
           float *W = xmalloc((size_t)(BLOCK * ld + BLOCK) * sizeof *W);
           float *X = xmalloc((size_t)(nx * nv) * sizeof *X), Y[BLOCK];
@@ -446,13 +450,29 @@ static void test_matvec_blocks(void **state) {
               /* int8: the sum scaled, one more rounding */
               check_sum(what, (size_t)(i * (BLOCK / nx) + row), Y[i * (BLOCK / nx) + row], s, m, nv + q8);
             }
+          if (!q8) {
+            /* the same rows in baked_blocked's layout (rnnc build's float
+             * weights): the same sums, so the same bits */
+            MV tb = {nx, nv, ld, 0, false, lanes[l]};
+            Fn *fb = build(j, (Simd){.lanes = 8, .regs = 16, .mv_lanes = lanes[l]}, matvec_body, &tb);
+            float *B = xmalloc((size_t)(BLOCK * nv) * sizeof *B), YB[BLOCK];
+            long long V = lanes[l];
+            for (long long row = 0; row < BLOCK; row++)
+              for (long long k = 0; k < nv; k++)
+                B[k / V * BLOCK * V + row * V + k % V] = W[row * ld + k];
+            fb(B, X, YB, 0, 0);
+            for (int i = 0; i < BLOCK; i++)
+              if (memcmp(&YB[i], &Y[i], sizeof *Y))
+                fail_msg("%s: blocked layout gives %a for result %d, rows give %a", what, YB[i], i, Y[i]);
+            free(B);
+          }
           free(W);
           free(X);
         }
       /* y = W^T u for M rows of W */
       for (size_t c = 0; c < ARRAY_LEN(Ms); c++) {
         long long M = Ms[c];
-        MV tt = {nx, nv, ld, M, false};
+        MV tt = {nx, nv, ld, M, false, 0};
         Fn *ft = build(j, (Simd){.lanes = 8, .regs = 16}, matvec_t_body, &tt);
         float *Wt = xmalloc((size_t)(M * ld) * sizeof *Wt), *U = xmalloc((size_t)(nx * M) * sizeof *U);
         float *Yt = xmalloc((size_t)(nx * nv) * sizeof *Yt);

@@ -135,4 +135,14 @@ typedef struct AotCheck {
 void check_aot_output(const char *what, const char *graph, const char *ckpt, const NameList *ns,
                       const char *text, const AotCheck *c);
 
+/* tests/graphs/gru_tails.nn: rows of 48 and 40 int8 values, which take the
+ * int8 products' steps shorter than 64 bytes (gru.nn's and rnn.nn's rows
+ * are 64 or 256 long): vpdpbusd's 32- and 16-byte forms, and the last
+ * bytes one at a time. */
+#define TAILS_GRAPH "tests/graphs/gru_tails.nn"
+/* A checkpoint of TAILS_GRAPH in dir (a malloc'd path): its initial
+ * weights (`rnnc train --epochs 0`), with gru.nn's golden checkpoint's
+ * name list (name_list_load's names). */
+char *tails_checkpoint(const char *dir);
+
 #endif
