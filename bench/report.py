@@ -417,7 +417,7 @@ def gemm_table(gemms, roof, w):
     if "pack_768x256" in roof:
         w("")
         w(f"Packing a [768, 256] weight matrix transposed (kernels.c's transpose, what a batched "
-          f"kernel does on entry for each product, once per chunk): {roof['pack_768x256']['us']:.1f} µs.")
+          f"kernel's NAME_pack does for each product, once per batch): {roof['pack_768x256']['us']:.1f} µs.")
 
 
 # ------------------------------------------------------ the minibatch recipe
@@ -431,8 +431,9 @@ def gemm_flops(model, train):
     return mat * per * (3 if train else 1)
 
 
-# pack_768x256 equivalents a batched kernel transposes on entry, per chunk
-# (batch.c's plan_packs: every product with a batched operand)
+# pack_768x256 equivalents a batched kernel's NAME_pack transposes, once per
+# batch (training) or per call (inference): batch.c's plan_packs, every
+# product with a batched operand
 PACKS = {"gru": (3 * 768 * 256 + 768 * 59 + 18 * 256) / (768 * 256),
          "rnn": (256 * 315 + 18 * 315) / (768 * 256)}
 
@@ -457,13 +458,15 @@ def cost_model(model, train, shapes, summary, g, roof):
 
     def rr(prefix):
         return next((e["us"] for n, e in roof.items() if n.startswith(prefix)), 0.0)
-    out["weights packed on entry"] = chunks * PACKS[model] * rr("pack_768x256") / names
+    calls = -(-names // shapes["block"])  # batches, or inference calls
+    out["weights packed (once a batch)"] = calls * PACKS[model] * rr("pack_768x256") / names
     if train:
-        # Adam once per batch; per chunk the gradient buffer is zeroed and
-        # summed into the batch's (4 + 12 bytes a parameter, at the rate of
-        # Adam's 28 bytes of traffic)
+        # Adam once per batch; a batch's first chunk sums into the batch's
+        # gradient, each other chunk's buffer is added to it and zeroed
+        # (4 + 12 bytes a parameter, at the rate of Adam's 28 bytes of traffic)
         out["Adam and the chunks' gradient buffers"] = (
-            summary["batches"] * rr(f"adam_{model}") + chunks * rr(f"stream_adam_{model}") * 16 / 28) / names
+            summary["batches"] * rr(f"adam_{model}")
+            + (chunks - summary["batches"]) * rr(f"stream_adam_{model}") * 16 / 28) / names
     return out
 
 
@@ -688,11 +691,11 @@ def batched_report(d, meta, roof, gemm_events, w):
         w("Where one thread's time goes (µs per name, CPU time of the 1-thread rnnc runs), against "
           "what bench/roofline.c measured alone on one core: the batched kernels' GEMMs at the sizes "
           "the run had (the driver's `shapes`: each step's running names, each chunk's packed rows), "
-          "the weights they pack on entry (once per chunk), and the update; the rest is everything "
+          "the weights they pack (once per batch or inference call), and the update; the rest is everything "
           "else (elementwise gates, one-hot gathers and the W_ih_l0 / in2hidden one-hot gradient, "
           "softmax, copies, the thread pool):")
         w("")
-        parts_names = ["GEMMs, one step's rows", "GEMMs, a chunk's packed rows", "weights packed on entry",
+        parts_names = ["GEMMs, one step's rows", "GEMMs, a chunk's packed rows", "weights packed (once a batch)",
                        "Adam and the chunks' gradient buffers"]
         w("| model | phase | measured | GEMM GFLOP/s achieved (share of one core's peak) | "
           + " | ".join(parts_names) + " | the rest |")

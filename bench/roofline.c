@@ -51,8 +51,8 @@
  *                   "impl":"rnnc"|"openblas","rows":N or R,"m":...,"k":...,
  *                   "n":...,"us":...,"gflops":...,"peak":...} (peak: the
  *                   share of fma_peak). And pack_768x256: the transposed
- *                   copy of a weight matrix the batched kernels make on
- *                   entry, once per chunk (kernels.c's transpose).
+ *                   copy of a weight matrix a batched kernel's NAME_pack
+ *                   makes, once per batch (kernels.c's transpose).
  *
  * Times are the thread's CPU time (other processes on the machine then
  * inflate them less). One JSON object a line on stdout: {"event":"roofline","name":...,
@@ -520,8 +520,8 @@ static void report_gemm(const GB *g, const char *impl, double seconds, double pe
   fflush(stdout);
 }
 
-/* The weight packing the batched kernels do on entry (batch.c's packed():
- * kernels.c's transpose of a [768][256] matrix), once per chunk. */
+/* The weight packing of a batched kernel's NAME_pack (batch.c's packed():
+ * kernels.c's transpose of a [768][256] matrix), once per batch. */
 typedef void PackFn(const float *src, float *dst);
 typedef struct PK {
   PackFn *fn;
