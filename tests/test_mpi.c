@@ -366,21 +366,28 @@ static void sleep_ms(int ms) {
   nanosleep(&ts, NULL);
 }
 
-/* Waits, polling every poll_ms, until rank 0 prints in err_path how the
- * batch is split (the first epoch starts); fails if mpirun ends first. */
-static void wait_started(pid_t mpirun, const char *err_path, int poll_ms) {
-  bool started = false;
-  for (int t = 0; t < 6000 && !started; t++) {
+/* Waits, polling every poll_ms, until the file at path holds text; fails
+ * if mpirun ends first. */
+static void wait_for(pid_t mpirun, const char *path, const char *text, const char *err_path,
+                     int poll_ms) {
+  bool found = false;
+  for (int t = 0; t < 6000 && !found; t++) {
     sleep_ms(poll_ms);
     Err ignored;
-    char *s = read_file(err_path, NULL, &ignored);
-    started = s && strstr(s, "2 ranks: each takes");
+    char *s = read_file(path, NULL, &ignored);
+    found = s && strstr(s, text);
     free(s);
     int st;
-    if (!started && waitpid(mpirun, &st, WNOHANG) == mpirun)
-      fail_msg("mpirun ended before training:\n%s", read_text(err_path));
+    if (!found && waitpid(mpirun, &st, WNOHANG) == mpirun)
+      fail_msg("mpirun ended before %s had \"%s\":\n%s", path, text, read_text(err_path));
   }
-  assert_true(started);
+  assert_true(found);
+}
+
+/* Until rank 0 prints in err_path how the batch is split (its first epoch
+ * starts; the other ranks may still be setting up). */
+static void wait_started(pid_t mpirun, const char *err_path, int poll_ms) {
+  wait_for(mpirun, err_path, "2 ranks: each takes", err_path, poll_ms);
 }
 
 /* Rank 1 killed (SIGKILL) in the middle of an epoch on the whole data set,
@@ -457,10 +464,16 @@ static void test_rank_interrupted(void **state) {
   mpi_train(2, (const char *const[]){"--epochs", "3", "--out", ref, NULL}, &out, &err);
   free(out);
   free(err);
-  char *o = tmp_path("int.out"), *e = tmp_path("int.err");
-  pid_t mpirun = start_train(2, data_dir, (const char *const[]){"--epochs", "3", "--out", ck, NULL},
+  char *o = tmp_path("int.out"), *e = tmp_path("int.err"), *mt = tmp_path("int.jsonl");
+  pid_t mpirun = start_train(2, data_dir,
+                             (const char *const[]){"--epochs", "3", "--out", ck, "--metrics", mt,
+                                                   "--metrics-every", "1", NULL},
                              o, e);
-  wait_started(mpirun, e, 5);
+  /* A first step's metrics line: every rank took part in its allreduce, so
+   * every rank is in its training loop and defers SIGINT to a step's end
+   * (before that, a rank still setting up dies of it, and mpirun ends the
+   * others with SIGTERM). */
+  wait_for(mpirun, mt, "\"step\":1,", e, 5);
   pid_t victim = rank_pid(mpirun, 1);
   assert_true(victim > 0);
   assert_int_equal(kill(victim, SIGINT), 0);
@@ -484,8 +497,10 @@ static void test_rank_interrupted(void **state) {
   assert_int_equal(sh("rm -r '%s'", dir), 0);
   unlink(o);
   unlink(e);
+  unlink(mt);
   free(o);
   free(e);
+  free(mt);
   free(out);
   free(err);
   free(ock);
