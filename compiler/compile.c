@@ -6,7 +6,6 @@
 #include <assert.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -140,17 +139,22 @@ static const struct {
   int (*emit)(const Graph *, LLVMModuleRef, const char *, const CodegenOptions *, KernelAbi *,
               Err *);
   bool optional; /* a graph may have none: the runtime then runs the one-name kernels */
+  const char *extra; /* the second function its module may hold (kernel_extra_name) */
 } kinds[] = {
-    [KERNEL_TRAIN] = {"train", true, NULL, NULL, false, codegen, false},
-    [KERNEL_FORWARD] = {"forward", false, drop_loss, NULL, false, codegen, false},
-    [KERNEL_STEP] = {"step", true, NULL, keep_step, true, codegen, false},
-    [KERNEL_UPDATE] = {"update", true, NULL, keep_update, false, codegen, false},
-    [KERNEL_STEP_BATCH] = {"step_batch", true, NULL, keep_step, false, codegen_batch, true},
-    [KERNEL_FORWARD_BATCH] = {"forward_batch", false, drop_loss, NULL, false, codegen_batch, true},
+    [KERNEL_TRAIN] = {"train", true, NULL, NULL, false, codegen, false, NULL},
+    [KERNEL_FORWARD] = {"forward", false, drop_loss, NULL, false, codegen, false, NULL},
+    [KERNEL_STEP] = {"step", true, NULL, keep_step, true, codegen, false, NULL},
+    [KERNEL_UPDATE] = {"update", true, NULL, keep_update, false, codegen, false, "update_range"},
+    /* batch.c names a batched kernel's packing NAME_pack */
+    [KERNEL_STEP_BATCH] = {"step_batch", true, NULL, keep_step, false, codegen_batch, true,
+                           "step_batch_pack"},
+    [KERNEL_FORWARD_BATCH] = {"forward_batch", false, drop_loss, NULL, false, codegen_batch, true,
+                              "forward_batch_pack"},
 };
 _Static_assert(ARRAY_LEN(kinds) == KERNEL_KINDS, "a table row for every KernelKind");
 
 const char *kernel_name(KernelKind k) { return kinds[k].name; }
+const char *kernel_extra_name(KernelKind k) { return kinds[k].extra; }
 bool kernel_optional(KernelKind k) { return kinds[k].optional; }
 
 int kernels_prepare(Kernels *ks, const char *path, const char *text, size_t len, unsigned want,
@@ -209,14 +213,12 @@ int kernel_emit_simd(KernelKind k, const Graph *g, LLVMModuleRef m, Simd simd, K
     CodegenOptions cr = {.simd = simd, .range = true};
     KernelAbi ra;
     Err ignored;
-    if (!codegen(g, m, "update_range", &cr, &ra, &ignored)) {
+    if (!codegen(g, m, kinds[k].extra, &cr, &ra, &ignored)) {
       assert(ra.scratch_fixed == abi->scratch_fixed && ra.scratch_per_t == abi->scratch_per_t);
       abi->extra = true;
     }
-  } else if (!rc) {
-    char pack[64]; /* a batched kernel's NAME_pack (batch.c), where it has packs */
-    snprintf(pack, sizeof pack, "%s_pack", kinds[k].name);
-    abi->extra = LLVMGetNamedFunction(m, pack) != NULL;
+  } else if (!rc && kinds[k].extra) { /* a batched kernel's packing, where it has packs */
+    abi->extra = LLVMGetNamedFunction(m, kinds[k].extra) != NULL;
   }
   return rc;
 }

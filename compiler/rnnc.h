@@ -703,6 +703,10 @@ typedef struct Kernels {
 
 /* The function name of kind k ("train", "forward"). */
 const char *kernel_name(KernelKind k);
+/* The name of the second function kind k's module may hold (the update's
+ * update_range, a batched kernel's NAME_pack; KernelAbi.extra says whether
+ * it does), or NULL. */
+const char *kernel_extra_name(KernelKind k);
 /* Whether a graph may have no kernel of kind k (batch.c cannot batch it:
  * kernel_emit fails, naming the node), the runtime then running the
  * one-name kernels instead. */

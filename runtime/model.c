@@ -40,9 +40,7 @@ typedef struct Kernel {
   const Graph *g;
   KernelAbi *abi;
   void **fn;
-  void **extra;           /* a second function of its module (NULL: none), */
-  const char *extra_name; /* the batched kernels' packing, update_range, */
-  bool extra_made;        /* where codegen made it */
+  void **extra; /* kernel_extra_name's function, where the module has it (NULL: not wanted) */
   Buf obj; /* the object file */
   JitTimes times;
   Err err;
@@ -66,7 +64,6 @@ static void *compile_kernels(void *arg) {
     Kernel *k = &bd->k[i];
     k->rc = jit_kernel(bd->jit, k->kind, k->g, bd->simd, bd->cache, &k->obj, k->abi, &k->times,
                        &k->err);
-    k->extra_made = !k->rc && k->extra && k->abi->extra;
   }
   return NULL;
 }
@@ -114,8 +111,8 @@ static int build_kernels(Model *m, Kernel *k, int n, const ModelOptions *opt, Er
     rc = jit_add_object(m->jit, k[i].obj.data, k[i].obj.len, e);
     *k[i].fn = rc ? NULL : jit_lookup(m->jit, kernel_name(k[i].kind), e); /* links it */
     rc = rc || !*k[i].fn ? -1 : 0;
-    if (!rc && k[i].extra_made) {
-      *k[i].extra = jit_lookup(m->jit, k[i].extra_name, e);
+    if (!rc && k[i].extra && k[i].abi->extra) {
+      *k[i].extra = jit_lookup(m->jit, kernel_extra_name(k[i].kind), e);
       rc = *k[i].extra ? 0 : -1;
     }
   }
@@ -186,18 +183,15 @@ int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e) {
       k[n++] = (Kernel){.kind = batched ? KERNEL_STEP_BATCH : KERNEL_STEP, .g = m->train,
                         .abi = batched ? &m->bstep_abi : &m->step_abi,
                         .fn = batched ? (void **)&m->bstep_fn : (void **)&m->step_fn,
-                        .extra = batched ? (void **)&m->bstep_pack_fn : NULL,
-                        .extra_name = "step_batch_pack"};
+                        .extra = batched ? (void **)&m->bstep_pack_fn : NULL};
       k[n++] = (Kernel){.kind = KERNEL_UPDATE, .g = m->update, .abi = &m->update_abi,
-                        .fn = (void **)&m->update_fn, .extra = (void **)&m->update_range_fn,
-                        .extra_name = "update_range"};
+                        .fn = (void **)&m->update_fn, .extra = (void **)&m->update_range_fn};
     } else if (m->train) {
       k[n++] = (Kernel){.kind = KERNEL_TRAIN, .g = m->train, .abi = &m->train_abi, .fn = (void **)&m->train_fn};
     }
     if (m->fwd_batch)
       k[n++] = (Kernel){.kind = KERNEL_FORWARD_BATCH, .g = m->fwd_batch, .abi = &m->bfwd_abi,
-                        .fn = (void **)&m->bfwd_fn, .extra = (void **)&m->bfwd_pack_fn,
-                        .extra_name = "forward_batch_pack"};
+                        .fn = (void **)&m->bfwd_fn, .extra = (void **)&m->bfwd_pack_fn};
     k[n++] = (Kernel){.kind = KERNEL_FORWARD, .g = m->fwd, .abi = &m->fwd_abi, .fn = (void **)&m->fwd_fn};
     if (build_kernels(m, k, n, opt, e))
       return -1;
@@ -456,6 +450,7 @@ typedef struct Batch {
   float scale;
   BatchPackFn pack_fn; /* pack_task: the kernel's packing, into packs */
   float *packs;
+  float *norm_parts; /* update_part: each part's share of the gradient norm's sum */
 } Batch;
 
 /* Makes room for need elements of size elem in each of the k buffers
@@ -677,13 +672,13 @@ static void update_part_range(size_t nfloats, int part, size_t *lo, size_t *hi) 
 }
 
 /* Update part `task` (with b->scale, the gradients scaled first), its
- * part of the grad_norm sum into b->losses[task]. */
+ * part of the grad_norm sum into b->norm_parts[task]. */
 static void update_part(void *ctx, int task, int thread) {
   Batch *b = ctx;
   Model *m = b->m;
   size_t lo, hi;
   update_part_range(m->nfloats, task, &lo, &hi);
-  b->losses[task] = 0;
+  b->norm_parts[task] = 0;
   if (hi <= lo)
     return;
   if (b->scale) {
@@ -695,7 +690,7 @@ static void update_part(void *ctx, int task, int thread) {
   Workspace *w = &m->ws[thread];
   m->update_range_fn(m->state, no_chars, (int32_t)lo, (int32_t)hi, NULL, w->scratch, m->tmax,
                      (float)m->step, w->out);
-  b->losses[task] = w->out[m->fwd->classes + 1];
+  b->norm_parts[task] = w->out[m->fwd->classes + 1];
 }
 
 /* model_batch_update; scaled: the grad slot is already the mean's. */
@@ -704,7 +699,7 @@ static float batch_update(Model *m, long n, bool scaled) {
   m->step++;
   if (m->update_range_fn && m->nfloats <= INT32_MAX) {
     float parts[UPDATE_PARTS];
-    b.losses = parts;
+    b.norm_parts = parts;
     pool_run(m->pool, UPDATE_PARTS, update_part, &b);
     float norm = 0;
     for (int p = 0; p < UPDATE_PARTS; p++)
