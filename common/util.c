@@ -225,6 +225,24 @@ void buf_free(Buf *b) {
   *b = (Buf){0};
 }
 
+void put_le64(unsigned char p[8], uint64_t v) {
+  for (int i = 0; i < 8; i++)
+    p[i] = (unsigned char)(v >> (8 * i));
+}
+
+uint64_t get_le64(const unsigned char p[8]) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++)
+    v |= (uint64_t)p[i] << (8 * i);
+  return v;
+}
+
+void buf_put_le64(Buf *b, uint64_t v) {
+  unsigned char p[8];
+  put_le64(p, v);
+  buf_put(b, p, sizeof p);
+}
+
 static uint64_t splitmix64(uint64_t *x) {
   uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;

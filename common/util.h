@@ -73,6 +73,12 @@ void buf_put(Buf *b, const void *p, size_t n);
 void buf_printf(Buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void buf_free(Buf *b);
 
+/* 64-bit numbers little-endian, as the file formats and the kernel cache
+ * store them; buf_put_le64 appends one. */
+void put_le64(unsigned char p[8], uint64_t v);
+uint64_t get_le64(const unsigned char p[8]);
+void buf_put_le64(Buf *b, uint64_t v);
+
 /* Seeded generator (splitmix64-seeded xoshiro256**). Integer-only state, so
  * a seed gives the same stream on every machine and compiler. */
 typedef struct Rng {

@@ -49,18 +49,6 @@ struct Cache {
   uid_t uid;
 };
 
-static void put_u64(unsigned char *p, uint64_t v) {
-  for (int i = 0; i < 8; i++)
-    p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint64_t get_u64(const unsigned char *p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; i++)
-    v |= (uint64_t)p[i] << (8 * i);
-  return v;
-}
-
 static void entry_name(const void *key, size_t keylen, char name[32]) {
   snprintf(name, 32, "%016" PRIx64 ".kernel", fnv1a(FNV1A_INIT, key, keylen));
 }
@@ -181,9 +169,10 @@ int cache_load(Cache *c, const void *key, size_t keylen, Buf *obj) {
   data = xmalloc(size);
   if (read_all(fd, data, size) || memcmp(data, magic, sizeof magic))
     goto done;
-  uint64_t klen = get_u64(data + 8), olen = get_u64(data + 16);
+  uint64_t klen = get_le64(data + 8), olen = get_le64(data + 16);
   if (klen != keylen || olen != size - HEADER - keylen ||
-      get_u64(data + CHECKSUM_AT) != checksum(data, data + HEADER, klen, data + HEADER + klen, olen) ||
+      get_le64(data + CHECKSUM_AT) !=
+          checksum(data, data + HEADER, klen, data + HEADER + klen, olen) ||
       memcmp(data + HEADER, key, keylen))
     goto done;
   buf_put(obj, data + HEADER + keylen, olen);
@@ -221,9 +210,9 @@ void cache_store(Cache *c, const void *key, size_t keylen, const void *obj, size
     return;
   unsigned char header[HEADER];
   memcpy(header, magic, sizeof magic);
-  put_u64(header + 8, keylen);
-  put_u64(header + 16, objlen);
-  put_u64(header + CHECKSUM_AT, checksum(header, key, keylen, obj, objlen));
+  put_le64(header + 8, keylen);
+  put_le64(header + 16, objlen);
+  put_le64(header + CHECKSUM_AT, checksum(header, key, keylen, obj, objlen));
   bool bad = fchmod(fd, 0600) || write_all(fd, header, HEADER) || write_all(fd, key, keylen) ||
              write_all(fd, obj, objlen);
   bad |= close(fd) != 0;

@@ -744,12 +744,7 @@ void graph_print(const Graph *g, Buf *out) {
 
 /* ------------------------------------------------------------- graph_key */
 
-static void key_i64(Buf *out, int64_t v) {
-  unsigned char b[8];
-  for (int i = 0; i < 8; i++)
-    b[i] = (unsigned char)((uint64_t)v >> (8 * i));
-  buf_put(out, b, sizeof b);
-}
+static void key_i64(Buf *out, int64_t v) { buf_put_le64(out, (uint64_t)v); }
 
 static void key_f64(Buf *out, double v) {
   uint64_t bits;

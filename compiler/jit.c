@@ -295,19 +295,14 @@ enum { ABI_FIELDS = 6, ABI_BYTES = 8 * ABI_FIELDS };
 static void put_abi(Buf *b, const KernelAbi *abi) {
   const uint64_t v[ABI_FIELDS] = {abi->scratch_fixed, abi->scratch_per_t, abi->scratch_per_b,
                                   abi->noise,         abi->packed,        abi->extra};
-  for (int i = 0; i < ABI_FIELDS; i++) {
-    unsigned char p[8];
-    for (int k = 0; k < 8; k++)
-      p[k] = (unsigned char)(v[i] >> (8 * k));
-    buf_put(b, p, sizeof p);
-  }
+  for (int i = 0; i < ABI_FIELDS; i++)
+    buf_put_le64(b, v[i]);
 }
 
 static KernelAbi get_abi(const unsigned char *p) {
-  uint64_t v[ABI_FIELDS] = {0};
+  uint64_t v[ABI_FIELDS];
   for (int i = 0; i < ABI_FIELDS; i++)
-    for (int k = 0; k < 8; k++)
-      v[i] |= (uint64_t)p[8 * i + k] << (8 * k);
+    v[i] = get_le64(p + 8 * i);
   return (KernelAbi){.scratch_fixed = (size_t)v[0], .scratch_per_t = (size_t)v[1],
                      .scratch_per_b = (size_t)v[2], .noise = (size_t)v[3],
                      .packed = (size_t)v[4], .extra = v[5] != 0};

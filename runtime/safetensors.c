@@ -300,9 +300,7 @@ static int load_fd(StFile *f, int fd, const char *path, bool header_only, Err *e
   if (read_at(fd, lenb, 8, 0) < 0)
     return errf(e, "%s: cannot read the header length: %s", path,
                 errno ? strerror(errno) : "file ended early");
-  uint64_t hlen = 0;
-  for (int i = 7; i >= 0; i--)
-    hlen = hlen << 8 | lenb[i];
+  uint64_t hlen = get_le64(lenb);
   if (hlen > ST_MAX_HEADER)
     return errf(e,
                 "%s: header length %llu is absurd (more than %u bytes); not a "
@@ -503,8 +501,7 @@ int st_stage(Staged *s, const char *path, const StTensor *ts, int n, char *const
     return -1;
   }
   unsigned char lenb[8];
-  for (int i = 0; i < 8; i++)
-    lenb[i] = (unsigned char)((uint64_t)hdr.len >> (8 * i));
+  put_le64(lenb, hdr.len);
   stage_write(s, lenb, 8);
   stage_write(s, hdr.data, hdr.len);
   for (int i = 0; i < n; i++)
