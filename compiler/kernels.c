@@ -436,11 +436,7 @@ static LLVMValueRef dot_step(Cg *cg, LLVMValueRef acc, LLVMValueRef x, LLVMValue
 }
 
 static LLVMValueRef sum_i32x4(Cg *cg, LLVMValueRef v) {
-  LLVMTypeRef vt = LLVMTypeOf(v);
-  const char *name = "llvm.vector.reduce.add";
-  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
-  return LLVMBuildCall2(cg->b, LLVMIntrinsicGetType(cg->ctx, id, &vt, 1),
-                        LLVMGetIntrinsicDeclaration(cg->mod, id, &vt, 1), &v, 1, "");
+  return intrinsic(cg, "llvm.vector.reduce.add", &v, 1);
 }
 
 LLVMValueRef quantize_vec(Cg *cg, LLVMValueRef x, long long n, LLVMValueRef q) {
