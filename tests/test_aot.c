@@ -73,20 +73,8 @@ static void build(Built *b) {
   b->obj = xasprintf("%s/%s.o", workdir, b->prefix);
   b->hdr = xasprintf("%s/%s.h", workdir, b->prefix);
   b->names = name_list_load(b->names_ckpt ? b->names_ckpt : b->ckpt, true);
-  const char *argv[12] = {"build", b->graph, b->ckpt, "-o", b->obj};
-  int n = 5;
-  if (b->cpu) {
-    argv[n++] = "--cpu";
-    argv[n++] = b->cpu;
-  }
-  if (b->quantize) {
-    argv[n++] = "--quantize";
-    argv[n++] = "int8";
-  }
-  if (b->no_batch)
-    argv[n++] = "--no-batch-kernel";
-  argv[n] = NULL;
-  free(rnnc_expect(0, argv));
+  rnnc_build(b->graph, b->ckpt, b->obj,
+             (BuildFlags){.cpu = b->cpu, .quantize = b->quantize, .no_batch = b->no_batch});
   if (!have_cc)
     return;
   write_driver_names(workdir, &b->names);

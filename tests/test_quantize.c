@@ -85,21 +85,9 @@ static double accuracy(const char *graph, const char *ckpt, const char *name, bo
                        const Where *where) {
   char *obj = xasprintf("%s/%s.o", workdir, name), *exe = xasprintf("%s/%s", workdir, name);
   char *out = xasprintf("%s/%s.json", workdir, name);
-  const char *argv[16] = {"build", graph, ckpt, "-o", obj, "--prefix", name};
-  int argc = 7;
-  if (where->target) {
-    argv[argc++] = "--target";
-    argv[argc++] = where->target;
-  }
-  if (where->cpu) {
-    argv[argc++] = "--cpu";
-    argv[argc++] = where->cpu;
-  }
-  if (q8) {
-    argv[argc++] = "--quantize";
-    argv[argc++] = "int8";
-  }
-  free(rnnc_expect(0, argv));
+  rnnc_build(graph, ckpt, obj,
+             (BuildFlags){.prefix = name, .target = where->target, .cpu = where->cpu,
+                          .quantize = q8});
   if (sh("%s -O2 -I '%s' -DAOT_HEADER='\"%s.h\"' -DAOT_PREFIX=%s -DAOT_CLASSES=18 '%s/bench/aot.c' "
          "'%s' -o '%s'",
          where->cc, workdir, name, name, root, obj, exe))

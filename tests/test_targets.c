@@ -184,19 +184,9 @@ static char *build_and_link(const Target *t, const Model *m, const char *flags, 
   char *obj = xasprintf("%s/%s_%s.o", workdir, t->name, m->prefix);
   char *hdr = xasprintf("%s/%s_%s.h", workdir, t->name, m->prefix);
   char *exe = xasprintf("%s/%s_%s", workdir, t->name, m->prefix);
-  const char *argv[16] = {"build",    m->graph,  m->ckpt,  "-o",     obj,
-                          "--prefix", m->prefix, "--target", t->triple};
-  int argc = 9;
-  if (m->cpu) {
-    argv[argc++] = "--cpu";
-    argv[argc++] = m->cpu;
-  }
-  if (m->quantize) {
-    argv[argc++] = "--quantize";
-    argv[argc++] = "int8";
-  }
-  argv[argc] = NULL;
-  free(rnnc_expect(0, argv));
+  rnnc_build(m->graph, m->ckpt, obj,
+             (BuildFlags){.prefix = m->prefix, .target = t->triple, .cpu = m->cpu,
+                          .quantize = m->quantize});
   check_undefined(t, obj);
   static const char *const check[] = {"-std=c99 -x c", "-x c++"};
   for (int k = 0; k < 2; k++)

@@ -157,6 +157,22 @@ char *rnnc_expect(int want_status, const char *const *argv) {
   return all;
 }
 
+void rnnc_build(const char *graph, const char *ckpt, const char *obj, BuildFlags f) {
+  const char *argv[16] = {"build", graph, ckpt, "-o", obj};
+  int n = 5;
+  const char *const opts[][2] = {{"--prefix", f.prefix}, {"--target", f.target}, {"--cpu", f.cpu},
+                                 {"--quantize", f.quantize ? "int8" : NULL}};
+  for (size_t i = 0; i < ARRAY_LEN(opts); i++)
+    if (opts[i][1]) {
+      argv[n++] = opts[i][0];
+      argv[n++] = opts[i][1];
+    }
+  if (f.no_batch)
+    argv[n++] = "--no-batch-kernel";
+  argv[n] = NULL;
+  free(rnnc_expect(0, argv));
+}
+
 void assert_contains(const char *text, const char *fragment) {
   if (!strstr(text, fragment))
     fail_msg("output does not contain \"%s\":\n%s", fragment, text);

@@ -40,6 +40,16 @@ int run_rnnc_in(const char *const *argv, const char *in, char **out, char **err)
 /* Runs rnnc, fails the test unless it exits with want_status, and returns
  * its stdout followed by its stderr (malloc'd). */
 char *rnnc_expect(int want_status, const char *const *argv);
+/* What `rnnc build` is given besides GRAPH CKPT -o OBJ (NULL, false: left
+ * out, the default). */
+typedef struct BuildFlags {
+  const char *prefix, *target, *cpu;
+  bool quantize; /* --quantize int8 */
+  bool no_batch; /* --no-batch-kernel */
+} BuildFlags;
+/* `rnnc build graph ckpt -o obj` with f's options; fails the test unless
+ * it exits 0. */
+void rnnc_build(const char *graph, const char *ckpt, const char *obj, BuildFlags f);
 /* A scratch data directory: per[i] names (the first ones) of language
  * langs[i] of data/names, for i < n. Returns its path (malloc'd). */
 char *make_data_dir(const char *const *langs, const int *per, int n);
