@@ -51,9 +51,13 @@ def sh(cmd, **kw):
     return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw).stdout
 
 
+ABI_BYTES = 48  # compiler/jit.c: ABI_FIELDS little-endian u64 before the object
+
+
 def cached_objects(cache, tmp):
     """The objects of a kernel cache (compiler/cache.c's entries: magic,
-    key length, object length, checksum, key, object): kernel name ->
+    key length, value length, checksum, key, value; compiler/jit.c's value:
+    the kernel's ABI, ABI_BYTES, then the object): kernel name ->
     [(address, size, name)] of the object's functions."""
     out = {}
     for i, ent in enumerate(sorted(os.listdir(cache)) if os.path.isdir(cache) else []):
@@ -64,7 +68,7 @@ def cached_objects(cache, tmp):
         klen, olen = int.from_bytes(b[8:16], "little"), int.from_bytes(b[16:24], "little")
         path = os.path.join(tmp, f"kernel{i}.o")
         with open(path, "wb") as fh:
-            fh.write(b[32 + klen:32 + klen + olen])
+            fh.write(b[32 + klen + ABI_BYTES:32 + klen + olen])
         fsyms, kernel = [], None
         for line in sh(["llvm-nm-19", "-n", "-S", "--defined-only", path]).splitlines():
             parts = line.split()
