@@ -652,9 +652,7 @@ static void test_open_then_read(void **state) {
   /* a is now b's weights: cut short after it is opened. */
   if (ckpt_open(&c, a, &e))
     fail_msg("%s", e.msg);
-  struct stat st;
-  assert_int_equal(stat(a, &st), 0);
-  assert_int_equal(truncate(a, st.st_size - 4), 0);
+  shrink_file(a, 4);
   assert_int_equal(ckpt_read_params(&model, &c, a, &labels, &n, &e), -1);
   assert_contains(e.msg, a);
   assert_contains(e.msg, "ended early");
