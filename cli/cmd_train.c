@@ -570,35 +570,46 @@ fail:
   return rc;
 }
 
-/* CKPT's metadata for GRAPH, which is checked first: a checkpoint given
- * as GRAPH is named as such. */
-static int read_meta(const char *graph, const char *ckpt, CkptMeta *meta, Err *e) {
-  *meta = (CkptMeta){0};
-  return graph_file_check(graph, e) || ckpt_read_info(ckpt, meta, e) ? -1 : 0;
+/* CKPT opened (ckpt_open: its header read once, for the metadata and
+ * then the tensors) for GRAPH, which is checked first: a checkpoint given
+ * as GRAPH is named as such. *v: its vocabulary (take_vocab). */
+static int open_ckpt(const char *graph, const char *ckpt, CkptFile *c, Vocab *v, Err *e) {
+  *c = (CkptFile){0};
+  if (graph_file_check(graph, e) || ckpt_open(c, ckpt, e))
+    return -1;
+  take_vocab(&c->meta, v);
+  return 0;
 }
 
-int cli_load_model(Model *m, const char *graph, const char *ckpt, ModelOptions *mo, int classes,
-                   char ***labels, int *nlabels, Vocab *v, Err *e) {
-  CkptMeta meta;
-  if (read_meta(graph, ckpt, &meta, e))
-    return -1;
-  take_vocab(&meta, v);
-  mo->sizes = (DataSizes){v->n, meta.nlabels ? meta.nlabels : classes};
-  ckpt_meta_free(&meta);
-  if (model_compile(m, graph, mo, e) || ckpt_load(m, ckpt, false, labels, nlabels, e) ||
+/* cli_load_model from c, CKPT opened, whose vocabulary v is (take_vocab). */
+static int load_opened(Model *m, const char *graph, CkptFile *c, const char *ckpt,
+                       ModelOptions *mo, int classes, const Vocab *v, char ***labels,
+                       int *nlabels, Err *e) {
+  mo->sizes = (DataSizes){v->n, c->meta.nlabels ? c->meta.nlabels : classes};
+  if (model_compile(m, graph, mo, e) || ckpt_read_params(m, c, ckpt, labels, nlabels, e) ||
       check_vocab(m, v, "the checkpoint's", e))
     return -1;
   return 0;
 }
 
-/* The model, labels and vocabulary of GRAPH and CKPT, for eval and
- * predict. */
-static int load_for_inference(Model *m, const char *graph, const char *ckpt, int threads,
-                              bool batched, bool no_cache, int classes, char ***labels,
-                              int *nlabels, Vocab *v, Err *e) {
+int cli_load_model(Model *m, const char *graph, const char *ckpt, ModelOptions *mo, int classes,
+                   char ***labels, int *nlabels, Vocab *v, Err *e) {
+  CkptFile c;
+  if (open_ckpt(graph, ckpt, &c, v, e))
+    return -1;
+  int rc = load_opened(m, graph, &c, ckpt, mo, classes, v, labels, nlabels, e);
+  ckpt_close(&c);
+  return rc;
+}
+
+/* The model and labels of GRAPH and c (CKPT opened, its vocabulary v), for
+ * eval and predict. */
+static int load_for_inference(Model *m, const char *graph, CkptFile *c, const char *ckpt,
+                              int threads, bool batched, bool no_cache, int classes,
+                              const Vocab *v, char ***labels, int *nlabels, Err *e) {
   ModelOptions mo = {.no_train = true, .threads = threads, .batched_forward = threads > 1 || batched,
                      .no_cache = no_cache};
-  return cli_load_model(m, graph, ckpt, &mo, classes, labels, nlabels, v, e);
+  return load_opened(m, graph, c, ckpt, &mo, classes, v, labels, nlabels, e);
 }
 
 int cmd_eval(int argc, char **argv) {
@@ -650,22 +661,19 @@ int cmd_eval(int argc, char **argv) {
   Model m = {0};
   Dataset ds = {0};
   Vocab vocab = {0};
+  CkptFile ck = {0};
   char **labels = NULL;
   int nlabels = 0, rc = EXIT_BAD_INPUT;
   /* The checkpoint's vocabulary and labels read the data, whose labels
    * size a graph that takes them from the data when the checkpoint has
    * none. */
-  CkptMeta meta;
-  if (read_meta(argv[optind], argv[optind + 1], &meta, &e))
+  const char *ckpt = argv[optind + 1];
+  if (open_ckpt(argv[optind], ckpt, &ck, &vocab, &e))
     goto fail;
-  take_vocab(&meta, &vocab);
-  int bad = data_load(&ds, dir, meta.labels, meta.nlabels, vocab.kind, &vocab, &e) ||
-            data_split(&ds, fraction, seed, &e);
-  ckpt_meta_free(&meta);
-  vocab_free(&vocab);
-  if (bad ||
-      load_for_inference(&m, argv[optind], argv[optind + 1], threads, true, no_cache, ds.nlabels,
-                         &labels, &nlabels, &vocab, &e) ||
+  if (data_load(&ds, dir, ck.meta.labels, ck.meta.nlabels, vocab.kind, &vocab, &e) ||
+      data_split(&ds, fraction, seed, &e) ||
+      load_for_inference(&m, argv[optind], &ck, ckpt, threads, true, no_cache, ds.nlabels, &vocab,
+                         &labels, &nlabels, &e) ||
       check_model_data(&m, &ds, &vocab, &e))
     goto fail;
   model_reserve(&m, longest(&ds));
@@ -677,6 +685,7 @@ int cmd_eval(int argc, char **argv) {
 fail:
   if (rc)
     cli_error("eval", &e);
+  ckpt_close(&ck);
   model_free(&m);
   data_free(&ds);
   vocab_free(&vocab);
@@ -927,15 +936,16 @@ int cmd_predict(int argc, char **argv) {
   Err e;
   Model m = {0};
   Vocab vocab = {0};
-  CkptMeta meta = {0};
+  CkptFile ck = {0};
   char **labels = NULL, **shown = NULL, **data_labels = NULL;
   int nlabels = 0, ndata_labels = 0, rc = EXIT_BAD_INPUT;
   /* A checkpoint without labels takes --data's (before the graph, which
    * may take its class count from them). */
-  if (read_meta(argv[optind], argv[optind + 1], &meta, &e) ||
-      (!meta.labels && fallback_labels(dir, &data_labels, &ndata_labels, &e)) ||
-      load_for_inference(&m, argv[optind], argv[optind + 1], input ? threads : 1, input != NULL,
-                         no_cache, ndata_labels, &labels, &nlabels, &vocab, &e)) {
+  const char *ckpt = argv[optind + 1];
+  if (open_ckpt(argv[optind], ckpt, &ck, &vocab, &e) ||
+      (!ck.meta.labels && fallback_labels(dir, &data_labels, &ndata_labels, &e)) ||
+      load_for_inference(&m, argv[optind], &ck, ckpt, input ? threads : 1, input != NULL, no_cache,
+                         ndata_labels, &vocab, &labels, &nlabels, &e)) {
     cli_error("predict", &e);
     goto done;
   }
@@ -1009,7 +1019,7 @@ done:
     fclose(in);
   model_free(&m);
   vocab_free(&vocab);
-  ckpt_meta_free(&meta);
+  ckpt_close(&ck);
   free_labels(shown, shown ? nlabels : 0);
   free_labels(labels, nlabels);
   free_labels(data_labels, ndata_labels);

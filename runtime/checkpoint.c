@@ -440,7 +440,9 @@ static size_t first_nonfinite(const float *x, size_t n) {
   return n;
 }
 
-/* Copies the tensors named like g's parameters (with suffix) into a slot. */
+/* Reads the tensors named like g's parameters (with suffix) from f (open:
+ * st_open) straight into a slot. On an error the slot holds what was read
+ * until then. */
 static int copy_in(const Graph *g, const StFile *f, const char *path, const char *suffix,
                    float *slot, bool trainable_only, Err *e) {
   for (int p = 0; p < g->nparams; p++) {
@@ -472,12 +474,14 @@ static int copy_in(const Graph *g, const StFile *f, const char *path, const char
       buf_free(&b);
       return -1;
     }
-    size_t i = first_nonfinite(t->data, t->nelem);
+    float *to = slot + pa->offset;
+    if (st_read(f, t, to, path, e))
+      return -1;
+    size_t i = first_nonfinite(to, t->nelem);
     if (i < t->nelem)
       return errf(e, "%s: tensor '%s' has %s value (element %zu): the state of a training "
                      "that diverged? It would make every result NaN",
-                  path, name, isnan(t->data[i]) ? "a NaN" : "an infinite", i);
-    memcpy(slot + pa->offset, t->data, t->nelem * sizeof(float));
+                  path, name, isnan(to[i]) ? "a NaN" : "an infinite", i);
   }
   return 0;
 }
@@ -526,7 +530,7 @@ static int load_optim(Model *m, const StFile *w, const char *path, Err *e) {
       continue;
     StFile o;
     Err oe;
-    if (st_load(&o, cand[i], &oe)) {
+    if (st_open(&o, cand[i], &oe)) {
       buf_printf(&why, "; %s", oe.msg);
       continue;
     }
@@ -598,46 +602,84 @@ int ckpt_read_info(const char *path, CkptMeta *meta, Err *e) {
   return rc;
 }
 
-/* load_once's result when a training replaced the files as they were read. */
-enum { LOAD_AGAIN = 1 };
+int ckpt_open(CkptFile *c, const char *path, Err *e) {
+  *c = (CkptFile){0};
+  if (st_open(&c->st, path, e))
+    return -1;
+  if (ckpt_read_meta(&c->st, path, &c->meta, e)) {
+    st_free(&c->st);
+    return -1;
+  }
+  return 0;
+}
 
-static int load_once(Model *m, const char *path, bool with_optim, bool may_retry, char ***labels,
-                     int *nlabels, Err *e) {
-  StFile f;
-  CkptMeta meta = {0};
+void ckpt_close(CkptFile *c) {
+  st_free(&c->st);
+  ckpt_meta_free(&c->meta);
+}
+
+/* m's parameters from c, and its label count checked against m's classes. */
+static int read_params(Model *m, const CkptFile *c, const char *path, Err *e) {
+  if (copy_in(m->fwd, &c->st, path, "", m->state, false, e))
+    return -1;
+  if (c->meta.labels && c->meta.nlabels != m->fwd->classes)
+    return errf(e, "%s: the checkpoint has %d labels, but the graph %s has %d classes", path,
+                c->meta.nlabels, m->path, m->fwd->classes);
+  return 0;
+}
+
+/* What a load sets before it reads: no labels, the counts of a fresh
+ * model. */
+static void reset_loaded(Model *m, char ***labels, int *nlabels) {
   *labels = NULL;
   *nlabels = 0;
   m->step = 0;
   m->epoch = 0;
   m->pos = (TrainPosition){0};
-  if (st_load(&f, path, e))
+}
+
+/* Moves c's labels to *labels. */
+static void take_labels(CkptFile *c, char ***labels, int *nlabels) {
+  *labels = c->meta.labels;
+  *nlabels = c->meta.nlabels;
+  c->meta.labels = NULL;
+  c->meta.nlabels = 0;
+}
+
+int ckpt_read_params(Model *m, CkptFile *c, const char *path, char ***labels, int *nlabels,
+                     Err *e) {
+  reset_loaded(m, labels, nlabels);
+  if (read_params(m, c, path, e))
     return -1;
-  int rc = ckpt_read_meta(&f, path, &meta, e);
-  if (rc == 0)
-    rc = copy_in(m->fwd, &f, path, "", m->state, false, e);
-  if (rc == 0 && meta.labels && meta.nlabels != m->fwd->classes)
-    rc = errf(e, "%s: the checkpoint has %d labels, but the graph %s has %d classes", path,
-              meta.nlabels, m->path, m->fwd->classes);
-  if (rc == 0 && with_optim && m->train && meta.rnnc) {
+  take_labels(c, labels, nlabels);
+  return 0;
+}
+
+/* load_once's result when a training replaced the files as they were read. */
+enum { LOAD_AGAIN = 1 };
+
+static int load_once(Model *m, const char *path, bool with_optim, bool may_retry, char ***labels,
+                     int *nlabels, Err *e) {
+  CkptFile c;
+  reset_loaded(m, labels, nlabels);
+  if (ckpt_open(&c, path, e))
+    return -1;
+  int rc = read_params(m, &c, path, e);
+  if (rc == 0 && with_optim && m->train && c.meta.rnnc) {
     /* Resume the optimizer when its state is beside the weights. */
-    int got = load_optim(m, &f, path, e);
-    rc = got == MOMENTS_MISMATCH ? (may_retry && replaced(&f, path) ? LOAD_AGAIN : -1)
+    int got = load_optim(m, &c.st, path, e);
+    rc = got == MOMENTS_MISMATCH ? (may_retry && replaced(&c.st, path) ? LOAD_AGAIN : -1)
          : got < 0              ? -1
                                 : 0;
     if (got == MOMENTS_LOADED) {
-      m->step = meta.step;
-      m->epoch = meta.epoch;
-      m->pos = meta.pos;
+      m->step = c.meta.step;
+      m->epoch = c.meta.epoch;
+      m->pos = c.meta.pos;
     }
   }
-  st_free(&f);
-  if (rc == 0) {
-    *labels = meta.labels;
-    *nlabels = meta.nlabels;
-    meta.labels = NULL;
-    meta.nlabels = 0;
-  }
-  ckpt_meta_free(&meta);
+  if (rc == 0)
+    take_labels(&c, labels, nlabels);
+  ckpt_close(&c);
   return rc;
 }
 

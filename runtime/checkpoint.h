@@ -60,6 +60,23 @@ void ckpt_meta_free(CkptMeta *meta);
 /* The metadata of the checkpoint at path (its header only). */
 int ckpt_read_info(const char *path, CkptMeta *meta, Err *e);
 
+/* A checkpoint open for reading: its header read and checked once, its
+ * metadata, and the file kept open, for a command that needs the metadata
+ * before it can build the model (the sizes, the vocabulary) and then its
+ * parameters: the parameters come from the same file even if a training
+ * renames a new checkpoint over path meanwhile. */
+typedef struct CkptFile {
+  StFile st;
+  CkptMeta meta;
+} CkptFile;
+int ckpt_open(CkptFile *c, const char *path, Err *e);
+/* ckpt_load without the optimizer state, from c (opened from path): the
+ * parameters read straight into m's, and c's labels moved to *labels. */
+int ckpt_read_params(Model *m, CkptFile *c, const char *path, char ***labels, int *nlabels,
+                     Err *e);
+/* Frees c, closing its file; harmless on a zeroed or failed CkptFile. */
+void ckpt_close(CkptFile *c);
+
 /* An exclusive lock on writing a checkpoint (PATH.lock, holding the
  * owner's pid), for as long as a training runs. */
 typedef struct CkptLock {

@@ -2,11 +2,13 @@
  *
  * Reading: the header length and header are read first and validated in
  * full (JSON, every entry, then the byte ranges tiling the data section)
- * before a single data byte is touched; the data section is then read with
- * one pread into one malloc'd block. Since the ranges tile the section from
- * 0 and each holds a whole number of floats, every tensor starts at a
+ * before a single data byte is touched; st_load then reads the data section
+ * with one pread into one malloc'd block. Since the ranges tile the section
+ * from 0 and each holds a whole number of floats, every tensor starts at a
  * multiple of 4 in that block: its data is aligned wherever the data
- * section sits in the file (8 + N is often not a multiple of 4).
+ * section sits in the file (8 + N is often not a multiple of 4). st_open
+ * keeps the file open instead, and st_read reads one tensor's bytes, with
+ * one pread, wherever its caller wants them.
  *
  * Writing: header built with jansson (which escapes strings and checks
  * UTF-8), padded with spaces to a multiple of 8, staged with the data
@@ -285,7 +287,10 @@ static int parse_header(StFile *f, Span **spans, json_t *root, size_t data_len,
   return check_tiling(f, *spans, f->ntensors, data_len, path, e);
 }
 
-static int load_fd(StFile *f, int fd, const char *path, bool header_only, Err *e) {
+/* What load_fd reads. */
+typedef enum { READ_ALL, READ_HEADER } ReadMode;
+
+static int load_fd(StFile *f, int fd, const char *path, ReadMode mode, Err *e) {
   struct stat st;
   if (fstat(fd, &st) < 0)
     return errf(e, "%s: %s", path, strerror(errno));
@@ -346,7 +351,10 @@ static int load_fd(StFile *f, int fd, const char *path, bool header_only, Err *e
   size_t data_len = (size_t)(size - 8 - hlen);
   if (parse_header(f, &spans, root, data_len, path, e) < 0)
     goto out;
-  if (header_only) {
+  f->data_at = 8 + hlen;
+  for (int i = 0; i < f->ntensors; i++)
+    f->tensors[spans[i].tensor].offset = spans[i].begin;
+  if (mode == READ_HEADER) {
     rc = 0;
     goto out;
   }
@@ -375,21 +383,40 @@ out:
   return rc;
 }
 
-static int load(StFile *f, const char *path, bool header_only, Err *e) {
+static int load(StFile *f, const char *path, ReadMode mode, bool keep_open, Err *e) {
   memset(f, 0, sizeof *f);
   int fd = open_regular(path, e); /* a FIFO is refused, not waited for */
   if (fd < 0)
     return -1;
-  int rc = load_fd(f, fd, path, header_only, e);
-  close(fd);
+  int rc = load_fd(f, fd, path, mode, e);
+  if (rc == 0 && keep_open) {
+    f->fd = fd;
+    f->open = true;
+  } else {
+    close(fd);
+  }
   if (rc < 0)
     st_free(f);
   return rc;
 }
 
-int st_load(StFile *f, const char *path, Err *e) { return load(f, path, false, e); }
+int st_load(StFile *f, const char *path, Err *e) { return load(f, path, READ_ALL, false, e); }
 
-int st_load_header(StFile *f, const char *path, Err *e) { return load(f, path, true, e); }
+int st_load_header(StFile *f, const char *path, Err *e) {
+  return load(f, path, READ_HEADER, false, e);
+}
+
+int st_open(StFile *f, const char *path, Err *e) { return load(f, path, READ_HEADER, true, e); }
+
+int st_read(const StFile *f, const StTensor *t, void *dst, const char *path, Err *e) {
+  assert(f->open && t >= f->tensors && t < f->tensors + f->ntensors);
+  if (read_at(f->fd, dst, t->nelem * sizeof(float), (off_t)(f->data_at + t->offset)) < 0) {
+    char nb[80];
+    return errf(e, "%s: cannot read tensor '%s': %s", path, shown(nb, t->name),
+                errno ? strerror(errno) : "the file ended early (truncated since it was opened?)");
+  }
+  return 0;
+}
 
 const StTensor *st_find(const StFile *f, const char *name) {
   for (int i = 0; i < f->ntensors; i++)
@@ -416,6 +443,8 @@ void st_free(StFile *f) {
   free(f->meta_keys);
   free(f->meta_vals);
   free(f->blob);
+  if (f->open)
+    close(f->fd);
   memset(f, 0, sizeof *f);
 }
 

@@ -46,6 +46,7 @@ typedef struct StTensor {
   float *data;                  /* (nelem), row-major, aligned for float; NULL for I32 */
   bool i32;                     /* st_load: an I32 tensor, in idata */
   int32_t *idata;               /* (nelem) when i32 */
+  size_t offset;                /* read: where its bytes begin in the data section */
 } StTensor;
 
 typedef struct StFile {
@@ -55,6 +56,9 @@ typedef struct StFile {
   char **meta_vals;  /* (nmeta) */
   int nmeta;
   void *blob;        /* the data section; every tensors[i].data points into it */
+  int fd;            /* st_open's file, when open */
+  bool open;
+  uint64_t data_at;  /* the data section's offset in the file */
 } StFile;
 
 /* Reads path into *f. Returns 0, or -1 with a message in e naming path, the
@@ -67,6 +71,18 @@ int st_load(StFile *f, const char *path, Err *e);
  * (names, shapes, metadata, the ranges against the file's size), every
  * tensor's data NULL. For reading a file's metadata. */
 int st_load_header(StFile *f, const char *path, Err *e);
+
+/* st_load_header, the file kept open: st_read then reads the tensors'
+ * data from it, each where the caller wants it (a model's parameters),
+ * without a copy of the whole data section. The file is the one the
+ * header was read from, even if path is replaced meanwhile (a training
+ * renaming its new checkpoint over it). st_free closes it. */
+int st_open(StFile *f, const char *path, Err *e);
+
+/* Reads the data of t, one of f's tensors (f from st_open), into dst
+ * (t->nelem 4-byte elements). Returns 0, or -1 with a message naming path
+ * and the tensor: the file shrank since st_open, or an I/O error. */
+int st_read(const StFile *f, const StTensor *t, void *dst, const char *path, Err *e);
 
 /* The tensor called name, or NULL. */
 const StTensor *st_find(const StFile *f, const char *name);

@@ -12,7 +12,12 @@
  *   runs; weights and optimizer state of two runs are never taken as one
  *   pair, even at the same step;
  * - a save stopped between its renames resumes from the old pair;
- *   checkpoints written before pair ids still load. */
+ *   checkpoints written before pair ids still load;
+ * - a checkpoint opened (ckpt_open, as predict and eval read one: the
+ *   header once, the tensors straight into the parameters) reads what
+ *   ckpt_load reads, from the file it opened even when a training renames
+ *   a new one over its path; cut short after it was opened, it is an
+ *   error naming the tensor. */
 #include <dirent.h>
 #include <math.h>
 #include <signal.h>
@@ -609,6 +614,64 @@ static void test_old_checkpoints_load(void **state) {
  * temporaries (and train's lock) and end rnnc as the signal does; train's
  * pair on disk stays one. Train stops at SIGINT and SIGTERM (issue 17):
  * it finishes the save and exits 130 or 143. */
+static void test_open_then_read(void **state) {
+  char *dir = tmp_path("opened");
+  assert_int_equal(mkdir(dir, 0755), 0);
+  char *a = xasprintf("%s/a.safetensors", dir), *b = xasprintf("%s/b.safetensors", dir);
+  assert_int_equal(wait_rnnc(start_training(a, 1, NULL, NULL)), 0);
+  assert_int_equal(wait_rnnc(start_training(b, 2, NULL, NULL)), 0); /* other weights */
+  Err e;
+  char **labels;
+  int n;
+  size_t bytes = (size_t)model.nfloats * sizeof(float);
+  if (ckpt_load(&model, a, false, &labels, &n, &e))
+    fail_msg("%s", e.msg);
+  float *want = xmalloc(bytes);
+  memcpy(want, model.state, bytes);
+  for (int i = 0; i < n; i++)
+    free(labels[i]);
+  free(labels);
+
+  memset(model.state, 0, bytes);
+  CkptFile c;
+  if (ckpt_open(&c, a, &e))
+    fail_msg("%s", e.msg);
+  assert_int_equal(c.meta.nlabels, 3);
+  assert_int_equal(rename(b, a), 0); /* as a training's save replaces a */
+  if (ckpt_read_params(&model, &c, a, &labels, &n, &e))
+    fail_msg("%s", e.msg);
+  assert_memory_equal(model.state, want, bytes);
+  assert_int_equal(n, 3);
+  assert_string_equal(labels[1], "Greek");
+  assert_null(c.meta.labels); /* moved to labels */
+  for (int i = 0; i < n; i++)
+    free(labels[i]);
+  free(labels);
+  ckpt_close(&c);
+
+  /* a is now b's weights: cut short after it is opened. */
+  if (ckpt_open(&c, a, &e))
+    fail_msg("%s", e.msg);
+  shrink_file(a, 4);
+  assert_int_equal(ckpt_read_params(&model, &c, a, &labels, &n, &e), -1);
+  assert_contains(e.msg, a);
+  assert_contains(e.msg, "ended early");
+  assert_null(labels);
+  ckpt_close(&c);
+  ckpt_close(&c); /* harmless twice */
+  char *oa = ckpt_optim_path(a), *ob = ckpt_optim_path(b);
+  unlink(a);
+  unlink(oa);
+  unlink(ob);
+  rmdir(dir);
+  free(oa);
+  free(ob);
+  free(want);
+  free(a);
+  free(b);
+  free(dir);
+}
+
 static void test_signals_remove_temporaries(void **state) {
   char *dir = tmp_path("sig");
   assert_int_equal(mkdir(dir, 0755), 0);
@@ -661,6 +724,7 @@ int main(void) {
       cmocka_unit_test(test_old_checkpoints_load),
       cmocka_unit_test(test_bad_counts),
       cmocka_unit_test(test_labels_round_trip),
+      cmocka_unit_test(test_open_then_read),
       cmocka_unit_test(test_concurrent_writers),
       cmocka_unit_test(test_signals_remove_temporaries),
       cmocka_unit_test(test_disk_full),

@@ -9,7 +9,12 @@
  * - every kind of malformed file is an error naming the file, the tensor and
  *   the problem; truncations and random byte corruptions never crash (the
  *   suite runs under ASan/UBSan, which also catches misaligned floats);
- * - writes are atomic: a failed save leaves the old file and no temporary. */
+ * - writes are atomic: a failed save leaves the old file and no temporary;
+ * - st_open + st_read (each tensor read where its caller wants it) give
+ *   st_load's bytes and its errors: every truncation and corruption that
+ *   st_load refuses, st_open refuses; a file that shrinks after st_open is
+ *   an error of st_read naming the tensor; the open file is read even
+ *   after another is renamed over its path. */
 #include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -599,6 +604,88 @@ static void test_malformed_files(void **state) {
   free(path);
 }
 
+/* ------------------------------------------------------- st_open, st_read */
+
+/* Whether st_open + st_read of path give what st_load gives: both fail, or
+ * both succeed with the same tensors, byte for byte. Returns st_load's
+ * result. */
+static int open_matches_load(const char *path) {
+  StFile f, g;
+  Err e, eg;
+  int rl = st_load(&f, path, &e), ro = st_open(&g, path, &eg);
+  assert_int_equal(rl, ro);
+  if (rl == 0) {
+    assert_int_equal(f.ntensors, g.ntensors);
+    assert_int_equal(f.nmeta, g.nmeta);
+    for (int i = 0; i < f.ntensors; i++) {
+      const StTensor *a = &f.tensors[i], *b = &g.tensors[i];
+      assert_string_equal(a->name, b->name);
+      assert_int_equal(a->nelem, b->nelem);
+      assert_null(b->data); /* st_open reads no data */
+      uint32_t *got = xmalloc((a->nelem ? a->nelem : 1) * sizeof *got);
+      if (st_read(&g, b, got, path, &eg))
+        fail_msg("%s", eg.msg);
+      assert_memory_equal(got, a->i32 ? (void *)a->idata : (void *)a->data,
+                          a->nelem * sizeof *got);
+      free(got);
+    }
+  } else {
+    assert_string_equal(e.msg, eg.msg); /* the same checks, the same message */
+  }
+  st_free(&f);
+  st_free(&g);
+  return rl;
+}
+
+static void test_open_read_golden(void **state) {
+  const char *golden[] = {"tests/golden/rnn_seed42.safetensors",
+                          "tests/golden/gru_seed42.safetensors"};
+  for (size_t i = 0; i < ARRAY_LEN(golden); i++) {
+    char *path = src_path(golden[i]);
+    assert_int_equal(open_matches_load(path), 0);
+    free(path);
+  }
+}
+
+/* A file that shrinks after st_open (st_open checked its size) is an
+ * error of st_read, naming the file and the tensor; one renamed over its
+ * path is not seen: st_read reads the file st_open opened. */
+static void test_open_then_changed(void **state) {
+  float d[6] = {1, 2, 3, 4, 5, 6}, z[6] = {0};
+  StTensor ts[] = {{.name = "w", .ndim = 2, .shape = {2, 2}, .nelem = 4, .data = d},
+                   {.name = "b", .ndim = 1, .shape = {2}, .nelem = 2, .data = d + 4}};
+  char *path = tmp_path("opened.safetensors");
+  Err e;
+  if (st_save(path, ts, 2, NULL, NULL, 0, &e) < 0)
+    fail_msg("%s", e.msg);
+  StFile f;
+  if (st_open(&f, path, &e))
+    fail_msg("%s", e.msg);
+  /* Another save renamed over path: f still reads the first file. */
+  StTensor other[] = {{.name = "w", .ndim = 2, .shape = {2, 2}, .nelem = 4, .data = z},
+                      {.name = "b", .ndim = 1, .shape = {2}, .nelem = 2, .data = z}};
+  if (st_save(path, other, 2, NULL, NULL, 0, &e) < 0)
+    fail_msg("%s", e.msg);
+  float got[4];
+  assert_int_equal(st_read(&f, st_find(&f, "w"), got, path, &e), 0);
+  assert_memory_equal(got, d, sizeof got);
+  st_free(&f);
+
+  /* Shrunk in place after st_open: the last tensor ("b") is cut off. */
+  if (st_open(&f, path, &e))
+    fail_msg("%s", e.msg);
+  shrink_file(path, 4);
+  assert_int_equal(st_read(&f, st_find(&f, "w"), got, path, &e), 0); /* still all there */
+  assert_memory_equal(got, z, sizeof got);
+  assert_int_equal(st_read(&f, st_find(&f, "b"), got, path, &e), -1);
+  check_msg(e.msg, path);
+  check_msg(e.msg, "tensor 'b'");
+  check_msg(e.msg, "ended early");
+  st_free(&f);
+  unlink(path);
+  free(path);
+}
+
 /* ------------------------------------------------------- truncation, fuzz */
 
 /* Every truncation of a golden file at a length in lens must fail. The
@@ -637,6 +724,11 @@ static void truncations(const char *golden_rel) {
       fail_msg("%s truncated to %zu bytes loaded", golden_rel, lens[i]);
     }
     check_msg(e.msg, path);
+    if (st_open(&f, path, &e) == 0) {
+      st_free(&f);
+      fail_msg("%s truncated to %zu bytes opened", golden_rel, lens[i]);
+    }
+    check_msg(e.msg, path);
     tried++;
   }
   print_message("%s: %d truncations, all errors\n", golden_rel, tried);
@@ -670,6 +762,8 @@ static void corrupt(const char *path, size_t span, int rounds, uint64_t seed) {
       unsigned char c = (unsigned char)rng_below(&r, 256);
       assert_int_equal(pwrite(fd, &c, 1, (off_t)pos[j]), 1);
     }
+    if (k % 10 == 0) /* st_open + st_read agree with st_load, in a tenth of the rounds */
+      (void)open_matches_load(path);
     StFile f;
     Err e;
     if (st_load(&f, path, &e) == 0) {
@@ -899,6 +993,8 @@ int main(void) {
       cmocka_unit_test(test_unaligned_data_section),
       cmocka_unit_test(test_malformed_headers),
       cmocka_unit_test(test_malformed_files),
+      cmocka_unit_test(test_open_read_golden),
+      cmocka_unit_test(test_open_then_changed),
       cmocka_unit_test(test_truncated_golden),
       cmocka_unit_test(test_corrupted),
       cmocka_unit_test(test_save_errors),

@@ -42,6 +42,13 @@ void write_text(const char *path, const char *text) {
   assert_int_equal(fclose(f), 0);
 }
 
+void shrink_file(const char *path, size_t n) {
+  struct stat st;
+  assert_int_equal(stat(path, &st), 0);
+  assert_true((size_t)st.st_size >= n);
+  assert_int_equal(truncate(path, st.st_size - (off_t)n), 0);
+}
+
 static char *slurp_or_empty(const char *path) {
   Err e;
   char *s = read_file(path, NULL, &e);

@@ -18,6 +18,8 @@ char *src_path(const char *rel);
 char *tmp_path(const char *stem);
 /* Writes text to path (creating it); fails the test on error. */
 void write_text(const char *path, const char *text);
+/* Cuts the last n bytes off the file at path, in place. */
+void shrink_file(const char *path, size_t n);
 /* Runs the rnnc binary ($RNNC_BIN) with argv (NULL-terminated, without
  * argv[0]); captures stdout and stderr (malloc'd, may be NULL) and returns
  * the exit status, or -1 if it died by a signal. */
