@@ -315,46 +315,70 @@ void jit_kernel_key(const Jit *j, KernelKind kind, const Graph *g, Simd simd, Bu
   graph_key(g, key);
 }
 
-int jit_kernel(const Jit *j, KernelKind kind, const Graph *g, Simd simd, Cache *c, Buf *obj,
-               KernelAbi *abi, JitTimes *t, Err *e) {
+int jit_kernel_begin(const Jit *j, KernelKind kind, const Graph *g, Simd simd, Cache *c, Buf *obj,
+                     KernelAbi *abi, JitPending *p, JitTimes *t, Err *e) {
   double t0 = thread_seconds();
-  Buf key = {0}, val = {0};
+  *p = (JitPending){0};
   if (c && j->id.len) {
-    jit_kernel_key(j, kind, g, simd, &key);
-    if (!cache_load(c, key.data, key.len, &val) && val.len > ABI_BYTES) {
+    Buf val = {0};
+    jit_kernel_key(j, kind, g, simd, &p->key);
+    if (!cache_load(c, p->key.data, p->key.len, &val) && val.len > ABI_BYTES) {
       *abi = get_abi((const unsigned char *)val.data);
       buf_put(obj, val.data + ABI_BYTES, val.len - ABI_BYTES);
       buf_free(&val);
-      buf_free(&key);
+      buf_free(&p->key);
       t->cache += thread_seconds() - t0;
       t->kernels++;
       t->cached++;
       return 0;
     }
-    val.len = 0; /* a miss, or a value too short to hold an ABI: rebuilt and stored */
+    buf_free(&val); /* a miss, or a value too short to hold an ABI: rebuilt and stored */
   }
   double t1 = thread_seconds();
   t->cache += t1 - t0;
-  LLVMContextRef ctx = LLVMContextCreate();
-  LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(kernel_name(kind), ctx);
-  size_t start = obj->len;
+  p->ctx = LLVMContextCreate();
+  p->mod = LLVMModuleCreateWithNameInContext(kernel_name(kind), p->ctx);
   *abi = (KernelAbi){0}; /* what codegen leaves unset is stored as 0 */
-  int rc = kernel_emit_simd(kind, g, mod, simd, abi, e);
+  int rc = kernel_emit_simd(kind, g, p->mod, simd, abi, e);
   t->codegen += thread_seconds() - t1;
-  if (!rc)
-    rc = jit_compile(j, mod, obj, t, e);
-  LLVMDisposeModule(mod);
-  LLVMContextDispose(ctx);
-  if (!rc && key.len) {
+  if (rc)
+    jit_kernel_drop(p);
+  return rc;
+}
+
+int jit_kernel_finish(const Jit *j, Cache *c, JitPending *p, Buf *obj, const KernelAbi *abi,
+                      JitTimes *t, Err *e) {
+  if (!p->mod)
+    return 0;
+  size_t start = obj->len;
+  int rc = jit_compile(j, p->mod, obj, t, e);
+  if (!rc && p->key.len) {
     double t2 = thread_seconds();
+    Buf val = {0};
     put_abi(&val, abi);
     buf_put(&val, obj->data + start, obj->len - start);
-    cache_store(c, key.data, key.len, val.data, val.len);
+    cache_store(c, p->key.data, p->key.len, val.data, val.len);
+    buf_free(&val);
     t->cache += thread_seconds() - t2;
   }
-  buf_free(&val);
-  buf_free(&key);
+  jit_kernel_drop(p);
   return rc;
+}
+
+void jit_kernel_drop(JitPending *p) {
+  if (p->mod)
+    LLVMDisposeModule(p->mod);
+  if (p->ctx)
+    LLVMContextDispose(p->ctx);
+  buf_free(&p->key);
+  *p = (JitPending){0};
+}
+
+int jit_kernel(const Jit *j, KernelKind kind, const Graph *g, Simd simd, Cache *c, Buf *obj,
+               KernelAbi *abi, JitTimes *t, Err *e) {
+  JitPending p;
+  int rc = jit_kernel_begin(j, kind, g, simd, c, obj, abi, &p, t, e);
+  return rc ? rc : jit_kernel_finish(j, c, &p, obj, abi, t, e);
 }
 
 int jit_add_object(Jit *j, const void *obj, size_t len, Err *e) {

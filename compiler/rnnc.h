@@ -738,6 +738,25 @@ int kernel_emit_simd(KernelKind k, const Graph *g, LLVMModuleRef m, Simd simd, K
  * Thread-safe as jit_compile; g is only read. */
 int jit_kernel(const Jit *j, KernelKind kind, const Graph *g, Simd simd, Cache *c, Buf *obj,
                KernelAbi *abi, JitTimes *t, Err *e);
+/* jit_kernel in two halves, for a caller that wants to know a kernel's
+ * ABI, and whether codegen makes it at all, before LLVM compiles it (maybe
+ * later, on another thread). jit_kernel_begin: from the cache as
+ * jit_kernel, leaving p->mod NULL; else codegen into p->mod (in a context
+ * of its own, p->ctx), *abi set. jit_kernel_finish: LLVM's passes and
+ * machine code, the object appended to obj and stored in the cache (a
+ * no-op when p->mod is NULL); it frees p, as jit_kernel_drop does without
+ * compiling. Each half thread-safe as jit_kernel; p may move between
+ * threads in between. */
+typedef struct JitPending {
+  LLVMContextRef ctx;
+  LLVMModuleRef mod; /* NULL: nothing left to compile */
+  Buf key;           /* the cache key (empty: not cached) */
+} JitPending;
+int jit_kernel_begin(const Jit *j, KernelKind kind, const Graph *g, Simd simd, Cache *c, Buf *obj,
+                     KernelAbi *abi, JitPending *p, JitTimes *t, Err *e);
+int jit_kernel_finish(const Jit *j, Cache *c, JitPending *p, Buf *obj, const KernelAbi *abi,
+                      JitTimes *t, Err *e);
+void jit_kernel_drop(JitPending *p);
 void jit_kernel_key(const Jit *j, KernelKind kind, const Graph *g, Simd simd, Buf *key);
 
 #endif
