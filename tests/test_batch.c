@@ -333,15 +333,7 @@ static float *train_and_infer(const char *path, int batch, bool background, size
  * compile. */
 static void test_background_compile(void **state) {
   (void)state;
-  Err e0;
-  char *rnn = src_path("graphs/rnn.nn"), *text = read_file(rnn, NULL, &e0);
-  assert_non_null(text);
-  char *at = strstr(text, "concat(x, h)");
-  assert_non_null(at);
-  char *noisy = xasprintf("%.*sconcat(x, h + kaiming_uniform(H))%s", (int)(at - text), text,
-                          at + strlen("concat(x, h)"));
-  char *npath = tmp_path("noisy_background.nn");
-  write_text(npath, noisy);
+  char *rnn = src_path("graphs/rnn.nn"), *npath = noisy_rnn_graph();
   char *gru = src_path("graphs/gru.nn");
   const char *paths[] = {rnn, gru, npath};
   const int batches[] = {1, 8};
@@ -366,8 +358,6 @@ static void test_background_compile(void **state) {
                 "the same bytes with the inference kernels compiled in the background\n");
   free(gru);
   free(npath);
-  free(noisy);
-  free(text);
   free(rnn);
 }
 
