@@ -249,7 +249,6 @@ int model_wait(Model *m, Err *e) {
   if (!bd)
     return m->later_err ? errf(e, "%s", m->later_err) : 0;
   m->later = NULL;
-  double t0 = now_seconds();
   build_end(bd);
   int rc = 0;
   for (int i = 0; i < MAX_KERNELS; i++) {
@@ -262,7 +261,6 @@ int model_wait(Model *m, Err *e) {
     }
   }
   build_free(bd);
-  m->times.waited = now_seconds() - t0;
   if (rc)
     m->later_err = xstrdup(e->msg);
   else

@@ -52,7 +52,6 @@ typedef struct CompileTimes {
   JitTimes jit; /* the cache, LLVM */
   double link;  /* making the JIT, and its linking the objects */
   double total; /* wall clock, model_compile from the graph's text on */
-  double waited; /* wall clock, model_wait for the kernels compiled in the background */
 } CompileTimes;
 
 /* A chunk of names packed for a batched kernel, longest first. */

@@ -233,6 +233,13 @@ static void test_lstm_batches(void **state) {
   free(g);
 }
 
+/* The model's state (SLOT_COUNT slots) into dst, the grad slot zeroed:
+ * it is scratch between steps. */
+static void copy_state(const Model *m, float *dst) {
+  memcpy(dst, m->state, SLOT_COUNT * m->nfloats * sizeof(float));
+  memset(dst + SLOT_GRAD * m->nfloats, 0, m->nfloats * sizeof(float));
+}
+
 /* Three steps on batches of 37, 20 and 5 names; the model's state after. */
 static float *train_three(const char *rel, int threads) {
   Model m;
@@ -246,11 +253,8 @@ static float *train_three(const char *rel, int threads) {
     float mean, gnorm;
     model_train_batch(&m, nm.chars, nm.lens, nm.targets, sizes[s], NULL, &mean, &gnorm);
   }
-  size_t bytes = SLOT_COUNT * m.nfloats * sizeof(float);
-  float *copy = xmalloc(bytes);
-  memcpy(copy, m.state, bytes);
-  for (size_t i = 0; i < m.nfloats; i++) /* the grad slot is scratch between steps */
-    copy[SLOT_GRAD * m.nfloats + i] = 0;
+  float *copy = xmalloc(SLOT_COUNT * m.nfloats * sizeof(float));
+  copy_state(&m, copy);
   model_free(&m);
   return copy;
 }
@@ -317,9 +321,7 @@ static float *train_and_infer(const char *path, int batch, bool background, size
   if (model_forward_batch(&m, nm.chars, nm.lens, 37, out + state) ||
       model_forward(&m, nm.chars[0], nm.lens[0], out + state + 37 * (size_t)c))
     fail_msg("%s: inference refused", path);
-  memcpy(out, m.state, state * sizeof(float));
-  for (size_t i = 0; i < m.nfloats; i++) /* the grad slot is scratch between steps */
-    out[SLOT_GRAD * m.nfloats + i] = 0;
+  copy_state(&m, out);
   model_free(&m);
   return out;
 }
