@@ -7,10 +7,14 @@ Runs, REPS times each and alternately:
                  (it compiles the forward kernel and stores it)
   warm predict   the same again with that directory (it loads the kernel)
   cold compile   `rnnc train G --epochs 0 --test-fraction 0 --no-cache`:
-                 the compile of both kernels, read from train's "compiled
-                 ... in X ms (stages)" line (wall clock of model_compile;
-                 the stages are CPU time, summed over the kernels, which
-                 compile in parallel); the data set is loaded, nothing trains
+                 the compile of the kernels training starts with, read
+                 from train's "compiled ... in X ms (stages)" line (wall
+                 clock of model_compile; the stages are CPU time, summed
+                 over those kernels, which compile in parallel; an rnnc
+                 that compiles the inference kernels in the background
+                 counts only their code generation here, one from before
+                 counts all of their compile); the data set is loaded,
+                 nothing trains
 and prints a markdown table: median and range of the wall clock and of the
 CPU time (user + system) of each process. On a machine shared with other
 work the wall clock also counts waiting for a core: compare CPU times, and

@@ -153,15 +153,23 @@ static char *default_out(const char *graph) {
 }
 
 /* The whole compile's time, then its stages' (summed over the kernels,
- * which compile in parallel). */
+ * which compile in parallel): until training can start, so without
+ * LLVM's work on the inference kernels when that goes on in the
+ * background (model_wait). */
 static void print_compile(FILE *f, const Model *m) {
   const CompileTimes *t = &m->times;
   const JitTimes *j = &t->jit;
   fprintf(f, "compiled %s in %.0f ms (front end %.1f, passes %.1f, codegen %.1f, LLVM %.0f, machine "
-             "code %.0f, cache %.1f, link %.1f); %d of %d kernels from the cache\n",
+             "code %.0f, cache %.1f, link %.1f); %d of %d kernels from the cache",
           m->path, 1e3 * t->total, 1e3 * t->front, 1e3 * t->passes, 1e3 * t->codegen,
           1e3 * j->optimize, 1e3 * j->machine_code, 1e3 * j->cache, 1e3 * t->link, j->cached,
           j->kernels);
+  Buf names = {0};
+  int n = model_background(m, &names);
+  if (n)
+    fprintf(f, "; %d compiling in the background (%.*s)", n, (int)names.len, names.data);
+  fprintf(f, "\n");
+  buf_free(&names);
 }
 
 /* The texts' characters index the graph's input: its size must be the
@@ -412,7 +420,7 @@ int cmd_train(int argc, char **argv) {
     }
   }
   ModelOptions mo = {.lr = lr, .batch = batch, .threads = threads, .batched_forward = true,
-                     .no_cache = no_cache, .sizes = {vocab.n, ds.nlabels}};
+                     .background = true, .no_cache = no_cache, .sizes = {vocab.n, ds.nlabels}};
   if (model_compile(&m, graph, &mo, &e))
     goto agree;
   if (m.batch < dist.size) {
@@ -528,6 +536,10 @@ agree:
       goto fail;
   }
   if (ds.ntest) {
+    reporter = dist_first_failed(&dist, model_wait(&m, &e) != 0); /* if still compiling */
+    if (reporter >= 0)
+      goto fail;
+    reporter = 0;
     EvalResult r;
     evaluate(&m, &ds, ds.test, ds.ntest, seed, &dist, &r);
     printf("\n");

@@ -58,6 +58,25 @@ static const char kernel_pipeline[] =
     ",loop-mssa(licm),instsimplify,tailcallelim,"
     "simplifycfg<switch-range-to-icmp;speculate-unpredictables>),"
     "globaldce";
+/* The batched kernels' pipeline (batch.c's step_batch and forward_batch):
+ * kernel_pipeline less its passes that change neither's object, found as
+ * above: each pass removed in turn, then the removable ones together
+ * (one at a time, kept out while the objects stayed the same), on the
+ * batched kernels of rnn.nn, gru.nn and lstm.nn for znver5, znver3,
+ * haswell, x86-64 and skylake-avx512: the objects are byte for byte those
+ * of kernel_pipeline. Out: inferattrs, globalopt, tailcallelim, three of
+ * the seven instcombines, three licm, both loop-rotates, loop-deletion,
+ * a simplifycfg, infer-alignment and instsimplify. */
+static const char batch_pipeline[] =
+    "function<eager-inv>(simplifycfg,sroa<modify-cfg>,early-cse),ipsccp,"
+    "function<eager-inv>(" INSTCOMBINE ",early-cse<memssa>,correlated-propagation,reassociate,"
+    "loop-mssa(licm),simplifycfg<switch-range-to-icmp>,loop(indvars),gvn),"
+    "function-attrs,"
+    "function<eager-inv>(loop-vectorize," INSTCOMBINE
+    ",simplifycfg<forward-switch-cond;switch-range-to-icmp;switch-to-lookup;"
+    "no-keep-loops;hoist-common-insts;sink-common-insts>,slp-vectorizer," INSTCOMBINE
+    ",loop-mssa(licm),simplifycfg<switch-range-to-icmp;speculate-unpredictables>),"
+    "globaldce";
 #undef INSTCOMBINE
 
 static int run_passes(LLVMModuleRef m, LLVMTargetMachineRef tm, const char *passes, Err *e) {
@@ -269,10 +288,12 @@ static int emit_object(LLVMTargetMachineRef tm, LLVMModuleRef m, Buf *obj, Err *
   return 0;
 }
 
-int jit_compile(const Jit *j, LLVMModuleRef m, Buf *obj, JitTimes *t, Err *e) {
+/* jit_compile with the pipeline passes. */
+static int compile_with(const Jit *j, LLVMModuleRef m, const char *passes, Buf *obj, JitTimes *t,
+                        Err *e) {
   double t0 = thread_seconds();
   LLVMTargetMachineRef tm = kernel_target_machine(j, e);
-  int rc = tm ? optimize_kernel(m, tm, e) : -1;
+  int rc = tm ? run_passes(m, tm, passes, e) : -1;
   double t1 = thread_seconds();
   if (!rc)
     rc = emit_object(tm, m, obj, e);
@@ -282,6 +303,10 @@ int jit_compile(const Jit *j, LLVMModuleRef m, Buf *obj, JitTimes *t, Err *e) {
   if (tm)
     LLVMDisposeTargetMachine(tm);
   return rc;
+}
+
+int jit_compile(const Jit *j, LLVMModuleRef m, Buf *obj, JitTimes *t, Err *e) {
+  return compile_with(j, m, kernel_pipeline, obj, t, e);
 }
 
 /* A cache entry's value: the kernel's ABI, ABI_FIELDS little-endian u64
@@ -312,46 +337,72 @@ void jit_kernel_key(const Jit *j, KernelKind kind, const Graph *g, Simd simd, Bu
   graph_key(g, key);
 }
 
-int jit_kernel(const Jit *j, KernelKind kind, const Graph *g, Simd simd, Cache *c, Buf *obj,
-               KernelAbi *abi, JitTimes *t, Err *e) {
+int jit_kernel_begin(const Jit *j, KernelKind kind, const Graph *g, Simd simd, Cache *c, Buf *obj,
+                     KernelAbi *abi, JitPending *p, JitTimes *t, Err *e) {
   double t0 = thread_seconds();
-  Buf key = {0}, val = {0};
+  *p = (JitPending){0};
   if (c && j->id.len) {
-    jit_kernel_key(j, kind, g, simd, &key);
-    if (!cache_load(c, key.data, key.len, &val) && val.len > ABI_BYTES) {
+    Buf val = {0};
+    jit_kernel_key(j, kind, g, simd, &p->key);
+    if (!cache_load(c, p->key.data, p->key.len, &val) && val.len > ABI_BYTES) {
       *abi = get_abi((const unsigned char *)val.data);
       buf_put(obj, val.data + ABI_BYTES, val.len - ABI_BYTES);
       buf_free(&val);
-      buf_free(&key);
+      buf_free(&p->key);
       t->cache += thread_seconds() - t0;
       t->kernels++;
       t->cached++;
       return 0;
     }
-    val.len = 0; /* a miss, or a value too short to hold an ABI: rebuilt and stored */
+    buf_free(&val); /* a miss, or a value too short to hold an ABI: rebuilt and stored */
   }
   double t1 = thread_seconds();
   t->cache += t1 - t0;
-  LLVMContextRef ctx = LLVMContextCreate();
-  LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(kernel_name(kind), ctx);
-  size_t start = obj->len;
+  p->kind = kind;
+  p->ctx = LLVMContextCreate();
+  p->mod = LLVMModuleCreateWithNameInContext(kernel_name(kind), p->ctx);
   *abi = (KernelAbi){0}; /* what codegen leaves unset is stored as 0 */
-  int rc = kernel_emit_simd(kind, g, mod, simd, abi, e);
+  int rc = kernel_emit_simd(kind, g, p->mod, simd, abi, e);
   t->codegen += thread_seconds() - t1;
-  if (!rc)
-    rc = jit_compile(j, mod, obj, t, e);
-  LLVMDisposeModule(mod);
-  LLVMContextDispose(ctx);
-  if (!rc && key.len) {
+  if (rc)
+    jit_kernel_drop(p);
+  return rc;
+}
+
+int jit_kernel_finish(const Jit *j, Cache *c, JitPending *p, Buf *obj, const KernelAbi *abi,
+                      JitTimes *t, Err *e) {
+  if (!p->mod)
+    return 0;
+  size_t start = obj->len;
+  const char *passes = kernel_batched(p->kind) ? batch_pipeline : kernel_pipeline;
+  int rc = compile_with(j, p->mod, passes, obj, t, e);
+  if (!rc && p->key.len) {
     double t2 = thread_seconds();
+    Buf val = {0};
     put_abi(&val, abi);
     buf_put(&val, obj->data + start, obj->len - start);
-    cache_store(c, key.data, key.len, val.data, val.len);
+    cache_store(c, p->key.data, p->key.len, val.data, val.len);
+    buf_free(&val);
     t->cache += thread_seconds() - t2;
   }
-  buf_free(&val);
-  buf_free(&key);
+  jit_kernel_drop(p);
   return rc;
+}
+
+void jit_kernel_drop(JitPending *p) {
+  if (p->mod)
+    LLVMDisposeModule(p->mod);
+  if (p->ctx)
+    LLVMContextDispose(p->ctx);
+  buf_free(&p->key);
+  *p = (JitPending){0};
+}
+
+int jit_kernel(const Jit *j, KernelKind kind, const Graph *g, Simd simd, Cache *c, Buf *obj,
+               KernelAbi *abi, JitTimes *t, Err *e) {
+  JitPending p;
+  int rc = jit_kernel_begin(j, kind, g, simd, c, obj, abi, &p, t, e);
+  return rc ? rc : jit_kernel_finish(j, c, &p, obj, abi, t, e);
 }
 
 int jit_add_object(Jit *j, const void *obj, size_t len, Err *e) {

@@ -711,6 +711,8 @@ const char *kernel_extra_name(KernelKind k);
  * kernel_emit fails, naming the node), the runtime then running the
  * one-name kernels instead. */
 bool kernel_optional(KernelKind k);
+/* Whether kind k is one of batch.c's kernels (packed names at once). */
+bool kernel_batched(KernelKind k);
 /* The graph of every kind in want (KERNEL_BIT(k) for each), from one graph
  * file's text, each prepared and through its passes; lr > 0 replaces the
  * graph's learning rate; sizes (may be NULL): the data's. On failure,
@@ -738,6 +740,26 @@ int kernel_emit_simd(KernelKind k, const Graph *g, LLVMModuleRef m, Simd simd, K
  * Thread-safe as jit_compile; g is only read. */
 int jit_kernel(const Jit *j, KernelKind kind, const Graph *g, Simd simd, Cache *c, Buf *obj,
                KernelAbi *abi, JitTimes *t, Err *e);
+/* jit_kernel in two halves, for a caller that wants to know a kernel's
+ * ABI, and whether codegen makes it at all, before LLVM compiles it (maybe
+ * later, on another thread). jit_kernel_begin: from the cache as
+ * jit_kernel, leaving p->mod NULL; else codegen into p->mod (in a context
+ * of its own, p->ctx), *abi set. jit_kernel_finish: LLVM's passes and
+ * machine code, the object appended to obj and stored in the cache (a
+ * no-op when p->mod is NULL); it frees p, as jit_kernel_drop does without
+ * compiling. Each half thread-safe as jit_kernel; p may move between
+ * threads in between. */
+typedef struct JitPending {
+  KernelKind kind;
+  LLVMContextRef ctx;
+  LLVMModuleRef mod; /* NULL: nothing left to compile */
+  Buf key;           /* the cache key (empty: not cached) */
+} JitPending;
+int jit_kernel_begin(const Jit *j, KernelKind kind, const Graph *g, Simd simd, Cache *c, Buf *obj,
+                     KernelAbi *abi, JitPending *p, JitTimes *t, Err *e);
+int jit_kernel_finish(const Jit *j, Cache *c, JitPending *p, Buf *obj, const KernelAbi *abi,
+                      JitTimes *t, Err *e);
+void jit_kernel_drop(JitPending *p);
 void jit_kernel_key(const Jit *j, KernelKind kind, const Graph *g, Simd simd, Buf *key);
 
 #endif

@@ -41,85 +41,248 @@ typedef struct Kernel {
   KernelAbi *abi;
   void **fn;
   void **extra; /* kernel_extra_name's function, where the module has it (NULL: not wanted) */
+  bool later;   /* LLVM's work on it may go on after model_compile returns */
+  bool pending; /* codegen made a module for LLVM (not from the cache) */
+  JitPending pend;
   Buf obj; /* the object file */
   JitTimes times;
   Err err;
-  int rc;
+  int begin_rc, rc; /* the cache or codegen's; and the whole compile's */
 } Kernel;
 
-typedef struct Build {
+enum { MAX_THREADS = 16, MAX_KERNELS = 5 };
+
+typedef struct BuildTask {
+  int kernel;
+  bool begin, finish; /* jit_kernel_begin, jit_kernel_finish */
+} BuildTask;
+
+/* A compile's kernels, and the tasks its threads take from them in order:
+ * each kernel that cannot wait compiled whole, the largest first; codegen
+ * of each that can (jit_kernel_begin: whether it exists, and its ABI,
+ * are known when model_compile returns); then LLVM's work on those
+ * (jit_kernel_finish), which the threads go on with in the background
+ * (model_wait). */
+struct KernelBuild {
   const Jit *jit;
   Simd simd;
   Cache *cache;
-  Kernel *k;
-  int n;
-  atomic_int next; /* the next kernel a thread takes */
-} Build;
+  Kernel k[MAX_KERNELS];
+  BuildTask task[2 * MAX_KERNELS];
+  int ntasks, now;   /* model_compile waits for tasks [0, now) */
+  atomic_int next;   /* the next task a thread takes */
+  atomic_bool cancel; /* the finishes not yet started are dropped (model_free) */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int done; /* of tasks [0, now) */
+  pthread_t threads[MAX_THREADS];
+  int started;
+};
 
-/* Takes kernels until none is left: jit_kernel (through the cache: the one
- * place where kernels are compiled). */
-static void *compile_kernels(void *arg) {
-  Build *bd = arg;
-  for (int i; (i = atomic_fetch_add(&bd->next, 1)) < bd->n;) {
-    Kernel *k = &bd->k[i];
-    k->rc = jit_kernel(bd->jit, k->kind, k->g, bd->simd, bd->cache, &k->obj, k->abi, &k->times,
-                       &k->err);
+/* The next task below limit, or -1 when none is left. */
+static int take(KernelBuild *bd, int limit) {
+  int t = atomic_load(&bd->next);
+  while (t < limit && !atomic_compare_exchange_weak(&bd->next, &t, t + 1)) {
   }
+  return t < limit ? t : -1;
+}
+
+/* jit_kernel in its halves, through the cache (the one place where
+ * kernels are compiled). A finish starts when every begin is done: its
+ * kernel's may have been on another thread. */
+static void run_task(KernelBuild *bd, int t) {
+  Kernel *k = &bd->k[bd->task[t].kernel];
+  if (bd->task[t].begin) {
+    k->begin_rc = jit_kernel_begin(bd->jit, k->kind, k->g, bd->simd, bd->cache, &k->obj, k->abi,
+                                   &k->pend, &k->times, &k->err);
+    k->rc = k->begin_rc;
+    k->pending = k->pend.mod != NULL;
+  }
+  if (bd->task[t].finish) {
+    pthread_mutex_lock(&bd->mu);
+    while (bd->done < bd->now && t >= bd->now)
+      pthread_cond_wait(&bd->cv, &bd->mu);
+    pthread_mutex_unlock(&bd->mu);
+    if (!k->begin_rc && !atomic_load(&bd->cancel))
+      k->rc = jit_kernel_finish(bd->jit, bd->cache, &k->pend, &k->obj, k->abi, &k->times, &k->err);
+    jit_kernel_drop(&k->pend);
+  }
+  if (t < bd->now) {
+    pthread_mutex_lock(&bd->mu);
+    bd->done++;
+    pthread_cond_broadcast(&bd->cv);
+    pthread_mutex_unlock(&bd->mu);
+  }
+}
+
+static void *compile_kernels(void *arg) {
+  KernelBuild *bd = arg;
+  for (int t; (t = take(bd, bd->ntasks)) >= 0;)
+    run_task(bd, t);
   return NULL;
+}
+
+/* The rest of the tasks on this thread (with cancel set: dropped), the
+ * other threads joined, the cache closed. */
+static void build_end(KernelBuild *bd) {
+  compile_kernels(bd);
+  for (int i = 0; i < bd->started; i++)
+    pthread_join(bd->threads[i], NULL);
+  bd->started = 0;
+  cache_close(bd->cache);
+  bd->cache = NULL;
+}
+
+static void build_free(KernelBuild *bd) {
+  for (int i = 0; i < MAX_KERNELS; i++) {
+    jit_kernel_drop(&bd->k[i].pend);
+    buf_free(&bd->k[i].obj);
+  }
+  pthread_mutex_destroy(&bd->mu);
+  pthread_cond_destroy(&bd->cv);
+  free(bd);
+}
+
+/* What became of kernel k: its times summed into the model's; an error
+ * (the first in rc) unless kernel_optional says the runtime can do
+ * without it (m->unbatched keeps the reason; its fn stays NULL): when
+ * it could not be made, or for a kernel compiled in the background when
+ * codegen said no (after that, calls have relied on its existence); then,
+ * with no error so far, linked and looked up. */
+static int kernel_done(Model *m, Kernel *k, int rc, Err *e) {
+  m->times.codegen += k->times.codegen;
+  m->times.jit.cache += k->times.cache;
+  m->times.jit.optimize += k->times.optimize;
+  m->times.jit.machine_code += k->times.machine_code;
+  m->times.jit.kernels += k->times.kernels;
+  m->times.jit.cached += k->times.cached;
+  *k->fn = NULL;
+  if ((k->later ? k->begin_rc : k->rc) && kernel_optional(k->kind)) {
+    if (!m->unbatched)
+      m->unbatched = xstrdup(k->err.msg);
+    return rc;
+  }
+  if (k->rc || rc)
+    return rc ? rc : errf(e, "%s", k->err.msg);
+  double t0 = thread_seconds();
+  rc = jit_add_object(m->jit, k->obj.data, k->obj.len, e);
+  *k->fn = rc ? NULL : jit_lookup(m->jit, kernel_name(k->kind), e); /* links it */
+  rc = rc || !*k->fn ? -1 : 0;
+  if (!rc && k->extra && k->abi->extra) {
+    *k->extra = jit_lookup(m->jit, kernel_extra_name(k->kind), e);
+    rc = *k->extra ? 0 : -1;
+  }
+  m->times.link += thread_seconds() - t0;
+  buf_free(&k->obj);
+  return rc;
 }
 
 /* Compiles k[0..n) at once, on as many threads as there are cores (LLVM
  * is most of a cold start, and each kernel is independent), then adds them
- * to the JIT in order and looks each up. A kernel whose codegen fails gets
- * fn NULL; that is an error unless kernel_optional says the runtime can do
- * without it (m->unbatched keeps the reason). */
-static int build_kernels(Model *m, Kernel *k, int n, const ModelOptions *opt, Err *e) {
-  enum { MAX_THREADS = 16 };
-  Build bd = {.jit = m->jit, .simd = jit_simd(m->jit), .cache = open_cache(opt), .k = k, .n = n};
-  atomic_init(&bd.next, 0);
+ * to the JIT in order and looks each up (kernel_done). Kernels marked
+ * later are only generated (codegen, or the cache) before this returns
+ * when LLVM has work on them: that goes on in the background, and
+ * model_wait waits for it and links them. */
+static int build_kernels(Model *m, const Kernel *k, int n, const ModelOptions *opt, Err *e) {
+  assert(n <= MAX_KERNELS);
+  KernelBuild *bd = xcalloc(1, sizeof *bd);
+  *bd = (KernelBuild){.jit = m->jit, .simd = jit_simd(m->jit), .cache = open_cache(opt)};
+  pthread_mutex_init(&bd->mu, NULL);
+  pthread_cond_init(&bd->cv, NULL);
+  atomic_init(&bd->next, 0);
+  atomic_init(&bd->cancel, false);
+  memcpy(bd->k, k, (size_t)n * sizeof *k);
+  for (int i = 0; i < n; i++)
+    if (!k[i].later)
+      bd->task[bd->ntasks++] = (BuildTask){i, true, true};
+  for (int i = 0; i < n; i++)
+    if (k[i].later)
+      bd->task[bd->ntasks++] = (BuildTask){i, true, false};
+  bd->now = bd->ntasks;
+  for (int i = 0; i < n; i++)
+    if (k[i].later)
+      bd->task[bd->ntasks++] = (BuildTask){i, false, true};
   long cores = sysconf(_SC_NPROCESSORS_ONLN);
   int nthreads = (int)(cores < 1 ? 1 : cores < n ? cores : n);
   nthreads = nthreads < MAX_THREADS ? nthreads : MAX_THREADS;
-  pthread_t threads[MAX_THREADS];
-  int started = 0;
-  while (started + 1 < nthreads && !pthread_create(&threads[started], NULL, compile_kernels, &bd))
-    started++;
-  compile_kernels(&bd); /* this thread too; and all of them if no thread starts */
-  for (int i = 0; i < started; i++)
-    pthread_join(threads[i], NULL);
-  cache_close(bd.cache);
+  while (bd->started + 1 < nthreads &&
+         !pthread_create(&bd->threads[bd->started], NULL, compile_kernels, bd))
+    bd->started++;
+  for (int t; (t = take(bd, bd->now)) >= 0;) /* this thread too; all of them if no thread starts */
+    run_task(bd, t);
+  pthread_mutex_lock(&bd->mu);
+  while (bd->done < bd->now)
+    pthread_cond_wait(&bd->cv, &bd->mu);
+  pthread_mutex_unlock(&bd->mu);
+  bool background = false; /* LLVM has work left on a kernel that can wait */
+  for (int i = 0; i < n; i++)
+    background |= bd->k[i].later && bd->k[i].pending;
+  if (!background)
+    build_end(bd); /* the rest: finishes with nothing to do */
   int rc = 0;
   for (int i = 0; i < n; i++) {
-    m->times.codegen += k[i].times.codegen;
-    m->times.jit.cache += k[i].times.cache;
-    m->times.jit.optimize += k[i].times.optimize;
-    m->times.jit.machine_code += k[i].times.machine_code;
-    m->times.jit.kernels += k[i].times.kernels;
-    m->times.jit.cached += k[i].times.cached;
-    if (k[i].rc && kernel_optional(k[i].kind)) {
-      if (!m->unbatched)
-        m->unbatched = xstrdup(k[i].err.msg);
-    } else if (k[i].rc && !rc) {
-      rc = errf(e, "%s", k[i].err.msg);
-    }
+    Kernel *ki = &bd->k[i];
+    if (!background || !ki->later || ki->begin_rc) /* else model_wait's */
+      rc = kernel_done(m, ki, rc, e);
   }
-  double t0 = thread_seconds();
-  for (int i = 0; i < n && !rc; i++) {
-    *k[i].fn = NULL;
-    if (k[i].rc) /* an optional kernel that could not be made */
-      continue;
-    rc = jit_add_object(m->jit, k[i].obj.data, k[i].obj.len, e);
-    *k[i].fn = rc ? NULL : jit_lookup(m->jit, kernel_name(k[i].kind), e); /* links it */
-    rc = rc || !*k[i].fn ? -1 : 0;
-    if (!rc && k[i].extra && k[i].abi->extra) {
-      *k[i].extra = jit_lookup(m->jit, kernel_extra_name(k[i].kind), e);
-      rc = *k[i].extra ? 0 : -1;
-    }
+  if (background && !rc) {
+    assert(!m->later && "one build's kernels in the background");
+    m->later = bd;
+    return 0;
   }
-  m->times.link += thread_seconds() - t0;
-  for (int i = 0; i < n; i++)
-    buf_free(&k[i].obj);
+  atomic_store(&bd->cancel, true);
+  build_end(bd);
+  build_free(bd);
   return rc;
+}
+
+/* The batched kernels' packs, for those linked that pack. */
+static void alloc_packs(Model *m) {
+  if (m->bstep_pack_fn && !m->bstep_packs)
+    m->bstep_packs = aligned(m->bstep_abi.packed);
+  if (m->bfwd_pack_fn && !m->bfwd_packs)
+    m->bfwd_packs = aligned(m->bfwd_abi.packed);
+}
+
+int model_wait(Model *m, Err *e) {
+  KernelBuild *bd = m->later;
+  if (!bd)
+    return m->later_err ? errf(e, "%s", m->later_err) : 0;
+  m->later = NULL;
+  build_end(bd);
+  int rc = 0;
+  for (int i = 0; i < MAX_KERNELS; i++) {
+    Kernel *k = &bd->k[i];
+    if (k->later && !k->begin_rc) {
+      if (k->rc && !rc)
+        rc = errf(e, "the %s kernel, compiled in the background: %s", kernel_name(k->kind),
+                  k->err.msg);
+      rc = kernel_done(m, k, rc, e);
+    }
+  }
+  build_free(bd);
+  if (rc)
+    m->later_err = xstrdup(e->msg);
+  else
+    alloc_packs(m);
+  return rc;
+}
+
+int model_background(const Model *m, Buf *names) {
+  int n = 0;
+  for (int i = 0; m->later && i < MAX_KERNELS; i++) {
+    const Kernel *k = &m->later->k[i];
+    if (k->later && !k->begin_rc) /* fixed since model_compile returned */
+      buf_printf(names, "%s%s", n++ ? ", " : "", kernel_name(k->kind));
+  }
+  return n;
+}
+
+/* The kernels model_compile left to the background, ready (false: they
+ * failed, and the call that needs them fails; model_wait says why). */
+static bool ready(Model *m) {
+  Err ignored;
+  return (!m->later && !m->later_err) || !model_wait(m, &ignored);
 }
 
 /* The graph's training batch size, unless the options give one. */
@@ -176,8 +339,11 @@ int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e) {
     if (!m->jit)
       return -1;
     /* the largest first: it ends last. The step graph serves both step
-     * kernels; the one-name step is made only if the batched one fails. */
-    Kernel k[5];
+     * kernels; the one-name step is made only if the batched one fails.
+     * Training calls neither inference kernel: with opt->background they
+     * can wait (model_wait). */
+    bool later = opt->background && !opt->no_train;
+    Kernel k[MAX_KERNELS];
     int n = 0;
     if (m->update) {
       k[n++] = (Kernel){.kind = batched ? KERNEL_STEP_BATCH : KERNEL_STEP, .g = m->train,
@@ -191,8 +357,10 @@ int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e) {
     }
     if (m->fwd_batch)
       k[n++] = (Kernel){.kind = KERNEL_FORWARD_BATCH, .g = m->fwd_batch, .abi = &m->bfwd_abi,
-                        .fn = (void **)&m->bfwd_fn, .extra = (void **)&m->bfwd_pack_fn};
-    k[n++] = (Kernel){.kind = KERNEL_FORWARD, .g = m->fwd, .abi = &m->fwd_abi, .fn = (void **)&m->fwd_fn};
+                        .fn = (void **)&m->bfwd_fn, .extra = (void **)&m->bfwd_pack_fn,
+                        .later = later};
+    k[n++] = (Kernel){.kind = KERNEL_FORWARD, .g = m->fwd, .abi = &m->fwd_abi,
+                      .fn = (void **)&m->fwd_fn, .later = later};
     if (build_kernels(m, k, n, opt, e))
       return -1;
     if (batched && m->update && !m->bstep_fn) { /* no batched step: one name per call */
@@ -204,10 +372,7 @@ int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e) {
   m->times.total = now_seconds() - t0;
   m->nslots = m->train ? SLOT_COUNT : 1; /* inference reads the values only */
   m->state = aligned(m->nslots * m->nfloats);
-  if (m->bstep_pack_fn)
-    m->bstep_packs = aligned(m->bstep_abi.packed);
-  if (m->bfwd_pack_fn)
-    m->bfwd_packs = aligned(m->bfwd_abi.packed);
+  alloc_packs(m);
   m->threads = opt->threads > 0 ? opt->threads : 1;
   m->pool = pool_new(m->threads);
   m->ws = xcalloc((size_t)m->threads, sizeof *m->ws);
@@ -217,6 +382,12 @@ int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e) {
 }
 
 void model_free(Model *m) {
+  if (m->later) { /* the kernels no call needed: what LLVM has not started is dropped */
+    atomic_store(&m->later->cancel, true);
+    build_end(m->later);
+    build_free(m->later);
+  }
+  free(m->later_err);
   pool_free(m->pool);
   jit_free(m->jit);
   graph_free(m->fwd);
@@ -321,6 +492,8 @@ void model_feed_noise(Model *m, const float *draws, size_t n) {
 size_t model_noise_per_name(const Model *m) { return m->fwd_abi.noise; }
 
 void model_skip_noise(Model *m, size_t n) {
+  if (!ready(m))
+    return; /* and model_forward_batch fails */
   size_t per_name = m->bfwd_fn ? m->bfwd_abi.noise : m->fwd_abi.noise; /* as forward_batch */
   for (size_t i = 0, k = n * per_name; i < k; i++)
     rng_uniform(&m->rng, -1, 1);
@@ -385,7 +558,7 @@ int model_train_step(Model *m, const int32_t *chars, int len, int target, float 
 }
 
 int model_forward(Model *m, const int32_t *chars, int len, float *logits) {
-  if (!valid(m, &chars, &len, NULL, 1))
+  if (!ready(m) || !valid(m, &chars, &len, NULL, 1))
     return -1;
   model_reserve(m, len);
   Workspace *w = &m->ws[0];
@@ -775,7 +948,7 @@ static void forward_chunk(void *ctx, int task, int thread) {
 
 int model_forward_batch(Model *m, const int32_t *const *chars, const int32_t *lens, int n,
                         float *logits) {
-  if (n < 1 || !valid(m, chars, lens, NULL, n))
+  if (!ready(m) || n < 1 || !valid(m, chars, lens, NULL, n))
     return -1;
   reserve_for(m, lens, n);
   Batch b = {.m = m, .chars = chars, .lens = lens, .n = n,

@@ -39,6 +39,8 @@ typedef struct ModelOptions {
   bool no_batched;      /* never batched kernels: one name per kernel call */
   bool no_kernels; /* the graphs and parameters only, no JIT (rnnc build) */
   bool no_cache;   /* compile every kernel, and store none (see compiler/cache.c) */
+  bool background; /* the inference kernels, which training does not call, compiled in the
+                    * background when LLVM has work on them (model_wait) */
   DataSizes sizes; /* what data.vocab and data.classes are in the graph (0: no data) */
 } ModelOptions;
 
@@ -71,6 +73,7 @@ typedef struct Workspace {
 } Workspace;
 
 typedef struct Pool Pool;
+typedef struct KernelBuild KernelBuild;
 
 /* Where a training stopped inside an epoch (rnnc train interrupted): what
  * resuming there needs besides the parameters and Adam's moments. All
@@ -99,6 +102,8 @@ typedef struct Model {
   float *bstep_packs, *bfwd_packs; /* (abi.packed) made from the values before a batch's chunks run */
   KernelAbi fwd_abi, train_abi, step_abi, update_abi, bstep_abi, bfwd_abi;
   char *unbatched;            /* why the graph has no batched kernels, or NULL */
+  KernelBuild *later; /* kernels still compiling in the background (model_wait), or NULL */
+  char *later_err;    /* why they failed, or NULL */
   int batch;          /* the batch size the training kernels are for */
   int threads;
   Pool *pool;
@@ -124,6 +129,17 @@ typedef struct Model {
  * ~/.cache/rnnc; off with opt->no_cache or RNNC_NO_CACHE=1). */
 int model_compile(Model *m, const char *path, const ModelOptions *opt, Err *e);
 void model_free(Model *m);
+/* With opt->background, model_compile returns once the training kernels
+ * are linked and the inference kernels generated (whether the graph has a
+ * batched one, which decides the noise draws, and their ABIs are known),
+ * while LLVM compiles those on other threads. This waits for them and
+ * links them (a no-op when nothing is left); model_forward,
+ * model_forward_batch and model_skip_noise wait themselves, and fail when
+ * they failed. Returns 0, or -1 (every call) with why. */
+int model_wait(Model *m, Err *e);
+/* How many kernels model_compile left to the background (0 after
+ * model_wait); their names appended to names, ", " between. */
+int model_background(const Model *m, Buf *names);
 /* Initializes parameters and buffers by their declared initializers. */
 void model_init_params(Model *m, uint64_t seed);
 /* Seeds the generator of the graph's noise (random initial states). */

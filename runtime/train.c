@@ -320,6 +320,12 @@ static int eval_point(Run *r, EvalResult *res, Err *e) {
   const Dataset *ds = r->ds;
   const TrainOptions *o = r->o;
   Rng keep = m->rng;
+  *res = (EvalResult){0};
+  int waited = model_wait(m, e); /* the inference kernels, if still compiling */
+  if (r->d->size > 1 && dist_first_failed(r->d, waited != 0) >= 0 && waited == 0)
+    waited = errf(e, "another rank's kernels failed to compile");
+  if (waited)
+    return -1;
   evaluate(m, ds, ds->test, ds->ntest, o->seed, r->d, res);
   m->rng = keep;
   double acc = res->n ? (double)res->correct / res->n : 0;

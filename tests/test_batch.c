@@ -233,6 +233,13 @@ static void test_lstm_batches(void **state) {
   free(g);
 }
 
+/* The model's state (SLOT_COUNT slots) into dst, the grad slot zeroed:
+ * it is scratch between steps. */
+static void copy_state(const Model *m, float *dst) {
+  memcpy(dst, m->state, SLOT_COUNT * m->nfloats * sizeof(float));
+  memset(dst + SLOT_GRAD * m->nfloats, 0, m->nfloats * sizeof(float));
+}
+
 /* Three steps on batches of 37, 20 and 5 names; the model's state after. */
 static float *train_three(const char *rel, int threads) {
   Model m;
@@ -246,11 +253,8 @@ static float *train_three(const char *rel, int threads) {
     float mean, gnorm;
     model_train_batch(&m, nm.chars, nm.lens, nm.targets, sizes[s], NULL, &mean, &gnorm);
   }
-  size_t bytes = SLOT_COUNT * m.nfloats * sizeof(float);
-  float *copy = xmalloc(bytes);
-  memcpy(copy, m.state, bytes);
-  for (size_t i = 0; i < m.nfloats; i++) /* the grad slot is scratch between steps */
-    copy[SLOT_GRAD * m.nfloats + i] = 0;
+  float *copy = xmalloc(SLOT_COUNT * m.nfloats * sizeof(float));
+  copy_state(&m, copy);
   model_free(&m);
   return copy;
 }
@@ -274,6 +278,89 @@ static void test_threads_deterministic(void **state) {
     free(again);
     free(three);
   }
+}
+
+/* Training, then the noise skipped for the names before and inference on
+ * 37 names (model_forward_batch) and on one (model_forward), by a model
+ * of batch `batch`: the logits, the model's state after. background: its
+ * inference kernels compiled in the background (ModelOptions.background,
+ * no cache, so that LLVM has work left on them when model_compile
+ * returns), on 2 threads; else at once, on 1 thread. */
+static float *train_and_infer(const char *path, int batch, bool background, size_t *bytes) {
+  Model m;
+  Err e;
+  ModelOptions mo = {.batch = batch, .threads = background ? 2 : 1, .batched_forward = true,
+                     .background = background, .no_cache = background};
+  if (model_compile(&m, path, &mo, &e))
+    fail_msg("%s", e.msg);
+  Buf names = {0};
+  int later = model_background(&m, &names);
+  if (background && (later < 1 || m.fwd_fn || m.bfwd_fn))
+    fail_msg("%s, batch %d: %d kernels (%.*s) in the background, the inference kernels %s linked",
+             path, batch, later, (int)names.len, names.data, m.fwd_fn ? "already" : "not");
+  if (!background && later)
+    fail_msg("%s: %.*s in the background without ModelOptions.background", path,
+             (int)names.len, names.data);
+  buf_free(&names);
+  random_weights(&m, 3);
+  model_seed_noise(&m, 9);
+  Names nm;
+  make_names(&nm, 37, m.fwd->vocab, m.fwd->classes, 17);
+  float mean, gnorm;
+  for (int s = 0; s < 37; s += batch) /* a name at a time at batch 1 */
+    model_train_batch(&m, nm.chars + s, nm.lens + s, nm.targets + s, batch < 37 - s ? batch : 37 - s,
+                      NULL, &mean, &gnorm);
+  int c = m.fwd->classes;
+  size_t state = SLOT_COUNT * m.nfloats;
+  *bytes = (state + 38 * (size_t)c) * sizeof(float);
+  float *out = xcalloc(state + 38 * (size_t)c, sizeof(float));
+  model_seed_noise(&m, 4);
+  model_skip_noise(&m, 5); /* waits for the kernels: whether a batched one exists decides this */
+  if (model_wait(&m, &e) || model_background(&m, &names))
+    fail_msg("%s: %s", path, e.msg);
+  if (model_forward_batch(&m, nm.chars, nm.lens, 37, out + state) ||
+      model_forward(&m, nm.chars[0], nm.lens[0], out + state + 37 * (size_t)c))
+    fail_msg("%s: inference refused", path);
+  copy_state(&m, out);
+  model_free(&m);
+  return out;
+}
+
+/* The inference kernels compiled in the background while training runs
+ * (rnnc train): the same draws of noise, logits and state, bit for bit,
+ * as with every kernel compiled first, at batch 1 (the fused kernel) and
+ * 8, for rnn.nn (its h0 drawn for every name), gru.nn, and a graph whose
+ * noise batch.c cannot batch (no batched forward kernel: the one-name
+ * kernel runs, with its draws). And a model freed while its kernels still
+ * compile. */
+static void test_background_compile(void **state) {
+  (void)state;
+  char *rnn = src_path("graphs/rnn.nn"), *npath = noisy_rnn_graph();
+  char *gru = src_path("graphs/gru.nn");
+  const char *paths[] = {rnn, gru, npath};
+  const int batches[] = {1, 8};
+  for (size_t k = 0; k < ARRAY_LEN(paths); k++)
+    for (size_t b = 0; b < ARRAY_LEN(batches); b++) {
+      size_t nbytes, nref;
+      float *got = train_and_infer(paths[k], batches[b], true, &nbytes);
+      float *want = train_and_infer(paths[k], batches[b], false, &nref);
+      assert_int_equal(nbytes, nref);
+      if (memcmp(got, want, nbytes))
+        fail_msg("%s, batch %d: compiled in the background, other bytes", paths[k], batches[b]);
+      free(got);
+      free(want);
+    }
+  Model m;
+  ModelOptions mo = {.batched_forward = true, .background = true, .no_cache = true};
+  Err e;
+  if (model_compile(&m, gru, &mo, &e))
+    fail_msg("%s", e.msg);
+  model_free(&m);
+  print_message("rnn.nn, gru.nn, a graph without a batched forward kernel, batches 1 and 8: "
+                "the same bytes with the inference kernels compiled in the background\n");
+  free(gru);
+  free(npath);
+  free(rnn);
 }
 
 /* The packed weights a batched kernel reads (its NAME_pack) are the same
@@ -405,6 +492,7 @@ int main(void) {
       cmocka_unit_test(test_embedding_batches),
       cmocka_unit_test(test_lstm_batches),
       cmocka_unit_test(test_threads_deterministic),
+      cmocka_unit_test(test_background_compile),
       cmocka_unit_test(test_pack_parts),
       cmocka_unit_test(test_update_range),
       cmocka_unit_test(test_chunk_names),

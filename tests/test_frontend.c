@@ -279,15 +279,7 @@ static void test_cli_compile(void **state) {
   free(err);
   /* A graph batch.c cannot batch (noise inside the scan): the JIT runs its
    * one-name kernels, and --emit shows them and names the others. */
-  Err e0;
-  char *rnn = src_path("graphs/rnn.nn"), *text = read_file(rnn, NULL, &e0);
-  assert_non_null(text);
-  char *at = strstr(text, "concat(x, h)");
-  assert_non_null(at);
-  char *noisy = xasprintf("%.*sconcat(x, h + kaiming_uniform(H))%s", (int)(at - text), text,
-                          at + strlen("concat(x, h)"));
-  char *npath = tmp_path("noisy.nn");
-  write_text(npath, noisy);
+  char *npath = noisy_rnn_graph();
   const char *unbatched[] = {"compile", npath, "--emit", "llvm", NULL};
   assert_int_equal(run_rnnc(unbatched, &out, &err), 0);
   assert_non_null(strstr(out, "define void @step("));
@@ -296,9 +288,6 @@ static void test_cli_compile(void **state) {
   free(out);
   free(err);
   free(npath);
-  free(noisy);
-  free(text);
-  free(rnn);
   const char *asm_[] = {"compile", "graphs/rnn.nn", "--emit", "asm", NULL};
   assert_int_equal(run_rnnc(asm_, &out, &err), 0);
   Err e;

@@ -402,6 +402,60 @@ static void object_with(Jit *j, const char *fname, Buf *obj) {
   LLVMContextDispose(ctx);
 }
 
+/* The batched kernels are optimized by a shorter pipeline than the others
+ * (jit.c's batch_pipeline): their objects through jit_kernel are byte for
+ * byte those of jit_compile (kernel_pipeline, the one-name kernels') of the
+ * same module, for rnn.nn, gru.nn and lstm.nn on the host's CPU and for
+ * gru.nn on haswell (AVX2, 16 vector registers). */
+static void test_batch_pipeline_same_objects(void **state) {
+  (void)state;
+  const char *graphs[] = {"graphs/rnn.nn", "graphs/gru.nn", "graphs/lstm.nn", "graphs/gru.nn"};
+  const char *cpus[] = {NULL, NULL, NULL, "haswell"};
+  const KernelKind kinds[] = {KERNEL_STEP_BATCH, KERNEL_FORWARD_BATCH};
+  for (size_t gi = 0; gi < ARRAY_LEN(graphs); gi++) {
+    char *path = src_path(graphs[gi]);
+    size_t len;
+    Err e;
+    char *text = read_graph(path, &len, &e);
+    assert_non_null(text);
+    Kernels ks;
+    DataSizes sizes = {59, 18};
+    if (kernels_prepare(&ks, path, text, len, KERNEL_BIT(kinds[0]) | KERNEL_BIT(kinds[1]), 0,
+                        &sizes, &e))
+      fail_msg("%s", e.msg);
+    Jit *j = jit_new(cpus[gi], &e);
+    if (!j)
+      fail_msg("%s", e.msg);
+    Simd simd = jit_simd(j);
+    for (size_t k = 0; k < ARRAY_LEN(kinds); k++) {
+      const Graph *g = ks.graph[kinds[k]];
+      Buf got = {0}, want = {0};
+      KernelAbi abi;
+      JitTimes t = {0};
+      if (jit_kernel(j, kinds[k], g, simd, NULL, &got, &abi, &t, &e))
+        fail_msg("%s: %s", kernel_name(kinds[k]), e.msg);
+      LLVMContextRef ctx = LLVMContextCreate();
+      LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(kernel_name(kinds[k]), ctx);
+      if (kernel_emit_simd(kinds[k], g, mod, simd, &abi, &e) || jit_compile(j, mod, &want, &t, &e))
+        fail_msg("%s: %s", kernel_name(kinds[k]), e.msg);
+      LLVMDisposeModule(mod);
+      LLVMContextDispose(ctx);
+      if (got.len != want.len || memcmp(got.data, want.data, got.len))
+        fail_msg("%s, %s, %s: batch_pipeline's object (%zu bytes) is not kernel_pipeline's (%zu)",
+                 graphs[gi], cpus[gi] ? cpus[gi] : "host", kernel_name(kinds[k]), got.len,
+                 want.len);
+      print_message("%s, %s, %s: the same %zu bytes\n", graphs[gi], cpus[gi] ? cpus[gi] : "host",
+                    kernel_name(kinds[k]), got.len);
+      buf_free(&got);
+      buf_free(&want);
+    }
+    jit_free(j);
+    kernels_free(&ks);
+    free(text);
+    free(path);
+  }
+}
+
 /* Issue 12, item 15: code the JIT refuses (here: a second definition of a
  * symbol) is the JIT's to free; jit_add_module freed the module again (the
  * kernel cache's jit_add_object, which replaced it, must not either). */
@@ -436,6 +490,7 @@ int main(void) {
       cmocka_unit_test(test_golden_lstm), cmocka_unit_test(test_golden_embgru),
       cmocka_unit_test(test_golden_bigru), cmocka_unit_test(test_inputs_checked),
       cmocka_unit_test(test_jit_refused_module),
+      cmocka_unit_test(test_batch_pipeline_same_objects),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -49,6 +49,22 @@ void shrink_file(const char *path, size_t n) {
   assert_int_equal(truncate(path, st.st_size - (off_t)n), 0);
 }
 
+char *noisy_rnn_graph(void) {
+  Err e;
+  char *rnn = src_path("graphs/rnn.nn"), *text = read_file(rnn, NULL, &e);
+  assert_non_null(text);
+  char *at = strstr(text, "concat(x, h)");
+  assert_non_null(at);
+  char *noisy = xasprintf("%.*sconcat(x, h + kaiming_uniform(H))%s", (int)(at - text), text,
+                          at + strlen("concat(x, h)"));
+  char *path = tmp_path("noisy.nn");
+  write_text(path, noisy);
+  free(noisy);
+  free(text);
+  free(rnn);
+  return path;
+}
+
 static char *slurp_or_empty(const char *path) {
   Err e;
   char *s = read_file(path, NULL, &e);

@@ -20,6 +20,10 @@ char *tmp_path(const char *stem);
 void write_text(const char *path, const char *text);
 /* Cuts the last n bytes off the file at path, in place. */
 void shrink_file(const char *path, size_t n);
+/* rnn.nn with noise inside its scan's cell (h + kaiming_uniform(H)), a
+ * graph batch.c cannot batch, written to a scratch file: its path
+ * (malloc'd). */
+char *noisy_rnn_graph(void);
 /* Runs the rnnc binary ($RNNC_BIN) with argv (NULL-terminated, without
  * argv[0]); captures stdout and stderr (malloc'd, may be NULL) and returns
  * the exit status, or -1 if it died by a signal. */
