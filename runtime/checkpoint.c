@@ -518,11 +518,12 @@ static int read_counts(const StFile *f, const char *path, int64_t *step, int *ep
 /* The optimizer state that belongs to weights w (from path): in OPATH,
  * else in OPATH.prev (a save stopped between its renames). MOMENTS_NONE
  * when there is no optimizer file; MOMENTS_MISMATCH (with a message) when
- * there are, but none of w's pair; -1 on an error. */
+ * there are, but none of w's pair (one of another training, or one that
+ * cannot be read: each said as such); -1 on an error. */
 static int load_optim(Model *m, const StFile *w, const char *path, Err *e) {
   char *opath = ckpt_optim_path(path), *ppath = prev_path(opath);
   const char *cand[2] = {opath, ppath};
-  Buf why = {0};
+  Buf why = {0}, unreadable = {0};
   int rc = MOMENTS_NONE;
   for (int i = 0; i < 2 && rc == MOMENTS_NONE; i++) {
     struct stat st;
@@ -531,7 +532,7 @@ static int load_optim(Model *m, const StFile *w, const char *path, Err *e) {
     StFile o;
     Err oe;
     if (st_open(&o, cand[i], &oe)) {
-      buf_printf(&why, "; %s", oe.msg);
+      buf_printf(&unreadable, "%s%s", unreadable.len ? "; " : "", oe.msg);
       continue;
     }
     if (same_pair(w, &o)) {
@@ -550,13 +551,20 @@ static int load_optim(Model *m, const StFile *w, const char *path, Err *e) {
     st_free(&o);
   }
   if (rc == MOMENTS_NONE && why.len) {
-    errf(e, "%s and %s are not one checkpoint%s. They come from two trainings, or a file was "
-            "copied or replaced by hand: resume from a complete pair, or delete %s to resume "
-            "with a fresh optimizer state",
-         path, opath, why.data, opath);
+    errf(e, "%s and %s are not one checkpoint%s%s%s%s. They come from two trainings, or a "
+            "file was copied or replaced by hand: resume from a complete pair, or delete %s to "
+            "resume with a fresh optimizer state",
+         path, opath, why.data, unreadable.len ? " (and " : "",
+         unreadable.len ? unreadable.data : "", unreadable.len ? ")" : "", opath);
+    rc = MOMENTS_MISMATCH;
+  } else if (rc == MOMENTS_NONE && unreadable.len) {
+    errf(e, "the optimizer state beside %s cannot be read (%s): resume from a complete pair, "
+            "or delete %s to resume with a fresh optimizer state",
+         path, unreadable.data, opath);
     rc = MOMENTS_MISMATCH;
   }
   buf_free(&why);
+  buf_free(&unreadable);
   free(opath);
   free(ppath);
   return rc;

@@ -414,6 +414,33 @@ static void test_concurrent_writers(void **state) {
   free(dir);
 }
 
+/* A damaged optimizer state beside good weights is refused by --init as
+ * damaged, not as the state of another training. */
+static void test_damaged_optim_refused(void **state) {
+  (void)state;
+  char *dir = tmp_path("damaged");
+  assert_int_equal(mkdir(dir, 0755), 0);
+  char *a = xasprintf("%s/a.safetensors", dir), *b = xasprintf("%s/b.safetensors", dir);
+  char *oa = ckpt_optim_path(a);
+  const char *ra[] = {"train", graph, "--data", data_dir, "--epochs", "1", "--out", a, NULL};
+  free(rnnc_expect(0, ra));
+  struct stat st;
+  assert_int_equal(stat(oa, &st), 0);
+  shrink_file(oa, (size_t)st.st_size / 2); /* cut in its tensors' data */
+  const char *resume[] = {"train", graph, "--data", data_dir, "--epochs", "1", "--init", a,
+                          "--out", b, NULL};
+  char *s = rnnc_expect(1, resume);
+  assert_contains(s, "the optimizer state beside");
+  assert_contains(s, "cannot be read (");
+  assert_null(strstr(s, "not one checkpoint"));
+  assert_null(strstr(s, "?)."));
+  free(s);
+  free(a);
+  free(b);
+  free(oa);
+  free(dir);
+}
+
 /* Item 2: weights of one run and optimizer state of another, at the same
  * step, are refused by --init (and eval, which reads the weights only,
  * still works). */
@@ -726,6 +753,7 @@ int main(void) {
       cmocka_unit_test(test_labels_round_trip),
       cmocka_unit_test(test_open_then_read),
       cmocka_unit_test(test_concurrent_writers),
+      cmocka_unit_test(test_damaged_optim_refused),
       cmocka_unit_test(test_signals_remove_temporaries),
       cmocka_unit_test(test_disk_full),
       cmocka_unit_test(test_weights_rename_fails),
