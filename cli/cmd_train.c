@@ -705,15 +705,16 @@ fail:
   return rc;
 }
 
-/* Labels for a checkpoint without a label list: those of the data set in
- * dir. */
-static int fallback_labels(const char *dir, char ***labels, int *nlabels, Err *e) {
+/* Labels for checkpoint ckpt, which has no label list: those of the data
+ * set in dir. */
+static int fallback_labels(const char *ckpt, const char *dir, char ***labels, int *nlabels,
+                           Err *e) {
   Dataset ds = {0};
   if (data_load(&ds, dir, NULL, 0, data_default_kind(dir), NULL, e)) {
     data_free(&ds);
-    return errf(e, "the checkpoint has no label list, and %s is not a data set to take one from "
-                   "(--data PATH)",
-                dir);
+    return errf(e, "%s: the checkpoint has no label list, and %s is not a data set to take one "
+                   "from (--data PATH)",
+                ckpt, dir);
   }
   *nlabels = ds.nlabels;
   *labels = xcalloc((size_t)ds.nlabels, sizeof **labels);
@@ -955,7 +956,7 @@ int cmd_predict(int argc, char **argv) {
    * may take its class count from them). */
   const char *ckpt = argv[optind + 1];
   if (open_ckpt(argv[optind], ckpt, &ck, &vocab, &e) ||
-      (!ck.meta.labels && fallback_labels(dir, &data_labels, &ndata_labels, &e)) ||
+      (!ck.meta.labels && fallback_labels(ckpt, dir, &data_labels, &ndata_labels, &e)) ||
       load_for_inference(&m, argv[optind], &ck, ckpt, input ? threads : 1, input != NULL, no_cache,
                          ndata_labels, &vocab, &labels, &nlabels, &e)) {
     cli_error("predict", &e);

@@ -401,6 +401,22 @@ static void test_odd_graph_files(void **state) {
   char *bin = xasprintf("%s/bin.nn", dir);
   write_text(bin, "ab\x01\x1b[31m\x9b\xff cd\n"); /* an escape sequence, bytes not UTF-8 */
   char *ckpt = src_path("tests/golden/rnn_seed42.safetensors");
+  /* the same checkpoint without its label list (the key renamed in place,
+   * as a PyTorch checkpoint has none) */
+  char *nolabels = xasprintf("%s/nolabels.safetensors", dir);
+  size_t clen;
+  char *bytes = read_file(ckpt, &clen, &e);
+  assert_non_null(bytes);
+  char *key = NULL;
+  for (size_t i = 0; !key && i + 8 <= clen; i++)
+    key = memcmp(bytes + i, "\"labels\"", 8) ? NULL : bytes + i;
+  assert_non_null(key);
+  memcpy(key, "\"labelz\"", 8);
+  FILE *f = fopen(nolabels, "wb");
+  assert_non_null(f);
+  assert_int_equal(fwrite(bytes, 1, clen, f), clen);
+  assert_int_equal(fclose(f), 0);
+  free(bytes);
   struct {
     const char *const *argv;
     const char *want;
@@ -410,6 +426,8 @@ static void test_odd_graph_files(void **state) {
        "file; GRAPH comes first, CKPT second\n"},
       {(const char *const[]){"compile", bin, NULL},
        ":1:3: error: unexpected character (byte 0x01)\nab??[31m?? cd\n  ^\n"},
+      {(const char *const[]){"predict", "graphs/rnn.nn", nolabels, "Kim", "--data", dir, NULL},
+       "nolabels.safetensors: the checkpoint has no label list, and "},
       {(const char *const[]){"compile", "/proc/self/mem", NULL},
        "rnnc compile: error: /proc/self/mem: cannot read it: Input/output error\n"},
   };
@@ -427,6 +445,7 @@ static void test_odd_graph_files(void **state) {
     free(err);
   }
   free(ckpt);
+  free(nolabels);
   free(bin);
   free(dir);
 }
