@@ -486,7 +486,7 @@ int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
                         d->size, ep + 1,
                         saved  ? "The last checkpoint is "
                         : from ? "This run wrote no checkpoint; it started from "
-                               : "This run wrote no checkpoint",
+                               : "This run wrote no checkpoint.",
                         from ? from : "", from ? ": resume with --init " : "", from ? from : "");
     }
     if (d->size > 1 && ep == first) /* after the message: mpirun may end this rank from now on */
