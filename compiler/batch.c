@@ -94,6 +94,9 @@ typedef struct BC {
   size_t *noise_off;
   int *nusers, **users;
   LLVMValueRef rows; /* rows of a ROWS value here: B, or bs[t] in a scan body */
+  LLVMValueRef t0;   /* in a scan's body: i1, the step is t = 0; else NULL */
+  bool *zero0;       /* node -> its rows of step 0 are zeros (see zero rows) */
+  bool *skip0;       /* node -> a product a reverse scan need not compute at t = 0 */
   Pack *pk;
   int npacks;
   size_t npacked; /* floats of packs */
@@ -375,6 +378,117 @@ static void plan_packs(BC *c) {
   }
 }
 
+/* ----------------------------------------------------- zero rows
+ *
+ * A carry that starts from zeros makes some products' work zeros, for any
+ * graph (gru.nn: 2 of the 6 step products of a name's first character, as
+ * many of its weight gradients' rows, and the backward's products at the
+ * last step):
+ *
+ * zero0: a forward scan's carry argument whose initial value is zeros is
+ *   +0 in every row at step 0, and so are the first off[1] rows of the
+ *   stack of that argument (the states a step starts from, which the
+ *   weight gradients read). A product of such a value writes zeros there
+ *   instead of computing them, and a weight gradient's sum over the packed
+ *   rows starts at off[1].
+ * skip0: a product in a reverse scan's cell whose value reaches only
+ *   carries that nothing reads after the scan: at the scan's last step
+ *   (t = 0) its value goes nowhere, and it is written as zeros.
+ *
+ * With finite weights these are the same bits the products would give
+ * (each sum is +0 plus terms w * 0 = +-0, and adding +-0 to a sum changes
+ * nothing but the sign of a zero sum); an infinite or NaN weight, which
+ * makes the whole step NaN anyway, would give NaN there instead. */
+
+/* skip0 for reverse scan id's cell. */
+static void plan_skip0(BC *c, int id) {
+  const Node *n = N(c, id);
+  const Block *body = &c->g->blocks[n->region];
+  bool *live = xcalloc((size_t)body->nyields + 1, sizeof *live);
+  for (int k = n->b; k < body->nyields; k++) /* a stacked value's every row is read */
+    live[k] = true;
+  for (int u = 0; u < c->nusers[id]; u++) {
+    const Node *p = N(c, c->users[id][u]);
+    if (p->op == OP_PROJ && c->nusers[c->users[id][u]] > 0 && p->a < body->nyields)
+      live[p->a] = true;
+  }
+  bool *reach = xcalloc((size_t)c->g->nnodes, sizeof *reach);
+  for (int i = 0; i < body->n; i++) {
+    int p = body->nodes[i];
+    const Node *pn = N(c, p);
+    if ((pn->op != OP_MATVEC && pn->op != OP_MATVEC_T) || c->kind[p] != K_ROWS)
+      continue;
+    memset(reach, 0, (size_t)c->g->nnodes * sizeof *reach);
+    reach[p] = true;
+    bool ok = true;
+    for (int j = i + 1; j < body->n && ok; j++) {
+      int q = body->nodes[j];
+      const Node *qn = N(c, q);
+      for (int k = 0; k < qn->nin; k++)
+        reach[q] |= reach[qn->in[k]];
+      if (reach[q] && ((op_flags[qn->op] & F_EFFECT) || qn->op == OP_SCAN))
+        ok = false;
+    }
+    for (int k = 0; k < body->nyields && ok; k++)
+      if (reach[body->yields[k]] && live[k])
+        ok = false;
+    c->skip0[p] = ok;
+  }
+  free(reach);
+  free(live);
+}
+
+/* Writes zeros in product id's rows where cond (i1) holds, and emits the
+ * product (emit) elsewhere; the caller continues after both. */
+static LLVMBasicBlockRef zero_rows_begin(BC *c, int id, LLVMValueRef cond, LLVMValueRef rows) {
+  Cg *cg = &c->cg;
+  LLVMBasicBlockRef zero = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "zero_rows");
+  LLVMBasicBlockRef product = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "product");
+  LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "product_done");
+  LLVMBuildCondBr(cg->b, cond, zero, product);
+  LLVMPositionBuilderAtEnd(cg->b, zero);
+  memset_f32(cg, c->ptr[id], LLVMBuildMul(cg->b, rows, ci64(cg, c->ld[id]), ""));
+  LLVMBuildBr(cg->b, join);
+  LLVMPositionBuilderAtEnd(cg->b, product);
+  return join;
+}
+
+static void zero_rows_end(BC *c, LLVMBasicBlockRef join) {
+  if (!join)
+    return;
+  LLVMBuildBr(c->cg.b, join);
+  LLVMPositionBuilderAtEnd(c->cg.b, join);
+}
+
+/* The rows of step 0: off[1]. */
+static LLVMValueRef step0_rows(BC *c) { return load_i64(c, c->off, ci64(&c->cg, 1)); }
+
+/* Product id of operand x (the batched one): the rows it must compute
+ * start at *first (0, or off[1] where x's step-0 rows are zeros, whose
+ * rows of id are then zeroed here); returns the join block of a branch
+ * that writes zeros at t = 0 (zero0 in a scan's cell, or skip0), or NULL. */
+static LLVMBasicBlockRef zero_rows(BC *c, int id, int x, LLVMValueRef *first) {
+  *first = NULL;
+  if (c->kind[x] == K_SEQ && c->zero0[x]) {
+    *first = step0_rows(c);
+    memset_f32(&c->cg, c->ptr[id], LLVMBuildMul(c->cg.b, *first, ci64(&c->cg, c->ld[id]), ""));
+    return NULL;
+  }
+  if (c->t0 && c->kind[id] == K_ROWS && (c->zero0[x] || c->skip0[id]))
+    return zero_rows_begin(c, id, c->t0, c->rows);
+  return NULL;
+}
+
+/* A's rows from *first on: the pointer to row first of node id, and the
+ * row count left (rows - first); unchanged without first. */
+static LLVMValueRef from_row(BC *c, int id, LLVMValueRef first) {
+  return first ? row_ptr(c, id, first) : c->ptr[id];
+}
+
+static LLVMValueRef rows_from(BC *c, LLVMValueRef rows, LLVMValueRef first) {
+  return first ? LLVMBuildSub(c->cg.b, rows, first, "") : rows;
+}
+
 static void emit_matvec(BC *c, int id) {
   Cg *cg = &c->cg;
   const Node *n = N(c, id);
@@ -397,8 +511,11 @@ static void emit_matvec(BC *c, int id) {
     return;
   }
   int K = (int)width(c, v);
-  LLVMValueRef wt = packed(c, w, n->a, K);
-  bgemm(c, c->ptr[v], c->ld[v], 1, wt, M, c->ptr[id], c->ld[id], rows, ci64(cg, K), M, false);
+  LLVMValueRef wt = packed(c, w, n->a, K), first;
+  LLVMBasicBlockRef join = zero_rows(c, id, v, &first);
+  bgemm(c, from_row(c, v, first), c->ld[v], 1, wt, M, from_row(c, id, first), c->ld[id],
+        rows_from(c, rows, first), ci64(cg, K), M, false);
+  zero_rows_end(c, join);
 }
 
 static void emit_matvec_t(BC *c, int id) {
@@ -420,8 +537,12 @@ static void emit_matvec_t(BC *c, int id) {
     for_end(cg, &r);
     return;
   }
-  bgemm(c, c->ptr[u], c->ld[u], 1, fptr(cg, c->ptr[w], ci64(cg, n->a)), tw.dim[1], c->ptr[id],
-       c->ld[id], rows_of(c, id), ci64(cg, tw.dim[0]), n->b, false);
+  LLVMValueRef first;
+  LLVMBasicBlockRef join = zero_rows(c, id, u, &first);
+  bgemm(c, from_row(c, u, first), c->ld[u], 1, fptr(cg, c->ptr[w], ci64(cg, n->a)), tw.dim[1],
+        from_row(c, id, first), c->ld[id], rows_from(c, rows_of(c, id), first),
+        ci64(cg, tw.dim[0]), n->b, false);
+  zero_rows_end(c, join);
 }
 
 static LLVMValueRef grad_ptr(BC *c, int param) {
@@ -479,8 +600,10 @@ static void emit_acc(BC *c, int id) {
     for_end(cg, &r);
     return;
   }
-  bgemm(c, c->ptr[u], 1, c->ld[u], c->ptr[v], c->ld[v], g0, ldw, ci64(cg, M), rows_of(c, u),
-       (long long)width(c, v), true);
+  /* rows that are zeros in u or v add nothing (zero rows) */
+  LLVMValueRef first = c->kind[u] == K_SEQ && (c->zero0[u] || c->zero0[v]) ? step0_rows(c) : NULL;
+  bgemm(c, from_row(c, u, first), 1, c->ld[u], from_row(c, v, first), c->ld[v], g0, ldw,
+        ci64(cg, M), rows_from(c, rows_of(c, u), first), (long long)width(c, v), true);
 }
 
 /* --------------------------------------------------- elementwise groups */
@@ -641,13 +764,20 @@ static void emit_scan(BC *c, int id) {
     }
     cin[j] = reverse ? buffer(c, K_ROWS, sld[j]) : NULL;
   }
-  LLVMValueRef saved_rows = c->rows;
+  /* zero rows: the carries from zeros, the products a reverse scan's
+   * last step need not compute */
+  for (int j = 0; j < ncarry && !reverse; j++)
+    c->zero0[body->args[nseq + j]] = N(c, n->in[nseq + j])->op == OP_ZEROS;
+  if (reverse)
+    plan_skip0(c, id);
+  LLVMValueRef saved_rows = c->rows, saved_t0 = c->t0;
   Loop s = loop_begin(cg, c->T64);
   LLVMValueRef last = LLVMBuildSub(cg->b, c->T64, ci64(cg, 1), "");
   LLVMValueRef t = reverse ? LLVMBuildSub(cg->b, last, s.i, "") : s.i;
   LLVMValueRef nt = load_i64(c, c->bs, t);
   LLVMValueRef offt = load_i64(c, c->off, t);
   c->rows = nt;
+  c->t0 = LLVMBuildICmp(cg->b, LLVMIntEQ, t, ci64(cg, 0), "t0");
   for (int i = 0; i < nseq; i++) {
     int arg = body->args[i], seq = n->in[i];
     c->ptr[arg] = row_ptr(c, seq, offt);
@@ -716,11 +846,17 @@ static void emit_scan(BC *c, int id) {
   free(dst);
   loop_end(cg, &s);
   c->rows = saved_rows;
+  c->t0 = saved_t0;
   for (int u = 0; u < c->nusers[id]; u++) {
     int p = c->users[id][u];
     if (N(c, p)->op == OP_PROJ) {
       c->ptr[p] = stacks[N(c, p)->a];
       c->ld[p] = sld[N(c, p)->a];
+      /* the stack of a carry from zeros: its step-0 rows are zeros */
+      int y = body->yields[N(c, p)->a];
+      for (int j = 0; j < ncarry && !reverse; j++)
+        if (y == body->args[nseq + j] && c->zero0[y])
+          c->zero0[p] = true;
     }
   }
   free(stacks);
@@ -1005,6 +1141,8 @@ int codegen_batch(const Graph *g, LLVMModuleRef mod, const char *name, const Cod
   c.cur = xcalloc(nn, sizeof *c.cur);
   c.in_group = xcalloc(nn, sizeof *c.in_group);
   c.noise_off = xcalloc(nn, sizeof *c.noise_off);
+  c.zero0 = xcalloc(nn, sizeof *c.zero0);
+  c.skip0 = xcalloc(nn, sizeof *c.skip0);
   c.nusers = xcalloc(nn, sizeof *c.nusers);
   c.users = xcalloc(nn, sizeof *c.users);
   for (int id = 0; id < g->nnodes; id++)
@@ -1111,6 +1249,8 @@ done:
   free(c.cur);
   free(c.in_group);
   free(c.noise_off);
+  free(c.zero0);
+  free(c.skip0);
   free(c.pk);
   cg_dispose(cg);
   return rc;

@@ -10,7 +10,9 @@
  * tensor's largest magnitude; parameters within 1e-6 plus Adam's
  * amplification lr/eps of the gradient's rounding difference; each step
  * starts the interpreter from the kernel's state). The same for a
- * bidirectional GRU and two embedding models (one with dropout).
+ * bidirectional GRU and two embedding models (one with dropout). Names of
+ * one character with NaN recurrent matrices: the zero rows of batch.c
+ * never read them (gru.nn, lstm.nn).
  * Then the same training on 1 and 2 threads, and twice on 2
  * threads: the parameter and optimizer buffers must be equal bit for bit.
  * The weights packed in one call or in parts, the same floats; the
@@ -230,6 +232,72 @@ static void test_lstm_batches(void **state) {
   (void)state;
   char *g = make_graph("graphs/lstm.nn", 40, 18);
   check_batches(g, "lstm.nn, H = 40", 37, false);
+  free(g);
+}
+
+/* Names of one character, with every recurrent matrix (weight_hh) NaN:
+ * the state starts from zeros, so batch.c's zero rows never read those
+ * matrices (the products of step 0 are zeros, the weight gradients' sums
+ * skip step 0's rows, the backward's products at its last step are not
+ * computed). Losses, logits and every gradient must be those of the same
+ * weights with the matrices zero, bit for bit; computing any of those
+ * products would make them NaN. On gru.nn and on lstm.nn (two carries,
+ * 40 wide). */
+static void check_zero_state(const char *rel, const char *label) {
+  enum { NB = 8 };
+  float loss[2][NB], logit[2][NB * 64], *grad[2];
+  for (int run = 0; run < 2; run++) {
+    Model m;
+    char *path = rel[0] == '/' ? xstrdup(rel) : src_path(rel);
+    Err e;
+    ModelOptions mo = {.batch = NB, .threads = 2, .batched_forward = true};
+    if (model_compile(&m, path, &mo, &e))
+      fail_msg("%s", e.msg);
+    free(path);
+    if (!m.bstep_fn)
+      fail_msg("%s has no batched kernels: %s", label, m.unbatched);
+    random_weights(&m, 21);
+    int nhh = 0;
+    for (int p = 0; p < m.train->nparams; p++) {
+      const Param *pa = &m.train->params[p];
+      if (!strstr(pa->name, "weight_hh"))
+        continue;
+      nhh++;
+      for (size_t i = 0; i < type_numel(pa->type); i++)
+        m.state[pa->offset + i] = run ? NAN : 0.0f;
+    }
+    assert_true(nhh > 0);
+    assert_true(m.fwd->classes <= 64);
+    Names nm;
+    make_names(&nm, NB, m.fwd->vocab, m.fwd->classes, 77);
+    for (int i = 0; i < NB; i++)
+      nm.lens[i] = 1;
+    assert_int_equal(model_batch_gradient(&m, nm.chars, nm.lens, nm.targets, NB, 0, NB, loss[run]), 0);
+    grad[run] = xmalloc(m.nfloats * sizeof(float));
+    memcpy(grad[run], m.state + SLOT_GRAD * m.nfloats, m.nfloats * sizeof(float));
+    assert_int_equal(model_forward_batch(&m, nm.chars, nm.lens, NB, logit[run]), 0);
+    assert_non_null(m.bfwd_fn);
+    for (int i = 0; i < NB; i++)
+      if (!isfinite(loss[run][i]))
+        fail_msg("%s, run %d: name %d's loss %g", label, run, i, loss[run][i]);
+    if (run) {
+      assert_memory_equal(loss[0], loss[1], sizeof loss[0]);
+      assert_memory_equal(logit[0], logit[1], (size_t)(NB * m.fwd->classes) * sizeof(float));
+      assert_memory_equal(grad[0], grad[1], m.nfloats * sizeof(float));
+      print_message("%-14s names of 1 character: the recurrent matrices NaN or zero, the same "
+                    "losses, logits and gradients\n", label);
+    }
+    model_free(&m);
+  }
+  free(grad[0]);
+  free(grad[1]);
+}
+
+static void test_zero_state_rows(void **state) {
+  (void)state;
+  check_zero_state("graphs/gru.nn", "gru.nn");
+  char *g = make_graph("graphs/lstm.nn", 40, 18);
+  check_zero_state(g, "lstm.nn, H = 40");
   free(g);
 }
 
@@ -491,6 +559,7 @@ int main(void) {
       cmocka_unit_test(test_relu_batches),
       cmocka_unit_test(test_embedding_batches),
       cmocka_unit_test(test_lstm_batches),
+      cmocka_unit_test(test_zero_state_rows),
       cmocka_unit_test(test_threads_deterministic),
       cmocka_unit_test(test_background_compile),
       cmocka_unit_test(test_pack_parts),
