@@ -224,7 +224,7 @@ Simd jit_simd(const Jit *j) {
 }
 
 Jit *jit_new(const char *cpu, Err *e) {
-  target_init_native();
+  target_init_native(true);
   Jit *j = xcalloc(1, sizeof *j);
   /* LLJIT only links: rnnc compiles every kernel with its own target
    * machine (kernel_target_machine, for j->cpu and j->features) and adds

@@ -493,8 +493,9 @@ int codegen_batch(const Graph *g, LLVMModuleRef m, const char *name, const Codeg
 
 /* -------------------------------------------------------------- targets.c */
 
-/* The host's back end (for the JIT). */
-void target_init_native(void);
+/* The host's back end (for the JIT); the first call's host_code (the
+ * process compiles for this machine) sets the code generator's options. */
+void target_init_native(bool host_code);
 /* A target machine; NULL triple/cpu mean the host (its CPU name and
  * features, so AVX-512 gets used where the machine has it). The back end
  * of another triple is initialized here, when first needed. */
