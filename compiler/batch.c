@@ -28,8 +28,9 @@
  *          packs (abi.packed = 0, e.g. rnnc build, whose packs are
  *          constants of the module) there is no NAME_pack and packs is
  *          unused.
- * grad:    (g->nfloats) the gradients of the sum of the B losses are added
- *          here (a training step); unused by an inference kernel.
+ * grad:    (g->nfloats) the gradients of the sum of the B losses are
+ *          written here, every float of it (a training step: what grad held
+ *          before is never read; plan_grad); unused by an inference kernel.
  * targets: (B) classes. noise: (B * abi.noise) uniform draws in [-1, 1],
  *          sequence b's from b * abi.noise.
  * scratch: abi.scratch_fixed + B * abi.scratch_per_b + off[T] *
@@ -97,6 +98,8 @@ typedef struct BC {
   LLVMValueRef t0;   /* in a scan's body: i1, the step is t = 0; else NULL */
   bool *zero0;       /* node -> its rows of step 0 are zeros (see zero rows) */
   bool *skip0;       /* node -> a product a reverse scan need not compute at t = 0 */
+  bool *overwrite;   /* node -> a weight gradient's GEMM that writes its param's
+                      * gradient instead of adding to it (plan_grad) */
   Pack *pk;
   int npacks;
   size_t npacked; /* floats of packs */
@@ -603,7 +606,64 @@ static void emit_acc(BC *c, int id) {
   /* rows that are zeros in u or v add nothing (zero rows) */
   LLVMValueRef first = c->kind[u] == K_SEQ && (c->zero0[u] || c->zero0[v]) ? step0_rows(c) : NULL;
   bgemm(c, from_row(c, u, first), 1, c->ld[u], from_row(c, v, first), c->ld[v], g0, ldw,
-        ci64(cg, M), rows_from(c, rows_of(c, u), first), (long long)width(c, v), true);
+        ci64(cg, M), rows_from(c, rows_of(c, u), first), (long long)width(c, v),
+        !c->overwrite[id]);
+}
+
+/* grad is written, not added to: a parameter whose first gradient (in
+ * block 0, none in a scan's cell) is an outer product over the rows that
+ * covers all of it gets it written by that GEMM (which then reads no C),
+ * and every other float of grad (the other parameters, the gaps between
+ * them) is zeroed at entry for the adds that follow. The runtime then
+ * neither zeroes a chunk's gradient buffer before the call nor after
+ * folding it. Nothing is done for a kernel without gradients. */
+static void plan_grad(BC *c) {
+  const Graph *g = c->g;
+  int np = g->nparams, nacc = 0;
+  int *first = xmalloc((size_t)(np + 1) * sizeof *first);
+  bool *nested = xcalloc((size_t)np + 1, sizeof *nested);
+  for (int p = 0; p < np; p++)
+    first[p] = -1;
+  for (int id = 0; id < g->nnodes; id++) {
+    const Node *n = N(c, id);
+    if (n->op != OP_ACC && n->op != OP_ACC_OUTER)
+      continue;
+    nacc++;
+    if (n->block != 0)
+      nested[n->a] = true;
+    else if (first[n->a] < 0)
+      first[n->a] = id;
+  }
+  bool *written = xcalloc((size_t)np + 1, sizeof *written);
+  for (int p = 0; p < np && nacc; p++) {
+    int id = first[p];
+    if (id < 0 || nested[p] || N(c, id)->op != OP_ACC_OUTER)
+      continue;
+    const Node *n = N(c, id);
+    int u = n->in[0], v = n->in[1];
+    const Param *pa = &g->params[p];
+    if (c->isint[u] || c->isint[v] || c->kind[u] != c->kind[v] || c->kind[u] == K_SHARED ||
+        n->b != 0 || (long long)width(c, v) != pa->type.dim[1])
+      continue;
+    c->overwrite[id] = written[p] = true;
+  }
+  /* zeros everywhere else, in offset order */
+  size_t at = 0;
+  while (nacc && at < g->nfloats) {
+    size_t next = g->nfloats, end = g->nfloats; /* the next written parameter at or after at */
+    for (int p = 0; p < np; p++)
+      if (written[p] && g->params[p].offset >= at && g->params[p].offset < next) {
+        next = g->params[p].offset;
+        end = next + type_numel(g->params[p].type);
+      }
+    if (next > at)
+      memset_f32(&c->cg, fptr(&c->cg, c->grad, ci64(&c->cg, (long long)at)),
+                 ci64(&c->cg, (long long)(next - at)));
+    at = end;
+  }
+  free(first);
+  free(nested);
+  free(written);
 }
 
 /* --------------------------------------------------- elementwise groups */
@@ -1143,6 +1203,7 @@ int codegen_batch(const Graph *g, LLVMModuleRef mod, const char *name, const Cod
   c.noise_off = xcalloc(nn, sizeof *c.noise_off);
   c.zero0 = xcalloc(nn, sizeof *c.zero0);
   c.skip0 = xcalloc(nn, sizeof *c.skip0);
+  c.overwrite = xcalloc(nn, sizeof *c.overwrite);
   c.nusers = xcalloc(nn, sizeof *c.nusers);
   c.users = xcalloc(nn, sizeof *c.users);
   for (int id = 0; id < g->nnodes; id++)
@@ -1205,6 +1266,7 @@ int codegen_batch(const Graph *g, LLVMModuleRef mod, const char *name, const Cod
     if (g->nodes[id].op == OP_LOAD && g->nodes[id].block == 0)
       emit_standalone(&c, id);
   plan_packs(&c);
+  plan_grad(&c);
   emit_block(&c, 0);
   if (c.failed)
     goto done;
@@ -1251,6 +1313,7 @@ done:
   free(c.noise_off);
   free(c.zero0);
   free(c.skip0);
+  free(c.overwrite);
   free(c.pk);
   cg_dispose(cg);
   return rc;

@@ -712,14 +712,17 @@ static void pack_weights(Model *m, BatchPackFn fn, float *packs) {
   pool_run(m->pool, m->threads, pack_task, &b);
 }
 
-/* Where chunk k's gradients are summed: the first chunk's straight into
- * the grad slot (zeroed here), every other chunk's into its thread's
- * buffer, which is all zeros (fold_range zeroes it after reading it). */
+/* Where chunk k's gradients go: the first chunk's straight into the grad
+ * slot, every other chunk's into its thread's buffer. A batched kernel
+ * writes every float of it; the kernels of one name add to it, so then
+ * the grad slot is zeroed here and a buffer is all zeros (fold_range
+ * zeroes it after reading it). */
 static float *chunk_grad(Model *m, int k, int thread) {
   if (k > 0)
     return m->ws[thread].grad;
   float *g = m->state + SLOT_GRAD * m->nfloats;
-  memset(g, 0, m->nfloats * sizeof *g);
+  if (!m->bstep_fn)
+    memset(g, 0, m->nfloats * sizeof *g);
   return g;
 }
 
@@ -754,9 +757,9 @@ static void step_chunk(void *ctx, int task, int thread) {
 
 /* Range task of the gradient slot, in one pass: the wave's chunk sums
  * added in chunk order (the batch's first chunk is already there), each
- * thread's buffer zeroed once read, and with b->scale (the last wave of
- * model_train_batch) the sum multiplied by it, as a pass of its own after
- * the sums would. */
+ * thread's buffer zeroed once read where the next chunk adds to it
+ * (chunk_grad), and with b->scale (the last wave of model_train_batch)
+ * the sum multiplied by it, as a pass of its own after the sums would. */
 static void fold_range(void *ctx, int task, int thread) {
   (void)thread;
   Batch *b = ctx;
@@ -772,7 +775,8 @@ static void fold_range(void *ctx, int task, int thread) {
       float *src = m->ws[j].grad;
       for (size_t i = s; i < e; i++)
         g[i] += src[i];
-      memset(src + s, 0, (e - s) * sizeof *src);
+      if (!m->bstep_fn)
+        memset(src + s, 0, (e - s) * sizeof *src);
     }
     if (b->scale)
       for (size_t i = s; i < e; i++)
