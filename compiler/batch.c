@@ -441,8 +441,9 @@ static void plan_skip0(BC *c, int id) {
   free(live);
 }
 
-/* Writes zeros in product id's rows where cond (i1) holds, and emits the
- * product (emit) elsewhere; the caller continues after both. */
+/* Branches on cond (i1): where it holds, zeros in product id's first rows
+ * rows; else the builder is left where the caller emits the product, and
+ * zero_rows_end joins the two. */
 static LLVMBasicBlockRef zero_rows_begin(BC *c, int id, LLVMValueRef cond, LLVMValueRef rows) {
   Cg *cg = &c->cg;
   LLVMBasicBlockRef zero = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "zero_rows");
@@ -482,8 +483,8 @@ static LLVMBasicBlockRef zero_rows(BC *c, int id, int x, LLVMValueRef *first) {
   return NULL;
 }
 
-/* A's rows from *first on: the pointer to row first of node id, and the
- * row count left (rows - first); unchanged without first. */
+/* Node id's rows from first on (zero_rows): the pointer to row first, and
+ * the count left of rows; unchanged without first. */
 static LLVMValueRef from_row(BC *c, int id, LLVMValueRef first) {
   return first ? row_ptr(c, id, first) : c->ptr[id];
 }
@@ -631,8 +632,12 @@ static void plan_grad(BC *c) {
     nacc++;
     if (n->block != 0)
       nested[n->a] = true;
-    else if (first[n->a] < 0)
-      first[n->a] = id;
+  }
+  const Block *top = &g->blocks[0];
+  for (int i = 0; i < top->n; i++) { /* in the order emit_block emits them */
+    const Node *n = N(c, top->nodes[i]);
+    if ((n->op == OP_ACC || n->op == OP_ACC_OUTER) && first[n->a] < 0)
+      first[n->a] = top->nodes[i];
   }
   bool *written = xcalloc((size_t)np + 1, sizeof *written);
   for (int p = 0; p < np && nacc; p++) {
