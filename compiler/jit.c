@@ -77,29 +77,6 @@ static const char batch_pipeline[] =
     "no-keep-loops;hoist-common-insts;sink-common-insts>,slp-vectorizer," INSTCOMBINE
     ",loop-mssa(licm),simplifycfg<switch-range-to-icmp;speculate-unpredictables>),"
     "globaldce";
-/* The one-name kernels' pipeline in the JIT (train, forward, step,
- * update, update_range): kernel_pipeline less ipsccp and
- * correlated-propagation, which change none of their objects (checked
- * 2026-12-02 on those five kernels of rnn.nn, gru.nn and lstm.nn for
- * znver5, znver3, haswell, x86-64 and skylake-avx512, opt-19 and llc-19
- * with the JIT's options, cmp) but do change the batched kernels'. They
- * cost 5% of gru.nn's train kernel's passes (cachegrind, opt-19 less its
- * parsing: 490 -> 465 M instructions). kernel_pipeline keeps them for
- * modules that hold every kernel (rnnc compile --emit), whose objects are
- * then the JIT's (test_jit). */
-static const char one_pipeline[] =
-    "inferattrs,function<eager-inv>(simplifycfg,sroa<modify-cfg>,early-cse),"
-    "function<eager-inv>(" INSTCOMBINE ",early-cse<memssa>," INSTCOMBINE
-    ",simplifycfg<switch-range-to-icmp>,reassociate,loop-mssa(licm,loop-rotate,licm),"
-    "simplifycfg<switch-range-to-icmp>," INSTCOMBINE ",loop(indvars),gvn,loop-mssa(licm),"
-    INSTCOMBINE "),"
-    "function-attrs,globalopt,"
-    "function<eager-inv>(loop(loop-rotate,loop-deletion),loop-vectorize,infer-alignment,"
-    INSTCOMBINE ",simplifycfg<forward-switch-cond;switch-range-to-icmp;switch-to-lookup;"
-    "no-keep-loops;hoist-common-insts;sink-common-insts>,slp-vectorizer," INSTCOMBINE
-    ",loop-mssa(licm),instsimplify,tailcallelim,"
-    "simplifycfg<switch-range-to-icmp;speculate-unpredictables>),"
-    "globaldce";
 #undef INSTCOMBINE
 
 static int run_passes(LLVMModuleRef m, LLVMTargetMachineRef tm, const char *passes, Err *e) {
@@ -397,7 +374,7 @@ int jit_kernel_finish(const Jit *j, Cache *c, JitPending *p, Buf *obj, const Ker
   if (!p->mod)
     return 0;
   size_t start = obj->len;
-  const char *passes = kernel_batched(p->kind) ? batch_pipeline : one_pipeline;
+  const char *passes = kernel_batched(p->kind) ? batch_pipeline : kernel_pipeline;
   int rc = compile_with(j, p->mod, passes, obj, t, e);
   if (!rc && p->key.len) {
     double t2 = thread_seconds();
