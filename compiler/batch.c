@@ -631,8 +631,16 @@ static void plan_grad(BC *c) {
     nacc++;
     if (n->block != 0)
       nested[n->a] = true;
-    else if (first[n->a] < 0)
-      first[n->a] = id;
+  }
+  /* first in the order block 0 runs them, not in id order: opt.c makes the
+   * accs it hoists out of a backward scan after grad.c made the others,
+   * and puts them right after that scan, before the gradients of what ran
+   * before it (tests/graphs/tied_init.nn) */
+  const Block *b0 = &g->blocks[0];
+  for (int i = 0; i < b0->n; i++) {
+    const Node *n = N(c, b0->nodes[i]);
+    if ((n->op == OP_ACC || n->op == OP_ACC_OUTER) && first[n->a] < 0)
+      first[n->a] = b0->nodes[i];
   }
   bool *written = xcalloc((size_t)np + 1, sizeof *written);
   for (int p = 0; p < np && nacc; p++) {
