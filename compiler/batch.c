@@ -254,10 +254,13 @@ static LLVMValueRef buffer(BC *c, Kind k, long long ld) {
 
 static LLVMValueRef node_buffer(BC *c, int id) {
   long long w = (long long)width(c, id);
-  c->ld[id] = c->kind[id] == K_SHARED ? 0 : (w == 1 ? 1 : round16((size_t)w));
+  bool shared = c->kind[id] == K_SHARED;
+  c->ld[id] = shared ? 0 : (w == 1 ? 1 : round16((size_t)w));
   if (c->dest[id]) /* a yield: computed in its stack's rows, not copied there */
     return c->ptr[id] = c->dest[id];
-  return c->ptr[id] = buffer(c, c->kind[id], c->ld[id]);
+  /* a shared value's row stride is 0 (every row reads the one row), its
+   * room is its width (tests/graphs/shared_buffers.nn) */
+  return c->ptr[id] = buffer(c, c->kind[id], shared ? w : c->ld[id]);
 }
 
 /* Rows a value of node id's kind has here. */

@@ -11,7 +11,8 @@
  * amplification lr/eps of the gradient's rounding difference; each step
  * starts the interpreter from the kernel's state). The same for a
  * bidirectional GRU and two embedding models (one with dropout), and a
- * recurrent matrix that also makes the initial state. Names of
+ * recurrent matrix that also makes the initial state, and shared vectors
+ * (a zeros initial state beside a parameter one) in scratch. Names of
  * one character with NaN recurrent matrices: the zero rows of batch.c
  * never read them (gru.nn, lstm.nn).
  * Then the same training on 1 and 2 threads, and twice on 2
@@ -248,6 +249,17 @@ static void test_tied_init(void **state) {
     check_batches("tests/graphs/tied_init.nn", "tied_init.nn", sizes[k], false);
     check_batches("tests/graphs/tied_init.nn", "tied_init.nn", sizes[k], true);
   }
+}
+
+/* tests/graphs/shared_buffers.nn: vectors the same for every name
+ * (zeros(K) as a scan's initial state, the backward scans' zeros) each
+ * in scratch of their own, not over per-name buffers: two steps against
+ * the interpreter. */
+static void test_shared_buffers(void **state) {
+  (void)state;
+  int sizes[] = {1, 3, 37};
+  for (size_t k = 0; k < ARRAY_LEN(sizes); k++)
+    check_batches("tests/graphs/shared_buffers.nn", "shared_buffers.nn", sizes[k], false);
 }
 
 /* Names of one character, with every recurrent matrix (weight_hh) NaN:
@@ -575,6 +587,7 @@ int main(void) {
       cmocka_unit_test(test_embedding_batches),
       cmocka_unit_test(test_lstm_batches),
       cmocka_unit_test(test_tied_init),
+      cmocka_unit_test(test_shared_buffers),
       cmocka_unit_test(test_zero_state_rows),
       cmocka_unit_test(test_threads_deterministic),
       cmocka_unit_test(test_background_compile),
