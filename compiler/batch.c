@@ -254,10 +254,13 @@ static LLVMValueRef buffer(BC *c, Kind k, long long ld) {
 
 static LLVMValueRef node_buffer(BC *c, int id) {
   long long w = (long long)width(c, id);
-  c->ld[id] = c->kind[id] == K_SHARED ? 0 : (w == 1 ? 1 : round16((size_t)w));
+  bool shared = c->kind[id] == K_SHARED;
+  c->ld[id] = shared ? 0 : (w == 1 ? 1 : round16((size_t)w));
   if (c->dest[id]) /* a yield: computed in its stack's rows, not copied there */
     return c->ptr[id] = c->dest[id];
-  return c->ptr[id] = buffer(c, c->kind[id], c->ld[id]);
+  /* a shared value's row stride is 0 (every row reads the one row), its
+   * room is its width (tests/graphs/shared_buffers.nn) */
+  return c->ptr[id] = buffer(c, c->kind[id], shared ? w : c->ld[id]);
 }
 
 /* Rows a value of node id's kind has here. */
@@ -633,11 +636,15 @@ static void plan_grad(BC *c) {
     if (n->block != 0)
       nested[n->a] = true;
   }
-  const Block *top = &g->blocks[0];
-  for (int i = 0; i < top->n; i++) { /* in the order emit_block emits them */
-    const Node *n = N(c, top->nodes[i]);
+  /* first in the order block 0 runs them, not in id order: opt.c makes the
+   * accs it hoists out of a backward scan after grad.c made the others,
+   * and puts them right after that scan, before the gradients of what ran
+   * before it (tests/graphs/tied_init.nn) */
+  const Block *b0 = &g->blocks[0];
+  for (int i = 0; i < b0->n; i++) {
+    const Node *n = N(c, b0->nodes[i]);
     if ((n->op == OP_ACC || n->op == OP_ACC_OUTER) && first[n->a] < 0)
-      first[n->a] = top->nodes[i];
+      first[n->a] = b0->nodes[i];
   }
   bool *written = xcalloc((size_t)np + 1, sizeof *written);
   for (int p = 0; p < np && nacc; p++) {

@@ -10,7 +10,9 @@
  * tensor's largest magnitude; parameters within 1e-6 plus Adam's
  * amplification lr/eps of the gradient's rounding difference; each step
  * starts the interpreter from the kernel's state). The same for a
- * bidirectional GRU and two embedding models (one with dropout). Names of
+ * bidirectional GRU and two embedding models (one with dropout), and a
+ * recurrent matrix that also makes the initial state, and shared vectors
+ * (a zeros initial state beside a parameter one) in scratch. Names of
  * one character with NaN recurrent matrices: the zero rows of batch.c
  * never read them (gru.nn, lstm.nn).
  * Then the same training on 1 and 2 threads, and twice on 2
@@ -233,6 +235,31 @@ static void test_lstm_batches(void **state) {
   char *g = make_graph("graphs/lstm.nn", 40, 18);
   check_batches(g, "lstm.nn, H = 40", 37, false);
   free(g);
+}
+
+/* tests/graphs/tied_init.nn: the recurrent matrix also makes the initial
+ * state before the scan, so its gradient is two outer products, and the
+ * one that writes it (plan_grad) must be the one emitted first, not the
+ * one with the lower node id (the other was added by opt.c after the
+ * backward pass and runs before it). */
+static void test_tied_init(void **state) {
+  (void)state;
+  int sizes[] = {1, 3, 37};
+  for (size_t k = 0; k < ARRAY_LEN(sizes); k++) {
+    check_batches("tests/graphs/tied_init.nn", "tied_init.nn", sizes[k], false);
+    check_batches("tests/graphs/tied_init.nn", "tied_init.nn", sizes[k], true);
+  }
+}
+
+/* tests/graphs/shared_buffers.nn: vectors the same for every name
+ * (zeros(K) as a scan's initial state, the backward scans' zeros) each
+ * in scratch of their own, not over per-name buffers: two steps against
+ * the interpreter. */
+static void test_shared_buffers(void **state) {
+  (void)state;
+  int sizes[] = {1, 3, 37};
+  for (size_t k = 0; k < ARRAY_LEN(sizes); k++)
+    check_batches("tests/graphs/shared_buffers.nn", "shared_buffers.nn", sizes[k], false);
 }
 
 /* Names of one character, with every recurrent matrix (weight_hh) NaN:
@@ -559,6 +586,8 @@ int main(void) {
       cmocka_unit_test(test_relu_batches),
       cmocka_unit_test(test_embedding_batches),
       cmocka_unit_test(test_lstm_batches),
+      cmocka_unit_test(test_tied_init),
+      cmocka_unit_test(test_shared_buffers),
       cmocka_unit_test(test_zero_state_rows),
       cmocka_unit_test(test_threads_deterministic),
       cmocka_unit_test(test_background_compile),
