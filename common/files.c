@@ -24,7 +24,9 @@
 enum { CLEANUP_SLOTS = 8, FREE = 0, WRITING, SET };
 static char cleanup_path[CLEANUP_SLOTS][PATH_MAX];
 static atomic_int cleanup_state[CLEANUP_SLOTS];
-static const int cleanup_signals[] = {SIGINT, SIGTERM, SIGHUP};
+/* SIGPIPE: `rnnc train ... | head -1` ends at its next line of output,
+ * and leaves no lock or temporary behind. */
+static const int cleanup_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE};
 
 /* cleanup_defer_stop's state: which of SIGINT (bit 0) and SIGTERM (bit 1)
  * are deferred, and the signal recorded (0: none yet). */

@@ -5,7 +5,8 @@
  * only then renamed over the target; the rename is made durable by
  * syncing the directory. A failure at any point leaves the target as it
  * was and removes the temporary. Temporaries (and lock files) are also
- * removed when SIGINT, SIGTERM or SIGHUP ends the process (cleanup_*). */
+ * removed when SIGINT, SIGTERM, SIGHUP or SIGPIPE ends the process
+ * (cleanup_*). */
 #ifndef RNNC_FILES_H
 #define RNNC_FILES_H
 
@@ -49,7 +50,7 @@ void stage_discard(Staged *s);
 int stage_file(Staged *s, const char *path, const void *data, size_t n, Err *e);
 
 /* Registers path, a file this process made and will rename or remove:
- * if SIGINT, SIGTERM or SIGHUP ends the process first, the file is
+ * if SIGINT, SIGTERM, SIGHUP or SIGPIPE ends the process first, the file is
  * removed. The handlers are installed at the first registration (a signal
  * the process ignores stays ignored), then do their cleanup and end the
  * process as the signal would have. Staged temporaries are registered. */
