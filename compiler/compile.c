@@ -156,7 +156,6 @@ _Static_assert(ARRAY_LEN(kinds) == KERNEL_KINDS, "a table row for every KernelKi
 const char *kernel_name(KernelKind k) { return kinds[k].name; }
 const char *kernel_extra_name(KernelKind k) { return kinds[k].extra; }
 bool kernel_optional(KernelKind k) { return kinds[k].optional; }
-bool kernel_batched(KernelKind k) { return kinds[k].emit == codegen_batch; }
 
 int kernels_prepare(Kernels *ks, const char *path, const char *text, size_t len, unsigned want,
                     double lr, const DataSizes *sizes, Err *e) {

@@ -58,25 +58,6 @@ static const char kernel_pipeline[] =
     ",loop-mssa(licm),instsimplify,tailcallelim,"
     "simplifycfg<switch-range-to-icmp;speculate-unpredictables>),"
     "globaldce";
-/* The batched kernels' pipeline (batch.c's step_batch and forward_batch):
- * kernel_pipeline less its passes that change neither's object, found as
- * above: each pass removed in turn, then the removable ones together
- * (one at a time, kept out while the objects stayed the same), on the
- * batched kernels of rnn.nn, gru.nn and lstm.nn for znver5, znver3,
- * haswell, x86-64 and skylake-avx512: the objects are byte for byte those
- * of kernel_pipeline. Out: inferattrs, globalopt, tailcallelim, three of
- * the seven instcombines, three licm, both loop-rotates, loop-deletion,
- * a simplifycfg, infer-alignment and instsimplify. */
-static const char batch_pipeline[] =
-    "function<eager-inv>(simplifycfg,sroa<modify-cfg>,early-cse),ipsccp,"
-    "function<eager-inv>(" INSTCOMBINE ",early-cse<memssa>,correlated-propagation,reassociate,"
-    "loop-mssa(licm),simplifycfg<switch-range-to-icmp>,loop(indvars),gvn),"
-    "function-attrs,"
-    "function<eager-inv>(loop-vectorize," INSTCOMBINE
-    ",simplifycfg<forward-switch-cond;switch-range-to-icmp;switch-to-lookup;"
-    "no-keep-loops;hoist-common-insts;sink-common-insts>,slp-vectorizer," INSTCOMBINE
-    ",loop-mssa(licm),simplifycfg<switch-range-to-icmp;speculate-unpredictables>),"
-    "globaldce";
 #undef INSTCOMBINE
 
 static int run_passes(LLVMModuleRef m, LLVMTargetMachineRef tm, const char *passes, Err *e) {
@@ -288,12 +269,10 @@ static int emit_object(LLVMTargetMachineRef tm, LLVMModuleRef m, Buf *obj, Err *
   return 0;
 }
 
-/* jit_compile with the pipeline passes. */
-static int compile_with(const Jit *j, LLVMModuleRef m, const char *passes, Buf *obj, JitTimes *t,
-                        Err *e) {
+int jit_compile(const Jit *j, LLVMModuleRef m, Buf *obj, JitTimes *t, Err *e) {
   double t0 = thread_seconds();
   LLVMTargetMachineRef tm = kernel_target_machine(j, e);
-  int rc = tm ? run_passes(m, tm, passes, e) : -1;
+  int rc = tm ? optimize_kernel(m, tm, e) : -1;
   double t1 = thread_seconds();
   if (!rc)
     rc = emit_object(tm, m, obj, e);
@@ -303,10 +282,6 @@ static int compile_with(const Jit *j, LLVMModuleRef m, const char *passes, Buf *
   if (tm)
     LLVMDisposeTargetMachine(tm);
   return rc;
-}
-
-int jit_compile(const Jit *j, LLVMModuleRef m, Buf *obj, JitTimes *t, Err *e) {
-  return compile_with(j, m, kernel_pipeline, obj, t, e);
 }
 
 /* A cache entry's value: the kernel's ABI, ABI_FIELDS little-endian u64
@@ -358,7 +333,6 @@ int jit_kernel_begin(const Jit *j, KernelKind kind, const Graph *g, Simd simd, C
   }
   double t1 = thread_seconds();
   t->cache += t1 - t0;
-  p->kind = kind;
   p->ctx = LLVMContextCreate();
   p->mod = LLVMModuleCreateWithNameInContext(kernel_name(kind), p->ctx);
   *abi = (KernelAbi){0}; /* what codegen leaves unset is stored as 0 */
@@ -374,8 +348,7 @@ int jit_kernel_finish(const Jit *j, Cache *c, JitPending *p, Buf *obj, const Ker
   if (!p->mod)
     return 0;
   size_t start = obj->len;
-  const char *passes = kernel_batched(p->kind) ? batch_pipeline : kernel_pipeline;
-  int rc = compile_with(j, p->mod, passes, obj, t, e);
+  int rc = jit_compile(j, p->mod, obj, t, e);
   if (!rc && p->key.len) {
     double t2 = thread_seconds();
     Buf val = {0};

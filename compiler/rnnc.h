@@ -712,8 +712,6 @@ const char *kernel_extra_name(KernelKind k);
  * kernel_emit fails, naming the node), the runtime then running the
  * one-name kernels instead. */
 bool kernel_optional(KernelKind k);
-/* Whether kind k is one of batch.c's kernels (packed names at once). */
-bool kernel_batched(KernelKind k);
 /* The graph of every kind in want (KERNEL_BIT(k) for each), from one graph
  * file's text, each prepared and through its passes; lr > 0 replaces the
  * graph's learning rate; sizes (may be NULL): the data's. On failure,
@@ -751,7 +749,6 @@ int jit_kernel(const Jit *j, KernelKind kind, const Graph *g, Simd simd, Cache *
  * compiling. Each half thread-safe as jit_kernel; p may move between
  * threads in between. */
 typedef struct JitPending {
-  KernelKind kind;
   LLVMContextRef ctx;
   LLVMModuleRef mod; /* NULL: nothing left to compile */
   Buf key;           /* the cache key (empty: not cached) */
