@@ -444,8 +444,8 @@ static void plan_skip0(BC *c, int id) {
   free(live);
 }
 
-/* Branches on cond (i1): where it holds, zeros in product id's first rows
- * rows; else the builder is left where the caller emits the product, and
+/* Branches on cond (i1): where it holds, zeros in rows rows of product
+ * id; else the builder is left where the caller emits the product, and
  * zero_rows_end joins the two. */
 static LLVMBasicBlockRef zero_rows_begin(BC *c, int id, LLVMValueRef cond, LLVMValueRef rows) {
   Cg *cg = &c->cg;
@@ -636,6 +636,11 @@ static void plan_grad(BC *c) {
     if (n->block != 0)
       nested[n->a] = true;
   }
+  if (!nacc) { /* an inference kernel: grad is unused */
+    free(first);
+    free(nested);
+    return;
+  }
   /* first in the order block 0 runs them, not in id order: opt.c makes the
    * accs it hoists out of a backward scan after grad.c made the others,
    * and puts them right after that scan, before the gradients of what ran
@@ -647,7 +652,7 @@ static void plan_grad(BC *c) {
       first[n->a] = b0->nodes[i];
   }
   bool *written = xcalloc((size_t)np + 1, sizeof *written);
-  for (int p = 0; p < np && nacc; p++) {
+  for (int p = 0; p < np; p++) {
     int id = first[p];
     if (id < 0 || nested[p] || N(c, id)->op != OP_ACC_OUTER)
       continue;
@@ -661,7 +666,7 @@ static void plan_grad(BC *c) {
   }
   /* zeros everywhere else, in offset order */
   size_t at = 0;
-  while (nacc && at < g->nfloats) {
+  while (at < g->nfloats) {
     size_t next = g->nfloats, end = g->nfloats; /* the next written parameter at or after at */
     for (int p = 0; p < np; p++)
       if (written[p] && g->params[p].offset >= at && g->params[p].offset < next) {
@@ -857,7 +862,7 @@ static void emit_scan(BC *c, int id) {
   }
   if (!reverse) {
     /* step t > 0 reads the carries from step t - 1's rows of the stacks */
-    LLVMValueRef first = LLVMBuildICmp(cg->b, LLVMIntEQ, s.i, ci64(cg, 0), "");
+    LLVMValueRef first = c->t0; /* t = s.i */
     LLVMValueRef prev = LLVMBuildSelect(cg->b, first, ci64(cg, 0), LLVMBuildSub(cg->b, t, ci64(cg, 1), ""), "");
     LLVMValueRef offp = load_i64(c, c->off, prev);
     for (int j = 0; j < ncarry; j++) {

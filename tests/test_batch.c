@@ -65,13 +65,17 @@ static void compare(const char *what, const float *got, const double *want, size
 }
 
 /* rel: a path in the source tree, or an absolute one (a scratch graph). */
-static void compile(Model *m, const char *rel, int batch, int threads, bool one_by_one) {
+static void compile_with(Model *m, const char *rel, const ModelOptions *mo) {
   char *path = rel[0] == '/' ? xstrdup(rel) : src_path(rel);
   Err e;
-  ModelOptions mo = {.batch = batch, .threads = threads, .no_batched = one_by_one};
-  if (model_compile(m, path, &mo, &e))
+  if (model_compile(m, path, mo, &e))
     fail_msg("%s", e.msg);
   free(path);
+}
+
+static void compile(Model *m, const char *rel, int batch, int threads, bool one_by_one) {
+  ModelOptions mo = {.batch = batch, .threads = threads, .no_batched = one_by_one};
+  compile_with(m, rel, &mo);
 }
 
 static void random_weights(Model *m, uint64_t seed) {
@@ -275,12 +279,7 @@ static void check_zero_state(const char *rel, const char *label) {
   float loss[2][NB], logit[2][NB * 64], *grad[2];
   for (int run = 0; run < 2; run++) {
     Model m;
-    char *path = rel[0] == '/' ? xstrdup(rel) : src_path(rel);
-    Err e;
-    ModelOptions mo = {.batch = NB, .threads = 2, .batched_forward = true};
-    if (model_compile(&m, path, &mo, &e))
-      fail_msg("%s", e.msg);
-    free(path);
+    compile_with(&m, rel, &(ModelOptions){.batch = NB, .threads = 2, .batched_forward = true});
     if (!m.bstep_fn)
       fail_msg("%s has no batched kernels: %s", label, m.unbatched);
     random_weights(&m, 21);
