@@ -76,6 +76,8 @@ typedef struct CG {
   bool *first_acc;          /* node -> the accumulation that initializes its gradient */
   LLVMValueRef *qin;        /* product node -> its input quantized (quantized_input), or NULL */
   long long *qin_ld;        /* and that buffer's row stride, in floats */
+  const char *name;         /* the kernel's function's */
+  LLVMTypeRef fty;          /* its type */
 } CG;
 
 /* -------------------------------------------------------------- helpers */
@@ -1138,6 +1140,60 @@ static void emit_standalone(CG *c, int id) {
   }
 }
 
+/* The kernel's function named name, its noalias
+ * parameters said so, positioned at its entry. */
+static LLVMValueRef kernel_fn(CG *c, const char *name) {
+  Cg *cg = &c->cg;
+  const CodegenOptions *opt = c->opt;
+  bool acc_arg = opt && opt->accumulate;
+  unsigned g_arg = acc_arg ? 1 : 0; /* how far the later arguments move */
+  LLVMValueRef fn = LLVMAddFunction(cg->mod, name, c->fty);
+  /* The buffers are distinct allocations: say so, and loops need no
+   * run-time alias checks. */
+  unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
+  static const unsigned ptr_args[] = {0, 1, 4, 5, 8};
+  for (size_t i = 0; i < ARRAY_LEN(ptr_args); i++)
+    LLVMAddAttributeAtIndex(fn, ptr_args[i] + (i ? g_arg : 0) + 1,
+                            LLVMCreateEnumAttribute(cg->ctx, noalias, 0));
+  if (acc_arg)
+    LLVMAddAttributeAtIndex(fn, 2, LLVMCreateEnumAttribute(cg->ctx, noalias, 0));
+  if (opt && opt->vector_width) {
+    const char *k = "prefer-vector-width";
+    LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
+                            LLVMCreateStringAttribute(cg->ctx, k, (unsigned)strlen(k), opt->vector_width,
+                                                      (unsigned)strlen(opt->vector_width)));
+  }
+  cg->fn = fn;
+  LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry"));
+  return fn;
+}
+
+/* c's view of the arguments of the function being built (cg->fn). */
+static void bind_params(CG *c) {
+  Cg *cg = &c->cg;
+  const Graph *g = c->g;
+  bool acc_arg = c->opt && c->opt->accumulate;
+  unsigned a = acc_arg ? 1 : 0;
+  c->state = LLVMGetParam(cg->fn, 0);
+  c->chars = LLVMGetParam(cg->fn, 1 + a);
+  c->T = LLVMGetParam(cg->fn, 2 + a);
+  c->target = LLVMGetParam(cg->fn, 3 + a);
+  c->noise = LLVMGetParam(cg->fn, 4 + a);
+  c->scratch = LLVMGetParam(cg->fn, 5 + a);
+  c->tmax = LLVMBuildSExt(cg->b, LLVMGetParam(cg->fn, 6 + a), cg->i64, "tmax");
+  c->step = LLVMGetParam(cg->fn, 7 + a);
+  c->out = LLVMGetParam(cg->fn, 8 + a);
+  c->grad = acc_arg ? LLVMGetParam(cg->fn, 1)
+                    : fptr(cg, c->state, ci64(cg, (long long)(SLOT_GRAD * g->nfloats)));
+  c->T64 = LLVMBuildSExt(cg->b, c->T, cg->i64, "T");
+  c->lo = c->hi = NULL;
+  if (c->opt && c->opt->range) {
+    c->lo = c->T64;
+    c->hi = LLVMBuildSExt(cg->b, c->target, cg->i64, "hi");
+  }
+  c->scratch_t = fptr(cg, c->scratch, LLVMBuildLoad2(cg->b, cg->i64, c->fixed_size, ""));
+}
+
 static void emit_block(CG *c, int blk) {
   const Block *b = &c->g->blocks[blk];
   Group gr = {0};
@@ -1239,51 +1295,18 @@ int codegen(const Graph *g, LLVMModuleRef mod, const char *name, const CodegenOp
   /* An accumulating kernel takes its gradient buffer as a second argument
    * (each thread of a batch has its own). */
   bool acc_arg = opt && opt->accumulate;
-  int g_arg = acc_arg ? 1 : 0; /* how far the later arguments move */
   LLVMTypeRef params[10] = {cg->pty, cg->pty, cg->pty, cg->i32, cg->i32, cg->pty, cg->pty, cg->i32, cg->f32, cg->pty};
   if (!acc_arg) /* no grad argument */
     memmove(params + 1, params + 2, 8 * sizeof *params);
-  LLVMTypeRef fty = LLVMFunctionType(LLVMVoidTypeInContext(cg->ctx), params, 9 + (unsigned)g_arg, 0);
-  cg->fn = LLVMAddFunction(mod, name, fty);
-  /* The buffers are distinct allocations: say so, and loops need no
-   * run-time alias checks. */
-  unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
-  static const unsigned ptr_args[] = {0, 1, 4, 5, 8};
-  for (size_t i = 0; i < ARRAY_LEN(ptr_args); i++)
-    LLVMAddAttributeAtIndex(cg->fn, ptr_args[i] + (i ? (unsigned)g_arg : 0) + 1,
-                            LLVMCreateEnumAttribute(cg->ctx, noalias, 0));
-  if (acc_arg)
-    LLVMAddAttributeAtIndex(cg->fn, 2, LLVMCreateEnumAttribute(cg->ctx, noalias, 0));
-  if (opt && opt->vector_width) {
-    const char *k = "prefer-vector-width";
-    LLVMAddAttributeAtIndex(cg->fn, LLVMAttributeFunctionIndex,
-                            LLVMCreateStringAttribute(cg->ctx, k, (unsigned)strlen(k), opt->vector_width,
-                                                      (unsigned)strlen(opt->vector_width)));
-  }
-  LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "entry"));
-  c.state = LLVMGetParam(cg->fn, 0);
-  unsigned a = (unsigned)g_arg;
-  c.chars = LLVMGetParam(cg->fn, 1 + a);
-  c.T = LLVMGetParam(cg->fn, 2 + a);
-  c.target = LLVMGetParam(cg->fn, 3 + a);
-  c.noise = LLVMGetParam(cg->fn, 4 + a);
-  c.scratch = LLVMGetParam(cg->fn, 5 + a);
-  c.tmax = LLVMBuildSExt(cg->b, LLVMGetParam(cg->fn, 6 + a), cg->i64, "tmax");
-  c.step = LLVMGetParam(cg->fn, 7 + a);
-  c.out = LLVMGetParam(cg->fn, 8 + a);
-  c.grad = acc_arg ? LLVMGetParam(cg->fn, 1)
-                   : fptr(cg, c.state, ci64(cg, (long long)(SLOT_GRAD * g->nfloats)));
-  c.T64 = LLVMBuildSExt(cg->b, c.T, cg->i64, "T");
-  if (opt && opt->range) {
-    c.lo = c.T64;
-    c.hi = LLVMBuildSExt(cg->b, c.target, cg->i64, "hi");
-  }
+  c.name = name;
+  c.fty = LLVMFunctionType(LLVMVoidTypeInContext(cg->ctx), params, 9 + (acc_arg ? 1u : 0u), 0);
   char fname[256];
   snprintf(fname, sizeof fname, "%s_scratch_fixed", name);
   c.fixed_size = LLVMAddGlobal(mod, cg->i64, fname);
   LLVMSetGlobalConstant(c.fixed_size, 1);
   LLVMSetLinkage(c.fixed_size, LLVMPrivateLinkage);
-  c.scratch_t = fptr(cg, c.scratch, LLVMBuildLoad2(cg->b, cg->i64, c.fixed_size, ""));
+  kernel_fn(&c, name);
+  bind_params(&c);
 
   c.first_acc = xcalloc(nn, sizeof *c.first_acc);
   c.qin = xcalloc(nn, sizeof *c.qin);
