@@ -508,6 +508,12 @@ typedef struct Files {
   char *tmp, *ours;
 } Files;
 
+/* The address of a kernel's function `name` in m's JIT, or NULL. */
+static void *part_fn(Model *m, const char *name) {
+  Err e;
+  return jit_lookup(m->jit, name, &e);
+}
+
 static int run(const Opts *oi, Model *m, Dataset *ds, Files *f, Err *e) {
   Opts o = *oi;
   bool batched = o.batch > 0;
@@ -520,16 +526,21 @@ static int run(const Opts *oi, Model *m, Dataset *ds, Files *f, Err *e) {
   double compile_wall = now_seconds() - t0, compile_cpu = cpu_seconds() - c0;
   const CompileTimes *ct = &m->times;
   double compile = ct->total;
+  /* the kernels codegen cut in two (llvm.c: NAME.part1), linked from
+   * objects of their own */
+  void *train_part = m->train_fn ? part_fn(m, "train.part1") : NULL;
+  void *forward_part = m->fwd_fn ? part_fn(m, "forward.part1") : NULL;
   printf("{\"event\":\"compile\",\"graph\":\"%s\",\"ms\":%.1f,\"wall_ms\":%.1f,\"cpu_ms\":%.1f,"
          "\"front_ms\":%.1f,\"passes_ms\":%.1f,\"codegen_ms\":%.1f,\"llvm_opt_ms\":%.1f,"
          "\"machine_code_ms\":%.1f,\"params\":%zu,\"pid\":%ld,\"train_fn\":\"%p\","
          "\"forward_fn\":\"%p\",\"step_batch_fn\":\"%p\",\"update_fn\":\"%p\","
-         "\"forward_batch_fn\":\"%p\",\"batch\":%d,\"threads\":%d,\"unbatched\":",
+         "\"forward_batch_fn\":\"%p\",\"train_part1_fn\":\"%p\",\"forward_part1_fn\":\"%p\","
+         "\"batch\":%d,\"threads\":%d,\"unbatched\":",
          o.graph, 1e3 * compile, 1e3 * compile_wall, 1e3 * compile_cpu, 1e3 * ct->front,
          1e3 * ct->passes, 1e3 * ct->codegen, 1e3 * ct->jit.optimize, 1e3 * ct->jit.machine_code,
          m->nfloats, (long)getpid(), (void *)(uintptr_t)m->train_fn, (void *)(uintptr_t)m->fwd_fn,
          (void *)(uintptr_t)m->bstep_fn, (void *)(uintptr_t)m->update_fn,
-         (void *)(uintptr_t)m->bfwd_fn, m->batch, m->threads);
+         (void *)(uintptr_t)m->bfwd_fn, train_part, forward_part, m->batch, m->threads);
   if (m->unbatched)
     printf("\"%s\"}\n", m->unbatched); /* codegen's messages have no quotes or backslashes */
   else

@@ -52,6 +52,7 @@ def sh(cmd, **kw):
 
 
 ABI_BYTES = 48  # compiler/jit.c: ABI_FIELDS little-endian u64 before the object
+OBJECTS_MAGIC = b"rncobjs1"  # compiler/jit.c: a kernel's objects, one per part
 
 
 def cached_objects(cache, tmp):
@@ -66,25 +67,38 @@ def cached_objects(cache, tmp):
         if b[:8] != b"rnnc-kc1":
             continue
         klen, olen = int.from_bytes(b[8:16], "little"), int.from_bytes(b[16:24], "little")
-        path = os.path.join(tmp, f"kernel{i}.o")
-        with open(path, "wb") as fh:
-            fh.write(b[32 + klen + ABI_BYTES:32 + klen + olen])
-        fsyms, kernel = [], None
-        for line in sh(["llvm-nm-19", "-n", "-S", "--defined-only", path]).splitlines():
-            parts = line.split()
-            if len(parts) == 4 and parts[2] in "tT":
-                fsyms.append((int(parts[0], 16), int(parts[1], 16), parts[3]))
-                if parts[2] == "T" and parts[3] in KERNELS:
-                    kernel = parts[3]
-        if kernel:
-            out[kernel] = fsyms
+        value = b[32 + klen + ABI_BYTES:32 + klen + olen]
+        # a kernel in parts: OBJECTS_MAGIC, then each object after its length
+        objs = []
+        if value[:8] == OBJECTS_MAGIC:
+            at = 8
+            while at + 8 <= len(value):
+                n = int.from_bytes(value[at:at + 8], "little")
+                objs.append(value[at + 8:at + 8 + n])
+                at += 8 + n
+        else:
+            objs.append(value)
+        for j, o in enumerate(objs):
+            path = os.path.join(tmp, f"kernel{i}.{j}.o")
+            with open(path, "wb") as fh:
+                fh.write(o)
+            fsyms, kernel = [], None
+            for line in sh(["llvm-nm-19", "-n", "-S", "--defined-only", path]).splitlines():
+                parts = line.split()
+                if len(parts) == 4 and parts[2] in "tT":
+                    fsyms.append((int(parts[0], 16), int(parts[1], 16), parts[3]))
+                    if parts[2] == "T" and parts[3] in KERNELS:
+                        kernel = parts[3]
+            if kernel:
+                out[kernel] = fsyms
     return out
 
 
 # the kernels (their names in `rnnc compile --emit asm`) and the keys of
 # their addresses in rnnc-bench's compile line
 KERNELS = {"train": "train_fn", "forward": "forward_fn", "step_batch": "step_batch_fn",
-           "update": "update_fn", "forward_batch": "forward_batch_fn"}
+           "update": "update_fn", "forward_batch": "forward_batch_fn",
+           "train.part1": "train_part1_fn", "forward.part1": "forward_part1_fn"}
 
 
 def main():

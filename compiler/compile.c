@@ -205,7 +205,10 @@ int kernel_emit(KernelKind k, const Graph *g, LLVMModuleRef m, LLVMTargetMachine
 
 int kernel_emit_simd(KernelKind k, const Graph *g, LLVMModuleRef m, Simd simd, KernelAbi *abi,
                      Err *e) {
-  CodegenOptions co = {.simd = simd, .accumulate = kinds[k].accumulate};
+  /* the one-name kernels but the small update in two parts, for the JIT
+   * to compile at once */
+  int parts = kinds[k].emit == codegen && k != KERNEL_UPDATE ? 2 : 0;
+  CodegenOptions co = {.simd = simd, .accumulate = kinds[k].accumulate, .parts = parts};
   int rc = kinds[k].emit(g, m, kinds[k].name, &co, abi, e);
   if (!rc && k == KERNEL_UPDATE) {
     /* and update_range beside it, where the update can run on ranges of

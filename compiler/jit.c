@@ -4,6 +4,8 @@
  * keyed by the graph it is made from, before any codegen) and linked. */
 #define _GNU_SOURCE /* dl_iterate_phdr */
 #include <link.h>
+#include <llvm-c/BitReader.h>
+#include <llvm-c/BitWriter.h>
 #include <llvm-c/Analysis.h>
 #include <llvm-c/Core.h>
 #include <llvm-c/Error.h>
@@ -12,6 +14,7 @@
 #include <llvm-c/Target.h>
 #include <llvm-c/TargetMachine.h>
 #include <llvm-c/Transforms/PassBuilder.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -269,7 +272,7 @@ static int emit_object(LLVMTargetMachineRef tm, LLVMModuleRef m, Buf *obj, Err *
   return 0;
 }
 
-int jit_compile(const Jit *j, LLVMModuleRef m, Buf *obj, JitTimes *t, Err *e) {
+static int compile_module(const Jit *j, LLVMModuleRef m, Buf *obj, JitTimes *t, Err *e) {
   double t0 = thread_seconds();
   LLVMTargetMachineRef tm = kernel_target_machine(j, e);
   int rc = tm ? optimize_kernel(m, tm, e) : -1;
@@ -278,9 +281,139 @@ int jit_compile(const Jit *j, LLVMModuleRef m, Buf *obj, JitTimes *t, Err *e) {
     rc = emit_object(tm, m, obj, e);
   t->optimize += t1 - t0;
   t->machine_code += thread_seconds() - t1;
-  t->kernels += !rc;
   if (tm)
     LLVMDisposeTargetMachine(tm);
+  return rc;
+}
+
+/* ------------------------------------------------------------------ parts */
+
+/* A kernel that codegen cut in parts (CodegenOptions.parts: NAME,
+ * NAME.part1, ..., each calling the next) is compiled as one module per
+ * part, at once, on threads of their own (the rest of a cold start waits
+ * for the training kernel, the largest): module k is the kernel's with
+ * every other part's body dropped (made available_externally, which
+ * elim-avail-extern turns into a declaration), so its object defines part
+ * k and calls part k + 1, which the JIT links. The objects are kept in one
+ * Buf: OBJECTS_MAGIC, then each as a little-endian u64 length and its
+ * bytes (jit_add_object takes that or one object). */
+static const char OBJECTS_MAGIC[8] = "rncobjs1";
+enum { MAX_PARTS = 8 };
+
+/* Part k's number if name is that of part k > 0 of a kernel (NAME.partK),
+ * else 0. */
+static int part_number(const char *name) {
+  const char *p = strstr(name, ".part");
+  if (!p)
+    return 0;
+  char *end;
+  long k = strtol(p + 5, &end, 10);
+  return *end || k < 1 || k >= MAX_PARTS ? 0 : (int)k;
+}
+
+/* How many parts m's kernel has (1: it is not cut). */
+static int count_parts(LLVMModuleRef m) {
+  int n = 1;
+  for (LLVMValueRef f = LLVMGetFirstFunction(m); f; f = LLVMGetNextFunction(f)) {
+    size_t len;
+    int k = part_number(LLVMGetValueName2(f, &len));
+    if (k >= n && !LLVMIsDeclaration(f))
+      n = k + 1;
+  }
+  return n;
+}
+
+/* m reduced to part k: every other function with a body and external
+ * linkage (the other parts; the kernel itself, part 0, in a later part's
+ * module) made a declaration. */
+static int keep_part(LLVMModuleRef m, int k, Err *e) {
+  for (LLVMValueRef f = LLVMGetFirstFunction(m); f; f = LLVMGetNextFunction(f)) {
+    size_t len;
+    if (LLVMIsDeclaration(f) || LLVMGetLinkage(f) != LLVMExternalLinkage ||
+        part_number(LLVMGetValueName2(f, &len)) == k)
+      continue;
+    LLVMSetLinkage(f, LLVMAvailableExternallyLinkage);
+  }
+  LLVMPassBuilderOptionsRef opts = LLVMCreatePassBuilderOptions();
+  LLVMErrorRef err = LLVMRunPasses(m, "elim-avail-extern", NULL, opts);
+  LLVMDisposePassBuilderOptions(opts);
+  return err ? llvm_err(e, "dropping the other parts", err) : 0;
+}
+
+typedef struct PartJob {
+  const Jit *j;
+  const char *bitcode; /* the whole module's */
+  size_t len;
+  int part;
+  Buf obj;
+  JitTimes t;
+  Err e;
+  int rc;
+} PartJob;
+
+/* Part p->part of the module in p->bitcode, in a context of its own. */
+static void *compile_part(void *arg) {
+  PartJob *p = arg;
+  LLVMContextRef ctx = LLVMContextCreate();
+  LLVMMemoryBufferRef mb = LLVMCreateMemoryBufferWithMemoryRange(p->bitcode, p->len, "kernel", 0);
+  LLVMModuleRef m = NULL;
+  p->rc = -1;
+  if (LLVMParseBitcodeInContext2(ctx, mb, &m))
+    errf(&p->e, "internal error: a kernel's bitcode does not read back");
+  else if (!keep_part(m, p->part, &p->e))
+    p->rc = compile_module(p->j, m, &p->obj, &p->t, &p->e);
+  if (m)
+    LLVMDisposeModule(m);
+  LLVMDisposeMemoryBuffer(mb);
+  LLVMContextDispose(ctx);
+  return NULL;
+}
+
+static void put_object(Buf *objs, const Buf *obj) {
+  buf_put_le64(objs, obj->len);
+  buf_put(objs, obj->data, obj->len);
+}
+
+int jit_compile(const Jit *j, LLVMModuleRef m, Buf *obj, JitTimes *t, Err *e) {
+  int n = count_parts(m);
+  if (n == 1) {
+    int rc = compile_module(j, m, obj, t, e);
+    t->kernels += !rc;
+    return rc;
+  }
+  LLVMMemoryBufferRef bc = LLVMWriteBitcodeToMemoryBuffer(m);
+  PartJob job[MAX_PARTS] = {0};
+  pthread_t th[MAX_PARTS];
+  bool started[MAX_PARTS] = {0};
+  for (int k = 1; k < n; k++) {
+    job[k] = (PartJob){.j = j, .bitcode = LLVMGetBufferStart(bc), .len = LLVMGetBufferSize(bc),
+                       .part = k};
+    started[k] = !pthread_create(&th[k], NULL, compile_part, &job[k]); /* else after part 0 */
+  }
+  Buf first = {0};
+  int rc = keep_part(m, 0, e) || compile_module(j, m, &first, t, e) ? -1 : 0;
+  for (int k = 1; k < n; k++) {
+    if (started[k])
+      pthread_join(th[k], NULL);
+    else
+      compile_part(&job[k]);
+  }
+  LLVMDisposeMemoryBuffer(bc);
+  if (!rc) {
+    buf_put(obj, OBJECTS_MAGIC, sizeof OBJECTS_MAGIC);
+    put_object(obj, &first);
+  }
+  for (int k = 1; k < n; k++) {
+    t->optimize += job[k].t.optimize;
+    t->machine_code += job[k].t.machine_code;
+    if (!rc && job[k].rc)
+      rc = errf(e, "%s", job[k].e.msg);
+    if (!rc)
+      put_object(obj, &job[k].obj);
+    buf_free(&job[k].obj);
+  }
+  buf_free(&first);
+  t->kernels += !rc;
   return rc;
 }
 
@@ -378,12 +511,27 @@ int jit_kernel(const Jit *j, KernelKind kind, const Graph *g, Simd simd, Cache *
   return rc ? rc : jit_kernel_finish(j, c, &p, obj, abi, t, e);
 }
 
-int jit_add_object(Jit *j, const void *obj, size_t len, Err *e) {
+static int add_one_object(Jit *j, const void *obj, size_t len, Err *e) {
   /* Copied: the JIT keeps the buffer, and links it at the first lookup. */
   LLVMMemoryBufferRef mb = LLVMCreateMemoryBufferWithMemoryRangeCopy(obj, len, "kernel");
   LLVMErrorRef err =
       LLVMOrcLLJITAddObjectFile(j->jit, LLVMOrcLLJITGetMainJITDylib(j->jit), mb); /* takes mb */
   return err ? llvm_err(e, "adding a kernel to the JIT", err) : 0;
+}
+
+int jit_add_object(Jit *j, const void *obj, size_t len, Err *e) {
+  const unsigned char *p = obj, *end = p + len;
+  if (len < sizeof OBJECTS_MAGIC || memcmp(p, OBJECTS_MAGIC, sizeof OBJECTS_MAGIC))
+    return add_one_object(j, obj, len, e);
+  for (p += sizeof OBJECTS_MAGIC; p < end;) {
+    uint64_t n = (size_t)(end - p) >= 8 ? get_le64(p) : UINT64_MAX;
+    if (n > (uint64_t)(end - p) - 8)
+      return errf(e, "internal error: a kernel's objects are cut short");
+    if (add_one_object(j, p + 8, (size_t)n, e))
+      return -1;
+    p += 8 + n;
+  }
+  return 0;
 }
 
 void *jit_lookup(Jit *j, const char *name, Err *e) {

@@ -77,7 +77,10 @@ typedef struct CG {
   LLVMValueRef *qin;        /* product node -> its input quantized (quantized_input), or NULL */
   long long *qin_ld;        /* and that buffer's row stride, in floats */
   const char *name;         /* the kernel's function's */
-  LLVMTypeRef fty;          /* its type */
+  LLVMTypeRef fty;          /* its type, every part's */
+  int *part_at;             /* CodegenOptions.parts: block 0's node index where each part after
+                             * the first begins, ascending; -1 past the last */
+  int part;                 /* the part being emitted (0: the kernel's own function) */
 } CG;
 
 /* -------------------------------------------------------------- helpers */
@@ -1140,7 +1143,22 @@ static void emit_standalone(CG *c, int id) {
   }
 }
 
-/* The kernel's function named name, its noalias
+/* ------------------------------------------------------------------ parts */
+
+/* CodegenOptions.parts: the kernel as a chain of functions, NAME, then
+ * NAME.part1, NAME.part2, ..., each with the kernel's signature and
+ * parameter attributes, each ending in a call of the next with its own
+ * arguments. A part begins at a node of block 0 (nothing is open there but
+ * the function), so the chain computes what the one function does, in the
+ * same order and with the same arithmetic: the same bits. What a later
+ * part reads of an earlier one's values is address arithmetic on the
+ * arguments, which it computes again from its own arguments (so it knows
+ * them as offsets of noalias buffers, as the first part does), and
+ * anything else (a loaded index, the loss), which goes through scratch:
+ * stored before the call, loaded at the next part's entry. The JIT
+ * compiles the parts in parallel (jit_compile). */
+
+/* The kernel's function (or a part of it) named name, its noalias
  * parameters said so, positioned at its entry. */
 static LLVMValueRef kernel_fn(CG *c, const char *name) {
   Cg *cg = &c->cg;
@@ -1194,6 +1212,178 @@ static void bind_params(CG *c) {
   c->scratch_t = fptr(cg, c->scratch, LLVMBuildLoad2(cg->b, cg->i64, c->fixed_size, ""));
 }
 
+/* Values of one part carried into the next (next_part). */
+typedef struct Carry {
+  CG *c;
+  LLVMValueRef from, to;     /* the two functions */
+  LLVMValueRef from_scratch; /* from's scratch argument */
+  LLVMBuilderRef at_from;    /* before from's call of to */
+  LLVMValueRef *src, *dst;   /* what is carried: from's value -> to's */
+  int n, cap;
+} Carry;
+
+/* v (a value of the part k->from) in the next part: itself when it is a
+ * constant or a global, the same argument, address arithmetic computed
+ * again, or else stored to scratch in from and loaded in to (at the
+ * builder's position, to's entry). */
+static LLVMValueRef carry(Carry *k, LLVMValueRef v) {
+  if (!v || LLVMIsConstant(v) || LLVMIsAGlobalValue(v))
+    return v;
+  for (int i = 0; i < k->n; i++)
+    if (k->src[i] == v)
+      return k->dst[i];
+  Cg *cg = &k->c->cg;
+  LLVMValueRef to = NULL;
+  if (LLVMIsAArgument(v)) {
+    unsigned np = LLVMCountParams(k->from);
+    for (unsigned i = 0; i < np && !to; i++)
+      if (LLVMGetParam(k->from, i) == v)
+        to = LLVMGetParam(k->to, i);
+  } else if (LLVMIsAInstruction(v)) {
+    LLVMOpcode op = LLVMGetInstructionOpcode(v);
+    LLVMValueRef ops[8];
+    int nops = LLVMGetNumOperands(v);
+    bool remat = nops <= 8;
+    switch (op) {
+    case LLVMGetElementPtr:
+    case LLVMAdd:
+    case LLVMSub:
+    case LLVMMul:
+    case LLVMShl:
+    case LLVMSExt:
+    case LLVMZExt:
+    case LLVMTrunc:
+      break;
+    case LLVMLoad: /* of a constant global (a scratch size) */
+      remat = LLVMIsAGlobalVariable(LLVMGetOperand(v, 0)) &&
+              LLVMIsGlobalConstant(LLVMGetOperand(v, 0));
+      break;
+    default:
+      remat = false;
+    }
+    for (int i = 0; remat && i < nops; i++)
+      ops[i] = carry(k, LLVMGetOperand(v, i));
+    if (remat) {
+      switch (op) {
+      case LLVMGetElementPtr:
+        to = LLVMBuildGEP2(cg->b, LLVMGetGEPSourceElementType(v), ops[0], ops + 1,
+                           (unsigned)nops - 1, "");
+        LLVMSetIsInBounds(to, LLVMIsInBounds(v));
+        break;
+      case LLVMSExt:
+      case LLVMZExt:
+      case LLVMTrunc:
+        to = LLVMBuildCast(cg->b, op, ops[0], LLVMTypeOf(v), "");
+        break;
+      case LLVMLoad:
+        to = LLVMBuildLoad2(cg->b, LLVMTypeOf(v), ops[0], "");
+        break;
+      default:
+        to = LLVMBuildBinOp(cg->b, op, ops[0], ops[1], "");
+        LLVMSetNSW(to, LLVMGetNSW(v));
+        LLVMSetNUW(to, LLVMGetNUW(v));
+      }
+    }
+  }
+  if (!to) { /* through scratch: 8 bytes of the fixed part */
+    CG *c = k->c;
+    LLVMValueRef slot = ci64(cg, (long long)c->fixed);
+    c->fixed += 2;
+    LLVMBuildStore(k->at_from, v, LLVMBuildGEP2(k->at_from, cg->f32, k->from_scratch, &slot, 1, ""));
+    to = LLVMBuildLoad2(cg->b, LLVMTypeOf(v), fptr(cg, c->scratch, slot), "");
+  }
+  if (k->n == k->cap) {
+    k->cap = k->cap ? 2 * k->cap : 64;
+    k->src = xrealloc(k->src, (size_t)k->cap * sizeof *k->src);
+    k->dst = xrealloc(k->dst, (size_t)k->cap * sizeof *k->dst);
+  }
+  k->src[k->n] = v;
+  k->dst[k->n++] = to;
+  return to;
+}
+
+/* Ends the part being emitted with a call of the next one, which is made
+ * and positioned at, its arguments bound and block 0's values carried. */
+static void next_part(CG *c) {
+  Cg *cg = &c->cg;
+  char name[256];
+  snprintf(name, sizeof name, "%s.part%d", c->name, ++c->part);
+  LLVMValueRef from = cg->fn;
+  LLVMBuilderRef at_from = cg->b;
+  Carry k = {.c = c, .from = from, .from_scratch = c->scratch, .at_from = at_from};
+  cg->b = LLVMCreateBuilderInContext(cg->ctx);
+  k.to = kernel_fn(c, name);
+  bind_params(c);
+  for (int id = 0; id < c->g->nnodes; id++) {
+    if (c->g->nodes[id].block != 0)
+      continue;
+    c->ptr[id] = carry(&k, c->ptr[id]);
+    c->sval[id] = carry(&k, c->sval[id]);
+    c->qin[id] = carry(&k, c->qin[id]);
+    c->cur[id] = NULL;
+  }
+  c->fixed = (c->fixed + 15) & ~(size_t)15; /* the spills took 8 bytes each */
+  unsigned np = LLVMCountParams(from);
+  LLVMValueRef args[16];
+  assert(np <= ARRAY_LEN(args));
+  for (unsigned i = 0; i < np; i++)
+    args[i] = LLVMGetParam(from, i);
+  LLVMBuildCall2(at_from, c->fty, k.to, args, np, "");
+  LLVMBuildRetVoid(at_from);
+  LLVMDisposeBuilder(at_from);
+  free(k.src);
+  free(k.dst);
+}
+
+/* Roughly how long LLVM takes over the code node id makes, in units of
+ * an elementwise node's (measured on gru.nn's train kernel, part by part):
+ * a matrix-vector product's blocked loops weigh 64, a transposed one's 16
+ * (one vector at a time), each three times over a sequence (step_tuples:
+ * four steps at a time, two, one); a product of a one-hot is a row read,
+ * a gradient's outer product a rank-1 update; a scan weighs its body. */
+static long node_weight(const Graph *g, int id) {
+  const Node *n = &g->nodes[id];
+  long seq = type_is_seq(n->type) ? 3 : 1;
+  switch (n->op) {
+  case OP_MATVEC:
+  case OP_MATVEC_T:
+    if (g->nodes[n->in[1]].type.kind == TY_ONEHOT)
+      return 4;
+    return seq * (n->op == OP_MATVEC ? 64 : 16);
+  case OP_ACC_OUTER:
+    return 16;
+  case OP_SCAN: {
+    long w = 4;
+    const Block *b = &g->blocks[n->region];
+    for (int i = 0; i < b->n; i++)
+      w += node_weight(g, b->nodes[i]);
+    return w;
+  }
+  default:
+    return 1;
+  }
+}
+
+/* Where the parts begin (CG.part_at): block 0 cut into `parts` runs of
+ * about equal weight, at nodes that are not views (a view costs nothing,
+ * and a part should begin with work). */
+static void plan_parts(CG *c, int parts) {
+  const Graph *g = c->g;
+  const Block *b0 = &g->blocks[0];
+  c->part_at = xmalloc((size_t)(parts > 1 ? parts : 1) * sizeof *c->part_at);
+  long total = 0;
+  for (int i = 0; i < b0->n; i++)
+    total += node_weight(g, b0->nodes[i]);
+  int np = 0;
+  long sum = 0;
+  for (int i = 0; i < b0->n && np < parts - 1; i++) {
+    if (sum * parts >= total * (np + 1) && !is_view(g->nodes[b0->nodes[i]].op))
+      c->part_at[np++] = i;
+    sum += node_weight(g, b0->nodes[i]);
+  }
+  c->part_at[np] = -1;
+}
+
 static void emit_block(CG *c, int blk) {
   const Block *b = &c->g->blocks[blk];
   Group gr = {0};
@@ -1202,6 +1392,10 @@ static void emit_block(CG *c, int blk) {
     const Node *n = N(c, id);
     if (n->op == OP_ARG)
       continue;
+    if (blk == 0 && c->part_at && i == c->part_at[c->part]) {
+      close_group(c, &gr);
+      next_part(c);
+    }
     if (gr.n && can_join(c, &gr, id)) {
       group_add(c, &gr, id);
       continue;
@@ -1307,6 +1501,8 @@ int codegen(const Graph *g, LLVMModuleRef mod, const char *name, const CodegenOp
   LLVMSetLinkage(c.fixed_size, LLVMPrivateLinkage);
   kernel_fn(&c, name);
   bind_params(&c);
+  if (opt && opt->parts > 1)
+    plan_parts(&c, opt->parts);
 
   c.first_acc = xcalloc(nn, sizeof *c.first_acc);
   c.qin = xcalloc(nn, sizeof *c.qin);
@@ -1353,6 +1549,7 @@ int codegen(const Graph *g, LLVMModuleRef mod, const char *name, const CodegenOp
   free(c.first_acc);
   free(c.qin);
   free(c.qin_ld);
+  free(c.part_at);
   cg_dispose(cg);
   (void)e;
   return 0;

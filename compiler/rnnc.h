@@ -459,6 +459,9 @@ typedef struct CodegenOptions {
   Simd simd;                 /* the target's vectors (simd_of); lanes 0: 4 x 16, SSE2's */
   bool quantize;             /* with baked_values: the products' matrices as int8 rows
                               * with per-row scales (see quantize_row) */
+  int parts;                 /* llvm.c: the function cut into this many (NAME, NAME.part1,
+                              * ...; see llvm.c), for the JIT to compile at once; 0, 1:
+                              * one function */
   Int8Dot int8_dot;          /* with quantize, on a CPU with integer dot products
                               * (target_int8_dot): a product with a float input
                               * quantizes it as quantize_row does (one scale per
@@ -587,11 +590,13 @@ typedef struct JitTimes {
 
 /* Compiles the kernel in module m (as codegen made it) for the JIT's
  * target into an object file appended to obj: optimizes it and generates
- * machine code. m is changed, not taken. Thread-safe: kernels can be
- * compiled at once, each in a context of its own. */
+ * machine code. A kernel codegen cut in parts (CodegenOptions.parts) is
+ * compiled part by part at once, a thread each, into one object per part,
+ * all appended to obj (see jit.c). m is changed, not taken. Thread-safe:
+ * kernels can be compiled at once, each in a context of its own. */
 int jit_compile(const Jit *j, LLVMModuleRef m, Buf *obj, JitTimes *t, Err *e);
-/* Adds an object of jit_compile's to the JIT (not thread-safe); it is
- * linked at the first lookup of one of its symbols. */
+/* Adds the object (or objects) of jit_compile's to the JIT (not
+ * thread-safe); it is linked at the first lookup of one of its symbols. */
 int jit_add_object(Jit *j, const void *obj, size_t len, Err *e);
 void *jit_lookup(Jit *j, const char *name, Err *e);
 

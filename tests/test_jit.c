@@ -383,6 +383,134 @@ static void test_inputs_checked(void **state) {
   free(path);
 }
 
+/* The graphs of the kernels `want` of the graph at rel (a path in the
+ * source tree), for 59 characters and 18 classes, in ks; returns the
+ * graph's text, for the caller to free after kernels_free. */
+static char *prepare_kernels(const char *rel, unsigned want, Kernels *ks) {
+  char *path = src_path(rel);
+  size_t len;
+  Err e;
+  char *text = read_graph(path, &len, &e);
+  assert_non_null(text);
+  DataSizes sizes = {59, 18};
+  if (kernels_prepare(ks, path, text, len, want, 0, &sizes, &e))
+    fail_msg("%s", e.msg);
+  free(path);
+  return text;
+}
+
+/* The kernel kind of graph g, compiled whole and cut in `parts`
+ * (CodegenOptions.parts), named name: its function. */
+static void *kernel_in_parts(Jit *j, KernelKind kind, const Graph *g, int parts, const char *fname,
+                             KernelAbi *abi) {
+  Err e;
+  LLVMContextRef ctx = LLVMContextCreate();
+  LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(fname, ctx);
+  CodegenOptions co = {.simd = jit_simd(j), .accumulate = kind == KERNEL_STEP, .parts = parts};
+  Buf obj = {0};
+  JitTimes t = {0};
+  if (codegen(g, mod, fname, &co, abi, &e))
+    fail_msg("%s in %d parts: %s", fname, parts, e.msg);
+  int defined = 0; /* the parts codegen made */
+  for (LLVMValueRef f = LLVMGetFirstFunction(mod); f; f = LLVMGetNextFunction(f))
+    defined += !LLVMIsDeclaration(f);
+  if (parts == 1 ? defined != 1 : defined < 2)
+    fail_msg("%s: %d functions for %d parts", fname, defined, parts);
+  if (jit_compile(j, mod, &obj, &t, &e) || jit_add_object(j, obj.data, obj.len, &e))
+    fail_msg("%s in %d parts: %s", fname, parts, e.msg);
+  LLVMDisposeModule(mod);
+  LLVMContextDispose(ctx);
+  buf_free(&obj);
+  void *fn = jit_lookup(j, fname, &e);
+  if (!fn)
+    fail_msg("%s", e.msg);
+  return fn;
+}
+
+/* CodegenOptions.parts: a kernel cut in 2, 3 or 5 functions (what the
+ * JIT compiles at once, each on a thread) gives the bits of the one
+ * function, for the train, forward and step kernels of graphs of every
+ * shape the examples have (the values one part leaves the next: buffers,
+ * views, loaded indices, scalars such as the loss), at lengths 1 to 9. */
+static void test_parts_same_bits(void **state) {
+  (void)state;
+  const char *graphs[] = {"graphs/rnn.nn",         "graphs/gru.nn",         "graphs/lstm.nn",
+                          "examples/bigru.nn",     "examples/embed_gru.nn", "examples/relu_rnn.nn",
+                          "tests/graphs/tied_init.nn", "tests/graphs/shared_buffers.nn"};
+  const KernelKind kinds[] = {KERNEL_TRAIN, KERNEL_FORWARD, KERNEL_STEP};
+  const int cuts[] = {2, 3, 5};
+  enum { TMAX = 9 };
+  for (size_t gi = 0; gi < ARRAY_LEN(graphs); gi++) {
+    Kernels ks;
+    char *text = prepare_kernels(graphs[gi], KERNEL_BIT(KERNEL_TRAIN) | KERNEL_BIT(KERNEL_FORWARD) |
+                                                 KERNEL_BIT(KERNEL_STEP), &ks);
+    Err e;
+    Jit *j = jit_new(NULL, &e);
+    if (!j)
+      fail_msg("%s", e.msg);
+    for (size_t k = 0; k < ARRAY_LEN(kinds); k++) {
+      const Graph *g = ks.graph[kinds[k]];
+      size_t nf = g->nfloats, nstate = SLOT_COUNT * nf;
+      for (size_t ci = 0; ci < ARRAY_LEN(cuts); ci++) {
+        char name0[64], name1[64];
+        snprintf(name0, sizeof name0, "%s_whole_%zu", kernel_name(kinds[k]), ci);
+        snprintf(name1, sizeof name1, "%s_cut%d", kernel_name(kinds[k]), cuts[ci]);
+        KernelAbi a0, a1;
+        void *f0 = kernel_in_parts(j, kinds[k], g, 1, name0, &a0);
+        void *f1 = kernel_in_parts(j, kinds[k], g, cuts[ci], name1, &a1);
+        assert_int_equal(a0.noise, a1.noise);
+        size_t scratch = (a0.scratch_fixed > a1.scratch_fixed ? a0.scratch_fixed : a1.scratch_fixed) +
+                         TMAX * a0.scratch_per_t;
+        assert_int_equal(a0.scratch_per_t, a1.scratch_per_t);
+        float *st[2], *sc[2], *grad[2], out[2][64];
+        for (int v = 0; v < 2; v++) {
+          st[v] = xcalloc(nstate, sizeof(float));
+          sc[v] = xcalloc(scratch + 1, sizeof(float));
+          grad[v] = xcalloc(nf, sizeof(float));
+        }
+        float *noise = xcalloc(a0.noise + 1, sizeof(float));
+        Rng r;
+        rng_seed(&r, 7);
+        for (int T = 1; T <= TMAX; T++) {
+          for (size_t i = 0; i < nstate; i++)
+            st[0][i] = st[1][i] = i < nf ? rng_uniform(&r, -0.3f, 0.3f) : rng_uniform(&r, 0, 0.01f);
+          for (size_t i = 0; i < a0.noise; i++)
+            noise[i] = rng_uniform(&r, -1, 1);
+          memset(grad[0], 0, nf * sizeof(float));
+          memset(grad[1], 0, nf * sizeof(float));
+          int32_t chars[TMAX];
+          for (int t = 0; t < T; t++)
+            chars[t] = (int32_t)rng_below(&r, (uint32_t)g->vocab);
+          int target = (int)rng_below(&r, (uint32_t)g->classes);
+          memset(out, 0, sizeof out);
+          for (int v = 0; v < 2; v++) {
+            void *f = v ? f1 : f0;
+            if (kinds[k] == KERNEL_STEP)
+              ((StepKernelFn)f)(st[v], grad[v], chars, T, target, noise, sc[v], TMAX, 3, out[v]);
+            else
+              ((KernelFn)f)(st[v], chars, T, target, noise, sc[v], TMAX, 3, out[v]);
+          }
+          if (memcmp(out[0], out[1], sizeof out[0]) || memcmp(st[0], st[1], nstate * sizeof(float)) ||
+              memcmp(grad[0], grad[1], nf * sizeof(float)))
+            fail_msg("%s, %s in %d parts, T = %d: not the bits of the one function", graphs[gi],
+                     kernel_name(kinds[k]), cuts[ci], T);
+        }
+        print_message("%s, %s: the same bits in 1 and %d parts\n", graphs[gi], kernel_name(kinds[k]),
+                      cuts[ci]);
+        for (int v = 0; v < 2; v++) {
+          free(st[v]);
+          free(sc[v]);
+          free(grad[v]);
+        }
+        free(noise);
+      }
+    }
+    jit_free(j);
+    kernels_free(&ks);
+    free(text);
+  }
+}
+
 /* A module with one empty function, fname, in j's context. */
 /* The object of a module with one empty function, fname, compiled by j. */
 static void object_with(Jit *j, const char *fname, Buf *obj) {
@@ -415,16 +543,9 @@ static void test_batched_kernels_same_objects(void **state) {
   const char *cpus[] = {NULL, NULL, NULL, NULL, "haswell"};
   const KernelKind kinds[] = {KERNEL_STEP_BATCH, KERNEL_FORWARD_BATCH};
   for (size_t gi = 0; gi < ARRAY_LEN(graphs); gi++) {
-    char *path = src_path(graphs[gi]);
-    size_t len;
-    Err e;
-    char *text = read_graph(path, &len, &e);
-    assert_non_null(text);
     Kernels ks;
-    DataSizes sizes = {59, 18};
-    if (kernels_prepare(&ks, path, text, len, KERNEL_BIT(kinds[0]) | KERNEL_BIT(kinds[1]), 0,
-                        &sizes, &e))
-      fail_msg("%s", e.msg);
+    char *text = prepare_kernels(graphs[gi], KERNEL_BIT(kinds[0]) | KERNEL_BIT(kinds[1]), &ks);
+    Err e;
     Jit *j = jit_new(cpus[gi], &e);
     if (!j)
       fail_msg("%s", e.msg);
@@ -454,7 +575,6 @@ static void test_batched_kernels_same_objects(void **state) {
     jit_free(j);
     kernels_free(&ks);
     free(text);
-    free(path);
   }
 }
 
@@ -493,6 +613,7 @@ int main(void) {
       cmocka_unit_test(test_golden_bigru), cmocka_unit_test(test_inputs_checked),
       cmocka_unit_test(test_jit_refused_module),
       cmocka_unit_test(test_batched_kernels_same_objects),
+      cmocka_unit_test(test_parts_same_bits),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
