@@ -130,6 +130,37 @@ LLVMValueRef splat(Cg *cg, LLVMTypeRef vt, LLVMValueRef x);
  * The math functions are the inline ones of mathfn.c. */
 LLVMValueRef cg_elem(Cg *cg, Op op, double f, LLVMValueRef a, LLVMValueRef b);
 
+/* --------------------------------------------------- a kernel in parts */
+
+/* CodegenOptions.parts (llvm.c, batch.c): a kernel as a chain of functions
+ * with one signature, each ending in a call of the next with its own
+ * arguments. What a later part reads of an earlier one's values: a
+ * constant, a global or an argument is itself (the next part's argument);
+ * address arithmetic on them (GEPs, integer adds, subs, multiplies,
+ * shifts, extensions, loads of constant globals) is computed again at the
+ * next part's entry, so LLVM sees the same offsets of the same noalias
+ * arguments; anything else is stored to 8 bytes of scratch (*fixed floats
+ * into it, grown) before the call and loaded at the entry. */
+typedef struct Carry {
+  Cg *cg;                  /* building the next part: cg->b at its entry */
+  LLVMValueRef from, to;   /* the two functions */
+  LLVMValueRef from_scratch, to_scratch; /* their scratch arguments */
+  LLVMBuilderRef at_from;  /* at from's end */
+  size_t *fixed;           /* the fixed part of scratch, in floats */
+  LLVMValueRef *src, *dst; /* what is carried: from's value -> to's */
+  int n, cap;
+} Carry;
+
+/* Begins carrying from function `from` (the builder `at_from` at its end)
+ * into `to` (cg->fn, cg->b at its entry). */
+Carry carry_begin(Cg *cg, LLVMValueRef from, LLVMBuilderRef at_from, unsigned scratch_arg,
+                  size_t *fixed);
+/* v, a value of k->from, in k->to (NULL: NULL). */
+LLVMValueRef carry(Carry *k, LLVMValueRef v);
+/* from calls to with its own arguments and returns; *fixed is rounded up
+ * to 16 floats again. Disposes at_from. */
+void carry_end(Carry *k);
+
 /* ------------------------------------------- batch-1 product kernels */
 
 /* The batch-1 kernels' blocks: 16 rows, and vectors of 16 floats (two ymm

@@ -200,6 +200,103 @@ static LLVMValueRef concat16(Cg *cg, LLVMValueRef *v, int count) {
  * vectors split into spilled pieces (on a Cortex-M4, V = 1: 16 scalar
  * sums in the FPU's registers, one multiply-add each per load of W, and
  * no tree). */
+/* ---------------------------------------------------- a kernel in parts */
+
+Carry carry_begin(Cg *cg, LLVMValueRef from, LLVMBuilderRef at_from, unsigned scratch_arg,
+                  size_t *fixed) {
+  return (Carry){.cg = cg, .from = from, .to = cg->fn, .from_scratch = LLVMGetParam(from, scratch_arg),
+                 .to_scratch = LLVMGetParam(cg->fn, scratch_arg), .at_from = at_from, .fixed = fixed};
+}
+
+LLVMValueRef carry(Carry *k, LLVMValueRef v) {
+  if (!v || LLVMIsConstant(v) || LLVMIsAGlobalValue(v))
+    return v;
+  for (int i = 0; i < k->n; i++)
+    if (k->src[i] == v)
+      return k->dst[i];
+  Cg *cg = k->cg;
+  LLVMValueRef to = NULL;
+  if (LLVMIsAArgument(v)) {
+    unsigned np = LLVMCountParams(k->from);
+    for (unsigned i = 0; i < np && !to; i++)
+      if (LLVMGetParam(k->from, i) == v)
+        to = LLVMGetParam(k->to, i);
+  } else if (LLVMIsAInstruction(v)) {
+    LLVMOpcode op = LLVMGetInstructionOpcode(v);
+    LLVMValueRef ops[8];
+    int nops = LLVMGetNumOperands(v);
+    bool remat = nops <= 8;
+    switch (op) {
+    case LLVMGetElementPtr:
+    case LLVMAdd:
+    case LLVMSub:
+    case LLVMMul:
+    case LLVMShl:
+    case LLVMSExt:
+    case LLVMZExt:
+    case LLVMTrunc:
+      break;
+    case LLVMLoad: /* of a constant global (a scratch size) */
+      remat = LLVMIsAGlobalVariable(LLVMGetOperand(v, 0)) &&
+              LLVMIsGlobalConstant(LLVMGetOperand(v, 0));
+      break;
+    default:
+      remat = false;
+    }
+    for (int i = 0; remat && i < nops; i++)
+      ops[i] = carry(k, LLVMGetOperand(v, i));
+    if (remat) {
+      switch (op) {
+      case LLVMGetElementPtr:
+        to = LLVMBuildGEP2(cg->b, LLVMGetGEPSourceElementType(v), ops[0], ops + 1,
+                           (unsigned)nops - 1, "");
+        LLVMSetIsInBounds(to, LLVMIsInBounds(v));
+        break;
+      case LLVMSExt:
+      case LLVMZExt:
+      case LLVMTrunc:
+        to = LLVMBuildCast(cg->b, op, ops[0], LLVMTypeOf(v), "");
+        break;
+      case LLVMLoad:
+        to = LLVMBuildLoad2(cg->b, LLVMTypeOf(v), ops[0], "");
+        break;
+      default:
+        to = LLVMBuildBinOp(cg->b, op, ops[0], ops[1], "");
+        LLVMSetNSW(to, LLVMGetNSW(v));
+        LLVMSetNUW(to, LLVMGetNUW(v));
+      }
+    }
+  }
+  if (!to) { /* through scratch: 8 bytes of the fixed part */
+    LLVMValueRef slot = ci64(cg, (long long)*k->fixed);
+    *k->fixed += 2;
+    LLVMBuildStore(k->at_from, v, LLVMBuildGEP2(k->at_from, cg->f32, k->from_scratch, &slot, 1, ""));
+    to = LLVMBuildLoad2(cg->b, LLVMTypeOf(v), fptr(cg, k->to_scratch, slot), "");
+  }
+  if (k->n == k->cap) {
+    k->cap = k->cap ? 2 * k->cap : 64;
+    k->src = xrealloc(k->src, (size_t)k->cap * sizeof *k->src);
+    k->dst = xrealloc(k->dst, (size_t)k->cap * sizeof *k->dst);
+  }
+  k->src[k->n] = v;
+  k->dst[k->n++] = to;
+  return to;
+}
+
+void carry_end(Carry *k) {
+  *k->fixed = (*k->fixed + 15) & ~(size_t)15; /* the spills took 8 bytes each */
+  unsigned np = LLVMCountParams(k->from);
+  LLVMValueRef args[16];
+  assert(np <= ARRAY_LEN(args));
+  for (unsigned i = 0; i < np; i++)
+    args[i] = LLVMGetParam(k->from, i);
+  LLVMBuildCall2(k->at_from, LLVMGlobalGetValueType(k->to), k->to, args, np, "");
+  LLVMBuildRetVoid(k->at_from);
+  LLVMDisposeBuilder(k->at_from);
+  free(k->src);
+  free(k->dst);
+}
+
 int mv_lanes(const Cg *cg) { return cg->simd.mv_lanes ? cg->simd.mv_lanes : BLOCK; }
 
 void matvec_block_n(Cg *cg, LLVMValueRef w, long long ld, long long ks, LLVMValueRef *xs, int nx,

@@ -1150,12 +1150,8 @@ static void emit_standalone(CG *c, int id) {
  * parameter attributes, each ending in a call of the next with its own
  * arguments. A part begins at a node of block 0 (nothing is open there but
  * the function), so the chain computes what the one function does, in the
- * same order and with the same arithmetic: the same bits. What a later
- * part reads of an earlier one's values is address arithmetic on the
- * arguments, which it computes again from its own arguments (so it knows
- * them as offsets of noalias buffers, as the first part does), and
- * anything else (a loaded index, the loss), which goes through scratch:
- * stored before the call, loaded at the next part's entry. The JIT
+ * same order and with the same arithmetic: the same bits. Block 0's
+ * values go from part to part as carry (kernels.c) takes them. The JIT
  * compiles the parts in parallel (jit_compile). */
 
 /* The kernel's function (or a part of it) named name, its noalias
@@ -1212,96 +1208,6 @@ static void bind_params(CG *c) {
   c->scratch_t = fptr(cg, c->scratch, LLVMBuildLoad2(cg->b, cg->i64, c->fixed_size, ""));
 }
 
-/* Values of one part carried into the next (next_part). */
-typedef struct Carry {
-  CG *c;
-  LLVMValueRef from, to;     /* the two functions */
-  LLVMValueRef from_scratch; /* from's scratch argument */
-  LLVMBuilderRef at_from;    /* before from's call of to */
-  LLVMValueRef *src, *dst;   /* what is carried: from's value -> to's */
-  int n, cap;
-} Carry;
-
-/* v (a value of the part k->from) in the next part: itself when it is a
- * constant or a global, the same argument, address arithmetic computed
- * again, or else stored to scratch in from and loaded in to (at the
- * builder's position, to's entry). */
-static LLVMValueRef carry(Carry *k, LLVMValueRef v) {
-  if (!v || LLVMIsConstant(v) || LLVMIsAGlobalValue(v))
-    return v;
-  for (int i = 0; i < k->n; i++)
-    if (k->src[i] == v)
-      return k->dst[i];
-  Cg *cg = &k->c->cg;
-  LLVMValueRef to = NULL;
-  if (LLVMIsAArgument(v)) {
-    unsigned np = LLVMCountParams(k->from);
-    for (unsigned i = 0; i < np && !to; i++)
-      if (LLVMGetParam(k->from, i) == v)
-        to = LLVMGetParam(k->to, i);
-  } else if (LLVMIsAInstruction(v)) {
-    LLVMOpcode op = LLVMGetInstructionOpcode(v);
-    LLVMValueRef ops[8];
-    int nops = LLVMGetNumOperands(v);
-    bool remat = nops <= 8;
-    switch (op) {
-    case LLVMGetElementPtr:
-    case LLVMAdd:
-    case LLVMSub:
-    case LLVMMul:
-    case LLVMShl:
-    case LLVMSExt:
-    case LLVMZExt:
-    case LLVMTrunc:
-      break;
-    case LLVMLoad: /* of a constant global (a scratch size) */
-      remat = LLVMIsAGlobalVariable(LLVMGetOperand(v, 0)) &&
-              LLVMIsGlobalConstant(LLVMGetOperand(v, 0));
-      break;
-    default:
-      remat = false;
-    }
-    for (int i = 0; remat && i < nops; i++)
-      ops[i] = carry(k, LLVMGetOperand(v, i));
-    if (remat) {
-      switch (op) {
-      case LLVMGetElementPtr:
-        to = LLVMBuildGEP2(cg->b, LLVMGetGEPSourceElementType(v), ops[0], ops + 1,
-                           (unsigned)nops - 1, "");
-        LLVMSetIsInBounds(to, LLVMIsInBounds(v));
-        break;
-      case LLVMSExt:
-      case LLVMZExt:
-      case LLVMTrunc:
-        to = LLVMBuildCast(cg->b, op, ops[0], LLVMTypeOf(v), "");
-        break;
-      case LLVMLoad:
-        to = LLVMBuildLoad2(cg->b, LLVMTypeOf(v), ops[0], "");
-        break;
-      default:
-        to = LLVMBuildBinOp(cg->b, op, ops[0], ops[1], "");
-        LLVMSetNSW(to, LLVMGetNSW(v));
-        LLVMSetNUW(to, LLVMGetNUW(v));
-      }
-    }
-  }
-  if (!to) { /* through scratch: 8 bytes of the fixed part */
-    CG *c = k->c;
-    LLVMValueRef slot = ci64(cg, (long long)c->fixed);
-    c->fixed += 2;
-    LLVMBuildStore(k->at_from, v, LLVMBuildGEP2(k->at_from, cg->f32, k->from_scratch, &slot, 1, ""));
-    to = LLVMBuildLoad2(cg->b, LLVMTypeOf(v), fptr(cg, c->scratch, slot), "");
-  }
-  if (k->n == k->cap) {
-    k->cap = k->cap ? 2 * k->cap : 64;
-    k->src = xrealloc(k->src, (size_t)k->cap * sizeof *k->src);
-    k->dst = xrealloc(k->dst, (size_t)k->cap * sizeof *k->dst);
-  }
-  k->src[k->n] = v;
-  k->dst[k->n++] = to;
-  return to;
-}
-
 /* Ends the part being emitted with a call of the next one, which is made
  * and positioned at, its arguments bound and block 0's values carried. */
 static void next_part(CG *c) {
@@ -1310,10 +1216,11 @@ static void next_part(CG *c) {
   snprintf(name, sizeof name, "%s.part%d", c->name, ++c->part);
   LLVMValueRef from = cg->fn;
   LLVMBuilderRef at_from = cg->b;
-  Carry k = {.c = c, .from = from, .from_scratch = c->scratch, .at_from = at_from};
   cg->b = LLVMCreateBuilderInContext(cg->ctx);
-  k.to = kernel_fn(c, name);
+  kernel_fn(c, name);
   bind_params(c);
+  unsigned scratch_arg = c->opt && c->opt->accumulate ? 6 : 5;
+  Carry k = carry_begin(cg, from, at_from, scratch_arg, &c->fixed);
   for (int id = 0; id < c->g->nnodes; id++) {
     if (c->g->nodes[id].block != 0)
       continue;
@@ -1322,17 +1229,7 @@ static void next_part(CG *c) {
     c->qin[id] = carry(&k, c->qin[id]);
     c->cur[id] = NULL;
   }
-  c->fixed = (c->fixed + 15) & ~(size_t)15; /* the spills took 8 bytes each */
-  unsigned np = LLVMCountParams(from);
-  LLVMValueRef args[16];
-  assert(np <= ARRAY_LEN(args));
-  for (unsigned i = 0; i < np; i++)
-    args[i] = LLVMGetParam(from, i);
-  LLVMBuildCall2(at_from, c->fty, k.to, args, np, "");
-  LLVMBuildRetVoid(at_from);
-  LLVMDisposeBuilder(at_from);
-  free(k.src);
-  free(k.dst);
+  carry_end(&k);
 }
 
 /* Roughly how long LLVM takes over the code node id makes, in units of
