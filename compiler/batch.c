@@ -105,6 +105,10 @@ typedef struct BC {
   size_t npacked; /* floats of packs */
   Baked bk; /* AOT (opt->baked_values): the weights and their packs are
              * constants of the module, and state is unused */
+  const char *name; /* the kernel's function's */
+  LLVMValueRef fns[MAX_KERNEL_PARTS]; /* the kernel's function and its parts (CodegenOptions.parts) */
+  int *part_at; /* block 0's node index where each part after the first begins (plan_parts) */
+  int part;     /* the part being emitted */
 } BC;
 
 static const Node *N(BC *c, int id) { return &c->g->nodes[id]; }
@@ -1171,6 +1175,59 @@ static void emit_standalone(BC *c, int id) {
   }
 }
 
+/* ------------------------------------------------------------ parts */
+
+/* The kernel's function (or part `c->part` of it, NAME.partK: see
+ * CodegenOptions.parts and carry in kernels.c) named name, its noalias
+ * parameters said so, positioned at its entry with its arguments bound. */
+static void kernel_fn(BC *c, const char *name) {
+  Cg *cg = &c->cg;
+  LLVMTypeRef p = cg->pty, i32 = cg->i32;
+  LLVMTypeRef params[13] = {p, p, p, p, p, p, p, i32, i32, p, p, p, p};
+  LLVMTypeRef fty = LLVMFunctionType(LLVMVoidTypeInContext(cg->ctx), params, 13, 0);
+  cg->fn = c->fns[c->part] = LLVMAddFunction(cg->mod, name, fty);
+  unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
+  static const unsigned ptr_args[] = {0, 1, 2, 3, 4, 5, 6, 9, 10, 11, 12};
+  for (size_t i = 0; i < ARRAY_LEN(ptr_args); i++)
+    LLVMAddAttributeAtIndex(cg->fn, ptr_args[i] + 1, LLVMCreateEnumAttribute(cg->ctx, noalias, 0));
+  LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "entry"));
+  LLVMValueRef *args[13] = {&c->state, &c->packs, &c->grad, &c->chars, &c->lens, &c->bs, &c->off,
+                            &c->T, &c->B, &c->targets, &c->noise, &c->scratch, &c->out};
+  for (int i = 0; i < 13; i++)
+    *args[i] = LLVMGetParam(cg->fn, (unsigned)i);
+  c->T64 = LLVMBuildSExt(cg->b, c->T, cg->i64, "T");
+  c->B64 = LLVMBuildSExt(cg->b, c->B, cg->i64, "B");
+  c->total = load_i64(c, c->off, c->T64);
+  c->rows = c->B64;
+  c->base_b = fptr(cg, c->scratch, LLVMBuildLoad2(cg->b, cg->i64, c->fixed_g, ""));
+  c->base_r = fptr(cg, c->base_b,
+                   LLVMBuildMul(cg->b, c->B64, LLVMBuildLoad2(cg->b, cg->i64, c->per_b_g, ""), ""));
+}
+
+/* Ends the part being emitted with a call of the next one, which is made,
+ * and carries block 0's values and the packs' pointers into it. */
+static void next_part(BC *c) {
+  Cg *cg = &c->cg;
+  char name[256];
+  snprintf(name, sizeof name, "%s.part%d", c->name, ++c->part);
+  LLVMValueRef from = cg->fn;
+  LLVMBuilderRef at_from = cg->b;
+  cg->b = LLVMCreateBuilderInContext(cg->ctx);
+  kernel_fn(c, name);
+  Carry k = carry_begin(cg, from, at_from, 11, &c->fixed);
+  for (int id = 0; id < c->g->nnodes; id++) {
+    if (c->g->nodes[id].block != 0)
+      continue;
+    c->ptr[id] = carry(&k, c->ptr[id]);
+    c->sval[id] = carry(&k, c->sval[id]);
+    c->dest[id] = carry(&k, c->dest[id]);
+    c->cur[id] = NULL;
+  }
+  for (int i = 0; i < c->npacks; i++)
+    c->pk[i].ptr = carry(&k, c->pk[i].ptr);
+  carry_end(&k);
+}
+
 static void emit_block(BC *c, int blk) {
   const Block *b = &c->g->blocks[blk];
   Group gr = {0};
@@ -1178,6 +1235,10 @@ static void emit_block(BC *c, int blk) {
     int id = b->nodes[i];
     if (N(c, id)->op == OP_ARG)
       continue;
+    if (blk == 0 && c->part_at && i == c->part_at[c->part]) {
+      close_group(c, &gr);
+      next_part(c);
+    }
     if (gr.n && can_join(c, &gr, id)) {
       group_add(c, &gr, id);
       continue;
@@ -1249,23 +1310,7 @@ int codegen_batch(const Graph *g, LLVMModuleRef mod, const char *name, const Cod
   if (c.failed)
     goto done;
 
-  LLVMTypeRef p = cg->pty, i32 = cg->i32;
-  LLVMTypeRef params[13] = {p, p, p, p, p, p, p, i32, i32, p, p, p, p};
-  LLVMTypeRef fty = LLVMFunctionType(LLVMVoidTypeInContext(cg->ctx), params, 13, 0);
-  cg->fn = LLVMAddFunction(mod, name, fty);
-  unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
-  static const unsigned ptr_args[] = {0, 1, 2, 3, 4, 5, 6, 9, 10, 11, 12};
-  for (size_t i = 0; i < ARRAY_LEN(ptr_args); i++)
-    LLVMAddAttributeAtIndex(cg->fn, ptr_args[i] + 1, LLVMCreateEnumAttribute(cg->ctx, noalias, 0));
-  LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "entry"));
-  LLVMValueRef *args[13] = {&c.state, &c.packs, &c.grad, &c.chars, &c.lens, &c.bs, &c.off,
-                            &c.T, &c.B, &c.targets, &c.noise, &c.scratch, &c.out};
-  for (int i = 0; i < 13; i++)
-    *args[i] = LLVMGetParam(cg->fn, (unsigned)i);
-  c.T64 = LLVMBuildSExt(cg->b, c.T, cg->i64, "T");
-  c.B64 = LLVMBuildSExt(cg->b, c.B, cg->i64, "B");
-  c.total = load_i64(&c, c.off, c.T64);
-  c.rows = c.B64;
+  c.name = name;
   char gname[256];
   snprintf(gname, sizeof gname, "%s_scratch_fixed", name);
   c.fixed_g = LLVMAddGlobal(mod, cg->i64, gname);
@@ -1276,8 +1321,9 @@ int codegen_batch(const Graph *g, LLVMModuleRef mod, const char *name, const Cod
     LLVMSetGlobalConstant(gs[i], 1);
     LLVMSetLinkage(gs[i], LLVMPrivateLinkage);
   }
-  c.base_b = fptr(cg, c.scratch, LLVMBuildLoad2(cg->b, cg->i64, c.fixed_g, ""));
-  c.base_r = fptr(cg, c.base_b, LLVMBuildMul(cg->b, c.B64, LLVMBuildLoad2(cg->b, cg->i64, c.per_b_g, ""), ""));
+  kernel_fn(&c, name);
+  if (opt->parts > 1)
+    c.part_at = plan_parts(g, opt->parts < MAX_KERNEL_PARTS ? opt->parts : MAX_KERNEL_PARTS);
   /* the loads of parameters first (the baked packs' matrices) */
   for (int id = 0; id < g->nnodes; id++)
     if (g->nodes[id].op == OP_LOAD && g->nodes[id].block == 0)
@@ -1308,8 +1354,9 @@ int codegen_batch(const Graph *g, LLVMModuleRef mod, const char *name, const Cod
   abi->packed = c.npacked;
   rc = 0;
 done:
-  if (c.failed && cg->fn) {
-    LLVMDeleteFunction(cg->fn);
+  if (c.failed && c.fns[0]) {
+    for (int i = 0; i <= c.part; i++) /* each part's caller first */
+      LLVMDeleteFunction(c.fns[i]);
     if (c.fixed_g)
       LLVMDeleteGlobal(c.fixed_g);
     if (c.per_b_g)
@@ -1332,6 +1379,7 @@ done:
   free(c.skip0);
   free(c.overwrite);
   free(c.pk);
+  free(c.part_at);
   cg_dispose(cg);
   return rc;
 }

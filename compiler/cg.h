@@ -141,6 +141,8 @@ LLVMValueRef cg_elem(Cg *cg, Op op, double f, LLVMValueRef a, LLVMValueRef b);
  * next part's entry, so LLVM sees the same offsets of the same noalias
  * arguments; anything else is stored to 8 bytes of scratch (*fixed floats
  * into it, grown) before the call and loaded at the entry. */
+enum { MAX_KERNEL_PARTS = 8 };
+
 typedef struct Carry {
   Cg *cg;                  /* building the next part: cg->b at its entry */
   LLVMValueRef from, to;   /* the two functions */
@@ -160,6 +162,11 @@ LLVMValueRef carry(Carry *k, LLVMValueRef v);
 /* from calls to with its own arguments and returns; *fixed is rounded up
  * to 16 floats again. Disposes at_from. */
 void carry_end(Carry *k);
+/* Where the parts of g's kernel begin: block 0's node indices, ascending,
+ * then -1 (at most parts - 1 of them), where the estimated LLVM work
+ * (node_weight) before and after is about equal, at nodes that do work.
+ * The caller frees it. */
+int *plan_parts(const Graph *g, int parts);
 
 /* ------------------------------------------- batch-1 product kernels */
 

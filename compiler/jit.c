@@ -63,7 +63,7 @@ static const char kernel_pipeline[] =
     "globaldce";
 #undef INSTCOMBINE
 
-static int run_passes(LLVMModuleRef m, LLVMTargetMachineRef tm, const char *passes, Err *e) {
+static int verify(LLVMModuleRef m, Err *e) {
   char *msg = NULL;
   if (LLVMVerifyModule(m, LLVMReturnStatusAction, &msg)) {
     errf(e, "internal error: generated LLVM IR does not verify: %s", msg);
@@ -71,6 +71,12 @@ static int run_passes(LLVMModuleRef m, LLVMTargetMachineRef tm, const char *pass
     return -1;
   }
   LLVMDisposeMessage(msg);
+  return 0;
+}
+
+static int run_passes(LLVMModuleRef m, LLVMTargetMachineRef tm, const char *passes, Err *e) {
+  if (verify(m, e))
+    return -1;
   char *triple = LLVMGetTargetMachineTriple(tm);
   LLVMSetTarget(m, triple);
   LLVMDisposeMessage(triple);
@@ -325,7 +331,8 @@ static int count_parts(LLVMModuleRef m) {
 
 /* m reduced to part k: every other function with a body and external
  * linkage (the other parts; the kernel itself, part 0, in a later part's
- * module) made a declaration. */
+ * module) made a declaration, and the internal functions part k does not
+ * call (a batched kernel's GEMM tiles) dropped before they are optimized. */
 static int keep_part(LLVMModuleRef m, int k, Err *e) {
   for (LLVMValueRef f = LLVMGetFirstFunction(m); f; f = LLVMGetNextFunction(f)) {
     size_t len;
@@ -335,7 +342,7 @@ static int keep_part(LLVMModuleRef m, int k, Err *e) {
     LLVMSetLinkage(f, LLVMAvailableExternallyLinkage);
   }
   LLVMPassBuilderOptionsRef opts = LLVMCreatePassBuilderOptions();
-  LLVMErrorRef err = LLVMRunPasses(m, "elim-avail-extern", NULL, opts);
+  LLVMErrorRef err = LLVMRunPasses(m, "elim-avail-extern,globaldce", NULL, opts);
   LLVMDisposePassBuilderOptions(opts);
   return err ? llvm_err(e, "dropping the other parts", err) : 0;
 }
@@ -351,15 +358,29 @@ typedef struct PartJob {
   int rc;
 } PartJob;
 
+/* A context's diagnostics (by default an error exits the process): the
+ * first error's kept in the PartJob's Err. */
+static void part_diagnostic(LLVMDiagnosticInfoRef di, void *arg) {
+  PartJob *p = arg;
+  if (LLVMGetDiagInfoSeverity(di) != LLVMDSError || p->e.msg[0])
+    return;
+  char *msg = LLVMGetDiagInfoDescription(di);
+  errf(&p->e, "internal error: a kernel's bitcode does not read back: %s", msg);
+  LLVMDisposeMessage(msg);
+}
+
 /* Part p->part of the module in p->bitcode, in a context of its own. */
 static void *compile_part(void *arg) {
   PartJob *p = arg;
   LLVMContextRef ctx = LLVMContextCreate();
+  LLVMContextSetDiagnosticHandler(ctx, part_diagnostic, p);
   LLVMMemoryBufferRef mb = LLVMCreateMemoryBufferWithMemoryRange(p->bitcode, p->len, "kernel", 0);
   LLVMModuleRef m = NULL;
   p->rc = -1;
-  if (LLVMParseBitcodeInContext2(ctx, mb, &m))
-    errf(&p->e, "internal error: a kernel's bitcode does not read back");
+  if (LLVMParseBitcodeInContext2(ctx, mb, &m)) {
+    if (!p->e.msg[0])
+      errf(&p->e, "internal error: a kernel's bitcode does not read back");
+  }
   else if (!keep_part(m, p->part, &p->e))
     p->rc = compile_module(p->j, m, &p->obj, &p->t, &p->e);
   if (m)
@@ -381,6 +402,8 @@ int jit_compile(const Jit *j, LLVMModuleRef m, Buf *obj, JitTimes *t, Err *e) {
     t->kernels += !rc;
     return rc;
   }
+  if (verify(m, e)) /* before the bitcode: a module that does not verify may not read back */
+    return -1;
   LLVMMemoryBufferRef bc = LLVMWriteBitcodeToMemoryBuffer(m);
   PartJob job[MAX_PARTS] = {0};
   pthread_t th[MAX_PARTS];

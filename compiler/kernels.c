@@ -297,6 +297,70 @@ void carry_end(Carry *k) {
   free(k->dst);
 }
 
+/* Whether a node of op makes no code of its own (a view, a leaf). */
+static bool no_work(Op op) {
+  switch (op) {
+  case OP_LOAD:
+  case OP_INPUT:
+  case OP_TARGET:
+  case OP_CONST:
+  case OP_SLICE:
+  case OP_LAST:
+  case OP_FIRST:
+  case OP_PROJ:
+  case OP_ARG:
+    return true;
+  default:
+    return false;
+  }
+}
+
+/* Roughly how long LLVM takes over the code node id makes, in units of
+ * an elementwise node's (measured on gru.nn's train kernel, part by part):
+ * a matrix-vector product's blocked loops weigh 64, a transposed one's 16
+ * (one vector at a time), each three times over a sequence (step_tuples:
+ * four steps at a time, two, one); a product of a one-hot is a row read,
+ * a gradient's outer product a rank-1 update; a scan weighs its body. */
+static long node_weight(const Graph *g, int id) {
+  const Node *n = &g->nodes[id];
+  long seq = type_is_seq(n->type) ? 3 : 1;
+  switch (n->op) {
+  case OP_MATVEC:
+  case OP_MATVEC_T:
+    if (g->nodes[n->in[1]].type.kind == TY_ONEHOT)
+      return 4;
+    return seq * (n->op == OP_MATVEC ? 64 : 16);
+  case OP_ACC_OUTER:
+    return 16;
+  case OP_SCAN: {
+    long w = 4;
+    const Block *b = &g->blocks[n->region];
+    for (int i = 0; i < b->n; i++)
+      w += node_weight(g, b->nodes[i]);
+    return w;
+  }
+  default:
+    return 1;
+  }
+}
+
+int *plan_parts(const Graph *g, int parts) {
+  const Block *b0 = &g->blocks[0];
+  int *part_at = xmalloc((size_t)(parts > 1 ? parts : 1) * sizeof *part_at);
+  long total = 0;
+  for (int i = 0; i < b0->n; i++)
+    total += node_weight(g, b0->nodes[i]);
+  int np = 0;
+  long sum = 0;
+  for (int i = 0; i < b0->n && np < parts - 1; i++) {
+    if (sum * parts >= total * (np + 1) && !no_work(g->nodes[b0->nodes[i]].op))
+      part_at[np++] = i;
+    sum += node_weight(g, b0->nodes[i]);
+  }
+  part_at[np] = -1;
+  return part_at;
+}
+
 int mv_lanes(const Cg *cg) { return cg->simd.mv_lanes ? cg->simd.mv_lanes : BLOCK; }
 
 void matvec_block_n(Cg *cg, LLVMValueRef w, long long ld, long long ks, LLVMValueRef *xs, int nx,

@@ -1232,55 +1232,6 @@ static void next_part(CG *c) {
   carry_end(&k);
 }
 
-/* Roughly how long LLVM takes over the code node id makes, in units of
- * an elementwise node's (measured on gru.nn's train kernel, part by part):
- * a matrix-vector product's blocked loops weigh 64, a transposed one's 16
- * (one vector at a time), each three times over a sequence (step_tuples:
- * four steps at a time, two, one); a product of a one-hot is a row read,
- * a gradient's outer product a rank-1 update; a scan weighs its body. */
-static long node_weight(const Graph *g, int id) {
-  const Node *n = &g->nodes[id];
-  long seq = type_is_seq(n->type) ? 3 : 1;
-  switch (n->op) {
-  case OP_MATVEC:
-  case OP_MATVEC_T:
-    if (g->nodes[n->in[1]].type.kind == TY_ONEHOT)
-      return 4;
-    return seq * (n->op == OP_MATVEC ? 64 : 16);
-  case OP_ACC_OUTER:
-    return 16;
-  case OP_SCAN: {
-    long w = 4;
-    const Block *b = &g->blocks[n->region];
-    for (int i = 0; i < b->n; i++)
-      w += node_weight(g, b->nodes[i]);
-    return w;
-  }
-  default:
-    return 1;
-  }
-}
-
-/* Where the parts begin (CG.part_at): block 0 cut into `parts` runs of
- * about equal weight, at nodes that are not views (a view costs nothing,
- * and a part should begin with work). */
-static void plan_parts(CG *c, int parts) {
-  const Graph *g = c->g;
-  const Block *b0 = &g->blocks[0];
-  c->part_at = xmalloc((size_t)(parts > 1 ? parts : 1) * sizeof *c->part_at);
-  long total = 0;
-  for (int i = 0; i < b0->n; i++)
-    total += node_weight(g, b0->nodes[i]);
-  int np = 0;
-  long sum = 0;
-  for (int i = 0; i < b0->n && np < parts - 1; i++) {
-    if (sum * parts >= total * (np + 1) && !is_view(g->nodes[b0->nodes[i]].op))
-      c->part_at[np++] = i;
-    sum += node_weight(g, b0->nodes[i]);
-  }
-  c->part_at[np] = -1;
-}
-
 static void emit_block(CG *c, int blk) {
   const Block *b = &c->g->blocks[blk];
   Group gr = {0};
@@ -1399,7 +1350,7 @@ int codegen(const Graph *g, LLVMModuleRef mod, const char *name, const CodegenOp
   kernel_fn(&c, name);
   bind_params(&c);
   if (opt && opt->parts > 1)
-    plan_parts(&c, opt->parts);
+    c.part_at = plan_parts(g, opt->parts);
 
   c.first_acc = xcalloc(nn, sizeof *c.first_acc);
   c.qin = xcalloc(nn, sizeof *c.qin);

@@ -409,11 +409,17 @@ static void *kernel_in_parts(Jit *j, KernelKind kind, const Graph *g, int parts,
   CodegenOptions co = {.simd = jit_simd(j), .accumulate = kind == KERNEL_STEP, .parts = parts};
   Buf obj = {0};
   JitTimes t = {0};
-  if (codegen(g, mod, fname, &co, abi, &e))
+  bool batched = kind == KERNEL_STEP_BATCH || kind == KERNEL_FORWARD_BATCH;
+  if ((batched ? codegen_batch : codegen)(g, mod, fname, &co, abi, &e))
     fail_msg("%s in %d parts: %s", fname, parts, e.msg);
-  int defined = 0; /* the parts codegen made */
-  for (LLVMValueRef f = LLVMGetFirstFunction(mod); f; f = LLVMGetNextFunction(f))
-    defined += !LLVMIsDeclaration(f);
+  int defined = 0; /* the parts codegen made: fname, fname.part1, ... */
+  size_t flen = strlen(fname);
+  for (LLVMValueRef f = LLVMGetFirstFunction(mod); f; f = LLVMGetNextFunction(f)) {
+    size_t len;
+    const char *fn = LLVMGetValueName2(f, &len);
+    defined += !LLVMIsDeclaration(f) && !strncmp(fn, fname, flen) &&
+               (!fn[flen] || !strncmp(fn + flen, ".part", 5));
+  }
   if (parts == 1 ? defined != 1 : defined < 2)
     fail_msg("%s: %d functions for %d parts", fname, defined, parts);
   if (jit_compile(j, mod, &obj, &t, &e) || jit_add_object(j, obj.data, obj.len, &e))
@@ -427,11 +433,85 @@ static void *kernel_in_parts(Jit *j, KernelKind kind, const Graph *g, int parts,
   return fn;
 }
 
+/* The batched kernel kind of g (step_batch, forward_batch), whole and in
+ * `parts`, on one batch of 13 names of lengths 9 down to 1 (packed,
+ * longest first) from the same weights: the same bits of every logit,
+ * loss and gradient. */
+static void check_batched_parts(Jit *j, KernelKind kind, const Graph *g, int parts,
+                                const char *label) {
+  char names[2][64];
+  snprintf(names[0], sizeof names[0], "%s_whole_%d", kernel_name(kind), parts);
+  snprintf(names[1], sizeof names[1], "%s_cut%d", kernel_name(kind), parts);
+  KernelAbi abi[2] = {{0}, {0}};
+  BatchKernelFn f[2];
+  for (int v = 0; v < 2; v++)
+    f[v] = (BatchKernelFn)kernel_in_parts(j, kind, g, v ? parts : 1, names[v], &abi[v]);
+  assert_int_equal(abi[0].packed, abi[1].packed);
+  assert_int_equal(abi[0].noise, abi[1].noise);
+  enum { B = 13, TMAX = 9 };
+  Rng r;
+  rng_seed(&r, 3);
+  int32_t lens[B], bs[TMAX], off[TMAX + 1], targets[B], chars[B * TMAX];
+  for (int b = 0; b < B; b++)
+    lens[b] = TMAX - b * TMAX / B; /* non-increasing, 9 down to 1 */
+  off[0] = 0;
+  for (int t = 0; t < TMAX; t++) {
+    bs[t] = 0;
+    while (bs[t] < B && lens[bs[t]] > t)
+      bs[t]++;
+    off[t + 1] = off[t] + bs[t];
+  }
+  for (int i = 0; i < off[TMAX]; i++)
+    chars[i] = (int32_t)rng_below(&r, (uint32_t)g->vocab);
+  for (int b = 0; b < B; b++)
+    targets[b] = (int32_t)rng_below(&r, (uint32_t)g->classes);
+  size_t nf = g->nfloats, nout = (size_t)B * (size_t)(g->classes + 1);
+  float *st = xcalloc(nf, sizeof(float));
+  for (size_t i = 0; i < nf; i++)
+    st[i] = rng_uniform(&r, -0.3f, 0.3f);
+  float *noise = xcalloc(B * abi[0].noise + 1, sizeof(float));
+  for (size_t i = 0; i < B * abi[0].noise; i++)
+    noise[i] = rng_uniform(&r, -1, 1);
+  float *out[2], *grad[2];
+  for (int v = 0; v < 2; v++) {
+    const KernelAbi *a = &abi[v];
+    size_t scratch = a->scratch_fixed + B * a->scratch_per_b + (size_t)off[TMAX] * a->scratch_per_t;
+    float *packs = xcalloc(a->packed + 1, sizeof(float)), *sc = xcalloc(scratch + 1, sizeof(float));
+    out[v] = xcalloc(nout, sizeof(float));
+    grad[v] = xcalloc(nf, sizeof(float));
+    if (a->packed) {
+      char pname[80];
+      snprintf(pname, sizeof pname, "%s_pack", names[v]);
+      Err e;
+      BatchPackFn pack = (BatchPackFn)jit_lookup(j, pname, &e);
+      if (!pack)
+        fail_msg("%s", e.msg);
+      pack(st, packs, 0, 1);
+    }
+    f[v](st, packs, grad[v], chars, lens, bs, off, TMAX, B, targets, noise, sc, out[v]);
+    free(packs);
+    free(sc);
+  }
+  if (memcmp(out[0], out[1], nout * sizeof(float)) ||
+      (kind == KERNEL_STEP_BATCH && memcmp(grad[0], grad[1], nf * sizeof(float))))
+    fail_msg("%s, %s in %d parts: not the bits of the one function", label, kernel_name(kind),
+             parts);
+  print_message("%s, %s: the same bits in 1 and %d parts\n", label, kernel_name(kind), parts);
+  free(st);
+  free(noise);
+  for (int v = 0; v < 2; v++) {
+    free(out[v]);
+    free(grad[v]);
+  }
+}
+
 /* CodegenOptions.parts: a kernel cut in 2, 3 or 5 functions (what the
  * JIT compiles at once, each on a thread) gives the bits of the one
  * function, for the train, forward and step kernels of graphs of every
  * shape the examples have (the values one part leaves the next: buffers,
- * views, loaded indices, scalars such as the loss), at lengths 1 to 9. */
+ * views, loaded indices, scalars such as the loss), at lengths 1 to 9,
+ * and for their batched kernels (step_batch, forward_batch; the packs'
+ * pointers too) on a batch of lengths 9 to 1. */
 static void test_parts_same_bits(void **state) {
   (void)state;
   const char *graphs[] = {"graphs/rnn.nn",         "graphs/gru.nn",         "graphs/lstm.nn",
@@ -443,11 +523,18 @@ static void test_parts_same_bits(void **state) {
   for (size_t gi = 0; gi < ARRAY_LEN(graphs); gi++) {
     Kernels ks;
     char *text = prepare_kernels(graphs[gi], KERNEL_BIT(KERNEL_TRAIN) | KERNEL_BIT(KERNEL_FORWARD) |
-                                                 KERNEL_BIT(KERNEL_STEP), &ks);
+                                                 KERNEL_BIT(KERNEL_STEP) | KERNEL_BIT(KERNEL_STEP_BATCH) |
+                                                 KERNEL_BIT(KERNEL_FORWARD_BATCH),
+                                 &ks);
     Err e;
     Jit *j = jit_new(NULL, &e);
     if (!j)
       fail_msg("%s", e.msg);
+    for (size_t ci = 0; ci < ARRAY_LEN(cuts); ci++) {
+      check_batched_parts(j, KERNEL_STEP_BATCH, ks.graph[KERNEL_STEP_BATCH], cuts[ci], graphs[gi]);
+      check_batched_parts(j, KERNEL_FORWARD_BATCH, ks.graph[KERNEL_FORWARD_BATCH], cuts[ci],
+                          graphs[gi]);
+    }
     for (size_t k = 0; k < ARRAY_LEN(kinds); k++) {
       const Graph *g = ks.graph[kinds[k]];
       size_t nf = g->nfloats, nstate = SLOT_COUNT * nf;
