@@ -1204,17 +1204,12 @@ static void kernel_fn(BC *c, const char *name) {
                    LLVMBuildMul(cg->b, c->B64, LLVMBuildLoad2(cg->b, cg->i64, c->per_b_g, ""), ""));
 }
 
+static void make_part(void *ctx, const char *name) { kernel_fn(ctx, name); }
+
 /* Ends the part being emitted with a call of the next one, which is made,
  * and carries block 0's values and the packs' pointers into it. */
 static void next_part(BC *c) {
-  Cg *cg = &c->cg;
-  char name[256];
-  snprintf(name, sizeof name, "%s.part%d", c->name, ++c->part);
-  LLVMValueRef from = cg->fn;
-  LLVMBuilderRef at_from = cg->b;
-  cg->b = LLVMCreateBuilderInContext(cg->ctx);
-  kernel_fn(c, name);
-  Carry k = carry_begin(cg, from, at_from, 11, &c->fixed);
+  Carry k = carry_next(&c->cg, c->name, ++c->part, make_part, c, 11, &c->fixed);
   for (int id = 0; id < c->g->nnodes; id++) {
     if (c->g->nodes[id].block != 0)
       continue;

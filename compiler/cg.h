@@ -153,10 +153,12 @@ typedef struct Carry {
   int n, cap;
 } Carry;
 
-/* Begins carrying from function `from` (the builder `at_from` at its end)
- * into `to` (cg->fn, cg->b at its entry). */
-Carry carry_begin(Cg *cg, LLVMValueRef from, LLVMBuilderRef at_from, unsigned scratch_arg,
-                  size_t *fixed);
+/* Part `part` of kernel `kernel` begins: the function being built
+ * (cg->fn, cg->b at its end) is left, make(ctx, "KERNEL.partN") makes the
+ * next one (cg->fn, with a new builder cg->b at its entry), and the Carry
+ * between them is returned (scratch_arg: the kernel's scratch argument). */
+Carry carry_next(Cg *cg, const char *kernel, int part, void (*make)(void *ctx, const char *name),
+                 void *ctx, unsigned scratch_arg, size_t *fixed);
 /* v, a value of k->from, in k->to (NULL: NULL). */
 LLVMValueRef carry(Carry *k, LLVMValueRef v);
 /* from calls to with its own arguments and returns; *fixed is rounded up
@@ -164,8 +166,9 @@ LLVMValueRef carry(Carry *k, LLVMValueRef v);
 void carry_end(Carry *k);
 /* Where the parts of g's kernel begin: block 0's node indices, ascending,
  * then -1 (at most parts - 1 of them), where the estimated LLVM work
- * (node_weight) before and after is about equal, at nodes that do work.
- * The caller frees it. */
+ * (node_weight) before and after is about equal, at a scan or a product
+ * (where work begins; not a view, which has no code). The caller frees
+ * it. */
 int *plan_parts(const Graph *g, int parts);
 
 /* ------------------------------------------- batch-1 product kernels */

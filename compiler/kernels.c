@@ -202,8 +202,14 @@ static LLVMValueRef concat16(Cg *cg, LLVMValueRef *v, int count) {
  * no tree). */
 /* ---------------------------------------------------- a kernel in parts */
 
-Carry carry_begin(Cg *cg, LLVMValueRef from, LLVMBuilderRef at_from, unsigned scratch_arg,
-                  size_t *fixed) {
+Carry carry_next(Cg *cg, const char *kernel, int part, void (*make)(void *ctx, const char *name),
+                 void *ctx, unsigned scratch_arg, size_t *fixed) {
+  char name[256];
+  snprintf(name, sizeof name, "%s.part%d", kernel, part);
+  LLVMValueRef from = cg->fn;
+  LLVMBuilderRef at_from = cg->b;
+  cg->b = LLVMCreateBuilderInContext(cg->ctx);
+  make(ctx, name);
   return (Carry){.cg = cg, .from = from, .to = cg->fn, .from_scratch = LLVMGetParam(from, scratch_arg),
                  .to_scratch = LLVMGetParam(cg->fn, scratch_arg), .at_from = at_from, .fixed = fixed};
 }
@@ -297,24 +303,6 @@ void carry_end(Carry *k) {
   free(k->dst);
 }
 
-/* Whether a node of op makes no code of its own (a view, a leaf). */
-static bool no_work(Op op) {
-  switch (op) {
-  case OP_LOAD:
-  case OP_INPUT:
-  case OP_TARGET:
-  case OP_CONST:
-  case OP_SLICE:
-  case OP_LAST:
-  case OP_FIRST:
-  case OP_PROJ:
-  case OP_ARG:
-    return true;
-  default:
-    return false;
-  }
-}
-
 /* Roughly how long LLVM takes over the code node id makes, in units of
  * an elementwise node's (measured on gru.nn's train kernel, part by part):
  * a matrix-vector product's blocked loops weigh 64, a transposed one's 16
@@ -353,7 +341,7 @@ int *plan_parts(const Graph *g, int parts) {
   int np = 0;
   long sum = 0;
   for (int i = 0; i < b0->n && np < parts - 1; i++) {
-    if (sum * parts >= total * (np + 1) && !no_work(g->nodes[b0->nodes[i]].op))
+    if (sum * parts >= total * (np + 1) && node_weight(g, b0->nodes[i]) > 1)
       part_at[np++] = i;
     sum += node_weight(g, b0->nodes[i]);
   }

@@ -1208,19 +1208,17 @@ static void bind_params(CG *c) {
   c->scratch_t = fptr(cg, c->scratch, LLVMBuildLoad2(cg->b, cg->i64, c->fixed_size, ""));
 }
 
-/* Ends the part being emitted with a call of the next one, which is made
- * and positioned at, its arguments bound and block 0's values carried. */
-static void next_part(CG *c) {
-  Cg *cg = &c->cg;
-  char name[256];
-  snprintf(name, sizeof name, "%s.part%d", c->name, ++c->part);
-  LLVMValueRef from = cg->fn;
-  LLVMBuilderRef at_from = cg->b;
-  cg->b = LLVMCreateBuilderInContext(cg->ctx);
+static void make_part(void *ctx, const char *name) {
+  CG *c = ctx;
   kernel_fn(c, name);
   bind_params(c);
-  unsigned scratch_arg = c->opt && c->opt->accumulate ? 6 : 5;
-  Carry k = carry_begin(cg, from, at_from, scratch_arg, &c->fixed);
+}
+
+/* Ends the part being emitted with a call of the next one, which is made,
+ * and carries block 0's values into it. */
+static void next_part(CG *c) {
+  Carry k = carry_next(&c->cg, c->name, ++c->part, make_part, c,
+                       c->opt && c->opt->accumulate ? 6 : 5, &c->fixed);
   for (int id = 0; id < c->g->nnodes; id++) {
     if (c->g->nodes[id].block != 0)
       continue;
