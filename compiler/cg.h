@@ -167,8 +167,9 @@ void carry_end(Carry *k);
 /* Where the parts of g's kernel begin: block 0's node indices, ascending,
  * then -1 (at most parts - 1 of them), where the estimated LLVM work
  * (node_weight) before and after is about equal, at a scan or a product
- * (where work begins; not a view, which has no code). The caller frees
- * it. */
+ * (where work begins; not a view, which has no code), and where no float
+ * scalar of an earlier node is read at or after it (it would not be the
+ * same bits: see scalars_crossing). The caller frees it. */
 int *plan_parts(const Graph *g, int parts);
 
 /* ------------------------------------------- batch-1 product kernels */

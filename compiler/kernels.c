@@ -332,20 +332,63 @@ static long node_weight(const Graph *g, int id) {
   }
 }
 
+/* Which of block 0's node indices a part cannot begin at: where a float
+ * scalar of an earlier node (a sum, a pick, sqrt of one...) is read at or
+ * after it. Carried through scratch, such a value is what the one
+ * function computes, but not what it goes on to compute with it: there
+ * LLVM sees the scalar's arithmetic and its readers' together, and with
+ * fast-math's reassociation and contraction adds the partial sums of a
+ * gradient norm in another order, or fuses a product into a reader's add
+ * (an FMA): other bits. Constants and the step (an argument) are the same
+ * values in every part; the loss and the norm are only stored at the end
+ * (exactly) where nothing else reads them. */
+static bool *scalars_crossing(const Graph *g) {
+  const Block *b0 = &g->blocks[0];
+  int *index0 = xmalloc((size_t)g->nnodes * sizeof *index0); /* node -> block 0's index, or -1 */
+  int *scan_of = xmalloc((size_t)g->nblocks * sizeof *scan_of); /* a body -> its scan */
+  for (int id = 0; id < g->nnodes; id++) {
+    index0[id] = -1;
+    if (g->nodes[id].op == OP_SCAN)
+      scan_of[g->nodes[id].region] = id;
+  }
+  for (int i = 0; i < b0->n; i++)
+    index0[b0->nodes[i]] = i;
+  bool *crossing = xcalloc((size_t)b0->n + 1, sizeof *crossing);
+  for (int u = 0; u < g->nnodes; u++) {
+    int at = u; /* where u's code is: its own node of block 0, or its scan's */
+    while (g->nodes[at].block != 0)
+      at = scan_of[g->nodes[at].block];
+    for (int k = 0; k < g->nodes[u].nin; k++) {
+      const Node *v = &g->nodes[g->nodes[u].in[k]];
+      int from = index0[g->nodes[u].in[k]];
+      if (from < 0 || v->type.kind != TY_F32 || v->type.rank != 0 || v->op == OP_CONST ||
+          v->op == OP_STEP)
+        continue;
+      for (int i = from + 1; i <= index0[at]; i++)
+        crossing[i] = true;
+    }
+  }
+  free(index0);
+  free(scan_of);
+  return crossing;
+}
+
 int *plan_parts(const Graph *g, int parts) {
   const Block *b0 = &g->blocks[0];
   int *part_at = xmalloc((size_t)(parts > 1 ? parts : 1) * sizeof *part_at);
+  bool *crossing = parts > 1 ? scalars_crossing(g) : NULL;
   long total = 0;
   for (int i = 0; i < b0->n; i++)
     total += node_weight(g, b0->nodes[i]);
   int np = 0;
   long sum = 0;
   for (int i = 0; i < b0->n && np < parts - 1; i++) {
-    if (sum * parts >= total * (np + 1) && node_weight(g, b0->nodes[i]) > 1)
+    if (sum * parts >= total * (np + 1) && node_weight(g, b0->nodes[i]) > 1 && !crossing[i])
       part_at[np++] = i;
     sum += node_weight(g, b0->nodes[i]);
   }
   part_at[np] = -1;
+  free(crossing);
   return part_at;
 }
 
