@@ -724,8 +724,9 @@ static LLVMValueRef value_at(BC *c, int o, LLVMValueRef r, LLVMValueRef i) {
     return cf32(cg, n->f);
   if (c->kind[o] == K_SHARED)
     return is_shared_scalar(c, o) ? c->sval[o] : load(cg, c->ptr[o], i);
-  if (width(c, o) == 1)
-    return load(cg, c->ptr[o], r);
+  if (width(c, o) == 1) /* one float a row, the same at every column; rows ld[o] apart (a
+                          * slice of a wider row is a view at its parent's stride) */
+    return load(cg, c->ptr[o], c->ld[o] == 1 ? r : LLVMBuildMul(cg->b, r, ci64(cg, c->ld[o]), ""));
   return load(cg, c->ptr[o], LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, r, ci64(cg, c->ld[o]), ""), i, ""));
 }
 

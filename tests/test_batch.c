@@ -203,6 +203,13 @@ static void test_bigru_batches(void **state) {
   narrow_batches("examples/bigru.nn", "const H = 128", "const H = 16", "bigru.nn, H = 16");
 }
 
+/* gru.nn one unit wide: every vector of a row one float (the gates'
+ * slices of a 3-float row). */
+static void test_gru_h1_batches(void **state) {
+  (void)state;
+  narrow_batches("graphs/gru.nn", "const H = 256", "const H = 1", "gru.nn, H = 1");
+}
+
 /* examples/relu_rnn.nn: relu and its adjoint over packed sequences. */
 static void test_relu_batches(void **state) {
   (void)state;
@@ -581,7 +588,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_rnn_batches),
       cmocka_unit_test(test_gru_batches),
-      cmocka_unit_test(test_bigru_batches),
+      cmocka_unit_test(test_bigru_batches), cmocka_unit_test(test_gru_h1_batches),
       cmocka_unit_test(test_relu_batches),
       cmocka_unit_test(test_embedding_batches),
       cmocka_unit_test(test_lstm_batches),
