@@ -380,8 +380,7 @@ static void *compile_part(void *arg) {
   if (LLVMParseBitcodeInContext2(ctx, mb, &m)) {
     if (!p->e.msg[0])
       errf(&p->e, "internal error: a kernel's bitcode does not read back");
-  }
-  else if (!keep_part(m, p->part, &p->e))
+  } else if (!keep_part(m, p->part, &p->e))
     p->rc = compile_module(p->j, m, &p->obj, &p->t, &p->e);
   if (m)
     LLVMDisposeModule(m);
@@ -422,19 +421,20 @@ int jit_compile(const Jit *j, LLVMModuleRef m, Buf *obj, JitTimes *t, Err *e) {
       compile_part(&job[k]);
   }
   LLVMDisposeMemoryBuffer(bc);
-  if (!rc) {
-    buf_put(obj, OBJECTS_MAGIC, sizeof OBJECTS_MAGIC);
-    put_object(obj, &first);
-  }
+  Buf all = {0}; /* appended to obj only whole: every part compiled */
+  buf_put(&all, OBJECTS_MAGIC, sizeof OBJECTS_MAGIC);
+  put_object(&all, &first);
   for (int k = 1; k < n; k++) {
     t->optimize += job[k].t.optimize;
     t->machine_code += job[k].t.machine_code;
     if (!rc && job[k].rc)
       rc = errf(e, "%s", job[k].e.msg);
-    if (!rc)
-      put_object(obj, &job[k].obj);
+    put_object(&all, &job[k].obj);
     buf_free(&job[k].obj);
   }
+  if (!rc)
+    buf_put(obj, all.data, all.len);
+  buf_free(&all);
   buf_free(&first);
   t->kernels += !rc;
   return rc;
