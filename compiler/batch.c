@@ -1211,14 +1211,8 @@ static void make_part(void *ctx, const char *name) { kernel_fn(ctx, name); }
  * and carries block 0's values and the packs' pointers into it. */
 static void next_part(BC *c) {
   Carry k = carry_next(&c->cg, c->name, ++c->part, make_part, c, 11, &c->fixed);
-  for (int id = 0; id < c->g->nnodes; id++) {
-    if (c->g->nodes[id].block != 0)
-      continue;
-    c->ptr[id] = carry(&k, c->ptr[id]);
-    c->sval[id] = carry(&k, c->sval[id]);
-    c->dest[id] = carry(&k, c->dest[id]);
-    c->cur[id] = NULL;
-  }
+  LLVMValueRef *const vals[] = {c->ptr, c->sval, c->dest};
+  carry_block0(&k, c->g, vals, 3, c->cur);
   for (int i = 0; i < c->npacks; i++)
     c->pk[i].ptr = carry(&k, c->pk[i].ptr);
   carry_end(&k);
@@ -1319,7 +1313,7 @@ int codegen_batch(const Graph *g, LLVMModuleRef mod, const char *name, const Cod
   }
   kernel_fn(&c, name);
   if (opt->parts > 1)
-    c.part_at = plan_parts(g, opt->parts < MAX_KERNEL_PARTS ? opt->parts : MAX_KERNEL_PARTS);
+    c.part_at = plan_parts(g, opt->parts);
   /* the loads of parameters first (the baked packs' matrices) */
   for (int id = 0; id < g->nnodes; id++)
     if (g->nodes[id].op == OP_LOAD && g->nodes[id].block == 0)

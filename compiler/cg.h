@@ -141,8 +141,6 @@ LLVMValueRef cg_elem(Cg *cg, Op op, double f, LLVMValueRef a, LLVMValueRef b);
  * next part's entry, so LLVM sees the same offsets of the same noalias
  * arguments; anything else is stored to 8 bytes of scratch (*fixed floats
  * into it, grown) before the call and loaded at the entry. */
-enum { MAX_KERNEL_PARTS = 8 };
-
 typedef struct Carry {
   Cg *cg;                  /* building the next part: cg->b at its entry */
   LLVMValueRef from, to;   /* the two functions */
@@ -161,12 +159,17 @@ Carry carry_next(Cg *cg, const char *kernel, int part, void (*make)(void *ctx, c
                  void *ctx, unsigned scratch_arg, size_t *fixed);
 /* v, a value of k->from, in k->to (NULL: NULL). */
 LLVMValueRef carry(Carry *k, LLVMValueRef v);
+/* Every node of g's block 0: its value in each of the n arrays vals[i]
+ * (node -> value) carried, and cur[node] (a loop group's value in the part
+ * before) dropped. */
+void carry_block0(Carry *k, const Graph *g, LLVMValueRef *const *vals, int n, LLVMValueRef *cur);
 /* from calls to with its own arguments and returns; *fixed is rounded up
  * to 16 floats again. Disposes at_from. */
 void carry_end(Carry *k);
 /* Where the parts of g's kernel begin: block 0's node indices, ascending,
- * then -1 (at most parts - 1 of them), where the estimated LLVM work
- * (node_weight) before and after is about equal, at a scan or a product
+ * then -1 (at most parts - 1 of them; parts at most MAX_KERNEL_PARTS),
+ * where the estimated LLVM work (node_weight) before and after is about
+ * equal, at a scan or a product
  * (where work begins; not a view, which has no code), and where no float
  * scalar of an earlier node is read at or after it (it would not be the
  * same bits: see scalars_crossing). The caller frees it. */

@@ -304,7 +304,6 @@ static int compile_module(const Jit *j, LLVMModuleRef m, Buf *obj, JitTimes *t, 
  * Buf: OBJECTS_MAGIC, then each as a little-endian u64 length and its
  * bytes (jit_add_object takes that or one object). */
 static const char OBJECTS_MAGIC[8] = "rncobjs1";
-enum { MAX_PARTS = 8 };
 
 /* Part k's number if name is that of part k > 0 of a kernel (NAME.partK),
  * else 0. */
@@ -314,7 +313,7 @@ static int part_number(const char *name) {
     return 0;
   char *end;
   long k = strtol(p + 5, &end, 10);
-  return *end || k < 1 || k >= MAX_PARTS ? 0 : (int)k;
+  return *end || k < 1 || k >= MAX_KERNEL_PARTS ? 0 : (int)k;
 }
 
 /* How many parts m's kernel has (1: it is not cut). */
@@ -404,9 +403,9 @@ int jit_compile(const Jit *j, LLVMModuleRef m, Buf *obj, JitTimes *t, Err *e) {
   if (verify(m, e)) /* before the bitcode: a module that does not verify may not read back */
     return -1;
   LLVMMemoryBufferRef bc = LLVMWriteBitcodeToMemoryBuffer(m);
-  PartJob job[MAX_PARTS] = {0};
-  pthread_t th[MAX_PARTS];
-  bool started[MAX_PARTS] = {0};
+  PartJob job[MAX_KERNEL_PARTS] = {0};
+  pthread_t th[MAX_KERNEL_PARTS];
+  bool started[MAX_KERNEL_PARTS] = {0};
   for (int k = 1; k < n; k++) {
     job[k] = (PartJob){.j = j, .bitcode = LLVMGetBufferStart(bc), .len = LLVMGetBufferSize(bc),
                        .part = k};

@@ -13,6 +13,11 @@
  *   transpose        W -> W^T, the forward product's packed B
  *   simd_of          the target's vectors, which size gemm's tile
  *
+ * A kernel in parts (CodegenOptions.parts, for llvm.c and batch.c):
+ *   plan_parts       where the parts begin
+ *   carry_next,      the next part's function, and the values it takes
+ *   carry, carry_end from the one before
+ *
  * Each emits IR at cg->b's position into cg->fn (gemm also adds its
  * micro-kernels to the module). */
 #include <assert.h>
@@ -105,6 +110,209 @@ LLVMValueRef splat(Cg *cg, LLVMTypeRef vt, LLVMValueRef x) {
   unsigned n = LLVMGetVectorSize(vt);
   LLVMValueRef v = LLVMBuildInsertElement(cg->b, LLVMGetUndef(vt), x, LLVMConstInt(cg->i32, 0, 0), "");
   return LLVMBuildShuffleVector(cg->b, v, LLVMGetUndef(vt), LLVMConstNull(LLVMVectorType(cg->i32, n)), "");
+}
+
+/* ---------------------------------------------------- a kernel in parts */
+
+Carry carry_next(Cg *cg, const char *kernel, int part, void (*make)(void *ctx, const char *name),
+                 void *ctx, unsigned scratch_arg, size_t *fixed) {
+  char name[256];
+  snprintf(name, sizeof name, "%s.part%d", kernel, part);
+  LLVMValueRef from = cg->fn;
+  LLVMBuilderRef at_from = cg->b;
+  cg->b = LLVMCreateBuilderInContext(cg->ctx);
+  make(ctx, name);
+  return (Carry){.cg = cg, .from = from, .to = cg->fn, .from_scratch = LLVMGetParam(from, scratch_arg),
+                 .to_scratch = LLVMGetParam(cg->fn, scratch_arg), .at_from = at_from, .fixed = fixed};
+}
+
+LLVMValueRef carry(Carry *k, LLVMValueRef v) {
+  if (!v || LLVMIsConstant(v) || LLVMIsAGlobalValue(v))
+    return v;
+  for (int i = 0; i < k->n; i++)
+    if (k->src[i] == v)
+      return k->dst[i];
+  Cg *cg = k->cg;
+  LLVMValueRef to = NULL;
+  if (LLVMIsAArgument(v)) {
+    unsigned np = LLVMCountParams(k->from);
+    for (unsigned i = 0; i < np && !to; i++)
+      if (LLVMGetParam(k->from, i) == v)
+        to = LLVMGetParam(k->to, i);
+  } else if (LLVMIsAInstruction(v)) {
+    LLVMOpcode op = LLVMGetInstructionOpcode(v);
+    LLVMValueRef ops[8];
+    int nops = LLVMGetNumOperands(v);
+    bool remat = nops <= 8;
+    switch (op) {
+    case LLVMGetElementPtr:
+    case LLVMAdd:
+    case LLVMSub:
+    case LLVMMul:
+    case LLVMShl:
+    case LLVMSExt:
+    case LLVMZExt:
+    case LLVMTrunc:
+      break;
+    case LLVMLoad: /* of a constant global (a scratch size) */
+      remat = LLVMIsAGlobalVariable(LLVMGetOperand(v, 0)) &&
+              LLVMIsGlobalConstant(LLVMGetOperand(v, 0));
+      break;
+    default:
+      remat = false;
+    }
+    for (int i = 0; remat && i < nops; i++)
+      ops[i] = carry(k, LLVMGetOperand(v, i));
+    if (remat) {
+      switch (op) {
+      case LLVMGetElementPtr:
+        to = LLVMBuildGEP2(cg->b, LLVMGetGEPSourceElementType(v), ops[0], ops + 1,
+                           (unsigned)nops - 1, "");
+        LLVMSetIsInBounds(to, LLVMIsInBounds(v));
+        break;
+      case LLVMSExt:
+      case LLVMZExt:
+      case LLVMTrunc:
+        to = LLVMBuildCast(cg->b, op, ops[0], LLVMTypeOf(v), "");
+        break;
+      case LLVMLoad:
+        to = LLVMBuildLoad2(cg->b, LLVMTypeOf(v), ops[0], "");
+        break;
+      default:
+        to = LLVMBuildBinOp(cg->b, op, ops[0], ops[1], "");
+        LLVMSetNSW(to, LLVMGetNSW(v));
+        LLVMSetNUW(to, LLVMGetNUW(v));
+      }
+    }
+  }
+  if (!to) { /* through scratch: 8 bytes of the fixed part */
+    LLVMValueRef slot = ci64(cg, (long long)*k->fixed);
+    *k->fixed += 2;
+    LLVMBuildStore(k->at_from, v, LLVMBuildGEP2(k->at_from, cg->f32, k->from_scratch, &slot, 1, ""));
+    to = LLVMBuildLoad2(cg->b, LLVMTypeOf(v), fptr(cg, k->to_scratch, slot), "");
+  }
+  if (k->n == k->cap) {
+    k->cap = k->cap ? 2 * k->cap : 64;
+    k->src = xrealloc(k->src, (size_t)k->cap * sizeof *k->src);
+    k->dst = xrealloc(k->dst, (size_t)k->cap * sizeof *k->dst);
+  }
+  k->src[k->n] = v;
+  k->dst[k->n++] = to;
+  return to;
+}
+
+void carry_block0(Carry *k, const Graph *g, LLVMValueRef *const *vals, int n, LLVMValueRef *cur) {
+  for (int id = 0; id < g->nnodes; id++) {
+    if (g->nodes[id].block != 0)
+      continue;
+    for (int i = 0; i < n; i++)
+      vals[i][id] = carry(k, vals[i][id]);
+    cur[id] = NULL;
+  }
+}
+
+void carry_end(Carry *k) {
+  *k->fixed = (*k->fixed + 15) & ~(size_t)15; /* the spills took 8 bytes each */
+  unsigned np = LLVMCountParams(k->from);
+  LLVMValueRef args[16];
+  assert(np <= ARRAY_LEN(args));
+  for (unsigned i = 0; i < np; i++)
+    args[i] = LLVMGetParam(k->from, i);
+  LLVMBuildCall2(k->at_from, LLVMGlobalGetValueType(k->to), k->to, args, np, "");
+  LLVMBuildRetVoid(k->at_from);
+  LLVMDisposeBuilder(k->at_from);
+  free(k->src);
+  free(k->dst);
+}
+
+/* Roughly how long LLVM takes over the code node id makes, in units of
+ * an elementwise node's (measured on gru.nn's train kernel, part by part):
+ * a matrix-vector product's blocked loops weigh 64, a transposed one's 16
+ * (one vector at a time), each three times over a sequence (step_tuples:
+ * four steps at a time, two, one); a product of a one-hot is a row read,
+ * a gradient's outer product a rank-1 update; a scan weighs its body. */
+static long node_weight(const Graph *g, int id) {
+  const Node *n = &g->nodes[id];
+  long seq = type_is_seq(n->type) ? 3 : 1;
+  switch (n->op) {
+  case OP_MATVEC:
+  case OP_MATVEC_T:
+    if (g->nodes[n->in[1]].type.kind == TY_ONEHOT)
+      return 4;
+    return seq * (n->op == OP_MATVEC ? 64 : 16);
+  case OP_ACC_OUTER:
+    return 16;
+  case OP_SCAN: {
+    long w = 4;
+    const Block *b = &g->blocks[n->region];
+    for (int i = 0; i < b->n; i++)
+      w += node_weight(g, b->nodes[i]);
+    return w;
+  }
+  default:
+    return 1;
+  }
+}
+
+/* Which of block 0's node indices a part cannot begin at: where a float
+ * scalar of an earlier node (a sum, a pick, sqrt of one...) is read at or
+ * after it. Carried through scratch, such a value is what the one
+ * function computes, but not what it goes on to compute with it: there
+ * LLVM sees the scalar's arithmetic and its readers' together, and with
+ * fast-math's reassociation and contraction adds the partial sums of a
+ * gradient norm in another order, or fuses a product into a reader's add
+ * (an FMA): other bits. Constants and the step (an argument) are the same
+ * values in every part; the loss and the norm are only stored at the end
+ * (exactly) where nothing else reads them. */
+static bool *scalars_crossing(const Graph *g) {
+  const Block *b0 = &g->blocks[0];
+  int *index0 = xmalloc((size_t)g->nnodes * sizeof *index0); /* node -> block 0's index, or -1 */
+  int *scan_of = xmalloc((size_t)g->nblocks * sizeof *scan_of); /* a body -> its scan */
+  for (int id = 0; id < g->nnodes; id++) {
+    index0[id] = -1;
+    if (g->nodes[id].op == OP_SCAN)
+      scan_of[g->nodes[id].region] = id;
+  }
+  for (int i = 0; i < b0->n; i++)
+    index0[b0->nodes[i]] = i;
+  bool *crossing = xcalloc((size_t)b0->n + 1, sizeof *crossing);
+  for (int u = 0; u < g->nnodes; u++) {
+    int at = u; /* where u's code is: its own node of block 0, or its scan's */
+    while (g->nodes[at].block != 0)
+      at = scan_of[g->nodes[at].block];
+    for (int k = 0; k < g->nodes[u].nin; k++) {
+      const Node *v = &g->nodes[g->nodes[u].in[k]];
+      int from = index0[g->nodes[u].in[k]];
+      if (from < 0 || v->type.kind != TY_F32 || v->type.rank != 0 || v->op == OP_CONST ||
+          v->op == OP_STEP)
+        continue;
+      for (int i = from + 1; i <= index0[at]; i++)
+        crossing[i] = true;
+    }
+  }
+  free(index0);
+  free(scan_of);
+  return crossing;
+}
+
+int *plan_parts(const Graph *g, int parts) {
+  parts = parts < MAX_KERNEL_PARTS ? parts : MAX_KERNEL_PARTS;
+  const Block *b0 = &g->blocks[0];
+  int *part_at = xmalloc((size_t)(parts > 1 ? parts : 1) * sizeof *part_at);
+  bool *crossing = parts > 1 ? scalars_crossing(g) : NULL;
+  long total = 0;
+  for (int i = 0; i < b0->n; i++)
+    total += node_weight(g, b0->nodes[i]);
+  int np = 0;
+  long sum = 0;
+  for (int i = 0; i < b0->n && np < parts - 1; i++) {
+    if (sum * parts >= total * (np + 1) && node_weight(g, b0->nodes[i]) > 1 && !crossing[i])
+      part_at[np++] = i;
+    sum += node_weight(g, b0->nodes[i]);
+  }
+  part_at[np] = -1;
+  free(crossing);
+  return part_at;
 }
 
 /* ------------------------------------------------ batch-1 products */
@@ -200,198 +408,6 @@ static LLVMValueRef concat16(Cg *cg, LLVMValueRef *v, int count) {
  * vectors split into spilled pieces (on a Cortex-M4, V = 1: 16 scalar
  * sums in the FPU's registers, one multiply-add each per load of W, and
  * no tree). */
-/* ---------------------------------------------------- a kernel in parts */
-
-Carry carry_next(Cg *cg, const char *kernel, int part, void (*make)(void *ctx, const char *name),
-                 void *ctx, unsigned scratch_arg, size_t *fixed) {
-  char name[256];
-  snprintf(name, sizeof name, "%s.part%d", kernel, part);
-  LLVMValueRef from = cg->fn;
-  LLVMBuilderRef at_from = cg->b;
-  cg->b = LLVMCreateBuilderInContext(cg->ctx);
-  make(ctx, name);
-  return (Carry){.cg = cg, .from = from, .to = cg->fn, .from_scratch = LLVMGetParam(from, scratch_arg),
-                 .to_scratch = LLVMGetParam(cg->fn, scratch_arg), .at_from = at_from, .fixed = fixed};
-}
-
-LLVMValueRef carry(Carry *k, LLVMValueRef v) {
-  if (!v || LLVMIsConstant(v) || LLVMIsAGlobalValue(v))
-    return v;
-  for (int i = 0; i < k->n; i++)
-    if (k->src[i] == v)
-      return k->dst[i];
-  Cg *cg = k->cg;
-  LLVMValueRef to = NULL;
-  if (LLVMIsAArgument(v)) {
-    unsigned np = LLVMCountParams(k->from);
-    for (unsigned i = 0; i < np && !to; i++)
-      if (LLVMGetParam(k->from, i) == v)
-        to = LLVMGetParam(k->to, i);
-  } else if (LLVMIsAInstruction(v)) {
-    LLVMOpcode op = LLVMGetInstructionOpcode(v);
-    LLVMValueRef ops[8];
-    int nops = LLVMGetNumOperands(v);
-    bool remat = nops <= 8;
-    switch (op) {
-    case LLVMGetElementPtr:
-    case LLVMAdd:
-    case LLVMSub:
-    case LLVMMul:
-    case LLVMShl:
-    case LLVMSExt:
-    case LLVMZExt:
-    case LLVMTrunc:
-      break;
-    case LLVMLoad: /* of a constant global (a scratch size) */
-      remat = LLVMIsAGlobalVariable(LLVMGetOperand(v, 0)) &&
-              LLVMIsGlobalConstant(LLVMGetOperand(v, 0));
-      break;
-    default:
-      remat = false;
-    }
-    for (int i = 0; remat && i < nops; i++)
-      ops[i] = carry(k, LLVMGetOperand(v, i));
-    if (remat) {
-      switch (op) {
-      case LLVMGetElementPtr:
-        to = LLVMBuildGEP2(cg->b, LLVMGetGEPSourceElementType(v), ops[0], ops + 1,
-                           (unsigned)nops - 1, "");
-        LLVMSetIsInBounds(to, LLVMIsInBounds(v));
-        break;
-      case LLVMSExt:
-      case LLVMZExt:
-      case LLVMTrunc:
-        to = LLVMBuildCast(cg->b, op, ops[0], LLVMTypeOf(v), "");
-        break;
-      case LLVMLoad:
-        to = LLVMBuildLoad2(cg->b, LLVMTypeOf(v), ops[0], "");
-        break;
-      default:
-        to = LLVMBuildBinOp(cg->b, op, ops[0], ops[1], "");
-        LLVMSetNSW(to, LLVMGetNSW(v));
-        LLVMSetNUW(to, LLVMGetNUW(v));
-      }
-    }
-  }
-  if (!to) { /* through scratch: 8 bytes of the fixed part */
-    LLVMValueRef slot = ci64(cg, (long long)*k->fixed);
-    *k->fixed += 2;
-    LLVMBuildStore(k->at_from, v, LLVMBuildGEP2(k->at_from, cg->f32, k->from_scratch, &slot, 1, ""));
-    to = LLVMBuildLoad2(cg->b, LLVMTypeOf(v), fptr(cg, k->to_scratch, slot), "");
-  }
-  if (k->n == k->cap) {
-    k->cap = k->cap ? 2 * k->cap : 64;
-    k->src = xrealloc(k->src, (size_t)k->cap * sizeof *k->src);
-    k->dst = xrealloc(k->dst, (size_t)k->cap * sizeof *k->dst);
-  }
-  k->src[k->n] = v;
-  k->dst[k->n++] = to;
-  return to;
-}
-
-void carry_end(Carry *k) {
-  *k->fixed = (*k->fixed + 15) & ~(size_t)15; /* the spills took 8 bytes each */
-  unsigned np = LLVMCountParams(k->from);
-  LLVMValueRef args[16];
-  assert(np <= ARRAY_LEN(args));
-  for (unsigned i = 0; i < np; i++)
-    args[i] = LLVMGetParam(k->from, i);
-  LLVMBuildCall2(k->at_from, LLVMGlobalGetValueType(k->to), k->to, args, np, "");
-  LLVMBuildRetVoid(k->at_from);
-  LLVMDisposeBuilder(k->at_from);
-  free(k->src);
-  free(k->dst);
-}
-
-/* Roughly how long LLVM takes over the code node id makes, in units of
- * an elementwise node's (measured on gru.nn's train kernel, part by part):
- * a matrix-vector product's blocked loops weigh 64, a transposed one's 16
- * (one vector at a time), each three times over a sequence (step_tuples:
- * four steps at a time, two, one); a product of a one-hot is a row read,
- * a gradient's outer product a rank-1 update; a scan weighs its body. */
-static long node_weight(const Graph *g, int id) {
-  const Node *n = &g->nodes[id];
-  long seq = type_is_seq(n->type) ? 3 : 1;
-  switch (n->op) {
-  case OP_MATVEC:
-  case OP_MATVEC_T:
-    if (g->nodes[n->in[1]].type.kind == TY_ONEHOT)
-      return 4;
-    return seq * (n->op == OP_MATVEC ? 64 : 16);
-  case OP_ACC_OUTER:
-    return 16;
-  case OP_SCAN: {
-    long w = 4;
-    const Block *b = &g->blocks[n->region];
-    for (int i = 0; i < b->n; i++)
-      w += node_weight(g, b->nodes[i]);
-    return w;
-  }
-  default:
-    return 1;
-  }
-}
-
-/* Which of block 0's node indices a part cannot begin at: where a float
- * scalar of an earlier node (a sum, a pick, sqrt of one...) is read at or
- * after it. Carried through scratch, such a value is what the one
- * function computes, but not what it goes on to compute with it: there
- * LLVM sees the scalar's arithmetic and its readers' together, and with
- * fast-math's reassociation and contraction adds the partial sums of a
- * gradient norm in another order, or fuses a product into a reader's add
- * (an FMA): other bits. Constants and the step (an argument) are the same
- * values in every part; the loss and the norm are only stored at the end
- * (exactly) where nothing else reads them. */
-static bool *scalars_crossing(const Graph *g) {
-  const Block *b0 = &g->blocks[0];
-  int *index0 = xmalloc((size_t)g->nnodes * sizeof *index0); /* node -> block 0's index, or -1 */
-  int *scan_of = xmalloc((size_t)g->nblocks * sizeof *scan_of); /* a body -> its scan */
-  for (int id = 0; id < g->nnodes; id++) {
-    index0[id] = -1;
-    if (g->nodes[id].op == OP_SCAN)
-      scan_of[g->nodes[id].region] = id;
-  }
-  for (int i = 0; i < b0->n; i++)
-    index0[b0->nodes[i]] = i;
-  bool *crossing = xcalloc((size_t)b0->n + 1, sizeof *crossing);
-  for (int u = 0; u < g->nnodes; u++) {
-    int at = u; /* where u's code is: its own node of block 0, or its scan's */
-    while (g->nodes[at].block != 0)
-      at = scan_of[g->nodes[at].block];
-    for (int k = 0; k < g->nodes[u].nin; k++) {
-      const Node *v = &g->nodes[g->nodes[u].in[k]];
-      int from = index0[g->nodes[u].in[k]];
-      if (from < 0 || v->type.kind != TY_F32 || v->type.rank != 0 || v->op == OP_CONST ||
-          v->op == OP_STEP)
-        continue;
-      for (int i = from + 1; i <= index0[at]; i++)
-        crossing[i] = true;
-    }
-  }
-  free(index0);
-  free(scan_of);
-  return crossing;
-}
-
-int *plan_parts(const Graph *g, int parts) {
-  const Block *b0 = &g->blocks[0];
-  int *part_at = xmalloc((size_t)(parts > 1 ? parts : 1) * sizeof *part_at);
-  bool *crossing = parts > 1 ? scalars_crossing(g) : NULL;
-  long total = 0;
-  for (int i = 0; i < b0->n; i++)
-    total += node_weight(g, b0->nodes[i]);
-  int np = 0;
-  long sum = 0;
-  for (int i = 0; i < b0->n && np < parts - 1; i++) {
-    if (sum * parts >= total * (np + 1) && node_weight(g, b0->nodes[i]) > 1 && !crossing[i])
-      part_at[np++] = i;
-    sum += node_weight(g, b0->nodes[i]);
-  }
-  part_at[np] = -1;
-  free(crossing);
-  return part_at;
-}
-
 int mv_lanes(const Cg *cg) { return cg->simd.mv_lanes ? cg->simd.mv_lanes : BLOCK; }
 
 void matvec_block_n(Cg *cg, LLVMValueRef w, long long ld, long long ks, LLVMValueRef *xs, int nx,

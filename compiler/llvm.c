@@ -1156,7 +1156,7 @@ static void emit_standalone(CG *c, int id) {
 
 /* The kernel's function (or a part of it) named name, its noalias
  * parameters said so, positioned at its entry. */
-static LLVMValueRef kernel_fn(CG *c, const char *name) {
+static void kernel_fn(CG *c, const char *name) {
   Cg *cg = &c->cg;
   const CodegenOptions *opt = c->opt;
   bool acc_arg = opt && opt->accumulate;
@@ -1179,7 +1179,6 @@ static LLVMValueRef kernel_fn(CG *c, const char *name) {
   }
   cg->fn = fn;
   LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry"));
-  return fn;
 }
 
 /* c's view of the arguments of the function being built (cg->fn). */
@@ -1219,14 +1218,8 @@ static void make_part(void *ctx, const char *name) {
 static void next_part(CG *c) {
   Carry k = carry_next(&c->cg, c->name, ++c->part, make_part, c,
                        c->opt && c->opt->accumulate ? 6 : 5, &c->fixed);
-  for (int id = 0; id < c->g->nnodes; id++) {
-    if (c->g->nodes[id].block != 0)
-      continue;
-    c->ptr[id] = carry(&k, c->ptr[id]);
-    c->sval[id] = carry(&k, c->sval[id]);
-    c->qin[id] = carry(&k, c->qin[id]);
-    c->cur[id] = NULL;
-  }
+  LLVMValueRef *const vals[] = {c->ptr, c->sval, c->qin};
+  carry_block0(&k, c->g, vals, 3, c->cur);
   carry_end(&k);
 }
 

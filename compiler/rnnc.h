@@ -449,6 +449,8 @@ typedef enum Int8Dot {
   INT8_DOT_VNNI512, /* x86 AVX512-VNNI (Ice Lake server, Zen 4): vpdpbusd, 64 bytes */
 } Int8Dot;
 
+enum { MAX_KERNEL_PARTS = 8 }; /* CodegenOptions.parts */
+
 typedef struct CodegenOptions {
   const float *baked_values; /* AOT: parameter values as constant data */
   const char *vector_width;  /* "prefer-vector-width": "256" or "512"; NULL: LLVM's choice */
@@ -459,9 +461,9 @@ typedef struct CodegenOptions {
   Simd simd;                 /* the target's vectors (simd_of); lanes 0: 4 x 16, SSE2's */
   bool quantize;             /* with baked_values: the products' matrices as int8 rows
                               * with per-row scales (see quantize_row) */
-  int parts;                 /* llvm.c: the function cut into this many (NAME, NAME.part1,
-                              * ...; see llvm.c), for the JIT to compile at once; 0, 1:
-                              * one function */
+  int parts;                 /* the function cut into this many, at most MAX_KERNEL_PARTS
+                              * (NAME, NAME.part1, ...; see llvm.c), for the JIT to
+                              * compile at once; 0, 1: one function */
   Int8Dot int8_dot;          /* with quantize, on a CPU with integer dot products
                               * (target_int8_dot): a product with a float input
                               * quantizes it as quantize_row does (one scale per
