@@ -1193,8 +1193,8 @@ void gemm(Cg *cg, const Gemm *p) {
 
 /* Eight rows at a time: per column, the eight values gathered into one
  * vector and stored contiguous; the rows left over one at a time. */
-void transpose(Cg *cg, LLVMValueRef dst, long long ldd, LLVMValueRef src, long long lds,
-               long long rows, LLVMValueRef cols) {
+static void transpose_gather(Cg *cg, LLVMValueRef dst, long long ldd, LLVMValueRef src,
+                             long long lds, long long rows, LLVMValueRef cols) {
   enum { R = 8 };
   LLVMTypeRef vt = LLVMVectorType(cg->f32, R);
   if (rows >= R) {
@@ -1216,6 +1216,70 @@ void transpose(Cg *cg, LLVMValueRef dst, long long ldd, LLVMValueRef src, long l
           LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, j.i, ci64(cg, ldd), ""), ci64(cg, r), ""));
     loop_end(cg, &j);
   }
+}
+
+/* A 16 x 16 block in registers: sixteen rows loaded, four rounds of
+ * two-vector shuffles (round d swaps bit d of the row and column indices:
+ * rows i and i + d exchange their off-diagonal d x d blocks), sixteen
+ * columns stored, whole 64-byte lines both ways. */
+static void transpose_block(Cg *cg, LLVMValueRef dst, long long ldd, LLVMValueRef src, long long lds) {
+  enum { R = 16 };
+  LLVMTypeRef vt = LLVMVectorType(cg->f32, R);
+  LLVMValueRef v[R];
+  for (int r = 0; r < R; r++)
+    v[r] = vload(cg, vt, fptr(cg, src, ci64(cg, r * lds)));
+  for (int d = 1; d < R; d *= 2) {
+    LLVMValueRef lo[R], hi[R];
+    for (int c = 0; c < R; c++) {
+      lo[c] = LLVMConstInt(cg->i32, (unsigned long long)(c & d ? R + c - d : c), 0);
+      hi[c] = LLVMConstInt(cg->i32, (unsigned long long)(c & d ? R + c : c + d), 0);
+    }
+    LLVMValueRef mlo = LLVMConstVector(lo, R), mhi = LLVMConstVector(hi, R);
+    for (int i = 0; i < R; i++) {
+      if (i & d)
+        continue;
+      LLVMValueRef a = v[i], b = v[i + d];
+      v[i] = LLVMBuildShuffleVector(cg->b, a, b, mlo, "");
+      v[i + d] = LLVMBuildShuffleVector(cg->b, a, b, mhi, "");
+    }
+  }
+  for (int c = 0; c < R; c++)
+    vstore(cg, v[c], fptr(cg, dst, ci64(cg, c * ldd)));
+}
+
+/* dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols: in 16 x 16
+ * blocks (transpose_block), the rows and columns those leave over by
+ * gathering (transpose_gather). */
+void transpose(Cg *cg, LLVMValueRef dst, long long ldd, LLVMValueRef src, long long lds,
+               long long rows, LLVMValueRef cols) {
+  enum { R = 16 };
+  LLVMValueRef full = ci64(cg, 0); /* columns in blocks */
+  if (rows >= R) {
+    full = LLVMBuildAnd(cg->b, cols, ci64(cg, -R), "");
+    Loop jb = for_begin(cg, LLVMBuildSDiv(cg->b, cols, ci64(cg, R), ""));
+    LLVMValueRef j0 = LLVMBuildMul(cg->b, jb.i, ci64(cg, R), "");
+    Loop ib = loop_begin(cg, ci64(cg, rows / R));
+    LLVMValueRef i0 = LLVMBuildMul(cg->b, ib.i, ci64(cg, R), "");
+    transpose_block(cg, fptr(cg, dst, LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, j0, ci64(cg, ldd), ""), i0, "")), ldd,
+                    fptr(cg, src, LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, i0, ci64(cg, lds), ""), j0, "")), lds);
+    loop_end(cg, &ib);
+    long long r0 = rows - rows % R; /* the rows left over, of these columns */
+    if (r0 < rows)
+      transpose_gather(cg, fptr(cg, dst, LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, j0, ci64(cg, ldd), ""), ci64(cg, r0), "")),
+                       ldd, fptr(cg, src, LLVMBuildAdd(cg->b, j0, ci64(cg, r0 * lds), "")), lds, rows - r0,
+                       ci64(cg, R));
+    for_end(cg, &jb);
+  }
+  /* the columns left over, every row */
+  LLVMValueRef left = LLVMBuildSub(cg->b, cols, full, "");
+  LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "tcols");
+  LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "tdone");
+  LLVMBuildCondBr(cg->b, LLVMBuildICmp(cg->b, LLVMIntSGT, left, ci64(cg, 0), ""), body, done);
+  LLVMPositionBuilderAtEnd(cg->b, body);
+  transpose_gather(cg, fptr(cg, dst, LLVMBuildMul(cg->b, full, ci64(cg, ldd), "")), ldd, fptr(cg, src, full),
+                   lds, rows, left);
+  LLVMBuildBr(cg->b, done);
+  LLVMPositionBuilderAtEnd(cg->b, done);
 }
 
 /* ------------------------------------------------- baked values (AOT) */

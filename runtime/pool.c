@@ -1,14 +1,25 @@
-/* pool.c: the thread pool of pool.h: workers wait on a generation counter;
- * a run bumps it, does thread 0's share itself, then waits for the rest. */
+/* pool.c: the thread pool of pool.h. A run publishes its task by bumping
+ * a generation counter and does thread 0's share itself; each worker runs
+ * its share and counts itself done. Waiting (a worker for the next run,
+ * the caller for the workers) spins on the counters for up to SPIN_NS,
+ * then sleeps on a condition variable: a training step runs the pool
+ * several times within a millisecond, and a wake-up through the kernel
+ * took 20-40 µs of each run on this 2-core VM (an idle gru.nn batch-32
+ * epoch on 2 threads: 4-14% more names/s over 6 interleaved pairs; with a
+ * third process busy on the 2 cores, 3% fewer). */
 #include "pool.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "util.h"
+
+enum { SPIN_NS = 50000 }; /* how long a wait spins before it sleeps */
 
 typedef struct Worker {
   Pool *pool;
@@ -21,13 +32,49 @@ struct Pool {
   Worker *w;
   pthread_mutex_t mu;
   pthread_cond_t start, done;
-  unsigned long gen; /* bumped by every run */
-  int pending;       /* workers still running the current generation */
-  bool stop;
-  PoolFn *fn;
+  atomic_ulong gen;    /* bumped by every run */
+  atomic_int pending;  /* workers still running the current generation */
+  atomic_bool stop;
+  int sleepers;        /* workers asleep on start (under mu) */
+  bool caller_sleeps;  /* the caller asleep on done (under mu) */
+  PoolFn *fn;          /* the run's, written before gen is bumped */
   void *ctx;
   int ntasks;
 };
+
+static long long now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static inline void relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+/* Spins until done(p, arg) or SPIN_NS have passed; returns done(p, arg). */
+static bool spin(Pool *p, bool (*done)(Pool *, unsigned long), unsigned long arg) {
+  long long t0 = now_ns();
+  for (int i = 1;; i++) {
+    if (done(p, arg))
+      return true;
+    relax();
+    if (i % 64 == 0 && now_ns() - t0 > SPIN_NS)
+      return done(p, arg);
+  }
+}
+
+static bool started(Pool *p, unsigned long seen) {
+  return atomic_load_explicit(&p->gen, memory_order_acquire) != seen ||
+         atomic_load_explicit(&p->stop, memory_order_acquire);
+}
+
+static bool finished(Pool *p, unsigned long unused) {
+  (void)unused;
+  return atomic_load_explicit(&p->pending, memory_order_acquire) == 0;
+}
 
 static void run_share(Pool *p, int thread) {
   for (int k = thread; k < p->ntasks; k += p->n)
@@ -38,20 +85,26 @@ static void *worker_main(void *arg) {
   Worker *w = arg;
   Pool *p = w->pool;
   unsigned long seen = 0;
-  pthread_mutex_lock(&p->mu);
   for (;;) {
-    while (!p->stop && p->gen == seen)
-      pthread_cond_wait(&p->start, &p->mu);
-    if (p->stop)
+    if (!spin(p, started, seen)) {
+      pthread_mutex_lock(&p->mu);
+      p->sleepers++;
+      while (!started(p, seen))
+        pthread_cond_wait(&p->start, &p->mu);
+      p->sleepers--;
+      pthread_mutex_unlock(&p->mu);
+    }
+    if (atomic_load_explicit(&p->stop, memory_order_acquire))
       break;
-    seen = p->gen;
-    pthread_mutex_unlock(&p->mu);
+    seen = atomic_load_explicit(&p->gen, memory_order_acquire);
     run_share(p, w->index);
-    pthread_mutex_lock(&p->mu);
-    if (--p->pending == 0)
-      pthread_cond_signal(&p->done);
+    if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1) {
+      pthread_mutex_lock(&p->mu); /* the caller checks pending under mu before it sleeps */
+      if (p->caller_sleeps)
+        pthread_cond_signal(&p->done);
+      pthread_mutex_unlock(&p->mu);
+    }
   }
-  pthread_mutex_unlock(&p->mu);
   return NULL;
 }
 
@@ -61,6 +114,9 @@ Pool *pool_new(int nthreads) {
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->start, NULL);
   pthread_cond_init(&p->done, NULL);
+  atomic_init(&p->gen, 0);
+  atomic_init(&p->pending, 0);
+  atomic_init(&p->stop, false);
   p->w = xcalloc((size_t)p->n, sizeof *p->w);
   for (int i = 1; i < p->n; i++) {
     p->w[i] = (Worker){.pool = p, .index = i};
@@ -81,26 +137,31 @@ void pool_run(Pool *p, int ntasks, PoolFn *fn, void *ctx) {
       fn(ctx, k, 0);
     return;
   }
-  pthread_mutex_lock(&p->mu);
   p->fn = fn;
   p->ctx = ctx;
   p->ntasks = ntasks;
-  p->pending = p->n - 1;
-  p->gen++;
-  pthread_cond_broadcast(&p->start);
+  atomic_store_explicit(&p->pending, p->n - 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&p->gen, 1, memory_order_release); /* publishes the run */
+  pthread_mutex_lock(&p->mu); /* a worker checks gen under mu before it sleeps */
+  if (p->sleepers)
+    pthread_cond_broadcast(&p->start);
   pthread_mutex_unlock(&p->mu);
   run_share(p, 0);
-  pthread_mutex_lock(&p->mu);
-  while (p->pending)
-    pthread_cond_wait(&p->done, &p->mu);
-  pthread_mutex_unlock(&p->mu);
+  if (!spin(p, finished, 0)) {
+    pthread_mutex_lock(&p->mu);
+    p->caller_sleeps = true;
+    while (!finished(p, 0))
+      pthread_cond_wait(&p->done, &p->mu);
+    p->caller_sleeps = false;
+    pthread_mutex_unlock(&p->mu);
+  }
 }
 
 void pool_free(Pool *p) {
   if (!p)
     return;
   pthread_mutex_lock(&p->mu);
-  p->stop = true;
+  atomic_store_explicit(&p->stop, true, memory_order_release);
   pthread_cond_broadcast(&p->start);
   pthread_mutex_unlock(&p->mu);
   for (int i = 1; i < p->n; i++)

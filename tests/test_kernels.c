@@ -344,7 +344,9 @@ static void transpose_body(Cg *cg, LLVMValueRef *p, const void *ctx) {
 static void test_transpose(void **state) {
   Jit *j = jit_or_fail(NULL);
   static const Tr shapes[] = {
-      {1, 1, 1, 1}, {7, 3, 5, 9}, {8, 8, 8, 8}, {37, 19, 21, 40}, {768, 256, 256, 768}};
+      {1, 1, 1, 1},     {7, 3, 5, 9},     {8, 8, 8, 8},       {37, 19, 21, 40},
+      {16, 16, 16, 16}, {15, 17, 17, 15}, {16, 15, 15, 16},   {35, 37, 40, 41},
+      {48, 33, 33, 50}, {768, 59, 59, 768}, {768, 256, 256, 768}};
   Rng r;
   rng_seed(&r, 3);
   for (size_t i = 0; i < ARRAY_LEN(shapes); i++) {
