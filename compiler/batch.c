@@ -54,6 +54,7 @@
  * sequence at a time with llvm.c's kernels. */
 #include <assert.h>
 #include <llvm-c/Core.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +72,15 @@ typedef struct Pack {
   size_t at;
   LLVMValueRef ptr;
 } Pack;
+
+/* A region of the SEQ scratch ([total][sz] floats from total * o), for
+ * one stack or sequence value and the views of it, and later (freed) for
+ * another: see seq_free. */
+typedef struct SeqRegion {
+  size_t o, sz;
+  int last;   /* the last position of block 0 that reads it */
+  bool freed;
+} SeqRegion;
 
 typedef struct BC {
   Cg cg;
@@ -109,6 +119,11 @@ typedef struct BC {
   LLVMValueRef fns[MAX_KERNEL_PARTS]; /* the kernel's function and its parts (CodegenOptions.parts) */
   int *part_at; /* block 0's node index where each part after the first begins (plan_parts) */
   int part;     /* the part being emitted */
+  int *last_use;   /* node -> the last position in block 0 that reads it (seq_lifetimes) */
+  int *region;     /* node -> the SEQ region its values are in, or -1 */
+  SeqRegion *sr;   /* every SEQ region made, in order */
+  int nsr;
+  int pos;         /* the position in block 0 being emitted */
 } BC;
 
 static const Node *N(BC *c, int id) { return &c->g->nodes[id]; }
@@ -232,6 +247,109 @@ static void infer_block(BC *c, int blk) {
 /* ------------------------------------------------------------ memory */
 
 /* A buffer of kind k with rows of ld floats. */
+/* ----------------------------------------------- SEQ regions by lifetime
+ *
+ * A sequence value takes total * ld floats of scratch, and gru.nn's
+ * step_batch has 8,448 floats of them a packed row: the stacks of both
+ * layers' forward and backward scans. Not all at once: the backward's
+ * stacks of the top layer are dead before the bottom layer's are written.
+ * So a region of the SEQ scratch is freed after the last node of block 0
+ * that reads it (a read inside a scan's body counts at the scan), with
+ * every view of it (slices, first(), a scan's results), and a later SEQ
+ * value may take it: first fit, the rest left free. Regions are freed only
+ * between groups of fused elementwise nodes, when every node before the
+ * position has been emitted. */
+
+/* c->last_use from block 0's order. */
+static void seq_lifetimes(BC *c) {
+  const Graph *g = c->g;
+  int nn = g->nnodes;
+  c->last_use = xmalloc((size_t)nn * sizeof *c->last_use);
+  c->region = xmalloc((size_t)nn * sizeof *c->region);
+  for (int i = 0; i < nn; i++)
+    c->last_use[i] = -1, c->region[i] = -1;
+  int nb = g->nblocks, *at = xmalloc((size_t)nb * sizeof *at); /* block -> position of its scan in block 0 */
+  for (int b = 0; b < nb; b++)
+    at[b] = -1;
+  const Block *b0 = &g->blocks[0];
+  int *pos = xmalloc((size_t)nn * sizeof *pos); /* block 0's nodes: their position */
+  for (int i = 0; i < b0->n; i++) {
+    pos[b0->nodes[i]] = i;
+    if (N(c, b0->nodes[i])->op == OP_SCAN)
+      at[N(c, b0->nodes[i])->region] = i;
+  }
+  for (int b = 0; b < nb; b++) { /* nested regions: their outermost scan's position */
+    int top = b;
+    while (top > 0 && g->blocks[top].parent > 0)
+      top = g->blocks[top].parent;
+    if (top > 0)
+      at[b] = at[top];
+  }
+  for (int y = 0; y < nn; y++) {
+    const Node *n = N(c, y);
+    int p = n->block == 0 ? pos[y] : at[n->block];
+    if (p < 0) /* unreachable: keep its inputs to the end */
+      p = INT_MAX;
+    for (int k = 0; k < n->nin; k++)
+      if (n->in[k] >= 0 && c->last_use[n->in[k]] < p)
+        c->last_use[n->in[k]] = p;
+  }
+  if (g->output >= 0)
+    c->last_use[g->output] = INT_MAX;
+  if (g->loss >= 0)
+    c->last_use[g->loss] = INT_MAX;
+  free(at);
+  free(pos);
+}
+
+/* A region of sz floats a row: a freed one that fits, or a new one.
+ * Returns its offset, in units of total floats; c->nsr - 1 is it. */
+static size_t seq_region(BC *c, size_t sz) {
+  size_t o = c->per_r;
+  bool found = false;
+  for (int r = 0; r < c->nsr && !found; r++) {
+    SeqRegion *f = &c->sr[r];
+    if (f->freed && f->sz >= sz) {
+      o = f->o;
+      f->o += sz; /* the rest stays free */
+      f->sz -= sz;
+      found = true;
+    }
+  }
+  if (!found)
+    c->per_r += sz;
+  c->sr = xrealloc(c->sr, (size_t)(c->nsr + 1) * sizeof *c->sr);
+  c->sr[c->nsr++] = (SeqRegion){o, sz, c->pos, false};
+  return o;
+}
+
+/* Node id's values are in region r (-1: none), which lives as long as id is read. */
+static void seq_map(BC *c, int id, int r) {
+  c->region[id] = r;
+  if (r >= 0 && c->sr[r].last < c->last_use[id])
+    c->sr[r].last = c->last_use[id];
+}
+
+/* Frees the regions last read before position pos (every node before it
+ * emitted). */
+static void seq_free(BC *c, int pos) {
+  for (int r = 0; r < c->nsr; r++)
+    if (!c->sr[r].freed && c->sr[r].last < pos)
+      c->sr[r].freed = true;
+  for (bool merged = true; merged;) { /* free neighbours become one */
+    merged = false;
+    for (int a = 0; a < c->nsr; a++)
+      for (int b = 0; b < c->nsr; b++) {
+        SeqRegion *x = &c->sr[a], *y = &c->sr[b];
+        if (a != b && x->freed && y->freed && x->sz && y->sz && x->o + x->sz == y->o) {
+          x->sz += y->sz;
+          y->sz = 0;
+          merged = true;
+        }
+      }
+  }
+}
+
 static LLVMValueRef buffer(BC *c, Kind k, long long ld) {
   Cg *cg = &c->cg;
   long long sz = round16((size_t)ld); /* regions stay 64-byte aligned */
@@ -246,11 +364,8 @@ static LLVMValueRef buffer(BC *c, Kind k, long long ld) {
     c->per_b += (size_t)sz;
     return fptr(cg, c->base_b, LLVMBuildMul(cg->b, c->B64, ci64(cg, (long long)o), ""));
   }
-  case K_SEQ: {
-    size_t o = c->per_r;
-    c->per_r += (size_t)sz;
-    return fptr(cg, c->base_r, LLVMBuildMul(cg->b, c->total, ci64(cg, (long long)o), ""));
-  }
+  case K_SEQ:
+    return fptr(cg, c->base_r, LLVMBuildMul(cg->b, c->total, ci64(cg, (long long)seq_region(c, (size_t)sz)), ""));
   default:
     abort();
   }
@@ -264,7 +379,10 @@ static LLVMValueRef node_buffer(BC *c, int id) {
     return c->ptr[id] = c->dest[id];
   /* a shared value's row stride is 0 (every row reads the one row), its
    * room is its width (tests/graphs/shared_buffers.nn) */
-  return c->ptr[id] = buffer(c, c->kind[id], shared ? w : c->ld[id]);
+  c->ptr[id] = buffer(c, c->kind[id], shared ? w : c->ld[id]);
+  if (c->kind[id] == K_SEQ)
+    seq_map(c, id, c->nsr - 1);
+  return c->ptr[id];
 }
 
 /* Rows a value of node id's kind has here. */
@@ -813,17 +931,20 @@ static void emit_scan(BC *c, int id) {
   int ny = body->nyields;
   LLVMValueRef *stacks = xmalloc((size_t)ny * sizeof *stacks);
   long long *sld = xmalloc((size_t)ny * sizeof *sld);
+  int *stack_region = xmalloc((size_t)(ny > 0 ? ny : 1) * sizeof *stack_region);
   for (int k = 0; k < ny; k++) {
     int y = body->yields[k];
     if (c->isint[y]) {
       fail(c, id, "a scan that stacks one-hot values");
       free(stacks);
       free(sld);
+      free(stack_region);
       return;
     }
     size_t w = width(c, y);
     sld[k] = w == 1 ? 1 : round16(w);
     stacks[k] = buffer(c, K_SEQ, sld[k]);
+    stack_region[k] = c->nsr - 1;
   }
   /* Each carry's initial rows, at the stack's row stride; a reverse scan
    * also needs a buffer to assemble each step's carries in. */
@@ -934,6 +1055,7 @@ static void emit_scan(BC *c, int id) {
     if (N(c, p)->op == OP_PROJ) {
       c->ptr[p] = stacks[N(c, p)->a];
       c->ld[p] = sld[N(c, p)->a];
+      seq_map(c, p, stack_region[N(c, p)->a]);
       /* the stack of a carry from zeros: its step-0 rows are zeros */
       int y = body->yields[N(c, p)->a];
       for (int j = 0; j < ncarry && !reverse; j++)
@@ -943,6 +1065,7 @@ static void emit_scan(BC *c, int id) {
   }
   free(stacks);
   free(sld);
+  free(stack_region);
   free(init);
   free(cin);
 }
@@ -1223,6 +1346,11 @@ static void emit_block(BC *c, int blk) {
   Group gr = {0};
   for (int i = 0; i < b->n && !c->failed; i++) {
     int id = b->nodes[i];
+    if (blk == 0) {
+      c->pos = i;
+      if (!gr.n) /* every node before i emitted */
+        seq_free(c, i);
+    }
     if (N(c, id)->op == OP_ARG)
       continue;
     if (blk == 0 && c->part_at && i == c->part_at[c->part]) {
@@ -1243,6 +1371,9 @@ static void emit_block(BC *c, int blk) {
     if (gr.n && !is_view(N(c, id)->op) && !is_shared_scalar(c, id))
       close_group(c, &gr);
     emit_standalone(c, id);
+    const Node *n = N(c, id);
+    if ((n->op == OP_SLICE || n->op == OP_FIRST) && c->region[n->in[0]] >= 0) /* views */
+      seq_map(c, id, c->region[n->in[0]]);
   }
   close_group(c, &gr);
   free(gr.m);
@@ -1272,6 +1403,7 @@ int codegen_batch(const Graph *g, LLVMModuleRef mod, const char *name, const Cod
   c.zero0 = xcalloc(nn, sizeof *c.zero0);
   c.skip0 = xcalloc(nn, sizeof *c.skip0);
   c.overwrite = xcalloc(nn, sizeof *c.overwrite);
+  seq_lifetimes(&c);
   c.nusers = xcalloc(nn, sizeof *c.nusers);
   c.users = xcalloc(nn, sizeof *c.users);
   for (int id = 0; id < g->nnodes; id++)
@@ -1368,6 +1500,9 @@ done:
   free(c.zero0);
   free(c.skip0);
   free(c.overwrite);
+  free(c.last_use);
+  free(c.region);
+  free(c.sr);
   free(c.pk);
   free(c.part_at);
   cg_dispose(cg);

@@ -493,6 +493,26 @@ static void test_pack_parts(void **state) {
   }
 }
 
+/* The batched kernels' sequence values share the scratch by lifetime
+ * (batch.c's SEQ regions): gru.nn's step_batch holds 8,448 floats a
+ * packed row of stacks and sequence values in all, the forward's of both
+ * layers and the backward's, but the backward's stacks of layer 1 and the
+ * forward's of layer 1 are dead before layer 0's backward writes its own,
+ * so it needs 5,888 (forward_batch: 1,024 of 1,280). That the values stay
+ * right in the shared regions is what every JIT = interpreter check here
+ * and in test_jit shows. */
+static void test_scratch_shared(void **state) {
+  (void)state;
+  Model m;
+  ModelOptions mo = {.batch = 8, .threads = 1, .batched_forward = true};
+  compile_with(&m, "graphs/gru.nn", &mo);
+  assert_non_null(m.bstep_fn);
+  assert_non_null(m.bfwd_fn);
+  assert_int_equal(m.bstep_abi.scratch_per_t, 5888);
+  assert_int_equal(m.bfwd_abi.scratch_per_t, 1024);
+  model_free(&m);
+}
+
 /* update_range on ranges of the slots, the ranges cut anywhere, updates
  * every float of every slot as update does on the whole; its parts of
  * the norm's sum (no clipping: 0, or NaN for a gradient that is not
@@ -598,6 +618,7 @@ int main(void) {
       cmocka_unit_test(test_threads_deterministic),
       cmocka_unit_test(test_background_compile),
       cmocka_unit_test(test_pack_parts),
+      cmocka_unit_test(test_scratch_shared),
       cmocka_unit_test(test_update_range),
       cmocka_unit_test(test_chunk_names),
   };
