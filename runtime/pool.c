@@ -1,12 +1,12 @@
 /* pool.c: the thread pool of pool.h. A run publishes its task by bumping
  * a generation counter and does thread 0's share itself; each worker runs
  * its share and counts itself done. Waiting (a worker for the next run,
- * the caller for the workers) spins on the counters for up to SPIN_NS,
+ * the caller for the workers) spins on the counters for up to SPIN_SECONDS,
  * then sleeps on a condition variable: a training step runs the pool
  * several times within a millisecond, and a wake-up through the kernel
  * took 20-40 µs of each run on this 2-core VM (an idle gru.nn batch-32
- * epoch on 2 threads: 4-14% more names/s over 6 interleaved pairs; with a
- * third process busy on the 2 cores, 3% fewer). */
+ * epoch on 2 threads: 1-14% more names/s in 6 of 6 interleaved pairs;
+ * with a third process busy on the 2 cores, 1% and 5% fewer in 2). */
 #include "pool.h"
 
 #include <pthread.h>
@@ -15,11 +15,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "util.h"
 
-enum { SPIN_NS = 50000 }; /* how long a wait spins before it sleeps */
+#define SPIN_SECONDS 50e-6 /* how long a wait spins before it sleeps */
 
 typedef struct Worker {
   Pool *pool;
@@ -42,26 +41,20 @@ struct Pool {
   int ntasks;
 };
 
-static long long now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 static inline void relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
 #endif
 }
 
-/* Spins until done(p, arg) or SPIN_NS have passed; returns done(p, arg). */
+/* Spins until done(p, arg) or SPIN_SECONDS have passed; returns done(p, arg). */
 static bool spin(Pool *p, bool (*done)(Pool *, unsigned long), unsigned long arg) {
-  long long t0 = now_ns();
+  double t0 = now_seconds();
   for (int i = 1;; i++) {
     if (done(p, arg))
       return true;
     relax();
-    if (i % 64 == 0 && now_ns() - t0 > SPIN_NS)
+    if (i % 64 == 0 && now_seconds() - t0 > SPIN_SECONDS)
       return done(p, arg);
   }
 }

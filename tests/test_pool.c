@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "pool.h"
+#include "util.h"
 #include "testutil.h"
 
 enum { MAXTASKS = 40 };
@@ -18,14 +19,8 @@ enum { MAXTASKS = 40 };
 typedef struct Run {
   atomic_int count[MAXTASKS]; /* how many times task k ran */
   int thread[MAXTASKS];       /* on which thread */
-  long long busy_ns;          /* each task's time */
+  double busy;                /* each task's time, seconds */
 } Run;
-
-static long long now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 static void pause_ns(long long ns) {
   struct timespec ts = {0, (long)ns};
@@ -34,21 +29,21 @@ static void pause_ns(long long ns) {
 
 static void task(void *ctx, int k, int thread) {
   Run *r = ctx;
-  if (r->busy_ns) {
-    long long t0 = now_ns();
-    while (now_ns() - t0 < r->busy_ns)
+  if (r->busy > 0) {
+    double t0 = now_seconds();
+    while (now_seconds() - t0 < r->busy)
       ;
   }
   r->thread[k] = thread;
   atomic_fetch_add(&r->count[k], 1);
 }
 
-static void check_run(Pool *p, int nthreads, int ntasks, long long busy_ns) {
+static void check_run(Pool *p, int nthreads, int ntasks, double busy) {
   Run r;
   for (int k = 0; k < MAXTASKS; k++)
     atomic_init(&r.count[k], 0);
   memset(r.thread, 0xff, sizeof r.thread);
-  r.busy_ns = busy_ns;
+  r.busy = busy;
   pool_run(p, ntasks, task, &r);
   for (int k = 0; k < MAXTASKS; k++) {
     int c = atomic_load(&r.count[k]);
@@ -72,7 +67,7 @@ static void test_pool_runs(void **state) {
       check_run(p, n, 1 + i % MAXTASKS, 0);
     }
     for (int i = 0; i < 10; i++) /* tasks of 150 µs: the caller sleeps for the others */
-      check_run(p, n, n + i % 3, 150000);
+      check_run(p, n, n + i % 3, 150e-6);
     pool_free(p);
   }
   pool_free(NULL);
