@@ -244,9 +244,6 @@ static void infer_block(BC *c, int blk) {
     infer_node(c, b->nodes[i]);
 }
 
-/* ------------------------------------------------------------ memory */
-
-/* A buffer of kind k with rows of ld floats. */
 /* ----------------------------------------------- SEQ regions by lifetime
  *
  * A sequence value takes total * ld floats of scratch, and gru.nn's
@@ -350,6 +347,9 @@ static void seq_free(BC *c, int pos) {
   }
 }
 
+/* ------------------------------------------------------------ memory */
+
+/* A buffer of kind k with rows of ld floats. */
 static LLVMValueRef buffer(BC *c, Kind k, long long ld) {
   Cg *cg = &c->cg;
   long long sz = round16((size_t)ld); /* regions stay 64-byte aligned */
@@ -1372,7 +1372,7 @@ static void emit_block(BC *c, int blk) {
       close_group(c, &gr);
     emit_standalone(c, id);
     const Node *n = N(c, id);
-    if ((n->op == OP_SLICE || n->op == OP_FIRST) && c->region[n->in[0]] >= 0) /* views */
+    if (is_view(n->op) && n->nin > 0 && c->region[n->in[0]] >= 0) /* a view of a SEQ region */
       seq_map(c, id, c->region[n->in[0]]);
   }
   close_group(c, &gr);
