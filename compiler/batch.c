@@ -452,27 +452,14 @@ static LLVMValueRef packed(BC *c, int w, int k0, int n) {
   return dst;
 }
 
-/* NAME_pack(state, packs, part, parts): part's share of every pack's
- * columns, dst[k][m] = W[m][k0 + k] for k in [n * part / parts,
- * n * (part + 1) / parts). */
-static void emit_pack_fn(BC *c, const char *name) {
+/* Part `part` of `parts` of every pack's columns, dst[k][m] = W[m][k0 + k]
+ * for k in [n * part / parts, n * (part + 1) / parts). */
+static void emit_packs(BC *c, LLVMValueRef state, LLVMValueRef packs, LLVMValueRef part,
+                       LLVMValueRef parts, bool nontemporal) {
   Cg *cg = &c->cg;
-  const Graph *g = c->g;
-  char fname[256];
-  snprintf(fname, sizeof fname, "%s_pack", name);
-  LLVMTypeRef p = cg->pty, i32 = cg->i32;
-  LLVMTypeRef params[4] = {p, p, i32, i32};
-  cg->fn = LLVMAddFunction(cg->mod, fname, LLVMFunctionType(LLVMVoidTypeInContext(cg->ctx), params, 4, 0));
-  unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
-  for (unsigned i = 1; i <= 2; i++)
-    LLVMAddAttributeAtIndex(cg->fn, i, LLVMCreateEnumAttribute(cg->ctx, noalias, 0));
-  LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "entry"));
-  LLVMValueRef state = LLVMGetParam(cg->fn, 0), packs = LLVMGetParam(cg->fn, 1);
-  LLVMValueRef part = LLVMBuildSExt(cg->b, LLVMGetParam(cg->fn, 2), cg->i64, "");
-  LLVMValueRef parts = LLVMBuildSExt(cg->b, LLVMGetParam(cg->fn, 3), cg->i64, "");
   for (int i = 0; i < c->npacks; i++) {
     const Pack *pk = &c->pk[i];
-    const Param *pa = &g->params[pk->param];
+    const Param *pa = &c->g->params[pk->param];
     long long M = pa->type.dim[0], ldw = pa->type.dim[1];
     LLVMValueRef n = ci64(cg, pk->n);
     LLVMValueRef lo = LLVMBuildSDiv(cg->b, LLVMBuildMul(cg->b, n, part, ""), parts, "");
@@ -485,10 +472,50 @@ static void emit_pack_fn(BC *c, const char *name) {
     LLVMValueRef dst = fptr(cg, packs, LLVMBuildAdd(cg->b, ci64(cg, (long long)pk->at),
                                                     LLVMBuildMul(cg->b, lo, ci64(cg, M), ""), ""));
     LLVMValueRef src = fptr(cg, state, LLVMBuildAdd(cg->b, ci64(cg, (long long)(pa->offset + (size_t)pk->k0)), lo, ""));
-    transpose(cg, dst, M, src, ldw, M, cols);
+    /* dst: packs + at (a multiple of 16) + lo * M, 64-byte aligned where
+     * packs is and M is a multiple of 16 (transpose asks no more) */
+    transpose(cg, dst, M, src, ldw, M, cols, nontemporal);
     LLVMBuildBr(cg->b, next);
     LLVMPositionBuilderAtEnd(cg->b, next);
   }
+}
+
+/* NAME_pack(state, packs, part, parts): part's share of every pack's
+ * columns (emit_packs). Called in parts, each part on its own thread,
+ * every thread then reads every pack, so each line a part writes is held
+ * by the other threads' caches from the last batch, and a plain store
+ * waits for them to drop it: with parts > 1 and packs 64-byte aligned the
+ * 16 x 16 blocks are stored non-temporally (gru.nn at batch 32 on the 2
+ * cores of the Zen 5: packing 0.064-0.086 s an epoch against 0.111-0.135
+ * s, docs/benchmarks.md), and one part writes as before, through the
+ * caches the kernel then reads them from. */
+static void emit_pack_fn(BC *c, const char *name) {
+  Cg *cg = &c->cg;
+  char fname[256];
+  snprintf(fname, sizeof fname, "%s_pack", name);
+  LLVMTypeRef p = cg->pty, i32 = cg->i32;
+  LLVMTypeRef params[4] = {p, p, i32, i32};
+  cg->fn = LLVMAddFunction(cg->mod, fname, LLVMFunctionType(LLVMVoidTypeInContext(cg->ctx), params, 4, 0));
+  unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
+  for (unsigned i = 1; i <= 2; i++)
+    LLVMAddAttributeAtIndex(cg->fn, i, LLVMCreateEnumAttribute(cg->ctx, noalias, 0));
+  LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "entry"));
+  LLVMValueRef state = LLVMGetParam(cg->fn, 0), packs = LLVMGetParam(cg->fn, 1);
+  LLVMValueRef part = LLVMBuildSExt(cg->b, LLVMGetParam(cg->fn, 2), cg->i64, "");
+  LLVMValueRef parts = LLVMBuildSExt(cg->b, LLVMGetParam(cg->fn, 3), cg->i64, "");
+  LLVMValueRef addr = LLVMBuildPtrToInt(cg->b, packs, cg->i64, "");
+  LLVMValueRef aligned = LLVMBuildICmp(cg->b, LLVMIntEQ, LLVMBuildAnd(cg->b, addr, ci64(cg, 63), ""),
+                                       ci64(cg, 0), "");
+  LLVMValueRef shared = LLVMBuildAnd(cg->b, aligned, LLVMBuildICmp(cg->b, LLVMIntSGT, parts, ci64(cg, 1), ""), "");
+  LLVMBasicBlockRef nt = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "nontemporal");
+  LLVMBasicBlockRef plain = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "plain");
+  LLVMBuildCondBr(cg->b, shared, nt, plain);
+  LLVMPositionBuilderAtEnd(cg->b, nt);
+  emit_packs(c, state, packs, part, parts, true);
+  LLVMBuildFence(cg->b, LLVMAtomicOrderingSequentiallyConsistent, 0, ""); /* orders the streams */
+  LLVMBuildRetVoid(cg->b);
+  LLVMPositionBuilderAtEnd(cg->b, plain);
+  emit_packs(c, state, packs, part, parts, false);
   LLVMBuildRetVoid(cg->b);
 }
 

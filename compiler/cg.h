@@ -282,8 +282,12 @@ LLVMValueRef baked_columns(Cg *cg, const Baked *bk, int p, int k0, int n, LLVMVa
 
 /* dst[j*ldd + i] = src[i*lds + j] for i < rows, j < cols: W [rows][cols]
  * packed transposed, W^T [cols][rows], as the forward product's B. cols
- * (an i64) is known at run time and at least 1. */
+ * (an i64) is known at run time and at least 1. nontemporal: where ldd is
+ * a multiple of 16, the whole 64-byte lines of the 16 x 16 blocks are
+ * stored non-temporally (past the caches, and out of every other core's);
+ * dst must then be 64-byte aligned, and the caller fences before another
+ * thread reads dst. */
 void transpose(Cg *cg, LLVMValueRef dst, long long ldd, LLVMValueRef src, long long lds,
-               long long rows, LLVMValueRef cols);
+               long long rows, LLVMValueRef cols, bool nontemporal);
 
 #endif

@@ -1221,8 +1221,10 @@ static void transpose_gather(Cg *cg, LLVMValueRef dst, long long ldd, LLVMValueR
 /* A 16 x 16 block in registers: sixteen rows loaded, four rounds of
  * two-vector shuffles (round d swaps bit d of the row and column indices:
  * rows i and i + d exchange their off-diagonal d x d blocks), sixteen
- * columns stored, whole 64-byte lines both ways. */
-static void transpose_block(Cg *cg, LLVMValueRef dst, long long ldd, LLVMValueRef src, long long lds) {
+ * columns stored, whole 64-byte lines both ways (nontemporal: stored with
+ * !nontemporal, dst 64-byte aligned and ldd a multiple of 16). */
+static void transpose_block(Cg *cg, LLVMValueRef dst, long long ldd, LLVMValueRef src, long long lds,
+                            bool nontemporal) {
   enum { R = 16 };
   LLVMTypeRef vt = LLVMVectorType(cg->f32, R);
   LLVMValueRef v[R];
@@ -1243,15 +1245,24 @@ static void transpose_block(Cg *cg, LLVMValueRef dst, long long ldd, LLVMValueRe
       v[i + d] = LLVMBuildShuffleVector(cg->b, a, b, mhi, "");
     }
   }
-  for (int c = 0; c < R; c++)
-    vstore(cg, v[c], fptr(cg, dst, ci64(cg, c * ldd)));
+  LLVMValueRef nt = NULL;
+  if (nontemporal) {
+    LLVMMetadataRef one = LLVMValueAsMetadata(LLVMConstInt(cg->i32, 1, 0));
+    nt = LLVMMetadataAsValue(cg->ctx, LLVMMDNodeInContext2(cg->ctx, &one, 1));
+  }
+  for (int c = 0; c < R; c++) {
+    LLVMValueRef st = LLVMBuildStore(cg->b, v[c], fptr(cg, dst, ci64(cg, c * ldd)));
+    LLVMSetAlignment(st, nt ? 64 : 4);
+    if (nt)
+      LLVMSetMetadata(st, LLVMGetMDKindIDInContext(cg->ctx, "nontemporal", 11), nt);
+  }
 }
 
 /* dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols: in 16 x 16
  * blocks (transpose_block), the rows and columns those leave over by
  * gathering (transpose_gather). */
 void transpose(Cg *cg, LLVMValueRef dst, long long ldd, LLVMValueRef src, long long lds,
-               long long rows, LLVMValueRef cols) {
+               long long rows, LLVMValueRef cols, bool nontemporal) {
   enum { R = 16 };
   LLVMValueRef full = ci64(cg, 0); /* columns in blocks */
   if (rows >= R) {
@@ -1261,7 +1272,8 @@ void transpose(Cg *cg, LLVMValueRef dst, long long ldd, LLVMValueRef src, long l
     Loop ib = loop_begin(cg, ci64(cg, rows / R));
     LLVMValueRef i0 = LLVMBuildMul(cg->b, ib.i, ci64(cg, R), "");
     transpose_block(cg, fptr(cg, dst, LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, j0, ci64(cg, ldd), ""), i0, "")), ldd,
-                    fptr(cg, src, LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, i0, ci64(cg, lds), ""), j0, "")), lds);
+                    fptr(cg, src, LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, i0, ci64(cg, lds), ""), j0, "")), lds,
+                    nontemporal && ldd % R == 0);
     loop_end(cg, &ib);
     long long r0 = rows - rows % R; /* the rows left over, of these columns */
     if (r0 < rows)

@@ -466,7 +466,9 @@ static void test_background_compile(void **state) {
 
 /* The packed weights a batched kernel reads (its NAME_pack) are the same
  * whether one call packs them or many share the columns: parts taken in
- * any order, more parts than a pack has columns (parts with none). */
+ * any order, more parts than a pack has columns (parts with none), the
+ * parts' blocks stored non-temporally and the one call's not; and the
+ * same again into a buffer that is not 64-byte aligned (plain stores). */
 static void test_pack_parts(void **state) {
   (void)state;
   const char *graphs[] = {"graphs/rnn.nn", "graphs/gru.nn"};
@@ -476,7 +478,11 @@ static void test_pack_parts(void **state) {
     assert_non_null(m.bstep_pack_fn);
     random_weights(&m, 3);
     size_t n = m.bstep_abi.packed;
-    float *one = xmalloc(n * sizeof *one), *many = xmalloc(n * sizeof *many);
+    /* 64-byte aligned, as the runtime's: in more than one part the
+     * blocks are stored non-temporally (batch.c's emit_pack_fn) */
+    size_t bytes = (n * sizeof(float) + 63) & ~(size_t)63;
+    float *one = aligned_alloc(64, bytes), *many = aligned_alloc(64, bytes);
+    assert_true(one && many);
     memset(one, 0xff, n * sizeof *one); /* NaN: a float one way writes and the other not shows */
     m.bstep_pack_fn(m.state, one, 0, 1);
     int counts[] = {2, 3, 7, 1000};
@@ -486,7 +492,15 @@ static void test_pack_parts(void **state) {
         m.bstep_pack_fn(m.state, many, part, counts[c]);
       assert_memory_equal(one, many, n * sizeof *one);
     }
-    print_message("%s: %zu packed floats, the same in 1, 2, 3, 7 and 1000 parts\n", graphs[k], n);
+    float *block = aligned_alloc(64, bytes + 64), *odd = block + 4; /* 16 bytes past a line */
+    assert_non_null(block);
+    memset(odd, 0xff, n * sizeof *odd);
+    for (int part = 0; part < 2; part++)
+      m.bstep_pack_fn(m.state, odd, part, 2);
+    assert_memory_equal(one, odd, n * sizeof *one);
+    free(block);
+    print_message("%s: %zu packed floats, the same in 1, 2, 3, 7 and 1000 parts, and unaligned\n",
+                  graphs[k], n);
     free(one);
     free(many);
     model_free(&m);

@@ -334,26 +334,34 @@ static void test_simd_of(void **state) {
 
 typedef struct Tr {
   long long rows, cols, lds, ldd;
+  bool nontemporal; /* dst 64-byte aligned */
 } Tr;
 
 static void transpose_body(Cg *cg, LLVMValueRef *p, const void *ctx) {
   const Tr *t = ctx;
-  transpose(cg, p[2], t->ldd, p[0], t->lds, t->rows, ci64(cg, t->cols));
+  transpose(cg, p[2], t->ldd, p[0], t->lds, t->rows, ci64(cg, t->cols), t->nontemporal);
 }
 
 static void test_transpose(void **state) {
   Jit *j = jit_or_fail(NULL);
   static const Tr shapes[] = {
-      {1, 1, 1, 1},     {7, 3, 5, 9},     {8, 8, 8, 8},       {37, 19, 21, 40},
-      {16, 16, 16, 16}, {15, 17, 17, 15}, {16, 15, 15, 16},   {35, 37, 40, 41},
-      {48, 33, 33, 50}, {768, 59, 59, 768}, {768, 256, 256, 768}};
+      {1, 1, 1, 1, false},       {7, 3, 5, 9, false},        {8, 8, 8, 8, false},
+      {37, 19, 21, 40, false},   {16, 16, 16, 16, false},    {15, 17, 17, 15, false},
+      {16, 15, 15, 16, false},   {35, 37, 40, 41, false},    {48, 33, 33, 50, false},
+      {768, 59, 59, 768, false}, {768, 256, 256, 768, false},
+      /* the blocks stored non-temporally (ldd a multiple of 16), or not
+       * (ldd 40: the flag is ignored) */
+      {16, 16, 16, 16, true}, {35, 37, 40, 48, true}, {768, 59, 59, 768, true},
+      {37, 19, 21, 40, true}};
   Rng r;
   rng_seed(&r, 3);
   for (size_t i = 0; i < ARRAY_LEN(shapes); i++) {
     const Tr *t = &shapes[i];
     Fn *f = build(j, (Simd){.lanes = 8, .regs = 16}, transpose_body, t);
     size_t ns = (size_t)(t->rows * t->lds), nd = (size_t)(t->cols * t->ldd);
-    float *src = xmalloc(ns * sizeof *src), *dst = xmalloc(nd * sizeof *dst);
+    float *src = xmalloc(ns * sizeof *src);
+    float *dst = aligned_alloc(64, (nd * sizeof(float) + 63) & ~(size_t)63);
+    assert_non_null(dst);
     fill(&r, src, ns);
     for (size_t k = 0; k < nd; k++)
       dst[k] = -7;
