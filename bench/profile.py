@@ -2,7 +2,7 @@
 """bench/profile.py: where rnnc's time goes, basic block by basic block.
 
     python3 bench/profile.py GRAPH [--infer] [--limit N] [--build DIR] [--top K]
-                             [--batch B [--threads N] [--lr X]]
+                             [--batch B [--threads N] [--lr X]] [--freq HZ]
 
 JIT code has no symbols, and this machine (a KVM guest) has no hardware
 performance counters, so `perf stat` reports nothing and `perf report`
@@ -113,6 +113,9 @@ def main():
     ap.add_argument("--batch", type=int, help="the minibatch recipe, B names a batch")
     ap.add_argument("--threads", type=int, default=1, help="with --batch: threads (default 1)")
     ap.add_argument("--lr", type=float, help="with --batch: the learning rate (default: the graph's)")
+    ap.add_argument("--freq", type=int, default=1999,
+                    help="perf's samples a second (default 1999: on the KVM guest of "
+                         "docs/benchmarks.md, 20000 slowed the run it measured 12x)")
     a = ap.parse_args()
     rnnc = os.path.join(a.build, "rnnc", "rnnc")
     driver = os.path.join(a.build, "rnnc-bench")
@@ -160,7 +163,7 @@ def profile(a, rnnc, driver, tmp, root):
         args += ["--batch", str(a.batch), "--threads", str(a.threads)]
         if a.lr:
             args += ["--lr", str(a.lr)]
-    out = sh(["perf", "record", "-q", "-e", "cpu-clock", "-F", "20000", "-o", data, "--"] + args,
+    out = sh(["perf", "record", "-q", "-e", "cpu-clock", "-F", str(a.freq), "-o", data, "--"] + args,
              cwd=root, env=dict(os.environ, RNNC_CACHE_DIR=cache))
     ev = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
     comp = next(e for e in ev if e["event"] == "compile")
