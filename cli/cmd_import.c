@@ -147,6 +147,10 @@ int cmd_import(int argc, char **argv) {
             im.classes);
     goto done;
   }
+  if (nlabels && ckpt_check_labels(labels, nlabels, &e)) {
+    fprintf(stderr, "rnnc import: the labels: %s\n", e.msg);
+    goto done;
+  }
   /* Metadata as checkpoints hold it (no "format": not one of rnnc
    * train's, with a step and a pair). */
   char *list = nlabels ? ckpt_json_list(labels, nlabels) : NULL;

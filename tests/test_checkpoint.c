@@ -561,7 +561,8 @@ static void test_bad_counts(void **state) {
 
 /* Item 11: labels are a JSON list in the metadata, so any file name is a
  * label that survives: a comma ("Scots,Gaelic" made 19 labels of 18), a
- * quote, a newline. */
+ * quote, a newline. A list with a label twice, or an empty one, is a
+ * damaged checkpoint. */
 static void test_labels_round_trip(void **state) {
   const char *names[] = {"Greek", "Scots,Gaelic", "Quote\"d", "New\nline"};
   char *d = tmp_path("labels");
@@ -601,6 +602,16 @@ static void test_labels_round_trip(void **state) {
   char *s = rnnc_expect(1, (const char *const[]){"predict", g4, out, "Kim", NULL});
   assert_contains(s, "metadata \"labels\" is ");
   assert_contains(s, "not a JSON list of strings");
+  free(s);
+  /* A label must name one class: predict would print two classes as one,
+   * or an empty language column. */
+  st_set_meta(out, "labels", "[\"Greek\",\"Korean\",\"Quote\\\"d\",\"Greek\"]");
+  s = rnnc_expect(1, (const char *const[]){"predict", g4, out, "Kim", NULL});
+  assert_contains(s, "metadata \"labels\": \"Greek\" names two classes");
+  free(s);
+  st_set_meta(out, "labels", "[\"Greek\",\"\",\"Quote\\\"d\",\"Scots\"]");
+  s = rnnc_expect(1, (const char *const[]){"eval", g4, out, "--data", d, NULL});
+  assert_contains(s, "metadata \"labels\": label 2 of 4 is empty");
   free(s);
   free(out);
   free(g4);

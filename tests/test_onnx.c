@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "onnx_import.h"
 #include "rnnc.h"
@@ -132,6 +133,18 @@ static void build_import(void **state) {
                                                     "--labels", labels + 3, NULL});
   assert_contains(text, "17 labels, but the model's output has 18 classes");
   free(text);
+  /* 18 labels, one of them twice, or one empty: nothing written. */
+  text = rnnc_expect(1, (const char *const[]){"import", onnx, "-o", out, "--onehot", "--labels",
+                                              "L0,L1,L2,L3,L4,L5,L6,L7,L8,L9,L10,L11,L12,L13,L14,L15,L16,L1",
+                                              NULL});
+  assert_contains(text, "the labels: \"L1\" names two classes");
+  free(text);
+  text = rnnc_expect(1, (const char *const[]){"import", onnx, "-o", out, "--onehot", "--labels",
+                                              "L0,L1,L2,L3,L4,L5,L6,L7,L8,L9,L10,L11,L12,L13,,L15,L16,L17",
+                                              NULL});
+  assert_contains(text, "the labels: label 15 of 18 is empty");
+  free(text);
+  assert_int_equal(access(ckpt, F_OK), -1);
   free(rnnc_expect(0, (const char *const[]){"import", onnx, "-o", out, "--onehot", "--labels",
                                             labels, NULL}));
   free(rnnc_expect(0, (const char *const[]){"build", nn, ckpt, "-o", obj, NULL}));
