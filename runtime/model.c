@@ -868,7 +868,7 @@ static void drop_other_copies(float *p, size_t n) {
 #if defined(__SSE2__)
   for (size_t i = 0; i + 4 <= n; i += 4)
     _mm_stream_ps(p + i, _mm_load_ps(p + i));
-  _mm_sfence(); /* non-temporal stores are ordered by nothing else */
+  _mm_sfence(); /* stream stores are ordered only by fences and locked instructions */
 #else
   (void)p, (void)n;
 #endif
