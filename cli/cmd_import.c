@@ -147,7 +147,7 @@ int cmd_import(int argc, char **argv) {
             im.classes);
     goto done;
   }
-  if (nlabels && ckpt_check_labels(labels, nlabels, &e)) {
+  if (nlabels && data_check_labels(labels, nlabels, &e)) {
     fprintf(stderr, "rnnc import: the labels: %s\n", e.msg);
     goto done;
   }

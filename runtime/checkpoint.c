@@ -583,33 +583,9 @@ static bool replaced(const StFile *w, const char *path) {
   return changed;
 }
 
-static int by_text(const void *a, const void *b) {
-  return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-int ckpt_check_labels(char *const *labels, int n, Err *e) {
-  for (int i = 0; i < n; i++)
-    if (!labels[i][0])
-      return errf(e, "label %d of %d is empty", i + 1, n);
-  if (n < 2)
-    return 0;
-  char **sorted = xmalloc((size_t)n * sizeof *sorted);
-  memcpy(sorted, labels, (size_t)n * sizeof *sorted);
-  qsort(sorted, (size_t)n, sizeof *sorted, by_text);
-  int rc = 0;
-  for (int i = 1; i < n && !rc; i++)
-    if (!strcmp(sorted[i], sorted[i - 1])) {
-      char *shown = shown_text(sorted[i], strlen(sorted[i]), 40);
-      rc = errf(e, "\"%s\" names two classes", shown);
-      free(shown);
-    }
-  free(sorted);
-  return rc;
-}
-
 static int check_meta_labels(const CkptMeta *meta, const char *path, Err *e) {
   Err why;
-  if (!ckpt_check_labels(meta->labels, meta->nlabels, &why))
+  if (!data_check_labels(meta->labels, meta->nlabels, &why))
     return 0;
   return errf(e, "%s: metadata \"labels\": %s", path, why.msg);
 }

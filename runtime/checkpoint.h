@@ -56,10 +56,6 @@ typedef struct CkptMeta {
   TrainPosition pos; /* "position": a training stopped mid-epoch; else 0 */
 } CkptMeta;
 int ckpt_read_meta(const StFile *f, const char *path, CkptMeta *meta, Err *e);
-/* The labels name the classes in predict's output and eval's confusion
- * matrix, so each must name one: 0, or -1 with e saying which label is
- * empty or which names two classes. */
-int ckpt_check_labels(char *const *labels, int n, Err *e);
 void ckpt_meta_free(CkptMeta *meta);
 /* The metadata of the checkpoint at path (its header only). */
 int ckpt_read_info(const char *path, CkptMeta *meta, Err *e);

@@ -347,6 +347,26 @@ static int load_file(Loader *ld, const char *path, int label, Err *e) {
   return rc;
 }
 
+int data_check_labels(char *const *labels, int n, Err *e) {
+  for (int i = 0; i < n; i++)
+    if (!labels[i][0])
+      return errf(e, "label %d of %d is empty", i + 1, n);
+  if (n < 2)
+    return 0;
+  char **sorted = xmalloc((size_t)n * sizeof *sorted);
+  memcpy(sorted, labels, (size_t)n * sizeof *sorted);
+  qsort(sorted, (size_t)n, sizeof *sorted, cmp_str);
+  int rc = 0;
+  for (int i = 1; i < n && !rc; i++)
+    if (!strcmp(sorted[i], sorted[i - 1])) {
+      char *shown = shown_text(sorted[i], strlen(sorted[i]), 40);
+      rc = errf(e, "\"%s\" names two classes", shown);
+      free(shown);
+    }
+  free(sorted);
+  return rc;
+}
+
 /* The label list of a checkpoint, as ds's labels. */
 static int set_labels(Dataset *ds, char *const *labels, int nlabels, Err *e) {
   if (nlabels <= 0)

@@ -141,6 +141,10 @@ typedef struct Dataset {
  * left empty (data_free is safe either way). */
 int data_load(Dataset *ds, const char *path, char *const *labels, int nlabels, VocabKind kind,
               const Vocab *vocab, Err *e);
+/* Labels name the classes in predict's output and eval's confusion
+ * matrix, so each must name one: 0, or -1 with e saying which label is
+ * empty or which names two classes. */
+int data_check_labels(char *const *labels, int n, Err *e);
 /* The vocabulary kind a data set takes by default: names for a directory
  * (the names data), unicode for a TSV or CSV file. */
 VocabKind data_default_kind(const char *path);
