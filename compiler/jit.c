@@ -74,9 +74,26 @@ static int verify(LLVMModuleRef m, Err *e) {
   return 0;
 }
 
+/* No reciprocal or reciprocal square root estimates in m's functions
+ * (clang's default unless -mrecip). With fast math, x86's back end
+ * otherwise computes 1 / sqrt(x) as rsqrtss and a Newton step, and that
+ * estimate's bits differ between CPUs (Intel's and AMD's tables, qemu's
+ * exact value): gru.nn's Adam bias correction did, so the same kernels,
+ * compiled for the same named CPU, trained to other bits on a Zen 5 and
+ * on a Xeon. */
+static void no_estimates(LLVMModuleRef m) {
+  static const char k[] = "reciprocal-estimates", v[] = "none";
+  LLVMAttributeRef a =
+      LLVMCreateStringAttribute(LLVMGetModuleContext(m), k, sizeof k - 1, v, sizeof v - 1);
+  for (LLVMValueRef f = LLVMGetFirstFunction(m); f; f = LLVMGetNextFunction(f))
+    if (!LLVMIsDeclaration(f))
+      LLVMAddAttributeAtIndex(f, LLVMAttributeFunctionIndex, a);
+}
+
 static int run_passes(LLVMModuleRef m, LLVMTargetMachineRef tm, const char *passes, Err *e) {
   if (verify(m, e))
     return -1;
+  no_estimates(m);
   char *triple = LLVMGetTargetMachineTriple(tm);
   LLVMSetTarget(m, triple);
   LLVMDisposeMessage(triple);

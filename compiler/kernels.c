@@ -971,8 +971,11 @@ Simd simd_of_features(const char *triple, const char *features) {
 
 /* GEMM_MC: rows of A a block holds; GEMM_PANEL: registers across a panel
  * of C (a multiple of nr, 2 or 4); GEMM_CHAINS: independent sums a tile
- * needs to keep the FMA units busy (4 cycles of latency x 2 units). */
-enum { GEMM_MC = 96, GEMM_MR_MAX = 8, GEMM_PANEL = 8, GEMM_CHAINS = 8 };
+ * needs to keep the FMA units busy (4 cycles of latency x 2 units);
+ * GEMM_PREFETCH: how many rows of B ahead of k the micro-kernel asks for
+ * B's lines (its rows are ldb apart, 1-3 KB at gru.nn's shapes, and an
+ * Intel core's stride prefetcher follows strides of up to 2 KB). */
+enum { GEMM_MC = 96, GEMM_MR_MAX = 8, GEMM_PANEL = 8, GEMM_CHAINS = 8, GEMM_PREFETCH = 16 };
 
 /* A tile shape: rows x nvec registers across, the last with `last` valid
  * lanes; vt a register (<lanes x float>, or float). */
@@ -1013,6 +1016,17 @@ static void store_lanes(Cg *cg, const Tile *t, LLVMValueRef v, LLVMValueRef p, i
   LLVMValueRef f = LLVMGetIntrinsicDeclaration(cg->mod, id, tys, 2);
   LLVMValueRef args[4] = {v, p, LLVMConstInt(cg->i32, 4, 0), lane_mask(cg, t->lanes, valid)};
   LLVMBuildCall2(cg->b, LLVMIntrinsicGetType(cg->ctx, id, tys, 2), f, args, 4, "");
+}
+
+/* Asks for the line at p in the L1 cache (llvm.prefetch: read, keep in
+ * every level; a target without it drops it). */
+static void prefetch(Cg *cg, LLVMValueRef p) {
+  LLVMTypeRef pty = cg->pty;
+  unsigned id = LLVMLookupIntrinsicID("llvm.prefetch", 13);
+  LLVMValueRef f = LLVMGetIntrinsicDeclaration(cg->mod, id, &pty, 1);
+  LLVMValueRef args[4] = {p, LLVMConstInt(cg->i32, 0, 0), LLVMConstInt(cg->i32, 3, 0),
+                          LLVMConstInt(cg->i32, 1, 0)};
+  LLVMBuildCall2(cg->b, LLVMIntrinsicGetType(cg->ctx, id, &pty, 1), f, args, 4, "");
 }
 
 /* The micro-kernel of tile shape t, in this module:
@@ -1056,6 +1070,14 @@ static LLVMValueRef tile_fn(Cg *cg, const Tile *t, LLVMTypeRef *fty) {
   }
   Loop k = for_begin(cg, K);
   LLVMValueRef bk = fptr(cg, b, LLVMBuildMul(cg->b, k.i, ldb, ""));
+  if (t->lanes > 1) {
+    /* B's row k + GEMM_PREFETCH, a line at a time (past B's end is fine:
+     * a prefetch does not fault) */
+    LLVMValueRef ahead = fptr(cg, b, LLVMBuildMul(cg->b, LLVMBuildAdd(cg->b, k.i, ci64(cg, GEMM_PREFETCH), ""), ldb, ""));
+    int line = 64 / (int)sizeof(float);
+    for (int f = 0; f < nv * t->lanes; f += line)
+      prefetch(cg, fptr(cg, ahead, ci64(cg, f)));
+  }
   LLVMValueRef bv[GEMM_PANEL];
   for (int v = 0; v < nv; v++)
     bv[v] = load_lanes(cg, t, fptr(cg, bk, ci64(cg, v * t->lanes)), v == nv - 1 ? t->last : t->lanes);

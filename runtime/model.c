@@ -627,6 +627,7 @@ typedef struct Batch {
   BatchPackFn pack_fn; /* pack_task: the kernel's packing, into packs */
   float *packs;
   float *norm_parts; /* update_part: each part's share of the gradient norm's sum */
+  bool drop;         /* update_part: drop_other_copies first */
 } Batch;
 
 /* Makes room for need elements of size elem in each of the k buffers
@@ -874,6 +875,42 @@ static void drop_other_copies(float *p, size_t n) {
 #endif
 }
 
+/* Whether this update runs drop_other_copies. It helps where a plain
+ * store to a line another core holds waits for that core (the Zen 5: the
+ * update 0.21 -> 0.12 s an epoch) and hurts where non-temporal stores
+ * are the slow ones (the Xeon of docs/benchmarks.md: 0.25 -> 0.38 s), so
+ * on several threads the updates after the first alternate, without and
+ * with, DROP_TRIALS of each, and the rest take the way whose median time
+ * was lower. */
+static bool drop_now(const Model *m) {
+  if (m->threads < 2)
+    return false;
+  if (m->drop_pick)
+    return m->drop_pick == 1;
+  return m->drop_calls > 0 && m->drop_runs[1] < m->drop_runs[0];
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static double median(const double *v, int n) {
+  double s[DROP_TRIALS];
+  memcpy(s, v, (size_t)n * sizeof *s);
+  qsort(s, (size_t)n, sizeof *s, cmp_double);
+  return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+}
+
+/* Records an update's time, seconds, run with drop_now() == drop. */
+static void drop_timed(Model *m, bool drop, double seconds) {
+  if (m->threads < 2 || m->drop_pick || m->drop_calls++ == 0)
+    return;
+  m->drop_secs[drop][m->drop_runs[drop]++] = seconds;
+  if (m->drop_runs[0] == DROP_TRIALS && m->drop_runs[1] == DROP_TRIALS)
+    m->drop_pick = median(m->drop_secs[1], DROP_TRIALS) < median(m->drop_secs[0], DROP_TRIALS) ? 1 : 2;
+}
+
 /* Update part `task` (with b->scale, the gradients scaled first), its
  * part of the grad_norm sum into b->norm_parts[task]. */
 static void update_part(void *ctx, int task, int thread) {
@@ -889,7 +926,7 @@ static void update_part(void *ctx, int task, int thread) {
     for (size_t i = lo; i < hi; i++)
       g[i] *= b->scale;
   }
-  if (m->threads > 1)
+  if (b->drop)
     drop_other_copies(m->state + SLOT_VALUE * m->nfloats + lo, hi - lo);
   static const int32_t no_chars[1]; /* the update reads no input */
   Workspace *w = &m->ws[thread];
@@ -905,7 +942,10 @@ static float batch_update(Model *m, long n, bool scaled) {
   if (m->update_range_fn && m->nfloats <= INT32_MAX) {
     float parts[UPDATE_PARTS];
     b.norm_parts = parts;
+    b.drop = drop_now(m);
+    double t0 = now_seconds();
     pool_run(m->pool, UPDATE_PARTS, update_part, &b);
+    drop_timed(m, b.drop, now_seconds() - t0);
     float norm = 0;
     for (int p = 0; p < UPDATE_PARTS; p++)
       norm += parts[p];

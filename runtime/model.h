@@ -86,6 +86,9 @@ typedef struct TrainPosition {
   double running;   /* the running loss */
 } TrainPosition;
 
+/* Updates timed each way before Model.drop_pick is made. */
+enum { DROP_TRIALS = 8 };
+
 typedef struct Model {
   char *path;
   uint64_t hash;     /* FNV-1a of the graph file's bytes */
@@ -116,6 +119,13 @@ typedef struct Model {
   size_t nslots;     /* SLOT_COUNT; 1 (the values) without a training kernel */
   float *state;      /* (nslots, nfloats): values, grads, m, v */
   int64_t step;      /* optimizer updates done */
+  /* On several threads: whether update parts write their values back
+   * non-temporally first (model.c's drop_other_copies), chosen by timing
+   * the first batches' updates both ways; bits are the same either way. */
+  int drop_pick;     /* 0: still timing; 1: write back; 2: do not */
+  int drop_calls;    /* updates on several threads so far (the first is not timed) */
+  int drop_runs[2];  /* updates timed without [0] and with [1] it */
+  double drop_secs[2][DROP_TRIALS];
   int epoch;         /* training epochs done */
   TrainPosition pos; /* and how far into the next one */
   int tmax;          /* longest sequence the scratch fits */

@@ -16,7 +16,10 @@
  * one character with NaN recurrent matrices: the zero rows of batch.c
  * never read them (gru.nn, lstm.nn).
  * Then the same training on 1 and 2 threads, and twice on 2
- * threads: the parameter and optimizer buffers must be equal bit for bit.
+ * threads: the parameter and optimizer buffers must be equal bit for bit
+ * (on 2 and 3 threads the second update runs without model.c's
+ * drop_other_copies and the third with it, as model.c's drop_now times
+ * them).
  * The weights packed in one call or in parts, the same floats; the
  * update on ranges of the slots (update_range) and on the whole, the same.
  * And how a batch is cut into chunks (model_chunk_names): every name once,

@@ -21,6 +21,9 @@
  *   matvec_t_block,
  *   outer_seq_rows,  T = 1..9, with and without u, first or not
  *   step_tuples      T = 1..9: every step once, in tuples of 4, 2, 1
+ *   no estimates     a / sqrt(x) with the kernels' fast-math flags, through
+ *                    optimize_module for x86 CPUs: no rsqrt or rcp in the
+ *                    code (their bits differ between CPUs)
  *
  * A float sum of K products differs from the exact one by at most
  * (K + 1) 2^-24 times the sum of the magnitudes (C's included): the
@@ -330,6 +333,59 @@ static void test_simd_of(void **state) {
   LLVMDisposeTargetMachine(tm);
 }
 
+/* ---------------------------------------------------------- no estimates */
+
+/* 2 / sqrt(x), scalar and on 8 lanes, as cg.h's fdiv builds divisions
+ * (arcp, contract) after llvm.sqrt: with fast math x86's back end would
+ * make it rsqrtss / rsqrtps and a Newton step, whose bits depend on the
+ * CPU it runs on; optimize_module (jit.c's no_estimates) forbids that. */
+static void test_no_estimates(void **state) {
+  (void)state;
+  static const char *cpus[] = {"x86-64", "haswell", "skylake-avx512", "znver4", "sapphirerapids"};
+  for (size_t i = 0; i < ARRAY_LEN(cpus); i++) {
+    Err e;
+    LLVMTargetMachineRef tm = target_machine("x86_64-pc-linux-gnu", cpus[i], "", LLVMRelocDefault, &e);
+    assert_non_null(tm);
+    LLVMContextRef ctx = LLVMContextCreate();
+    LLVMModuleRef m = LLVMModuleCreateWithNameInContext("estimates", ctx);
+    LLVMTypeRef f32 = LLVMFloatTypeInContext(ctx), ptr = LLVMPointerTypeInContext(ctx, 0);
+    LLVMTypeRef fty = LLVMFunctionType(LLVMVoidTypeInContext(ctx), &ptr, 1, 0);
+    LLVMValueRef fn = LLVMAddFunction(m, "f", fty);
+    LLVMBuilderRef b = LLVMCreateBuilderInContext(ctx);
+    LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(ctx, fn, "entry"));
+    LLVMTypeRef types[2] = {f32, LLVMVectorType(f32, 8)};
+    for (int k = 0; k < 2; k++) {
+      LLVMTypeRef t = types[k];
+      LLVMValueRef p = LLVMBuildGEP2(b, f32, LLVMGetParam(fn, 0),
+                                     (LLVMValueRef[]){LLVMConstInt(LLVMInt64TypeInContext(ctx), 16 * (unsigned)k, 0)}, 1, "");
+      LLVMValueRef x = LLVMBuildLoad2(b, t, p, "");
+      unsigned id = LLVMLookupIntrinsicID("llvm.sqrt", 9);
+      LLVMValueRef sq = LLVMBuildCall2(b, LLVMIntrinsicGetType(ctx, id, &t, 1),
+                                       LLVMGetIntrinsicDeclaration(m, id, &t, 1), &x, 1, "");
+      LLVMValueRef two = k ? LLVMConstVector((LLVMValueRef[]){LLVMConstReal(f32, 2), LLVMConstReal(f32, 2),
+                                                              LLVMConstReal(f32, 2), LLVMConstReal(f32, 2),
+                                                              LLVMConstReal(f32, 2), LLVMConstReal(f32, 2),
+                                                              LLVMConstReal(f32, 2), LLVMConstReal(f32, 2)}, 8)
+                           : LLVMConstReal(f32, 2);
+      LLVMValueRef q = LLVMBuildFDiv(b, two, sq, "");
+      LLVMSetFastMathFlags(q, LLVMFastMathAllowContract | LLVMFastMathAllowReciprocal);
+      LLVMBuildStore(b, q, p);
+    }
+    LLVMBuildRetVoid(b);
+    LLVMDisposeBuilder(b);
+    assert_int_equal(optimize_module(m, tm, &e), 0);
+    char *text = target_asm_text(tm, m);
+    assert_non_null(text);
+    if (strstr(text, "rsqrt") || strstr(text, "rcp"))
+      fail_msg("%s: an estimate in the code:\n%s", cpus[i], text);
+    assert_non_null(strstr(text, "sqrt")); /* the exact one */
+    free(text);
+    LLVMDisposeModule(m);
+    LLVMContextDispose(ctx);
+    LLVMDisposeTargetMachine(tm);
+  }
+}
+
 /* ------------------------------------------------------------- transpose */
 
 typedef struct Tr {
@@ -594,7 +650,7 @@ int main(void) {
       cmocka_unit_test(test_simd_of),       cmocka_unit_test(test_gemm_host),
       cmocka_unit_test(test_gemm_cpus),     cmocka_unit_test(test_transpose),
       cmocka_unit_test(test_matvec_blocks), cmocka_unit_test(test_outer_seq_rows),
-      cmocka_unit_test(test_step_tuples),
+      cmocka_unit_test(test_step_tuples),   cmocka_unit_test(test_no_estimates),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,9 +5,12 @@
  * training step: the first steps' losses (and rnn.nn's gradient norms
  * before clipping) must equal, bit for bit, what the kernels computed when
  * this test was written (main at 9a0bd3b), before batched training was
- * added. Kernels are compiled for named CPUs (haswell: AVX2 and FMA; x86-64:
- * SSE2), not the host, so the numbers are the same on every machine that
- * can run them. Set RNNC_PIN_PRINT=1 to print the values instead. */
+ * added, with one change since: Adam's 1 / sqrt(1 - beta2^t) is exact
+ * (jit.c's no_estimates; it was an rsqrtss estimate, whose bits differ
+ * between CPUs). Kernels are compiled for named CPUs (haswell: AVX2 and
+ * FMA; x86-64: SSE2), not the host, so the numbers are the same on every
+ * machine that can run them. Set RNNC_PIN_PRINT=1 to print the values
+ * instead. */
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
