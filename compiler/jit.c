@@ -10,6 +10,7 @@
 #include <llvm-c/Core.h>
 #include <llvm-c/Error.h>
 #include <llvm-c/LLJIT.h>
+#include <llvm-c/Object.h>
 #include <llvm-c/Orc.h>
 #include <llvm-c/Target.h>
 #include <llvm-c/TargetMachine.h>
@@ -484,6 +485,64 @@ void jit_kernel_key(const Jit *j, KernelKind kind, const Graph *g, Simd simd, Bu
   graph_key(g, key);
 }
 
+/* Whether the object file obj defines `name` (in one of its sections): 1,
+ * 0 when it does not, -1 when it is no object file LLVM reads. */
+static int object_defines(const void *obj, size_t len, const char *name) {
+  LLVMMemoryBufferRef mb = LLVMCreateMemoryBufferWithMemoryRangeCopy(obj, len, "cached kernel");
+  LLVMContextRef ctx = LLVMContextCreate();
+  char *msg = NULL;
+  LLVMBinaryRef bin = LLVMCreateBinary(mb, ctx, &msg);
+  LLVMDisposeMessage(msg);
+  int rc = -1;
+  if (bin) {
+    LLVMBinaryType t = LLVMBinaryGetType(bin);
+    bool object = t == LLVMBinaryTypeCOFF || (t >= LLVMBinaryTypeELF32L && t <= LLVMBinaryTypeMachO64B);
+    LLVMSymbolIteratorRef s = object ? LLVMObjectFileCopySymbolIterator(bin) : NULL;
+    LLVMSectionIteratorRef sec = s ? LLVMObjectFileCopySectionIterator(bin) : NULL;
+    rc = sec ? 0 : -1;
+    for (; sec && rc == 0 && !LLVMObjectFileIsSymbolIteratorAtEnd(bin, s); LLVMMoveToNextSymbol(s)) {
+      const char *sym = LLVMGetSymbolName(s);
+      if (sym && !strcmp(sym, name)) {
+        LLVMMoveToContainingSection(sec, s); /* an undefined symbol has none */
+        rc = !LLVMObjectFileIsSectionIteratorAtEnd(bin, sec);
+      }
+    }
+    if (sec)
+      LLVMDisposeSectionIterator(sec);
+    if (s)
+      LLVMDisposeSymbolIterator(s);
+    LLVMDisposeBinary(bin);
+  }
+  LLVMDisposeMemoryBuffer(mb);
+  LLVMContextDispose(ctx);
+  return rc;
+}
+
+/* Whether obj, a kernel's objects from the cache (one object file, or
+ * OBJECTS_MAGIC and length-prefixed ones, as jit_add_object reads them),
+ * is whole object files of which one defines `name`. The cache's checks
+ * say who wrote an entry and that it is whole, not that the JIT can link
+ * it: an entry that passes them with anything else in it (written by
+ * hand, or by a tool gone wrong) is a miss, compiled again and replaced,
+ * where adding it would fail, or the kernel's lookup after it. */
+static bool defines_kernel(const void *obj, size_t len, const char *name) {
+  const unsigned char *p = obj, *end = p + len;
+  if (len < sizeof OBJECTS_MAGIC || memcmp(p, OBJECTS_MAGIC, sizeof OBJECTS_MAGIC))
+    return object_defines(obj, len, name) == 1;
+  bool found = false;
+  for (p += sizeof OBJECTS_MAGIC; p < end;) {
+    uint64_t n = (size_t)(end - p) >= 8 ? get_le64(p) : UINT64_MAX;
+    if (n > (uint64_t)(end - p) - 8)
+      return false;
+    int rc = object_defines(p + 8, (size_t)n, name);
+    if (rc < 0)
+      return false;
+    found |= rc == 1;
+    p += 8 + n;
+  }
+  return found;
+}
+
 int jit_kernel_begin(const Jit *j, KernelKind kind, const Graph *g, Simd simd, Cache *c, Buf *obj,
                      KernelAbi *abi, JitPending *p, JitTimes *t, Err *e) {
   double t0 = thread_seconds();
@@ -491,7 +550,8 @@ int jit_kernel_begin(const Jit *j, KernelKind kind, const Graph *g, Simd simd, C
   if (c && j->id.len) {
     Buf val = {0};
     jit_kernel_key(j, kind, g, simd, &p->key);
-    if (!cache_load(c, p->key.data, p->key.len, &val) && val.len > ABI_BYTES) {
+    if (!cache_load(c, p->key.data, p->key.len, &val) && val.len > ABI_BYTES &&
+        defines_kernel(val.data + ABI_BYTES, val.len - ABI_BYTES, kernel_name(kind))) {
       *abi = get_abi((const unsigned char *)val.data);
       buf_put(obj, val.data + ABI_BYTES, val.len - ABI_BYTES);
       buf_free(&val);
@@ -501,7 +561,7 @@ int jit_kernel_begin(const Jit *j, KernelKind kind, const Graph *g, Simd simd, C
       t->cached++;
       return 0;
     }
-    buf_free(&val); /* a miss, or a value too short to hold an ABI: rebuilt and stored */
+    buf_free(&val); /* a miss, or a value without an ABI and the kernel: rebuilt and stored */
   }
   double t1 = thread_seconds();
   t->cache += t1 - t0;

@@ -12,7 +12,9 @@
  * must not be loaded hold the object of another graph (rnn.nn with tanh
  * for sigmoid: other logits), so loading one would show in the output:
  * corrupted, truncated, garbage and wrong-key entries are rebuilt and
- * replaced; a valid entry writable by group, or owned by another user, or
+ * replaced, and so are whole entries with a valid checksum whose objects
+ * are no object files, do not define the kernel, or are framed wrong; a
+ * valid entry writable by group, or owned by another user, or
  * in a directory writable by group or owned by another user, is not
  * loaded (and another user's file not replaced). Processes filling the
  * same entry at once leave one whole entry, and an entry whose value is
@@ -36,7 +38,7 @@
 #include "rnnc.h"
 #include "testutil.h"
 
-enum { NOBODY = 65534, HEADER = 32 };
+enum { NOBODY = 65534, HEADER = 32, ABI_BYTES = 48 /* jit.c's */ };
 
 static char *rnn, *tanh_rnn, *ckpt; /* graphs/rnn.nn, its tanh variant, the golden weights */
 
@@ -448,6 +450,43 @@ static void test_damaged_entries_are_rebuilt(void **state) {
   assert_same_file(f.entry, good, n);
   print_message("entry with no room for the ABI: ignored, rebuilt and replaced\n");
   free(got);
+  /* Whole entries with the right key and checksum, the right ABI, and
+   * objects the JIT could not link, or that do not define the kernel:
+   * bytes that are no object file, the objects with every "forward" of
+   * their symbol names renamed, and the objects' framing (jit.c's
+   * OBJECTS_MAGIC, then each object's length) with a first length longer
+   * than what follows. */
+  size_t klen = key_length(good), vlen = n - HEADER - klen;
+  assert_memory_equal(good + HEADER + klen + ABI_BYTES, "rncobjs1", 8); /* the kernel in parts */
+  static const char *const forged[] = {"its object garbage", "its objects not defining the kernel",
+                                       "its objects' framing cut short"};
+  for (size_t k = 0; k < ARRAY_LEN(forged); k++) {
+    char *val = xmalloc(vlen);
+    memcpy(val, good + HEADER + klen, vlen);
+    size_t renamed = 0;
+    if (k == 0) {
+      for (size_t i = ABI_BYTES; i < vlen; i++)
+        val[i] = (char)(i * 131 + 17);
+    } else if (k == 1) {
+      for (size_t i = ABI_BYTES; i + 7 <= vlen; i++)
+        if (!memcmp(val + i, "forward", 7))
+          val[i + 1] = 'u', renamed++;
+    } else {
+      for (int b = 0; b < 8; b++)
+        val[ABI_BYTES + 8 + b] = (char)(vlen >> (8 * b));
+    }
+    assert_true(k != 1 || renamed > 0);
+    c = cache_open(f.dir, &e);
+    assert_non_null(c);
+    cache_store(c, good + HEADER, klen, val, vlen);
+    cache_close(c);
+    got = logits(rnn, false);
+    assert_string_equal(got, f.want);
+    assert_same_file(f.entry, good, n);
+    print_message("entry with %s: ignored, rebuilt and replaced\n", forged[k]);
+    free(got);
+    free(val);
+  }
   free(only_entry(f.dir));
   free(good);
   free(other);
