@@ -1337,6 +1337,7 @@ static void kernel_fn(BC *c, const char *name) {
   LLVMTypeRef params[13] = {p, p, p, p, p, p, p, i32, i32, p, p, p, p};
   LLVMTypeRef fty = LLVMFunctionType(LLVMVoidTypeInContext(cg->ctx), params, 13, 0);
   cg->fn = c->fns[c->part] = LLVMAddFunction(cg->mod, name, fty);
+  prefer_vector_width(cg, cg->fn, c->opt ? c->opt->vector_width : NULL);
   unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
   static const unsigned ptr_args[] = {0, 1, 2, 3, 4, 5, 6, 9, 10, 11, 12};
   for (size_t i = 0; i < ARRAY_LEN(ptr_args); i++)

@@ -225,6 +225,16 @@ void outer_seq_rows(Cg *cg, LLVMValueRef T, LLVMValueRef g, long long ld, LLVMVa
 typedef void StepFn(void *ctx, LLVMValueRef *ts, int nx);
 void step_tuples(Cg *cg, LLVMValueRef T, StepFn *fn, void *ctx);
 
+/* fn's "prefer-vector-width": `width` ("256", "512") when given, else
+ * 512 bits where cg->simd has 16-float registers (AVX-512), where LLVM's
+ * own choice for Intel's CPUs is 256 bits; otherwise LLVM's choice. It
+ * sizes what LLVM vectorizes (gate loops, copies); the GEMM tiles and the
+ * batch-1 products are explicit vectors either way. batch.c's kernels
+ * take the default; llvm.c's only a CodegenOptions.vector_width (on a
+ * 2-vCPU Xeon, 512 bits made batched training 4-7% and batched inference
+ * 0-12% faster, and batch-1 gru training 1-3% slower). */
+void prefer_vector_width(Cg *cg, LLVMValueRef fn, const char *width);
+
 /* ------------------------------------------------------------------ GEMM */
 
 /* C[i*ldc + j] (= or +=) sum over k < K of A[i*a_si + k*a_sk] * B[k*ldb + j]

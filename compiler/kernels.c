@@ -952,6 +952,16 @@ Simd simd_of_features(const char *triple, const char *features) {
   return simd_for(triple, features, NULL);
 }
 
+void prefer_vector_width(Cg *cg, LLVMValueRef fn, const char *width) {
+  if (!width)
+    width = cg->simd.lanes >= 16 ? "512" : NULL;
+  if (!width)
+    return;
+  static const char k[] = "prefer-vector-width";
+  LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
+                          LLVMCreateStringAttribute(cg->ctx, k, sizeof k - 1, width, (unsigned)strlen(width)));
+}
+
 /* ------------------------------------------------------------------ GEMM
  *
  * BLIS's loop nest without the packing: row blocks of A (GEMM_MC rows, in

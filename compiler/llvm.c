@@ -1171,12 +1171,8 @@ static void kernel_fn(CG *c, const char *name) {
                             LLVMCreateEnumAttribute(cg->ctx, noalias, 0));
   if (acc_arg)
     LLVMAddAttributeAtIndex(fn, 2, LLVMCreateEnumAttribute(cg->ctx, noalias, 0));
-  if (opt && opt->vector_width) {
-    const char *k = "prefer-vector-width";
-    LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
-                            LLVMCreateStringAttribute(cg->ctx, k, (unsigned)strlen(k), opt->vector_width,
-                                                      (unsigned)strlen(opt->vector_width)));
-  }
+  if (opt && opt->vector_width)
+    prefer_vector_width(cg, fn, opt->vector_width);
   cg->fn = fn;
   LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry"));
 }

@@ -453,7 +453,9 @@ enum { MAX_KERNEL_PARTS = 8 }; /* CodegenOptions.parts */
 
 typedef struct CodegenOptions {
   const float *baked_values; /* AOT: parameter values as constant data */
-  const char *vector_width;  /* "prefer-vector-width": "256" or "512"; NULL: LLVM's choice */
+  const char *vector_width;  /* "prefer-vector-width": "256" or "512"; NULL: LLVM's
+                              * choice, and 512 for batch.c's kernels with AVX-512's
+                              * registers (cg.h's prefer_vector_width) */
   bool accumulate;           /* gradients add to what the grad slot holds (a batch's
                               * sequences, one call each); else a call computes them
                               * afresh, from zero */
