@@ -323,6 +323,30 @@ static int compile_module(const Jit *j, LLVMModuleRef m, Buf *obj, JitTimes *t, 
  * bytes (jit_add_object takes that or one object). */
 static const char OBJECTS_MAGIC[8] = "rncobjs1";
 
+/* each_object's callback: 0 to go on. */
+typedef int EachObject(void *ctx, const void *obj, size_t len);
+enum { OBJECTS_CUT = -2 };
+
+/* Calls fn on each object of a kernel's objects objs[0..len) (one object
+ * file, or OBJECTS_MAGIC and length-prefixed ones) in order; returns the
+ * first nonzero fn returns, OBJECTS_CUT when the framing ends inside an
+ * object, else 0. */
+static int each_object(const void *objs, size_t len, EachObject *fn, void *ctx) {
+  const unsigned char *p = objs, *end = p + len;
+  if (len < sizeof OBJECTS_MAGIC || memcmp(p, OBJECTS_MAGIC, sizeof OBJECTS_MAGIC))
+    return fn(ctx, objs, len);
+  for (p += sizeof OBJECTS_MAGIC; p < end;) {
+    uint64_t n = (size_t)(end - p) >= 8 ? get_le64(p) : UINT64_MAX;
+    if (n > (uint64_t)(end - p) - 8)
+      return OBJECTS_CUT;
+    int rc = fn(ctx, p + 8, (size_t)n);
+    if (rc)
+      return rc;
+    p += 8 + n;
+  }
+  return 0;
+}
+
 /* Part k's number if name is that of part k > 0 of a kernel (NAME.partK),
  * else 0. */
 static int part_number(const char *name) {
@@ -518,29 +542,27 @@ static int object_defines(const void *obj, size_t len, const char *name) {
   return rc;
 }
 
-/* Whether obj, a kernel's objects from the cache (one object file, or
- * OBJECTS_MAGIC and length-prefixed ones, as jit_add_object reads them),
- * is whole object files of which one defines `name`. The cache's checks
- * say who wrote an entry and that it is whole, not that the JIT can link
- * it: an entry that passes them with anything else in it (written by
- * hand, or by a tool gone wrong) is a miss, compiled again and replaced,
- * where adding it would fail, or the kernel's lookup after it. */
+typedef struct Defines {
+  const char *name;
+  bool found;
+} Defines;
+
+static int object_defines_fn(void *ctx, const void *obj, size_t len) {
+  Defines *d = ctx;
+  int rc = object_defines(obj, len, d->name);
+  d->found |= rc == 1;
+  return rc < 0 ? -1 : 0;
+}
+
+/* Whether obj, a kernel's objects from the cache (each_object's), is whole
+ * object files of which one defines `name`. The cache's checks say who
+ * wrote an entry and that it is whole, not that the JIT can link it: an
+ * entry that passes them with anything else in it (written by hand, or by
+ * a tool gone wrong) is a miss, compiled again and replaced, where adding
+ * it would fail, or the kernel's lookup after it. */
 static bool defines_kernel(const void *obj, size_t len, const char *name) {
-  const unsigned char *p = obj, *end = p + len;
-  if (len < sizeof OBJECTS_MAGIC || memcmp(p, OBJECTS_MAGIC, sizeof OBJECTS_MAGIC))
-    return object_defines(obj, len, name) == 1;
-  bool found = false;
-  for (p += sizeof OBJECTS_MAGIC; p < end;) {
-    uint64_t n = (size_t)(end - p) >= 8 ? get_le64(p) : UINT64_MAX;
-    if (n > (uint64_t)(end - p) - 8)
-      return false;
-    int rc = object_defines(p + 8, (size_t)n, name);
-    if (rc < 0)
-      return false;
-    found |= rc == 1;
-    p += 8 + n;
-  }
-  return found;
+  Defines d = {name, false};
+  return !each_object(obj, len, object_defines_fn, &d) && d.found;
 }
 
 int jit_kernel_begin(const Jit *j, KernelKind kind, const Graph *g, Simd simd, Cache *c, Buf *obj,
@@ -618,19 +640,19 @@ static int add_one_object(Jit *j, const void *obj, size_t len, Err *e) {
   return err ? llvm_err(e, "adding a kernel to the JIT", err) : 0;
 }
 
+typedef struct Adding {
+  Jit *j;
+  Err *e;
+} Adding;
+
+static int add_one_object_fn(void *ctx, const void *obj, size_t len) {
+  Adding *a = ctx;
+  return add_one_object(a->j, obj, len, a->e);
+}
+
 int jit_add_object(Jit *j, const void *obj, size_t len, Err *e) {
-  const unsigned char *p = obj, *end = p + len;
-  if (len < sizeof OBJECTS_MAGIC || memcmp(p, OBJECTS_MAGIC, sizeof OBJECTS_MAGIC))
-    return add_one_object(j, obj, len, e);
-  for (p += sizeof OBJECTS_MAGIC; p < end;) {
-    uint64_t n = (size_t)(end - p) >= 8 ? get_le64(p) : UINT64_MAX;
-    if (n > (uint64_t)(end - p) - 8)
-      return errf(e, "internal error: a kernel's objects are cut short");
-    if (add_one_object(j, p + 8, (size_t)n, e))
-      return -1;
-    p += 8 + n;
-  }
-  return 0;
+  int rc = each_object(obj, len, add_one_object_fn, &(Adding){j, e});
+  return rc == OBJECTS_CUT ? errf(e, "internal error: a kernel's objects are cut short") : rc;
 }
 
 void *jit_lookup(Jit *j, const char *name, Err *e) {

@@ -1031,12 +1031,9 @@ static void store_lanes(Cg *cg, const Tile *t, LLVMValueRef v, LLVMValueRef p, i
 /* Asks for the line at p in the L1 cache (llvm.prefetch: read, keep in
  * every level; a target without it drops it). */
 static void prefetch(Cg *cg, LLVMValueRef p) {
-  LLVMTypeRef pty = cg->pty;
-  unsigned id = LLVMLookupIntrinsicID("llvm.prefetch", 13);
-  LLVMValueRef f = LLVMGetIntrinsicDeclaration(cg->mod, id, &pty, 1);
   LLVMValueRef args[4] = {p, LLVMConstInt(cg->i32, 0, 0), LLVMConstInt(cg->i32, 3, 0),
                           LLVMConstInt(cg->i32, 1, 0)};
-  LLVMBuildCall2(cg->b, LLVMIntrinsicGetType(cg->ctx, id, &pty, 1), f, args, 4, "");
+  intrinsic(cg, "llvm.prefetch", args, 4);
 }
 
 /* The micro-kernel of tile shape t, in this module:

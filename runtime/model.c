@@ -887,7 +887,7 @@ static bool drop_now(const Model *m) {
     return false;
   if (m->drop_pick)
     return m->drop_pick == 1;
-  return m->drop_calls > 0 && m->drop_runs[1] < m->drop_runs[0];
+  return m->drop_calls > 0 && m->drop_calls % 2 == 0; /* updates 1, 3, ... without; 2, 4, ... with */
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -904,10 +904,13 @@ static double median(const double *v, int n) {
 
 /* Records an update's time, seconds, run with drop_now() == drop. */
 static void drop_timed(Model *m, bool drop, double seconds) {
-  if (m->threads < 2 || m->drop_pick || m->drop_calls++ == 0)
+  if (m->threads < 2 || m->drop_pick)
     return;
-  m->drop_secs[drop][m->drop_runs[drop]++] = seconds;
-  if (m->drop_runs[0] == DROP_TRIALS && m->drop_runs[1] == DROP_TRIALS)
+  int call = m->drop_calls++;
+  if (call == 0)
+    return;
+  m->drop_secs[drop][(call - 1) / 2] = seconds;
+  if (call == 2 * DROP_TRIALS)
     m->drop_pick = median(m->drop_secs[1], DROP_TRIALS) < median(m->drop_secs[0], DROP_TRIALS) ? 1 : 2;
 }
 

@@ -124,8 +124,7 @@ typedef struct Model {
    * the first batches' updates both ways; bits are the same either way. */
   int drop_pick;     /* 0: still timing; 1: write back; 2: do not */
   int drop_calls;    /* updates on several threads so far (the first is not timed) */
-  int drop_runs[2];  /* updates timed without [0] and with [1] it */
-  double drop_secs[2][DROP_TRIALS];
+  double drop_secs[2][DROP_TRIALS]; /* the timed updates' seconds, without [0] and with [1] it */
   int epoch;         /* training epochs done */
   TrainPosition pos; /* and how far into the next one */
   int tmax;          /* longest sequence the scratch fits */
