@@ -100,6 +100,14 @@ static inline LLVMValueRef intrinsic(Cg *cg, const char *name, LLVMValueRef *arg
   return LLVMBuildCall2(cg->b, fty, f, args, (unsigned)n, "");
 }
 
+/* Asks for the line at p in the L1 cache, to read or (write) to store to
+ * (llvm.prefetch, keep in every level; a target without it drops it). */
+static inline void prefetch(Cg *cg, LLVMValueRef p, bool write) {
+  LLVMValueRef args[4] = {p, LLVMConstInt(cg->i32, write, 0), LLVMConstInt(cg->i32, 3, 0),
+                          LLVMConstInt(cg->i32, 1, 0)};
+  intrinsic(cg, "llvm.prefetch", args, 4);
+}
+
 static inline void memset_f32(Cg *cg, LLVMValueRef p, LLVMValueRef n) {
   LLVMBuildMemSet(cg->b, p, LLVMConstInt(cg->i8, 0, 0), LLVMBuildMul(cg->b, n, ci64(cg, 4), ""), 4);
 }

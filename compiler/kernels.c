@@ -1028,14 +1028,6 @@ static void store_lanes(Cg *cg, const Tile *t, LLVMValueRef v, LLVMValueRef p, i
   LLVMBuildCall2(cg->b, LLVMIntrinsicGetType(cg->ctx, id, tys, 2), f, args, 4, "");
 }
 
-/* Asks for the line at p in the L1 cache (llvm.prefetch: read, keep in
- * every level; a target without it drops it). */
-static void prefetch(Cg *cg, LLVMValueRef p) {
-  LLVMValueRef args[4] = {p, LLVMConstInt(cg->i32, 0, 0), LLVMConstInt(cg->i32, 3, 0),
-                          LLVMConstInt(cg->i32, 1, 0)};
-  intrinsic(cg, "llvm.prefetch", args, 4);
-}
-
 /* The micro-kernel of tile shape t, in this module:
  *   void (float *a, float *b, float *c, i64 K, i64 a_si, i64 a_sk, i64 ldb, i64 ldc)
  * C[i*ldc + j] (+)= sum over k < K of A[i*a_si + k*a_sk] B[k*ldb + j] for
@@ -1083,7 +1075,7 @@ static LLVMValueRef tile_fn(Cg *cg, const Tile *t, LLVMTypeRef *fty) {
     LLVMValueRef ahead = fptr(cg, b, LLVMBuildMul(cg->b, LLVMBuildAdd(cg->b, k.i, ci64(cg, GEMM_PREFETCH), ""), ldb, ""));
     int line = 64 / (int)sizeof(float);
     for (int f = 0; f < nv * t->lanes; f += line)
-      prefetch(cg, fptr(cg, ahead, ci64(cg, f)));
+      prefetch(cg, fptr(cg, ahead, ci64(cg, f)), false);
   }
   LLVMValueRef bv[GEMM_PANEL];
   for (int v = 0; v < nv; v++)

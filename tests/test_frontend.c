@@ -278,6 +278,19 @@ static void test_cli_compile(void **state) {
   assert_non_null(strstr(train, "@llvm.maxnum"));
   assert_null(strstr(fwd, "@llvm.maxnum"));
   assert_non_null(strstr(err, "LLVM optimization"));
+  /* update_range (the update on one thread's part of a minibatch's) asks
+   * ahead for the lines it stores (llvm.c's ranged_loop); the whole-slot
+   * update of one thread does not. */
+  char *update = strstr(step, "define void @update("), *ranged = strstr(step, "define void @update_range(");
+  assert_non_null(update);
+  assert_non_null(ranged);
+  assert_true(update < ranged);
+  char *after = strstr(ranged + 1, "\ndefine ");
+  assert_non_null(after);
+  ranged[-1] = *after = '\0';
+  assert_null(strstr(update, "@llvm.prefetch"));
+  if (!strstr(ranged, "@llvm.prefetch.p0(ptr %") || !strstr(ranged, ", i32 1, i32 3, i32 1)"))
+    fail_msg("no write prefetch in update_range:\n%s", ranged);
   free(out);
   free(err);
   /* A graph batch.c cannot batch (noise inside the scan): the JIT runs its
