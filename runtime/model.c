@@ -628,7 +628,16 @@ typedef struct Batch {
   float *packs;
   float *norm_parts; /* update_part: each part's share of the gradient norm's sum */
   bool drop;         /* update_part: drop_other_copies first */
+  const struct Fold *fold; /* update_part: the last wave's fold, done part by part first */
 } Batch;
+
+/* The last wave of a batch's chunks, its sums not yet added into the grad
+ * slot (count 0: none pending): fold_strip adds them, in chunk order, and
+ * multiplies by scale, range by range. */
+typedef struct Fold {
+  int first, count;
+  float scale;
+} Fold;
 
 /* Makes room for need elements of size elem in each of the k buffers
  * ps[0..k) that share the capacity *cap (64-byte aligned; contents are not
@@ -759,6 +768,29 @@ static void step_chunk(void *ctx, int task, int thread) {
   }
 }
 
+/* The grad slot's floats [lo, hi) with f's chunk sums added in chunk
+ * order (the batch's first chunk is already there), each thread's buffer
+ * zeroed once read where the next chunk adds to it (chunk_grad), and with
+ * f->scale the sum multiplied by it, as a pass of its own after the sums
+ * would: in strips that stay in L1 between the passes. */
+static void fold_strips(Model *m, const Fold *f, size_t lo, size_t hi) {
+  float *g = m->state + SLOT_GRAD * m->nfloats;
+  enum { STRIP = 1024 }; /* floats */
+  for (size_t s = lo; s < hi; s += STRIP) {
+    size_t e = hi - s < STRIP ? hi : s + STRIP;
+    for (int j = f->first == 0; j < f->count; j++) {
+      float *src = m->ws[j].grad;
+      for (size_t i = s; i < e; i++)
+        g[i] += src[i];
+      if (!m->bstep_fn)
+        memset(src + s, 0, (e - s) * sizeof *src);
+    }
+    if (f->scale)
+      for (size_t i = s; i < e; i++)
+        g[i] *= f->scale;
+  }
+}
+
 /* Range task of the gradient slot, in one pass: the wave's chunk sums
  * added in chunk order (the batch's first chunk is already there), each
  * thread's buffer zeroed once read where the next chunk adds to it
@@ -770,22 +802,8 @@ static void fold_range(void *ctx, int task, int thread) {
   Model *m = b->m;
   int T = m->threads;
   size_t lo = m->nfloats * (size_t)task / (size_t)T, hi = m->nfloats * (size_t)(task + 1) / (size_t)T;
-  float *g = m->state + SLOT_GRAD * m->nfloats;
   int first = b->wave * T, count = b->nchunks - first < T ? b->nchunks - first : T;
-  enum { STRIP = 1024 }; /* floats: the buffers' strips stay in L1 between the passes */
-  for (size_t s = lo; s < hi; s += STRIP) {
-    size_t e = hi - s < STRIP ? hi : s + STRIP;
-    for (int j = first == 0; j < count; j++) {
-      float *src = m->ws[j].grad;
-      for (size_t i = s; i < e; i++)
-        g[i] += src[i];
-      if (!m->bstep_fn)
-        memset(src + s, 0, (e - s) * sizeof *src);
-    }
-    if (b->scale)
-      for (size_t i = s; i < e; i++)
-        g[i] *= b->scale;
-  }
+  fold_strips(m, &(Fold){first, count, b->scale}, lo, hi);
 }
 
 static void scale_range(void *ctx, int task, int thread) {
@@ -800,10 +818,12 @@ static void scale_range(void *ctx, int task, int thread) {
 }
 
 /* model_batch_gradient; scale (not 0): the sum multiplied by it, as
- * model_batch_update would (in the last fold's pass). */
+ * model_batch_update would (in the last fold's pass). With defer (not
+ * NULL), the last wave's fold is not done but left in *defer for the
+ * update's parts to do on their ranges (defer->count 0: nothing left). */
 static int batch_gradient(Model *m, const int32_t *const *chars, const int32_t *lens,
                           const int32_t *targets, int n, int first, int total, float *losses,
-                          float scale) {
+                          float scale, Fold *defer) {
   assert(m->update && "a model compiled for batches (batch > 1)");
   if (n < 0 || first < 0 || first > total - n || (n > 0 && !valid(m, chars, lens, targets, n)))
     return -1;
@@ -827,7 +847,9 @@ static int batch_gradient(Model *m, const int32_t *const *chars, const int32_t *
     pool_run(m->pool, count < m->threads ? count : m->threads, step_chunk, &b);
     bool last = (b.wave + 1) * m->threads >= b.nchunks;
     b.scale = last ? scale : 0;
-    if (count > 1 || b.wave > 0) /* not the first chunk alone */
+    if ((count > 1 || b.wave > 0) && last && defer) /* not the first chunk alone */
+      *defer = (Fold){b.wave * m->threads, count < m->threads ? count : m->threads, b.scale};
+    else if (count > 1 || b.wave > 0)
       pool_run(m->pool, m->threads, fold_range, &b);
     else if (last && scale) /* one chunk: no fold to scale in */
       pool_run(m->pool, m->threads, scale_range, &b);
@@ -838,7 +860,7 @@ static int batch_gradient(Model *m, const int32_t *const *chars, const int32_t *
 
 int model_batch_gradient(Model *m, const int32_t *const *chars, const int32_t *lens,
                          const int32_t *targets, int n, int first, int total, float *losses) {
-  return batch_gradient(m, chars, lens, targets, n, first, total, losses, 0);
+  return batch_gradient(m, chars, lens, targets, n, first, total, losses, 0, NULL);
 }
 
 /* The update on ranges of the slots (update_range): this many, whatever
@@ -914,8 +936,13 @@ static void drop_timed(Model *m, bool drop, double seconds) {
     m->drop_pick = median(m->drop_secs[1], DROP_TRIALS) < median(m->drop_secs[0], DROP_TRIALS) ? 1 : 2;
 }
 
-/* Update part `task` (with b->scale, the gradients scaled first), its
- * part of the grad_norm sum into b->norm_parts[task]. */
+/* Floats of the strips an update part folds and then updates (b->fold):
+ * the grad slot's strip and the buffers' stay in L2 between the two. */
+enum { UPDATE_STRIP = 16384 };
+
+/* Update part `task` (with b->scale, the gradients scaled first; with
+ * b->fold, the last wave's chunk sums folded in first, strip by strip),
+ * its part of the grad_norm sum into b->norm_parts[task]. */
 static void update_part(void *ctx, int task, int thread) {
   Batch *b = ctx;
   Model *m = b->m;
@@ -933,14 +960,28 @@ static void update_part(void *ctx, int task, int thread) {
     drop_other_copies(m->state + SLOT_VALUE * m->nfloats + lo, hi - lo);
   static const int32_t no_chars[1]; /* the update reads no input */
   Workspace *w = &m->ws[thread];
-  m->update_range_fn(m->state, no_chars, (int32_t)lo, (int32_t)hi, NULL, w->scratch, m->tmax,
-                     (float)m->step, w->out);
-  b->norm_parts[task] = w->out[m->fwd->classes + 1];
+  if (!b->fold || !b->fold->count) {
+    m->update_range_fn(m->state, no_chars, (int32_t)lo, (int32_t)hi, NULL, w->scratch, m->tmax,
+                       (float)m->step, w->out);
+    b->norm_parts[task] = w->out[m->fwd->classes + 1];
+    return;
+  }
+  /* the norm's sum without clipping is +0 or NaN in any order of parts */
+  float norm = 0;
+  for (size_t s = lo; s < hi; s += UPDATE_STRIP) {
+    size_t e = hi - s < UPDATE_STRIP ? hi : s + UPDATE_STRIP;
+    fold_strips(m, b->fold, s, e);
+    m->update_range_fn(m->state, no_chars, (int32_t)s, (int32_t)e, NULL, w->scratch, m->tmax,
+                       (float)m->step, w->out);
+    norm += w->out[m->fwd->classes + 1];
+  }
+  b->norm_parts[task] = norm;
 }
 
-/* model_batch_update; scaled: the grad slot is already the mean's. */
-static float batch_update(Model *m, long n, bool scaled) {
-  Batch b = {.m = m, .scale = scaled ? 0 : 1.0f / (float)n};
+/* model_batch_update; scaled: the grad slot is already the mean's (or
+ * will be once fold, the batch's last fold left to the update, is done). */
+static float batch_update(Model *m, long n, bool scaled, const Fold *fold) {
+  Batch b = {.m = m, .scale = scaled ? 0 : 1.0f / (float)n, .fold = fold};
   m->step++;
   if (m->update_range_fn && m->nfloats <= INT32_MAX) {
     float parts[UPDATE_PARTS];
@@ -954,6 +995,7 @@ static float batch_update(Model *m, long n, bool scaled) {
       norm += parts[p];
     return norm;
   }
+  assert(!fold || !fold->count); /* deferred only where there are parts */
   if (!scaled)
     pool_run(m->pool, m->threads, scale_range, &b);
   Workspace *w = &m->ws[0];
@@ -962,7 +1004,7 @@ static float batch_update(Model *m, long n, bool scaled) {
   return w->out[m->fwd->classes + 1];
 }
 
-float model_batch_update(Model *m, long n) { return batch_update(m, n, false); }
+float model_batch_update(Model *m, long n) { return batch_update(m, n, false, NULL); }
 
 int model_train_batch(Model *m, const int32_t *const *chars, const int32_t *lens,
                       const int32_t *targets, int n, float *losses, float *mean_loss,
@@ -981,8 +1023,12 @@ int model_train_batch(Model *m, const int32_t *const *chars, const int32_t *lens
     }
     *grad_norm = gn;
   } else {
-    batch_gradient(m, chars, lens, targets, n, 0, n, losses, 1.0f / (float)n); /* valid: checked */
-    *grad_norm = batch_update(m, n, true);
+    /* the last fold in the update's parts where there are parts */
+    Fold fold = {0};
+    bool defer = m->update_range_fn && m->nfloats <= INT32_MAX;
+    batch_gradient(m, chars, lens, targets, n, 0, n, losses, 1.0f / (float)n,
+                   defer ? &fold : NULL); /* valid: checked */
+    *grad_norm = batch_update(m, n, true, &fold);
     for (int i = 0; i < n; i++)
       sum += losses[i];
   }
