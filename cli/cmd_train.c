@@ -536,12 +536,16 @@ agree:
       goto fail;
   }
   if (ds.ntest) {
-    reporter = dist_first_failed(&dist, model_wait(&m, &e) != 0); /* if still compiling */
-    if (reporter >= 0)
-      goto fail;
-    reporter = 0;
-    EvalResult r;
-    evaluate(&m, &ds, ds.test, ds.ntest, seed, &dist, &r);
+    /* the evaluation that ended training, or (no epoch run) one now */
+    EvalResult r = report.final;
+    report.final = (EvalResult){0};
+    if (!r.confusion) {
+      reporter = dist_first_failed(&dist, model_wait(&m, &e) != 0); /* if still compiling */
+      if (reporter >= 0)
+        goto fail;
+      reporter = 0;
+      evaluate(&m, &ds, ds.test, ds.ntest, seed, &dist, &r);
+    }
     printf("\n");
     eval_print(stdout, &ds, &r);
     eval_free(&r);
@@ -566,6 +570,7 @@ fail:
     }
     cli_error("train", &e);
   }
+  eval_free(&report.final);
   metrics_close(&mt);
   ckpt_unlock(&best_lock);
   ckpt_unlock(&lock);

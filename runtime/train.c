@@ -607,7 +607,11 @@ int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
       if (rc == 0)
         fprintf(o->log, "epoch %d: mean training loss %.4f, test accuracy %.2f%% (%zu/%zu)\n",
                 ep + 1, mean, 100.0 * res.correct / res.n, res.correct, res.n);
-      eval_free(&res);
+      eval_free(&run.rep.final);
+      if (rc == 0 && ep + 1 == last)
+        run.rep.final = res; /* the run's last: the report's */
+      else
+        eval_free(&res);
       if (rc)
         break;
     } else {
@@ -628,8 +632,12 @@ int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
   cleanup_defer_stop(false, false);
   if (rc == TRAIN_STOPPED)
     run.rep.stop_signal = stop_sig;
+  if (rc) /* not where training ended */
+    eval_free(&run.rep.final);
   if (o->report)
     *o->report = run.rep;
+  else
+    eval_free(&run.rep.final);
   free(saved);
   free(order);
   free(losses);

@@ -10,6 +10,13 @@
 
 #include "metrics.h"
 
+typedef struct EvalResult {
+  int nlabels;
+  size_t n, correct;
+  double loss_sum;   /* cross entropy of the logits, summed over the names */
+  size_t *confusion; /* (nlabels, nlabels): [truth][predicted] */
+} EvalResult;
+
 /* What train_run tells its caller. */
 typedef struct TrainReport {
   int stop_signal;      /* SIGINT or SIGTERM when the run stopped early, else 0 */
@@ -19,6 +26,12 @@ typedef struct TrainReport {
   size_t best_correct, best_n;
   int best_epoch;
   int64_t best_step;
+  /* The evaluation on the test split that ended the last epoch, when
+   * training ended there (returned 0) and there is a test split: the
+   * parameters have not changed since, so a final report needs no other
+   * (rnnc train prints it). final.confusion is NULL otherwise; the caller
+   * frees it with eval_free. */
+  EvalResult final;
 } TrainReport;
 
 typedef struct TrainOptions {
@@ -38,13 +51,6 @@ typedef struct TrainOptions {
   TrainReport *report; /* may be NULL */
   const Dist *dist;  /* the ranks training together (NULL: this process alone) */
 } TrainOptions;
-
-typedef struct EvalResult {
-  int nlabels;
-  size_t n, correct;
-  double loss_sum;   /* cross entropy of the logits, summed over the names */
-  size_t *confusion; /* (nlabels, nlabels): [truth][predicted] */
-} EvalResult;
 
 /* Epoch `epoch`'s order of ds->train (ntrain indices into order) and the
  * noise generator's state at its start: the same for a run that resumes

@@ -66,6 +66,24 @@ static void test_train_resume_eval_predict(void **state) {
   double pct = atof(acc + strlen("test accuracy: "));
   print_message("3 languages, 2 epochs: test accuracy %.1f%%\n", pct);
   assert_true(pct > 50);
+  /* The final report (the evaluation that ended epoch 2, not made again)
+   * is what eval of the checkpoint, in a process of its own, prints. */
+  char *end = strstr(acc, "\ncheckpoint: ");
+  assert_non_null(end);
+  char *report = xasprintf("%.*s", (int)(end - acc), acc);
+  free(s);
+  s = rnnc_expect(0, (const char *const[]){"eval", graph, two, "--data", data_dir, NULL});
+  acc = strstr(s, "test accuracy: ");
+  assert_non_null(acc);
+  size_t len = strlen(acc);
+  while (len && acc[len - 1] == '\n')
+    len--;
+  size_t rlen = strlen(report);
+  while (rlen && report[rlen - 1] == '\n')
+    rlen--;
+  assert_int_equal(len, rlen);
+  assert_memory_equal(acc, report, len);
+  free(report);
   free(s);
   free(rnnc_expect(0, (const char *const[]){"train", graph, "--data", data_dir, "--epochs", "1",
                                     "--out", one, NULL}));
