@@ -354,6 +354,29 @@ int cmd_train(int argc, char **argv) {
   if (!out)
     out = out_owned;
   char *best = keep_best ? best_path(out) : NULL;
+  { /* no output over an input or another output */
+    char *optim = ckpt_optim_path(out), *best_optim = best ? ckpt_optim_path(best) : NULL;
+    const char *ins[] = {graph, dir, init, out, optim, best, best_optim};
+    const char *names[] = {"the graph", "the data", "the --init checkpoint", "the --out checkpoint",
+                           "the --out checkpoint's optimizer state", "the --keep-best checkpoint",
+                           "its optimizer state"};
+    int rc = cli_refuse_overwrite("train", "--out", out, ins, names, 2);
+    if (!rc)
+      rc = cli_refuse_overwrite("train", "--out's optimizer state", optim, ins, names, 3);
+    if (!rc)
+      rc = cli_refuse_overwrite("train", "--keep-best's checkpoint", best, ins, names, 5);
+    if (!rc)
+      rc = cli_refuse_overwrite("train", "--keep-best's optimizer state", best_optim, ins, names, 5);
+    if (!rc)
+      rc = cli_refuse_overwrite("train", "--metrics", metrics, ins, names, 7);
+    free(optim);
+    free(best_optim);
+    if (rc) {
+      free(out_owned);
+      free(best);
+      return rc;
+    }
+  }
   if (!kind_given)
     kind = data_default_kind(dir);
   Err e;
