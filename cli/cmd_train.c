@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <uniwidth.h>
 
@@ -844,6 +845,7 @@ static int predict_stream(Model *m, const Vocab *v, char **labels, FILE *f, cons
       printf("\tlanguage%d\tprobability%d", k + 1, k + 1);
   printf("\n");
   long lineno = 0, skipped = 0, done = 0;
+  int read_errno = 0;
   bool eof = false;
   while (!eof) {
     int n = 0;
@@ -851,6 +853,7 @@ static int predict_stream(Model *m, const Vocab *v, char **labels, FILE *f, cons
       bool too_long;
       long len = read_line(f, line, &too_long);
       if (len < 0) {
+        read_errno = ferror(f) ? errno : 0;
         eof = true;
         break;
       }
@@ -861,8 +864,8 @@ static int predict_stream(Model *m, const Vocab *v, char **labels, FILE *f, cons
         skipped++;
         continue;
       }
-      if (len == 0)
-        continue;
+      if (strspn(line, " \t\r\f\v") == (size_t)len)
+        continue; /* empty, or nothing but white space: the data loader's empty lines */
       Err e;
       int32_t *cs = NULL;
       int k = name_encode(line, (size_t)len, v, &cs, NULL, &e);
@@ -889,7 +892,7 @@ static int predict_stream(Model *m, const Vocab *v, char **labels, FILE *f, cons
   }
   int rc = EXIT_OK;
   if (ferror(f)) {
-    fprintf(stderr, "rnnc predict: error: reading %s failed\n", fname);
+    fprintf(stderr, "rnnc predict: error: reading %s failed: %s\n", fname, strerror(read_errno));
     rc = EXIT_BAD_INPUT;
   }
   if (skipped) {
@@ -969,6 +972,12 @@ int cmd_predict(int argc, char **argv) {
   FILE *in = NULL;
   if (input) {
     in = strcmp(input, "-") ? fopen(input, "r") : stdin;
+    struct stat st;
+    if (in && fstat(fileno(in), &st) == 0 && S_ISDIR(st.st_mode)) {
+      fclose(in);
+      in = NULL;
+      errno = EISDIR;
+    }
     if (!in) {
       fprintf(stderr, "rnnc predict: error: cannot read %s: %s\n", input, strerror(errno));
       return EXIT_BAD_INPUT;
