@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -19,6 +20,45 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) {
   va_end(ap);
   fprintf(stderr, "\nTry 'rnnc %s --help'.\n", cmd);
   return EXIT_USAGE;
+}
+
+/* path's directory resolved (symbolic links, "." and "..") and its last
+ * name: the same string for two names of a file that does not exist yet
+ * (malloc'd; NULL when the directory does not resolve). */
+static char *resolved(const char *path) {
+  const char *slash = strrchr(path, '/');
+  char *dir = slash ? xasprintf("%.*s", slash == path ? 1 : (int)(slash - path), path) : xstrdup(".");
+  char *real = realpath(dir, NULL);
+  free(dir);
+  if (!real)
+    return NULL;
+  char *r = xasprintf("%s/%s", real, slash ? slash + 1 : path);
+  free(real);
+  return r;
+}
+
+bool cli_same_file(const char *a, const char *b) {
+  if (!a || !b)
+    return false;
+  if (!strcmp(a, b))
+    return true;
+  struct stat sa, sb;
+  if (stat(a, &sa) == 0 && stat(b, &sb) == 0)
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+  char *ra = resolved(a), *rb = resolved(b);
+  bool same = ra && rb && !strcmp(ra, rb);
+  free(ra);
+  free(rb);
+  return same;
+}
+
+int cli_refuse_overwrite(const char *cmd, const char *what, const char *out,
+                         const char *const *ins, const char *const *names, int n) {
+  for (int i = 0; i < n; i++)
+    if (out && ins[i] && cli_same_file(out, ins[i]))
+      return cli_usage_error(cmd, "%s %s is %s (%s): it would be overwritten", what, out, names[i],
+                             ins[i]);
+  return 0;
 }
 
 void cli_error(const char *cmd, const Err *e) {

@@ -4,6 +4,7 @@
 #ifndef RNNC_CLI_H
 #define RNNC_CLI_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -12,6 +13,17 @@
 
 /* Prints "rnnc CMD: <message>" and a pointer to --help; returns EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Whether writing path a would overwrite the file b: the same file (both
+ * exist: the same device and inode, whatever the names) or the same name.
+ * NULL is no file. */
+bool cli_same_file(const char *a, const char *b);
+/* Output `out` (the file of option `what`, e.g. "--out") checked against
+ * the n files ins[] (each named in names[], e.g. "the graph"): a usage
+ * error (EXIT_USAGE, with a message) when it would overwrite one, else 0.
+ * NULL entries are skipped. */
+int cli_refuse_overwrite(const char *cmd, const char *what, const char *out,
+                         const char *const *ins, const char *const *names, int n);
 
 /* Prints e's message as command cmd's error: "rnnc CMD: error: MSG", or
  * MSG alone when it is a graph error, which says "path...: error:" itself. */

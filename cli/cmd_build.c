@@ -258,6 +258,17 @@ int cmd_build(int argc, char **argv) {
   /* beside the object, its C header; beside a wasm module, its JS module */
   char *header =
       xasprintf("%.*s.%s", (int)(strlen(out) - (wasm ? 5 : 2)), out, wasm ? "mjs" : "h");
+  {
+    const char *ins[] = {graph, ckpt}, *names[] = {"the graph", "the checkpoint"};
+    int bad = cli_refuse_overwrite("build", "-o", out, ins, names, 2);
+    if (!bad)
+      bad = cli_refuse_overwrite("build", wasm ? "its JS module" : "its header", header, ins, names, 2);
+    if (bad) {
+      free(stem);
+      free(header);
+      return bad;
+    }
+  }
 
   Model m = {0};
   ModelOptions mo = {.no_train = true, .no_kernels = true}; /* obj.c compiles its own */

@@ -77,7 +77,7 @@ static int emit_module(const char *path, const DataSizes *sizes, bool asm_out, B
   if (asm_out) {
     char *msg = NULL;
     LLVMMemoryBufferRef mb;
-    if (LLVMTargetMachineEmitToMemoryBuffer(tm, m, LLVMAssemblyFile, &msg, &mb)) {
+    if (target_emit(tm, m, LLVMAssemblyFile, &mb, &msg)) {
       errf(e, "emitting assembly: %s", msg);
       LLVMDisposeMessage(msg);
       goto done;

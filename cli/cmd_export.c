@@ -46,6 +46,13 @@ int cmd_export(int argc, char **argv) {
   if (!out || !*out)
     return cli_usage_error("export", "wants -o NAME.onnx");
   const char *graph = argv[optind], *ckpt = argv[optind + 1];
+  const char *base = strrchr(out, '/');
+  if (!*(base ? base + 1 : out))
+    return cli_usage_error("export", "-o %s names a directory: give the file, DIR/NAME.onnx", out);
+  const char *ins[] = {graph, ckpt}, *names[] = {"the graph", "the checkpoint"};
+  int bad = cli_refuse_overwrite("export", "-o", out, ins, names, 2);
+  if (bad)
+    return bad;
   Err e;
   Model m = {0};
   ModelOptions mo = {.no_train = true, .no_kernels = true};

@@ -101,6 +101,10 @@ int cmd_import(int argc, char **argv) {
     return cli_usage_error("import", "--labels and --data both give the labels: choose one");
   const char *path = argv[optind];
   o.source = path;
+  const char *base = strrchr(out, '/');
+  if (!*(base ? base + 1 : out))
+    return cli_usage_error("import", "-o %s names a directory: give DIR/NAME (NAME.nn and "
+                                     "NAME.safetensors are written)", out);
 
   Err e;
   size_t len;

@@ -351,6 +351,8 @@ int cmd_plot(int argc, char **argv) {
   if (!out)
     return cli_usage_error("plot", "missing -o FILE");
   const char *path = argv[optind];
+  if (cli_same_file(out, path))
+    return cli_usage_error("plot", "-o %s is the metrics log (%s): it would be overwritten", out, path);
   Log lg = {0};
   Err e;
   int rc = EXIT_BAD_INPUT;

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <uniwidth.h>
 
@@ -354,6 +355,29 @@ int cmd_train(int argc, char **argv) {
   if (!out)
     out = out_owned;
   char *best = keep_best ? best_path(out) : NULL;
+  { /* no output over an input or another output */
+    char *optim = ckpt_optim_path(out), *best_optim = best ? ckpt_optim_path(best) : NULL;
+    const char *ins[] = {graph, dir, init, out, optim, best, best_optim};
+    const char *names[] = {"the graph", "the data", "the --init checkpoint", "the --out checkpoint",
+                           "the --out checkpoint's optimizer state", "the --keep-best checkpoint",
+                           "its optimizer state"};
+    int rc = cli_refuse_overwrite("train", "--out", out, ins, names, 2);
+    if (!rc)
+      rc = cli_refuse_overwrite("train", "--out's optimizer state", optim, ins, names, 3);
+    if (!rc)
+      rc = cli_refuse_overwrite("train", "--keep-best's checkpoint", best, ins, names, 5);
+    if (!rc)
+      rc = cli_refuse_overwrite("train", "--keep-best's optimizer state", best_optim, ins, names, 5);
+    if (!rc)
+      rc = cli_refuse_overwrite("train", "--metrics", metrics, ins, names, 7);
+    free(optim);
+    free(best_optim);
+    if (rc) {
+      free(out_owned);
+      free(best);
+      return rc;
+    }
+  }
   if (!kind_given)
     kind = data_default_kind(dir);
   Err e;
@@ -821,6 +845,7 @@ static int predict_stream(Model *m, const Vocab *v, char **labels, FILE *f, cons
       printf("\tlanguage%d\tprobability%d", k + 1, k + 1);
   printf("\n");
   long lineno = 0, skipped = 0, done = 0;
+  int read_errno = 0;
   bool eof = false;
   while (!eof) {
     int n = 0;
@@ -828,6 +853,7 @@ static int predict_stream(Model *m, const Vocab *v, char **labels, FILE *f, cons
       bool too_long;
       long len = read_line(f, line, &too_long);
       if (len < 0) {
+        read_errno = ferror(f) ? errno : 0;
         eof = true;
         break;
       }
@@ -838,8 +864,8 @@ static int predict_stream(Model *m, const Vocab *v, char **labels, FILE *f, cons
         skipped++;
         continue;
       }
-      if (len == 0)
-        continue;
+      if (strspn(line, " \t\r\f\v") == (size_t)len)
+        continue; /* empty, or nothing but white space: the data loader's empty lines */
       Err e;
       int32_t *cs = NULL;
       int k = name_encode(line, (size_t)len, v, &cs, NULL, &e);
@@ -866,7 +892,7 @@ static int predict_stream(Model *m, const Vocab *v, char **labels, FILE *f, cons
   }
   int rc = EXIT_OK;
   if (ferror(f)) {
-    fprintf(stderr, "rnnc predict: error: reading %s failed\n", fname);
+    fprintf(stderr, "rnnc predict: error: reading %s failed: %s\n", fname, strerror(read_errno));
     rc = EXIT_BAD_INPUT;
   }
   if (skipped) {
@@ -946,6 +972,12 @@ int cmd_predict(int argc, char **argv) {
   FILE *in = NULL;
   if (input) {
     in = strcmp(input, "-") ? fopen(input, "r") : stdin;
+    struct stat st;
+    if (in && fstat(fileno(in), &st) == 0 && S_ISDIR(st.st_mode)) {
+      fclose(in);
+      in = NULL;
+      errno = EISDIR;
+    }
     if (!in) {
       fprintf(stderr, "rnnc predict: error: cannot read %s: %s\n", input, strerror(errno));
       return EXIT_BAD_INPUT;

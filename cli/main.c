@@ -3,6 +3,8 @@
  * 0 success, 1 bad input (graph, data, checkpoint), 2 bad usage. */
 #include <getopt.h>
 #include <llvm-c/Core.h>
+#include <llvm-c/ErrorHandling.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,7 +76,20 @@ static int finish(int rc) {
   return rc;
 }
 
+/* LLVM's fatal errors (a back end that cannot select an instruction or
+ * lay out a frame: rnnc build --target sparc, msp430, amdgcn, r600,
+ * xtensa) would abort() the process; they are an error like any other. */
+static void llvm_fatal(const char *reason) {
+  fprintf(stderr, "rnnc: error: LLVM cannot go on: %s\n"
+                  "(rnnc build --help lists the targets rnnc is tested with; other back ends may "
+                  "not compile every graph)\n",
+          reason);
+  fflush(stderr);
+  _exit(EXIT_BAD_INPUT); /* LLVM's state is not to be trusted: no atexit handlers */
+}
+
 static int run(int argc, char **argv) {
+  LLVMInstallFatalErrorHandler(llvm_fatal);
   if (argc < 2) {
     print_help(stderr);
     return EXIT_USAGE;

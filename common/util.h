@@ -31,6 +31,9 @@ void *xcalloc(size_t count, size_t size);
 void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
+/* The n bytes at p, NUL bytes and all, and a NUL after them (p may be
+ * NULL when n is 0). */
+char *xmemdup0(const void *p, size_t n);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* n bytes aligned to align (a power of two, a multiple of sizeof(void *)). */
 void *xmemalign(size_t align, size_t n);

@@ -286,7 +286,7 @@ Jit *jit_new(const char *cpu, Err *e) {
 static int emit_object(LLVMTargetMachineRef tm, LLVMModuleRef m, Buf *obj, Err *e) {
   char *msg = NULL;
   LLVMMemoryBufferRef mb;
-  if (LLVMTargetMachineEmitToMemoryBuffer(tm, m, LLVMObjectFile, &msg, &mb)) {
+  if (target_emit(tm, m, LLVMObjectFile, &mb, &msg)) {
     errf(e, "generating machine code: %s", msg);
     LLVMDisposeMessage(msg);
     return -1;

@@ -149,9 +149,19 @@ Token *tokenize(const Src *src, Diag *d, Arena *a) {
     PUSH(.kind = TK_PUNCT, .s = s, .len = len, .pos = POS);
     s += len;
   }
-  if (n > 0 && toks[n - 1].kind != TK_NL)
-    PUSH(.kind = TK_NL, .s = s, .len = 0, .pos = POS);
-  PUSH(.kind = TK_EOF, .s = s, .len = 0, .pos = POS);
+  /* The end: just past the last token, on its line (an error there shows
+   * that line and not the empty one after the file's last newline). In an
+   * unclosed bracket the statement cannot end: no end of line, only the
+   * end of the file. */
+  Pos at = POS;
+  for (size_t k = n; k-- > 0;)
+    if (toks[k].kind != TK_NL) {
+      at = (Pos){toks[k].pos.line, toks[k].pos.col + toks[k].len};
+      break;
+    }
+  if (n > 0 && toks[n - 1].kind != TK_NL && depth == 0)
+    PUSH(.kind = TK_NL, .s = s, .len = 0, .pos = at);
+  PUSH(.kind = TK_EOF, .s = s, .len = 0, .pos = at);
 #undef PUSH
 #undef POS
   return toks;

@@ -170,8 +170,10 @@ static double eval_num(Lower *L, Scope *s, Expr *e, const char *what) {
 
 static int eval_int(Lower *L, Scope *s, Expr *e, const char *what, int min) {
   double x = eval_num(L, s, e, what);
-  if (x != floor(x) || x < min || x > 1 << 24)
-    error_at(L->d, e->pos, "%s must be an integer >= %d, not %g", what, min, x);
+  if (x == floor(x) && x > 1 << 24)
+    error_at(L->d, e->pos, "%s of %.15g is too large (at most %d)", what, x, 1 << 24);
+  if (x != floor(x) || x < min)
+    error_at(L->d, e->pos, "%s must be an integer >= %d, not %.9g", what, min, x);
   return (int)x;
 }
 

@@ -784,7 +784,7 @@ int obj_emit(const Graph *g, const ObjOptions *o, Buf *object, ObjInfo *info, Er
 
   char *msg = NULL;
   LLVMMemoryBufferRef mb;
-  if (LLVMTargetMachineEmitToMemoryBuffer(tm, w.mod, LLVMObjectFile, &msg, &mb)) {
+  if (target_emit(tm, w.mod, LLVMObjectFile, &mb, &msg)) {
     errf(e, "emitting the object file: %s", msg);
     LLVMDisposeMessage(msg);
     goto done;

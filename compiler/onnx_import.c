@@ -1581,8 +1581,8 @@ static void node_concat(Imp *m) {
   for (int64_t o = 0; o < outer; o++)
     for (int i = 0; i < n; i++) {
       Val *v = ins[i];
-      if (v->onehot)
-        fail(m, "concatenates the one-hot input");
+      if (v->onehot && outer > 1)
+        fail(m, "concatenates pieces of the one-hot input");
       if (v->konst && taxis >= 0)
         fail(m, "concatenates a constant with a sequence (rnnc concatenates sequences row by "
                 "row, and vectors)");

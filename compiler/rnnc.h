@@ -511,6 +511,11 @@ LLVMTargetMachineRef target_machine(const char *triple, const char *cpu, const c
 /* Module m compiled by tm as assembly text (malloc'd, NUL-terminated), or
  * NULL when it cannot be: what the probes below look for instructions in. */
 char *target_asm_text(LLVMTargetMachineRef tm, LLVMModuleRef m);
+/* LLVMTargetMachineEmitToMemoryBuffer, whose buffer (a partial one, on a
+ * failure) is the caller's only on success: 0, or -1 with LLVM's message
+ * in *msg (LLVMDisposeMessage it; *mb is then NULL). */
+int target_emit(LLVMTargetMachineRef tm, LLVMModuleRef m, LLVMCodeGenFileType type,
+                LLVMMemoryBufferRef *mb, char **msg);
 /* Whether tm has an instruction for llvm.fma.f32 (else it is a call to
  * libm's fmaf). */
 bool target_has_fma(LLVMTargetMachineRef tm);

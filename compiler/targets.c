@@ -164,10 +164,22 @@ LLVMTargetMachineRef target_machine(const char *triple, const char *cpu, const c
   return tm;
 }
 
+int target_emit(LLVMTargetMachineRef tm, LLVMModuleRef m, LLVMCodeGenFileType type,
+                LLVMMemoryBufferRef *mb, char **msg) {
+  *mb = NULL;
+  *msg = NULL;
+  if (!LLVMTargetMachineEmitToMemoryBuffer(tm, m, type, msg, mb))
+    return 0;
+  if (*mb) /* what LLVM had written before it failed (nvptx64, xcore) */
+    LLVMDisposeMemoryBuffer(*mb);
+  *mb = NULL;
+  return -1;
+}
+
 char *target_asm_text(LLVMTargetMachineRef tm, LLVMModuleRef m) {
   char *msg = NULL, *text = NULL;
   LLVMMemoryBufferRef mb;
-  if (!LLVMTargetMachineEmitToMemoryBuffer(tm, m, LLVMAssemblyFile, &msg, &mb)) {
+  if (!target_emit(tm, m, LLVMAssemblyFile, &mb, &msg)) {
     size_t n = LLVMGetBufferSize(mb);
     text = xmalloc(n + 1); /* NUL-terminated: the buffer need not be */
     memcpy(text, LLVMGetBufferStart(mb), n);
@@ -199,7 +211,7 @@ bool target_has_fma(LLVMTargetMachineRef tm) {
   bool fma = true; /* when the object cannot be read: the intrinsic stays */
   char *msg = NULL;
   LLVMMemoryBufferRef mb;
-  if (!LLVMTargetMachineEmitToMemoryBuffer(tm, m, LLVMObjectFile, &msg, &mb)) {
+  if (!target_emit(tm, m, LLVMObjectFile, &mb, &msg)) {
     LLVMBinaryRef bin = LLVMCreateBinary(mb, ctx, &msg);
     if (bin) {
       LLVMSymbolIteratorRef s = LLVMObjectFileCopySymbolIterator(bin);

@@ -61,7 +61,7 @@ static char *normalize_nfc(const char *s, size_t n, Err *e) {
     errf(e, "cannot normalize it: %s", strerror(errno));
     return NULL;
   }
-  char *out = xstrndup((const char *)d, m);
+  char *out = xmemdup0(d, m);
   free(d);
   return out;
 }
@@ -499,8 +499,8 @@ static void add_record(Table *t, Buf *f0, Buf *f1, size_t line, size_t lline, si
   }
   buf_put(f0, "", 1);
   buf_put(f1, "", 1);
-  t->recs[t->n++] = (Record){.text = xstrndup(f0->data, f0->len - 1), .tlen = f0->len - 1,
-                             .label = xstrndup(f1->data, f1->len - 1), .llen = f1->len - 1,
+  t->recs[t->n++] = (Record){.text = xmemdup0(f0->data, f0->len - 1), .tlen = f0->len - 1,
+                             .label = xmemdup0(f1->data, f1->len - 1), .llen = f1->len - 1,
                              .line = line, .lline = lline, .lcol = lcol};
 }
 

@@ -141,6 +141,64 @@ static void test_lost_output(void **state) {
   free(data);
 }
 
+/* An output over an input (the graph, the data, the checkpoint, the
+ * metrics log) or over another output is a usage error, exit status 2,
+ * and the file is left as it was; whatever the name (./X, DIR/../DIR/X)
+ * and whether it exists yet. An output named by its directory alone
+ * (-o DIR/) is a usage error too. */
+static void test_no_overwrite(void **state) {
+  (void)state;
+  char *data = make_data_dir((const char *const[]){"Greek", "Korean"}, (const int[]){20, 20}, 2);
+  char *graph = make_rnn_graph(16, 2);
+  char *dir = tmp_path("clobber");
+  assert_int_equal(mkdir(dir, 0755), 0);
+  char *ckpt = xasprintf("%s/m.safetensors", dir), *log = xasprintf("%s/m.jsonl", dir);
+  char *optim = xasprintf("%s/../%s/m.optim.safetensors", dir, strrchr(dir, '/') + 1);
+  char *tsv = xasprintf("%s/d.tsv", dir), *slash = xasprintf("%s/", dir);
+  write_text(tsv, "Kim\tKorean\nPapadopoulos\tGreek\nPak\tKorean\nNikas\tGreek\n");
+  Err e;
+  size_t glen, tlen;
+  char *gtext = read_file(graph, &glen, &e), *ttext = read_file(tsv, &tlen, &e);
+  assert_true(gtext && ttext);
+  const char *const *cmds[] = {
+      (const char *const[]){"train", graph, "--data", data, "--out", graph, NULL},
+      (const char *const[]){"train", graph, "--data", data, "--out", ckpt, "--metrics", graph, NULL},
+      (const char *const[]){"train", graph, "--data", tsv, "--out", tsv, NULL},
+      (const char *const[]){"train", graph, "--data", data, "--out", ckpt, "--metrics", ckpt, NULL},
+      (const char *const[]){"train", graph, "--data", data, "--out", ckpt, "--metrics", optim, NULL},
+      (const char *const[]){"train", graph, "--data", data, "--out", ckpt, "--keep-best", "--metrics",
+                            xasprintf("%s/m.best.safetensors", dir), NULL},
+      (const char *const[]){"plot", log, "-o", log, NULL},
+      (const char *const[]){"export", graph, ckpt, "-o", slash, NULL},
+      (const char *const[]){"import", "model.onnx", "-o", slash, NULL},
+  };
+  for (size_t i = 0; i < ARRAY_LEN(cmds); i++) {
+    char *s = rnnc_expect(2, cmds[i]);
+    if (!strstr(s, "it would be overwritten") && !strstr(s, "names a directory"))
+      fail_msg("rnnc %s ...: %s", cmds[i][0], s);
+    free(s);
+  }
+  size_t n;
+  char *now = read_file(graph, &n, &e);
+  assert_true(now && n == glen && !memcmp(now, gtext, n));
+  free(now);
+  now = read_file(tsv, &n, &e);
+  assert_true(now && n == tlen && !memcmp(now, ttext, n));
+  free(now);
+  assert_int_equal(access(ckpt, F_OK), -1); /* nothing written */
+  free((char *)cmds[5][8]);
+  free(gtext);
+  free(ttext);
+  free(slash);
+  free(tsv);
+  free(optim);
+  free(log);
+  free(ckpt);
+  free(dir);
+  free(graph);
+  free(data);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_help_and_version),
@@ -148,6 +206,7 @@ int main(void) {
       cmocka_unit_test(test_data_summary),
       cmocka_unit_test(test_data_bad_input),
       cmocka_unit_test(test_lost_output),
+      cmocka_unit_test(test_no_overwrite),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -381,7 +381,9 @@ static void export_and_back(const char *graph, const char *ckpt, const char *dat
 
 /* gru.nn and tests/golden/bigru.nn (reverse scans, sequences
  * concatenated) with PyTorch's golden weights; examples/relu_rnn.nn (relu)
- * trained for an epoch; rnn.nn's random initial state is refused. */
+ * and rnn.nn started from zeros (the one-hot character concatenated with
+ * the state) trained for an epoch; rnn.nn's random initial state is
+ * refused. */
 static void export_round_trip(void **state) {
   (void)state;
   char *data = src_path("data/names");
@@ -399,6 +401,16 @@ static void export_round_trip(void **state) {
   free(rnnc_expect(0, (const char *const[]){"train", relu, "--data", small, "--epochs", "1",
                                             "--out", rckpt, NULL}));
   export_and_back(relu, rckpt, small, 3);
+  /* rnn.nn from zeros: concat(x, h) of the one-hot character and the state */
+  char *zrnn = graph_variant("graphs/rnn.nn", "const H = 256", "const H = 16", "const C = 18",
+                             "const C = 3", "from kaiming_uniform(H), zeros(C)",
+                             "from zeros(H), zeros(C)", NULL);
+  char *zckpt = xasprintf("%s/zrnn.safetensors", dir);
+  free(rnnc_expect(0, (const char *const[]){"train", zrnn, "--data", small, "--epochs", "1",
+                                            "--out", zckpt, NULL}));
+  export_and_back(zrnn, zckpt, small, 3);
+  free(zckpt);
+  free(zrnn);
   char *rnn = src_path("graphs/rnn.nn"), *rnnckpt = src_path("tests/golden/rnn_seed42.safetensors");
   char *model = xasprintf("%s/rnn.onnx", dir);
   char *text = rnnc_expect(1, (const char *const[]){"export", rnn, rnnckpt, "-o", model, NULL});

@@ -226,15 +226,30 @@ static void test_predict_input(void **state) {
   free(out);
   free(err);
   char *small = tmp_path("two.txt");
-  write_text(small, "Nakamura\nZhang\n");
+  /* lines of nothing but white space are empty lines: skipped, no error */
+  write_text(small, "Nakamura\n   \n\t\r\nZhang\n");
   rc = run_rnnc_in((const char *const[]){"predict", graph, ckpt, "--input", "-", "--logits", NULL},
                    small, &out, &err);
   assert_int_equal(rc, 0);
   const char *head = "name\tChinese\tGreek\tJapanese\n";
   assert_true(!strncmp(out, head, strlen(head)));
   assert_contains(out, "\nZhang\t");
+  rows = 0;
+  for (const char *p = out; (p = strchr(p, '\n')); p++)
+    rows++;
+  assert_int_equal(rows, 3);
   free(out);
   free(err);
+  /* a directory: why, and no header */
+  char *tmpdir = tmp_path("input-dir");
+  assert_int_equal(mkdir(tmpdir, 0755), 0);
+  rc = run_rnnc((const char *const[]){"predict", graph, ckpt, "--input", tmpdir, NULL}, &out, &err);
+  assert_int_equal(rc, 1);
+  assert_string_equal(out, "");
+  assert_contains(err, "Is a directory");
+  free(out);
+  free(err);
+  free(tmpdir);
   char *s = rnnc_expect(2, (const char *const[]){"predict", graph, ckpt, "Nakamura", "--input", small, NULL});
   assert_contains(s, "not both");
   free(s);

@@ -319,6 +319,54 @@ static void test_table_errors(void **state) {
   free(path);
 }
 
+/* A text with a NUL in it is skipped, shown as it is (the bytes after the
+ * NUL too, escaped, and no byte past them); an empty text is an empty
+ * line, in TSV and CSV and whatever the vocabulary (NFC normalization of
+ * nothing). */
+static void test_table_nul_and_empty(void **state) {
+  (void)state;
+  static const char nul[] = "A\0zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz"
+                            "\t\xc3\x89tiquette\nfoo\t\xc3\x89tiquette\n";
+  char *path = xasprintf("%s/nul.tsv", workdir);
+  FILE *f = fopen(path, "wb");
+  assert_non_null(f);
+  assert_int_equal(fwrite(nul, 1, sizeof nul - 1, f), sizeof nul - 1);
+  fclose(f);
+  static const VocabKind kinds[] = {VOCAB_UNICODE, VOCAB_ASCII};
+  for (size_t k = 0; k < ARRAY_LEN(kinds); k++) {
+    Dataset ds;
+    Err e;
+    if (data_load(&ds, path, NULL, 0, kinds[k], NULL, &e))
+      fail_msg("%s", e.msg);
+    assert_int_equal(ds.nnames, 1);
+    assert_int_equal(ds.nskipped, 1);
+    assert_int_equal(ds.skipped[0].line, 1);
+    const char *why = ds.skipped[0].reason;
+    if (!strstr(why, "NUL") && !strstr(why, "U+0000"))
+      fail_msg("the NUL's line skipped for: %s", why);
+    assert_non_null(strstr(ds.skipped[0].text, "A\\x00zzz"));
+    data_free(&ds);
+  }
+  free(path);
+  static const char *const empty[][2] = {{"empty.tsv", "\tX\nSmith\tEnglish\n"},
+                                         {"empty.csv", "\"\",X\nfoo,X\n"},
+                                         {"blank.tsv", "   \tX\nfoo\tX\n"}};
+  for (size_t i = 0; i < ARRAY_LEN(empty); i++)
+    for (size_t k = 0; k < ARRAY_LEN(kinds); k++) {
+      path = xasprintf("%s/%s", workdir, empty[i][0]);
+      write_text(path, empty[i][1]);
+      Dataset ds;
+      Err e;
+      if (data_load(&ds, path, NULL, 0, kinds[k], NULL, &e))
+        fail_msg("%s: %s", empty[i][0], e.msg);
+      assert_int_equal(ds.nnames, 1);
+      assert_int_equal(ds.nempty, 1);
+      assert_int_equal(ds.nskipped, 0);
+      data_free(&ds);
+      free(path);
+    }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_csv_equals_tsv),
@@ -327,6 +375,7 @@ int main(void) {
       cmocka_unit_test(test_unknown_slot_at_predict),
       cmocka_unit_test(test_build),
       cmocka_unit_test(test_table_errors),
+      cmocka_unit_test(test_table_nul_and_empty),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
