@@ -61,11 +61,18 @@ int cmd_export(int argc, char **argv) {
   Graph *g = NULL;
   Buf onnx = {0};
   Staged s = {.fd = -1};
-  /* The weights through the checkpoint reader's checks; the graph as its
-   * file says, before the passes (the same parameter layout). */
-  if (model_compile(&m, graph, &mo, &e) || ckpt_load(&m, ckpt, false, &labels, &nlabels, &e) ||
-      !(g = compile_graph_file(graph, &e)) || onnx_export(g, m.state, &onnx, &e) ||
-      stage_file(&s, out, onnx.data, onnx.len, &e) || stage_commit(&s, &e)) {
+  Vocab vocab = {0};
+  char *text = NULL;
+  size_t len;
+  /* The weights through the checkpoint reader's checks, with the sizes a
+   * graph takes from its data (data.vocab, data.classes) from the
+   * checkpoint's vocabulary and labels; the graph as its file says, before
+   * the passes (the same parameter layout), with those sizes. */
+  if (cli_load_model(&m, graph, ckpt, &mo, 0, &labels, &nlabels, &vocab, &e) ||
+      !(text = read_graph(graph, &len, &e)) ||
+      !(g = compile_graph_data(graph, text, len, &mo.sizes, &e)) ||
+      onnx_export(g, m.state, &onnx, &e) || stage_file(&s, out, onnx.data, onnx.len, &e) ||
+      stage_commit(&s, &e)) {
     fprintf(stderr, "rnnc export: %s\n", e.msg);
   } else {
     printf("rnnc export: wrote %s (%zu bytes)\n", out, onnx.len);
@@ -74,6 +81,8 @@ int cmd_export(int argc, char **argv) {
   stage_discard(&s);
   buf_free(&onnx);
   graph_free(g);
+  free(text);
+  vocab_free(&vocab);
   for (int i = 0; i < nlabels; i++)
     free(labels[i]);
   free(labels);

@@ -275,6 +275,26 @@ static void test_build(void **state) {
     free(fs[i]);
 }
 
+/* A graph that takes its sizes from the data (data.vocab, data.classes)
+ * exports with the checkpoint's: ONNX's checker accepts the model, whose
+ * input is the vocabulary's one-hot rows (64 characters and the unknown
+ * slot) and whose output has a logit per label. */
+static void test_export_data_graph(void **state) {
+  (void)state;
+  char *model = xasprintf("%s/mixed.onnx", workdir);
+  char *out = rnnc_expect(0, (const char *const[]){"export", graph, ckpt, "-o", model, NULL});
+  assert_contains(out, "wrote");
+  free(out);
+  if (sh("/usr/bin/python3 -c 'import onnx, sys; m = onnx.load(sys.argv[1]); "
+         "onnx.checker.check_model(m); "
+         "x = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]; "
+         "y = [d.dim_value for d in m.graph.output[0].type.tensor_type.shape.dim]; "
+         "sys.exit(0 if x[1:] == [1, 65] and y == [%d] else 1)' '%s'",
+         NLABELS, model))
+    fail_msg("%s: refused by ONNX's checker, or not [T, 1, 65] -> [%d]", model, NLABELS);
+  free(model);
+}
+
 /* A malformed table is an error at its line and column, exit status 1. */
 static void test_table_errors(void **state) {
   (void)state;
@@ -374,6 +394,7 @@ int main(void) {
       cmocka_unit_test(test_eval_csv),
       cmocka_unit_test(test_unknown_slot_at_predict),
       cmocka_unit_test(test_build),
+      cmocka_unit_test(test_export_data_graph),
       cmocka_unit_test(test_table_errors),
       cmocka_unit_test(test_table_nul_and_empty),
   };
