@@ -828,7 +828,7 @@ static void print_row(const char *name, const float *lg, int C, char **labels, i
   free(shown);
   if (logits_only) {
     for (int k = 0; k < C; k++)
-      printf("\t%.7g", lg[k]);
+      printf("\t%.9g", lg[k]); /* 9 digits: the float itself, as NAME... --logits */
   } else {
     rank_classes(lg, C, rank);
     for (int k = 0; k < top && k < C; k++)
