@@ -9,16 +9,19 @@
 #include "runtime.h"
 
 const char data_usage[] =
-    "usage: rnnc data [--data PATH] [--seed S] [--test-fraction F]\n"
+    "usage: rnnc data [--data PATH] [--vocab KIND] [--seed S] [--test-fraction F]\n"
     "\n"
     "Loads a data set (a directory of <Label>.txt files, one UTF-8 name a line;\n"
     "or a TSV or CSV file of text and label, as rnnc train --help says),\n"
-    "normalizes every text (a directory's to ASCII, a file's to NFC), and\n"
-    "prints the labels with their counts, the texts skipped and why (a\n"
-    "character outside the names vocabulary, longer than " NAME_MAX_CHARS_STR " characters,\n"
-    "...), and the train/test split.\n"
+    "normalizes every text as rnnc train --vocab KIND would (a directory's to\n"
+    "ASCII, a file's to NFC by default), and prints the labels with their\n"
+    "counts, the texts skipped and why (a character with no ASCII form or\n"
+    "outside the names vocabulary, longer than " NAME_MAX_CHARS_STR " characters, ...), and\n"
+    "the train/test split.\n"
     "\n"
     "  --data PATH          data directory or file (default: data/names)\n"
+    "  --vocab KIND         names, ascii or unicode, as rnnc train's (default:\n"
+    "                       names for a directory, unicode for a file)\n"
     "  --seed S             split seed (default: 42)\n"
     "  --test-fraction F    share of each language held out (default: 0.1)\n"
     "  -h, --help           this help\n";
@@ -27,8 +30,11 @@ int cmd_data(int argc, char **argv) {
   const char *dir = "data/names";
   uint64_t seed = 42;
   double fraction = 0.1;
+  VocabKind kind = VOCAB_NAMES;
+  bool kind_given = false;
   static const struct option opts[] = {
       {"data", required_argument, 0, 'd'},
+      {"vocab", required_argument, 0, 'v'},
       {"seed", required_argument, 0, 's'},
       {"test-fraction", required_argument, 0, 'f'},
       {"help", no_argument, 0, 'h'},
@@ -39,6 +45,11 @@ int cmd_data(int argc, char **argv) {
     switch (c) {
     case 'd':
       dir = optarg;
+      break;
+    case 'v':
+      if (vocab_kind_parse(optarg, &kind))
+        return cli_usage_error("data", "--vocab wants names, unicode or ascii, not '%s'", optarg);
+      kind_given = true;
       break;
     case 's':
       if (cli_parse_u64(optarg, &seed))
@@ -63,12 +74,14 @@ int cmd_data(int argc, char **argv) {
 
   Dataset ds = {0};
   Err e;
-  if (data_load(&ds, dir, NULL, 0, data_default_kind(dir), NULL, &e) || data_split(&ds, fraction, seed, &e)) {
+  if (!kind_given)
+    kind = data_default_kind(dir);
+  if (data_load(&ds, dir, NULL, 0, kind, NULL, &e) || data_split(&ds, fraction, seed, &e)) {
     cli_error("data", &e);
     data_free(&ds);
     return EXIT_BAD_INPUT;
   }
-  printf("data: %s\n", dir);
+  printf("data: %s (vocabulary %s)\n", dir, vocab_kind_name(kind));
   printf("%-5s %-14s %7s %7s %7s\n", "label", "language", "names", "train", "test");
   size_t *ntr = xcalloc((size_t)ds.nlabels, sizeof *ntr);
   size_t *nte = xcalloc((size_t)ds.nlabels, sizeof *nte);

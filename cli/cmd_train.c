@@ -505,6 +505,17 @@ agree:
   if (vocab.kind != VOCAB_NAMES)
     fprintf(log, "vocabulary (%s): %d characters and the unknown slot\n",
             vocab_kind_name(vocab.kind), vocab.n - 1);
+  if (ds.nskipped) { /* texts the vocabulary cannot hold: said, and where to see them */
+    Buf none = {0};
+    for (int l = 0; l < ds.nlabels; l++)
+      if (!ds.per_label[l])
+        buf_printf(&none, "%s%s", none.len ? ", " : "", ds.labels[l]);
+    fprintf(log, "%s%zu text%s skipped (rnnc data --data %s --vocab %s lists them)%s%s\n",
+            none.len ? "warning: " : "", ds.nskipped, ds.nskipped == 1 ? "" : "s", dir,
+            vocab_kind_name(vocab.kind), none.len ? "; no text left of " : "",
+            none.len ? none.data : "");
+    buf_free(&none);
+  }
   int start_epoch = m.epoch;
   TrainOptions to = {.epochs = epochs, .seed = seed, .out = out, .init = init, .vocab = &vocab, .best = best,
                      .eval_every = eval_every, .metrics = dist.rank == 0 && metrics ? &mt : NULL,
@@ -817,7 +828,7 @@ static void print_row(const char *name, const float *lg, int C, char **labels, i
   free(shown);
   if (logits_only) {
     for (int k = 0; k < C; k++)
-      printf("\t%.7g", lg[k]);
+      printf("\t%.9g", lg[k]); /* 9 digits: the float itself, as NAME... --logits */
   } else {
     rank_classes(lg, C, rank);
     for (int k = 0; k < top && k < C; k++)

@@ -234,6 +234,19 @@ static void test_predict_input(void **state) {
   const char *head = "name\tChinese\tGreek\tJapanese\n";
   assert_true(!strncmp(out, head, strlen(head)));
   assert_contains(out, "\nZhang\t");
+  { /* each logit printed to the bit (9 digits, as predict NAME --logits) */
+    const char *row = strstr(out, "\nZhang\t") + strlen("\nZhang");
+    for (int k = 0; k < 3; k++) {
+      char *end;
+      float v = strtof(row + 1, &end);
+      char again[32];
+      snprintf(again, sizeof again, "%.9g", v);
+      if (strlen(again) != (size_t)(end - row - 1) || memcmp(again, row + 1, strlen(again)))
+        fail_msg("logit %d printed '%.*s', not the float's 9 digits %s", k, (int)(end - row - 1),
+                 row + 1, again);
+      row = end;
+    }
+  }
   rows = 0;
   for (const char *p = out; (p = strchr(p, '\n')); p++)
     rows++;

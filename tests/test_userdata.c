@@ -295,6 +295,39 @@ static void test_export_data_graph(void **state) {
   free(model);
 }
 
+/* Texts the vocabulary cannot hold are said: --vocab ascii skips the
+ * Cyrillic and Chinese texts of a TSV (no ASCII form), rnnc train counts
+ * them and warns of the labels left with none, and rnnc data --vocab
+ * ascii lists them, where its default (unicode, for a file) keeps all. */
+static void test_vocab_skipped(void **state) {
+  (void)state;
+  char *path = xasprintf("%s/scripts.tsv", workdir), *out = xasprintf("%s/ascii.safetensors", workdir);
+  Buf b = {0};
+  for (int i = 0; i < 12; i++)
+    buf_printf(&b, "Ив%c\tRussian\n王%c\tChinese\nSm%cth\tEnglish\nDu%cois\tFrench\n", 'a' + i,
+               'a' + i, 'a' + i, 'a' + i);
+  buf_put(&b, "", 1);
+  write_text(path, b.data);
+  buf_free(&b);
+  char *s = rnnc_expect(0, (const char *const[]){"train", graph, "--data", path, "--vocab", "ascii",
+                                                 "--epochs", "1", "--out", out, NULL});
+  assert_contains(s, "warning: 24 texts skipped (rnnc data --data ");
+  assert_contains(s, "--vocab ascii lists them); no text left of Chinese, Russian");
+  free(s);
+  s = rnnc_expect(0, (const char *const[]){"data", "--data", path, "--vocab", "ascii", NULL});
+  assert_contains(s, "skipped: 24 names");
+  assert_contains(s, "has no ASCII form");
+  free(s);
+  s = rnnc_expect(0, (const char *const[]){"data", "--data", path, NULL});
+  assert_contains(s, "skipped: 0 names");
+  free(s);
+  s = rnnc_expect(2, (const char *const[]){"data", "--data", path, "--vocab", "klingon", NULL});
+  assert_contains(s, "--vocab wants names, unicode or ascii");
+  free(s);
+  free(out);
+  free(path);
+}
+
 /* A malformed table is an error at its line and column, exit status 1. */
 static void test_table_errors(void **state) {
   (void)state;
@@ -395,6 +428,7 @@ int main(void) {
       cmocka_unit_test(test_unknown_slot_at_predict),
       cmocka_unit_test(test_build),
       cmocka_unit_test(test_export_data_graph),
+      cmocka_unit_test(test_vocab_skipped),
       cmocka_unit_test(test_table_errors),
       cmocka_unit_test(test_table_nul_and_empty),
   };
