@@ -59,6 +59,10 @@ static void init_values(const Graph *g, double *w, uint64_t seed) {
   }
 }
 
+/* Relative errors below this are the finite difference's own (float64,
+ * step 1e-3), never put down to a kink: --tolerance below it still fails. */
+#define KINK_FLOOR 1e-7
+
 /* Whether a disagreement d between the finite difference over the loss
  * at w - 2h, w - h, w + h, w + 2h (l[0..3]) and the gradient is what a
  * kink of the loss within those points (a relu, abs or max switching)
@@ -68,10 +72,6 @@ static void init_values(const Graph *g, double *w, uint64_t seed) {
  * s / 2; a smooth loss makes them h^3 times its third derivative (1e-9 of
  * it here). So a third difference above h d / 10 is a kink; a wrong
  * gradient on a smooth loss is not. */
-/* Relative errors below this are the finite difference's own (float64,
- * step 1e-3), never put down to a kink: --tolerance below it still fails. */
-#define KINK_FLOOR 1e-7
-
 static bool kink(Interp *I, const Graph *f, const int32_t *chars, int len, int target,
                  uint64_t noise, const double l[4], double h, double d) {
   double mid = loss_at(I, f, chars, len, target, noise);
@@ -141,7 +141,8 @@ int cmd_check(int argc, char **argv) {
   double *wf = interp_slot(If, SLOT_VALUE), *wg = interp_slot(Ig, SLOT_VALUE);
   init_values(f, wf, seed);
   double *worst = xcalloc((size_t)f->nparams, sizeof *worst);
-  int *kinks = xcalloc((size_t)f->nparams, sizeof *kinks), *tried = xcalloc((size_t)f->nparams, sizeof *tried);
+  int *kinks = xcalloc((size_t)f->nparams, sizeof *kinks);
+  int *tried = xcalloc((size_t)f->nparams, sizeof *tried);
   Rng pick;
   rng_seed(&pick, seed + 1);
   int rc = EXIT_OK, nnames = 0;

@@ -607,7 +607,6 @@ int train_run(Model *m, const Dataset *ds, const TrainOptions *o, Err *e) {
       if (rc == 0)
         fprintf(o->log, "epoch %d: mean training loss %.4f, test accuracy %.2f%% (%zu/%zu)\n",
                 ep + 1, mean, 100.0 * res.correct / res.n, res.correct, res.n);
-      eval_free(&run.rep.final);
       if (rc == 0 && ep + 1 == last)
         run.rep.final = res; /* the run's last: the report's */
       else
